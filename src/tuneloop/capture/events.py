@@ -1,0 +1,142 @@
+"""What the capture API accepts: interactions and feedback events, validated per kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+
+FEEDBACK_KINDS = (
+    "thumbs",
+    "rating",
+    "preference",
+    "edit",
+    "comment",
+    "accepted",
+    "copied",
+    "regenerated",
+    "followup",
+    "escalated",
+    "abandoned",
+    "dwell_ms",
+    "outcome",
+)
+# Kinds that only say "this happened": the value is `true` or omitted.
+FLAG_KINDS = ("accepted", "copied", "escalated", "abandoned")
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ShortText = Annotated[str, Field(max_length=256)]
+
+
+class Message(BaseModel):
+    """One chat message, as OpenAI shapes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class InteractionIn(BaseModel):
+    """An interaction an application made with its own model, logged through `POST /v1/interactions`."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Id | None = None
+    user: ShortText | None = None
+    session: ShortText | None = None
+    messages: list[Message] = Field(min_length=1, max_length=512)
+    response: str
+    choices: list[str] | None = Field(
+        default=None, max_length=16, description="All alternatives shown; choices[0] is the response."
+    )
+    model: ShortText | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _choices_start_with_response(self) -> InteractionIn:
+        if self.choices is not None and (not self.choices or self.choices[0] != self.response):
+            raise ValueError("choices[0] must equal response (choices lists every alternative shown)")
+        return self
+
+
+class IndexPreference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chosen: StrictInt = Field(ge=0, le=15)
+    rejected: StrictInt = Field(ge=0, le=15)
+
+
+class InteractionPreference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chosen_interaction: Id
+    rejected_interaction: Id
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    value: StrictBool | StrictInt | StrictFloat
+
+
+class Regenerated(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    replaced_by: Id
+
+
+class FeedbackIn(BaseModel):
+    """One feedback event; `id` is the client's event id and makes ingestion idempotent."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Id
+    interaction_id: Id
+    kind: Literal[FEEDBACK_KINDS]  # type: ignore[valid-type]
+    value: Any = None
+    rater: ShortText | None = None
+    source: Literal["user", "labeler", "judge", "system"] = "user"
+    created_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> FeedbackIn:
+        self.value = validate_value(self.kind, self.value)
+        if self.created_at is not None and self.created_at.tzinfo is None:
+            self.created_at = self.created_at.replace(tzinfo=UTC)
+        return self
+
+
+def validate_value(kind: str, value: Any) -> Any:
+    """The event value normalised for its kind; ValueError names what a valid value looks like."""
+    if kind == "thumbs":
+        if type(value) is not int or value not in (1, -1):
+            raise ValueError("value: thumbs takes 1 (up) or -1 (down)")
+    elif kind == "rating":
+        if type(value) is not int or not 1 <= value <= 5:
+            raise ValueError("value: rating takes an integer from 1 to 5")
+    elif kind == "preference":
+        if not isinstance(value, dict):
+            raise ValueError(
+                'value: preference takes {"chosen": i, "rejected": j} (indices into the interaction\'s '
+                'choices) or {"chosen_interaction": id, "rejected_interaction": id}'
+            )
+        model = InteractionPreference if "chosen_interaction" in value else IndexPreference
+        parsed = model.model_validate(value)
+        if isinstance(parsed, IndexPreference) and parsed.chosen == parsed.rejected:
+            raise ValueError("value: preference chosen and rejected must differ")
+        return parsed.model_dump()
+    elif kind in ("edit", "comment"):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"value: {kind} takes a non-empty string")
+    elif kind in FLAG_KINDS:
+        if value is not None and value is not True:
+            raise ValueError(f"value: {kind} takes true or no value")
+        return True
+    elif kind == "regenerated":
+        return None if value is None else Regenerated.model_validate(value).model_dump()
+    elif kind == "followup":
+        if value is not None and not isinstance(value, str):
+            raise ValueError("value: followup takes the follow-up message as a string, or no value")
+    elif kind == "dwell_ms":
+        if type(value) not in (int, float) or value < 0:
+            raise ValueError("value: dwell_ms takes a non-negative number of milliseconds")
+    elif kind == "outcome":
+        return Outcome.model_validate(value).model_dump()
+    return value

@@ -1,0 +1,118 @@
+"""`tuneloop init|tenants|export|audit`: set up the store, manage tenants and keys, get data out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
+from tuneloop.store.repository import Store
+
+
+def open_store() -> Store:
+    """The store named by the environment's settings, migrated to the newest schema."""
+    return Store(Settings().database_url)
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("init", help="create the store (and TUNELOOP_HOME) and migrate it")
+    p.set_defaults(run=cmd_init)
+
+    tenants = commands.add_parser("tenants", help="manage tenants and API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = tenants.add_parser("add", help="create a tenant and print its API key once")
+    p.add_argument("name")
+    p.add_argument(
+        "--redaction",
+        choices=["redact", "hash", "off"],
+        default="redact",
+        help="how PII is treated before storage (default: redact)",
+    )
+    p.set_defaults(run=cmd_tenants_add)
+    p = tenants.add_parser("list", help="list tenants")
+    p.set_defaults(run=cmd_tenants_list)
+    p = tenants.add_parser("key", help="print a new API key for a tenant (or --admin for an admin key)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--admin", action="store_true", help="a key that may act for every tenant")
+    p.set_defaults(run=cmd_tenants_key)
+
+    p = commands.add_parser("export", help="export a tenant's interactions with their feedback")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--out", type=Path, help="output file (default: stdout for jsonl)")
+    p.set_defaults(run=cmd_export)
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = audit.add_parser("verify", help="check the audit log's hash chain; exit 1 if broken")
+    p.set_defaults(run=cmd_audit_verify)
+
+
+def cmd_init(_: argparse.Namespace) -> int:
+    settings = Settings()
+    Store(settings.database_url).close()
+    print(f"store ready at {settings.database_url}")
+    return 0
+
+
+def cmd_tenants_add(args: argparse.Namespace) -> int:
+    tenant, key = open_store().create_tenant(args.name, redaction=args.redaction)
+    print(
+        f"created tenant {tenant.name} (redaction: {tenant.redaction}); its API key, shown once:",
+        file=sys.stderr,
+    )
+    print(key)
+    return 0
+
+
+def cmd_tenants_list(_: argparse.Namespace) -> int:
+    for tenant in open_store().tenants():
+        print(f"{tenant.name}\tredaction={tenant.redaction}\tcreated={tenant.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_tenants_key(args: argparse.Namespace) -> int:
+    if bool(args.name) == args.admin:
+        raise BadRequest("name a tenant, or pass --admin for an admin key (not both)")
+    print(open_store().add_key(None if args.admin else args.name))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store()
+    scoped = store.for_tenant(store.tenant_by_name(args.tenant))
+    by_interaction: dict[str, list] = {}
+    for event in scoped.feedback():
+        by_interaction.setdefault(event["interaction_id"], []).append(event)
+    rows = [{**row, "feedback": by_interaction.get(row["id"], [])} for row in scoped.interactions()]
+    if args.format == "parquet":
+        if not args.out:
+            raise BadRequest("--out FILE is required for parquet")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flat = [
+            {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
+            for r in rows
+        ]
+        pq.write_table(pa.Table.from_pylist(flat), args.out)
+    else:
+        out = args.out.open("w") if args.out else sys.stdout
+        for row in rows:
+            out.write(json.dumps(row, default=str) + "\n")
+        if args.out:
+            out.close()
+    print(f"exported {len(rows)} interactions", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_verify(_: argparse.Namespace) -> int:
+    ok, summary = open_store().verify_audit()
+    print(summary, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1

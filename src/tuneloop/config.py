@@ -1,0 +1,48 @@
+"""Service settings: one pydantic-settings class, read from `TUNELOOP_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment. Build one and pass it to `create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="forbid")
+
+    home: Path = Field(
+        default=Path.home() / ".tuneloop",
+        description="Directory for the SQLite file, model cache, snapshots and artifacts.",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default is SQLite at HOME/tuneloop.db. "
+        "Use postgresql+psycopg://user:pass@host/db at scale.",
+    )
+    backend: Literal["embedded", "openai"] = Field(
+        default="embedded", description="Serving backend: in-process model, or an OpenAI-compatible upstream."
+    )
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description="Base model: the embedded default, or a Hugging Face model directory.",
+    )
+    upstream_url: str | None = Field(
+        default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
+    )
+    upstream_api_key: str = Field(default="none", description="API key sent to the upstream server.")
+    max_body_bytes: int = Field(default=1_000_000, description="Largest accepted request body, in bytes.")
+    max_batch_events: int = Field(default=1000, description="Most feedback events in one batch request.")
+    max_text_chars: int = Field(default=100_000, description="Longest accepted string field, in characters.")
+    max_queue: int = Field(default=64, description="Generation requests waiting before new ones get 503.")
+    max_batch_size: int = Field(
+        default=8, description="Most sequences the embedded backend decodes together."
+    )
+
+    @property
+    def database_url(self) -> str:
+        """The store URL in force: `db_url`, or the SQLite file under `home`."""
+        return self.db_url or f"sqlite:///{self.home / 'tuneloop.db'}"

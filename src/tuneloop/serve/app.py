@@ -1,0 +1,84 @@
+"""The FastAPI application: `create_app(settings)` builds everything; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tuneloop.capture.ingest import Capture
+from tuneloop.capture.redact import Redactor
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest, NotFound, TuneloopError
+from tuneloop.serve import capture_routes
+from tuneloop.serve.http import Auth, error_response
+from tuneloop.store.repository import Store
+
+log = logging.getLogger("tuneloop")
+
+
+@dataclass
+class AppState:
+    """What every route needs, built once per app."""
+
+    settings: Settings
+    store: Store
+    auth: Auth
+    capture: Capture
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the tuneloop HTTP service for `settings` (default: from the environment)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.database_url)
+        redactor = Redactor()
+        redactor.warm_up()
+        app.state.tuneloop = AppState(
+            settings=settings, store=store, auth=Auth(store), capture=Capture(redactor)
+        )
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
+    app.include_router(capture_routes.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.exception_handler(TuneloopError)
+    async def on_tuneloop_error(_: Request, exc: TuneloopError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body"))
+        return error_response(BadRequest(f"{field}: {err['msg']}", param=field))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound("no such endpoint — see /docs for the API"))
+        error = TuneloopError(str(exc.detail))
+        error.status = exc.status_code
+        error.type = "invalid_request_error"
+        return error_response(error)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(TuneloopError(f"internal error ({type(exc).__name__}); see the server log"))
+
+    return app

@@ -1,0 +1,422 @@
+"""The store's API. `Store` manages tenants, keys and the audit log; `TenantStore` is a handle for one
+tenant, and every read and write through it is scoped to that tenant by construction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tuneloop.store import audit
+from tuneloop.store.engine import create_engine, migrate
+from tuneloop.store.schema import api_keys, feedback, interactions, tenants
+
+T = TypeVar("T")
+RedactionMode = Literal["redact", "hash", "off"]
+KEY_PREFIX = "tl-"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    redaction: RedactionMode
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an API key speaks for: one tenant, or an admin (tenant None) who may act for any."""
+
+    tenant: Tenant | None
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one item of a write: accepted, duplicate, or rejected with the reason."""
+
+    id: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    error: str | None = None
+    code: int = 201
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 of a payload's canonical JSON: equal payloads are duplicates, different ones conflict."""
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands datetimes back naive; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Store:
+    """One database (SQLite file or PostgreSQL server), migrated to the newest schema on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        migrate(self.engine)
+        dialects = {"sqlite": sqlite, "postgresql": postgresql}
+        self._insert = dialects[self.engine.dialect.name].insert
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction (on SQLite it takes the write lock at BEGIN)."""
+        with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def retrying(self, fn: Callable[[sa.Connection], T], attempts: int = 5) -> T:
+        """Run `fn` in a write transaction, again if a concurrent writer took the same audit seq."""
+        for attempt in range(attempts):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except sa.exc.IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # tenants and keys ---------------------------------------------------------------------------
+
+    def create_tenant(
+        self, name: str, redaction: RedactionMode = "redact", actor: str = "cli"
+    ) -> tuple[Tenant, str]:
+        """Create a tenant and its first API key; the key is returned once and stored only hashed."""
+        if not name or len(name) > 200 or not name.replace("-", "").replace("_", "").isalnum():
+            raise BadRequest(f"tenant name {name!r}: use 1-200 letters, digits, '-' or '_'", param="name")
+        tenant = Tenant(id=uuid.uuid4().hex, name=name, redaction=redaction, created_at=now_utc())
+
+        def insert(conn: sa.Connection) -> str:
+            if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first():
+                raise Conflict(
+                    f"tenant {name!r} already exists — add a key with `tuneloop tenants key {name}`"
+                )
+            conn.execute(tenants.insert().values(**tenant.__dict__))
+            audit.append(
+                conn,
+                tenant_id=tenant.id,
+                actor=actor,
+                action="tenant.create",
+                subject=name,
+                details={"redaction": redaction},
+            )
+            return self._add_key(conn, tenant.id, is_admin=False, actor=actor)
+
+        return tenant, self.retrying(insert)
+
+    def add_key(self, tenant_name: str | None, actor: str = "cli") -> str:
+        """A new API key for a tenant, or an admin key when `tenant_name` is None."""
+        tenant_id = self.tenant_by_name(tenant_name).id if tenant_name else None
+        return self.retrying(
+            lambda conn: self._add_key(conn, tenant_id, is_admin=tenant_id is None, actor=actor)
+        )
+
+    def _add_key(self, conn: sa.Connection, tenant_id: str | None, *, is_admin: bool, actor: str) -> str:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        conn.execute(
+            api_keys.insert().values(
+                key_hash=hash_key(key),
+                tenant_id=tenant_id,
+                is_admin=is_admin,
+                prefix=key[:10],
+                created_at=now_utc(),
+            )
+        )
+        audit.append(
+            conn,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="key.create",
+            subject=key[:10],
+            details={"admin": is_admin},
+        )
+        return key
+
+    def set_redaction(self, tenant_name: str, mode: RedactionMode, actor: str = "cli") -> None:
+        tenant = self.tenant_by_name(tenant_name)
+
+        def update(conn: sa.Connection) -> None:
+            conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(redaction=mode))
+            audit.append(
+                conn,
+                tenant_id=tenant.id,
+                actor=actor,
+                action="tenant.redaction",
+                subject=tenant.name,
+                details={"from": tenant.redaction, "to": mode},
+            )
+
+        self.retrying(update)
+
+    def tenants(self) -> list[Tenant]:
+        with self.read() as conn:
+            return [_tenant(r) for r in conn.execute(sa.select(tenants).order_by(tenants.c.name))]
+
+    def tenant_by_name(self, name: str) -> Tenant:
+        with self.read() as conn:
+            row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"unknown tenant {name!r} — create it with `tuneloop tenants add {name}`")
+        return _tenant(row)
+
+    def authenticate(self, key: str) -> Principal:
+        """The principal an API key speaks for; Unauthorized when it is unknown or revoked."""
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(api_keys.c.is_admin, tenants)
+                .select_from(api_keys.outerjoin(tenants, api_keys.c.tenant_id == tenants.c.id))
+                .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+            ).first()
+        if row is None:
+            raise Unauthorized("unknown API key — create one with `tuneloop tenants add NAME`")
+        return Principal(tenant=_tenant(row) if row.id else None, is_admin=row.is_admin)
+
+    def for_tenant(self, tenant: Tenant) -> TenantStore:
+        """The scoped handle through which everything about one tenant is read and written."""
+        return TenantStore(self, tenant)
+
+    # audit ---------------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        details: dict | None = None,
+        tenant_id: str | None = None,
+    ) -> int:
+        return self.retrying(
+            lambda conn: audit.append(
+                conn, tenant_id=tenant_id, actor=actor, action=action, subject=subject, details=details
+            )
+        )
+
+    def verify_audit(self) -> tuple[bool, str]:
+        with self.read() as conn:
+            return audit.verify(conn)
+
+
+def _tenant(row: sa.Row) -> Tenant:
+    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=_aware(row.created_at))
+
+
+class TenantStore:
+    """Reads and writes for exactly one tenant: every statement here filters on its id."""
+
+    def __init__(self, store: Store, tenant: Tenant) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.id
+
+    def audit(self, *, actor: str, action: str, subject: str, details: dict | None = None) -> int:
+        return self.store.audit(
+            actor=actor, action=action, subject=subject, details=details, tenant_id=self.tenant_id
+        )
+
+    # interactions --------------------------------------------------------------------------------
+
+    def log_interaction(self, row: dict[str, Any], digest: str) -> ItemResult:
+        """Store one redacted interaction; idempotent on its id by `digest` of the client payload."""
+        row = {**row, "tenant_id": self.tenant_id, "payload_hash": digest}
+        row.setdefault("created_at", now_utc())
+        stmt = (
+            self.store._insert(interactions)
+            .values(**row)
+            .on_conflict_do_nothing()
+            .returning(interactions.c.id)
+        )
+        with self.store.write() as conn:
+            if conn.execute(stmt).first() is not None:
+                return ItemResult(row["id"], "accepted")
+            existing = conn.execute(
+                sa.select(interactions.c.payload_hash).where(
+                    interactions.c.tenant_id == self.tenant_id, interactions.c.id == row["id"]
+                )
+            ).scalar_one()
+        if existing == digest:
+            return ItemResult(row["id"], "duplicate", code=200)
+        raise Conflict(f"interaction {row['id']!r} already exists with a different payload", param="id")
+
+    def get_interaction(self, interaction_id: str) -> dict[str, Any]:
+        """One interaction with its feedback; NotFound for ids this tenant does not own."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(interactions).where(
+                    interactions.c.tenant_id == self.tenant_id, interactions.c.id == interaction_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"interaction {interaction_id!r} not found", param="interaction_id")
+            events = self._feedback(conn, interaction_id=interaction_id)
+        return {**_interaction(row), "feedback": events}
+
+    def interactions(
+        self, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Interactions in creation order, optionally those created after `since`."""
+        query = sa.select(interactions).where(interactions.c.tenant_id == self.tenant_id)
+        if since is not None:
+            query = query.where(interactions.c.created_at > since)
+        query = query.order_by(interactions.c.created_at, interactions.c.id).limit(limit)
+        with self.store.read() as conn:
+            return [_interaction(r) for r in conn.execute(query)]
+
+    # feedback ------------------------------------------------------------------------------------
+
+    def add_feedback(self, events: list[tuple[dict[str, Any], str]]) -> list[ItemResult]:
+        """Store (event, digest) pairs in one transaction; each item answers accepted/duplicate/rejected."""
+        results: list[ItemResult] = []
+        rows = []
+        with self.store.write() as conn:
+            seen = dict(
+                conn.execute(
+                    sa.select(feedback.c.id, feedback.c.payload_hash).where(
+                        feedback.c.tenant_id == self.tenant_id,
+                        feedback.c.id.in_([e["id"] for e, _ in events]),
+                    )
+                ).all()
+            )
+            known = self._choice_counts(conn, events)
+            received = now_utc()
+            for event, digest in events:
+                eid = event["id"]
+                if eid in seen:
+                    results.append(
+                        ItemResult(eid, "duplicate", code=200)
+                        if seen[eid] == digest
+                        else ItemResult(
+                            eid,
+                            "rejected",
+                            f"event {eid!r} already exists with a different payload",
+                            code=409,
+                        )
+                    )
+                elif problem := _reference_problem(event, known):
+                    results.append(
+                        ItemResult(eid, "rejected", problem, code=404 if "not found" in problem else 400)
+                    )
+                else:
+                    seen[eid] = digest
+                    rows.append(
+                        {
+                            **event,
+                            "tenant_id": self.tenant_id,
+                            "payload_hash": digest,
+                            "created_at": event.get("created_at") or received,
+                            "received_at": received,
+                        }
+                    )
+                    results.append(ItemResult(eid, "accepted"))
+            if rows:
+                conn.execute(self.store._insert(feedback).on_conflict_do_nothing(), rows)
+        return results
+
+    def _choice_counts(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
+        """How many choices each interaction the events point at has, for those this tenant owns."""
+        wanted = set()
+        for event, _ in events:
+            wanted.add(event["interaction_id"])
+            value = event.get("value")
+            if event["kind"] == "preference" and "chosen_interaction" in value:
+                wanted |= {value["chosen_interaction"], value["rejected_interaction"]}
+            if event["kind"] == "regenerated" and value:
+                wanted.add(value["replaced_by"])
+        rows = conn.execute(
+            sa.select(interactions.c.id, interactions.c.choices).where(
+                interactions.c.tenant_id == self.tenant_id, interactions.c.id.in_(wanted)
+            )
+        )
+        return {r.id: len(r.choices) for r in rows}
+
+    def feedback(
+        self, *, interaction_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Feedback events in arrival order, filtered by interaction and/or received after `since`."""
+        with self.store.read() as conn:
+            return self._feedback(conn, interaction_id=interaction_id, since=since, limit=limit)
+
+    def _feedback(
+        self,
+        conn: sa.Connection,
+        *,
+        interaction_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        query = sa.select(feedback).where(feedback.c.tenant_id == self.tenant_id)
+        if interaction_id is not None:
+            query = query.where(feedback.c.interaction_id == interaction_id)
+        if since is not None:
+            query = query.where(feedback.c.received_at > since)
+        query = query.order_by(feedback.c.received_at, feedback.c.id).limit(limit)
+        return [_event(r) for r in conn.execute(query)]
+
+
+def _reference_problem(event: dict[str, Any], known: dict[str, int]) -> str | None:
+    """Why the interactions an event points at do not exist in this tenant, or None."""
+    iid = event["interaction_id"]
+    if iid not in known:
+        return f"interaction {iid!r} not found"
+    value = event.get("value")
+    if event["kind"] == "preference":
+        if "chosen_interaction" in value:
+            for field in ("chosen_interaction", "rejected_interaction"):
+                if value[field] not in known:
+                    return f"value.{field}: interaction {value[field]!r} not found"
+        elif max(value["chosen"], value["rejected"]) >= known[iid]:
+            return f"value: interaction {iid!r} has {known[iid]} choice(s); indices run from 0"
+    if event["kind"] == "regenerated" and value and value["replaced_by"] not in known:
+        return f"value.replaced_by: interaction {value['replaced_by']!r} not found"
+    return None
+
+
+def _interaction(row: sa.Row) -> dict[str, Any]:
+    out = dict(row._mapping)
+    out.pop("payload_hash")
+    out["user"] = out.pop("user_id")
+    out["session"] = out.pop("session_id")
+    out["created_at"] = _aware(out["created_at"])
+    return out
+
+
+def _event(row: sa.Row) -> dict[str, Any]:
+    out = dict(row._mapping)
+    out.pop("payload_hash")
+    out["created_at"] = _aware(out["created_at"])
+    out["received_at"] = _aware(out["received_at"])
+    return out

@@ -1,0 +1,87 @@
+"""The one schema, as SQLAlchemy Core tables; Alembic migrations in `migrations/` create it."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("redaction", sa.String(16), nullable=False, server_default="redact"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    # Only a SHA-256 of the key is kept: a leaked database does not leak working keys.
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+interactions = sa.Table(
+    "interactions",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("user_id", sa.String(256), nullable=True),
+    sa.Column("session_id", sa.String(256), nullable=True),
+    sa.Column("messages", sa.JSON, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("choices", sa.JSON, nullable=False),
+    sa.Column("model", sa.String(256), nullable=True),
+    sa.Column("adapter_version", sa.String(128), nullable=True),
+    sa.Column("arm", sa.String(32), nullable=True),
+    sa.Column("decoding", sa.JSON, nullable=True),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_interactions_tenant_created", "tenant_id", "created_at"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    # The primary key is the client's event id within the tenant: it is the idempotency record,
+    # written in the same statement as the event itself.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("interaction_id", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("value", sa.JSON, nullable=True),
+    sa.Column("rater", sa.String(256), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_feedback_tenant_interaction", "tenant_id", "interaction_id"),
+    sa.Index("ix_feedback_tenant_received", "tenant_id", "received_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    # seq is assigned by us, not autoincrement: two writers racing for the same seq collide on the
+    # primary key instead of forking the hash chain.
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("tenant_id", sa.String(64), nullable=True),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

@@ -1,0 +1,60 @@
+"""Shared fixtures: an isolated TUNELOOP_HOME, real SQLite and PostgreSQL stores, a live server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.postgres import PostgresServer, find_bindir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def tuneloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own TUNELOOP_HOME, so no test touches a user's files."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUNELOOP_HOME", str(home))
+    monkeypatch.delenv("TUNELOOP_DB_URL", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session. In CI a missing server fails loudly, never skips."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found — install Debian's `postgresql` (make setup does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="tuneloop-pg-"))
+    server = PostgresServer(base, bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def store(db_url: str):
+    from tuneloop.store.repository import Store
+
+    s = Store(db_url)
+    yield s
+    s.close()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tuneloop.errors import Conflict, NotFound, Unauthorized
+from tuneloop.store.repository import Store, payload_hash
+from tuneloop.store.schema import audit_log
+
+
+def _interaction(iid: str, text: str = "hello") -> dict:
+    return {"id": iid, "messages": [{"role": "user", "content": text}], "response": "hi", "choices": ["hi"]}
+
+
+def _event(eid: str, iid: str, kind: str = "thumbs", value: object = 1) -> tuple[dict, str]:
+    event = {"id": eid, "interaction_id": iid, "kind": kind, "value": value, "source": "user"}
+    return event, payload_hash(event)
+
+
+def test_api_key_names_its_tenant_and_is_stored_hashed(store: Store) -> None:
+    tenant, key = store.create_tenant("acme")
+    assert store.authenticate(key).tenant == tenant
+    with store.read() as conn:
+        stored = conn.execute(sa.text("select key_hash from api_keys")).scalars().all()
+    assert key not in stored
+    with pytest.raises(Unauthorized):
+        store.authenticate("tl-not-a-key")
+
+
+def test_duplicate_event_id_is_stored_once(store: Store) -> None:
+    tenant, _ = store.create_tenant("acme")
+    scoped = store.for_tenant(tenant)
+    scoped.log_interaction(_interaction("i1"), "d1")
+    first = scoped.add_feedback([_event("e1", "i1")])
+    again = scoped.add_feedback([_event("e1", "i1"), _event("e1", "i1")])
+    assert [r.status for r in first] == ["accepted"]
+    assert [r.status for r in again] == ["duplicate", "duplicate"]
+    assert len(scoped.feedback()) == 1
+
+
+def test_conflicting_duplicate_event_is_rejected_with_409(store: Store) -> None:
+    tenant, _ = store.create_tenant("acme")
+    scoped = store.for_tenant(tenant)
+    scoped.log_interaction(_interaction("i1"), "d1")
+    scoped.add_feedback([_event("e1", "i1", value=1)])
+    [result] = scoped.add_feedback([_event("e1", "i1", value=-1)])
+    assert (result.status, result.code) == ("rejected", 409)
+    assert scoped.feedback()[0]["value"] == 1
+
+
+def test_conflicting_interaction_id_raises_conflict(store: Store) -> None:
+    tenant, _ = store.create_tenant("acme")
+    scoped = store.for_tenant(tenant)
+    assert scoped.log_interaction(_interaction("i1"), "d1").status == "accepted"
+    assert scoped.log_interaction(_interaction("i1"), "d1").status == "duplicate"
+    with pytest.raises(Conflict):
+        scoped.log_interaction(_interaction("i1", "other"), "d2")
+
+
+def test_tenant_handle_cannot_see_or_touch_another_tenants_rows(store: Store) -> None:
+    a, _ = store.create_tenant("a")
+    b, _ = store.create_tenant("b")
+    store_a, store_b = store.for_tenant(a), store.for_tenant(b)
+    store_a.log_interaction(_interaction("shared-id"), "d")
+    store_a.add_feedback([_event("e1", "shared-id")])
+    with pytest.raises(NotFound):
+        store_b.get_interaction("shared-id")
+    [result] = store_b.add_feedback([_event("e2", "shared-id")])
+    assert (result.status, result.code) == ("rejected", 404)
+    assert store_b.feedback() == [] and store_b.interactions() == []
+    # The same ids are free for tenant B: ids are per tenant.
+    assert store_b.log_interaction(_interaction("shared-id"), "d").status == "accepted"
+    assert store_b.add_feedback([_event("e1", "shared-id")])[0].status == "accepted"
+    assert len(store_a.feedback()) == 1
+
+
+def test_event_pointing_outside_the_interactions_choices_is_rejected(store: Store) -> None:
+    tenant, _ = store.create_tenant("acme")
+    scoped = store.for_tenant(tenant)
+    scoped.log_interaction(_interaction("i1"), "d1")
+    [result] = scoped.add_feedback([_event("p1", "i1", "preference", {"chosen": 0, "rejected": 1})])
+    assert result.status == "rejected" and "1 choice" in (result.error or "")
+
+
+def test_audit_chain_verifies_and_detects_a_tampered_row(store: Store) -> None:
+    tenant, _ = store.create_tenant("acme")
+    store.audit(actor="tester", action="version.promote", subject="v1", details={"why": "better"}, tenant_id=tenant.id)
+    ok, summary = store.verify_audit()
+    assert ok, summary
+    with store.write() as conn:
+        conn.execute(audit_log.update().where(audit_log.c.seq == 2).values(actor="mallory"))
+    ok, summary = store.verify_audit()
+    assert not ok and "row 2" in summary
+
+
+def test_audit_chain_detects_a_deleted_row(store: Store) -> None:
+    store.create_tenant("acme")
+    store.create_tenant("beta")
+    with store.write() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.seq == 2))
+    ok, summary = store.verify_audit()
+    assert not ok and "removed" in summary
+
+
+def test_reopening_the_store_keeps_data_and_migrates_idempotently(db_url: str) -> None:
+    first = Store(db_url)
+    first.create_tenant("acme")
+    first.close()
+    second = Store(db_url)
+    assert [t.name for t in second.tenants()] == ["acme"]
+    second.close()
