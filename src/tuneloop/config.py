@@ -23,8 +23,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the store; default is SQLite at HOME/tuneloop.db. "
         "Use postgresql+psycopg://user:pass@host/db at scale.",
     )
-    backend: Literal["embedded", "openai"] = Field(
-        default="embedded", description="Serving backend: in-process model, or an OpenAI-compatible upstream."
+    backend: Literal["embedded", "openai", "none"] = Field(
+        default="embedded",
+        description="Serving backend: `embedded` (in-process model), `openai` (an OpenAI-compatible upstream "
+        "such as vLLM), or `none` (capture API only, for apps that call their own model).",
     )
     model: str = Field(
         default="smollm2-135m-instruct",

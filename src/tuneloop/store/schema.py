@@ -85,3 +85,28 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    # A servable policy version is "base + optional adapter + optional system prompt + decoding";
+    # reward models live here too so gates and amplification can name the one they used.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("base_model", sa.String(256), nullable=False),
+    sa.Column("base_model_hash", sa.String(64), nullable=True),
+    sa.Column("snapshot_hash", sa.String(64), nullable=True),
+    sa.Column("artifact_path", sa.Text, nullable=True),
+    sa.Column("artifact_checksums", sa.JSON, nullable=True),
+    sa.Column("system_prompt", sa.Text, nullable=True),
+    sa.Column("decoding", sa.JSON, nullable=True),
+    sa.Column("job_spec", sa.JSON, nullable=True),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Column("gate_report", sa.Text, nullable=True),
+    sa.Column("parent_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_versions_tenant_state", "tenant_id", "kind", "state"),
+)

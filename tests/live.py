@@ -1,0 +1,33 @@
+"""A real uvicorn server on a free loopback port, in a thread, for tests that speak real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from tests.postgres import free_port
+from tuneloop.config import Settings
+from tuneloop.serve.app import create_app
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    """Serve `create_app(settings)` until the block ends; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live import live_server
+from tuneloop import Client, Settings
+from tuneloop.errors import NotFound
+from tuneloop.store.repository import Store
+
+PII = {
+    "email": "jane.doe@example.com",
+    "phone": "+1 415-555-0132",
+    "card": "4111 1111 1111 1111",
+    "iban": "DE89 3704 0044 0532 0130 00",
+    "name": "Johanna Whitfield",
+}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, Path]]:
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, backend="none", max_body_bytes=200_000, max_batch_events=50, max_text_chars=5000)
+    store = Store(settings.database_url)
+    _, key_a = store.create_tenant("a")
+    _, key_b = store.create_tenant("b")
+    store.close()
+    with live_server(settings) as url:
+        yield url, key_a, key_b, home / "tuneloop.db"
+
+
+def _http(api: tuple, key: str | None = None) -> httpx.Client:
+    url, key_a, *_ = api
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key or key_a}"})
+
+
+def _new_interaction(client: Client, text: str = "How do I reset my password?") -> str:
+    return client.log_interaction([{"role": "user", "content": text}], "Open Settings, then Security.")
+
+
+def test_feedback_lands_on_its_interaction(api: tuple) -> None:
+    url, key_a, *_ = api
+    with Client(url, key_a) as client:
+        iid = _new_interaction(client)
+        assert client.feedback(iid, "thumbs", 1, id="fb-1") == "accepted"
+        assert client.feedback(iid, "thumbs", 1, id="fb-1") == "duplicate"
+        stored = client.interaction(iid)
+    assert [(e["id"], e["kind"], e["value"]) for e in stored["feedback"]] == [("fb-1", "thumbs", 1)]
+
+
+def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
+    with _http(api) as http:
+        iid = http.post("/v1/interactions", json={"messages": [{"role": "user", "content": "q"}],
+                                                  "response": "a"}).json()["id"]
+        event = {"id": "dup-1", "interaction_id": iid, "kind": "rating", "value": 4}
+        assert http.post("/v1/feedback", json=event).status_code == 201
+        assert http.post("/v1/feedback", json=event).status_code == 200
+        clash = http.post("/v1/feedback", json={**event, "value": 2})
+    assert clash.status_code == 409
+    assert "different payload" in clash.json()["error"]["message"]
+
+
+def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: tuple) -> None:
+    with _http(api) as http:
+        iid = http.post("/v1/interactions", json={"messages": [{"role": "user", "content": "q"}],
+                                                  "response": "a", "choices": ["a", "b"]}).json()["id"]
+        events = [
+            {"id": "b-1", "interaction_id": iid, "kind": "thumbs", "value": 1},
+            {"id": "b-2", "interaction_id": iid, "kind": "rating", "value": 9},
+            {"id": "b-3", "interaction_id": iid, "kind": "preference", "value": {"chosen": 1, "rejected": 0}},
+            {"id": "b-4", "interaction_id": "int-missing", "kind": "accepted"},
+            {"id": "b-5", "interaction_id": iid, "kind": "outcome", "value": {"name": "tests_passed", "value": True}},
+        ]
+        body = http.post("/v1/feedback", json={"events": events}).json()
+        stored = http.get("/v1/feedback", params={"interaction_id": iid}).json()["data"]
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted", "rejected", "accepted"]
+    assert "rating takes an integer from 1 to 5" in body["results"][1]["error"]
+    assert "not found" in body["results"][3]["error"]
+    assert (body["accepted"], body["rejected"]) == (3, 2)
+    assert sorted(e["id"] for e in stored) == ["b-1", "b-3", "b-5"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "dwell_ms", "value": NaN}', 400, "NaN is not valid JSON"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "dwell_ms", "value": Infinity}', 400, "Infinity"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "caf\xe9"}', 400, "not valid UTF-8"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "smile"}', 400, "kind"),
+        (b'{"id": 5, "interaction_id": "i", "kind": "thumbs", "value": 1}', 400, "id"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "thumbs", "value": "up"}', 400, "thumbs takes 1"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "thumbs", "value": 1, "extra": 1}', 400, "extra"),
+        (b"[1, 2]", 400, "expected a JSON object"),
+        (b"", 400, "empty"),
+        (b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "' + b"a" * 6000 + b'"}', 400, "value"),
+        (b'{"events": "nope"}', 400, "events"),
+        (b'{"events": [' + b",".join([b'{"id": "x"}'] * 51) + b"]}", 413, "limit is 50"),
+        (b'{"id": "x", "kind": "comment", "value": "' + b"a" * 250_000 + b'"}', 413, "limit of 200000"),
+    ],
+)
+def test_bad_feedback_input_gets_a_4xx_that_names_the_problem(api: tuple, body: bytes, status: int,
+                                                              fragment: str) -> None:
+    with _http(api) as http:
+        resp = http.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert fragment in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_bad_interaction_input_names_the_field(api: tuple) -> None:
+    with _http(api) as http:
+        resp = http.post("/v1/interactions", json={"messages": [{"role": "robot", "content": "x"}], "response": "a"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"].startswith("messages.0.role")
+
+
+def test_missing_or_unknown_key_gets_401(api: tuple) -> None:
+    url = api[0]
+    assert httpx.get(f"{url}/v1/feedback").status_code == 401
+    resp = httpx.get(f"{url}/v1/feedback", headers={"Authorization": "Bearer tl-nope"})
+    assert resp.status_code == 401 and "tuneloop tenants add" in resp.json()["error"]["message"]
+
+
+def test_tenant_b_can_neither_read_nor_write_tenant_a_data(api: tuple) -> None:
+    url, key_a, key_b, _ = api
+    with Client(url, key_a) as a, Client(url, key_b) as b:
+        iid = _new_interaction(a)
+        a.feedback(iid, "thumbs", 1, id=f"iso-{iid}")
+        with pytest.raises(NotFound):
+            b.interaction(iid)
+        with pytest.raises(NotFound):
+            b.feedback(iid, "thumbs", -1)
+        assert b.feedback_batch([{"interaction_id": iid, "kind": "thumbs", "value": -1}])[0]["status"] == "rejected"
+    with _http(api, key_b) as http:
+        assert http.get("/v1/feedback", params={"interaction_id": iid}).json()["data"] == []
+
+
+def test_pii_sent_through_the_api_never_reaches_the_database_file(api: tuple) -> None:
+    url, key_a, _, db_file = api
+    text = (f"I am {PII['name']}, mail me at {PII['email']} or call {PII['phone']}. "
+            f"Card {PII['card']}, IBAN {PII['iban']}.")
+    with Client(url, key_a) as client:
+        iid = client.log_interaction([{"role": "user", "content": text}], f"Thanks {PII['name']}!",
+                                     metadata={"note": f"contact {PII['email']}"})
+        client.feedback(iid, "edit", f"Sure, {PII['name']}, we will call {PII['phone']}.")
+        client.feedback(iid, "comment", f"my card is {PII['card']}", metadata={"from": PII["email"]})
+        stored = client.interaction(iid)
+    assert "<EMAIL_ADDRESS>" in stored["messages"][0]["content"]
+    raw = b"".join(p.read_bytes() for p in db_file.parent.glob("tuneloop.db*"))
+    for kind, value in PII.items():
+        for variant in {value, value.replace(" ", ""), value.replace("-", "")}:
+            assert variant.encode() not in raw, f"{kind} leaked into the database file"
+
+
+def test_unknown_route_answers_an_openai_error(api: tuple) -> None:
+    resp = httpx.get(f"{api[0]}/v1/nothing-here")
+    assert resp.status_code == 404 and "error" in resp.json()
+
+
+def test_client_retries_resend_the_same_event_id(api: tuple) -> None:
+    url, key_a, *_ = api
+    with Client(url, key_a) as client:
+        iid = _new_interaction(client)
+        eid = f"retry-{uuid.uuid4().hex}"
+        statuses = [client.feedback(iid, "accepted", id=eid) for _ in range(3)]
+        assert statuses == ["accepted", "duplicate", "duplicate"]
+        assert len(client.interaction(iid)["feedback"]) == 1

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.postgres import free_port
+from tuneloop.store.repository import Store
+
+
+def _start(home: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_BACKEND": "none"}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = Store(f"sqlite:///{home / 'tuneloop.db'}")
+    tenant, key = store.create_tenant("acme", redaction="off")
+    scoped = store.for_tenant(tenant)
+    scoped.log_interaction({"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a",
+                            "choices": ["a"]}, "d")
+    port = free_port()
+    proc = _start(home, port)
+    acked: set[str] = set()
+    stop = threading.Event()
+
+    def send(worker: int) -> None:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
+        n = 0
+        while not stop.is_set():
+            n += 1
+            batch = n % 2 == 0
+            ids = [f"w{worker}-{n}-{k}" for k in range(20 if batch else 1)]
+            events = [{"id": i, "interaction_id": "i1", "kind": "thumbs", "value": 1} for i in ids]
+            try:
+                resp = http.post("/v1/feedback", json={"events": events} if batch else events[0], timeout=5)
+            except httpx.TransportError:
+                return
+            if resp.status_code in (200, 201):
+                results = resp.json().get("results", [{"id": ids[0], "status": resp.json()["status"]}])
+                acked.update(r["id"] for r in results if r["status"] in ("accepted", "duplicate"))
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+
+    restarted = _start(home, port)
+    try:
+        stored = {e["id"] for e in Store(f"sqlite:///{home / 'tuneloop.db'}").for_tenant(tenant).feedback()}
+    finally:
+        restarted.terminate()
+        restarted.wait()
+    assert len(acked) > 50, "the test did not ingest enough to mean anything"
+    assert acked - stored == set()
