@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tuneloop.capture.events import FeedbackIn, InteractionIn
+
+
+def _event(kind: str, value: object = None) -> dict:
+    return {"id": "e1", "interaction_id": "i1", "kind": kind, "value": value}
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "stored"),
+    [
+        ("thumbs", -1, -1),
+        ("rating", 5, 5),
+        ("preference", {"chosen": 1, "rejected": 0}, {"chosen": 1, "rejected": 0}),
+        ("preference", {"chosen_interaction": "a", "rejected_interaction": "b"},
+         {"chosen_interaction": "a", "rejected_interaction": "b"}),
+        ("edit", "better text", "better text"),
+        ("accepted", None, True),
+        ("escalated", True, True),
+        ("regenerated", {"replaced_by": "i2"}, {"replaced_by": "i2"}),
+        ("regenerated", None, None),
+        ("followup", "and then?", "and then?"),
+        ("dwell_ms", 1500.5, 1500.5),
+        ("outcome", {"name": "tests_passed", "value": True}, {"name": "tests_passed", "value": True}),
+    ],
+)
+def test_each_kind_accepts_its_documented_value(kind: str, value: object, stored: object) -> None:
+    assert FeedbackIn.model_validate(_event(kind, value)).value == stored
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "fragment"),
+    [
+        ("thumbs", True, "thumbs takes 1"),
+        ("thumbs", 2, "thumbs takes 1"),
+        ("rating", 4.5, "rating takes an integer"),
+        ("rating", 0, "rating takes an integer"),
+        ("preference", {"chosen": 0, "rejected": 0}, "must differ"),
+        ("preference", [0, 1], "preference takes"),
+        ("edit", "   ", "non-empty string"),
+        ("accepted", 1, "accepted takes true"),
+        ("dwell_ms", -5, "non-negative"),
+        ("dwell_ms", "5", "non-negative"),
+        ("outcome", {"name": "x"}, "value"),
+        ("smile", None, "kind"),
+    ],
+)
+def test_each_kind_rejects_a_wrong_value_with_a_message(kind: str, value: object, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        FeedbackIn.model_validate(_event(kind, value))
+
+
+def test_interaction_choices_must_start_with_the_response() -> None:
+    with pytest.raises(ValidationError, match=r"choices\[0\] must equal response"):
+        InteractionIn.model_validate({"messages": [{"role": "user", "content": "q"}], "response": "a",
+                                      "choices": ["b", "a"]})
+
+
+def test_event_ids_are_restricted_to_safe_characters() -> None:
+    with pytest.raises(ValidationError, match="id"):
+        FeedbackIn.model_validate({**_event("thumbs", 1), "id": "has space"})
