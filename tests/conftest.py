@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ def postgres() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -41,20 +41,36 @@ class PostgresServer:
     def start(self) -> str:
         if self.prefix:
             shutil.chown(self.base, "postgres", "postgres")
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "tuneloop", "--auth=trust", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.base / "log"),
-                  "-w", "start")
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data), "-U", "tuneloop", "--auth=trust", "-E", "UTF8"
+        )
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "start",
+        )
         return f"postgresql+psycopg://tuneloop@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        subprocess.run([*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
 
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=tuneloop dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=tuneloop dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://tuneloop@127.0.0.1:{self.port}/{name}"

@@ -16,8 +16,11 @@ def _event(kind: str, value: object = None) -> dict:
         ("thumbs", -1, -1),
         ("rating", 5, 5),
         ("preference", {"chosen": 1, "rejected": 0}, {"chosen": 1, "rejected": 0}),
-        ("preference", {"chosen_interaction": "a", "rejected_interaction": "b"},
-         {"chosen_interaction": "a", "rejected_interaction": "b"}),
+        (
+            "preference",
+            {"chosen_interaction": "a", "rejected_interaction": "b"},
+            {"chosen_interaction": "a", "rejected_interaction": "b"},
+        ),
         ("edit", "better text", "better text"),
         ("accepted", None, True),
         ("escalated", True, True),
@@ -56,8 +59,9 @@ def test_each_kind_rejects_a_wrong_value_with_a_message(kind: str, value: object
 
 def test_interaction_choices_must_start_with_the_response() -> None:
     with pytest.raises(ValidationError, match=r"choices\[0\] must equal response"):
-        InteractionIn.model_validate({"messages": [{"role": "user", "content": "q"}], "response": "a",
-                                      "choices": ["b", "a"]})
+        InteractionIn.model_validate(
+            {"messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["b", "a"]}
+        )
 
 
 def test_event_ids_are_restricted_to_safe_characters() -> None:

@@ -24,7 +24,9 @@ PII = {
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, Path]]:
     home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, backend="none", max_body_bytes=200_000, max_batch_events=50, max_text_chars=5000)
+    settings = Settings(
+        home=home, backend="none", max_body_bytes=200_000, max_batch_events=50, max_text_chars=5000
+    )
     store = Store(settings.database_url)
     _, key_a = store.create_tenant("a")
     _, key_b = store.create_tenant("b")
@@ -54,8 +56,9 @@ def test_feedback_lands_on_its_interaction(api: tuple) -> None:
 
 def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
     with _http(api) as http:
-        iid = http.post("/v1/interactions", json={"messages": [{"role": "user", "content": "q"}],
-                                                  "response": "a"}).json()["id"]
+        iid = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a"}
+        ).json()["id"]
         event = {"id": "dup-1", "interaction_id": iid, "kind": "rating", "value": 4}
         assert http.post("/v1/feedback", json=event).status_code == 201
         assert http.post("/v1/feedback", json=event).status_code == 200
@@ -66,18 +69,31 @@ def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
 
 def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: tuple) -> None:
     with _http(api) as http:
-        iid = http.post("/v1/interactions", json={"messages": [{"role": "user", "content": "q"}],
-                                                  "response": "a", "choices": ["a", "b"]}).json()["id"]
+        iid = http.post(
+            "/v1/interactions",
+            json={"messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["a", "b"]},
+        ).json()["id"]
         events = [
             {"id": "b-1", "interaction_id": iid, "kind": "thumbs", "value": 1},
             {"id": "b-2", "interaction_id": iid, "kind": "rating", "value": 9},
             {"id": "b-3", "interaction_id": iid, "kind": "preference", "value": {"chosen": 1, "rejected": 0}},
             {"id": "b-4", "interaction_id": "int-missing", "kind": "accepted"},
-            {"id": "b-5", "interaction_id": iid, "kind": "outcome", "value": {"name": "tests_passed", "value": True}},
+            {
+                "id": "b-5",
+                "interaction_id": iid,
+                "kind": "outcome",
+                "value": {"name": "tests_passed", "value": True},
+            },
         ]
         body = http.post("/v1/feedback", json={"events": events}).json()
         stored = http.get("/v1/feedback", params={"interaction_id": iid}).json()["data"]
-    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted", "rejected", "accepted"]
+    assert [r["status"] for r in body["results"]] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "rejected",
+        "accepted",
+    ]
     assert "rating takes an integer from 1 to 5" in body["results"][1]["error"]
     assert "not found" in body["results"][3]["error"]
     assert (body["accepted"], body["rejected"]) == (3, 2)
@@ -88,23 +104,36 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
     ("body", "status", "fragment"),
     [
         (b"{not json", 400, "not valid JSON"),
-        (b'{"id": "x", "interaction_id": "i", "kind": "dwell_ms", "value": NaN}', 400, "NaN is not valid JSON"),
+        (
+            b'{"id": "x", "interaction_id": "i", "kind": "dwell_ms", "value": NaN}',
+            400,
+            "NaN is not valid JSON",
+        ),
         (b'{"id": "x", "interaction_id": "i", "kind": "dwell_ms", "value": Infinity}', 400, "Infinity"),
-        (b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "caf\xe9"}', 400, "not valid UTF-8"),
+        (
+            b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "caf\xe9"}',
+            400,
+            "not valid UTF-8",
+        ),
         (b'{"id": "x", "interaction_id": "i", "kind": "smile"}', 400, "kind"),
         (b'{"id": 5, "interaction_id": "i", "kind": "thumbs", "value": 1}', 400, "id"),
         (b'{"id": "x", "interaction_id": "i", "kind": "thumbs", "value": "up"}', 400, "thumbs takes 1"),
         (b'{"id": "x", "interaction_id": "i", "kind": "thumbs", "value": 1, "extra": 1}', 400, "extra"),
         (b"[1, 2]", 400, "expected a JSON object"),
         (b"", 400, "empty"),
-        (b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "' + b"a" * 6000 + b'"}', 400, "value"),
+        (
+            b'{"id": "x", "interaction_id": "i", "kind": "comment", "value": "' + b"a" * 6000 + b'"}',
+            400,
+            "value",
+        ),
         (b'{"events": "nope"}', 400, "events"),
         (b'{"events": [' + b",".join([b'{"id": "x"}'] * 51) + b"]}", 413, "limit is 50"),
-        (b'{"id": "x", "kind": "comment", "value": "' + b"a" * 250_000 + b'"}', 413, "limit of 200000"),
+        (b'{"id": "x", "kind": "comment", "value": "' + b"a" * 250_000 + b'"}', 413, "200000"),
     ],
 )
-def test_bad_feedback_input_gets_a_4xx_that_names_the_problem(api: tuple, body: bytes, status: int,
-                                                              fragment: str) -> None:
+def test_bad_feedback_input_gets_a_4xx_that_names_the_problem(
+    api: tuple, body: bytes, status: int, fragment: str
+) -> None:
     with _http(api) as http:
         resp = http.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == status, resp.text
@@ -115,7 +144,9 @@ def test_bad_feedback_input_gets_a_4xx_that_names_the_problem(api: tuple, body: 
 
 def test_bad_interaction_input_names_the_field(api: tuple) -> None:
     with _http(api) as http:
-        resp = http.post("/v1/interactions", json={"messages": [{"role": "robot", "content": "x"}], "response": "a"})
+        resp = http.post(
+            "/v1/interactions", json={"messages": [{"role": "robot", "content": "x"}], "response": "a"}
+        )
     assert resp.status_code == 400
     assert resp.json()["error"]["message"].startswith("messages.0.role")
 
@@ -136,18 +167,26 @@ def test_tenant_b_can_neither_read_nor_write_tenant_a_data(api: tuple) -> None:
             b.interaction(iid)
         with pytest.raises(NotFound):
             b.feedback(iid, "thumbs", -1)
-        assert b.feedback_batch([{"interaction_id": iid, "kind": "thumbs", "value": -1}])[0]["status"] == "rejected"
+        assert (
+            b.feedback_batch([{"interaction_id": iid, "kind": "thumbs", "value": -1}])[0]["status"]
+            == "rejected"
+        )
     with _http(api, key_b) as http:
         assert http.get("/v1/feedback", params={"interaction_id": iid}).json()["data"] == []
 
 
 def test_pii_sent_through_the_api_never_reaches_the_database_file(api: tuple) -> None:
     url, key_a, _, db_file = api
-    text = (f"I am {PII['name']}, mail me at {PII['email']} or call {PII['phone']}. "
-            f"Card {PII['card']}, IBAN {PII['iban']}.")
+    text = (
+        f"I am {PII['name']}, mail me at {PII['email']} or call {PII['phone']}. "
+        f"Card {PII['card']}, IBAN {PII['iban']}."
+    )
     with Client(url, key_a) as client:
-        iid = client.log_interaction([{"role": "user", "content": text}], f"Thanks {PII['name']}!",
-                                     metadata={"note": f"contact {PII['email']}"})
+        iid = client.log_interaction(
+            [{"role": "user", "content": text}],
+            f"Thanks {PII['name']}!",
+            metadata={"note": f"contact {PII['email']}"},
+        )
         client.feedback(iid, "edit", f"Sure, {PII['name']}, we will call {PII['phone']}.")
         client.feedback(iid, "comment", f"my card is {PII['card']}", metadata={"from": PII["email"]})
         stored = client.interaction(iid)

@@ -16,8 +16,12 @@ from tuneloop.store.repository import Store
 
 def _start(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_BACKEND": "none"}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -34,8 +38,9 @@ def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path:
     store = Store(f"sqlite:///{home / 'tuneloop.db'}")
     tenant, key = store.create_tenant("acme", redaction="off")
     scoped = store.for_tenant(tenant)
-    scoped.log_interaction({"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a",
-                            "choices": ["a"]}, "d")
+    scoped.log_interaction(
+        {"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["a"]}, "d"
+    )
     port = free_port()
     proc = _start(home, port)
     acked: set[str] = set()
@@ -54,7 +59,8 @@ def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path:
             except httpx.TransportError:
                 return
             if resp.status_code in (200, 201):
-                results = resp.json().get("results", [{"id": ids[0], "status": resp.json()["status"]}])
+                body = resp.json()
+                results = body["results"] if batch else [body]
                 acked.update(r["id"] for r in results if r["status"] in ("accepted", "duplicate"))
 
     threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]

@@ -84,7 +84,9 @@ def test_event_pointing_outside_the_interactions_choices_is_rejected(store: Stor
 
 def test_audit_chain_verifies_and_detects_a_tampered_row(store: Store) -> None:
     tenant, _ = store.create_tenant("acme")
-    store.audit(actor="tester", action="version.promote", subject="v1", details={"why": "better"}, tenant_id=tenant.id)
+    store.audit(
+        actor="tester", action="version.promote", subject="v1", details={"why": "better"}, tenant_id=tenant.id
+    )
     ok, summary = store.verify_audit()
     assert ok, summary
     with store.write() as conn:

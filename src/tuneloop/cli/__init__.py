@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneloop.cli import admin, serve
+from tuneloop.cli import admin, demo, serve
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, serve)
+GROUPS = (admin, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

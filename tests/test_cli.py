@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from tuneloop.store.repository import Store
+
+
+def tuneloop(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_tenants_add_prints_the_key_once_on_its_own_line(tuneloop_home: Path) -> None:
+    result = tuneloop("tenants", "add", "acme")
+    assert result.returncode == 0, result.stderr
+    [key] = result.stdout.splitlines()
+    assert key.startswith("tl-")
+    assert Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}").authenticate(key).tenant.name == "acme"
+    assert "acme" in tuneloop("tenants", "list").stdout
+
+
+def test_bad_input_exits_non_zero_with_one_line(tuneloop_home: Path) -> None:
+    tuneloop("tenants", "add", "acme")
+    for args in (
+        ("tenants", "add", "acme"),
+        ("tenants", "add", "bad name!"),
+        ("export", "--tenant", "nobody"),
+    ):
+        result = tuneloop(*args)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_audit_verify_fails_after_one_row_is_tampered_with(tuneloop_home: Path) -> None:
+    tuneloop("tenants", "add", "acme")
+    assert tuneloop("audit", "verify").returncode == 0
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    with store.write() as conn:
+        conn.execute(sa.text('update audit_log set details = \'{"redaction": "off"}\' where seq = 1'))
+    result = tuneloop("audit", "verify")
+    assert result.returncode == 1 and "row 1" in result.stderr
+
+
+def test_export_writes_interactions_with_their_feedback(tuneloop_home: Path, tmp_path: Path) -> None:
+    key = tuneloop("tenants", "add", "acme", "--redaction", "off").stdout.strip()
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    scoped = store.for_tenant(store.authenticate(key).tenant)
+    scoped.log_interaction(
+        {"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["a"]}, "d"
+    )
+    scoped.add_feedback(
+        [({"id": "e1", "interaction_id": "i1", "kind": "thumbs", "value": 1, "source": "user"}, "h")]
+    )
+    lines = tuneloop("export", "--tenant", "acme").stdout.splitlines()
+    assert [json.loads(line)["feedback"][0]["id"] for line in lines] == ["e1"]
+    out = tmp_path / "acme.parquet"
+    assert tuneloop("export", "--tenant", "acme", "--format", "parquet", "--out", str(out)).returncode == 0
+    assert pq.read_table(out).num_rows == 1

@@ -1,0 +1,76 @@
+"""The embedded model converts from GGUF to a plain, trainable safetensors copy; the tiny model shares its vocab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
+from tuneloop.model_files import (
+    BASE_MODEL_NAME,
+    ensure_base_model,
+    make_tiny_model,
+    model_hash,
+    resolve_model,
+)
+
+
+@pytest.fixture(scope="session")
+def models_dir(request: pytest.FixtureRequest) -> Path:
+    """Converted models kept in pytest's cache dir, so the ~30 s GGUF conversion happens once per checkout."""
+    return Path(request.config.cache.mkdir("tuneloop-models"))
+
+
+@pytest.mark.slow
+def test_base_model_is_saved_without_quantization_marker_and_with_chat_template(models_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    path = ensure_base_model(models_dir)
+    config = json.loads((path / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["model_type"] == "llama"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.chat_template
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert "<|im_start|>user" in text
+    assert not list(models_dir.glob(f".{BASE_MODEL_NAME}-*")), "a temp dir was left behind"
+
+
+def test_second_call_returns_the_cached_copy_instantly(models_dir: Path) -> None:
+    import time
+
+    ensure_base_model(models_dir)
+    start = time.perf_counter()
+    assert ensure_base_model(models_dir) == models_dir / BASE_MODEL_NAME
+    assert time.perf_counter() - start < 0.5
+
+
+def test_tiny_model_shares_the_base_tokenizer_and_is_deterministic(models_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    tiny = make_tiny_model(models_dir)
+    config = AutoConfig.from_pretrained(tiny)
+    assert config.hidden_size == 64 and config.num_hidden_layers == 2
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(ensure_base_model(models_dir)).chat_template
+    # A second build from the same seed gives the same weights, hence the same hash.
+    (tmp_path / BASE_MODEL_NAME).symlink_to(ensure_base_model(models_dir))
+    assert model_hash(make_tiny_model(tmp_path)) == model_hash(tiny)
+
+
+def test_model_hash_is_cached_and_tracks_file_changes(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    first = model_hash(tmp_path)
+    assert model_hash(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"abcd")
+    assert model_hash(tmp_path) != first
+
+
+def test_resolve_model_accepts_a_local_directory_and_rejects_a_missing_one(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model(Settings(home=tmp_path, model=str(tmp_path))) == tmp_path
+    with pytest.raises(BadRequest, match="TUNELOOP_MODEL"):
+        resolve_model(Settings(home=tmp_path, model=str(tmp_path / "nope")))
