@@ -60,3 +60,27 @@ def store(db_url: str):
     s = Store(db_url)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Converted models shared by every test session (read-only for tests; rebuilt when missing)."""
+    path = Path(__file__).parents[1] / ".tuneloop" / "test-models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(models_dir: Path) -> Path:
+    """A tiny random-weight Llama with SmolLM2's tokenizer and chat template."""
+    from tuneloop.model_files import make_tiny_model
+
+    return make_tiny_model(models_dir)
+
+
+@pytest.fixture(scope="session")
+def base_model(models_dir: Path) -> Path:
+    """The real embedded SmolLM2-135M-Instruct, converted once to safetensors."""
+    from tuneloop.model_files import ensure_base_model
+
+    return ensure_base_model(models_dir)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneloop.cli import admin, demo, serve
+from tuneloop.cli import admin, demo, serve, snapshot
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, serve, demo)
+GROUPS = (admin, serve, snapshot, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,8 +67,8 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands datetimes back naive; everything we store is UTC.
+def aware(value: datetime) -> datetime:
+    """The datetime as UTC-aware; SQLite hands datetimes back naive."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -229,7 +229,7 @@ class Store:
 
 
 def _tenant(row: sa.Row) -> Tenant:
-    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=_aware(row.created_at))
+    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=aware(row.created_at))
 
 
 class TenantStore:
@@ -410,13 +410,13 @@ def _interaction(row: sa.Row) -> dict[str, Any]:
     out.pop("payload_hash")
     out["user"] = out.pop("user_id")
     out["session"] = out.pop("session_id")
-    out["created_at"] = _aware(out["created_at"])
+    out["created_at"] = aware(out["created_at"])
     return out
 
 
 def _event(row: sa.Row) -> dict[str, Any]:
     out = dict(row._mapping)
     out.pop("payload_hash")
-    out["created_at"] = _aware(out["created_at"])
-    out["received_at"] = _aware(out["received_at"])
+    out["created_at"] = aware(out["created_at"])
+    out["received_at"] = aware(out["received_at"])
     return out

@@ -110,3 +110,17 @@ versions = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_versions_tenant_state", "tenant_id", "kind", "state"),
 )
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    # A frozen dataset: rows live in Parquet under TUNELOOP_HOME; this row is the index and lineage.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,201 @@
+"""Snapshots: a tenant's training data frozen as Parquet, with the policy that made it and a content hash.
+
+The hash covers the canonical rows and the policy, and the snapshot's clock is the newest event it saw
+(not the wall clock), so the same events under the same policy always give the same hash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tuneloop.errors import BadRequest, NotFound
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.records import rows_hash
+from tuneloop.store import audit
+from tuneloop.store.repository import TenantStore, aware, now_utc
+from tuneloop.store.schema import snapshots
+
+DATASETS = ("pairs", "kto", "sft")
+# Columns each TRL trainer reads; lineage columns stay in the snapshot's own Parquet files.
+TRL_COLUMNS = {
+    "pairs": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+    "sft": ("messages",),
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    tenant_id: str
+    hash: str
+    path: Path
+    policy: dict[str, Any]
+    counts: dict[str, int]
+    report: dict[str, Any]
+    as_of: datetime
+    created_at: datetime
+
+    def rows(self, dataset: str, split: str | None = None) -> list[dict[str, Any]]:
+        """The rows of one dataset (`pairs`, `kto`, `sft`), optionally only the `train` or `heldout` split."""
+        import pyarrow.parquet as pq
+
+        if dataset not in DATASETS:
+            raise BadRequest(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        rows = pq.read_table(self.path / f"{dataset}.parquet").to_pylist()
+        return [r for r in rows if split is None or r["split"] == split]
+
+
+def snapshot_dir(home: Path, tenant_id: str, digest: str) -> Path:
+    return home / "snapshots" / tenant_id / digest
+
+
+def tenant_policy(home: Path, tenant_name: str, path: Path | None = None) -> RewardPolicy:
+    """The reward policy in force: `path`, else HOME/policies/TENANT/reward_policy.yaml, else the defaults."""
+    from tuneloop.signals.policy import load_policy
+
+    path = path or home / "policies" / tenant_name / "reward_policy.yaml"
+    return load_policy(path) if path.exists() else RewardPolicy()
+
+
+def create_snapshot(
+    tenant: TenantStore, home: Path, policy: RewardPolicy, *, actor: str = "cli", embed: Any = None
+) -> Snapshot:
+    """Freeze the tenant's current signals; an identical snapshot that exists already is returned as is."""
+    from tuneloop.signals.build import build_signals
+
+    interactions = tenant.interactions()
+    events = tenant.feedback()
+    if not events:
+        raise BadRequest(f"tenant {tenant.tenant.name} has no feedback yet; nothing to snapshot")
+    as_of = max([e["created_at"] for e in events] + [i["created_at"] for i in interactions])
+    signals = build_signals(interactions, events, policy, as_of, embed=embed)
+    policy_dump = policy.model_dump(mode="json")
+    digest = rows_hash([{"signals": signals.content_hash(), "policy": policy_dump}])
+    try:
+        return get_snapshot(tenant, digest)
+    except NotFound:
+        pass
+    datasets = {"pairs": signals.pairs, "kto": signals.kto, "sft": signals.sft}
+    counts = {
+        f"{name}_{split}": sum(r["split"] == split for r in rows)
+        for name, rows in datasets.items()
+        for split in ("train", "heldout")
+    }
+    counts |= {"interactions": len(interactions), "events": len(events)}
+    report = {
+        "flagged_raters": list(signals.raters.flagged),
+        "rater_weights": {r: round(w, 4) for r, w in sorted(signals.raters.weights.items())},
+        "rewarded_interactions": len(signals.rewards),
+    }
+    path = snapshot_dir(home, tenant.tenant_id, digest)
+    _write_atomically(
+        path,
+        datasets,
+        {
+            "hash": digest,
+            "tenant": tenant.tenant.name,
+            "as_of": as_of.isoformat(),
+            "policy": policy_dump,
+            "counts": counts,
+            "report": report,
+        },
+    )
+    row = {
+        "hash": digest,
+        "path": str(path),
+        "policy": policy_dump,
+        "counts": counts,
+        "report": report,
+        "as_of": as_of,
+        "created_at": now_utc(),
+    }
+
+    def register(conn: sa.Connection) -> None:
+        conn.execute(snapshots.insert().values(tenant_id=tenant.tenant_id, **row))
+        audit.append(
+            conn,
+            tenant_id=tenant.tenant_id,
+            actor=actor,
+            action="snapshot.create",
+            subject=digest,
+            details={"counts": counts, "flagged_raters": report["flagged_raters"]},
+        )
+
+    tenant.store.retrying(register)
+    return get_snapshot(tenant, digest)
+
+
+def _write_atomically(path: Path, datasets: dict[str, list[dict]], manifest: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path.parent))
+    for name, rows in datasets.items():
+        table = pa.Table.from_pylist(rows) if rows else pa.table({"split": pa.array([], pa.string())})
+        pq.write_table(table, tmp / f"{name}.parquet")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if path.exists():  # left by a crash between the rename and the registration: same content, replace it
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def get_snapshot(tenant: TenantStore, digest: str) -> Snapshot:
+    """A snapshot of this tenant by full hash or a unique prefix (at least 6 characters)."""
+    if len(digest) < 6:
+        raise BadRequest("give at least 6 characters of the snapshot hash", param="snapshot")
+    with tenant.store.read() as conn:
+        rows = conn.execute(
+            sa.select(snapshots).where(
+                snapshots.c.tenant_id == tenant.tenant_id, snapshots.c.hash.startswith(digest)
+            )
+        ).all()
+    if not rows:
+        raise NotFound(
+            f"snapshot {digest} not found for tenant {tenant.tenant.name} — "
+            f"see `tuneloop snapshot list --tenant {tenant.tenant.name}`",
+            param="snapshot",
+        )
+    if len(rows) > 1:
+        raise BadRequest(f"snapshot prefix {digest} is ambiguous; give more characters", param="snapshot")
+    return _snapshot(rows[0])
+
+
+def list_snapshots(tenant: TenantStore) -> list[Snapshot]:
+    with tenant.store.read() as conn:
+        rows = conn.execute(
+            sa.select(snapshots)
+            .where(snapshots.c.tenant_id == tenant.tenant_id)
+            .order_by(snapshots.c.created_at)
+        ).all()
+    return [_snapshot(r) for r in rows]
+
+
+def export_trl(snapshot: Snapshot, out: Path) -> list[Path]:
+    """Write each dataset's train and held-out rows as JSONL in TRL's conversational formats."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"pairs": "preference", "kto": "unpaired", "sft": "sft"}
+    written = []
+    for dataset, columns in TRL_COLUMNS.items():
+        for split in ("train", "heldout"):
+            target = out / f"{names[dataset]}_{split}.jsonl"
+            with target.open("w") as f:
+                for row in snapshot.rows(dataset, split):
+                    f.write(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n")
+            written.append(target)
+    return written
+
+
+def _snapshot(row: sa.Row) -> Snapshot:
+    data = dict(row._mapping)
+    data["path"] = Path(data["path"])
+    data["as_of"], data["created_at"] = aware(data["as_of"]), aware(data["created_at"])
+    return Snapshot(**data)
