@@ -40,6 +40,7 @@ interactions = sa.Table(
     sa.Column("model", sa.String(256), nullable=True),
     sa.Column("adapter_version", sa.String(128), nullable=True),
     sa.Column("arm", sa.String(32), nullable=True),
+    sa.Column("experiment_id", sa.String(64), nullable=True),
     sa.Column("decoding", sa.JSON, nullable=True),
     sa.Column("metadata", sa.JSON, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
@@ -48,6 +49,7 @@ interactions = sa.Table(
     sa.Column("payload_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_interactions_tenant_created", "tenant_id", "created_at"),
+    sa.Index("ix_interactions_tenant_experiment", "tenant_id", "experiment_id"),
 )
 
 feedback = sa.Table(
@@ -123,4 +125,24 @@ snapshots = sa.Table(
     sa.Column("report", sa.JSON, nullable=False),
     sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    # The canary controller's whole state: a restarted server reads it back and carries on.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("control_version", sa.String(64), nullable=True),
+    sa.Column("treatment_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("step_started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("decision", sa.JSON, nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_experiments_tenant_state", "tenant_id", "state"),
 )
