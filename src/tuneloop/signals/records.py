@@ -1,4 +1,4 @@
-"""Plain interaction and feedback records as the store hands them over, and the small helpers every builder needs."""
+"""Interaction and feedback records as plain dicts (as the store hands them over) and shared helpers."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def one_tenant(interactions: Iterable[Record], events: Iterable[Record]) -> str 
 def as_of(
     interactions: Iterable[Record], events: Iterable[Record], now: datetime
 ) -> tuple[dict[str, Record], list[Record]]:
-    """Interactions by id and events (sorted by time, then id) that existed at `now`; later ones are unseen."""
+    """Interactions by id and events (by time, then id) that existed at `now`; later ones are unseen."""
     now = utc(now)
     by_id = {r["id"]: r for r in interactions if utc(r["created_at"]) <= now}
     seen = [e for e in events if utc(e["created_at"]) <= now]
@@ -46,7 +46,7 @@ def choices_of(interaction: Record) -> list[str]:
 
 
 def rater_of(event: Record, interaction: Record | None) -> str | None:
-    """Who gave the event: its rater, else (for end-user feedback) the interaction's user; None if anonymous."""
+    """Who gave the event: its rater, else (end-user feedback) the interaction's user; None if anonymous."""
     if event.get("rater"):
         return str(event["rater"])
     if event.get("source", "user") == "user" and interaction is not None and interaction.get("user"):
@@ -65,7 +65,9 @@ def prompt_text(messages: Sequence[Record], limit: int = 1000) -> str:
     System messages are left out (a tenant's system prompt is shared by everything it asks) and the end of
     the conversation is kept, because the embedding model reads only its first ~256 tokens.
     """
-    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages if m["role"] not in ("system", "developer"))
+    text = "\n".join(
+        f"{m['role']}: {m['content']}" for m in messages if m["role"] not in ("system", "developer")
+    )
     return text[-limit:]
 
 
@@ -90,3 +92,15 @@ def rows_hash(rows: Iterable[Record]) -> str:
     for row in rows:
         digest.update(row_hash(row).encode())
     return digest.hexdigest()
+
+
+def owner(weight_by_rater: Mapping[str | None, float]) -> str | None:
+    """The rater who supplied over half of a row's evidence weight, else None: a shared row has no owner.
+
+    The owner is whom the per-rater row cap charges; consensus rows belong to nobody and are never capped.
+    """
+    total = sum(weight_by_rater.values())
+    named = sorted((-w, r) for r, w in weight_by_rater.items() if r is not None)
+    if not named or -named[0][0] * 2 <= total:
+        return None
+    return named[0][1]

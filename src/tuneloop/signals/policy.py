@@ -1,0 +1,186 @@
+"""The per-tenant reward policy: how feedback becomes rewards, pairs and labels. Loaded from a YAML file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuneloop.errors import BadRequest
+
+Source = Literal["user", "labeler", "judge", "system"]
+
+
+def _default_source_weights() -> dict[Source, float]:
+    return {"user": 1.0, "labeler": 1.0, "judge": 0.5, "system": 1.0}
+
+
+class SignalWeights(BaseModel):
+    """How much one event of each kind counts. The direction of each kind is fixed; these set its strength."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    thumbs: float = Field(default=1.0, ge=0, description="Thumbs up (+1) or down (-1).")
+    rating: float = Field(
+        default=1.0, ge=0, description="A 1-5 rating, normalised to [-1, 1] as (rating - 3) / 2."
+    )
+    preference: float = Field(
+        default=1.0,
+        ge=0,
+        description="A pairwise choice: +1 for the chosen answer, -1 for the rejected one; also the weight "
+        "of the preference pair it makes.",
+    )
+    edit: float = Field(
+        default=0.5,
+        ge=0,
+        description="A correction: -1 for the original response (it needed fixing); also the weight of the "
+        "edited-text-over-original pair.",
+    )
+    accepted: float = Field(default=0.5, ge=0, description="The user accepted the answer: +1.")
+    copied: float = Field(default=0.3, ge=0, description="The user copied the answer: +1.")
+    regenerated: float = Field(
+        default=0.7,
+        ge=0,
+        description="The user asked for another answer: -1 for the replaced one; also the weight of the "
+        "kept-over-replaced pair.",
+    )
+    followup: float = Field(
+        default=0.2, ge=0, description="A follow-up question (the answer was not enough): -1, mildly."
+    )
+    escalated: float = Field(default=1.0, ge=0, description="The user escalated to a human: -1.")
+    abandoned: float = Field(default=0.5, ge=0, description="The user left without using the answer: -1.")
+
+
+class RewardPolicy(BaseModel):
+    """How a tenant's feedback becomes training rows; `comment` and `dwell_ms` carry no reward."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: SignalWeights = Field(
+        default=SignalWeights(), description="Evidence weight of one event, per feedback kind."
+    )
+    outcomes: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight per task-outcome name. A true outcome counts +1, false -1, a number is clipped "
+        "to [-1, 1]; a negative weight flips the direction (an outcome that is bad news). Names not "
+        "listed carry no reward.",
+    )
+    source_weights: dict[Source, float] = Field(
+        default_factory=_default_source_weights,
+        description="Multiplier on every event by who sent it; a source not listed counts 1.",
+    )
+    confidence_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="k in confidence = 1 - exp(-w / k), where w is the total evidence weight behind a reward "
+        "or a pair. Larger k asks for more evidence before a row is trusted.",
+    )
+    prior_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Pseudo-evidence at reward 0 added to the weighted mean; shrinks rewards backed by "
+        "little evidence toward 0.",
+    )
+    min_confidence: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Rows (pairs, labels, SFT examples) below this confidence are left out.",
+    )
+    half_life_days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="An event's weight halves every this many days before the snapshot time; null: no decay.",
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Cosine similarity of prompt embeddings (all-MiniLM-L6-v2) at or above which two prompts "
+        "count as the same: their answers are compared, and they always land in the same split.",
+    )
+    pair_margin: float = Field(
+        default=0.5,
+        ge=0,
+        le=2,
+        description="Two answers to the same prompt make a preference pair when their rewards differ by more "
+        "than this.",
+    )
+    max_pairs_per_prompt: int = Field(
+        default=4,
+        ge=0,
+        description="At most this many reward-difference pairs per answer, the widest margins first.",
+    )
+    label_threshold: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="For unpaired (KTO) labels: reward >= this is desirable, <= -this undesirable, between "
+        "is left out.",
+    )
+    sft_min_reward: float = Field(
+        default=0.5,
+        ge=-1,
+        le=1,
+        description="Answers with at least this reward become supervised (SFT) examples.",
+    )
+    rater_cap: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="No rater contributes more than this share of a dataset's rows or its evidence weight. "
+        "Anonymous feedback counts in the total but is never capped. With fewer named raters than 1/cap, "
+        "the cap becomes 1/(number of raters), so a small team is balanced rather than erased.",
+    )
+    rater_prior_accuracy: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1,
+        description="Agreement with consensus assumed for a rater before any overlapping votes are seen; a "
+        "rater at this accuracy has weight 1.",
+    )
+    rater_prior_strength: float = Field(
+        default=4.0, ge=0, description="How many overlapping votes the prior accuracy is worth."
+    )
+    rater_flag_below: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Raters whose weight falls below this (with overlapping votes) are flagged.",
+    )
+    heldout_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of prompt clusters held out for evaluation."
+    )
+    seed: int = Field(
+        default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
+    )
+
+    def fingerprint(self) -> str:
+        """A hash of every setting, for a snapshot's lineage."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def load_policy(path: str | Path) -> RewardPolicy:
+    """The reward policy in a YAML file; BadRequest names the file and the field when it is invalid."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise BadRequest(f"reward policy {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"reward policy {path}: not valid YAML ({exc})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadRequest(f"reward policy {path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return RewardPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            "{}: {}".format(".".join(map(str, err["loc"])) or "(top)", err["msg"]) for err in exc.errors()
+        ]
+        first = ".".join(map(str, exc.errors()[0]["loc"]))
+        raise BadRequest(f"reward policy {path}: {'; '.join(problems)}", param=first) from exc

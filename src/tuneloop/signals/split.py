@@ -1,0 +1,69 @@
+"""Held-out split by prompt cluster: near-duplicate prompts always land in the same split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tuneloop.signals.records import prompt_text, row_prompt
+
+
+def prompt_clusters(
+    texts: Iterable[str], vectors: Mapping[str, np.ndarray] | None, threshold: float, block: int = 1024
+) -> dict[str, str]:
+    """A cluster key per distinct prompt text: connected components of the "similarity >= threshold" graph.
+
+    Components (not greedy centres) make the guarantee transitive: no two prompts in different clusters are
+    near-duplicates. The key is the smallest text hash in the cluster, so it does not depend on input order.
+    Without vectors, only identical texts share a cluster.
+    """
+    distinct = sorted(set(texts))
+    parent = list(range(len(distinct)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if vectors is not None and distinct:
+        matrix = np.stack([np.asarray(vectors[t], dtype=np.float32) for t in distinct])
+        for start in range(0, len(distinct), block):
+            sims = matrix[start : start + block] @ matrix.T
+            for a, b in zip(*np.nonzero(sims >= threshold - 1e-6), strict=True):
+                ra, rb = find(start + int(a)), find(int(b))
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    digests = [hashlib.sha256(t.encode()).hexdigest() for t in distinct]
+    key: dict[int, str] = {}
+    for i, digest in enumerate(digests):
+        root = find(i)
+        key[root] = min(key.get(root, digest), digest)
+    return {t: key[find(i)] for i, t in enumerate(distinct)}
+
+
+def split_of(cluster: str, fraction: float, seed: int) -> str:
+    """The split of a prompt cluster: "heldout" for a stable, seeded `fraction` of clusters, else "train"."""
+    draw = int.from_bytes(hashlib.sha256(f"{seed}:{cluster}".encode()).digest()[:8], "big") / 2**64
+    return "heldout" if draw < fraction else "train"
+
+
+def split_rows(
+    datasets: Mapping[str, Sequence[dict[str, Any]]],
+    vectors: Mapping[str, np.ndarray] | None,
+    threshold: float,
+    fraction: float,
+    seed: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Copies of every dataset's rows with a `split` column; clusters are shared across the datasets."""
+    texts = [prompt_text(row_prompt(row)) for rows in datasets.values() for row in rows]
+    clusters = prompt_clusters(texts, vectors, threshold)
+    return {
+        name: [
+            {**row, "split": split_of(clusters[prompt_text(row_prompt(row))], fraction, seed)} for row in rows
+        ]
+        for name, rows in datasets.items()
+    }
