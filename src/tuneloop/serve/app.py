@@ -16,8 +16,10 @@ from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
-from tuneloop.serve import capture_routes
+from tuneloop.serve import capture_routes, chat_routes
+from tuneloop.serve.backends.base import Backend
 from tuneloop.serve.http import Auth, error_response
+from tuneloop.serve.routing import Router
 from tuneloop.store.repository import Store
 
 log = logging.getLogger("tuneloop")
@@ -31,6 +33,21 @@ class AppState:
     store: Store
     auth: Auth
     capture: Capture
+    backend: Backend | None
+    router: Router | None
+
+
+def make_backend(settings: Settings) -> Backend | None:
+    """The serving backend `settings.backend` names; None serves the capture API alone."""
+    if settings.backend == "embedded":
+        from tuneloop.serve.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend.from_settings(settings)
+    if settings.backend == "openai":
+        from tuneloop.serve.backends.openai_upstream import OpenAIUpstreamBackend
+
+        return OpenAIUpstreamBackend.from_settings(settings)
+    return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,16 +59,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.database_url)
         redactor = Redactor()
         redactor.warm_up()
+        if backend is not None:
+            await backend.start()
         app.state.tuneloop = AppState(
-            settings=settings, store=store, auth=Auth(store), capture=Capture(redactor)
+            settings=settings,
+            store=store,
+            auth=Auth(store),
+            capture=Capture(redactor),
+            backend=backend,
+            router=Router(backend) if backend else None,
         )
         try:
             yield
         finally:
+            if backend is not None:
+                await backend.close()
             store.close()
 
+    backend = make_backend(settings)
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
     app.include_router(capture_routes.router)
+    if backend is not None:
+        app.include_router(chat_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -1,0 +1,69 @@
+"""Experiments as stored state: one canary per tenant at a time, read back after any restart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from tuneloop.store.repository import TenantStore, aware
+from tuneloop.store.schema import experiments
+
+ExperimentState = Literal["running", "paused", "promoted", "rolled_back", "halted"]
+LIVE_STATES = ("running", "paused")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    control_version: str | None  # None: the base model
+    treatment_version: str
+    state: ExperimentState
+    share: float  # of traffic on the treatment arm; 0 while paused
+    step: int
+    step_started_at: datetime
+    policy: dict[str, Any]
+    decision: dict[str, Any] | None
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+def active_experiment(tenant: TenantStore) -> Experiment | None:
+    """The tenant's running or paused experiment, if any."""
+    with tenant.store.read() as conn:
+        row = conn.execute(
+            sa.select(experiments).where(
+                experiments.c.tenant_id == tenant.tenant_id, experiments.c.state.in_(LIVE_STATES)
+            )
+        ).first()
+    return _experiment(row) if row else None
+
+
+def get_experiment(conn: sa.Connection, tenant: TenantStore, experiment_id: str) -> Experiment | None:
+    row = conn.execute(
+        sa.select(experiments).where(
+            experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == experiment_id
+        )
+    ).first()
+    return _experiment(row) if row else None
+
+
+def list_experiments(tenant: TenantStore) -> list[Experiment]:
+    with tenant.store.read() as conn:
+        rows = conn.execute(
+            sa.select(experiments)
+            .where(experiments.c.tenant_id == tenant.tenant_id)
+            .order_by(experiments.c.started_at)
+        ).all()
+    return [_experiment(r) for r in rows]
+
+
+def _experiment(row: sa.Row) -> Experiment:
+    data = dict(row._mapping)
+    data.pop("tenant_id")
+    for key in ("step_started_at", "started_at", "updated_at", "ended_at"):
+        data[key] = aware(data[key]) if data[key] else None
+    return Experiment(**data)

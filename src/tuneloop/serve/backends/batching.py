@@ -1,0 +1,204 @@
+"""Continuous batching for the embedded backend: sequences join and leave one shared, left-padded KV cache.
+
+Everything here runs on the backend's single worker thread, which owns the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Emit = Callable[[tuple], None]
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice being generated, plus the channel (`emit`) its deltas go back through."""
+
+    prompt_ids: list[int]
+    adapter: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str]
+    generator: Any  # torch.Generator, per sequence so a seed reproduces the same text
+    emit: Emit
+    cancelled: bool = False
+    tokens: list[int] = field(default_factory=list)
+    completion_tokens: int = 0
+    emitted: int = 0  # characters already sent as deltas
+    pos: int = 0  # position id of the pending token
+    pending: int = -1  # sampled token not yet fed through the model
+    done: bool = False
+
+    @property
+    def holdback(self) -> int:
+        """Characters kept unsent so a stop string that is still forming never leaks into the stream."""
+        return max((len(s) for s in self.stop), default=1) - 1
+
+
+def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
+    """Next token per row: argmax at temperature 0, else nucleus sampling with the row's own generator."""
+    import torch
+
+    out = []
+    for row, s in zip(logits, seqs, strict=True):
+        if s.temperature <= 0:
+            out.append(int(row.argmax()))
+            continue
+        probs = torch.softmax(row.float() / s.temperature, dim=-1)
+        if s.top_p < 1.0:
+            sorted_p, idx = probs.sort(descending=True)
+            keep = (sorted_p.cumsum(0) - sorted_p) < s.top_p  # the smallest prefix reaching top_p
+            pick = torch.multinomial(sorted_p * keep, 1, generator=s.generator)
+            out.append(int(idx[pick]))
+        else:
+            out.append(int(torch.multinomial(probs, 1, generator=s.generator)))
+    return out
+
+
+def _left_pad(x: Any, length: int, dim: int) -> Any:
+    import torch.nn.functional as F
+
+    missing = length - x.shape[dim]
+    if missing == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [missing, 0]
+    return F.pad(x, pad)
+
+
+class Batch:
+    """The rows decoding together: their shared KV cache, attention mask and per-row state."""
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], pad_id: int, max_positions: int) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.max_positions = max_positions
+        self.rows: list[Sequence] = []
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, cached tokens), 0 where left padding
+
+    def _forward(self, model: Any, peft: bool, seqs: list[Sequence], **kwargs: Any) -> Any:
+        if peft:  # always name adapters: a PeftModel otherwise applies its "active" adapter to every row
+            kwargs["adapter_names"] = [s.adapter for s in seqs]
+        return model(use_cache=True, **kwargs)
+
+    def admit(self, model: Any, peft: bool, seqs: list[Sequence]) -> None:
+        """Prefill `seqs` together, merge their cache into the batch and take their first token."""
+        import torch
+
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[i, width - len(s.prompt_ids) :] = 1
+            s.pos = len(s.prompt_ids)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(
+            model, peft, seqs, input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        self._merge(out.cache, mask)
+        self.rows.extend(seqs)
+        self._take(seqs, sample(out.logits[:, -1, :], seqs))
+
+    def step(self, model: Any, peft: bool) -> None:
+        """Feed every row its pending token and take the next one."""
+        import torch
+
+        ids = torch.tensor([[s.pending] for s in self.rows], dtype=torch.long)
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long)], dim=1)
+        positions = torch.tensor([[s.pos] for s in self.rows], dtype=torch.long)
+        out = self._forward(
+            model,
+            peft,
+            self.rows,
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            cache=self.cache,
+        )
+        self.cache = out.cache
+        for s in self.rows:
+            s.pos += 1
+        self._take(self.rows, sample(out.logits[:, -1, :], self.rows))
+
+    def drop_finished(self) -> None:
+        """Remove finished and cancelled rows from the cache (freeing their slots) and trim shared padding."""
+        import torch
+
+        keep = [i for i, s in enumerate(self.rows) if not (s.done or s.cancelled)]
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = None
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        first = int((self.mask.sum(0) > 0).nonzero()[0])
+        if first > 0:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[..., first:, :]
+                layer.values = layer.values[..., first:, :]
+            self.mask = self.mask[:, first:]
+
+    def fail_all(self, error: Exception) -> None:
+        """Send `error` to every row and empty the batch (after a model failure or at shutdown)."""
+        for s in self.rows:
+            s.emit(("error", error))
+        self.rows, self.cache, self.mask = [], None, None
+
+    def _merge(self, cache: Any, mask: Any) -> None:
+        import torch
+
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, width, -2), _left_pad(new.keys, width, -2)], dim=0)
+            old.values = torch.cat(
+                [_left_pad(old.values, width, -2), _left_pad(new.values, width, -2)], dim=0
+            )
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)], dim=0)
+
+    def _take(self, seqs: list[Sequence], tokens: list[int]) -> None:
+        for s, token in zip(seqs, tokens, strict=True):
+            if not s.cancelled:
+                self._push(s, token)
+
+    def _push(self, s: Sequence, token: int) -> None:
+        s.completion_tokens += 1
+        if token in self.eos_ids:
+            self._finish(s, self._decode(s), "stop")
+            return
+        s.tokens.append(token)
+        s.pending = token
+        text = self._decode(s)
+        hits = [i for i in (text.find(stop) for stop in s.stop) if i >= 0]
+        if hits:
+            self._finish(s, text[: min(hits)], "stop")
+        elif len(s.tokens) >= s.max_tokens or s.pos + 1 >= self.max_positions:
+            self._finish(s, text, "length")
+        else:
+            safe = len(text) - s.holdback
+            # A trailing U+FFFD is half of a multi-byte character: wait for the rest.
+            while safe > 0 and text[safe - 1] == "\ufffd":
+                safe -= 1
+            if safe > s.emitted:
+                s.emit(("delta", text[s.emitted : safe]))
+                s.emitted = safe
+
+    def _finish(self, s: Sequence, text: str, reason: str) -> None:
+        if len(text) > s.emitted:
+            s.emit(("delta", text[s.emitted :]))
+        s.emitted = len(text)
+        s.done = True
+        s.emit(("done", text, reason, s.completion_tokens))
+
+    def _decode(self, s: Sequence) -> str:
+        return self.tokenizer.decode(s.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -1,0 +1,353 @@
+"""The in-process backend: transformers + PEFT on CPU, many LoRA adapters resident, requests batched.
+
+One worker thread owns the model. The event loop only tokenizes, enqueues and waits, so generation never
+blocks it. Sequences join the running batch as slots free up (continuous batching) and each row names its
+own adapter, so a batch can mix tenants without reloading anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import secrets
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
+from tuneloop.serve.backends.base import BASE, Backend, Choice, Completion, GenerationRequest, TextStream
+from tuneloop.serve.backends.batching import Batch, Sequence
+
+if TYPE_CHECKING:
+    from tuneloop.config import Settings
+
+
+def _sender(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[tuple], None]:
+    def send(item: tuple) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    return send
+
+
+class EmbeddedBackend(Backend):
+    """Serve a local Hugging Face model directory, with LoRA adapters switched per request."""
+
+    def __init__(
+        self,
+        model_dir: Path | Callable[[], Path],
+        *,
+        model_id: str | None = None,
+        max_queue: int = 64,
+        max_batch_size: int = 8,
+    ) -> None:
+        self._model_dir = model_dir
+        self.model_id = model_id or (Path(model_dir).name if isinstance(model_dir, Path) else "model")
+        self._max_queue = max_queue
+        self._max_batch_size = max_batch_size
+        self._cond = threading.Condition()
+        self._pending: collections.deque[Sequence] = collections.deque()
+        self._controls: list[tuple[str, str, Path | None, concurrent.futures.Future]] = []
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._adapters: dict[str, Path] = {}
+        self._adapter_lock = asyncio.Lock()
+        self._model: Any = None
+        self._peft = False
+        self._batch: Batch | None = None
+        self.tokenizer: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedBackend:
+        """The backend `settings` describe; the model is resolved (and converted if needed) in `start()`."""
+        from tuneloop.model_files import BASE_MODEL_NAME, resolve_model
+
+        model_id = settings.model if settings.model == BASE_MODEL_NAME else Path(settings.model).name
+        return cls(
+            lambda: resolve_model(settings),
+            model_id=model_id,
+            max_queue=settings.max_queue,
+            max_batch_size=settings.max_batch_size,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker thread and wait while it loads tokenizer and model."""
+        if self._thread is not None:
+            return
+        loaded: concurrent.futures.Future = concurrent.futures.Future()
+        # The worker loads the model itself: torch work from a second thread would start a second OpenMP
+        # pool whose idle spinning halves decode speed on a small machine.
+        self._thread = threading.Thread(
+            target=self._run, args=(loaded,), name=f"tuneloop-embedded-{self.model_id}", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.wrap_future(loaded)
+        except BaseException:
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        """Stop the worker; queued and running requests fail with Overloaded."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = self._model_dir if isinstance(self._model_dir, Path) else self._model_dir()
+        print(f"tuneloop: loading model {self.model_id} from {model_dir}", file=sys.stderr, flush=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self._model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        config = self._model.generation_config
+        eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
+        eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        eos_ids.add(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids)
+        max_positions = getattr(self._model.config, "max_position_embeddings", 2048)
+        self._batch = Batch(self.tokenizer, eos_ids, pad, max_positions)
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    async def generate(self, req: GenerationRequest) -> Completion:
+        """Complete all `n` choices of `req`; cancelling the caller cancels the generation."""
+        seqs, queues, prompt_tokens = self._submit(req, req.n)
+        try:
+            choices, used = [], 0
+            for i, queue in enumerate(queues):
+                while True:
+                    item = await queue.get()
+                    if item[0] == "done":
+                        choices.append(Choice(item[1], item[2], i))
+                        used += item[3]
+                        break
+                    if item[0] == "error":
+                        raise item[1]
+            return Completion(choices, prompt_tokens, used)
+        finally:
+            for s in seqs:
+                s.cancelled = True  # harmless once done; frees the slot if the caller went away
+
+    async def stream(self, req: GenerationRequest) -> TextStream:
+        """Admit `req` now (raising Overloaded/BadRequest/NotFound here) and return its delta stream."""
+        if req.n != 1:
+            raise BadRequest("streaming supports n=1 only; send n separate requests", param="n")
+        [seq], [queue], prompt_tokens = self._submit(req, 1)
+
+        def cancel() -> None:
+            seq.cancelled = True
+
+        async def deltas(stream: TextStream) -> AsyncIterator[str]:
+            try:
+                while True:
+                    item = await queue.get()
+                    if item[0] == "delta":
+                        yield item[1]
+                    elif item[0] == "done":
+                        stream.completion = Completion([Choice(item[1], item[2])], prompt_tokens, item[3])
+                        return
+                    else:
+                        raise item[1]
+            finally:
+                cancel()
+
+        return TextStream(deltas, on_close=cancel)
+
+    def _submit(self, req: GenerationRequest, n: int) -> tuple[list[Sequence], list[asyncio.Queue], int]:
+        import torch
+
+        if self._thread is None:
+            raise TuneloopError("the embedded backend is not started; call `await backend.start()` first")
+        self._validate(req)
+        adapter = req.adapter or BASE
+        if adapter != BASE and adapter not in self._adapters:
+            raise NotFound(f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model")
+        prompt = self._encode(req.messages)
+        room = self._batch.max_positions - len(prompt)
+        if room < 1:
+            raise BadRequest(
+                f"the prompt is {len(prompt)} tokens and the model reads at most "
+                f"{self._batch.max_positions - 1}; "
+                "shorten the conversation",
+                param="messages",
+            )
+        loop = asyncio.get_running_loop()
+        seqs, queues = [], []
+        for i in range(n):
+            generator = torch.Generator().manual_seed(
+                req.seed + i if req.seed is not None else secrets.randbits(62)
+            )
+            queue: asyncio.Queue = asyncio.Queue()
+            seqs.append(
+                Sequence(
+                    prompt_ids=prompt,
+                    adapter=adapter,
+                    max_tokens=min(req.max_tokens or room, room),
+                    temperature=req.temperature,
+                    top_p=req.top_p,
+                    stop=list(req.stop),
+                    generator=generator,
+                    emit=_sender(loop, queue),
+                )
+            )
+            queues.append(queue)
+        with self._cond:
+            if len(self._pending) + n > self._max_queue:
+                raise Overloaded(
+                    f"{len(self._pending)} requests are already waiting for the model; retry shortly",
+                    retry_after=max(1, len(self._pending) // max(1, self._max_batch_size)),
+                )
+            self._pending.extend(seqs)
+            self._cond.notify()
+        return seqs, queues, len(prompt)
+
+    @staticmethod
+    def _validate(req: GenerationRequest) -> None:
+        if not req.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        if req.n < 1:
+            raise BadRequest("n must be at least 1", param="n")
+        if req.max_tokens is not None and req.max_tokens < 1:
+            raise BadRequest("max_tokens must be at least 1", param="max_tokens")
+        if req.temperature < 0:
+            raise BadRequest("temperature must be 0 or more", param="temperature")
+        if not 0 < req.top_p <= 1:
+            raise BadRequest("top_p must be in (0, 1]", param="top_p")
+
+    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
+        try:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors: a role or shape the template does not accept
+            raise BadRequest(
+                f"messages do not fit the model's chat template: {exc}", param="messages"
+            ) from exc
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- adapters --------------------------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    async def load_adapter(self, name: str, path: Path | str) -> None:
+        """Load a PEFT LoRA adapter under `name`; it stays resident beside the others."""
+        path = Path(path)
+        if not name or name == BASE:
+            raise BadRequest(f"adapter name {name!r} is reserved or empty", param="name")
+        if not (path / "adapter_config.json").is_file():
+            raise NotFound(f"no PEFT adapter at {path} (adapter_config.json missing)")
+        async with self._adapter_lock:
+            if name in self._adapters:
+                if self._adapters[name] == path:
+                    return
+                raise Conflict(
+                    f"adapter {name!r} is already loaded from {self._adapters[name]}; unload it first"
+                )
+            await self._control("load", name, path)
+            self._adapters[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        """Unload `name` once the requests already using it finish; new requests for it get NotFound."""
+        async with self._adapter_lock:
+            if self._adapters.pop(name, None) is None:
+                raise NotFound(f"adapter {name!r} is not loaded")
+            await self._control("unload", name, None)
+
+    async def _control(self, op: str, name: str, path: Path | None) -> None:
+        if self._thread is None:
+            raise TuneloopError("the embedded backend is not started; call `await backend.start()` first")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            self._controls.append((op, name, path, future))
+            self._cond.notify()
+        await asyncio.wrap_future(future)
+
+    def _apply_control(self, op: str, name: str, path: Path | None) -> None:
+        from peft import PeftModel
+
+        if op == "load":
+            try:
+                if not self._peft:
+                    self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
+                    self._peft = True
+                else:
+                    self._model.load_adapter(path, adapter_name=name, is_trainable=False)
+            except Exception as exc:
+                raise BadRequest(f"could not load adapter {name!r} from {path}: {exc}") from exc
+        elif len(self._model.peft_config) == 1:  # the last one: go back to the plain model
+            self._model = self._model.unload()
+            self._peft = False
+        else:
+            self._model.delete_adapter(name)
+
+    # -- worker thread ---------------------------------------------------------------------------------------
+
+    def _run(self, loaded: concurrent.futures.Future) -> None:
+        import torch
+
+        try:
+            self._load()
+        except BaseException as exc:
+            loaded.set_exception(exc)
+            return
+        loaded.set_result(None)
+        batch = self._batch
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not (self._closing or self._pending or self._controls or batch.rows):
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    controls = self._ready_controls(batch)
+                    admitted = []
+                    while self._pending and len(batch.rows) + len(admitted) < self._max_batch_size:
+                        seq = self._pending.popleft()
+                        if not seq.cancelled:
+                            admitted.append(seq)
+                for op, name, path, future in controls:
+                    try:
+                        self._apply_control(op, name, path)
+                        future.set_result(None)
+                    except Exception as exc:
+                        future.set_exception(exc)
+                try:
+                    if admitted:
+                        batch.admit(self._model, self._peft, admitted)
+                    elif batch.rows:
+                        batch.step(self._model, self._peft)
+                    batch.drop_finished()
+                except Exception as exc:
+                    for s in admitted:
+                        if s not in batch.rows:
+                            s.emit(("error", TuneloopError(f"generation failed: {exc}")))
+                    batch.fail_all(TuneloopError(f"generation failed: {exc}"))
+        self._shutdown(batch)
+
+    def _ready_controls(self, batch: Batch) -> list:
+        """Controls that can run now; an unload waits while queued or running rows still use the adapter."""
+        busy = {s.adapter for s in batch.rows} | {s.adapter for s in self._pending if not s.cancelled}
+        ready = [c for c in self._controls if c[0] == "load" or c[1] not in busy]
+        self._controls = [c for c in self._controls if c not in ready]
+        return ready
+
+    def _shutdown(self, batch: Batch) -> None:
+        error = Overloaded("the model server is shutting down; retry on another instance", retry_after=5)
+        batch.fail_all(error)
+        with self._cond:
+            for s in self._pending:
+                s.emit(("error", error))
+            self._pending.clear()
+            for *_, future in self._controls:
+                future.set_exception(error)
+            self._controls.clear()

@@ -1,0 +1,282 @@
+"""The OpenAI-compatible gateway: `/v1/chat/completions` (with streaming) and `/v1/models`.
+
+Every completion is captured as an interaction through the same path as the capture API, and its id is
+the completion's `id` and the `x-tuneloop-interaction-id` header, so clients can send feedback on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tuneloop.capture.events import InteractionIn
+from tuneloop.errors import BadRequest
+from tuneloop.registry.versions import Registry
+from tuneloop.serve.backends.base import Completion, GenerationRequest
+from tuneloop.serve.http import read_json, validate
+from tuneloop.serve.routing import Route
+from tuneloop.store.repository import TenantStore
+
+router = APIRouter()
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction")
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The subset of OpenAI's chat completion request tuneloop honours; other known fields are refused."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1, max_length=512)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=32_768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32_768)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=8)
+    user: str | None = Field(None, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+def _parse(body: Any, max_text: int) -> ChatRequest:
+    req = validate(ChatRequest, body, max_text)
+    extra = req.model_extra or {}
+    for name in UNSUPPORTED:
+        if extra.get(name) not in (None, [], False):
+            raise BadRequest(f"{name} is not supported by tuneloop's gateway", param=name)
+    response_format = extra.get("response_format")
+    if response_format not in (None, {"type": "text"}):
+        raise BadRequest('response_format: only {"type": "text"} is supported', param="response_format")
+    if extra.get("logprobs"):
+        raise BadRequest("logprobs are not supported by tuneloop's gateway", param="logprobs")
+    if req.stream and req.n > 1:
+        raise BadRequest("stream with n > 1 is not supported; send n=1 or stream=false", param="n")
+    return req
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    """Create a chat completion as OpenAI's API does; the answer's id names the captured interaction."""
+    st = request.app.state.tuneloop
+    tenant = st.auth.tenant(request)
+    req = _parse(await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
+    interaction_id = f"chatcmpl-{uuid.uuid4().hex}"
+    route = await st.router.route(tenant, req.user, req.model, interaction_id)
+    adapter = await st.router.ensure_loaded(tenant, route.version)
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    if route.version and route.version.system_prompt:
+        messages = [{"role": "system", "content": route.version.system_prompt}, *messages]
+    decoding = {**((route.version.decoding or {}) if route.version else {}), **_decoding(req)}
+    gen = GenerationRequest(
+        messages=messages,
+        max_tokens=decoding.get("max_tokens"),
+        temperature=decoding.get("temperature", 1.0),
+        top_p=decoding.get("top_p", 1.0),
+        stop=decoding.get("stop", []),
+        seed=decoding.get("seed"),
+        n=req.n,
+        adapter=adapter,
+    )
+    model_name = route.version_id or st.backend.model_id
+    headers = {
+        "x-tuneloop-interaction-id": interaction_id,
+        "x-tuneloop-version": route.version_id or "base",
+        **({"x-tuneloop-arm": route.arm} if route.arm else {}),
+    }
+    started = time.perf_counter()
+    if req.stream:
+        stream = await st.backend.stream(gen)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = _sse(
+            st, tenant, req, route, decoding, interaction_id, model_name, stream, include_usage, started
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    completion = await st.backend.generate(gen)
+    await run_in_threadpool(_capture, st, tenant, req, route, decoding, interaction_id, completion, started)
+    body = {
+        "id": interaction_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+            }
+            for c in completion.choices
+        ],
+        "usage": _usage(completion),
+        "system_fingerprint": route.version_id or "base",
+    }
+    return JSONResponse(body, headers=headers)
+
+
+def _decoding(req: ChatRequest) -> dict[str, Any]:
+    """The decoding settings the client set explicitly (they override the version's defaults)."""
+    out = {k: getattr(req, k) for k in ("temperature", "top_p", "seed") if k in req.model_fields_set}
+    if req.stops():
+        out["stop"] = req.stops()
+    if max_tokens := req.max_completion_tokens or req.max_tokens:
+        out["max_tokens"] = max_tokens
+    return out
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    total = completion.prompt_tokens + completion.completion_tokens
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": total,
+    }
+
+
+def _capture(
+    st: Any,
+    tenant: TenantStore,
+    req: ChatRequest,
+    route: Route,
+    decoding: dict[str, Any],
+    interaction_id: str,
+    completion: Completion,
+    started: float,
+    **metadata: Any,
+) -> None:
+    texts = [c.text for c in completion.choices]
+    item = InteractionIn(
+        id=interaction_id,
+        user=req.user,
+        messages=[{"role": m.role, "content": m.text()} for m in req.messages],
+        response=texts[0],
+        choices=texts,
+        model=st.backend.model_id,
+        metadata=metadata or None,
+    )
+    st.capture.log_interaction(
+        tenant,
+        item,
+        adapter_version=route.version_id,
+        arm=route.arm,
+        experiment_id=route.experiment_id,
+        decoding={**decoding, "n": req.n},
+        latency_ms=(time.perf_counter() - started) * 1000,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )
+
+
+async def _sse(
+    st: Any,
+    tenant: TenantStore,
+    req: ChatRequest,
+    route: Route,
+    decoding: dict[str, Any],
+    interaction_id: str,
+    model_name: str,
+    stream: Any,
+    include_usage: bool,
+    started: float,
+) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> str:
+        choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        body = {
+            "id": interaction_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "choices": choices,
+            **({"usage": usage} if usage else {}),
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    parts: list[str] = []
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for delta in stream:
+            parts.append(delta)
+            yield chunk({"content": delta})
+        completion = stream.completion
+        yield chunk({}, finish=completion.choices[0].finish_reason)
+        if include_usage:
+            yield chunk({}, usage=_usage(completion))
+        yield "data: [DONE]\n\n"
+        finished = True
+    finally:
+        await stream.aclose()
+        # Captured even when the client went away mid-stream: nothing the model said is lost.
+        completion = stream.completion if finished else _partial(parts)
+        extra = {} if finished else {"disconnected": True}
+        asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: _capture(st, tenant, req, route, decoding, interaction_id, completion, started, **extra),
+        )
+
+
+def _partial(parts: list[str]) -> Completion:
+    from tuneloop.serve.backends.base import Choice
+
+    return Completion(
+        choices=[Choice(text="".join(parts), finish_reason="length")],
+        prompt_tokens=0,
+        completion_tokens=len(parts),
+    )
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict:
+    """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
+    st = request.app.state.tuneloop
+    tenant = st.auth.tenant(request)
+    versions = await run_in_threadpool(Registry(tenant).list, "policy")
+    owner = tenant.tenant.name
+    ids = [
+        "tuneloop",
+        st.backend.model_id,
+        *(v.id for v in versions if v.state not in ("blocked", "rolled_back")),
+    ]
+    return {
+        "object": "list",
+        "data": [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i in ids],
+    }

@@ -1,0 +1,108 @@
+"""Which version serves a request: a pinned version, the experiment arm, or the tenant's production.
+
+Adapter names in the backend are namespaced by tenant (`<tenant id>/<version id>`), so a request can only
+ever reach the adapters of the tenant its key names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from tuneloop.errors import NotFound
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.rollout.experiments import Experiment, active_experiment
+from tuneloop.serve.backends.base import Backend
+from tuneloop.store.repository import TenantStore
+
+STATE_TTL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """What serves one request, and what the interaction records about it."""
+
+    version: Version | None  # None: the base model
+    arm: str | None = None
+    experiment_id: str | None = None
+
+    @property
+    def version_id(self) -> str | None:
+        return self.version.id if self.version else None
+
+
+@dataclass
+class _TenantState:
+    production: Version | None
+    experiment: Experiment | None
+    read_at: float
+
+
+class Router:
+    """Routes requests per tenant; re-reads the registry and live allocation at most once a second."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._state: dict[str, _TenantState] = {}
+
+    async def route(self, tenant: TenantStore, user: str | None, model: str | None, request_id: str) -> Route:
+        """The route for one request; `model` may pin one of the tenant's own versions."""
+        if model and model not in self.aliases():
+            return Route(await self._pinned(tenant, model))
+        state = await self._tenant_state(tenant)
+        exp = state.experiment
+        if exp is None:
+            return Route(state.production)
+        from tuneloop.rollout.assignment import assign
+
+        # Without an end-user id the request id stands in: such traffic is assigned per request, not per user.
+        arm = assign(exp.id, user or request_id, exp.share)
+        version_id = exp.treatment_version if arm == "treatment" else exp.control_version
+        version = Registry(tenant).get(version_id) if version_id else None
+        return Route(version, arm=arm, experiment_id=exp.id)
+
+    def aliases(self) -> set[str]:
+        """Model names that mean "whatever this tenant serves now"."""
+        return {"tuneloop", "default", self.backend.model_id}
+
+    def adapter_name(self, tenant: TenantStore, version: Version | None) -> str | None:
+        return f"{tenant.tenant_id}/{version.id}" if version and version.artifact_path else None
+
+    async def ensure_loaded(self, tenant: TenantStore, version: Version | None) -> str | None:
+        """The backend adapter name for `version`, loading it the first time it is needed."""
+        name = self.adapter_name(tenant, version)
+        if name and name not in self.backend.adapters:
+            await self.backend.load_adapter(name, version.artifact_path)
+        return name
+
+    def invalidate(self, tenant_id: str) -> None:
+        """Forget the cached state of a tenant (after a promotion or rollback in this process)."""
+        self._state.pop(tenant_id, None)
+
+    async def _pinned(self, tenant: TenantStore, model: str) -> Version:
+        try:
+            version = await asyncio.to_thread(Registry(tenant).get, model)
+        except NotFound:
+            raise NotFound(
+                f"model {model!r} not found — use 'tuneloop' or one of your versions (GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            ) from None
+        if version.kind != "policy" or version.state in ("blocked", "rolled_back"):
+            raise NotFound(
+                f"model {model!r} is not servable (it is a {version.kind}, {version.state})",
+                param="model",
+                code="model_not_found",
+            )
+        return version
+
+    async def _tenant_state(self, tenant: TenantStore) -> _TenantState:
+        state = self._state.get(tenant.tenant_id)
+        if state is None or time.monotonic() - state.read_at > STATE_TTL_SECONDS:
+            production, experiment = await asyncio.to_thread(
+                lambda: (Registry(tenant).production(), active_experiment(tenant))
+            )
+            state = _TenantState(production, experiment, time.monotonic())
+            self._state[tenant.tenant_id] = state
+        return state
