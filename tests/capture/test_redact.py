@@ -1,0 +1,195 @@
+"""PII redaction with the real Presidio analyzer and spaCy's small English model."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tuneloop.capture.redact import MAX_TEXT_CHARS, Redactor
+from tuneloop.errors import PayloadTooLarge
+
+
+@pytest.fixture(scope="module")
+def redactor() -> Redactor:
+    r = Redactor(hash_key=b"test-key")
+    r.warm_up()
+    return r
+
+
+PII_CASES = [
+    ("Please write to john.doe@example.com today", "john.doe@example.com", "EMAIL_ADDRESS"),
+    ("Call me at (212) 555-0187 after lunch", "555-0187", "PHONE_NUMBER"),
+    ("You can reach me on +44 20 7946 0958 tomorrow", "7946 0958", "PHONE_NUMBER"),
+    ("My German office is +49 30 901820.", "901820", "PHONE_NUMBER"),
+    ("My card is 4111 1111 1111 1111, expires soon", "4111 1111 1111 1111", "CREDIT_CARD"),
+    ("Charge 5500-0000-0000-0004 instead", "5500-0000-0000-0004", "CREDIT_CARD"),
+    ("Refund to DE89 3704 0044 0532 0130 00 please", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
+    ("my iban: ES91 2100 0418 4502 0005 1332 thanks", "ES91 2100 0418 4502 0005 1332", "IBAN_CODE"),
+    ("IBAN GB29NWBK60161331926819.", "GB29NWBK60161331926819", "IBAN_CODE"),
+    ("My name is John Smith and I need help", "John Smith", "PERSON"),
+    ("this is Olusegun Obasanjo speaking", "Olusegun Obasanjo", "PERSON"),
+    ("Our server 192.168.1.20 is down", "192.168.1.20", "IP_ADDRESS"),
+    ("My SSN is 536-90-4399", "536-90-4399", "US_SSN"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret", "entity"), PII_CASES, ids=[c[2] + ":" + c[1] for c in PII_CASES])
+def test_pii_is_replaced_by_a_typed_placeholder(
+    redactor: Redactor, text: str, secret: str, entity: str
+) -> None:
+    [out] = redactor.redact_texts([text], "redact")
+    assert f"<{entity}>" in out
+    assert secret not in out
+    # Nothing of the value survives, not even a fragment of its digits or name.
+    for part in re.split(r"[\s\-]+", secret):
+        if len(part) >= 4:
+            assert part not in out
+
+
+def test_text_around_pii_is_kept(redactor: Redactor) -> None:
+    [out] = redactor.redact_texts(["Please write to john.doe@example.com today"], "redact")
+    assert out == "Please write to <EMAIL_ADDRESS> today"
+
+
+def test_sixteen_digits_failing_luhn_are_not_a_card(redactor: Redactor) -> None:
+    # Not Luhn-valid, not a valid phone number anywhere: it comes back unchanged.
+    [out] = redactor.redact_texts(["reference 4111111111111112"], "redact")
+    assert "<CREDIT_CARD>" not in out
+    assert out == "reference 4111111111111112"
+
+
+def test_context_words_decide_whether_a_bare_number_is_an_ssn(redactor: Redactor) -> None:
+    assert redactor.redact_texts(["my ssn is 536904399"], "redact") == ["my ssn is <US_SSN>"]
+    assert redactor.redact_texts(["Order 536904399 shipped"], "redact") == ["Order 536904399 shipped"]
+
+
+def test_a_value_found_once_is_removed_from_every_text_of_the_batch(redactor: Redactor) -> None:
+    texts = [
+        "I am Johanna Whitfield, hi",
+        "Thanks Johanna Whitfield!",
+        "my ssn is 536904399",
+        "Order 536904399",
+    ]
+    assert redactor.redact_texts(texts, "redact") == [
+        "I am <PERSON>, hi",
+        "Thanks <PERSON>!",
+        "my ssn is <US_SSN>",
+        "Order <US_SSN>",
+    ]
+
+
+ORDINARY = [
+    "How do I reset my password?",
+    "The export to CSV cuts off after row 1200.",
+    "Version 2.3.1 crashes on startup",
+    "Order 123456789 has not arrived",
+    "It costs $1,250.00 per month",
+    "I am having trouble logging in since Monday.",
+    "Deploy to prod at 10:30 on 2024-05-01",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_text_without_pii_comes_back_unchanged(redactor: Redactor, text: str) -> None:
+    assert redactor.redact_texts([text], "redact") == [text]
+
+
+def test_short_and_symbol_only_strings_pass_through(redactor: Redactor) -> None:
+    texts = ["", "ok", "👍", "?!", "  "]
+    assert redactor.redact_texts(texts, "redact") == texts
+
+
+def test_hash_mode_gives_equal_placeholders_for_equal_values(redactor: Redactor) -> None:
+    a, b, c = redactor.redact_texts(
+        [
+            "write to john.doe@example.com",
+            "or John.Doe@Example.com later",
+            "or jane.roe@example.com instead",
+        ],
+        "hash",
+    )
+    [pa] = re.findall(r"<EMAIL_ADDRESS:[0-9a-f]+>", a)
+    [pb] = re.findall(r"<EMAIL_ADDRESS:[0-9a-f]+>", b)
+    [pc] = re.findall(r"<EMAIL_ADDRESS:[0-9a-f]+>", c)
+    assert pa == pb
+    assert pa != pc
+    assert "example.com" not in a + b + c
+
+
+def test_hash_mode_joins_differently_formatted_cards(redactor: Redactor) -> None:
+    spaced, dashed = redactor.redact_texts(["card 4111 1111 1111 1111", "card 4111-1111-1111-1111"], "hash")
+    assert spaced == dashed
+    assert re.fullmatch(r"card <CREDIT_CARD:[0-9a-f]{12}>", spaced)
+
+
+def test_hash_depends_on_the_secret_key(redactor: Redactor) -> None:
+    other = Redactor(hash_key=b"another-key")
+    assert redactor.placeholder("EMAIL_ADDRESS", "a@b.com") != other.placeholder("EMAIL_ADDRESS", "a@b.com")
+    text = ["mail a@example.com"]
+    assert redactor.redact_texts(text, "hash") != other.redact_texts(text, "hash")
+
+
+def test_off_returns_input_unchanged(redactor: Redactor) -> None:
+    texts = ["My name is John Smith", "card 4111 1111 1111 1111"]
+    assert redactor.redact_texts(texts, "off") == texts
+    values = [{"email": "a@example.com"}, 3]
+    assert redactor.redact_json(values, "off") == values
+
+
+def test_redact_json_walks_nested_structures_and_leaves_keys_and_non_strings(redactor: Redactor) -> None:
+    values = [
+        ["Hi, I'm Priya Patel", "reach me at priya@example.com"],
+        {
+            "john.doe@example.com": {"note": "call +44 20 7946 0958", "tries": 3, "ok": True},
+            "tags": ("vip", None, 2.5),
+        },
+        42,
+        None,
+    ]
+    out = redactor.redact_json(values, "redact")
+    assert out[0] == ["Hi, I'm <PERSON>", "reach me at <EMAIL_ADDRESS>"]
+    assert list(out[1]) == ["john.doe@example.com", "tags"]  # keys untouched, in order
+    assert out[1]["john.doe@example.com"] == {"note": "call <PHONE_NUMBER>", "tries": 3, "ok": True}
+    assert out[1]["tags"] == ("vip", None, 2.5)
+    assert out[2:] == [42, None]
+    assert values[0][0] == "Hi, I'm Priya Patel"  # the input is not modified
+
+
+def test_repeated_texts_in_a_batch_get_the_same_result(redactor: Redactor) -> None:
+    text = "Thanks Sarah Connor, my email is sarah@example.com"
+    first, second = redactor.redact_texts([text, text], "redact")
+    assert first == second == redactor.redact_texts([text], "redact")[0]
+    assert "Sarah" not in first
+
+
+def test_concurrent_calls_each_get_their_own_results(redactor: Redactor) -> None:
+    batches = [[f"ticket {i}: mail user{i}@example.com", f"How do I export report {i}?"] for i in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outs = list(pool.map(lambda b: redactor.redact_texts(b, "redact"), batches))
+    for i, out in enumerate(outs):
+        assert out == [f"ticket {i}: mail <EMAIL_ADDRESS>", f"How do I export report {i}?"]
+
+
+def test_unknown_mode_is_rejected(redactor: Redactor) -> None:
+    with pytest.raises(ValueError, match="redact, hash, off"):
+        redactor.redact_texts(["hello there"], "mask")  # type: ignore[arg-type]
+
+
+def test_text_beyond_spacy_limit_is_refused(redactor: Redactor) -> None:
+    with pytest.raises(PayloadTooLarge, match="too long to redact"):
+        redactor.redact_texts(["word " * (MAX_TEXT_CHARS // 5 + 1)], "redact")
+
+
+def test_creating_a_redactor_loads_no_models() -> None:
+    code = (
+        "import sys; from tuneloop.capture.redact import Redactor; Redactor(); "
+        "print(sorted(m for m in ('spacy', 'presidio_analyzer', 'presidio_anonymizer') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
