@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneloop.cli import admin, demo, serve, snapshot
+from tuneloop.cli import admin, demo, serve, snapshot, train
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, serve, snapshot, demo)
+GROUPS = (admin, serve, snapshot, train, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

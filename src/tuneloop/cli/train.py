@@ -1,0 +1,150 @@
+"""`tuneloop train reward|policy` and `tuneloop versions list|show`: learn from snapshots, see results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import yaml
+
+from tuneloop.cli.admin import open_store
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
+from tuneloop.store.repository import TenantStore
+
+
+def register(commands: Any) -> None:
+    train = commands.add_parser("train", help="train a reward model or a policy adapter from a snapshot")
+    actions = train.add_subparsers(dest="action", required=True, metavar="WHAT")
+    p = actions.add_parser(
+        "reward", help="a Bradley–Terry reward model (LoRA + score head, or --fast MiniLM)"
+    )
+    _common(p)
+    p.add_argument(
+        "--fast", action="store_true", help="MiniLM embeddings + logistic head: seconds, not minutes"
+    )
+    p.set_defaults(run=cmd_train_reward)
+    p = actions.add_parser("policy", help="a LoRA adapter with DPO or KTO (base weights frozen)")
+    _common(p)
+    p.add_argument("--method", choices=["dpo", "kto"], default="dpo")
+    p.add_argument(
+        "--amplify",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also sample K answers per prompt and add best-vs-worst pairs judged by the reward model",
+    )
+    p.add_argument("--system-prompt", help="serve this version with this system prompt")
+    p.set_defaults(run=cmd_train_policy)
+
+    versions = commands.add_parser("versions", help="a tenant's versions, lineage and states")
+    actions = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("list", help="every version with its state")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(run=cmd_versions_list)
+    p = actions.add_parser("show", help="one version's lineage and metrics as JSON")
+    p.add_argument("version")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(run=cmd_versions_show)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--snapshot", required=True, help="snapshot hash (or a unique prefix of 6+ characters)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TRL trainer argument, e.g. --set learning_rate=5e-5 (repeatable)",
+    )
+    p.add_argument(
+        "--lora", action="append", default=[], metavar="KEY=VALUE", help="a peft.LoraConfig argument"
+    )
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"{flag} {item!r}: use KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _tenant(name: str) -> TenantStore:
+    store = open_store()
+    return store.for_tenant(store.tenant_by_name(name))
+
+
+def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
+    from tuneloop.learn.runs import train_version
+
+    cancel = threading.Event()
+    started = time.monotonic()
+
+    def progress(step: int, total: int, eta: float | None) -> None:
+        eta_text = f"{eta:.0f}s" if eta is not None else "?"
+        print(
+            f"\r{method}: step {step}/{total}, eta {eta_text}, elapsed {time.monotonic() - started:.0f}s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        version = train_version(
+            _tenant(args.tenant),
+            Settings(),
+            args.snapshot,
+            method,  # type: ignore[arg-type]
+            trainer_args=_pairs(args.set, "--set"),
+            lora=_pairs(args.lora, "--lora"),
+            seed=args.seed,
+            progress=progress,
+            cancel=cancel,
+            **extra,
+        )
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\ncancelled; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    print(file=sys.stderr)
+    if version is None:
+        print("cancelled; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
+    print(version.id)
+    return 0
+
+
+def cmd_train_reward(args: argparse.Namespace) -> int:
+    return _run(args, "reward_embedding" if args.fast else "reward")
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    return _run(args, args.method, amplify_k=args.amplify, system_prompt=args.system_prompt)
+
+
+def cmd_versions_list(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    for v in Registry(_tenant(args.tenant)).list():
+        snapshot = (v.snapshot_hash or "-")[:12]
+        print(f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_versions_show(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tuneloop.registry.versions import Registry
+
+    print(json.dumps(asdict(Registry(_tenant(args.tenant)).get(args.version)), indent=2, default=str))
+    return 0

@@ -1,0 +1,113 @@
+"""A tenant's training run: snapshot rows → job → validated artifact → registered candidate version.
+
+The artifact directory is published atomically by the job before the registry row is written in one
+transaction, so a crash anywhere leaves at worst an unregistered artifact, never a version pointing at a
+partial one. The version id derives from the job id: running the same job again returns the same version.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from tuneloop.config import Settings
+from tuneloop.errors import NotFound
+from tuneloop.registry.artifacts import checksums, validate_adapter
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.signals.snapshots import get_snapshot
+from tuneloop.store.repository import TenantStore
+
+Method = Literal["dpo", "kto", "reward", "reward_embedding"]
+DATASET = {"dpo": "pairs", "kto": "kto", "reward": "pairs", "reward_embedding": "pairs"}
+
+
+def train_version(
+    tenant: TenantStore,
+    settings: Settings,
+    snapshot: str,
+    method: Method,
+    *,
+    lora: dict[str, Any] | None = None,
+    trainer_args: dict[str, Any] | None = None,
+    seed: int = 0,
+    amplify_k: int = 0,
+    system_prompt: str | None = None,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    cancel: threading.Event | None = None,
+    actor: str = "cli",
+) -> Version | None:
+    """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
+    from tuneloop.learn.jobs import JobSpec, run_job
+    from tuneloop.model_files import model_hash, resolve_model
+
+    snap = get_snapshot(tenant, snapshot)  # scoped: another tenant's snapshot is NotFound
+    base = resolve_model(settings)
+    rows = snap.rows(DATASET[method], split="train")
+    metrics_extra: dict[str, Any] = {"human_pairs": len(rows)} if DATASET[method] == "pairs" else {}
+    if amplify_k and method == "dpo":
+        rows, metrics_extra = _amplified(tenant, base, rows, amplify_k, seed)
+    spec = JobSpec(
+        kind=method,
+        base_model=str(base),
+        base_model_hash=model_hash(base),
+        snapshot_hash=snap.hash,
+        tenant=tenant.tenant_id,
+        lora=lora or {},
+        trainer_args=trainer_args or {},
+        seed=seed,
+        output_dir=settings.home / "jobs" / tenant.tenant_id,
+    )
+    registry = Registry(tenant)
+    version_id = f"{'rm' if method.startswith('reward') else 'v'}-{spec.id.split('-')[-1][:10]}"
+    try:
+        return registry.get(version_id)
+    except NotFound:
+        pass
+    result = run_job(spec, rows, progress=progress, cancel=cancel)
+    if result.cancelled or result.artifact_dir is None:
+        return None
+    if method == "reward_embedding":
+        sums = checksums(result.artifact_dir)
+    else:
+        sums = validate_adapter(result.artifact_dir, base, spec.lora["r"])
+    return registry.register(
+        kind="reward_model" if method.startswith("reward") else "policy",
+        base_model=settings.model,
+        actor=actor,
+        version_id=version_id,
+        base_model_hash=spec.base_model_hash,
+        snapshot_hash=snap.hash,
+        artifact_path=str(result.artifact_dir),
+        artifact_checksums=sums,
+        system_prompt=system_prompt,
+        job_spec=spec.model_dump(mode="json"),
+        metrics={**result.metrics, **metrics_extra, "method": method},
+    )
+
+
+def _amplified(
+    tenant: TenantStore, base: Any, rows: list[dict], k: int, seed: int
+) -> tuple[list[dict], dict]:
+    """Human pairs plus best-vs-worst samples of the current policy, judged by the production reward model."""
+    from tuneloop.learn.amplify import amplify, load_policy
+    from tuneloop.learn.reward_model import load_reward_model
+
+    registry = Registry(tenant)
+    judge = registry.production("reward_model")
+    if judge is None or not judge.artifact_path:
+        raise NotFound(
+            "amplification needs a production reward model — train one with `tuneloop train reward`"
+        )
+    current = registry.production("policy")
+    policy = load_policy(str(base), current.artifact_path if current else None)
+    prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())
+    result = amplify(
+        prompts, policy, load_reward_model(judge.artifact_path, str(base)), k=k, human_pairs=rows, seed=seed
+    )
+    return result.rows, {
+        "human_pairs": result.counts["human"],
+        "amplified_pairs": result.counts["amplified"],
+        "generated_samples": result.counts["generated"],
+        "reward_model": judge.id,
+    }
