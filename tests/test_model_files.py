@@ -1,4 +1,4 @@
-"""The embedded model converts from GGUF to a plain, trainable safetensors copy; the tiny model shares its vocab."""
+"""The embedded model becomes a plain, trainable safetensors copy; the tiny model shares its vocab."""
 
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ from tuneloop.model_files import (
     model_hash,
     resolve_model,
 )
-
-
-@pytest.fixture(scope="session")
-def models_dir(request: pytest.FixtureRequest) -> Path:
-    """Converted models kept in pytest's cache dir, so the ~30 s GGUF conversion happens once per checkout."""
-    return Path(request.config.cache.mkdir("tuneloop-models"))
 
 
 @pytest.mark.slow
@@ -55,7 +49,9 @@ def test_tiny_model_shares_the_base_tokenizer_and_is_deterministic(models_dir: P
     config = AutoConfig.from_pretrained(tiny)
     assert config.hidden_size == 64 and config.num_hidden_layers == 2
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(ensure_base_model(models_dir)).chat_template
+    assert (
+        tokenizer.chat_template == AutoTokenizer.from_pretrained(ensure_base_model(models_dir)).chat_template
+    )
     # A second build from the same seed gives the same weights, hence the same hash.
     (tmp_path / BASE_MODEL_NAME).symlink_to(ensure_base_model(models_dir))
     assert model_hash(make_tiny_model(tmp_path)) == model_hash(tiny)

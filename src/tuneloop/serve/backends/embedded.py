@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import os
 import secrets
 import sys
 import threading
@@ -44,8 +45,12 @@ class EmbeddedBackend(Backend):
         model_id: str | None = None,
         max_queue: int = 64,
         max_batch_size: int = 8,
+        threads: int | None = None,
     ) -> None:
         self._model_dir = model_dir
+        # Half the cores by default: on a small shared machine, OpenMP threads that lose their core to another
+        # process stall each other (measured 20-40x slower decode with 2 threads on 2 busy cores).
+        self._threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self.model_id = model_id or (Path(model_dir).name if isinstance(model_dir, Path) else "model")
         self._max_queue = max_queue
         self._max_batch_size = max_batch_size
@@ -295,6 +300,7 @@ class EmbeddedBackend(Backend):
     def _run(self, loaded: concurrent.futures.Future) -> None:
         import torch
 
+        torch.set_num_threads(self._threads)  # per thread under OpenMP: the rest of the process keeps its own
         try:
             self._load()
         except BaseException as exc:
