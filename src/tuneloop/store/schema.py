@@ -146,3 +146,49 @@ experiments = sa.Table(
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_experiments_tenant_state", "tenant_id", "state"),
 )
+
+loop_turns = sa.Table(
+    "loop_turns",
+    metadata,
+    # One row per turn of the loop; `stage` is where a restarted controller picks the turn up again.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("turn", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("trigger", sa.String(64), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    # Monitor findings (drift, KPI breaches) waiting for the loop: open until a turn handles them.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("statistic", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("p_value", sa.Float, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("handled_by", sa.String(256), nullable=True),
+    sa.Index("ix_alerts_tenant_status", "tenant_id", "status"),
+)
+
+drift_checks = sa.Table(
+    "drift_checks",
+    metadata,
+    # Every drift check's full report (tests, windows, chart data), so the dashboard shows the last one.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("drifted", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_drift_checks_tenant_created", "tenant_id", "created_at"),
+)

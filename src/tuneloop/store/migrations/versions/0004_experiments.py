@@ -1,4 +1,4 @@
-"""rollout: experiments, interactions.experiment_id
+"""rollout and loop: experiments, loop turns, interactions.experiment_id
 
 Revision ID: 0004
 Revises: 0003
@@ -45,6 +45,20 @@ def upgrade() -> None:
     with op.batch_alter_table("experiments", schema=None) as batch_op:
         batch_op.create_index("ix_experiments_tenant_state", ["tenant_id", "state"], unique=False)
 
+    op.create_table(
+        "loop_turns",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("turn", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("trigger", sa.String(length=64), nullable=False),
+        sa.Column("stage", sa.String(length=16), nullable=False),
+        sa.Column("outcome", sa.String(length=32), nullable=True),
+        sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
+        sa.PrimaryKeyConstraint("tenant_id", "turn"),
+    )
     with op.batch_alter_table("interactions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("experiment_id", sa.String(length=64), nullable=True))
         batch_op.create_index(
@@ -62,4 +76,5 @@ def downgrade() -> None:
     with op.batch_alter_table("experiments", schema=None) as batch_op:
         batch_op.drop_index("ix_experiments_tenant_state")
 
+    op.drop_table("loop_turns")
     op.drop_table("experiments")
