@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tuneloop.errors import BadRequest
 
 
 class Settings(BaseSettings):
@@ -67,3 +70,30 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The store URL in force: `db_url`, or the SQLite file under `home`."""
         return self.db_url or f"sqlite:///{self.home / 'tuneloop.db'}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
+    """A pydantic model from a YAML file; BadRequest names the file and the first bad field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise BadRequest(f"{what} {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"{what} {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data or {}, dict):
+        raise BadRequest(f"{what} {path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "(top)", e["msg"]) for e in exc.errors()]
+        first = ".".join(map(str, exc.errors()[0]["loc"]))
+        raise BadRequest(f"{what} {path}: {'; '.join(problems)}", param=first) from exc
+
+
+def tenant_policy_file(home: Path, tenant_name: str, filename: str) -> Path:
+    """Where a tenant's policy file lives: HOME/policies/TENANT/FILENAME."""
+    return Path(home) / "policies" / tenant_name / filename

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneloop.cli import admin, demo, serve, snapshot, train
+from tuneloop.cli import admin, demo, rollout, serve, snapshot, train
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, serve, snapshot, train, demo)
+GROUPS = (admin, serve, snapshot, train, rollout, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

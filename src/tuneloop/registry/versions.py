@@ -128,9 +128,13 @@ class Registry:
         actor: str,
         reason: str,
         details: dict[str, Any] | None = None,
+        conn: sa.Connection | None = None,
         **updates: Any,
-    ) -> Version:
-        """Move a version to `to` atomically with an audit row; promoting retires the old production."""
+    ) -> Version | None:
+        """Move a version to `to` atomically with an audit row; promoting retires the old production.
+
+        With `conn`, the move joins the caller's transaction (and returns None: read it after commit).
+        """
 
         def apply(conn: sa.Connection) -> None:
             row = conn.execute(sa.select(versions).where(self._scope, versions.c.id == version_id)).first()
@@ -180,6 +184,9 @@ class Registry:
                 details={"from": row.state, "reason": reason, **(details or {})},
             )
 
+        if conn is not None:
+            apply(conn)
+            return None
         self.tenant.store.retrying(apply)
         return self.get(version_id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,17 @@ def row_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as None: JSON (and PostgreSQL) has no NaN or Infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def append(
     conn: sa.Connection,
     *,
@@ -44,7 +56,7 @@ def append(
     details: dict[str, Any] | None = None,
 ) -> int:
     """Append one row inside the caller's transaction; returns its sequence number."""
-    details = json.loads(json.dumps(details or {}, default=str))
+    details = json_safe(json.loads(json.dumps(details or {}, default=str)))
     last = conn.execute(
         sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
     ).first()

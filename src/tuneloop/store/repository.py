@@ -286,12 +286,14 @@ class TenantStore:
         return {**_interaction(row), "feedback": events}
 
     def interactions(
-        self, *, since: datetime | None = None, limit: int | None = None
+        self, *, since: datetime | None = None, experiment_id: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        """Interactions in creation order, optionally those created after `since`."""
+        """Interactions in creation order, optionally created after `since` or served in one experiment."""
         query = sa.select(interactions).where(interactions.c.tenant_id == self.tenant_id)
         if since is not None:
             query = query.where(interactions.c.created_at > since)
+        if experiment_id is not None:
+            query = query.where(interactions.c.experiment_id == experiment_id)
         query = query.order_by(interactions.c.created_at, interactions.c.id).limit(limit)
         with self.store.read() as conn:
             return [_interaction(r) for r in conn.execute(query)]

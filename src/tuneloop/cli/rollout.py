@@ -1,0 +1,71 @@
+"""`tuneloop rollout status|start|promote|rollback|pause|resume`: the canary, by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tuneloop.cli.admin import open_store
+from tuneloop.config import Settings
+from tuneloop.store.repository import TenantStore
+
+
+def register(commands: Any) -> None:
+    group = commands.add_parser("rollout", help="see and steer a tenant's canary")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, helptext in (
+        ("status", "the live experiment and its last look, as JSON"),
+        ("promote", "make the canary production now"),
+        ("rollback", "take the canary out of traffic now"),
+        ("pause", "send all traffic to control, keep the experiment"),
+        ("resume", "put a paused experiment back on its step's share"),
+    ):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--tenant", required=True)
+        if name != "status":
+            p.add_argument("--reason", default=f"manual {name}", help="recorded in the audit log")
+        p.set_defaults(run=cmd_rollout)
+    p = actions.add_parser("start", help="canary a gated version against production")
+    p.add_argument("version")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(run=cmd_start)
+
+
+def _tenant(name: str) -> TenantStore:
+    store = open_store()
+    return store.for_tenant(store.tenant_by_name(name))
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from tuneloop.rollout import controller
+    from tuneloop.rollout.policy import tenant_rollout_policy
+
+    exp = controller.start_canary(
+        _tenant(args.tenant), args.version, tenant_rollout_policy(Settings().home, args.tenant), actor="cli"
+    )
+    print(f"experiment {exp.id}: {exp.treatment_version} on {exp.share:.0%} of traffic")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tuneloop.rollout import controller
+    from tuneloop.rollout.experiments import active_experiment
+
+    tenant = _tenant(args.tenant)
+    if args.action == "status":
+        exp = active_experiment(tenant)
+        print(json.dumps(asdict(exp), indent=2, default=str) if exp else f"{args.tenant}: no live experiment")
+        return 0
+    actor = "cli"
+    if args.action == "pause":
+        exp = controller.pause(tenant, actor=actor, reason=args.reason)
+    elif args.action == "resume":
+        exp = controller.resume(tenant, actor=actor, reason=args.reason)
+    else:
+        outcome = "promoted" if args.action == "promote" else "rolled_back"
+        exp = controller.finish(tenant, outcome, actor=actor, reason=args.reason)
+    print(f"experiment {exp.id}: {exp.state}, treatment share {exp.share:.0%}")
+    return 0

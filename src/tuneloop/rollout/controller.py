@@ -1,0 +1,349 @@
+"""The canary controller: start an experiment, judge it after every batch of events, promote or roll back.
+
+All state lives in the `experiments` table and every transition is one transaction that moves the
+version, updates the experiment and appends the audit row with the statistics that justified it, so a
+restarted process carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from tuneloop.errors import Conflict, NotFound
+from tuneloop.registry.versions import Registry
+from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
+from tuneloop.rollout.guardrails import rate_guardrail, sample_ratio_p
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.rollout.sequential import ArmStats, msprt
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.rewards import compute_rewards
+from tuneloop.store import audit
+from tuneloop.store.repository import TenantStore, now_utc
+from tuneloop.store.schema import experiments
+
+ARMS = ("control", "treatment")
+
+
+@dataclass
+class ArmData:
+    """What one arm's traffic showed: KPI values of rewarded answers and 0/1 guardrail indicators."""
+
+    kpi: list[float]
+    escalated: list[float]
+    unsafe: list[float]
+    errors: list[float]
+    latency: list[float]
+    created: list[datetime]
+
+
+def start_canary(
+    tenant: TenantStore,
+    version_id: str,
+    policy: RolloutPolicy,
+    *,
+    actor: str,
+    reason: str = "passed the gate",
+) -> Experiment:
+    """Put a gated version on the canary share against the current production (or the base model)."""
+    registry = Registry(tenant)
+    version = registry.get(version_id)
+    if version.state != "gated":
+        raise Conflict(f"version {version_id} is {version.state}; only gated versions can be canaried")
+    production = registry.production("policy")
+    exp_id = f"exp-{uuid.uuid4().hex[:10]}"
+
+    def apply(conn: sa.Connection) -> None:
+        if conn.execute(
+            sa.select(experiments.c.id).where(
+                experiments.c.tenant_id == tenant.tenant_id, experiments.c.state.in_(("running", "paused"))
+            )
+        ).first():
+            raise Conflict(
+                "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"
+            )
+        now = now_utc()
+        conn.execute(
+            experiments.insert().values(
+                tenant_id=tenant.tenant_id,
+                id=exp_id,
+                control_version=production.id if production else None,
+                treatment_version=version_id,
+                state="running",
+                share=policy.ramp[0],
+                step=0,
+                step_started_at=now,
+                policy=policy.model_dump(mode="json"),
+                decision=None,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        registry.move(
+            version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, conn=conn
+        )
+        audit.append(
+            conn,
+            tenant_id=tenant.tenant_id,
+            actor=actor,
+            action="experiment.start",
+            subject=exp_id,
+            details={
+                "treatment": version_id,
+                "control": production.id if production else None,
+                "share": policy.ramp[0],
+            },
+        )
+
+    tenant.store.retrying(apply)
+    return _get(tenant, exp_id)
+
+
+def arm_data(
+    tenant: TenantStore, exp: Experiment, reward_policy: RewardPolicy, primary_kpi: str
+) -> dict[str, ArmData]:
+    """Each arm's observations: rewards under the tenant's policy and the guardrail indicators."""
+    rows = tenant.interactions(experiment_id=exp.id)
+    ids = {r["id"] for r in rows}
+    events = [e for e in tenant.feedback(since=exp.started_at) if e["interaction_id"] in ids]
+    now = max([now_utc(), *(e["created_at"] for e in events)])
+    rewards = compute_rewards(rows, events, reward_policy, now) if events else {}
+    escalated = {e["interaction_id"] for e in events if e["kind"] == "escalated"}
+    unsafe = {
+        e["interaction_id"]
+        for e in events
+        if e["kind"] == "outcome" and e["value"]["name"] == "unsafe" and e["value"]["value"] is True
+    }
+    data = {arm: ArmData([], [], [], [], [], []) for arm in ARMS}
+    for row in rows:
+        arm = data.get(row["arm"] or "")
+        if arm is None:
+            continue
+        if row["id"] in rewards:
+            value = rewards[row["id"]].reward
+            arm.kpi.append(value if primary_kpi == "mean_reward" else float(value > 0))
+        arm.escalated.append(float(row["id"] in escalated))
+        arm.unsafe.append(float(row["id"] in unsafe))
+        arm.errors.append(float(bool((row["metadata"] or {}).get("error"))))
+        arm.latency.append(row["latency_ms"] or 0.0)
+        arm.created.append(row["created_at"])
+    return data
+
+
+def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> dict[str, Any]:
+    """The statistics of one look and what they call for: promote, rollback, halt, ramp or continue."""
+    control, treatment = data["control"], data["treatment"]
+    step_counts = [sum(t >= exp.step_started_at for t in arm.created) for arm in (control, treatment)]
+    srm_p = sample_ratio_p(step_counts[0], step_counts[1], exp.share)
+    previous_p = (exp.decision or {}).get("test", {}).get("p_value") or 1.0
+    test = msprt(
+        ArmStats.of(control.kpi),
+        ArmStats.of(treatment.kpi),
+        alpha=policy.alpha,
+        tau2=policy.tau**2,
+        min_samples=policy.min_samples,
+        harm_margin=policy.harm_margin,
+        previous_p=previous_p,
+    )
+    slow_at = _p95(control.latency)
+    rates = {
+        "escalation_rate": (control.escalated, treatment.escalated),
+        "safety_flag_rate": (control.unsafe, treatment.unsafe),
+        "error_rate": (control.errors, treatment.errors),
+        "slow_rate": (
+            [float(x > slow_at) for x in control.latency],
+            [float(x > slow_at) for x in treatment.latency],
+        ),
+    }
+    guards = [
+        rate_guardrail(
+            name,
+            ArmStats.of(c),
+            ArmStats.of(t),
+            tolerance=getattr(policy.guardrails, name),
+            alpha=policy.alpha,
+            tau2=policy.tau**2,
+            min_samples=policy.min_samples,
+        )
+        for name, (c, t) in rates.items()
+    ]
+    stats = {
+        "test": test.as_dict(),
+        "guardrails": [g.as_dict() for g in guards],
+        "srm_p": srm_p,
+        "step_counts": step_counts,
+        "share": exp.share,
+        "checked_at": now_utc().isoformat(),
+    }
+    breached = [g.name for g in guards if g.breached]
+    if srm_p < policy.srm_p:
+        action, reason = (
+            "halt",
+            f"sample ratio mismatch: p={srm_p:.2g} for counts {step_counts} at share {exp.share}",
+        )
+    elif breached:
+        action, reason = "rollback", f"guardrail breached: {', '.join(breached)}"
+    elif test.decision in ("promote", "rollback"):
+        action, reason = test.decision, test.reason
+    elif min(len(control.kpi), len(treatment.kpi)) >= policy.max_samples:
+        action, reason = (
+            "rollback",
+            f"inconclusive after {policy.max_samples} observations per arm: {test.reason}",
+        )
+    elif exp.step + 1 < len(policy.ramp) and min(step_counts) >= policy.min_samples_per_step:
+        action, reason = "ramp", f"step {exp.step} healthy with {min(step_counts)} answers per arm"
+    else:
+        action, reason = "continue", test.reason
+    return {**stats, "action": action, "reason": reason}
+
+
+def evaluate(
+    tenant: TenantStore, reward_policy: RewardPolicy, *, actor: str = "controller"
+) -> Experiment | None:
+    """Look at the live experiment once and act on it; returns the experiment as it stands afterwards."""
+    exp = active_experiment(tenant)
+    if exp is None or exp.state != "running":
+        return exp
+    policy = RolloutPolicy.model_validate(exp.policy)
+    verdict = decide(exp, arm_data(tenant, exp, reward_policy, policy.primary_kpi), policy)
+    action = verdict["action"]
+    if action == "promote":
+        return finish(tenant, "promoted", actor=actor, reason=verdict["reason"], stats=verdict)
+    if action in ("rollback", "halt"):
+        return finish(
+            tenant,
+            "rolled_back" if action == "rollback" else "halted",
+            actor=actor,
+            reason=verdict["reason"],
+            stats=verdict,
+        )
+    if action == "ramp":
+        share = policy.ramp[exp.step + 1]
+        return _update(
+            tenant,
+            exp,
+            actor=actor,
+            action="experiment.ramp",
+            reason=verdict["reason"],
+            stats=verdict,
+            share=share,
+            step=exp.step + 1,
+            step_started_at=now_utc(),
+        )
+    return _update(tenant, exp, actor=actor, action=None, reason=verdict["reason"], stats=verdict)
+
+
+def finish(
+    tenant: TenantStore, outcome: str, *, actor: str, reason: str, stats: dict | None = None
+) -> Experiment:
+    """End the live experiment: promoted (candidate → production) or rolled_back/halted (→ rolled_back)."""
+    exp = _live(tenant)
+    to = "production" if outcome == "promoted" else "rolled_back"
+    registry = Registry(tenant)
+
+    def apply(conn: sa.Connection) -> None:
+        now = now_utc()
+        conn.execute(
+            experiments.update()
+            .where(experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == exp.id)
+            .values(
+                state=outcome,
+                share=1.0 if outcome == "promoted" else 0.0,
+                decision=stats,
+                updated_at=now,
+                ended_at=now,
+            )
+        )
+        registry.move(
+            exp.treatment_version, to, actor=actor, reason=reason, details={"experiment": exp.id}, conn=conn
+        )
+        audit.append(
+            conn,
+            tenant_id=tenant.tenant_id,
+            actor=actor,
+            action=f"experiment.{outcome}",
+            subject=exp.id,
+            details={"reason": reason, "stats": stats},
+        )
+
+    tenant.store.retrying(apply)
+    return _get(tenant, exp.id)
+
+
+def pause(tenant: TenantStore, *, actor: str, reason: str) -> Experiment:
+    """Send all traffic back to control at once, keeping the experiment to resume later."""
+    exp = _live(tenant)
+    return _update(
+        tenant, exp, actor=actor, action="experiment.pause", reason=reason, state="paused", share=0.0
+    )
+
+
+def resume(tenant: TenantStore, *, actor: str, reason: str) -> Experiment:
+    exp = _live(tenant)
+    policy = RolloutPolicy.model_validate(exp.policy)
+    return _update(
+        tenant,
+        exp,
+        actor=actor,
+        action="experiment.resume",
+        reason=reason,
+        state="running",
+        share=policy.ramp[exp.step],
+        step_started_at=now_utc(),
+    )
+
+
+def _update(
+    tenant: TenantStore,
+    exp: Experiment,
+    *,
+    actor: str,
+    action: str | None,
+    reason: str,
+    stats: dict | None = None,
+    **values: Any,
+) -> Experiment:
+    def apply(conn: sa.Connection) -> None:
+        conn.execute(
+            experiments.update()
+            .where(experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == exp.id)
+            .values(updated_at=now_utc(), **({"decision": stats} if stats else {}), **values)
+        )
+        if action:  # routine looks are kept on the row; only changes of course go to the audit log
+            audit.append(
+                conn,
+                tenant_id=tenant.tenant_id,
+                actor=actor,
+                action=action,
+                subject=exp.id,
+                details={"reason": reason, "stats": stats, **{k: str(v) for k, v in values.items()}},
+            )
+
+    tenant.store.retrying(apply)
+    return _get(tenant, exp.id)
+
+
+def _live(tenant: TenantStore) -> Experiment:
+    exp = active_experiment(tenant)
+    if exp is None:
+        raise NotFound(f"tenant {tenant.tenant.name} has no live experiment")
+    return exp
+
+
+def _get(tenant: TenantStore, exp_id: str) -> Experiment:
+    with tenant.store.read() as conn:
+        found = get_experiment(conn, tenant, exp_id)
+    assert found is not None
+    return found
+
+
+def _p95(values: list[float]) -> float:
+    if not values:
+        return math.inf
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]

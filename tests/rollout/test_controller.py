@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from tuneloop.registry.versions import Registry
+from tuneloop.rollout import controller
+from tuneloop.rollout.assignment import assign
+from tuneloop.rollout.experiments import Experiment, active_experiment
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.serve.backends.embedded import EmbeddedBackend
+from tuneloop.serve.routing import Router
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.store.repository import Store, TenantStore, payload_hash
+
+POLICY = RolloutPolicy(ramp=[0.2, 0.5], min_samples=20, min_samples_per_step=40, max_samples=2000)
+REWARDS = RewardPolicy(near_duplicate_threshold=1.0)
+
+
+def _gated(tenant: TenantStore, production: bool = True) -> str:
+    registry = Registry(tenant)
+    if production:
+        old = registry.register(kind="policy", base_model="base", actor="t")
+        registry.move(old.id, "gated", actor="t", reason="t")
+        registry.move(old.id, "production", actor="t", reason="t")
+    new = registry.register(kind="policy", base_model="base", actor="t")
+    registry.move(new.id, "gated", actor="t", reason="t")
+    return new.id
+
+
+def _traffic(
+    tenant: TenantStore,
+    exp: Experiment,
+    n: int,
+    p_up: dict[str, float],
+    *,
+    escalate: dict | None = None,
+    force_arm: str | None = None,
+    seed: int = 0,
+    start: int = 0,
+) -> None:
+    rng = random.Random(seed)
+    for i in range(start, start + n):
+        user = f"u{i}"
+        arm = force_arm or assign(exp.id, user, exp.share)
+        iid = f"{exp.id}-{i}"
+        version = exp.treatment_version if arm == "treatment" else exp.control_version
+        tenant.log_interaction(
+            {
+                "id": iid,
+                "user_id": user,
+                "messages": [{"role": "user", "content": f"q{i}"}],
+                "response": "a",
+                "choices": ["a"],
+                "arm": arm,
+                "experiment_id": exp.id,
+                "adapter_version": version,
+                "latency_ms": 100.0,
+            },
+            iid,
+        )
+        events = [
+            {
+                "id": f"t-{iid}",
+                "interaction_id": iid,
+                "kind": "thumbs",
+                "value": 1 if rng.random() < p_up[arm] else -1,
+                "source": "user",
+            }
+        ]
+        if escalate and rng.random() < escalate[arm]:
+            events.append(
+                {
+                    "id": f"x-{iid}",
+                    "interaction_id": iid,
+                    "kind": "escalated",
+                    "value": True,
+                    "source": "user",
+                }
+            )
+        tenant.add_feedback([(e, payload_hash(e)) for e in events])
+
+
+@pytest.fixture
+def tenant(store: Store) -> TenantStore:
+    created, _ = store.create_tenant("acme")
+    return store.for_tenant(created)
+
+
+def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
+    exp = active_experiment(tenant)
+    for b in range(batches):
+        _traffic(tenant, exp, 60, p_up, seed=b, start=b * 60, **kwargs)
+        exp = controller.evaluate(tenant, REWARDS)
+        if exp.state != "running":
+            return exp
+    return exp
+
+
+def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantStore) -> None:
+    candidate = _gated(tenant)
+    controller.start_canary(tenant, candidate, POLICY, actor="test")
+    exp = _run(tenant, 30, {"control": 0.3, "treatment": 0.8})
+    assert exp.state == "promoted" and exp.share == 1.0
+    assert exp.decision["test"]["ci_low"] > 0
+    assert Registry(tenant).production().id == candidate
+    actions = [a for a in _audit_actions(tenant) if a.startswith("experiment.")]
+    assert actions[0] == "experiment.start" and actions[-1] == "experiment.promoted"
+    ok, _ = tenant.store.verify_audit()
+    assert ok
+
+
+def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant: TenantStore) -> None:
+    candidate = _gated(tenant)
+    controller.start_canary(tenant, candidate, POLICY, actor="test")
+    exp = _run(tenant, 30, {"control": 0.5, "treatment": 0.5}, escalate={"control": 0.02, "treatment": 0.4})
+    assert exp.state == "rolled_back" and "escalation_rate" in exp.decision["reason"]
+    assert Registry(tenant).get(candidate).state == "rolled_back"
+    assert active_experiment(tenant) is None
+
+
+def test_an_injected_sample_ratio_mismatch_halts_the_experiment(tenant: TenantStore) -> None:
+    candidate = _gated(tenant)
+    exp = controller.start_canary(tenant, candidate, POLICY, actor="test")
+    _traffic(tenant, exp, 200, {"control": 0.5, "treatment": 0.5}, force_arm="treatment")
+    exp = controller.evaluate(tenant, REWARDS)
+    assert exp.state == "halted" and "sample ratio mismatch" in exp.decision["reason"]
+
+
+def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: str) -> None:
+    first = Store(db_url)
+    created, _ = first.create_tenant("acme")
+    tenant = first.for_tenant(created)
+    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test")
+    _traffic(tenant, exp, 120, {"control": 0.5, "treatment": 0.5})
+    before = controller.evaluate(tenant, REWARDS)
+    first.close()  # the process dies; nothing about the experiment lived in memory
+    second = Store(db_url)
+    resumed = active_experiment(second.for_tenant(second.tenant_by_name("acme")))
+    assert (resumed.id, resumed.state, resumed.step, resumed.share) == (
+        before.id,
+        "running",
+        before.step,
+        before.share,
+    )
+    assert resumed.decision["step_counts"] == before.decision["step_counts"]
+    second.close()
+
+
+def test_manual_pause_sends_everyone_to_control_and_rollback_is_instant(tenant: TenantStore) -> None:
+    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test")
+    paused = controller.pause(tenant, actor="operator", reason="investigating")
+    assert paused.state == "paused" and paused.share == 0.0
+    assert all(assign(exp.id, f"u{i}", paused.share) == "control" for i in range(500))
+    done = controller.finish(tenant, "rolled_back", actor="operator", reason="bad smell")
+    assert done.state == "rolled_back" and Registry(tenant).get(exp.treatment_version).state == "rolled_back"
+
+
+def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
+    store: Store, tiny_model: Path
+) -> None:
+    a, _ = store.create_tenant("a")
+    b, _ = store.create_tenant("b")
+    tenant_a, tenant_b = store.for_tenant(a), store.for_tenant(b)
+    b_production = _gated(tenant_b, production=True)
+    b_production = Registry(tenant_b).production().id
+    router = Router(EmbeddedBackend(tiny_model))
+
+    async def routes(tenant: TenantStore) -> set:
+        return {
+            (r.version_id, r.arm)
+            for r in [await router.route(tenant, f"u{i}", None, f"r{i}") for i in range(200)]
+        }
+
+    before = asyncio.run(routes(tenant_b))
+    controller.start_canary(
+        tenant_a, _gated(tenant_a), POLICY.model_copy(update={"ramp": [0.5]}), actor="test"
+    )
+    router.invalidate(a.id)
+    assert {arm for _, arm in asyncio.run(routes(tenant_a))} == {"control", "treatment"}
+    assert asyncio.run(routes(tenant_b)) == before == {(b_production, None)}
+
+
+def _audit_actions(tenant: TenantStore) -> list[str]:
+    import sqlalchemy as sa
+
+    from tuneloop.store.schema import audit_log
+
+    with tenant.store.read() as conn:
+        return list(
+            conn.execute(
+                sa.select(audit_log.c.action)
+                .where(audit_log.c.tenant_id == tenant.tenant_id)
+                .order_by(audit_log.c.seq)
+            ).scalars()
+        )
