@@ -1,0 +1,133 @@
+"""`tuneloop chat`: a quick interactive conversation with a running tuneloop server."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Any
+
+from tuneloop.errors import BadRequest, TuneloopError, Unauthorized
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+HELP = "commands: /thumbs up|down (feedback on the last answer), /reset (new conversation); Ctrl-D exits"
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "chat", help="chat with a running server (streams answers; /thumbs sends feedback)"
+    )
+    p.add_argument("--url", default=None, help=f"server URL (default: TUNELOOP_URL or {DEFAULT_URL})")
+    p.add_argument("--key", default=None, help="the tenant's API key (default: TUNELOOP_API_KEY)")
+    p.add_argument("--model", default="tuneloop", help="`tuneloop` (what the tenant serves) or a version id")
+    p.add_argument("--max-tokens", type=int, default=None, help="cap each answer's length")
+    p.set_defaults(run=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Read lines from stdin, stream each answer, keep the conversation; Ctrl-D ends it."""
+    key = args.key or os.environ.get("TUNELOOP_API_KEY")
+    if not key:
+        raise Unauthorized("no API key — pass --key or set TUNELOOP_API_KEY (`tuneloop tenants add NAME`)")
+    url = (args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL).rstrip("/")
+    session = ChatSession(url, key, args.model, args.max_tokens)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - line editing and history for input()
+        print(f"chatting with {url} as model {args.model!r}; {HELP}")
+    try:
+        while True:
+            try:
+                line = input("> " if interactive else "").strip()
+            except EOFError:
+                if interactive:
+                    print()  # end the line ^D was typed on
+                return 0
+            if line:
+                session.handle(line)
+    finally:
+        session.close()
+
+
+class ChatSession:
+    """One conversation: the messages so far and the interaction id of the last answer."""
+
+    def __init__(self, url: str, key: str, model: str, max_tokens: int | None) -> None:
+        import openai
+
+        from tuneloop.client import Client
+
+        self.model = model
+        self.max_tokens = max_tokens
+        self.messages: list[dict[str, str]] = []
+        self.last_id: str | None = None
+        self._openai = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=1)
+        self._feedback = Client(url, key, retries=1)
+
+    def handle(self, line: str) -> None:
+        """A slash command or a user message; any failure prints one line and the session goes on."""
+        import httpx
+        import openai
+
+        try:
+            if line.startswith("/"):
+                self._command(line)
+            else:
+                self._ask(line)
+        except openai.APIStatusError as exc:
+            message = exc.body.get("message") if isinstance(exc.body, dict) else None
+            print(f"error: {message or exc.message}", file=sys.stderr)
+        except openai.APIConnectionError:
+            print(
+                f"error: cannot reach {self._openai.base_url} — is `tuneloop serve` running?", file=sys.stderr
+            )
+        except httpx.HTTPError as exc:
+            print(f"error: feedback not sent: {exc}", file=sys.stderr)
+        except TuneloopError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+
+    def _ask(self, text: str) -> None:
+        messages = [*self.messages, {"role": "user", "content": text}]
+        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        stream = self._openai.chat.completions.create(
+            model=self.model, messages=messages, stream=True, **extra
+        )
+        parts: list[str] = []
+        interaction_id = None
+        try:
+            for chunk in stream:
+                interaction_id = chunk.id
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    parts.append(delta)
+                    print(delta, end="", flush=True)
+        except KeyboardInterrupt:
+            # Ctrl-C stops this answer, not the session; the partial answer stays out of the history.
+            stream.close()
+            print("\n(interrupted)", flush=True)
+            return
+        print(flush=True)
+        self.messages = [*messages, {"role": "assistant", "content": "".join(parts)}]
+        self.last_id = interaction_id
+
+    def _command(self, line: str) -> None:
+        name, _, arg = line.partition(" ")
+        if name == "/thumbs":
+            value = {"up": 1, "down": -1}.get(arg.strip())
+            if value is None:
+                raise BadRequest("usage: /thumbs up|down")
+            if self.last_id is None:
+                raise BadRequest("no answer yet to give feedback on")
+            status = self._feedback.feedback(self.last_id, "thumbs", value)
+            print(f"feedback {status} on {self.last_id}", flush=True)
+        elif name == "/reset":
+            self.messages, self.last_id = [], None
+            print("new conversation", flush=True)
+        else:
+            raise BadRequest(f"unknown command {name!r}; {HELP}")
+
+    def close(self) -> None:
+        self._openai.close()
+        self._feedback.close()

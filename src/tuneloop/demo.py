@@ -1,0 +1,186 @@
+"""`make demo`: the closed loop on the embedded defaults, end to end, through the public API.
+
+A real `tuneloop serve` process serves SmolLM2; simulated Finly users (tuneloop.sim) talk to it with the
+official `openai` client and send feedback over HTTP; the tenant's loop turns that into a reward model, a
+DPO adapter, a gate decision and a canary. Each turn prints what production scores on the users' hidden
+preference, which tuneloop never sees. The run ends with an HTML report and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tuneloop.config import Settings
+from tuneloop.loop import Loop
+from tuneloop.store.repository import Store
+
+TENANT = "finly"
+# Small, fast settings for a laptop run; production tenants keep the documented defaults.
+LOOP_POLICY = {
+    "min_rows": 16,
+    "trainer_args": {"num_train_epochs": 3, "learning_rate": 2e-4, "max_length": 160},
+}
+ROLLOUT_POLICY = {
+    "ramp": [0.5],
+    "min_samples": 20,
+    "min_samples_per_step": 10_000,
+    "max_samples": 80,
+    "tau": 0.3,
+}
+
+
+@dataclass
+class TurnLine:
+    turn: int
+    events: int
+    satisfaction: float
+    positive_rate: float | None
+    gate: str
+    canary: str
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _serve(home: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "TUNELOOP_HOME": str(home)}
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+        env=env,
+        stderr=log,
+        stdout=subprocess.DEVNULL,
+    )
+    log.close()  # the child holds its own descriptor
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited; see {home / 'server.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"the server did not start in 10 minutes; see {home / 'server.log'}")
+
+
+def run_demo(
+    home: Path,
+    *,
+    turns: int = 3,
+    traffic: int = 96,
+    canary_burst: int = 48,
+    max_bursts: int = 6,
+    port: int = 8765,
+    seed: int = 0,
+) -> list[TurnLine]:
+    """Run `turns` turns of the loop on the `support` scenario; print a line per turn; write the report."""
+    from tuneloop.model_files import ensure_base_model
+    from tuneloop.sim import run_traffic, satisfaction, support
+
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    settings = Settings(home=home)
+    ensure_base_model(home / "models")
+    policies = home / "policies" / TENANT
+    policies.mkdir(parents=True)
+    (policies / "loop_policy.yaml").write_text(yaml.safe_dump(LOOP_POLICY))
+    (policies / "rollout_policy.yaml").write_text(yaml.safe_dump(ROLLOUT_POLICY))
+    store = Store(settings.database_url)
+    tenant, key = store.create_tenant(TENANT)
+    scoped = store.for_tenant(tenant)
+    loop = Loop(scoped, settings)
+    scenario = support(seed=seed)
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(home, port)
+    lines: list[TurnLine] = []
+    print(f"tuneloop demo: tenant '{TENANT}' on {url}, scenario 'support', {turns} turns", flush=True)
+    header = ("turn", 4), ("events", 7), ("satisfaction", 12), ("positive", 9), ("gate", 8), ("canary", 12)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'time':>6}")
+    try:
+        for number in range(1, turns + 1):
+            started = time.monotonic()
+            before = len(scoped.feedback())
+            sat = satisfaction(url, key, scenario)
+            report = run_traffic(url, key, scenario, traffic, seed=seed * 1000 + number)
+            turn = loop.tick(force=True)
+            bursts = 0
+            while turn is not None and turn.stage == "canary" and bursts < max_bursts:
+                run_traffic(url, key, scenario, canary_burst, seed=seed * 1000 + 100 * number + bursts)
+                turn = loop.tick()
+                bursts += 1
+            result = turn.report if turn else {}
+            line = TurnLine(
+                turn=number,
+                events=len(scoped.feedback()) - before,
+                satisfaction=sat,
+                positive_rate=report.positive_rate,
+                gate=(result.get("gate") or {}).get("decision", "-"),
+                canary=(turn.outcome if turn and turn.stage == "done" else "undecided") or "-",
+                seconds=time.monotonic() - started,
+                details=result,
+            )
+            lines.append(line)
+            rate = f"{line.positive_rate:.0%}" if line.positive_rate is not None else "n/a"
+            print(
+                f"{number:>4} {line.events:>7} {sat:>12.3f} {rate:>9} {line.gate:>8} {line.canary:>12} "
+                f"{line.seconds:>5.0f}s",
+                flush=True,
+            )
+        final = satisfaction(url, key, scenario)
+        start = lines[0].satisfaction
+        print(f"production satisfaction after {turns} turns: {final:.3f} (started at {start:.3f})")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    _write_report(home / "demo", lines, final)
+    print(f"report: {home / 'demo' / 'report.html'} and {home / 'demo' / 'satisfaction.png'}")
+    return lines
+
+
+def _write_report(out: Path, lines: list[TurnLine], final: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    xs = [line.turn for line in lines] + [len(lines) + 1]
+    ys = [line.satisfaction for line in lines] + [final]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, ys, marker="o")
+    ax.set_xlabel("turn (satisfaction of production at its start)")
+    ax.set_ylabel("hidden-preference satisfaction")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "satisfaction.png", dpi=120)
+    plt.close(fig)
+    rows = "".join(
+        f"<tr><td>{x.turn}</td><td>{x.events}</td><td>{x.satisfaction:.3f}</td>"
+        f"<td>{'n/a' if x.positive_rate is None else f'{x.positive_rate:.0%}'}</td><td>{x.gate}</td>"
+        f"<td>{x.canary}</td><td>{x.seconds:.0f}s</td></tr>"
+        for x in lines
+    )
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>tuneloop demo</title>"
+        "<style>body{font-family:sans-serif;margin:2em}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ddd}</style>"
+        "<h1>tuneloop demo: support</h1><p>Satisfaction is the simulated users' hidden preference, scored on "
+        f"held-out prompts at temperature 0. Final: <b>{final:.3f}</b>.</p><img src=satisfaction.png>"
+        "<table><tr><th>turn</th><th>events</th><th>satisfaction</th><th>positive feedback</th><th>gate</th>"
+        f"<th>canary</th><th>time</th></tr>{rows}</table>"
+    )
+    (out / "turns.json").write_text(json.dumps([asdict(x) for x in lines], indent=2, default=str))
