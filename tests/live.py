@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from tests.postgres import free_port
 from tuneloop.config import Settings
@@ -15,12 +16,10 @@ from tuneloop.serve.app import create_app
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
-    """Serve `create_app(settings)` until the block ends; yields the base URL."""
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """Serve `app` until the block ends; yields the base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -33,3 +32,10 @@ def live_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    """Serve `create_app(settings)` until the block ends; yields the base URL."""
+    with serve_app(create_app(settings)) as url:
+        yield url

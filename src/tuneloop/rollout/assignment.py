@@ -1,12 +1,16 @@
 """Sticky assignment of end users to experiment arms.
 
-bucket = int.from_bytes(SHA-256(f"{experiment_key}:{user_id}")[:8], "big") % 10_000
-arm    = "treatment" if bucket < round(share * 10_000) else "control"
+    bucket = int.from_bytes(SHA-256(f"{experiment_key}:{user_id}".encode("utf-8"))[:8], "big") % 10_000
+    arm    = "treatment" if bucket < round(share * 10_000) else "control"
 
-The same user always lands in the same bucket of an experiment, so raising the share only ever moves
-users from control to treatment (a monotone ramp), and a new experiment key reshuffles everyone. Callers
-without an end-user id pass a request-derived id: such traffic is assigned per request. Test vectors:
-docs/assignment_vectors.json.
+The same user always lands in the same bucket of an experiment, so raising the share only ever moves users
+from control to treatment (a monotone ramp), and a new experiment key reshuffles everyone. `round` keeps
+float noise (0.07 * 10_000 = 700.0000000000001) from moving a boundary bucket. Any other implementation
+(a proxy, a client SDK) must reproduce docs/assignment_vectors.json.
+
+Callers without an end-user id pass a request-derived id (the request or interaction id): such traffic is
+assigned per request rather than per user, so one person may see both arms — acceptable for anonymous
+traffic, but send a stable user id whenever there is one.
 """
 
 from __future__ import annotations

@@ -173,8 +173,10 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
         for name, (c, t) in rates.items()
     ]
     stats = {
+        "metric": policy.primary_kpi,
+        "interval": [test.ci_low, test.ci_high],
         "test": test.as_dict(),
-        "guardrails": [g.as_dict() for g in guards],
+        "guardrails": {g.name: g.as_dict() for g in guards},
         "srm_p": srm_p,
         "step_counts": step_counts,
         "share": exp.share,

@@ -1,13 +1,20 @@
-"""The per-tenant rollout policy: canary share, ramp, the decision test and its guardrails (YAML)."""
+"""The per-tenant rollout policy: canary share, ramp, the decision test and its guardrails (YAML).
+
+Example with every field: configs/rollout_policy.yaml.
+"""
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tuneloop.config import load_yaml_model, tenant_policy_file
+
+LATER_STEPS = (0.2, 0.5)  # the default ramp after the canary share
 
 
 class Guardrails(BaseModel):
@@ -15,20 +22,30 @@ class Guardrails(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     escalation_rate: float = Field(
-        0.02, ge=0, description="Tolerated rise in the share of escalated answers."
+        0.02, ge=0, le=1, description="Tolerated rise in the share of escalated answers (absolute)."
     )
     safety_flag_rate: float = Field(
         0.0,
         ge=0,
-        description="Tolerated rise in the share of answers flagged unsafe (an `outcome` named "
-        "`unsafe` with value true).",
+        le=1,
+        description="Tolerated rise in the share of answers flagged unsafe (an `outcome` named `unsafe` "
+        "with value true); 0 stops on any sure rise.",
     )
-    error_rate: float = Field(0.01, ge=0, description="Tolerated rise in the share of failed requests.")
+    error_rate: float = Field(
+        0.01, ge=0, le=1, description="Tolerated rise in the share of failed requests (absolute)."
+    )
+    p95_latency_ratio: float = Field(
+        1.25,
+        ge=1,
+        description="Treatment's p95 latency may reach this multiple of control's; tested as the share of "
+        "treatment answers slower than ratio × control's p95 against 5% (guardrails.latency_guardrail).",
+    )
     slow_rate: float = Field(
         0.05,
         ge=0,
-        description="Tolerated rise in the share of answers slower than the control arm's p95 "
-        "latency (5% in control by construction).",
+        le=1,
+        description="Tolerated rise in the share of answers slower than control's p95 (5% in control by "
+        "construction); the two-arm latency check, kept while the controller uses it.",
     )
 
 
@@ -38,26 +55,36 @@ class RolloutPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     primary_kpi: Literal["mean_reward", "positive_rate"] = Field(
         "mean_reward",
-        description="mean_reward: each answer's reward under the tenant's reward policy; positive_rate: the "
-        "share of rated answers whose reward is positive.",
+        description="The KPI the test decides on. mean_reward: each answer's reward under the tenant's "
+        "reward policy; positive_rate: the share of rated answers whose reward is positive.",
     )
     alpha: float = Field(
-        0.05, gt=0, lt=0.5, description="Error rate of the always-valid test, at every look."
-    )
-    tau: float = Field(
-        0.2,
+        0.05,
         gt=0,
-        description="Standard deviation of the normal mixture over effects (KPI units): the effect "
-        "size the test is most sensitive to.",
+        lt=0.5,
+        description="Error rate of the always-valid test, holding however often it is checked: the chance "
+        "of promoting a candidate that is no better (and of rolling back one that is no worse).",
+    )
+    tau2: float = Field(
+        0.04,
+        gt=0,
+        description="Variance τ² of the normal mixture over effects, in squared KPI units: the test is "
+        "most sensitive to effects near ±τ (0.04 → ±0.2 on a reward in [-1, 1]).",
+    )
+    canary_share: float = Field(
+        0.05, gt=0, lt=1, description="Treatment share of the first step; equals ramp[0]."
     )
     ramp: list[float] = Field(
-        default=[0.05, 0.2, 0.5],
+        default=[0.05, *LATER_STEPS],
         min_length=1,
-        description="Treatment share at each step; the first is the canary share; promotion means 100%.",
+        description="Treatment share at each step, rising, starting at canary_share. 100% is reached "
+        "only by promotion: a final 1.0 may be written and stands for it.",
     )
-    min_samples: int = Field(30, ge=2, description="KPI observations per arm before any decision.")
+    min_samples: int = Field(
+        30, ge=2, description="KPI observations per arm before the test or a guardrail may decide."
+    )
     min_samples_per_step: int = Field(
-        100, ge=1, description="KPI observations per arm in a step before the ramp moves to the next one."
+        100, ge=1, description="Observations per arm in a step before the ramp moves to the next one."
     )
     max_samples: int = Field(
         5000,
@@ -65,17 +92,60 @@ class RolloutPolicy(BaseModel):
         description="KPI observations per arm after which an undecided canary ends as inconclusive "
         "(and is rolled back: a candidate must prove itself better).",
     )
-    harm_margin: float = Field(
-        0.0, ge=0, description="Roll back once the effect is surely below −harm_margin."
+    max_duration_hours: float = Field(
+        336.0,
+        gt=0,
+        description="Wall-clock limit of an experiment (default 14 days); an undecided canary then ends "
+        "as inconclusive and is rolled back.",
     )
-    srm_p: float = Field(0.001, gt=0, lt=1, description="A sample-ratio-mismatch p-value below this halts.")
-    guardrails: Guardrails = Field(default_factory=Guardrails, description="One-sided early stops.")
+    harm_margin: float = Field(
+        0.0,
+        ge=0,
+        description="Roll back once the effect is surely below −harm_margin (0: as soon as it is surely "
+        "negative).",
+    )
+    srm_p: float = Field(
+        0.001, gt=0, lt=1, description="A sample-ratio-mismatch p-value below this halts the experiment."
+    )
+    guardrails: Guardrails = Field(
+        default_factory=Guardrails, description="One-sided early stops on secondary metrics."
+    )
 
-    @model_validator(mode="after")
-    def _ramp_rises_below_one(self) -> RolloutPolicy:
-        if any(not 0 < s < 1 for s in self.ramp) or list(self.ramp) != sorted(self.ramp):
-            raise ValueError("ramp: shares must rise and lie strictly between 0 and 1 (promotion means 100%)")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_canary_and_ramp(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "tau" in data and "tau2" not in data and isinstance(data["tau"], int | float):
+            data["tau2"] = data.pop("tau") ** 2  # experiments stored before τ² was the field
+        ramp, canary = data.get("ramp"), data.get("canary_share")
+        if isinstance(ramp, list) and ramp and ramp[-1] == 1:
+            ramp = data["ramp"] = ramp[:-1] or ramp  # 100% means promotion, which only the test grants
+        if ramp is None and isinstance(canary, int | float):
+            data["ramp"] = [canary, *(s for s in LATER_STEPS if s > canary)]
+        elif canary is None and isinstance(ramp, list) and ramp:
+            data["canary_share"] = ramp[0]
+        return data
+
+    @field_validator("ramp")
+    @classmethod
+    def _ramp_rises_from_the_canary(cls, ramp: list[float], info: ValidationInfo) -> list[float]:
+        if any(not 0 < s < 1 for s in ramp) or any(a >= b for a, b in zip(ramp, ramp[1:])):
+            raise ValueError("shares must rise strictly and lie between 0 and 1 (1.0 only as the last step)")
+        canary = info.data.get("canary_share")
+        if canary is not None and not math.isclose(ramp[0], canary):
+            raise ValueError(f"the first step {ramp[0]} must equal canary_share {canary}")
+        return ramp
+
+    @property
+    def tau(self) -> float:
+        """Standard deviation of the mixture, √τ²."""
+        return math.sqrt(self.tau2)
+
+    def out_of_time(self, started_at: datetime, now: datetime) -> bool:
+        """Whether an experiment started at `started_at` has run past max_duration_hours."""
+        return now - started_at >= timedelta(hours=self.max_duration_hours)
 
 
 def load_rollout_policy(path: str | Path) -> RolloutPolicy:

@@ -15,7 +15,9 @@ from starlette.exceptions import HTTPException
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.config import Settings
+from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
+from tuneloop.monitor.metrics import install_metrics
 from tuneloop.serve import capture_routes, chat_routes
 from tuneloop.serve.backends.base import Backend
 from tuneloop.serve.http import Auth, error_response
@@ -81,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(capture_routes.router)
     if backend is not None:
         app.include_router(chat_routes.router)
+
+    app.include_router(dashboard_routes.router)
+    install_metrics(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -1,0 +1,218 @@
+"""KPIs per tenant x version x time window, from the interactions and feedback the tenant's store holds.
+
+Definitions (each KPI of a bucket covers the interactions *created* in it, with all their feedback so far):
+- volume: interactions served.
+- positive / negative rate: share of interactions with reward evidence whose reward (signals' default
+  `RewardPolicy`) is > 0 / < 0. Interactions without feedback do not count either way.
+- mean reward: mean of those rewards, each in [-1, 1].
+- escalation rate: share of interactions with at least one `escalated` event.
+- latency p50 / p95: of `latency_ms`, in milliseconds.
+- error rate: share of interactions whose metadata carries a truthy `error` (what the app or gateway
+  records when generation failed; a client disconnect is not an error).
+- refusal rate: share of responses the pattern detector `evaluate.refusal.is_refusal` calls refusals.
+- safety flags: interactions whose metadata has a truthy `safety_flag`, or with a truthy `outcome` event
+  named in SAFETY_OUTCOMES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from tuneloop.evaluate.refusal import is_refusal
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.rewards import compute_rewards
+from tuneloop.store.repository import TenantStore, aware, now_utc
+from tuneloop.store.schema import feedback, interactions
+
+BASE = "base"  # the version label of interactions served by the base model (no adapter)
+SAFETY_OUTCOMES = ("safety_flag", "unsafe", "flagged")
+
+# Only what KPIs and drift read: messages and response are needed for prompts, refusals and lengths.
+_COLUMNS = (
+    interactions.c.tenant_id,
+    interactions.c.id,
+    interactions.c.user_id,
+    interactions.c.messages,
+    interactions.c.response,
+    interactions.c.adapter_version,
+    interactions.c.arm,
+    interactions.c.experiment_id,
+    interactions.c.metadata,
+    interactions.c.latency_ms,
+    interactions.c.created_at,
+)
+
+
+@dataclass(frozen=True)
+class KPI:
+    """The KPIs of one version over one time bucket [start, end)."""
+
+    version: str
+    start: datetime
+    end: datetime
+    volume: int
+    rated: int
+    positive_rate: float | None
+    negative_rate: float | None
+    mean_reward: float | None
+    escalation_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    error_rate: float | None
+    refusal_rate: float | None
+    safety_flags: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+GAUGE_FIELDS = (
+    "volume",
+    "positive_rate",
+    "negative_rate",
+    "mean_reward",
+    "escalation_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "error_rate",
+    "refusal_rate",
+    "safety_flags",
+)
+
+
+def load_window(
+    tenant: TenantStore, since: datetime, until: datetime, *, experiment_id: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Interactions created in [since, until) and all feedback on them, as the signals package reads them."""
+    scope = [
+        interactions.c.tenant_id == tenant.tenant_id,
+        interactions.c.created_at >= since,
+        interactions.c.created_at < until,
+    ]
+    if experiment_id is not None:
+        scope.append(interactions.c.experiment_id == experiment_id)
+    rows_q = sa.select(*_COLUMNS).where(*scope).order_by(interactions.c.created_at, interactions.c.id)
+    ids = sa.select(interactions.c.id).where(*scope)
+    events_q = (
+        sa.select(feedback)
+        .where(feedback.c.tenant_id == tenant.tenant_id, feedback.c.interaction_id.in_(ids))
+        .order_by(feedback.c.received_at, feedback.c.id)
+    )
+    with tenant.store.read() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(rows_q)]
+        events = [dict(r._mapping) for r in conn.execute(events_q)]
+    for row in rows:
+        row["user"] = row.pop("user_id")
+        row["created_at"] = aware(row["created_at"])
+    for event in events:
+        event["created_at"] = aware(event["created_at"])
+        event["received_at"] = aware(event["received_at"])
+    return rows, events
+
+
+def rewards_of(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, float]:
+    """Reward per interaction with evidence, under the default reward policy, as of now."""
+    if not events:
+        return {}
+    found = compute_rewards(rows, events, RewardPolicy(), now_utc())
+    return {iid: r.reward for iid, r in found.items() if r.weight > 0}
+
+
+def summarize(
+    version: str,
+    start: datetime,
+    end: datetime,
+    rows: list[dict[str, Any]],
+    by_interaction: Mapping[str, list[dict[str, Any]]],
+    rewards: Mapping[str, float],
+) -> KPI:
+    """The KPI record of `rows` (one version, one bucket)."""
+    n = len(rows)
+    rated = [rewards[r["id"]] for r in rows if r["id"] in rewards]
+    latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
+    p50, p95 = np.percentile(latencies, [50, 95]).tolist() if latencies else (None, None)
+
+    def share(count: int, of: int) -> float | None:
+        return count / of if of else None
+
+    escalated = sum(any(e["kind"] == "escalated" for e in by_interaction.get(r["id"], ())) for r in rows)
+    errors = sum(bool((r["metadata"] or {}).get("error")) for r in rows)
+    return KPI(
+        version=version,
+        start=start,
+        end=end,
+        volume=n,
+        rated=len(rated),
+        positive_rate=share(sum(v > 0 for v in rated), len(rated)),
+        negative_rate=share(sum(v < 0 for v in rated), len(rated)),
+        mean_reward=float(np.mean(rated)) if rated else None,
+        escalation_rate=share(escalated, n),
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        error_rate=share(errors, n),
+        refusal_rate=share(sum(is_refusal(r["response"]) for r in rows), n),
+        safety_flags=sum(_safety_flagged(r, by_interaction.get(r["id"], ())) for r in rows),
+    )
+
+
+def _safety_flagged(row: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> bool:
+    if (row["metadata"] or {}).get("safety_flag"):
+        return True
+    return any(
+        e["kind"] == "outcome" and e["value"]["name"] in SAFETY_OUTCOMES and bool(e["value"]["value"])
+        for e in events
+    )
+
+
+def group_events(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        grouped.setdefault(event["interaction_id"], []).append(event)
+    return grouped
+
+
+def kpis(
+    tenant: TenantStore,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    bucket: timedelta | None = None,
+    by: str = "adapter_version",
+) -> list[KPI]:
+    """KPIs per version (or per `by` column, e.g. "arm") and per `bucket` of time; one bucket if None.
+
+    Buckets start at `since`; only (version, bucket) pairs with traffic are returned, sorted by both.
+    """
+    until = until or now_utc()
+    rows, events = load_window(tenant, since, until)
+    return kpis_of(rows, events, since=since, until=until, bucket=bucket, by=by)
+
+
+def kpis_of(
+    rows: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    since: datetime,
+    until: datetime,
+    bucket: timedelta | None = None,
+    by: str = "adapter_version",
+) -> list[KPI]:
+    """`kpis` over rows already loaded by `load_window`."""
+    rewards = rewards_of(rows, events)
+    grouped = group_events(events)
+    step = bucket or (until - since)
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        index = int((row["created_at"] - since) / step) if bucket else 0
+        cells.setdefault((row[by] or BASE, index), []).append(row)
+    out = []
+    for (version, index), members in sorted(cells.items()):
+        start = since + index * step
+        out.append(summarize(version, start, min(start + step, until), members, grouped, rewards))
+    return out

@@ -1,0 +1,112 @@
+"""How a simulated user reacts to an answer: explicit votes (sparse, a little noisy), implicit signals, edits
+and pairwise choices — and the feedback events that reaction becomes on tuneloop's capture API.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop.sim.scenario import Prompt, Scenario
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """What one user did after reading one answer."""
+
+    score: float  # the hidden satisfaction, for reporting; never sent
+    thumbs: int | None = None
+    rating: int | None = None
+    edit: str | None = None
+    followup: str | None = None
+    escalated: bool = False
+    abandoned: bool = False
+    accepted: bool = False
+    copied: bool = False
+    regenerate: bool = False
+
+    @property
+    def positive(self) -> bool | None:
+        """Whether the explicit feedback was positive; None without explicit feedback."""
+        if self.thumbs is not None:
+            return self.thumbs > 0
+        if self.rating is not None:
+            return self.rating >= 4
+        return None
+
+
+def react(
+    scenario: Scenario, prompt: Prompt, answer: str, rng: random.Random, *, may_regenerate: bool = True
+) -> Reaction:
+    """The user's reaction to `answer`; all chance comes from `rng`, so a seed reproduces it."""
+    b = scenario.behaviour
+    score = scenario.score(prompt, answer)
+    felt = score + rng.gauss(0.0, b.judgement_sd)
+    happy, badly = felt >= b.satisfied_at, felt < b.badly_below
+    out: dict[str, Any] = {"score": score}
+
+    if rng.random() < b.explicit:
+        noisy = rng.random() < b.noise
+        if rng.random() < b.rating_share:
+            out["rating"] = rng.randint(1, 5) if noisy else max(1, min(5, round(1 + 4 * felt)))
+        else:
+            out["thumbs"] = rng.choice((1, -1)) if noisy else (1 if happy else -1)
+
+    if happy:
+        out["accepted"] = rng.random() < b.accept
+        out["copied"] = rng.random() < b.copy
+        return Reaction(**out)
+
+    if rng.random() < b.edit:
+        out["edit"] = scenario.edit(prompt)
+    if may_regenerate and rng.random() < b.regenerate:
+        # Someone who regenerates does not also argue with the answer they threw away.
+        out["regenerate"] = True
+        return Reaction(**out)
+    if rng.random() < b.followup:
+        out["followup"] = rng.choice(scenario.followups)
+    out["escalated"] = badly and rng.random() < b.escalate
+    out["abandoned"] = not out["escalated"] and rng.random() < b.abandon
+    return Reaction(**out)
+
+
+def choose(scenario: Scenario, prompt: Prompt, answers: list[str], rng: random.Random) -> dict | None:
+    """The user's pick between two answers as a `preference` value, or None when they look the same."""
+    felt = [scenario.score(prompt, a) + rng.gauss(0.0, scenario.behaviour.judgement_sd) for a in answers[:2]]
+    if abs(felt[0] - felt[1]) < 0.05 or answers[0] == answers[1]:
+        return None
+    chosen = 0 if felt[0] > felt[1] else 1
+    return {"chosen": chosen, "rejected": 1 - chosen}
+
+
+def events(interaction_id: str, reaction: Reaction, user: str, replaced_by: str | None = None) -> list[dict]:
+    """The feedback events for one reaction. Event ids derive from the interaction id and the kind, so a
+    retry resends the very same ids and the server's idempotency drops the copies."""
+    values: list[tuple[str, Any]] = []
+    if reaction.thumbs is not None:
+        values.append(("thumbs", reaction.thumbs))
+    if reaction.rating is not None:
+        values.append(("rating", reaction.rating))
+    if reaction.edit is not None:
+        values.append(("edit", reaction.edit))
+    if reaction.followup is not None:
+        values.append(("followup", reaction.followup))
+    for flag in ("accepted", "copied", "escalated", "abandoned"):
+        if getattr(reaction, flag):
+            values.append((flag, True))
+    if replaced_by is not None:
+        values.append(("regenerated", {"replaced_by": replaced_by}))
+    return [event(interaction_id, kind, value, user) for kind, value in values]
+
+
+def event(interaction_id: str, kind: str, value: Any, user: str) -> dict:
+    """One feedback event in the capture API's shape."""
+    return {
+        "id": f"sim.{interaction_id}.{kind}",
+        "interaction_id": interaction_id,
+        "kind": kind,
+        "value": value,
+        "rater": user,
+        "source": "user",
+    }
