@@ -1,0 +1,182 @@
+"""DPO training cost: TRL's DPOTrainer with its defaults vs tuneloop's DPO path, same pairs, model and seed.
+
+    .venv/bin/python benchmarks/train.py                 # the embedded SmolLM2-135M-Instruct
+    .venv/bin/python benchmarks/train.py --model tiny    # the tiny random Llama of the tests
+
+Each variant runs in its own subprocess so its peak resident memory (VmHWM) is its own. Pairs/s counts
+the whole job: tokenising, reference log-probs and training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("trl-defaults", "tuneloop")
+
+
+def make_pairs(n: int) -> list[dict]:
+    """Synthetic preference pairs: a helpful answer over a curt one, on varied topics."""
+    topics = [
+        "tea",
+        "rivers",
+        "chess",
+        "bread",
+        "stars",
+        "bikes",
+        "owls",
+        "paint",
+        "clocks",
+        "snow",
+        "maps",
+        "jazz",
+    ]
+    return [
+        {
+            "prompt": [
+                {"role": "user", "content": f"Explain {topics[i % len(topics)]} in two sentences. ({i})"}
+            ],
+            "chosen": [
+                {
+                    "role": "assistant",
+                    "content": f"Happy to help! {topics[i % len(topics)].title()} is a rich subject; "
+                    "here are the two most useful facts, explained simply.",
+                }
+            ],
+            "rejected": [{"role": "assistant", "content": "No. Look it up yourself."}],
+        }
+        for i in range(n)
+    ]
+
+
+def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int) -> dict:
+    """Train one variant in this process; return its figures."""
+    rows = make_pairs(n_pairs)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
+        final_loss, steps = _train(variant, model_path, rows, batch_size, seed, Path(tmp))
+    wall = time.perf_counter() - start
+    return {
+        "variant": variant,
+        "pairs": n_pairs,
+        "steps": steps,
+        "wall_s": round(wall, 2),
+        "pairs_per_s": round(n_pairs / wall, 3),
+        "peak_rss_mb": peak_rss_mb(),
+        "final_loss": final_loss,
+    }
+
+
+def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, seed: int, out: Path):
+    """Run one variant's trainer; return (final logged loss, steps)."""
+    from datasets import Dataset
+
+    if variant == "trl-defaults":
+        from trl import DPOConfig, DPOTrainer
+
+        # Only what the comparison needs: same batch, one epoch, no saving, CPU; every other setting is TRL's.
+        args = DPOConfig(
+            output_dir=str(out),
+            use_cpu=True,
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=1,
+            save_strategy="no",
+            logging_steps=1,  # logging only, so the final loss is comparable
+            report_to="none",
+            disable_tqdm=True,
+            seed=seed,
+        )
+        trainer = DPOTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows))
+        trainer.train()
+        logs = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        return (logs[-1] if logs else None), trainer.state.global_step
+    else:
+        from tuneloop.learn.jobs import JobSpec
+        from tuneloop.learn.policy_trainer import train_dpo
+
+        spec = JobSpec(
+            kind="dpo",
+            base_model=model_path,
+            trainer_args={
+                "per_device_train_batch_size": batch_size,
+                "num_train_epochs": 1,
+                "save_strategy": "no",
+            },
+            seed=seed,
+            output_dir=out,
+        )
+        metrics = train_dpo(spec, rows, out / "adapter")
+        return metrics["final_loss"], metrics["steps"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec,
+    so a child would inherit its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def resolve_model(name: str) -> str:
+    """`base` (the embedded SmolLM2), `tiny`, or a model directory."""
+    from tuneloop.config import Settings
+    from tuneloop.model_files import ensure_base_model, make_tiny_model
+
+    models = Path(Settings().home) / "models"
+    if name == "base":
+        return str(ensure_base_model(models))
+    if name == "tiny":
+        return str(make_tiny_model(models))
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="base", help="base, tiny, or a model directory")
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    if opts.worker:
+        print(json.dumps(run_variant(opts.worker, opts.model, opts.pairs, opts.batch_size, opts.seed)))
+        return
+
+    model = resolve_model(opts.model)
+    results = []
+    for variant in opts.variants.split(","):
+        cmd = [sys.executable, __file__, "--worker", variant, "--model", model, "--pairs", str(opts.pairs)]
+        cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{variant} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed}")
+    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'final loss':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.4f}"
+        print(
+            f"{r['variant']:<14}{r['steps']:>6}{r['wall_s']:>9.1f}{r['pairs_per_s']:>9.3f}"
+            f"{r['peak_rss_mb']:>10.0f}{loss:>12}"
+        )
+
+
+if __name__ == "__main__":
+    main()

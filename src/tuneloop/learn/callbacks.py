@@ -1,0 +1,44 @@
+"""The trainer callback every job runs with: progress with an ETA, and clean cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from transformers import TrainerCallback
+
+
+class JobCallback(TrainerCallback):
+    """Calls `progress(step, total, eta_s)` after each step; stops and checkpoints when `cancel` is set."""
+
+    def __init__(
+        self,
+        progress: Callable[[int, int, float | None], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.progress = progress
+        self.cancel = cancel
+        self.cancelled = False
+        self._start_time = 0.0
+        self._start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed run starts at the checkpoint's step; the ETA counts only steps timed in this process.
+        self._start_time = time.monotonic()
+        self._start_step = state.global_step
+        if self.cancel is not None and self.cancel.is_set():
+            self.cancelled = True
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            done = state.global_step - self._start_step
+            elapsed = time.monotonic() - self._start_time
+            eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
+            self.progress(state.global_step, state.max_steps, eta)
+        if self.cancel is not None and self.cancel.is_set() and state.global_step < state.max_steps:
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_save = True  # so a later run resumes from exactly here
+        return control

@@ -1,0 +1,123 @@
+"""Jobs: cancelled or killed runs leave no final artifact, resume from a checkpoint, publish atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.learn.data import preference_rows
+from tuneloop.errors import BadRequest
+from tuneloop.learn.jobs import JobSpec, last_checkpoint, load_rows, run_job
+
+ARGS = {
+    "max_steps": 6,
+    "save_steps": 2,
+    "learning_rate": 5e-3,
+    "max_length": 96,
+    "per_device_train_batch_size": 2,
+}
+
+
+def _spec(tiny_model, tmp_path, **changes) -> JobSpec:
+    fields = {"kind": "dpo", "base_model": str(tiny_model), "tenant": "acme", "trainer_args": ARGS, **changes}
+    return JobSpec(output_dir=tmp_path, **fields)
+
+
+def _assert_valid_artifact(path) -> None:
+    names = {p.name for p in path.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "metrics.json", "job_spec.json"} <= names
+    assert "checkpoints" not in names
+    assert load_file(path / "adapter_model.safetensors")
+    assert json.loads((path / "metrics.json").read_text())["steps"] == 6
+
+
+def test_cancelled_job_leaves_no_final_dir_and_resumes_to_a_valid_artifact(tiny_model, tmp_path):
+    spec = _spec(tiny_model, tmp_path)
+    cancel = threading.Event()
+    steps: list[tuple[int, int, float | None]] = []
+
+    def progress(step: int, total: int, eta: float | None) -> None:
+        steps.append((step, total, eta))
+        if step == 3:
+            cancel.set()
+
+    first = run_job(spec, preference_rows(12), progress=progress, cancel=cancel)
+    assert first.cancelled and first.artifact_dir is None
+    assert not spec.final_dir.exists()
+    assert last_checkpoint(spec.partial_dir / "checkpoints").endswith("checkpoint-3")
+    assert steps[-1][:2] == (3, 6) and steps[-1][2] is not None and steps[-1][2] > 0
+
+    steps.clear()
+    second = run_job(spec, preference_rows(12), progress=progress)
+    assert not second.cancelled
+    assert steps[0][0] == 4  # resumed after the checkpoint, not from scratch
+    assert second.artifact_dir == spec.final_dir and not spec.partial_dir.exists()
+    _assert_valid_artifact(spec.final_dir)
+    recorded = json.loads((spec.final_dir / "job_spec.json").read_text())
+    assert recorded["tenant"] == "acme" and recorded["trainer_args"]["use_cpu"] is True
+
+
+def test_killed_job_process_resumes_to_a_valid_artifact(tiny_model, tmp_path):
+    spec = _spec(tiny_model, tmp_path)
+    (tmp_path / "spec.json").write_text(spec.model_dump_json())
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in preference_rows(12)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.learn.jobs", str(tmp_path / "spec.json"), str(rows_file)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    for line in proc.stderr:
+        if line.startswith("step 3/6"):  # checkpoint-2 is on disk; step 3 is in memory only
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not spec.final_dir.exists()
+    assert last_checkpoint(spec.partial_dir / "checkpoints") is not None
+
+    result = run_job(spec, rows_file)
+    assert result.artifact_dir == spec.final_dir
+    _assert_valid_artifact(spec.final_dir)
+
+
+def test_finished_job_is_returned_without_training_again(tiny_model, tmp_path):
+    spec = _spec(tiny_model, tmp_path, trainer_args={**ARGS, "max_steps": 2})
+    first = run_job(spec, preference_rows(4))
+    calls: list[int] = []
+    again = run_job(spec, preference_rows(4), progress=lambda step, total, eta: calls.append(step))
+    assert again.artifact_dir == first.artifact_dir and again.metrics == first.metrics
+    assert calls == []
+
+
+def test_job_id_is_a_stable_hash_of_the_settings(tmp_path):
+    a = JobSpec(kind="dpo", base_model="m", snapshot_hash="s1", output_dir=tmp_path)
+    b = JobSpec(kind="dpo", base_model="m", snapshot_hash="s1", output_dir=tmp_path / "elsewhere")
+    c = JobSpec(kind="dpo", base_model="m", snapshot_hash="s2", output_dir=tmp_path)
+    assert a.id == b.id != c.id
+    assert a.trainer_args["precompute_ref_log_probs"] is True and a.trainer_args["bf16"] is False
+    assert JobSpec(kind="dpo", base_model="m", lora={"r": 4}, output_dir=tmp_path).lora["lora_alpha"] == 32
+
+
+def test_rows_missing_a_column_are_rejected_with_the_needed_columns():
+    with pytest.raises(BadRequest, match="needs"):
+        load_rows([{"prompt": [], "chosen": []}], "dpo")
+
+
+def test_rows_load_from_parquet_without_extra_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{**r, "source": "human"} for r in preference_rows(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    loaded = load_rows(tmp_path / "rows.parquet", "dpo")
+    assert loaded == preference_rows(3)
