@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
     )
     upstream_api_key: str = Field(default="none", description="API key sent to the upstream server.")
+    loop_interval: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds between loop looks inside `tuneloop serve` (every tenant); unset: run "
+        "`tuneloop loop` separately.",
+    )
     redaction_key: SecretStr | None = Field(
         default=None,
         description="Secret key of the `hash` redaction mode's HMAC; default: a random key created once "

@@ -362,3 +362,19 @@ def _turn(row: sa.Row) -> Turn:
         started_at=aware(row.started_at),
         ended_at=aware(row.ended_at) if row.ended_at else None,
     )
+
+
+def run_all(store: Any, settings: Settings, stop: Any, interval: float) -> None:
+    """Tick every tenant's loop each `interval` seconds until `stop` is set (`tuneloop serve` runs this)."""
+    import logging
+
+    log = logging.getLogger("tuneloop.loop")
+    while not stop.wait(interval):
+        for tenant in store.tenants():
+            try:
+                turn = Loop(store.for_tenant(tenant), settings).tick()
+            except Exception:  # one tenant's failure must not stop the others' loops
+                log.exception("loop tick failed for tenant %s", tenant.name)
+                continue
+            if turn is not None:
+                log.info("tenant %s turn %d: %s", tenant.name, turn.turn, turn.outcome or turn.stage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -71,9 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backend=backend,
             router=Router(backend) if backend else None,
         )
+        stop = threading.Event()
+        if settings.loop_interval:
+            from tuneloop.loop import run_all
+
+            threading.Thread(
+                target=run_all,
+                args=(store, settings, stop, settings.loop_interval),
+                name="tuneloop-loop",
+                daemon=True,
+            ).start()
         try:
             yield
         finally:
+            stop.set()
             if backend is not None:
                 await backend.close()
             store.close()
