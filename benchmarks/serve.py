@@ -1,8 +1,12 @@
 """In-process serving speed of the embedded backend: batching, adapter switches, resident adapters.
 
 Prints, per model (tiny random Llama, real SmolLM2-135M): total tokens/s at 1, 4 and 8 concurrent
-requests; the latency an adapter switch adds (ms); and tokens/s of 8 concurrent requests spread over
-1, 2, 4 and 8 resident adapters. Run: `.venv/bin/python benchmarks/serve.py [--models tiny,real]`.
+requests; the latency an adapter switch adds (ms); tokens/s of 8 concurrent requests spread over
+1, 2, 4 and 8 resident adapters; and the same work through the HTTP gateway (a `tuneloop serve`
+subprocess, the official `openai` client), streaming and not, against in-process `generate`, with the
+gateway's overhead as a share of generation time (target: at most 3%): in wall time (median of paired
+runs, with its interquartile range) and in CPU time of both processes, which a busy machine does not skew.
+Run: `.venv/bin/python benchmarks/serve.py [--models tiny,real] [--rounds 3]`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +31,7 @@ from tuneloop.config import Settings
 from tuneloop.model_files import ensure_base_model, make_tiny_model
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.embedded import EmbeddedBackend
+from tuneloop.store.repository import Store
 
 PROMPTS = [
     "Explain what a hash table is.",
@@ -86,10 +93,168 @@ async def switch_cost_ms(backend: EmbeddedBackend, names: list[str], rounds: int
     return statistics.median(same), statistics.median(alternating)
 
 
-async def bench_model(label: str, model_dir: Path, max_tokens: int, work: Path) -> list[tuple[str, str]]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid`, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A `tuneloop serve` subprocess on `model_dir`, with one tenant per redaction mode (redact, off)."""
+
+    def __init__(self, model_dir: Path, home: Path) -> None:
+        store = Store(f"sqlite:///{home / 'tuneloop.db'}")
+        self.keys = {mode: store.create_tenant(mode, redaction=mode)[1] for mode in ("redact", "off")}
+        store.close()
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_MODEL": str(model_dir)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tuneloop.cli", "serve", "--port", self.url.rsplit(":", 1)[1]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"`tuneloop serve` exited with {self.process.returncode}")
+                try:
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError("`tuneloop serve` did not start within 120 s")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+async def inprocess_step(backend: EmbeddedBackend, ids: range, max_tokens: int) -> tuple[float, int]:
+    """Seconds and completion tokens of the requests `ids`, sent together, through `generate`."""
+    start = time.perf_counter()
+    done = await asyncio.gather(*(backend.generate(ask(i, max_tokens)) for i in ids))
+    return time.perf_counter() - start, sum(c.completion_tokens for c in done)
+
+
+async def gateway_step(client, ids: range, max_tokens: int, stream: bool) -> tuple[float, int]:
+    """The same requests through the gateway with the official client; streams are read to the end."""
+
+    async def one(i: int) -> int:
+        args = {
+            "model": "tuneloop",
+            "messages": ask(i, max_tokens).messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        if not stream:
+            return (await client.chat.completions.create(**args)).usage.completion_tokens
+        chunks = await client.chat.completions.create(
+            **args, stream=True, stream_options={"include_usage": True}
+        )
+        used = 0
+        async for chunk in chunks:
+            used = chunk.usage.completion_tokens if chunk.usage else used
+        return used
+
+    start = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(one(i) for i in ids)))
+    return time.perf_counter() - start, tokens
+
+
+async def gateway_overhead(
+    label: str, backend: EmbeddedBackend, gateway: Gateway, max_tokens: int, rounds: int
+) -> list[tuple[str, str]]:
+    """Tokens/s of in-process `generate` vs. the gateway on the same requests, and the gateway's overhead.
+
+    Each step runs the same batch of requests once per mode, back to back in rotating order, so load from
+    other processes hits the modes alike; the overhead is the median of the per-step paired ratios.
+    """
+    from openai import AsyncOpenAI
+
+    clients = {
+        mode: AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+        for mode, key in gateway.keys.items()
+    }
+    modes = {
+        "in-process generate": lambda ids: inprocess_step(backend, ids, max_tokens),
+        "gateway, non-streaming": lambda ids: gateway_step(clients["redact"], ids, max_tokens, False),
+        "gateway, streaming": lambda ids: gateway_step(clients["redact"], ids, max_tokens, True),
+        "gateway, non-streaming, redaction off": lambda ids: gateway_step(
+            clients["off"], ids, max_tokens, False
+        ),
+    }
+    names = list(modes)
+    for run in modes.values():
+        await run(range(1))  # warm-up: first-request costs (imports, caches, connections) are not measured
+
+    def cpu_now() -> float:
+        # Both processes, all threads: CPU seconds do not stretch when other jobs take the cores.
+        return time.process_time() + process_cpu_seconds(gateway.process.pid)
+
     rows: list[tuple[str, str]] = []
+    for concurrency in (1, 4):
+        seconds: dict[str, list[float]] = {m: [] for m in names}
+        cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+        tokens: dict[str, list[int]] = {m: [] for m in names}
+        steps = [
+            range(f, f + concurrency) for _ in range(rounds) for f in range(0, len(PROMPTS), concurrency)
+        ]
+        for n, ids in enumerate(steps):
+            for mode in names[n % len(names) :] + names[: n % len(names)]:
+                cpu_start = cpu_now()
+                took, used = await modes[mode](ids)
+                cpu[mode] += cpu_now() - cpu_start
+                seconds[mode].append(took)
+                tokens[mode].append(used)
+        if len({tuple(t) for t in tokens.values()}) != 1:
+            print(f"warning: {label} c={concurrency}: token counts differ across modes", file=sys.stderr)
+        base = names[0]
+        for mode in names:
+            name = f"{label}: c={concurrency} {mode}"
+            rows.append((f"{name}: tokens/s", f"{sum(tokens[mode]) / sum(seconds[mode]):.1f}"))
+            rows.append((f"{name}: CPU ms per token", f"{cpu[mode] * 1000 / sum(tokens[mode]):.1f}"))
+            if mode == base:
+                continue
+            ratios = sorted((t - b) / b * 100 for t, b in zip(seconds[mode], seconds[base], strict=True))
+            q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            rows.append(
+                (
+                    f"{name}: wall overhead %, median of {len(ratios)} pairs",
+                    f"{median:+.1f} ({q1:+.1f}..{q3:+.1f})",
+                )
+            )
+            rows.append((f"{name}: CPU overhead %", f"{(cpu[mode] - cpu[base]) / cpu[base] * 100:+.1f}"))
+    for client in clients.values():
+        await client.close()
+    return rows
+
+
+async def bench_model(
+    label: str, model_dir: Path, max_tokens: int, work: Path, rounds: int
+) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    home = work / f"{label}-home"
+    home.mkdir(parents=True)
+    gateway = Gateway(model_dir, home)
     async with EmbeddedBackend(model_dir, max_batch_size=8) as backend:
         await backend.generate(ask(0, 2))  # warm-up
+        try:
+            await gateway.wait_ready()
+            rows += await gateway_overhead(label, backend, gateway, max_tokens, rounds)
+        finally:
+            gateway.close()
         for c in (1, 4, 8):
             rows.append(
                 (f"{label}: tokens/s at {c} concurrent", f"{await throughput(backend, c, max_tokens):.1f}")
@@ -115,13 +280,16 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,real", help="comma list of: tiny, real")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per request")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: TUNELOOP_HOME/models")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the gateway comparison")
     args = parser.parse_args()
     models_dir = args.models_dir or Settings().home / "models"
     choices = {"tiny": lambda: make_tiny_model(models_dir), "real": lambda: ensure_base_model(models_dir)}
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for label in args.models.split(","):
-            rows += asyncio.run(bench_model(label, choices[label](), args.max_tokens, Path(work)))
+            rows += asyncio.run(
+                bench_model(label, choices[label](), args.max_tokens, Path(work), args.rounds)
+            )
     width = max(len(name) for name, _ in rows)
     print(f"\n{'measure'.ljust(width)}  value")
     for name, value in rows:

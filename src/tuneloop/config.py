@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
     )
     upstream_api_key: str = Field(default="none", description="API key sent to the upstream server.")
+    upstream_runtime_lora: bool = Field(
+        default=True,
+        description="Load adapters into the upstream through vLLM's /v1/load_lora_adapter; turn off for "
+        "servers without runtime LoRA (llama.cpp, Ollama) and register adapters there yourself.",
+    )
     loop_interval: float | None = Field(
         default=None,
         gt=0,

@@ -61,7 +61,7 @@ class ChatSession:
 
         self.model = model
         self.max_tokens = max_tokens
-        self.messages: list[dict[str, str]] = []
+        self.messages: list[Any] = []  # openai's message params
         self.last_id: str | None = None
         self._openai = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=1)
         self._feedback = Client(url, key, retries=1)
@@ -83,16 +83,22 @@ class ChatSession:
             print(
                 f"error: cannot reach {self._openai.base_url} — is `tuneloop serve` running?", file=sys.stderr
             )
+        except openai.APIError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
         except httpx.HTTPError as exc:
             print(f"error: feedback not sent: {exc}", file=sys.stderr)
         except TuneloopError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
 
     def _ask(self, text: str) -> None:
-        messages = [*self.messages, {"role": "user", "content": text}]
-        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        import openai
+
+        messages: list[Any] = [*self.messages, {"role": "user", "content": text}]
         stream = self._openai.chat.completions.create(
-            model=self.model, messages=messages, stream=True, **extra
+            model=self.model,
+            messages=messages,
+            stream=True,
+            max_tokens=openai.omit if self.max_tokens is None else self.max_tokens,
         )
         parts: list[str] = []
         interaction_id = None
@@ -108,6 +114,10 @@ class ChatSession:
             stream.close()
             print("\n(interrupted)", flush=True)
             return
+        except Exception:
+            if parts:
+                print(flush=True)  # the error line must not run on from the partial answer
+            raise
         print(flush=True)
         self.messages = [*messages, {"role": "assistant", "content": "".join(parts)}]
         self.last_id = interaction_id

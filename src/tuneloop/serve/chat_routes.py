@@ -271,11 +271,8 @@ async def list_models(request: Request) -> dict:
     tenant = st.auth.tenant(request)
     versions = await run_in_threadpool(Registry(tenant).list, "policy")
     owner = tenant.tenant.name
-    ids = [
-        "tuneloop",
-        st.backend.model_id,
-        *(v.id for v in versions if v.state not in ("blocked", "rolled_back")),
-    ]
+    servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))
+    ids = dict.fromkeys(["tuneloop", st.backend.model_id, *servable])  # ordered, without repeats
     return {
         "object": "list",
         "data": [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i in ids],

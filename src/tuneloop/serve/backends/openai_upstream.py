@@ -56,7 +56,12 @@ class OpenAIUpstreamBackend(Backend):
         if not settings.upstream_url:
             raise BadRequest("backend `openai` needs TUNELOOP_UPSTREAM_URL, e.g. http://localhost:8000/v1")
         model = None if settings.model == BASE_MODEL_NAME else settings.model
-        return cls(settings.upstream_url, api_key=settings.upstream_api_key, model=model)
+        return cls(
+            settings.upstream_url,
+            api_key=settings.upstream_api_key,
+            model=model,
+            manage_adapters=settings.upstream_runtime_lora,
+        )
 
     async def start(self) -> None:
         """Open the connection pool; without an explicit model, use the upstream's first listed model."""
@@ -75,7 +80,11 @@ class OpenAIUpstreamBackend(Backend):
                 raise UpstreamError(
                     f"upstream {self._base_url} lists no models; set TUNELOOP_MODEL to its name"
                 )
-            self._upstream_model = self.model_id = models[0]["id"]
+            # A tuneloop upstream lists its alias first; record the real model name instead.
+            ids = [m["id"] for m in models]
+            self._upstream_model = self.model_id = next(
+                (i for i in ids if i not in ("tuneloop", "default")), ids[0]
+            )
 
     async def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,75 @@
+"""`tuneloop chat` in a subprocess, fed through stdin, against a live tiny-model server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live import live_server
+from tuneloop import Settings
+from tuneloop.store.repository import Store
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    settings = Settings(home=tmp_path_factory.mktemp("home"), model=str(tiny_model), max_batch_size=2)
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("acme", redaction="off")
+    store.close()
+    with live_server(settings) as url:
+        yield {"url": url, "key": key}
+
+
+def chat(*args: str, stdin: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in ("TUNELOOP_URL", "TUNELOOP_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli", "chat", "--max-tokens", "6", *args],
+        input=stdin,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_chat_keeps_the_conversation_and_thumbs_land_on_the_last_answer(server: dict) -> None:
+    result = chat(
+        "--key", server["key"], stdin="Hello there\nAnd once more\n/thumbs up\n", TUNELOOP_URL=server["url"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    [interaction_id] = re.findall(r"feedback accepted on (\S+)", result.stdout)
+    http = httpx.Client(base_url=server["url"], headers={"Authorization": f"Bearer {server['key']}"})
+    stored = http.get(f"/v1/interactions/{interaction_id}").json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user"]
+    assert stored["messages"][2]["content"] == "And once more"
+    assert stored["response"] in result.stdout
+    assert [(e["kind"], e["value"]) for e in stored["feedback"]] == [("thumbs", 1)]
+
+
+def test_chat_errors_print_one_line_each_and_the_session_goes_on(server: dict) -> None:
+    result = chat(
+        "--url",
+        server["url"],
+        "--model",
+        "no-such-model",
+        stdin="Hi\n/thumbs sideways\n/thumbs up\n",
+        TUNELOOP_API_KEY=server["key"],
+    )
+    assert result.returncode == 0
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "no-such-model" in errors[0] and "/thumbs up|down" in errors[1] and "no answer yet" in errors[2]
+
+
+def test_chat_without_a_key_exits_1_with_one_line(server: dict) -> None:
+    result = chat("--url", server["url"], stdin="Hi\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no API key") and len(result.stderr.splitlines()) == 1
