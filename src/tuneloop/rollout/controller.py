@@ -7,7 +7,6 @@ restarted process carries on where the last one stopped.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
-from tuneloop.rollout.guardrails import rate_guardrail, sample_ratio_p
+from tuneloop.rollout.guardrails import latency_guardrail, rate_guardrail, sample_ratio_check
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import ArmStats, msprt
 from tuneloop.signals.policy import RewardPolicy
@@ -139,55 +138,46 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
     """The statistics of one look and what they call for: promote, rollback, halt, ramp or continue."""
     control, treatment = data["control"], data["treatment"]
     step_counts = [sum(t >= exp.step_started_at for t in arm.created) for arm in (control, treatment)]
-    srm_p = sample_ratio_p(step_counts[0], step_counts[1], exp.share)
+    srm = sample_ratio_check(step_counts[0], step_counts[1], exp.share, threshold=policy.srm_p)
     previous_p = (exp.decision or {}).get("test", {}).get("p_value") or 1.0
+    common = {"alpha": policy.alpha, "tau2": policy.tau2, "min_samples": policy.min_samples}
     test = msprt(
         ArmStats.of(control.kpi),
         ArmStats.of(treatment.kpi),
-        alpha=policy.alpha,
-        tau2=policy.tau**2,
-        min_samples=policy.min_samples,
         harm_margin=policy.harm_margin,
         previous_p=previous_p,
+        **common,
     )
-    slow_at = _p95(control.latency)
     rates = {
         "escalation_rate": (control.escalated, treatment.escalated),
         "safety_flag_rate": (control.unsafe, treatment.unsafe),
         "error_rate": (control.errors, treatment.errors),
-        "slow_rate": (
-            [float(x > slow_at) for x in control.latency],
-            [float(x > slow_at) for x in treatment.latency],
-        ),
     }
     guards = [
         rate_guardrail(
-            name,
-            ArmStats.of(c),
-            ArmStats.of(t),
-            tolerance=getattr(policy.guardrails, name),
-            alpha=policy.alpha,
-            tau2=policy.tau**2,
-            min_samples=policy.min_samples,
+            name, ArmStats.of(c), ArmStats.of(t), tolerance=getattr(policy.guardrails, name), **common
         )
         for name, (c, t) in rates.items()
     ]
+    guards.append(
+        latency_guardrail(
+            control.latency, treatment.latency, ratio=policy.guardrails.p95_latency_ratio, **common
+        )
+    )
+    result = test.as_dict()
     stats = {
         "metric": policy.primary_kpi,
-        "interval": [test.ci_low, test.ci_high],
-        "test": test.as_dict(),
+        "interval": [result["ci_low"], result["ci_high"]],
+        "test": result,
         "guardrails": {g.name: g.as_dict() for g in guards},
-        "srm_p": srm_p,
+        "srm_p": srm.p_value,
         "step_counts": step_counts,
         "share": exp.share,
         "checked_at": now_utc().isoformat(),
     }
     breached = [g.name for g in guards if g.breached]
-    if srm_p < policy.srm_p:
-        action, reason = (
-            "halt",
-            f"sample ratio mismatch: p={srm_p:.2g} for counts {step_counts} at share {exp.share}",
-        )
+    if srm.halt:
+        action, reason = "halt", srm.reason
     elif breached:
         action, reason = "rollback", f"guardrail breached: {', '.join(breached)}"
     elif test.decision in ("promote", "rollback"):
@@ -197,6 +187,8 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
             "rollback",
             f"inconclusive after {policy.max_samples} observations per arm: {test.reason}",
         )
+    elif policy.out_of_time(exp.started_at, now_utc()):
+        action, reason = "rollback", f"inconclusive after {policy.max_duration_hours} hours: {test.reason}"
     elif exp.step + 1 < len(policy.ramp) and min(step_counts) >= policy.min_samples_per_step:
         action, reason = "ramp", f"step {exp.step} healthy with {min(step_counts)} answers per arm"
     else:
@@ -342,10 +334,3 @@ def _get(tenant: TenantStore, exp_id: str) -> Experiment:
         found = get_experiment(conn, tenant, exp_id)
     assert found is not None
     return found
-
-
-def _p95(values: list[float]) -> float:
-    if not values:
-        return math.inf
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,13 +40,6 @@ class Guardrails(BaseModel):
         ge=1,
         description="Treatment's p95 latency may reach this multiple of control's; tested as the share of "
         "treatment answers slower than ratio × control's p95 against 5% (guardrails.latency_guardrail).",
-    )
-    slow_rate: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="Tolerated rise in the share of answers slower than control's p95 (5% in control by "
-        "construction); the two-arm latency check, kept while the controller uses it.",
     )
 
 
@@ -131,7 +125,7 @@ class RolloutPolicy(BaseModel):
     @field_validator("ramp")
     @classmethod
     def _ramp_rises_from_the_canary(cls, ramp: list[float], info: ValidationInfo) -> list[float]:
-        if any(not 0 < s < 1 for s in ramp) or any(a >= b for a, b in zip(ramp, ramp[1:])):
+        if any(not 0 < s < 1 for s in ramp) or any(a >= b for a, b in pairwise(ramp)):
             raise ValueError("shares must rise strictly and lie between 0 and 1 (1.0 only as the last step)")
         canary = info.data.get("canary_share")
         if canary is not None and not math.isclose(ramp[0], canary):
