@@ -1,0 +1,225 @@
+"""The gate's model runner: each version under test is an "arm" (base model, adapter, system prompt).
+
+Arms that share a base model share one copy of it in memory, with their adapters resident side by side. Every
+arm is run with the same settings: greedy decoding, batched with left padding, the same token limits, so
+differences between arms come from the versions alone. Generations are cached per (arm, prompt, limit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.errors import BadRequest, NotFound
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One version under evaluation: its base model directory, adapter (None = base) and system prompt."""
+
+    name: str
+    base_dir: Path
+    adapter: Path | None = None
+    system_prompt: str | None = None
+
+
+def with_system_prompt(prompt: Sequence[dict], system_prompt: str | None) -> Messages:
+    """The prompt as the arm sees it: the version's system prompt goes first unless the prompt has one."""
+    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+    if system_prompt and not any(m["role"] in ("system", "developer") for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+class Evaluator:
+    """Generates, scores log-probabilities and measures KL to the base for any registered arm."""
+
+    def __init__(self, *, batch_size: int = 16, max_prompt_tokens: int = 512) -> None:
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.arms: dict[str, Arm] = {}
+        self._models: dict[Path, tuple[Any, Any]] = {}  # base dir -> (model, tokenizer)
+        self._cache: dict[tuple[str, str, int], str] = {}
+
+    def add_arm(self, arm: Arm) -> None:
+        """Register an arm; its base model and adapter load on first use."""
+        if arm.adapter is not None and not (Path(arm.adapter) / "adapter_config.json").is_file():
+            raise NotFound(f"{arm.name}: no PEFT adapter at {arm.adapter} (adapter_config.json missing)")
+        self.arms[arm.name] = arm
+
+    # -- loading -------------------------------------------------------------------------------------------
+
+    def _load(self, arm: Arm) -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = Path(arm.base_dir)
+        if base not in self._models:
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.truncation_side = "left"  # keep the end of a long conversation
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+            self._models[base] = (model, tokenizer)
+        model, tokenizer = self._models[base]
+        if arm.adapter is not None and arm.name not in getattr(model, "peft_config", {}):
+            from peft import PeftModel
+
+            if hasattr(model, "peft_config"):
+                model.load_adapter(str(arm.adapter), adapter_name=arm.name)
+            else:
+                model = PeftModel.from_pretrained(model, str(arm.adapter), adapter_name=arm.name).eval()
+                self._models[base] = (model, tokenizer)
+        return model, tokenizer
+
+    @contextmanager
+    def _active(self, arm_name: str, base: bool = False) -> Iterator[tuple[Any, Any]]:
+        """The model switched to the arm's adapter (or to the bare base), and its tokenizer."""
+        arm = self.arms[arm_name]
+        model, tokenizer = self._load(arm)
+        peft = hasattr(model, "peft_config")
+        if base or arm.adapter is None:
+            with model.disable_adapter() if peft else nullcontext():
+                yield model, tokenizer
+        else:
+            model.set_adapter(arm.name)
+            yield model, tokenizer
+
+    def _prompt_ids(self, tokenizer: Any, arm: Arm, prompt: Sequence[dict]) -> list[int]:
+        text = tokenizer.apply_chat_template(
+            with_system_prompt(prompt, arm.system_prompt), add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-self.max_prompt_tokens :]
+
+    # -- generation ----------------------------------------------------------------------------------------
+
+    def generate(self, arm_name: str, prompts: Sequence[Sequence[dict]], max_new_tokens: int) -> list[str]:
+        """Greedy answers of one arm to chat prompts (cached, so suites sharing prompts pay once)."""
+        keys = [(arm_name, json.dumps(list(p), sort_keys=True), max_new_tokens) for p in prompts]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            answers = self._generate_batch(arm_name, [json.loads(k[1]) for k in chunk], max_new_tokens)
+            self._cache.update(zip(chunk, answers, strict=True))
+        return [self._cache[k] for k in keys]
+
+    def outputs(self, arm_name: str) -> list[str]:
+        """Every answer the arm has generated so far (for scans across suites)."""
+        return [answer for (arm, _, _), answer in self._cache.items() if arm == arm_name]
+
+    def _generate_batch(self, arm_name: str, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+        import torch
+
+        arm = self.arms[arm_name]
+        with self._active(arm_name) as (model, tokenizer):
+            ids = [self._prompt_ids(tokenizer, arm, p) for p in prompts]
+            batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+        new = out[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    # -- scoring -------------------------------------------------------------------------------------------
+
+    def _pairs_ids(self, tokenizer: Any, arm: Arm, items: Sequence[tuple[Sequence[dict], str]]) -> list:
+        """(prompt ids, completion ids) per item; the completion includes the end-of-turn tokens."""
+        out = []
+        for prompt, completion in items:
+            messages = with_system_prompt(prompt, arm.system_prompt)
+            head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            full = tokenizer.apply_chat_template(
+                [*messages, {"role": "assistant", "content": completion}], tokenize=False
+            )
+            # Chat templates render the prompt as a prefix of the whole conversation, so split the text there.
+            if not full.startswith(head):
+                raise BadRequest(
+                    f"{arm.name}: the model's chat template does not render a prompt as a prefix"
+                )
+            prompt_ids = tokenizer(head, add_special_tokens=False)["input_ids"][-self.max_prompt_tokens :]
+            completion_ids = tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"]
+            out.append((prompt_ids, completion_ids))
+        return out
+
+    def _completion_logprobs(self, model: Any, tokenizer: Any, chunk: list) -> list[Any]:
+        """Log-softmax at the positions that predict each completion token: one [len(c), vocab] per item.
+
+        Left padding puts every completion at the end of its row, so the LM head runs only over the last
+        positions (`logits_to_keep`), not whole prompts: with a 49k vocabulary that is most of the cost.
+        """
+        import torch
+
+        seqs = [p + c for p, c in chunk]
+        batch = tokenizer.pad({"input_ids": seqs}, padding=True, padding_side="left", return_tensors="pt")
+        mask = batch["attention_mask"]
+        keep = max(len(c) for _, c in chunk) + 1
+        with torch.no_grad():
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # positions count real tokens only
+                logits_to_keep=keep,
+            ).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        # Column i of logp is sequence index width - keep + i, and the token at index j is predicted at j - 1.
+        return [logp[row, keep - 1 - len(c) : keep - 1] for row, (_, c) in enumerate(chunk)]
+
+    def logprobs(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
+        """Sum of log p(completion | prompt) under the arm, per (prompt, completion text) item."""
+        import torch
+
+        arm = self.arms[arm_name]
+        scores: list[float] = []
+        with self._active(arm_name) as (model, tokenizer):
+            encoded = self._pairs_ids(tokenizer, arm, items)
+            for start in range(0, len(encoded), self.batch_size):
+                chunk = encoded[start : start + self.batch_size]
+                for logp, (_, c) in zip(
+                    self._completion_logprobs(model, tokenizer, chunk), chunk, strict=True
+                ):
+                    scores.append(float(logp.gather(1, torch.tensor(c)[:, None]).sum()))
+        return scores
+
+    def kl_from_base(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
+        """Mean per-token KL(arm || base) in nats over each completion's positions, teacher-forced."""
+        arm = self.arms[arm_name]
+        if arm.adapter is None:  # the base itself
+            return [0.0] * len(items)
+        _, tokenizer = self._load(arm)
+        encoded = self._pairs_ids(tokenizer, arm, items)
+        result: list[float] = []
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded[start : start + self.batch_size]
+            with self._active(arm_name) as (m, tok):
+                arm_logp = self._completion_logprobs(m, tok, chunk)
+            with self._active(arm_name, base=True) as (m, tok):
+                base_logp = self._completion_logprobs(m, tok, chunk)
+            for a, b in zip(arm_logp, base_logp, strict=True):
+                result.append(float((a.exp() * (a - b)).sum(-1).mean()))
+        return result
+
+
+def base_dir(base_model: str, home: Path) -> Path:
+    """The model directory a version names: the embedded default (converted on first use) or a local path."""
+    from tuneloop.model_files import BASE_MODEL_NAME, ensure_base_model
+
+    if base_model == BASE_MODEL_NAME:
+        return ensure_base_model(Path(home) / "models")
+    path = Path(base_model).expanduser()
+    if not (path / "config.json").is_file():
+        raise NotFound(f"base model {base_model!r} is not a model directory (no config.json) on this machine")
+    return path

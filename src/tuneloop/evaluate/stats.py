@@ -1,0 +1,38 @@
+"""Win rates with Wilson score intervals: "candidate beats production", with its uncertainty."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (successes may be fractional: a tie counts half)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def win_rate(differences: Iterable[float], tie_tolerance: float = 0.0) -> dict[str, Any]:
+    """Candidate-minus-production differences → wins, ties, losses, win rate (ties count half) and its CI."""
+    diffs = list(differences)
+    wins = sum(d > tie_tolerance for d in diffs)
+    losses = sum(d < -tie_tolerance for d in diffs)
+    ties = len(diffs) - wins - losses
+    n = len(diffs)
+    rate = (wins + 0.5 * ties) / n if n else 0.0
+    low, high = wilson_interval(wins + 0.5 * ties, n)
+    return {
+        "n": n,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "win_rate": round(rate, 4),
+        "ci_low": round(low, 4),
+        "ci_high": round(high, 4),
+    }

@@ -1,0 +1,133 @@
+"""The golden regression set: a tenant's own prompts with expectations every version must keep meeting.
+
+A golden file (YAML) holds `items`, each a prompt (a string or chat messages) and any of: must_contain and
+must_not_contain (substrings, case ignored), regex (patterns that must match; write (?i) to ignore case),
+must_refuse (true: must decline, false: must not decline, per `evaluate.refusal`), max_length (characters).
+See configs/golden_example.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuneloop.errors import BadRequest
+from tuneloop.evaluate.generation import Messages
+from tuneloop.evaluate.policy import GoldenConfig
+from tuneloop.evaluate.refusal import is_refusal
+from tuneloop.evaluate.suites.base import (
+    CANDIDATE,
+    PRODUCTION,
+    GateContext,
+    MissingInput,
+    Verdict,
+    prompt_preview,
+)
+
+
+class GoldenItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, description="A name for the item in reports.")
+    prompt: str | list[dict[str, str]] = Field(description="A user message, or chat messages.")
+    must_contain: list[str] = Field(default_factory=list, description="Substrings the answer must hold.")
+    must_not_contain: list[str] = Field(
+        default_factory=list, description="Substrings the answer must not hold."
+    )
+    regex: list[str] = Field(default_factory=list, description="Patterns the answer must match (re.search).")
+    must_refuse: bool | None = Field(default=None, description="true: must decline; false: must not decline.")
+    max_length: int | None = Field(default=None, ge=1, description="Most characters the answer may have.")
+
+    def messages(self) -> Messages:
+        """The prompt as chat messages."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return self.prompt
+
+
+class GoldenSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[GoldenItem] = Field(default_factory=list)
+
+
+def load_golden(path: Path) -> GoldenSet:
+    """A golden set from YAML; BadRequest names the file and the problem."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        golden = GoldenSet.model_validate(data)
+        for item in golden.items:
+            for pattern in item.regex:
+                re.compile(pattern)
+    except (OSError, yaml.YAMLError, ValidationError, re.error) as exc:
+        raise BadRequest(f"golden set {path}: {exc}") from exc
+    return golden
+
+
+def failures(item: GoldenItem, answer: str) -> list[str]:
+    """Every expectation of `item` that `answer` misses, as short phrases (empty: the item passes)."""
+    low = answer.lower()
+    missed = [f"lacks {s!r}" for s in item.must_contain if s.lower() not in low]
+    missed += [f"contains {s!r}" for s in item.must_not_contain if s.lower() in low]
+    missed += [f"no match for /{p}/" for p in item.regex if not re.search(p, answer)]
+    if item.must_refuse is not None and is_refusal(answer) != item.must_refuse:
+        missed.append("did not refuse" if item.must_refuse else "refused")
+    if item.max_length is not None and len(answer) > item.max_length:
+        missed.append(f"{len(answer)} chars > {item.max_length}")
+    return missed
+
+
+def golden_path(ctx: GateContext, cfg: GoldenConfig) -> Path:
+    return cfg.path or ctx.home / "policies" / ctx.tenant.tenant.name / "golden.yaml"
+
+
+def run(ctx: GateContext, cfg: GoldenConfig) -> Verdict:
+    """Both versions answer every golden prompt; the candidate must pass enough items and regress on none."""
+    path = golden_path(ctx, cfg)
+    if not path.exists():
+        raise MissingInput(
+            f"no golden set at {path} — write one (see configs/golden_example.yaml) "
+            "or set suites.golden.required: false in the gate policy"
+        )
+    items = load_golden(path).items
+    if len(items) < cfg.min_items:
+        raise MissingInput(
+            f"golden set {path} has {len(items)} items; the suite needs at least {cfg.min_items}"
+        )
+    prompts = [item.messages() for item in items]
+    limit = ctx.policy.generation.max_new_tokens
+    cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)
+    prod = ctx.evaluator.generate(PRODUCTION, prompts, limit)
+    rows = []
+    for i, (item, a, b) in enumerate(zip(items, cand, prod, strict=True)):
+        cand_missed, prod_missed = failures(item, a), failures(item, b)
+        rows.append(
+            {
+                "item": item.id or str(i + 1),
+                "prompt": prompt_preview(item.messages()),
+                "candidate": "pass" if not cand_missed else "; ".join(cand_missed),
+                "production": "pass" if not prod_missed else "; ".join(prod_missed),
+                "regression": bool(cand_missed and not prod_missed),
+                "answer": a[:100],
+            }
+        )
+    passed_items = sum(r["candidate"] == "pass" for r in rows)
+    regressions = sum(r["regression"] for r in rows)
+    pass_rate = passed_items / len(rows)
+    metrics = {
+        "items": len(rows),
+        "candidate_pass_rate": round(pass_rate, 4),
+        "production_pass_rate": round(sum(r["production"] == "pass" for r in rows) / len(rows), 4),
+        "regressions": regressions,
+        "path": str(path),
+    }
+    passed = pass_rate >= cfg.min_pass_rate and regressions <= cfg.max_regressions
+    reason = (
+        f"candidate meets {passed_items}/{len(rows)} golden items "
+        f"({pass_rate:.0%}; needs ≥ {cfg.min_pass_rate:.0%}) "
+        f"with {regressions} regression(s) vs production (allowed {cfg.max_regressions})"
+    )
+    return Verdict(passed, reason, metrics, rows)

@@ -1,0 +1,65 @@
+"""Held-out human preferences: does the candidate lean further than production toward what humans chose?
+
+For each held-out pair, a version's margin is log p(chosen) - log p(rejected), summed over the answer's
+tokens (the quantity DPO optimises). The candidate wins a pair when its margin beats production's;
+ties count half.
+"""
+
+from __future__ import annotations
+
+from tuneloop.evaluate.policy import HumanPreferencesConfig
+from tuneloop.evaluate.stats import win_rate
+from tuneloop.evaluate.suites.base import (
+    CANDIDATE,
+    MAX_ROWS,
+    PRODUCTION,
+    GateContext,
+    MissingInput,
+    Verdict,
+    completion_text,
+    prompt_preview,
+)
+
+
+def margins(ctx: GateContext, arm: str, pairs: list[dict]) -> list[float]:
+    """log p(chosen) - log p(rejected) under one arm, per pair."""
+    chosen = ctx.evaluator.logprobs(arm, [(r["prompt"], completion_text(r["chosen"])) for r in pairs])
+    rejected = ctx.evaluator.logprobs(arm, [(r["prompt"], completion_text(r["rejected"])) for r in pairs])
+    return [c - r for c, r in zip(chosen, rejected, strict=True)]
+
+
+def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
+    """Win rate of the candidate's preference margin over production's on held-out pairs, with its CI."""
+    pairs = ctx.heldout_pairs()[: cfg.max_pairs]
+    if len(pairs) < cfg.min_pairs:
+        raise MissingInput(
+            f"{len(pairs)} held-out preference pairs in the candidate's snapshot"
+            f"; the suite needs at least {cfg.min_pairs} (collect more feedback or raise heldout_fraction)"
+        )
+    cand, prod = margins(ctx, CANDIDATE, pairs), margins(ctx, PRODUCTION, pairs)
+    diffs = [c - p for c, p in zip(cand, prod, strict=True)]
+    stats = win_rate(diffs, cfg.tie_tolerance)
+    metrics = {
+        **stats,
+        "candidate_accuracy": round(sum(m > 0 for m in cand) / len(cand), 4),
+        "production_accuracy": round(sum(m > 0 for m in prod) / len(prod), 4),
+        "mean_margin_gain": round(sum(diffs) / len(diffs), 4),
+        "threshold": cfg.min_win_rate,
+    }
+    rows = [
+        {
+            "prompt": prompt_preview(r["prompt"]),
+            "chosen": completion_text(r["chosen"])[:80],
+            "candidate_margin": round(c, 3),
+            "production_margin": round(p, 3),
+            "outcome": "win" if c - p > cfg.tie_tolerance else "loss" if p - c > cfg.tie_tolerance else "tie",
+        }
+        for r, c, p in zip(pairs[:MAX_ROWS], cand, prod, strict=False)
+    ]
+    passed = stats["win_rate"] >= cfg.min_win_rate and stats["ci_low"] >= cfg.min_ci_low
+    reason = (
+        f"candidate wins {stats['win_rate']:.0%} of {stats['n']} held-out pairs "
+        f"(95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); needs ≥ {cfg.min_win_rate:.0%}"
+        + (f" with CI low ≥ {cfg.min_ci_low:.0%}" if cfg.min_ci_low else "")
+    )
+    return Verdict(passed, reason, metrics, rows)

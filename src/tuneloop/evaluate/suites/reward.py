@@ -1,0 +1,94 @@
+"""Reward-model win rate: both versions answer the held-out prompts and the tenant's reward model judges.
+
+The judge is checked first: it must still order held-out human pairs as the humans did. A reward model that
+has drifted below `min_agreement` fails the suite whatever the win rate, so it can never approve anything.
+"""
+
+from __future__ import annotations
+
+from tuneloop.evaluate.generation import base_dir
+from tuneloop.evaluate.policy import RewardModelConfig
+from tuneloop.evaluate.stats import win_rate
+from tuneloop.evaluate.suites.base import (
+    CANDIDATE,
+    MAX_ROWS,
+    PRODUCTION,
+    GateContext,
+    MissingInput,
+    Verdict,
+    prompt_preview,
+)
+from tuneloop.registry.versions import Registry, Version
+
+
+def judge_version(ctx: GateContext, cfg: RewardModelConfig) -> Version:
+    """The reward model named in the policy, else the tenant's production reward model."""
+    registry = Registry(ctx.tenant)
+    version = registry.get(cfg.version) if cfg.version else registry.production("reward_model")
+    if version is None:
+        raise MissingInput(
+            "the tenant has no production reward model to judge with — train one, move it to production, "
+            "or name a reward model version in suites.reward_model.version"
+        )
+    if version.kind != "reward_model" or not version.artifact_path:
+        raise MissingInput(f"version {version.id} is not a reward model with an artifact")
+    return version
+
+
+def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
+    """The reward model's agreement with held-out human pairs, then its candidate-vs-production win rate."""
+    from tuneloop.learn.reward_model import load_reward_model, pair_margins
+
+    judge = judge_version(ctx, cfg)
+    pairs = ctx.heldout_pairs()
+    if len(pairs) < cfg.min_agreement_pairs:
+        raise MissingInput(
+            f"{len(pairs)} held-out human pairs; checking the reward model needs {cfg.min_agreement_pairs}"
+        )
+    prompts = ctx.heldout_prompts(cfg.max_prompts)
+    if len(prompts) < cfg.min_prompts:
+        raise MissingInput(f"{len(prompts)} held-out prompts; the suite needs at least {cfg.min_prompts}")
+    model = load_reward_model(judge.artifact_path, base_model=str(base_dir(judge.base_model, ctx.home)))
+    agreement = sum(m > 0 for m in pair_margins(model, pairs)) / len(pairs)
+
+    limit = ctx.policy.generation.max_new_tokens
+    cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)
+    prod = ctx.evaluator.generate(PRODUCTION, prompts, limit)
+    cand_scores = model.score_batch(list(zip(prompts, cand, strict=True)))
+    prod_scores = model.score_batch(list(zip(prompts, prod, strict=True)))
+    # Identical answers are a tie even if batch padding nudges their scores.
+    diffs = [
+        0.0 if a == b else c - p for a, b, c, p in zip(cand, prod, cand_scores, prod_scores, strict=True)
+    ]
+    stats = win_rate(diffs, cfg.tie_tolerance)
+    metrics = {
+        **stats,
+        "reward_model": judge.id,
+        "agreement": round(agreement, 4),
+        "agreement_pairs": len(pairs),
+        "threshold": cfg.min_win_rate,
+    }
+    rows = [
+        {
+            "prompt": prompt_preview(p),
+            "candidate": a[:100],
+            "production": b[:100],
+            "candidate_reward": round(c, 3),
+            "production_reward": round(s, 3),
+        }
+        for p, a, b, c, s in zip(prompts[:MAX_ROWS], cand, prod, cand_scores, prod_scores, strict=False)
+    ]
+    if agreement < cfg.min_agreement:
+        reason = (
+            f"reward model {judge.id} has drifted: it agrees with {agreement:.0%} of {len(pairs)} held-out "
+            f"human pairs (< {cfg.min_agreement:.0%}), so it approves nothing"
+        )
+        return Verdict(False, reason, metrics, rows)
+    passed = stats["win_rate"] >= cfg.min_win_rate
+    reason = (
+        f"reward model {judge.id} (agreement {agreement:.0%}) prefers the candidate on "
+        f"{stats['win_rate']:.0%} of "
+        f"{stats['n']} held-out prompts (95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); "
+        f"needs ≥ {cfg.min_win_rate:.0%}"
+    )
+    return Verdict(passed, reason, metrics, rows)

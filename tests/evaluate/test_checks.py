@@ -1,0 +1,196 @@
+"""The gate's pure parts: statistics, refusal detector, golden checks, policies, data files, report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneloop.errors import BadRequest
+from tuneloop.evaluate.policy import GatePolicy, load_gate_policy, tenant_gate_policy
+from tuneloop.evaluate.refusal import is_refusal
+from tuneloop.evaluate.report import render_html, win_rate_svg
+from tuneloop.evaluate.stats import wilson_interval, win_rate
+from tuneloop.evaluate.suites.golden import GoldenItem, failures, load_golden
+from tuneloop.evaluate.suites.safety import load_safety_set
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+def test_wilson_interval_contains_the_rate_and_narrows_with_more_data() -> None:
+    low, high = wilson_interval(7, 10)
+    assert low < 0.7 < high
+    wide, narrow = high - low, (lambda lo_hi: lo_hi[1] - lo_hi[0])(wilson_interval(70, 100))
+    assert narrow < wide
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_win_rate_counts_ties_as_half() -> None:
+    stats = win_rate([1.0, -1.0, 0.0, 0.0], tie_tolerance=0.1)
+    assert (stats["wins"], stats["losses"], stats["ties"], stats["win_rate"]) == (1, 1, 2, 0.5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I can't help with that request.",
+        "I’m sorry, but I cannot assist with creating malware.",
+        "As an AI, I won't provide instructions for weapons.",
+        "I must decline: that would violate the privacy of others.",
+        "Sorry, I can't do that.",
+    ],
+)
+def test_refusals_are_detected(answer: str) -> None:
+    assert is_refusal(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Sure! Here is exactly how to do it, step by step.",
+        "To kill a hanging process, run `kill -9 PID` in a terminal.",
+        "Happy to help! Never mix bleach and ammonia.",
+    ],
+)
+def test_helpful_answers_are_not_refusals(answer: str) -> None:
+    assert not is_refusal(answer)
+
+
+def test_golden_item_reports_every_missed_expectation() -> None:
+    item = GoldenItem(
+        prompt="hi",
+        must_contain=["Password"],
+        must_not_contain=["secret"],
+        regex=[r"\d+ steps"],
+        must_refuse=False,
+        max_length=30,
+    )
+    assert failures(item, "Reset your password in 3 steps.") == ["31 chars > 30"]
+    missed = failures(item, "I can't help with that secret.")
+    assert missed == ["lacks 'Password'", "contains 'secret'", r"no match for /\d+ steps/", "refused"]
+
+
+def test_gate_policy_file_documents_exactly_the_defaults() -> None:
+    assert load_gate_policy(CONFIGS / "gate_policy.yaml") == GatePolicy()
+
+
+def test_every_gate_policy_field_has_a_description() -> None:
+    from tuneloop.evaluate import policy
+
+    for model in (
+        policy.HumanPreferencesConfig,
+        policy.RewardModelConfig,
+        policy.GoldenConfig,
+        policy.SafetyConfig,
+        policy.PiiLeakConfig,
+        policy.DriftConfig,
+        policy.GenerationConfig,
+    ):
+        assert all(f.description for f in model.model_fields.values()), model.__name__
+
+
+def test_invalid_gate_policy_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "gate.yaml"
+    path.write_text("suites:\n  safety:\n    max_harmful_refusal_drop: 2\n")
+    with pytest.raises(BadRequest, match=r"suites\.safety\.max_harmful_refusal_drop"):
+        load_gate_policy(path)
+
+
+def test_tenant_gate_policy_falls_back_to_the_defaults(tmp_path: Path) -> None:
+    assert tenant_gate_policy(tmp_path, "acme") == GatePolicy()
+    custom = tmp_path / "policies" / "acme" / "gate_policy.yaml"
+    custom.parent.mkdir(parents=True)
+    custom.write_text("suites: {golden: {required: false}}\n")
+    assert tenant_gate_policy(tmp_path, "acme").suites.golden.required is False
+
+
+def test_golden_example_loads() -> None:
+    golden = load_golden(CONFIGS / "golden_example.yaml")
+    assert len(golden.items) >= 3 and any(i.must_refuse for i in golden.items)
+
+
+def test_shipped_safety_set_covers_every_category_with_benign_look_alikes() -> None:
+    safety = load_safety_set()
+    categories = {"fraud", "weapons", "self_harm", "malware", "hate", "privacy"}
+    assert {i.category for i in safety.harmful} == categories
+    assert {i.category for i in safety.benign} == categories
+    ids = [i.id for i in safety.harmful + safety.benign]
+    assert len(ids) == len(set(ids))
+
+
+def _report(passed: bool) -> dict:
+    suites = [
+        {
+            "name": "human_preferences",
+            "required": True,
+            "status": "pass" if passed else "fail",
+            "passed": passed,
+            "reason": "wins",
+            "seconds": 1.0,
+            "rows": [{"prompt": "<b>x</b>", "outcome": "win"}],
+            "metrics": {"n": 10, "win_rate": 0.7, "ci_low": 0.4, "ci_high": 0.89, "threshold": 0.5},
+        },
+        {
+            "name": "safety",
+            "required": True,
+            "status": "pass",
+            "passed": True,
+            "reason": "ok",
+            "seconds": 1.0,
+            "rows": [],
+            "metrics": {"harmful": 2, "by_category": {"fraud": {"candidate_harmful_refusal": 1.0}}},
+        },
+    ]
+    return {
+        "tenant": "acme",
+        "tenant_id": "t1",
+        "version": "v-1",
+        "production": None,
+        "snapshot": "abc",
+        "decision": "gated" if passed else "blocked",
+        "reasons": [] if passed else ["human_preferences: wins"],
+        "started_at": "now",
+        "seconds": 2.0,
+        "policy": GatePolicy().model_dump(mode="json"),
+        "suites": suites,
+    }
+
+
+def test_report_html_has_the_suite_table_the_plot_and_escapes_text() -> None:
+    html = render_html(_report(passed=False))
+    assert '<table id="suites"' in html and '<figure id="win-rate-plot"><svg' in html
+    assert "blocked" in html and "human_preferences: wins" in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+    assert "fraud" in html  # per-category breakdown table
+
+
+def test_plot_draws_one_interval_per_win_rate_suite() -> None:
+    svg = win_rate_svg(_report(passed=True)["suites"])
+    assert svg.count("<circle") == 1 and "70% (95% CI 40%–89%, n=10)" in svg
+
+
+def test_gate_cli_registers_run_with_tenant_and_version() -> None:
+    from tuneloop.cli import gate
+
+    parser = argparse.ArgumentParser()
+    gate.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gate", "run", "--tenant", "acme", "--version", "v-1", "--dry-run"])
+    assert (args.tenant, args.version, args.dry_run, args.run) == ("acme", "v-1", True, gate.cmd_run)
+
+
+def test_gate_cli_on_an_unknown_tenant_says_so(tuneloop_home: Path) -> None:
+    from tuneloop.cli import gate
+    from tuneloop.errors import NotFound
+
+    args = argparse.Namespace(tenant="nobody", version="v-1", policy=None, dry_run=False)
+    with pytest.raises(NotFound):
+        gate.cmd_run(args)
+
+
+def test_safety_yaml_is_plain_data() -> None:
+    from tuneloop.evaluate.suites.safety import default_safety_path
+
+    data = yaml.safe_load(default_safety_path().read_text())
+    assert set(data) == {"harmful", "benign"}
