@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.errors import BadRequest
+from tuneloop.config import load_yaml_model, tenant_policy_file
 
 
 class _Config(BaseModel):
@@ -172,24 +171,10 @@ class GatePolicy(_Config):
 
 def load_gate_policy(path: str | Path) -> GatePolicy:
     """The gate policy in a YAML file; BadRequest names the file and the field when it is invalid."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BadRequest(f"gate policy {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise BadRequest(f"gate policy {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data or {}, dict):
-        raise BadRequest(f"gate policy {path}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return GatePolicy.model_validate(data or {})
-    except ValidationError as exc:
-        problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "(top)", e["msg"]) for e in exc.errors()]
-        first = ".".join(map(str, exc.errors()[0]["loc"]))
-        raise BadRequest(f"gate policy {path}: {'; '.join(problems)}", param=first) from exc
+    return load_yaml_model(path, GatePolicy, "gate policy")
 
 
 def tenant_gate_policy(home: Path, tenant_name: str, path: Path | None = None) -> GatePolicy:
     """The gate policy in force: `path`, else HOME/policies/TENANT/gate_policy.yaml, else the defaults."""
-    path = path or Path(home) / "policies" / tenant_name / "gate_policy.yaml"
+    path = path or tenant_policy_file(home, tenant_name, "gate_policy.yaml")
     return load_gate_policy(path) if path.exists() else GatePolicy()

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.errors import BadRequest
+from tuneloop.config import load_yaml_model
 
 Source = Literal["user", "labeler", "judge", "system"]
 
@@ -165,22 +164,4 @@ class RewardPolicy(BaseModel):
 
 def load_policy(path: str | Path) -> RewardPolicy:
     """The reward policy in a YAML file; BadRequest names the file and the field when it is invalid."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BadRequest(f"reward policy {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise BadRequest(f"reward policy {path}: not valid YAML ({exc})") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise BadRequest(f"reward policy {path}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return RewardPolicy.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            "{}: {}".format(".".join(map(str, err["loc"])) or "(top)", err["msg"]) for err in exc.errors()
-        ]
-        first = ".".join(map(str, exc.errors()[0]["loc"]))
-        raise BadRequest(f"reward policy {path}: {'; '.join(problems)}", param=first) from exc
+    return load_yaml_model(path, RewardPolicy, "reward policy")

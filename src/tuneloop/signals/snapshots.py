@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tuneloop.config import tenant_policy_file
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import rows_hash
@@ -61,7 +62,7 @@ def tenant_policy(home: Path, tenant_name: str, path: Path | None = None) -> Rew
     """The reward policy in force: `path`, else HOME/policies/TENANT/reward_policy.yaml, else the defaults."""
     from tuneloop.signals.policy import load_policy
 
-    path = path or home / "policies" / tenant_name / "reward_policy.yaml"
+    path = path or tenant_policy_file(home, tenant_name, "reward_policy.yaml")
     return load_policy(path) if path.exists() else RewardPolicy()
 
 
