@@ -39,6 +39,7 @@ class ArmData:
     errors: list[float]
     latency: list[float]
     created: list[datetime]
+    units: list[str]  # the randomisation unit of each answer: its user, or the request when anonymous
 
 
 def start_canary(
@@ -118,7 +119,7 @@ def arm_data(
         for e in events
         if e["kind"] == "outcome" and e["value"]["name"] == "unsafe" and e["value"]["value"] is True
     }
-    data = {arm: ArmData([], [], [], [], [], []) for arm in ARMS}
+    data = {arm: ArmData([], [], [], [], [], [], []) for arm in ARMS}
     for row in rows:
         arm = data.get(row["arm"] or "")
         if arm is None:
@@ -131,13 +132,18 @@ def arm_data(
         arm.errors.append(float(bool((row["metadata"] or {}).get("error"))))
         arm.latency.append(row["latency_ms"] or 0.0)
         arm.created.append(row["created_at"])
+        arm.units.append(row["user"] or row["id"])
     return data
 
 
 def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> dict[str, Any]:
     """The statistics of one look and what they call for: promote, rollback, halt, ramp or continue."""
     control, treatment = data["control"], data["treatment"]
-    step_counts = [sum(t >= exp.step_started_at for t in arm.created) for arm in (control, treatment)]
+    # Users are what is randomised, so the sample-ratio check counts users, not their (clustered) requests.
+    step_counts = [
+        len({u for u, t in zip(arm.units, arm.created, strict=True) if t >= exp.step_started_at})
+        for arm in (control, treatment)
+    ]
     srm = sample_ratio_check(step_counts[0], step_counts[1], exp.share, threshold=policy.srm_p)
     previous_p = (exp.decision or {}).get("test", {}).get("p_value") or 1.0
     common = {"alpha": policy.alpha, "tau2": policy.tau2, "min_samples": policy.min_samples}
@@ -190,7 +196,7 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
     elif policy.out_of_time(exp.started_at, now_utc()):
         action, reason = "rollback", f"inconclusive after {policy.max_duration_hours} hours: {test.reason}"
     elif exp.step + 1 < len(policy.ramp) and min(step_counts) >= policy.min_samples_per_step:
-        action, reason = "ramp", f"step {exp.step} healthy with {min(step_counts)} answers per arm"
+        action, reason = "ramp", f"step {exp.step} healthy with {min(step_counts)} users per arm"
     else:
         action, reason = "continue", test.reason
     return {**stats, "action": action, "reason": reason}
