@@ -83,6 +83,12 @@ class JobSpec(BaseModel):
         default=None, description="Content hash of the base model, for lineage."
     )
     snapshot_hash: str | None = Field(default=None, description="Content hash of the training snapshot.")
+    amplify_k: int = Field(
+        default=0,
+        ge=0,
+        description="Samples per prompt added by amplification (0: human pairs only); the "
+        "rows differ with it, so it is part of the job's identity.",
+    )
     tenant: str = Field(default="default", description="Tenant whose data this adapter is trained on.")
     lora: dict[str, Any] = Field(
         default_factory=dict, description="peft.LoraConfig keyword arguments, merged over DEFAULT_LORA."

@@ -52,6 +52,7 @@ def train_version(
         base_model=str(base),
         base_model_hash=model_hash(base),
         snapshot_hash=snap.hash,
+        amplify_k=amplify_k if method == "dpo" else 0,
         tenant=tenant.tenant_id,
         lora=lora or {},
         trainer_args=trainer_args or {},
