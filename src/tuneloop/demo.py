@@ -34,8 +34,7 @@ POLICIES = {
     "reward_policy.yaml": {"heldout_fraction": 0.2},
     "loop_policy.yaml": {
         "min_rows": 24,
-        "trainer_args": {"num_train_epochs": 3, "learning_rate": 2e-4, "max_length": 160,
-                         "per_device_train_batch_size": 8},
+        "trainer_args": {"num_train_epochs": 3, "max_length": 160},
     },
     "rollout_policy.yaml": {"ramp": [0.5], "min_samples": 20, "min_samples_per_step": 10_000,
                             "max_samples": 90, "tau2": 0.09},
