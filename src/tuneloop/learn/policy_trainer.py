@@ -23,26 +23,9 @@ def train_dpo(
     resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Train a DPO LoRA adapter on preference pairs; save it to `out_dir` and return the train metrics."""
-    from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = load_policy_base(spec.base_model)
-    dataset = Dataset.from_list(rows)
-    args = trainer_config(spec, DPOConfig, out_dir / "checkpoints")
-    lora = LoraConfig(**{**spec.lora, "task_type": "CAUSAL_LM"})
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=callbacks,
-    )
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out_dir))
-    return train_metrics(trainer, n_rows=len(rows))
+    return _train(spec, rows, out_dir, DPOTrainer, DPOConfig, callbacks, resume_from)
 
 
 def train_kto(
@@ -53,21 +36,33 @@ def train_kto(
     resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Train a KTO LoRA adapter on unpaired good/bad completions; save it and return the train metrics."""
-    from datasets import Dataset
-    from peft import LoraConfig
     from trl import KTOConfig, KTOTrainer
 
+    labelled = [{**row, "label": bool(row["label"])} for row in rows]
+    return _train(spec, labelled, out_dir, KTOTrainer, KTOConfig, callbacks, resume_from)
+
+
+def _train(
+    spec: JobSpec,
+    rows: list[dict],
+    out_dir: Path,
+    trainer_cls: type,
+    config_cls: type,
+    callbacks: list[TrainerCallback] | None,
+    resume_from: str | None,
+) -> dict[str, Any]:
+    """Load the base → build TRL's config and PEFT's LoRA → train with the adapter off as reference → save."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
     model, tokenizer = load_policy_base(spec.base_model)
-    dataset = Dataset.from_list([{**row, "label": bool(row["label"])} for row in rows])
-    args = trainer_config(spec, KTOConfig, out_dir / "checkpoints")
-    lora = LoraConfig(**{**spec.lora, "task_type": "CAUSAL_LM"})
-    trainer = KTOTrainer(
+    trainer = trainer_cls(
         model=model,
         ref_model=None,
-        args=args,
-        train_dataset=dataset,
+        args=trainer_config(spec, config_cls, out_dir / "checkpoints"),
+        train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=LoraConfig(**{**spec.lora, "task_type": "CAUSAL_LM"}),
         callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=resume_from)
