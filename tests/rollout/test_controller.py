@@ -102,7 +102,7 @@ def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
 
 def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantStore) -> None:
     candidate = _gated(tenant)
-    controller.start_canary(tenant, candidate, POLICY, actor="test")
+    controller.start_canary(tenant, candidate, POLICY, actor="test", experiment_id="exp-better")
     exp = _run(tenant, 30, {"control": 0.3, "treatment": 0.8})
     assert exp.state == "promoted" and exp.share == 1.0
     assert exp.decision["test"]["ci_low"] > 0
@@ -115,7 +115,7 @@ def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantSto
 
 def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant: TenantStore) -> None:
     candidate = _gated(tenant)
-    controller.start_canary(tenant, candidate, POLICY, actor="test")
+    controller.start_canary(tenant, candidate, POLICY, actor="test", experiment_id="exp-harmful")
     exp = _run(tenant, 30, {"control": 0.5, "treatment": 0.5}, escalate={"control": 0.02, "treatment": 0.4})
     assert exp.state == "rolled_back" and "escalation_rate" in exp.decision["reason"]
     assert Registry(tenant).get(candidate).state == "rolled_back"

@@ -49,6 +49,7 @@ def start_canary(
     *,
     actor: str,
     reason: str = "passed the gate",
+    experiment_id: str | None = None,
 ) -> Experiment:
     """Put a gated version on the canary share against the current production (or the base model)."""
     registry = Registry(tenant)
@@ -56,7 +57,8 @@ def start_canary(
     if version.state != "gated":
         raise Conflict(f"version {version_id} is {version.state}; only gated versions can be canaried")
     production = registry.production("policy")
-    exp_id = f"exp-{uuid.uuid4().hex[:10]}"
+    # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
+    exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
 
     def apply(conn: sa.Connection) -> None:
         if conn.execute(
