@@ -5,6 +5,8 @@ Every page is saved as a PNG under docs/screenshots/ so people can see the dashb
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]  # fmt: skip
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+# `TUNELOOP_SCREENSHOTS=docs/screenshots make test` refreshes the pictures in the docs; by default they go to
+# a temp dir, so a test run leaves the working tree as it found it.
+SCREENSHOTS = Path(os.environ.get("TUNELOOP_SCREENSHOTS") or tempfile.mkdtemp(prefix="tuneloop-shots-"))
 TENANT_PAGES = ("kpis", "versions", "canary", "gates", "drift", "audit")
 CHARTED = {"kpis", "canary", "drift"}
 
