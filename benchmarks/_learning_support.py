@@ -8,51 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tuneloop.sim import Scenario, run_traffic
 from tuneloop.store.repository import TenantStore
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(home: Path, model_dir: Path, port: int, timeout: float = 600) -> subprocess.Popen:
-    """`python -m tuneloop.cli serve` on `model_dir` with TUNELOOP_HOME=`home`, once /healthz answers."""
-    env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_MODEL": str(model_dir)}
-    with (home / "server.log").open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
-            env=env,
-            stderr=log,
-            stdout=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited; see {home / 'server.log'}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise RuntimeError(f"the server did not start in {timeout:.0f}s; see {home / 'server.log'}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 METHODS = ("base", "sft-thumbs-up", "dpo", "kto", "dpo+amplify")
 GOAL_SATISFACTION = 0.80
@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
     methods = [m for m in METHODS[1:] if m in args.methods.split(",")]
-    from _learning_support import Traffic, free_port, start_server, stop_server, traffic_to_budget
+    from _learning_support import Traffic, stop_server, traffic_to_budget
 
+    from tests.postgres import free_port
     from tuneloop.config import Settings
+    from tuneloop.demo import start_server
     from tuneloop.model_files import ensure_base_model, make_tiny_model
     from tuneloop.sim import support
     from tuneloop.store.repository import Store
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. Traffic and one snapshot per budget, on one server serving the base model throughout.
     port = free_port()
-    server = start_server(home, model_dir, port)
+    server = start_server(home, port, model=str(model_dir))
     traffic = Traffic()
     snaps: dict[int, Any] = {}
     events: dict[int, int] = {}

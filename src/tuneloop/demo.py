@@ -59,16 +59,16 @@ class TurnLine:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _serve(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TUNELOOP_HOME": str(home)}
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
-        env=env,
-        stderr=log,
-        stdout=subprocess.DEVNULL,
-    )
-    log.close()  # the child holds its own descriptor
+def start_server(home: Path, port: int, model: str | None = None) -> subprocess.Popen:
+    """`tuneloop serve` as a child process with TUNELOOP_HOME=`home` (and `model`), once /healthz answers."""
+    env = {**os.environ, "TUNELOOP_HOME": str(home), **({"TUNELOOP_MODEL": model} if model else {})}
+    with (home / "server.log").open("w") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+            env=env,
+            stderr=log,
+            stdout=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -112,7 +112,7 @@ def run_demo(
     loop = Loop(scoped, settings)
     scenario = support(seed=seed)
     url = f"http://127.0.0.1:{port}"
-    server = _serve(home, port)
+    server = start_server(home, port)
     lines: list[TurnLine] = []
     print(f"tuneloop demo: tenant '{TENANT}' on {url}, scenario 'support', {turns} turns", flush=True)
     header = ("turn", 4), ("events", 7), ("satisfaction", 12), ("positive", 9), ("gate", 8), ("canary", 12)
