@@ -109,12 +109,15 @@ def train_sft(
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from tuneloop.learn.jobs import CPU_TRAINER_ARGS, DEFAULT_LORA
+    from tuneloop.learn.jobs import CPU_TRAINER_ARGS, DEFAULT_LORA, KIND_TRAINER_ARGS
     from tuneloop.learn.policy_trainer import load_policy_base, train_metrics
 
     accepted = {f.name for f in fields(SFTConfig)}
-    # Same optimiser settings as the tuneloop variants; DPO/KTO-only keys are dropped, not passed.
-    args = {**CPU_TRAINER_ARGS, **trainer_args, "save_strategy": "no", "seed": seed, "data_seed": seed}
+    # The same optimiser settings as tuneloop's DPO (learning rate, epochs, batch), so the baseline differs
+    # only in its data and loss; DPO/KTO-only keys are dropped, not passed.
+    optimiser = ("learning_rate", "num_train_epochs", "per_device_train_batch_size")
+    dpo = {k: KIND_TRAINER_ARGS["dpo"][k] for k in optimiser}
+    args = {**CPU_TRAINER_ARGS, **dpo, **trainer_args, "save_strategy": "no", "seed": seed, "data_seed": seed}
     args = {k: v for k, v in args.items() if k in accepted}
     model, tokenizer = load_policy_base(str(base_model))
     trainer = SFTTrainer(

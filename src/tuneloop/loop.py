@@ -56,6 +56,11 @@ class LoopPolicy(BaseModel):
     lora: dict[str, Any] = Field(
         default_factory=dict, description="peft.LoraConfig arguments passed through."
     )
+    repeat: dict[str, int] = Field(
+        default_factory=dict,
+        description="Copies of each training row by origin, merged over the trainer's defaults "
+        "({edit: 3} for DPO).",
+    )
     amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")
 
 
@@ -244,6 +249,7 @@ class Loop:
             self.policy.policy_method,
             trainer_args=self.policy.trainer_args,
             lora=self.policy.lora,
+            repeat=self.policy.repeat,
             amplify_k=self.policy.amplify_k,
             actor="loop",
             system_prompt=production.system_prompt if production else None,

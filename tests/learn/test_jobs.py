@@ -113,6 +113,17 @@ def test_rows_missing_a_column_are_rejected_with_the_needed_columns():
         load_rows([{"prompt": [], "chosen": []}], "dpo")
 
 
+def test_dpo_sees_each_edit_pair_three_times_and_an_origin_can_be_left_out(tmp_path):
+    origins = ("edit", "regenerated", "reward")
+    rows = [{**r, "origin": origin} for r, origin in zip(preference_rows(3), origins, strict=True)]
+    spec = JobSpec(kind="dpo", base_model="m", repeat={"regenerated": 0}, output_dir=tmp_path)
+    assert spec.repeat == {"edit": 3, "regenerated": 0}
+    loaded = load_rows(rows, "dpo", spec.repeat)
+    assert loaded == [preference_rows(3)[0]] * 3 + [preference_rows(3)[2]]
+    with pytest.raises(BadRequest, match="leaves no training rows"):
+        load_rows(rows, "dpo", {"edit": 0, "regenerated": 0, "reward": 0})
+
+
 def test_rows_load_from_parquet_without_extra_columns(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

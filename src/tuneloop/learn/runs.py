@@ -30,6 +30,7 @@ def train_version(
     *,
     lora: dict[str, Any] | None = None,
     trainer_args: dict[str, Any] | None = None,
+    repeat: dict[str, int] | None = None,
     seed: int = 0,
     amplify_k: int = 0,
     system_prompt: str | None = None,
@@ -56,6 +57,7 @@ def train_version(
         tenant=tenant.tenant_id,
         lora=lora or {},
         trainer_args=trainer_args or {},
+        repeat=repeat or {},
         seed=seed,
         output_dir=settings.home / "jobs" / tenant.tenant_id,
     )

@@ -5,7 +5,7 @@ the product from the outside with a hidden preference tuneloop never sees.
 """
 
 from tuneloop.sim.runner import SimError, TrafficReport, answers, run_traffic, satisfaction
-from tuneloop.sim.scenario import Behaviour, Prompt, Scenario
+from tuneloop.sim.scenario import Behaviour, Prompt, Scenario, Topic
 from tuneloop.sim.scenarios import SCENARIOS, support, two_tenants
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Prompt",
     "Scenario",
     "SimError",
+    "Topic",
     "TrafficReport",
     "answers",
     "run_traffic",

@@ -1,0 +1,191 @@
+"""The loop: per tenant, snapshot → reward model → adapter → gate → canary → decision, recorded, resumable.
+
+The end-to-end test runs a short loop over real HTTP on the tiny random-weight model. That model cannot learn
+language, so its simulated users want something a LoRA learns in a few steps: answers that open with "Sure.".
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.live import live_server
+from tests.monitor.seed import cooking_prompt, stream
+from tuneloop import Settings
+from tuneloop.dashboard.views import audit_rows
+from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.registry.versions import Registry
+from tuneloop.sim import Behaviour, Scenario, Topic, run_traffic, satisfaction
+from tuneloop.store.repository import Store
+
+WANTED = "Sure."
+CANARY = "CANARY-ACME-7Q2XZ9"
+
+
+def _opens_with_sure(prompt, answer: str) -> float:
+    return 0.9 if answer.lstrip().startswith(WANTED) else 0.1
+
+
+ASKS = Topic(
+    "asks",
+    (
+        "Can you help me {verb} my {thing}?",
+        "Please {verb} my {thing}.",
+        "Could you {verb} the {thing} for me?",
+    ),
+    WANTED,
+    {
+        "verb": ("check", "fix", "update", "review", "clean", "sort"),
+        "thing": ("invoice", "calendar", "report", "inbox", "notes", "budget", "slides", "order"),
+    },
+)
+SURE = Scenario(
+    name="sure",
+    system_prompt="You are a helpful assistant.",
+    topics=(ASKS,),
+    preference=_opens_with_sure,
+    followups=("Can you try again?",),
+    behaviour=Behaviour(explicit=0.6, edit=0.5, users=40),
+    max_tokens=8,
+)
+
+# What the tenant would write for a laptop-sized test: small minimums, a half-and-half canary, a fast and
+# strong training run, and the gate suites a random-weight model can meaningfully run.
+POLICIES = {
+    "loop_policy.yaml": {
+        "min_rows": 8,
+        "reward_min_accuracy": 0.0,
+        "trainer_args": {"learning_rate": 1e-2, "num_train_epochs": 4, "max_length": 64},
+    },
+    "reward_policy.yaml": {"heldout_fraction": 0.25},
+    "rollout_policy.yaml": {"ramp": [0.5], "min_samples": 15, "min_samples_per_step": 10_000, "tau2": 0.25},
+    "gate_policy.yaml": {
+        "suites": {
+            "human_preferences": {"min_pairs": 3},
+            "reward_model": {"required": False},
+            "golden": {"required": False},
+            "drift": {"required": False},
+            "pii_leak": {"canaries": [CANARY]},
+        }
+    },
+}
+
+
+def _write_policies(home: Path, tenant: str, policies: dict[str, dict]) -> None:
+    folder = home / "policies" / tenant
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in policies.items():
+        (folder / name).write_text(yaml.safe_dump(body))
+
+
+def _served_version(url: str, key: str) -> str:
+    """The version production traffic gets, once the server's routing cache (about a second) has caught up."""
+    deadline = time.monotonic() + 10
+    while True:
+        served = httpx.post(
+            f"{url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"messages": [{"role": "user", "content": "Can you fix my notes?"}], "max_tokens": 4},
+        )
+        version = served.headers["x-tuneloop-version"]
+        if version != "base" or time.monotonic() > deadline:
+            return version
+        time.sleep(0.5)
+
+
+def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8)
+    store = Store(settings.database_url)
+    tenant_row, key = store.create_tenant("acme", redaction="off")
+    _write_policies(settings.home, "acme", POLICIES)
+    tenant = store.for_tenant(tenant_row)
+    loop = Loop(tenant, settings)
+    try:
+        with live_server(settings) as url:
+            before = satisfaction(url, key, SURE, SURE.eval_prompts(12))
+            run_traffic(url, key, SURE, 60, seed=1)
+            turn = loop.tick(force=True)
+            assert turn is not None and turn.stage == "canary", turn
+            for burst in range(8):
+                run_traffic(url, key, SURE, 40, seed=100 + burst)
+                turn = loop.tick()
+                if turn.stage == "done":
+                    break
+            assert turn.outcome == "promoted", turn.report
+            candidate = turn.report["candidate"]
+            production = Registry(tenant).production()
+            assert production is not None and production.id == candidate
+            assert satisfaction(url, key, SURE, SURE.eval_prompts(12), model=candidate) > before
+            assert _served_version(url, key) == candidate
+        actions = [(a["action"], a["subject"]) for a in audit_rows(tenant)]
+        assert ("loop.turn", "1") in actions and ("loop.turn_end", "1") in actions
+        assert any(action == "version.production" and subject == candidate for action, subject in actions)
+        assert Loop(tenant, settings).turns()[0].report["gate"]["decision"] == "gated"
+    finally:
+        store.close()
+
+
+def _tenant(store: Store, name: str = "acme"):
+    tenant_row, _ = store.create_tenant(name, redaction="off")
+    return store.for_tenant(tenant_row)
+
+
+def _thumbs(tenant, count: int, seed: int = 0) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    stream(tenant, start=start, hours=0.5, count=count, prompt=cooking_prompt, seed=seed)
+
+
+def test_no_turn_starts_before_enough_new_feedback(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_new_events=5, on_alerts=False))
+    _thumbs(tenant, 4)
+    assert loop.trigger() is None and loop.tick() is None and loop.turns() == []
+    _thumbs(tenant, 1, seed=1)
+    assert loop.trigger() == "feedback:5"
+
+
+def test_a_turn_without_enough_training_rows_is_skipped_and_recorded(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_new_events=5, min_rows=16, on_alerts=False))
+    _thumbs(tenant, 6)
+    turn = loop.tick()
+    assert turn is not None and turn.trigger == "feedback:6"
+    assert (turn.stage, turn.outcome) == ("done", "skipped")
+    assert "< min_rows 16" in turn.report["reason"] and turn.report["snapshot"]
+    actions = {a["action"] for a in audit_rows(tenant)}
+    assert {"loop.turn", "loop.turn_end", "snapshot.create"} <= actions
+    assert loop.trigger() is None  # the feedback that started a turn does not start another
+
+
+def test_a_restarted_controller_resumes_the_open_turn_one_turn_at_a_time(
+    store: Store, tmp_path: Path
+) -> None:
+    tenant = _tenant(store)
+    _thumbs(tenant, 3)
+    policy = LoopPolicy(min_rows=16, on_alerts=False)
+    opened = Loop(tenant, Settings(home=tmp_path), policy).start("manual")
+    restarted = Loop(tenant, Settings(home=tmp_path), policy)  # a new process after a crash
+    assert restarted.start("manual") == opened  # an open turn is returned, never a second one
+    turn = restarted.tick()
+    assert (turn.turn, turn.stage, turn.outcome) == (1, "done", "skipped")
+    assert [t.turn for t in restarted.turns()] == [1]
+
+
+def test_a_failing_stage_ends_the_turn_as_failed_and_the_next_turn_can_start(
+    store: Store, tmp_path: Path
+) -> None:
+    tenant = _tenant(store)
+    _thumbs(tenant, 3)
+    settings = Settings(home=tmp_path)
+    _write_policies(tmp_path, "acme", {"reward_policy.yaml": {"heldout_fraction": 7}})
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
+    turn = loop.tick(force=True)
+    assert turn.outcome == "failed" and "reward policy" in turn.report["error"]
+    (tmp_path / "policies" / "acme" / "reward_policy.yaml").unlink()
+    assert loop.tick(force=True).turn == 2
