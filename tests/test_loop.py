@@ -19,7 +19,7 @@ from tuneloop import Settings
 from tuneloop.dashboard.views import audit_rows
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.registry.versions import Registry
-from tuneloop.sim import Behaviour, Scenario, Topic, run_traffic, satisfaction
+from tuneloop.sim import Behaviour, Scenario, Topic, answers, run_traffic, satisfaction
 from tuneloop.store.repository import Store
 
 WANTED = "Sure."
@@ -82,8 +82,9 @@ def _write_policies(home: Path, tenant: str, policies: dict[str, dict]) -> None:
         (folder / name).write_text(yaml.safe_dump(body))
 
 
-def _served_version(url: str, key: str) -> str:
-    """The version production traffic gets, once the server's routing cache (about a second) has caught up."""
+def _served_version(url: str, key: str, expected: str) -> str:
+    """The version production traffic gets: `expected` once the server's routing cache (about a second)
+    has caught up, else whatever it still serves after ten seconds."""
     deadline = time.monotonic() + 10
     while True:
         served = httpx.post(
@@ -92,7 +93,7 @@ def _served_version(url: str, key: str) -> str:
             json={"messages": [{"role": "user", "content": "Can you fix my notes?"}], "max_tokens": 4},
         )
         version = served.headers["x-tuneloop-version"]
-        if version != "base" or time.monotonic() > deadline:
+        if version == expected or time.monotonic() > deadline:
             return version
         time.sleep(0.5)
 
@@ -103,12 +104,14 @@ def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
     settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8)
     store = Store(settings.database_url)
     tenant_row, key = store.create_tenant("acme", redaction="off")
+    _, other_key = store.create_tenant("other", redaction="off")
     _write_policies(settings.home, "acme", POLICIES)
     tenant = store.for_tenant(tenant_row)
     loop = Loop(tenant, settings)
     try:
         with live_server(settings) as url:
             before = satisfaction(url, key, SURE, SURE.eval_prompts(12))
+            other_before = answers(url, other_key, SURE, SURE.eval_prompts(12))
             run_traffic(url, key, SURE, 60, seed=1)
             turn = loop.tick(force=True)
             assert turn is not None and turn.stage == "canary", turn
@@ -122,7 +125,10 @@ def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
             production = Registry(tenant).production()
             assert production is not None and production.id == candidate
             assert satisfaction(url, key, SURE, SURE.eval_prompts(12), model=candidate) > before
-            assert _served_version(url, key) == candidate
+            assert _served_version(url, key, candidate) == candidate
+            # Another tenant on the same server is untouched: same version, the same answers.
+            assert _served_version(url, other_key, "base") == "base"
+            assert answers(url, other_key, SURE, SURE.eval_prompts(12)) == other_before
         actions = [(a["action"], a["subject"]) for a in audit_rows(tenant)]
         assert ("loop.turn", "1") in actions and ("loop.turn_end", "1") in actions
         assert any(action == "version.production" and subject == candidate for action, subject in actions)
