@@ -61,6 +61,11 @@ class LoopPolicy(BaseModel):
         description="Copies of each training row by origin, merged over the trainer's defaults "
         "({edit: 3} for DPO).",
     )
+    warm_start: bool = Field(
+        True,
+        description="Continue from the production adapter (when its LoRA rank matches) instead of the base, "
+        "so each turn builds on the last; the gate still measures drift from the base.",
+    )
     amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")
 
 
@@ -250,12 +255,23 @@ class Loop:
             trainer_args=self.policy.trainer_args,
             lora=self.policy.lora,
             repeat=self.policy.repeat,
+            init_adapter=self._warm_start_from(production),
             amplify_k=self.policy.amplify_k,
             actor="loop",
             system_prompt=production.system_prompt if production else None,
         )
         assert version is not None
         return version
+
+    def _warm_start_from(self, production: Any) -> str | None:
+        """The production adapter to continue from, if the policy wants that and its LoRA rank matches."""
+        from tuneloop.learn.jobs import DEFAULT_LORA
+
+        if not self.policy.warm_start or production is None or not production.artifact_path:
+            return None
+        rank = {**DEFAULT_LORA, **self.policy.lora}["r"]
+        same_rank = (production.job_spec or {}).get("lora", {}).get("r") == rank
+        return production.artifact_path if same_rank else None
 
     def _gate(self, turn: Turn) -> Turn:
         from tuneloop.evaluate.gate import run_gate

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from tests.learn.data import kto_rows, preference_rows
+from tuneloop.errors import BadRequest
 from tuneloop.learn.jobs import JobSpec
 from tuneloop.learn.policy_trainer import train_dpo, train_kto
 from tuneloop.model_files import model_hash
@@ -73,3 +74,32 @@ def test_saved_adapter_loads_with_peft_and_changes_the_output(trained, tiny_mode
         with model.disable_adapter():
             base = model(input_ids=ids).logits
     assert not torch.allclose(tuned, base)
+
+
+def test_a_warm_start_continues_from_the_given_adapter(trained, tiny_model, tmp_path):
+    kind, metrics, _, adapter, _ = trained
+    spec = JobSpec(
+        kind=kind,
+        base_model=str(tiny_model),
+        trainer_args=FAST,
+        init_adapter=str(adapter),
+        output_dir=tmp_path,
+    )
+    train = train_dpo if kind == "dpo" else train_kto
+    rows = preference_rows(16) if kind == "dpo" else kto_rows(16)
+    watch = BaseWeightsWatch()
+    warm = train(spec, rows, tmp_path / "adapter", callbacks=[watch])
+    assert warm["first_loss"] < metrics["first_loss"]  # it starts where the first adapter ended
+    assert watch.changed == []
+
+
+def test_a_warm_start_from_an_adapter_of_another_rank_is_refused(trained, tiny_model, tmp_path):
+    kind, _, _, adapter, _ = trained
+    spec = JobSpec(
+        kind=kind, base_model=str(tiny_model), lora={"r": 4}, init_adapter=str(adapter), output_dir=tmp_path
+    )
+    with pytest.raises(BadRequest, match="has rank 16; this job trains rank 4"):
+        if kind == "dpo":
+            train_dpo(spec, preference_rows(2), tmp_path / "adapter")
+        else:
+            train_kto(spec, kto_rows(2), tmp_path / "adapter")

@@ -109,6 +109,11 @@ class JobSpec(BaseModel):
         description="Copies of each row by its `origin` column (edit, preference, regenerated, reward, "
         "amplified), merged over the kind's defaults; 0 leaves that origin out, unlisted origins count once.",
     )
+    init_adapter: str | None = Field(
+        default=None,
+        description="LoRA adapter directory to continue training from (a warm start from the tenant's "
+        "production adapter); DPO/KTO only, and its rank must match `lora`.",
+    )
     tenant: str = Field(default="default", description="Tenant whose data this adapter is trained on.")
     lora: dict[str, Any] = Field(
         default_factory=dict, description="peft.LoraConfig keyword arguments, merged over DEFAULT_LORA."
@@ -128,6 +133,8 @@ class JobSpec(BaseModel):
         base = {} if self.kind == "reward_embedding" else CPU_TRAINER_ARGS
         self.trainer_args = {**base, **KIND_TRAINER_ARGS[self.kind], **self.trainer_args}
         self.repeat = {**KIND_REPEAT.get(self.kind, {}), **self.repeat}
+        if self.init_adapter is not None and self.kind not in ("dpo", "kto"):
+            raise ValueError(f"init_adapter: a {self.kind} job cannot continue a policy adapter")
         if self.id is None:
             payload = self.model_dump(mode="json", exclude={"output_dir", "id"})
             self.id = (

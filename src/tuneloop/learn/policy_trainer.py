@@ -6,9 +6,11 @@ are computed once before training (`precompute_ref_log_probs`) instead of on eve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneloop.errors import BadRequest
 from tuneloop.learn.jobs import JobSpec, trainer_config
 
 if TYPE_CHECKING:
@@ -65,9 +67,29 @@ def _train(
         peft_config=LoraConfig(**{**spec.lora, "task_type": "CAUSAL_LM"}),
         callbacks=callbacks,
     )
+    if spec.init_adapter and resume_from is None:
+        # Copy the earlier adapter's weights into the fresh LoRA TRL made, rather than handing TRL a loaded
+        # PeftModel (which it would also use as the reference): the reference stays the base with the adapter
+        # off, so DPO's KL anchor and the gate's drift check measure the same distance, from the base.
+        _load_lora_weights(trainer.model, Path(spec.init_adapter), spec.lora["r"])
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
     return train_metrics(trainer, n_rows=len(rows))
+
+
+def _load_lora_weights(model: Any, path: Path, rank: int) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
+    if not (config_file.is_file() and weights.is_file()):
+        raise BadRequest(f"init_adapter {path} is not a LoRA adapter directory")
+    found = json.loads(config_file.read_text()).get("r")
+    if found != rank:
+        raise BadRequest(f"init_adapter {path} has rank {found}; this job trains rank {rank}")
+    loaded = set_peft_model_state_dict(model, load_file(str(weights)))
+    if loaded.unexpected_keys:
+        raise BadRequest(f"init_adapter {path} targets other modules than this job's LoRA config")
 
 
 def load_policy_base(base_model: str) -> tuple[Any, Any]:

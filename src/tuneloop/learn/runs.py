@@ -31,6 +31,7 @@ def train_version(
     lora: dict[str, Any] | None = None,
     trainer_args: dict[str, Any] | None = None,
     repeat: dict[str, int] | None = None,
+    init_adapter: str | None = None,
     seed: int = 0,
     amplify_k: int = 0,
     system_prompt: str | None = None,
@@ -58,6 +59,7 @@ def train_version(
         lora=lora or {},
         trainer_args=trainer_args or {},
         repeat=repeat or {},
+        init_adapter=init_adapter,
         seed=seed,
         output_dir=settings.home / "jobs" / tenant.tenant_id,
     )
