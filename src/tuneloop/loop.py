@@ -22,6 +22,7 @@ from tuneloop.store.repository import TenantStore, aware, now_utc
 from tuneloop.store.schema import loop_turns
 
 STAGES = ("snapshot", "reward", "policy", "gate", "canary", "done")
+MIN_HELDOUT_PAIRS = 5
 
 
 class LoopPolicy(BaseModel):
@@ -46,7 +47,8 @@ class LoopPolicy(BaseModel):
         0.6,
         ge=0,
         le=1,
-        description="Held-out pairwise accuracy a new reward model needs to become the judge.",
+        description="Share of the snapshot's held-out human pairs a new reward model must order as the "
+        "humans did to become the judge (its test-split accuracy when there are fewer than 5).",
     )
     policy_method: Literal["dpo", "kto"] = Field("dpo", description="How the adapter learns.")
     min_rows: int = Field(16, ge=1, description="Training rows (pairs for DPO, labels for KTO) a turn needs.")
@@ -227,20 +229,41 @@ class Loop:
         registry = Registry(self.tenant)
         rm = train_version(self.tenant, self.settings, snapshot, self.policy.reward_method, actor="loop")
         assert rm is not None
-        accuracy = rm.metrics.get("test_accuracy", 0.0)
+        accuracy, measured_on = self._reward_accuracy(rm, snapshot)
         if rm.state == "candidate":
             if accuracy >= self.policy.reward_min_accuracy:
-                registry.move(rm.id, "gated", actor="loop", reason=f"held-out accuracy {accuracy:.2f}")
+                reason = f"accuracy {accuracy:.2f} on {measured_on}"
+                registry.move(rm.id, "gated", actor="loop", reason=reason)
                 registry.move(rm.id, "production", actor="loop", reason="judges the next canaries")
             else:
                 registry.move(
                     rm.id,
                     "blocked",
                     actor="loop",
-                    reason=f"held-out accuracy {accuracy:.2f} < {self.policy.reward_min_accuracy}",
+                    reason=f"accuracy {accuracy:.2f} on {measured_on} < {self.policy.reward_min_accuracy}",
                 )
         judge = registry.production("reward_model")
-        return {"trained": rm.id, "accuracy": accuracy, "judge": judge.id if judge else None}
+        return {
+            "trained": rm.id,
+            "accuracy": accuracy,
+            "measured_on": measured_on,
+            "judge": judge.id if judge else None,
+        }
+
+    def _reward_accuracy(self, rm: Any, snapshot: str) -> tuple[float, str]:
+        """The new reward model's agreement with the snapshot's held-out human pairs — the check the gate
+        applies to its judge — or, with fewer than MIN_HELDOUT_PAIRS of them, its own test-split accuracy
+        (a few pairs cut from the training rows, so a much noisier figure)."""
+        from tuneloop.learn.reward_model import load_reward_model, pair_margins
+        from tuneloop.model_files import resolve_model
+        from tuneloop.signals.snapshots import get_snapshot
+
+        pairs = get_snapshot(self.tenant, snapshot).rows("pairs", split="heldout")
+        if len(pairs) < MIN_HELDOUT_PAIRS:
+            return rm.metrics.get("test_accuracy", 0.0), "its test split"
+        model = load_reward_model(rm.artifact_path, base_model=str(resolve_model(self.settings)))
+        agreement = sum(m > 0 for m in pair_margins(model, pairs)) / len(pairs)
+        return round(agreement, 4), f"{len(pairs)} held-out pairs"
 
     def _train_policy(self, snapshot: str) -> Any:
         from tuneloop.learn.runs import train_version
