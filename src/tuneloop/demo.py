@@ -37,7 +37,7 @@ CANARY = "CANARY-FINLY-Q7X2Z9"
 # the gate's reward-model check fails), so a regeneration still counts against the replaced answer but is
 # too weak (weight 0.3, confidence 0.26 < min_confidence 0.3) to make a preference pair on its own. With a
 # dozen held-out pairs in the first turns, a reward model's agreement is known only to about ±14 points (the
-# same data measured 54 % and 62 % in two runs), so its suite informs the gate here instead of blocking it.
+# same traffic measured 54 % and 62 % in two runs), so its suite informs the gate here instead of blocking.
 POLICIES = {
     "reward_policy.yaml": {"heldout_fraction": 0.2, "weights": {"regenerated": 0.3}},
     "loop_policy.yaml": {"min_rows": 24, "trainer_args": {"max_steps": 16}},
