@@ -254,7 +254,7 @@ class Loop:
         """The new reward model's agreement with the snapshot's held-out human pairs — the check the gate
         applies to its judge — or, with fewer than MIN_HELDOUT_PAIRS of them, its own test-split accuracy
         (a few pairs cut from the training rows, so a much noisier figure)."""
-        from tuneloop.learn.reward_model import load_reward_model, pair_margins
+        from tuneloop.learn.reward_model import agreement, load_reward_model
         from tuneloop.model_files import resolve_model
         from tuneloop.signals.snapshots import get_snapshot
 
@@ -262,8 +262,7 @@ class Loop:
         if len(pairs) < MIN_HELDOUT_PAIRS:
             return rm.metrics.get("test_accuracy", 0.0), "its test split"
         model = load_reward_model(rm.artifact_path, base_model=str(resolve_model(self.settings)))
-        agreement = sum(m > 0 for m in pair_margins(model, pairs)) / len(pairs)
-        return round(agreement, 4), f"{len(pairs)} held-out pairs"
+        return round(agreement(model, pairs), 4), f"{len(pairs)} held-out pairs"
 
     def _train_policy(self, snapshot: str) -> Any:
         from tuneloop.learn.runs import train_version

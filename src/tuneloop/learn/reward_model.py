@@ -97,6 +97,11 @@ def pair_margins(scorer: RewardModel, rows: list[dict]) -> list[float]:
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
+def agreement(scorer: RewardModel, rows: list[dict]) -> float:
+    """Share of preference rows the reward model orders as the humans did (ties count against it)."""
+    return sum(m > 0 for m in pair_margins(scorer, rows)) / len(rows)
+
+
 def _text(completion: list[dict] | str) -> str:
     """The assistant text of a TRL conversational completion (or a plain string)."""
     if isinstance(completion, str):

@@ -37,7 +37,8 @@ def judge_version(ctx: GateContext, cfg: RewardModelConfig) -> Version:
 
 def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
     """The reward model's agreement with held-out human pairs, then its candidate-vs-production win rate."""
-    from tuneloop.learn.reward_model import load_reward_model, pair_margins
+    from tuneloop.learn.reward_model import agreement as agreement_of
+    from tuneloop.learn.reward_model import load_reward_model
 
     judge = judge_version(ctx, cfg)
     pairs = ctx.heldout_pairs()
@@ -49,7 +50,7 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
     if len(prompts) < cfg.min_prompts:
         raise MissingInput(f"{len(prompts)} held-out prompts; the suite needs at least {cfg.min_prompts}")
     model = load_reward_model(judge.artifact_path, base_model=str(base_dir(judge.base_model, ctx.home)))
-    agreement = sum(m > 0 for m in pair_margins(model, pairs)) / len(pairs)
+    agreement = agreement_of(model, pairs)
 
     limit = ctx.policy.generation.max_new_tokens
     cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)
