@@ -6,7 +6,6 @@ are computed once before training (`precompute_ref_log_probs`) instead of on eve
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +80,10 @@ def _load_lora_weights(model: Any, path: Path, rank: int) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
-    if not (config_file.is_file() and weights.is_file()):
-        raise BadRequest(f"init_adapter {path} is not a LoRA adapter directory")
-    found = json.loads(config_file.read_text()).get("r")
-    if found != rank:
-        raise BadRequest(f"init_adapter {path} has rank {found}; this job trains rank {rank}")
-    loaded = set_peft_model_state_dict(model, load_file(str(weights)))
+    from tuneloop.registry.artifacts import adapter_config
+
+    adapter_config(path, rank)
+    loaded = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
     if loaded.unexpected_keys:
         raise BadRequest(f"init_adapter {path} targets other modules than this job's LoRA config")
 

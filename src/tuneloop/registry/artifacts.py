@@ -23,6 +23,19 @@ def checksums(artifact_dir: Path) -> dict[str, str]:
     return out
 
 
+def adapter_config(artifact_dir: Path, expected_rank: int | None = None) -> dict:
+    """The adapter's PEFT config, once both adapter files are there and its rank is `expected_rank`."""
+    missing = [name for name in ADAPTER_FILES if not (artifact_dir / name).is_file()]
+    if missing:
+        raise BadRequest(f"adapter at {artifact_dir} is incomplete: missing {', '.join(missing)}")
+    config = json.loads((artifact_dir / "adapter_config.json").read_text())
+    if expected_rank is not None and config.get("r") != expected_rank:
+        raise BadRequest(
+            f"adapter at {artifact_dir} has rank {config.get('r')}; this job trains rank {expected_rank}"
+        )
+    return config
+
+
 def validate_adapter(
     artifact_dir: Path, base_model: Path, expected_rank: int | None = None
 ) -> dict[str, str]:
@@ -33,12 +46,7 @@ def validate_adapter(
     import torch
     from safetensors.torch import load_file
 
-    missing = [name for name in ADAPTER_FILES if not (artifact_dir / name).is_file()]
-    if missing:
-        raise BadRequest(f"adapter at {artifact_dir} is incomplete: missing {', '.join(missing)}")
-    config = json.loads((artifact_dir / "adapter_config.json").read_text())
-    if expected_rank is not None and config.get("r") != expected_rank:
-        raise BadRequest(f"adapter rank is {config.get('r')}, the job asked for {expected_rank}")
+    config = adapter_config(artifact_dir, expected_rank)
     weights = load_file(str(artifact_dir / "adapter_model.safetensors"))
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     if not lora_b:
