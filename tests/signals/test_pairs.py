@@ -118,10 +118,21 @@ def test_kto_labels_come_from_confident_rewards_beyond_the_threshold() -> None:
         event("flat", "rating", 3),
         event("faint", "followup", None),
     ]
-    rows = pairs.kto_rows(chats, compute_rewards(chats, events, POLICY, NOW), POLICY)
+    rows = pairs.kto_rows(chats, events, compute_rewards(chats, events, POLICY, NOW), POLICY, NOW)
     assert {r["interaction_ids"][0]: r["label"] for r in rows} == {"up": True, "down": False}
     row = next(r for r in rows if r["label"])
     assert row["completion"] == [{"role": "assistant", "content": "answer up"}] and row["reward"] == 1.0
+
+
+def test_an_edited_text_is_a_desirable_kto_completion() -> None:
+    chats = [interaction("e", response="wrong")]
+    events = [event("e", "edit", "fixed", eid="x1")]
+    rows = pairs.kto_rows(chats, events, compute_rewards(chats, events, POLICY, NOW), POLICY, NOW)
+    edited = [r for r in rows if r["origin"] == "edit"]
+    assert [(r["completion"][0]["content"], r["label"], r["event_ids"]) for r in edited] == [
+        ("fixed", True, ["x1"])
+    ]
+    assert edited[0]["prompt"] == chats[0]["messages"]
 
 
 def test_sft_rows_hold_edited_texts_and_high_reward_answers() -> None:
@@ -155,16 +166,18 @@ def test_builder_output_does_not_depend_on_input_order() -> None:
     )
 
 
-@pytest.mark.parametrize("builder", ["preference_pairs", "edit_pairs", "regenerated_pairs", "sft_rows"])
+@pytest.mark.parametrize(
+    "builder", ["preference_pairs", "edit_pairs", "regenerated_pairs", "sft_rows", "kto_rows"]
+)
 def test_event_builders_refuse_mixed_tenants(builder) -> None:
     chats = [interaction("a")]
     events = [event("a", "edit", "x", tenant="globex")]
-    args = (chats, events, {}, POLICY, NOW) if builder == "sft_rows" else (chats, events, POLICY, NOW)
+    with_rewards = builder in ("sft_rows", "kto_rows")
+    args = (chats, events, {}, POLICY, NOW) if with_rewards else (chats, events, POLICY, NOW)
     with pytest.raises(BadRequest, match="several tenants"):
         getattr(pairs, builder)(*args)
 
 
-@pytest.mark.parametrize("builder", ["reward_pairs", "kto_rows"])
-def test_reward_builders_refuse_mixed_tenants(builder) -> None:
+def test_reward_pairs_refuse_mixed_tenants() -> None:
     with pytest.raises(BadRequest, match="several tenants"):
-        getattr(pairs, builder)([interaction("a"), interaction("b", tenant="globex")], {}, POLICY)
+        pairs.reward_pairs([interaction("a"), interaction("b", tenant="globex")], {}, POLICY)

@@ -71,7 +71,7 @@ def build_signals(
     ]
     datasets = {
         "pairs": cap_rows(pair_rows, policy.rater_cap),
-        "kto": cap_rows(pairs.kto_rows(live, rewards, policy), policy.rater_cap),
+        "kto": cap_rows(pairs.kto_rows(live, events, rewards, policy, now, weights), policy.rater_cap),
         "sft": cap_rows(pairs.sft_rows(live, events, rewards, policy, now, weights), policy.rater_cap),
     }
     split = split_rows(

@@ -222,15 +222,72 @@ def _same_prompts(
     return found
 
 
+def _edited_texts(
+    interactions: list[Record],
+    events: list[Record],
+    policy: RewardPolicy,
+    now: datetime,
+    rater_weights: Mapping[str, float] | None,
+) -> tuple[dict[str, Record], dict[str, Row]]:
+    """The live interactions by id, and the users' confident edits: one example per (prompt, edited text)
+    keyed by the conversation, with every event and interaction that produced it."""
+    one_tenant(interactions, events)
+    by_id, seen = as_of(interactions, events, now)
+    rows: dict[str, Row] = {}
+    for event in seen:
+        interaction = by_id.get(event["interaction_id"])
+        if event["kind"] != "edit" or interaction is None:
+            continue
+        weight = event_weight(event, by_id, policy, now, rater_weights) * policy.weights.edit
+        conf = confidence(weight, policy)
+        if conf < policy.min_confidence:
+            continue
+        prompt = prompt_messages(interaction["messages"])
+        row = rows.setdefault(
+            json.dumps([*prompt, *_assistant(event["value"])]),
+            {
+                "prompt": prompt,
+                "text": event["value"],
+                "event_ids": [],
+                "interaction_ids": [],
+                "rater": rater_of(event, interaction),
+                "confidence": 0.0,
+            },
+        )
+        row["event_ids"] = sorted({*row["event_ids"], event["id"]})
+        row["interaction_ids"] = sorted({*row["interaction_ids"], interaction["id"]})
+        row["confidence"] = max(row["confidence"], round(conf, 6))
+    return by_id, rows
+
+
+def _lineage(row: Row) -> Row:
+    return {k: row[k] for k in ("interaction_ids", "event_ids", "rater", "confidence")}
+
+
 def kto_rows(
-    interactions: Iterable[Record], rewards: Mapping[str, Reward], policy: RewardPolicy
+    interactions: Iterable[Record],
+    events: Iterable[Record],
+    rewards: Mapping[str, Reward],
+    policy: RewardPolicy,
+    now: datetime,
+    rater_weights: Mapping[str, float] | None = None,
 ) -> list[Row]:
-    """Unpaired desirable/undesirable labels from confident rewards beyond +/- `label_threshold`."""
-    interactions = list(interactions)
-    one_tenant(interactions, [])
-    rows = []
-    for interaction in interactions:
-        reward = rewards.get(interaction["id"])
+    """Unpaired desirable/undesirable labels: confident rewards beyond +/- `label_threshold`, and users'
+    edited texts (desirable: the only completions the policy did not write itself)."""
+    by_id, edits = _edited_texts(list(interactions), list(events), policy, now, rater_weights)
+    rows = [
+        {
+            "prompt": edit["prompt"],
+            "completion": _assistant(edit["text"]),
+            "label": True,
+            "reward": None,
+            "origin": "edit",
+            **_lineage(edit),
+        }
+        for edit in edits.values()
+    ]
+    for iid, interaction in sorted(by_id.items()):
+        reward = rewards.get(iid)
         if reward is None or reward.confidence < policy.min_confidence:
             continue
         if reward.reward > 0 and reward.reward >= policy.label_threshold:
@@ -246,7 +303,7 @@ def kto_rows(
                 "label": label,
                 "reward": reward.reward,
                 "origin": "reward",
-                "interaction_ids": [interaction["id"]],
+                "interaction_ids": [iid],
                 **_merged_lineage(reward),
                 "confidence": reward.confidence,
             }
@@ -263,34 +320,11 @@ def sft_rows(
     rater_weights: Mapping[str, float] | None = None,
 ) -> list[Row]:
     """Supervised examples: users' edited texts, and answers whose reward is at least `sft_min_reward`."""
-    interactions, events = list(interactions), list(events)
-    one_tenant(interactions, events)
-    by_id, seen = as_of(interactions, events, now)
-    rows: dict[str, Row] = {}
-    for event in seen:
-        interaction = by_id.get(event["interaction_id"])
-        if event["kind"] != "edit" or interaction is None:
-            continue
-        weight = event_weight(event, by_id, policy, now, rater_weights) * policy.weights.edit
-        conf = confidence(weight, policy)
-        if conf < policy.min_confidence:
-            continue
-        messages = [*prompt_messages(interaction["messages"]), *_assistant(event["value"])]
-        key = json.dumps(messages)
-        row = rows.setdefault(
-            key,
-            {
-                "messages": messages,
-                "origin": "edit",
-                "event_ids": [],
-                "interaction_ids": [],
-                "rater": rater_of(event, interaction),
-                "confidence": 0.0,
-            },
-        )
-        row["event_ids"] = sorted({*row["event_ids"], event["id"]})
-        row["interaction_ids"] = sorted({*row["interaction_ids"], interaction["id"]})
-        row["confidence"] = max(row["confidence"], round(conf, 6))
+    by_id, edits = _edited_texts(list(interactions), list(events), policy, now, rater_weights)
+    rows: dict[str, Row] = {
+        key: {"messages": [*edit["prompt"], *_assistant(edit["text"])], "origin": "edit", **_lineage(edit)}
+        for key, edit in edits.items()
+    }
     for iid, interaction in sorted(by_id.items()):
         reward = rewards.get(iid)
         if (
