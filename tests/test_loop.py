@@ -129,6 +129,12 @@ def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
             # Another tenant on the same server is untouched: same version, the same answers.
             assert _served_version(url, other_key, "base") == "base"
             assert answers(url, other_key, SURE, SURE.eval_prompts(12)) == other_before
+            # The next turn continues from the promoted adapter, in smaller steps.
+            run_traffic(url, key, SURE, 20, seed=200)
+            second = loop.tick(force=True)
+            spec = Registry(tenant).get(second.report["candidate"]).job_spec
+            assert spec["init_adapter"] == production.artifact_path
+            assert spec["trainer_args"]["learning_rate"] == LoopPolicy().warm_start_learning_rate
         actions = [(a["action"], a["subject"]) for a in audit_rows(tenant)]
         assert ("loop.turn", "1") in actions and ("loop.turn_end", "1") in actions
         assert any(action == "version.production" and subject == candidate for action, subject in actions)

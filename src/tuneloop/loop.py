@@ -68,6 +68,15 @@ class LoopPolicy(BaseModel):
         description="Continue from the production adapter (when its LoRA rank matches) instead of the base, "
         "so each turn builds on the last; the gate still measures drift from the base.",
     )
+    # Measured on the demo's second turn (one snapshot, 40 held-out prompts): continuing at DPO's
+    # fresh-adapter rate 1e-3 scored 0.843 and dropped the disclaimer from 18 % of answers; 3e-4 scored
+    # 0.917, a fresh adapter at 1e-3 0.889, production 0.812.
+    warm_start_learning_rate: float | None = Field(
+        3e-4,
+        gt=0,
+        description="Learning rate of a turn that continues from the production adapter (None: the "
+        "trainer's, as for a fresh adapter); an adapter already near its optimum needs smaller steps.",
+    )
     amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")
 
 
@@ -269,15 +278,19 @@ class Loop:
         from tuneloop.registry.versions import Registry
 
         production = Registry(self.tenant).production("policy")
+        init_adapter = self._warm_start_from(production)
+        trainer_args = dict(self.policy.trainer_args)
+        if init_adapter and self.policy.warm_start_learning_rate:
+            trainer_args["learning_rate"] = self.policy.warm_start_learning_rate
         version = train_version(
             self.tenant,
             self.settings,
             snapshot,
             self.policy.policy_method,
-            trainer_args=self.policy.trainer_args,
+            trainer_args=trainer_args,
             lora=self.policy.lora,
             repeat=self.policy.repeat,
-            init_adapter=self._warm_start_from(production),
+            init_adapter=init_adapter,
             amplify_k=self.policy.amplify_k,
             actor="loop",
             system_prompt=production.system_prompt if production else None,
