@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tuneloop.config import Settings
 from tuneloop.sim import Scenario, run_traffic
-from tuneloop.store.repository import TenantStore
+from tuneloop.store.repository import Store, TenantStore
+
+
+def fresh_home(workdir: Path, model: str) -> tuple[Path, Settings, Store]:
+    """A new tuneloop home under `workdir` for `model` (tiny or smollm2): its model directory, settings and
+    store. The models folder is kept between runs, so the GGUF conversion happens once."""
+    from tuneloop.model_files import ensure_base_model, make_tiny_model
+
+    home = workdir / f"home-{model}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    models = workdir / "models"
+    model_dir = ensure_base_model(models) if model == "smollm2" else make_tiny_model(models)
+    settings = Settings(home=home, model=str(model_dir))
+    return model_dir, settings, Store(settings.database_url)
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,22 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
     methods = [m for m in METHODS[1:] if m in args.methods.split(",")]
-    from _learning_support import Traffic, stop_server, traffic_to_budget
+    from _learning_support import Traffic, fresh_home, stop_server, traffic_to_budget
 
     from tests.postgres import free_port
-    from tuneloop.config import Settings
     from tuneloop.demo import start_server
-    from tuneloop.model_files import ensure_base_model, make_tiny_model
     from tuneloop.sim import support
-    from tuneloop.store.repository import Store
 
-    models = args.workdir / "models"  # kept between runs: the GGUF conversion happens once
-    home = args.workdir / f"home-{args.model}"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    model_dir = ensure_base_model(models) if args.model == "smollm2" else make_tiny_model(models)
-    settings = Settings(home=home, model=str(model_dir))
-    store = Store(settings.database_url)
+    model_dir, settings, store = fresh_home(args.workdir, args.model)
+    home = settings.home
     tenant_row, key = store.create_tenant("bench")
     tenant = store.for_tenant(tenant_row)
     scenario = support(seed=args.seed)
@@ -84,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. Traffic and one snapshot per budget, on one server serving the base model throughout.
     port = free_port()
-    server = start_server(home, port, model=str(model_dir))
+    server = start_server(home, port, {"TUNELOOP_MODEL": str(model_dir)})
     traffic = Traffic()
     snaps: dict[int, Any] = {}
     events: dict[int, int] = {}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,21 @@ def test_bad_input_exits_non_zero_with_one_line(tuneloop_home: Path) -> None:
         result = tuneloop(*args)
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_demo_refuses_zero_turns_and_a_busy_port_before_touching_its_home(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    home.mkdir()
+    (home / "keep").write_text("x")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for args, says in ((("--turns", "0"), "turns must be at least 1"), (("--port", port), "is in use")):
+            result = tuneloop("demo", "--home", str(home), "--port", port, *args)
+            assert result.returncode == 1 and says in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+    assert (home / "keep").exists()
 
 
 def test_audit_verify_fails_after_one_row_is_tampered_with(tuneloop_home: Path) -> None:
