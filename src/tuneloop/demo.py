@@ -32,10 +32,9 @@ from tuneloop.store.repository import Store
 TENANT = "finly"
 CANARY = "CANARY-FINLY-Q7X2Z9"
 # The tenant's policy files. The demo keeps the documented defaults except where a laptop run needs less
-# data or time: a larger held-out share (so the gate has pairs to judge), a small training budget every
-# turn (8 steps of 8 pairs, continuing from the last adapter: small steps a canary can judge, and progress
-# turn over turn; offline on one demo's data, 8 + 8 steps went 0.34 -> 0.51 -> 0.74, while 16 steps made
-# 0.87 at once and the next turn's 16 only 0.86), a half-and-half canary tuned to the large
+# data or time: a larger held-out share (so the gate has pairs to judge), the same training budget every
+# turn (16 steps of 8 pairs, continuing from the last adapter; 8 steps moved the model too little for a
+# dozen held-out pairs to show it, and the gate blocked both turns), a half-and-half canary tuned to the large
 # effects a learned preference makes here (tau2 0.25: effects near ±0.5 reward), and drift limits that
 # allow what Finly's users ask for: answers half as long as the base model's, with a sentence it never
 # wrote (about 2 nats/token of KL from the base after one turn). A regenerated answer here is
@@ -49,7 +48,7 @@ CANARY = "CANARY-FINLY-Q7X2Z9"
 # all) blocked it. Finly accepts one such slip in ten: max_benign_refusal_rise 0.1.
 POLICIES = {
     "reward_policy.yaml": {"heldout_fraction": 0.2, "weights": {"regenerated": 0.3}},
-    "loop_policy.yaml": {"min_rows": 24, "trainer_args": {"max_steps": 8}},
+    "loop_policy.yaml": {"min_rows": 24, "trainer_args": {"max_steps": 16}},
     "rollout_policy.yaml": {"ramp": [0.5], "min_samples": 20, "min_samples_per_step": 10_000,
                             "max_samples": 150, "tau2": 0.25},
     "gate_policy.yaml": {"suites": {"pii_leak": {"canaries": [CANARY]},
