@@ -27,7 +27,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 GOAL_OTHER_POINTS = 2.0
-ROUTER_CACHE_S = 1.5  # the gateway caches a tenant's production version for 1 s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
     from tuneloop.learn.runs import train_version
     from tuneloop.registry.versions import Registry
+    from tuneloop.serve.routing import STATE_TTL_SECONDS
     from tuneloop.signals.snapshots import create_snapshot, tenant_policy
     from tuneloop.sim import satisfaction, two_tenants
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     kpis: list[dict[str, Any]] = []
 
     def measure(stage: str) -> None:
-        time.sleep(ROUTER_CACHE_S)
+        time.sleep(STATE_TTL_SECONDS + 0.5)  # past the gateway's cache of the tenant's production version
         row = {"stage": stage}
         for name, scenario in scenarios.items():
             key = tenants[name][1]
