@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from tuneloop.errors import BadRequest
-from tuneloop.evaluate.policy import GatePolicy, load_gate_policy, tenant_gate_policy
+from tuneloop.evaluate.policy import (
+    GatePolicy,
+    HumanPreferencesConfig,
+    load_gate_policy,
+    tenant_gate_policy,
+)
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.report import render_html, win_rate_svg
 from tuneloop.evaluate.stats import wilson_interval, win_rate
@@ -30,6 +35,22 @@ def test_wilson_interval_contains_the_rate_and_narrows_with_more_data() -> None:
 def test_win_rate_counts_ties_as_half() -> None:
     stats = win_rate([1.0, -1.0, 0.0, 0.0], tie_tolerance=0.1)
     assert (stats["wins"], stats["losses"], stats["ties"], stats["win_rate"]) == (1, 1, 2, 0.5)
+
+
+@pytest.mark.parametrize(("wins", "n", "passes"), [(6, 13, True), (5, 13, True), (2, 13, False)])
+def test_default_win_rate_rule_blocks_only_a_candidate_the_interval_shows_worse(
+    wins: int, n: int, passes: bool
+) -> None:
+    stats = win_rate([1.0] * wins + [-1.0] * (n - wins))
+    passed, rule = HumanPreferencesConfig().judge(stats)
+    assert passed is passes
+    assert "no worse than production" in rule
+
+
+def test_win_rate_rule_can_demand_a_significant_offline_win() -> None:
+    strict = HumanPreferencesConfig(min_ci_low=0.5)
+    assert not strict.judge(win_rate([1.0] * 9 + [-1.0] * 4))[0]
+    assert strict.judge(win_rate([1.0] * 40 + [-1.0] * 4))[0]
 
 
 @pytest.mark.parametrize(

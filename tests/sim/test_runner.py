@@ -4,6 +4,7 @@ client: the mix of events it sends, idempotent retries, reproducibility, and the
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 import pytest
 
@@ -79,6 +80,17 @@ def test_same_seed_sends_the_same_traffic() -> None:
         return events, sorted(c["user"] for c in recorded.completions), round(report.satisfaction, 9)
 
     assert once() == once()
+
+
+def test_traffic_asks_for_the_scenarios_temperature_and_otherwise_leaves_the_apis_default() -> None:
+    recorded = Recorded()
+    with standin_server(ANSWERS, recorded) as url:
+        run_traffic(url, "sk-test", replace(support(0), temperature=0.3), 20, concurrency=4, seed=3)
+        cool = {c["temperature"] for c in recorded.completions}
+        recorded.completions.clear()
+        run_traffic(url, "sk-test", support(0), 20, concurrency=4, seed=3)
+    assert cool == {0.3}
+    assert {c["temperature"] for c in recorded.completions} == {None}
 
 
 def test_satisfaction_scores_the_temperature_zero_answers_on_held_out_prompts() -> None:

@@ -7,6 +7,7 @@ strict on purpose; configs/gate_policy.yaml documents each field and equals `Gat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,41 +25,49 @@ class SuiteConfig(_Config):
     )
 
 
-class HumanPreferencesConfig(SuiteConfig):
-    min_pairs: int = Field(default=5, ge=1, description="Fewest held-out preference pairs the suite accepts.")
-    max_pairs: int = Field(default=64, ge=1, description="At most this many held-out pairs are scored.")
-    min_win_rate: float = Field(
+class WinRateRule(SuiteConfig):
+    # The offline suites guard against regressions and the canary proves improvement on live traffic, so
+    # by default a win rate only has to be consistent with "no worse": with a dozen held-out pairs a
+    # point-estimate rule (>= 50 %) blocks a genuinely better candidate about half the time.
+    min_ci_high: float = Field(
         default=0.5,
         ge=0,
         le=1,
-        description="Smallest share of held-out pairs on which the candidate's log-prob margin "
-        "(chosen minus rejected) beats production's; ties count half.",
+        description="Smallest upper end of the win rate's 95% Wilson interval; below 0.5 the evidence "
+        "says the candidate is worse than production (non-inferiority).",
     )
     min_ci_low: float = Field(
         default=0.0,
         ge=0,
         le=1,
-        description="Smallest lower end of that win rate's 95% Wilson interval; 0.5 demands significance.",
+        description="Smallest lower end of that interval; 0.5 demands that the candidate be "
+        "significantly better offline, before the canary.",
     )
+
+    def judge(self, stats: dict[str, Any]) -> tuple[bool, str]:
+        """Whether a win rate's interval (from `stats.win_rate`) meets the rule, and the rule in words."""
+        passed = stats["ci_high"] >= self.min_ci_high and stats["ci_low"] >= self.min_ci_low
+        rule = f"needs the interval to reach {self.min_ci_high:.0%}" + (
+            f" and start at ≥ {self.min_ci_low:.0%}" if self.min_ci_low else " (no worse than production)"
+        )
+        return passed, rule
+
+
+class HumanPreferencesConfig(WinRateRule):
+    min_pairs: int = Field(default=5, ge=1, description="Fewest held-out preference pairs the suite accepts.")
+    max_pairs: int = Field(default=64, ge=1, description="At most this many held-out pairs are scored.")
     tie_tolerance: float = Field(
         default=1e-3, ge=0, description="Margin differences within this (nats) are ties."
     )
 
 
-class RewardModelConfig(SuiteConfig):
+class RewardModelConfig(WinRateRule):
     version: str | None = Field(
         default=None,
         description="Reward model version id to judge with; default the tenant's production one.",
     )
     min_prompts: int = Field(default=5, ge=1, description="Fewest held-out prompts the suite accepts.")
     max_prompts: int = Field(default=32, ge=1, description="At most this many held-out prompts are answered.")
-    min_win_rate: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="Smallest share of prompts where the reward model scores the candidate's answer above "
-        "production's; ties (identical answers or scores) count half.",
-    )
     min_agreement: float = Field(
         default=0.6,
         ge=0,

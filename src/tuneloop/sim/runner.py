@@ -116,7 +116,7 @@ class _Session:
             model=self.model,
             messages=scenario.messages(prompt),  # type: ignore[arg-type]
             max_tokens=scenario.max_tokens,
-            **{k: v for k, v in kwargs.items() if v is not None},
+            **{k: v for k, v in {"temperature": scenario.temperature, **kwargs}.items() if v is not None},
         )
         completion = raw.parse()
         iid = raw.headers.get("x-tuneloop-interaction-id") or completion.id

@@ -81,6 +81,7 @@ class Scenario:
     ideal: Callable[[Prompt], str] | None = None  # the user's own rewrite; defaults to `Prompt.ideal`
     behaviour: Behaviour = Behaviour()
     max_tokens: int = 48
+    temperature: float | None = None  # what the client app asks for; None leaves the API's default (1.0)
     seed: int = 0
     eval_share: float = 0.15
 

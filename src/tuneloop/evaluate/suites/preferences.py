@@ -29,7 +29,7 @@ def margins(ctx: GateContext, arm: str, pairs: list[dict]) -> list[float]:
 
 
 def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
-    """Win rate of the candidate's preference margin over production's on held-out pairs, with its CI."""
+    """Win rate of the candidate's preference margin over production's on held-out pairs, judged by its CI."""
     pairs = ctx.heldout_pairs()[: cfg.max_pairs]
     if len(pairs) < cfg.min_pairs:
         raise MissingInput(
@@ -44,7 +44,7 @@ def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
         "candidate_accuracy": round(sum(m > 0 for m in cand) / len(cand), 4),
         "production_accuracy": round(sum(m > 0 for m in prod) / len(prod), 4),
         "mean_margin_gain": round(sum(diffs) / len(diffs), 4),
-        "threshold": cfg.min_win_rate,
+        "threshold": cfg.min_ci_high,
     }
     rows = [
         {
@@ -56,10 +56,9 @@ def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
         }
         for r, c, p in zip(pairs[:MAX_ROWS], cand, prod, strict=False)
     ]
-    passed = stats["win_rate"] >= cfg.min_win_rate and stats["ci_low"] >= cfg.min_ci_low
+    passed, rule = cfg.judge(stats)
     reason = (
         f"candidate wins {stats['win_rate']:.0%} of {stats['n']} held-out pairs "
-        f"(95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); needs ≥ {cfg.min_win_rate:.0%}"
-        + (f" with CI low ≥ {cfg.min_ci_low:.0%}" if cfg.min_ci_low else "")
+        f"(95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); {rule}"
     )
     return Verdict(passed, reason, metrics, rows)

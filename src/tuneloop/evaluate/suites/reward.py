@@ -67,7 +67,7 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         "reward_model": judge.id,
         "agreement": round(agreement, 4),
         "agreement_pairs": len(pairs),
-        "threshold": cfg.min_win_rate,
+        "threshold": cfg.min_ci_high,
     }
     rows = [
         {
@@ -85,11 +85,10 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
             f"human pairs (< {cfg.min_agreement:.0%}), so it approves nothing"
         )
         return Verdict(False, reason, metrics, rows)
-    passed = stats["win_rate"] >= cfg.min_win_rate
+    passed, rule = cfg.judge(stats)
     reason = (
         f"reward model {judge.id} (agreement {agreement:.0%}) prefers the candidate on "
         f"{stats['win_rate']:.0%} of "
-        f"{stats['n']} held-out prompts (95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); "
-        f"needs ≥ {cfg.min_win_rate:.0%}"
+        f"{stats['n']} held-out prompts (95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); {rule}"
     )
     return Verdict(passed, reason, metrics, rows)
