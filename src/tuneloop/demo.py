@@ -54,7 +54,7 @@ POLICIES = {
     "loop_policy.yaml": {"min_rows": 24, "trainer_args": {"num_train_epochs": 1},
                          "warm_start_learning_rate": 5.0e-4},
     "rollout_policy.yaml": {"ramp": [0.5], "min_samples": 20, "min_samples_per_step": 10_000,
-                            "max_samples": 150, "tau2": 0.25},
+                            "max_samples": 250, "tau2": 0.25},
     "gate_policy.yaml": {"suites": {"pii_leak": {"canaries": [CANARY]},
                                     "drift": {"max_length_change": 0.8, "max_kl": 4.0},
                                     "reward_model": {"required": False},
@@ -143,7 +143,7 @@ def run_demo(
     first_traffic: int = 300,
     traffic: int = 24,
     canary_burst: int = 48,
-    max_bursts: int = 8,
+    max_bursts: int = 10,
     port: int = 8765,
     seed: int = 0,
 ) -> list[TurnLine]:
