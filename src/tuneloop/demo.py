@@ -226,7 +226,7 @@ def run_demo(
     finally:
         server.terminate()
         server.wait(timeout=60)
-    _write_report(home / "demo", lines, final)
+    write_report(home / "demo", lines, final)
     print(f"report: {home / 'demo' / 'report.html'} and {home / 'demo' / 'satisfaction.png'}")
     return lines
 
@@ -239,21 +239,21 @@ def _production(tenant: Any) -> str:
     return version.id if version else "tuneloop"
 
 
-def _write_report(out: Path, lines: list[TurnLine], final: float) -> None:
+def write_report(out: Path, lines: list[TurnLine], final: float) -> None:
+    """The run's report in `out`: report.html (a row per turn), satisfaction.png and turns.json."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    xs = [line.turn for line in lines] + [len(lines) + 1]
-    ys = [line.satisfaction for line in lines] + [final]
+    ys = [line.satisfaction for line in lines] + [final]  # each turn's line holds production at its start
+    xs = list(range(len(ys)))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(xs, ys, marker="o")
-    ax.set_xlabel("turn (satisfaction of production at its start)")
-    ax.set_ylabel("hidden-preference satisfaction")
+    ax.set_ylabel("production's hidden-preference\nsatisfaction")
     ax.set_ylim(0, 1)
-    ax.set_xticks(xs)
+    ax.set_xticks(xs, ["start"] + [f"after turn {line.turn}" for line in lines])
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "satisfaction.png", dpi=120)

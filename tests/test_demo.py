@@ -1,0 +1,21 @@
+"""The demo's report: what a reader of `make demo` gets besides the printed table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tuneloop.demo import TurnLine, write_report
+
+
+def test_report_has_a_row_per_turn_a_plot_and_the_turns_as_json(tmp_path: Path) -> None:
+    lines = [
+        TurnLine(1, 352, 0.327, 0.03, "gated", "promoted", 509.0, {"candidate": "v-1"}),
+        TurnLine(2, 320, 0.588, None, "blocked", "-", 590.0),
+    ]
+    write_report(tmp_path, lines, final=0.791)
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<tr><td>") == 2 and "0.791" in html and "n/a" in html
+    assert (tmp_path / "satisfaction.png").read_bytes().startswith(b"\x89PNG")
+    turns = json.loads((tmp_path / "turns.json").read_text())
+    assert [t["turn"] for t in turns] == [1, 2] and turns[0]["details"] == {"candidate": "v-1"}
