@@ -173,7 +173,7 @@ def run_demo(
     tenant, key = store.create_tenant(TENANT)
     scoped = store.for_tenant(tenant)
     loop = Loop(scoped, settings)
-    scenario = replace(support(seed=seed, behaviour=Behaviour(users=USERS)), temperature=TEMPERATURE)
+    scenario = replace(support(seed=seed), behaviour=Behaviour(users=USERS), temperature=TEMPERATURE)
     held_out = scenario.eval_prompts(32)  # the same held-out prompts score production every turn
     url = f"http://127.0.0.1:{port}"
     server = start_server(home, port, SERVER_ENV)

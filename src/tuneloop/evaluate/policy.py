@@ -45,12 +45,12 @@ class WinRateRule(SuiteConfig):
     )
 
     def judge(self, stats: dict[str, Any]) -> tuple[bool, str]:
-        """Whether a win rate's interval (from `stats.win_rate`) meets the rule, and the rule in words."""
+        """Whether a `stats.win_rate` interval meets the rule, and the interval and the rule in words."""
         passed = stats["ci_high"] >= self.min_ci_high and stats["ci_low"] >= self.min_ci_low
         rule = f"needs the interval to reach {self.min_ci_high:.0%}" + (
             f" and start at ≥ {self.min_ci_low:.0%}" if self.min_ci_low else " (no worse than production)"
         )
-        return passed, rule
+        return passed, f"(95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); {rule}"
 
 
 class HumanPreferencesConfig(WinRateRule):

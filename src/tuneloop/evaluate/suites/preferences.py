@@ -56,9 +56,6 @@ def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
         }
         for r, c, p in zip(pairs[:MAX_ROWS], cand, prod, strict=False)
     ]
-    passed, rule = cfg.judge(stats)
-    reason = (
-        f"candidate wins {stats['win_rate']:.0%} of {stats['n']} held-out pairs "
-        f"(95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); {rule}"
-    )
+    passed, judged = cfg.judge(stats)
+    reason = f"candidate wins {stats['win_rate']:.0%} of {stats['n']} held-out pairs {judged}"
     return Verdict(passed, reason, metrics, rows)

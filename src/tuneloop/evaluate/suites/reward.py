@@ -85,10 +85,9 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
             f"human pairs (< {cfg.min_agreement:.0%}), so it approves nothing"
         )
         return Verdict(False, reason, metrics, rows)
-    passed, rule = cfg.judge(stats)
+    passed, judged = cfg.judge(stats)
     reason = (
         f"reward model {judge.id} (agreement {agreement:.0%}) prefers the candidate on "
-        f"{stats['win_rate']:.0%} of "
-        f"{stats['n']} held-out prompts (95% CI {stats['ci_low']:.0%}–{stats['ci_high']:.0%}); {rule}"
+        f"{stats['win_rate']:.0%} of {stats['n']} held-out prompts {judged}"
     )
     return Verdict(passed, reason, metrics, rows)
