@@ -50,6 +50,11 @@ class PayloadTooLarge(TuneloopError):
     type = "invalid_request_error"
 
 
+class UnsupportedMediaType(TuneloopError):
+    status = 415
+    type = "invalid_request_error"
+
+
 class Overloaded(TuneloopError):
     """The server is at capacity; the client should retry after `retry_after` seconds."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
@@ -24,6 +24,8 @@ FEEDBACK_KINDS = (
 )
 # Kinds that only say "this happened": the value is `true` or omitted.
 FLAG_KINDS = ("accepted", "copied", "escalated", "abandoned")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # client clocks run ahead
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ShortText = Annotated[str, Field(max_length=256)]
@@ -98,8 +100,14 @@ class FeedbackIn(BaseModel):
     @model_validator(mode="after")
     def _value_fits_kind(self) -> FeedbackIn:
         self.value = validate_value(self.kind, self.value)
+        if self.kind == "regenerated" and self.value and self.value["replaced_by"] == self.interaction_id:
+            # A regeneration replaced by itself would count the same answer as both rejected and kept.
+            raise ValueError("value.replaced_by: names the regenerated interaction itself; send the new one")
         if self.created_at is not None and self.created_at.tzinfo is None:
             self.created_at = self.created_at.replace(tzinfo=UTC)
+        if self.created_at is not None and not EPOCH <= self.created_at <= datetime.now(UTC) + FUTURE_SLACK:
+            # Out-of-range times overflow when converted to UTC, and future ones would sort after every read.
+            raise ValueError("created_at: must lie between 1970-01-01 and now (UTC); omit it to use arrival")
         return self
 
 
@@ -121,6 +129,8 @@ def validate_value(kind: str, value: Any) -> Any:
         parsed = model.model_validate(value)
         if isinstance(parsed, IndexPreference) and parsed.chosen == parsed.rejected:
             raise ValueError("value: preference chosen and rejected must differ")
+        if isinstance(parsed, InteractionPreference) and len(set(parsed.model_dump().values())) == 1:
+            raise ValueError("value: preference chosen_interaction and rejected_interaction must differ")
         return parsed.model_dump()
     elif kind in ("edit", "comment"):
         if not isinstance(value, str) or not value.strip():

@@ -19,9 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneloop.dashboard import views
 from tuneloop.errors import NotFound, Unauthorized
+from tuneloop.serve.http import read_body
 from tuneloop.store.repository import Principal, TenantStore
 
 COOKIE = "tuneloop_dashboard"
+LOGIN_MAX_BYTES = 16_384
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".md": "text/plain"}
@@ -123,7 +125,8 @@ def login_form(request: Request, next: str = "/dashboard") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    # Read before any key check, so capped: a login form is a key and a path.
+    form = parse_qs((await read_body(request, LOGIN_MAX_BYTES)).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
     try:

@@ -21,13 +21,16 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneloop.clock import now_utc
 from tuneloop.errors import Forbidden
 from tuneloop.monitor.kpis import GAUGE_FIELDS, kpis
-from tuneloop.store.repository import Store, now_utc
+from tuneloop.store.repository import Store
 
 KPI_WINDOW = timedelta(hours=1)
 CACHE_SECONDS = 10.0
 UNMATCHED = "<unmatched>"  # the route label of 404s: raw paths would be unbounded label values
+# Any client can invent a method, and every new label value is a new series kept forever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class KPICollector(Collector):
@@ -119,7 +122,8 @@ class MetricsMiddleware:
         finally:
             # The router writes the matched route into this same scope dict on the way in.
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.observe(method, route, status, time.perf_counter() - started)
 
 
 def install_metrics(app: FastAPI) -> Metrics:

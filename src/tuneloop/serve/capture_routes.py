@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -11,10 +12,12 @@ from fastapi.responses import JSONResponse
 
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
-from tuneloop.serve.http import read_json, validate
+from tuneloop.serve.http import clip, read_json, validate
 from tuneloop.store.repository import ItemResult
 
 router = APIRouter()
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"  # what capture/events.Id accepts, so nothing else can exist
+QueryId = Annotated[str | None, Query(pattern=ID_PATTERN)]
 
 
 def _state(request: Request) -> Any:
@@ -52,7 +55,8 @@ async def post_feedback(request: Request) -> JSONResponse:
 async def _batch(st: Any, store: Any, body: dict, limit: int) -> JSONResponse:
     events = body["events"]
     if set(body) != {"events"}:
-        raise BadRequest(f"a batch has only the field `events`; got {sorted(set(body) - {'events'})}")
+        extra = [clip(k, 40) for k in sorted(set(body) - {"events"})[:5]]
+        raise BadRequest(f"a batch has only the field `events`; remove {extra}", param=extra[0])
     if not isinstance(events, list) or not events:
         raise BadRequest("events: expected a non-empty list of feedback events", param="events")
     if len(events) > st.settings.max_batch_events:
@@ -76,7 +80,12 @@ async def _batch(st: Any, store: Any, body: dict, limit: int) -> JSONResponse:
 
 
 def _id_of(raw: Any) -> str:
-    return str(raw.get("id", "")) if isinstance(raw, dict) else ""
+    return clip(raw.get("id", ""), 128) if isinstance(raw, dict) else ""
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the API shows it: the key already names the tenant, so its internal id stays inside."""
+    return {k: v for k, v in row.items() if k != "tenant_id"}
 
 
 def _rejection(result: ItemResult) -> TuneloopError:
@@ -88,17 +97,20 @@ def _rejection(result: ItemResult) -> TuneloopError:
 async def get_interaction(request: Request, interaction_id: str) -> dict:
     """One interaction with its feedback; 404 for ids this tenant does not own."""
     store = _state(request).auth.tenant(request)
-    return await run_in_threadpool(store.get_interaction, interaction_id)
+    if not re.fullmatch(ID_PATTERN, interaction_id):
+        raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
+    found = await run_in_threadpool(store.get_interaction, interaction_id)
+    return {**_public(found), "feedback": [_public(e) for e in found["feedback"]]}
 
 
 @router.get("/v1/feedback")
 async def list_feedback(
     request: Request,
-    interaction_id: str | None = None,
+    interaction_id: QueryId = None,
     since: datetime | None = None,
     limit: int = Query(default=1000, ge=1, le=10_000),
 ) -> dict:
     """Feedback events of this tenant, by interaction and/or received after `since`."""
     store = _state(request).auth.tenant(request)
     events = await run_in_threadpool(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
-    return {"data": events}
+    return {"data": [_public(e) for e in events]}

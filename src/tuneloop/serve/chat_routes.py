@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,43 +27,95 @@ from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
-UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction")
+# Documented OpenAI parameters tuneloop cannot honour, each with the values that ask for nothing.
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "moderation": (None,),
+    "web_search_options": (None,),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}),
+}
+INT64 = 2**63
+MAX_STOP_CHARS = 128  # a stream holds back up to this much text while it might still be a stop sequence
+Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Short = Annotated[str, Field(max_length=256)]
+MetaKey = Annotated[str, Field(max_length=64)]
+MetaValue = Annotated[str, Field(max_length=512)]
 
 
 class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+    name: Short | None = None
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    model_config = ConfigDict(extra="forbid", strict=True)
+    include_usage: bool | None = False
+    include_obfuscation: bool | None = None
 
 
 class ChatRequest(BaseModel):
-    """The subset of OpenAI's chat completion request tuneloop honours; other known fields are refused."""
+    """OpenAI's chat completion request, as strict as OpenAI: unknown fields and loose types are refused.
 
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
+    Fields that only steer OpenAI's own service (store, metadata, service_tier, ...) are accepted and ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: Short | None = None
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=32_768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32_768)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=8)
-    user: str | None = Field(None, max_length=256)
-    stream: bool = False
+    stop: Stop | list[Stop] | None = Field(None)
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
+    n: int | None = Field(None, ge=1, le=8)
+    user: Short | None = None
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = Field(None, max_length=300)
+    metadata: dict[MetaKey, MetaValue] | None = Field(None, max_length=16)
+    parallel_tool_calls: bool | None = None
+    prompt_cache_key: Short | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    safety_identifier: Short | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    store: bool | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    moderation: Any = None
+    web_search_options: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -78,16 +130,10 @@ class ChatRequest(BaseModel):
 
 def _parse(body: Any, max_text: int) -> ChatRequest:
     req = validate(ChatRequest, body, max_text)
-    extra = req.model_extra or {}
-    for name in UNSUPPORTED:
-        if extra.get(name) not in (None, [], False):
-            raise BadRequest(f"{name} is not supported by tuneloop's gateway", param=name)
-    response_format = extra.get("response_format")
-    if response_format not in (None, {"type": "text"}):
-        raise BadRequest('response_format: only {"type": "text"} is supported', param="response_format")
-    if extra.get("logprobs"):
-        raise BadRequest("logprobs are not supported by tuneloop's gateway", param="logprobs")
-    if req.stream and req.n > 1:
+    for name, neutral in UNSUPPORTED.items():
+        if getattr(req, name) not in neutral:
+            raise BadRequest(f"{name} is not supported by tuneloop's gateway; leave it out", param=name)
+    if req.stream and (req.n or 1) > 1:
         raise BadRequest("stream with n > 1 is not supported; send n=1 or stream=false", param="n")
     return req
 
@@ -112,7 +158,7 @@ async def chat_completions(request: Request) -> Any:
         top_p=decoding.get("top_p", 1.0),
         stop=decoding.get("stop", []),
         seed=decoding.get("seed"),
-        n=req.n,
+        n=req.n or 1,
         adapter=adapter,
     )
     model_name = route.version_id or st.backend.model_id
@@ -153,7 +199,7 @@ async def chat_completions(request: Request) -> Any:
 
 def _decoding(req: ChatRequest) -> dict[str, Any]:
     """The decoding settings the client set explicitly (they override the version's defaults)."""
-    out = {k: getattr(req, k) for k in ("temperature", "top_p", "seed") if k in req.model_fields_set}
+    out = {k: v for k in ("temperature", "top_p", "seed") if (v := getattr(req, k)) is not None}
     if req.stops():
         out["stop"] = req.stops()
     if max_tokens := req.max_completion_tokens or req.max_tokens:
@@ -197,7 +243,7 @@ def _capture(
         adapter_version=route.version_id,
         arm=route.arm,
         experiment_id=route.experiment_id,
-        decoding={**decoding, "n": req.n},
+        decoding={**decoding, "n": req.n or 1},
         latency_ms=(time.perf_counter() - started) * 1000,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,

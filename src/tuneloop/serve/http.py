@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from typing import Any, TypeVar
 
@@ -10,37 +12,150 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, TuneloopError, Unauthorized
+from tuneloop.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    TuneloopError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from tuneloop.store.repository import Principal, Store, TenantStore
 
 AUTH_CACHE_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON; send numbers only")
+MAX_DEPTH = 64
+ECHO_CHARS = 100
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request body as JSON, refusing oversize bodies, invalid UTF-8, NaN and Infinity."""
+def clip(value: object, limit: int = ECHO_CHARS) -> str:
+    """`value` as text of at most `limit` characters, for echoing client input in an error."""
+    text = _encodable(str(value))
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _encodable(text: str) -> str:
+    # A lone surrogate echoed into a response would make encoding the response itself fail.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw request body, refusing (413) one over `max_bytes` before reading it all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
+        raise PayloadTooLarge(f"request body is {clip(declared)} bytes; the limit is {max_bytes}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+    return bytes(body)
+
+
+def require_json_content_type(request: Request) -> None:
+    """415 unless the request says its body is JSON (UTF-8, the only charset read)."""
+    header = request.headers.get("content-type", "")
+    media, *params = (part.strip().lower() for part in header.split(";"))
+    charset = next((p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")), "utf-8")
+    if media != "application/json" or charset not in ("utf-8", "utf8"):
+        got = f"`{clip(header)}`" if header else "none"
+        raise UnsupportedMediaType(
+            f"send the body as JSON with `Content-Type: application/json` (got {got})", param="content-type"
+        )
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as strict JSON; every violation is a 4xx that names the field to fix."""
+    require_json_content_type(request)
+    body = await read_body(request, max_bytes)
     try:
-        text = bytes(body).decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise BadRequest("request body is empty; send a JSON object")
+    _check_depth(text)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        # Non-finite constants parse to floats so the walk below can name the field that holds them.
+        data = json.loads(text, parse_constant=float, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise BadRequest(
+            f"{exc.key}: duplicate key in a JSON object; send each key once", param=exc.key
+        ) from None
     except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"request body is not valid JSON: {clip(exc, 200)}") from None
+    _check_values(data)
+    return data
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before json.loads (and every recursive walk after it) sees it."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    if len(brackets) <= MAX_DEPTH:
+        return
+    depth = 0
+    for char in brackets:
+        depth += _OPENS[char]
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"request body nests arrays/objects deeper than {MAX_DEPTH} levels; flatten it")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = clip(key)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+def _check_values(data: Any) -> None:
+    """Refuse lone surrogates and NUL in any string or key, and non-finite numbers, naming where they are.
+
+    Neither survives storage: surrogates cannot be encoded as UTF-8 and PostgreSQL refuses NUL and NaN.
+    """
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, path or "body")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                where = path or "body"
+                spelling = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+                raise BadRequest(
+                    f"{where}: {spelling} is not valid JSON (numbers must be finite); send a finite number",
+                    param=where,
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                here = f"{path}.{clip(key)}" if path else clip(key)
+                _check_text(key, f"{here} (the key)")
+                stack.append((item, here))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value))
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise BadRequest(f"{where}: contains a NUL character (\\u0000); remove it", param=where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            f"{where}: contains a lone UTF-16 surrogate; send valid Unicode (escape pairs together)",
+            param=where,
+        ) from None
 
 
 def validate(model: type[M], data: Any, max_text: int, where: str = "") -> M:
@@ -61,12 +176,14 @@ def describe(exc: ValidationError, where: str = "") -> str:
     parts = []
     for err in exc.errors()[:5]:
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it (the API reference lists the accepted fields)"
         parts.append(f"{_loc(err, where)}: {msg}" if err["loc"] or where else msg)
     return "; ".join(parts)
 
 
 def _loc(err: dict, where: str) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(clip(p) for p in err["loc"])
     return f"{where}{loc}" if loc else where.rstrip(".")
 
 
@@ -75,7 +192,7 @@ def _longest_string(value: Any, limit: int, path: str = "") -> str | None:
         return path or "body" if len(value) > limit else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = _longest_string(item, limit, f"{path}.{key}" if path else str(key))
+        found = _longest_string(item, limit, f"{path}.{clip(key)}" if path else clip(key))
         if found:
             return found
     return None
@@ -119,4 +236,6 @@ class Auth:
 
 def error_response(exc: TuneloopError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
-    return JSONResponse(exc.to_openai(), status_code=exc.status, headers=headers)
+    body = exc.to_openai()
+    body["error"] = {k: _encodable(v) if isinstance(v, str) else v for k, v in body["error"].items()}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
