@@ -125,8 +125,9 @@ def train_sft(
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from tuneloop.learn.jobs import CPU_TRAINER_ARGS, DEFAULT_LORA, KIND_TRAINER_ARGS
-    from tuneloop.learn.policy_trainer import load_policy_base, train_metrics
+    from tuneloop.learn.adapter_trainer import train_metrics
+    from tuneloop.learn.job_config import CPU_TRAINER_ARGS, DEFAULT_LORA, KIND_TRAINER_ARGS
+    from tuneloop.model_files import load_causal_lm
 
     accepted = {f.name for f in fields(SFTConfig)}
     # The same optimiser settings as tuneloop's DPO (learning rate, epochs, batch), so the baseline differs
@@ -135,7 +136,7 @@ def train_sft(
     dpo = {k: KIND_TRAINER_ARGS["dpo"][k] for k in optimiser}
     args = {**CPU_TRAINER_ARGS, **dpo, **trainer_args, "save_strategy": "no", "seed": seed, "data_seed": seed}
     args = {k: v for k, v in args.items() if k in accepted}
-    model, tokenizer = load_policy_base(str(base_model))
+    model, tokenizer = load_causal_lm(base_model)
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(output_dir=str(out_dir / "checkpoints"), **args),

@@ -97,8 +97,8 @@ def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, see
         logs = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         return (logs[-1] if logs else None), trainer.state.global_step
     else:
-        from tuneloop.learn.jobs import JobSpec
-        from tuneloop.learn.policy_trainer import train_dpo
+        from tuneloop.learn.adapter_trainer import train_dpo
+        from tuneloop.learn.job_config import JobSpec
 
         spec = JobSpec(
             kind="dpo",

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import (
     BASE_MODEL_NAME,
@@ -67,6 +66,6 @@ def test_model_hash_is_cached_and_tracks_file_changes(tmp_path: Path) -> None:
 
 def test_resolve_model_accepts_a_local_directory_and_rejects_a_missing_one(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    assert resolve_model(Settings(home=tmp_path, model=str(tmp_path))) == tmp_path
+    assert resolve_model(str(tmp_path), tmp_path) == tmp_path
     with pytest.raises(BadRequest, match="TUNELOOP_MODEL"):
-        resolve_model(Settings(home=tmp_path, model=str(tmp_path / "nope")))
+        resolve_model(str(tmp_path / "nope"), tmp_path)

@@ -1,4 +1,5 @@
-"""Model files on disk: the embedded SmolLM2 (converted once from its GGUF), a tiny test model, hashes."""
+"""Model files on disk: the embedded SmolLM2 (converted once from its GGUF), a tiny test model, hashes, and
+the one loader of a base model with its tokenizer."""
 
 from __future__ import annotations
 
@@ -10,12 +11,9 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tuneloop.errors import BadRequest, NotFound
-
-if TYPE_CHECKING:
-    from tuneloop.config import Settings
 
 BASE_MODEL_NAME = "smollm2-135m-instruct"
 TINY_MODEL_NAME = "tiny-llama"
@@ -120,18 +118,40 @@ def make_tiny_model(models_dir: Path) -> Path:
     return _write_atomically(target, write)
 
 
-def resolve_model(settings: Settings) -> Path:
-    """The model directory named by `settings.model`: the embedded default, or a local HF model directory."""
-    if settings.model == BASE_MODEL_NAME:
-        return ensure_base_model(Path(settings.home) / "models")
-    path = Path(settings.model).expanduser()
+def resolve_model(model: str, home: Path) -> Path:
+    """The directory of base model `model`: the embedded default (converted on first use under `home`) or a
+    local Hugging Face model directory."""
+    if model == BASE_MODEL_NAME:
+        return ensure_base_model(Path(home) / "models")
+    path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise BadRequest(
-            f"model {settings.model!r} is neither {BASE_MODEL_NAME!r} nor a Hugging Face model directory "
-            "(a folder with config.json) — set TUNELOOP_MODEL to one of those",
+            f"model {model!r} is neither {BASE_MODEL_NAME!r} nor a Hugging Face model directory "
+            "(a folder with config.json) on this machine — set TUNELOOP_MODEL to one of those",
             param="model",
         )
     return path
+
+
+def load_tokenizer(model_dir: str | Path) -> Any:
+    """The model's tokenizer, padding with its end-of-sequence token when it names no pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_dir: str | Path) -> tuple[Any, Any]:
+    """The causal LM in `model_dir` in float32 and eval mode, and its tokenizer with a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    # float32 whatever the saved dtype: CPU training needs it, and the trainer, the gate and the server then
+    # all compute with the same weights.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return model, load_tokenizer(model_dir)
 
 
 def model_hash(model_dir: Path) -> str:

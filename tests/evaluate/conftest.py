@@ -71,7 +71,8 @@ def promote(registry: Registry, version: Version) -> None:
 @pytest.fixture
 def gate_setup(tiny_model: Path, adapters: Adapters, tuneloop_home: Path, tmp_path: Path) -> GateSetup:
     """A tenant with feedback, a snapshot, a production reward model and policy, a golden set and a canary."""
-    from tuneloop.learn.jobs import JobSpec, run_job
+    from tuneloop.learn.job_config import JobSpec
+    from tuneloop.learn.jobs import run_job
 
     store = Store(f"sqlite:///{tmp_path / 'gate.db'}")
     tenant_row, _ = store.create_tenant("acme")

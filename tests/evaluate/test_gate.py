@@ -83,7 +83,8 @@ def test_candidate_without_training_snapshot_fails_closed(gate_setup: GateSetup,
 def test_drifted_reward_model_approves_nothing(
     gate_setup: GateSetup, adapters: Adapters, tmp_path: Path
 ) -> None:
-    from tuneloop.learn.jobs import JobSpec, run_job
+    from tuneloop.learn.job_config import JobSpec
+    from tuneloop.learn.jobs import run_job
 
     # A reward model trained on flipped preferences disagrees with the held-out humans.
     flipped = [

@@ -8,7 +8,7 @@ from tuneloop.learn.calibration import (
     calibration_report,
     expected_calibration_error,
     fit_temperature,
-    split_rows,
+    train_val_test_split,
 )
 
 
@@ -34,9 +34,9 @@ def test_calibration_report_never_fits_on_the_test_split():
     assert report["test_accuracy"] < 0.5  # the flipped test set is judged as it is, not refit
 
 
-def test_split_rows_is_deterministic_and_disjoint():
+def test_train_val_test_split_is_deterministic_and_disjoint():
     rows = [{"i": i} for i in range(20)]
-    train, val, test = split_rows(rows, seed=7)
-    assert (train, val, test) == split_rows(rows, seed=7)
+    train, val, test = train_val_test_split(rows, seed=7)
+    assert (train, val, test) == train_val_test_split(rows, seed=7)
     assert sorted(r["i"] for r in train + val + test) == list(range(20))
     assert len(val) == len(test) == 3

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from tests.learn.data import preference_rows
 from tuneloop.errors import BadRequest
-from tuneloop.learn.jobs import JobSpec, last_checkpoint, load_rows, run_job
+from tuneloop.learn.job_config import JobSpec
+from tuneloop.learn.jobs import last_checkpoint, load_rows, run_job
 
 ARGS = {
     "max_steps": 6,

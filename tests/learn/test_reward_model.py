@@ -7,7 +7,8 @@ import json
 from safetensors.torch import load_file
 
 from tests.learn.data import preference_rows, varied_preference_rows
-from tuneloop.learn.jobs import JobSpec, run_job
+from tuneloop.learn.job_config import JobSpec
+from tuneloop.learn.jobs import run_job
 from tuneloop.learn.reward_model import load_reward_model
 
 

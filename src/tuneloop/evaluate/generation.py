@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import BadRequest, NotFound
+from tuneloop.model_files import load_causal_lm
 
 Messages = list[dict[str, str]]
 
@@ -56,16 +57,10 @@ class Evaluator:
     # -- loading -------------------------------------------------------------------------------------------
 
     def _load(self, arm: Arm) -> tuple[Any, Any]:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         base = Path(arm.base_dir)
         if base not in self._models:
-            tokenizer = AutoTokenizer.from_pretrained(base)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
+            model, tokenizer = load_causal_lm(base)
             tokenizer.truncation_side = "left"  # keep the end of a long conversation
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
             self._models[base] = (model, tokenizer)
         model, tokenizer = self._models[base]
         if arm.adapter is not None and arm.name not in getattr(model, "peft_config", {}):
@@ -211,15 +206,3 @@ class Evaluator:
             for a, b in zip(arm_logp, base_logp, strict=True):
                 result.append(float((a.exp() * (a - b)).sum(-1).mean()))
         return result
-
-
-def base_dir(base_model: str, home: Path) -> Path:
-    """The model directory a version names: the embedded default (converted on first use) or a local path."""
-    from tuneloop.model_files import BASE_MODEL_NAME, ensure_base_model
-
-    if base_model == BASE_MODEL_NAME:
-        return ensure_base_model(Path(home) / "models")
-    path = Path(base_model).expanduser()
-    if not (path / "config.json").is_file():
-        raise NotFound(f"base model {base_model!r} is not a model directory (no config.json) on this machine")
-    return path

@@ -1,4 +1,5 @@
-"""Amplification: sample k answers per logged prompt from the policy, score them, keep best-vs-worst pairs."""
+"""Amplification: sample k answers per logged prompt from the current model, score them, keep best-vs-worst
+pairs."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop.learn.reward_model import RewardModel
+from tuneloop.model_files import load_causal_lm
+
+# Origin of amplified rows, so a job's `repeat` can weigh them (or leave them out) like any other origin.
+AMPLIFIED = "amplified"
 
 
 @dataclass
-class Policy:
-    """A causal LM (base, or base + adapter) and its tokenizer, ready to generate."""
+class Generator:
+    """A causal LM (base, or base + adapter) and its tokenizer, ready to sample answers."""
 
     model: Any
     tokenizer: Any
@@ -36,49 +41,42 @@ class AmplifyResult:
         return {"human": len(self.human_pairs), "amplified": len(self.pairs), "generated": self.generated}
 
 
-def load_policy(base_model: str, adapter_dir: str | None = None) -> Policy:
+def load_generator(base_model: str, adapter_dir: str | None = None) -> Generator:
     """Load the base model, with a PEFT adapter on top when `adapter_dir` is given."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    model, tokenizer = load_causal_lm(base_model)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    model.eval()
-    return Policy(model, tokenizer)
+        model = PeftModel.from_pretrained(model, adapter_dir).eval()
+    return Generator(model, tokenizer)
 
 
 def sample_answers(
-    policy: Policy, prompt: list[dict], k: int, max_new_tokens: int = 48, temperature: float = 0.9
+    generator: Generator, prompt: list[dict], k: int, max_new_tokens: int = 48, temperature: float = 0.9
 ) -> list[str]:
     """k sampled assistant answers to one chat prompt."""
     import torch
 
-    inputs = policy.tokenizer.apply_chat_template(
+    inputs = generator.tokenizer.apply_chat_template(
         prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     with torch.no_grad():
-        out = policy.model.generate(
+        out = generator.model.generate(
             **inputs,
             do_sample=True,
             temperature=temperature,
             top_p=0.95,
             num_return_sequences=k,
             max_new_tokens=max_new_tokens,
-            pad_token_id=policy.tokenizer.pad_token_id,
+            pad_token_id=generator.tokenizer.pad_token_id,
         )
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    return [text.strip() for text in policy.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return [text.strip() for text in generator.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 def amplify(
     prompts: Sequence[list[dict]],
-    policy: Policy,
+    generator: Generator,
     reward_model: RewardModel,
     k: int = 4,
     max_new_tokens: int = 48,
@@ -86,13 +84,13 @@ def amplify(
     human_pairs: Sequence[dict] = (),
     seed: int = 0,
 ) -> AmplifyResult:
-    """Per prompt: sample k answers, score them, pair the best with the worst (`source: amplified`)."""
+    """Per prompt: sample k answers, score them, pair the best with the worst (`origin: amplified`)."""
     import torch
 
     torch.manual_seed(seed)
     result = AmplifyResult(pairs=[], human_pairs=list(human_pairs))
     for prompt in prompts:
-        answers = list(dict.fromkeys(a for a in sample_answers(policy, prompt, k, max_new_tokens) if a))
+        answers = list(dict.fromkeys(a for a in sample_answers(generator, prompt, k, max_new_tokens) if a))
         result.generated += k
         if len(answers) < 2:  # nothing to contrast
             continue
@@ -107,7 +105,7 @@ def amplify(
                 "prompt": prompt,
                 "chosen": [{"role": "assistant", "content": answers[best]}],
                 "rejected": [{"role": "assistant", "content": answers[worst]}],
-                "source": "amplified",
+                "origin": AMPLIFIED,
                 "margin": margin,
             }
         )

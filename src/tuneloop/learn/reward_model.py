@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tuneloop.errors import BadRequest, NotFound
-from tuneloop.learn.calibration import calibration_report, split_rows
-from tuneloop.learn.jobs import JobSpec, trainer_config
+from tuneloop.learn import embedding_reward
+from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
+from tuneloop.learn.job_config import JobSpec, trainer_config
+from tuneloop.model_files import load_tokenizer
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
 
-CALIBRATION_FILE = "reward_calibration.json"
 MIN_REWARD_ROWS = 5
 
 
@@ -47,7 +48,7 @@ def train_reward_model(
         raise BadRequest(
             f"a reward model needs at least {MIN_REWARD_ROWS} pairs, got {len(rows)}", param="rows"
         )
-    train, val, test = split_rows(rows, spec.seed)
+    train, val, test = train_val_test_split(rows, spec.seed)
     model, tokenizer = load_reward_base(spec.base_model)
     args = trainer_config(spec, RewardConfig, out_dir / "checkpoints")
     # The score head is new, so it must train and be saved with the adapter.
@@ -79,11 +80,9 @@ def train_reward_model(
 def load_reward_base(base_model: str) -> tuple[Any, Any]:
     """The base as a 1-label sequence classifier in float32, and its tokenizer with a pad token."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
     # Sequence classifiers find the last real token through pad_token_id.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -149,8 +148,6 @@ def load_reward_model(artifact_dir: str | Path, base_model: str | None = None) -
     temperature = 1.0
     if (artifact / CALIBRATION_FILE).exists():
         temperature = json.loads((artifact / CALIBRATION_FILE).read_text())["temperature"]
-    from tuneloop.learn import embedding_reward
-
     if (artifact / embedding_reward.HEAD_FILE).exists():
         return embedding_reward.EmbeddingRewardModel.load(artifact, temperature)
     if not (artifact / "adapter_config.json").exists():

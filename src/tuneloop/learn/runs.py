@@ -40,11 +40,12 @@ def train_version(
     actor: str = "cli",
 ) -> Version | None:
     """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
-    from tuneloop.learn.jobs import JobSpec, run_job
+    from tuneloop.learn.job_config import JobSpec
+    from tuneloop.learn.jobs import run_job
     from tuneloop.model_files import model_hash, resolve_model
 
     snap = get_snapshot(tenant, snapshot)  # scoped: another tenant's snapshot is NotFound
-    base = resolve_model(settings)
+    base = resolve_model(settings.model, settings.home)
     rows = snap.rows(DATASET[method], split="train")
     metrics_extra: dict[str, Any] = {"human_pairs": len(rows)} if DATASET[method] == "pairs" else {}
     if amplify_k and method == "dpo":
@@ -94,8 +95,9 @@ def train_version(
 def _amplified(
     tenant: TenantStore, base: Any, rows: list[dict], k: int, seed: int
 ) -> tuple[list[dict], dict]:
-    """Human pairs plus best-vs-worst samples of the current policy, judged by the production reward model."""
-    from tuneloop.learn.amplify import amplify, load_policy
+    """Human pairs plus best-vs-worst samples of the production adapter, judged by the production reward
+    model."""
+    from tuneloop.learn.amplify import amplify, load_generator
     from tuneloop.learn.reward_model import load_reward_model
 
     registry = Registry(tenant)
@@ -105,10 +107,15 @@ def _amplified(
             "amplification needs a production reward model — train one with `tuneloop train reward`"
         )
     current = registry.production("policy")
-    policy = load_policy(str(base), current.artifact_path if current else None)
+    generator = load_generator(str(base), current.artifact_path if current else None)
     prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())
     result = amplify(
-        prompts, policy, load_reward_model(judge.artifact_path, str(base)), k=k, human_pairs=rows, seed=seed
+        prompts,
+        generator,
+        load_reward_model(judge.artifact_path, str(base)),
+        k=k,
+        human_pairs=rows,
+        seed=seed,
     )
     return result.rows, {
         "human_pairs": result.counts["human"],

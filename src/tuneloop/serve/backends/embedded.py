@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
+from tuneloop.model_files import BASE_MODEL_NAME, load_causal_lm, resolve_model
 from tuneloop.serve.backends.base import BASE, Backend, Choice, Completion, GenerationRequest, TextStream
 from tuneloop.serve.backends.batching import Batch, Sequence
 
@@ -69,11 +70,9 @@ class EmbeddedBackend(Backend):
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedBackend:
         """The backend `settings` describe; the model is resolved (and converted if needed) in `start()`."""
-        from tuneloop.model_files import BASE_MODEL_NAME, resolve_model
-
         model_id = settings.model if settings.model == BASE_MODEL_NAME else Path(settings.model).name
         return cls(
-            lambda: resolve_model(settings),
+            lambda: resolve_model(settings.model, settings.home),
             model_id=model_id,
             max_queue=settings.max_queue,
             max_batch_size=settings.max_batch_size,
@@ -108,19 +107,15 @@ class EmbeddedBackend(Backend):
             self._thread = None
 
     def _load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         model_dir = self._model_dir if isinstance(self._model_dir, Path) else self._model_dir()
         print(f"tuneloop: loading model {self.model_id} from {model_dir}", file=sys.stderr, flush=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self._model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self._model, self.tokenizer = load_causal_lm(model_dir)
         config = self._model.generation_config
         eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
         eos_ids = {eos} if isinstance(eos, int) else set(eos)
         eos_ids.add(self.tokenizer.eos_token_id)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids)
         max_positions = getattr(self._model.config, "max_position_embeddings", 2048)
-        self._batch = Batch(self.tokenizer, eos_ids, pad, max_positions)
+        self._batch = Batch(self.tokenizer, eos_ids, self.tokenizer.pad_token_id, max_positions)
 
     # -- requests --------------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from transformers import TrainerCallback
 
 from tests.learn.data import kto_rows, preference_rows
 from tuneloop.errors import BadRequest
-from tuneloop.learn.jobs import JobSpec
-from tuneloop.learn.policy_trainer import train_dpo, train_kto
+from tuneloop.learn.adapter_trainer import train_dpo, train_kto
+from tuneloop.learn.job_config import JobSpec
 from tuneloop.model_files import model_hash
 
 FAST = {"max_steps": 8, "learning_rate": 5e-3, "save_strategy": "no", "max_length": 96}

@@ -1,4 +1,4 @@
-"""Policy adapters: DPO on preference pairs and KTO on good/bad labels, with TRL + PEFT LoRA.
+"""LoRA adapters: DPO on preference pairs and KTO on good/bad labels, with TRL + PEFT.
 
 The base stays frozen; the reference model is the same base with the adapter switched off, and its log-probs
 are computed once before training (`precompute_ref_log_probs`) instead of on every step.
@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest
-from tuneloop.learn.jobs import JobSpec, trainer_config
+from tuneloop.learn.job_config import JobSpec, trainer_config
+from tuneloop.model_files import load_causal_lm
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -56,7 +57,7 @@ def _train(
     from datasets import Dataset
     from peft import LoraConfig
 
-    model, tokenizer = load_policy_base(spec.base_model)
+    model, tokenizer = load_causal_lm(spec.base_model)
     trainer = trainer_cls(
         model=model,
         ref_model=None,
@@ -86,18 +87,6 @@ def _load_lora_weights(model: Any, path: Path, rank: int) -> None:
     loaded = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
     if loaded.unexpected_keys:
         raise BadRequest(f"init_adapter {path} targets other modules than this job's LoRA config")
-
-
-def load_policy_base(base_model: str) -> tuple[Any, Any]:
-    """The base causal LM in float32 (CPU training) and its tokenizer, with a pad token set."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    return model, tokenizer
 
 
 def train_metrics(trainer: Any, n_rows: int) -> dict[str, Any]:

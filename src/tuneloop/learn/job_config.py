@@ -1,0 +1,140 @@
+"""What a training job trains: `JobSpec` and the defaults it resolves against, shared by every trainer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
+
+# LoRA on every attention and MLP projection of a Llama-style block; r=16 learns preferences well at 135M.
+DEFAULT_LORA: dict[str, Any] = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+# CPU-first overrides of TRL's GPU-minded defaults (bf16 on, gradient checkpointing on, lr 1e-6 for full FT).
+CPU_TRAINER_ARGS: dict[str, Any] = {
+    "use_cpu": True,
+    "bf16": False,
+    "fp16": False,
+    "activation_checkpointing": False,
+    "learning_rate": 1e-4,
+    "per_device_train_batch_size": 4,
+    "num_train_epochs": 1,
+    "max_length": 256,
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 20,
+    "save_total_limit": 2,
+    "report_to": "none",
+    "disable_tqdm": True,
+}
+KIND_TRAINER_ARGS: dict[str, dict[str, Any]] = {
+    # The reference is the base with the adapter off; its log-probs never change, so compute them once.
+    # DPO alone mostly pushes the rejected answer down ("likelihood displacement"); adding the NLL of the
+    # chosen answer (RPO: Pang et al., 2024) makes the model actually produce what users preferred. How these
+    # settings were measured: docs/learning-defaults.md.
+    "dpo": {
+        "precompute_ref_log_probs": True,
+        "precompute_ref_batch_size": 8,
+        "loss_type": ["sigmoid", "sft"],
+        "learning_rate": 1e-3,
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 8,
+    },
+    "kto": {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8},
+    "reward": {},
+    # Not TRL: the MiniLM + logistic head trainer in embedding_reward.py reads these.
+    "reward_embedding": {"l2": 1e-3, "max_iter": 200},
+}
+# A user's edit is the one signal that shows the adapter text it did not write itself (every other pair ranks
+# two of its own samples), so DPO sees each edit pair three times (docs/learning-defaults.md).
+KIND_REPEAT: dict[str, dict[str, int]] = {"dpo": {"edit": 3}}
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "dpo": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+    "reward": ("prompt", "chosen", "rejected"),
+    "reward_embedding": ("prompt", "chosen", "rejected"),
+}
+
+
+class JobSpec(BaseModel):
+    """What to train, on what, with which settings; the job id is a hash of all of it but `output_dir`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: JobKind = Field(
+        description="dpo / kto (LoRA adapter), reward (LoRA BT), reward_embedding (MiniLM BT)."
+    )
+    base_model: str = Field(description="Path of the base model directory (safetensors + tokenizer).")
+    base_model_hash: str | None = Field(
+        default=None, description="Content hash of the base model, for lineage."
+    )
+    snapshot_hash: str | None = Field(default=None, description="Content hash of the training snapshot.")
+    amplify_k: int = Field(
+        default=0,
+        ge=0,
+        description="Samples per prompt added by amplification (0: human pairs only); the "
+        "rows differ with it, so it is part of the job's identity.",
+    )
+    repeat: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Copies of each row by its `origin` column (edit, preference, regenerated, reward, "
+        "amplified), merged over the kind's defaults; 0 leaves that origin out, unlisted origins count once.",
+    )
+    init_adapter: str | None = Field(
+        default=None,
+        description="LoRA adapter directory to continue training from (a warm start from the tenant's "
+        "production adapter); DPO/KTO only, and its rank must match `lora`.",
+    )
+    tenant: str = Field(default="default", description="Tenant whose data this adapter is trained on.")
+    lora: dict[str, Any] = Field(
+        default_factory=dict, description="peft.LoraConfig keyword arguments, merged over DEFAULT_LORA."
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="trl DPOConfig/KTOConfig/RewardConfig keyword arguments, merged over the CPU defaults.",
+    )
+    seed: int = Field(default=0, description="Seed for initialisation, shuffling and data splits.")
+    output_dir: Path = Field(description="Directory that receives `<job id>/` when the job finishes.")
+    id: str | None = Field(default=None, description="Job id; by default a hash of the spec.")
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> JobSpec:
+        # Resolve once so job_spec.json records every setting the run used, not just the overrides.
+        self.lora = {**DEFAULT_LORA, **self.lora}
+        base = {} if self.kind == "reward_embedding" else CPU_TRAINER_ARGS
+        self.trainer_args = {**base, **KIND_TRAINER_ARGS[self.kind], **self.trainer_args}
+        self.repeat = {**KIND_REPEAT.get(self.kind, {}), **self.repeat}
+        if self.init_adapter is not None and self.kind not in ("dpo", "kto"):
+            raise ValueError(f"init_adapter: a {self.kind} job cannot continue an adapter")
+        if self.id is None:
+            payload = self.model_dump(mode="json", exclude={"output_dir", "id"})
+            self.id = (
+                f"{self.kind}-"
+                + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+            )
+        return self
+
+    @property
+    def final_dir(self) -> Path:
+        """Where the finished artifact lives."""
+        return self.output_dir / str(self.id)
+
+    @property
+    def partial_dir(self) -> Path:
+        """Where the job trains and checkpoints until it finishes."""
+        return self.output_dir / f".partial-{self.id}"
+
+
+def trainer_config(spec: JobSpec, config_cls: type, output_dir: Path) -> Any:
+    """Build TRL's config class from the spec: the resolved trainer args plus seed and output dir."""
+    args = {**spec.trainer_args, "seed": spec.seed, "data_seed": spec.seed, "output_dir": str(output_dir)}
+    return config_cls(**args)
