@@ -685,3 +685,11 @@ def test_a_404_echoes_little_of_a_long_path(server: dict) -> None:
     assert resp.status_code == 404 and len(resp.text) < 400
     resp = server["http"].get("/v1/" + "q" * 60_000)
     assert resp.status_code == 404 and len(resp.text) < 400
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00", "1969-01-01T00:00Z"],
+)
+def test_extreme_but_valid_since_values_answer_200(server: dict, since: str) -> None:
+    assert server["http"].get("/v1/feedback", params={"since": since}).status_code == 200

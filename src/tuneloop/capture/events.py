@@ -106,7 +106,7 @@ class FeedbackIn(BaseModel):
         if self.created_at is not None and self.created_at.tzinfo is None:
             self.created_at = self.created_at.replace(tzinfo=UTC)
         if self.created_at is not None and not EPOCH <= self.created_at <= datetime.now(UTC) + FUTURE_SLACK:
-            # Out-of-range times overflow when converted to UTC, and future ones would sort after every read.
+            # Times out of range overflow in UTC conversion; future ones would fill KPI windows yet to come.
             raise ValueError("created_at: must lie between 1970-01-01 and now (UTC); omit it to use arrival")
         return self
 

@@ -24,10 +24,8 @@ from tuneloop.store.repository import Principal, Store, TenantStore
 
 AUTH_CACHE_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
-
-
-MAX_DEPTH = 64
-ECHO_CHARS = 100
+MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
+ECHO_CHARS = 100  # the most of one client value an error message repeats
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -112,17 +110,21 @@ class _DuplicateKey(ValueError):
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last of repeated keys: the client meant one of them, and we cannot tell which.
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return out
 
 
 def _check_values(data: Any) -> None:
     """Refuse lone surrogates and NUL in any string or key, and non-finite numbers, naming where they are.
 
-    Neither survives storage: surrogates cannot be encoded as UTF-8 and PostgreSQL refuses NUL and NaN.
+    None survives storage: surrogates cannot be encoded as UTF-8, and PostgreSQL refuses NUL and NaN.
     """
     stack: list[tuple[Any, str]] = [(data, "")]
     while stack:
