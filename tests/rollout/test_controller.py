@@ -94,7 +94,7 @@ def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
     exp = active_experiment(tenant)
     for b in range(batches):
         _traffic(tenant, exp, 60, p_up, seed=b, start=b * 60, **kwargs)
-        exp = controller.evaluate(tenant, REWARDS)
+        exp = controller.review(tenant, REWARDS)
         if exp.state != "running":
             return exp
     return exp
@@ -126,7 +126,7 @@ def test_an_injected_sample_ratio_mismatch_halts_the_experiment(tenant: TenantSt
     candidate = _gated(tenant)
     exp = controller.start_canary(tenant, candidate, POLICY, actor="test")
     _traffic(tenant, exp, 200, {"control": 0.5, "treatment": 0.5}, force_arm="treatment")
-    exp = controller.evaluate(tenant, REWARDS)
+    exp = controller.review(tenant, REWARDS)
     assert exp.state == "halted" and "sample ratio mismatch" in exp.decision["reason"]
 
 
@@ -136,7 +136,7 @@ def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: st
     tenant = first.for_tenant(created)
     exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test")
     _traffic(tenant, exp, 120, {"control": 0.5, "treatment": 0.5})
-    before = controller.evaluate(tenant, REWARDS)
+    before = controller.review(tenant, REWARDS)
     first.close()  # the process dies; nothing about the experiment lived in memory
     second = Store(db_url)
     resumed = active_experiment(second.for_tenant(second.tenant_by_name("acme")))
@@ -182,6 +182,44 @@ def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
     router.invalidate(a.id)
     assert {arm for _, arm in asyncio.run(routes(tenant_a))} == {"control", "treatment"}
     assert asyncio.run(routes(tenant_b)) == before == {(b_production, None)}
+
+
+def _answer(tenant: TenantStore, iid: str, user: str, thumbs: int, exp: Experiment | None = None) -> None:
+    """One rated answer; served in `exp` (on the user's arm) or, without one, before any experiment."""
+    row = {"id": iid, "user_id": user, "messages": [{"role": "user", "content": iid}], "response": "a"}
+    row["choices"] = ["a"]
+    if exp:
+        row |= {"arm": assign(exp.id, user, exp.share), "experiment_id": exp.id, "latency_ms": 100.0}
+    tenant.log_interaction(row, iid)
+    event = {"id": f"t-{iid}", "interaction_id": iid, "kind": "thumbs", "value": thumbs, "source": "user"}
+    tenant.add_feedback([(event, payload_hash(event))])
+
+
+def test_answers_carry_their_users_pre_experiment_kpi_and_the_test_counts_users(
+    tenant: TenantStore,
+) -> None:
+    for iid, user, thumbs in [("a1", "alice", 1), ("a2", "alice", 1), ("b1", "bob", 1), ("b2", "bob", -1)]:
+        _answer(tenant, f"pre-{iid}", user, thumbs)
+    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test", experiment_id="exp-cuped")
+    # Evidence received after the start, even if dated before it, could reflect the treatment: ignored.
+    late = {"id": "late", "interaction_id": "pre-a1", "kind": "thumbs", "value": -1, "source": "user"}
+    tenant.add_feedback([(late | {"created_at": exp.started_at}, "late")])
+    for user in ("alice", "bob", "carol"):
+        for i in range(3):
+            _answer(tenant, f"{user}-{i}", user, 1, exp)
+    data = controller.arm_data(tenant, exp, REWARDS, "positive_rate")
+    covariate = {
+        unit: value
+        for arm in data.values()
+        for unit, value in zip(arm.kpi_units, arm.kpi_covariate, strict=True)
+    }
+    # Pre-period positive rates: alice 1, bob 0.5, pooled 0.75; carol has no history and is not adjusted.
+    assert covariate == pytest.approx({"alice": 0.25, "bob": -0.25, "carol": 0.0})
+    verdict = controller.decide(exp, data, POLICY)["test"]
+    users = {arm: len(set(d.kpi_units)) for arm, d in data.items()}
+    assert (verdict["users_control"], verdict["users_treatment"]) == (users["control"], users["treatment"])
+    assert (verdict["n_control"], verdict["n_treatment"]) == (3 * users["control"], 3 * users["treatment"])
+    assert verdict["decision"] == "inconclusive" and "too few users" in verdict["reason"]
 
 
 def _audit_actions(tenant: TenantStore) -> list[str]:

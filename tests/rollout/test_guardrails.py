@@ -21,12 +21,12 @@ def _escalations(rng: np.random.Generator, events: int, share: float, rates: dic
 
 def _first_breach(member: np.ndarray, flags: np.ndarray, tolerance: float, every: int = 10) -> int | None:
     """Check the guardrail every `every` events, as a controller would; the event of the first breach."""
-    c, t = ArmStats.running(flags, ~member), ArmStats.running(flags, member)
     for i in range(every - 1, len(flags), every):
+        seen, treated = flags[: i + 1], member[: i + 1]
         result = rate_guardrail(
             "escalation_rate",
-            ArmStats(int(c.n[i]), c.total[i], c.total_sq[i]),
-            ArmStats(int(t.n[i]), t.total[i], t.total_sq[i]),
+            ArmStats.of(seen[~treated]),
+            ArmStats.of(seen[treated]),
             tolerance=tolerance,
             alpha=ALPHA,
             tau2=TAU2,

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from tuneloop.rollout.sequential import ArmStats, confidence_sequence, msprt
+from tuneloop.rollout.sequential import ArmStats, confidence_sequence, cuped_theta, msprt
 
 ALPHA, TAU2, MIN = 0.05, 0.04, 30
 
@@ -81,17 +81,19 @@ def test_msprt_decides_at_the_same_event_as_the_vectorised_sequence() -> None:
     member = rng.random(2000) < 0.5
     values = np.where(member, rng.choice([-1.0, 1.0], 2000, p=[0.3, 0.7]), rng.choice([-1.0, 1.0], 2000))
     _, vector_at = _peek_after_every_event(values[None], member[None])
-    control, treatment, p, decided_at = ArmStats(), ArmStats(), 1.0, -1
-    for x, treated in zip(values, member, strict=True):
-        (treatment if treated else control).add(float(x))
+    p = 1.0
+    for at in range(len(values)):
+        seen, treated = values[: at + 1], member[: at + 1]
+        control, treatment = ArmStats.of(seen[~treated]), ArmStats.of(seen[treated])
         result = msprt(control, treatment, alpha=ALPHA, tau2=TAU2, min_samples=MIN, previous_p=p)
         assert result.p_value <= p  # the always-valid p-value never rises
-        p, decided_at = result.p_value, decided_at + 1
+        p = result.p_value
         if result.decision in ("promote", "rollback"):
             break
-    assert result.decision == "promote" and decided_at == vector_at[0]
+    assert result.decision == "promote" and at == vector_at[0]
     assert result.p_value <= ALPHA and result.ci_low > 0 and result.ci_low < result.effect < result.ci_high
     assert (result.n_control, result.n_treatment) == (control.n, treatment.n)
+    assert (result.users_control, result.users_treatment) == (control.n, treatment.n)
 
 
 def test_nan_zero_variance_and_too_few_samples_are_inconclusive_never_a_pass() -> None:
@@ -103,6 +105,12 @@ def test_nan_zero_variance_and_too_few_samples_are_inconclusive_never_a_pass() -
     assert flat.decision == "inconclusive" and "variance" in flat.reason
     few = msprt(ArmStats.of([0.0, 1.0]), ArmStats.of([9.0, 10.0]), **kwargs)
     assert few.decision == "inconclusive" and "too few" in few.reason
+    one_user_each = msprt(
+        ArmStats.of([0.0, 1.0] * 40, units=["a"] * 80),
+        ArmStats.of([1.0, 2.0] * 40, units=["b"] * 80),
+        **kwargs,
+    )
+    assert one_user_each.decision == "inconclusive" and "too few users" in one_user_each.reason
     assert msprt(ArmStats(), ArmStats(), **kwargs).decision == "inconclusive"
     assert few.as_dict()["ci_low"] is None  # JSON-safe for the store
 
@@ -114,14 +122,47 @@ def test_harm_margin_delays_a_rollback_until_harm_is_sure() -> None:
     assert msprt(control, treatment, harm_margin=0.2, **kwargs).decision == "continue"
 
 
-def test_arm_stats_merge_and_running_agree_with_the_whole_sample() -> None:
+def test_arm_stats_merge_running_and_of_agree_with_the_whole_sample() -> None:
     values = np.random.default_rng(5).normal(3.0, 2.0, 101)
     whole, merged = ArmStats.of(values), ArmStats.of(values[:40]).merge(ArmStats.of(values[40:]))
     running = ArmStats.running(values)
-    added = ArmStats()
-    for x in values:
-        added.add(float(x))
-    for stats in (merged, added):
-        assert stats.n == whole.n and math.isclose(stats.mean, whole.mean)
-        assert math.isclose(stats.variance, np.var(values, ddof=1))
-    assert running.n[-1] == 101 and math.isclose(running.variance[-1], whole.variance)
+    assert merged == whole and whole.units == whole.n == 101
+    assert running.n[-1] == 101 and math.isclose(running.spread()[-1], whole.spread())
+    # One answer per unit: the cluster-robust variance is the textbook s²/n.
+    assert math.isclose(whole.mean, values.mean()) and math.isclose(whole.spread(), np.var(values, ddof=1))
+
+
+def test_the_variance_of_a_clustered_mean_is_the_delta_method_one() -> None:
+    rng = np.random.default_rng(6)
+    users = rng.integers(0, 40, 500)
+    values = rng.normal(0.0, 1.0, 40)[users] + rng.normal(0.0, 0.5, 500)
+    stats = ArmStats.of(values, units=users.astype(str))
+    y, n = np.bincount(users, weights=values), np.bincount(users).astype(float)
+    y, n = y[n > 0], n[n > 0]
+    mean = y.sum() / n.sum()
+    expected = np.var(y - mean * n, ddof=1) / (len(n) * n.mean() ** 2)
+    assert stats.units == len(n) and stats.n == 500 and math.isclose(stats.mean, mean)
+    assert math.isclose(stats.spread() / stats.n, expected)
+    assert stats.spread() > 3 * ArmStats.of(values).spread()  # correlated answers: a large design effect
+
+
+def test_cuped_removes_the_variance_a_pre_experiment_covariate_explains() -> None:
+    rng = np.random.default_rng(7)
+    users = np.arange(400).repeat(3)
+    level = rng.normal(0.0, 1.0, 400)
+    covariate = (level + rng.normal(0.0, 0.3, 400))[users]  # a noisy pre-period reading of the user
+    values = level[users] + rng.normal(0.0, 0.5, users.size)
+    treated = (users % 2).astype(bool)
+    arms = [
+        ArmStats.of(values[m], units=users[m], covariate=covariate[m] - covariate.mean())
+        for m in (~treated, treated)
+    ]
+    plain = [ArmStats.of(values[m], units=users[m]) for m in (~treated, treated)]
+    theta = cuped_theta(*arms)
+    assert 0.8 < theta < 1.0  # the regression slope of the outcome on its noisy pre-period reading
+    assert arms[1].spread(theta) < 0.3 * plain[1].spread()
+    adjusted = confidence_sequence(*arms, alpha=ALPHA, tau2=TAU2)
+    unadjusted = confidence_sequence(*plain, alpha=ALPHA, tau2=TAU2)
+    assert adjusted.variance < 0.3 * unadjusted.variance
+    # Without a varying covariate CUPED is a no-op.
+    assert cuped_theta(*plain) == 0 and confidence_sequence(*plain, alpha=ALPHA, tau2=TAU2) == unadjusted

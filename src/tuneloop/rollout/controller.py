@@ -8,12 +8,11 @@ restarted process carries on where the last one stopped.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
+from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
@@ -22,8 +21,7 @@ from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import ArmStats, msprt
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.rewards import compute_rewards
-from tuneloop.store import audit
-from tuneloop.store.repository import TenantStore, now_utc
+from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import experiments
 
 ARMS = ("control", "treatment")
@@ -33,13 +31,16 @@ ARMS = ("control", "treatment")
 class ArmData:
     """What one arm's traffic showed: KPI values of rewarded answers and 0/1 guardrail indicators."""
 
-    kpi: list[float]
-    escalated: list[float]
-    unsafe: list[float]
-    errors: list[float]
-    latency: list[float]
-    created: list[datetime]
-    units: list[str]  # the randomisation unit of each answer: its user, or the request when anonymous
+    kpi: list[float] = field(default_factory=list)
+    kpi_units: list[str] = field(default_factory=list)  # the unit of each KPI value
+    # Each KPI value's covariate: its user's pre-experiment mean KPI less the pooled one (0 without history).
+    kpi_covariate: list[float] = field(default_factory=list)
+    escalated: list[float] = field(default_factory=list)
+    unsafe: list[float] = field(default_factory=list)
+    errors: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    created: list[datetime] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)  # each answer's randomisation unit: user, else request
 
 
 def start_canary(
@@ -60,38 +61,28 @@ def start_canary(
     # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
     exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
 
-    def apply(conn: sa.Connection) -> None:
-        if conn.execute(
-            sa.select(experiments.c.id).where(
-                experiments.c.tenant_id == tenant.tenant_id, experiments.c.state.in_(("running", "paused"))
-            )
-        ).first():
+    def apply(tx: TenantTx) -> None:
+        if active_experiment(tx) is not None:
             raise Conflict(
                 "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"
             )
         now = now_utc()
-        conn.execute(
-            experiments.insert().values(
-                tenant_id=tenant.tenant_id,
-                id=exp_id,
-                control_version=production.id if production else None,
-                treatment_version=version_id,
-                state="running",
-                share=policy.ramp[0],
-                step=0,
-                step_started_at=now,
-                policy=policy.model_dump(mode="json"),
-                decision=None,
-                started_at=now,
-                updated_at=now,
-            )
+        tx.insert(
+            experiments,
+            id=exp_id,
+            control_version=production.id if production else None,
+            treatment_version=version_id,
+            state="running",
+            share=policy.ramp[0],
+            step=0,
+            step_started_at=now,
+            policy=policy.model_dump(mode="json"),
+            decision=None,
+            started_at=now,
+            updated_at=now,
         )
-        registry.move(
-            version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, conn=conn
-        )
-        audit.append(
-            conn,
-            tenant_id=tenant.tenant_id,
+        registry.move(version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, tx=tx)
+        tx.audit(
             actor=actor,
             action="experiment.start",
             subject=exp_id,
@@ -102,14 +93,45 @@ def start_canary(
             },
         )
 
-    tenant.store.retrying(apply)
-    return _get(tenant, exp_id)
+    tenant.transaction(apply)
+    return get_experiment(tenant, exp_id)
+
+
+def _kpi(reward: float, primary_kpi: str) -> float:
+    return reward if primary_kpi == "mean_reward" else float(reward > 0)
+
+
+def pre_period_kpi(
+    tenant: TenantStore, exp: Experiment, reward_policy: RewardPolicy, primary_kpi: str, days: float
+) -> tuple[dict[str, float], float]:
+    """Each user's mean KPI over the `days` before the experiment, and the mean over all those answers.
+
+    Only evidence received before the start counts, so no covariate can reflect the treatment.
+    """
+    since = exp.started_at - timedelta(days=days)
+    rows = [r for r in tenant.interactions(since=since) if r["created_at"] < exp.started_at and r["user"]]
+    ids = {r["id"] for r in rows}
+    events = [
+        e
+        for e in tenant.feedback(since=since)
+        if e["interaction_id"] in ids and e["received_at"] < exp.started_at
+    ]
+    if not events:
+        return {}, 0.0
+    rewards = compute_rewards(rows, events, reward_policy, exp.started_at)
+    by_user: dict[str, list[float]] = {}
+    for row in rows:
+        if row["id"] in rewards:
+            by_user.setdefault(row["user"], []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
+    values = [v for user_values in by_user.values() for v in user_values]
+    pooled = sum(values) / len(values) if values else 0.0
+    return {user: sum(v) / len(v) for user, v in by_user.items()}, pooled
 
 
 def arm_data(
     tenant: TenantStore, exp: Experiment, reward_policy: RewardPolicy, primary_kpi: str
 ) -> dict[str, ArmData]:
-    """Each arm's observations: rewards under the tenant's policy and the guardrail indicators."""
+    """Each arm's observations: KPI values with their users' covariates, and guardrail indicators."""
     rows = tenant.interactions(experiment_id=exp.id)
     ids = {r["id"] for r in rows}
     events = [e for e in tenant.feedback(since=exp.started_at) if e["interaction_id"] in ids]
@@ -121,20 +143,28 @@ def arm_data(
         for e in events
         if e["kind"] == "outcome" and e["value"]["name"] == "unsafe" and e["value"]["value"] is True
     }
-    data = {arm: ArmData([], [], [], [], [], [], []) for arm in ARMS}
+    lookback = RolloutPolicy.model_validate(exp.policy).cuped_lookback_days
+    history, pooled = (
+        pre_period_kpi(tenant, exp, reward_policy, primary_kpi, lookback)
+        if lookback and rewards
+        else ({}, 0.0)
+    )
+    data = {arm: ArmData() for arm in ARMS}
     for row in rows:
         arm = data.get(row["arm"] or "")
         if arm is None:
             continue
+        unit = row["user"] or row["id"]
         if row["id"] in rewards:
-            value = rewards[row["id"]].reward
-            arm.kpi.append(value if primary_kpi == "mean_reward" else float(value > 0))
+            arm.kpi.append(_kpi(rewards[row["id"]].reward, primary_kpi))
+            arm.kpi_units.append(unit)
+            arm.kpi_covariate.append(history[row["user"]] - pooled if row["user"] in history else 0.0)
         arm.escalated.append(float(row["id"] in escalated))
         arm.unsafe.append(float(row["id"] in unsafe))
         arm.errors.append(float(bool((row["metadata"] or {}).get("error"))))
         arm.latency.append(row["latency_ms"] or 0.0)
         arm.created.append(row["created_at"])
-        arm.units.append(row["user"] or row["id"])
+        arm.units.append(unit)
     return data
 
 
@@ -149,9 +179,11 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
     srm = sample_ratio_check(step_counts[0], step_counts[1], exp.share, threshold=policy.srm_p)
     previous_p = (exp.decision or {}).get("test", {}).get("p_value") or 1.0
     common = {"alpha": policy.alpha, "tau2": policy.tau2, "min_samples": policy.min_samples}
+    # Statistics per user, the unit that was randomised; a user moved to treatment by a ramp counts in
+    # both arms, which only adds positive covariance between them and so widens the sequence.
     test = msprt(
-        ArmStats.of(control.kpi),
-        ArmStats.of(treatment.kpi),
+        ArmStats.of(control.kpi, control.kpi_units, control.kpi_covariate),
+        ArmStats.of(treatment.kpi, treatment.kpi_units, treatment.kpi_covariate),
         harm_margin=policy.harm_margin,
         previous_p=previous_p,
         **common,
@@ -163,13 +195,22 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
     }
     guards = [
         rate_guardrail(
-            name, ArmStats.of(c), ArmStats.of(t), tolerance=getattr(policy.guardrails, name), **common
+            name,
+            ArmStats.of(c, control.units),
+            ArmStats.of(t, treatment.units),
+            tolerance=getattr(policy.guardrails, name),
+            **common,
         )
         for name, (c, t) in rates.items()
     ]
     guards.append(
         latency_guardrail(
-            control.latency, treatment.latency, ratio=policy.guardrails.p95_latency_ratio, **common
+            control.latency,
+            treatment.latency,
+            control_units=control.units,
+            treatment_units=treatment.units,
+            ratio=policy.guardrails.p95_latency_ratio,
+            **common,
         )
     )
     result = test.as_dict()
@@ -204,7 +245,7 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
     return {**stats, "action": action, "reason": reason}
 
 
-def evaluate(
+def review(
     tenant: TenantStore, reward_policy: RewardPolicy, *, actor: str = "controller"
 ) -> Experiment | None:
     """Look at the live experiment once and act on it; returns the experiment as it stands afterwards."""
@@ -248,33 +289,29 @@ def finish(
     to = "production" if outcome == "promoted" else "rolled_back"
     registry = Registry(tenant)
 
-    def apply(conn: sa.Connection) -> None:
+    def apply(tx: TenantTx) -> None:
         now = now_utc()
-        conn.execute(
-            experiments.update()
-            .where(experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == exp.id)
-            .values(
-                state=outcome,
-                share=1.0 if outcome == "promoted" else 0.0,
-                decision=stats,
-                updated_at=now,
-                ended_at=now,
-            )
+        tx.update(
+            experiments,
+            experiments.c.id == exp.id,
+            state=outcome,
+            share=1.0 if outcome == "promoted" else 0.0,
+            decision=stats,
+            updated_at=now,
+            ended_at=now,
         )
         registry.move(
-            exp.treatment_version, to, actor=actor, reason=reason, details={"experiment": exp.id}, conn=conn
+            exp.treatment_version, to, actor=actor, reason=reason, details={"experiment": exp.id}, tx=tx
         )
-        audit.append(
-            conn,
-            tenant_id=tenant.tenant_id,
+        tx.audit(
             actor=actor,
             action=f"experiment.{outcome}",
             subject=exp.id,
             details={"reason": reason, "stats": stats},
         )
 
-    tenant.store.retrying(apply)
-    return _get(tenant, exp.id)
+    tenant.transaction(apply)
+    return get_experiment(tenant, exp.id)
 
 
 def pause(tenant: TenantStore, *, actor: str, reason: str) -> Experiment:
@@ -310,24 +347,24 @@ def _update(
     stats: dict | None = None,
     **values: Any,
 ) -> Experiment:
-    def apply(conn: sa.Connection) -> None:
-        conn.execute(
-            experiments.update()
-            .where(experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == exp.id)
-            .values(updated_at=now_utc(), **({"decision": stats} if stats else {}), **values)
+    def apply(tx: TenantTx) -> None:
+        tx.update(
+            experiments,
+            experiments.c.id == exp.id,
+            updated_at=now_utc(),
+            **({"decision": stats} if stats else {}),
+            **values,
         )
         if action:  # routine looks are kept on the row; only changes of course go to the audit log
-            audit.append(
-                conn,
-                tenant_id=tenant.tenant_id,
+            tx.audit(
                 actor=actor,
                 action=action,
                 subject=exp.id,
                 details={"reason": reason, "stats": stats, **{k: str(v) for k, v in values.items()}},
             )
 
-    tenant.store.retrying(apply)
-    return _get(tenant, exp.id)
+    tenant.transaction(apply)
+    return get_experiment(tenant, exp.id)
 
 
 def _live(tenant: TenantStore) -> Experiment:
@@ -335,10 +372,3 @@ def _live(tenant: TenantStore) -> Experiment:
     if exp is None:
         raise NotFound(f"tenant {tenant.tenant.name} has no live experiment")
     return exp
-
-
-def _get(tenant: TenantStore, exp_id: str) -> Experiment:
-    with tenant.store.read() as conn:
-        found = get_experiment(conn, tenant, exp_id)
-    assert found is not None
-    return found

@@ -1,9 +1,10 @@
 """Guardrails that stop a canary early (one-sided, always-valid) and the sample-ratio-mismatch check.
 
 Rates (escalations, safety flags, errors — Bernoulli indicators) use the same normal-mixture confidence
-sequence as the primary KPI (sequential.py) on rate_T − rate_C: a guardrail is breached once the whole
-sequence lies above its tolerance, i.e. the treatment is surely worse than tolerated. The plug-in Bernoulli
-variance is floored at one pseudo-event per arm so that two arms with no events yet cannot look certain.
+sequence as the primary KPI (sequential.py) on rate_T − rate_C, with the same cluster-robust variance per
+randomisation unit (one user's answers are correlated): a guardrail is breached once the whole sequence
+lies above its tolerance, i.e. the treatment is surely worse than tolerated. Each arm's per-answer variance
+is floored at one pseudo-event (1/N) so that two arms with no events yet cannot look certain.
 
 Latency is not a mean, so it is not tested as one. "p95_T ≤ ratio · p95_C" is tested through an indicator:
 the threshold is ratio × the control arm's empirical p95, and while the hypothesis holds at most 5% of
@@ -47,9 +48,10 @@ class GuardrailResult:
         return json_safe(dict(self.__dict__))
 
 
-def _bernoulli_variance(stats: ArmStats) -> float:
+def _rate_variance(stats: ArmStats) -> float:
+    """Cluster-robust variance of the arm's rate, floored at one pseudo-event."""
     # A rate of exactly 0 (or 1) has no sample variance; one pseudo-event keeps the bound honest.
-    return max(float(stats.variance), 1 / stats.n) / stats.n
+    return max(float(stats.spread()), 1 / stats.n) / stats.n
 
 
 def rate_guardrail(
@@ -62,13 +64,16 @@ def rate_guardrail(
     tau2: float,
     min_samples: int,
 ) -> GuardrailResult:
-    """Breached once treatment's rate surely exceeds control's by more than `tolerance` (at `alpha`)."""
+    """Breached once treatment's rate surely exceeds control's by more than `tolerance` (at `alpha`).
+
+    `min_samples` counts units (users) per arm, as the primary test does.
+    """
     c_rate, t_rate = float(control.mean), float(treatment.mean)
-    if min(control.n, treatment.n) < max(min_samples, 2):
+    if min(control.units, treatment.units) < max(min_samples, 2):
         return GuardrailResult(name, False, c_rate, t_rate, -math.inf, tolerance, "too few samples")
     if not (math.isfinite(c_rate) and math.isfinite(t_rate)):
         return GuardrailResult(name, False, c_rate, t_rate, math.nan, tolerance, "non-finite indicators")
-    variance = _bernoulli_variance(treatment) + _bernoulli_variance(control)
+    variance = _rate_variance(treatment) + _rate_variance(control)
     low = (t_rate - c_rate) - float(mixture_half_width(variance, tau2, alpha))
     breached = low > tolerance
     reason = (
@@ -92,14 +97,22 @@ def latency_guardrail(
     control_ms: Sequence[float],
     treatment_ms: Sequence[float],
     *,
+    control_units: Sequence[str] | None = None,
+    treatment_units: Sequence[str] | None = None,
     ratio: float,
     alpha: float,
     tau2: float,
     min_samples: int,
 ) -> GuardrailResult:
-    """Breached once the treatment's p95 latency surely exceeds `ratio` × control's (see module docstring)."""
+    """Breached once the treatment's p95 latency surely exceeds `ratio` × control's (see module docstring).
+
+    The units are each answer's randomisation unit (None: every answer is its own); `min_samples` counts
+    units per arm.
+    """
     threshold = ratio * p95(control_ms)
-    if min(len(control_ms), len(treatment_ms)) < max(min_samples, 2):
+    slow_t = ArmStats.of(np.asarray(treatment_ms, dtype=float) > threshold, treatment_units)
+    control_count = len(control_ms) if control_units is None else len(set(control_units))
+    if min(control_count, slow_t.units) < max(min_samples, 2):
         return GuardrailResult(
             "p95_latency", False, math.nan, math.nan, -math.inf, P95_SHARE, "too few samples"
         )
@@ -107,10 +120,8 @@ def latency_guardrail(
         return GuardrailResult(
             "p95_latency", False, math.nan, math.nan, math.nan, P95_SHARE, "non-finite latencies"
         )
-    slow_c = ArmStats.of(np.asarray(control_ms, dtype=float) > threshold)
-    slow_t = ArmStats.of(np.asarray(treatment_ms, dtype=float) > threshold)
     share = float(slow_t.mean)
-    low = share - float(mixture_half_width(_bernoulli_variance(slow_t), tau2, alpha))
+    low = share - float(mixture_half_width(_rate_variance(slow_t), tau2, alpha))
     breached = low > P95_SHARE
     reason = (
         f"p95_latency breached: at least {low:.1%} of treatment answers are slower than {ratio}× "
@@ -118,7 +129,8 @@ def latency_guardrail(
         if breached
         else f"p95_latency within {ratio}× control's p95 ({threshold:.0f} ms)"
     )
-    return GuardrailResult("p95_latency", breached, float(slow_c.mean), share, low, P95_SHARE, reason)
+    slow_c = float(np.mean(np.asarray(control_ms, dtype=float) > threshold))
+    return GuardrailResult("p95_latency", breached, slow_c, share, low, P95_SHARE, reason)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tuneloop.config import load_yaml_model, tenant_policy_file
+from tuneloop.config import TenantPolicy
 
 LATER_STEPS = (0.2, 0.5)  # the default ramp after the canary share
 
@@ -43,10 +42,11 @@ class Guardrails(BaseModel):
     )
 
 
-class RolloutPolicy(BaseModel):
+class RolloutPolicy(TenantPolicy):
     """How a gated candidate proves itself on live traffic; every field has a safe default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    filename: ClassVar[str] = "rollout_policy.yaml"
     primary_kpi: Literal["mean_reward", "positive_rate"] = Field(
         "mean_reward",
         description="The KPI the test decides on. mean_reward: each answer's reward under the tenant's "
@@ -75,10 +75,13 @@ class RolloutPolicy(BaseModel):
         "only by promotion: a final 1.0 may be written and stands for it.",
     )
     min_samples: int = Field(
-        30, ge=2, description="KPI observations per arm before the test or a guardrail may decide."
+        30,
+        ge=2,
+        description="Users (randomisation units; a request when anonymous) per arm with data before the "
+        "test or a guardrail may decide: the variance is estimated across users, not their requests.",
     )
     min_samples_per_step: int = Field(
-        100, ge=1, description="Observations per arm in a step before the ramp moves to the next one."
+        100, ge=1, description="Users per arm in a step before the ramp moves to the next one."
     )
     max_samples: int = Field(
         5000,
@@ -98,6 +101,12 @@ class RolloutPolicy(BaseModel):
         description="Roll back once the effect is surely below −harm_margin (0: as soon as it is surely "
         "negative).",
     )
+    cuped_lookback_days: float = Field(
+        28.0,
+        ge=0,
+        description="Days before the experiment whose KPI per user is the CUPED covariate that narrows the "
+        "test (users without history are not adjusted); 0 turns the adjustment off.",
+    )
     srm_p: float = Field(
         0.001, gt=0, lt=1, description="A sample-ratio-mismatch p-value below this halts the experiment."
     )
@@ -111,8 +120,6 @@ class RolloutPolicy(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if "tau" in data and "tau2" not in data and isinstance(data["tau"], int | float):
-            data["tau2"] = data.pop("tau") ** 2  # experiments stored before τ² was the field
         ramp, canary = data.get("ramp"), data.get("canary_share")
         if isinstance(ramp, list) and ramp and ramp[-1] == 1:
             ramp = data["ramp"] = ramp[:-1] or ramp  # 100% means promotion, which only the test grants
@@ -132,22 +139,6 @@ class RolloutPolicy(BaseModel):
             raise ValueError(f"the first step {ramp[0]} must equal canary_share {canary}")
         return ramp
 
-    @property
-    def tau(self) -> float:
-        """Standard deviation of the mixture, √τ²."""
-        return math.sqrt(self.tau2)
-
     def out_of_time(self, started_at: datetime, now: datetime) -> bool:
         """Whether an experiment started at `started_at` has run past max_duration_hours."""
         return now - started_at >= timedelta(hours=self.max_duration_hours)
-
-
-def load_rollout_policy(path: str | Path) -> RolloutPolicy:
-    """The rollout policy in a YAML file; BadRequest names the file and the field when it is invalid."""
-    return load_yaml_model(path, RolloutPolicy, "rollout policy")
-
-
-def tenant_rollout_policy(home: Path, tenant_name: str) -> RolloutPolicy:
-    """The tenant's rollout policy file if there is one, else the defaults."""
-    path = tenant_policy_file(home, tenant_name, "rollout_policy.yaml")
-    return load_rollout_policy(path) if path.exists() else RolloutPolicy()

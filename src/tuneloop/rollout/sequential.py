@@ -2,8 +2,8 @@
 
 Johari, Koomen, Pekelis & Walsh, "Always Valid Inference: Continuous Monitoring of A/B Tests" (Operations
 Research 70(3), 2022; arXiv:1512.04922), section 4, the normal-mixture mSPRT for a difference of two means:
-with Δ̂ = mean_T − mean_C, V = s²_T/n_T + s²_C/n_C and a N(θ₀, τ²) mixture over the effect, the mixture
-likelihood ratio against the null effect θ₀ is
+with Δ̂ = mean_T − mean_C, V its variance and a N(θ₀, τ²) mixture over the effect, the mixture likelihood
+ratio against the null effect θ₀ is
 
     Λ(θ₀) = sqrt(V / (V + τ²)) · exp( τ² (Δ̂ − θ₀)² / (2 V (V + τ²)) ).
 
@@ -15,13 +15,29 @@ confidence sequence
     Δ̂ ± sqrt( 2V(V+τ²)/τ² · (ln(1/α) + ½ ln((V+τ²)/V)) ).
 
 The mixture is symmetric, so each one-sided decision (promote: the sequence lies above 0; roll back: it lies
-below −harm_margin) has error at most α — conservative, about α/2 in practice. The variance is plugged in
-from the data (the paper's large-sample approximation), which is why a minimum sample per arm is required
-before any decision, and both arms use the larger of the two sample variances: a small canary arm with a
-rare outcome underestimates its own (thirty thumbs-up in a row have variance 0), and with each arm's own
-estimate A/A canaries at a 5% share with 90% thumbs-up promoted 11% of the time (alpha 0.05, 2,000 runs,
-a look after every event). The larger variance can only widen the sequence — the same as testing a shrunk
-effect — so the guarantee holds; there that false-promotion rate fell to 0.1%.
+below −harm_margin) has error at most α — conservative, about α/2 in practice.
+
+The test needs only V, and V must be that of the unit that was randomised. Users are assigned to arms, and
+one user's answers are correlated, so an arm is summarised per unit u (its KPI sum y_u over n_u answers)
+and its mean m = Σy_u / Σn_u gets the delta-method (cluster-robust) variance
+
+    Var(m) ≈ U/(U−1) · Σ_u (y_u − m·n_u)² / N²,     U units, N = Σn_u answers,
+
+which is s²/N when every unit has one answer. Treating answers as independent instead makes the sequence
+too narrow whenever users return, and A/A canaries get promoted far more often than α.
+
+CUPED (Deng, Xu, Kohavi & Walker, WSDM 2013) subtracts θ × each answer's pre-experiment covariate (its
+user's mean KPI before the experiment, centred; 0 without history), with θ the pooled within-arm regression
+of the linearised residuals y_u − m·n_u on those of the covariate sums w_u. The covariate predates
+assignment, so the adjusted difference estimates the same effect with the variance it explains removed.
+
+The variance is plugged in from the data (the paper's large-sample approximation), which is why a minimum
+number of units per arm is required before any decision, and both arms use the larger of the two per-answer
+variances (N × Var(m), the design effect included): a small canary arm with a rare outcome underestimates its
+own (thirty thumbs-up in a row have variance 0), and with each arm's own estimate A/A canaries at a 5% share
+with 90% thumbs-up promoted 11% of the time (alpha 0.05, 2,000 runs, a look after every event). Under the
+null both arms estimate the same per-answer variance, and the larger one can only widen the sequence — the
+same as testing a shrunk effect — so the guarantee holds; there that false-promotion rate fell to 0.1%.
 
 Every function here accepts numpy arrays as well as floats, so a simulation can run many experiments at
 every look at once.
@@ -30,7 +46,7 @@ every look at once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -43,50 +59,105 @@ def _scalar(value: Any) -> Any:
     return float(value) if np.ndim(value) == 0 else value
 
 
+def _ratio(numerator: Any, denominator: Any) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.divide(numerator, denominator, dtype=float)
+
+
 @dataclass
 class ArmStats:
-    """Running sufficient statistics of one arm: count, sum and sum of squares (floats or numpy arrays)."""
+    """Sums over one arm's randomisation units (floats or numpy arrays).
 
+    A unit u has KPI sum y_u and covariate sum w_u over its n_u answers; `yy` is Σy_u², `yn` Σy_u·n_u, etc.
+    """
+
+    units: Any = 0
     n: Any = 0
     total: Any = 0.0
-    total_sq: Any = 0.0
-
-    def add(self, x: float) -> None:
-        """Count one observation; a NaN poisons the arm, so the test reports it as inconclusive."""
-        self.n += 1
-        self.total += x
-        self.total_sq += x * x
-
-    def merge(self, other: ArmStats) -> ArmStats:
-        """The statistics of both samples together (e.g. two shards or two time windows)."""
-        return ArmStats(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq)
+    covariate: Any = 0.0
+    yy: Any = 0.0
+    yn: Any = 0.0
+    nn: Any = 0.0
+    ww: Any = 0.0
+    wn: Any = 0.0
+    yw: Any = 0.0
 
     @classmethod
-    def of(cls, values: Any) -> ArmStats:
-        """The statistics of a finished sample."""
-        array = np.asarray(values, dtype=float)
-        return cls(int(array.size), float(array.sum()), float((array * array).sum()))
+    def from_units(cls, y: Any, n: Any, w: Any = 0.0, *, axis: int = -1) -> ArmStats:
+        """Statistics of per-unit sums laid out along `axis`; units with n = 0 are absent."""
+        y, n = np.asarray(y, dtype=float), np.asarray(n, dtype=float)
+        w = np.broadcast_to(np.asarray(w, dtype=float), y.shape)
+        return cls(
+            _scalar((n > 0).sum(axis=axis)),
+            _scalar(n.sum(axis=axis)),
+            _scalar(y.sum(axis=axis)),
+            _scalar(w.sum(axis=axis)),
+            _scalar((y * y).sum(axis=axis)),
+            _scalar((y * n).sum(axis=axis)),
+            _scalar((n * n).sum(axis=axis)),
+            _scalar((w * w).sum(axis=axis)),
+            _scalar((w * n).sum(axis=axis)),
+            _scalar((y * w).sum(axis=axis)),
+        )
+
+    @classmethod
+    def of(cls, values: Any, units: Any = None, covariate: Any = None) -> ArmStats:
+        """A finished sample: each value's unit (None: every value is its own) and covariate (None: 0)."""
+        y = np.asarray(values, dtype=float)
+        w = np.zeros_like(y) if covariate is None else np.asarray(covariate, dtype=float)
+        if units is None or y.size == 0:
+            return cls.from_units(y, np.ones_like(y), w)
+        _, index = np.unique(np.asarray(units), return_inverse=True)
+        return cls.from_units(
+            np.bincount(index, weights=y), np.bincount(index).astype(float), np.bincount(index, weights=w)
+        )
 
     @classmethod
     def running(cls, values: Any, member: Any = None) -> ArmStats:
-        """Statistics after each observation along the last axis; `member` (0/1) keeps only this arm's."""
+        """After each value along the last axis, each its own unit; `member` (0/1) keeps this arm's."""
         array = np.asarray(values, dtype=float)
         mask = np.ones_like(array) if member is None else np.asarray(member, dtype=float)
         kept = np.where(mask > 0, array, 0.0)
-        return cls(np.cumsum(mask, axis=-1), np.cumsum(kept, axis=-1), np.cumsum(kept * kept, axis=-1))
+        count, total = np.cumsum(mask, axis=-1), np.cumsum(kept, axis=-1)
+        return cls(count, count, total, 0.0, np.cumsum(kept * kept, axis=-1), total, count)
+
+    def merge(self, other: ArmStats) -> ArmStats:
+        """The statistics of both samples together; their units must be disjoint (e.g. two shards)."""
+        return ArmStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @property
     def mean(self) -> Any:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _scalar(np.divide(self.total, self.n, dtype=float))
+        return _scalar(_ratio(self.total, self.n))
 
-    @property
-    def variance(self) -> Any:
-        """Unbiased sample variance; NaN below two observations."""
-        n = np.asarray(self.n, dtype=float)
+    def residual_sums(self) -> tuple[Any, Any, Any]:
+        """Σa², Σab and Σb² of the linearised residuals a_u = y_u − m·n_u and b_u = w_u − (W/N)·n_u."""
+        m, k = _ratio(self.total, self.n), _ratio(self.covariate, self.n)
+        aa = self.yy - 2 * m * self.yn + m * m * self.nn
+        bb = self.ww - 2 * k * self.wn + k * k * self.nn
+        ab = self.yw - m * self.wn - k * self.yn + m * k * self.nn
+        return np.maximum(aa, 0.0), ab, np.maximum(bb, 0.0)
+
+    def adjusted_mean(self, theta: Any = 0.0) -> Any:
+        """The mean answer less θ × the mean covariate (CUPED); θ = 0 gives the plain mean."""
+        return _scalar(_ratio(self.total - theta * self.covariate, self.n))
+
+    def spread(self, theta: Any = 0.0) -> Any:
+        """N × the cluster-robust variance of adjusted_mean: per-answer variance times the design effect."""
+        aa, ab, bb = self.residual_sums()
+        units = np.asarray(self.units, dtype=float)
+        centred = np.maximum(aa - 2 * theta * ab + np.square(theta) * bb, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            centred = np.maximum(self.total_sq - np.asarray(self.total) ** 2 / n, 0.0)
-            return _scalar(np.where(n >= 2, centred / (n - 1), np.nan))
+            return _scalar(np.where(units >= 2, units / (units - 1) * centred / self.n, np.nan))
+
+
+def cuped_theta(control: ArmStats, treatment: ArmStats) -> Any:
+    """θ of CUPED, pooled within arms; 0 where no unit's covariate varies."""
+    _, ab_c, bb_c = control.residual_sums()
+    _, ab_t, bb_t = treatment.residual_sums()
+    bb = bb_c + bb_t
+    # Relative to Σw²: a covariate constant per answer leaves only rounding noise in Σb².
+    varies = bb > 1e-9 * (np.asarray(control.ww) + np.asarray(treatment.ww))
+    return _scalar(np.where(varies, _ratio(ab_c + ab_t, bb), 0.0))
 
 
 class Bounds(NamedTuple):
@@ -108,9 +179,12 @@ class SequentialResult:
     ci_low: float
     ci_high: float
     p_value: float
-    n_control: int
+    n_control: int  # answers with a KPI value
     n_treatment: int
     reason: str
+    users_control: int = 0  # randomisation units among them
+    users_treatment: int = 0
+    theta: float = 0.0  # the CUPED coefficient; 0 without pre-experiment covariates
 
     def as_dict(self) -> dict:
         """JSON-safe: non-finite numbers become None."""
@@ -146,14 +220,12 @@ def mixture_p_value(effect: Any, variance: Any, tau2: float) -> Any:
 
 
 def confidence_sequence(control: ArmStats, treatment: ArmStats, *, alpha: float, tau2: float) -> Bounds:
-    """Effect (treatment − control), its always-valid interval and 1/Λ(0) at this look."""
-    effect = treatment.mean - control.mean
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # The larger arm variance for both arms: see the module docstring for why.
-        spread = np.fmax(control.variance, treatment.variance)
-        variance = _scalar(
-            spread / np.asarray(treatment.n, dtype=float) + spread / np.asarray(control.n, dtype=float)
-        )
+    """Effect (treatment − control, CUPED-adjusted), its always-valid interval and 1/Λ(0) at this look."""
+    theta = cuped_theta(control, treatment)
+    effect = _scalar(treatment.adjusted_mean(theta) - control.adjusted_mean(theta))
+    # The larger per-answer variance for both arms: see the module docstring for why.
+    spread = np.fmax(control.spread(theta), treatment.spread(theta))
+    variance = _scalar(_ratio(spread, treatment.n) + _ratio(spread, control.n))
     half = mixture_half_width(variance, tau2, alpha)
     return Bounds(effect, variance, effect - half, effect + half, mixture_p_value(effect, variance, tau2))
 
@@ -170,18 +242,21 @@ def msprt(
 ) -> SequentialResult:
     """Decide on treatment − control: promote once the sequence lies above 0, roll back once below.
 
-    `previous_p` is the always-valid p-value of the last look (1.0 at the start); anything that cannot be
-    judged — too few samples, NaN, zero variance — is "inconclusive", never a pass.
+    `min_samples` counts units per arm; `previous_p` is the last look's always-valid p-value (1.0 at the
+    start). What cannot be judged (too few units, NaN, zero variance) is "inconclusive", never a pass.
     """
-    n_c, n_t = int(control.n), int(treatment.n)
+    n_c, n_t, u_c, u_t = int(control.n), int(treatment.n), int(control.units), int(treatment.units)
+    theta = float(cuped_theta(control, treatment))
 
     def result(decision: Decision, low: float, high: float, p: float, reason: str) -> SequentialResult:
-        return SequentialResult(decision, float(effect), float(low), float(high), float(p), n_c, n_t, reason)
+        return SequentialResult(
+            decision, float(effect), float(low), float(high), float(p), n_c, n_t, reason, u_c, u_t, theta
+        )
 
-    effect = treatment.mean - control.mean if min(n_c, n_t) else math.nan
+    effect = treatment.adjusted_mean(theta) - control.adjusted_mean(theta) if min(n_c, n_t) else math.nan
     needed = max(min_samples, 2)
-    if min(n_c, n_t) < needed:
-        reason = f"too few samples: {n_c} control, {n_t} treatment; {needed} per arm needed"
+    if min(u_c, u_t) < needed:
+        reason = f"too few users: {u_c} control, {u_t} treatment; {needed} per arm needed"
         return result("inconclusive", -math.inf, math.inf, previous_p, reason)
     bounds = confidence_sequence(control, treatment, alpha=alpha, tau2=tau2)
     if not (math.isfinite(bounds.effect) and math.isfinite(bounds.variance)):
