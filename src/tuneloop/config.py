@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, ConfigError
 
 
 class Settings(BaseSettings):
@@ -64,23 +64,112 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=8, description="Most sequences the embedded backend decodes together."
     )
+    max_adapters: int = Field(
+        default=8,
+        ge=1,
+        description="LoRA adapters the embedded backend keeps resident; loading one more unloads the least "
+        "recently used.",
+    )
+    max_redact_chars: int = Field(
+        default=250_000,
+        ge=1,
+        description="Most characters of text one request may send through PII redaction (tenants with "
+        "redaction on); more get 413. Analysis costs about 40 s of CPU per million characters.",
+    )
+    max_redact_strings: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most strings one request may send through PII redaction; more get 413.",
+    )
+    tenant_max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Requests one tenant may have in progress at once; more get 429 with Retry-After.",
+    )
+    tenant_rate_limit: float = Field(
+        default=200.0,
+        gt=0,
+        description="Requests per second one tenant may send, on average; more get 429 with Retry-After.",
+    )
+    tenant_rate_burst: int = Field(
+        default=400, ge=1, description="Requests one tenant may send at once above its rate."
+    )
+    db_busy_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a request waits for a database lock or a pooled connection before it gets 503 "
+        "with Retry-After (SQLite busy_timeout, PostgreSQL lock_timeout, pool timeout).",
+    )
+    db_pool_size: int = Field(
+        default=16,
+        ge=1,
+        description="Database connections per process; the server runs at most this many store calls at "
+        "once, so none waits on the pool.",
+    )
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description="SQLite durability: `normal` survives a killed process, but a power loss or OS crash "
+        "may drop the last acknowledged writes; `full` fsyncs every commit and survives both, at a cost "
+        "per write.",
+    )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections and requests `tuneloop serve` handles at once; beyond, uvicorn answers 503.",
+    )
+    timeout_keep_alive: int = Field(
+        default=5, ge=1, description="Seconds `tuneloop serve` keeps an idle HTTP connection open."
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        description="Largest unfinished request line and headers `tuneloop serve` buffers (uvicorn's "
+        "h11_max_incomplete_event_size); a client trickling an endless header is cut off there.",
+    )
 
     def hash_key(self) -> bytes:
-        """The redaction HMAC key: the setting, else HOME/redaction.key (created with mode 0600 once)."""
+        """The redaction HMAC key: the setting, else HOME/redaction.key (created once, mode 0600)."""
         if self.redaction_key is not None:
-            return self.redaction_key.get_secret_value().encode()
+            key = self.redaction_key.get_secret_value().strip()
+            if not key:
+                raise ConfigError("TUNELOOP_REDACTION_KEY is empty; set a long random secret or unset it")
+            return key.encode()
         path = self.home / "redaction.key"
         if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+            _publish_new_key(path)
+        key = path.read_text().strip()
+        if not key:
+            raise ConfigError(
+                f"{path} is empty, so `hash` placeholders cannot be made; restore the key from a backup "
+                "(or delete the file to start a new key, after which old hashes no longer join new ones)"
+            )
+        return key.encode()
 
     @property
     def database_url(self) -> str:
         """The store URL in force: `db_url`, or the SQLite file under `home`."""
         return self.db_url or f"sqlite:///{self.home / 'tuneloop.db'}"
+
+
+def _publish_new_key(path: Path) -> None:
+    """Write a random key to `path` atomically: complete and synced before the name exists, first one wins.
+
+    A crash leaves at most a stray temp file, never an empty key, and of two first starts racing, the one
+    that links second reads the winner's key.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if the name exists: never replaces a key already in use
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -55,15 +55,33 @@ class UnsupportedMediaType(TuneloopError):
     type = "invalid_request_error"
 
 
-class Overloaded(TuneloopError):
+class Retryable(TuneloopError):
+    """A refusal the client should simply repeat after `retry_after` seconds (sent as `Retry-After`)."""
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class RateLimited(Retryable):
+    """This tenant sends more, or more at once, than its limits allow."""
+
+    status = 429
+    type = "rate_limit_error"
+
+
+class Overloaded(Retryable):
     """The server is at capacity; the client should retry after `retry_after` seconds."""
 
     status = 503
     type = "overloaded_error"
 
-    def __init__(self, message: str, *, retry_after: int = 1, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
+
+class ServiceUnavailable(Retryable):
+    """The store is locked or busy past its short timeout; writes are idempotent, so retrying is safe."""
+
+    status = 503
+    type = "service_unavailable_error"
 
 
 class UpstreamError(TuneloopError):
@@ -71,3 +89,9 @@ class UpstreamError(TuneloopError):
 
     status = 502
     type = "upstream_error"
+
+
+class ConfigError(TuneloopError):
+    """The service's own configuration or files are unusable; the message says what to fix."""
+
+    type = "configuration_error"

@@ -241,3 +241,23 @@ def test_real_model_knows_the_capital_of_france(models_dir: Path) -> None:
 
     completion = run(scenario, ensure_base_model(models_dir))
     assert "Paris" in completion.text
+
+
+def test_resident_adapters_beyond_the_limit_evict_the_least_recently_used(
+    tiny: Path, adapters: dict[str, Path]
+) -> None:
+    async def scenario(backend):
+        await backend.load_adapter("t1/v1", adapters["a"])
+        await backend.load_adapter("t2/v1", adapters["b"])
+        await backend.generate(ask("hi", max_tokens=1, adapter="t1/v1"))  # t2/v1 is now the least recent
+        await backend.load_adapter("t3/v1", adapters["a"])
+        after_third = backend.adapters
+        with pytest.raises(NotFound):
+            await backend.generate(ask("hi", max_tokens=1, adapter="t2/v1"))
+        await backend.load_adapter("t2/v1", adapters["b"])  # comes back on its next use
+        return after_third, backend.adapters, (await backend.generate(ask("hi", adapter="t2/v1"))).text
+
+    after_third, after_reload, text = run(scenario, tiny, max_adapters=2)
+    assert after_third == ["t1/v1", "t3/v1"]
+    assert after_reload == ["t2/v1", "t3/v1"]
+    assert text == reference_text(tiny, adapters["b"], "hi", 12)

@@ -161,3 +161,34 @@ def test_unreachable_upstream_is_an_upstream_error() -> None:
                 await backend.generate(ask())
 
     asyncio.run(main())
+
+
+def test_requests_past_max_queue_get_overloaded_at_once_and_slots_come_back() -> None:
+    upstream = FakeVLLM()
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            await release.wait()
+        return upstream(request)
+
+    async def main():
+        backend = OpenAIUpstreamBackend(
+            "http://upstream/v1", transport=httpx.MockTransport(slow), max_queue=2
+        )
+        async with backend:
+            waiting = [asyncio.create_task(backend.generate(ask())) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            with pytest.raises(Overloaded) as caught:
+                await backend.generate(ask())
+            with pytest.raises(Overloaded):
+                await backend.stream(ask())
+            release.set()
+            done = await asyncio.gather(*waiting)
+            stream = await backend.stream(ask())  # both slots are free again
+            text = "".join([d async for d in stream])
+            return caught.value, done, text
+
+    error, done, text = asyncio.run(main())
+    assert error.status == 503 and error.retry_after >= 1
+    assert [c.text for c in done] == ["answer from base-model"] * 2 and text == "answer from base-model"

@@ -108,6 +108,9 @@ class FeedbackIn(BaseModel):
         if self.created_at is not None and not EPOCH <= self.created_at <= datetime.now(UTC) + FUTURE_SLACK:
             # Times out of range overflow in UTC conversion; future ones would fill KPI windows yet to come.
             raise ValueError("created_at: must lie between 1970-01-01 and now (UTC); omit it to use arrival")
+        if self.created_at is not None:
+            # Stored in UTC: SQLite keeps no offset, so "10:00+05:00" would otherwise read back as 10:00Z.
+            self.created_at = self.created_at.astimezone(UTC)
         return self
 
 

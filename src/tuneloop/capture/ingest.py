@@ -1,4 +1,7 @@
-"""The one path by which interactions and feedback reach the store: validate, hash, redact, write."""
+"""The one path by which interactions and feedback reach the store: validate, hash, redact, write.
+
+Redaction (CPU) and the write (store) are separate steps, so a server can run them on separate pools.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from typing import Any
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.redact import Redactor
 from tuneloop.store.repository import ItemResult, TenantStore, payload_hash
+
+Row = tuple[dict[str, Any], str]  # a redacted row and the digest of the client's payload
 
 
 def new_interaction_id() -> str:
@@ -20,14 +25,22 @@ class Capture:
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
 
-    def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
-        """Store an interaction; `served` adds what the gateway knows (adapter, arm, decoding...)."""
+    def interaction_row(
+        self, store: TenantStore, item: InteractionIn, *, budget: bool = True, **served: Any
+    ) -> Row:
+        """The redacted row for an interaction; `served` adds what the gateway knows (adapter, arm...).
+
+        `budget` refuses (413) more text than one request may send through redaction.
+        """
         payload = item.model_dump(mode="json")
         digest = payload_hash({**payload, **served})
         choices = item.choices or [item.response]
         messages = [m.content for m in item.messages]
         redacted = self.redactor.redact_json(
-            [messages, item.response, choices, item.metadata], store.tenant.redaction
+            [messages, item.response, choices, item.metadata],
+            store.tenant.redaction,
+            store.tenant_id,
+            budget=budget,
         )
         contents, response, choices, metadata = redacted
         row = {
@@ -43,17 +56,25 @@ class Capture:
             "metadata": metadata,
             **served,
         }
-        return store.log_interaction(row, digest)
+        return row, digest
 
-    def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
-        """Store validated events in one transaction; free text and metadata strings are redacted first."""
-        payloads = [item.model_dump(mode="json") for item in items]
-        digests = [payload_hash(p) for p in payloads]
+    def feedback_rows(self, store: TenantStore, items: list[FeedbackIn]) -> list[Row]:
+        """Redacted rows for validated events: free text and metadata strings are redacted."""
+        digests = [payload_hash(item.model_dump(mode="json")) for item in items]
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(
-            [[item.value, item.metadata] for item in items], store.tenant.redaction
+            [[item.value, item.metadata] for item in items], store.tenant.redaction, store.tenant_id
         )
-        rows = []
-        for item, (value, metadata) in zip(items, redacted, strict=True):
-            rows.append({**item.model_dump(), "value": value, "metadata": metadata})
-        return store.add_feedback(list(zip(rows, digests, strict=True)))
+        rows = [
+            {**item.model_dump(), "value": value, "metadata": metadata}
+            for item, (value, metadata) in zip(items, redacted, strict=True)
+        ]
+        return list(zip(rows, digests, strict=True))
+
+    def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
+        """Redact and store an interaction; idempotent on its id."""
+        return store.log_interaction(*self.interaction_row(store, item, **served))
+
+    def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
+        """Redact and store validated events in one transaction."""
+        return store.add_feedback(self.feedback_rows(store, items))

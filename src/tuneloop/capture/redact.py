@@ -7,7 +7,9 @@ import hmac
 import importlib.util
 import threading
 import unicodedata
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from tuneloop.errors import PayloadTooLarge, TuneloopError
@@ -22,6 +24,13 @@ SCORE_THRESHOLD = 0.3
 DEFAULT_HASH_KEY = b"tuneloop-default-redaction-key"
 HASH_HEX_CHARS = 12  # 48 bits: joinable without collisions among millions of distinct values
 MAX_TEXT_CHARS = 1_000_000  # spaCy's own limit per text
+# Analysis runs in turns of about this many characters (~0.1 s of CPU), granted round-robin between
+# tenants, so one tenant's large batch delays another's small write by one turn, not by the whole batch.
+TURN_CHARS = 2_500
+# Long texts are analysed in overlapping segments so they too yield the model between turns; the overlap
+# is longer than any entity we look for, so a find cut by one segment's edge is whole in the next.
+SEGMENT_CHARS = 2_000
+SEGMENT_OVERLAP = 300
 _CACHE_SIZE = 4096
 
 
@@ -31,22 +40,30 @@ Spans = list[tuple[str, int, int, float]]  # (entity, start, end, score) per fin
 class Redactor:
     """Replaces PII by typed placeholders (`redact`), keyed-hash placeholders (`hash`) or not (`off`)."""
 
-    def __init__(self, *, hash_key: bytes = DEFAULT_HASH_KEY) -> None:
+    def __init__(
+        self,
+        *,
+        hash_key: bytes = DEFAULT_HASH_KEY,
+        max_chars: int | None = None,
+        max_strings: int | None = None,
+    ) -> None:
         self._hash_key = hash_key
         self._hash_operators: dict[str, Any] | None = None
+        self.max_chars = max_chars
+        self.max_strings = max_strings
 
     def warm_up(self) -> None:
         """Load spaCy and Presidio now rather than on the first request."""
         _engines()
 
-    def redact_texts(self, texts: list[str], mode: RedactionMode) -> list[str]:
-        """Return `texts` with PII replaced according to `mode`; one spaCy pass over the whole batch."""
+    def redact_texts(self, texts: list[str], mode: RedactionMode, owner: str = "") -> list[str]:
+        """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others."""
         if mode == "off":
             return list(texts)
         if mode not in ("redact", "hash"):
             raise ValueError(f"unknown redaction mode {mode!r}; use one of redact, hash, off")
         engines = _engines()
-        spans = _propagate(texts, engines.find_spans(texts))
+        spans = _propagate(texts, engines.find_spans(texts, owner))
         if mode == "redact":
             operators = engines.redact_operators
         else:
@@ -58,14 +75,37 @@ class Redactor:
             for text, found in zip(texts, spans, strict=True)
         ]
 
-    def redact_json(self, values: list[Any], mode: RedactionMode) -> list[Any]:
-        """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone."""
+    def redact_json(
+        self, values: list[Any], mode: RedactionMode, owner: str = "", *, budget: bool = True
+    ) -> list[Any]:
+        """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone.
+
+        With `budget`, more text than `max_chars` or more strings than `max_strings` is refused (413).
+        """
         if mode == "off":
             return list(values)
         strings: list[str] = []
         _collect_strings(values, strings)
-        redacted = iter(self.redact_texts(strings, mode))
+        if budget:
+            self.check_budget(strings)
+        redacted = iter(self.redact_texts(strings, mode, owner))
         return _replace_strings(values, redacted)
+
+    def check_budget(self, strings: list[str]) -> None:
+        """PayloadTooLarge, naming the setting, when `strings` are more analysis than one request may ask."""
+        if self.max_strings is not None and len(strings) > self.max_strings:
+            raise PayloadTooLarge(
+                f"the request holds {len(strings)} strings to redact; the limit is {self.max_strings} "
+                "(TUNELOOP_MAX_REDACT_STRINGS): send smaller batches",
+                code="redaction_budget",
+            )
+        chars = sum(map(len, strings))
+        if self.max_chars is not None and chars > self.max_chars:
+            raise PayloadTooLarge(
+                f"the request holds {chars} characters of text to redact; the limit is {self.max_chars} "
+                "(TUNELOOP_MAX_REDACT_CHARS): send smaller batches",
+                code="redaction_budget",
+            )
 
     def placeholder(self, entity: str, value: str) -> str:
         """The `hash` mode placeholder: equal values (after normalising) give equal placeholders."""
@@ -144,17 +184,18 @@ class _Engines:
         self._conflicts = ConflictResolutionStrategy.REMOVE_INTERSECTIONS
         self.redact_operators = {e: OperatorConfig("replace", {"new_value": f"<{e}>"}) for e in ENTITIES}
         # spaCy does not promise thread-safe inference (its vocab grows as it reads), so analysis is
-        # serialised; it is CPU-bound under the GIL anyway.
-        self._lock = threading.Lock()
+        # serialised (it is CPU-bound under the GIL anyway), in turns shared fairly between tenants.
+        self._turns = FairLock()
+        self._cache_lock = threading.Lock()
         # Keyed by a digest, not the text, so the cache holds no raw PII. System prompts repeat on every
         # interaction; the cache makes them free after the first time.
         self._cache: OrderedDict[bytes, Spans] = OrderedDict()
 
-    def find_spans(self, texts: list[str]) -> list[Spans]:
-        """Entities found in each text, from the cache or from one batched analysis of the rest."""
+    def find_spans(self, texts: list[str], owner: str = "") -> list[Spans]:
+        """Entities found in each text, from the cache or from batched analysis of the rest, in turns."""
         spans: list[Spans] = [[] for _ in texts]
         todo: dict[bytes, list[int]] = {}  # digest -> positions; duplicates in a batch are analysed once
-        with self._lock:
+        with self._cache_lock:
             for i, text in enumerate(texts):
                 if not _may_hold_pii(text):
                     continue
@@ -165,14 +206,29 @@ class _Engines:
                     spans[i] = cached
                 else:
                     todo.setdefault(key, []).append(i)
-            if todo:
-                found = self.analyze([texts[positions[0]] for positions in todo.values()])
-                for (key, positions), result in zip(todo.items(), found, strict=True):
-                    self._cache[key] = result
-                    for i in positions:
-                        spans[i] = result
-                while len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
+        if not todo:
+            return spans
+        unique = [texts[positions[0]] for positions in todo.values()]
+        too_long = next((t for t in unique if len(t) > MAX_TEXT_CHARS), None)
+        if too_long is not None:
+            raise PayloadTooLarge(
+                f"a text of {len(too_long)} characters is too long to redact; "
+                f"split it into parts under {MAX_TEXT_CHARS} characters"
+            )
+        found: list[Spans] = [[] for _ in unique]
+        for turn in _turns(unique):
+            with self._turns.hold(owner):
+                results = self.analyze([segment for _, _, segment in turn])
+            for (i, offset, _), result in zip(turn, results, strict=True):
+                found[i].extend((e, start + offset, end + offset, score) for e, start, end, score in result)
+        with self._cache_lock:
+            for (key, positions), result in zip(todo.items(), found, strict=True):
+                result = sorted(set(result), key=lambda f: (f[1], f[2], f[0]))  # overlaps find twice
+                self._cache[key] = result
+                for i in positions:
+                    spans[i] = result
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
         return spans
 
     def make_operators(self, placeholder: Any) -> dict[str, Any]:
@@ -186,12 +242,6 @@ class _Engines:
 
     def analyze(self, texts: list[str]) -> list[Spans]:
         """Entity spans per text, with one spaCy `pipe` over all of them."""
-        too_long = next((t for t in texts if len(t) > MAX_TEXT_CHARS), None)
-        if too_long is not None:
-            raise PayloadTooLarge(
-                f"a text of {len(too_long)} characters is too long to redact; "
-                f"split it into parts under {MAX_TEXT_CHARS} characters"
-            )
         artifacts = self.nlp_engine.process_batch(
             texts, language="en", batch_size=max(1, min(len(texts), 256))
         )
@@ -213,6 +263,72 @@ class _Engines:
 
         results = [RecognizerResult(entity, start, end, score) for entity, start, end, score in spans]
         return self.anonymizer.anonymize(text, results, operators, conflict_resolution=self._conflicts).text
+
+
+class FairLock:
+    """A lock granted round-robin between owners (tenants), first come first served within one owner."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting: OrderedDict[str, deque[object]] = OrderedDict()  # owner -> tickets, next owner first
+        self._granted: object | None = None
+
+    @contextmanager
+    def hold(self, owner: str) -> Iterator[None]:
+        ticket = object()
+        with self._cond:
+            if self._held or self._waiting:
+                self._waiting.setdefault(owner, deque()).append(ticket)
+                while self._granted is not ticket:
+                    self._cond.wait()
+                self._granted = None
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                if not self._waiting:
+                    self._held = False
+                else:
+                    owner_next, tickets = next(iter(self._waiting.items()))
+                    self._granted = tickets.popleft()
+                    if tickets:
+                        self._waiting.move_to_end(owner_next)  # its next turn comes after the others'
+                    else:
+                        del self._waiting[owner_next]
+                    self._cond.notify_all()
+
+
+def _segments(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, piece) covering `text` in overlapping pieces of about SEGMENT_CHARS, cut at whitespace."""
+    start = 0
+    while True:
+        end = start + SEGMENT_CHARS
+        if end >= len(text):
+            yield start, text[start:]
+            return
+        cut = max(text.rfind(c, start + SEGMENT_CHARS // 2, end) for c in " \n")
+        end = cut if cut > 0 else end
+        yield start, text[start:end]
+        # The next piece starts at a word, so no piece begins with the tail of a name.
+        space = max(text.find(c, end - SEGMENT_OVERLAP, end) for c in " \n")
+        start = space + 1 if space >= 0 else end - SEGMENT_OVERLAP
+
+
+def _turns(texts: list[str]) -> Iterator[list[tuple[int, int, str]]]:
+    """(text index, offset, segment) in groups of about TURN_CHARS: one group is analysed per turn."""
+    turn: list[tuple[int, int, str]] = []
+    size = 0
+    for i, text in enumerate(texts):
+        for offset, segment in _segments(text):
+            if turn and size + len(segment) > TURN_CHARS:
+                yield turn
+                turn, size = [], 0
+            turn.append((i, offset, segment))
+            size += len(segment)
+    if turn:
+        yield turn
 
 
 def _keep_only_ner(nlp: Any) -> None:

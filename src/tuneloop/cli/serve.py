@@ -20,5 +20,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from tuneloop.serve.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_limits(settings)
+    )
     return 0
+
+
+def uvicorn_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits and timeouts from the settings (uvicorn itself sets no limit)."""
+    return {
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,17 +18,21 @@ from starlette.exceptions import HTTPException
 
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
+from tuneloop.capture.spool import Spool
 from tuneloop.config import Settings
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
 from tuneloop.monitor.metrics import install_metrics
 from tuneloop.serve import capture_routes, chat_routes
 from tuneloop.serve.backends.base import Backend
-from tuneloop.serve.http import Auth, error_response
+from tuneloop.serve.http import Auth, StoreCalls, error_response
+from tuneloop.serve.limits import TenantLimits
 from tuneloop.serve.routing import Router
+from tuneloop.store.engine import unavailable
 from tuneloop.store.repository import Store
 
 log = logging.getLogger("tuneloop")
+SPOOL_REPLAY_SECONDS = 15.0
 
 
 @dataclass
@@ -34,8 +41,11 @@ class AppState:
 
     settings: Settings
     store: Store
+    calls: StoreCalls
     auth: Auth
     capture: Capture
+    limits: TenantLimits
+    spool: Spool
     backend: Backend | None
     router: Router | None
 
@@ -60,18 +70,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.database_url)
-        redactor = Redactor(hash_key=settings.hash_key())
+        redactor = Redactor(
+            hash_key=settings.hash_key(),
+            max_chars=settings.max_redact_chars,
+            max_strings=settings.max_redact_strings,
+        )
         redactor.warm_up()
         if backend is not None:
             await backend.start()
+        calls = StoreCalls(settings.db_pool_size)
+        spool = Spool(settings.home / "spool" / "interactions.jsonl")
         app.state.tuneloop = AppState(
             settings=settings,
             store=store,
-            auth=Auth(store),
+            calls=calls,
+            auth=Auth(store, calls),
             capture=Capture(redactor),
+            limits=TenantLimits(
+                settings.tenant_max_concurrency, settings.tenant_rate_limit, settings.tenant_rate_burst
+            ),
+            spool=spool,
             backend=backend,
             router=Router(backend) if backend else None,
         )
+        replaying = asyncio.create_task(_replay_spool(spool, store, calls))
         stop = threading.Event()
         if settings.loop_interval:
             from tuneloop.loop import run_all
@@ -86,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
             if backend is not None:
                 await backend.close()
             store.close()
@@ -122,9 +147,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         error.type = "invalid_request_error"
         return error_response(error)
 
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def on_store_error(_: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        busy = unavailable(exc)
+        if busy is None:
+            log.error("store error", exc_info=exc)
+            return error_response(TuneloopError(f"internal error ({type(exc).__name__}); see the server log"))
+        return error_response(busy)
+
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(TuneloopError(f"internal error ({type(exc).__name__}); see the server log"))
 
     return app
+
+
+async def _replay_spool(spool: Spool, store: Store, calls: StoreCalls) -> None:
+    """Write spooled captures at start, then every SPOOL_REPLAY_SECONDS while any are left."""
+    while True:
+        try:
+            if await calls(spool.replay, store):
+                log.warning("spooled captures remain; retrying in %.0f s", SPOOL_REPLAY_SECONDS)
+        except Exception:
+            log.exception("replaying the capture spool failed")
+        await asyncio.sleep(SPOOL_REPLAY_SECONDS)

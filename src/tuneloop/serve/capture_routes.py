@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import clip, read_json, validate
-from tuneloop.store.repository import ItemResult
+from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"  # what capture/events.Id accepts, so nothing else can exist
@@ -28,11 +28,13 @@ def _state(request: Request) -> Any:
 async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
-    store = st.auth.tenant(request)
-    item = validate(
-        InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
-    )
-    result = await run_in_threadpool(st.capture.log_interaction, store, item)
+    store = await st.auth.tenant(request)
+    async with st.limits.admit(store.tenant_id):
+        item = validate(
+            InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+        )
+        row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
+        result = await st.calls(store.log_interaction, *row)
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
 
 
@@ -40,19 +42,25 @@ async def log_interaction(request: Request) -> JSONResponse:
 async def post_feedback(request: Request) -> JSONResponse:
     """One event (answered with its status) or `{"events": [...]}` (answered per item)."""
     st = _state(request)
-    store = st.auth.tenant(request)
-    body = await read_json(request, st.settings.max_body_bytes)
-    limit = st.settings.max_text_chars
-    if isinstance(body, dict) and "events" in body:
-        return await _batch(st, store, body, limit)
-    event = validate(FeedbackIn, body, limit)
-    [result] = await run_in_threadpool(st.capture.add_feedback, store, [event])
+    store = await st.auth.tenant(request)
+    async with st.limits.admit(store.tenant_id):
+        body = await read_json(request, st.settings.max_body_bytes)
+        limit = st.settings.max_text_chars
+        if isinstance(body, dict) and "events" in body:
+            return await _batch(st, store, body, limit)
+        [result] = await _store_feedback(st, store, [validate(FeedbackIn, body, limit)])
     if result.status == "rejected":
         raise _rejection(result)
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
 
 
-async def _batch(st: Any, store: Any, body: dict, limit: int) -> JSONResponse:
+async def _store_feedback(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[ItemResult]:
+    """Redact (CPU, in turns with other tenants) and then write (store) validated events."""
+    rows = await anyio.to_thread.run_sync(st.capture.feedback_rows, store, events)
+    return await st.calls(store.add_feedback, rows)
+
+
+async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONResponse:
     events = body["events"]
     if set(body) != {"events"}:
         extra = [clip(k, 40) for k in sorted(set(body) - {"events"})[:5]]
@@ -72,7 +80,7 @@ async def _batch(st: Any, store: Any, body: dict, limit: int) -> JSONResponse:
             results.append(None)
         except TuneloopError as exc:
             results.append(ItemResult(_id_of(raw), "rejected", exc.message, code=exc.status))
-    stored = iter(await run_in_threadpool(st.capture.add_feedback, store, valid) if valid else [])
+    stored = iter(await _store_feedback(st, store, valid) if valid else [])
     merged = [r if r is not None else next(stored) for r in results]
     counts = {s: sum(r.status == s for r in merged) for s in ("accepted", "duplicate", "rejected")}
     items = [{"id": r.id, "status": r.status, **({"error": r.error} if r.error else {})} for r in merged]
@@ -96,10 +104,12 @@ def _rejection(result: ItemResult) -> TuneloopError:
 @router.get("/v1/interactions/{interaction_id}")
 async def get_interaction(request: Request, interaction_id: str) -> dict:
     """One interaction with its feedback; 404 for ids this tenant does not own."""
-    store = _state(request).auth.tenant(request)
+    st = _state(request)
+    store = await st.auth.tenant(request)
     if not re.fullmatch(ID_PATTERN, interaction_id):
         raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
-    found = await run_in_threadpool(store.get_interaction, interaction_id)
+    async with st.limits.admit(store.tenant_id):
+        found = await st.calls(store.get_interaction, interaction_id)
     return {**_public(found), "feedback": [_public(e) for e in found["feedback"]]}
 
 
@@ -111,6 +121,15 @@ async def list_feedback(
     limit: int = Query(default=1000, ge=1, le=10_000),
 ) -> dict:
     """Feedback events of this tenant, by interaction and/or received after `since`."""
-    store = _state(request).auth.tenant(request)
-    events = await run_in_threadpool(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
+    st = _state(request)
+    store = await st.auth.tenant(request)
+    if since is not None:
+        # Stored times are UTC without an offset (SQLite): compare in UTC, whatever offset the client sent.
+        try:
+            since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+        except OverflowError:
+            # Before year 1 or after 9999 once in UTC: earlier than every event, or later than all of them.
+            since = None if since.year == 1 else datetime.max.replace(tzinfo=UTC)
+    async with st.limits.admit(store.tenant_id):
+        events = await st.calls(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
     return {"data": [_public(e) for e in events]}

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneloop.capture.events import InteractionIn
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.versions import Registry
 from tuneloop.serve.backends.base import Completion, GenerationRequest
 from tuneloop.serve.http import read_json, validate
@@ -27,6 +30,9 @@ from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
+log = logging.getLogger("tuneloop")
+CAPTURE_ATTEMPTS = 3  # then the interaction goes to the spool (HOME/spool), replayed by the server
+_BACKGROUND: set[asyncio.Task] = set()  # captures of dropped streams, referenced until they finish
 # Documented OpenAI parameters tuneloop cannot honour, each with the values that ask for nothing.
 UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "tools": (None, []),
@@ -142,8 +148,16 @@ def _parse(body: Any, max_text: int) -> ChatRequest:
 async def chat_completions(request: Request) -> Any:
     """Create a chat completion as OpenAI's API does; the answer's id names the captured interaction."""
     st = request.app.state.tuneloop
-    tenant = st.auth.tenant(request)
+    tenant = await st.auth.tenant(request)
+    async with st.limits.admit(tenant.tenant_id):
+        return await _complete(st, tenant, request)
+
+
+async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
     req = _parse(await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
+    if tenant.tenant.redaction != "off":
+        # Refused before generating: the capture afterwards must not fail on what the client sent.
+        st.capture.redactor.check_budget([m.text() for m in req.messages])
     interaction_id = f"chatcmpl-{uuid.uuid4().hex}"
     route = await st.router.route(tenant, req.user, req.model, interaction_id)
     adapter = await st.router.ensure_loaded(tenant, route.version)
@@ -176,7 +190,9 @@ async def chat_completions(request: Request) -> Any:
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     completion = await st.backend.generate(gen)
-    await run_in_threadpool(_capture, st, tenant, req, route, decoding, interaction_id, completion, started)
+    await asyncio.shield(
+        _in_background(_capture(st, tenant, req, route, decoding, interaction_id, completion, started))
+    )
     body = {
         "id": interaction_id,
         "object": "chat.completion",
@@ -216,7 +232,7 @@ def _usage(completion: Completion) -> dict[str, int]:
     }
 
 
-def _capture(
+async def _capture(
     st: Any,
     tenant: TenantStore,
     req: ChatRequest,
@@ -227,6 +243,7 @@ def _capture(
     started: float,
     **metadata: Any,
 ) -> None:
+    """Store the interaction, retrying briefly, else spool it for later: never fail a finished generation."""
     texts = [c.text for c in completion.choices]
     item = InteractionIn(
         id=interaction_id,
@@ -237,17 +254,41 @@ def _capture(
         model=st.backend.model_id,
         metadata=metadata or None,
     )
-    st.capture.log_interaction(
-        tenant,
-        item,
-        adapter_version=route.version_id,
-        arm=route.arm,
-        experiment_id=route.experiment_id,
-        decoding={**decoding, "n": req.n or 1},
-        latency_ms=(time.perf_counter() - started) * 1000,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
+    served = {
+        "adapter_version": route.version_id,
+        "arm": route.arm,
+        "experiment_id": route.experiment_id,
+        "decoding": {**decoding, "n": req.n or 1},
+        "latency_ms": (time.perf_counter() - started) * 1000,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
+    try:
+        # The messages passed the budget before generating; the model's text is bounded by max_tokens.
+        row, digest = await anyio.to_thread.run_sync(
+            partial(st.capture.interaction_row, tenant, item, budget=False, **served)
+        )
+    except Exception:
+        log.exception("interaction %s could not be redacted, so it was not captured", interaction_id)
+        return
+    row["created_at"] = datetime.now(UTC)  # the answer's moment, also when written from the spool
+    for attempt in range(CAPTURE_ATTEMPTS):
+        try:
+            await st.calls(tenant.log_interaction, row, digest)
+            return
+        except Conflict:
+            log.error(
+                "interaction %s exists already with another payload; not captured again", interaction_id
+            )
+            return
+        except Exception:
+            if attempt + 1 < CAPTURE_ATTEMPTS:
+                await asyncio.sleep(0.2 * 2**attempt)
+    log.warning("store unavailable: interaction %s spooled, written later", interaction_id, exc_info=True)
+    try:
+        await anyio.to_thread.run_sync(st.spool.append, tenant.tenant, row, digest)
+    except Exception:
+        log.exception("interaction %s could be neither stored nor spooled; it is lost", interaction_id)
 
 
 async def _sse(
@@ -278,6 +319,7 @@ async def _sse(
 
     parts: list[str] = []
     finished = False
+    capture = (st, tenant, req, route, decoding, interaction_id)
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for delta in stream:
@@ -287,17 +329,25 @@ async def _sse(
         yield chunk({}, finish=completion.choices[0].finish_reason)
         if include_usage:
             yield chunk({}, usage=_usage(completion))
-        yield "data: [DONE]\n\n"
         finished = True
+        # Stored (or spooled) before the stream ends, so feedback sent after it finds the interaction;
+        # shielded, so a client leaving at this moment does not cut the capture short.
+        await asyncio.shield(_in_background(_capture(*capture, completion, started)))
+        yield "data: [DONE]\n\n"
     finally:
         await stream.aclose()
-        # Captured even when the client went away mid-stream: nothing the model said is lost.
-        completion = stream.completion if finished else _partial(parts)
-        extra = {} if finished else {"disconnected": True}
-        asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: _capture(st, tenant, req, route, decoding, interaction_id, completion, started, **extra),
-        )
+        if not finished:
+            # The client went away mid-stream; what the model said is still captured, in the background
+            # (this generator is being cancelled and cannot wait).
+            _in_background(_capture(*capture, _partial(parts), started, disconnected=True))
+
+
+def _in_background(coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+    """A task that runs to the end even if its awaiter is cancelled (referenced until then)."""
+    task = asyncio.create_task(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 def _partial(parts: list[str]) -> Completion:
@@ -314,8 +364,8 @@ def _partial(parts: list[str]) -> Completion:
 async def list_models(request: Request) -> dict:
     """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
     st = request.app.state.tuneloop
-    tenant = st.auth.tenant(request)
-    versions = await run_in_threadpool(Registry(tenant).list, "policy")
+    tenant = await st.auth.tenant(request)
+    versions = await st.calls(Registry(tenant).list, "policy")
     owner = tenant.tenant.name
     servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))
     ids = dict.fromkeys(["tuneloop", st.backend.model_id, *servable])  # ordered, without repeats

@@ -6,8 +6,12 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -24,6 +28,7 @@ from tuneloop.store.repository import Principal, Store, TenantStore
 
 AUTH_CACHE_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
 ECHO_CHARS = 100  # the most of one client value an error message repeats
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -200,40 +205,64 @@ def _longest_string(value: Any, limit: int, path: str = "") -> str | None:
     return None
 
 
+class StoreCalls:
+    """Runs blocking store calls in worker threads, at most `limit` at once: the size of the store's pool,
+    so a call never waits for a connection, and the event loop never waits for the store."""
+
+    def __init__(self, limit: int) -> None:
+        self._limiter = anyio.CapacityLimiter(limit)
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
+
 class Auth:
     """Resolves `Authorization: Bearer KEY` to a principal, caching hits briefly (revocation lag ≤ 30 s)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, calls: StoreCalls) -> None:
         self.store = store
+        self.calls = calls
         self._cache: dict[str, tuple[float, Principal]] = {}
 
     def principal(self, request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized(
-                "missing API key — send `Authorization: Bearer <key>` "
-                "(create one with `tuneloop tenants add NAME`)"
-            )
-        key = key.strip()
-        hit = self._cache.get(key)
-        if hit and time.monotonic() - hit[0] < AUTH_CACHE_SECONDS:
-            return hit[1]
-        principal = self.store.authenticate(key)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (time.monotonic(), principal)
-        return principal
+        """The key's principal, looking it up in the store on a cache miss: call from a worker thread."""
+        key = _bearer_key(request)
+        return self._cached(key) or self._remember(key, self.store.authenticate(key))
 
-    def tenant(self, request: Request) -> TenantStore:
+    async def authorize(self, request: Request) -> Principal:
+        """The key's principal; a lookup in the store runs off the event loop."""
+        key = _bearer_key(request)
+        return self._cached(key) or self._remember(key, await self.calls(self.store.authenticate, key))
+
+    async def tenant(self, request: Request) -> TenantStore:
         """The tenant the key names; an admin key names one with the `X-Tuneloop-Tenant` header."""
-        principal = self.principal(request)
+        principal = await self.authorize(request)
         if principal.tenant is not None:
             return self.store.for_tenant(principal.tenant)
         name = request.headers.get("x-tuneloop-tenant")
         if not name:
             raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
-        return self.store.for_tenant(self.store.tenant_by_name(name))
+        return self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
+
+    def _cached(self, key: str) -> Principal | None:
+        hit = self._cache.get(key)
+        return hit[1] if hit and time.monotonic() - hit[0] < AUTH_CACHE_SECONDS else None
+
+    def _remember(self, key: str, principal: Principal) -> Principal:
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic(), principal)
+        return principal
+
+
+def _bearer_key(request: Request) -> str:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized(
+            "missing API key — send `Authorization: Bearer <key>` "
+            "(create one with `tuneloop tenants add NAME`)"
+        )
+    return key.strip()
 
 
 def error_response(exc: TuneloopError) -> JSONResponse:

@@ -59,7 +59,7 @@ class Router:
         # Without an end-user id the request id stands in: such traffic is assigned per request, not per user.
         arm = assign(exp.id, user or request_id, exp.share)
         version_id = exp.treatment_version if arm == "treatment" else exp.control_version
-        version = Registry(tenant).get(version_id) if version_id else None
+        version = await asyncio.to_thread(Registry(tenant).get, version_id) if version_id else None
         return Route(version, arm=arm, experiment_id=exp.id)
 
     def aliases(self) -> set[str]:

@@ -76,7 +76,10 @@ def create_snapshot(
     events = tenant.feedback()
     if not events:
         raise BadRequest(f"tenant {tenant.tenant.name} has no feedback yet; nothing to snapshot")
-    as_of = max([e["created_at"] for e in events] + [i["created_at"] for i in interactions])
+    # Capped at receipt: a client's created_at (up to a day ahead) must not move the snapshot into the future.
+    as_of = max(
+        [min(e["created_at"], e["received_at"]) for e in events] + [i["created_at"] for i in interactions]
+    )
     signals = build_signals(interactions, events, policy, as_of, embed=embed)
     policy_dump = policy.model_dump(mode="json")
     digest = rows_hash([{"signals": signals.content_hash(), "policy": policy_dump}])

@@ -1,23 +1,54 @@
-"""Engine creation (SQLite pragmas, PostgreSQL pool) and schema migration to the newest revision."""
+"""Engine creation (SQLite pragmas, PostgreSQL pool and lock timeout), migration, and busy-store errors."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tuneloop.errors import ServiceUnavailable
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+Synchronous = Literal["normal", "full"]
+# SQLite's "locked"/"busy" messages, and PostgreSQL's SQLSTATEs for waits cut short (lock_timeout,
+# statement_timeout, deadlock, serialization) or a server refusing connections for now.
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+_PG_BUSY = {"55P03", "57014", "40P01", "40001", "53300", "57P03"}
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and write transactions that lock up front."""
+def create_engine(
+    url: str,
+    *,
+    busy_timeout: float = 30.0,
+    pool_size: int = 16,
+    synchronous: Synchronous = "normal",
+) -> sa.Engine:
+    """An engine for `url` whose waits for a lock or a pooled connection end after `busy_timeout` s.
+
+    SQLite gets WAL, `synchronous` (normal: a power loss may drop the last commits; full: fsync each
+    commit) and write transactions that lock up front. The pool holds `pool_size` connections plus a few
+    for background work; callers that size their own concurrency to `pool_size` never wait on it.
+    """
     parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": 4, "pool_timeout": busy_timeout}
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    if parsed.database and parsed.database != ":memory:":
+        # lock_timeout, not statement_timeout: a long analytical read is fine, waiting on a lock is not.
+        lock_ms = max(1, math.ceil(busy_timeout * 1000))
+        return sa.create_engine(
+            url, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={lock_ms}"}, **pool
+        )
+    on_disk = bool(parsed.database) and parsed.database != ":memory:"
+    if on_disk:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout},
+        **(pool if on_disk else {}),  # an in-memory database lives in one connection
+    )
+    busy_ms = max(1, math.ceil(busy_timeout * 1000))
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -25,11 +56,11 @@ def create_engine(url: str) -> sa.Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process (the WAL is in the OS page cache);
-        # only a power loss can drop the last commits. FULL would fsync every commit.
-        cur.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL in WAL mode survives a killed process (the WAL is in the OS page cache) but a power loss
+        # can drop the last commits; FULL fsyncs every commit and survives that too, at a cost per write.
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -40,6 +71,25 @@ def create_engine(url: str) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def unavailable(exc: BaseException, retry_after: int = 1) -> ServiceUnavailable | None:
+    """The 503 for an error that means "the store is locked or busy, try again"; None for any other."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return ServiceUnavailable(
+            "all database connections are busy; retry shortly", retry_after=retry_after, code="store_busy"
+        )
+    if not isinstance(exc, sa.exc.OperationalError):
+        return None
+    message = str(exc.orig).lower()
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if any(m in message for m in _SQLITE_BUSY) or sqlstate in _PG_BUSY or sqlstate.startswith("08"):
+        return ServiceUnavailable(
+            "the database is locked or busy; retry shortly (writes are idempotent)",
+            retry_after=retry_after,
+            code="store_busy",
+        )
+    return None
 
 
 def migrate(engine: sa.Engine) -> None:

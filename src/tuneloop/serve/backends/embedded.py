@@ -46,6 +46,7 @@ class EmbeddedBackend(Backend):
         model_id: str | None = None,
         max_queue: int = 64,
         max_batch_size: int = 8,
+        max_adapters: int = 8,
         threads: int | None = None,
     ) -> None:
         self._model_dir = model_dir
@@ -60,7 +61,8 @@ class EmbeddedBackend(Backend):
         self._controls: list[tuple[str, str, Path | None, concurrent.futures.Future]] = []
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._adapters: dict[str, Path] = {}
+        self._adapters: dict[str, Path] = {}  # least recently used first
+        self._max_adapters = max_adapters
         self._adapter_lock = asyncio.Lock()
         self._model: Any = None
         self._peft = False
@@ -76,6 +78,7 @@ class EmbeddedBackend(Backend):
             model_id=model_id,
             max_queue=settings.max_queue,
             max_batch_size=settings.max_batch_size,
+            max_adapters=settings.max_adapters,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -170,8 +173,12 @@ class EmbeddedBackend(Backend):
             raise TuneloopError("the embedded backend is not started; call `await backend.start()` first")
         self._validate(req)
         adapter = req.adapter or BASE
-        if adapter != BASE and adapter not in self._adapters:
-            raise NotFound(f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model")
+        if adapter != BASE:
+            if adapter not in self._adapters:
+                raise NotFound(
+                    f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model"
+                )
+            self._adapters[adapter] = self._adapters.pop(adapter)  # now the most recently used
         prompt = self._encode(req.messages)
         room = self._batch.max_positions - len(prompt)
         if room < 1:
@@ -240,7 +247,8 @@ class EmbeddedBackend(Backend):
         return sorted(self._adapters)
 
     async def load_adapter(self, name: str, path: Path | str) -> None:
-        """Load a PEFT LoRA adapter under `name`; it stays resident beside the others."""
+        """Load a PEFT LoRA adapter under `name`, resident beside the others; past `max_adapters` the least
+        recently used one is unloaded (once its running requests finish)."""
         path = Path(path)
         if not name or name == BASE:
             raise BadRequest(f"adapter name {name!r} is reserved or empty", param="name")
@@ -255,6 +263,11 @@ class EmbeddedBackend(Backend):
                 )
             await self._control("load", name, path)
             self._adapters[name] = path
+            while len(self._adapters) > self._max_adapters:
+                # Each adapter holds memory for good; a tenant whose one is evicted reloads it on next use.
+                oldest = next(iter(self._adapters))
+                del self._adapters[oldest]
+                await self._control("unload", oldest, None)
 
     async def unload_adapter(self, name: str) -> None:
         """Unload `name` once the requests already using it finish; new requests for it get NotFound."""

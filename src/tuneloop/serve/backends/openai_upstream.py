@@ -8,7 +8,7 @@ pass `manage_adapters=False` and register names already served upstream (`--lora
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ class OpenAIUpstreamBackend(Backend):
         model: str | None = None,
         manage_adapters: bool = True,
         timeout: float = 120.0,
+        max_queue: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -47,6 +48,10 @@ class OpenAIUpstreamBackend(Backend):
         self._transport = transport
         self._adapters: dict[str, str] = {}  # our adapter name -> upstream model name
         self._client: httpx.AsyncClient | None = None
+        # Requests in flight upstream: past `max_queue` new ones get 503 at once instead of piling up
+        # connections and memory while a slow upstream works through them.
+        self._max_queue = max_queue
+        self._in_flight = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIUpstreamBackend:
@@ -61,6 +66,7 @@ class OpenAIUpstreamBackend(Backend):
             api_key=settings.upstream_api_key,
             model=model,
             manage_adapters=settings.upstream_runtime_lora,
+            max_queue=settings.max_queue,
         )
 
     async def start(self) -> None:
@@ -115,9 +121,32 @@ class OpenAIUpstreamBackend(Backend):
             body["stream_options"] = {"include_usage": True}
         return body
 
+    def _admit(self) -> Callable[[], None]:
+        """Count one more request in flight (Overloaded past `max_queue`); returns its release, idempotent."""
+        if self._in_flight >= self._max_queue:
+            raise Overloaded(
+                f"{self._in_flight} requests are already waiting for the upstream model; retry shortly",
+                retry_after=1,
+            )
+        self._in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= 1
+
+        return release
+
     async def generate(self, req: GenerationRequest) -> Completion:
-        """One upstream call; errors become Overloaded (429/503), BadRequest (400) or UpstreamError."""
-        data = (await self._request("POST", "/chat/completions", json=self._body(req, False))).json()
+        """One upstream call; errors become Overloaded (429/503, max_queue), BadRequest or UpstreamError."""
+        body = self._body(req, False)
+        release = self._admit()
+        try:
+            data = (await self._request("POST", "/chat/completions", json=body)).json()
+        finally:
+            release()
         try:
             choices = [
                 Choice(
@@ -140,11 +169,16 @@ class OpenAIUpstreamBackend(Backend):
             raise BadRequest("streaming supports n=1 only; send n separate requests", param="n")
         client = self._require_client()
         request = client.build_request("POST", "/chat/completions", json=self._body(req, True))
+        release = self._admit()
         try:
             response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"cannot reach upstream {self._base_url}: {exc}") from exc
+        except BaseException as exc:
+            release()
+            if isinstance(exc, httpx.HTTPError):
+                raise UpstreamError(f"cannot reach upstream {self._base_url}: {exc}") from exc
+            raise
         if response.status_code >= 400:
+            release()
             await response.aread()
             await response.aclose()
             self._raise_for(response)
@@ -173,6 +207,7 @@ class OpenAIUpstreamBackend(Backend):
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
                 raise UpstreamError(f"upstream stream broke: {exc}") from exc
             finally:
+                release()
                 await response.aclose()
             # Without usage from upstream, count chunks: most servers send one token per chunk.
             stream.completion = Completion(
@@ -181,7 +216,7 @@ class OpenAIUpstreamBackend(Backend):
                 usage.get("completion_tokens", chunks),
             )
 
-        return TextStream(deltas)
+        return TextStream(deltas, on_close=release)
 
     # -- adapters --------------------------------------------------------------------------------------------
 
