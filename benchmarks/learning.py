@@ -80,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     snaps: dict[int, Any] = {}
     events: dict[int, int] = {}
     try:
-        from tuneloop.signals.snapshots import create_snapshot, tenant_policy
+        from tuneloop.config import tenant_policy
+        from tuneloop.signals.policy import RewardPolicy
+        from tuneloop.signals.snapshots import create_snapshot
 
         for budget in budgets:
             events[budget] = traffic_to_budget(
                 f"http://127.0.0.1:{port}", key, scenario, tenant, budget, traffic
             )
-            snaps[budget] = create_snapshot(tenant, home, tenant_policy(home, "bench"), actor="bench")
+            snaps[budget] = create_snapshot(
+                tenant, home, tenant_policy(home, "bench", RewardPolicy), actor="bench"
+            )
             print(
                 f"budget {budget}: {events[budget]} events from {traffic.interactions} interactions "
                 f"(served satisfaction {traffic.satisfaction:.3f}, traffic {traffic.seconds:.0f}s), "

@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     from _learning_support import Traffic, fresh_home, stop_server, traffic_to_budget
 
     from tests.postgres import free_port
+    from tuneloop.config import tenant_policy
     from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
     from tuneloop.learn.runs import train_version
     from tuneloop.registry.versions import Registry
     from tuneloop.serve.routing import STATE_TTL_SECONDS
-    from tuneloop.signals.snapshots import create_snapshot, tenant_policy
+    from tuneloop.signals.policy import RewardPolicy
+    from tuneloop.signals.snapshots import create_snapshot
     from tuneloop.sim import satisfaction, two_tenants
 
     model_dir, settings, store = fresh_home(args.workdir, args.model)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             events = traffic_to_budget(
                 url, key, scenario, scoped[name], args.budget, Traffic(), concurrency=USERS_AT_ONCE
             )
-            snap = create_snapshot(scoped[name], home, tenant_policy(home, name), actor="bench")
+            snap = create_snapshot(scoped[name], home, tenant_policy(home, name, RewardPolicy), actor="bench")
             version = train_version(scoped[name], settings, snap.hash, "dpo", seed=args.seed)
             adapters[name] = version
             print(

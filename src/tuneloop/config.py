@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuneloop.errors import BadRequest, ConfigError
@@ -175,6 +175,16 @@ def _publish_new_key(path: Path) -> None:
 M = TypeVar("M", bound=BaseModel)
 
 
+class TenantPolicy(BaseModel):
+    """A per-tenant policy file (reward, gate, rollout, loop): strict fields, safe defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    filename: ClassVar[str]
+
+
+P = TypeVar("P", bound=TenantPolicy)
+
+
 def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
     """A pydantic model from a YAML file; BadRequest names the file and the first bad field."""
     path = Path(path)
@@ -197,3 +207,15 @@ def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
 def tenant_policy_file(home: Path, tenant_name: str, filename: str) -> Path:
     """Where a tenant's policy file lives: HOME/policies/TENANT/FILENAME."""
     return Path(home) / "policies" / tenant_name / filename
+
+
+def load_policy_file(path: str | Path, model: type[P]) -> P:
+    """A policy (a model with a `filename` such as gate_policy.yaml) from a YAML file."""
+    return load_yaml_model(path, model, model.filename.removesuffix(".yaml").replace("_", " "))
+
+
+def tenant_policy(home: Path, tenant_name: str, model: type[P], path: Path | None = None) -> P:
+    """The tenant's policy of this kind in force: `path`, else HOME/policies/TENANT/<model.filename>,
+    else the defaults."""
+    path = path or tenant_policy_file(home, tenant_name, model.filename)
+    return load_policy_file(path, model) if path.exists() else model()

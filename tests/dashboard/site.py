@@ -7,13 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from tests.monitor.seed import cooking_prompt, stream, tax_prompt
+from tuneloop.clock import now_utc
 from tuneloop.evaluate.report import report_dir, write_report
 from tuneloop.monitor.alerts import run_checks
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.store.repository import Store, TenantStore, now_utc
+from tuneloop.store.repository import Store, TenantStore
 from tuneloop.store.schema import experiments
 
 SECRET = "GLOBEX-SECRET"  # text only tenant B's data contains: it must never reach tenant A's pages
@@ -68,14 +69,14 @@ def build(store: Store, home: Path) -> Site:
     now = now_utc()
 
     versions = Registry(acme)
-    versions.register(kind="policy", base_model="smollm2-135m", actor="learn", version_id="v1")
+    versions.register(kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v1")
     promote(versions, home, "v1", ["production"], None)
     versions.register(
-        kind="policy", base_model="smollm2-135m", actor="learn", version_id="v2", parent_id="v1"
+        kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v2", parent_id="v1"
     )
     promote(versions, home, "v2", [], "v1")
     versions.register(
-        kind="policy", base_model="smollm2-135m", actor="learn", version_id="v3", parent_id="v2"
+        kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v3", parent_id="v2"
     )
     versions.move("v3", "blocked", actor="gate", reason="safety suite failed")
     exp = controller.start_canary(acme, "v2", RolloutPolicy(ramp=[0.2], min_samples=5), actor="test").id
@@ -93,11 +94,11 @@ def build(store: Store, home: Path) -> Site:
            arm="control", experiment_id=exp, seed=2)  # fmt: skip
     stream(acme, start=now - timedelta(hours=22, minutes=30), hours=22, count=16, prompt=tax_prompt,
            version="v2", positive=0.85, arm="treatment", experiment_id=exp, seed=3)  # fmt: skip
-    controller.evaluate(acme, RewardPolicy())
+    controller.review(acme, RewardPolicy())
     run_checks(acme, now=now_utc())
 
     g = Registry(globex)
-    g.register(kind="policy", base_model="smollm2-135m", actor="learn", version_id="gx-1")
+    g.register(kind="adapter", base_model="smollm2-135m", actor="learn", version_id="gx-1")
     promote(g, home, "gx-1", ["production"], None)
     stream(globex, start=now - timedelta(days=2), hours=40, count=12, version="gx-1",
            prompt=lambda rng: f"{SECRET} question {rng.randint(0, 99)}")  # fmt: skip

@@ -59,7 +59,7 @@ class GateSetup:
         """Register a candidate trained (by default) on this tenant's snapshot."""
         lineage.setdefault("snapshot_hash", self.snapshot.hash)
         return self.registry.register(
-            kind="policy", base_model=str(self.base), actor="learn", artifact_path=str(adapter), **lineage
+            kind="adapter", base_model=str(self.base), actor="learn", artifact_path=str(adapter), **lineage
         )
 
 
@@ -89,7 +89,7 @@ def gate_setup(tiny_model: Path, adapters: Adapters, tuneloop_home: Path, tmp_pa
     )
     promote(registry, reward_model)
     production = registry.register(
-        kind="policy", base_model=str(tiny_model), actor="learn", artifact_path=str(adapters.production)
+        kind="adapter", base_model=str(tiny_model), actor="learn", artifact_path=str(adapters.production)
     )
     promote(registry, production)
     golden = tuneloop_home / "policies" / "acme" / "golden.yaml"

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tuneloop.config import load_policy_file, tenant_policy
 from tuneloop.errors import BadRequest
 from tuneloop.evaluate.policy import (
     GatePolicy,
     HumanPreferencesConfig,
-    load_gate_policy,
-    tenant_gate_policy,
 )
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.report import render_html, win_rate_svg
@@ -94,7 +93,7 @@ def test_golden_item_reports_every_missed_expectation() -> None:
 
 
 def test_gate_policy_file_documents_exactly_the_defaults() -> None:
-    assert load_gate_policy(CONFIGS / "gate_policy.yaml") == GatePolicy()
+    assert load_policy_file(CONFIGS / "gate_policy.yaml", GatePolicy) == GatePolicy()
 
 
 def test_every_gate_policy_field_has_a_description() -> None:
@@ -116,15 +115,15 @@ def test_invalid_gate_policy_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "gate.yaml"
     path.write_text("suites:\n  safety:\n    max_harmful_refusal_drop: 2\n")
     with pytest.raises(BadRequest, match=r"suites\.safety\.max_harmful_refusal_drop"):
-        load_gate_policy(path)
+        load_policy_file(path, GatePolicy)
 
 
 def test_tenant_gate_policy_falls_back_to_the_defaults(tmp_path: Path) -> None:
-    assert tenant_gate_policy(tmp_path, "acme") == GatePolicy()
+    assert tenant_policy(tmp_path, "acme", GatePolicy) == GatePolicy()
     custom = tmp_path / "policies" / "acme" / "gate_policy.yaml"
     custom.parent.mkdir(parents=True)
     custom.write_text("suites: {golden: {required: false}}\n")
-    assert tenant_gate_policy(tmp_path, "acme").suites.golden.required is False
+    assert tenant_policy(tmp_path, "acme", GatePolicy).suites.golden.required is False
 
 
 def test_golden_example_loads() -> None:

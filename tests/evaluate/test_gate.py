@@ -11,6 +11,7 @@ from tests.evaluate.conftest import Adapters, GateSetup
 from tests.evaluate.helpers import CANARY
 from tuneloop.evaluate.gate import build_context, run_gate
 from tuneloop.evaluate.suites import reward
+from tuneloop.evaluate.suites.golden import load_golden
 from tuneloop.store.schema import audit_log
 
 
@@ -109,3 +110,21 @@ def test_drifted_reward_model_approves_nothing(
     verdict = reward.run(ctx, cfg)
     assert not verdict.passed and "drifted" in verdict.reason
     assert verdict.metrics["agreement"] < cfg.min_agreement
+
+
+def test_a_tenant_without_a_golden_set_gets_a_starter_set_from_its_best_rated_answers(
+    gate_setup: GateSetup, adapters: Adapters
+) -> None:
+    golden = gate_setup.home / "policies" / "acme" / "golden.yaml"
+    golden.unlink()
+    candidate = gate_setup.candidate(adapters.sensible)
+
+    result = run_gate(
+        gate_setup.tenant, candidate.id, home=gate_setup.home, policy=gate_setup.policy, record=False
+    )
+
+    suite = _suite(result, "golden")
+    assert suite.status in ("pass", "fail"), suite.reason  # it ran: no missing input
+    assert golden.read_text().startswith("# Starter golden set")
+    items = load_golden(golden).items
+    assert items and len(items) == suite.metrics["items"]

@@ -94,9 +94,12 @@ def stream(
     positive: float = 0.7,
     response_words: int = 20,
     seed: int = 0,
+    error_rate: float = 0.0,
+    escalation_rate: float = 0.0,
     **extra: Any,
 ) -> list[str]:
-    """`count` interactions spread over `hours`, each with a thumbs event (+1 with prob. `positive`)."""
+    """`count` interactions spread over `hours`, each with a thumbs event (+1 with prob. `positive`); a
+    share `error_rate` failed and a share `escalation_rate` was escalated."""
     rng = random.Random(seed)
     ids = []
     for i in range(count):
@@ -109,8 +112,11 @@ def stream(
             created_at=at,
             version=version,
             latency_ms=rng.uniform(50, 150),
+            **({"metadata": {"error": "timeout"}} if rng.random() < error_rate else {}),
             **extra,
         )
         give(tenant, iid, "thumbs", 1 if rng.random() < positive else -1, at + timedelta(minutes=1))
+        if rng.random() < escalation_rate:
+            give(tenant, iid, "escalated", None, at + timedelta(minutes=2))
         ids.append(iid)
     return ids

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from tests.monitor.seed import cooking_prompt, stream, tax_prompt
+from tuneloop.clock import now_utc
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
-from tuneloop.monitor.drift import AUC_THRESHOLD, check_drift, domain_classifier_auc, two_proportion_test
-from tuneloop.store.repository import Store, now_utc
+from tuneloop.monitor.drift import (
+    AUC_THRESHOLD,
+    DriftKind,
+    check_drift,
+    domain_classifier_auc,
+    two_proportion_test,
+)
+from tuneloop.store.repository import Store
 
 N = 40  # per window: above the tests' minimum of 30, small enough to embed in seconds
 
@@ -54,7 +62,7 @@ def test_drift_stays_quiet_on_an_unshifted_prompt_stream(tenant) -> None:
 
     report, raised = run_checks(tenant, now=now)
 
-    assert {t.kind for t in report.tests} == {"input_drift", "feedback_drift", "length_drift"}
+    assert {t.kind for t in report.tests} == set(get_args(DriftKind))
     assert report.drifted == [] and raised == [] and pending_alerts(tenant) == []
 
 
@@ -74,7 +82,7 @@ def test_too_little_traffic_skips_the_tests_instead_of_alerting(tenant) -> None:
     report, raised = run_checks(tenant, now=now)
 
     assert report.tests == [] and raised == []
-    assert set(report.skipped) == {"input_drift", "feedback_drift", "length_drift"}
+    assert set(report.skipped) == set(get_args(DriftKind))
 
 
 def test_two_proportion_test_matches_the_textbook_value() -> None:
@@ -93,3 +101,17 @@ def test_domain_classifier_separates_shifted_vectors_only() -> None:
 
     assert same_auc < max(AUC_THRESHOLD, random_q95) < shifted_auc
     assert shifted_auc > 0.9
+
+
+def test_a_rise_in_errors_or_escalations_raises_a_kpi_alert(tenant) -> None:
+    now = now_utc()
+    stream(tenant, start=now - timedelta(days=8) + timedelta(hours=1), hours=24 * 7 - 2, count=N,
+           prompt=cooking_prompt, seed=1)  # fmt: skip
+    stream(tenant, start=now - timedelta(hours=23), hours=22, count=N, prompt=cooking_prompt, seed=2,
+           error_rate=0.3, escalation_rate=0.4)  # fmt: skip
+
+    _, raised = run_checks(tenant, now=now)
+
+    assert {"error_rise", "escalation_rise"} <= {
+        a.kind for a in raised
+    }  # escalations also read as negative feedback

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from tests.monitor.seed import give, log
+from tuneloop.clock import now_utc
 from tuneloop.monitor.kpis import BASE, kpis
-from tuneloop.store.repository import now_utc
 
 
 def test_kpis_are_computed_per_version_from_feedback_and_metadata(store) -> None:

@@ -10,8 +10,8 @@ from tuneloop.store.repository import Store
 def test_promotion_retires_the_previous_production_and_is_audited(store: Store) -> None:
     tenant, _ = store.create_tenant("acme")
     registry = Registry(store.for_tenant(tenant))
-    v1 = registry.register(kind="policy", base_model="base", actor="test", snapshot_hash="s1")
-    v2 = registry.register(kind="policy", base_model="base", actor="test", snapshot_hash="s2")
+    v1 = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash="s1")
+    v2 = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash="s2")
     for version in (v1, v2):
         registry.move(version.id, "gated", actor="gate", reason="passed")
         registry.move(version.id, "production", actor="rollout", reason="won")
@@ -27,7 +27,7 @@ def test_promotion_retires_the_previous_production_and_is_audited(store: Store) 
 def test_illegal_move_is_refused_and_changes_nothing(store: Store) -> None:
     tenant, _ = store.create_tenant("acme")
     registry = Registry(store.for_tenant(tenant))
-    version = registry.register(kind="policy", base_model="base", actor="test")
+    version = registry.register(kind="adapter", base_model="base", actor="test")
     with pytest.raises(Conflict, match="cannot move to production"):
         registry.move(version.id, "production", actor="x", reason="skip the gate")
     assert registry.get(version.id).state == "candidate"
@@ -36,7 +36,7 @@ def test_illegal_move_is_refused_and_changes_nothing(store: Store) -> None:
 def test_versions_of_another_tenant_are_invisible(store: Store) -> None:
     a, _ = store.create_tenant("a")
     b, _ = store.create_tenant("b")
-    version = Registry(store.for_tenant(a)).register(kind="policy", base_model="base", actor="test")
+    version = Registry(store.for_tenant(a)).register(kind="adapter", base_model="base", actor="test")
     other = Registry(store.for_tenant(b))
     with pytest.raises(NotFound):
         other.get(version.id)

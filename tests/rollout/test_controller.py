@@ -23,10 +23,10 @@ REWARDS = RewardPolicy(near_duplicate_threshold=1.0)
 def _gated(tenant: TenantStore, production: bool = True) -> str:
     registry = Registry(tenant)
     if production:
-        old = registry.register(kind="policy", base_model="base", actor="t")
+        old = registry.register(kind="adapter", base_model="base", actor="t")
         registry.move(old.id, "gated", actor="t", reason="t")
         registry.move(old.id, "production", actor="t", reason="t")
-    new = registry.register(kind="policy", base_model="base", actor="t")
+    new = registry.register(kind="adapter", base_model="base", actor="t")
     registry.move(new.id, "gated", actor="t", reason="t")
     return new.id
 

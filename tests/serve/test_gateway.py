@@ -28,7 +28,7 @@ def gateway(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tenant_a, key_a = store.create_tenant("a", redaction="off")
     _, key_b = store.create_tenant("b", redaction="off")
     version = Registry(store.for_tenant(tenant_a)).register(
-        kind="policy", base_model=str(tiny_model), actor="test", system_prompt="You are terse."
+        kind="adapter", base_model=str(tiny_model), actor="test", system_prompt="You are terse."
     )
     with live_server(settings) as url:
         yield {"url": url, "a": key_a, "b": key_b, "version": version.id, "store": store}

@@ -35,7 +35,7 @@ def chain(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         store_a = Store(settings_a.database_url)
         tenant_a, key_a = store_a.create_tenant("acme", redaction="off")
         version = Registry(store_a.for_tenant(tenant_a)).register(
-            kind="policy", base_model="tiny-llama", actor="test", system_prompt="Answer in French."
+            kind="adapter", base_model="tiny-llama", actor="test", system_prompt="Answer in French."
         )
         with live_server(settings_a) as url_a:
             yield {

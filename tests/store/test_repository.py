@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tuneloop.errors import Conflict, NotFound, Unauthorized
+from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tuneloop.store.repository import Store, payload_hash
 from tuneloop.store.schema import audit_log
 
@@ -84,8 +84,8 @@ def test_event_pointing_outside_the_interactions_choices_is_rejected(store: Stor
 
 def test_audit_chain_verifies_and_detects_a_tampered_row(store: Store) -> None:
     tenant, _ = store.create_tenant("acme")
-    store.audit(
-        actor="tester", action="version.promote", subject="v1", details={"why": "better"}, tenant_id=tenant.id
+    store.for_tenant(tenant).transaction(
+        lambda tx: tx.audit(actor="tester", action="version.promote", subject="v1", details={"why": "better"})
     )
     ok, summary = store.verify_audit()
     assert ok, summary
@@ -111,3 +111,9 @@ def test_reopening_the_store_keeps_data_and_migrates_idempotently(db_url: str) -
     second = Store(db_url)
     assert [t.name for t in second.tenants()] == ["acme"]
     second.close()
+
+
+@pytest.mark.parametrize("name", ["аdmin", "Admin", "-acme", "a b", "", "x" * 65, "acme/../b"])
+def test_tenant_names_are_lowercase_ascii(store: Store, name: str) -> None:
+    with pytest.raises(BadRequest, match="lowercase ASCII"):
+        store.create_tenant(name)

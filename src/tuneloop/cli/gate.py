@@ -18,7 +18,7 @@ def register(commands: Any) -> None:
         "run", help="run the gate suites; move the version to gated or blocked (exit 0 gated, 1 blocked)"
     )
     p.add_argument("--tenant", required=True)
-    p.add_argument("--version", required=True, help="id of the candidate policy version")
+    p.add_argument("--version", required=True, help="id of the candidate adapter version")
     p.add_argument("--policy", type=Path, help="gate policy YAML (default: the tenant's, else the defaults)")
     p.add_argument(
         "--dry-run", action="store_true", help="write the report but leave the version's state unchanged"
@@ -27,8 +27,9 @@ def register(commands: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from tuneloop.config import tenant_policy
     from tuneloop.evaluate.gate import run_gate
-    from tuneloop.evaluate.policy import tenant_gate_policy
+    from tuneloop.evaluate.policy import GatePolicy
 
     home = Settings().home
     store = open_store()
@@ -37,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tenant,
         args.version,
         home=home,
-        policy=tenant_gate_policy(home, args.tenant, args.policy),
+        policy=tenant_policy(home, args.tenant, GatePolicy, args.policy),
         actor="cli",
         record=not args.dry_run,
     )

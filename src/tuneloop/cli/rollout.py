@@ -38,11 +38,15 @@ def _tenant(name: str) -> TenantStore:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from tuneloop.config import tenant_policy
     from tuneloop.rollout import controller
-    from tuneloop.rollout.policy import tenant_rollout_policy
+    from tuneloop.rollout.policy import RolloutPolicy
 
     exp = controller.start_canary(
-        _tenant(args.tenant), args.version, tenant_rollout_policy(Settings().home, args.tenant), actor="cli"
+        _tenant(args.tenant),
+        args.version,
+        tenant_policy(Settings().home, args.tenant, RolloutPolicy),
+        actor="cli",
     )
     print(f"experiment {exp.id}: {exp.treatment_version} on {exp.share:.0%} of traffic")
     return 0

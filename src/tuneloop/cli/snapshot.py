@@ -43,11 +43,13 @@ def _tenant(name: str) -> TenantStore:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from tuneloop.signals.snapshots import create_snapshot, tenant_policy
+    from tuneloop.config import tenant_policy
+    from tuneloop.signals.policy import RewardPolicy
+    from tuneloop.signals.snapshots import create_snapshot
 
     home = Settings().home
     tenant = _tenant(args.tenant)
-    snap = create_snapshot(tenant, home, tenant_policy(home, args.tenant, args.policy))
+    snap = create_snapshot(tenant, home, tenant_policy(home, args.tenant, RewardPolicy, args.policy))
     counts = ", ".join(f"{k}={v}" for k, v in snap.counts.items())
     print(f"snapshot {snap.hash[:12]} ({counts})", file=sys.stderr)
     print(snap.hash)

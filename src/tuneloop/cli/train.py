@@ -1,4 +1,4 @@
-"""`tuneloop train reward|policy` and `tuneloop versions list|show`: learn from snapshots, see results."""
+"""`tuneloop train reward|adapter` and `tuneloop versions list|show`: learn from snapshots, see results."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tuneloop.store.repository import TenantStore
 
 
 def register(commands: Any) -> None:
-    train = commands.add_parser("train", help="train a reward model or a policy adapter from a snapshot")
+    train = commands.add_parser("train", help="train a reward model or an adapter from a snapshot")
     actions = train.add_subparsers(dest="action", required=True, metavar="WHAT")
     p = actions.add_parser(
         "reward", help="a Bradley–Terry reward model (LoRA + score head, or --fast MiniLM)"
@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
         "--fast", action="store_true", help="MiniLM embeddings + logistic head: seconds, not minutes"
     )
     p.set_defaults(run=cmd_train_reward)
-    p = actions.add_parser("policy", help="a LoRA adapter with DPO or KTO (base weights frozen)")
+    p = actions.add_parser("adapter", help="a LoRA adapter with DPO or KTO (base weights frozen)")
     _common(p)
     p.add_argument("--method", choices=["dpo", "kto"], default="dpo")
     p.add_argument(
@@ -39,7 +39,7 @@ def register(commands: Any) -> None:
         help="also sample K answers per prompt and add best-vs-worst pairs judged by the reward model",
     )
     p.add_argument("--system-prompt", help="serve this version with this system prompt")
-    p.set_defaults(run=cmd_train_policy)
+    p.set_defaults(run=cmd_train_adapter)
 
     versions = commands.add_parser("versions", help="a tenant's versions, lineage and states")
     actions = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -98,10 +98,11 @@ def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
             flush=True,
         )
 
+    tenant, settings = _tenant(args.tenant), Settings()
     try:
         version = train_version(
-            _tenant(args.tenant),
-            Settings(),
+            tenant,
+            settings,
             args.snapshot,
             method,  # type: ignore[arg-type]
             trainer_args=_pairs(args.set, "--set"),
@@ -120,6 +121,12 @@ def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
         print("cancelled; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
+    if version.kind == "reward_model" and version.state == "candidate":
+        from tuneloop.evaluate.judge import appoint_judge
+
+        # The same rule the loop applies: a fit reward model judges the gate's reward-model suite next.
+        verdict = appoint_judge(tenant, settings, version, actor="cli")
+        print(f"reward model {version.id} {verdict['verdict']}; judge: {verdict['judge']}", file=sys.stderr)
     print(version.id)
     return 0
 
@@ -128,7 +135,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     return _run(args, "reward_embedding" if args.fast else "reward")
 
 
-def cmd_train_policy(args: argparse.Namespace) -> int:
+def cmd_train_adapter(args: argparse.Namespace) -> int:
     return _run(args, args.method, amplify_k=args.amplify, system_prompt=args.system_prompt)
 
 

@@ -10,12 +10,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
+from tuneloop.clock import now_utc, utc
 from tuneloop.monitor.alerts import latest_check, list_alerts
-from tuneloop.monitor.kpis import KPI, kpis, kpis_of, load_window
+from tuneloop.monitor.kpis import KPI, kpis, kpis_of
 from tuneloop.registry.versions import Registry, Version
-from tuneloop.store.repository import TenantStore, aware, now_utc
+from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import audit_log
 
 KPI_CHARTS = (
@@ -142,36 +141,28 @@ def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
 
 
 def _state_history(tenant: TenantStore) -> dict[str, list[dict[str, Any]]]:
-    query = (
-        sa.select(audit_log.c.subject, audit_log.c.action, audit_log.c.created_at, audit_log.c.details)
-        .where(audit_log.c.tenant_id == tenant.tenant_id, audit_log.c.action.like("version.%"))
-        .order_by(audit_log.c.seq)
+    columns = (audit_log.c.subject, audit_log.c.action, audit_log.c.created_at, audit_log.c.details)
+    rows = tenant.all(
+        audit_log, audit_log.c.action.startswith("version."), columns=columns, order_by=(audit_log.c.seq,)
     )
     history: dict[str, list[dict[str, Any]]] = {}
-    with tenant.store.read() as conn:
-        for row in conn.execute(query):
-            state = row.action.removeprefix("version.").replace("register", "candidate")
-            history.setdefault(row.subject, []).append(
-                {"state": state, "at": aware(row.created_at), "reason": (row.details or {}).get("reason")}
-            )
+    for row in rows:
+        state = row.action.removeprefix("version.").replace("register", "candidate")
+        history.setdefault(row.subject, []).append(
+            {"state": state, "at": utc(row.created_at), "reason": (row.details or {}).get("reason")}
+        )
     return history
 
 
 def audit_rows(tenant: TenantStore, limit: int = 200) -> list[dict[str, Any]]:
     """The tenant's newest audit rows (rows of other tenants and global rows are never read)."""
-    query = (
-        sa.select(audit_log)
-        .where(audit_log.c.tenant_id == tenant.tenant_id)
-        .order_by(audit_log.c.seq.desc())
-        .limit(limit)
-    )
-    with tenant.store.read() as conn:
-        return [{**dict(r._mapping), "created_at": aware(r.created_at)} for r in conn.execute(query)]
+    rows = tenant.all(audit_log, order_by=(audit_log.c.seq.desc(),), limit=limit)
+    return [{**dict(r._mapping), "created_at": utc(r.created_at)} for r in rows]
 
 
 def gate_rows(tenant: TenantStore) -> list[dict[str, Any]]:
     rows = []
-    for v in Registry(tenant).list(kind="policy"):
+    for v in Registry(tenant).list(kind="adapter"):
         gate = v.metrics.get("gate") or {}
         if v.gate_report or gate:
             rows.append({"v": v, "decision": gate.get("decision"), "suites": gate.get("suites") or {}})
@@ -209,7 +200,7 @@ def canary_view(tenant: TenantStore) -> dict[str, Any] | None:
         return None
     until = now_utc()
     since = experiment.started_at
-    rows, events = load_window(tenant, since, until + timedelta(seconds=1), experiment_id=experiment.id)
+    rows, events = tenant.window(since, until + timedelta(seconds=1), experiment_id=experiment.id)
     arms = kpis_of(rows, events, since=since, until=until, by="arm")
     span = until - since
     step = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)

@@ -1,1 +1,1 @@
-"""The gate: offline evaluation of a candidate policy version against production (see gate.run_gate)."""
+"""The gate: offline evaluation of a candidate adapter version against production (see gate.run_gate)."""

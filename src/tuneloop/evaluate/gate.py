@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest, Conflict, NotFound, TuneloopError
-from tuneloop.evaluate.generation import Arm, Evaluator, base_dir
-from tuneloop.evaluate.policy import GatePolicy, tenant_gate_policy
+from tuneloop.evaluate.generation import Arm, Evaluator
+from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.evaluate.report import report_dir, write_report
 from tuneloop.evaluate.suites import SUITES, GateContext, MissingInput, Verdict
 from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION
+from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.store.repository import TenantStore
 
@@ -67,14 +69,14 @@ def run_gate(
     """Run every suite on `version_id`, write the report, and (when `record`) move it to gated or blocked."""
     registry = Registry(tenant)
     candidate = registry.get(version_id)
-    if candidate.kind != "policy":
-        raise BadRequest(f"version {version_id} is a {candidate.kind}; the gate evaluates policy versions")
+    if candidate.kind != "adapter":
+        raise BadRequest(f"version {version_id} is a {candidate.kind}; the gate evaluates adapter versions")
     if record and candidate.state != "candidate":
         raise Conflict(
             f"version {version_id} is {candidate.state}; only candidates are gated (try --dry-run)"
         )
-    policy = policy or tenant_gate_policy(home, tenant.tenant.name)
-    production = registry.production("policy")
+    policy = policy or tenant_policy(home, tenant.tenant.name, GatePolicy)
+    production = registry.production("adapter")
     started = datetime.now(UTC)
     clock = time.perf_counter()
 
@@ -157,12 +159,12 @@ def build_context(
     gen = policy.generation
     evaluator = Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
     try:
-        cand_base = base_dir(candidate.base_model, home)
+        cand_base = resolve_model(candidate.base_model, home)
         evaluator.add_arm(Arm(CANDIDATE, cand_base, _path(candidate.artifact_path), candidate.system_prompt))
         if production is None:  # the base model is serving
             evaluator.add_arm(Arm(PRODUCTION, cand_base))
         else:
-            prod_base = base_dir(production.base_model, home)
+            prod_base = resolve_model(production.base_model, home)
             evaluator.add_arm(
                 Arm(PRODUCTION, prod_base, _path(production.artifact_path), production.system_prompt)
             )

@@ -7,11 +7,11 @@ strict on purpose; configs/gate_policy.yaml documents each field and equals `Gat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.config import load_yaml_model, tenant_policy_file
+from tuneloop.config import TenantPolicy
 
 
 class _Config(BaseModel):
@@ -81,6 +81,15 @@ class RewardModelConfig(WinRateRule):
         description="Fewest held-out human pairs needed to check the reward model's agreement.",
     )
     tie_tolerance: float = Field(default=1e-6, ge=0, description="Reward differences within this are ties.")
+
+    def fit_to_judge(self, agreement: float, measured_on: str) -> tuple[bool, str]:
+        """Whether a reward model that orders `agreement` of the pairs `measured_on` as the humans did may
+        judge candidates (the loop's choice of a new judge and this suite's check), and why."""
+        fit = agreement >= self.min_agreement
+        return (
+            fit,
+            f"agrees with {agreement:.0%} of {measured_on} ({'≥' if fit else '<'} {self.min_agreement:.0%})",
+        )
 
 
 class GoldenConfig(SuiteConfig):
@@ -171,19 +180,10 @@ class GenerationConfig(_Config):
     max_prompt_tokens: int = Field(default=512, ge=16, description="Longer prompts keep only their end.")
 
 
-class GatePolicy(_Config):
+class GatePolicy(TenantPolicy):
     """A tenant's gate: generation settings shared by both versions, and one section per suite."""
+
+    filename: ClassVar[str] = "gate_policy.yaml"
 
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     suites: Suites = Field(default_factory=Suites)
-
-
-def load_gate_policy(path: str | Path) -> GatePolicy:
-    """The gate policy in a YAML file; BadRequest names the file and the field when it is invalid."""
-    return load_yaml_model(path, GatePolicy, "gate policy")
-
-
-def tenant_gate_policy(home: Path, tenant_name: str, path: Path | None = None) -> GatePolicy:
-    """The gate policy in force: `path`, else HOME/policies/TENANT/gate_policy.yaml, else the defaults."""
-    path = path or tenant_policy_file(home, tenant_name, "gate_policy.yaml")
-    return load_gate_policy(path) if path.exists() else GatePolicy()

@@ -17,6 +17,7 @@ from tuneloop.errors import BadRequest
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.signals.embeddings import embed
+from tuneloop.signals.records import completion_text
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -68,12 +69,6 @@ def _prompt_text(messages: list[dict]) -> str:
     return "\n".join(m["content"] for m in messages if m.get("role") != "assistant")
 
 
-def _completion_text(completion: list[dict] | str) -> str:
-    if isinstance(completion, str):
-        return completion
-    return "".join(m["content"] for m in completion if m.get("role") == "assistant")
-
-
 def features(items: list[tuple[list[dict], str]]) -> np.ndarray:
     """phi(prompt, completion) = [e(completion), e(prompt) * e(completion)] with unit-norm embeddings."""
     emb = embed([_prompt_text(p) for p, _ in items] + [c for _, c in items])
@@ -82,8 +77,8 @@ def features(items: list[tuple[list[dict], str]]) -> np.ndarray:
 
 
 def _pair_features(rows: list[dict]) -> np.ndarray:
-    chosen = features([(r["prompt"], _completion_text(r["chosen"])) for r in rows])
-    rejected = features([(r["prompt"], _completion_text(r["rejected"])) for r in rows])
+    chosen = features([(r["prompt"], completion_text(r["chosen"])) for r in rows])
+    rejected = features([(r["prompt"], completion_text(r["rejected"])) for r in rows])
     return chosen - rejected
 
 

@@ -15,6 +15,7 @@ from tuneloop.learn import embedding_reward
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
 from tuneloop.learn.job_config import JobSpec, trainer_config
 from tuneloop.model_files import load_tokenizer
+from tuneloop.signals.records import completion_text
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -91,21 +92,14 @@ def load_reward_base(base_model: str) -> tuple[Any, Any]:
 
 def pair_margins(scorer: RewardModel, rows: list[dict]) -> list[float]:
     """r(chosen) - r(rejected) for each preference row."""
-    chosen = scorer.score_batch([(r["prompt"], _text(r["chosen"])) for r in rows])
-    rejected = scorer.score_batch([(r["prompt"], _text(r["rejected"])) for r in rows])
+    chosen = scorer.score_batch([(r["prompt"], completion_text(r["chosen"])) for r in rows])
+    rejected = scorer.score_batch([(r["prompt"], completion_text(r["rejected"])) for r in rows])
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
 def agreement(scorer: RewardModel, rows: list[dict]) -> float:
     """Share of preference rows the reward model orders as the humans did (ties count against it)."""
     return sum(m > 0 for m in pair_margins(scorer, rows)) / len(rows)
-
-
-def _text(completion: list[dict] | str) -> str:
-    """The assistant text of a TRL conversational completion (or a plain string)."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(m["content"] for m in completion if m.get("role") == "assistant")
 
 
 class LoraRewardModel:

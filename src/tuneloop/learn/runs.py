@@ -78,7 +78,7 @@ def train_version(
     else:
         sums = validate_adapter(result.artifact_dir, base, spec.lora["r"])
     return registry.register(
-        kind="reward_model" if method.startswith("reward") else "policy",
+        kind="reward_model" if method.startswith("reward") else "adapter",
         base_model=settings.model,
         actor=actor,
         version_id=version_id,
@@ -106,7 +106,7 @@ def _amplified(
         raise NotFound(
             "amplification needs a production reward model — train one with `tuneloop train reward`"
         )
-    current = registry.production("policy")
+    current = registry.production("adapter")
     generator = load_generator(str(base), current.artifact_path if current else None)
     prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())
     result = amplify(

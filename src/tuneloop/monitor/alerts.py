@@ -1,8 +1,9 @@
-"""Alerts: drift findings stored per tenant, open until a loop turn handles them.
+"""Alerts: drift and KPI findings stored per tenant, open until the condition clears or a turn handles them.
 
-`run_checks` is what a schedule calls; `pending_alerts` is what the loop reads to decide whether to start a
-turn early, and `resolve_alerts` closes the ones a turn has acted on. An alert of a kind that is already
-open is not raised again, so a drift that lasts does not pile up alerts.
+`run_checks` is what the loop's schedule (and the dashboard's button) calls: it raises an alert for each
+kind that drifted and has none open, and resolves the open ones whose check ran again and came back clean.
+`pending_alerts` is what the loop reads to decide whether to start a turn early, and `resolve_alerts` closes
+the ones a turn has taken up. A drift that lasts does not pile up alerts.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from tuneloop.clock import now_utc, utc
 from tuneloop.monitor.drift import DriftReport, check_drift
-from tuneloop.store import audit
-from tuneloop.store.repository import TenantStore, aware, now_utc
+from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import alerts, drift_checks
 
 AlertStatus = Literal["open", "resolved"]
@@ -45,15 +46,9 @@ def raise_alerts(tenant: TenantStore, report: DriftReport, actor: str = "monitor
         return []
     created: list[str] = []
 
-    def insert(conn: sa.Connection) -> None:
+    def insert(tx: TenantTx) -> None:
         created.clear()
-        open_kinds = set(
-            conn.execute(
-                sa.select(alerts.c.kind).where(
-                    alerts.c.tenant_id == tenant.tenant_id, alerts.c.status == "open"
-                )
-            ).scalars()
-        )
+        open_kinds = {r.kind for r in tx.all(alerts, alerts.c.status == "open", columns=(alerts.c.kind,))}
         now = now_utc()
         for test in drifted:
             if test.kind in open_kinds:
@@ -66,23 +61,19 @@ def raise_alerts(tenant: TenantStore, report: DriftReport, actor: str = "monitor
                 "reference_window": [t.isoformat() for t in report.reference],
                 "current_window": [t.isoformat() for t in report.current],
             }
-            conn.execute(
-                alerts.insert().values(
-                    tenant_id=tenant.tenant_id,
-                    id=alert_id,
-                    kind=test.kind,
-                    status="open",
-                    statistic=test.statistic,
-                    threshold=test.threshold,
-                    p_value=test.p_value,
-                    message=test.message,
-                    details=details,
-                    created_at=now,
-                )
+            tx.insert(
+                alerts,
+                id=alert_id,
+                kind=test.kind,
+                status="open",
+                statistic=test.statistic,
+                threshold=test.threshold,
+                p_value=test.p_value,
+                message=test.message,
+                details=details,
+                created_at=now,
             )
-            audit.append(
-                conn,
-                tenant_id=tenant.tenant_id,
+            tx.audit(
                 actor=actor,
                 action="alert.open",
                 subject=alert_id,
@@ -90,7 +81,7 @@ def raise_alerts(tenant: TenantStore, report: DriftReport, actor: str = "monitor
             )
             created.append(alert_id)
 
-    tenant.store.retrying(insert)
+    tenant.transaction(insert)
     return [a for a in list_alerts(tenant) if a.id in created]
 
 
@@ -99,29 +90,28 @@ def run_checks(
 ) -> tuple[DriftReport, list[Alert]]:
     """Check drift (keyword arguments go to `check_drift`), keep the report, raise alerts for what drifted."""
     report = check_drift(tenant, **windows)
-    with tenant.store.write() as conn:
-        conn.execute(
-            drift_checks.insert().values(
-                tenant_id=tenant.tenant_id,
-                id=f"dc-{uuid.uuid4().hex[:12]}",
-                drifted=[t.kind for t in report.drifted],
-                report=json.loads(json.dumps(report.as_dict(), default=str)),
-                created_at=now_utc(),
-            )
+    tenant.transaction(
+        lambda tx: tx.insert(
+            drift_checks,
+            id=f"dc-{uuid.uuid4().hex[:12]}",
+            drifted=[t.kind for t in report.drifted],
+            report=json.loads(json.dumps(report.as_dict(), default=str)),
+            created_at=now_utc(),
         )
-    return report, raise_alerts(tenant, report, actor)
+    )
+    raised = raise_alerts(tenant, report, actor)
+    clean = {t.kind for t in report.tests if not t.drifted}
+    cleared = [a.id for a in pending_alerts(tenant) if a.kind in clean]
+    if cleared:
+        resolve_alerts(tenant, cleared, actor=actor, reason="the condition cleared at the next check")
+    return report, raised
 
 
 def latest_check(tenant: TenantStore) -> dict[str, Any] | None:
     """The newest stored drift report (as JSON: windows are ISO strings), with its `checked_at`."""
-    with tenant.store.read() as conn:
-        row = conn.execute(
-            sa.select(drift_checks)
-            .where(drift_checks.c.tenant_id == tenant.tenant_id)
-            .order_by(drift_checks.c.created_at.desc())
-            .limit(1)
-        ).first()
-    return {**row.report, "checked_at": aware(row.created_at)} if row else None
+    newest = tenant.all(drift_checks, order_by=(drift_checks.c.created_at.desc(),), limit=1)
+    row = newest[0] if newest else None
+    return {**row.report, "checked_at": utc(row.created_at)} if row else None
 
 
 def pending_alerts(tenant: TenantStore) -> list[Alert]:
@@ -130,32 +120,25 @@ def pending_alerts(tenant: TenantStore) -> list[Alert]:
 
 
 def list_alerts(tenant: TenantStore, status: AlertStatus | None = None, limit: int = 200) -> list[Alert]:
-    query = sa.select(alerts).where(alerts.c.tenant_id == tenant.tenant_id)
-    if status:
-        query = query.where(alerts.c.status == status)
-    query = query.order_by(alerts.c.created_at.desc(), alerts.c.id).limit(limit)
-    with tenant.store.read() as conn:
-        rows = conn.execute(query).all()
+    where = [alerts.c.status == status] if status else []
+    rows = tenant.all(alerts, *where, order_by=(alerts.c.created_at.desc(), alerts.c.id), limit=limit)
     return sorted((_alert(r) for r in rows), key=lambda a: (a.created_at, a.id))
 
 
 def resolve_alerts(tenant: TenantStore, alert_ids: list[str], *, actor: str, reason: str) -> int:
     """Close open alerts (after the loop acted on them); returns how many were open."""
 
-    def update(conn: sa.Connection) -> int:
-        closed = conn.execute(
-            alerts.update()
-            .where(
-                alerts.c.tenant_id == tenant.tenant_id,
-                alerts.c.id.in_(alert_ids),
-                alerts.c.status == "open",
-            )
-            .values(status="resolved", handled_at=now_utc(), handled_by=actor)
-        ).rowcount
+    def update(tx: TenantTx) -> int:
+        closed = tx.update(
+            alerts,
+            alerts.c.id.in_(alert_ids),
+            alerts.c.status == "open",
+            status="resolved",
+            handled_at=now_utc(),
+            handled_by=actor,
+        )
         if closed:
-            audit.append(
-                conn,
-                tenant_id=tenant.tenant_id,
+            tx.audit(
                 actor=actor,
                 action="alert.resolve",
                 subject=",".join(sorted(alert_ids)),
@@ -163,12 +146,12 @@ def resolve_alerts(tenant: TenantStore, alert_ids: list[str], *, actor: str, rea
             )
         return closed
 
-    return tenant.store.retrying(update)
+    return tenant.transaction(update)
 
 
 def _alert(row: sa.Row) -> Alert:
     data = dict(row._mapping)
     data.pop("tenant_id")
-    data["created_at"] = aware(data["created_at"])
-    data["handled_at"] = aware(data["handled_at"]) if data["handled_at"] else None
+    data["created_at"] = utc(data["created_at"])
+    data["handled_at"] = utc(data["handled_at"]) if data["handled_at"] else None
     return Alert(**data)

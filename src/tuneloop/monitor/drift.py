@@ -11,6 +11,9 @@ docs.evidentlyai.com/user-guide/customization/embeddings-drift-parameters):
   default for a binary column of <= 1000 rows).
 - response-length drift: two-sample Kolmogorov-Smirnov, drift at p < 0.05 with <= 1000 rows; above that the
   normed Wasserstein distance, drift when > 0.1 (Evidently's defaults for numerical columns).
+
+Two KPI checks ride along: a rise of the error rate or of the escalation rate (one-sided two-proportion
+z-test, p < 0.05), as `monitor.kpis` defines them. Only a rise alerts: fewer errors is no incident.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tuneloop.monitor.kpis import load_window, rewards_of
-from tuneloop.store.repository import TenantStore, now_utc
+from tuneloop.clock import now_utc
+from tuneloop.monitor.kpis import errors, escalations, group_events, rewards_of
+from tuneloop.store.repository import TenantStore
 
-DriftKind = Literal["input_drift", "feedback_drift", "length_drift"]
+DriftKind = Literal["input_drift", "feedback_drift", "length_drift", "error_rise", "escalation_rise"]
 AUC_THRESHOLD = 0.55
 RANDOM_AUC_QUANTILE = 0.95
 P_THRESHOLD = 0.05
@@ -133,8 +137,8 @@ def check_drift(
     now = now or now_utc()
     cur_start = now - current
     ref_start = cur_start - reference
-    ref_rows, ref_events = load_window(tenant, ref_start, cur_start)
-    cur_rows, cur_events = load_window(tenant, cur_start, now)
+    ref_rows, ref_events = tenant.window(ref_start, cur_start)
+    cur_rows, cur_events = tenant.window(cur_start, now)
     tests: list[DriftTest] = []
     skipped: dict[str, str] = {}
 
@@ -151,6 +155,14 @@ def check_drift(
         tests.append(_feedback_drift(ref_rewards, cur_rewards))
     if enough("length_drift", len(ref_rows), len(cur_rows), "responses"):
         tests.append(_length_drift(ref_rows, cur_rows))
+    if enough("error_rise", len(ref_rows), len(cur_rows), "interactions"):
+        tests.append(_rate_rise("error_rise", "error rate", errors(ref_rows), errors(cur_rows)))
+    if enough("escalation_rise", len(ref_rows), len(cur_rows), "interactions"):
+        ref_esc, cur_esc = (
+            escalations(ref_rows, group_events(ref_events)),
+            escalations(cur_rows, group_events(cur_events)),
+        )
+        tests.append(_rate_rise("escalation_rise", "escalation rate", ref_esc, cur_esc))
     return DriftReport((ref_start, cur_start), (cur_start, now), tests, skipped)
 
 
@@ -201,6 +213,25 @@ def _feedback_drift(ref: dict[str, float], cur: dict[str, float]) -> DriftTest:
         reference_n=len(ref),
         current_n=len(cur),
         message=f"positive rate {r1:.1%} -> {r2:.1%} (z {z:+.2f}, p {p:.3g})",
+        details={"reference_rate": r1, "current_rate": r2},
+    )
+
+
+def _rate_rise(kind: DriftKind, what: str, ref: list[bool], cur: list[bool]) -> DriftTest:
+    k1, k2 = sum(ref), sum(cur)
+    z, p_two = two_proportion_test(k1, len(ref), k2, len(cur))
+    p = p_two / 2 if z > 0 else 1 - p_two / 2  # one-sided: only a rise is an incident
+    r1, r2 = k1 / len(ref), k2 / len(cur)
+    return DriftTest(
+        kind=kind,
+        method=f"one-sided two-proportion z-test on the {what}",
+        statistic=z,
+        threshold=P_THRESHOLD,
+        p_value=p,
+        drifted=p < P_THRESHOLD,
+        reference_n=len(ref),
+        current_n=len(cur),
+        message=f"{what} {r1:.1%} -> {r2:.1%} (z {z:+.2f}, p {p:.3g})",
         details={"reference_rate": r1, "current_rate": r2},
     )
 

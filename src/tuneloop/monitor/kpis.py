@@ -22,31 +22,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
+from tuneloop.clock import now_utc
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.rewards import compute_rewards
-from tuneloop.store.repository import TenantStore, aware, now_utc
-from tuneloop.store.schema import feedback, interactions
+from tuneloop.store.repository import TenantStore
 
 BASE = "base"  # the version label of interactions served by the base model (no adapter)
 SAFETY_OUTCOMES = ("safety_flag", "unsafe", "flagged")
-
-# Only what KPIs and drift read: messages and response are needed for prompts, refusals and lengths.
-_COLUMNS = (
-    interactions.c.tenant_id,
-    interactions.c.id,
-    interactions.c.user_id,
-    interactions.c.messages,
-    interactions.c.response,
-    interactions.c.adapter_version,
-    interactions.c.arm,
-    interactions.c.experiment_id,
-    interactions.c.metadata,
-    interactions.c.latency_ms,
-    interactions.c.created_at,
-)
 
 
 @dataclass(frozen=True)
@@ -86,36 +70,6 @@ GAUGE_FIELDS = (
 )
 
 
-def load_window(
-    tenant: TenantStore, since: datetime, until: datetime, *, experiment_id: str | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Interactions created in [since, until) and all feedback on them, as the signals package reads them."""
-    scope = [
-        interactions.c.tenant_id == tenant.tenant_id,
-        interactions.c.created_at >= since,
-        interactions.c.created_at < until,
-    ]
-    if experiment_id is not None:
-        scope.append(interactions.c.experiment_id == experiment_id)
-    rows_q = sa.select(*_COLUMNS).where(*scope).order_by(interactions.c.created_at, interactions.c.id)
-    ids = sa.select(interactions.c.id).where(*scope)
-    events_q = (
-        sa.select(feedback)
-        .where(feedback.c.tenant_id == tenant.tenant_id, feedback.c.interaction_id.in_(ids))
-        .order_by(feedback.c.received_at, feedback.c.id)
-    )
-    with tenant.store.read() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(rows_q)]
-        events = [dict(r._mapping) for r in conn.execute(events_q)]
-    for row in rows:
-        row["user"] = row.pop("user_id")
-        row["created_at"] = aware(row["created_at"])
-    for event in events:
-        event["created_at"] = aware(event["created_at"])
-        event["received_at"] = aware(event["received_at"])
-    return rows, events
-
-
 def rewards_of(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, float]:
     """Reward per interaction with evidence, under the default reward policy, as of now."""
     if not events:
@@ -141,8 +95,6 @@ def summarize(
     def share(count: int, of: int) -> float | None:
         return count / of if of else None
 
-    escalated = sum(any(e["kind"] == "escalated" for e in by_interaction.get(r["id"], ())) for r in rows)
-    errors = sum(bool((r["metadata"] or {}).get("error")) for r in rows)
     return KPI(
         version=version,
         start=start,
@@ -152,16 +104,29 @@ def summarize(
         positive_rate=share(sum(v > 0 for v in rated), len(rated)),
         negative_rate=share(sum(v < 0 for v in rated), len(rated)),
         mean_reward=float(np.mean(rated)) if rated else None,
-        escalation_rate=share(escalated, n),
+        escalation_rate=share(sum(escalations(rows, by_interaction)), n),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
-        error_rate=share(errors, n),
+        error_rate=share(sum(errors(rows)), n),
         refusal_rate=share(sum(is_refusal(r["response"]) for r in rows), n),
-        safety_flags=sum(_safety_flagged(r, by_interaction.get(r["id"], ())) for r in rows),
+        safety_flags=sum(safety_flagged(r, by_interaction.get(r["id"], ())) for r in rows),
     )
 
 
-def _safety_flagged(row: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> bool:
+def errors(rows: Iterable[Mapping[str, Any]]) -> list[bool]:
+    """Per interaction: did generation fail (a truthy `error` in its metadata)?"""
+    return [bool((r["metadata"] or {}).get("error")) for r in rows]
+
+
+def escalations(
+    rows: Iterable[Mapping[str, Any]], by_interaction: Mapping[str, list[dict[str, Any]]]
+) -> list[bool]:
+    """Per interaction: was it escalated (at least one `escalated` event among its grouped events)?"""
+    return [any(e["kind"] == "escalated" for e in by_interaction.get(r["id"], ())) for r in rows]
+
+
+def safety_flagged(row: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an interaction raised a safety flag: in its metadata, or by a safety outcome event."""
     if (row["metadata"] or {}).get("safety_flag"):
         return True
     return any(
@@ -190,7 +155,7 @@ def kpis(
     Buckets start at `since`; only (version, bucket) pairs with traffic are returned, sorted by both.
     """
     until = until or now_utc()
-    rows, events = load_window(tenant, since, until)
+    rows, events = tenant.window(since, until)
     return kpis_of(rows, events, since=since, until=until, bucket=bucket, by=by)
 
 
@@ -203,7 +168,7 @@ def kpis_of(
     bucket: timedelta | None = None,
     by: str = "adapter_version",
 ) -> list[KPI]:
-    """`kpis` over rows already loaded by `load_window`."""
+    """`kpis` over rows already loaded by `TenantStore.window`."""
     rewards = rewards_of(rows, events)
     grouped = group_events(events)
     step = bucket or (until - since)

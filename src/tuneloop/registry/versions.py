@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from tuneloop.clock import now_utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
-from tuneloop.store import audit
-from tuneloop.store.repository import TenantStore, now_utc
+from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import versions
 
-Kind = Literal["policy", "reward_model"]
+Kind = Literal["adapter", "reward_model"]
 State = Literal["candidate", "gated", "canary", "production", "retired", "blocked", "rolled_back"]
 
 # Which moves are legal. retired → production is the instant rollback to the previous version.
@@ -58,7 +58,6 @@ class Registry:
 
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
-        self._scope = versions.c.tenant_id == tenant.tenant_id
 
     def register(
         self, *, kind: Kind, base_model: str, actor: str, version_id: str | None = None, **lineage: Any
@@ -79,13 +78,11 @@ class Registry:
         }
         row.setdefault("metrics", {})
 
-        def insert(conn: sa.Connection) -> None:
-            if conn.execute(sa.select(versions.c.id).where(self._scope, versions.c.id == row["id"])).first():
+        def insert(tx: TenantTx) -> None:
+            if tx.first(versions, versions.c.id == row["id"], columns=(versions.c.id,)):
                 raise Conflict(f"version {row['id']!r} already exists")
-            conn.execute(versions.insert().values(tenant_id=self.tenant.tenant_id, **row))
-            audit.append(
-                conn,
-                tenant_id=self.tenant.tenant_id,
+            tx.insert(versions, **row)
+            tx.audit(
                 actor=actor,
                 action="version.register",
                 subject=row["id"],
@@ -96,26 +93,23 @@ class Registry:
                 },
             )
 
-        self.tenant.store.retrying(insert)
+        self.tenant.transaction(insert)
         return self.get(row["id"])
 
     def get(self, version_id: str) -> Version:
-        with self.tenant.store.read() as conn:
-            row = conn.execute(sa.select(versions).where(self._scope, versions.c.id == version_id)).first()
+        row = self.tenant.first(versions, versions.c.id == version_id)
         if row is None:
             raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
         return _version(row)
 
     def list(self, kind: Kind | None = None, state: State | None = None) -> list[Version]:
-        query = sa.select(versions).where(self._scope)
-        if kind:
-            query = query.where(versions.c.kind == kind)
+        where = [versions.c.kind == kind] if kind else []
         if state:
-            query = query.where(versions.c.state == state)
-        with self.tenant.store.read() as conn:
-            return [_version(r) for r in conn.execute(query.order_by(versions.c.created_at, versions.c.id))]
+            where.append(versions.c.state == state)
+        order = (versions.c.created_at, versions.c.id)
+        return [_version(r) for r in self.tenant.all(versions, *where, order_by=order)]
 
-    def production(self, kind: Kind = "policy") -> Version | None:
+    def production(self, kind: Kind = "adapter") -> Version | None:
         """The version now serving (policy) or judging (reward model); None means the base model."""
         found = self.list(kind=kind, state="production")
         return found[-1] if found else None
@@ -128,16 +122,16 @@ class Registry:
         actor: str,
         reason: str,
         details: dict[str, Any] | None = None,
-        conn: sa.Connection | None = None,
+        tx: TenantTx | None = None,
         **updates: Any,
     ) -> Version | None:
         """Move a version to `to` atomically with an audit row; promoting retires the old production.
 
-        With `conn`, the move joins the caller's transaction (and returns None: read it after commit).
+        With `tx`, the move joins the caller's transaction (and returns None: read it after commit).
         """
 
-        def apply(conn: sa.Connection) -> None:
-            row = conn.execute(sa.select(versions).where(self._scope, versions.c.id == version_id)).first()
+        def apply(tx: TenantTx) -> None:
+            row = tx.first(versions, versions.c.id == version_id)
             if row is None:
                 raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
             if to not in TRANSITIONS[row.state]:
@@ -147,47 +141,32 @@ class Registry:
                 )
             now = now_utc()
             if to == "production":
-                old = (
-                    conn.execute(
-                        sa.select(versions.c.id).where(
-                            self._scope, versions.c.kind == row.kind, versions.c.state == "production"
-                        )
-                    )
-                    .scalars()
-                    .all()
+                old = tx.all(
+                    versions,
+                    versions.c.kind == row.kind,
+                    versions.c.state == "production",
+                    columns=(versions.c.id,),
                 )
-                for old_id in old:
-                    conn.execute(
-                        versions.update()
-                        .where(self._scope, versions.c.id == old_id)
-                        .values(state="retired", updated_at=now)
-                    )
-                    audit.append(
-                        conn,
-                        tenant_id=self.tenant.tenant_id,
+                for (old_id,) in old:
+                    tx.update(versions, versions.c.id == old_id, state="retired", updated_at=now)
+                    tx.audit(
                         actor=actor,
                         action="version.retired",
                         subject=old_id,
                         details={"replaced_by": version_id},
                     )
-            conn.execute(
-                versions.update()
-                .where(self._scope, versions.c.id == version_id)
-                .values(state=to, updated_at=now, **updates)
-            )
-            audit.append(
-                conn,
-                tenant_id=self.tenant.tenant_id,
+            tx.update(versions, versions.c.id == version_id, state=to, updated_at=now, **updates)
+            tx.audit(
                 actor=actor,
                 action=f"version.{to}",
                 subject=version_id,
                 details={"from": row.state, "reason": reason, **(details or {})},
             )
 
-        if conn is not None:
-            apply(conn)
+        if tx is not None:
+            apply(tx)
             return None
-        self.tenant.store.retrying(apply)
+        self.tenant.transaction(apply)
         return self.get(version_id)
 
 

@@ -57,7 +57,7 @@ def start_canary(
     version = registry.get(version_id)
     if version.state != "gated":
         raise Conflict(f"version {version_id} is {version.state}; only gated versions can be canaried")
-    production = registry.production("policy")
+    production = registry.production("adapter")
     # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
     exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
 

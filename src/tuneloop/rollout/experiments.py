@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from tuneloop.store.repository import TenantStore, aware
+from tuneloop.clock import utc
+from tuneloop.errors import NotFound
+from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import experiments
 
 ExperimentState = Literal["running", "paused", "promoted", "rolled_back", "halted"]
@@ -31,39 +33,27 @@ class Experiment:
     ended_at: datetime | None
 
 
-def active_experiment(tenant: TenantStore) -> Experiment | None:
+def active_experiment(tenant: TenantStore | TenantTx) -> Experiment | None:
     """The tenant's running or paused experiment, if any."""
-    with tenant.store.read() as conn:
-        row = conn.execute(
-            sa.select(experiments).where(
-                experiments.c.tenant_id == tenant.tenant_id, experiments.c.state.in_(LIVE_STATES)
-            )
-        ).first()
+    row = tenant.first(experiments, experiments.c.state.in_(LIVE_STATES))
     return _experiment(row) if row else None
 
 
-def get_experiment(conn: sa.Connection, tenant: TenantStore, experiment_id: str) -> Experiment | None:
-    row = conn.execute(
-        sa.select(experiments).where(
-            experiments.c.tenant_id == tenant.tenant_id, experiments.c.id == experiment_id
-        )
-    ).first()
-    return _experiment(row) if row else None
+def get_experiment(tenant: TenantStore, experiment_id: str) -> Experiment:
+    """One of the tenant's experiments; NotFound for ids it does not own."""
+    row = tenant.first(experiments, experiments.c.id == experiment_id)
+    if row is None:
+        raise NotFound(f"experiment {experiment_id!r} not found for this tenant", param="experiment")
+    return _experiment(row)
 
 
 def list_experiments(tenant: TenantStore) -> list[Experiment]:
-    with tenant.store.read() as conn:
-        rows = conn.execute(
-            sa.select(experiments)
-            .where(experiments.c.tenant_id == tenant.tenant_id)
-            .order_by(experiments.c.started_at)
-        ).all()
-    return [_experiment(r) for r in rows]
+    return [_experiment(r) for r in tenant.all(experiments, order_by=(experiments.c.started_at,))]
 
 
 def _experiment(row: sa.Row) -> Experiment:
     data = dict(row._mapping)
     data.pop("tenant_id")
     for key in ("step_started_at", "started_at", "updated_at", "ended_at"):
-        data[key] = aware(data[key]) if data[key] else None
+        data[key] = utc(data[key]) if data[key] else None
     return Experiment(**data)

@@ -365,7 +365,7 @@ async def list_models(request: Request) -> dict:
     """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request)
-    versions = await st.calls(Registry(tenant).list, "policy")
+    versions = await st.calls(Registry(tenant).list, "adapter")
     owner = tenant.tenant.name
     servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))
     ids = dict.fromkeys(["tuneloop", st.backend.model_id, *servable])  # ordered, without repeats

@@ -89,7 +89,7 @@ class Router:
                 param="model",
                 code="model_not_found",
             ) from None
-        if version.kind != "policy" or version.state in ("blocked", "rolled_back"):
+        if version.kind != "adapter" or version.state in ("blocked", "rolled_back"):
             raise NotFound(
                 f"model {model!r} is not servable (it is a {version.kind}, {version.state})",
                 param="model",

@@ -1,6 +1,6 @@
 """Signals: feedback → rewards with confidence, preference pairs, KTO labels, SFT rows, held-out split."""
 
 from tuneloop.signals.build import Signals, build_signals
-from tuneloop.signals.policy import RewardPolicy, load_policy
+from tuneloop.signals.policy import RewardPolicy
 
-__all__ = ["RewardPolicy", "Signals", "build_signals", "load_policy"]
+__all__ = ["RewardPolicy", "Signals", "build_signals"]

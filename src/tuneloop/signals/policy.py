@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.config import load_yaml_model
+from tuneloop.config import TenantPolicy
 
 Source = Literal["user", "labeler", "judge", "system"]
 
@@ -53,10 +52,11 @@ class SignalWeights(BaseModel):
     abandoned: float = Field(default=0.5, ge=0, description="The user left without using the answer: -1.")
 
 
-class RewardPolicy(BaseModel):
+class RewardPolicy(TenantPolicy):
     """How a tenant's feedback becomes training rows; `comment` and `dwell_ms` carry no reward."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    filename: ClassVar[str] = "reward_policy.yaml"
 
     weights: SignalWeights = Field(
         default=SignalWeights(), description="Evidence weight of one event, per feedback kind."
@@ -160,8 +160,3 @@ class RewardPolicy(BaseModel):
     def fingerprint(self) -> str:
         """A hash of every setting, for a snapshot's lineage."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-
-
-def load_policy(path: str | Path) -> RewardPolicy:
-    """The reward policy in a YAML file; BadRequest names the file and the field when it is invalid."""
-    return load_yaml_model(path, RewardPolicy, "reward policy")

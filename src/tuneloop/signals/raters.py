@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.signals.records import Record, as_of, one_tenant, rater_of, row_hash
+from tuneloop.signals.records import Record, as_of, one_tenant, rater_of, record_hash
 
 Item = tuple[str, ...]
 
@@ -171,5 +171,5 @@ def cap_rows(rows: list[dict[str, Any]], cap: float, key: str = "rater") -> list
         if rater is None or len(indexes) <= limit:
             keep.update(indexes)
         else:
-            keep.update(sorted(indexes, key=lambda i: row_hash(rows[i]))[: int(limit)])
+            keep.update(sorted(indexes, key=lambda i: record_hash(rows[i]))[: int(limit)])
     return [row for i, row in enumerate(rows) if i in keep]

@@ -5,17 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from tuneloop.clock import utc
 from tuneloop.errors import BadRequest
 
 Record = Mapping[str, Any]
-
-
-def utc(moment: datetime) -> datetime:
-    """The moment as an aware UTC datetime; naive datetimes are taken to be UTC already."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def one_tenant(interactions: Iterable[Record], events: Iterable[Record]) -> str | None:
@@ -59,6 +55,13 @@ def prompt_messages(messages: Sequence[Record]) -> list[dict[str, str]]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
+def completion_text(completion: Sequence[Record] | str) -> str:
+    """The assistant text of a TRL conversational completion (or a plain string)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(m["content"]) for m in completion if m.get("role") == "assistant")
+
+
 def prompt_text(messages: Sequence[Record], limit: int = 1000) -> str:
     """The text that identifies a prompt for near-duplicate search.
 
@@ -76,21 +79,21 @@ def row_prompt(row: Record) -> list[Record]:
     return list(row["prompt"]) if "prompt" in row else list(row["messages"][:-1])
 
 
-def row_hash(row: Record) -> str:
+def record_hash(row: Record) -> str:
     """A content hash of one row; stable across runs and machines."""
     return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def canonical(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows sorted by content hash, so a hash over the list depends on the rows, never on input order."""
-    return sorted(rows, key=row_hash)
+    return sorted(rows, key=record_hash)
 
 
 def rows_hash(rows: Iterable[Record]) -> str:
     """One hash over a canonically ordered list of rows."""
     digest = hashlib.sha256()
     for row in rows:
-        digest.update(row_hash(row).encode())
+        digest.update(record_hash(row).encode())
     return digest.hexdigest()
 
 

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from tuneloop.clock import utc
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.raters import cap_weights
-from tuneloop.signals.records import Record, as_of, one_tenant, owner, rater_of, utc
+from tuneloop.signals.records import Record, as_of, one_tenant, owner, rater_of
 
 # Kinds whose event says one fixed thing about the event's own interaction.
 _DIRECTION = {

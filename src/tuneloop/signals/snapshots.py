@@ -16,12 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tuneloop.config import tenant_policy_file
+from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import rows_hash
-from tuneloop.store import audit
-from tuneloop.store.repository import TenantStore, aware, now_utc
+from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import snapshots
 
 DATASETS = ("pairs", "kto", "sft")
@@ -58,14 +57,6 @@ def snapshot_dir(home: Path, tenant_id: str, digest: str) -> Path:
     return home / "snapshots" / tenant_id / digest
 
 
-def tenant_policy(home: Path, tenant_name: str, path: Path | None = None) -> RewardPolicy:
-    """The reward policy in force: `path`, else HOME/policies/TENANT/reward_policy.yaml, else the defaults."""
-    from tuneloop.signals.policy import load_policy
-
-    path = path or tenant_policy_file(home, tenant_name, "reward_policy.yaml")
-    return load_policy(path) if path.exists() else RewardPolicy()
-
-
 def create_snapshot(
     tenant: TenantStore, home: Path, policy: RewardPolicy, *, actor: str = "cli", embed: Any = None
 ) -> Snapshot:
@@ -100,7 +91,7 @@ def create_snapshot(
         "rewarded_interactions": len(signals.rewards),
     }
     path = snapshot_dir(home, tenant.tenant_id, digest)
-    _write_atomically(
+    _publish_parquet(
         path,
         datasets,
         {
@@ -122,22 +113,20 @@ def create_snapshot(
         "created_at": now_utc(),
     }
 
-    def register(conn: sa.Connection) -> None:
-        conn.execute(snapshots.insert().values(tenant_id=tenant.tenant_id, **row))
-        audit.append(
-            conn,
-            tenant_id=tenant.tenant_id,
+    def register(tx: TenantTx) -> None:
+        tx.insert(snapshots, **row)
+        tx.audit(
             actor=actor,
             action="snapshot.create",
             subject=digest,
             details={"counts": counts, "flagged_raters": report["flagged_raters"]},
         )
 
-    tenant.store.retrying(register)
+    tenant.transaction(register)
     return get_snapshot(tenant, digest)
 
 
-def _write_atomically(path: Path, datasets: dict[str, list[dict]], manifest: dict[str, Any]) -> None:
+def _publish_parquet(path: Path, datasets: dict[str, list[dict]], manifest: dict[str, Any]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -156,12 +145,8 @@ def get_snapshot(tenant: TenantStore, digest: str) -> Snapshot:
     """A snapshot of this tenant by full hash or a unique prefix (at least 6 characters)."""
     if len(digest) < 6:
         raise BadRequest("give at least 6 characters of the snapshot hash", param="snapshot")
-    with tenant.store.read() as conn:
-        rows = conn.execute(
-            sa.select(snapshots).where(
-                snapshots.c.tenant_id == tenant.tenant_id, snapshots.c.hash.startswith(digest)
-            )
-        ).all()
+    # autoescape: `_` and `%` in what the user typed are characters, not LIKE wildcards
+    rows = tenant.all(snapshots, snapshots.c.hash.startswith(digest, autoescape=True))
     if not rows:
         raise NotFound(
             f"snapshot {digest} not found for tenant {tenant.tenant.name} — "
@@ -174,13 +159,7 @@ def get_snapshot(tenant: TenantStore, digest: str) -> Snapshot:
 
 
 def list_snapshots(tenant: TenantStore) -> list[Snapshot]:
-    with tenant.store.read() as conn:
-        rows = conn.execute(
-            sa.select(snapshots)
-            .where(snapshots.c.tenant_id == tenant.tenant_id)
-            .order_by(snapshots.c.created_at)
-        ).all()
-    return [_snapshot(r) for r in rows]
+    return [_snapshot(r) for r in tenant.all(snapshots, order_by=(snapshots.c.created_at,))]
 
 
 def export_trl(snapshot: Snapshot, out: Path) -> list[Path]:
@@ -201,5 +180,5 @@ def export_trl(snapshot: Snapshot, out: Path) -> list[Path]:
 def _snapshot(row: sa.Row) -> Snapshot:
     data = dict(row._mapping)
     data["path"] = Path(data["path"])
-    data["as_of"], data["created_at"] = aware(data["as_of"]), aware(data["created_at"])
+    data["as_of"], data["created_at"] = utc(data["as_of"]), utc(data["created_at"])
     return Snapshot(**data)

@@ -26,7 +26,7 @@ class SimError(RuntimeError):
 
 
 @dataclass
-class ArmStats:
+class VersionTally:
     """What one served version (and experiment arm) got."""
 
     interactions: int = 0
@@ -53,7 +53,7 @@ class TrafficReport:
     events: Counter = field(default_factory=Counter)  # acknowledged events by kind
     rejected: int = 0  # events the server refused
     duplicates: int = 0  # events the server already had (a retried batch)
-    by_version: dict[str, ArmStats] = field(default_factory=dict)
+    by_version: dict[str, VersionTally] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -162,7 +162,7 @@ class _Session:
 
     def record(self, served: _Served, score: float, positive: bool | None) -> None:
         with self.lock:
-            stats = self.report.by_version.setdefault(served.version, ArmStats())
+            stats = self.report.by_version.setdefault(served.version, VersionTally())
             stats.interactions += 1
             stats.score_sum += score
             if served.arm:

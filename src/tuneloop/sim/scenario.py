@@ -120,12 +120,6 @@ class Scenario:
         """The chat messages a client sends for `prompt`."""
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt.text}]
 
-    def with_seed(self, seed: int) -> Scenario:
-        """The same scenario under another seed."""
-        from dataclasses import replace
-
-        return replace(self, seed=seed)
-
 
 def words(text: str) -> int:
     """Number of words in `text` (numbers and amounts count as words)."""

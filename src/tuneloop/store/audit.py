@@ -10,12 +10,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tuneloop.clock import now_utc, utc
 from tuneloop.store.schema import audit_log
 
 GENESIS = "0" * 64
 
 
-def row_hash(
+def chain_hash(
     prev_hash: str,
     seq: int,
     tenant_id: str | None,
@@ -61,7 +62,7 @@ def append(
         sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
     ).first()
     seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
-    now = datetime.now(UTC)
+    now = now_utc()
     # Two writers that read the same head collide on the primary key; the loser's transaction fails
     # and is retried by the caller's transaction machinery, so the chain never forks.
     conn.execute(
@@ -74,7 +75,7 @@ def append(
             details=details,
             created_at=now,
             prev_hash=prev,
-            hash=row_hash(prev, seq, tenant_id, actor, action, subject, details, now),
+            hash=chain_hash(prev, seq, tenant_id, actor, action, subject, details, now),
         )
     )
     return seq
@@ -90,9 +91,8 @@ def verify(conn: sa.Connection) -> tuple[bool, str]:
             return False, f"audit row {row.seq}: expected sequence number {count} (a row was removed)"
         if row.prev_hash != prev:
             return False, f"audit row {row.seq}: prev_hash does not match row {row.seq - 1}"
-        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-        expected = row_hash(
-            prev, row.seq, row.tenant_id, row.actor, row.action, row.subject, row.details, created
+        expected = chain_hash(
+            prev, row.seq, row.tenant_id, row.actor, row.action, row.subject, row.details, utc(row.created_at)
         )
         if row.hash != expected:
             return False, f"audit row {row.seq}: contents do not match its hash (the row was altered)"

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tuneloop.store import audit
 from tuneloop.store.engine import create_engine, migrate
@@ -24,6 +26,8 @@ from tuneloop.store.schema import api_keys, feedback, interactions, tenants
 T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
 KEY_PREFIX = "tl-"
+# ASCII only: a Cyrillic "а" would make a look-alike of another tenant's name.
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -61,15 +65,6 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    """The datetime as UTC-aware; SQLite hands datetimes back naive."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Store:
@@ -113,8 +108,12 @@ class Store:
         self, name: str, redaction: RedactionMode = "redact", actor: str = "cli"
     ) -> tuple[Tenant, str]:
         """Create a tenant and its first API key; the key is returned once and stored only hashed."""
-        if not name or len(name) > 200 or not name.replace("-", "").replace("_", "").isalnum():
-            raise BadRequest(f"tenant name {name!r}: use 1-200 letters, digits, '-' or '_'", param="name")
+        if not TENANT_NAME.fullmatch(name):
+            raise BadRequest(
+                f"tenant name {name[:100]!r}: use 1-64 lowercase ASCII letters, digits, '-' or '_', "
+                "starting with a letter or digit",
+                param="name",
+            )
         tenant = Tenant(id=uuid.uuid4().hex, name=name, redaction=redaction, created_at=now_utc())
 
         def insert(conn: sa.Connection) -> str:
@@ -163,22 +162,6 @@ class Store:
         )
         return key
 
-    def set_redaction(self, tenant_name: str, mode: RedactionMode, actor: str = "cli") -> None:
-        tenant = self.tenant_by_name(tenant_name)
-
-        def update(conn: sa.Connection) -> None:
-            conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(redaction=mode))
-            audit.append(
-                conn,
-                tenant_id=tenant.id,
-                actor=actor,
-                action="tenant.redaction",
-                subject=tenant.name,
-                details={"from": tenant.redaction, "to": mode},
-            )
-
-        self.retrying(update)
-
     def tenants(self) -> list[Tenant]:
         with self.read() as conn:
             return [_tenant(r) for r in conn.execute(sa.select(tenants).order_by(tenants.c.name))]
@@ -208,28 +191,59 @@ class Store:
 
     # audit ---------------------------------------------------------------------------------------
 
-    def audit(
-        self,
-        *,
-        actor: str,
-        action: str,
-        subject: str,
-        details: dict | None = None,
-        tenant_id: str | None = None,
-    ) -> int:
-        return self.retrying(
-            lambda conn: audit.append(
-                conn, tenant_id=tenant_id, actor=actor, action=action, subject=subject, details=details
-            )
-        )
-
     def verify_audit(self) -> tuple[bool, str]:
         with self.read() as conn:
             return audit.verify(conn)
 
 
 def _tenant(row: sa.Row) -> Tenant:
-    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=aware(row.created_at))
+    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=utc(row.created_at))
+
+
+class TenantTx:
+    """A transaction seen through one tenant: every statement built here filters on its id (reads,
+    updates) or stamps it (inserts, audit rows), so no caller writes the filter by hand."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    def query(self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = ()) -> sa.Select:
+        """SELECT from `table` (all columns, or `columns`) restricted to this tenant and `where`."""
+        return sa.select(*(columns or (table,))).where(table.c.tenant_id == self.tenant_id, *where)
+
+    def all(
+        self,
+        table: sa.Table,
+        *where: Any,
+        columns: tuple[Any, ...] = (),
+        order_by: tuple[Any, ...] = (),
+        limit: int | None = None,
+    ) -> list[sa.Row]:
+        return list(
+            self.conn.execute(self.query(table, *where, columns=columns).order_by(*order_by).limit(limit))
+        )
+
+    def first(self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = ()) -> sa.Row | None:
+        return self.conn.execute(self.query(table, *where, columns=columns)).first()
+
+    def execute(self, query: sa.Select) -> sa.CursorResult:
+        """Run a query built with `query` (joins and subqueries stay scoped that way)."""
+        return self.conn.execute(query)
+
+    def insert(self, table: sa.Table, **values: Any) -> None:
+        self.conn.execute(table.insert().values(tenant_id=self.tenant_id, **values))
+
+    def update(self, table: sa.Table, *where: Any, **values: Any) -> int:
+        """Update this tenant's rows matching `where`; returns how many changed."""
+        stmt = table.update().where(table.c.tenant_id == self.tenant_id, *where).values(**values)
+        return self.conn.execute(stmt).rowcount
+
+    def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> int:
+        """Append this tenant's audit row inside the transaction; returns its sequence number."""
+        return audit.append(
+            self.conn, tenant_id=self.tenant_id, actor=actor, action=action, subject=subject, details=details
+        )
 
 
 class TenantStore:
@@ -243,10 +257,27 @@ class TenantStore:
     def tenant_id(self) -> str:
         return self.tenant.id
 
-    def audit(self, *, actor: str, action: str, subject: str, details: dict | None = None) -> int:
-        return self.store.audit(
-            actor=actor, action=action, subject=subject, details=details, tenant_id=self.tenant_id
-        )
+    # scoped statements: other packages' tables are read and written only through these ------------
+
+    @contextmanager
+    def reading(self) -> Iterator[TenantTx]:
+        """A read transaction whose statements are all scoped to this tenant."""
+        with self.store.read() as conn:
+            yield TenantTx(conn, self.tenant_id)
+
+    def transaction(self, fn: Callable[[TenantTx], T]) -> T:
+        """Run `fn` in one write transaction (retried on a lost audit-chain race): state and audit rows
+        it writes commit together or not at all."""
+        return self.store.retrying(lambda conn: fn(TenantTx(conn, self.tenant_id)))
+
+    def all(self, table: sa.Table, *where: Any, **options: Any) -> list[sa.Row]:
+        """This tenant's rows of `table` matching `where` (see `TenantTx.all` for the options)."""
+        with self.reading() as tx:
+            return tx.all(table, *where, **options)
+
+    def first(self, table: sa.Table, *where: Any, **options: Any) -> sa.Row | None:
+        with self.reading() as tx:
+            return tx.first(table, *where, **options)
 
     # interactions --------------------------------------------------------------------------------
 
@@ -297,6 +328,21 @@ class TenantStore:
         query = query.order_by(interactions.c.created_at, interactions.c.id).limit(limit)
         with self.store.read() as conn:
             return [_interaction(r) for r in conn.execute(query)]
+
+    def window(
+        self, since: datetime, until: datetime, *, experiment_id: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Interactions created in [since, until) (optionally of one experiment) and all feedback on them."""
+        where = [interactions.c.created_at >= since, interactions.c.created_at < until]
+        if experiment_id is not None:
+            where.append(interactions.c.experiment_id == experiment_id)
+        with self.reading() as tx:
+            rows = tx.all(interactions, *where, order_by=(interactions.c.created_at, interactions.c.id))
+            ids = tx.query(interactions, *where, columns=(interactions.c.id,))
+            events = tx.all(
+                feedback, feedback.c.interaction_id.in_(ids), order_by=(feedback.c.received_at, feedback.c.id)
+            )
+        return [_interaction(r) for r in rows], [_event(r) for r in events]
 
     # feedback ------------------------------------------------------------------------------------
 
@@ -412,13 +458,13 @@ def _interaction(row: sa.Row) -> dict[str, Any]:
     out.pop("payload_hash")
     out["user"] = out.pop("user_id")
     out["session"] = out.pop("session_id")
-    out["created_at"] = aware(out["created_at"])
+    out["created_at"] = utc(out["created_at"])
     return out
 
 
 def _event(row: sa.Row) -> dict[str, Any]:
     out = dict(row._mapping)
     out.pop("payload_hash")
-    out["created_at"] = aware(out["created_at"])
-    out["received_at"] = aware(out["received_at"])
+    out["created_at"] = utc(out["created_at"])
+    out["received_at"] = utc(out["received_at"])
     return out

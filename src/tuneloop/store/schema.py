@@ -91,7 +91,7 @@ audit_log = sa.Table(
 versions = sa.Table(
     "versions",
     metadata,
-    # A servable policy version is "base + optional adapter + optional system prompt + decoding";
+    # A servable adapter version is "base + optional adapter + optional system prompt + decoding";
     # reward models live here too so gates and amplification can name the one they used.
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
     sa.Column("id", sa.String(64), primary_key=True),

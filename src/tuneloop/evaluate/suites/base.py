@@ -81,13 +81,6 @@ def _key(row: dict[str, Any]) -> str:
     return json.dumps([row.get("prompt"), row.get("chosen"), row.get("rejected")], sort_keys=True)
 
 
-def completion_text(completion: list[dict] | str) -> str:
-    """The assistant text of a TRL conversational completion (or a plain string)."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(m["content"] for m in completion if m.get("role") == "assistant")
-
-
 def prompt_preview(prompt: Messages | str, limit: int = 120) -> str:
     """The last user message of a prompt, shortened for a report table."""
     if isinstance(prompt, str):

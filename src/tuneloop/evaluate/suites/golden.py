@@ -4,6 +4,11 @@ A golden file (YAML) holds `items`, each a prompt (a string or chat messages) an
 must_not_contain (substrings, case ignored), regex (patterns that must match; write (?i) to ignore case),
 must_refuse (true: must decline, false: must not decline, per `evaluate.refusal`), max_length (characters).
 See configs/golden_example.yaml.
+
+A tenant without a golden set gets a starter one at its first gate, written where its own would live for
+the team to review: prompts whose answers its users rated best (the snapshot's SFT rows), each expecting the
+candidate to keep answering — or keep declining — as that answer did. Only items production meets are kept,
+so the starter set guards against regressions and never blocks on behaviour production lacks too.
 """
 
 from __future__ import annotations
@@ -80,17 +85,52 @@ def failures(item: GoldenItem, answer: str) -> list[str]:
     return missed
 
 
+STARTER_ITEMS = 12
+STARTER_HEADER = """\
+# Starter golden set, written by tuneloop's gate from the answers this tenant's users rated best.
+# Review it: keep the items that matter, add expectations (must_contain, regex, max_length), add your own
+# prompts. The gate uses this file as it is from now on. See configs/golden_example.yaml.
+"""
+
+
 def golden_path(ctx: GateContext, cfg: GoldenConfig) -> Path:
     return cfg.path or ctx.home / "policies" / ctx.tenant.tenant.name / "golden.yaml"
+
+
+def starter_items(ctx: GateContext) -> list[GoldenItem]:
+    """Items from the snapshot's best-rated answers (SFT rows, held-out first): keep answering, or keep
+    declining, as the rated answer did."""
+    rows = [r for r in ctx.training_rows() if "messages" in r and r.get("origin") in ("reward", "edit")]
+    rows.sort(key=lambda r: (r.get("split") != "heldout", -(r.get("confidence") or 0.0)))
+    items = []
+    for row in rows[:STARTER_ITEMS]:
+        prompt = [{"role": m["role"], "content": m["content"]} for m in row["messages"][:-1]]
+        answer = row["messages"][-1]["content"]
+        items.append(GoldenItem(id=f"rated-{len(items) + 1}", prompt=prompt, must_refuse=is_refusal(answer)))
+    return items
+
+
+def write_starter(ctx: GateContext, path: Path) -> int:
+    """Write the starter golden set (items production meets) to `path`; returns how many items it holds."""
+    items = starter_items(ctx)
+    answers = ctx.evaluator.generate(
+        PRODUCTION, [item.messages() for item in items], ctx.policy.generation.max_new_tokens
+    )
+    kept = [item for item, answer in zip(items, answers, strict=True) if not failures(item, answer)]
+    if kept:
+        body = GoldenSet(items=kept).model_dump(mode="json", exclude_defaults=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(STARTER_HEADER + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    return len(kept)
 
 
 def run(ctx: GateContext, cfg: GoldenConfig) -> Verdict:
     """Both versions answer every golden prompt; the candidate must pass enough items and regress on none."""
     path = golden_path(ctx, cfg)
-    if not path.exists():
+    if not path.exists() and not write_starter(ctx, path):
         raise MissingInput(
-            f"no golden set at {path} — write one (see configs/golden_example.yaml) "
-            "or set suites.golden.required: false in the gate policy"
+            f"no golden set at {path}, and no best-rated answers in the snapshot to start one from — write "
+            "one (see configs/golden_example.yaml) or set suites.golden.required: false in the gate policy"
         )
     items = load_golden(path).items
     if len(items) < cfg.min_items:

@@ -16,9 +16,9 @@ from tuneloop.evaluate.suites.base import (
     GateContext,
     MissingInput,
     Verdict,
-    completion_text,
     prompt_preview,
 )
+from tuneloop.signals.records import completion_text
 
 
 def margins(ctx: GateContext, arm: str, pairs: list[dict]) -> list[float]:

@@ -6,7 +6,6 @@ has drifted below `min_agreement` fails the suite whatever the win rate, so it c
 
 from __future__ import annotations
 
-from tuneloop.evaluate.generation import base_dir
 from tuneloop.evaluate.policy import RewardModelConfig
 from tuneloop.evaluate.stats import win_rate
 from tuneloop.evaluate.suites.base import (
@@ -18,6 +17,7 @@ from tuneloop.evaluate.suites.base import (
     Verdict,
     prompt_preview,
 )
+from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
 
 
@@ -49,7 +49,8 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
     prompts = ctx.heldout_prompts(cfg.max_prompts)
     if len(prompts) < cfg.min_prompts:
         raise MissingInput(f"{len(prompts)} held-out prompts; the suite needs at least {cfg.min_prompts}")
-    model = load_reward_model(judge.artifact_path, base_model=str(base_dir(judge.base_model, ctx.home)))
+    base = resolve_model(judge.base_model, ctx.home)
+    model = load_reward_model(judge.artifact_path, base_model=str(base))
     agreement = agreement_of(model, pairs)
 
     limit = ctx.policy.generation.max_new_tokens
@@ -79,11 +80,9 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         }
         for p, a, b, c, s in zip(prompts[:MAX_ROWS], cand, prod, cand_scores, prod_scores, strict=False)
     ]
-    if agreement < cfg.min_agreement:
-        reason = (
-            f"reward model {judge.id} has drifted: it agrees with {agreement:.0%} of {len(pairs)} held-out "
-            f"human pairs (< {cfg.min_agreement:.0%}), so it approves nothing"
-        )
+    fit, agreement_words = cfg.fit_to_judge(agreement, f"{len(pairs)} held-out human pairs")
+    if not fit:
+        reason = f"reward model {judge.id} has drifted: it {agreement_words}, so it approves nothing"
         return Verdict(False, reason, metrics, rows)
     passed, judged = cfg.judge(stats)
     reason = (

@@ -16,8 +16,11 @@ import yaml
 from tests.live import live_server
 from tests.monitor.seed import cooking_prompt, stream
 from tuneloop import Settings
+from tuneloop.clock import now_utc
 from tuneloop.dashboard.views import audit_rows
 from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
+from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
 from tuneloop.sim import Behaviour, Scenario, Topic, answers, run_traffic, satisfaction
 from tuneloop.store.repository import Store
@@ -49,7 +52,7 @@ SURE = Scenario(
     topics=(ASKS,),
     preference=_opens_with_sure,
     followups=("Can you try again?",),
-    behaviour=Behaviour(explicit=0.6, edit=0.5, users=40),
+    behaviour=Behaviour(explicit=0.6, edit=0.5, users=200),
     max_tokens=8,
 )
 
@@ -58,7 +61,6 @@ SURE = Scenario(
 POLICIES = {
     "loop_policy.yaml": {
         "min_rows": 8,
-        "reward_min_accuracy": 0.0,
         "trainer_args": {"learning_rate": 1e-2, "num_train_epochs": 4, "max_length": 64},
     },
     "reward_policy.yaml": {"heldout_fraction": 0.25},
@@ -66,7 +68,7 @@ POLICIES = {
     "gate_policy.yaml": {
         "suites": {
             "human_preferences": {"min_pairs": 3},
-            "reward_model": {"required": False},
+            "reward_model": {"required": False, "min_agreement": 0.0},
             "golden": {"required": False},
             "drift": {"required": False},
             "pii_leak": {"canaries": [CANARY]},
@@ -201,3 +203,58 @@ def test_a_failing_stage_ends_the_turn_as_failed_and_the_next_turn_can_start(
     assert turn.outcome == "failed" and "reward policy" in turn.report["error"]
     (tmp_path / "policies" / "acme" / "reward_policy.yaml").unlink()
     assert loop.tick(force=True).turn == 2
+
+
+def _drift_alert(tenant) -> None:
+    """An open input-drift alert, as a check that found drift would raise it."""
+    now = now_utc()
+    test = DriftTest("input_drift", "test", 0.9, 0.55, None, True, 40, 40, "prompts: shifted")
+    raise_alerts(
+        tenant, DriftReport((now - timedelta(days=8), now - timedelta(days=1)), (now, now), [test], {})
+    )
+
+
+def test_an_open_alert_starts_one_turn_and_is_resolved_by_it(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16))
+    _drift_alert(tenant)
+    _thumbs(tenant, 3)
+
+    turn = loop.tick()
+
+    assert turn is not None and turn.trigger == "alert:input_drift"
+    assert pending_alerts(tenant) == []
+    [alert] = list_alerts(tenant)
+    assert alert.status == "resolved" and alert.handled_by == "loop"
+    _thumbs(tenant, 2, seed=1)
+    assert loop.tick() is None  # the same alert never starts a second turn
+
+
+def test_alert_started_turns_are_rate_limited(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    _drift_alert(tenant)
+    _thumbs(tenant, 3)
+    assert Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16)).tick().turn == 1
+
+    _drift_alert(tenant)  # the drift outlasts the turn: the next check reopens it
+    _thumbs(tenant, 2, seed=1)
+
+    assert Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16)).tick() is None
+    assert len(pending_alerts(tenant)) == 1  # still open, waiting out the cooldown
+    no_cooldown = LoopPolicy(min_rows=16, alert_cooldown_hours=0)
+    assert Loop(tenant, Settings(home=tmp_path), no_cooldown).tick().turn == 2
+
+
+def test_an_alert_resolves_when_its_check_comes_back_clean(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    _drift_alert(tenant)
+    now = now_utc()
+    stream(tenant, start=now - timedelta(days=8) + timedelta(hours=1), hours=24 * 7 - 2, count=40,
+           prompt=cooking_prompt, version="v1", seed=1)  # fmt: skip
+    stream(tenant, start=now - timedelta(hours=23), hours=22, count=40, prompt=cooking_prompt, version="v1",
+           seed=2)  # fmt: skip
+
+    Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_new_events=10_000)).tick()
+
+    [alert] = list_alerts(tenant)
+    assert alert.status == "resolved" and latest_check(tenant) is not None

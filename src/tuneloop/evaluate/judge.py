@@ -1,0 +1,47 @@
+"""Which reward model judges a tenant's candidates. A new reward model takes the seat by the one rule the
+gate's reward-model suite checks its judge with (`RewardModelConfig.fit_to_judge`), whether it was trained
+by the loop or by `tuneloop train reward`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneloop.config import Settings, tenant_policy
+from tuneloop.evaluate.policy import GatePolicy
+from tuneloop.learn.reward_model import agreement, load_reward_model
+from tuneloop.model_files import resolve_model
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.signals.snapshots import get_snapshot
+from tuneloop.store.repository import TenantStore
+
+
+def appoint_judge(
+    tenant: TenantStore, settings: Settings, reward_model: Version, *, actor: str
+) -> dict[str, Any]:
+    """Measure a candidate reward model on its snapshot's held-out human pairs; production if it is fit to
+    judge, blocked if not. Returns what was measured and who judges now."""
+    rule = tenant_policy(settings.home, tenant.tenant.name, GatePolicy).suites.reward_model
+    assert reward_model.snapshot_hash is not None, "a trained reward model records its snapshot"
+    pairs = get_snapshot(tenant, reward_model.snapshot_hash).rows("pairs", split="heldout")
+    if len(pairs) >= rule.min_agreement_pairs:
+        base = resolve_model(settings.model, settings.home)
+        model = load_reward_model(reward_model.artifact_path, base_model=str(base))
+        accuracy, measured_on = round(agreement(model, pairs), 4), f"{len(pairs)} held-out human pairs"
+    else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
+        accuracy, measured_on = reward_model.metrics.get("test_accuracy", 0.0), "its test split"
+    fit, why = rule.fit_to_judge(accuracy, measured_on)
+    registry = Registry(tenant)
+    if reward_model.state == "candidate":
+        if fit:
+            registry.move(reward_model.id, "gated", actor=actor, reason=why)
+            registry.move(reward_model.id, "production", actor=actor, reason="judges the next candidates")
+        else:
+            registry.move(reward_model.id, "blocked", actor=actor, reason=why)
+    judge = registry.production("reward_model")
+    return {
+        "trained": reward_model.id,
+        "accuracy": accuracy,
+        "measured_on": measured_on,
+        "verdict": why,
+        "judge": judge.id if judge else None,
+    }

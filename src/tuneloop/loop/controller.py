@@ -1,0 +1,117 @@
+"""A tenant's loop controller: decide when a turn starts, then run its stages until one has to wait."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from datetime import timedelta
+
+from tuneloop.clock import now_utc
+from tuneloop.config import Settings, tenant_policy
+from tuneloop.loop.policy import LoopPolicy
+from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
+from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
+from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
+from tuneloop.store.repository import Store, TenantStore
+
+log = logging.getLogger("tuneloop.loop")
+ALERT = "alert:"  # the trigger prefix of a turn that alerts started
+
+
+class Loop:
+    """One tenant's controller. `tick()` advances the open turn as far as it can without waiting."""
+
+    def __init__(self, tenant: TenantStore, settings: Settings, policy: LoopPolicy | None = None) -> None:
+        self.tenant = tenant
+        self.settings = settings
+        self.policy = policy or tenant_policy(settings.home, tenant.tenant.name, LoopPolicy)
+
+    def turns(self) -> list[Turn]:
+        return list_turns(self.tenant)
+
+    def open_turn(self) -> Turn | None:
+        return open_turn(self.tenant)
+
+    def trigger(self) -> str | None:
+        """Why a new turn should start now, or None."""
+        turns = self.turns()
+        last_start = turns[-1].started_at if turns else None
+        new_events = len(self.tenant.feedback(since=last_start))
+        if new_events >= self.policy.min_new_events:
+            return f"feedback:{new_events}"
+        if self.policy.on_alerts and new_events and not self._alert_turn_cooling_down(turns):
+            alerts = pending_alerts(self.tenant)
+            if alerts:
+                return f"{ALERT}{alerts[0].kind}"
+        ended = turns[-1].ended_at if turns else None
+        hours = self.policy.schedule_hours
+        if hours and ended and new_events and now_utc() - ended >= timedelta(hours=hours):
+            return "schedule"
+        return None
+
+    def _alert_turn_cooling_down(self, turns: list[Turn]) -> bool:
+        last = next((t for t in reversed(turns) if t.trigger.startswith(ALERT)), None)
+        cooldown = timedelta(hours=self.policy.alert_cooldown_hours)
+        return last is not None and now_utc() - last.started_at < cooldown
+
+    def start(self, trigger: str) -> Turn:
+        """Open a new turn (an open turn is returned instead: one turn at a time per tenant).
+
+        A turn started by alerts takes them up: they are resolved, and reopen if the next check still
+        finds the condition."""
+        turn = start_turn(self.tenant, trigger, FIRST)
+        if trigger.startswith(ALERT) and turn.trigger == trigger:
+            taken = [a.id for a in pending_alerts(self.tenant)]
+            resolve_alerts(self.tenant, taken, actor="loop", reason=f"turn {turn.turn} started to address it")
+        return turn
+
+    def check(self) -> None:
+        """Run the drift and KPI checks when the last one is older than `check_hours`."""
+        last = latest_check(self.tenant)
+        if last is None or now_utc() - last["checked_at"] >= timedelta(hours=self.policy.check_hours):
+            run_checks(self.tenant, actor="loop")
+
+    def tick(self, *, force: bool = False) -> Turn | None:
+        """Run the checks if due, start a turn if one is due (or `force`), then run its stages until one
+        has to wait."""
+        try:
+            self.check()
+        except Exception:  # a failing check must not stop learning; it is logged and retried next tick
+            log.exception("drift and KPI checks failed for tenant %s", self.tenant.tenant.name)
+        turn = self.open_turn()
+        if turn is None:
+            trigger = self.trigger() or ("manual" if force else None)
+            if trigger is None:
+                return None
+            turn = self.start(trigger)
+        context = TurnContext(self.tenant, self.settings, self.policy)
+        while turn.stage != DONE:
+            step = self._run_stage(context, turn)
+            if step is None:
+                return turn  # waiting (the canary needs more traffic)
+            turn = advance_turn(self.tenant, turn, step.stage, step.report, step.outcome)
+        return turn
+
+    @staticmethod
+    def _run_stage(context: TurnContext, turn: Turn) -> Step | None:
+        try:
+            return STAGES[turn.stage](context, turn)
+        except Exception as exc:  # a failed stage ends the turn, recorded, rather than wedging the loop
+            return end(
+                "failed",
+                {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)},
+            )
+
+
+def run_all(store: Store, settings: Settings, stop: threading.Event, interval: float) -> None:
+    """Tick every tenant's loop each `interval` seconds until `stop` is set (`tuneloop serve` runs this)."""
+    while not stop.wait(interval):
+        for tenant in store.tenants():
+            try:
+                turn = Loop(store.for_tenant(tenant), settings).tick()
+            except Exception:  # one tenant's failure must not stop the others' loops
+                log.exception("loop tick failed for tenant %s", tenant.name)
+                continue
+            if turn is not None:
+                log.info("tenant %s turn %d: %s", tenant.name, turn.turn, turn.outcome or turn.stage)

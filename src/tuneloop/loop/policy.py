@@ -1,0 +1,65 @@
+"""The loop policy: when a tenant's loop starts a turn and how the turn learns."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from tuneloop.config import TenantPolicy
+
+
+class LoopPolicy(TenantPolicy):
+    """When a tenant's loop starts a turn and how it learns; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filename: ClassVar[str] = "loop_policy.yaml"
+
+    min_new_events: int = Field(
+        200, ge=1, description="Feedback events since the last turn that start a new one."
+    )
+    schedule_hours: float | None = Field(
+        None,
+        gt=0,
+        description="Also start a turn this long after the last one ended, if any new feedback came.",
+    )
+    on_alerts: bool = Field(True, description="Open drift or KPI alerts start a turn early.")
+    check_hours: float = Field(
+        1.0, gt=0, description="How often the loop runs the drift and KPI checks that open and close alerts."
+    )
+    alert_cooldown_hours: float = Field(
+        24.0,
+        ge=0,
+        description="After a turn started by an alert, alerts start no other turn for this long (a drift "
+        "that outlasts the turn meant to address it does not retrain every tick).",
+    )
+    reward_method: Literal["reward_embedding", "reward"] = Field(
+        "reward_embedding",
+        description="reward_embedding: MiniLM + logistic head (seconds); reward: LoRA + "
+        "score head on the base model (minutes).",
+    )
+    adapter_method: Literal["dpo", "kto"] = Field("dpo", description="How the adapter learns.")
+    min_rows: int = Field(16, ge=1, description="Training rows (pairs for DPO, labels for KTO) a turn needs.")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="TRL trainer arguments passed through to DPOConfig/KTOConfig."
+    )
+    lora: dict[str, Any] = Field(
+        default_factory=dict, description="peft.LoraConfig arguments passed through."
+    )
+    repeat: dict[str, int] = Field(
+        default_factory=dict,
+        description="Copies of each training row by origin, merged over the trainer's defaults "
+        "({edit: 3} for DPO).",
+    )
+    warm_start: bool = Field(
+        True,
+        description="Continue from the production adapter (when its LoRA rank matches) instead of the base, "
+        "so each turn builds on the last; the gate still measures drift from the base.",
+    )
+    warm_start_learning_rate: float | None = Field(
+        3e-4,
+        gt=0,
+        description="Learning rate of a turn that continues from the production adapter (None: the "
+        "trainer's, as for a fresh adapter); an adapter already near its optimum needs smaller steps.",
+    )
+    amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")

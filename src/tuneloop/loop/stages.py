@@ -1,0 +1,168 @@
+"""What each stage of a turn does. A stage reads the turn's report so far, does its work, and returns the
+`Step` to take — the next stage and what to add to the report — or None while it has to wait.
+
+Each stage is idempotent, so a turn resumed after a crash repeats at most the stage it was in: snapshots
+are content-addressed, training jobs are keyed by their spec, a gated version is not gated twice, and a
+live canary is picked up rather than started again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tuneloop.config import Settings, TenantPolicy, tenant_policy
+from tuneloop.evaluate.gate import run_gate
+from tuneloop.evaluate.judge import appoint_judge
+from tuneloop.learn.job_config import DEFAULT_LORA
+from tuneloop.learn.runs import train_version
+from tuneloop.loop.policy import LoopPolicy
+from tuneloop.loop.turns import DONE, Turn
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.rollout import controller
+from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.repository import TenantStore
+
+FIRST = "snapshot"
+P = TypeVar("P", bound=TenantPolicy)
+# What a turn keeps of the training metrics in its report.
+TRAIN_METRICS = (
+    "train_loss",
+    "final_loss",
+    "first_loss",
+    "human_pairs",
+    "amplified_pairs",
+    "train_runtime",
+    "rows",
+)
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What every stage works with: the tenant, the service settings and the tenant's loop policy."""
+
+    tenant: TenantStore
+    settings: Settings
+    policy: LoopPolicy
+
+    def tenant_policy(self, model: type[P]) -> P:
+        return tenant_policy(self.settings.home, self.tenant.tenant.name, model)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a stage sends the turn: `stage` next (DONE ends it with `outcome`), with `report` merged in."""
+
+    stage: str
+    report: dict[str, Any]
+    outcome: str | None = None
+
+
+def end(outcome: str, report: dict[str, Any]) -> Step:
+    return Step(DONE, report, outcome)
+
+
+def snapshot(ctx: TurnContext, turn: Turn) -> Step:
+    """Freeze the tenant's feedback; too few training rows end the turn as skipped."""
+    snap = create_snapshot(ctx.tenant, ctx.settings.home, ctx.tenant_policy(RewardPolicy), actor="loop")
+    rows = snap.counts["pairs_train"] if ctx.policy.adapter_method == "dpo" else snap.counts["kto_train"]
+    report = {"snapshot": snap.hash, "counts": snap.counts}
+    if rows < ctx.policy.min_rows:
+        return end("skipped", {**report, "reason": f"{rows} training rows < min_rows {ctx.policy.min_rows}"})
+    return Step("reward", report)
+
+
+def reward(ctx: TurnContext, turn: Turn) -> Step:
+    """Train a reward model; it becomes the judge when it passes the gate's own judge check."""
+    rm = train_version(
+        ctx.tenant, ctx.settings, turn.report["snapshot"], ctx.policy.reward_method, actor="loop"
+    )
+    assert rm is not None  # no cancel event was given
+    return Step("adapter", {"reward_model": appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop")})
+
+
+def adapter(ctx: TurnContext, turn: Turn) -> Step:
+    """Train the candidate adapter, warm-started from production's when the policy allows."""
+    production = Registry(ctx.tenant).production("adapter")
+    init_adapter = _warm_start_from(ctx.policy, production)
+    trainer_args = dict(ctx.policy.trainer_args)
+    if init_adapter and ctx.policy.warm_start_learning_rate:
+        trainer_args["learning_rate"] = ctx.policy.warm_start_learning_rate
+    version = train_version(
+        ctx.tenant,
+        ctx.settings,
+        turn.report["snapshot"],
+        ctx.policy.adapter_method,
+        trainer_args=trainer_args,
+        lora=ctx.policy.lora,
+        repeat=ctx.policy.repeat,
+        init_adapter=init_adapter,
+        amplify_k=ctx.policy.amplify_k,
+        actor="loop",
+        system_prompt=production.system_prompt if production else None,
+    )
+    assert version is not None  # no cancel event was given
+    train = {k: v for k, v in version.metrics.items() if k in TRAIN_METRICS}
+    return Step("gate", {"candidate": version.id, "train": train})
+
+
+def _warm_start_from(policy: LoopPolicy, production: Version | None) -> str | None:
+    """The production adapter to continue from, if the policy wants that and its LoRA rank matches."""
+    if not policy.warm_start or production is None or not production.artifact_path:
+        return None
+    rank = {**DEFAULT_LORA, **policy.lora}["r"]
+    same_rank = (production.job_spec or {}).get("lora", {}).get("r") == rank
+    return production.artifact_path if same_rank else None
+
+
+def gate(ctx: TurnContext, turn: Turn) -> Step:
+    """Run the offline gate; a gated candidate goes on the canary, a blocked one ends the turn."""
+    candidate = Registry(ctx.tenant).get(turn.report["candidate"])
+    if candidate.state == "candidate":
+        result = run_gate(ctx.tenant, candidate.id, home=ctx.settings.home, actor="loop")
+        decision, reasons, report = result.decision, result.reasons, str(result.report_html)
+    else:  # gated (or blocked) before a restart
+        decision, reasons, report = candidate.state, [], candidate.gate_report
+    verdict = {"gate": {"decision": decision, "reasons": reasons, "report": report}}
+    if decision != "gated":
+        return end("blocked", verdict)
+    exp = active_experiment(ctx.tenant)
+    if exp is None or exp.treatment_version != candidate.id:
+        exp = controller.start_canary(
+            ctx.tenant, candidate.id, ctx.tenant_policy(RolloutPolicy), actor="loop"
+        )
+    return Step("canary", {**verdict, "experiment": exp.id})
+
+
+def canary(ctx: TurnContext, turn: Turn) -> Step | None:
+    """Look at the canary once; the turn ends with its outcome, or waits for more traffic."""
+    controller.review(ctx.tenant, ctx.tenant_policy(RewardPolicy), actor="loop")
+    exp = get_experiment(ctx.tenant, turn.report["experiment"])
+    if exp.state in LIVE_STATES:
+        return None
+    test = (exp.decision or {}).get("test", {})
+    return end(
+        exp.state,
+        {
+            "canary": {
+                "outcome": exp.state,
+                "reason": (exp.decision or {}).get("reason"),
+                "effect": test.get("effect"),
+                "interval": [test.get("ci_low"), test.get("ci_high")],
+                "n": [test.get("n_control"), test.get("n_treatment")],
+            }
+        },
+    )
+
+
+STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {
+    "snapshot": snapshot,
+    "reward": reward,
+    "adapter": adapter,
+    "gate": gate,
+    "canary": canary,
+}

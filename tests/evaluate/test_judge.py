@@ -1,0 +1,49 @@
+"""A new reward model takes the judge's seat by the gate's own rule, from the loop or `train reward` alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.evaluate.conftest import GateSetup
+from tuneloop.config import Settings
+from tuneloop.evaluate.judge import appoint_judge
+from tuneloop.learn.job_config import JobSpec
+from tuneloop.learn.jobs import run_job
+
+
+def _reward_model(setup: GateSetup, out: Path, *, flipped: bool = False):
+    rows = setup.snapshot.rows("pairs", split="train")
+    if flipped:  # preferences read backwards: it disagrees with the held-out humans
+        rows = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
+    job = run_job(JobSpec(kind="reward_embedding", base_model=str(setup.base), output_dir=out), rows)
+    return setup.registry.register(
+        kind="reward_model",
+        base_model=str(setup.base),
+        actor="learn",
+        artifact_path=str(job.artifact_dir),
+        snapshot_hash=setup.snapshot.hash,
+    )
+
+
+def test_a_reward_model_that_agrees_with_the_humans_becomes_the_judge(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
+    new = _reward_model(gate_setup, tmp_path)
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="cli")
+
+    assert verdict["judge"] == new.id and "held-out human pairs" in verdict["measured_on"]
+    assert gate_setup.registry.get(gate_setup.reward_model.id).state == "retired"
+
+
+def test_a_reward_model_that_disagrees_is_blocked_and_the_judge_stays(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
+    new = _reward_model(gate_setup, tmp_path, flipped=True)
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
+
+    assert verdict["judge"] == gate_setup.reward_model.id and "<" in verdict["verdict"]
+    assert gate_setup.registry.get(new.id).state == "blocked"
