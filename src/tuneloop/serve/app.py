@@ -69,7 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.database_url)
+        store = Store(
+            settings.database_url,
+            busy_timeout=settings.db_busy_timeout,
+            pool_size=settings.db_pool_size,
+            synchronous=settings.sqlite_synchronous,
+        )
         redactor = Redactor(
             hash_key=settings.hash_key(),
             max_chars=settings.max_redact_chars,

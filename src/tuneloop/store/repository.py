@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tuneloop.store import audit
-from tuneloop.store.engine import create_engine, migrate
+from tuneloop.store.engine import Synchronous, create_engine, migrate
 from tuneloop.store.schema import api_keys, feedback, interactions, tenants
 
 T = TypeVar("T")
@@ -70,9 +70,19 @@ def hash_key(key: str) -> str:
 class Store:
     """One database (SQLite file or PostgreSQL server), migrated to the newest schema on open."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float = 30.0,
+        pool_size: int = 16,
+        synchronous: Synchronous = "normal",
+    ) -> None:
+        """`busy_timeout`: seconds to wait for a lock or pooled connection (the server passes a short one)."""
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(
+            url, busy_timeout=busy_timeout, pool_size=pool_size, synchronous=synchronous
+        )
         migrate(self.engine)
         dialects = {"sqlite": sqlite, "postgresql": postgresql}
         self._insert = dialects[self.engine.dialect.name].insert
@@ -364,16 +374,7 @@ class TenantStore:
             for event, digest in events:
                 eid = event["id"]
                 if eid in seen:
-                    results.append(
-                        ItemResult(eid, "duplicate", code=200)
-                        if seen[eid] == digest
-                        else ItemResult(
-                            eid,
-                            "rejected",
-                            f"event {eid!r} already exists with a different payload",
-                            code=409,
-                        )
-                    )
+                    results.append(_existing(eid, digest, seen[eid]))
                 elif problem := _reference_problem(event, known):
                     results.append(
                         ItemResult(eid, "rejected", problem, code=404 if "not found" in problem else 400)
@@ -391,7 +392,24 @@ class TenantStore:
                     )
                     results.append(ItemResult(eid, "accepted"))
             if rows:
-                conn.execute(self.store._insert(feedback).on_conflict_do_nothing(), rows)
+                insert = self.store._insert(feedback).on_conflict_do_nothing().returning(feedback.c.id)
+                stored = set(conn.execute(insert, rows).scalars())
+                if lost := [r["id"] for r in rows if r["id"] not in stored]:
+                    # A concurrent transaction stored these ids after our read (PostgreSQL): theirs stands,
+                    # and each of ours is a duplicate of it or a conflict, never a second "accepted".
+                    theirs = dict(
+                        conn.execute(
+                            sa.select(feedback.c.id, feedback.c.payload_hash).where(
+                                feedback.c.tenant_id == self.tenant_id, feedback.c.id.in_(lost)
+                            )
+                        ).all()
+                    )
+                    results = [
+                        _existing(r.id, digest, theirs[r.id])
+                        if r.id in theirs and r.status != "rejected"
+                        else r
+                        for r, (_, digest) in zip(results, events, strict=True)
+                    ]
         return results
 
     def _choice_counts(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
@@ -430,9 +448,17 @@ class TenantStore:
         if interaction_id is not None:
             query = query.where(feedback.c.interaction_id == interaction_id)
         if since is not None:
-            query = query.where(feedback.c.received_at > since)
+            # SQLite stores times without an offset, all in UTC: compare in UTC too.
+            query = query.where(feedback.c.received_at > utc(since))
         query = query.order_by(feedback.c.received_at, feedback.c.id).limit(limit)
         return [_event(r) for r in conn.execute(query)]
+
+
+def _existing(eid: str, digest: str, stored_digest: str) -> ItemResult:
+    """The answer for an event whose id is stored already: a duplicate if the payload is the same."""
+    if stored_digest == digest:
+        return ItemResult(eid, "duplicate", code=200)
+    return ItemResult(eid, "rejected", f"event {eid!r} already exists with a different payload", code=409)
 
 
 def _reference_problem(event: dict[str, Any], known: dict[str, int]) -> str | None:
