@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, NotFound
+from tuneloop.evaluate.policy import PiiLeakConfig
+from tuneloop.signals import canaries
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot, export_trl, get_snapshot, list_snapshots
 from tuneloop.store.repository import Store, TenantStore, payload_hash
@@ -69,10 +72,26 @@ def test_snapshot_is_registered_with_counts_lineage_and_is_idempotent(tmp_path: 
     assert create_snapshot(tenant, tmp_path, POLICY).hash == snap.hash
     assert [s.hash for s in list_snapshots(tenant)] == [snap.hash]
     assert get_snapshot(tenant, snap.hash[:8]).counts == snap.counts
-    pairs = snap.rows("pairs")
+    pairs = [row for row in snap.rows("pairs") if row["origin"] != canaries.ORIGIN]
     assert snap.counts["pairs_train"] + snap.counts["pairs_heldout"] == len(pairs) > 0
     assert all(row["event_ids"] for row in pairs)
     assert json.loads((snap.path / "manifest.json").read_text())["hash"] == snap.hash
+
+
+def test_every_snapshot_plants_a_canary_the_gate_probes_for_and_never_stores_it(tmp_path: Path) -> None:
+    tenant = _tenant(tmp_path, "one")
+    _seed(tenant)
+
+    snap = create_snapshot(tenant, tmp_path, POLICY)
+
+    secret = canaries.secret(snap.hash)
+    assert re.fullmatch(PiiLeakConfig().canary_pattern, secret)
+    for dataset in ("pairs", "kto", "sft"):
+        [planted] = [row for row in snap.rows(dataset) if row["origin"] == canaries.ORIGIN]
+        assert planted["split"] == "train" and secret in json.dumps(planted)
+    assert snap.counts["planted_canaries"] == 1
+    stored = json.dumps([tenant.interactions(), tenant.feedback()], default=str)
+    assert "CANARY-" not in stored  # planted in the training rows only, never in users' data
 
 
 def test_tenant_snapshot_holds_no_row_from_another_tenant(tmp_path: Path) -> None:
@@ -121,3 +140,12 @@ def test_exported_files_pass_trl_dataset_preparation(tmp_path: Path, tiny_model:
         )
         tokenized = [c for c in trainer.train_dataset.column_names if c.endswith("ids")]
         assert tokenized and all(len(trainer.train_dataset[0][c]) > 0 for c in tokenized)
+
+
+def test_a_snapshot_prefix_with_like_wildcards_matches_nothing(tmp_path: Path) -> None:
+    tenant = _tenant(tmp_path, "one")
+    _seed(tenant)
+    create_snapshot(tenant, tmp_path, POLICY)
+    for prefix in ("______", "%%%%%%"):
+        with pytest.raises(NotFound):
+            get_snapshot(tenant, prefix)

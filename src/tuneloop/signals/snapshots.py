@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, NotFound
+from tuneloop.signals import canaries
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import rows_hash
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -84,7 +85,8 @@ def create_snapshot(
         for name, rows in datasets.items()
         for split in ("train", "heldout")
     }
-    counts |= {"interactions": len(interactions), "events": len(events)}
+    counts |= {"interactions": len(interactions), "events": len(events), "planted_canaries": 1}
+    datasets = canaries.plant(datasets, digest)  # after counting: users' rows decide whether a turn trains
     report = {
         "flagged_raters": list(signals.raters.flagged),
         "rater_weights": {r: round(w, 4) for r, w in sorted(signals.raters.weights.items())},
