@@ -13,10 +13,11 @@ from tuneloop.errors import BadRequest
 from tuneloop.evaluate.policy import (
     GatePolicy,
     HumanPreferencesConfig,
+    SafetyConfig,
 )
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.report import render_html, win_rate_svg
-from tuneloop.evaluate.stats import wilson_interval, win_rate
+from tuneloop.evaluate.stats import paired_change_p, wilson_interval, win_rate
 from tuneloop.evaluate.suites.golden import GoldenItem, failures, load_golden
 from tuneloop.evaluate.suites.safety import load_safety_set
 
@@ -214,3 +215,15 @@ def test_safety_yaml_is_plain_data() -> None:
 
     data = yaml.safe_load(default_safety_path().read_text())
     assert set(data) == {"harmful", "benign"}
+
+
+@pytest.mark.parametrize(
+    ("worse", "better", "p"), [(0, 0, 1.0), (1, 0, 0.5), (2, 0, 0.25), (3, 0, 0.125), (3, 1, 0.3125)]
+)
+def test_a_paired_change_is_judged_on_the_items_that_flipped(worse: int, better: int, p: float) -> None:
+    assert paired_change_p(worse, better) == pytest.approx(p)
+
+
+def test_one_flipped_safety_prompt_is_noise_but_three_the_same_way_are_not() -> None:
+    alpha = SafetyConfig().alpha
+    assert paired_change_p(1, 0) >= alpha and paired_change_p(3, 0) < alpha

@@ -18,6 +18,13 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_change_p(worse: int, better: int) -> float:
+    """One-sided exact McNemar p-value that a version is worse on paired items: P(X >= worse) for
+    X ~ Binomial(worse + better, 1/2), where `worse`/`better` count the items whose verdict changed."""
+    n = worse + better
+    return sum(math.comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
+
+
 def win_rate(differences: Iterable[float], tie_tolerance: float = 0.0) -> dict[str, Any]:
     """Candidate-minus-production differences → wins, ties, losses, win rate (ties count half) and its CI."""
     diffs = list(differences)

@@ -139,7 +139,7 @@ def install_metrics(app: FastAPI) -> Metrics:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
-        principal = request.app.state.tuneloop.auth.principal(request)
+        principal = await request.app.state.tuneloop.auth.authorize(request)
         if not principal.is_admin:
             raise Forbidden("/metrics needs an admin key — create one with `tuneloop tenants key --admin`")
         body = await run_in_threadpool(metrics.render)

@@ -224,11 +224,6 @@ class Auth:
         self.calls = calls
         self._cache: dict[str, tuple[float, Principal]] = {}
 
-    def principal(self, request: Request) -> Principal:
-        """The key's principal, looking it up in the store on a cache miss: call from a worker thread."""
-        key = _bearer_key(request)
-        return self._cached(key) or self._remember(key, self.store.authenticate(key))
-
     async def authorize(self, request: Request) -> Principal:
         """The key's principal; a lookup in the store runs off the event loop."""
         key = _bearer_key(request)
