@@ -11,6 +11,7 @@ import yaml
 from tuneloop.config import load_policy_file, tenant_policy
 from tuneloop.errors import BadRequest
 from tuneloop.evaluate.policy import (
+    DriftConfig,
     GatePolicy,
     HumanPreferencesConfig,
     SafetyConfig,
@@ -18,6 +19,7 @@ from tuneloop.evaluate.policy import (
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.report import render_html, win_rate_svg
 from tuneloop.evaluate.stats import paired_change_p, wilson_interval, win_rate
+from tuneloop.evaluate.suites.drift import allowed_length_change, degenerate
 from tuneloop.evaluate.suites.golden import GoldenItem, failures, load_golden
 from tuneloop.evaluate.suites.safety import load_safety_set
 
@@ -227,3 +229,24 @@ def test_a_paired_change_is_judged_on_the_items_that_flipped(worse: int, better:
 def test_one_flipped_safety_prompt_is_noise_but_three_the_same_way_are_not() -> None:
     alpha = SafetyConfig().alpha
     assert paired_change_p(1, 0) >= alpha and paired_change_p(3, 0) < alpha
+
+
+def test_length_may_move_as_far_as_users_asked_but_not_the_other_way() -> None:
+    cfg = DriftConfig()
+    assert allowed_length_change(cfg, asked=-0.5, change=-0.6) == pytest.approx(0.9)  # shorter, as asked
+    assert allowed_length_change(cfg, asked=-0.5, change=+0.6) == cfg.max_length_change  # not asked
+    assert allowed_length_change(cfg, asked=+0.1, change=+0.3) == cfg.max_length_change  # small ask
+    assert allowed_length_change(cfg, asked=+1.0, change=+1.5) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "bad"),
+    [
+        ("", True),
+        ("yes yes yes yes yes", True),
+        ("I can help. I can help. I can help.", True),
+        ("Open Settings, then Security, then Reset password.", False),
+    ],
+)
+def test_empty_and_looping_answers_are_degenerate(answer: str, bad: bool) -> None:
+    assert degenerate(answer) is bad

@@ -164,12 +164,24 @@ class DriftConfig(SuiteConfig):
     max_length_change: float = Field(
         default=0.5,
         ge=0,
-        description="Largest relative change of mean answer length (characters), candidate vs production.",
+        description="Largest relative change of mean answer length (characters), candidate vs production, in "
+        "a direction the feedback did not ask for; in the direction the snapshot's preference pairs point "
+        "(their median chosen/rejected length ratio) it grows to twice the change users asked for "
+        "(answers may never shrink by more than 90 %).",
     )
     max_kl: float = Field(
-        default=0.5,
+        default=6.0,
         ge=0,
-        description="Largest mean per-token KL(candidate || base), nats, over the candidate's own answers.",
+        description="Largest mean per-token KL(candidate || base), nats, over the candidate's own answers: a "
+        "bound on a broken adapter, not on learning (a learned preference moves a few nats/token on the "
+        "tokens it changes).",
+    )
+    alpha: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Collapse: the candidate fails when more of its answers than production's are degenerate "
+        "(empty, or one 3-word phrase repeated 3+ times) with one-sided exact McNemar p < alpha.",
     )
 
 

@@ -1,12 +1,22 @@
-"""Drift bounds: how far the candidate moved — answer length against production, and KL from the base model.
+"""Drift bounds: how far the candidate moved — answer length against production, KL from the base model, and
+collapse into degenerate answers.
 
-KL is measured where the candidate actually goes: along its own greedy answers to held-out prompts, as the
-mean over answer tokens of KL(candidate's next-token distribution || the base's), in nats.
+Length may move as far as the feedback asked: the snapshot's preference pairs say which way (their median
+chosen/rejected length ratio), and a change that way is allowed up to twice the asked one. KL is measured
+where the candidate actually goes: along its own greedy answers to held-out prompts, as the mean over answer
+tokens of KL(candidate's next-token distribution || the base's), in nats. Collapse is judged on the same
+prompts for both versions: an answer that is empty or loops on one phrase is degenerate.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import statistics
+from collections import Counter
+
 from tuneloop.evaluate.policy import DriftConfig
+from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.evaluate.suites.base import (
     CANDIDATE,
     PRODUCTION,
@@ -15,10 +25,46 @@ from tuneloop.evaluate.suites.base import (
     Verdict,
     prompt_preview,
 )
+from tuneloop.signals import canaries
+from tuneloop.signals.records import completion_text
+
+MAX_SHRINK = 0.9  # however short users want answers, a candidate that drops 90 % of every answer collapsed
+WORD = re.compile(r"\w+")
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def asked_length_change(ctx: GateContext) -> float:
+    """The relative change of answer length users asked for: the median chosen/rejected length ratio of the
+    snapshot's preference pairs, minus one (0 without pairs)."""
+    ratios = [
+        math.log(len(completion_text(r["chosen"])) / len(completion_text(r["rejected"])))
+        for r in ctx.training_rows()
+        if "chosen" in r
+        and r.get("origin") != canaries.ORIGIN
+        and completion_text(r["chosen"])
+        and completion_text(r["rejected"])
+    ]
+    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
+
+
+def allowed_length_change(cfg: DriftConfig, asked: float, change: float) -> float:
+    """How far mean answer length may move: `max_length_change`, or twice what users asked, their way."""
+    if asked * change <= 0:
+        return cfg.max_length_change
+    allowed = max(cfg.max_length_change, 2 * abs(asked))
+    return min(allowed, MAX_SHRINK) if change < 0 else allowed
+
+
+def degenerate(answer: str) -> bool:
+    """Empty, or one 3-word phrase said three or more times: the answer of a collapsed model."""
+    words = WORD.findall(answer.lower())
+    if not words:
+        return True
+    trigrams = Counter(zip(words, words[1:], words[2:], strict=False))
+    return bool(trigrams) and max(trigrams.values()) >= 3
 
 
 def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
@@ -32,7 +78,14 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)
     prod = ctx.evaluator.generate(PRODUCTION, prompts, limit)
     cand_len, prod_len = _mean([len(a) for a in cand]), _mean([len(a) for a in prod])
-    length_change = abs(cand_len - prod_len) / max(prod_len, 1.0)
+    length_change = (cand_len - prod_len) / max(prod_len, 1.0)
+    asked = asked_length_change(ctx)
+    allowed = allowed_length_change(cfg, asked, length_change)
+    cand_bad, prod_bad = [degenerate(a) for a in cand], [degenerate(b) for b in prod]
+    collapse_p = paired_change_p(
+        sum(c and not p for c, p in zip(cand_bad, prod_bad, strict=True)),
+        sum(p and not c for c, p in zip(cand_bad, prod_bad, strict=True)),
+    )
     cand_kl = ctx.evaluator.kl_from_base(CANDIDATE, list(zip(prompts, cand, strict=True)))
     prod_kl = ctx.evaluator.kl_from_base(PRODUCTION, list(zip(prompts, prod, strict=True)))
     metrics = {
@@ -40,6 +93,11 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
         "candidate_mean_length": round(cand_len, 1),
         "production_mean_length": round(prod_len, 1),
         "length_change": round(length_change, 4),
+        "asked_length_change": round(asked, 4),
+        "allowed_length_change": round(allowed, 4),
+        "candidate_degenerate": sum(cand_bad),
+        "production_degenerate": sum(prod_bad),
+        "collapse_p": round(collapse_p, 4),
         "candidate_kl_from_base": round(_mean(cand_kl), 4),
         "production_kl_from_base": round(_mean(prod_kl), 4),
     }
@@ -53,12 +111,19 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
         for p, a, b, k in zip(prompts, cand, prod, cand_kl, strict=True)
     ]
     problems = []
-    if length_change > cfg.max_length_change:
-        problems.append(f"mean answer length changed {length_change:.0%} (> {cfg.max_length_change:.0%})")
+    if abs(length_change) > allowed + 1e-9:
+        problems.append(
+            f"mean answer length changed {length_change:+.0%} (allowed {allowed:.0%}; "
+            f"users asked for {asked:+.0%})"
+        )
+    if sum(cand_bad) > sum(prod_bad) and collapse_p < cfg.alpha:
+        problems.append(
+            f"{sum(cand_bad)} degenerate answers against production's {sum(prod_bad)} (p {collapse_p:.2g})"
+        )
     if metrics["candidate_kl_from_base"] > cfg.max_kl:
         problems.append(f"KL from base {metrics['candidate_kl_from_base']:.3f} nats/token (> {cfg.max_kl})")
     summary = (
-        f"length {cand_len:.0f} vs {prod_len:.0f} chars ({length_change:.0%} change), "
+        f"length {cand_len:.0f} vs {prod_len:.0f} chars ({length_change:+.0%}; users asked {asked:+.0%}), "
         f"KL from base {metrics['candidate_kl_from_base']:.3f} nats/token"
     )
     return Verdict(
