@@ -82,9 +82,10 @@ class Settings(BaseSettings):
         description="Most strings one request may send through PII redaction; more get 413.",
     )
     tenant_max_concurrency: int = Field(
-        default=8,
+        default=64,
         ge=1,
-        description="Requests one tenant may have in progress at once; more get 429 with Retry-After.",
+        description="Requests one tenant may have in progress at once; more get 429 with Retry-After (a "
+        "busy app has dozens of users waiting on answers at once; the generation queue bounds the rest).",
     )
     tenant_rate_limit: float = Field(
         default=200.0,

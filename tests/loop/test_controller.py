@@ -258,3 +258,22 @@ def test_an_alert_resolves_when_its_check_comes_back_clean(store: Store, tmp_pat
 
     [alert] = list_alerts(tenant)
     assert alert.status == "resolved" and latest_check(tenant) is not None
+
+
+def test_a_new_tenants_first_turn_reaches_the_canary_with_no_policy_file(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8)
+    store = Store(settings.database_url)
+    tenant_row, key = store.create_tenant("fresh", redaction="off")
+    tenant = store.for_tenant(tenant_row)
+    try:
+        with live_server(settings) as url:
+            run_traffic(url, key, SURE, 120, seed=3)
+            turn = Loop(tenant, settings).tick(force=True)
+        assert not (settings.home / "policies" / "fresh" / "loop_policy.yaml").exists()
+        assert turn is not None and turn.stage == "canary", turn.report
+        gate = turn.report["gate"]
+        assert gate["decision"] == "gated", gate["reasons"]
+    finally:
+        store.close()

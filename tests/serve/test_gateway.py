@@ -21,9 +21,7 @@ ASK = [{"role": "user", "content": "Say hello to the team."}]
 def gateway(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("home")
     # The per-tenant cap above the backend's queue, so a burst from one tenant reaches the backend's 503.
-    settings = Settings(
-        home=home, model=str(tiny_model), max_queue=4, max_batch_size=4, tenant_max_concurrency=64
-    )
+    settings = Settings(home=home, model=str(tiny_model), max_queue=4, max_batch_size=4)
     store = Store(settings.database_url)
     tenant_a, key_a = store.create_tenant("a", redaction="off")
     _, key_b = store.create_tenant("b", redaction="off")

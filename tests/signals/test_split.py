@@ -6,7 +6,7 @@ from tuneloop.signals import build_signals
 from tuneloop.signals.embeddings import embed, embed_unique
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import prompt_text, row_prompt
-from tuneloop.signals.split import prompt_clusters, split_of
+from tuneloop.signals.split import MAX_HELDOUT_FRACTION, heldout_fraction, prompt_clusters, split_of
 
 TOPICS = [
     "How do I reset my password?",
@@ -74,3 +74,13 @@ def test_no_near_duplicate_of_a_training_prompt_is_held_out() -> None:
     assert len(set(clusters.values())) <= len(TOPICS) + 4 < len(prompts)
     # Same-topic answers were compared across paraphrases.
     assert any(row["origin"] == "reward" for row in signals.pairs)
+
+
+def test_a_small_snapshot_holds_out_enough_pairs_for_the_gate_and_a_large_one_keeps_its_share() -> None:
+    small = [f"cluster-{i}" for i in range(40)]
+    fraction = heldout_fraction(small, 0.1, seed=0, min_pairs=12)
+    assert sum(split_of(c, fraction, 0) == "heldout" for c in small) == 12
+    large = [f"cluster-{i}" for i in range(2000)]
+    assert heldout_fraction(large, 0.1, seed=0, min_pairs=12) == 0.1
+    tiny = [f"cluster-{i}" for i in range(6)]
+    assert heldout_fraction(tiny, 0.1, seed=0, min_pairs=12) <= MAX_HELDOUT_FRACTION

@@ -29,7 +29,7 @@ async def _race(url: str, key: str, path: str, bodies: list[dict]) -> list[httpx
 
 
 def test_concurrent_posts_of_one_id_accept_exactly_one(tmp_path: Path, db_url: str) -> None:
-    settings = Settings(home=tmp_path / "home", db_url=db_url, backend="none", tenant_max_concurrency=64)
+    settings = Settings(home=tmp_path / "home", db_url=db_url, backend="none")
     store = Store(db_url)
     tenant, key = store.create_tenant("acme", redaction="off")
     with live_server(settings) as url:

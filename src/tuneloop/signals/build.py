@@ -75,7 +75,12 @@ def build_signals(
         "sft": cap_rows(pairs.sft_rows(live, events, rewards, policy, now, weights), policy.rater_cap),
     }
     split = split_rows(
-        datasets, vectors, policy.near_duplicate_threshold, policy.heldout_fraction, policy.seed
+        datasets,
+        vectors,
+        policy.near_duplicate_threshold,
+        policy.heldout_fraction,
+        policy.seed,
+        policy.min_heldout_pairs,
     )
     return Signals(
         tenant_id=tenant,

@@ -153,6 +153,13 @@ class RewardPolicy(TenantPolicy):
     heldout_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of prompt clusters held out for evaluation."
     )
+    min_heldout_pairs: int = Field(
+        default=12,
+        ge=0,
+        description="Hold out more prompt clusters than heldout_fraction when that keeps fewer preference "
+        "pairs than this for the gate to judge (never more than half of them): a young tenant's first "
+        "snapshot still gets a meaningful held-out set.",
+    )
     seed: int = Field(
         default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
     )

@@ -45,10 +45,26 @@ def prompt_clusters(
     return {t: key[find(i)] for i, t in enumerate(distinct)}
 
 
+MAX_HELDOUT_FRACTION = 0.5  # raising the held-out share for the gate never takes more than half the pairs
+
+
+def _draw(cluster: str, seed: int) -> float:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{cluster}".encode()).digest()[:8], "big") / 2**64
+
+
 def split_of(cluster: str, fraction: float, seed: int) -> str:
     """The split of a prompt cluster: "heldout" for a stable, seeded `fraction` of clusters, else "train"."""
-    draw = int.from_bytes(hashlib.sha256(f"{seed}:{cluster}".encode()).digest()[:8], "big") / 2**64
-    return "heldout" if draw < fraction else "train"
+    return "heldout" if _draw(cluster, seed) < fraction else "train"
+
+
+def heldout_fraction(pair_clusters: Sequence[str], fraction: float, seed: int, min_pairs: int) -> float:
+    """`fraction`, raised just enough that the pairs hold out `min_pairs` of themselves (at most half):
+    a small snapshot still gives the gate pairs to judge, a large one keeps the configured share."""
+    draws = sorted(_draw(c, seed) for c in pair_clusters)
+    if not draws or sum(d < fraction for d in draws) >= min_pairs:
+        return fraction
+    needed = draws[min(min_pairs, len(draws)) - 1]
+    return max(fraction, min(float(np.nextafter(needed, 1.0)), MAX_HELDOUT_FRACTION))
 
 
 def split_rows(
@@ -57,13 +73,14 @@ def split_rows(
     threshold: float,
     fraction: float,
     seed: int,
+    min_heldout_pairs: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
     """Copies of every dataset's rows with a `split` column; clusters are shared across the datasets."""
     texts = [prompt_text(row_prompt(row)) for rows in datasets.values() for row in rows]
     clusters = prompt_clusters(texts, vectors, threshold)
+    of = {name: [clusters[prompt_text(row_prompt(row))] for row in rows] for name, rows in datasets.items()}
+    fraction = heldout_fraction(of.get("pairs", []), fraction, seed, min_heldout_pairs)
     return {
-        name: [
-            {**row, "split": split_of(clusters[prompt_text(row_prompt(row))], fraction, seed)} for row in rows
-        ]
+        name: [{**row, "split": split_of(c, fraction, seed)} for row, c in zip(rows, of[name], strict=True)]
         for name, rows in datasets.items()
     }
