@@ -78,8 +78,3 @@ def test_empty_file_is_the_default_policy(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_policy_file(path, RewardPolicy) == RewardPolicy()
-
-
-def test_fingerprint_changes_with_any_setting() -> None:
-    assert RewardPolicy().fingerprint() == RewardPolicy().fingerprint()
-    assert RewardPolicy(seed=1).fingerprint() != RewardPolicy().fingerprint()

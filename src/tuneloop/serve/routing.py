@@ -76,10 +76,6 @@ class Router:
             await self.backend.load_adapter(name, version.artifact_path)
         return name
 
-    def invalidate(self, tenant_id: str) -> None:
-        """Forget the cached state of a tenant (after a promotion or rollback in this process)."""
-        self._state.pop(tenant_id, None)
-
     async def _pinned(self, tenant: TenantStore, model: str) -> Version:
         try:
             version = await asyncio.to_thread(Registry(tenant).get, model)

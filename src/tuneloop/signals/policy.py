@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -163,7 +161,3 @@ class RewardPolicy(TenantPolicy):
     seed: int = Field(
         default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
     )
-
-    def fingerprint(self) -> str:
-        """A hash of every setting, for a snapshot's lineage."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
