@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -21,11 +21,12 @@ from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tuneloop.store import audit
 from tuneloop.store.engine import Synchronous, create_engine, migrate
-from tuneloop.store.schema import api_keys, feedback, interactions, tenants
+from tuneloop.store.schema import api_keys, dashboard_sessions, feedback, interactions, tenants
 
 T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
 KEY_PREFIX = "tl-"
+SESSION_PREFIX = "tls-"
 # ASCII only: a Cyrillic "а" would make a look-alike of another tenant's name.
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -194,6 +195,120 @@ class Store:
         if row is None:
             raise Unauthorized("unknown API key — create one with `tuneloop tenants add NAME`")
         return Principal(tenant=_tenant(row) if row.id else None, is_admin=row.is_admin)
+
+    def key_active(self, key: str) -> bool:
+        """Whether an API key exists unrevoked: one primary-key read, for callers that cache principals."""
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_hash == hash_key(key))
+            ).first()
+        return row is not None and row.revoked_at is None
+
+    def revoke_key(self, prefix: str, actor: str = "cli") -> str:
+        """Revoke the one active key whose first 10 characters are `prefix`, and its dashboard sessions."""
+
+        def revoke(conn: sa.Connection) -> str:
+            rows = conn.execute(
+                sa.select(api_keys.c.key_hash, api_keys.c.tenant_id).where(
+                    api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None)
+                )
+            ).all()
+            if not rows:
+                raise NotFound(
+                    f"no active API key starts with {prefix[:20]!r} — pass a key's first 10 characters "
+                    "(as `tl-AbCdEfG`); the audit log's key.create rows name every key's prefix"
+                )
+            if len(rows) > 1:
+                raise Conflict(
+                    f"{len(rows)} active keys start with {prefix!r}; rotate the tenant's keys instead "
+                    "(`tuneloop tenants rotate NAME`)"
+                )
+            self._revoke(conn, [rows[0].key_hash])
+            audit.append(conn, tenant_id=rows[0].tenant_id, actor=actor, action="key.revoke", subject=prefix)
+            return prefix
+
+        return self.retrying(revoke)
+
+    def rotate_keys(self, tenant_name: str, actor: str = "cli") -> str:
+        """A new key for the tenant, returned once; every older key of the tenant is revoked with it."""
+        tenant_id = self.tenant_by_name(tenant_name).id
+
+        def rotate(conn: sa.Connection) -> str:
+            old = conn.execute(
+                sa.select(api_keys.c.key_hash, api_keys.c.prefix).where(
+                    api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
+                )
+            ).all()
+            self._revoke(conn, [r.key_hash for r in old])
+            key = self._add_key(conn, tenant_id, is_admin=False, actor=actor)
+            audit.append(
+                conn,
+                tenant_id=tenant_id,
+                actor=actor,
+                action="key.rotate",
+                subject=key[:10],
+                details={"revoked": sorted(r.prefix for r in old)},
+            )
+            return key
+
+        return self.retrying(rotate)
+
+    def _revoke(self, conn: sa.Connection, key_hashes: list[str]) -> None:
+        if not key_hashes:
+            return
+        conn.execute(
+            api_keys.update().where(api_keys.c.key_hash.in_(key_hashes)).values(revoked_at=now_utc())
+        )
+        conn.execute(dashboard_sessions.delete().where(dashboard_sessions.c.key_hash.in_(key_hashes)))
+
+    # dashboard sessions -------------------------------------------------------------------------
+
+    def create_session(self, key: str, hours: float) -> tuple[str, Principal]:
+        """Log an API key into the dashboard: a random token (returned once, stored hashed) valid `hours`."""
+        principal = self.authenticate(key)
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        now = now_utc()
+        with self.write() as conn:
+            # Expired sessions are swept here, so the table holds only live ones and recent logins.
+            conn.execute(dashboard_sessions.delete().where(dashboard_sessions.c.expires_at < now))
+            conn.execute(
+                dashboard_sessions.insert().values(
+                    token_hash=hash_key(token),
+                    key_hash=hash_key(key),
+                    tenant_id=principal.tenant.id if principal.tenant else None,
+                    is_admin=principal.is_admin,
+                    created_at=now,
+                    expires_at=now + timedelta(hours=hours),
+                )
+            )
+        return token, principal
+
+    def session(self, token: str) -> Principal:
+        """The principal of a live session; Unauthorized if unknown, expired, ended or its key revoked."""
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(dashboard_sessions.c.is_admin, tenants)
+                .select_from(
+                    dashboard_sessions.join(
+                        api_keys, dashboard_sessions.c.key_hash == api_keys.c.key_hash
+                    ).outerjoin(tenants, dashboard_sessions.c.tenant_id == tenants.c.id)
+                )
+                .where(
+                    dashboard_sessions.c.token_hash == hash_key(token),
+                    dashboard_sessions.c.expires_at > now_utc(),
+                    api_keys.c.revoked_at.is_(None),
+                )
+            ).first()
+        if row is None:
+            raise Unauthorized("dashboard session expired or ended — log in again with an API key")
+        return Principal(tenant=_tenant(row) if row.id else None, is_admin=row.is_admin)
+
+    def end_session(self, token: str) -> None:
+        """Log out: the token stops working at once, in every process."""
+        with self.write() as conn:
+            conn.execute(
+                dashboard_sessions.delete().where(dashboard_sessions.c.token_hash == hash_key(token))
+            )
 
     def for_tenant(self, tenant: Tenant) -> TenantStore:
         """The scoped handle through which everything about one tenant is read and written."""

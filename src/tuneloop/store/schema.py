@@ -27,6 +27,20 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    # Dashboard logins: only a SHA-256 of the cookie's token is kept, and the session names the key it
+    # came from, so revoking that key ends the session too.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("key_hash", sa.String(64), sa.ForeignKey("api_keys.key_hash"), nullable=False),
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_dashboard_sessions_key", "key_hash"),
+)
+
 interactions = sa.Table(
     "interactions",
     metadata,
