@@ -127,6 +127,21 @@ class Settings(BaseSettings):
         description="Largest unfinished request line and headers `tuneloop serve` buffers (uvicorn's "
         "h11_max_incomplete_event_size); a client trickling an endless header is cut off there.",
     )
+    session_hours: float = Field(
+        default=12,
+        gt=0,
+        description="Hours a dashboard login lasts; logging out or revoking its API key ends it sooner.",
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Mark the dashboard cookie Secure: `auto` when the request came over HTTPS (or through a "
+        "TLS proxy sending `X-Forwarded-Proto: https`), `always`, or `never`.",
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve the interactive API docs at /docs and /redoc; they load scripts from a CDN, so "
+        "they are off unless asked for.",
+    )
 
     def hash_key(self) -> bytes:
         """The redaction HMAC key: the setting, else HOME/redaction.key (created once, mode 0600)."""

@@ -163,14 +163,32 @@ def test_logout_ends_the_session(site, browser) -> None:
     url, seeded = site
     page = logged_in(browser, url, seeded.acme_key)
 
+    [session] = [c["value"] for c in page.context.cookies() if c["name"] == "tuneloop_dashboard"]
+    assert session != seeded.acme_key  # an opaque session token, never the key itself
+
     page.click("text=Log out")
     page.wait_for_url(f"{url}/dashboard/login")
     assert page.goto(f"{url}/dashboard/t/acme/kpis").url.startswith(f"{url}/dashboard/login")
+    replayed = httpx.get(f"{url}/dashboard/t/acme/kpis", cookies={"tuneloop_dashboard": session})
+    assert replayed.status_code == 303  # the server ended the session: a copied cookie is dead too
+
+
+def test_check_now_runs_a_drift_check_from_the_page(site, browser) -> None:
+    url, seeded = site
+    page = logged_in(browser, url, seeded.admin_key)
+
+    page.goto(f"{url}/dashboard/t/globex/drift")
+    with page.expect_navigation():
+        page.click("text=Check now")
+    assert page.url == f"{url}/dashboard/t/globex/drift"
+    assert page.errors == []
 
 
 def test_metrics_expose_requests_and_kpis_to_admins_only(site) -> None:
     url, seeded = site
-    httpx.get(f"{url}/dashboard/t/acme/kpis", cookies={"tuneloop_dashboard": seeded.acme_key})
+    with httpx.Client(base_url=url) as browser_like:
+        browser_like.post("/dashboard/login", data={"key": seeded.acme_key})
+        assert browser_like.get("/dashboard/t/acme/kpis").status_code == 200
 
     admin = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {seeded.admin_key}"})
     tenant = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {seeded.acme_key}"})

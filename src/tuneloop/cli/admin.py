@@ -40,6 +40,12 @@ def register(commands: Any) -> None:
     p.add_argument("name", nargs="?")
     p.add_argument("--admin", action="store_true", help="a key that may act for every tenant")
     p.set_defaults(run=cmd_tenants_key)
+    p = tenants.add_parser("revoke", help="revoke the API key that starts with KEY_PREFIX, at once")
+    p.add_argument("prefix", metavar="KEY_PREFIX", help="the key's first 10 characters, e.g. tl-AbCdEfG")
+    p.set_defaults(run=cmd_tenants_revoke)
+    p = tenants.add_parser("rotate", help="print a new key for a tenant once and revoke its older keys")
+    p.add_argument("name")
+    p.set_defaults(run=cmd_tenants_rotate)
 
     p = commands.add_parser("export", help="export a tenant's interactions with their feedback")
     p.add_argument("--tenant", required=True)
@@ -81,6 +87,22 @@ def cmd_tenants_key(args: argparse.Namespace) -> int:
     if bool(args.name) == args.admin:
         raise BadRequest("name a tenant, or pass --admin for an admin key (not both)")
     print(open_store().add_key(None if args.admin else args.name))
+    return 0
+
+
+def cmd_tenants_revoke(args: argparse.Namespace) -> int:
+    prefix = open_store().revoke_key(args.prefix)
+    print(f"revoked key {prefix}; its requests and dashboard sessions are refused from now on")
+    return 0
+
+
+def cmd_tenants_rotate(args: argparse.Namespace) -> int:
+    key = open_store().rotate_keys(args.name)
+    print(
+        f"rotated {args.name}'s keys: the older ones are revoked; its new API key, shown once:",
+        file=sys.stderr,
+    )
+    print(key)
     return 0
 
 

@@ -1,16 +1,21 @@
 """The dashboard at /dashboard: server-rendered pages, logged into with an API key.
 
-The login form puts the key in an HttpOnly, SameSite=Strict cookie scoped to /dashboard; every page
-re-authenticates it, so a revoked key is logged out at once. A tenant key sees its own tenant only (any
-other name answers 404, the same as a tenant that does not exist); an admin key sees all tenants.
+Logging in trades the key for an opaque session token (stored hashed, expiring after
+`TUNELOOP_SESSION_HOURS`) in an HttpOnly, SameSite=Lax cookie scoped to /dashboard. Every page looks the
+session up, so logging out or revoking its key ends it at once; every POST carries the session's CSRF
+token. A tenant key sees its own tenant only (any other name answers 404, the same as a tenant that does
+not exist); an admin key sees all tenants.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -24,13 +29,15 @@ from tuneloop.store.repository import Principal, TenantStore
 
 COOKIE = "tuneloop_dashboard"
 LOGIN_MAX_BYTES = 16_384
+FORM_MAX_BYTES = 4096  # the other forms carry a CSRF token and nothing else
+DRIFT_CHECK_SECONDS = 60  # a drift check reads a week of a tenant's traffic: one a minute per tenant
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".md": "text/plain"}
 # Pages show private data: no caching, no framing, scripts and styles from this origin only.
 HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-    "form-action 'self'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -66,13 +73,53 @@ def _state(request: Request) -> Any:
 
 
 def _principal(request: Request) -> Principal | None:
-    key = request.cookies.get(COOKIE)
-    if not key:
+    token = request.cookies.get(COOKIE)
+    if not token:
         return None
     try:
-        return _state(request).store.authenticate(key)
+        return _state(request).store.session(token)
     except Unauthorized:
         return None
+
+
+def _csrf(token: str) -> str:
+    """The session's CSRF token: derived from the HttpOnly session token, which other sites cannot read."""
+    return hashlib.sha256(f"csrf:{token}".encode()).hexdigest()
+
+
+async def _posted(request: Request) -> Principal | Response:
+    """The principal of a dashboard POST whose form carries its session's CSRF token; else the answer."""
+    form = parse_qs((await read_body(request, FORM_MAX_BYTES)).decode("utf-8", "replace"))
+    token = request.cookies.get(COOKIE)
+    principal = await run_in_threadpool(_principal, request)
+    if token is None or principal is None:
+        return _login_redirect(request)
+    sent = (form.get("csrf") or [""])[0]
+    if not hmac.compare_digest(sent.encode(), _csrf(token).encode()):
+        message = (
+            "This form came without its security (CSRF) token, or from an old page or another site. "
+            "Reload the page and submit it again."
+        )
+        return _render(request, "error.html", 403, principal=principal, title="Forbidden", message=message)
+    return principal
+
+
+def _secure(request: Request) -> bool:
+    """Whether the cookie is marked Secure: per TUNELOOP_COOKIE_SECURE, `auto` when the client used TLS."""
+    mode = _state(request).settings.cookie_secure
+    if mode != "auto":
+        return mode == "always"
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or proto == "https"
+
+
+def _same_origin(request: Request) -> bool:
+    """False when a browser says the POST came from another site's page (Origin names another host)."""
+    origin = request.headers.get("origin")
+    if origin is None:  # browsers send Origin with every form POST; only non-browser clients omit it
+        return True
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -82,6 +129,8 @@ def _login_redirect(request: Request) -> RedirectResponse:
 
 def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("charts", {})
+    token = request.cookies.get(COOKIE)
+    context.setdefault("csrf", _csrf(token) if token else "")
     response = templates.TemplateResponse(request, name, {"pages": PAGES, **context}, status)
     response.headers.update(HEADERS)
     return response
@@ -125,28 +174,40 @@ def login_form(request: Request, next: str = "/dashboard") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    # Login CSRF (an attacker logging a victim into the attacker's tenant) is refused by the Origin check:
+    # every browser sends Origin on a form POST, and a cross-site one names the other site.
+    if not _same_origin(request):
+        message = "Log in from this dashboard's own login page (this form was posted from another site)."
+        return _render(request, "error.html", 403, principal=None, title="Forbidden", message=message)
     # Read before any key check, so capped: a login form is a key and a path.
     form = parse_qs((await read_body(request, LOGIN_MAX_BYTES)).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
+    hours = _state(request).settings.session_hours
     try:
-        await run_in_threadpool(_state(request).store.authenticate, key)
+        token, _ = await run_in_threadpool(_state(request).store.create_session, key, hours)
     except Unauthorized:
         return _render(request, "login.html", 401, next=target, error="Unknown or revoked API key.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
-        key,
+        token,
+        max_age=int(hours * 3600),
         httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
+        # Lax: links into the dashboard from elsewhere keep the session; POSTs need the CSRF token anyway.
+        samesite="lax",
+        secure=_secure(request),
         path="/dashboard",
     )
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+async def logout(request: Request) -> Response:
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    await run_in_threadpool(_state(request).store.end_session, request.cookies[COOKIE])
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(COOKIE, path="/dashboard")
     return response
@@ -222,15 +283,28 @@ def drift_page(request: Request, name: str) -> Response:
 
 
 @router.post("/t/{name}/drift/check")
-def drift_check(request: Request, name: str) -> Response:
-    """Run a drift check now (SameSite=Strict cookies keep other sites from triggering it)."""
+async def drift_check(request: Request, name: str) -> Response:
+    """Run a drift check now: CSRF-checked, and at most one per DRIFT_CHECK_SECONDS per tenant."""
     from tuneloop.monitor.alerts import run_checks
 
-    def build(t: TenantStore) -> Response:
-        run_checks(t, actor="dashboard")
-        return RedirectResponse(f"/dashboard/t/{quote(name)}/drift", status_code=303)
-
-    return _page(request, name, "drift", build)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    tenant = await run_in_threadpool(_tenant, request, posted, name)
+    if tenant is None:
+        return _not_found(request, posted)
+    last = _state(request).drift_checks
+    wait = DRIFT_CHECK_SECONDS - (time.monotonic() - last.get(tenant.tenant_id, -DRIFT_CHECK_SECONDS))
+    if wait > 0:
+        message = f"A drift check ran for {name} less than a minute ago; try again in {wait:.0f} s."
+        response = _render(
+            request, "error.html", 429, principal=posted, title="Too many checks", message=message
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    last[tenant.tenant_id] = time.monotonic()  # set before running, so a second click meanwhile waits too
+    await run_in_threadpool(run_checks, tenant, actor="dashboard")
+    return RedirectResponse(f"/dashboard/t/{quote(name)}/drift", status_code=303)
 
 
 @router.get("/t/{name}/audit")

@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -48,6 +48,8 @@ class AppState:
     spool: Spool
     backend: Backend | None
     router: Router | None
+    # When each tenant's last dashboard drift check started (monotonic seconds), for its rate limit.
+    drift_checks: dict[str, float] = field(default_factory=dict)
 
 
 def make_backend(settings: Settings) -> Backend | None:
@@ -121,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     backend = make_backend(settings)
-    app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
+    # The docs pages load Swagger UI / ReDoc from a CDN with no CSP of ours: served only when asked for.
+    docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None}
+    app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan, **docs)
     app.include_router(capture_routes.router)
     if backend is not None:
         app.include_router(chat_routes.router)
@@ -146,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def on_http_error(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_response(NotFound("no such endpoint — see /docs for the API"))
+            return error_response(NotFound("no such endpoint — see /openapi.json (or README.md) for the API"))
         error = TuneloopError(str(exc.detail))
         error.status = exc.status_code
         error.type = "invalid_request_error"

@@ -217,7 +217,8 @@ class StoreCalls:
 
 
 class Auth:
-    """Resolves `Authorization: Bearer KEY` to a principal, caching hits briefly (revocation lag ≤ 30 s)."""
+    """Resolves `Authorization: Bearer KEY` to a principal, cached for 30 s. A cache hit still reads the
+    key's row: `tuneloop tenants revoke` runs in another process, and a revoked key must stop at once."""
 
     def __init__(self, store: Store, calls: StoreCalls) -> None:
         self.store = store
@@ -227,7 +228,11 @@ class Auth:
     async def authorize(self, request: Request) -> Principal:
         """The key's principal; a lookup in the store runs off the event loop."""
         key = _bearer_key(request)
-        return self._cached(key) or self._remember(key, await self.calls(self.store.authenticate, key))
+        cached = self._cached(key)
+        if cached is not None and await self.calls(self.store.key_active, key):
+            return cached
+        self._cache.pop(key, None)
+        return self._remember(key, await self.calls(self.store.authenticate, key))
 
     async def tenant(self, request: Request) -> TenantStore:
         """The tenant the key names; an admin key names one with the `X-Tuneloop-Tenant` header."""
