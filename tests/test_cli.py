@@ -79,3 +79,22 @@ def test_export_writes_interactions_with_their_feedback(tuneloop_home: Path, tmp
     out = tmp_path / "acme.parquet"
     assert tuneloop("export", "--tenant", "acme", "--format", "parquet", "--out", str(out)).returncode == 0
     assert pq.read_table(out).num_rows == 1
+
+
+def test_tenants_revoke_and_rotate_end_keys_with_audit_rows(tuneloop_home: Path) -> None:
+    first = tuneloop("tenants", "add", "acme").stdout.strip()
+    second = tuneloop("tenants", "key", "acme").stdout.strip()
+    revoked = tuneloop("tenants", "revoke", first[:10])
+    assert revoked.returncode == 0, revoked.stderr
+    assert tuneloop("tenants", "revoke", first[:10]).stderr.startswith("error: no active API key")
+
+    rotated = tuneloop("tenants", "rotate", "acme")
+    assert rotated.returncode == 0, rotated.stderr
+    [new] = rotated.stdout.splitlines()
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    assert store.authenticate(new).tenant.name == "acme"
+    assert not store.key_active(first) and not store.key_active(second)
+    with store.read() as conn:
+        actions = conn.execute(sa.text("select action from audit_log")).scalars().all()
+    assert {"key.revoke", "key.rotate"} <= set(actions)
+    assert tuneloop("audit", "verify").returncode == 0
