@@ -14,6 +14,7 @@ from typing import Any
 
 from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
+from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import latency_guardrail, rate_guardrail, sample_ratio_check
@@ -137,12 +138,9 @@ def arm_data(
     events = [e for e in tenant.feedback(since=exp.started_at) if e["interaction_id"] in ids]
     now = max([now_utc(), *(e["created_at"] for e in events)])
     rewards = compute_rewards(rows, events, reward_policy, now) if events else {}
-    escalated = {e["interaction_id"] for e in events if e["kind"] == "escalated"}
-    unsafe = {
-        e["interaction_id"]
-        for e in events
-        if e["kind"] == "outcome" and e["value"]["name"] == "unsafe" and e["value"]["value"] is True
-    }
+    # The dashboard's KPI definitions, so a guardrail and the chart it is read against count the same things.
+    by_interaction = group_events(events)
+    flags = zip(escalations(rows, by_interaction), errors(rows), strict=True)
     lookback = RolloutPolicy.model_validate(exp.policy).cuped_lookback_days
     history, pooled = (
         pre_period_kpi(tenant, exp, reward_policy, primary_kpi, lookback)
@@ -150,7 +148,7 @@ def arm_data(
         else ({}, 0.0)
     )
     data = {arm: ArmData() for arm in ARMS}
-    for row in rows:
+    for row, (escalated, failed) in zip(rows, flags, strict=True):
         arm = data.get(row["arm"] or "")
         if arm is None:
             continue
@@ -159,9 +157,9 @@ def arm_data(
             arm.kpi.append(_kpi(rewards[row["id"]].reward, primary_kpi))
             arm.kpi_units.append(unit)
             arm.kpi_covariate.append(history[row["user"]] - pooled if row["user"] in history else 0.0)
-        arm.escalated.append(float(row["id"] in escalated))
-        arm.unsafe.append(float(row["id"] in unsafe))
-        arm.errors.append(float(bool((row["metadata"] or {}).get("error"))))
+        arm.escalated.append(float(escalated))
+        arm.unsafe.append(float(safety_flagged(row, by_interaction.get(row["id"], ()))))
+        arm.errors.append(float(failed))
         arm.latency.append(row["latency_ms"] or 0.0)
         arm.created.append(row["created_at"])
         arm.units.append(unit)
