@@ -176,12 +176,16 @@ class DriftConfig(SuiteConfig):
         "bound on a broken adapter, not on learning (a learned preference moves a few nats/token on the "
         "tokens it changes).",
     )
-    alpha: float = Field(
-        default=0.2,
-        gt=0,
+    max_degenerate_share: float = Field(
+        default=0.5,
+        ge=0,
         le=1,
-        description="Collapse: the candidate fails when more of its answers than production's are degenerate "
-        "(empty, or one 3-word phrase repeated 3+ times) with one-sided exact McNemar p < alpha.",
+        description="Collapse: the candidate fails when more than this share of its answers are degenerate "
+        "(empty, or one 3-word phrase said 3+ times) and more than production's (McNemar p < alpha). "
+        "Fewer loops are left to the canary, where users judge them.",
+    )
+    alpha: float = Field(
+        default=0.2, gt=0, le=1, description="Significance of the collapse test (one-sided exact McNemar)."
     )
 
 

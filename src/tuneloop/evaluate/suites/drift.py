@@ -5,7 +5,9 @@ Length may move as far as the feedback asked: the snapshot's preference pairs sa
 chosen/rejected length ratio), and a change that way is allowed up to twice the asked one. KL is measured
 where the candidate actually goes: along its own greedy answers to held-out prompts, as the mean over answer
 tokens of KL(candidate's next-token distribution || the base's), in nats. Collapse is judged on the same
-prompts for both versions: an answer that is empty or loops on one phrase is degenerate.
+prompts for both versions: an answer that is empty or loops on one phrase is degenerate, and a candidate
+whose answers mostly are, significantly more than production's, has collapsed. A few loops are for the
+canary to judge: users see them.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
             f"mean answer length changed {length_change:+.0%} (allowed {allowed:.0%}; "
             f"users asked for {asked:+.0%})"
         )
-    if sum(cand_bad) > sum(prod_bad) and collapse_p < cfg.alpha:
+    collapsed = sum(cand_bad) > cfg.max_degenerate_share * len(cand)
+    if collapsed and sum(cand_bad) > sum(prod_bad) and collapse_p < cfg.alpha:
         problems.append(
             f"{sum(cand_bad)} degenerate answers against production's {sum(prod_bad)} (p {collapse_p:.2g})"
         )
