@@ -41,14 +41,13 @@ def _mean(values: list[float]) -> float:
 def asked_length_change(ctx: GateContext) -> float:
     """The relative change of answer length users asked for: the median chosen/rejected length ratio of the
     snapshot's preference pairs, minus one (0 without pairs)."""
-    ratios = [
-        math.log(len(completion_text(r["chosen"])) / len(completion_text(r["rejected"])))
-        for r in ctx.training_rows()
-        if "chosen" in r
-        and r.get("origin") != canaries.ORIGIN
-        and completion_text(r["chosen"])
-        and completion_text(r["rejected"])
+    pairs = ctx.snapshot.rows("pairs") if ctx.snapshot is not None else []
+    lengths = [
+        (len(completion_text(r["chosen"])), len(completion_text(r["rejected"])))
+        for r in pairs
+        if r.get("origin") != canaries.ORIGIN
     ]
+    ratios = [math.log(chosen / rejected) for chosen, rejected in lengths if chosen and rejected]
     return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
 
 
