@@ -26,11 +26,10 @@ import httpx
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
+from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
 from tuneloop.store.repository import Store
 
 TENANT = "finly"
-# Finly's tenant policy files; docs/demo.md says why each departs from the defaults.
-POLICIES = Path(__file__).resolve().parents[2] / "configs" / "demo"
 # The simulated app's own settings (docs/demo.md): users 32 at a time on a server batch of 32, at the
 # temperature a support bot asks for, and enough customers for the canary to randomise.
 SERVER_ENV = {"TUNELOOP_MAX_BATCH_SIZE": "32"}
@@ -96,9 +95,16 @@ def _output_to(log: Path) -> Iterator[None]:
         os.close(saved[1])
 
 
+def finly(seed: int = 0) -> Scenario:
+    """The demo's application: the `support` scenario as Finly runs it (its users, its temperature)."""
+    return replace(support(seed=seed), behaviour=Behaviour(users=USERS), temperature=TEMPERATURE)
+
+
 def run_demo(
     home: Path,
     *,
+    scenario: Scenario | None = None,
+    tenant_name: str = TENANT,
     turns: int = 2,
     first_traffic: int = 300,
     traffic: int = 24,
@@ -107,12 +113,12 @@ def run_demo(
     port: int = 8765,
     seed: int = 0,
 ) -> list[TurnLine]:
-    """Run `turns` turns of the loop on the `support` scenario; print a line per turn; write the report.
+    """Run `turns` turns of the loop on `scenario` (default: Finly's support bot) for a new tenant with no
+    policy files; print a line per turn; write the report.
 
     The first turn collects `first_traffic` user turns; later turns add `traffic` to what the previous
     canary's traffic already brought in (a canary's answers and feedback are the next turn's data)."""
     from tuneloop.model_files import ensure_base_model
-    from tuneloop.sim import Behaviour, SimError, run_traffic, satisfaction, support
 
     if turns < 1:
         raise BadRequest(f"turns must be at least 1, got {turns}", param="turns")
@@ -125,18 +131,17 @@ def run_demo(
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=home)
     ensure_base_model(home / "models")
-    shutil.copytree(POLICIES, home / "policies" / TENANT)
     store = Store(settings.database_url)
-    tenant, key = store.create_tenant(TENANT)
+    tenant, key = store.create_tenant(tenant_name)
     scoped = store.for_tenant(tenant)
     loop = Loop(scoped, settings)
-    scenario = replace(support(seed=seed), behaviour=Behaviour(users=USERS), temperature=TEMPERATURE)
+    scenario = scenario or finly(seed)
     held_out = scenario.eval_prompts(32)  # the same held-out prompts score production every turn
     url = f"http://127.0.0.1:{port}"
     server = start_server(home, port, SERVER_ENV)
     lines: list[TurnLine] = []
     log = home / "loop.log"
-    print(f"tuneloop demo: tenant '{TENANT}' on {url}, scenario 'support', {turns} turns", flush=True)
+    print(f"tuneloop demo: tenant '{tenant_name}' on {url}, scenario '{scenario.name}', {turns} turns")
     print(f"(training and evaluation output goes to {log}, the server's to {home / 'server.log'})")
     header = ("turn", 4), ("events", 7), ("satisfaction", 12), ("positive", 9), ("gate", 8), ("canary", 12)
     print(" ".join(f"{name:>{width}}" for name, width in header), f"{'time':>6}")
@@ -183,7 +188,7 @@ def run_demo(
     finally:
         server.terminate()
         server.wait(timeout=60)
-    write_report(home / "demo", lines, final)
+    write_report(home / "demo", lines, final, scenario.name)
     print(f"report: {home / 'demo' / 'report.html'} and {home / 'demo' / 'satisfaction.png'}")
     return lines
 
@@ -196,7 +201,7 @@ def _production(tenant: Any) -> str:
     return version.id if version else "tuneloop"
 
 
-def write_report(out: Path, lines: list[TurnLine], final: float) -> None:
+def write_report(out: Path, lines: list[TurnLine], final: float, title: str = "support") -> None:
     """The run's report in `out`: report.html (a row per turn), satisfaction.png and turns.json."""
     import matplotlib
 
@@ -225,8 +230,9 @@ def write_report(out: Path, lines: list[TurnLine], final: float) -> None:
         "<!doctype html><meta charset=utf-8><title>tuneloop demo</title>"
         "<style>body{font-family:sans-serif;margin:2em}"
         "td,th{padding:4px 10px;border-bottom:1px solid #ddd}</style>"
-        "<h1>tuneloop demo: support</h1><p>Satisfaction is the simulated users' hidden preference, scored on "
-        f"held-out prompts at temperature 0. Final: <b>{final:.3f}</b>.</p><img src=satisfaction.png>"
+        f"<h1>tuneloop demo: {title}</h1><p>Satisfaction is the simulated users' hidden preference, "
+        f"scored on held-out prompts at temperature 0. Final: <b>{final:.3f}</b>.</p>"
+        "<img src=satisfaction.png>"
         "<table><tr><th>turn</th><th>events</th><th>satisfaction</th><th>positive feedback</th><th>gate</th>"
         f"<th>canary</th><th>time</th></tr>{rows}</table>"
     )
