@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import load_policy_file, load_yaml_model
+from tuneloop.config import load_yaml_model
 from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.loop import LoopPolicy
 from tuneloop.rollout.policy import RolloutPolicy
@@ -25,17 +25,6 @@ MODELS = {
 def test_each_policy_example_loads_and_documents_the_defaults(path: Path) -> None:
     model = MODELS[path.stem]
     assert load_yaml_model(path, model, path.stem) == model()
-
-
-@pytest.mark.parametrize("path", sorted((CONFIGS / "demo").glob("*_policy.yaml")), ids=lambda p: p.name)
-def test_each_demo_policy_loads(path: Path) -> None:
-    load_policy_file(path, MODELS[path.stem])
-
-
-def test_the_demo_golden_set_loads() -> None:
-    from tuneloop.evaluate.suites.golden import load_golden
-
-    assert load_golden(CONFIGS / "demo" / "golden.yaml").items
 
 
 def test_every_config_file_is_covered_by_a_test() -> None:

@@ -6,7 +6,10 @@ from tests.signals.streams import NOW, event, interaction
 from tuneloop.errors import BadRequest
 from tuneloop.signals import RewardPolicy, build_signals
 
-POLICY = RewardPolicy(half_life_days=14, near_duplicate_threshold=1.0, heldout_fraction=0.3)
+# A tenant that trusts regenerations enough for them to make pairs on their own.
+POLICY = RewardPolicy(
+    half_life_days=14, near_duplicate_threshold=1.0, heldout_fraction=0.3, weights={"regenerated": 0.7}
+)
 
 
 def stream():

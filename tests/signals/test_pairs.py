@@ -68,9 +68,16 @@ def test_edit_makes_the_corrected_text_preferred_to_the_response() -> None:
 def test_regeneration_prefers_the_kept_answer_to_the_replaced_one() -> None:
     chats = [interaction("old", response="meh"), interaction("new", response="great")]
     events = [event("old", "regenerated", {"replaced_by": "new"}), event("old", "regenerated", None)]
-    [row] = pairs.regenerated_pairs(chats, events, POLICY, NOW)
+    trusting = RewardPolicy(half_life_days=None, weights={"regenerated": 0.7})
+    [row] = pairs.regenerated_pairs(chats, events, trusting, NOW)
     assert texts(row) == ("great", "meh")
     assert row["interaction_ids"] == ["new", "old"] and len(row["event_ids"]) == 1
+
+
+def test_a_lone_regeneration_makes_no_pair_by_default() -> None:
+    chats = [interaction("old", response="meh"), interaction("new", response="great")]
+    events = [event("old", "regenerated", {"replaced_by": "new"})]
+    assert pairs.regenerated_pairs(chats, events, POLICY, NOW) == []
 
 
 def test_pairs_below_min_confidence_are_left_out() -> None:

@@ -38,10 +38,11 @@ class SignalWeights(BaseModel):
     accepted: float = Field(default=0.5, ge=0, description="The user accepted the answer: +1.")
     copied: float = Field(default=0.3, ge=0, description="The user copied the answer: +1.")
     regenerated: float = Field(
-        default=0.7,
+        default=0.3,
         ge=0,
         description="The user asked for another answer: -1 for the replaced one; also the weight of the "
-        "kept-over-replaced pair.",
+        "kept-over-replaced pair. Weak by default: a regeneration says the first answer missed, not that "
+        "the second is better, so alone (confidence 0.26 < min_confidence) it makes no pair.",
     )
     followup: float = Field(
         default=0.2, ge=0, description="A follow-up question (the answer was not enough): -1, mildly."
