@@ -11,6 +11,10 @@ from tuneloop.config import TenantPolicy
 Source = Literal["user", "labeler", "judge", "system"]
 
 
+def _default_outcomes() -> dict[str, float]:
+    return {"tests_passed": 1.0, "resolved": 1.0}
+
+
 def _default_source_weights() -> dict[Source, float]:
     return {"user": 1.0, "labeler": 1.0, "judge": 0.5, "system": 1.0}
 
@@ -51,6 +55,41 @@ class SignalWeights(BaseModel):
     abandoned: float = Field(default=0.5, ge=0, description="The user left without using the answer: -1.")
 
 
+class SessionWeights(BaseModel):
+    """How much the session-level signals (signals/sessions.py) count toward each answer's reward. Only
+    repeat contact is on by default: its direction is clear wherever it is detected; speed and further
+    questions mean different things in different applications."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    repeat_contact: float = Field(
+        default=0.2,
+        ge=0,
+        description="The same user asked about the same issue again within 7 days: -1 for every answer of "
+        "the earlier session. Small, because a similar question is sometimes a new need (a developer "
+        "asking for a variant of yesterday's function).",
+    )
+    resolution_time: float = Field(
+        default=0.0,
+        ge=0,
+        description="Time to resolution, ranked among the resolved sessions: the fastest +1, the slowest -1, "
+        "for each answer of the session. Off by default: a hard question takes longer however good the "
+        "answer is.",
+    )
+    first_action_time: float = Field(
+        default=0.0,
+        ge=0,
+        description="Time to the first meaningful action (accepted, copied, edited, a task outcome), ranked "
+        "like resolution_time. Off by default: careful reading of a good answer is slow too.",
+    )
+    followups: float = Field(
+        default=0.0,
+        ge=0,
+        description="A later question in the same session: -1 for the answer before it (a `followup` event "
+        "counts under weights.followup on its own). Off by default: in a chat or a coding session the next "
+        "question is often a new task, not a sign that the answer fell short.",
+    )
+
+
 class RewardPolicy(TenantPolicy):
     """How a tenant's feedback becomes training rows; `comment` and `dwell_ms` carry no reward."""
 
@@ -60,11 +99,15 @@ class RewardPolicy(TenantPolicy):
     weights: SignalWeights = Field(
         default=SignalWeights(), description="Evidence weight of one event, per feedback kind."
     )
+    sessions: SessionWeights = Field(
+        default=SessionWeights(), description="Evidence weight of the session-level signals."
+    )
     outcomes: dict[str, float] = Field(
-        default_factory=dict,
+        default_factory=_default_outcomes,
         description="Weight per task-outcome name. A true outcome counts +1, false -1, a number is clipped "
         "to [-1, 1]; a negative weight flips the direction (an outcome that is bad news). Names not "
-        "listed carry no reward.",
+        "listed carry no reward. By default the two names whose direction is the same everywhere: "
+        "`tests_passed` (a CI run of the answer's code) and `resolved`.",
     )
     source_weights: dict[Source, float] = Field(
         default_factory=_default_source_weights,

@@ -11,6 +11,7 @@ from tuneloop.clock import utc
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.raters import cap_weights
 from tuneloop.signals.records import Record, as_of, one_tenant, owner, rater_of
+from tuneloop.signals.sessions import session_contributions, sessions_of
 
 # Kinds whose event says one fixed thing about the event's own interaction.
 _DIRECTION = {
@@ -100,18 +101,23 @@ def compute_rewards(
     interactions, events = list(interactions), list(events)
     one_tenant(interactions, events)
     by_id, seen = as_of(interactions, events, now)
-    parts: list[tuple[str, float, float, str, str | None]] = []
+    parts: list[tuple[str, float, float, str | None, str | None]] = []
     for event in seen:
         base = event_weight(event, by_id, policy, now, rater_weights)
         rater = rater_of(event, by_id.get(event["interaction_id"]))
         for iid, value, kind_weight in contributions(event, by_id, policy):
             if iid in by_id and base * kind_weight > 0:
                 parts.append((iid, value, base * kind_weight, event["id"], rater))
+    for iid, value, weight in session_contributions(sessions_of(by_id.values(), seen, policy), policy):
+        # No event carries a session signal: it is its user's evidence, dated by the answer it speaks about.
+        signal = {"interaction_id": iid, "created_at": by_id[iid]["created_at"], "source": "user"}
+        base = event_weight(signal, by_id, policy, now, rater_weights)
+        parts.append((iid, value, base * weight, None, rater_of(signal, by_id[iid])))
     totals: dict[str | None, float] = {}
     for _, _, weight, _, rater in parts:
         totals[rater] = totals.get(rater, 0.0) + weight
     scale = cap_weights(totals, policy.rater_cap)
-    grouped: dict[str, list[tuple[float, float, str, str | None]]] = {}
+    grouped: dict[str, list[tuple[float, float, str | None, str | None]]] = {}
     for iid, value, weight, event_id, rater in parts:
         grouped.setdefault(iid, []).append((value, weight * scale.get(rater, 1.0), event_id, rater))
     rewards = {}
@@ -126,7 +132,7 @@ def compute_rewards(
             reward=round(max(-1.0, min(1.0, mean)), 6),
             confidence=round(confidence(total, policy), 6),
             weight=round(total, 6),
-            event_ids=tuple(sorted({event_id for _, _, event_id, _ in items})),
+            event_ids=tuple(sorted({event_id for _, _, event_id, _ in items if event_id})),
             rater=owner(by_rater),
         )
     return rewards
