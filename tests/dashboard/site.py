@@ -79,7 +79,9 @@ def build(store: Store, home: Path) -> Site:
         kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v3", parent_id="v2"
     )
     versions.move("v3", "blocked", actor="gate", reason="safety suite failed")
-    exp = controller.start_canary(acme, "v2", RolloutPolicy(ramp=[0.2], min_samples=5), actor="test").id
+    exp = controller.start_canary(
+        acme, "v2", RolloutPolicy(ramp=[0.2], min_samples=5), reward_policy=RewardPolicy(), actor="test"
+    ).id
     with store.write() as conn:  # the canary started yesterday: the seeded traffic below falls inside it
         conn.execute(
             experiments.update()

@@ -103,7 +103,9 @@ def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
 
 def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantStore) -> None:
     candidate = _gated(tenant)
-    controller.start_canary(tenant, candidate, POLICY, actor="test", experiment_id="exp-better")
+    controller.start_canary(
+        tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-better"
+    )
     exp = _run(tenant, 30, {"control": 0.3, "treatment": 0.8})
     assert exp.state == "promoted" and exp.share == 1.0
     assert exp.decision["test"]["ci_low"] > 0
@@ -116,7 +118,9 @@ def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantSto
 
 def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant: TenantStore) -> None:
     candidate = _gated(tenant)
-    controller.start_canary(tenant, candidate, POLICY, actor="test", experiment_id="exp-harmful")
+    controller.start_canary(
+        tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-harmful"
+    )
     exp = _run(tenant, 30, {"control": 0.5, "treatment": 0.5}, escalate={"control": 0.02, "treatment": 0.4})
     assert exp.state == "rolled_back" and "escalation_rate" in exp.decision["reason"]
     assert Registry(tenant).get(candidate).state == "rolled_back"
@@ -125,7 +129,7 @@ def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant
 
 def test_an_injected_sample_ratio_mismatch_halts_the_experiment(tenant: TenantStore) -> None:
     candidate = _gated(tenant)
-    exp = controller.start_canary(tenant, candidate, POLICY, actor="test")
+    exp = controller.start_canary(tenant, candidate, POLICY, reward_policy=REWARDS, actor="test")
     _traffic(tenant, exp, 200, {"control": 0.5, "treatment": 0.5}, force_arm="treatment")
     exp = controller.review(tenant, REWARDS)
     assert exp.state == "halted" and "sample ratio mismatch" in exp.decision["reason"]
@@ -135,7 +139,7 @@ def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: st
     first = Store(db_url)
     created, _ = first.create_tenant("acme")
     tenant = first.for_tenant(created)
-    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test")
+    exp = controller.start_canary(tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test")
     _traffic(tenant, exp, 120, {"control": 0.5, "treatment": 0.5})
     before = controller.review(tenant, REWARDS)
     first.close()  # the process dies; nothing about the experiment lived in memory
@@ -152,7 +156,7 @@ def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: st
 
 
 def test_manual_pause_sends_everyone_to_control_and_rollback_is_instant(tenant: TenantStore) -> None:
-    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test")
+    exp = controller.start_canary(tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test")
     paused = controller.pause(tenant, actor="operator", reason="investigating")
     assert paused.state == "paused" and paused.share == 0.0
     assert all(assign(exp.id, f"u{i}", paused.share) == "control" for i in range(500))
@@ -178,7 +182,11 @@ def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
 
     before = asyncio.run(routes(tenant_b))
     controller.start_canary(
-        tenant_a, _gated(tenant_a), POLICY.model_copy(update={"ramp": [0.5]}), actor="test"
+        tenant_a,
+        _gated(tenant_a),
+        POLICY.model_copy(update={"ramp": [0.5]}),
+        reward_policy=REWARDS,
+        actor="test",
     )
     time.sleep(STATE_TTL_SECONDS)  # the router rereads a tenant's state at most this often
     assert {arm for _, arm in asyncio.run(routes(tenant_a))} == {"control", "treatment"}
@@ -201,7 +209,9 @@ def test_answers_carry_their_users_pre_experiment_kpi_and_the_test_counts_users(
 ) -> None:
     for iid, user, thumbs in [("a1", "alice", 1), ("a2", "alice", 1), ("b1", "bob", 1), ("b2", "bob", -1)]:
         _answer(tenant, f"pre-{iid}", user, thumbs)
-    exp = controller.start_canary(tenant, _gated(tenant), POLICY, actor="test", experiment_id="exp-cuped")
+    exp = controller.start_canary(
+        tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-cuped"
+    )
     # Evidence received after the start, even if dated before it, could reflect the treatment: ignored.
     late = {"id": "late", "interaction_id": "pre-a1", "kind": "thumbs", "value": -1, "source": "user"}
     tenant.add_feedback([(late | {"created_at": exp.started_at}, "late")])

@@ -41,14 +41,20 @@ def cmd_start(args: argparse.Namespace) -> int:
     from tuneloop.config import tenant_policy
     from tuneloop.rollout import controller
     from tuneloop.rollout.policy import RolloutPolicy
+    from tuneloop.signals.policy import RewardPolicy
 
+    home = Settings().home
     exp = controller.start_canary(
         _tenant(args.tenant),
         args.version,
-        tenant_policy(Settings().home, args.tenant, RolloutPolicy),
+        tenant_policy(home, args.tenant, RolloutPolicy),
+        reward_policy=tenant_policy(home, args.tenant, RewardPolicy),
         actor="cli",
     )
     print(f"experiment {exp.id}: {exp.treatment_version} on {exp.share:.0%} of traffic")
+    expected = ((exp.decision or {}).get("design") or {}).get("expected_decision_at")
+    if expected:
+        print(f"expected to decide by {expected} (`tuneloop rollout status` shows the design)")
     return 0
 
 

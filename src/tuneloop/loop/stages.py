@@ -133,7 +133,11 @@ def gate(ctx: TurnContext, turn: Turn) -> Step:
     exp = active_experiment(ctx.tenant)
     if exp is None or exp.treatment_version != candidate.id:
         exp = controller.start_canary(
-            ctx.tenant, candidate.id, ctx.tenant_policy(RolloutPolicy), actor="loop"
+            ctx.tenant,
+            candidate.id,
+            ctx.tenant_policy(RolloutPolicy),
+            reward_policy=ctx.tenant_policy(RewardPolicy),
+            actor="loop",
         )
     return Step("canary", {**verdict, "experiment": exp.id})
 

@@ -16,6 +16,7 @@ from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
 from tuneloop.registry.versions import Registry
+from tuneloop.rollout.design import LOOKBACK_DAYS, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import latency_guardrail, rate_guardrail, sample_ratio_check
 from tuneloop.rollout.policy import RolloutPolicy
@@ -49,11 +50,13 @@ def start_canary(
     version_id: str,
     policy: RolloutPolicy,
     *,
+    reward_policy: RewardPolicy,
     actor: str,
     reason: str = "passed the gate",
     experiment_id: str | None = None,
 ) -> Experiment:
-    """Put a gated version on the canary share against the current production (or the base model)."""
+    """Put a gated version on the canary against the current production (or the base model), under the
+    policy's fields as set and the rest designed from the tenant's recent traffic (rollout.design)."""
     registry = Registry(tenant)
     version = registry.get(version_id)
     if version.state != "gated":
@@ -61,13 +64,17 @@ def start_canary(
     production = registry.production("adapter")
     # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
     exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
+    now = now_utc()
+    since = now - timedelta(days=LOOKBACK_DAYS)
+    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
+    hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
+    policy, design = design_canary(policy, traffic_of(by_user, hours), now)
 
     def apply(tx: TenantTx) -> None:
         if active_experiment(tx) is not None:
             raise Conflict(
                 "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"
             )
-        now = now_utc()
         tx.insert(
             experiments,
             id=exp_id,
@@ -78,7 +85,7 @@ def start_canary(
             step=0,
             step_started_at=now,
             policy=policy.model_dump(mode="json"),
-            decision=None,
+            decision={"design": design},
             started_at=now,
             updated_at=now,
         )
@@ -91,6 +98,7 @@ def start_canary(
                 "treatment": version_id,
                 "control": production.id if production else None,
                 "share": policy.ramp[0],
+                "design": design,
             },
         )
 
@@ -102,6 +110,28 @@ def _kpi(reward: float, primary_kpi: str) -> float:
     return reward if primary_kpi == "mean_reward" else float(reward > 0)
 
 
+def user_kpis(
+    tenant: TenantStore, reward_policy: RewardPolicy, primary_kpi: str, since: datetime, until: datetime
+) -> tuple[dict[str, list[float]], datetime | None]:
+    """Each user's KPI values from answers and evidence between `since` and `until`, and the first such
+    answer's time (None without any)."""
+    rows = [r for r in tenant.interactions(since=since) if r["created_at"] < until and r["user"]]
+    ids = {r["id"] for r in rows}
+    events = [
+        e for e in tenant.feedback(since=since) if e["interaction_id"] in ids and e["received_at"] < until
+    ]
+    if not events:
+        return {}, None
+    rewards = compute_rewards(rows, events, reward_policy, until)
+    by_user: dict[str, list[float]] = {}
+    first = None
+    for row in rows:
+        if row["id"] in rewards:
+            by_user.setdefault(row["user"], []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
+            first = first or row["created_at"]
+    return by_user, first
+
+
 def pre_period_kpi(
     tenant: TenantStore, exp: Experiment, reward_policy: RewardPolicy, primary_kpi: str, days: float
 ) -> tuple[dict[str, float], float]:
@@ -110,20 +140,7 @@ def pre_period_kpi(
     Only evidence received before the start counts, so no covariate can reflect the treatment.
     """
     since = exp.started_at - timedelta(days=days)
-    rows = [r for r in tenant.interactions(since=since) if r["created_at"] < exp.started_at and r["user"]]
-    ids = {r["id"] for r in rows}
-    events = [
-        e
-        for e in tenant.feedback(since=since)
-        if e["interaction_id"] in ids and e["received_at"] < exp.started_at
-    ]
-    if not events:
-        return {}, 0.0
-    rewards = compute_rewards(rows, events, reward_policy, exp.started_at)
-    by_user: dict[str, list[float]] = {}
-    for row in rows:
-        if row["id"] in rewards:
-            by_user.setdefault(row["user"], []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
+    by_user, _ = user_kpis(tenant, reward_policy, primary_kpi, since, exp.started_at)
     values = [v for user_values in by_user.values() for v in user_values]
     pooled = sum(values) / len(values) if values else 0.0
     return {user: sum(v) / len(v) for user, v in by_user.items()}, pooled
@@ -221,6 +238,7 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
         "step_counts": step_counts,
         "share": exp.share,
         "checked_at": now_utc().isoformat(),
+        "design": (exp.decision or {}).get("design"),
     }
     breached = [g.name for g in guards if g.breached]
     if srm.halt:

@@ -1,0 +1,127 @@
+"""The canary's design, chosen from the tenant's own traffic before it starts: share, ramp, τ and horizon.
+
+Assignment is sticky per user, so a canary's treatment arm holds `share × users`. A fixed 5% canary never
+decides for a tenant with a few hundred users, and a τ sized for a large product's small effects wastes a
+small one's users. Every field the tenant's rollout policy sets is kept; the others are chosen here from
+traffic before the experiment, so the test's always-valid guarantee holds for the values chosen.
+
+The design effect δ is the smallest effect the users seen recently can reveal on a half-and-half split,
+never below the default policy's τ; the share is the smallest that expects a decision at δ within
+`TARGET_HOURS` on the users seen. Users arrive as they did in the lookback window and, once its span has
+passed, no new ones are counted: a tenant's user base is taken to be what it has shown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tuneloop.rollout.policy import LATER_STEPS, RolloutPolicy
+from tuneloop.rollout.sequential import mixture_half_width
+
+SHARES = (0.05, 0.1, 0.2, 0.3, 0.5)
+LOOKBACK_DAYS = 7.0
+TARGET_HOURS = 72.0  # a canary should expect to decide within three days
+POWER_Z = 0.84  # the test expects to decide at δ with 80 % power
+MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ blind to real ones
+SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected observations and time
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What recent traffic says about the KPI: users with a KPI value, over how many hours, and its spread."""
+
+    users: int
+    hours: float
+    sd: float  # across users' mean KPI values
+    answers_per_user: float
+
+
+def traffic_of(user_kpis: dict[str, list[float]], hours: float) -> Traffic:
+    """Summarise each user's KPI values (observed over `hours`) into what the design needs."""
+    means = [sum(v) / len(v) for v in user_kpis.values() if v]
+    if len(means) < 2:
+        return Traffic(len(means), hours, 1.0, 1.0)
+    centre = sum(means) / len(means)
+    sd = math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
+    answers = sum(len(v) for v in user_kpis.values()) / len(means)
+    # A KPI that hardly varied in the window still needs a nonzero spread to plan with.
+    return Traffic(len(means), hours, max(sd, 0.1), answers)
+
+
+def _variance(sd: float, users: float, share: float) -> float:
+    return sd * sd / (users * share * (1 - share))
+
+
+def _decides(effect: float, variance: float, tau2: float, alpha: float) -> bool:
+    return effect >= mixture_half_width(variance, tau2, alpha) + POWER_Z * math.sqrt(variance)
+
+
+def users_needed(effect: float, sd: float, share: float, tau2: float, alpha: float) -> float:
+    """Users (both arms) after which the test expects to decide at `effect` (inf: never), by bisection."""
+    low, high = 2.0, 2.0
+    while not _decides(effect, _variance(sd, high, share), tau2, alpha):
+        low, high = high, high * 2
+        if high > 1e9:
+            return math.inf
+    while high - low > 1:
+        mid = (low + high) / 2
+        low, high = (low, mid) if _decides(effect, _variance(sd, mid, share), tau2, alpha) else (mid, high)
+    return float(math.ceil(high))
+
+
+def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> float:
+    """The smallest effect (≥ floor, ≤ MAX_EFFECT) `users` reveal on a half-and-half split."""
+    if users < 2:
+        return MAX_EFFECT
+    effect = floor
+    while effect < MAX_EFFECT and not _decides(effect, _variance(sd, users, 0.5), effect**2, alpha):
+        effect = min(MAX_EFFECT, effect * 1.05)
+    return effect
+
+
+def design_canary(
+    policy: RolloutPolicy, traffic: Traffic, now: datetime
+) -> tuple[RolloutPolicy, dict[str, Any]]:
+    """The policy the canary runs under (fields the tenant set are kept) and the design that chose it."""
+    fixed = policy.model_fields_set
+    if traffic.users < policy.min_samples * 2:
+        note = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days: the policy as set"
+        return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
+    floor = math.sqrt(RolloutPolicy.model_fields["tau2"].default)
+    effect = (
+        math.sqrt(policy.tau2)
+        if "tau2" in fixed
+        else detectable_effect(traffic.sd, traffic.users, policy.alpha, floor)
+    )
+    tau2 = effect**2
+    if fixed & {"ramp", "canary_share"}:
+        share = policy.ramp[0]
+    else:
+        share = SHARES[-1]
+        for candidate in SHARES:
+            need = users_needed(effect, traffic.sd, candidate, tau2, policy.alpha)
+            if need <= traffic.users and traffic.hours * need / traffic.users <= TARGET_HOURS:
+                share = candidate
+                break
+    need = users_needed(effect, traffic.sd, share, tau2, policy.alpha)
+    hours = traffic.hours * need / traffic.users if math.isfinite(need) else math.inf
+    chosen: dict[str, Any] = {"tau2": round(tau2, 4), "ramp": [share, *(s for s in LATER_STEPS if s > share)]}
+    if math.isfinite(need):
+        observations = SAMPLES_MARGIN * need * share * traffic.answers_per_user
+        chosen["max_samples"] = max(policy.min_samples, math.ceil(observations))
+        chosen["max_duration_hours"] = max(policy.max_duration_hours, round(SAMPLES_MARGIN * hours, 2))
+    adapted = {k: v for k, v in chosen.items() if k not in fixed}
+    designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
+    design = {
+        "traffic": asdict(traffic),
+        "adapted": sorted(adapted),
+        "effect": round(effect, 4),
+        "users_needed": int(need) if math.isfinite(need) else None,
+        "expected_hours": round(hours, 2) if math.isfinite(hours) else None,
+        "expected_decision_at": (now + timedelta(hours=hours)).isoformat() if math.isfinite(hours) else None,
+        "enough_users": bool(need <= traffic.users),
+    }
+    return designed, design
