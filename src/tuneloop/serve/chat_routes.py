@@ -81,7 +81,8 @@ class StreamOptions(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI's chat completion request, as strict as OpenAI: unknown fields and loose types are refused.
 
-    Fields that only steer OpenAI's own service (store, metadata, service_tier, ...) are accepted and ignored.
+    Fields that only steer OpenAI's own service (store, service_tier, ...) are accepted and ignored; of
+    `metadata`, only `session_id` is kept: the interaction's session (signals/sessions.py).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -248,6 +249,7 @@ async def _capture(
     item = InteractionIn(
         id=interaction_id,
         user=req.user,
+        session=(req.metadata or {}).get("session_id"),
         messages=[{"role": m.role, "content": m.text()} for m in req.messages],
         response=texts[0],
         choices=texts,
