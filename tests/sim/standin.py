@@ -24,7 +24,8 @@ KINDS |= {"followup", "escalated", "abandoned", "dwell_ms", "outcome"}
 class Recorded:
     """Everything the stand-in saw."""
 
-    completions: list[dict] = field(default_factory=list)  # {"id", "user", "n", "texts", "temperature"}
+    # {"id", "user", "session", "n", "texts", "temperature"}
+    completions: list[dict] = field(default_factory=list)
     posts: list[list[dict]] = field(default_factory=list)  # every feedback batch, retries included
     events: dict[str, dict] = field(default_factory=dict)  # accepted events by id
     fail_next_feedback: int = 0  # answer this many feedback posts with 503 (after storing them)
@@ -47,6 +48,7 @@ def make_app(answers: list[str], recorded: Recorded, version: str = "v-test") ->
                 {
                     "id": iid,
                     "user": body.get("user"),
+                    "session": (body.get("metadata") or {}).get("session_id"),
                     "n": n,
                     "texts": texts,
                     "temperature": body.get("temperature"),

@@ -6,7 +6,7 @@ the product from the outside with a hidden preference tuneloop never sees.
 
 from tuneloop.sim.runner import SimError, TrafficReport, answers, run_traffic, satisfaction
 from tuneloop.sim.scenario import Behaviour, Prompt, Scenario, Topic
-from tuneloop.sim.scenarios import SCENARIOS, support, two_tenants
+from tuneloop.sim.scenarios import SCENARIOS, code_assistant, policy_tone, support, two_tenants
 
 __all__ = [
     "SCENARIOS",
@@ -17,6 +17,8 @@ __all__ = [
     "Topic",
     "TrafficReport",
     "answers",
+    "code_assistant",
+    "policy_tone",
     "run_traffic",
     "satisfaction",
     "support",

@@ -16,7 +16,7 @@ import httpx
 import openai
 
 from tuneloop.sim.scenario import Prompt, Scenario
-from tuneloop.sim.users import choose, event, events, react
+from tuneloop.sim.users import choose, event, events, react, review
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -110,13 +110,24 @@ class _Session:
         self.chat.close()
         self.http.close()
 
-    def complete(self, scenario: Scenario, prompt: Prompt, **kwargs: Any) -> _Served:
-        """One chat completion; the response id is the interaction id tuneloop captured."""
+    def complete(
+        self, scenario: Scenario, prompt: Prompt, session: str | None = None, **kwargs: Any
+    ) -> _Served:
+        """One chat completion in `session` (OpenAI's `metadata`); the response id is the interaction id
+        tuneloop captured."""
         raw = self.chat.chat.completions.with_raw_response.create(
             model=self.model,
             messages=scenario.messages(prompt),  # type: ignore[arg-type]
             max_tokens=scenario.max_tokens,
-            **{k: v for k, v in {"temperature": scenario.temperature, **kwargs}.items() if v is not None},
+            **{
+                k: v
+                for k, v in {
+                    "temperature": scenario.temperature,
+                    "metadata": {"session_id": session} if session else None,
+                    **kwargs,
+                }.items()
+                if v is not None
+            },
         )
         completion = raw.parse()
         iid = raw.headers.get("x-tuneloop-interaction-id") or completion.id
@@ -174,31 +185,58 @@ class _Session:
 
 
 def _episode(session: _Session, scenario: Scenario, traffic: list[Prompt], seed: int, index: int) -> None:
-    """One user turn: ask, read, react, maybe regenerate or compare two answers, send the feedback."""
+    """One user's visit: a conversation, and another one about the same issue if the first did not help."""
     rng = random.Random(f"{scenario.name}:{seed}:episode:{index}")
-    b = scenario.behaviour
     prompt = rng.choice(traffic)
-    user = f"sim-u{rng.randrange(b.users)}"
+    user = f"sim-u{rng.randrange(scenario.behaviour.users)}"
+    conversation = f"sim-{scenario.name}-{seed}-{index}"
+    if _conversation(session, scenario, prompt, user, conversation, rng):
+        _conversation(session, scenario, prompt, user, f"{conversation}-again", rng, may_return=False)
+
+
+def _conversation(
+    session: _Session,
+    scenario: Scenario,
+    prompt: Prompt,
+    user: str,
+    conversation: str,
+    rng: random.Random,
+    *,
+    may_return: bool = True,
+) -> bool:
+    """Ask, read, react, maybe regenerate or compare two answers, send the feedback (and a supervisor's
+    review); True when the user will come back about the same issue."""
+    b = scenario.behaviour
     pairwise = rng.random() < b.pairwise
     request_seed = rng.randrange(2**31)
-    served = session.complete(scenario, prompt, user=user, n=2 if pairwise else None, seed=request_seed)
+    served = session.complete(
+        scenario, prompt, conversation, user=user, n=2 if pairwise else None, seed=request_seed
+    )
     if pairwise and len(served.texts) >= 2:
         pick = choose(scenario, prompt, served.texts, rng)
         session.record(served, scenario.score(prompt, served.texts[0]), None)
         if pick is not None:
             session.send([event(served.interaction_id, "preference", pick, user)])
-        return
+        return False
     reaction = react(scenario, prompt, served.texts[0], rng)
     session.record(served, reaction.score, reaction.positive)
+    reviews = _reviewed(scenario, prompt, served, rng)
     if not reaction.regenerate:
-        session.send(events(served.interaction_id, reaction, user))
-        return
-    again = session.complete(scenario, prompt, user=user, seed=request_seed + 1)
+        session.send(events(served.interaction_id, reaction, user) + reviews)
+        return may_return and reaction.comes_back
+    again = session.complete(scenario, prompt, conversation, user=user, seed=request_seed + 1)
     second = react(scenario, prompt, again.texts[0], rng, may_regenerate=False)
     session.record(again, second.score, second.positive)
     # The regenerated event points at an interaction that now exists, so it goes after the new request.
     batch = events(served.interaction_id, reaction, user, replaced_by=again.interaction_id)
-    session.send(batch + events(again.interaction_id, second, user))
+    session.send(batch + reviews + events(again.interaction_id, second, user))
+    return may_return and second.comes_back
+
+
+def _reviewed(scenario: Scenario, prompt: Prompt, served: _Served, rng: random.Random) -> list[dict]:
+    """A supervisor's review of the served answer, as `labeler` events (none for most answers)."""
+    found = review(scenario, prompt, served.texts[0], rng)
+    return [event(served.interaction_id, kind, value, who, "labeler") for kind, value, who in found]
 
 
 def run_traffic(

@@ -22,7 +22,7 @@ class Prompt:
     text: str
     topic: str
     ideal: str
-    fraud: bool = False
+    fraud: bool = False  # a request the users' own rules say must be declined (fraud, a forbidden exception)
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ class Behaviour:
     edit: float = 0.06  # P(edit | not satisfied): the user rewrites the answer into their ideal form
     pairwise: float = 0.08  # share of requests that ask for n=2 and get a preference back
     users: int = 60  # distinct end-user ids (sticky canary assignment hashes these)
+    # Each knob below draws from the RNG only when it is on, so a scenario without it replays unchanged.
+    dwell: float = 0.0  # P(the app reports dwell_ms | the user acted on the answer): the time to that action
+    repeat: float = 0.0  # P(the user comes back about the same issue in a new session | unsatisfied)
+    review: float = 0.0  # share of answers a supervisor reviews (a `labeler` rating)
+    review_edit: float = 0.5  # P(the supervisor rewrites the answer | their review finds it unsatisfying)
+    reviewers: int = 5  # distinct supervisors
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,9 @@ class Scenario:
     preference: Callable[[Prompt, str], float]
     followups: tuple[str, ...]
     ideal: Callable[[Prompt], str] | None = None  # the user's own rewrite; defaults to `Prompt.ideal`
+    # A task outcome the app posts after a user used an answer (accepted or copied it): name, and whether
+    # the answer succeeded (e.g. the team's CI on the code it was given).
+    outcome: tuple[str, Callable[[Prompt, str], bool]] | None = None
     behaviour: Behaviour = Behaviour()
     max_tokens: int = 48
     temperature: float | None = None  # what the client app asks for; None leaves the API's default (1.0)

@@ -5,10 +5,10 @@ and pairwise choices — and the feedback events that reaction becomes on tunelo
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tuneloop.sim.scenario import Prompt, Scenario
+from tuneloop.sim.scenario import Prompt, Scenario, words
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Reaction:
     accepted: bool = False
     copied: bool = False
     regenerate: bool = False
+    outcome: tuple[str, bool] | None = None  # the task outcome the app posts for a used answer
+    dwell_ms: int | None = None  # time from reading the answer to acting on it, as the app measured it
+    comes_back: bool = False  # the user will ask about the same issue again, in a new session
 
     @property
     def positive(self) -> bool | None:
@@ -56,19 +59,47 @@ def react(
     if happy:
         out["accepted"] = rng.random() < b.accept
         out["copied"] = rng.random() < b.copy
-        return Reaction(**out)
+        if scenario.outcome and (out["accepted"] or out["copied"]):
+            name, succeeded = scenario.outcome
+            out["outcome"] = (name, succeeded(prompt, answer))
+        return _timed(Reaction(**out), answer, b.dwell, rng)
 
     if rng.random() < b.edit:
         out["edit"] = scenario.edit(prompt)
     if may_regenerate and rng.random() < b.regenerate:
         # Someone who regenerates does not also argue with the answer they threw away.
         out["regenerate"] = True
-        return Reaction(**out)
+        return _timed(Reaction(**out), answer, b.dwell, rng)
     if rng.random() < b.followup:
         out["followup"] = rng.choice(scenario.followups)
     out["escalated"] = badly and rng.random() < b.escalate
     out["abandoned"] = not out["escalated"] and rng.random() < b.abandon
-    return Reaction(**out)
+    out["comes_back"] = bool(b.repeat) and not out["escalated"] and rng.random() < b.repeat
+    return _timed(Reaction(**out), answer, b.dwell, rng)
+
+
+def _timed(reaction: Reaction, answer: str, dwell: float, rng: random.Random) -> Reaction:
+    """The reaction with the app's dwell measurement when the user acted on the answer: reading time at
+    about 4 words a second plus a few seconds to act, log-normally spread."""
+    acted = reaction.accepted or reaction.copied or reaction.edit is not None or reaction.outcome is not None
+    if not (dwell and acted and rng.random() < dwell):
+        return reaction
+    seconds = (3.0 + words(answer) / 4.0) * rng.lognormvariate(0.0, 0.3)
+    return replace(reaction, dwell_ms=round(seconds * 1000))
+
+
+def review(scenario: Scenario, prompt: Prompt, answer: str, rng: random.Random) -> list[tuple[str, Any, str]]:
+    """A supervisor's review of `answer` when one happens: (kind, value, supervisor) for a 1-5 rating and,
+    when the answer falls short, their rewrite. Supervisors judge closely (half a user's noise)."""
+    b = scenario.behaviour
+    if not (b.review and rng.random() < b.review):
+        return []
+    supervisor = f"sim-supervisor{rng.randrange(b.reviewers)}"
+    felt = scenario.score(prompt, answer) + rng.gauss(0.0, b.judgement_sd / 2)
+    out: list[tuple[str, Any, str]] = [("rating", max(1, min(5, round(1 + 4 * felt))), supervisor)]
+    if felt < b.satisfied_at and rng.random() < b.review_edit:
+        out.append(("edit", scenario.edit(prompt), supervisor))
+    return out
 
 
 def choose(scenario: Scenario, prompt: Prompt, answers: list[str], rng: random.Random) -> dict | None:
@@ -95,18 +126,23 @@ def events(interaction_id: str, reaction: Reaction, user: str, replaced_by: str 
     for flag in ("accepted", "copied", "escalated", "abandoned"):
         if getattr(reaction, flag):
             values.append((flag, True))
+    if reaction.outcome is not None:
+        values.append(("outcome", {"name": reaction.outcome[0], "value": reaction.outcome[1]}))
+    if reaction.dwell_ms is not None:
+        values.append(("dwell_ms", reaction.dwell_ms))
     if replaced_by is not None:
         values.append(("regenerated", {"replaced_by": replaced_by}))
     return [event(interaction_id, kind, value, user) for kind, value in values]
 
 
-def event(interaction_id: str, kind: str, value: Any, user: str) -> dict:
-    """One feedback event in the capture API's shape."""
+def event(interaction_id: str, kind: str, value: Any, rater: str, source: str = "user") -> dict:
+    """One feedback event in the capture API's shape; a reviewer's events get ids of their own."""
+    suffix = "" if source == "user" else f".{source}"
     return {
-        "id": f"sim.{interaction_id}.{kind}",
+        "id": f"sim.{interaction_id}.{kind}{suffix}",
         "interaction_id": interaction_id,
         "kind": kind,
         "value": value,
-        "rater": user,
-        "source": "user",
+        "rater": rater,
+        "source": source,
     }

@@ -1,9 +1,16 @@
 """The shipped scenarios, by name."""
 
+from tuneloop.sim.scenarios.code_assistant import code_assistant
+from tuneloop.sim.scenarios.policy_tone import policy_tone
 from tuneloop.sim.scenarios.support import support
 from tuneloop.sim.scenarios.two_tenants import two_tenants
 
-# `support` builds one Scenario; `two-tenants` builds one per tenant name.
-SCENARIOS = {"support": support, "two-tenants": two_tenants}
+# `two-tenants` builds one Scenario per tenant name; every other builds one Scenario.
+SCENARIOS = {
+    "support": support,
+    "code-assistant": code_assistant,
+    "policy-tone": policy_tone,
+    "two-tenants": two_tenants,
+}
 
-__all__ = ["SCENARIOS", "support", "two_tenants"]
+__all__ = ["SCENARIOS", "code_assistant", "policy_tone", "support", "two_tenants"]
