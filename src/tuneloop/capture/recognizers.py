@@ -1,0 +1,258 @@
+"""The Presidio recognizers behind redaction: Presidio's own, made offline, and ours for what they miss.
+
+Imported only when the models load (it pulls in Presidio and spaCy), never at server start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import regex  # type: ignore[import-untyped]
+import tldextract
+from presidio_analyzer import EntityRecognizer, Pattern, RecognizerResult
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+    UsSsnRecognizer,
+)
+from spacy.lang.en.stop_words import STOP_WORDS
+
+from tuneloop.capture import pii_patterns as p
+
+SCORE = 0.6  # our finds are decided by pattern and context, not weighed later
+_WORD = regex.compile(r"[\p{L}\p{N}]+")
+
+
+def recognizers() -> list[Any]:
+    """Every recognizer the analyzer runs, for the entities `redact.ENTITIES` names."""
+    return [
+        OfflineEmailRecognizer(),
+        RegexRecognizer(
+            "EMAIL_ADDRESS", p.OBFUSCATED_EMAIL, "ObfuscatedEmail", validate=_obfuscated_email_ok
+        ),
+        GatedPhoneRecognizer(),
+        # Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about.
+        RegexRecognizer("PHONE_NUMBER", p.INTERNATIONAL_PHONE, "InternationalPhone", validate=_digits(8, 15)),
+        RegexRecognizer("PHONE_NUMBER", p.NANP_PHONE, "NanpPhone", avoid=p.NOT_PHONE_WORDS),
+        RegexRecognizer("PHONE_NUMBER", p.LOCAL_PHONE, "LocalPhone", avoid=p.NOT_PHONE_WORDS),
+        RegexRecognizer(
+            "PHONE_NUMBER",
+            p.LOOSE_PHONE,
+            "PhoneByContext",
+            context=p.PHONE_WORDS,
+            avoid=p.NOT_PHONE_WORDS,
+            validate=_digits(7, 15),
+        ),
+        CreditCardRecognizer(
+            # Presidio's pattern plus Mastercard's 2221–2720 range; every find must still pass Luhn.
+            patterns=[
+                Pattern(
+                    "cards",
+                    r"\b(?!1\d{12}(?!\d))(4\d{3}|5[0-5]\d{2}|2[2-7]\d{2}|6\d{3}|1\d{3}|3\d{3})[- ]?(\d{3,4})"
+                    r"[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
+                    0.3,
+                )
+            ]
+        ),
+        IbanRecognizer(),
+        SpacedIbanRecognizer(supported_entities=["IBAN_CODE"], name="SpacedIbanRecognizer"),
+        IpRecognizer(),
+        SsnRecognizer(),
+        NamesRecognizer(),
+        RegexRecognizer("PERSON", _introduced_name(), "IntroducedName"),
+        RegexRecognizer("PERSON", _greeted_name(), "GreetedName"),
+        RegexRecognizer("STREET_ADDRESS", p.STREET_ADDRESS, "StreetAddress"),
+        RegexRecognizer("ZIP_CODE", p.STATE_ZIP, "StateZip"),
+        RegexRecognizer("ZIP_CODE", p.ZIP, "ZipByContext", context=["zip", "postal", "postcode"], window=3),
+        RegexRecognizer(
+            "DATE_OF_BIRTH", p.DATE, "DateOfBirth", context=["born", "birth", "dob", "bday"], window=6
+        ),
+        RegexRecognizer("AGE", p.AGE, "Age"),
+    ]
+
+
+class RegexRecognizer(EntityRecognizer):
+    """Finds of `pattern` (its group `v` if it has one), kept where `context`, `avoid` and `validate` agree.
+
+    `context`: one of these words (or a word they begin) is among the `window` words before the find;
+    `avoid`: none of these words is.
+    """
+
+    def __init__(
+        self,
+        entity: str,
+        pattern: str,
+        name: str,
+        *,
+        context: Iterable[str] = (),
+        avoid: Iterable[str] = (),
+        window: int = 5,
+        validate: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.pattern = regex.compile(pattern)
+        self.context_words = tuple(context)
+        self.avoid_words = tuple(avoid)
+        self.window = window
+        self.validate = validate
+        super().__init__(supported_entities=[entity], name=name)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        results = []
+        group = "v" if "v" in self.pattern.groupindex else 0
+        for match in self.pattern.finditer(text):
+            start, end = match.span(group)
+            if start == end or (self.validate and not self.validate(text[start:end])):
+                continue
+            before = [w.lower() for w in _WORD.findall(text[max(0, start - 80) : start])[-self.window :]]
+            if self.context_words and not any(w.startswith(self.context_words) for w in before):
+                continue
+            if self.avoid_words and any(w in self.avoid_words for w in before):
+                continue
+            results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
+        return results
+
+
+class NamesRecognizer(SpacyRecognizer):
+    """spaCy's PERSON finds, grown over the rest of the name and cleared of what cannot be a name.
+
+    The small model often tags only part of a name ("Pilar <Ribas Berrocal>") or glues a word onto a number
+    ("<iban de89> 3704…"); a name holds no digits, and capitalised neighbours, titles and particles
+    ("van", "de") join it.
+    """
+
+    _LEFT = regex.compile(
+        rf"(?:(?<=^|[\s(\"'])({p._alternation(p.TITLES)})\.?|(?<![\p{{L}}\p{{N}}])(\p{{Lu}}[\p{{L}}'’-]*)"
+        rf"|(?<=\p{{Lu}}[\p{{L}}'’-]*\s)({p._alternation(p.NAME_PARTICLES)}))\s+$"
+    )
+    _RIGHT = regex.compile(
+        rf"^\s+(?:({p._alternation(p.DEGREES)})(?!\w)|(\p{{Lu}}[\p{{L}}'’-]*)"
+        rf"|({p._alternation(p.NAME_PARTICLES)})(?=\s+\p{{Lu}}))"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"])
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        out = []
+        for result in super().analyze(text, entities, nlp_artifacts):
+            if any(c.isdigit() or c in "@<>/\\_=" for c in text[result.start : result.end]):
+                continue
+            result.start = self._grow(text, result.start, self._LEFT, left=True)
+            result.end = self._grow(text, result.end, self._RIGHT, left=False)
+            out.append(result)
+        return out
+
+    @staticmethod
+    def _grow(text: str, at: int, pattern: Any, *, left: bool) -> int:
+        for _ in range(3):  # a name has few parts; a run of capitals beyond that is a title or a heading
+            match = pattern.search(text[max(0, at - 40) : at]) if left else pattern.match(text[at : at + 40])
+            if match is None or not _is_name_part(match.group().strip()):
+                break
+            at = at - len(match.group()) if left else at + match.end()
+        return at
+
+
+def _digits(least: int, most: int) -> Callable[[str], bool]:
+    return lambda value: least <= sum(c.isdigit() for c in value) <= most
+
+
+def _is_name_part(word: str) -> bool:
+    bare = word.split("'")[0].split("’")[0].lower()
+    return bare not in STOP_WORDS and bare not in p.NOT_NAMES
+
+
+def _name_words(first_capitalised: bool) -> str:
+    """1 to 3 words of a name, none of them an English stop word or a word that follows greetings."""
+    stop = p._alternation([*STOP_WORDS, *p.NOT_NAMES])
+    first = r"\p{Lu}" if first_capitalised else r"\p{L}"
+    word = rf"(?i:(?!(?:{stop})(?![\p{{L}}'’-])))"
+    return rf"(?P<v>{word}{first}[\p{{L}}'’-]+(?:[ ]{word}{first}[\p{{L}}'’-]+){{0,2}})"
+
+
+def _introduced_name() -> str:
+    # "my name is" and "name:" announce a name however it is written; "I'm" and "this is" only a capitalised
+    # one ("I'm having trouble" is no introduction).
+    strong = r"(?i:\bmy\s+name\s+is|\bmy\s+name['’]s|\bname:)\s+"
+    weak = r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bcall\s+me)\s+"
+    return rf"{strong}{_name_words(False)}|{weak}{_name_words(True)}"
+
+
+def _greeted_name() -> str:
+    # "Thanks Maria", "Regards, Carola Gierschner-Pergande", "cc John Smith".
+    greeting = (
+        r"(?i:\b(?:thanks|thank\s+you|thx|hi|hello|hey|dear|regards|cheers|sincerely|cc|signed))[,:!]?\s+"
+    )
+    return rf"{greeting}{_name_words(True)}"
+
+
+def _obfuscated_email_ok(value: str) -> bool:
+    canonical = p.canonical_email(value)
+    # "meet at the office" is no address: it takes "@", a dot after it, and a known top-level domain.
+    return "@" in canonical and canonical != value.lower() and _OFFLINE_TLDS(canonical).fqdn != ""
+
+
+# tldextract fetches the Public Suffix List over the network on first use; its bundled snapshot will do.
+_OFFLINE_TLDS = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    def validate_result(self, pattern_text: str) -> bool:
+        return _OFFLINE_TLDS(pattern_text).fqdn != ""
+
+
+class GatedPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phonenumbers matcher (8 regions, a third of analysis time) only where it can match."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        # No phone number anywhere has fewer than 7 digits; order ids and versions cost nothing here.
+        if sum(c.isdigit() for c in text) < 7:
+            return []
+        return super().analyze(text, entities, nlp_artifacts)
+
+
+class SsnRecognizer(UsSsnRecognizer):
+    """Presidio's SSN patterns, without sparing the published sample numbers: someone may type them."""
+
+    def invalidate_result(self, pattern_text: str) -> bool:
+        if "".join(c for c in pattern_text if c.isdigit()) in ("123456789", "987654320", "078051120"):
+            return len({c for c in pattern_text if not c.isdigit()}) > 1  # mixed delimiters only
+        return super().invalidate_result(pattern_text)
+
+
+class SpacedIbanRecognizer(EntityRecognizer):
+    """IBANs printed in groups inside a sentence, cut back to the longest prefix passing mod-97."""
+
+    CANDIDATE = regex.compile(r"(?<![\p{L}\p{N}])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,32}")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        results = []
+        for match in self.CANDIDATE.finditer(text):
+            groups = list(regex.finditer(r"\S+", match.group()))
+            for k in range(len(groups), 0, -1):
+                compact = "".join(g.group() for g in groups[:k]).upper()
+                end_ok = match.start() + groups[k - 1].end()
+                if end_ok < len(text) and text[end_ok].isalnum():
+                    continue  # the cut falls inside a word
+                if 15 <= len(compact) <= 34 and _iban_checksum_ok(compact):
+                    results.append(RecognizerResult("IBAN_CODE", match.start(), end_ok, 1.0))
+                    break
+        return results
+
+
+def _iban_checksum_ok(iban: str) -> bool:
+    """ISO 13616 mod-97 check on a compact, upper-case IBAN."""
+    if not (iban[:2].isalpha() and iban[2:4].isdigit() and iban.isalnum()):
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
