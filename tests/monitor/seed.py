@@ -47,11 +47,13 @@ def log(
     arm: str | None = None,
     experiment_id: str | None = None,
     user: str | None = None,
+    session: str | None = None,
 ) -> str:
     """Store one interaction as the gateway would; returns its id."""
     row = {
         "id": "int-" + uuid.uuid4().hex,
         "user_id": user,
+        "session_id": session,
         "messages": [{"role": "user", "content": prompt}],
         "response": response,
         "choices": [response],

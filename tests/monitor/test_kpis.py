@@ -74,3 +74,36 @@ def test_kpis_never_count_another_tenants_traffic(store) -> None:
     [only] = kpis(acme, since=since)
 
     assert (only.volume, only.rated) == (1, 0)
+
+
+def test_session_kpis_appear_per_version_from_sessions_dwell_and_outcomes(store) -> None:
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    start = now_utc() - timedelta(hours=1)
+
+    def ask(prompt: str, user: str, session: str, minutes: float, version: str = "v1") -> str:
+        at = start + timedelta(minutes=minutes)
+        return log(
+            tenant, prompt=prompt, response="a", created_at=at, version=version, user=user, session=session
+        )
+
+    ask("Why was my card declined at Zara?", "u1", "s1", 0)
+    second = ask("And what about Uber?", "u1", "s1", 1)  # a follow-up question in the same session
+    give(tenant, second, "dwell_ms", 30_000, start + timedelta(minutes=2))
+    give(tenant, second, "accepted", True, start + timedelta(minutes=2))
+    again = ask("My card was declined at Zara, why?", "u1", "s2", 30)  # the same issue, a new session
+    give(tenant, again, "outcome", {"name": "resolved", "value": True}, start + timedelta(minutes=32))
+    other = ask("How do I reset my password?", "u2", "s3", 5, version="v2")
+    give(tenant, other, "escalated", True, start + timedelta(minutes=6))
+
+    by_version = {k.version: k for k in kpis(tenant, since=start - timedelta(minutes=1))}
+    v1, v2 = by_version["v1"], by_version["v2"]
+    assert v1.sessions == 2 and v1.resolution_rate == 1.0
+    assert v1.resolution_p50_s == pytest.approx((90 + 120) / 2)  # s1: 60 s in + 30 s dwell; s2: 2 min
+    assert v1.first_action_p50_s == pytest.approx(105)
+    assert v1.followup_rate == pytest.approx(1 / 3) and v1.repeat_contact_rate == pytest.approx(1 / 2)
+    assert (v2.sessions, v2.resolution_rate, v2.resolution_p50_s, v2.repeat_contact_rate) == (
+        1,
+        0.0,
+        None,
+        0.0,
+    )

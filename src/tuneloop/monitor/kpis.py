@@ -12,11 +12,14 @@ Definitions (each KPI of a bucket covers the interactions *created* in it, with 
 - refusal rate: share of responses the pattern detector `evaluate.refusal.is_refusal` calls refusals.
 - safety flags: interactions whose metadata has a truthy `safety_flag`, or with a truthy `outcome` event
   named in SAFETY_OUTCOMES.
+- session KPIs (signals/sessions.py), over the sessions whose first answer is in the bucket: sessions,
+  resolution rate and median time to resolution (s), median time to the first meaningful action (s),
+  follow-up questions per question asked, and the share of sessions the same user came back about.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +30,7 @@ from tuneloop.clock import now_utc
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.rewards import compute_rewards
+from tuneloop.signals.sessions import Session, session_kpis, sessions_of
 from tuneloop.store.repository import TenantStore
 
 BASE = "base"  # the version label of interactions served by the base model (no adapter)
@@ -51,6 +55,12 @@ class KPI:
     error_rate: float | None
     refusal_rate: float | None
     safety_flags: int
+    sessions: int
+    resolution_rate: float | None
+    resolution_p50_s: float | None
+    first_action_p50_s: float | None
+    followup_rate: float | None
+    repeat_contact_rate: float | None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +77,12 @@ GAUGE_FIELDS = (
     "error_rate",
     "refusal_rate",
     "safety_flags",
+    "sessions",
+    "resolution_rate",
+    "resolution_p50_s",
+    "first_action_p50_s",
+    "followup_rate",
+    "repeat_contact_rate",
 )
 
 
@@ -85,8 +101,9 @@ def summarize(
     rows: list[dict[str, Any]],
     by_interaction: Mapping[str, list[dict[str, Any]]],
     rewards: Mapping[str, float],
+    sessions: Sequence[Session] = (),
 ) -> KPI:
-    """The KPI record of `rows` (one version, one bucket)."""
+    """The KPI record of `rows` (one version, one bucket) and of the `sessions` that started in them."""
     n = len(rows)
     rated = [rewards[r["id"]] for r in rows if r["id"] in rewards]
     latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
@@ -110,6 +127,7 @@ def summarize(
         error_rate=share(sum(errors(rows)), n),
         refusal_rate=share(sum(is_refusal(r["response"]) for r in rows), n),
         safety_flags=sum(safety_flagged(r, by_interaction.get(r["id"], ())) for r in rows),
+        **asdict(session_kpis(sessions)),
     )
 
 
@@ -173,11 +191,18 @@ def kpis_of(
     grouped = group_events(events)
     step = bucket or (until - since)
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    cell_of: dict[str, tuple[str, int]] = {}
     for row in rows:
         index = int((row["created_at"] - since) / step) if bucket else 0
-        cells.setdefault((row[by] or BASE, index), []).append(row)
+        cell_of[row["id"]] = (row[by] or BASE, index)
+        cells.setdefault(cell_of[row["id"]], []).append(row)
+    # A session counts where its first answer was served (a canary session in the canary's arm).
+    started: dict[tuple[str, int], list[Session]] = {}
+    for session in sessions_of(rows, events):
+        started.setdefault(cell_of[session.answers[0]], []).append(session)
     out = []
     for (version, index), members in sorted(cells.items()):
         start = since + index * step
-        out.append(summarize(version, start, min(start + step, until), members, grouped, rewards))
+        cell = started.get((version, index), [])
+        out.append(summarize(version, start, min(start + step, until), members, grouped, rewards, cell))
     return out
