@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuneloop.errors import BadRequest, ConfigError
+from tuneloop.private_files import private_dir
 
 
 class Settings(BaseSettings):
@@ -54,8 +55,10 @@ class Settings(BaseSettings):
     )
     redaction_key: SecretStr | None = Field(
         default=None,
-        description="Secret key of the `hash` redaction mode's HMAC; default: a random key created once "
-        "in HOME/redaction.key. Keep it stable, or equal values stop joining across restarts.",
+        description="The server secret: keys the `hash` redaction mode's placeholders, the stored hashes of "
+        "identifiers (user, session, rater) and the idempotency digests; default: a random key created once "
+        "in HOME/redaction.key (mode 0600). Keep it stable, or equal values stop joining and retried "
+        "events stop matching across restarts.",
     )
     max_body_bytes: int = Field(default=1_000_000, description="Largest accepted request body, in bytes.")
     max_batch_events: int = Field(default=1000, description="Most feedback events in one batch request.")
@@ -144,7 +147,8 @@ class Settings(BaseSettings):
     )
 
     def hash_key(self) -> bytes:
-        """The redaction HMAC key: the setting, else HOME/redaction.key (created once, mode 0600)."""
+        """The server secret (redaction placeholders, identifier hashes, digests): the setting, else
+        HOME/redaction.key (created once, mode 0600)."""
         if self.redaction_key is not None:
             key = self.redaction_key.get_secret_value().strip()
             if not key:
@@ -173,7 +177,7 @@ def _publish_new_key(path: Path) -> None:
     A crash leaves at most a stray temp file, never an empty key, and of two first starts racing, the one
     that links second reads the winner's key.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -6,16 +6,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
+from tuneloop.private_files import private_file, tighten
 from tuneloop.store.repository import Store
 
 
 def open_store() -> Store:
     """The store named by the environment's settings, migrated to the newest schema."""
-    return Store(Settings().database_url)
+    settings = Settings()
+    return Store(settings.database_url, secret=settings.hash_key())
 
 
 def register(commands: Any) -> None:
@@ -62,7 +64,8 @@ def register(commands: Any) -> None:
 
 def cmd_init(_: argparse.Namespace) -> int:
     settings = Settings()
-    Store(settings.database_url).close()
+    open_store().close()
+    tighten(settings.home)  # HOME made by an older version may be world-readable
     print(f"store ready at {settings.database_url}")
     return 0
 
@@ -123,15 +126,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
             for r in rows
         ]
-        pq.write_table(pa.Table.from_pylist(flat), args.out)
+        with _private_open(args.out, "wb") as f:
+            pq.write_table(pa.Table.from_pylist(flat), f)
     else:
-        out = args.out.open("w") if args.out else sys.stdout
+        out = _private_open(args.out) if args.out else sys.stdout
         for row in rows:
             out.write(json.dumps(row, default=str) + "\n")
         if args.out:
             out.close()
     print(f"exported {len(rows)} interactions", file=sys.stderr)
     return 0
+
+
+def _private_open(path: Path, mode: str = "w") -> IO[Any]:
+    """`path` opened for writing, mode 0600 even if it existed: an export holds the tenant's data."""
+    try:
+        private_file(path)
+        return path.open(mode)
+    except OSError as exc:
+        raise BadRequest(f"--out {path}: cannot write it ({exc.strerror})") from exc
 
 
 def cmd_audit_verify(_: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from tuneloop.serve.http import Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
 from tuneloop.serve.routing import Router
 from tuneloop.store.engine import unavailable
+from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store
 
 log = logging.getLogger("tuneloop")
@@ -71,14 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secret = settings.hash_key()
         store = Store(
             settings.database_url,
             busy_timeout=settings.db_busy_timeout,
             pool_size=settings.db_pool_size,
             synchronous=settings.sqlite_synchronous,
+            secret=secret,
         )
         redactor = Redactor(
-            hash_key=settings.hash_key(),
+            hash_key=secret,
             max_chars=settings.max_redact_chars,
             max_strings=settings.max_redact_strings,
         )
@@ -92,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=store,
             calls=calls,
             auth=Auth(store, calls),
-            capture=Capture(redactor),
+            capture=Capture(redactor, Pseudonyms(secret)),
             limits=TenantLimits(
                 settings.tenant_max_concurrency, settings.tenant_rate_limit, settings.tenant_rate_burst
             ),

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tuneloop.errors import ServiceUnavailable
+from tuneloop.private_files import private_dir, private_file, restrict_new_files, tighten
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Synchronous = Literal["normal", "full"]
@@ -31,21 +32,31 @@ def create_engine(
     SQLite gets WAL, `synchronous` (normal: a power loss may drop the last commits; full: fsync each
     commit) and write transactions that lock up front. The pool holds `pool_size` connections plus a few
     for background work; callers that size their own concurrency to `pool_size` never wait on it.
+
+    A process that opens the store handles personal data: from here on everything it creates is private
+    (umask 077), and a SQLite file, with its -wal and -shm files, is mode 0600 in a 0700 folder.
     """
+    restrict_new_files()
     parsed = make_url(url)
     pool = {"pool_size": pool_size, "max_overflow": 4, "pool_timeout": busy_timeout}
     if parsed.get_backend_name() != "sqlite":
         # lock_timeout, not statement_timeout: a long analytical read is fine, waiting on a lock is not.
         lock_ms = max(1, math.ceil(busy_timeout * 1000))
         return sa.create_engine(
-            url, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={lock_ms}"}, **pool
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c lock_timeout={lock_ms}"},
+            hide_parameters=True,
+            **pool,
         )
     on_disk = bool(parsed.database) and parsed.database != ":memory:"
     if on_disk:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite(Path(parsed.database))
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout},
+        # Errors and logs show statements, never their parameters (identifiers, digests, message text).
+        hide_parameters=True,
         **(pool if on_disk else {}),  # an in-memory database lives in one connection
     )
     busy_ms = max(1, math.ceil(busy_timeout * 1000))
@@ -73,6 +84,17 @@ def create_engine(
     return engine
 
 
+def _private_sqlite(path: Path) -> None:
+    """The database file created 0600 before SQLite opens it (SQLite gives its -wal and -shm files the
+    database's mode), and files left by older versions taken down to 0600."""
+    private_dir(path.parent)
+    private_file(path)
+    for extra in ("-wal", "-shm", "-journal"):
+        sibling = path.with_name(path.name + extra)
+        if sibling.exists():
+            tighten(sibling)
+
+
 def unavailable(exc: BaseException, retry_after: int = 1) -> ServiceUnavailable | None:
     """The 503 for an error that means "the store is locked or busy, try again"; None for any other."""
     if isinstance(exc, sa.exc.TimeoutError):
@@ -92,8 +114,11 @@ def unavailable(exc: BaseException, retry_after: int = 1) -> ServiceUnavailable 
     return None
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+def migrate(engine: sa.Engine, secret: bytes | None = None) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent).
+
+    `secret` (the server's) lets migrations key the digests and identifiers of rows stored before 0008.
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -101,5 +126,6 @@ def migrate(engine: sa.Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect().execution_options(sqlite_write=True) as conn:
         config.attributes["connection"] = conn
+        config.attributes["secret"] = secret
         command.upgrade(config, "head")
         conn.commit()

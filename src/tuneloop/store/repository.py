@@ -58,7 +58,8 @@ class ItemResult:
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of a payload's canonical JSON: equal payloads are duplicates, different ones conflict."""
+    """SHA-256 of a payload's canonical JSON. Capture stores only its keyed form (`Pseudonyms.digest`):
+    this one can be brute-forced back to values that redaction removed from the row."""
     return hashlib.sha256(
         json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     ).hexdigest()
@@ -78,13 +79,18 @@ class Store:
         busy_timeout: float = 30.0,
         pool_size: int = 16,
         synchronous: Synchronous = "normal",
+        secret: bytes | None = None,
     ) -> None:
-        """`busy_timeout`: seconds to wait for a lock or pooled connection (the server passes a short one)."""
+        """`busy_timeout`: seconds to wait for a lock or pooled connection (the server passes a short one).
+
+        `secret` (`Settings.hash_key()`) is needed only to migrate rows captured before identifiers and
+        digests were keyed; an empty store opens without it.
+        """
         self.url = url
         self.engine = create_engine(
             url, busy_timeout=busy_timeout, pool_size=pool_size, synchronous=synchronous
         )
-        migrate(self.engine)
+        migrate(self.engine, secret)
         dialects = {"sqlite": sqlite, "postgresql": postgresql}
         self._insert = dialects[self.engine.dialect.name].insert
 
