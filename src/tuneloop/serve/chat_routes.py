@@ -160,7 +160,8 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         # Refused before generating: the capture afterwards must not fail on what the client sent.
         st.capture.redactor.check_budget([m.text() for m in req.messages])
     interaction_id = f"chatcmpl-{uuid.uuid4().hex}"
-    route = await st.router.route(tenant, req.user, req.model, interaction_id)
+    # Assigned by the id as stored (the keyed hash), so the raw end-user id goes no further than here.
+    route = await st.router.route(tenant, st.capture.identifier(tenant, req.user), req.model, interaction_id)
     adapter = await st.router.ensure_loaded(tenant, route.version)
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     if route.version and route.version.system_prompt:
