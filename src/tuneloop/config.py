@@ -155,13 +155,20 @@ class Settings(BaseSettings):
                 raise ConfigError("TUNELOOP_REDACTION_KEY is empty; set a long random secret or unset it")
             return key.encode()
         path = self.home / "redaction.key"
-        if not path.exists():
-            _publish_new_key(path)
-        key = path.read_text().strip()
+        try:
+            if not path.exists():
+                _publish_new_key(path)
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create or read the server secret {path} ({exc.strerror}); point TUNELOOP_HOME at a "
+                "writable folder, or set TUNELOOP_REDACTION_KEY"
+            ) from exc
         if not key:
             raise ConfigError(
-                f"{path} is empty, so `hash` placeholders cannot be made; restore the key from a backup "
-                "(or delete the file to start a new key, after which old hashes no longer join new ones)"
+                f"{path} is empty, so identifiers and `hash` placeholders cannot be keyed; restore the key "
+                "from a backup (or delete the file to start a new key, after which old hashes no longer join "
+                "new ones)"
             )
         return key.encode()
 

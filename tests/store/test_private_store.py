@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tuneloop.errors import ConfigError
 from tuneloop.store.repository import Store
 from tuneloop.store.schema import tenants
 
@@ -48,3 +49,9 @@ def test_a_database_error_does_not_show_the_values_of_the_statement(store: Store
         conn.execute(tenants.insert().values(**row))
     assert "INSERT INTO tenants" in str(failure.value)
     assert "jane.doe@example.com" not in str(failure.value)
+
+
+def test_a_database_that_cannot_be_created_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot create the database .*not-a-folder"):
+        Store(f"sqlite:///{tmp_path / 'not-a-folder' / 'tuneloop.db'}")

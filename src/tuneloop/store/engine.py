@@ -9,7 +9,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tuneloop.errors import ServiceUnavailable
+from tuneloop.errors import ConfigError, ServiceUnavailable
 from tuneloop.private_files import private_dir, private_file, restrict_new_files, tighten
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -87,8 +87,14 @@ def create_engine(
 def _private_sqlite(path: Path) -> None:
     """The database file created 0600 before SQLite opens it (SQLite gives its -wal and -shm files the
     database's mode), and files left by older versions taken down to 0600."""
-    private_dir(path.parent)
-    private_file(path)
+    try:
+        private_dir(path.parent)
+        private_file(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the database {path} ({exc.strerror}); point TUNELOOP_HOME or TUNELOOP_DB_URL "
+            "at a writable place"
+        ) from exc
     for extra in ("-wal", "-shm", "-journal"):
         sibling = path.with_name(path.name + extra)
         if sibling.exists():
