@@ -16,7 +16,8 @@ import numpy as np
 from tuneloop.errors import BadRequest
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
 from tuneloop.learn.job_config import JobSpec
-from tuneloop.signals.embeddings import embed
+from tuneloop.learn.privacy import DifferentialPrivacy, budget_from, train_private_head
+from tuneloop.signals.embeddings import DIMENSIONS, embed_unique
 from tuneloop.signals.records import completion_text
 
 if TYPE_CHECKING:
@@ -33,17 +34,39 @@ def train_embedding_reward(
     callbacks: list[TrainerCallback] | None = None,
     resume_from: str | None = None,
 ) -> dict[str, Any]:
-    """Fit the logistic BT head on embedding differences; report held-out accuracy and ECE; save the head."""
-    import torch
+    """Fit the logistic BT head on embedding differences; report held-out accuracy and ECE; save the head.
 
+    With a DP budget in `trainer_args` the head trains by DP-SGD and the spent (ε, δ) joins the metrics."""
     # Seconds of work: there is nothing to checkpoint, so `callbacks` and `resume_from` are unused.
     if len(rows) < MIN_ROWS:
         raise BadRequest(f"a reward model needs at least {MIN_ROWS} pairs, got {len(rows)}", param="rows")
+    dp = budget_from(spec.trainer_args)
     train, val, test = train_val_test_split(rows, spec.seed)
-    diffs = torch.tensor(_pair_features(train), dtype=torch.float32)
-    torch.manual_seed(spec.seed)
-    w = torch.zeros(diffs.shape[1], requires_grad=True)
+    if dp is not None:
+        # A temperature fitted on pairs outside the DP guarantee would leak them; those pairs train instead.
+        train, val = train + val, []
+    w, fit = fit_head(pair_features(train), spec, dp)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / HEAD_FILE, w=w)
+    model = EmbeddingRewardModel(w)
+    report = calibration_report(_margins(model, val), _margins(model, test))
+    (out_dir / CALIBRATION_FILE).write_text(json.dumps({"temperature": report["temperature"]}))
+    return {**report, "train_pairs": len(train), **fit}
+
+
+def fit_head(
+    diffs: np.ndarray, spec: JobSpec, dp: DifferentialPrivacy | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The head w minimising the BT loss on chosen-minus-rejected features: L-BFGS, or DP-SGD under `dp`."""
+    import torch
+
     l2 = float(spec.trainer_args["l2"])
+    torch.manual_seed(spec.seed)
+    if dp is not None:
+        # The L2 penalty l2·|w|² has gradient 2·l2·w: SGD's weight decay, applied after the noise.
+        return train_private_head(diffs, dp, weight_decay=2 * l2)
+    x = torch.tensor(diffs, dtype=torch.float32)
+    w = torch.zeros(x.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [w], max_iter=int(spec.trainer_args["max_iter"]), line_search_fn="strong_wolfe"
     )
@@ -51,18 +74,13 @@ def train_embedding_reward(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.softplus(-(diffs @ w)).mean() + l2 * (w * w).sum()
+        loss = torch.nn.functional.softplus(-(x @ w)).mean() + l2 * (w * w).sum()
         loss.backward()
         losses.append(float(loss.detach()))
         return loss
 
     optimizer.step(closure)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / HEAD_FILE, w=w.detach().numpy())
-    model = EmbeddingRewardModel(w.detach().numpy())
-    report = calibration_report(_margins(model, val), _margins(model, test))
-    (out_dir / CALIBRATION_FILE).write_text(json.dumps({"temperature": report["temperature"]}))
-    return {**report, "train_pairs": len(train), "first_loss": losses[0], "final_loss": losses[-1]}
+    return w.detach().numpy(), {"first_loss": losses[0], "final_loss": losses[-1]}
 
 
 def _prompt_text(messages: list[dict]) -> str:
@@ -71,19 +89,22 @@ def _prompt_text(messages: list[dict]) -> str:
 
 def features(items: list[tuple[list[dict], str]]) -> np.ndarray:
     """phi(prompt, completion) = [e(completion), e(prompt) * e(completion)] with unit-norm embeddings."""
-    emb = embed([_prompt_text(p) for p, _ in items] + [c for _, c in items])
-    prompts, completions = emb[: len(items)], emb[len(items) :]
+    # Pairs repeat their prompt and often an answer: embed each distinct text once.
+    vectors = embed_unique([_prompt_text(p) for p, _ in items] + [c for _, c in items])
+    prompts = np.array([vectors[_prompt_text(p)] for p, _ in items]).reshape(-1, DIMENSIONS)
+    completions = np.array([vectors[c] for _, c in items]).reshape(-1, DIMENSIONS)
     return np.concatenate([completions, prompts * completions], axis=1)
 
 
-def _pair_features(rows: list[dict]) -> np.ndarray:
+def pair_features(rows: list[dict]) -> np.ndarray:
+    """phi(chosen) - phi(rejected) per pair: the head's training inputs."""
     chosen = features([(r["prompt"], completion_text(r["chosen"])) for r in rows])
     rejected = features([(r["prompt"], completion_text(r["rejected"])) for r in rows])
     return chosen - rejected
 
 
 def _margins(model: EmbeddingRewardModel, rows: list[dict]) -> list[float]:
-    return (_pair_features(rows) @ model.w).tolist() if rows else []
+    return (pair_features(rows) @ model.w).tolist() if rows else []
 
 
 class EmbeddingRewardModel:
