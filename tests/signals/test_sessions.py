@@ -74,6 +74,15 @@ def test_an_escalated_session_is_not_resolved_and_a_failed_outcome_is_an_action_
     assert other.resolution_s is None
 
 
+def test_a_reviewers_rewrite_is_not_the_users_action() -> None:
+    events = [ev("a", "edit", "Better text.", at=30, source="labeler", rater="supervisor")]
+    (s,) = sessions_of([chat("a")], events)
+    assert s.first_action_s is None
+    ci = {"name": "tests_passed", "value": True}
+    (run,) = sessions_of([chat("b")], [ev("b", "outcome", ci, at=50, source="system")])
+    assert run.resolution_s == pytest.approx(50.0)  # the team's CI posts as the app
+
+
 def test_follow_ups_count_a_later_question_or_a_followup_event_once_per_turn() -> None:
     chats = [chat("a", session="s"), chat("b", session="s", at=30), chat("c", session="s", at=60)]
     events = [ev("a", "followup", "And then?", at=10), ev("c", "followup", at=70)]

@@ -22,6 +22,8 @@ from tuneloop.signals.records import Record
 
 # The user did something with the answer: used it, changed it, or ran it (a task outcome either way).
 ACTIONS = ("accepted", "copied", "edit", "outcome")
+# Whose events tell what the user did: theirs and their app's; a reviewer's or a judge's verdict does not.
+BEHAVIOUR_SOURCES = ("user", "system")
 REPEAT_WINDOW = timedelta(days=7)  # a return about the same issue later than this is a new contact
 SAME_ISSUE = 0.6  # share of the shorter question's content words the other one repeats
 _WORD = re.compile(r"[a-z0-9$€£%]+")
@@ -57,7 +59,7 @@ def sessions_of(
     by_id = {r["id"]: r for r in interactions}
     grouped: dict[str, list[Record]] = {}
     for event in events:
-        if event["interaction_id"] in by_id:
+        if event["interaction_id"] in by_id and event.get("source", "user") in BEHAVIOUR_SOURCES:
             grouped.setdefault(event["interaction_id"], []).append(event)
     replaces = {
         e["value"]["replaced_by"]: iid
@@ -98,11 +100,11 @@ def _session(
         else:
             turns.append([row["id"]])
     offsets = {r["id"]: (utc(r["created_at"]) - start).total_seconds() for r in rows}
-    dwell = {
-        iid: max(e["value"] for e in events.get(iid, ()) if e["kind"] == "dwell_ms") / 1000
-        for iid in offsets
-        if any(e["kind"] == "dwell_ms" for e in events.get(iid, ()))
-    }
+    dwell: dict[str, float] = {}
+    for iid in offsets:
+        for e in events.get(iid, ()):
+            if e["kind"] == "dwell_ms":
+                dwell[iid] = max(dwell.get(iid, 0.0), e["value"] / 1000)
 
     def elapsed(event: Record) -> float:
         iid = event["interaction_id"]
