@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from tuneloop.config import TenantPolicy
+from tuneloop.learn.privacy import DifferentialPrivacy
 
 
 class LoopPolicy(TenantPolicy):
@@ -63,3 +64,8 @@ class LoopPolicy(TenantPolicy):
         "trainer's, as for a fresh adapter); an adapter already near its optimum needs smaller steps.",
     )
     amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")
+    reward_dp: DifferentialPrivacy | None = Field(
+        None,
+        description="Train the reward model by DP-SGD within this (ε, δ) budget (reward_embedding only); "
+        "None trains it without differential privacy.",
+    )
