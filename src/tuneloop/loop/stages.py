@@ -16,6 +16,7 @@ from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.evaluate.gate import run_gate
 from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.learn.job_config import DEFAULT_LORA
+from tuneloop.learn.privacy import dp_trainer_args
 from tuneloop.learn.runs import train_version
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
@@ -77,9 +78,15 @@ def snapshot(ctx: TurnContext, turn: Turn) -> Step:
 
 
 def reward(ctx: TurnContext, turn: Turn) -> Step:
-    """Train a reward model; it becomes the judge when it passes the gate's own judge check."""
+    """Train a reward model (by DP-SGD under the policy's `reward_dp`); it becomes the judge when it passes
+    the gate's own judge check."""
     rm = train_version(
-        ctx.tenant, ctx.settings, turn.report["snapshot"], ctx.policy.reward_method, actor="loop"
+        ctx.tenant,
+        ctx.settings,
+        turn.report["snapshot"],
+        ctx.policy.reward_method,
+        trainer_args=dp_trainer_args(ctx.policy.reward_dp),
+        actor="loop",
     )
     assert rm is not None  # no cancel event was given
     return Step("adapter", {"reward_model": appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop")})
