@@ -4,8 +4,8 @@ and their CI posts a `tests_passed` outcome for every answer they used.
 The team's conventions are the hidden preference: the answer is a fenced Python code block whose functions
 are fully type-hinted, with at most a line of explanation. Hidden score = 0.25·fenced block + 0.35·type
 hints + 0.4·little prose (≤ 12 words outside the code, none by 30). The base model writes untyped code
-inside a paragraph of explanation (≈0.3); the edits and the CI outcome show the form, which a LoRA learns
-as it learns support's disclaimer.
+inside a paragraph of explanation (0.36 on 12 held-out prompts at temperature 0); the edits and the CI
+outcome show the form, which a LoRA learns as it learns support's disclaimer.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ answer falls short); employees follow up, escalate to HR, or come back about the
 Hidden preference = the company's tone guide plus its compliance rule. 0.4·cites the policy section (half
 for a wrong section) + 0.35·tone (brief, no exclamation marks, no filler opener such as "Sure!") +
 0.25·compliance: a request for what the policy forbids gets a plain no, never a promise. The base model
-never cites a section and often opens with "Sure!" or says yes to an exception (≈0.35); the supervisors'
-rewrites show the form.
+never cites a section and rambles past the tone guide's length (0.43 on 12 held-out prompts at temperature
+0); the supervisors' rewrites show the form.
 """
 
 from __future__ import annotations
