@@ -9,11 +9,17 @@ import pytest
 from pydantic import ValidationError
 
 from tests.learn.data import varied_preference_rows
+from tests.signals.test_snapshots import POLICY, _seed
+from tuneloop.cli import main
+from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.learn.jobs import run_job
 from tuneloop.learn.privacy import DifferentialPrivacy, budget_from, dp_trainer_args
 from tuneloop.learn.reward_model import load_reward_model
+from tuneloop.registry.versions import Registry
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.repository import Store
 
 
 def _private_spec(tmp_path: Path, **budget) -> JobSpec:
@@ -84,3 +90,48 @@ def test_the_lora_reward_model_refuses_a_privacy_budget(tmp_path: Path) -> None:
     )
     with pytest.raises(BadRequest, match="reward_embedding head only"):
         run_job(spec, varied_preference_rows(20))
+
+
+@pytest.fixture
+def snapshot(tiny_model: Path, tuneloop_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Tenant `acme` with preference feedback and a snapshot of it, in the CLI's home."""
+    monkeypatch.setenv("TUNELOOP_MODEL", str(tiny_model))
+    store = Store(Settings().database_url)
+    tenant_row, _ = store.create_tenant("acme")
+    tenant = store.for_tenant(tenant_row)
+    _seed(tenant)
+    return create_snapshot(tenant, tuneloop_home, POLICY).hash
+
+
+def test_train_reward_with_a_budget_records_it_on_the_version(
+    snapshot: str, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["train", "reward", "--tenant", "acme", "--snapshot", snapshot, "--fast", "--dp-epsilon", "4"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    store = Store(Settings().database_url)
+    version = Registry(store.for_tenant(store.tenant_by_name("acme"))).get(out.strip())
+    privacy = version.metrics["privacy"]
+    assert 0 < privacy["epsilon"] <= 4 and 0 < privacy["delta"] <= 1e-5
+    assert version.job_spec["trainer_args"]["dp"]["epsilon"] == 4
+    assert f"ε={privacy['epsilon']:g}" in err
+    assert main(["versions", "list", "--tenant", "acme"]) == 0
+    assert f"ε={privacy['epsilon']:g}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--fast", "--dp-epsilon", "0"], "epsilon: Input should be greater than 0"),
+        (["--fast", "--dp-epsilon", "nan"], "epsilon: Input should be a finite number"),
+        (["--fast", "--dp-epsilon", "4", "--dp-delta", "2"], "delta: Input should be less than 1"),
+        (["--fast", "--dp-delta", "1e-6"], "add --dp-epsilon"),
+        (["--dp-epsilon", "4"], "add --fast"),
+    ],
+)
+def test_train_reward_refuses_a_bad_budget_in_one_line(
+    snapshot: str, flags: list[str], says: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["train", "reward", "--tenant", "acme", "--snapshot", snapshot, *flags]) == 1
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1

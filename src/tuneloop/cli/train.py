@@ -27,6 +27,18 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--fast", action="store_true", help="MiniLM embeddings + logistic head: seconds, not minutes"
     )
+    p.add_argument(
+        "--dp-epsilon",
+        type=float,
+        metavar="EPS",
+        help="train by DP-SGD within this privacy budget ε per preference pair (with --fast)",
+    )
+    p.add_argument(
+        "--dp-delta", type=float, metavar="DELTA", help="δ of the budget (default min(1e-5, 1/(10·pairs)))"
+    )
+    p.add_argument(
+        "--dp-max-grad-norm", type=float, metavar="C", help="per-pair gradient clipping bound (default 1.0)"
+    )
     p.set_defaults(run=cmd_train_reward)
     p = actions.add_parser("adapter", help="a LoRA adapter with DPO or KTO (base weights frozen)")
     _common(p)
@@ -83,7 +95,24 @@ def _tenant(name: str) -> TenantStore:
     return store.for_tenant(store.tenant_by_name(name))
 
 
-def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
+def _privacy(args: argparse.Namespace) -> dict[str, Any]:
+    """The --dp-* flags as the trainer_args of a DP-SGD job; none given: no privacy."""
+    from tuneloop.learn.privacy import budget_from, dp_trainer_args
+
+    flags = {"epsilon": args.dp_epsilon, "delta": args.dp_delta, "max_grad_norm": args.dp_max_grad_norm}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return {}
+    if args.dp_epsilon is None:
+        raise BadRequest("--dp-delta and --dp-max-grad-norm refine a budget: add --dp-epsilon")
+    if not args.fast:
+        raise BadRequest("differential privacy trains the fast reward model only: add --fast")
+    return dp_trainer_args(budget_from({"dp": given}))
+
+
+def _run(
+    args: argparse.Namespace, method: str, trainer_args: dict[str, Any] | None = None, **extra: Any
+) -> int:
     from tuneloop.learn.runs import train_version
 
     cancel = threading.Event()
@@ -105,7 +134,7 @@ def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
             settings,
             args.snapshot,
             method,  # type: ignore[arg-type]
-            trainer_args=_pairs(args.set, "--set"),
+            trainer_args={**_pairs(args.set, "--set"), **(trainer_args or {})},
             lora=_pairs(args.lora, "--lora"),
             seed=args.seed,
             progress=progress,
@@ -121,6 +150,9 @@ def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
         print("cancelled; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
+    if "privacy" in version.metrics:
+        spent = version.metrics["privacy"]
+        print(f"privacy budget spent: ε={spent['epsilon']:g}, δ={spent['delta']:g}", file=sys.stderr)
     if version.kind == "reward_model" and version.state == "candidate":
         from tuneloop.evaluate.judge import appoint_judge
 
@@ -132,7 +164,8 @@ def _run(args: argparse.Namespace, method: str, **extra: Any) -> int:
 
 
 def cmd_train_reward(args: argparse.Namespace) -> int:
-    return _run(args, "reward_embedding" if args.fast else "reward")
+    trainer_args = _privacy(args)  # before anything is loaded: a bad budget fails fast
+    return _run(args, "reward_embedding" if args.fast else "reward", trainer_args)
 
 
 def cmd_train_adapter(args: argparse.Namespace) -> int:
@@ -144,7 +177,11 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
 
     for v in Registry(_tenant(args.tenant)).list():
         snapshot = (v.snapshot_hash or "-")[:12]
-        print(f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}")
+        privacy = v.metrics.get("privacy")
+        budget = f"\tε={privacy['epsilon']:g}" if privacy else ""
+        print(
+            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}{budget}"
+        )
     return 0
 
 
