@@ -94,6 +94,20 @@ PII_TEMPLATES = [
     "Hi, I'm {name}, born {dob}, and I live at {address}.",
     "{name} ({email}, {phone}) needs access to the reports.",
     "Refund {name} via IBAN {iban}; her SSN on file is {ssn}.",
+    "Send the signed contract to {name} at {email}.",
+    "We met {name} at the conference and she asked for a demo.",
+    "Contact {name}, our IT lead, for workspace access.",
+    "The delivery address on file, {address}, is outdated.",
+    "Please update my address to {address}",
+    "Deliver to: {address}",
+    "Reach me: {phone}",
+    "Her birthday: {dob}",
+    "Date of Birth - {dob}",
+    "My daughter is {age} years old, can she have a student plan?",
+    "My card number is {card} and it expired last month.",
+    "new email: {email_obf}",
+    "Text me at {phone7} when the order ships.",
+    "talk to {lname} about the invoice",
 ]
 
 NO_PII_TEMPLATES = [
@@ -137,6 +151,16 @@ NO_PII_TEMPLATES = [
     "Row {n} in the import has an invalid date format.",
     "The search returns {k2} results for 'wireless keyboard'.",
     "The Free plan allows {k} projects and {k2} GB of storage.",
+    "We run {k} Data Centers and need a 4 TB drive per node.",
+    "Call me tomorrow if the name is still misleading in the UI.",
+    "Hi Team, the release {v} notes mention {k} breaking changes.",
+    "Thanks Again for the quick fix!",
+    "Our office moved; the new floor plan has {k} meeting rooms.",
+    "The invoice total was {amount} EUR, reference {n}.",
+    "Born in the cloud: our product story for the {date} launch.",
+    "Age of the cache entry: {k2} seconds, TTL {k}00 s.",
+    "Build {n} passed {k2} of {k2} tests in {k} minutes.",
+    "She is using Chrome {k2}.0 on Windows 11 Pro.",
 ]
 
 

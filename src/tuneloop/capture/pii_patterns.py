@@ -34,7 +34,9 @@ AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT
 OR PA RI SC SD TN TX UT VT VA WA WV WI WY AS GU MP PR VI UM AA AE AP FM MH PW
 """)
 # Titles before a name and degrees after it belong to the name.
-TITLES = _words("Mr Mrs Ms Mx Dr Prof Herr Frau Sr Sra Srta Ing Mme Mlle Dott Dhr Mevr Pan Pani Shri Smt")
+TITLES = _words(
+    "Mr Mrs Ms Mx Dr Dra Prof Herr Frau Sr Sra Srta Sig Ing Mme Mlle Dott Dhr Mevr Pan Pani Shri Smt"
+)
 DEGREES = _words("B.Sc. B.A. M.Sc. M.A. MBA PhD Ph.D. Jr. Sr. MD")
 NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
 # Capitalised words that follow a greeting without being anyone's name.
@@ -43,7 +45,8 @@ team all everyone everybody support again there guys folks sir madam customer ad
 advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear cheers best sincerely kind
 please yes no ok okay great good morning afternoon evening night monday tuesday wednesday thursday friday
 saturday sunday january february march april june july august september october november december today
-tomorrow yesterday
+tomorrow yesterday contact refund upgrade ask send email call tell forward invite add remove give let bcc
+message ping notify assign cc
 """)
 
 
@@ -55,16 +58,29 @@ def _alternation(words: list[str]) -> str:
 _NUMBER = r"\d{1,6}[A-Za-z]?"
 _DIRECTION = r"(?:North|South|East|West|[NSEW]\.?|[NS][EW]\.?)"
 _CAPITALISED = r"\p{Lu}[\p{L}'’-]*"
-_UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#)\s*#?\d+[A-Za-z]?)?"
+_UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#)\s*#?\d+[A-Za-z]?)"
 _STATE = rf"(?:{_alternation(US_STATES)})"
 _ZIP = r"\d{5}(?:-\d{4})?"
-_CITY_STATE_ZIP = rf"(?:,\s+{_CAPITALISED}(?:\s+{_CAPITALISED}){{0,2}},\s+{_STATE}(?:\s+{_ZIP})?)?"
-STREET_ADDRESS = (
-    rf"(?<![\w.,-]){_NUMBER}(?:\s+{_DIRECTION})?"
-    rf"(?:(?:\s+{_CAPITALISED}){{1,3}}\s+(?:{_alternation(STREET_SUFFIXES)})"
-    rf"|(?:\s+[\p{{L}}'’-]+){{1,3}}\s+(?i:{_alternation(LOWERCASE_SUFFIXES)}))"
-    rf"\b\.?{_UNIT}{_CITY_STATE_ZIP}(?![\w-])"
-)
+_CITY_STATE_ZIP = rf",\s+{_CAPITALISED}(?:\s+{_CAPITALISED}){{0,2}},\s+{_STATE}(?:\s+{_ZIP})?"
+# Suffixes that name little but streets; the rest ("Centers", "Point", "Station") need more to be an address.
+COMMON_SUFFIXES = _words("""
+Street St Avenue Ave Road Rd Boulevard Blvd Lane Ln Drive Dr Court Ct Place Pl Terrace Ter Parkway Pkwy
+Highway Hwy Circle Cir Trail Trl Way Square Sq Close Crescent Plaza Alley
+""")
+
+
+def street_address(suffixes: list[str], *, tail: bool) -> str:
+    """House number, street name, one of `suffixes`; with `tail`, then a unit or city, state and ZIP."""
+    return (
+        rf"(?<![\w.,-]){_NUMBER}(?:\s+{_DIRECTION})?"
+        rf"(?:(?:\s+{_CAPITALISED}){{1,3}}\s+(?:{_alternation(suffixes)})"
+        rf"|(?:\s+[\p{{L}}'’-]+){{1,3}}\s+(?i:{_alternation(LOWERCASE_SUFFIXES)}))"
+        rf"\b\.?(?:{_UNIT}(?:{_CITY_STATE_ZIP})?|{_CITY_STATE_ZIP}){'' if tail else '?'}(?![\w-])"
+    )
+
+
+# Words before an address that say it is one, whatever its street suffix.
+ADDRESS_WORDS = _words("address live reside ship deliver move send mail visit package parcel")
 # "Springfield, IL 62704": a state code after a word, then five digits.
 STATE_ZIP = rf"(?<=[\p{{L}}.],?\s){_STATE}\s+{_ZIP}\b"
 ZIP = rf"(?<![\w-]){_ZIP}(?![\w-])"

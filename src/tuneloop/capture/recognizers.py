@@ -26,6 +26,7 @@ from tuneloop.capture import pii_patterns as p
 
 SCORE = 0.6  # our finds are decided by pattern and context, not weighed later
 _WORD = regex.compile(r"[\p{L}\p{N}]+")
+_NOT_PHONE = frozenset(p.NOT_PHONE_WORDS)
 
 
 def recognizers() -> list[Any]:
@@ -66,7 +67,16 @@ def recognizers() -> list[Any]:
         NamesRecognizer(),
         RegexRecognizer("PERSON", _introduced_name(), "IntroducedName"),
         RegexRecognizer("PERSON", _greeted_name(), "GreetedName"),
-        RegexRecognizer("STREET_ADDRESS", p.STREET_ADDRESS, "StreetAddress"),
+        RegexRecognizer("PERSON", _addressed_name(), "AddressedName"),
+        RegexRecognizer("STREET_ADDRESS", p.street_address(p.COMMON_SUFFIXES, tail=False), "Street"),
+        RegexRecognizer("STREET_ADDRESS", p.street_address(p.STREET_SUFFIXES, tail=True), "StreetCityState"),
+        RegexRecognizer(
+            "STREET_ADDRESS",
+            p.street_address(p.STREET_SUFFIXES, tail=False),
+            "StreetByContext",
+            context=p.ADDRESS_WORDS,
+            window=6,
+        ),
         RegexRecognizer("ZIP_CODE", p.STATE_ZIP, "StateZip"),
         RegexRecognizer("ZIP_CODE", p.ZIP, "ZipByContext", context=["zip", "postal", "postcode"], window=3),
         RegexRecognizer(
@@ -111,13 +121,18 @@ class RegexRecognizer(EntityRecognizer):
             start, end = match.span(group)
             if start == end or (self.validate and not self.validate(text[start:end])):
                 continue
-            before = [w.lower() for w in _WORD.findall(text[max(0, start - 80) : start])[-self.window :]]
+            before = _words_before(text, start, self.window)
             if self.context_words and not any(w.startswith(self.context_words) for w in before):
                 continue
             if self.avoid_words and any(w in self.avoid_words for w in before):
                 continue
             results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
         return results
+
+
+def _words_before(text: str, start: int, count: int) -> list[str]:
+    """The last `count` words before `start`, lower-cased."""
+    return [w.lower() for w in _WORD.findall(text[max(0, start - 80) : start])[-count:]]
 
 
 class NamesRecognizer(SpacyRecognizer):
@@ -145,8 +160,15 @@ class NamesRecognizer(SpacyRecognizer):
         for result in super().analyze(text, entities, nlp_artifacts):
             if any(c.isdigit() or c in "@<>/\\_=" for c in text[result.start : result.end]):
                 continue
-            result.start = self._grow(text, result.start, self._LEFT, left=True)
-            result.end = self._grow(text, result.end, self._RIGHT, left=False)
+            words = list(regex.finditer(r"\S+", text, pos=result.start, endpos=result.end))
+            while words and not _is_name_part(words[0].group()):
+                words.pop(0)  # "<Contact Stuart Wood>": the model took the verb before the name
+            while words and not _is_name_part(words[-1].group()):
+                words.pop()
+            if not words:
+                continue
+            result.start = self._grow(text, words[0].start(), self._LEFT, left=True)
+            result.end = self._grow(text, words[-1].end(), self._RIGHT, left=False)
             out.append(result)
         return out
 
@@ -169,12 +191,12 @@ def _is_name_part(word: str) -> bool:
     return bare not in STOP_WORDS and bare not in p.NOT_NAMES
 
 
-def _name_words(first_capitalised: bool) -> str:
-    """1 to 3 words of a name, none of them an English stop word or a word that follows greetings."""
+def _name_words(first_capitalised: bool, least: int = 1) -> str:
+    """`least` to 3 words of a name, none of them an English stop word or a word that follows greetings."""
     stop = p._alternation([*STOP_WORDS, *p.NOT_NAMES])
     first = r"\p{Lu}" if first_capitalised else r"\p{L}"
     word = rf"(?i:(?!(?:{stop})(?![\p{{L}}'’-])))"
-    return rf"(?P<v>{word}{first}[\p{{L}}'’-]+(?:[ ]{word}{first}[\p{{L}}'’-]+){{0,2}})"
+    return rf"(?P<v>{word}{first}[\p{{L}}'’-]+(?:[ ]{word}{first}[\p{{L}}'’-]+){{{least - 1},2}})"
 
 
 def _introduced_name() -> str:
@@ -191,6 +213,14 @@ def _greeted_name() -> str:
         r"(?i:\b(?:thanks|thank\s+you|thx|hi|hello|hey|dear|regards|cheers|sincerely|cc|signed))[,:!]?\s+"
     )
     return rf"{greeting}{_name_words(True)}"
+
+
+def _addressed_name() -> str:
+    # "We met Ranveer Kibe", "forward this to Cristina Campano": two or three capitalised words after a verb
+    # that takes a person ("Contact Support" is one word, so it stays).
+    verb = r"(?i:\b(?:met|meet|contact|ask|asked|emailed|called|tell|told|invite|invited|cc"
+    verb += r"|(?:forward|assign|give|send)\s+(?:this|it)\s+to|talk\s+to|(?:speak|spoke)\s+(?:to|with)))\s+"
+    return rf"{verb}{_name_words(True, least=2)}"
 
 
 def _obfuscated_email_ok(value: str) -> bool:
@@ -215,7 +245,9 @@ class GatedPhoneRecognizer(PhoneRecognizer):
         # No phone number anywhere has fewer than 7 digits; order ids and versions cost nothing here.
         if sum(c.isdigit() for c in text) < 7:
             return []
-        return super().analyze(text, entities, nlp_artifacts)
+        results = super().analyze(text, entities, nlp_artifacts)
+        # phonenumbers reads "build 13100596" or "--port 16938" as numbers somewhere; their labels say not.
+        return [r for r in results if not set(_words_before(text, r.start, 3)) & _NOT_PHONE]
 
 
 class SsnRecognizer(UsSsnRecognizer):
@@ -239,6 +271,9 @@ class SpacedIbanRecognizer(EntityRecognizer):
         results = []
         for match in self.CANDIDATE.finditer(text):
             groups = list(regex.finditer(r"\S+", match.group()))
+            # Groups are of four; the first that is not ends the IBAN (a compact one is a group of its own).
+            last = next((i for i, g in enumerate(groups) if len(g.group()) != 4), len(groups) - 1)
+            groups = groups[: last + 1]
             for k in range(len(groups), 0, -1):
                 compact = "".join(g.group() for g in groups[:k]).upper()
                 end_ok = match.start() + groups[k - 1].end()
