@@ -50,7 +50,8 @@ message ping notify assign cc
 """)
 
 
-def _alternation(words: list[str]) -> str:
+def alternation(words: list[str]) -> str:
+    """A regex alternation of `words`, escaped."""
     # Longest first, so "Streets" is not cut back to "Street" and "Ave" is not read as "Av".
     return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
 
@@ -59,7 +60,7 @@ _NUMBER = r"\d{1,6}[A-Za-z]?"
 _DIRECTION = r"(?:North|South|East|West|[NSEW]\.?|[NS][EW]\.?)"
 _CAPITALISED = r"\p{Lu}[\p{L}'’-]*"
 _UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#)\s*#?\d+[A-Za-z]?)"
-_STATE = rf"(?:{_alternation(US_STATES)})"
+_STATE = rf"(?:{alternation(US_STATES)})"
 _ZIP = r"\d{5}(?:-\d{4})?"
 _CITY_STATE_ZIP = rf",\s+{_CAPITALISED}(?:\s+{_CAPITALISED}){{0,2}},\s+{_STATE}(?:\s+{_ZIP})?"
 # Suffixes that name little but streets; the rest ("Centers", "Point", "Station") need more to be an address.
@@ -73,8 +74,8 @@ def street_address(suffixes: list[str], *, tail: bool) -> str:
     """House number, street name, one of `suffixes`; with `tail`, then a unit or city, state and ZIP."""
     return (
         rf"(?<![\w.,-]){_NUMBER}(?:\s+{_DIRECTION})?"
-        rf"(?:(?:\s+{_CAPITALISED}){{1,3}}\s+(?:{_alternation(suffixes)})"
-        rf"|(?:\s+[\p{{L}}'’-]+){{1,3}}\s+(?i:{_alternation(LOWERCASE_SUFFIXES)}))"
+        rf"(?:(?:\s+{_CAPITALISED}){{1,3}}\s+(?:{alternation(suffixes)})"
+        rf"|(?:\s+[\p{{L}}'’-]+){{1,3}}\s+(?i:{alternation(LOWERCASE_SUFFIXES)}))"
         rf"\b\.?(?:{_UNIT}(?:{_CITY_STATE_ZIP})?|{_CITY_STATE_ZIP}){'' if tail else '?'}(?![\w-])"
     )
 
@@ -128,6 +129,6 @@ LOCAL_PHONE = r"(?<![\w+.-])\d{3}-\d{4}(?![\w-])"
 # Words that say a number is not a phone number even when "number" or "call" is near it.
 NOT_PHONE_WORDS = _words("""
 order invoice ticket account case ref reference tracking id sku build row version item customer member
-policy card iban ssn zip postal postcode serial pin code port error page line release
+policy card iban ssn social security zip postal postcode serial pin code port error page line release
 """)
 PHONE_WORDS = _words("call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact")

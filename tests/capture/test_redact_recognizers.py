@@ -1,0 +1,131 @@
+"""What the recognisers of capture/recognizers.py find, and what ordinary support and code text they leave."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tuneloop.capture.redact import Redactor
+
+
+@pytest.fixture(scope="module")
+def redactor() -> Redactor:
+    r = Redactor(hash_key=b"test-key")
+    r.warm_up()
+    return r
+
+
+def redact(redactor: Redactor, text: str) -> str:
+    [out] = redactor.redact_texts([text], "redact")
+    return out
+
+
+FOUND = [
+    # Street addresses: a common suffix alone, a rare one with a unit or city/state/ZIP, or after "live at".
+    ("Please ship it to 742 Evergreen Terrace today", "to <STREET_ADDRESS> today"),
+    ("I moved to 12 main st last week", "to <STREET_ADDRESS> last week"),
+    ("It went to 41925 Jones Estate Suite 824 instead", "to <STREET_ADDRESS> instead"),
+    ("Use 248 Cook Park, Sherriport, WI 53987 for invoices", "Use <STREET_ADDRESS> for invoices"),
+    ("I live at 3513 Vargas Prairie now", "at <STREET_ADDRESS> now"),
+    # ZIP codes: after a state code, or after "zip"/"postal code".
+    ("I'm in Springfield, IL 62704 this month", "Springfield, <ZIP_CODE> this"),
+    ("my zip code is 11691-0591", "is <ZIP_CODE>"),
+    ("Postal code: 02139", "code: <ZIP_CODE>"),
+    # Dates of birth in any usual format, after a birth word.
+    ("I was born on March 14, 1985.", "on <DATE_OF_BIRTH>."),
+    ("DOB 07/02/1963, member id attached", "DOB <DATE_OF_BIRTH>, member"),
+    ("Date of birth: 1991-06-28", "birth: <DATE_OF_BIRTH>"),
+    ("my birthday is 14 March 1985 btw", "is <DATE_OF_BIRTH> btw"),
+    ("born in 1985 in Ohio", "born in <DATE_OF_BIRTH> in"),
+    # Ages.
+    ("I am 34 years old and new here", "I am <AGE> years old"),
+    ("my son is a 12-year-old", "a <AGE>-year-old"),
+    ("Applicant aged 46, please review", "aged <AGE>,"),
+    ("Age: 57", "Age: <AGE>"),
+    # Obfuscated emails.
+    ("write to jane(at)example(dot)com please", "to <EMAIL_ADDRESS> please"),
+    ("contact: thull [at] example [dot] com", "contact: <EMAIL_ADDRESS>"),
+    ("mail nsawyer AT example DOT org today", "mail <EMAIL_ADDRESS> today"),
+    # Phone numbers: local 7 digits, NANP with an extension or "001", and any grouping after "call".
+    ("call me at 555-0187 tonight", "at <PHONE_NUMBER> tonight"),
+    ("my number is 927 9308", "is <PHONE_NUMBER>"),
+    ("reach me at 8536934", "at <PHONE_NUMBER>"),
+    ("office: (269)807-4391x5000", "office: <PHONE_NUMBER>"),
+    ("My number is 001-293-368-4735, text is fine", "is <PHONE_NUMBER>, text"),
+    ("You can reach our office on 539 737 813 during the day", "on <PHONE_NUMBER> during"),
+    # Cards from Mastercard's 2-series; SSNs spaced, dotted, and the published sample number.
+    ("card number: 2227-9057-8771-0865 exp 09/27", "number: <CREDIT_CARD> exp"),
+    ("ssn 536 90 4399", "ssn <US_SSN>"),
+    ("my social security number is 536.90.4399", "is <US_SSN>"),
+    ("my ssn is 123 45 6789", "is <US_SSN>"),
+    # A lower-case IBAN is an IBAN, and the word before it is no name.
+    ("iban de89 3704 0044 0532 0130 00 pls", "iban <IBAN_CODE> pls"),
+    ("iban de89370400440532013000 pls", "iban <IBAN_CODE> pls"),
+    # Names: introduced in lower case, greeted, addressed by a verb, with titles and particles.
+    ("my name is jane doe and I need help", "is <PERSON> and"),
+    ("name: ignacia chiappetta", "name: <PERSON>"),
+    ("Thanks Ksawery, much appreciated!", "Thanks <PERSON>, much"),
+    ("Regards, Carola Gierschner-Pergande", "Regards, <PERSON>"),
+    ("Hello, Aria here.", "Hello, <PERSON> here."),
+    ("We met Ranveer Kibe at the conference", "met <PERSON> at"),
+    ("Please forward this to Cristina Campano before Friday", "to <PERSON> before Friday"),
+    ("cc Herr Rüdiger Ruppersberger — she owns it", "cc <PERSON> — she"),
+    ("Thanks Ashley van der Linden, that fixed it!", "Thanks <PERSON>, that"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FOUND, ids=[t for t, _ in FOUND])
+def test_recognisers_replace_the_value_and_keep_the_words_around_it(
+    redactor: Redactor, text: str, expected: str
+) -> None:
+    out = redact(redactor, text)
+    assert expected in out, out
+    # Nothing of the value is left: none of its words appears in the output.
+    pattern = re.sub(r"<[A-Z_]+>", "(.+?)", re.escape(expected).replace(r"\<", "<").replace(r"\>", ">"))
+    values = re.search(pattern, text)
+    assert values is not None
+    for value in values.groups():
+        assert not set(re.findall(r"\w+", value)) & set(re.findall(r"\w+", out)), out
+
+
+def test_a_form_with_several_values_loses_them_all(redactor: Redactor) -> None:
+    text = "Hi, I'm Natalia Blanco, born 05/30/1994, and I live at 22584 Candice Mills, Austin, TX 73301."
+    assert redact(redactor, text) == "Hi, I'm <PERSON>, born <DATE_OF_BIRTH>, and I live at <STREET_ADDRESS>."
+
+
+def test_hash_mode_joins_an_obfuscated_email_with_its_plain_spelling(redactor: Redactor) -> None:
+    plain, obfuscated, other = redactor.redact_texts(
+        ["mail jane@example.com", "mail jane(at)example(dot)com", "mail jane [at] example [dot] org"], "hash"
+    )
+    assert plain == obfuscated
+    assert plain != other
+    assert re.fullmatch(r"mail <EMAIL_ADDRESS:[0-9a-f]{12}>", other)
+
+
+ORDINARY = [
+    "Version 2.3.1 crashes on startup, see build 13100596",
+    "Run `pip install tuneloop==1.10.8` and then `tuneloop serve --port 16938`.",
+    "def total(items): return sum(i.price * i.qty for i in items)",
+    "SELECT id FROM orders WHERE total > 500 LIMIT 20;",
+    "Order 112-3456789-1234567 has not arrived yet",
+    "Invoice 48213 was paid twice: $1,250.00 and $1,250.00",
+    "Ticket #55512345: the dark mode toggle resets",
+    "We run 3 Data Centers and need a 4 TB drive per node.",
+    "Call me tomorrow if the name is still misleading in the UI.",
+    "Hi Team, the release notes mention 5 breaking changes.",
+    "Thanks Again for the quick fix!",
+    "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
+    "Age of the cache entry: 30 seconds, TTL 300 s.",
+    "jobs:\n  test:\n    name: build and test\n    runs-on: ubuntu-latest",
+    "Meet at the office dot com bubble talk, 2 pm.",
+    "Memory usage climbs to 7.63 GB after 2 hours.",
+    "Set max_tokens to 500 and temperature to 0.7, retry 3 times.",
+    "I am having trouble logging in since Monday.",
+    "Our contract renews on 2026-03-01, can we change plans?",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_support_and_code_text_is_left_alone(redactor: Redactor, text: str) -> None:
+    assert redact(redactor, text) == text
