@@ -15,7 +15,7 @@ from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.learn.jobs import run_job
-from tuneloop.learn.privacy import DifferentialPrivacy, budget_from, dp_trainer_args
+from tuneloop.learn.privacy import DifferentialPrivacy, budget_from, budget_text, dp_trainer_args
 from tuneloop.learn.reward_model import load_reward_model
 from tuneloop.registry.versions import Registry
 from tuneloop.signals.snapshots import create_snapshot
@@ -114,9 +114,9 @@ def test_train_reward_with_a_budget_records_it_on_the_version(
     privacy = version.metrics["privacy"]
     assert 0 < privacy["epsilon"] <= 4 and 0 < privacy["delta"] <= 1e-5
     assert version.job_spec["trainer_args"]["dp"]["epsilon"] == 4
-    assert f"ε={privacy['epsilon']:g}" in err
+    assert f"privacy budget spent: {budget_text(version.metrics)}" in err
     assert main(["versions", "list", "--tenant", "acme"]) == 0
-    assert f"ε={privacy['epsilon']:g}" in capsys.readouterr().out
+    assert budget_text(version.metrics) in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

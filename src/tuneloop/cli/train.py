@@ -14,6 +14,7 @@ import yaml
 from tuneloop.cli.admin import open_store
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
+from tuneloop.learn.privacy import budget_from, budget_text, dp_trainer_args
 from tuneloop.store.repository import TenantStore
 
 
@@ -97,8 +98,6 @@ def _tenant(name: str) -> TenantStore:
 
 def _privacy(args: argparse.Namespace) -> dict[str, Any]:
     """The --dp-* flags as the trainer_args of a DP-SGD job; none given: no privacy."""
-    from tuneloop.learn.privacy import budget_from, dp_trainer_args
-
     flags = {"epsilon": args.dp_epsilon, "delta": args.dp_delta, "max_grad_norm": args.dp_max_grad_norm}
     given = {k: v for k, v in flags.items() if v is not None}
     if not given:
@@ -150,9 +149,8 @@ def _run(
         print("cancelled; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
-    if "privacy" in version.metrics:
-        spent = version.metrics["privacy"]
-        print(f"privacy budget spent: ε={spent['epsilon']:g}, δ={spent['delta']:g}", file=sys.stderr)
+    if budget := budget_text(version.metrics):
+        print(f"privacy budget spent: {budget}", file=sys.stderr)
     if version.kind == "reward_model" and version.state == "candidate":
         from tuneloop.evaluate.judge import appoint_judge
 
@@ -177,10 +175,10 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
 
     for v in Registry(_tenant(args.tenant)).list():
         snapshot = (v.snapshot_hash or "-")[:12]
-        privacy = v.metrics.get("privacy")
-        budget = f"\tε={privacy['epsilon']:g}" if privacy else ""
+        budget = budget_text(v.metrics)
         print(
-            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}{budget}"
+            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
+            + (f"\t{budget}" if budget else "")
         )
     return 0
 

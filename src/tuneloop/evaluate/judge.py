@@ -1,6 +1,6 @@
-"""Which reward model judges a tenant's candidates. A new reward model takes the seat by the one rule the
-gate's reward-model suite checks its judge with (`RewardModelConfig.fit_to_judge`), whether it was trained
-by the loop or by `tuneloop train reward`."""
+"""Which reward model judges a tenant's candidates. A new reward model takes the seat by the rules the gate
+checks its judge with (`RewardModelConfig.fit_to_judge` and, when the policy caps ε, `within_privacy_budget`),
+whether it was trained by the loop or by `tuneloop train reward`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from tuneloop.config import Settings, tenant_policy
 from tuneloop.evaluate.policy import GatePolicy
+from tuneloop.learn.privacy import spent_budget
 from tuneloop.learn.reward_model import agreement, load_reward_model
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
@@ -20,7 +21,8 @@ def appoint_judge(
 ) -> dict[str, Any]:
     """Measure a candidate reward model on its snapshot's held-out human pairs; production if it is fit to
     judge, blocked if not. Returns what was measured and who judges now."""
-    rule = tenant_policy(settings.home, tenant.tenant.name, GatePolicy).suites.reward_model
+    suites = tenant_policy(settings.home, tenant.tenant.name, GatePolicy).suites
+    rule = suites.reward_model
     assert reward_model.snapshot_hash is not None, "a trained reward model records its snapshot"
     pairs = get_snapshot(tenant, reward_model.snapshot_hash).rows("pairs", split="heldout")
     if len(pairs) >= rule.min_agreement_pairs:
@@ -30,6 +32,9 @@ def appoint_judge(
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
         accuracy, measured_on = reward_model.metrics.get("test_accuracy", 0.0), "its test split"
     fit, why = rule.fit_to_judge(accuracy, measured_on)
+    if suites.judge_privacy.required and suites.judge_privacy.max_epsilon is not None:
+        private, budget = within_privacy_budget(reward_model, suites.judge_privacy.max_epsilon)
+        fit, why = fit and private, f"{why}; {budget}"
     registry = Registry(tenant)
     if reward_model.state == "candidate":
         if fit:
@@ -45,3 +50,20 @@ def appoint_judge(
         "verdict": why,
         "judge": judge.id if judge else None,
     }
+
+
+def within_privacy_budget(reward_model: Version, max_epsilon: float) -> tuple[bool, str]:
+    """Whether the reward model was trained by DP-SGD spending at most `max_epsilon`, and why."""
+    spent = spent_budget(reward_model.metrics)
+    if spent is None:
+        return False, (
+            f"reward model {reward_model.id} has no recorded ε (trained without differential privacy) but "
+            f"the gate allows at most ε={max_epsilon:g} — train one with `tuneloop train reward --fast "
+            f"--dp-epsilon {max_epsilon:g}` or the loop policy's reward_dp"
+        )
+    epsilon, delta = spent
+    within = epsilon <= max_epsilon
+    return within, (
+        f"reward model {reward_model.id} spent ε={epsilon:.3g} (δ={delta:.1g}), "
+        f"{'within' if within else 'above'} the allowed ε={max_epsilon:g}"
+    )

@@ -92,6 +92,16 @@ class RewardModelConfig(WinRateRule):
         )
 
 
+class JudgePrivacyConfig(SuiteConfig):
+    max_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest ε the judging reward model may have spent on its training pairs (DP-SGD); a "
+        "judge trained without differential privacy, or with more, fails. None: no limit.",
+    )
+
+
 class GoldenConfig(SuiteConfig):
     path: Path | None = Field(
         default=None, description="Golden set YAML; default HOME/policies/TENANT/golden.yaml."
@@ -192,6 +202,7 @@ class DriftConfig(SuiteConfig):
 class Suites(_Config):
     human_preferences: HumanPreferencesConfig = Field(default_factory=HumanPreferencesConfig)
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    judge_privacy: JudgePrivacyConfig = Field(default_factory=JudgePrivacyConfig)
     golden: GoldenConfig = Field(default_factory=GoldenConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     pii_leak: PiiLeakConfig = Field(default_factory=PiiLeakConfig)

@@ -12,12 +12,14 @@ torchcsprng, which has no build for the pinned torch.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneloop.errors import BadRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TRAINER_ARGS_KEY = "dp"  # where a job's trainer_args carry the budget
 DEFAULT_MAX_DELTA = 1e-5
@@ -65,6 +67,23 @@ class DifferentialPrivacy(BaseModel):
 def dp_trainer_args(dp: DifferentialPrivacy | None) -> dict[str, Any]:
     """The trainer_args entry that asks a reward_embedding job for DP-SGD (empty without a budget)."""
     return {TRAINER_ARGS_KEY: dp.model_dump()} if dp else {}
+
+
+def spent_budget(metrics: dict[str, Any]) -> tuple[float, float] | None:
+    """The (ε, δ) a version's training spent, from its metrics; None when it was not trained privately."""
+    spent = metrics.get("privacy")
+    if not isinstance(spent, dict):
+        return None
+    epsilon, delta = spent.get("epsilon"), spent.get("delta")
+    if not isinstance(epsilon, int | float) or not isinstance(delta, int | float):
+        return None
+    return float(epsilon), float(delta)
+
+
+def budget_text(metrics: dict[str, Any]) -> str | None:
+    """The spent budget in words ("ε=3.99, δ=1e-05"), for the CLI and the dashboard; None when not private."""
+    spent = spent_budget(metrics)
+    return f"ε={spent[0]:.3g}, δ={spent[1]:.1g}" if spent else None
 
 
 def budget_from(trainer_args: dict[str, Any]) -> DifferentialPrivacy | None:
