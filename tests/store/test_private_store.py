@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tuneloop.cli import main
 from tuneloop.errors import ConfigError
 from tuneloop.store.repository import Store
 from tuneloop.store.schema import tenants
@@ -55,3 +56,12 @@ def test_a_database_that_cannot_be_created_is_a_config_error_naming_it(tmp_path:
     (tmp_path / "not-a-folder").write_text("")
     with pytest.raises(ConfigError, match=r"cannot create the database .*not-a-folder"):
         Store(f"sqlite:///{tmp_path / 'not-a-folder' / 'tuneloop.db'}")
+
+
+def test_init_makes_a_world_readable_home_from_before_private(tuneloop_home: Path) -> None:
+    tuneloop_home.mkdir(mode=0o755)
+    tuneloop_home.chmod(0o755)
+    (tuneloop_home / "tuneloop.db").touch(mode=0o644)
+    (tuneloop_home / "tuneloop.db").chmod(0o644)
+    assert main(["init"]) == 0
+    assert (_mode(tuneloop_home), _mode(tuneloop_home / "tuneloop.db")) == (0o700, 0o600)
