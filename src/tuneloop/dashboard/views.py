@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.clock import now_utc, utc
+from tuneloop.learn.privacy import budget_text
 from tuneloop.monitor.alerts import latest_check, list_alerts
 from tuneloop.monitor.kpis import KPI, kpis, kpis_of
 from tuneloop.registry.versions import Registry, Version
@@ -122,7 +123,7 @@ def volume_chart(tenants: Iterable[TenantStore], days: int = 14) -> dict:
 
 
 def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
-    """Versions as a depth-first tree (parent before children), each with its state history."""
+    """Versions as a depth-first tree (parent before children), each with its state history and DP budget."""
     versions = Registry(tenant).list()
     history = _state_history(tenant)
     known = {v.id for v in versions}
@@ -133,7 +134,8 @@ def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
 
     def walk(parent: str | None, depth: int) -> None:
         for v in children.get(parent, []):
-            out.append({"v": v, "depth": depth, "history": history.get(v.id, [])})
+            privacy = budget_text(v.metrics)
+            out.append({"v": v, "depth": depth, "history": history.get(v.id, []), "privacy": privacy})
             walk(v.id, depth + 1)
 
     walk(None, 0)
