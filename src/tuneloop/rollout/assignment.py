@@ -6,7 +6,8 @@
 The same user always lands in the same bucket of an experiment, so raising the share only ever moves users
 from control to treatment (a monotone ramp), and a new experiment key reshuffles everyone. `round` keeps
 float noise (0.07 * 10_000 = 700.0000000000001) from moving a boundary bucket. Any other implementation
-(a proxy, a client SDK) must reproduce docs/assignment_vectors.json.
+(a proxy, a client SDK) must reproduce docs/assignment_vectors.json. The gateway passes the user id as
+stored (for tenants that redact, its keyed hash `anon-...`), so the raw id never reaches this module.
 
 Callers without an end-user id pass a request-derived id (the request or interaction id): such traffic is
 assigned per request rather than per user, so one person may see both arms — acceptable for anonymous
