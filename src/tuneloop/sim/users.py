@@ -1,5 +1,6 @@
-"""How a simulated user reacts to an answer: explicit votes (sparse, a little noisy), implicit signals, edits
-and pairwise choices — and the feedback events that reaction becomes on tuneloop's capture API.
+"""How a simulated user reacts to an answer: explicit votes (sparse, a little noisy), implicit signals, edits,
+pairwise choices and task outcomes; how a supervisor reviews one — and the feedback events they become on
+tuneloop's capture API.
 """
 
 from __future__ import annotations
