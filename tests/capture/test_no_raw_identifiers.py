@@ -78,7 +78,7 @@ def home_after_traffic(tmp_path_factory: pytest.TempPathFactory, tiny_model: Pat
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)  # every statement, as an operator might
+        lg.setLevel(logging.INFO)  # every record and statement, as an operator debugging might log them
     try:
         with pytest.MonkeyPatch.context() as env, live_server(settings) as url:
             env.setenv("TUNELOOP_HOME", str(home))
