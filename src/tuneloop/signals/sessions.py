@@ -25,6 +25,7 @@ ACTIONS = ("accepted", "copied", "edit", "outcome")
 # Whose events tell what the user did: theirs and their app's; a reviewer's or a judge's verdict does not.
 BEHAVIOUR_SOURCES = ("user", "system")
 REPEAT_WINDOW = timedelta(days=7)  # a return about the same issue later than this is a new contact
+REPEAT_LOOKBACK = 20  # a user's latest sessions compared: bounds the cost of a heavy user's history
 SAME_ISSUE = 0.6  # share of the shorter question's content words the other one repeats
 _WORD = re.compile(r"[a-z0-9$€£%]+")
 # Words that say nothing about which issue a question is about.
@@ -153,7 +154,10 @@ def _content_words(text: str) -> set[str]:
 
 def same_issue(first: str, second: str) -> bool:
     """Whether two questions are about the same issue: most content words of the shorter one recur."""
-    a, b = _content_words(first), _content_words(second)
+    return _same(first, _content_words(first), second, _content_words(second))
+
+
+def _same(first: str, a: set[str], second: str, b: set[str]) -> bool:
     if min(len(a), len(b)) < 2:
         return first.strip().lower() == second.strip().lower()
     return len(a & b) / min(len(a), len(b)) >= SAME_ISSUE
@@ -162,24 +166,20 @@ def same_issue(first: str, second: str) -> bool:
 def _mark_repeats(found: list[Session]) -> list[Session]:
     """Link each session to the latest earlier one of the same user, within the window, on the same issue."""
     out = list(found)
-    index = {s.key: i for i, s in enumerate(found)}
-    by_user: dict[str, list[Session]] = {}
-    for s in found:
+    words = [_content_words(s.question) for s in found]
+    by_user: dict[str, list[int]] = {}
+    for i, s in enumerate(found):
         if s.user is None:
             continue
         earlier = by_user.setdefault(str(s.user), [])
-        match = next(
-            (
-                p
-                for p in reversed(earlier)
-                if s.start - p.start <= REPEAT_WINDOW and same_issue(p.question, s.question)
-            ),
-            None,
-        )
-        if match is not None:
-            out[index[s.key]] = replace(out[index[s.key]], repeat_of=match.key)
-            out[index[match.key]] = replace(out[index[match.key]], repeated=True)
-        earlier.append(s)
+        for j in reversed(earlier[-REPEAT_LOOKBACK:]):  # latest first, as far back as the window reaches
+            if s.start - found[j].start > REPEAT_WINDOW:
+                break
+            if _same(found[j].question, words[j], s.question, words[i]):
+                out[i] = replace(out[i], repeat_of=found[j].key)
+                out[j] = replace(out[j], repeated=True)
+                break
+        earlier.append(i)
     return out
 
 
