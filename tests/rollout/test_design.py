@@ -14,9 +14,7 @@ NOW = now_utc()
 
 
 def test_a_few_hundred_users_get_a_half_and_half_canary_sized_to_what_they_can_show() -> None:
-    policy, design = design_canary(
-        RolloutPolicy(), Traffic(users=250, hours=24, sd=0.6, answers_per_user=1.2), NOW
-    )
+    policy, design = design_canary(RolloutPolicy(), Traffic(users=250, hours=24, sd=0.6), NOW)
     assert policy.ramp == [0.5] and policy.canary_share == 0.5
     assert 0.2 < design["effect"] <= 0.5 and policy.tau2 > RolloutPolicy().tau2
     assert design["enough_users"] and design["expected_decision_at"]
@@ -26,18 +24,14 @@ def test_a_few_hundred_users_get_a_half_and_half_canary_sized_to_what_they_can_s
 
 
 def test_a_busy_tenant_keeps_a_small_canary_and_the_default_effect_scale() -> None:
-    policy, design = design_canary(
-        RolloutPolicy(), Traffic(users=40_000, hours=168, sd=0.6, answers_per_user=3), NOW
-    )
+    policy, design = design_canary(RolloutPolicy(), Traffic(users=40_000, hours=168, sd=0.6), NOW)
     assert policy.ramp == [0.05, 0.2, 0.5] and policy.tau2 == RolloutPolicy().tau2
     assert design["expected_hours"] < 72
 
 
 def test_a_slow_tenant_is_given_a_larger_share_and_a_longer_horizon() -> None:
-    busy, _ = design_canary(RolloutPolicy(), Traffic(users=5_000, hours=1, sd=0.6, answers_per_user=1), NOW)
-    slow, design = design_canary(
-        RolloutPolicy(), Traffic(users=5_000, hours=168, sd=0.6, answers_per_user=1), NOW
-    )
+    busy, _ = design_canary(RolloutPolicy(), Traffic(users=5_000, hours=1, sd=0.6), NOW)
+    slow, design = design_canary(RolloutPolicy(), Traffic(users=5_000, hours=168, sd=0.6), NOW)
     assert slow.canary_share > busy.canary_share
     assert design["expected_hours"] > 0 and slow.max_duration_hours >= RolloutPolicy().max_duration_hours
 
@@ -46,7 +40,7 @@ def test_fields_the_tenant_set_are_kept(tmp_path) -> None:
     path = tmp_path / "rollout_policy.yaml"
     path.write_text("canary_share: 0.1\ntau2: 0.09\n")
     policy, design = design_canary(
-        load_policy_file(path, RolloutPolicy), Traffic(users=250, hours=24, sd=0.6, answers_per_user=1), NOW
+        load_policy_file(path, RolloutPolicy), Traffic(users=250, hours=24, sd=0.6), NOW
     )
     assert policy.canary_share == 0.1 and policy.tau2 == 0.09
     assert "ramp" not in design["adapted"] and "tau2" not in design["adapted"]
@@ -57,14 +51,13 @@ def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:
     assert policy == RolloutPolicy() and design["adapted"] == []
 
 
-def test_traffic_summarises_users_means_and_answers() -> None:
+def test_traffic_summarises_the_spread_of_users_means() -> None:
     traffic = traffic_of({"a": [1.0, 1.0], "b": [-1.0], "c": [0.0, 0.0, 0.0]}, 5.0)
-    assert traffic.users == 3 and traffic.hours == 5.0
-    assert abs(traffic.sd - 1.0) < 1e-9 and abs(traffic.answers_per_user - 2.0) < 1e-9
+    assert traffic.users == 3 and traffic.hours == 5.0 and abs(traffic.sd - 1.0) < 1e-9
 
 
 def test_the_designed_canary_decides_for_a_candidate_as_good_as_the_design_effect() -> None:
-    traffic = Traffic(users=300, hours=24, sd=0.6, answers_per_user=1)
+    traffic = Traffic(users=300, hours=24, sd=0.6)
     policy, design = design_canary(RolloutPolicy(), traffic, NOW)
     share, effect = policy.canary_share, design["effect"]
     needed = users_needed(effect, traffic.sd, share, policy.tau2, policy.alpha)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,12 @@ KIND_TRAINER_ARGS: dict[str, dict[str, Any]] = {
 # A user's edit is the one signal that shows the adapter text it did not write itself (every other pair ranks
 # two of its own samples), so DPO sees each edit pair three times (docs/learning-defaults.md).
 KIND_REPEAT: dict[str, dict[str, int]] = {"dpo": {"edit": 3}}
+# A turn's adapter moves about this many optimizer steps from where it starts: a step the canary can verify
+# and the next turn can build on (docs/learning-defaults.md). Small snapshots take more passes, large ones
+# stop at MAX_STEPS, which also bounds a turn's CPU time beside live traffic.
+TARGET_STEPS = 16
+MAX_EPOCHS = 4
+MAX_STEPS = 64
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "dpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
@@ -138,3 +145,21 @@ def trainer_config(spec: JobSpec, config_cls: type, output_dir: Path) -> Any:
     """Build TRL's config class from the spec: the resolved trainer args plus seed and output dir."""
     args = {**spec.trainer_args, "seed": spec.seed, "data_seed": spec.seed, "output_dir": str(output_dir)}
     return config_cls(**args)
+
+
+def paced(
+    kind: JobKind, rows: list[dict], trainer_args: dict[str, Any], repeat: dict[str, int]
+) -> dict[str, Any]:
+    """`trainer_args` with the passes over `rows` chosen from their number (TARGET_STEPS), unless the caller
+    set num_train_epochs or max_steps; only adapter jobs are paced."""
+    if kind not in ("dpo", "kto") or {"num_train_epochs", "max_steps"} & trainer_args.keys():
+        return trainer_args
+    copies = {**KIND_REPEAT.get(kind, {}), **repeat}
+    seen = sum(copies.get(str(row.get("origin")), 1) for row in rows)
+    batch = {**CPU_TRAINER_ARGS, **KIND_TRAINER_ARGS[kind], **trainer_args}["per_device_train_batch_size"]
+    per_epoch = max(1, math.ceil(seen / batch))
+    epochs = min(MAX_EPOCHS, math.ceil(TARGET_STEPS / per_epoch))
+    args = {**trainer_args, "num_train_epochs": epochs}
+    if per_epoch * epochs > MAX_STEPS:
+        args["max_steps"] = MAX_STEPS
+    return args

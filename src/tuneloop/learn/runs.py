@@ -40,7 +40,7 @@ def train_version(
     actor: str = "cli",
 ) -> Version | None:
     """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
-    from tuneloop.learn.job_config import JobSpec
+    from tuneloop.learn.job_config import JobSpec, paced
     from tuneloop.learn.jobs import run_job
     from tuneloop.model_files import model_hash, resolve_model
 
@@ -58,7 +58,7 @@ def train_version(
         amplify_k=amplify_k if method == "dpo" else 0,
         tenant=tenant.tenant_id,
         lora=lora or {},
-        trainer_args=trainer_args or {},
+        trainer_args=paced(method, rows, trainer_args or {}, repeat or {}),
         repeat=repeat or {},
         init_adapter=init_adapter,
         seed=seed,

@@ -58,7 +58,7 @@ class LoopPolicy(TenantPolicy):
         "so each turn builds on the last; the gate still measures drift from the base.",
     )
     warm_start_learning_rate: float | None = Field(
-        3e-4,
+        5e-4,
         gt=0,
         description="Learning rate of a turn that continues from the production adapter (None: the "
         "trainer's, as for a fresh adapter); an adapter already near its optimum needs smaller steps.",

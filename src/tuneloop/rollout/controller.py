@@ -247,10 +247,10 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
         action, reason = "rollback", f"guardrail breached: {', '.join(breached)}"
     elif test.decision in ("promote", "rollback"):
         action, reason = test.decision, test.reason
-    elif min(len(control.kpi), len(treatment.kpi)) >= policy.max_samples:
+    elif min(test.users_control, test.users_treatment) >= policy.max_samples:
         action, reason = (
             "rollback",
-            f"inconclusive after {policy.max_samples} observations per arm: {test.reason}",
+            f"inconclusive after {policy.max_samples} users per arm: {test.reason}",
         )
     elif policy.out_of_time(exp.started_at, now_utc()):
         action, reason = "rollback", f"inconclusive after {policy.max_duration_hours} hours: {test.reason}"

@@ -26,7 +26,7 @@ LOOKBACK_DAYS = 7.0
 TARGET_HOURS = 72.0  # a canary should expect to decide within three days
 POWER_Z = 0.84  # the test expects to decide at δ with 80 % power
 MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ blind to real ones
-SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected observations and time
+SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,17 @@ class Traffic:
     users: int
     hours: float
     sd: float  # across users' mean KPI values
-    answers_per_user: float
 
 
 def traffic_of(user_kpis: dict[str, list[float]], hours: float) -> Traffic:
     """Summarise each user's KPI values (observed over `hours`) into what the design needs."""
     means = [sum(v) / len(v) for v in user_kpis.values() if v]
     if len(means) < 2:
-        return Traffic(len(means), hours, 1.0, 1.0)
+        return Traffic(len(means), hours, 1.0)
     centre = sum(means) / len(means)
     sd = math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
-    answers = sum(len(v) for v in user_kpis.values()) / len(means)
     # A KPI that hardly varied in the window still needs a nonzero spread to plan with.
-    return Traffic(len(means), hours, max(sd, 0.1), answers)
+    return Traffic(len(means), hours, max(sd, 0.1))
 
 
 def _variance(sd: float, users: float, share: float) -> float:
@@ -110,8 +108,7 @@ def design_canary(
     hours = traffic.hours * need / traffic.users if math.isfinite(need) else math.inf
     chosen: dict[str, Any] = {"tau2": round(tau2, 4), "ramp": [share, *(s for s in LATER_STEPS if s > share)]}
     if math.isfinite(need):
-        observations = SAMPLES_MARGIN * need * share * traffic.answers_per_user
-        chosen["max_samples"] = max(policy.min_samples, math.ceil(observations))
+        chosen["max_samples"] = max(policy.min_samples, math.ceil(SAMPLES_MARGIN * need * share))
         chosen["max_duration_hours"] = max(policy.max_duration_hours, round(SAMPLES_MARGIN * hours, 2))
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})

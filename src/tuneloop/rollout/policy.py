@@ -86,7 +86,7 @@ class RolloutPolicy(TenantPolicy):
     max_samples: int = Field(
         5000,
         ge=2,
-        description="KPI observations per arm after which an undecided canary ends as inconclusive "
+        description="Users with a KPI value per arm after which an undecided canary ends as inconclusive "
         "(and is rolled back: a candidate must prove itself better).",
     )
     max_duration_hours: float = Field(
