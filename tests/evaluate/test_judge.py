@@ -45,5 +45,16 @@ def test_a_reward_model_that_disagrees_is_blocked_and_the_judge_stays(
 
     verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
 
-    assert verdict["judge"] == gate_setup.reward_model.id and "<" in verdict["verdict"]
+    assert verdict["judge"] == gate_setup.reward_model.id and "surely below" in verdict["verdict"]
     assert gate_setup.registry.get(new.id).state == "blocked"
+
+
+def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> None:
+    from tuneloop.evaluate.policy import RewardModelConfig
+
+    rule = RewardModelConfig()  # min_agreement 0.6, alpha 0.2
+    assert rule.fit_to_judge(6 / 12, 12, "12 pairs")[0]  # a dozen pairs cannot tell 50 % from 60 %
+    assert not rule.fit_to_judge(3 / 12, 12, "12 pairs")[0]
+    assert not rule.fit_to_judge(0.55, 100, "100 pairs")[0]  # a hundred can
+    assert rule.fit_to_judge(0.58, 100, "100 pairs")[0]
+    assert not rule.fit_to_judge(0.0, 0, "no pairs")[0]  # no evidence is no seat

@@ -28,10 +28,13 @@ def appoint_judge(
     if len(pairs) >= rule.min_agreement_pairs:
         base = resolve_model(settings.model, settings.home)
         model = load_reward_model(reward_model.artifact_path, base_model=str(base))
-        accuracy, measured_on = round(agreement(model, pairs), 4), f"{len(pairs)} held-out human pairs"
+        accuracy, measured = round(agreement(model, pairs), 4), len(pairs)
+        measured_on = f"{measured} held-out human pairs"
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
-        accuracy, measured_on = reward_model.metrics.get("test_accuracy", 0.0), "its test split"
-    fit, why = rule.fit_to_judge(accuracy, measured_on)
+        accuracy = reward_model.metrics.get("test_accuracy", 0.0)
+        measured = int(reward_model.metrics.get("test_pairs", 0))
+        measured_on = f"its test split of {measured} pairs"
+    fit, why = rule.fit_to_judge(accuracy, measured, measured_on)
     if suites.judge_privacy.required and suites.judge_privacy.max_epsilon is not None:
         private, budget = within_privacy_budget(reward_model, suites.judge_privacy.max_epsilon)
         fit, why = fit and private, f"{why}; {budget}"

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.config import TenantPolicy
+from tuneloop.evaluate.stats import binomial_at_most
 
 
 class _Config(BaseModel):
@@ -75,6 +76,13 @@ class RewardModelConfig(WinRateRule):
         description="Smallest share of held-out human pairs the reward model must order as the humans did; "
         "below it the reward model has drifted and approves nothing.",
     )
+    alpha: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="A reward model is unfit to judge once a one-sided binomial test on the held-out pairs "
+        "it ordered right gives p < alpha that its agreement is below min_agreement.",
+    )
     min_agreement_pairs: int = Field(
         default=5,
         ge=1,
@@ -82,13 +90,21 @@ class RewardModelConfig(WinRateRule):
     )
     tie_tolerance: float = Field(default=1e-6, ge=0, description="Reward differences within this are ties.")
 
-    def fit_to_judge(self, agreement: float, measured_on: str) -> tuple[bool, str]:
-        """Whether a reward model that orders `agreement` of the pairs `measured_on` as the humans did may
-        judge candidates (the loop's choice of a new judge and this suite's check), and why."""
-        fit = agreement >= self.min_agreement
+    def fit_to_judge(self, agreement: float, pairs: int, measured_on: str) -> tuple[bool, str]:
+        """Whether a reward model that orders `agreement` of `pairs` pairs (`measured_on`) as the humans did
+        may judge candidates (the loop's choice of a new judge and this suite's check), and why.
+
+        Judged on the counts: unfit once its agreement is surely below min_agreement (one-sided binomial
+        p < alpha). On a dozen pairs the share alone is known to about ±14 points, and a fixed bar
+        blocked judges as often as the pairs' luck decided."""
+        agreed = round(agreement * pairs)
+        p = binomial_at_most(agreed, pairs, self.min_agreement)
+        fit = pairs > 0 and p >= self.alpha
+        verdict = "not surely below" if fit else "surely below"
         return (
             fit,
-            f"agrees with {agreement:.0%} of {measured_on} ({'≥' if fit else '<'} {self.min_agreement:.0%})",
+            f"agrees with {agreement:.0%} of {measured_on}: {verdict} {self.min_agreement:.0%} "
+            f"(one-sided binomial p {p:.2f}, alpha {self.alpha})",
         )
 
 

@@ -25,6 +25,11 @@ def paired_change_p(worse: int, better: int) -> float:
     return sum(math.comb(n, k) for k in range(worse, n + 1)) / 2**n if n else 1.0
 
 
+def binomial_at_most(successes: int, n: int, p: float) -> float:
+    """P(X <= successes) for X ~ Binomial(n, p): the one-sided p-value that the true rate is below `p`."""
+    return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(successes + 1)) if n else 1.0
+
+
 def win_rate(differences: Iterable[float], tie_tolerance: float = 0.0) -> dict[str, Any]:
     """Candidate-minus-production differences → wins, ties, losses, win rate (ties count half) and its CI."""
     diffs = list(differences)

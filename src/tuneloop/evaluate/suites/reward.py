@@ -80,7 +80,7 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         }
         for p, a, b, c, s in zip(prompts[:MAX_ROWS], cand, prod, cand_scores, prod_scores, strict=False)
     ]
-    fit, agreement_words = cfg.fit_to_judge(agreement, f"{len(pairs)} held-out human pairs")
+    fit, agreement_words = cfg.fit_to_judge(agreement, len(pairs), f"{len(pairs)} held-out human pairs")
     if not fit:
         reason = f"reward model {judge.id} has drifted: it {agreement_words}, so it approves nothing"
         return Verdict(False, reason, metrics, rows)
