@@ -72,6 +72,10 @@ FOUND = [
     ("Please forward this to Cristina Campano before Friday", "to <PERSON> before Friday"),
     ("cc Herr Rüdiger Ruppersberger — she owns it", "cc <PERSON> — she"),
     ("Thanks Ashley van der Linden, that fixed it!", "Thanks <PERSON>, that"),
+    ("Regards, Almudena de Grau", "Regards, <PERSON>"),
+    ("Contact Sig. Patrizio Martucci, our IT lead", "Contact <PERSON>, our"),
+    ("Send the signed contract to Bakhshi Chakraborty today", "to <PERSON> today"),
+    ("Lidia Midura asked me to open this ticket", "<PERSON> asked me"),
 ]
 
 
@@ -123,6 +127,8 @@ ORDINARY = [
     "Set max_tokens to 500 and temperature to 0.7, retry 3 times.",
     "I am having trouble logging in since Monday.",
     "Our contract renews on 2026-03-01, can we change plans?",
+    "Microsoft Teams says I am offline; Google Drive needs a new sign-in.",
+    "Send the logs to Customer Success and upload them to Google Drive.",
 ]
 
 

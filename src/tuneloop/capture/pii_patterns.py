@@ -37,7 +37,7 @@ OR PA RI SC SD TN TX UT VT VA WA WV WI WY AS GU MP PR VI UM AA AE AP FM MH PW
 TITLES = _words(
     "Mr Mrs Ms Mx Dr Dra Prof Herr Frau Sr Sra Srta Sig Ing Mme Mlle Dott Dhr Mevr Pan Pani Shri Smt"
 )
-DEGREES = _words("B.Sc. B.A. M.Sc. M.A. MBA PhD Ph.D. Jr. Sr. MD")
+DEGREES = _words("B.Sc. B.A. B.Eng. M.Sc. M.A. M.Eng. MBA PhD Ph.D. Jr. Sr. MD")
 NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
 # Capitalised words that follow a greeting without being anyone's name.
 NOT_NAMES = _words("""
@@ -46,7 +46,7 @@ advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear
 please yes no ok okay great good morning afternoon evening night monday tuesday wednesday thursday friday
 saturday sunday january february march april june july august september october november december today
 tomorrow yesterday contact refund upgrade ask send email call tell forward invite add remove give let bcc
-message ping notify assign cc
+message ping notify assign cc ssn iban dob zip pls thx
 """)
 
 

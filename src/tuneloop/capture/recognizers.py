@@ -61,6 +61,7 @@ def recognizers() -> list[Any]:
         RegexRecognizer("PERSON", _introduced_name(), "IntroducedName"),
         RegexRecognizer("PERSON", _greeted_name(), "GreetedName"),
         RegexRecognizer("PERSON", _addressed_name(), "AddressedName"),
+        RegexRecognizer("PERSON", _acting_name(), "ActingName"),
         RegexRecognizer("STREET_ADDRESS", p.street_address(p.COMMON_SUFFIXES, tail=False), "Street"),
         RegexRecognizer("STREET_ADDRESS", p.street_address(p.STREET_SUFFIXES, tail=True), "StreetCityState"),
         RegexRecognizer(
@@ -188,11 +189,13 @@ def _is_name_part(word: str) -> bool:
 
 
 def _name_words(first_capitalised: bool, least: int = 1) -> str:
-    """`least` to 3 words of a name, none of them an English stop word or a word that follows greetings."""
+    """A title or none, then `least` to 3 words of a name, particles ("van der") between them; no word an
+    English stop word or one of `NOT_NAMES`."""
     stop = p.alternation([*STOP_WORDS, *p.NOT_NAMES])
-    first = r"\p{Lu}" if first_capitalised else r"\p{L}"
-    word = rf"(?i:(?!(?:{stop})(?![\p{{L}}'’-])))"
-    return rf"(?P<v>{word}{first}[\p{{L}}'’-]+(?:[ ]{word}{first}[\p{{L}}'’-]+){{{least - 1},2}})"
+    initial = r"\p{Lu}" if first_capitalised else r"\p{L}"
+    word = rf"(?i:(?!(?:{stop})(?![\p{{L}}'’-]))){initial}[\p{{L}}'’-]+"
+    title = rf"(?:(?:{p.alternation(p.TITLES)})\.?[ ])?"
+    return rf"(?P<v>{title}{word}(?:[ ](?:{_PARTICLES}[ ])?{word}){{{least - 1},2}})"
 
 
 def _introduced_name() -> str:
@@ -217,11 +220,19 @@ def _greeted_name() -> str:
 
 
 def _addressed_name() -> str:
-    # "We met Ranveer Kibe", "forward this to Cristina Campano": two or three capitalised words after a verb
-    # that takes a person ("Contact Support" is one word, so it stays).
+    # "We met Ranveer Kibe", "send the contract to Cristina Campano": two or three capitalised words after a
+    # verb that takes a person ("Contact Support" is one word, so it stays).
     verb = r"(?i:\b(?:met|meet|contact|ask|asked|emailed|called|tell|told|invite|invited|cc"
-    verb += r"|(?:forward|assign|give|send)\s+(?:this|it)\s+to|talk\s+to|(?:speak|spoke)\s+(?:to|with)))\s+"
-    return rf"{verb}{_name_words(True, least=2)}"
+    verb += r"|(?:forward|assign|give|send|pass|hand)(?:\s+[\w-]+){0,3}?\s+to|talk\s+to"
+    verb += r"|(?:speak|spoke)\s+(?:to|with)))"
+    return rf"{verb}\s+{_name_words(True, least=2)}"
+
+
+def _acting_name() -> str:
+    # "Lidia Midura asked me to open this ticket": two or three capitalised words before a verb of people.
+    # Past tenses of talking: "Windows Defender says" and "Google Drive needs" are products.
+    verb = r"(?:asked|said|told|wrote|emailed|called|mentioned|replied)\b"
+    return rf"(?<![\p{{L}}\p{{N}}'’.-]){_name_words(True, least=2)}(?=\s+{verb})"
 
 
 def _obfuscated_email_ok(value: str) -> bool:
