@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
 KEY_PREFIX = "tl-"
 SESSION_PREFIX = "tls-"
+WAL_TRUNCATE_ATTEMPTS = 50  # 0.1 s apart: a reader in another process usually finishes well within 5 s
 # ASCII only: a Cyrillic "а" would make a look-alike of another tenant's name.
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -326,6 +328,32 @@ class Store:
         with self.read() as conn:
             return audit.verify(conn)
 
+    # erasure ---------------------------------------------------------------------------------------
+
+    def reclaim(self, *, vacuum: bool = False) -> bool:
+        """Take deleted rows' bytes off the disk: on SQLite, with `vacuum` rebuild the file (no free page
+        keeps an older copy), then checkpoint the WAL into it and truncate the WAL to zero bytes.
+
+        Returns whether the WAL is empty now (False while another process holds a read open: run again).
+        PostgreSQL leaves dead rows to autovacuum; there is nothing to do here."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        raw = self.engine.raw_connection()
+        try:
+            sqlite_conn = (
+                raw.driver_connection
+            )  # autocommit (isolation_level None): VACUUM runs outside BEGIN
+            if vacuum:
+                sqlite_conn.execute("VACUUM")
+            for _ in range(WAL_TRUNCATE_ATTEMPTS):
+                busy, _, _ = sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.1)
+            return False
+        finally:
+            raw.close()
+
 
 def _tenant(row: sa.Row) -> Tenant:
     return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=utc(row.created_at))
@@ -370,6 +398,11 @@ class TenantTx:
         stmt = table.update().where(table.c.tenant_id == self.tenant_id, *where).values(**values)
         return self.conn.execute(stmt).rowcount
 
+    def delete(self, table: sa.Table, *where: Any) -> int:
+        """Delete this tenant's rows matching `where` (at least one condition); returns how many went."""
+        assert where, "a scoped delete needs a condition; deleting a whole tenant is not a helper's job"
+        return self.conn.execute(table.delete().where(table.c.tenant_id == self.tenant_id, *where)).rowcount
+
     def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> int:
         """Append this tenant's audit row inside the transaction; returns its sequence number."""
         return audit.append(
@@ -400,6 +433,17 @@ class TenantStore:
         """Run `fn` in one write transaction (retried on a lost audit-chain race): state and audit rows
         it writes commit together or not at all."""
         return self.store.retrying(lambda conn: fn(TenantTx(conn, self.tenant_id)))
+
+    def purge(self, fn: Callable[[TenantTx], T]) -> T:
+        """Like `transaction`, for deleting personal rows: on SQLite the connection zeroes the space it frees
+        (secure_delete). Call `Store.reclaim` after it to take the WAL's copies off the disk too."""
+
+        def run(conn: sa.Connection) -> T:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")  # stays on for this pooled connection
+            return fn(TenantTx(conn, self.tenant_id))
+
+        return self.store.retrying(run)
 
     def all(self, table: sa.Table, *where: Any, **options: Any) -> list[sa.Row]:
         """This tenant's rows of `table` matching `where` (see `TenantTx.all` for the options)."""

@@ -124,6 +124,8 @@ versions = sa.Table(
     sa.Column("parent_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Set when a user it was trained on was erased: such a version never serves again (privacy/erasure.py).
+    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_versions_tenant_state", "tenant_id", "kind", "state"),
 )
 
@@ -139,6 +141,9 @@ snapshots = sa.Table(
     sa.Column("report", sa.JSON, nullable=False),
     sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Set when erasure or retention rewrote its files without some rows: `hash` then names, no longer
+    # matches, the content.
+    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 experiments = sa.Table(
