@@ -121,6 +121,7 @@ ORDINARY = [
     "Thanks Again for the quick fix!",
     "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
     "Age of the cache entry: 30 seconds, TTL 300 s.",
+    "Set the cache max age 3600 and the cookie age 30 days.",
     "jobs:\n  test:\n    name: build and test\n    runs-on: ubuntu-latest",
     "Meet at the office dot com bubble talk, 2 pm.",
     "Memory usage climbs to 7.63 GB after 2 hours.",

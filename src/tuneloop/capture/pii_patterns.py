@@ -98,7 +98,9 @@ DATE = (
 )
 AGE = (
     r"(?i)(?<![\w.,])\d{1,3}(?=[\s-]*(?:years?|yrs?)[\s-]*old\b|\s*(?:yo|y/o|y\.o\.)(?!\w))"
-    r"|(?<=\b(?:aged?|age\s+is|age\s+of)[:\s]\s*)\d{1,3}(?![\w.,]\d)"
+    # "age 30" but not "max age 3600" or "cache age 30 s": a whole number of at most 3 digits, no unit after.
+    r"|(?<=\b(?:aged?|age\s+is|age\s+of)[:\s]\s*)\d{1,3}(?![\d.,]*\d|\s*(?:ms|s|secs?|seconds?|mins?"
+    r"|minutes?|h|hours?|days?)\b)"
     r"|(?<=\b(?:i'?m|i’m|i\s+am)\s+)\d{1,2}(?=\s*(?:[,.!;]|$|and\b|but\b|so\b))"
 )
 
