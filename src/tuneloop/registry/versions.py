@@ -31,6 +31,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "blocked": set(),
     "rolled_back": set(),
 }
+# States that serve users or lead there: a version trained on erased data never enters them again.
+SERVING: set[str] = {"gated", "canary", "production"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Version:
     metrics: dict[str, Any] = field(default_factory=dict)
     gate_report: str | None = None
     parent_id: str | None = None
+    erased_at: datetime | None = None  # a user it was trained on was erased since (privacy/erasure.py)
 
 
 class Registry:
@@ -138,6 +141,11 @@ class Registry:
                 raise Conflict(
                     f"version {version_id} is {row.state}; it cannot move to {to} "
                     f"(allowed: {sorted(TRANSITIONS[row.state]) or 'none'})"
+                )
+            if row.erased_at is not None and to in SERVING:
+                raise Conflict(
+                    f"version {version_id} was trained on data of an erased user; it cannot move to {to} — "
+                    "train a new version on a fresh snapshot"
                 )
             now = now_utc()
             if to == "production":

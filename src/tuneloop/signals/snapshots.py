@@ -43,6 +43,7 @@ class Snapshot:
     report: dict[str, Any]
     as_of: datetime
     created_at: datetime
+    erased_at: datetime | None = None  # erasure or retention rewrote the files: `hash` no longer matches
 
     def rows(self, dataset: str, split: str | None = None) -> list[dict[str, Any]]:
         """The rows of one dataset (`pairs`, `kto`, `sft`), optionally only the `train` or `heldout` split."""
@@ -140,9 +141,70 @@ def _publish_parquet(path: Path, datasets: dict[str, list[dict]], manifest: dict
         table = pa.Table.from_pylist(rows) if rows else pa.table({"split": pa.array([], pa.string())})
         pq.write_table(table, tmp / f"{name}.parquet")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    if path.exists():  # left by a crash between the rename and the registration: same content, replace it
-        shutil.rmtree(path)
-    tmp.rename(path)
+    if path.exists():  # left by a crash before the registration, or being rewritten by an erasure
+        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=path.parent))
+        path.rename(stale / path.name)  # swapped by renames: a crash never leaves the snapshot missing
+        tmp.rename(path)
+        shutil.rmtree(stale)
+    else:
+        tmp.rename(path)
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Rows to take out of snapshots: those drawing on any of these interactions, events or raters."""
+
+    interactions: frozenset[str]
+    events: frozenset[str]
+    raters: frozenset[str] = frozenset()
+
+    def drops(self, row: dict[str, Any]) -> bool:
+        return (
+            not self.interactions.isdisjoint(row.get("interaction_ids") or ())
+            or not self.events.isdisjoint(row.get("event_ids") or ())
+            or row.get("rater") in self.raters
+        )
+
+    def touches(self, snapshot: Snapshot) -> bool:
+        """Whether `snapshot` holds a row, or a rater entry in its report, that this trim removes."""
+        named = {*snapshot.report.get("flagged_raters", ()), *snapshot.report.get("rater_weights", {})}
+        return not self.raters.isdisjoint(named) or any(
+            self.drops(row) for name in DATASETS for row in snapshot.rows(name)
+        )
+
+
+def trim_snapshot(tenant: TenantStore, snapshot: Snapshot, trim: Trim) -> int:
+    """Rewrite the snapshot's files without the rows `trim` removes and mark its row `erased_at` (its hash
+    now names, no longer matches, the content); returns how many rows went."""
+    datasets = {name: snapshot.rows(name) for name in DATASETS}
+    kept = {name: [r for r in rows if not trim.drops(r)] for name, rows in datasets.items()}
+    dropped = sum(len(datasets[name]) - len(kept[name]) for name in DATASETS)
+    counts = {
+        **snapshot.counts,
+        **{
+            f"{name}_{split}": sum(r["split"] == split and r.get("origin") != canaries.ORIGIN for r in rows)
+            for name, rows in kept.items()
+            for split in ("train", "heldout")
+        },
+        "erased_rows": snapshot.counts.get("erased_rows", 0) + dropped,
+    }
+    report = {
+        **snapshot.report,
+        "flagged_raters": [r for r in snapshot.report.get("flagged_raters", []) if r not in trim.raters],
+        "rater_weights": {
+            r: w for r, w in snapshot.report.get("rater_weights", {}).items() if r not in trim.raters
+        },
+    }
+    erased_at = now_utc()
+    manifest = json.loads((snapshot.path / "manifest.json").read_text())
+    manifest |= {"counts": counts, "report": report, "erased_at": erased_at.isoformat()}
+    _publish_parquet(snapshot.path, kept, manifest)
+    tenant.transaction(
+        lambda tx: tx.update(
+            snapshots, snapshots.c.hash == snapshot.hash, counts=counts, report=report, erased_at=erased_at
+        )
+    )
+    return dropped
 
 
 def get_snapshot(tenant: TenantStore, digest: str) -> Snapshot:
@@ -185,4 +247,5 @@ def _snapshot(row: sa.Row) -> Snapshot:
     data = dict(row._mapping)
     data["path"] = Path(data["path"])
     data["as_of"], data["created_at"] = utc(data["as_of"]), utc(data["created_at"])
+    data["erased_at"] = utc(data["erased_at"]) if data["erased_at"] else None
     return Snapshot(**data)

@@ -1,0 +1,106 @@
+"""Forget one end user of a tenant: their rows leave the store (and its disk pages), every snapshot and file
+under HOME that held them, and the versions trained on them leave service by the tenant's privacy policy.
+
+Each step can run again, so an erasure cut short is finished by repeating it: versions are marked first,
+then snapshots and files are rewritten, and the rows those steps are found from are deleted last.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.config import tenant_policy
+from tuneloop.errors import BadRequest
+from tuneloop.privacy.lineage import trained_on, withdraw
+from tuneloop.privacy.policy import PrivacyPolicy
+from tuneloop.privacy.residue import Needles, Residue, scrub_home
+from tuneloop.privacy.rows import Doomed, delete_rows, select_rows, texts_of
+from tuneloop.signals.snapshots import list_snapshots, trim_snapshot
+from tuneloop.store.repository import TenantStore, TenantTx
+from tuneloop.store.schema import feedback, interactions
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What one erasure did, by reference only: its request id, counts, snapshot hashes and version ids."""
+
+    request: str
+    interactions: int
+    feedback: int
+    snapshots: list[str]
+    snapshot_rows: int
+    versions: dict[str, str]
+    files: Residue
+    disk_clean: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli") -> Erasure:
+    """Erase the end user whose identifier is stored as `user` (capture's `identifier` of the raw id).
+
+    Deleted: their interactions, all feedback on those, feedback they gave (as `rater`) and events that
+    name their interactions. The audit log gets a request id and counts, never the identifier."""
+    if not user:
+        raise BadRequest("name the user to forget", param="user")
+    request = f"er-{uuid.uuid4().hex[:12]}"
+    raters = {user, f"user:{user}"}  # how snapshots name a rater: the stored id, or the user of a thumbs
+
+    def select(tx: TenantTx) -> Doomed:
+        return select_rows(tx, [interactions.c.user_id == user], [feedback.c.rater == user])
+
+    with tenant.reading() as tx:
+        doomed = select(tx)
+        texts = texts_of(tx, doomed)
+    trim = doomed.trim(raters)
+    held = [s for s in list_snapshots(tenant) if trim.touches(s)]
+    policy = tenant_policy(home, tenant.tenant.name, PrivacyPolicy)
+    states = withdraw(
+        tenant, trained_on(tenant, [s.hash for s in held]), policy, request=request, actor=actor
+    )
+    snapshot_rows = sum(trim_snapshot(tenant, s, trim) for s in held)
+    skip = [home / "snapshots", *_store_files(tenant)]
+    files = scrub_home(home, Needles.of(texts, raters), skip)
+
+    def purge(tx: TenantTx) -> tuple[int, int]:
+        counts = delete_rows(tx, doomed | select(tx))  # and rows that arrived meanwhile
+        tx.audit(
+            actor=actor,
+            action="user.forget",
+            subject=request,
+            details={
+                "interactions": counts[0],
+                "feedback": counts[1],
+                "snapshots": [s.hash for s in held],
+                "snapshot_rows": snapshot_rows,
+                "versions": states,
+                "files_rewritten": len(files.rewritten),
+                "files_removed": len(files.removed),
+            },
+        )
+        return counts
+
+    removed_interactions, removed_feedback = tenant.purge(purge)
+    return Erasure(
+        request=request,
+        interactions=removed_interactions,
+        feedback=removed_feedback,
+        snapshots=[s.hash for s in held],
+        snapshot_rows=snapshot_rows,
+        versions=states,
+        files=files,
+        disk_clean=tenant.store.reclaim(vacuum=True),
+    )
+
+
+def _store_files(tenant: TenantStore) -> list[Path]:
+    """The SQLite file and its companions (handled by `Store.reclaim`); none for PostgreSQL."""
+    url = tenant.store.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return []
+    db = Path(url.database)
+    return [db, *(db.with_name(db.name + extra) for extra in ("-wal", "-shm", "-journal"))]

@@ -1,0 +1,161 @@
+"""Erasure end to end: a user forgotten over the admin route leaves no text in the database, its WAL,
+snapshots or exports under HOME; versions trained on them leave service; the audit chain still verifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from tests.live import live_server
+from tests.privacy.traffic import JANE, JANE_EDITS, JANE_TEXTS, capture
+from tuneloop import Settings
+from tuneloop.cli import main
+from tuneloop.errors import Conflict
+from tuneloop.monitor.alerts import pending_alerts
+from tuneloop.privacy.erasure import forget_user
+from tuneloop.registry.versions import Registry
+from tuneloop.signals.snapshots import DATASETS, get_snapshot, list_snapshots
+from tuneloop.store.pseudonyms import Pseudonyms
+from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.schema import audit_log
+
+
+def _readable(path: Path) -> bytes:
+    """The file's bytes, plus its decoded rows for Parquet (whose pages may be compressed)."""
+    data = path.read_bytes()
+    if path.suffix == ".parquet":
+        data += json.dumps(pq.read_table(path).to_pylist(), ensure_ascii=False, default=str).encode()
+    return data
+
+
+def _holding(home: Path, needles: list[str]) -> list[str]:
+    return sorted(
+        {
+            str(path.relative_to(home))
+            for path in home.rglob("*")
+            if path.is_file()
+            for needle in needles
+            if needle.encode() in _readable(path)
+        }
+    )
+
+
+def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[str, str]:
+    """A production adapter and judge on the snapshot, a candidate warm-started from that adapter, and a
+    production-bound version on another snapshot."""
+    registry = Registry(tenant)
+    adapter = registry.register(
+        kind="adapter", base_model="base", actor="test", snapshot_hash=snapshot, artifact_path="/a/v1"
+    )
+    judge = registry.register(kind="reward_model", base_model="base", actor="test", snapshot_hash=snapshot)
+    warm = registry.register(
+        kind="adapter", base_model="base", actor="test", job_spec={"init_adapter": "/a/v1"}
+    )
+    other = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash=other_snapshot)
+    for version in (adapter, judge):
+        registry.move(version.id, "gated", actor="test", reason="test")
+        registry.move(version.id, "production", actor="test", reason="test")
+    registry.move(other.id, "gated", actor="test", reason="test")
+    return {"adapter": adapter.id, "judge": judge.id, "warm": warm.id, "other": other.id}
+
+
+def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home, backend="none")
+    store = Store(settings.database_url, secret=settings.hash_key())
+    _, acme_key = store.create_tenant("acme")
+    store.create_tenant("beta", redaction="off")
+    acme = store.for_tenant(store.tenant_by_name("acme"))
+    beta = store.for_tenant(store.tenant_by_name("beta"))
+    capture(acme, settings)
+    capture(beta, settings, word="matter")  # the same users in another tenant, which must keep them
+    exports = tuneloop_home / "exports"
+    exports.mkdir()
+    assert main(["snapshot", "create", "--tenant", "acme"]) == 0
+    [snapshot] = list_snapshots(acme)
+    for fmt in ("jsonl", "parquet"):
+        assert (
+            main(["export", "--tenant", "acme", "--format", fmt, "--out", str(exports / f"acme.{fmt}")]) == 0
+        )
+    assert main(["snapshot", "export", snapshot.hash, "--tenant", "acme", "--out", str(exports / "trl")]) == 0
+    ids = _versions(acme, snapshot.hash, "f" * 64)
+    admin_key = store.add_key(None)
+    jane_texts = JANE_TEXTS + JANE_EDITS
+    beta_rows = len(beta.interactions()), len(beta.feedback())
+    held = _holding(tuneloop_home, jane_texts)
+    # Without these, the test could pass on files that never held Jane's text.
+    assert {"exports/acme.jsonl", "exports/acme.parquet"} <= set(held)
+    assert any(f.startswith("exports/trl/") for f in held) and "tuneloop.db-wal" in held
+    assert any(JANE_TEXTS[0] in json.dumps(r, default=str) for name in DATASETS for r in snapshot.rows(name))
+
+    with live_server(settings) as url, httpx.Client(base_url=url) as http:
+        body = {"user": JANE}
+        tenant_key = {"Authorization": f"Bearer {acme_key}"}
+        assert http.post("/v1/users/forget", json=body, headers=tenant_key).status_code == 403
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        assert http.post("/v1/users/forget", json=body, headers=admin).status_code == 403  # no tenant named
+        admin["X-Tuneloop-Tenant"] = "acme"
+        assert http.post("/v1/users/forget", json={"user": ""}, headers=admin).status_code == 400
+        assert http.post("/v1/users/forget", json={"id": JANE}, headers=admin).status_code == 400
+        reply = http.post("/v1/users/forget", json=body, headers=admin)
+    assert reply.status_code == 200, reply.text
+    erasure = reply.json()
+
+    # Her 3 interactions with 9 events on them, her rating of Bob's answer and Bob's choice against hers.
+    assert (erasure["interactions"], erasure["feedback"]) == (3, 11)
+    assert erasure["snapshots"] == [snapshot.hash] and erasure["snapshot_rows"] > 0
+    assert erasure["files"] == {"rewritten": [f for f in held if f.startswith("exports/")], "removed": []}
+    assert erasure["disk_clean"]
+    assert _holding(tuneloop_home, jane_texts) == []
+    hashed = Pseudonyms(settings.hash_key()).identifier(JANE)
+    assert [p for p in _holding(tuneloop_home, [hashed]) if not p.startswith("tuneloop.db")] == []
+    # Bob's rows stay in the store; an export row that carries Jane's rating (b0) goes whole.
+    assert [json.loads(line)["id"] for line in (exports / "acme.jsonl").read_text().splitlines()] == [
+        "b1",
+        "b2",
+    ]
+    assert {i["user"] for i in acme.interactions()} == {Pseudonyms(settings.hash_key()).identifier("bob-7")}
+    assert (len(beta.interactions()), len(beta.feedback())) == beta_rows
+
+    rewritten = get_snapshot(acme, snapshot.hash)
+    assert rewritten.erased_at is not None and rewritten.counts["erased_rows"] == erasure["snapshot_rows"]
+    assert hashed not in json.dumps(rewritten.report)
+
+    registry = Registry(acme)
+    states = {name: registry.get(v) for name, v in ids.items()}
+    assert erasure["versions"] == {
+        ids["adapter"]: "production",  # `retrain` (the default): serves until the next turn replaces it
+        ids["judge"]: "production",
+        ids["warm"]: "blocked",
+    }
+    assert (
+        all(states[n].erased_at for n in ("adapter", "judge", "warm")) and states["other"].erased_at is None
+    )
+    assert [a.kind for a in pending_alerts(acme)] == ["erasure"]
+    registry.move(ids["adapter"], "retired", actor="test", reason="test")
+    with pytest.raises(Conflict, match="erased user"):
+        registry.move(ids["adapter"], "production", actor="test", reason="an instant rollback")
+
+    assert main(["audit", "verify"]) == 0
+    with store.read() as conn:
+        chain = json.dumps([list(r) for r in conn.execute(sa.select(audit_log))], default=str)
+    assert JANE not in chain and hashed not in chain and erasure["request"] in chain
+    store.close()
+
+
+def test_forgetting_an_unknown_user_changes_nothing_but_the_audit(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    capture(tenant, settings)
+
+    erasure = forget_user(tenant, tuneloop_home, "nobody")
+
+    assert (erasure.interactions, erasure.feedback, erasure.snapshots, erasure.versions) == (0, 0, [], {})
+    assert len(tenant.interactions()) == 6
+    assert store.verify_audit()[0]
+    store.close()
