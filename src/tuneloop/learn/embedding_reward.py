@@ -61,10 +61,10 @@ def fit_head(
     import torch
 
     l2 = float(spec.trainer_args["l2"])
-    torch.manual_seed(spec.seed)
     if dp is not None:
         # The L2 penalty l2·|w|² has gradient 2·l2·w: SGD's weight decay, applied after the noise.
         return train_private_head(diffs, dp, weight_decay=2 * l2)
+    torch.manual_seed(spec.seed)
     x = torch.tensor(diffs, dtype=torch.float32)
     w = torch.zeros(x.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS(
