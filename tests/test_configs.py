@@ -9,6 +9,7 @@ import pytest
 from tuneloop.config import load_yaml_model
 from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.loop import LoopPolicy
+from tuneloop.privacy.policy import PrivacyPolicy
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 
@@ -18,6 +19,7 @@ MODELS = {
     "gate_policy": GatePolicy,
     "rollout_policy": RolloutPolicy,
     "loop_policy": LoopPolicy,
+    "privacy_policy": PrivacyPolicy,
 }
 
 

@@ -38,7 +38,7 @@ async def forget(request: Request) -> dict[str, Any]:
         ForgetIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
     )
     stored = st.capture.identifier(tenant, body.user)
-    # Erasure rewrites files and vacuums the database: minutes at worst, off the event loop and the store pool.
+    # Erasure rewrites files and vacuums the database: off the event loop, and outside the store pool.
     erase = partial(forget_user, tenant, st.settings.home, stored or "", actor="api")
     erasure = await anyio.to_thread.run_sync(erase)
     return erasure.as_dict()
