@@ -118,8 +118,9 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
 
 
 def _warm_start_from(policy: LoopPolicy, production: Version | None) -> str | None:
-    """The production adapter to continue from, if the policy wants that and its LoRA rank matches."""
-    if not policy.warm_start or production is None or not production.artifact_path:
+    """The production adapter to continue from, if the policy wants that, its LoRA rank matches and it was
+    not trained on an erased user (continuing from it would carry what it learned of them on)."""
+    if not policy.warm_start or production is None or not production.artifact_path or production.erased_at:
         return None
     rank = {**DEFAULT_LORA, **policy.lora}["r"]
     same_rank = (production.job_spec or {}).get("lora", {}).get("r") == rank
