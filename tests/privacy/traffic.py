@@ -86,13 +86,25 @@ def capture(
 ) -> None:
     """Jane's and Bob's interactions and feedback, written as the capture API writes them; `word` sets
     Jane's texts apart from another tenant's."""
+    items = interactions_of("j", JANE, jane_texts(word)) + interactions_of("b", BOB, BOB_TEXTS)
+    events = feedback_of("j", jane_edits(word)) + feedback_of("b", BOB_EDITS) + CROSS_EVENTS
+    write(tenant, settings, items, events, created_at)
+
+
+def write(
+    tenant: TenantStore,
+    settings: Settings,
+    items: list[dict],
+    events: list[dict],
+    created_at: datetime | None,
+) -> None:
+    """Interactions (created at `created_at`, default now) and events through capture's redaction."""
     secret = settings.hash_key()
     cap = Capture(Redactor(hash_key=secret), Pseudonyms(secret))
-    for item in interactions_of("j", JANE, jane_texts(word)) + interactions_of("b", BOB, BOB_TEXTS):
+    for item in items:
         row, digest = cap.interaction_row(tenant, InteractionIn.model_validate(item))
         if created_at is not None:
             row = {**row, "created_at": created_at}
         assert tenant.log_interaction(row, digest).status == "accepted"
-    events = feedback_of("j", jane_edits(word)) + feedback_of("b", BOB_EDITS) + CROSS_EVENTS
     results = tenant.add_feedback(cap.feedback_rows(tenant, [FeedbackIn.model_validate(e) for e in events]))
     assert {r.status for r in results} == {"accepted"}, results
