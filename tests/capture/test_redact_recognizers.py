@@ -76,6 +76,7 @@ FOUND = [
     ("Contact Sig. Patrizio Martucci, our IT lead", "Contact <PERSON>, our"),
     ("Send the signed contract to Bakhshi Chakraborty today", "to <PERSON> today"),
     ("Lidia Midura asked me to open this ticket", "<PERSON> asked me"),
+    ("Thanks LaToya McDonald for the quick reply", "Thanks <PERSON> for"),
 ]
 
 
@@ -130,6 +131,8 @@ ORDINARY = [
     "Our contract renews on 2026-03-01, can we change plans?",
     "Microsoft Teams says I am offline; Google Drive needs a new sign-in.",
     "Send the logs to Customer Success and upload them to Google Drive.",
+    "Train a LoRA adapter on SQLite data behind an OpenAI-compatible API.",
+    "version: null   # reward model version id",
 ]
 
 

@@ -29,6 +29,8 @@ from tuneloop.capture import pii_patterns as p
 SCORE = 0.9
 _WORD = regex.compile(r"[\p{L}\p{N}]+")
 _NOT_PHONE = frozenset(p.NOT_PHONE_WORDS)
+# Two capitals in a row inside a mixed-case word: "OpenAI", "PostgreSQL", never "LaToya" or "McDonald".
+_MIXED_CASE = regex.compile(r"\p{Ll}\p{L}*\p{Lu}{2}|\p{Lu}{2}\p{L}*\p{Ll}")
 _PARTICLES = rf"(?:{p.alternation(p.NAME_PARTICLES)})(?:\s+(?:{p.alternation(p.NAME_PARTICLES)}))*"
 
 
@@ -155,8 +157,8 @@ class NamesRecognizer(SpacyRecognizer):
             found = text[result.start : result.end]
             if any(c.isdigit() or c in "@<>/\\_=()[]{}" for c in found):
                 continue
-            if all(w.isupper() and len(w) <= 4 for w in found.split()):
-                continue  # "7.63 <GB>", "<SDK>": units and acronyms
+            if (found.isupper() and len(found) <= 4) or _MIXED_CASE.search(found):
+                continue  # "7.63 <GB>", "<SDK>", "<LoRA>", "<SQLite>": units, acronyms and product names
             words = list(regex.finditer(r"\S+", text, pos=result.start, endpos=result.end))
             while words and not _is_name_part(words[0].group()):
                 words.pop(0)  # "<Contact Stuart Wood>": the model took the verb before the name
