@@ -147,15 +147,22 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
     store.close()
 
 
-def test_forgetting_an_unknown_user_changes_nothing_but_the_audit(tuneloop_home: Path) -> None:
+def test_forget_deletes_only_that_users_rows_on_each_store(db_url: str, tuneloop_home: Path) -> None:
     settings = Settings(home=tuneloop_home)
-    store = Store(settings.database_url, secret=settings.hash_key())
-    tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
-    capture(tenant, settings)
+    store = Store(db_url, secret=settings.hash_key())
+    acme, beta = (store.for_tenant(store.create_tenant(n, redaction="off")[0]) for n in ("acme", "beta"))
+    for tenant in (acme, beta):
+        capture(tenant, settings)
 
-    erasure = forget_user(tenant, tuneloop_home, "nobody")
+    erasure = forget_user(acme, tuneloop_home, JANE)
+    again = forget_user(acme, tuneloop_home, JANE)
+    nobody = forget_user(acme, tuneloop_home, "nobody")
 
-    assert (erasure.interactions, erasure.feedback, erasure.snapshots, erasure.versions) == (0, 0, [], {})
-    assert len(tenant.interactions()) == 6
+    assert (erasure.interactions, erasure.feedback, erasure.disk_clean) == (3, 11, True)
+    assert (again.interactions, again.feedback, nobody.interactions, nobody.feedback) == (0, 0, 0, 0)
+    assert {i["id"] for i in acme.interactions()} == {"b0", "b1", "b2"}
+    assert JANE not in {e["rater"] for e in acme.feedback()}
+    assert {e["id"] for e in acme.feedback()} >= {"b0-up", "b1-edit", "b2-pick"}
+    assert (len(beta.interactions()), len(beta.feedback())) == (6, 20)
     assert store.verify_audit()[0]
     store.close()
