@@ -39,7 +39,8 @@ TITLES = _words(
 )
 DEGREES = _words("B.Sc. B.A. B.Eng. M.Sc. M.A. M.Eng. MBA PhD Ph.D. Jr. Sr. MD")
 NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
-# Capitalised words that follow a greeting without being anyone's name.
+# Words that stand where names do but are nobody's: after a greeting ("Hi Team"), verbs before a name
+# ("Contact Stuart Wood"), and words the model mistakes for names ("ssn", "null").
 NOT_NAMES = _words("""
 team all everyone everybody support again there guys folks sir madam customer admin world you much so for in
 advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear cheers best sincerely kind
