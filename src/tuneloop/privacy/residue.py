@@ -21,6 +21,7 @@ import yaml
 MIN_TEXT = 12  # shorter messages ("thanks", "hi there") cannot be told apart from anyone else's
 PREFIX = 64  # reports quote a message cut short: its start is what is looked for
 MAX_SCAN_BYTES = 64 * 2**20  # larger files are model weights and caches, which hold no captured text
+WEIGHTS = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt"}  # tensors, never captured text
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ def scrub_home(home: Path, needles: Needles, skip: Iterable[Path]) -> Residue:
     residue = Residue()
     skipped = [p.resolve() for p in skip]
     for path in sorted(home.rglob("*")):
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SCAN_BYTES:
+        if not path.is_file() or path.is_symlink() or path.suffix in WEIGHTS:
+            continue
+        if path.stat().st_size > MAX_SCAN_BYTES:
             continue
         resolved = path.resolve()
         if any(resolved == s or s in resolved.parents for s in skipped):

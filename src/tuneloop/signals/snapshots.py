@@ -169,14 +169,20 @@ class Trim:
         """Whether `snapshot` holds a row, or a rater entry in its report, that this trim removes."""
         named = {*snapshot.report.get("flagged_raters", ()), *snapshot.report.get("rater_weights", {})}
         return not self.raters.isdisjoint(named) or any(
-            self.drops(row) for name in DATASETS for row in snapshot.rows(name)
+            self.drops(row) for rows in _datasets(snapshot).values() for row in rows
         )
+
+
+def _datasets(snapshot: Snapshot) -> dict[str, list[dict[str, Any]]]:
+    """The snapshot's rows by dataset; none when an operator deleted its files."""
+    exists = snapshot.path.exists()
+    return {name: snapshot.rows(name) if exists else [] for name in DATASETS}
 
 
 def trim_snapshot(tenant: TenantStore, snapshot: Snapshot, trim: Trim) -> int:
     """Rewrite the snapshot's files without the rows `trim` removes and mark its row `erased_at` (its hash
     now names, no longer matches, the content); returns how many rows went."""
-    datasets = {name: snapshot.rows(name) for name in DATASETS}
+    datasets = _datasets(snapshot)
     kept = {name: [r for r in rows if not trim.drops(r)] for name, rows in datasets.items()}
     dropped = sum(len(datasets[name]) - len(kept[name]) for name in DATASETS)
     counts = {
@@ -196,9 +202,10 @@ def trim_snapshot(tenant: TenantStore, snapshot: Snapshot, trim: Trim) -> int:
         },
     }
     erased_at = now_utc()
-    manifest = json.loads((snapshot.path / "manifest.json").read_text())
-    manifest |= {"counts": counts, "report": report, "erased_at": erased_at.isoformat()}
-    _publish_parquet(snapshot.path, kept, manifest)
+    if snapshot.path.exists():
+        manifest = json.loads((snapshot.path / "manifest.json").read_text())
+        manifest |= {"counts": counts, "report": report, "erased_at": erased_at.isoformat()}
+        _publish_parquet(snapshot.path, kept, manifest)
     tenant.transaction(
         lambda tx: tx.update(
             snapshots, snapshots.c.hash == snapshot.hash, counts=counts, report=report, erased_at=erased_at
