@@ -3,6 +3,7 @@ snapshots or exports under HOME; versions trained on them leave service; the aud
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from tests.live import live_server
 from tests.privacy.traffic import JANE, JANE_EDITS, JANE_TEXTS, capture
@@ -64,6 +66,21 @@ def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[s
     return {"adapter": adapter.id, "judge": judge.id, "warm": warm.id, "other": other.id}
 
 
+def _derived_files(home: Path) -> list[str]:
+    """Files that quote Jane as tuneloop's own writers would: a gate report (JSON and escaped HTML), a starter
+    golden set (YAML folds long lines)."""
+    reports = home / "reports" / "acme" / "v-1"
+    reports.mkdir(parents=True)
+    preview = JANE_TEXTS[0][:119] + "…"
+    (reports / "report.json").write_text(json.dumps({"examples": [{"prompt": preview}]}, ensure_ascii=True))
+    (reports / "report.html").write_text(f"<td>{html.escape(preview)}</td>")
+    golden = home / "policies" / "acme" / "golden.yaml"
+    golden.parent.mkdir(parents=True)
+    item = {"id": "rated-1", "prompt": [{"role": "user", "content": "Hello there. " * 5 + JANE_TEXTS[1]}]}
+    golden.write_text(yaml.safe_dump({"items": [item]}))
+    return ["policies/acme/golden.yaml", "reports/acme/v-1/report.html", "reports/acme/v-1/report.json"]
+
+
 def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(tuneloop_home: Path) -> None:
     settings = Settings(home=tuneloop_home, backend="none")
     store = Store(settings.database_url, secret=settings.hash_key())
@@ -83,6 +100,7 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
         )
     assert main(["snapshot", "export", snapshot.hash, "--tenant", "acme", "--out", str(exports / "trl")]) == 0
     ids = _versions(acme, snapshot.hash, "f" * 64)
+    others = _derived_files(tuneloop_home)
     admin_key = store.add_key(None)
     jane_texts = JANE_TEXTS + JANE_EDITS
     beta_rows = len(beta.interactions()), len(beta.feedback())
@@ -108,7 +126,7 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
     # Her 3 interactions with 9 events on them, her rating of Bob's answer and Bob's choice against hers.
     assert (erasure["interactions"], erasure["feedback"]) == (3, 11)
     assert erasure["snapshots"] == [snapshot.hash] and erasure["snapshot_rows"] > 0
-    assert erasure["files"] == {"rewritten": [f for f in held if f.startswith("exports/")], "removed": []}
+    assert erasure["files"] == {"rewritten": [f for f in held if f.startswith("exports/")], "removed": others}
     assert erasure["disk_clean"]
     assert _holding(tuneloop_home, jane_texts) == []
     hashed = Pseudonyms(settings.hash_key()).identifier(JANE)
