@@ -133,6 +133,7 @@ ORDINARY = [
     "Send the logs to Customer Success and upload them to Google Drive.",
     "Train a LoRA adapter on SQLite data behind an OpenAI-compatible API.",
     "version: null   # reward model version id",
+    "Teams of 500-1000 users see pages 100-2000 load slowly.",
 ]
 
 

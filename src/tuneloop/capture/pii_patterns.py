@@ -120,7 +120,8 @@ def canonical_email(value: str) -> str:
     return _OBFUSCATION.sub(lambda m: symbols[next(g for g in m.groups() if g).lower()], value).lower()
 
 
-# Any run of digit groups (7 to 15 digits) as a phone number: only ever used next to a phone context word.
+# Any run of digit groups (7 to 15 digits) as a phone number: only ever used next to a phone context word,
+# which also decides 7-digit local numbers ("555-0187" could as well be a range, "500-1000 users").
 LOOSE_PHONE = r"(?<![\w+.-])(?:\+|00)?\(?\d{1,5}\)?(?:[ .-]?\(?\d{1,5}\)?){1,6}(?![\w-])"
 # 3-3-4 groups (NANP), optionally "+1"/"1-"/"001-" before and an extension after: a phone number anywhere.
 NANP_PHONE = (
@@ -128,7 +129,6 @@ NANP_PHONE = (
     r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])"
 )
 INTERNATIONAL_PHONE = r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?!\w)"
-LOCAL_PHONE = r"(?<![\w+.-])\d{3}-\d{4}(?![\w-])"
 # Words that say a number is not a phone number even when "number" or "call" is near it.
 NOT_PHONE_WORDS = _words("""
 order invoice ticket account case ref reference tracking id sku build row version item customer member

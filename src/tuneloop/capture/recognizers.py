@@ -45,7 +45,6 @@ def recognizers() -> list[Any]:
         # Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about.
         RegexRecognizer("PHONE_NUMBER", p.INTERNATIONAL_PHONE, "InternationalPhone", validate=_digits(8, 15)),
         RegexRecognizer("PHONE_NUMBER", p.NANP_PHONE, "NanpPhone", avoid=p.NOT_PHONE_WORDS),
-        RegexRecognizer("PHONE_NUMBER", p.LOCAL_PHONE, "LocalPhone", avoid=p.NOT_PHONE_WORDS),
         RegexRecognizer(
             "PHONE_NUMBER",
             p.LOOSE_PHONE,
