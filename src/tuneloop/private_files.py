@@ -23,7 +23,13 @@ def private_dir(path: Path) -> None:
 
 def private_file(path: Path) -> None:
     """Create `path` empty with mode 0600 if missing, or take an existing one of ours down to 0600."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    # Never open an existing file: closing any descriptor of it drops every POSIX lock this process holds
+    # on it, and SQLite's locks on an open database are exactly those (another process then checkpoints
+    # and deletes a WAL still in use: "file is not a database").
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     tighten(path)
 
 
