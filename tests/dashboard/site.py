@@ -97,7 +97,7 @@ def build(store: Store, home: Path) -> Site:
     stream(acme, start=now - timedelta(hours=22, minutes=30), hours=22, count=16, prompt=tax_prompt,
            version="v2", positive=0.85, arm="treatment", experiment_id=exp, seed=3)  # fmt: skip
     controller.review(acme, RewardPolicy())
-    run_checks(acme, now=now_utc())
+    run_checks(acme, RewardPolicy(), now=now_utc())
 
     g = Registry(globex)
     g.register(kind="adapter", base_model="smollm2-135m", actor="learn", version_id="gx-1")

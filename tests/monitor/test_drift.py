@@ -18,6 +18,7 @@ from tuneloop.monitor.drift import (
     domain_classifier_auc,
     two_proportion_test,
 )
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
 
 N = 40  # per window: above the tests' minimum of 30, small enough to embed in seconds
@@ -42,7 +43,7 @@ def test_input_drift_alert_fires_on_a_shifted_prompt_stream_and_is_raised_once(t
     now = now_utc()
     seed_windows(tenant, now, current_prompt=tax_prompt)
 
-    report, raised = run_checks(tenant, now=now)
+    report, raised = run_checks(tenant, RewardPolicy(), now=now)
 
     assert [t.kind for t in report.drifted] == ["input_drift"]
     [alert] = pending_alerts(tenant)
@@ -50,7 +51,7 @@ def test_input_drift_alert_fires_on_a_shifted_prompt_stream_and_is_raised_once(t
     assert alert.statistic > AUC_THRESHOLD
     assert latest_check(tenant)["tests"][0]["drifted"] is True
     # The drift lasts: a second check finds it again but does not pile up a second open alert.
-    _, again = run_checks(tenant, now=now)
+    _, again = run_checks(tenant, RewardPolicy(), now=now)
     assert again == [] and len(pending_alerts(tenant)) == 1
     assert resolve_alerts(tenant, [alert.id], actor="loop", reason="turn started") == 1
     assert pending_alerts(tenant) == []
@@ -60,7 +61,7 @@ def test_drift_stays_quiet_on_an_unshifted_prompt_stream(tenant) -> None:
     now = now_utc()
     seed_windows(tenant, now, current_prompt=cooking_prompt)
 
-    report, raised = run_checks(tenant, now=now)
+    report, raised = run_checks(tenant, RewardPolicy(), now=now)
 
     assert {t.kind for t in report.tests} == set(get_args(DriftKind))
     assert report.drifted == [] and raised == [] and pending_alerts(tenant) == []
@@ -70,7 +71,7 @@ def test_feedback_and_length_drift_fire_when_ratings_fall_and_answers_grow(tenan
     now = now_utc()
     seed_windows(tenant, now, current_prompt=cooking_prompt, positive=0.2, words=60)
 
-    report = check_drift(tenant, now=now)
+    report = check_drift(tenant, RewardPolicy(), now=now)
 
     assert {t.kind for t in report.drifted} == {"feedback_drift", "length_drift"}
 
@@ -79,7 +80,7 @@ def test_too_little_traffic_skips_the_tests_instead_of_alerting(tenant) -> None:
     now = now_utc()
     stream(tenant, start=now - timedelta(hours=5), hours=4, count=5, prompt=tax_prompt)
 
-    report, raised = run_checks(tenant, now=now)
+    report, raised = run_checks(tenant, RewardPolicy(), now=now)
 
     assert report.tests == [] and raised == []
     assert set(report.skipped) == set(get_args(DriftKind))
@@ -110,7 +111,7 @@ def test_a_rise_in_errors_or_escalations_raises_a_kpi_alert(tenant) -> None:
     stream(tenant, start=now - timedelta(hours=23), hours=22, count=N, prompt=cooking_prompt, seed=2,
            error_rate=0.3, escalation_rate=0.4)  # fmt: skip
 
-    _, raised = run_checks(tenant, now=now)
+    _, raised = run_checks(tenant, RewardPolicy(), now=now)
 
     assert {"error_rise", "escalation_rise"} <= {
         a.kind for a in raised

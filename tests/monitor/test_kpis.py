@@ -9,6 +9,7 @@ import pytest
 from tests.monitor.seed import give, log
 from tuneloop.clock import now_utc
 from tuneloop.monitor.kpis import BASE, kpis
+from tuneloop.signals.policy import RewardPolicy
 
 
 def test_kpis_are_computed_per_version_from_feedback_and_metadata(store) -> None:
@@ -28,7 +29,7 @@ def test_kpis_are_computed_per_version_from_feedback_and_metadata(store) -> None
     give(tenant, ids[2], "escalated", True, at)
     give(tenant, flagged, "outcome", {"name": "unsafe", "value": True}, at)
 
-    by_version = {k.version: k for k in kpis(tenant, since=start - timedelta(minutes=1))}
+    by_version = {k.version: k for k in kpis(tenant, RewardPolicy(), since=start - timedelta(minutes=1))}
 
     v1 = by_version["v1"]
     assert (v1.volume, v1.rated) == (5, 3)
@@ -58,7 +59,7 @@ def test_kpis_split_into_time_buckets_from_the_window_start(store) -> None:
                 version="v1",
             )
 
-    found = kpis(tenant, since=since, bucket=timedelta(hours=1))
+    found = kpis(tenant, RewardPolicy(), since=since, bucket=timedelta(hours=1))
 
     assert [(k.start - since, k.volume) for k in found] == [(timedelta(0), 2), (timedelta(hours=2), 3)]
 
@@ -71,7 +72,7 @@ def test_kpis_never_count_another_tenants_traffic(store) -> None:
     other = log(globex, prompt="q", response="a", created_at=since + timedelta(minutes=1), version="v1")
     give(globex, other, "thumbs", 1, since + timedelta(minutes=2))
 
-    [only] = kpis(acme, since=since)
+    [only] = kpis(acme, RewardPolicy(), since=since)
 
     assert (only.volume, only.rated) == (1, 0)
 
@@ -95,7 +96,7 @@ def test_session_kpis_appear_per_version_from_sessions_dwell_and_outcomes(store)
     other = ask("How do I reset my password?", "u2", "s3", 5, version="v2")
     give(tenant, other, "escalated", True, start + timedelta(minutes=6))
 
-    by_version = {k.version: k for k in kpis(tenant, since=start - timedelta(minutes=1))}
+    by_version = {k.version: k for k in kpis(tenant, RewardPolicy(), since=start - timedelta(minutes=1))}
     v1, v2 = by_version["v1"], by_version["v2"]
     assert v1.sessions == 2 and v1.resolution_rate == 1.0
     assert v1.resolution_p50_s == pytest.approx((90 + 120) / 2)  # s1: 60 s in + 30 s dwell; s2: 2 min
@@ -107,3 +108,16 @@ def test_session_kpis_appear_per_version_from_sessions_dwell_and_outcomes(store)
         None,
         0.0,
     )
+
+
+def test_kpis_read_rewards_under_the_tenants_reward_policy(store) -> None:
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    start = now_utc() - timedelta(hours=1)
+    sold = log(tenant, prompt="q", response="a", created_at=start, version="v1")
+    give(tenant, sold, "outcome", {"name": "sale", "value": True}, start + timedelta(minutes=1))
+    since = start - timedelta(minutes=1)
+
+    [unweighted] = kpis(tenant, RewardPolicy(), since=since)
+    [weighted] = kpis(tenant, RewardPolicy(outcomes={"sale": 1.0}), since=since)
+
+    assert (unweighted.rated, weighted.rated, weighted.positive_rate) == (0, 1, 1.0)

@@ -22,9 +22,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from tuneloop.config import tenant_policy
 from tuneloop.dashboard import views
 from tuneloop.errors import NotFound, Unauthorized
 from tuneloop.serve.http import read_body
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Principal, TenantStore
 
 COOKIE = "tuneloop_dashboard"
@@ -219,6 +221,11 @@ def _safe_next(target: str) -> str:
     return target if inside else "/dashboard"
 
 
+def _reward_policy(request: Request, tenant: TenantStore) -> RewardPolicy:
+    """The tenant's reward policy: the one its canary decides by, so KPIs and the canary agree."""
+    return tenant_policy(_state(request).settings.home, tenant.tenant.name, RewardPolicy)
+
+
 @router.get("")
 @router.get("/")
 def tenants_page(request: Request) -> Response:
@@ -228,7 +235,7 @@ def tenants_page(request: Request) -> Response:
     store = _state(request).store
     tenants = [principal.tenant] if principal.tenant else store.tenants()
     handles = [store.for_tenant(t) for t in tenants]
-    rows = [views.tenant_summary(h) for h in handles]
+    rows = [views.tenant_summary(h, _reward_policy(request, h)) for h in handles]
     charts = {"volume": {"title": "Interactions per day", **views.volume_chart(handles)}}
     return _render(request, "tenants.html", principal=principal, rows=rows, charts=charts, page="tenants")
 
@@ -241,7 +248,7 @@ def tenant_home(name: str) -> RedirectResponse:
 @router.get("/t/{name}/kpis")
 def kpis_page(request: Request, name: str, days: int = 7) -> Response:
     days = max(1, min(days, 90))
-    return _page(request, name, "kpis", lambda t: views.kpi_page(t, days))
+    return _page(request, name, "kpis", lambda t: views.kpi_page(t, _reward_policy(request, t), days))
 
 
 @router.get("/t/{name}/versions")
@@ -252,7 +259,7 @@ def versions_page(request: Request, name: str) -> Response:
 @router.get("/t/{name}/canary")
 def canary_page(request: Request, name: str) -> Response:
     def build(t: TenantStore) -> dict[str, Any]:
-        view = views.canary_view(t)
+        view = views.canary_view(t, _reward_policy(request, t))
         return {"view": view, "charts": view["charts"] if view else {}}
 
     return _page(request, name, "canary", build)
@@ -303,7 +310,7 @@ async def drift_check(request: Request, name: str) -> Response:
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     last[tenant.tenant_id] = time.monotonic()  # set before running, so a second click meanwhile waits too
-    await run_in_threadpool(run_checks, tenant, actor="dashboard")
+    await run_in_threadpool(run_checks, tenant, _reward_policy(request, tenant), actor="dashboard")
     return RedirectResponse(f"/dashboard/t/{quote(name)}/drift", status_code=303)
 
 

@@ -15,6 +15,7 @@ from tuneloop.learn.privacy import budget_text
 from tuneloop.monitor.alerts import latest_check, list_alerts
 from tuneloop.monitor.kpis import KPI, kpis, kpis_of
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import audit_log
 
@@ -72,13 +73,13 @@ def kpi_charts(records: list[KPI], since: datetime, until: datetime, step: timed
     return charts
 
 
-def kpi_page(tenant: TenantStore, days: int) -> dict[str, Any]:
+def kpi_page(tenant: TenantStore, policy: RewardPolicy, days: int) -> dict[str, Any]:
     until = now_utc()
     step = bucket_for(days)
     # Align buckets to the step so labels read as whole hours or days.
     since = _floor(until - timedelta(days=days), step)
-    records = kpis(tenant, since=since, until=until, bucket=step)
-    totals = kpis(tenant, since=since, until=until)
+    records = kpis(tenant, policy, since=since, until=until, bucket=step)
+    totals = kpis(tenant, policy, since=since, until=until)
     return {"days": days, "charts": kpi_charts(records, since, until, step), "totals": totals}
 
 
@@ -87,12 +88,12 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return epoch + ((moment - epoch) // step) * step
 
 
-def tenant_summary(tenant: TenantStore) -> dict[str, Any]:
+def tenant_summary(tenant: TenantStore, policy: RewardPolicy) -> dict[str, Any]:
     """The tenants-page row: production, canary, the last day's traffic, open alerts."""
     from tuneloop.rollout.experiments import active_experiment
 
     since = now_utc() - timedelta(days=1)
-    day = kpis(tenant, since=since, by="tenant_id")
+    day = kpis(tenant, policy, since=since, by="tenant_id")
     production = Registry(tenant).production()
     experiment = active_experiment(tenant)
     return {
@@ -116,8 +117,9 @@ def volume_chart(tenants: Iterable[TenantStore], days: int = 14) -> dict:
     series = {}
     for tenant in tenants:
         values = [0] * count
-        for k in kpis(tenant, since=since, until=until, bucket=step, by="tenant_id"):
-            values[int((k.start - since) / step)] = k.volume
+        rows, _ = tenant.window(since, until)
+        for row in rows:
+            values[min(count - 1, int((row["created_at"] - since) / step))] += 1
         series[tenant.tenant.name] = values
     return chart("bar", labels, series)
 
@@ -192,7 +194,7 @@ def gate_report_html(tenant: TenantStore, home: Path, version_id: str) -> str | 
     return None
 
 
-def canary_view(tenant: TenantStore) -> dict[str, Any] | None:
+def canary_view(tenant: TenantStore, policy: RewardPolicy) -> dict[str, Any] | None:
     """The live canary: experiment, per-arm KPIs and chart, the decision's interval and guardrails; None if
     the tenant has no running or paused experiment."""
     from tuneloop.rollout.experiments import active_experiment
@@ -203,11 +205,11 @@ def canary_view(tenant: TenantStore) -> dict[str, Any] | None:
     until = now_utc()
     since = experiment.started_at
     rows, events = tenant.window(since, until + timedelta(seconds=1), experiment_id=experiment.id)
-    arms = kpis_of(rows, events, since=since, until=until, by="arm")
+    arms = kpis_of(rows, events, policy, since=since, until=until, by="arm")
     span = until - since
     step = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)
     start = _floor(since, step)
-    over_time = kpis_of(rows, events, since=start, until=until, bucket=step, by="arm")
+    over_time = kpis_of(rows, events, policy, since=start, until=until, bucket=step, by="arm")
     decision = experiment.decision or {}
     interval = decision.get("interval")
     by_arm = _arm_chart(over_time, start, until, step)

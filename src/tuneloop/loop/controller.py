@@ -13,6 +13,7 @@ from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
 
 log = logging.getLogger("tuneloop.loop")
@@ -70,7 +71,8 @@ class Loop:
         """Run the drift and KPI checks when the last one is older than `check_hours`."""
         last = latest_check(self.tenant)
         if last is None or now_utc() - last["checked_at"] >= timedelta(hours=self.policy.check_hours):
-            run_checks(self.tenant, actor="loop")
+            reward_policy = tenant_policy(self.settings.home, self.tenant.tenant.name, RewardPolicy)
+            run_checks(self.tenant, reward_policy, actor="loop")
 
     def tick(self, *, force: bool = False) -> Turn | None:
         """Run the checks if due, start a turn if one is due (or `force`), then run its stages until one

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from tuneloop.clock import now_utc, utc
 from tuneloop.monitor.drift import DriftReport, check_drift
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import alerts, drift_checks
 
@@ -86,10 +87,11 @@ def raise_alerts(tenant: TenantStore, report: DriftReport, actor: str = "monitor
 
 
 def run_checks(
-    tenant: TenantStore, actor: str = "monitor", **windows: Any
+    tenant: TenantStore, policy: RewardPolicy, actor: str = "monitor", **windows: Any
 ) -> tuple[DriftReport, list[Alert]]:
-    """Check drift (keyword arguments go to `check_drift`), keep the report, raise alerts for what drifted."""
-    report = check_drift(tenant, **windows)
+    """Check drift (keyword arguments go to `check_drift`), keep the report, raise alerts for what drifted;
+    rewards are read under the tenant's reward `policy`."""
+    report = check_drift(tenant, policy, **windows)
     tenant.transaction(
         lambda tx: tx.insert(
             drift_checks,

@@ -28,6 +28,7 @@ import numpy as np
 
 from tuneloop.clock import now_utc
 from tuneloop.monitor.kpis import errors, escalations, group_events, rewards_of
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
 
 DriftKind = Literal["input_drift", "feedback_drift", "length_drift", "error_rise", "escalation_rise"]
@@ -125,6 +126,7 @@ def last_user_message(row: dict[str, Any]) -> str:
 
 def check_drift(
     tenant: TenantStore,
+    policy: RewardPolicy,
     *,
     now: datetime | None = None,
     current: timedelta = timedelta(days=1),
@@ -150,7 +152,8 @@ def check_drift(
 
     if enough("input_drift", len(ref_rows), len(cur_rows), "prompts"):
         tests.append(_input_drift(ref_rows, cur_rows, embed, seed))
-    ref_rewards, cur_rewards = rewards_of(ref_rows, ref_events), rewards_of(cur_rows, cur_events)
+    ref_rewards = rewards_of(ref_rows, ref_events, policy)
+    cur_rewards = rewards_of(cur_rows, cur_events, policy)
     if enough("feedback_drift", len(ref_rewards), len(cur_rewards), "rated interactions"):
         tests.append(_feedback_drift(ref_rewards, cur_rewards))
     if enough("length_drift", len(ref_rows), len(cur_rows), "responses"):

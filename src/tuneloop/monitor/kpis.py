@@ -2,8 +2,9 @@
 
 Definitions (each KPI of a bucket covers the interactions *created* in it, with all their feedback so far):
 - volume: interactions served.
-- positive / negative rate: share of interactions with reward evidence whose reward (signals' default
-  `RewardPolicy`) is > 0 / < 0. Interactions without feedback do not count either way.
+- positive / negative rate: share of interactions with reward evidence whose reward (under the tenant's
+  `RewardPolicy`, the one its canary decides by) is > 0 / < 0. Interactions without feedback do not
+  count either way.
 - mean reward: mean of those rewards, each in [-1, 1].
 - escalation rate: share of interactions with at least one `escalated` event.
 - latency p50 / p95: of `latency_ms`, in milliseconds.
@@ -86,11 +87,13 @@ GAUGE_FIELDS = (
 )
 
 
-def rewards_of(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, float]:
-    """Reward per interaction with evidence, under the default reward policy, as of now."""
+def rewards_of(
+    rows: list[dict[str, Any]], events: list[dict[str, Any]], policy: RewardPolicy
+) -> dict[str, float]:
+    """Reward per interaction with evidence, under the tenant's reward `policy`, as of now."""
     if not events:
         return {}
-    found = compute_rewards(rows, events, RewardPolicy(), now_utc())
+    found = compute_rewards(rows, events, policy, now_utc())
     return {iid: r.reward for iid, r in found.items() if r.weight > 0}
 
 
@@ -162,6 +165,7 @@ def group_events(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 def kpis(
     tenant: TenantStore,
+    policy: RewardPolicy,
     *,
     since: datetime,
     until: datetime | None = None,
@@ -174,12 +178,13 @@ def kpis(
     """
     until = until or now_utc()
     rows, events = tenant.window(since, until)
-    return kpis_of(rows, events, since=since, until=until, bucket=bucket, by=by)
+    return kpis_of(rows, events, policy, since=since, until=until, bucket=bucket, by=by)
 
 
 def kpis_of(
     rows: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    policy: RewardPolicy,
     *,
     since: datetime,
     until: datetime,
@@ -187,7 +192,7 @@ def kpis_of(
     by: str = "adapter_version",
 ) -> list[KPI]:
     """`kpis` over rows already loaded by `TenantStore.window`."""
-    rewards = rewards_of(rows, events)
+    rewards = rewards_of(rows, events, policy)
     grouped = group_events(events)
     step = bucket or (until - since)
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -198,7 +203,7 @@ def kpis_of(
         cells.setdefault(cell_of[row["id"]], []).append(row)
     # A session counts where its first answer was served (a canary session in the canary's arm).
     started: dict[tuple[str, int], list[Session]] = {}
-    for session in sessions_of(rows, events):
+    for session in sessions_of(rows, events, policy):
         started.setdefault(cell_of[session.answers[0]], []).append(session)
     out = []
     for (version, index), members in sorted(cells.items()):

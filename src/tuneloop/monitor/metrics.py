@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,10 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneloop.clock import now_utc
+from tuneloop.config import tenant_policy
 from tuneloop.errors import Forbidden
 from tuneloop.monitor.kpis import GAUGE_FIELDS, kpis
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
 
+StoreAt = tuple[Store, Path]  # the store and the HOME its tenants' policy files live in
 KPI_WINDOW = timedelta(hours=1)
 CACHE_SECONDS = 10.0
 UNMATCHED = "<unmatched>"  # the route label of 404s: raw paths would be unbounded label values
@@ -36,7 +40,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 class KPICollector(Collector):
     """Gauges `tuneloop_kpi_<name>{tenant, version}` over the last `window`, computed at scrape time."""
 
-    def __init__(self, store: Callable[[], Store | None], window: timedelta = KPI_WINDOW) -> None:
+    def __init__(self, store: Callable[[], StoreAt | None], window: timedelta = KPI_WINDOW) -> None:
         self.store = store
         self.window = window
         self._lock = threading.Lock()
@@ -52,9 +56,10 @@ class KPICollector(Collector):
             yield from self._cached[1]
 
     def _families(self) -> list[GaugeMetricFamily]:
-        store = self.store()
-        if store is None:
+        opened = self.store()
+        if opened is None:
             return []
+        store, home = opened
         window = f"over the last {int(self.window.total_seconds())} s"
         families = {
             name: GaugeMetricFamily(f"tuneloop_kpi_{name}", f"{name} {window}", labels=["tenant", "version"])
@@ -62,7 +67,8 @@ class KPICollector(Collector):
         }
         since = now_utc() - self.window
         for tenant in store.tenants():
-            for kpi in kpis(store.for_tenant(tenant), since=since):
+            policy = tenant_policy(home, tenant.name, RewardPolicy)
+            for kpi in kpis(store.for_tenant(tenant), policy, since=since):
                 for name in GAUGE_FIELDS:
                     value = getattr(kpi, name)
                     if value is not None:
@@ -73,7 +79,7 @@ class KPICollector(Collector):
 class Metrics:
     """One app's registry: request counter and latency histogram, plus the KPI collector."""
 
-    def __init__(self, store: Callable[[], Store | None]) -> None:
+    def __init__(self, store: Callable[[], StoreAt | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneloop_http_requests",
@@ -129,9 +135,9 @@ class MetricsMiddleware:
 def install_metrics(app: FastAPI) -> Metrics:
     """Add request timing and `GET /metrics` (admin key) to `app`; call before the app starts."""
 
-    def store() -> Store | None:
+    def store() -> StoreAt | None:
         state: Any = getattr(app.state, "tuneloop", None)
-        return state.store if state is not None else None
+        return (state.store, state.settings.home) if state is not None else None
 
     metrics = Metrics(store)
     app.state.metrics = metrics
