@@ -108,7 +108,9 @@ def test_pages_show_the_seeded_state(site, browser) -> None:
     assert page.locator("span.state.production").inner_text() == "production"
     assert "from v2" in page.locator("tr", has_text="v3").inner_text()
     page.goto(f"{url}/dashboard/t/acme/canary")
-    assert "exp-" in page.content() and "treatment" in page.content()
+    assert (
+        "exp-" in page.content() and "treatment" in page.content() and "Expected decision" in page.content()
+    )
     page.goto(f"{url}/dashboard/t/acme/drift")
     assert page.locator("tr", has_text="input_drift").first.inner_text().count("drift") >= 2
     page.goto(f"{url}/dashboard/t/acme/gates")
