@@ -13,6 +13,7 @@ from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
+from tuneloop.privacy.retention import apply_retention
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
 
@@ -68,11 +69,13 @@ class Loop:
         return turn
 
     def check(self) -> None:
-        """Run the drift and KPI checks when the last one is older than `check_hours`."""
+        """Run the drift and KPI checks, then the tenant's retention, when the last check is older than
+        `check_hours`."""
         last = latest_check(self.tenant)
         if last is None or now_utc() - last["checked_at"] >= timedelta(hours=self.policy.check_hours):
             reward_policy = tenant_policy(self.settings.home, self.tenant.tenant.name, RewardPolicy)
             run_checks(self.tenant, reward_policy, actor="loop")
+            apply_retention(self.tenant, self.settings.home, actor="loop")
 
     def tick(self, *, force: bool = False) -> Turn | None:
         """Run the checks if due, start a turn if one is due (or `force`), then run its stages until one
