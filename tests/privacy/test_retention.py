@@ -11,6 +11,7 @@ from tuneloop import Settings
 from tuneloop.cli import main
 from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy_file
+from tuneloop.loop import Loop
 from tuneloop.privacy.retention import apply_retention
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import DATASETS, create_snapshot, get_snapshot
@@ -71,4 +72,17 @@ def test_keep_leaves_snapshots_frozen_while_raw_rows_go(tuneloop_home: Path) -> 
 
     assert acme.interactions() == []
     assert get_snapshot(acme, snapshot.hash).erased_at is None
+    store.close()
+
+
+def test_the_loops_scheduled_checks_apply_retention(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    acme = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    capture(acme, settings, created_at=now_utc() - timedelta(days=40))
+    _policy(tuneloop_home, "acme", "retention_days: 30\n")
+
+    Loop(acme, settings).check()
+
+    assert acme.interactions() == [] and acme.feedback() == []
     store.close()
