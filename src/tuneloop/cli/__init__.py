@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneloop.cli import admin, chat, demo, gate, loop, privacy, rollout, serve, snapshot, train
+from tuneloop.cli import (
+    admin,
+    chat,
+    demo,
+    gate,
+    loop,
+    privacy,
+    rollout,
+    serve,
+    snapshot,
+    train,
+    versions,
+)
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, privacy, serve, chat, snapshot, train, gate, rollout, loop, demo)
+GROUPS = (admin, privacy, serve, chat, snapshot, train, versions, gate, rollout, loop, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,8 @@
-"""`tuneloop train reward|adapter` and `tuneloop versions list|show`: learn from snapshots, see results."""
+"""`tuneloop train reward|adapter`: learn from snapshots (`tuneloop versions` shows the results)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -53,16 +52,6 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--system-prompt", help="serve this version with this system prompt")
     p.set_defaults(run=cmd_train_adapter)
-
-    versions = commands.add_parser("versions", help="a tenant's versions, lineage and states")
-    actions = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = actions.add_parser("list", help="every version with its state")
-    p.add_argument("--tenant", required=True)
-    p.set_defaults(run=cmd_versions_list)
-    p = actions.add_parser("show", help="one version's lineage and metrics as JSON")
-    p.add_argument("version")
-    p.add_argument("--tenant", required=True)
-    p.set_defaults(run=cmd_versions_show)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -168,25 +157,3 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 
 def cmd_train_adapter(args: argparse.Namespace) -> int:
     return _run(args, args.method, amplify_k=args.amplify, system_prompt=args.system_prompt)
-
-
-def cmd_versions_list(args: argparse.Namespace) -> int:
-    from tuneloop.registry.versions import Registry
-
-    for v in Registry(_tenant(args.tenant)).list():
-        snapshot = (v.snapshot_hash or "-")[:12]
-        budget = budget_text(v.metrics)
-        print(
-            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
-            + (f"\t{budget}" if budget else "")
-        )
-    return 0
-
-
-def cmd_versions_show(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from tuneloop.registry.versions import Registry
-
-    print(json.dumps(asdict(Registry(_tenant(args.tenant)).get(args.version)), indent=2, default=str))
-    return 0

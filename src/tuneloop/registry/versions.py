@@ -63,9 +63,19 @@ class Registry:
         self.tenant = tenant
 
     def register(
-        self, *, kind: Kind, base_model: str, actor: str, version_id: str | None = None, **lineage: Any
+        self,
+        *,
+        kind: Kind,
+        base_model: str,
+        actor: str,
+        version_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        **lineage: Any,
     ) -> Version:
-        """Record a new candidate version (artifacts must already be complete and validated)."""
+        """Record a new candidate version (artifacts must already be complete and validated).
+
+        `details` join the audit row (e.g. why a version was composed by hand, and from what).
+        """
         unknown = set(lineage) - set(Version.__dataclass_fields__)
         if unknown:
             raise BadRequest(f"unknown version fields: {sorted(unknown)}")
@@ -93,6 +103,7 @@ class Registry:
                     "kind": kind,
                     "snapshot": lineage.get("snapshot_hash"),
                     "artifact_checksums": lineage.get("artifact_checksums"),
+                    **(details or {}),
                 },
             )
 

@@ -1,0 +1,118 @@
+"""`tuneloop versions list|show|create`: a tenant's versions, and candidates composed by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tuneloop.cli.admin import open_store
+from tuneloop.errors import BadRequest
+from tuneloop.learn.privacy import budget_text
+from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
+from tuneloop.store.repository import TenantStore
+
+DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
+
+
+def register(commands: Any) -> None:
+    versions = commands.add_parser("versions", help="a tenant's versions, lineage and states")
+    actions = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("list", help="every version with its state")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(run=cmd_versions_list)
+    p = actions.add_parser("show", help="one version's lineage and metrics as JSON")
+    p.add_argument("version")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(run=cmd_versions_show)
+    p = actions.add_parser(
+        "create",
+        help="a candidate composed from a version's adapter with a system prompt and decoding settings",
+    )
+    p.add_argument("--tenant", required=True)
+    p.add_argument(
+        "--from",
+        dest="parent",
+        metavar="VERSION",
+        help="the version whose adapter, prompt and decoding it starts from (default: production, else base)",
+    )
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--system-prompt", metavar="TEXT", help="the system prompt it serves with")
+    prompt.add_argument("--system-prompt-file", type=Path, metavar="PATH", help="the same, read from a file")
+    p.add_argument("--temperature", type=float, metavar="X", help="default temperature, 0–2 (0: greedy)")
+    p.add_argument("--top-p", type=float, metavar="X", help="default nucleus mass, (0, 1]")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="default cap on answer tokens, 1–32768")
+    p.add_argument("--repetition-penalty", type=float, metavar="X", help="0.5–2; 1 is off")
+    p.add_argument("--snapshot", help="the snapshot the gate holds it out on (default: the parent's)")
+    p.add_argument("--reason", default="composed by hand", help="why, for the audit log")
+    p.set_defaults(run=cmd_versions_create)
+
+
+def _tenant(name: str) -> TenantStore:
+    store = open_store()
+    return store.for_tenant(store.tenant_by_name(name))
+
+
+def cmd_versions_list(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    for v in Registry(_tenant(args.tenant)).list():
+        snapshot = (v.snapshot_hash or "-")[:12]
+        budget = budget_text(v.metrics)
+        print(
+            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
+            + (f"\t{budget}" if budget else "")
+        )
+    return 0
+
+
+def cmd_versions_show(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    print(json.dumps(asdict(Registry(_tenant(args.tenant)).get(args.version)), indent=2, default=str))
+    return 0
+
+
+def cmd_versions_create(args: argparse.Namespace) -> int:
+    from tuneloop.config import Settings
+    from tuneloop.registry.composition import Decoding, compose
+    from tuneloop.registry.versions import Registry
+    from tuneloop.signals.snapshots import get_snapshot
+
+    decoding = Decoding.parse({k: v for k in DECODING_FLAGS if (v := getattr(args, k)) is not None})
+    system_prompt = _read_prompt(args.system_prompt_file) if args.system_prompt_file else args.system_prompt
+    tenant = _tenant(args.tenant)
+    registry = Registry(tenant)
+    parent = registry.get(args.parent) if args.parent else registry.production()
+    version = compose(
+        registry,
+        parent=parent,
+        base_model=Settings().model,
+        actor="cli",
+        reason=args.reason,
+        system_prompt=system_prompt,
+        decoding=decoding,
+        snapshot_hash=get_snapshot(tenant, args.snapshot).hash if args.snapshot else None,
+    )
+    print(
+        f"registered {version.id} ({version.state}) from {parent.id if parent else 'base'}", file=sys.stderr
+    )
+    print(version.id)
+    return 0
+
+
+def _read_prompt(path: Path) -> str:
+    """A prompt file's text: a readable UTF-8 file no longer than a prompt may be."""
+    try:
+        if not path.is_file():
+            raise BadRequest(f"--system-prompt-file {path}: no such file")
+        if path.stat().st_size > MAX_SYSTEM_PROMPT_CHARS * 4:  # UTF-8 spends at most 4 bytes a character
+            raise BadRequest(f"--system-prompt-file {path}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise BadRequest(f"--system-prompt-file {path}: cannot read it ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise BadRequest(f"--system-prompt-file {path}: not UTF-8 text") from None

@@ -1,0 +1,117 @@
+"""A version as a composition: its parent's adapter (or the base model), a system prompt, decoding settings.
+
+One place for what such a version means, shared by the CLI that creates one (`tuneloop versions create`), the
+gateway that serves it and the gate that judges it, so all three apply the same prompt and decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuneloop.errors import BadRequest
+from tuneloop.registry.versions import Registry, Version
+
+MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's context window
+# What a composed version takes over from its parent: the adapter and everything that says where it came from.
+INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_checksums")
+
+
+class Decoding(BaseModel):
+    """A version's decoding defaults; a request's own explicit value overrides each one."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 means greedy (deterministic)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int | None = Field(None, ge=1, le=32_768, description="cap on the answer's tokens")
+    repetition_penalty: float | None = Field(
+        None, ge=0.5, le=2, description="divides the logits of tokens already seen (1 = off)"
+    )
+
+    @classmethod
+    def parse(cls, values: dict[str, Any] | None) -> Decoding:
+        """Validated settings, or BadRequest naming the bad field and its allowed range."""
+        try:
+            return cls.model_validate(values or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "decoding"
+            raise BadRequest(f"decoding {field}: {first['msg']}", param=field) from None
+
+    def values(self) -> dict[str, Any]:
+        """Only the settings that are set."""
+        return self.model_dump(exclude_none=True)
+
+
+def check_system_prompt(text: str) -> str:
+    """The prompt if it is usable text within bounds, else BadRequest saying what to fix."""
+    if not text.strip():
+        raise BadRequest("the system prompt is empty", param="system_prompt")
+    if len(text) > MAX_SYSTEM_PROMPT_CHARS:
+        raise BadRequest(
+            f"the system prompt is {len(text)} characters; at most {MAX_SYSTEM_PROMPT_CHARS}",
+            param="system_prompt",
+        )
+    if "\x00" in text:
+        raise BadRequest("the system prompt contains a NUL character; is it a binary file?")
+    return text
+
+
+def with_system_prompt(messages: Sequence[dict], system_prompt: str | None) -> list[dict[str, str]]:
+    """The conversation as a version serves it: its system prompt leads, the client's own follows.
+
+    A client's leading system (or developer) message is kept, after the version's prompt in the same message,
+    so an app's own instructions still apply and templates that allow one system message still render.
+    """
+    out = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    if not system_prompt:
+        return out
+    if out and out[0]["role"] in ("system", "developer"):
+        out[0] = {"role": out[0]["role"], "content": f"{system_prompt}\n\n{out[0]['content']}"}
+    else:
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out
+
+
+def compose(
+    registry: Registry,
+    *,
+    parent: Version | None,
+    base_model: str,
+    actor: str,
+    reason: str,
+    system_prompt: str | None = None,
+    decoding: Decoding | None = None,
+    snapshot_hash: str | None = None,
+) -> Version:
+    """Register a candidate serving `parent`'s adapter (None: the base model) with a prompt and decoding.
+
+    Settings not given are the parent's; a candidate identical to its parent is refused as pointless.
+    """
+    if parent is not None and parent.kind != "adapter":
+        raise BadRequest(f"version {parent.id} is a {parent.kind}; compose from a policy (adapter) version")
+    inherited_decoding = Decoding.parse(parent.decoding if parent else None).values()
+    settings = {**inherited_decoding, **(decoding.values() if decoding else {})}
+    prompt = check_system_prompt(system_prompt) if system_prompt is not None else None
+    prompt = prompt or (parent.system_prompt if parent else None)
+    if parent is not None and prompt == parent.system_prompt and settings == inherited_decoding:
+        raise BadRequest(
+            f"nothing differs from {parent.id}: give a system prompt or a decoding setting to change"
+        )
+    if parent is None and prompt is None and not settings:
+        raise BadRequest("nothing to compose: give a system prompt or a decoding setting")
+    lineage = {k: getattr(parent, k) for k in INHERITED} if parent else {}
+    if snapshot_hash is not None:
+        lineage["snapshot_hash"] = snapshot_hash
+    return registry.register(
+        kind="adapter",
+        base_model=parent.base_model if parent else base_model,
+        actor=actor,
+        parent_id=parent.id if parent else None,
+        system_prompt=prompt,
+        decoding=settings or None,
+        details={"parent": parent.id if parent else "base", "reason": reason, "composition": settings},
+        **lineage,
+    )

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneloop.cli import main
+from tuneloop.cli.admin import open_store
+from tuneloop.registry.versions import Registry
+from tuneloop.store.schema import audit_log
+
+
+@pytest.fixture
+def registry(tuneloop_home: Path) -> Registry:
+    store = open_store()
+    tenant, _ = store.create_tenant("acme")
+    return Registry(store.for_tenant(tenant))
+
+
+def _create(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["versions", "create", "--tenant", "acme", *args])
+    out = capsys.readouterr()
+    return code, out.out.strip(), out.err.strip()
+
+
+def test_create_composes_production_with_a_prompt_and_decoding_and_audits_it(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    production = registry.register(
+        kind="adapter",
+        base_model="base",
+        actor="test",
+        snapshot_hash="s1",
+        artifact_path="/adapters/v1",
+        system_prompt="Be kind.",
+        decoding={"top_p": 0.9},
+    )
+    registry.move(production.id, "gated", actor="test", reason="setup")
+    registry.move(production.id, "production", actor="test", reason="setup")
+
+    code, version_id, err = _create(
+        capsys, "--system-prompt", "Answer in one sentence.", "--temperature", "0", "--max-tokens", "32"
+    )
+    assert code == 0 and f"from {production.id}" in err
+    version = registry.get(version_id)
+    assert (version.state, version.parent_id) == ("candidate", production.id)
+    # The adapter and its lineage are the parent's; decoding settings not given are the parent's too.
+    assert (version.artifact_path, version.snapshot_hash) == ("/adapters/v1", "s1")
+    assert version.system_prompt == "Answer in one sentence."
+    assert version.decoding == {"top_p": 0.9, "temperature": 0.0, "max_tokens": 32}
+    [audit] = registry.tenant.all(audit_log, audit_log.c.subject == version_id)
+    assert audit.action == "version.register"
+    assert audit.details["parent"] == production.id and audit.details["reason"] == "composed by hand"
+
+
+def test_create_without_production_composes_the_base_model_from_a_prompt_file(
+    registry: Registry, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Tu réponds en français.\n")
+    code, version_id, _ = _create(capsys, "--system-prompt-file", str(prompt), "--reason", "french users")
+    assert code == 0
+    version = registry.get(version_id)
+    assert version.parent_id is None and version.artifact_path is None
+    assert version.system_prompt == "Tu réponds en français.\n" and version.decoding is None
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--temperature", "2.5"), "temperature"),
+        (("--top-p", "0"), "top_p"),
+        (("--max-tokens", "0"), "max_tokens"),
+        (("--repetition-penalty", "nan"), "repetition_penalty"),
+        (("--system-prompt", "   "), "empty"),
+        (("--system-prompt", "x" * 8_001), "at most 8000"),
+        (("--system-prompt-file", "/nonexistent/prompt.txt"), "no such file"),
+        ((), "nothing to compose"),
+        (("--from", "v-missing", "--temperature", "0"), "not found"),
+        (("--snapshot", "nosuchsnapshot", "--temperature", "0"), "snapshot"),
+    ],
+)
+def test_bad_values_are_one_line_errors_and_register_nothing(
+    registry: Registry, capsys: pytest.CaptureFixture, args: tuple[str, ...], says: str
+) -> None:
+    code, out, err = _create(capsys, *args)
+    assert code == 1 and not out
+    assert err.startswith("error: ") and says in err and len(err.splitlines()) == 1
+    assert registry.list() == []
+
+
+def test_binary_or_oversized_prompt_files_are_refused(
+    registry: Registry, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    binary, big = tmp_path / "weights.bin", tmp_path / "big.txt"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
+    big.write_text("x" * 40_000)
+    for path, says in ((binary, "not UTF-8 text"), (big, "over 8000 characters"), (tmp_path, "no such file")):
+        code, _, err = _create(capsys, "--system-prompt-file", str(path))
+        assert code == 1 and says in err
+    assert registry.list() == []
+
+
+def test_a_candidate_identical_to_its_parent_is_refused(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    parent = registry.register(kind="adapter", base_model="base", actor="test", decoding={"temperature": 0.5})
+    code, _, err = _create(capsys, "--from", parent.id, "--temperature", "0.5")
+    assert code == 1 and "nothing differs" in err
+    reward = registry.register(kind="reward_model", base_model="base", actor="test")
+    code, _, err = _create(capsys, "--from", reward.id, "--temperature", "0")
+    assert code == 1 and "is a reward_model" in err
