@@ -46,6 +46,12 @@ def test_fields_the_tenant_set_are_kept(tmp_path) -> None:
     assert "ramp" not in design["adapted"] and "tau2" not in design["adapted"]
 
 
+def test_a_tenant_with_a_few_dozen_users_still_gets_a_canary_that_can_decide() -> None:
+    policy, design = design_canary(RolloutPolicy(), Traffic(users=40, hours=24, sd=0.6), NOW)
+    assert policy.canary_share == 0.5 and policy.tau2 == 0.25 and not design["enough_users"]
+    assert design["expected_hours"] > 24  # it needs more users than the last day brought
+
+
 def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:
     policy, design = design_canary(RolloutPolicy(), traffic_of({"u1": [1.0], "u2": [-1.0]}, 2.0), NOW)
     assert policy == RolloutPolicy() and design["adapted"] == []

@@ -26,6 +26,7 @@ LOOKBACK_DAYS = 7.0
 TARGET_HOURS = 72.0  # a canary should expect to decide within three days
 POWER_Z = 0.84  # the test expects to decide at δ with 80 % power
 MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ blind to real ones
+MIN_USERS = 10  # fewer users with feedback say too little about the KPI's spread to design from
 SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
 
 
@@ -85,7 +86,7 @@ def design_canary(
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
     """The policy the canary runs under (fields the tenant set are kept) and the design that chose it."""
     fixed = policy.model_fields_set
-    if traffic.users < policy.min_samples * 2:
+    if traffic.users < MIN_USERS:
         note = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days: the policy as set"
         return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
     floor = math.sqrt(RolloutPolicy.model_fields["tau2"].default)
