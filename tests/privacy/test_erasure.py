@@ -48,8 +48,8 @@ def _holding(home: Path, needles: list[str]) -> list[str]:
 
 
 def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[str, str]:
-    """A production adapter and judge on the snapshot, a candidate warm-started from that adapter, and a
-    production-bound version on another snapshot."""
+    """A production adapter and judge on the snapshot, candidates warm-started from and composed on that
+    adapter, and a production-bound version on another snapshot."""
     registry = Registry(tenant)
     adapter = registry.register(
         kind="adapter", base_model="base", actor="test", snapshot_hash=snapshot, artifact_path="/a/v1"
@@ -58,12 +58,19 @@ def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[s
     warm = registry.register(
         kind="adapter", base_model="base", actor="test", job_spec={"init_adapter": "/a/v1"}
     )
+    composed = registry.register(kind="adapter", base_model="base", actor="test", parent_id=adapter.id)
     other = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash=other_snapshot)
     for version in (adapter, judge):
         registry.move(version.id, "gated", actor="test", reason="test")
         registry.move(version.id, "production", actor="test", reason="test")
     registry.move(other.id, "gated", actor="test", reason="test")
-    return {"adapter": adapter.id, "judge": judge.id, "warm": warm.id, "other": other.id}
+    return {
+        "adapter": adapter.id,
+        "judge": judge.id,
+        "warm": warm.id,
+        "composed": composed.id,
+        "other": other.id,
+    }
 
 
 def _derived_files(home: Path) -> list[str]:
@@ -149,6 +156,7 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
         ids["adapter"]: "production",  # `retrain` (the default): serves until the next turn replaces it
         ids["judge"]: "production",
         ids["warm"]: "blocked",
+        ids["composed"]: "blocked",
     }
     assert (
         all(states[n].erased_at for n in ("adapter", "judge", "warm")) and states["other"].erased_at is None

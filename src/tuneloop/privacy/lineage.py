@@ -20,8 +20,8 @@ BLOCK_FROM = ("candidate", "gated")
 
 
 def trained_on(tenant: TenantStore, snapshot_hashes: Iterable[str]) -> list[Version]:
-    """Versions trained on any of the snapshots, and those built on such a version: warm-started from its
-    adapter, or trained on pairs it judged (amplification)."""
+    """Versions trained on any of the snapshots, and those built on such a version: composed from it
+    (`parent_id`, or its very adapter), warm-started from its adapter, or trained on pairs it judged."""
     hashes = set(snapshot_hashes)
     every = Registry(tenant).list()
     found = {v.id: v for v in every if v.snapshot_hash in hashes}
@@ -32,7 +32,12 @@ def trained_on(tenant: TenantStore, snapshot_hashes: Iterable[str]) -> list[Vers
             v
             for v in every
             if v.id not in found
-            and ((v.job_spec or {}).get("init_adapter") in paths or v.metrics.get("reward_model") in found)
+            and (
+                v.parent_id in found
+                or v.artifact_path in paths
+                or (v.job_spec or {}).get("init_adapter") in paths
+                or v.metrics.get("reward_model") in found
+            )
         ]
         found |= {v.id: v for v in more}
         grew = bool(more)
