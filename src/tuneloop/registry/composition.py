@@ -45,6 +45,11 @@ class Decoding(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+def version_decoding(version: Version | None) -> dict[str, Any]:
+    """The decoding defaults `version` serves with (none for the base model)."""
+    return Decoding.parse(version.decoding).values() if version else {}
+
+
 def check_system_prompt(text: str) -> str:
     """The prompt if it is usable text within bounds, else BadRequest saying what to fix."""
     if not text.strip():
@@ -92,7 +97,7 @@ def compose(
     """
     if parent is not None and parent.kind != "adapter":
         raise BadRequest(f"version {parent.id} is a {parent.kind}; compose from a policy (adapter) version")
-    inherited_decoding = Decoding.parse(parent.decoding if parent else None).values()
+    inherited_decoding = version_decoding(parent)
     settings = {**inherited_decoding, **(decoding.values() if decoding else {})}
     prompt = check_system_prompt(system_prompt) if system_prompt is not None else None
     prompt = prompt or (parent.system_prompt if parent else None)

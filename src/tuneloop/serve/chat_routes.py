@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneloop.capture.events import InteractionIn
 from tuneloop.errors import BadRequest, Conflict
+from tuneloop.registry.composition import version_decoding, with_system_prompt
 from tuneloop.registry.versions import Registry
 from tuneloop.serve.backends.base import Completion, GenerationRequest
 from tuneloop.serve.http import read_json, validate
@@ -163,10 +164,13 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
     # Assigned by the id as stored (the keyed hash), so the raw end-user id goes no further than here.
     route = await st.router.route(tenant, st.capture.identifier(tenant, req.user), req.model, interaction_id)
     adapter = await st.router.ensure_loaded(tenant, route.version)
-    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-    if route.version and route.version.system_prompt:
-        messages = [{"role": "system", "content": route.version.system_prompt}, *messages]
-    decoding = {**((route.version.decoding or {}) if route.version else {}), **_decoding(req)}
+    # The version's prompt and decoding are what it serves with; the client's explicit settings win.
+    version = route.version
+    messages = with_system_prompt(
+        [{"role": m.role, "content": m.text()} for m in req.messages],
+        version.system_prompt if version else None,
+    )
+    decoding = {**version_decoding(version), **_decoding(req)}
     gen = GenerationRequest(
         messages=messages,
         max_tokens=decoding.get("max_tokens"),
@@ -174,6 +178,7 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         top_p=decoding.get("top_p", 1.0),
         stop=decoding.get("stop", []),
         seed=decoding.get("seed"),
+        repetition_penalty=decoding.get("repetition_penalty", 1.0),
         n=req.n or 1,
         adapter=adapter,
     )

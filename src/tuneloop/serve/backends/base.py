@@ -23,6 +23,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    repetition_penalty: float = 1.0  # divides the logits of tokens already in the context; 1 is off
     n: int = 1
     adapter: str | None = None
 

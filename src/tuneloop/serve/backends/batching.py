@@ -22,6 +22,7 @@ class Sequence:
     temperature: float
     top_p: float
     stop: list[str]
+    repetition_penalty: float
     generator: Any  # torch.Generator, per sequence so a seed reproduces the same text
     emit: Emit
     cancelled: bool = False
@@ -44,6 +45,8 @@ def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
 
     out = []
     for row, s in zip(logits, seqs, strict=True):
+        if s.repetition_penalty != 1.0:
+            row = penalize_repetition(row, s)
         if s.temperature <= 0:
             out.append(int(row.argmax()))
             continue
@@ -56,6 +59,20 @@ def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
         else:
             out.append(int(torch.multinomial(probs, 1, generator=s.generator)))
     return out
+
+
+def penalize_repetition(row: Any, s: Sequence) -> Any:
+    """The row's logits with every token already in the context made less (penalty > 1) likely.
+
+    As transformers' RepetitionPenaltyLogitsProcessor: positive logits are divided, negative multiplied.
+    """
+    import torch
+
+    seen = torch.tensor(sorted(set(s.prompt_ids) | set(s.tokens)), dtype=torch.long)
+    row = row.clone()
+    scores = row[seen]
+    row[seen] = torch.where(scores < 0, scores * s.repetition_penalty, scores / s.repetition_penalty)
+    return row
 
 
 def _left_pad(x: Any, length: int, dim: int) -> Any:

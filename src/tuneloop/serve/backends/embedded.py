@@ -203,6 +203,7 @@ class EmbeddedBackend(Backend):
                     temperature=req.temperature,
                     top_p=req.top_p,
                     stop=list(req.stop),
+                    repetition_penalty=req.repetition_penalty,
                     generator=generator,
                     emit=_sender(loop, queue),
                 )
@@ -230,6 +231,8 @@ class EmbeddedBackend(Backend):
             raise BadRequest("temperature must be 0 or more", param="temperature")
         if not 0 < req.top_p <= 1:
             raise BadRequest("top_p must be in (0, 1]", param="top_p")
+        if not req.repetition_penalty > 0:
+            raise BadRequest("repetition_penalty must be above 0", param="repetition_penalty")
 
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
         try:

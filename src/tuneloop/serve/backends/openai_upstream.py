@@ -117,6 +117,8 @@ class OpenAIUpstreamBackend(Backend):
             body["stop"] = req.stop
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.repetition_penalty != 1.0:  # vLLM's extension; sent only when a version sets it
+            body["repetition_penalty"] = req.repetition_penalty
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body

@@ -1,0 +1,45 @@
+"""A version's repetition penalty in the embedded backend works as transformers' own does."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tuneloop.serve.backends.base import GenerationRequest
+from tuneloop.serve.backends.embedded import EmbeddedBackend
+
+ASK = [{"role": "user", "content": "Repeat the word hello ten times."}]
+
+
+def _greedy(model_dir: Path, penalties: list[float]) -> list[str]:
+    async def main() -> list[str]:
+        async with EmbeddedBackend(model_dir) as backend:
+            requests = [
+                GenerationRequest(messages=ASK, max_tokens=16, temperature=0, repetition_penalty=p)
+                for p in penalties
+            ]
+            return [(await backend.generate(r)).text for r in requests]
+
+    return asyncio.run(main())
+
+
+def _reference(model_dir: Path, penalty: float) -> str:
+    """Greedy text from transformers' generate with its RepetitionPenaltyLogitsProcessor."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    text = tokenizer.apply_chat_template(ASK, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    out = model.generate(input_ids=ids, max_new_tokens=16, do_sample=False, repetition_penalty=penalty)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_repetition_penalty_matches_transformers_and_stops_the_loop(base_model: Path) -> None:
+    plain, penalized = _greedy(base_model, [1.0, 1.5])
+    assert plain.lower().count("hello") >= 4  # the model left alone repeats itself
+    assert penalized != plain and penalized.lower().count("hello") < plain.lower().count("hello")
+    assert penalized == _reference(base_model, 1.5)
