@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,10 +27,8 @@ def private_file(path: Path) -> None:
     # Never open an existing file: closing any descriptor of it drops every POSIX lock this process holds
     # on it, and SQLite's locks on an open database are exactly those (another process then checkpoints
     # and deletes a WAL still in use: "file is not a database").
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
     tighten(path)
 
 
