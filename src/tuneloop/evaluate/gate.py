@@ -160,22 +160,13 @@ def build_context(
     evaluator = Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
     try:
         cand_base = resolve_model(candidate.base_model, home)
-        evaluator.add_arm(Arm(CANDIDATE, cand_base, _path(candidate.artifact_path), candidate.system_prompt))
-        if production is None:  # the base model is serving
-            evaluator.add_arm(Arm(PRODUCTION, cand_base))
-        else:
-            prod_base = resolve_model(production.base_model, home)
-            evaluator.add_arm(
-                Arm(PRODUCTION, prod_base, _path(production.artifact_path), production.system_prompt)
-            )
+        evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate))
+        prod_base = resolve_model(production.base_model, home) if production else cand_base
+        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production))  # None: the base model serves
     except TuneloopError as exc:
         return None, exc.message
     ctx = GateContext(tenant, home, policy, candidate, production, snapshot, evaluator, snapshot_problem)
     return ctx, None
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 def _run_suite(suite: Any, ctx: GateContext, cfg: Any) -> tuple[Verdict, str]:

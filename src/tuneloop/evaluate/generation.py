@@ -1,8 +1,10 @@
-"""The gate's model runner: each version under test is an "arm" (base model, adapter, system prompt).
+"""The gate's model runner: each version under test is an "arm" (base model, adapter, prompt, decoding).
 
-Arms that share a base model share one copy of it in memory, with their adapters resident side by side. Every
-arm is run with the same settings: greedy decoding, batched with left padding, the same token limits, so
-differences between arms come from the versions alone. Generations are cached per (arm, prompt, limit).
+Arms that share a base model share one copy of it in memory, with their adapters resident side by side. Each
+arm answers as its version is served (registry/composition.py): its system prompt, its max-tokens cap and
+repetition penalty, and its temperature and top-p when it sets them (sampled under a fixed seed, so a gate
+re-run sees the same answers). A version that sets no temperature is run greedily: its most likely answer.
+Batched with left padding; generations are cached per (arm, prompt, limit).
 """
 
 from __future__ import annotations
@@ -10,32 +12,53 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.model_files import load_causal_lm
+from tuneloop.registry.composition import Decoding, with_system_prompt
+from tuneloop.registry.versions import Version
 
 Messages = list[dict[str, str]]
+SAMPLING_SEED = 0  # arms that sample draw from the same fixed seed on every gate run
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One version under evaluation: its base model directory, adapter (None = base) and system prompt."""
+    """One version under evaluation: its base model directory, adapter (None = base), prompt and decoding."""
 
     name: str
     base_dir: Path
     adapter: Path | None = None
     system_prompt: str | None = None
+    decoding: Decoding = field(default_factory=Decoding)
 
+    @classmethod
+    def of(cls, name: str, base_dir: Path, version: Version | None) -> Arm:
+        """The arm that answers as `version` is served (None: the bare base model)."""
+        if version is None:
+            return cls(name, base_dir)
+        adapter = Path(version.artifact_path) if version.artifact_path else None
+        return cls(name, base_dir, adapter, version.system_prompt, Decoding.parse(version.decoding))
 
-def with_system_prompt(prompt: Sequence[dict], system_prompt: str | None) -> Messages:
-    """The prompt as the arm sees it: the version's system prompt goes first unless the prompt has one."""
-    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-    if system_prompt and not any(m["role"] in ("system", "developer") for m in messages):
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+    def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
+        """transformers `generate` settings for this arm, within the suite's token limit."""
+        d = self.decoding
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": min(max_new_tokens, d.max_tokens or max_new_tokens),
+            "repetition_penalty": d.repetition_penalty,
+        }
+        if d.temperature:  # top_k 0: nucleus sampling alone, as the gateway samples
+            return {
+                **kwargs,
+                "do_sample": True,
+                "temperature": d.temperature,
+                "top_p": d.top_p or 1.0,
+                "top_k": 0,
+            }
+        return {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
 class Evaluator:
@@ -116,15 +139,10 @@ class Evaluator:
         with self._active(arm_name) as (model, tokenizer):
             ids = [self._prompt_ids(tokenizer, arm, p) for p in prompts]
             batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(SAMPLING_SEED)
                 out = model.generate(
-                    **batch,
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
+                    **batch, pad_token_id=tokenizer.pad_token_id, **arm.generate_kwargs(max_new_tokens)
                 )
         new = out[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -1,0 +1,81 @@
+"""The gate judges a composed version as it is served: its prompt and decoding, not just its adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.evaluate.conftest import GateSetup
+from tuneloop.cli import main
+from tuneloop.evaluate.gate import CANDIDATE, build_context
+from tuneloop.evaluate.generation import Arm, Evaluator
+from tuneloop.registry.composition import Decoding, compose
+
+PROMPT = "You are the support desk of Acme. Always end with: Anything else?"
+
+
+def _compose(setup: GateSetup, **decoding: float) -> str:
+    """A candidate serving production's adapter with PROMPT, held out on the tenant's snapshot."""
+    return compose(
+        setup.registry,
+        parent=setup.registry.production(),
+        base_model=str(setup.base),
+        actor="test",
+        reason="test",
+        system_prompt=PROMPT,
+        decoding=Decoding(**decoding),
+        snapshot_hash=setup.snapshot.hash,
+    ).id
+
+
+def test_gate_run_judges_a_prompt_only_candidate(
+    gate_setup: GateSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("TUNELOOP_DB_URL", f"sqlite:///{tmp_path / 'gate.db'}")
+    policy = tmp_path / "gate.yaml"
+    policy.write_text(yaml.safe_dump(gate_setup.policy.model_dump(mode="json")))
+    assert main(["versions", "create", "--tenant", "acme", "--system-prompt", PROMPT,
+                 "--snapshot", gate_setup.snapshot.hash]) == 0  # fmt: skip
+    version_id = capsys.readouterr().out.strip()
+
+    code = main(["gate", "run", "--tenant", "acme", "--version", version_id, "--policy", str(policy)])
+    decision = capsys.readouterr().out.split()[-1]
+    version = gate_setup.registry.get(version_id)
+    assert (code, version.state) == ((0, "gated") if decision == "gated" else (1, "blocked"))
+    report = json.loads(Path(version.gate_report).read_text())
+    # Every suite had its inputs: the candidate carries the snapshot and production's adapter.
+    assert report["snapshot"] == gate_setup.snapshot.hash
+    assert [s["name"] for s in report["suites"] if s["status"] == "error"] == []
+
+
+def _arms(setup: GateSetup, version_id: str) -> Evaluator:
+    """The gate's evaluator for `version_id`, plus an arm "plain": production's adapter with no prompt."""
+    candidate = setup.registry.get(version_id)
+    production = setup.registry.production()
+    ctx, problem = build_context(setup.tenant, setup.home, setup.policy, candidate, production)
+    assert ctx is not None, problem
+    ctx.evaluator.add_arm(Arm("plain", setup.base, Path(production.artifact_path)))
+    return ctx.evaluator
+
+
+def test_the_candidate_arm_answers_with_its_prompt_and_its_token_cap(gate_setup: GateSetup) -> None:
+    prompts = [[{"role": "user", "content": "Please explain owls to me."}]]
+    evaluator = _arms(gate_setup, _compose(gate_setup))
+    [prompted], [plain] = evaluator.generate(CANDIDATE, prompts, 16), evaluator.generate("plain", prompts, 16)
+    assert prompted != plain  # the same adapter, greedy both: only the prompt differs
+    evaluator = _arms(gate_setup, _compose(gate_setup, max_tokens=3))
+    [capped] = evaluator.generate(CANDIDATE, prompts, 16)
+    # Greedy, same prompt: the version's cap of 3 tokens, not the suite's 16, cut the same answer short.
+    assert prompted.startswith(capped) and len(capped) < len(prompted)
+
+
+def test_a_sampling_candidate_gets_the_same_answers_on_every_gate_run(gate_setup: GateSetup) -> None:
+    version_id = _compose(gate_setup, temperature=1.5, top_p=0.95)
+    prompts = [[{"role": "user", "content": f"Tell me about item {i}."}] for i in range(4)]
+    first, second = (_arms(gate_setup, version_id).generate(CANDIDATE, prompts, 8) for _ in range(2))
+    assert first == second
+    greedy = _arms(gate_setup, _compose(gate_setup, temperature=0)).generate(CANDIDATE, prompts, 8)
+    assert first != greedy  # it did sample
