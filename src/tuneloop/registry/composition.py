@@ -22,12 +22,12 @@ INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_chec
 class Decoding(BaseModel):
     """A version's decoding defaults; a request's own explicit value overrides each one."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    temperature: float | None = Field(None, ge=0, le=2, description="0 means greedy (deterministic)")
-    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
-    max_tokens: int | None = Field(None, ge=1, le=32_768, description="cap on the answer's tokens")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="0 means greedy (deterministic)")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int | None = Field(default=None, ge=1, le=32_768, description="cap on the answer's tokens")
     repetition_penalty: float | None = Field(
-        None, ge=0.5, le=2, description="divides the logits of tokens already seen (1 = off)"
+        default=None, ge=0.5, le=2, description="divides the logits of tokens already seen (1 = off)"
     )
 
     @classmethod
