@@ -1,4 +1,4 @@
-"""A version's repetition penalty in the embedded backend works as transformers' own does."""
+"""A version's repetition penalty: the embedded backend applies it as transformers does; vLLM is sent it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.serve.test_backend_openai_upstream import FakeVLLM, run
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 
@@ -43,3 +44,16 @@ def test_repetition_penalty_matches_transformers_and_stops_the_loop(base_model: 
     assert plain.lower().count("hello") >= 4  # the model left alone repeats itself
     assert penalized != plain and penalized.lower().count("hello") < plain.lower().count("hello")
     assert penalized == _reference(base_model, 1.5)
+
+
+def test_the_upstream_backend_sends_a_penalty_only_when_one_is_set() -> None:
+    upstream = FakeVLLM()
+
+    async def scenario(backend):
+        for penalty in (1.0, 1.2):
+            await backend.generate(GenerationRequest(messages=ASK, repetition_penalty=penalty))
+
+    run(scenario, upstream)
+    plain, penalized = (body for path, body in upstream.calls if path == "/chat/completions")
+    # vLLM's extension: a plain OpenAI upstream never sees the field unless a version asks for it.
+    assert "repetition_penalty" not in plain and penalized["repetition_penalty"] == 1.2
