@@ -110,3 +110,10 @@ def test_a_candidate_identical_to_its_parent_is_refused(
     reward = registry.register(kind="reward_model", base_model="base", actor="test")
     code, _, err = _create(capsys, "--from", reward.id, "--temperature", "0")
     assert code == 1 and "is a reward_model" in err
+
+
+def test_train_adapter_checks_its_system_prompt_by_the_same_rules(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["train", "adapter", "--tenant", "acme", "--snapshot", "abcdef", "--system-prompt", " "])
+    assert code == 1 and "the system prompt is empty" in capsys.readouterr().err

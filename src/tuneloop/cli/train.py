@@ -156,4 +156,12 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 
 
 def cmd_train_adapter(args: argparse.Namespace) -> int:
-    return _run(args, args.method, amplify_k=args.amplify, system_prompt=args.system_prompt)
+    from tuneloop.registry.composition import check_system_prompt
+
+    prompt = args.system_prompt
+    return _run(
+        args,
+        args.method,
+        amplify_k=args.amplify,
+        system_prompt=check_system_prompt(prompt) if prompt is not None else None,
+    )
