@@ -117,3 +117,14 @@ def test_train_adapter_checks_its_system_prompt_by_the_same_rules(
 ) -> None:
     code = main(["train", "adapter", "--tenant", "acme", "--snapshot", "abcdef", "--system-prompt", " "])
     assert code == 1 and "the system prompt is empty" in capsys.readouterr().err
+
+
+def test_a_version_trained_on_an_erased_user_cannot_be_composed_back_into_service(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneloop.clock import now_utc
+
+    erased = registry.register(kind="adapter", base_model="base", actor="test", erased_at=now_utc())
+    code, _, err = _create(capsys, "--from", erased.id, "--system-prompt", "Be kind.")
+    assert code == 1 and "erased user" in err
+    assert [v.id for v in registry.list()] == [erased.id]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.versions import Registry, Version
 
 MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's context window
@@ -97,6 +97,9 @@ def compose(
     """
     if parent is not None and parent.kind != "adapter":
         raise BadRequest(f"version {parent.id} is a {parent.kind}; compose from a policy (adapter) version")
+    if parent is not None and parent.erased_at is not None:
+        # Its adapter learned from an erased user: a new version must not carry it back to users.
+        raise Conflict(f"version {parent.id} was trained on data of an erased user; compose from another")
     inherited_decoding = version_decoding(parent)
     settings = {**inherited_decoding, **(decoding.values() if decoding else {})}
     prompt = check_system_prompt(system_prompt) if system_prompt is not None else None
