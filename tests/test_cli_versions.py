@@ -6,6 +6,8 @@ import pytest
 
 from tuneloop.cli import main
 from tuneloop.cli.admin import open_store
+from tuneloop.errors import BadRequest
+from tuneloop.registry.composition import compose
 from tuneloop.registry.versions import Registry
 from tuneloop.store.schema import audit_log
 
@@ -51,6 +53,17 @@ def test_create_composes_production_with_a_prompt_and_decoding_and_audits_it(
     [audit] = registry.tenant.all(audit_log, audit_log.c.subject == version_id)
     assert audit.action == "version.register"
     assert audit.details["parent"] == production.id and audit.details["reason"] == "composed by hand"
+    # Held out on another snapshot than its adapter's training one would hide it from erasure's lineage.
+    with pytest.raises(BadRequest, match="trained on snapshot s1"):
+        compose(
+            registry,
+            parent=version,
+            base_model="",
+            actor="t",
+            reason="t",
+            system_prompt="Hi.",
+            snapshot_hash="s2",
+        )
 
 
 def test_create_without_production_composes_the_base_model_from_a_prompt_file(

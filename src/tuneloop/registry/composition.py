@@ -6,6 +6,7 @@ gateway that serves it and the gate that judges it, so all three apply the same 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,7 +113,15 @@ def compose(
         raise BadRequest("nothing to compose: give a system prompt or a decoding setting")
     lineage = {k: getattr(parent, k) for k in INHERITED} if parent else {}
     if snapshot_hash is not None:
+        if lineage.get("snapshot_hash") not in (None, snapshot_hash):
+            # The adapter's training snapshot stays its lineage: erasure finds versions by it.
+            raise BadRequest(
+                f"the parent's adapter was trained on snapshot {lineage['snapshot_hash'][:12]}; the "
+                "candidate is held out on that one — leave out --snapshot",
+                param="snapshot",
+            )
         lineage["snapshot_hash"] = snapshot_hash
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:16] if prompt else None
     return registry.register(
         kind="adapter",
         base_model=parent.base_model if parent else base_model,
@@ -120,6 +129,11 @@ def compose(
         parent_id=parent.id if parent else None,
         system_prompt=prompt,
         decoding=settings or None,
-        details={"parent": parent.id if parent else "base", "reason": reason, "composition": settings},
+        details={
+            "parent": parent.id if parent else "base",
+            "reason": reason,
+            "decoding": settings,
+            "system_prompt_sha256": digest,
+        },
         **lineage,
     )
