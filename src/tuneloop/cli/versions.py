@@ -46,7 +46,9 @@ def register(commands: Any) -> None:
     p.add_argument("--top-p", type=float, metavar="X", help="default nucleus mass, (0, 1]")
     p.add_argument("--max-tokens", type=int, metavar="N", help="default cap on answer tokens, 1–32768")
     p.add_argument("--repetition-penalty", type=float, metavar="X", help="0.5–2; 1 is off")
-    p.add_argument("--snapshot", help="the snapshot the gate holds it out on (default: the parent's)")
+    p.add_argument(
+        "--snapshot", help="the snapshot the gate holds it out on, for a parent without one (e.g. the base)"
+    )
     p.add_argument("--reason", default="composed by hand", help="why, for the audit log")
     p.set_defaults(run=cmd_versions_create)
 
