@@ -35,6 +35,7 @@ def train_version(
     seed: int = 0,
     amplify_k: int = 0,
     system_prompt: str | None = None,
+    decoding: dict[str, Any] | None = None,
     progress: Callable[[int, int, float | None], None] | None = None,
     cancel: threading.Event | None = None,
     actor: str = "cli",
@@ -87,6 +88,7 @@ def train_version(
         artifact_path=str(result.artifact_dir),
         artifact_checksums=sums,
         system_prompt=system_prompt,
+        decoding=decoding,
         job_spec=spec.model_dump(mode="json"),
         metrics={**result.metrics, **metrics_extra, "method": method},
     )

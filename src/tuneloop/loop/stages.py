@@ -110,7 +110,9 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
         init_adapter=init_adapter,
         amplify_k=ctx.policy.amplify_k,
         actor="loop",
+        # The candidate serves as production does but for its adapter: the same prompt and decoding.
         system_prompt=production.system_prompt if production else None,
+        decoding=production.decoding if production else None,
     )
     assert version is not None  # no cancel event was given
     train = {k: v for k, v in version.metrics.items() if k in TRAIN_METRICS}
