@@ -13,6 +13,22 @@ BASE = "__base__"  # the adapter name meaning "no adapter" (PEFT's own spelling 
 FinishReason = Literal["stop", "length"]
 
 
+def system_roles(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The messages with `developer` as `system` and the leading system messages merged into one.
+
+    OpenAI treats `developer` as the newer name of `system`; open models' chat templates do not know it
+    (SmolLM2's renders it raw and adds its own default system prompt), and many accept one system message.
+    """
+    out = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
+    lead = 0
+    while lead < len(out) and out[lead]["role"] == "system":
+        lead += 1
+    if lead < 2:
+        return out
+    merged = {"role": "system", "content": "\n\n".join(m["content"] for m in out[:lead])}
+    return [merged, *out[lead:]]
+
+
 @dataclass
 class GenerationRequest:
     """One chat completion to make. `adapter=None` means the base model; `max_tokens=None` means until EOS."""

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
 from tuneloop.model_files import BASE_MODEL_NAME, load_causal_lm, resolve_model
-from tuneloop.serve.backends.base import BASE, Backend, Choice, Completion, GenerationRequest, TextStream
+from tuneloop.serve.backends.base import (
+    BASE,
+    Backend,
+    Choice,
+    Completion,
+    GenerationRequest,
+    TextStream,
+    system_roles,
+)
 from tuneloop.serve.backends.batching import Batch, Sequence
 
 if TYPE_CHECKING:
@@ -182,11 +190,12 @@ class EmbeddedBackend(Backend):
         prompt = self._encode(req.messages)
         room = self._batch.max_positions - len(prompt)
         if room < 1:
+            # OpenAI's wording and code, which SDKs and frameworks (LangChain's trimming) recognise.
             raise BadRequest(
-                f"the prompt is {len(prompt)} tokens and the model reads at most "
-                f"{self._batch.max_positions - 1}; "
-                "shorten the conversation",
+                f"This model's maximum context length is {self._batch.max_positions - 1} tokens. However, "
+                f"your messages resulted in {len(prompt)} tokens. Please reduce the length of the messages.",
                 param="messages",
+                code="context_length_exceeded",
             )
         loop = asyncio.get_running_loop()
         seqs, queues = [], []
@@ -236,7 +245,9 @@ class EmbeddedBackend(Backend):
 
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
         try:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                system_roles(messages), tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # jinja errors: a role or shape the template does not accept
             raise BadRequest(
                 f"messages do not fit the model's chat template: {exc}", param="messages"

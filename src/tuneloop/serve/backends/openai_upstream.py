@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, NotFound, Overloaded, UpstreamError
-from tuneloop.serve.backends.base import BASE, Backend, Choice, Completion, GenerationRequest, TextStream
+from tuneloop.serve.backends.base import (
+    BASE,
+    Backend,
+    Choice,
+    Completion,
+    GenerationRequest,
+    TextStream,
+    system_roles,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -105,7 +113,9 @@ class OpenAIUpstreamBackend(Backend):
             raise NotFound(f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model")
         body: dict[str, Any] = {
             "model": self._adapters.get(adapter, self._upstream_model),
-            "messages": req.messages,
+            # Mapped as for the embedded model: vLLM, llama.cpp and Ollama render chat templates that
+            # mostly do not know `developer`, and OpenAI itself reads `system` as `developer` where needed.
+            "messages": system_roles(req.messages),
             "temperature": req.temperature,
             "top_p": req.top_p,
             "n": req.n,
@@ -267,10 +277,13 @@ class OpenAIUpstreamBackend(Backend):
         return response
 
     def _raise_for(self, response: httpx.Response) -> None:
+        param = code = None
         try:
             detail = response.json()
             detail = detail.get("error", detail) if isinstance(detail, dict) else detail
             message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+            if isinstance(detail, dict):
+                param, code = _short(detail.get("param")), _short(detail.get("code"))
         except ValueError:
             message = response.text[:300]
         where = f"upstream {response.request.method} {response.request.url.path}"
@@ -278,13 +291,21 @@ class OpenAIUpstreamBackend(Backend):
             retry = response.headers.get("retry-after", "1")
             raise Overloaded(f"{where} is busy: {message}", retry_after=int(retry) if retry.isdigit() else 1)
         if response.status_code == 400:
-            raise BadRequest(f"{where} rejected the request: {message}")
+            if code is None and "maximum context length" in message:
+                # vLLM words it as OpenAI does but sends no code; clients branch on the code.
+                code, param = "context_length_exceeded", "messages"
+            raise BadRequest(f"{where} rejected the request: {message}", param=param, code=code)
         if response.status_code == 404 and _is_lora_path(response):
             raise UpstreamError(
                 f"{where} has no runtime LoRA loading — start vLLM with "
                 "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or serve adapters upstream with manage_adapters=False"
             )
         raise UpstreamError(f"{where} failed with HTTP {response.status_code}: {message}")
+
+
+def _short(value: Any) -> str | None:
+    """An upstream error's `param` or `code`, passed on when it is a plausible one (a short string)."""
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
 def _is_lora_path(response: httpx.Response) -> bool:
