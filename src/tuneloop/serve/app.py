@@ -23,7 +23,7 @@ from tuneloop.config import Settings
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
 from tuneloop.monitor.metrics import install_metrics
-from tuneloop.serve import capture_routes, chat_routes, privacy_routes
+from tuneloop.serve import capture_routes, chat_routes, otlp_routes, privacy_routes
 from tuneloop.serve.backends.base import Backend
 from tuneloop.serve.http import Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan, **docs)
     app.include_router(capture_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(otlp_routes.router)
     if backend is not None:
         app.include_router(chat_routes.router)
 

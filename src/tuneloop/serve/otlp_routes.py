@@ -1,0 +1,173 @@
+"""OTLP/HTTP trace ingestion: `POST /v1/traces` records an instrumented app's LLM spans as interactions.
+
+An app already traced with OpenTelemetry (OpenLLMetry, OpenInference, the GenAI conventions) points its
+exporter here with its tenant key and needs no code change. Spans go through the capture API's one path,
+so redaction, keyed identifiers and idempotency apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tuneloop.capture.events import InteractionIn
+from tuneloop.capture.otlp import SpanRejected, attributes, is_llm_span, span_interaction
+from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError, UnsupportedMediaType
+from tuneloop.serve.http import clip, read_body, read_json, validate
+from tuneloop.store.repository import TenantStore
+
+router = APIRouter()
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MAX_ERRORS_SHOWN = 3  # partial_success carries one message: the first few reasons, then a count
+
+
+@router.post("/v1/traces")
+async def export_traces(request: Request) -> Response:
+    """OTLP/HTTP ExportTraceServiceRequest (protobuf or JSON); answers ExportTraceServiceResponse."""
+    st = request.app.state.tuneloop
+    store = await st.auth.tenant(request)
+    async with st.limits.admit(store.tenant_id):
+        media = _media_type(request)
+        export = await _read_request(request, media, st.settings.max_body_bytes)
+        counts, errors = await _record(st, store, export)
+    response = ExportTraceServiceResponse()
+    if errors:
+        response.partial_success.rejected_spans = len(errors)
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
+        more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        response.partial_success.error_message = f"{len(errors)} LLM span(s) not recorded: {shown}{more}"
+    # OTLP's response has no field for spans accepted or skipped: headers report them for humans and tests.
+    headers = {f"X-Tuneloop-Spans-{k.capitalize()}": str(v) for k, v in counts.items()}
+    if media == JSON:
+        body = json_format.MessageToJson(response, indent=None).encode()
+        return Response(body, media_type=JSON, headers=headers)
+    return Response(response.SerializeToString(), media_type=PROTOBUF, headers=headers)
+
+
+def _media_type(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in (PROTOBUF, "application/protobuf"):
+        return PROTOBUF
+    if media == JSON:
+        return JSON
+    raise UnsupportedMediaType(
+        f"send OTLP traces as `Content-Type: {PROTOBUF}` or `{JSON}` (got `{clip(media) or 'none'}`)",
+        param="content-type",
+    )
+
+
+async def _read_request(request: Request, media: str, max_bytes: int) -> ExportTraceServiceRequest:
+    """The export request, decoded and bounded; every malformed body is a 4xx."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding `{clip(encoding)}` is not supported; send gzip or none",
+            param="content-encoding",
+        )
+    if media == JSON:
+        if encoding == "gzip":
+            raise UnsupportedMediaType("gzip is accepted for protobuf bodies only", param="content-encoding")
+        return _from_json(await read_json(request, max_bytes))
+    body = await read_body(request, max_bytes)
+    if encoding == "gzip":
+        body = _gunzip(body, max_bytes)
+    try:
+        return ExportTraceServiceRequest.FromString(body)
+    except (DecodeError, RuntimeError) as exc:
+        raise BadRequest(f"request body is not an OTLP ExportTraceServiceRequest: {clip(exc)}") from None
+
+
+def _gunzip(body: bytes, max_bytes: int) -> bytes:
+    """Decompress at most `max_bytes`: the limit bounds what is decoded, not just what was sent."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error:
+        raise BadRequest("request body is not valid gzip") from None
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
+    if not inflater.eof:
+        raise BadRequest("request body is truncated gzip")
+    return out
+
+
+def _from_json(data: Any) -> ExportTraceServiceRequest:
+    """OTLP/JSON, whose trace and span ids are hex (protobuf's JSON mapping would read them as base64)."""
+    if not isinstance(data, dict):
+        raise BadRequest("body: expected an OTLP JSON object with `resourceSpans`")
+    try:
+        for resource_spans in _list(data, "resourceSpans", "resource_spans"):
+            for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
+                for span in _list(scope_spans, "spans"):
+                    _hex_ids_to_base64(span)
+                    for link in _list(span, "links"):
+                        _hex_ids_to_base64(link)
+        return json_format.ParseDict(data, ExportTraceServiceRequest())
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRequest(f"body is not an OTLP JSON ExportTraceServiceRequest: {clip(exc, 200)}") from None
+
+
+def _list(parent: Any, *names: str) -> list[Any]:
+    if not isinstance(parent, dict):
+        raise BadRequest("body: OTLP JSON objects expected where a list item is")
+    value = next((parent[n] for n in names if n in parent), [])
+    if not isinstance(value, list):
+        raise BadRequest(f"{names[0]}: expected a list")
+    return value
+
+
+def _hex_ids_to_base64(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise BadRequest("spans: each span must be a JSON object")
+    for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            try:
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                raise BadRequest(f"{key}: expected a hex id (OTLP/JSON), got {clip(value, 40)!r}") from None
+
+
+async def _record(
+    st: Any, store: TenantStore, export: ExportTraceServiceRequest
+) -> tuple[dict[str, int], list[str]]:
+    """Record each LLM span; count the rest. Answers the counts and one reason per rejected span."""
+    counts = {"accepted": 0, "duplicate": 0, "ignored": 0}
+    errors: list[str] = []
+    for resource_spans in export.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if not is_llm_span(attributes(span.attributes)):
+                    counts["ignored"] += 1
+                    continue
+                try:
+                    status = await _record_span(st, store, span, resource)
+                except (SpanRejected, TuneloopError) as exc:
+                    errors.append(clip(str(exc), 300))
+                    continue
+                counts[status] += 1
+    return counts, errors
+
+
+async def _record_span(st: Any, store: TenantStore, span: Any, resource: dict[str, Any]) -> str:
+    """Map, validate (as the capture API does), redact off the event loop, write; answers the status."""
+    mapped = span_interaction(span, resource)
+    item = validate(
+        InteractionIn, mapped.body, st.settings.max_text_chars, where=f"span {span.span_id.hex()}: "
+    )
+    row = await anyio.to_thread.run_sync(partial(st.capture.interaction_row, store, item, **mapped.served))
+    result = await st.calls(store.log_interaction, *row)
+    return result.status

@@ -1,0 +1,232 @@
+"""OTLP ingestion: an app instrumented with the real OpenTelemetry SDK exports GenAI spans to a live server
+with the real OTLP/HTTP exporter, and each LLM span becomes an interaction of the key's tenant."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests.live import live_server
+from tuneloop import Settings
+from tuneloop.store.repository import Store
+
+EMAIL = "jane.doe@example.com"
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, Path]]:
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, backend="none", max_body_bytes=200_000, max_text_chars=5000)
+    store = Store(settings.database_url)
+    _, key_a = store.create_tenant("a")
+    _, key_b = store.create_tenant("b")
+    store.close()
+    with live_server(settings) as url:
+        yield url, key_a, key_b, home / "tuneloop.db"
+
+
+def _exporter(url: str, key: str) -> OTLPSpanExporter:
+    return OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"})
+
+
+def _run_app(exporter: OTLPSpanExporter) -> tuple[TracerProvider, list[ReadableSpan]]:
+    """The "app": a traced request with one chat call (OpenLLMetry's attributes) and a database span."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test-app")
+    with tracer.start_as_current_span("handle_request"):
+        with tracer.start_as_current_span("db.query"):
+            pass
+        with tracer.start_as_current_span("openai.chat", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+                    "gen_ai.prompt.0.role": "system",
+                    "gen_ai.prompt.0.content": "You are a support agent.",
+                    "gen_ai.prompt.1.role": "user",
+                    "gen_ai.prompt.1.content": f"Reset my password, I am {EMAIL}",
+                    "gen_ai.completion.0.role": "assistant",
+                    "gen_ai.completion.0.content": "Open Settings, then Security.",
+                    "gen_ai.usage.input_tokens": 21,
+                    "gen_ai.usage.output_tokens": 7,
+                }
+            )
+            time.sleep(0.02)
+    provider.force_flush()
+    return provider, list(memory.get_finished_spans())
+
+
+def _llm_span(spans: list[ReadableSpan]) -> ReadableSpan:
+    return next(s for s in spans if s.name == "openai.chat")
+
+
+def _interaction_id(span: ReadableSpan) -> str:
+    ctx = span.get_span_context()
+    return f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}"
+
+
+def _get(url: str, key: str, iid: str) -> httpx.Response:
+    return httpx.get(f"{url}/v1/interactions/{iid}", headers={"Authorization": f"Bearer {key}"})
+
+
+def test_instrumented_app_spans_become_redacted_interactions(api: tuple) -> None:
+    url, key_a, _, db_file = api
+    _, spans = _run_app(_exporter(url, key_a))
+    span = _llm_span(spans)
+    resp = _get(url, key_a, _interaction_id(span))
+    assert resp.status_code == 200, resp.text
+    stored = resp.json()
+    assert [m["role"] for m in stored["messages"]] == ["system", "user"]
+    assert stored["messages"][0]["content"] == "You are a support agent."
+    assert "<EMAIL_ADDRESS>" in stored["messages"][1]["content"]
+    assert stored["response"] == "Open Settings, then Security."
+    assert stored["model"] == "gpt-4o-mini-2024-07-18"
+    assert (stored["prompt_tokens"], stored["completion_tokens"]) == (21, 7)
+    assert stored["latency_ms"] == pytest.approx((span.end_time - span.start_time) / 1e6)
+    assert stored["latency_ms"] >= 20
+    assert stored["metadata"]["service.name"] == "support-bot"
+    # The trace is the session, stored as a keyed hash like every end-user identifier.
+    assert stored["session"] and stored["session"] != f"{span.get_span_context().trace_id:032x}"
+    raw = b"".join(p.read_bytes() for p in db_file.parent.glob("tuneloop.db*"))
+    assert EMAIL.encode() not in raw
+
+
+def test_reexporting_the_same_spans_is_a_duplicate(api: tuple) -> None:
+    url, key_a, *_ = api
+    exporter = _exporter(url, key_a)
+    _, spans = _run_app(exporter)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    request = _protobuf_of(spans)
+    resp = httpx.post(f"{url}/v1/traces", content=request, headers={**PROTOBUF, **_auth(key_a)})
+    assert resp.status_code == 200
+    assert resp.headers["x-tuneloop-spans-duplicate"] == "1"
+    assert resp.headers["x-tuneloop-spans-accepted"] == "0"
+    assert resp.headers["x-tuneloop-spans-ignored"] == "2"
+    assert not ExportTraceServiceResponse.FromString(resp.content).HasField("partial_success")
+
+
+def test_another_tenant_sees_nothing(api: tuple) -> None:
+    url, key_a, key_b, _ = api
+    _, spans = _run_app(_exporter(url, key_a))
+    assert _get(url, key_b, _interaction_id(_llm_span(spans))).status_code == 404
+
+
+def test_exporter_configured_by_environment_headers(api: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, key_a, *_ = api
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{key_a}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    _, spans = _run_app(OTLPSpanExporter(endpoint=f"{url}/v1/traces"))
+    assert _get(url, key_a, _interaction_id(_llm_span(spans))).status_code == 200
+
+
+def test_unrecordable_llm_spans_are_reported_as_partial_success(api: tuple) -> None:
+    url, key_a, *_ = api
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("app").start_as_current_span("chat") as span:
+        span.set_attributes({"gen_ai.system": "openai", "gen_ai.prompt.0.content": "hi"})  # no completion
+    resp = httpx.post(
+        f"{url}/v1/traces",
+        content=_protobuf_of(memory.get_finished_spans()),
+        headers={**PROTOBUF, **_auth(key_a)},
+    )
+    assert resp.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(resp.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "no completion" in partial.error_message
+
+
+def test_json_export_with_new_message_attributes(api: tuple) -> None:
+    url, key_a, *_ = api
+    trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]}]
+    output = [{"role": "assistant", "parts": [{"type": "text", "content": "4"}], "finish_reason": "stop"}]
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.input.messages": json.dumps(messages),
+        "gen_ai.output.messages": json.dumps(output),
+    }
+    span = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": "chat gpt-4o",
+        "kind": 3,
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000000250000000",
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()],
+    }
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    resp = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(key_a))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    stored = _get(url, key_a, f"otel-{trace_id}-{span_id}").json()
+    assert stored["messages"] == [{"role": "user", "content": "What is 2+2?"}]
+    assert (stored["response"], stored["model"], stored["latency_ms"]) == ("4", "gpt-4o", 250.0)
+    assert stored["created_at"].startswith("2023-11-14T22:13:20")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        (PROTOBUF, b"\xff\xff\xff not protobuf", 400),
+        ({"Content-Type": "text/plain"}, b"hello", 415),
+        ({"Content-Type": "application/json"}, b"{not json", 400),
+        ({"Content-Type": "application/json"}, b'{"resourceSpans": "x"}', 400),
+        ({"Content-Type": "application/json"}, b'{"resourceSpans": [{"scopeSpans": [{"spans": [1]}]}]}', 400),
+        ({"Content-Type": "application/json"}, b'{"resourceSpans": [{"bogus": 1}]}', 400),
+        (
+            {"Content-Type": "application/json"},
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+            400,
+        ),
+        ({**PROTOBUF, "Content-Encoding": "gzip"}, b"not gzip", 400),
+        ({**PROTOBUF, "Content-Encoding": "br"}, b"", 415),
+        ({**PROTOBUF, "Content-Encoding": "gzip"}, gzip.compress(b"\x00" * 300_000), 413),
+        (PROTOBUF, b"\x0a" * 300_000, 413),
+    ],
+)
+def test_bad_bodies_get_4xx(api: tuple, headers: dict, body: bytes, status: int) -> None:
+    url, key_a, *_ = api
+    resp = httpx.post(f"{url}/v1/traces", content=body, headers={**headers, **_auth(key_a)})
+    assert resp.status_code == status, resp.text
+    assert "error" in resp.json()
+
+
+def test_missing_key_is_401(api: tuple) -> None:
+    resp = httpx.post(f"{api[0]}/v1/traces", content=b"", headers=PROTOBUF)
+    assert resp.status_code == 401
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _protobuf_of(spans: list[ReadableSpan] | tuple[ReadableSpan, ...]) -> bytes:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    request: ExportTraceServiceRequest = encode_spans(spans)
+    return request.SerializeToString()
