@@ -158,6 +158,80 @@ def test_unrecordable_llm_spans_are_reported_as_partial_success(api: tuple) -> N
     assert "no completion" in partial.error_message
 
 
+def test_openinference_llm_span_is_recorded(api: tuple) -> None:
+    url, key_a, *_ = api
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("app").start_as_current_span("ChatOpenAI") as span:
+        span.set_attributes(
+            {
+                "openinference.span.kind": "LLM",
+                "llm.model_name": "gpt-4o",
+                "llm.input_messages.0.message.role": "user",
+                "llm.input_messages.0.message.content": "Where is my order?",
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": "It ships tomorrow.",
+                "llm.token_count.prompt": 5,
+                "session.id": "chat-42",
+            }
+        )
+    assert _exporter(url, key_a).export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    stored = _get(url, key_a, _interaction_id(memory.get_finished_spans()[0])).json()
+    assert stored["messages"] == [{"role": "user", "content": "Where is my order?"}]
+    assert (stored["response"], stored["model"], stored["prompt_tokens"]) == (
+        "It ships tomorrow.",
+        "gpt-4o",
+        5,
+    )
+
+
+def test_spans_over_the_text_limit_are_rejected_and_the_rest_recorded(api: tuple) -> None:
+    url, key_a, *_ = api
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    for content in ("x" * 6000, "short question"):
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.prompt.0.content": content,
+                    "gen_ai.completion.0.content": "ok",
+                }
+            )
+    resp = httpx.post(
+        f"{url}/v1/traces",
+        content=_protobuf_of(memory.get_finished_spans()),
+        headers={**PROTOBUF, **_auth(key_a)},
+    )
+    assert resp.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(resp.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "longer than 5000 characters" in partial.error_message
+    assert resp.headers["x-tuneloop-spans-accepted"] == "1"
+
+
+def test_exports_without_llm_spans_are_counted_as_ignored(api: tuple) -> None:
+    url, key_a, *_ = api
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("app").start_as_current_span("GET /orders"):
+        pass
+    with provider.get_tracer("app").start_as_current_span("embeddings") as span:
+        span.set_attributes({"gen_ai.system": "openai", "gen_ai.operation.name": "embeddings"})
+    resp = httpx.post(
+        f"{url}/v1/traces",
+        content=_protobuf_of(memory.get_finished_spans()),
+        headers={**PROTOBUF, **_auth(key_a)},
+    )
+    assert resp.status_code == 200
+    assert resp.headers["x-tuneloop-spans-ignored"] == "2"
+    assert resp.headers["x-tuneloop-spans-accepted"] == "0"
+
+
 def test_json_export_with_new_message_attributes(api: tuple) -> None:
     url, key_a, *_ = api
     trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
@@ -213,7 +287,8 @@ def test_bad_bodies_get_4xx(api: tuple, headers: dict, body: bytes, status: int)
     url, key_a, *_ = api
     resp = httpx.post(f"{url}/v1/traces", content=body, headers={**headers, **_auth(key_a)})
     assert resp.status_code == status, resp.text
-    assert "error" in resp.json()
+    assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+    assert len(resp.text) < 800, "the error echoes too much of the input"
 
 
 def test_missing_key_is_401(api: tuple) -> None:
