@@ -1,4 +1,4 @@
-"""The OpenAI-compatible gateway: `/v1/chat/completions` (with streaming) and `/v1/models`.
+"""The OpenAI-compatible gateway: `/v1/chat/completions` (with streaming), `/v1/models`, `/v1/embeddings`.
 
 Every completion is captured as an interaction through the same path as the capture API, and its id is
 the completion's `id` and the `x-tuneloop-interaction-id` header, so clients can send feedback on it.
@@ -25,12 +25,14 @@ from tuneloop.capture.events import InteractionIn
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.composition import version_decoding, with_system_prompt
 from tuneloop.registry.versions import Registry
+from tuneloop.serve import embeddings_routes
 from tuneloop.serve.backends.base import Completion, GenerationRequest
 from tuneloop.serve.http import read_json, validate
 from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
+router.include_router(embeddings_routes.router)  # served, like chat, wherever a backend is
 log = logging.getLogger("tuneloop")
 CAPTURE_ATTEMPTS = 3  # then the interaction goes to the spool (HOME/spool), replayed by the server
 _BACKGROUND: set[asyncio.Task] = set()  # captures of dropped streams, referenced until they finish

@@ -230,6 +230,32 @@ class OpenAIUpstreamBackend(Backend):
 
         return TextStream(deltas, on_close=release)
 
+    async def embeddings(self, body: dict) -> dict:
+        """Forward an OpenAI embeddings request to the upstream's /embeddings; its answer comes back as is."""
+        body = {**body, "model": body.get("model") or self._upstream_model}
+        release = self._admit()
+        try:
+            response = await self._request(
+                "POST", "/embeddings", json=body, ok_if=lambda r: r.status_code == 404
+            )
+        finally:
+            release()
+        if response.status_code == 404:
+            raise BadRequest(
+                f"upstream {self._base_url} has no embeddings for model {body['model']!r} "
+                f"(HTTP 404: {response.text[:200]}); name a model it serves for embeddings",
+                param="model",
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise UpstreamError(
+                f"upstream answered embeddings with an unexpected shape: {response.text[:200]}"
+            )
+        return data
+
     # -- adapters --------------------------------------------------------------------------------------------
 
     @property
