@@ -158,6 +158,28 @@ def test_unrecordable_llm_spans_are_reported_as_partial_success(api: tuple) -> N
     assert "no completion" in partial.error_message
 
 
+def test_nul_in_a_protobuf_span_is_rejected_not_stored(api: tuple) -> None:
+    url, key_a, *_ = api
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("app").start_as_current_span("chat") as span:
+        span.set_attributes(
+            {
+                "gen_ai.system": "openai",
+                "gen_ai.prompt.0.content": "a\x00b",
+                "gen_ai.completion.0.content": "ok",
+            }
+        )
+    resp = httpx.post(
+        f"{url}/v1/traces",
+        content=_protobuf_of(memory.get_finished_spans()),
+        headers={**PROTOBUF, **_auth(key_a)},
+    )
+    assert resp.status_code == 200
+    assert "NUL" in ExportTraceServiceResponse.FromString(resp.content).partial_success.error_message
+
+
 def test_openinference_llm_span_is_recorded(api: tuple) -> None:
     url, key_a, *_ = api
     memory = InMemorySpanExporter()
@@ -271,7 +293,11 @@ def test_json_export_with_new_message_attributes(api: tuple) -> None:
         ({"Content-Type": "application/json"}, b"{not json", 400),
         ({"Content-Type": "application/json"}, b'{"resourceSpans": "x"}', 400),
         ({"Content-Type": "application/json"}, b'{"resourceSpans": [{"scopeSpans": [{"spans": [1]}]}]}', 400),
-        ({"Content-Type": "application/json"}, b'{"resourceSpans": [{"bogus": 1}]}', 400),
+        (
+            {"Content-Type": "application/json"},
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+            400,
+        ),
         (
             {"Content-Type": "application/json"},
             b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',

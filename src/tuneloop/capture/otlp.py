@@ -110,7 +110,17 @@ def span_interaction(span: Span, resource: dict[str, Any]) -> SpanInteraction:
     user = _first(attrs, "user.id", "enduser.id")
     if user is not None:
         body["user"] = str(user)[:256]
+    _refuse_nul(body)
     return SpanInteraction(body, _measured(span, attrs))
+
+
+def _refuse_nul(value: Any) -> None:
+    # Protobuf strings are valid UTF-8 but may hold NUL, which PostgreSQL cannot store.
+    if isinstance(value, str) and "\x00" in value:
+        raise SpanRejected("a prompt, completion or attribute contains a NUL character (\\u0000)")
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        _refuse_nul(item)
 
 
 def _measured(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:

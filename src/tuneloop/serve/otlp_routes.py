@@ -114,7 +114,8 @@ def _from_json(data: Any) -> ExportTraceServiceRequest:
                     _hex_ids_to_base64(span)
                     for link in _list(span, "links"):
                         _hex_ids_to_base64(link)
-        return json_format.ParseDict(data, ExportTraceServiceRequest())
+        # OTLP/JSON receivers must ignore fields they do not know (newer senders add some).
+        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
         raise BadRequest(f"body is not an OTLP JSON ExportTraceServiceRequest: {clip(exc, 200)}") from None
 
