@@ -112,6 +112,20 @@ def test_instrumented_app_spans_become_redacted_interactions(api: tuple) -> None
     assert EMAIL.encode() not in raw
 
 
+def test_export_lands_in_either_store(tmp_path: Path, db_url: str) -> None:
+    settings = Settings(home=tmp_path / "home", db_url=db_url, backend="none")
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("pg-or-sqlite")
+    store.close()
+    with live_server(settings) as url:
+        exporter = _exporter(url, key)
+        _, spans = _run_app(exporter)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        stored = _get(url, key, _interaction_id(_llm_span(spans))).json()
+    assert stored["response"] == "Open Settings, then Security."
+    assert "<EMAIL_ADDRESS>" in stored["messages"][1]["content"]
+
+
 def test_reexporting_the_same_spans_is_a_duplicate(api: tuple) -> None:
     url, key_a, *_ = api
     exporter = _exporter(url, key_a)

@@ -75,9 +75,8 @@ def is_llm_span(attrs: dict[str, Any]) -> bool:
     return any(key in attrs for key in LLM_MARKERS)
 
 
-def span_interaction(span: Span, resource: dict[str, Any]) -> SpanInteraction:
-    """The interaction an LLM span records; SpanRejected when it lacks the prompt or the response."""
-    attrs = attributes(span.attributes)
+def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -> SpanInteraction:
+    """The interaction an LLM span (with its `attrs`) records; SpanRejected without prompt or response."""
     trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
     if len(trace_id) != 32 or len(span_id) != 16:
         raise SpanRejected("span has no valid trace_id (16 bytes) and span_id (8 bytes)")

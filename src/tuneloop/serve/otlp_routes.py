@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tuneloop.capture.events import InteractionIn
-from tuneloop.capture.otlp import SpanRejected, attributes, is_llm_span, span_interaction
+from tuneloop.capture.otlp import SpanInteraction, SpanRejected, attributes, is_llm_span, span_interaction
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError, UnsupportedMediaType
 from tuneloop.serve.http import clip, read_body, read_json, validate
 from tuneloop.store.repository import TenantStore
@@ -151,11 +151,12 @@ async def _record(
         resource = attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if not is_llm_span(attributes(span.attributes)):
+                attrs = attributes(span.attributes)
+                if not is_llm_span(attrs):
                     counts["ignored"] += 1
                     continue
                 try:
-                    status = await _record_span(st, store, span, resource)
+                    status = await _record_span(st, store, span_interaction(span, attrs, resource))
                 except (SpanRejected, TuneloopError) as exc:
                     errors.append(clip(str(exc), 300))
                     continue
@@ -163,12 +164,10 @@ async def _record(
     return counts, errors
 
 
-async def _record_span(st: Any, store: TenantStore, span: Any, resource: dict[str, Any]) -> str:
-    """Map, validate (as the capture API does), redact off the event loop, write; answers the status."""
-    mapped = span_interaction(span, resource)
-    item = validate(
-        InteractionIn, mapped.body, st.settings.max_text_chars, where=f"span {span.span_id.hex()}: "
-    )
+async def _record_span(st: Any, store: TenantStore, mapped: SpanInteraction) -> str:
+    """Validate (as the capture API does), redact off the event loop, write; answers the status."""
+    where = f"span {mapped.body['id']}: "
+    item = validate(InteractionIn, mapped.body, st.settings.max_text_chars, where=where)
     row = await anyio.to_thread.run_sync(partial(st.capture.interaction_row, store, item, **mapped.served))
     result = await st.calls(store.log_interaction, *row)
     return result.status
