@@ -70,6 +70,7 @@ def _run_app(exporter: OTLPSpanExporter) -> tuple[TracerProvider, list[ReadableS
                     "gen_ai.completion.0.content": "Open Settings, then Security.",
                     "gen_ai.usage.input_tokens": 21,
                     "gen_ai.usage.output_tokens": 7,
+                    "user.id": EMAIL,
                 }
             )
             time.sleep(0.02)
@@ -108,6 +109,7 @@ def test_instrumented_app_spans_become_redacted_interactions(api: tuple) -> None
     assert stored["metadata"]["service.name"] == "support-bot"
     # The trace is the session, stored as a keyed hash like every end-user identifier.
     assert stored["session"] and stored["session"] != f"{span.get_span_context().trace_id:032x}"
+    assert stored["user"].startswith("anon-")
     raw = b"".join(p.read_bytes() for p in db_file.parent.glob("tuneloop.db*"))
     assert EMAIL.encode() not in raw
 
