@@ -27,7 +27,7 @@ from tuneloop.registry.composition import version_decoding, with_system_prompt
 from tuneloop.registry.versions import Registry
 from tuneloop.serve import embeddings_routes
 from tuneloop.serve.backends.base import Completion, GenerationRequest
-from tuneloop.serve.http import read_json, validate
+from tuneloop.serve.http import clip, read_json, validate
 from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
@@ -84,8 +84,9 @@ class StreamOptions(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI's chat completion request, as strict as OpenAI: unknown fields and loose types are refused.
 
-    Fields that only steer OpenAI's own service (store, service_tier, ...) are accepted and ignored; of
-    `metadata`, only `session_id` is kept: the interaction's session (signals/sessions.py).
+    Fields that only steer OpenAI's own service (store, service_tier, ...) are accepted and ignored;
+    `metadata` is stored with the interaction, and its `session_id` is the interaction's session
+    (signals/sessions.py).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -137,6 +138,18 @@ class ChatRequest(BaseModel):
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
+    def token_biases(self) -> dict[int, float]:
+        """`logit_bias` keyed by token id; a key that is not a token id is a 400 naming it."""
+        biases = {}
+        for key, bias in (self.logit_bias or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 9):
+                raise BadRequest(
+                    f"logit_bias: key {clip(key)!r} is not a token id (a non-negative integer, as a string)",
+                    param="logit_bias",
+                )
+            biases[int(key)] = float(bias)
+        return biases
+
 
 def _parse(body: Any, max_text: int) -> ChatRequest:
     req = validate(ChatRequest, body, max_text)
@@ -181,6 +194,9 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         stop=decoding.get("stop", []),
         seed=decoding.get("seed"),
         repetition_penalty=decoding.get("repetition_penalty", 1.0),
+        presence_penalty=decoding.get("presence_penalty", 0.0),
+        frequency_penalty=decoding.get("frequency_penalty", 0.0),
+        logit_bias=req.token_biases(),
         n=req.n or 1,
         adapter=adapter,
     )
@@ -224,7 +240,8 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
 
 def _decoding(req: ChatRequest) -> dict[str, Any]:
     """The decoding settings the client set explicitly (they override the version's defaults)."""
-    out = {k: v for k in ("temperature", "top_p", "seed") if (v := getattr(req, k)) is not None}
+    explicit = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
+    out = {k: v for k in explicit if (v := getattr(req, k)) is not None}
     if req.stops():
         out["stop"] = req.stops()
     if max_tokens := req.max_completion_tokens or req.max_tokens:
@@ -262,7 +279,8 @@ async def _capture(
         response=texts[0],
         choices=texts,
         model=st.backend.model_id,
-        metadata=metadata or None,
+        # The client's metadata as sent, with what the gateway observed (a dropped stream) beside it.
+        metadata={**(req.metadata or {}), **metadata} or None,
     )
     served = {
         "adapter_version": route.version_id,

@@ -40,6 +40,11 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     repetition_penalty: float = 1.0  # divides the logits of tokens already in the context; 1 is off
+    # As OpenAI defines them: subtracted from the logits of tokens already generated (per occurrence for
+    # frequency, once for presence); 0 is off.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
     n: int = 1
     adapter: str | None = None
 

@@ -23,6 +23,9 @@ class Sequence:
     top_p: float
     stop: list[str]
     repetition_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    logit_bias: dict[int, float]
     generator: Any  # torch.Generator, per sequence so a seed reproduces the same text
     emit: Emit
     cancelled: bool = False
@@ -47,6 +50,11 @@ def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
     for row, s in zip(logits, seqs, strict=True):
         if s.repetition_penalty != 1.0:
             row = penalize_repetition(row, s)
+        if (s.presence_penalty or s.frequency_penalty) and s.tokens:
+            row = penalize_presence_and_frequency(row, s)
+        if s.logit_bias:
+            ids = torch.tensor(list(s.logit_bias), dtype=torch.long)
+            row = row.index_add(0, ids, torch.tensor(list(s.logit_bias.values()), dtype=row.dtype))
         if s.temperature <= 0:
             out.append(int(row.argmax()))
             continue
@@ -73,6 +81,16 @@ def penalize_repetition(row: Any, s: Sequence) -> Any:
     scores = row[seen]
     row[seen] = torch.where(scores < 0, scores * s.repetition_penalty, scores / s.repetition_penalty)
     return row
+
+
+def penalize_presence_and_frequency(row: Any, s: Sequence) -> Any:
+    """The row's logits less OpenAI's penalties: `frequency` per earlier occurrence in the generated text,
+    `presence` once for any (the prompt is not counted, as in OpenAI's and vLLM's definition)."""
+    import torch
+
+    counts = torch.bincount(torch.tensor(s.tokens, dtype=torch.long), minlength=row.shape[-1])
+    counts = counts[: row.shape[-1]].to(row.dtype)
+    return row - counts * s.frequency_penalty - (counts > 0).to(row.dtype) * s.presence_penalty
 
 
 def _left_pad(x: Any, length: int, dim: int) -> Any:

@@ -75,6 +75,7 @@ class EmbeddedBackend(Backend):
         self._model: Any = None
         self._peft = False
         self._batch: Batch | None = None
+        self._vocab_size = 0  # the logits' width: the token ids logit_bias may name
         self.tokenizer: Any = None
 
     @classmethod
@@ -125,6 +126,7 @@ class EmbeddedBackend(Backend):
         eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
         eos_ids = {eos} if isinstance(eos, int) else set(eos)
         eos_ids.add(self.tokenizer.eos_token_id)
+        self._vocab_size = self._model.config.vocab_size
         max_positions = getattr(self._model.config, "max_position_embeddings", 2048)
         self._batch = Batch(self.tokenizer, eos_ids, self.tokenizer.pad_token_id, max_positions)
 
@@ -180,6 +182,12 @@ class EmbeddedBackend(Backend):
         if self._thread is None:
             raise TuneloopError("the embedded backend is not started; call `await backend.start()` first")
         self._validate(req)
+        vocab = self._vocab_size
+        if unknown := [t for t in req.logit_bias if not 0 <= t < vocab]:
+            raise BadRequest(
+                f"logit_bias: token id {unknown[0]} is not in the model's vocabulary (0 to {vocab - 1})",
+                param="logit_bias",
+            )
         adapter = req.adapter or BASE
         if adapter != BASE:
             if adapter not in self._adapters:
@@ -213,6 +221,9 @@ class EmbeddedBackend(Backend):
                     top_p=req.top_p,
                     stop=list(req.stop),
                     repetition_penalty=req.repetition_penalty,
+                    presence_penalty=req.presence_penalty,
+                    frequency_penalty=req.frequency_penalty,
+                    logit_bias=dict(req.logit_bias),
                     generator=generator,
                     emit=_sender(loop, queue),
                 )
@@ -242,6 +253,9 @@ class EmbeddedBackend(Backend):
             raise BadRequest("top_p must be in (0, 1]", param="top_p")
         if not req.repetition_penalty > 0:
             raise BadRequest("repetition_penalty must be above 0", param="repetition_penalty")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(req, name) <= 2:
+                raise BadRequest(f"{name} must be between -2 and 2", param=name)
 
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
         try:

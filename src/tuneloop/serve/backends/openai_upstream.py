@@ -129,6 +129,12 @@ class OpenAIUpstreamBackend(Backend):
             body["seed"] = req.seed
         if req.repetition_penalty != 1.0:  # vLLM's extension; sent only when a version sets it
             body["repetition_penalty"] = req.repetition_penalty
+        if req.presence_penalty:
+            body["presence_penalty"] = req.presence_penalty
+        if req.frequency_penalty:
+            body["frequency_penalty"] = req.frequency_penalty
+        if req.logit_bias:
+            body["logit_bias"] = {str(t): b for t, b in req.logit_bias.items()}
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body
