@@ -405,7 +405,7 @@ def _chat_cases() -> Iterator[Case]:
         "web-search": ("web_search_options", {}, "web_search_options"),
         "logprobs": ("logprobs", True, "logprobs"),
         "top-logprobs": ("top_logprobs", 3, "top_logprobs"),
-        "response-format-json": ("response_format", {"type": "json_object"}, "response_format"),
+        "response-format-no-schema": ("response_format", {"type": "json_schema"}, "response_format"),
         "stream-with-n-2": ("n", 2, "n"),
     }
     for label, (fld, value, names) in bad.items():

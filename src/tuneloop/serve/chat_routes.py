@@ -49,7 +49,6 @@ UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "web_search_options": (None,),
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
-    "response_format": (None, {"type": "text"}),
 }
 INT64 = 2**63
 MAX_STOP_CHARS = 128  # a stream holds back up to this much text while it might still be a stop sequence
@@ -73,6 +72,22 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`; JSON modes reach an upstream as sent, the embedded model refuses them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class StreamOptions(BaseModel):
@@ -126,7 +141,7 @@ class ChatRequest(BaseModel):
     web_search_options: Any = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: Any = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("stop")
     @classmethod
@@ -156,6 +171,13 @@ def _parse(body: Any, max_text: int) -> ChatRequest:
     for name, neutral in UNSUPPORTED.items():
         if getattr(req, name) not in neutral:
             raise BadRequest(f"{name} is not supported by tuneloop's gateway; leave it out", param=name)
+    if req.response_format and (req.response_format.type == "json_schema") != bool(
+        req.response_format.json_schema
+    ):
+        raise BadRequest(
+            "response_format: json_schema (with its name and schema) goes with type json_schema only",
+            param="response_format",
+        )
     if req.stream and (req.n or 1) > 1:
         raise BadRequest("stream with n > 1 is not supported; send n=1 or stream=false", param="n")
     return req
@@ -197,6 +219,7 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         presence_penalty=decoding.get("presence_penalty", 0.0),
         frequency_penalty=decoding.get("frequency_penalty", 0.0),
         logit_bias=req.token_biases(),
+        response_format=_response_format(req),
         n=req.n or 1,
         adapter=adapter,
     )
@@ -247,6 +270,13 @@ def _decoding(req: ChatRequest) -> dict[str, Any]:
     if max_tokens := req.max_completion_tokens or req.max_tokens:
         out["max_tokens"] = max_tokens
     return out
+
+
+def _response_format(req: ChatRequest) -> dict[str, Any] | None:
+    """The client's JSON mode as OpenAI spells it; None for plain text."""
+    if req.response_format is None or req.response_format.type == "text":
+        return None
+    return req.response_format.model_dump(by_alias=True, exclude_none=True)
 
 
 def _usage(completion: Completion) -> dict[str, int]:

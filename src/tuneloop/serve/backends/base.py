@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 BASE = "__base__"  # the adapter name meaning "no adapter" (PEFT's own spelling in mixed batches)
 
@@ -45,6 +45,9 @@ class GenerationRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    response_format: dict[str, Any] | None = (
+        None  # OpenAI's JSON mode (json_object or json_schema); None: text
+    )
     n: int = 1
     adapter: str | None = None
 

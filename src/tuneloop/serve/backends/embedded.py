@@ -253,6 +253,12 @@ class EmbeddedBackend(Backend):
             raise BadRequest("top_p must be in (0, 1]", param="top_p")
         if not req.repetition_penalty > 0:
             raise BadRequest("repetition_penalty must be above 0", param="repetition_penalty")
+        if req.response_format is not None:
+            raise BadRequest(
+                f"response_format {req.response_format.get('type')} is not supported by the embedded model "
+                "(no constrained decoding); leave it out, or serve through an upstream that supports it",
+                param="response_format",
+            )
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2 <= getattr(req, name) <= 2:
                 raise BadRequest(f"{name} must be between -2 and 2", param=name)

@@ -135,6 +135,8 @@ class OpenAIUpstreamBackend(Backend):
             body["frequency_penalty"] = req.frequency_penalty
         if req.logit_bias:
             body["logit_bias"] = {str(t): b for t, b in req.logit_bias.items()}
+        if req.response_format is not None:  # vLLM, llama.cpp and Ollama constrain decoding to it
+            body["response_format"] = req.response_format
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body

@@ -1,0 +1,115 @@
+"""`response_format`: JSON modes reach an upstream as sent (the SDK's `.parse()` works); the embedded model
+refuses them with a 400 naming the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from tests.live import live_server, serve_app
+from tuneloop import Settings
+from tuneloop.store.repository import Store
+
+ASK = [{"role": "user", "content": "Which city hosts the team offsite?"}]
+
+
+class Offsite(BaseModel):
+    city: str
+    days: int
+
+
+def _json_upstream(received: list[dict]) -> FastAPI:
+    """An OpenAI-compatible stand-in that answers every completion with JSON fitting `Offsite`."""
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "json-model", "object": "model"}]}
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request) -> dict:
+        received.append(await request.json())
+        content = json.dumps({"city": "Lisbon", "days": 3})
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "json-model",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
+        }
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    received: list[dict] = []
+    with serve_app(_json_upstream(received)) as upstream:
+        settings = Settings(
+            home=tmp_path_factory.mktemp("home"), backend="openai", upstream_url=f"{upstream}/v1"
+        )
+        store = Store(settings.database_url)
+        _, key = store.create_tenant("a", redaction="off")
+        with live_server(settings) as url:
+            yield {"url": url, "key": key, "received": received}
+        store.close()
+
+
+def test_the_sdks_parse_gets_its_pydantic_model_through_an_upstream(gateway: dict) -> None:
+    client = openai.OpenAI(base_url=f"{gateway['url']}/v1", api_key=gateway["key"], max_retries=0)
+    completion = client.chat.completions.parse(model="tuneloop", messages=ASK, response_format=Offsite)
+    assert completion.choices[0].message.parsed == Offsite(city="Lisbon", days=3)
+    sent = gateway["received"][-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Offsite"
+    assert sent["json_schema"]["schema"]["required"] == ["city", "days"]
+    headers = {"Authorization": f"Bearer {gateway['key']}"}
+    stored = httpx.get(f"{gateway['url']}/v1/interactions/{completion.id}", headers=headers).json()
+    assert json.loads(stored["response"]) == {"city": "Lisbon", "days": 3}
+
+
+def test_json_object_mode_is_forwarded_and_text_mode_is_not(gateway: dict) -> None:
+    client = openai.OpenAI(base_url=f"{gateway['url']}/v1", api_key=gateway["key"], max_retries=0)
+    client.chat.completions.create(model="tuneloop", messages=ASK, response_format={"type": "json_object"})
+    assert gateway["received"][-1]["response_format"] == {"type": "json_object"}
+    client.chat.completions.create(model="tuneloop", messages=ASK, response_format={"type": "text"})
+    assert "response_format" not in gateway["received"][-1]
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema"},
+        {"type": "json_object", "json_schema": {"name": "x", "schema": {}}},
+        {"type": "xml"},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "extra": 1}},
+    ],
+)
+def test_a_malformed_response_format_is_a_400(gateway: dict, response_format: dict) -> None:
+    headers = {"Authorization": f"Bearer {gateway['key']}"}
+    body = {"model": "tuneloop", "messages": ASK, "response_format": response_format}
+    response = httpx.post(f"{gateway['url']}/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"].startswith("response_format")
+
+
+def test_the_embedded_model_refuses_json_modes_naming_the_field(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = Settings(home=tmp_path_factory.mktemp("embedded"), model=str(tiny_model))
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("a", redaction="off")
+    with live_server(settings) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.parse(model="tuneloop", messages=ASK, response_format=Offsite)
+    store.close()
+    assert refused.value.param == "response_format" and "json_schema" in refused.value.message
