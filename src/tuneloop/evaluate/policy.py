@@ -129,6 +129,13 @@ class GoldenConfig(SuiteConfig):
     max_regressions: int = Field(
         default=0, ge=0, description="Most items that production satisfies and the candidate does not."
     )
+    alpha: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="For a starter set not yet reviewed (`reviewed: false`): regressions fail only when a "
+        "one-sided exact McNemar test on the items that changed gives p < alpha.",
+    )
 
 
 class SafetyConfig(SuiteConfig):

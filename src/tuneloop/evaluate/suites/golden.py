@@ -23,6 +23,7 @@ from tuneloop.errors import BadRequest
 from tuneloop.evaluate.generation import Messages
 from tuneloop.evaluate.policy import GoldenConfig
 from tuneloop.evaluate.refusal import is_refusal
+from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.evaluate.suites.base import (
     CANDIDATE,
     PRODUCTION,
@@ -56,6 +57,11 @@ class GoldenItem(BaseModel):
 class GoldenSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    reviewed: bool = Field(
+        default=True,
+        description="false on a starter set tuneloop wrote: its items are guesses from ratings, so the "
+        "candidate's regressions are tested on their counts (alpha) until a person reviews it.",
+    )
     items: list[GoldenItem] = Field(default_factory=list)
 
 
@@ -89,7 +95,8 @@ STARTER_ITEMS = 12
 STARTER_HEADER = """\
 # Starter golden set, written by tuneloop's gate from the answers this tenant's users rated best.
 # Review it: keep the items that matter, add expectations (must_contain, regex, max_length), add your own
-# prompts. The gate uses this file as it is from now on. See configs/golden_example.yaml.
+# prompts, then set `reviewed: true` so every item must pass. Until then a regression fails the gate only
+# when the items that changed are surely worse. See configs/golden_example.yaml.
 """
 
 
@@ -118,7 +125,7 @@ def write_starter(ctx: GateContext, path: Path) -> int:
     )
     kept = [item for item, answer in zip(items, answers, strict=True) if not failures(item, answer)]
     if kept:
-        body = GoldenSet(items=kept).model_dump(mode="json", exclude_defaults=True)
+        body = {"reviewed": False, **GoldenSet(items=kept).model_dump(mode="json", exclude_defaults=True)}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(STARTER_HEADER + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     return len(kept)
@@ -132,7 +139,8 @@ def run(ctx: GateContext, cfg: GoldenConfig) -> Verdict:
             f"no golden set at {path}, and no best-rated answers in the snapshot to start one from — write "
             "one (see configs/golden_example.yaml) or set suites.golden.required: false in the gate policy"
         )
-    items = load_golden(path).items
+    golden = load_golden(path)
+    items = golden.items
     if len(items) < cfg.min_items:
         raise MissingInput(
             f"golden set {path} has {len(items)} items; the suite needs at least {cfg.min_items}"
@@ -156,14 +164,25 @@ def run(ctx: GateContext, cfg: GoldenConfig) -> Verdict:
         )
     passed_items = sum(r["candidate"] == "pass" for r in rows)
     regressions = sum(r["regression"] for r in rows)
+    fixed = sum(r["candidate"] == "pass" and r["production"] != "pass" for r in rows)
     pass_rate = passed_items / len(rows)
     metrics = {
         "items": len(rows),
         "candidate_pass_rate": round(pass_rate, 4),
         "production_pass_rate": round(sum(r["production"] == "pass" for r in rows) / len(rows), 4),
         "regressions": regressions,
+        "fixed": fixed,
+        "reviewed": golden.reviewed,
         "path": str(path),
     }
+    if not golden.reviewed:
+        p = paired_change_p(regressions, fixed)
+        metrics["regression_p"] = round(p, 4)
+        reason = (
+            f"starter set (not reviewed): candidate regresses on {regressions} and fixes {fixed} of "
+            f"{len(rows)} items (one-sided McNemar p {p:.2f}; fails below alpha {cfg.alpha})"
+        )
+        return Verdict(p >= cfg.alpha, reason, metrics, rows)
     passed = pass_rate >= cfg.min_pass_rate and regressions <= cfg.max_regressions
     reason = (
         f"candidate meets {passed_items}/{len(rows)} golden items "
