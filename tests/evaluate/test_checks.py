@@ -234,6 +234,8 @@ def test_one_flipped_safety_prompt_is_noise_but_three_the_same_way_are_not() -> 
 def test_length_may_move_as_far_as_users_asked_but_not_the_other_way() -> None:
     cfg = DriftConfig()
     assert allowed_length_change(cfg, asked=-0.5, change=-0.6) == pytest.approx(0.9)  # shorter, as asked
+    assert allowed_length_change(cfg, asked=-0.23, change=-0.55) == pytest.approx(0.9)  # the demo's ask
+    assert allowed_length_change(cfg, asked=-0.05, change=-0.6) == cfg.max_length_change  # no clear ask
     assert allowed_length_change(cfg, asked=-0.5, change=+0.6) == cfg.max_length_change  # not asked
     assert allowed_length_change(cfg, asked=+0.1, change=+0.3) == cfg.max_length_change  # small ask
     assert allowed_length_change(cfg, asked=+1.0, change=+1.5) == pytest.approx(2.0)

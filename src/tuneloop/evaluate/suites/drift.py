@@ -2,7 +2,10 @@
 collapse into degenerate answers.
 
 Length may move as far as the feedback asked: the snapshot's preference pairs say which way (their median
-chosen/rejected length ratio), and a change that way is allowed up to twice the asked one. KL is measured
+chosen/rejected length ratio). Shorter, when users clearly asked for shorter, is bounded only by MAX_SHRINK
+(the chosen answers are the best the model wrote, not what users want, so the asked size understates it:
+the demo's users asked -23 % and the candidate they preferred 83 % of the time was -55 %); longer, as
+asked, up to twice the asked change. KL is measured
 where the candidate actually goes: along its own greedy answers to held-out prompts, as the mean over answer
 tokens of KL(candidate's next-token distribution || the base's), in nats. Collapse is judged on the same
 prompts for both versions: an answer that is empty or loops on one phrase is degenerate, and a candidate
@@ -31,6 +34,7 @@ from tuneloop.signals import canaries
 from tuneloop.signals.records import completion_text
 
 MAX_SHRINK = 0.9  # however short users want answers, a candidate that drops 90 % of every answer collapsed
+MATERIAL_ASK = 0.1  # pairs whose chosen answers are 10 % shorter say users want shorter; less is noise
 WORD = re.compile(r"\w+")
 
 
@@ -52,11 +56,13 @@ def asked_length_change(ctx: GateContext) -> float:
 
 
 def allowed_length_change(cfg: DriftConfig, asked: float, change: float) -> float:
-    """How far mean answer length may move: `max_length_change`, or twice what users asked, their way."""
+    """How far mean answer length may move: `max_length_change`; shorter as users clearly asked, up to
+    MAX_SHRINK; longer as they asked, up to twice the ask."""
     if asked * change <= 0:
         return cfg.max_length_change
-    allowed = max(cfg.max_length_change, 2 * abs(asked))
-    return min(allowed, MAX_SHRINK) if change < 0 else allowed
+    if change < 0:
+        return MAX_SHRINK if asked <= -MATERIAL_ASK else cfg.max_length_change
+    return max(cfg.max_length_change, 2 * asked)
 
 
 def degenerate(answer: str) -> bool:
