@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -91,6 +92,27 @@ class Client:
             for e in events
         ]
         return self._post("/v1/feedback", {"events": body})["results"]
+
+    def report_outcome(
+        self,
+        interaction_id: str,
+        *,
+        junit: str | bytes | os.PathLike | None = None,
+        sarif: str | bytes | os.PathLike | None = None,
+    ) -> list[dict[str, Any]]:
+        """Post a CI's JUnit report and/or a linter's SARIF file (content, or a path) as outcome events of
+        the interaction whose code was applied; a re-post of the same report is a duplicate."""
+        from tuneloop.capture.test_reports import junit_events, read_report, sarif_events
+
+        events = []
+        sources = ((junit, junit_events, "junit report"), (sarif, sarif_events, "sarif file"))
+        for report, parse, what in sources:
+            if report is not None:
+                data = read_report(report, what) if isinstance(report, os.PathLike) else report
+                events += parse(interaction_id, data)
+        if not events:
+            raise TypeError("report_outcome needs junit= or sarif=")
+        return self.feedback_batch(events)
 
     def interaction(self, interaction_id: str) -> dict[str, Any]:
         """One interaction with its feedback."""

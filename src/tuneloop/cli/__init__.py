@@ -11,6 +11,7 @@ from tuneloop.cli import (
     demo,
     gate,
     loop,
+    outcome,
     privacy,
     rollout,
     serve,
@@ -20,7 +21,7 @@ from tuneloop.cli import (
 )
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, privacy, serve, chat, snapshot, train, versions, gate, rollout, loop, demo)
+GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate, rollout, loop, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

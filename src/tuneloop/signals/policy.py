@@ -12,7 +12,7 @@ Source = Literal["user", "labeler", "judge", "system"]
 
 
 def _default_outcomes() -> dict[str, float]:
-    return {"tests_passed": 1.0, "resolved": 1.0}
+    return {"tests_passed": 1.0, "resolved": 1.0, "new_findings": -0.3}
 
 
 def _default_source_weights() -> dict[Source, float]:
@@ -106,8 +106,10 @@ class RewardPolicy(TenantPolicy):
         default_factory=_default_outcomes,
         description="Weight per task-outcome name. A true outcome counts +1, false -1, a number is clipped "
         "to [-1, 1]; a negative weight flips the direction (an outcome that is bad news). Names not "
-        "listed carry no reward. By default the two names whose direction is the same everywhere: "
-        "`tests_passed` (a CI run of the answer's code) and `resolved`.",
+        "listed carry no reward. By default the names whose direction is the same everywhere: "
+        "`tests_passed` (a CI run of the answer's code) and `resolved`, and, weakly, `new_findings` (the "
+        "count of new static-analysis findings in the applied code, from `tuneloop outcome --from-sarif`: "
+        "any finding -1, none 0).",
     )
     source_weights: dict[Source, float] = Field(
         default_factory=_default_source_weights,

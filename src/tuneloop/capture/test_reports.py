@@ -1,0 +1,191 @@
+"""Task outcomes from a team's own tools: a JUnit XML test report or a SARIF findings file becomes
+`outcome` events on the interaction whose code was applied.
+
+Reports come from users, so they are untrusted: a size cap, no DTD or entity declarations (no XML bombs,
+no external entities), a depth cap, and a clear BadRequest for anything that is not the expected schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.parsers.expat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.errors import BadRequest, PayloadTooLarge
+
+MAX_REPORT_BYTES = 10_000_000  # a large CI run's JUnit file is a few MB
+MAX_DEPTH = 64
+MAX_RESULTS = 1_000_000  # SARIF results counted before the file is refused
+TESTS_PASSED = "tests_passed"
+NEW_FINDINGS = "new_findings"
+SARIF_LEVELS = ("error", "warning", "note")
+
+
+@dataclass(frozen=True)
+class TestCounts:
+    """What a test report says: test cases run, failed (assertion), errored and skipped."""
+
+    __test__ = False  # not a pytest class, despite the name
+    tests: int
+    failed: int
+    errors: int
+    skipped: int
+
+    @property
+    def passed(self) -> int:
+        return self.tests - self.failed - self.errors - self.skipped
+
+    @property
+    def all_passed(self) -> bool:
+        """At least one test ran and none failed or errored (skips do not count against)."""
+        return self.passed > 0 and not (self.failed or self.errors)
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a static-analysis run says: new findings (suppressed and baseline ones left out), by level."""
+
+    new: int
+    error: int
+    warning: int
+    note: int
+
+
+def read_report(path: Path | str, what: str) -> bytes:
+    """The bytes of a report file, refused (one clear line) when missing, not a file or too large."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise BadRequest(f"{what} {path}: no such file")
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            raise PayloadTooLarge(f"{what} {path}: larger than {MAX_REPORT_BYTES} bytes")
+        with path.open("rb") as f:
+            return f.read(MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        raise BadRequest(f"{what} {path}: {exc.strerror or exc}") from exc
+
+
+def _bounded(data: bytes | str, what: str) -> bytes:
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_REPORT_BYTES:
+        raise PayloadTooLarge(f"{what}: larger than {MAX_REPORT_BYTES} bytes")
+    return raw
+
+
+def parse_junit(data: bytes | str) -> TestCounts:
+    """Count the <testcase> elements of a JUnit XML report (a <failure>, <error> or <skipped> child marks
+    each); the suites' own totals are not trusted. BadRequest for anything that is not such a report."""
+    raw = _bounded(data, "junit report")
+    counts = {"tests": 0, "failure": 0, "error": 0, "skipped": 0}
+    stack: list[str] = []
+    marked: list[str | None] = []  # per open testcase: the first outcome child seen
+
+    def start(name: str, _attrs: dict) -> None:
+        if not stack and name not in ("testsuites", "testsuite"):
+            raise BadRequest(f"junit report: root element is <{name}>, not <testsuites> or <testsuite>")
+        if len(stack) >= MAX_DEPTH:
+            raise BadRequest(f"junit report: elements nested deeper than {MAX_DEPTH}")
+        if name == "testcase":
+            counts["tests"] += 1
+            marked.append(None)
+        elif stack and stack[-1] == "testcase" and name in ("failure", "error", "skipped"):
+            marked[-1] = marked[-1] or name
+        stack.append(name)
+
+    def end(name: str) -> None:
+        stack.pop()
+        if name == "testcase" and (outcome := marked.pop()):
+            counts[outcome] += 1
+
+    def refuse(*_: Any) -> None:
+        # No JUnit writer emits a DTD; refusing it outright rules out entity expansion and external fetches.
+        raise BadRequest("junit report: DTDs and entity declarations are not allowed")
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        parser.Parse(raw, True)
+    except xml.parsers.expat.ExpatError as exc:
+        raise BadRequest(f"junit report: not well-formed XML ({exc})") from exc
+    if counts["tests"] == 0:
+        raise BadRequest("junit report: holds no <testcase> elements; nothing ran, so nothing to report")
+    return TestCounts(counts["tests"], counts["failure"], counts["error"], counts["skipped"])
+
+
+def parse_sarif(data: bytes | str) -> Findings:
+    """Count the new findings of a SARIF 2.1 log: results not suppressed and, where a run compared against
+    a baseline, only those whose `baselineState` is "new"; level "none" is not a finding."""
+    raw = _bounded(data, "sarif file")
+    try:
+        log = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"sarif file: not valid JSON ({str(exc)[:200]})") from exc
+    runs = log.get("runs") if isinstance(log, dict) else None
+    if not isinstance(runs, list):
+        raise BadRequest('sarif file: no "runs" list at the top level; is this a SARIF 2.1 log?')
+    levels = dict.fromkeys(SARIF_LEVELS, 0)
+    seen = 0
+    for i, run in enumerate(runs):
+        results = run.get("results", []) if isinstance(run, dict) else None
+        if not isinstance(results, list):
+            raise BadRequest(f"sarif file: runs[{i}].results must be a list of result objects")
+        for j, result in enumerate(results):
+            seen += 1
+            if seen > MAX_RESULTS:
+                raise PayloadTooLarge(f"sarif file: more than {MAX_RESULTS} results")
+            if not isinstance(result, dict):
+                raise BadRequest(f"sarif file: runs[{i}].results[{j}] is not an object")
+            level = result.get("level", "warning")  # SARIF's default level
+            if level not in (*SARIF_LEVELS, "none"):
+                raise BadRequest(f"sarif file: runs[{i}].results[{j}].level {str(level)[:20]!r} is unknown")
+            if result.get("suppressions") or result.get("baselineState", "new") != "new" or level == "none":
+                continue
+            levels[level] += 1
+    return Findings(sum(levels.values()), **levels)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _event_id(prefix: str, interaction_id: str, raw: bytes) -> str:
+    """The same report for the same interaction gets the same id, so a re-post is a duplicate."""
+    digest = hashlib.sha256(interaction_id.encode() + b"\0" + raw).hexdigest()[:32]
+    return f"{prefix}-{digest}"
+
+
+def junit_events(interaction_id: str, data: bytes | str) -> list[dict[str, Any]]:
+    """The `tests_passed` outcome event (with the counts as metadata) for a JUnit report."""
+    counts = parse_junit(data)
+    return [
+        {
+            "id": _event_id("junit", interaction_id, _bounded(data, "junit report")),
+            "interaction_id": interaction_id,
+            "kind": "outcome",
+            "value": {"name": TESTS_PASSED, "value": counts.all_passed},
+            "source": "system",
+            "metadata": {**asdict(counts), "passed": counts.passed},
+        }
+    ]
+
+
+def sarif_events(interaction_id: str, data: bytes | str) -> list[dict[str, Any]]:
+    """The `new_findings` outcome event (the count, with counts per level as metadata) for a SARIF log."""
+    findings = parse_sarif(data)
+    return [
+        {
+            "id": _event_id("sarif", interaction_id, _bounded(data, "sarif file")),
+            "interaction_id": interaction_id,
+            "kind": "outcome",
+            "value": {"name": NEW_FINDINGS, "value": findings.new},
+            "source": "system",
+            "metadata": {"error": findings.error, "warning": findings.warning, "note": findings.note},
+        }
+    ]
