@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneloop.signals.code import edited_answer
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import (
     Record,
@@ -120,7 +121,7 @@ def _pair_of(event: Record, by_id: Mapping[str, Record]) -> tuple[list, str, str
         interaction = by_id[iid]
         prompt, iids = interaction["messages"], [iid]
         if event["kind"] == "edit":
-            texts = (value, interaction["response"])
+            texts = (edited_answer(interaction["response"], value), interaction["response"])
         else:
             choices = choices_of(interaction)
             if not (value["chosen"] < len(choices) and value["rejected"] < len(choices)):
@@ -243,11 +244,12 @@ def _edited_texts(
         if conf < policy.min_confidence:
             continue
         prompt = prompt_messages(interaction["messages"])
+        text = edited_answer(interaction["response"], event["value"])
         row = rows.setdefault(
-            json.dumps([*prompt, *_assistant(event["value"])]),
+            json.dumps([*prompt, *_assistant(text)]),
             {
                 "prompt": prompt,
-                "text": event["value"],
+                "text": text,
                 "event_ids": [],
                 "interaction_ids": [],
                 "rater": rater_of(event, interaction),
