@@ -11,7 +11,7 @@ from typing import IO, Any
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.private_files import private_file, tighten
-from tuneloop.store.repository import Store
+from tuneloop.store.repository import TENANT_ROLES, Store
 
 
 def open_store() -> Store:
@@ -40,6 +40,12 @@ def register(commands: Any) -> None:
     p.set_defaults(run=cmd_tenants_list)
     p = tenants.add_parser("key", help="print a new API key for a tenant (or --admin for an admin key)")
     p.add_argument("name", nargs="?")
+    p.add_argument(
+        "--role",
+        choices=TENANT_ROLES,
+        help="ingest: capture only, reads nothing; reviewer: review tasks; operator: everything of its "
+        "tenant (default)",
+    )
     p.add_argument("--admin", action="store_true", help="a key that may act for every tenant")
     p.set_defaults(run=cmd_tenants_key)
     p = tenants.add_parser("revoke", help="revoke the API key that starts with KEY_PREFIX, at once")
@@ -89,7 +95,9 @@ def cmd_tenants_list(_: argparse.Namespace) -> int:
 def cmd_tenants_key(args: argparse.Namespace) -> int:
     if bool(args.name) == args.admin:
         raise BadRequest("name a tenant, or pass --admin for an admin key (not both)")
-    print(open_store().add_key(None if args.admin else args.name))
+    if args.admin and args.role:
+        raise BadRequest("--role is for a tenant's key; an --admin key acts for every tenant")
+    print(open_store().add_key(None if args.admin else args.name, role=args.role or "operator"))
     return 0
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
-from tuneloop.serve.http import clip, read_json, validate
+from tuneloop.serve.http import CAPTURE, OPERATE, clip, read_json, validate
 from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
@@ -28,7 +28,7 @@ def _state(request: Request) -> Any:
 async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
-    store = await st.auth.tenant(request)
+    store = await st.auth.tenant(request, CAPTURE)
     async with st.limits.admit(store.tenant_id):
         item = validate(
             InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
@@ -42,7 +42,7 @@ async def log_interaction(request: Request) -> JSONResponse:
 async def post_feedback(request: Request) -> JSONResponse:
     """One event (answered with its status) or `{"events": [...]}` (answered per item)."""
     st = _state(request)
-    store = await st.auth.tenant(request)
+    store = await st.auth.tenant(request, CAPTURE)
     async with st.limits.admit(store.tenant_id):
         body = await read_json(request, st.settings.max_body_bytes)
         limit = st.settings.max_text_chars
@@ -105,7 +105,7 @@ def _rejection(result: ItemResult) -> TuneloopError:
 async def get_interaction(request: Request, interaction_id: str) -> dict:
     """One interaction with its feedback; 404 for ids this tenant does not own."""
     st = _state(request)
-    store = await st.auth.tenant(request)
+    store = await st.auth.tenant(request, OPERATE)
     if not re.fullmatch(ID_PATTERN, interaction_id):
         raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
     async with st.limits.admit(store.tenant_id):
@@ -122,7 +122,7 @@ async def list_feedback(
 ) -> dict:
     """Feedback events of this tenant, by interaction and/or received after `since`."""
     st = _state(request)
-    store = await st.auth.tenant(request)
+    store = await st.auth.tenant(request, OPERATE)
     if since is not None:
         # Stored times are UTC without an offset (SQLite): compare in UTC, whatever offset the client sent.
         try:

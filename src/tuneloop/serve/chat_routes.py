@@ -27,7 +27,7 @@ from tuneloop.registry.composition import version_decoding, with_system_prompt
 from tuneloop.registry.versions import Registry
 from tuneloop.serve import embeddings_routes
 from tuneloop.serve.backends.base import Completion, GenerationRequest
-from tuneloop.serve.http import clip, read_json, validate
+from tuneloop.serve.http import GATEWAY, clip, read_json, validate
 from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
@@ -187,7 +187,7 @@ def _parse(body: Any, max_text: int) -> ChatRequest:
 async def chat_completions(request: Request) -> Any:
     """Create a chat completion as OpenAI's API does; the answer's id names the captured interaction."""
     st = request.app.state.tuneloop
-    tenant = await st.auth.tenant(request)
+    tenant = await st.auth.tenant(request, GATEWAY)
     async with st.limits.admit(tenant.tenant_id):
         return await _complete(st, tenant, request)
 
@@ -422,7 +422,7 @@ def _partial(parts: list[str]) -> Completion:
 async def list_models(request: Request) -> dict:
     """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
     st = request.app.state.tuneloop
-    tenant = await st.auth.tenant(request)
+    tenant = await st.auth.tenant(request, GATEWAY)
     versions = await st.calls(Registry(tenant).list, "adapter")
     owner = tenant.tenant.name
     servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))

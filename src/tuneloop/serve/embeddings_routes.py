@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.errors import BadRequest
 from tuneloop.serve.backends.openai_upstream import OpenAIUpstreamBackend
-from tuneloop.serve.http import read_json, validate
+from tuneloop.serve.http import GATEWAY, read_json, validate
 from tuneloop.signals import embeddings
 
 router = APIRouter()
@@ -66,7 +66,7 @@ def _is_token_array(value: Any) -> bool:
 async def create_embeddings(request: Request) -> dict:
     """Embed one string or a list of strings, as OpenAI's API does (float or base64 vectors)."""
     st = request.app.state.tuneloop
-    tenant = await st.auth.tenant(request)
+    tenant = await st.auth.tenant(request, GATEWAY)
     async with st.limits.admit(tenant.tenant_id):
         body = await read_json(request, st.settings.max_body_bytes)
         req = _parse(body, st.settings.max_text_chars)

@@ -24,9 +24,17 @@ from tuneloop.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from tuneloop.store.repository import Principal, Store, TenantStore
+from tuneloop.store.repository import TENANT_ROLES, Principal, Role, Store, TenantStore
 
 AUTH_CACHE_SECONDS = 30.0
+# The tenant roles each kind of route admits; an admin key is admitted everywhere. Ingest keys are meant to
+# ship inside browsers and apps: they write what users did and read nothing, not even the model.
+Roles = frozenset[Role]
+CAPTURE: Roles = frozenset({"ingest", "operator"})
+GATEWAY: Roles = frozenset({"operator"})  # a model call spends the tenant's compute: never from a browser
+REVIEW: Roles = frozenset({"reviewer", "operator"})
+OPERATE: Roles = frozenset({"operator"})
+ADMIN: Roles = frozenset()
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
@@ -225,18 +233,24 @@ class Auth:
         self.calls = calls
         self._cache: dict[str, tuple[float, Principal]] = {}
 
-    async def authorize(self, request: Request) -> Principal:
-        """The key's principal; a lookup in the store runs off the event loop."""
+    async def authorize(self, request: Request, allow: Roles | None = None) -> Principal:
+        """The key's principal, refused (403) unless it is an admin or its role is in `allow` (None: any
+        role; the caller checks); a lookup in the store runs off the event loop."""
         key = _bearer_key(request)
         cached = self._cached(key)
         if cached is not None and await self.calls(self.store.key_active, key):
-            return cached
-        self._cache.pop(key, None)
-        return self._remember(key, await self.calls(self.store.authenticate, key))
+            principal = cached
+        else:
+            self._cache.pop(key, None)
+            principal = self._remember(key, await self.calls(self.store.authenticate, key))
+        if allow is not None and not principal.is_admin and principal.role not in allow:
+            raise Forbidden(_refusal(request, principal.role, allow))
+        return principal
 
-    async def tenant(self, request: Request) -> TenantStore:
-        """The tenant the key names; an admin key names one with the `X-Tuneloop-Tenant` header."""
-        principal = await self.authorize(request)
+    async def tenant(self, request: Request, allow: Roles) -> TenantStore:
+        """The tenant the key names, for a key whose role is in `allow` (or an admin key, which names the
+        tenant with the `X-Tuneloop-Tenant` header)."""
+        principal = await self.authorize(request, allow)
         if principal.tenant is not None:
             return self.store.for_tenant(principal.tenant)
         name = request.headers.get("x-tuneloop-tenant")
@@ -253,6 +267,19 @@ class Auth:
             self._cache.clear()
         self._cache[key] = (time.monotonic(), principal)
         return principal
+
+
+def _refusal(request: Request, role: str, allow: Roles) -> str:
+    if not allow:
+        needed, how = "an admin key", "`tuneloop tenants key --admin`"
+    else:
+        needed = f"a key of role {' or '.join(sorted(allow))} (or admin)"
+        least = next(r for r in TENANT_ROLES if r in allow)
+        how = f"`tuneloop tenants key NAME --role {least}`"
+    return (
+        f"{request.method} {request.url.path} needs {needed}; this key's role is {role} — "
+        f"create one with {how}"
+    )
 
 
 def _bearer_key(request: Request) -> str:

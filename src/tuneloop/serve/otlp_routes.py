@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tuneloop.capture.events import InteractionIn
 from tuneloop.capture.otlp import SpanInteraction, SpanRejected, attributes, is_llm_span, span_interaction
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError, UnsupportedMediaType
-from tuneloop.serve.http import clip, read_body, read_json, validate
+from tuneloop.serve.http import CAPTURE, clip, read_body, read_json, validate
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -37,7 +37,7 @@ MAX_ERRORS_SHOWN = 3  # partial_success carries one message: the first few reaso
 async def export_traces(request: Request) -> Response:
     """OTLP/HTTP ExportTraceServiceRequest (protobuf or JSON); answers ExportTraceServiceResponse."""
     st = request.app.state.tuneloop
-    store = await st.auth.tenant(request)
+    store = await st.auth.tenant(request, CAPTURE)
     async with st.limits.admit(store.tenant_id):
         media = _media_type(request)
         export = await _read_request(request, media, st.settings.max_body_bytes)

@@ -9,9 +9,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.errors import Forbidden
 from tuneloop.privacy.erasure import forget_user
-from tuneloop.serve.http import read_json, validate
+from tuneloop.serve.http import ADMIN, read_json, validate
 
 router = APIRouter()
 
@@ -27,13 +26,7 @@ class ForgetIn(BaseModel):
 async def forget(request: Request) -> dict[str, Any]:
     """Erase one end user of the tenant named by `X-Tuneloop-Tenant`; needs an admin key."""
     st = request.app.state.tuneloop
-    principal = await st.auth.authorize(request)
-    if not principal.is_admin:
-        raise Forbidden(
-            "erasing a user needs an admin key (`tuneloop tenants key --admin`) and the X-Tuneloop-Tenant "
-            "header; a tenant's key cannot erase"
-        )
-    tenant = await st.auth.tenant(request)
+    tenant = await st.auth.tenant(request, ADMIN)
     body = validate(
         ForgetIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
     )

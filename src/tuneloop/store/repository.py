@@ -19,13 +19,19 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tuneloop.clock import now_utc, utc
-from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tuneloop.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tuneloop.store import audit
 from tuneloop.store.engine import Synchronous, create_engine, migrate
 from tuneloop.store.schema import api_keys, dashboard_sessions, feedback, interactions, tenants
 
 T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
+# ingest: capture only (safe in a browser); reviewer: review tasks; operator: all of its tenant; admin: all.
+Role = Literal["ingest", "reviewer", "operator", "admin"]
+TENANT_ROLES: tuple[Role, ...] = ("ingest", "reviewer", "operator")
+# Who may log in to the dashboard by default. Pages that admit reviewers pass `roles` with "reviewer" to
+# `create_session` and check `Principal.role` per page.
+DASHBOARD_ROLES: frozenset[Role] = frozenset({"operator", "admin"})
 KEY_PREFIX = "tl-"
 SESSION_PREFIX = "tls-"
 WAL_TRUNCATE_ATTEMPTS = 50  # 0.1 s apart: a reader in another process usually finishes well within 5 s
@@ -43,10 +49,15 @@ class Tenant:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an API key speaks for: one tenant, or an admin (tenant None) who may act for any."""
+    """Who an API key speaks for, and in what role: one tenant, or an admin (tenant None) who may act for
+    any."""
 
     tenant: Tenant | None
-    is_admin: bool
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 @dataclass(frozen=True)
@@ -149,26 +160,26 @@ class Store:
                 subject=name,
                 details={"redaction": redaction},
             )
-            return self._add_key(conn, tenant.id, is_admin=False, actor=actor)
+            return self._add_key(conn, tenant.id, role="operator", actor=actor)
 
         return tenant, self.retrying(insert)
 
-    def add_key(self, tenant_name: str | None, actor: str = "cli") -> str:
-        """A new API key for a tenant, or an admin key when `tenant_name` is None."""
+    def add_key(self, tenant_name: str | None, actor: str = "cli", role: Role = "operator") -> str:
+        """A new API key for a tenant in `role`, or an admin key when `tenant_name` is None."""
+        if tenant_name is None:
+            role = "admin"
+        elif role not in TENANT_ROLES:
+            raise BadRequest(
+                f"role {role!r}: a tenant's key is one of {', '.join(TENANT_ROLES)}", param="role"
+            )
         tenant_id = self.tenant_by_name(tenant_name).id if tenant_name else None
-        return self.retrying(
-            lambda conn: self._add_key(conn, tenant_id, is_admin=tenant_id is None, actor=actor)
-        )
+        return self.retrying(lambda conn: self._add_key(conn, tenant_id, role=role, actor=actor))
 
-    def _add_key(self, conn: sa.Connection, tenant_id: str | None, *, is_admin: bool, actor: str) -> str:
+    def _add_key(self, conn: sa.Connection, tenant_id: str | None, *, role: Role, actor: str) -> str:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         conn.execute(
             api_keys.insert().values(
-                key_hash=hash_key(key),
-                tenant_id=tenant_id,
-                is_admin=is_admin,
-                prefix=key[:10],
-                created_at=now_utc(),
+                key_hash=hash_key(key), tenant_id=tenant_id, role=role, prefix=key[:10], created_at=now_utc()
             )
         )
         audit.append(
@@ -177,7 +188,7 @@ class Store:
             actor=actor,
             action="key.create",
             subject=key[:10],
-            details={"admin": is_admin},
+            details={"role": role},
         )
         return key
 
@@ -196,13 +207,13 @@ class Store:
         """The principal an API key speaks for; Unauthorized when it is unknown or revoked."""
         with self.read() as conn:
             row = conn.execute(
-                sa.select(api_keys.c.is_admin, tenants)
+                sa.select(api_keys.c.role, tenants)
                 .select_from(api_keys.outerjoin(tenants, api_keys.c.tenant_id == tenants.c.id))
                 .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
             ).first()
         if row is None:
             raise Unauthorized("unknown API key — create one with `tuneloop tenants add NAME`")
-        return Principal(tenant=_tenant(row) if row.id else None, is_admin=row.is_admin)
+        return _principal(row)
 
     def key_active(self, key: str) -> bool:
         """Whether an API key exists unrevoked: one primary-key read, for callers that cache principals."""
@@ -248,7 +259,7 @@ class Store:
                 )
             ).all()
             self._revoke(conn, [r.key_hash for r in old])
-            key = self._add_key(conn, tenant_id, is_admin=False, actor=actor)
+            key = self._add_key(conn, tenant_id, role="operator", actor=actor)
             audit.append(
                 conn,
                 tenant_id=tenant_id,
@@ -271,9 +282,19 @@ class Store:
 
     # dashboard sessions -------------------------------------------------------------------------
 
-    def create_session(self, key: str, hours: float) -> tuple[str, Principal]:
-        """Log an API key into the dashboard: a random token (returned once, stored hashed) valid `hours`."""
+    def create_session(
+        self, key: str, hours: float, roles: frozenset[Role] = DASHBOARD_ROLES
+    ) -> tuple[str, Principal]:
+        """Log an API key into the dashboard: a random token (returned once, stored hashed) valid `hours`.
+
+        Only keys whose role is in `roles` may log in; the session carries the key's role
+        (`Principal.role`)."""
         principal = self.authenticate(key)
+        if principal.role not in roles:
+            raise Forbidden(
+                f"an {principal.role} key cannot log in to the dashboard; use an operator key "
+                "(`tuneloop tenants key NAME --role operator`)"
+            )
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         now = now_utc()
         with self.write() as conn:
@@ -284,7 +305,6 @@ class Store:
                     token_hash=hash_key(token),
                     key_hash=hash_key(key),
                     tenant_id=principal.tenant.id if principal.tenant else None,
-                    is_admin=principal.is_admin,
                     created_at=now,
                     expires_at=now + timedelta(hours=hours),
                 )
@@ -295,7 +315,7 @@ class Store:
         """The principal of a live session; Unauthorized if unknown, expired, ended or its key revoked."""
         with self.read() as conn:
             row = conn.execute(
-                sa.select(dashboard_sessions.c.is_admin, tenants)
+                sa.select(api_keys.c.role, tenants)
                 .select_from(
                     dashboard_sessions.join(
                         api_keys, dashboard_sessions.c.key_hash == api_keys.c.key_hash
@@ -309,7 +329,7 @@ class Store:
             ).first()
         if row is None:
             raise Unauthorized("dashboard session expired or ended — log in again with an API key")
-        return Principal(tenant=_tenant(row) if row.id else None, is_admin=row.is_admin)
+        return _principal(row)
 
     def end_session(self, token: str) -> None:
         """Log out: the token stops working at once, in every process."""
@@ -357,6 +377,11 @@ class Store:
 
 def _tenant(row: sa.Row) -> Tenant:
     return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=utc(row.created_at))
+
+
+def _principal(row: sa.Row) -> Principal:
+    """A key's principal from its `role` joined with its tenant's columns (all None for an admin key)."""
+    return Principal(tenant=_tenant(row) if row.id else None, role=row.role)
 
 
 class TenantTx:

@@ -21,7 +21,8 @@ api_keys = sa.Table(
     # Only a SHA-256 of the key is kept: a leaked database does not leak working keys.
     sa.Column("key_hash", sa.String(64), primary_key=True),
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=True),
-    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    # ingest | reviewer | operator (tenant keys) or admin (tenant_id NULL); see repository.Role.
+    sa.Column("role", sa.String(16), nullable=False, server_default="operator"),
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
@@ -31,11 +32,10 @@ dashboard_sessions = sa.Table(
     "dashboard_sessions",
     metadata,
     # Dashboard logins: only a SHA-256 of the cookie's token is kept, and the session names the key it
-    # came from, so revoking that key ends the session too.
+    # came from, so revoking that key ends the session too (and the key's role is the session's).
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column("key_hash", sa.String(64), sa.ForeignKey("api_keys.key_hash"), nullable=False),
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=True),
-    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_dashboard_sessions_key", "key_hash"),
@@ -210,4 +210,14 @@ drift_checks = sa.Table(
     sa.Column("report", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_drift_checks_tenant_created", "tenant_id", "created_at"),
+)
+
+loop_pauses = sa.Table(
+    "loop_pauses",
+    metadata,
+    # A row while an operator has paused the tenant's loop (`tuneloop loop pause`); resuming deletes it.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("paused_by", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
 )

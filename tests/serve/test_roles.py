@@ -1,0 +1,149 @@
+"""Every route checks the key's role: a table of who may call what, over all of the app's routes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.live import serve_app
+from tests.postgres import free_port
+from tuneloop import Settings
+from tuneloop.serve.app import create_app
+from tuneloop.store.repository import Store
+
+ROLES = ("ingest", "reviewer", "operator", "admin")
+CAPTURE = {"ingest", "operator", "admin"}
+OPERATE = {"operator", "admin"}
+ADMIN = {"admin"}
+# (method, path) → the roles it admits. A route missing here fails `test_every_route_is_in_the_role_table`.
+ROUTES: dict[tuple[str, str], set[str]] = {
+    ("POST", "/v1/interactions"): CAPTURE,
+    ("POST", "/v1/feedback"): CAPTURE,
+    ("POST", "/v1/traces"): CAPTURE,
+    ("GET", "/v1/interactions/{interaction_id}"): OPERATE,
+    ("GET", "/v1/feedback"): OPERATE,
+    ("POST", "/v1/chat/completions"): OPERATE,
+    ("GET", "/v1/models"): OPERATE,
+    ("POST", "/v1/embeddings"): OPERATE,
+    ("POST", "/v1/users/forget"): ADMIN,
+    ("GET", "/metrics"): ADMIN,
+}
+PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json")}
+OWN_LOGIN = "/dashboard"  # the dashboard checks its sessions' roles itself (tests/dashboard)
+
+
+@pytest.fixture(scope="module")
+def app_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("home")
+    # An upstream that refuses connections: model calls that pass the role check fail later, with a 5xx.
+    settings = Settings(
+        home=home, backend="openai", upstream_url=f"http://127.0.0.1:{free_port()}/v1", model="upstream"
+    )
+    store = Store(settings.database_url)
+    _, operator = store.create_tenant("acme")
+    keys = {role: store.add_key("acme", role=role) for role in ("ingest", "reviewer")}
+    keys |= {"operator": operator, "admin": store.add_key(None)}
+    store.close()
+    app = create_app(settings)
+    with serve_app(app) as url:
+        yield app, url, keys
+
+
+def _routes(app: object) -> set[tuple[str, str]]:
+    return {
+        (method, route.path)
+        for route in app.routes  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute) or hasattr(route, "methods")
+        for method in (route.methods or ()) - {"HEAD"}
+        if not route.path.startswith(OWN_LOGIN)
+    }
+
+
+def test_every_route_is_in_the_role_table(app_keys: tuple) -> None:
+    app, _, _ = app_keys
+    missing = _routes(app) - set(ROUTES) - PUBLIC
+    assert not missing, f"add these routes to ROUTES with the roles they admit: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_reaches_exactly_the_routes_it_is_allowed(app_keys: tuple, role: str) -> None:
+    _, url, keys = app_keys
+    headers = {"Authorization": f"Bearer {keys[role]}", "X-Tuneloop-Tenant": "acme"}
+    wrong = {}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        for (method, path), allowed in ROUTES.items():
+            response = http.request(method, path.replace("{interaction_id}", "int-1"))
+            refused = response.status_code == 403
+            if refused == (role in allowed) or response.status_code == 401:
+                wrong[f"{method} {path}"] = (response.status_code, response.text[:200])
+    assert not wrong, f"{role} key: {wrong}"
+
+
+def test_ingest_only_key_cannot_read_anything(app_keys: tuple) -> None:
+    _, url, keys = app_keys
+    ingest = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['ingest']}"}, timeout=30)
+    operator = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['operator']}"}, timeout=30)
+    with ingest, operator:
+        body = {"messages": [{"role": "user", "content": "hi"}], "response": "hello", "id": "int-ro"}
+        assert ingest.post("/v1/interactions", json=body).status_code == 201
+        event = {"id": "fb-ro", "interaction_id": "int-ro", "kind": "thumbs", "value": 1}
+        assert ingest.post("/v1/feedback", json=event).status_code == 201
+        for path in ("/v1/interactions/int-ro", "/v1/feedback", "/v1/feedback?interaction_id=int-ro"):
+            refused = ingest.get(path)
+            assert refused.status_code == 403, path
+            assert set(refused.json()) == {"error"} and "hello" not in refused.text
+            assert refused.json()["error"]["type"] == "permission_error"
+            assert "--role operator" in refused.json()["error"]["message"]
+        assert operator.get("/v1/interactions/int-ro").json()["feedback"][0]["id"] == "fb-ro"
+        chat = {"model": "tuneloop", "messages": [{"role": "user", "content": "hi"}]}
+        assert ingest.post("/v1/chat/completions", json=chat).status_code == 403
+
+
+def test_ingest_and_reviewer_keys_cannot_log_in_to_the_dashboard_by_default(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_tenant("acme")
+    for role in ("ingest", "reviewer"):
+        with pytest.raises(Exception, match="cannot log in"):
+            store.create_session(store.add_key("acme", role=role), hours=1)
+    _, principal = store.create_session(
+        store.add_key("acme", role="reviewer"), 1, roles=frozenset({"reviewer"})
+    )
+    assert principal.role == "reviewer" and not principal.is_admin
+    store.close()
+
+
+def test_keys_made_before_roles_become_operators_and_admins(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from tuneloop.store.engine import MIGRATIONS, create_engine, migrate
+    from tuneloop.store.repository import hash_key
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0009")
+        conn.exec_driver_sql(
+            "INSERT INTO tenants (id, name, redaction, created_at) "
+            "VALUES ('t', 'acme', 'redact', '2026-01-01')"
+        )
+        for key, tenant, admin in (("tl-tenant", "'t'", 0), ("tl-admin", "NULL", 1)):
+            conn.exec_driver_sql(
+                "INSERT INTO api_keys (key_hash, tenant_id, is_admin, prefix, created_at) "
+                f"VALUES ('{hash_key(key)}', {tenant}, {admin}, '{key}', '2026-01-01')"
+            )
+        conn.commit()
+    migrate(engine)
+    engine.dispose()
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    tenant_key, admin_key = store.authenticate("tl-tenant"), store.authenticate("tl-admin")
+    store.close()
+    assert (tenant_key.role, tenant_key.tenant.name) == ("operator", "acme")
+    assert (admin_key.role, admin_key.tenant, admin_key.is_admin) == ("admin", None, True)
