@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     upstream_url: str | None = Field(
         default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
     )
+    upstream_model: str | None = Field(
+        default=None,
+        description="The name the upstream serves the base model under (e.g. vLLM's "
+        "HuggingFaceTB/SmolLM2-135M-Instruct), when it differs from `model`, the copy tuneloop trains "
+        "adapters on; default: `model` unless that is the embedded default, else the upstream's first model.",
+    )
     upstream_api_key: str = Field(default="none", description="API key sent to the upstream server.")
     upstream_runtime_lora: bool = Field(
         default=True,
@@ -139,6 +145,17 @@ class Settings(BaseSettings):
         default="auto",
         description="Mark the dashboard cookie Secure: `auto` when the request came over HTTPS (or through a "
         "TLS proxy sending `X-Forwarded-Proto: https`), `always`, or `never`.",
+    )
+    kpi_metrics_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds each process reuses the KPI gauges it computed for /metrics, however often it "
+        "is scraped; 0 leaves KPIs out of this process's /metrics (export them from one replica).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`tuneloop serve`'s log lines: `text`, or `json` (one JSON object a line, for log "
+        "collectors).",
     )
     api_docs: bool = Field(
         default=False,

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from tuneloop.cli.output import Progress
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
@@ -130,7 +131,9 @@ def run_demo(
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=home)
-    ensure_base_model(home / "models")
+    progress = Progress()  # stage lines on stderr: a turn runs for minutes with no table line
+    with progress.stage("the embedded model (converted once)"):
+        ensure_base_model(home / "models")
     store = Store(settings.database_url)
     tenant, key = store.create_tenant(tenant_name)
     scoped = store.for_tenant(tenant)
@@ -138,7 +141,8 @@ def run_demo(
     scenario = scenario or finly(seed)
     held_out = scenario.eval_prompts(32)  # the same held-out prompts score production every turn
     url = f"http://127.0.0.1:{port}"
-    server = start_server(home, port, SERVER_ENV)
+    with progress.stage(f"tuneloop serve on {url}"):
+        server = start_server(home, port, SERVER_ENV)
     lines: list[TurnLine] = []
     log = home / "loop.log"
     print(f"tuneloop demo: tenant '{tenant_name}' on {url}, scenario '{scenario.name}', {turns} turns")
@@ -149,17 +153,21 @@ def run_demo(
         for number in range(1, turns + 1):
             started = time.monotonic()
             before = len(scoped.feedback())
-            sat = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
+            with progress.stage(f"turn {number}: production on {len(held_out)} held-out prompts"):
+                sat = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
             size = first_traffic if number == 1 else traffic
-            report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
-            with _output_to(log):
+            with progress.stage(f"turn {number}: {size} simulated conversations with feedback"):
+                report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
+            loop_stage = f"turn {number}: snapshot → reward model → adapter → gate → canary"
+            with progress.stage(loop_stage), _output_to(log):
                 turn = loop.tick(force=True)
             bursts = 0
             while turn is not None and turn.stage == "canary" and bursts < max_bursts:
                 burst_seed = seed * 1000 + 100 * number + bursts
-                run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=burst_seed)
-                with _output_to(log):
-                    turn = loop.tick()
+                with progress.stage(f"turn {number}: canary traffic {bursts + 1}/{max_bursts}, then a look"):
+                    run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=burst_seed)
+                    with _output_to(log):
+                        turn = loop.tick()
                 bursts += 1
             result = turn.report if turn else {}
             line = TurnLine(
@@ -179,7 +187,8 @@ def run_demo(
                 f"{line.seconds:>5.0f}s",
                 flush=True,
             )
-        final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
+        with progress.stage(f"production after {turns} turns on the held-out prompts"):
+            final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
         start = lines[0].satisfaction
         print(f"production satisfaction after {turns} turns: {final:.3f} (started at {start:.3f})")
     except SimError as exc:

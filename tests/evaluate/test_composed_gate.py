@@ -44,7 +44,7 @@ def test_gate_run_judges_a_prompt_only_candidate(
     code = main(["gate", "run", "--tenant", "acme", "--version", version_id, "--policy", str(policy)])
     decision = capsys.readouterr().out.split()[-1]
     version = gate_setup.registry.get(version_id)
-    assert (code, version.state) == ((0, "gated") if decision == "gated" else (1, "blocked"))
+    assert (code, version.state) == ((0, "gated") if decision == "gated" else (3, "blocked"))
     report = json.loads(Path(version.gate_report).read_text())
     # Every suite had its inputs: the candidate carries the snapshot and production's adapter.
     assert report["snapshot"] == gate_setup.snapshot.hash

@@ -19,6 +19,7 @@ from tuneloop.cli import (
     train,
     versions,
 )
+from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from tuneloop.errors import TuneloopError
 
 GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate, rollout, loop, demo)
@@ -26,22 +27,34 @@ GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tuneloop", description="Auto-tune a deployed LLM from its users' feedback."
+        prog="tuneloop",
+        description="Auto-tune a deployed LLM from its users' feedback.",
+        epilog="exit codes: 0 done, 1 error, 2 usage, 3 blocked (gate blocked, canary rolled back)",
     )
+    parser.add_argument("--version", action="version", version=f"tuneloop {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(commands)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tuneloop")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a TuneloopError prints one line to stderr and exits 1."""
+    """Run one command; a TuneloopError prints one line to stderr and exits 1 (see `output` for codes)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.run(args) or EXIT_OK
     except TuneloopError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import add_json_flag, emit, to_json
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -23,7 +23,9 @@ def register(commands: Any) -> None:
     ):
         p = actions.add_parser(name, help=helptext)
         p.add_argument("--tenant", required=True)
-        if name != "status":
+        if name == "status":
+            add_json_flag(p)
+        else:
             p.add_argument("--reason", default=f"manual {name}", help="recorded in the audit log")
         p.set_defaults(run=cmd_rollout)
     p = actions.add_parser("start", help="canary a gated version against production")
@@ -59,7 +61,6 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
 
     from tuneloop.rollout import controller
     from tuneloop.rollout.experiments import active_experiment
@@ -67,7 +68,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     tenant = _tenant(args.tenant)
     if args.action == "status":
         exp = active_experiment(tenant)
-        print(json.dumps(asdict(exp), indent=2, default=str) if exp else f"{args.tenant}: no live experiment")
+        # JSON either way (the look is nested); with --json, no experiment is `null` rather than a sentence.
+        emit(args, exp, lambda: [to_json(exp) if exp else f"{args.tenant}: no live experiment"])
         return 0
     actor = "cli"
     if args.action == "pause":

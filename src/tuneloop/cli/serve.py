@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from tuneloop.config import Settings
@@ -21,8 +24,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tuneloop.serve.app import create_app
 
     settings = Settings()
+    logs = {"log_config": json_log_config()} if settings.log_format == "json" else {}
     uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_limits(settings)
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        **logs,
+        **uvicorn_limits(settings),
     )
     return 0
 
@@ -33,4 +42,38 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (+ the request's fields for access lines)."""
+
+    ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        # uvicorn's access records carry the request as their format arguments, in this order.
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            entry.update(zip(self.ACCESS_FIELDS, record.args, strict=True))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def json_log_config() -> dict[str, Any]:
+    """uvicorn's and tuneloop's loggers writing JSON lines to stderr (TUNELOOP_LOG_FORMAT=json)."""
+    handler = {"handlers": ["json"], "level": "INFO", "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {"uvicorn": handler, "uvicorn.access": handler, "tuneloop": handler},
     }

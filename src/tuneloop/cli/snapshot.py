@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import Progress, add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -21,15 +24,20 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--policy", type=Path, help="reward policy YAML (default: the tenant's, else the defaults)"
     )
+    add_json_flag(p)
     p.set_defaults(run=cmd_create)
     p = actions.add_parser("list", help="a tenant's snapshots")
     p.add_argument("--tenant", required=True)
+    add_json_flag(p)
     p.set_defaults(run=cmd_list)
     p = actions.add_parser("show", help="one snapshot's counts, policy and rater report")
     p.add_argument("hash")
     p.add_argument("--tenant", required=True)
+    add_json_flag(p)
     p.set_defaults(run=cmd_show)
-    p = actions.add_parser("export", help="write a snapshot in TRL's dataset formats (JSONL)")
+    p = actions.add_parser(
+        "export", help="write a snapshot as a dataset folder (TRL's JSONL formats) `datasets` loads as is"
+    )
     p.add_argument("hash")
     p.add_argument("--tenant", required=True)
     p.add_argument("--format", choices=["trl"], default="trl")
@@ -49,19 +57,26 @@ def cmd_create(args: argparse.Namespace) -> int:
 
     home = Settings().home
     tenant = _tenant(args.tenant)
-    snap = create_snapshot(tenant, home, tenant_policy(home, args.tenant, RewardPolicy, args.policy))
-    counts = ", ".join(f"{k}={v}" for k, v in snap.counts.items())
-    print(f"snapshot {snap.hash[:12]} ({counts})", file=sys.stderr)
-    print(snap.hash)
+    progress = Progress.of(args)
+    policy = tenant_policy(home, args.tenant, RewardPolicy, args.policy)
+    with progress.stage(f"snapshot of {args.tenant}'s signals"):
+        snap = create_snapshot(tenant, home, policy)
+    progress.say(f"snapshot {snap.hash[:12]} ({', '.join(f'{k}={v}' for k, v in snap.counts.items())})")
+    emit(args, {"hash": snap.hash, "counts": snap.counts}, lambda: [snap.hash])
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from tuneloop.signals.snapshots import DATASETS, list_snapshots
 
-    for snap in list_snapshots(_tenant(args.tenant)):
-        sizes = "\t".join(f"{d}={snap.counts[d + '_train']}+{snap.counts[d + '_heldout']}" for d in DATASETS)
-        print(f"{snap.hash[:12]}\t{snap.created_at:%Y-%m-%d %H:%M}\t{sizes}")
+    snaps = list_snapshots(_tenant(args.tenant))
+
+    def lines() -> Iterator[str]:
+        for s in snaps:
+            sizes = "\t".join(f"{d}={s.counts[d + '_train']}+{s.counts[d + '_heldout']}" for d in DATASETS)
+            yield f"{s.hash[:12]}\t{s.created_at:%Y-%m-%d %H:%M}\t{sizes}"
+
+    emit(args, [_summary(s) for s in snaps], lines)
     return 0
 
 
@@ -69,25 +84,49 @@ def cmd_show(args: argparse.Namespace) -> int:
     from tuneloop.signals.snapshots import get_snapshot
 
     snap = get_snapshot(_tenant(args.tenant), args.hash)
-    print(
-        json.dumps(
-            {
-                "hash": snap.hash,
-                "path": str(snap.path),
-                "as_of": snap.as_of.isoformat(),
-                "counts": snap.counts,
-                "report": snap.report,
-                "policy": snap.policy,
-            },
-            indent=2,
-        )
-    )
+    shown = {**_summary(snap), "path": str(snap.path), "report": snap.report, "policy": snap.policy}
+    # Always JSON: nested counts, reports and policies read best that way.
+    emit(args, shown, lambda: [json.dumps(shown, indent=2, default=str)])
     return 0
+
+
+def _summary(snap: Any) -> dict[str, Any]:
+    return {"hash": snap.hash, "created_at": snap.created_at, "as_of": snap.as_of, "counts": snap.counts}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tuneloop.signals.snapshots import export_trl, get_snapshot
 
-    for path in export_trl(get_snapshot(_tenant(args.tenant), args.hash), args.out):
+    written = export_trl(get_snapshot(_tenant(args.tenant), args.hash), args.out)
+    (args.out / "README.md").write_text(dataset_card(written))
+    for path in written:
         print(path)
     return 0
+
+
+# export_trl's file stems -> the `datasets` config they form; the held-out rows are the standard `test` split.
+CONFIGS = {
+    "preference": "prompt, chosen, rejected",
+    "unpaired": "prompt, completion, label",
+    "sft": "messages",
+}
+
+
+def dataset_card(files: list[Path]) -> str:
+    """A README.md whose YAML header maps the exported files to configs and train/test splits, so that
+    `datasets.load_dataset(DIR)` (the preference pairs) or `load_dataset(DIR, "sft")` read the folder.
+
+    An empty file is left out (`datasets` refuses a split with no rows), and so is a config with none."""
+    filled = {path.name for path in files if path.stat().st_size > 0}
+    configs: list[dict[str, Any]] = []
+    for name in CONFIGS:
+        stems = (("train", "train"), ("test", "heldout"))
+        splits = [{"split": split, "path": f"{name}_{stem}.jsonl"} for split, stem in stems]
+        splits = [s for s in splits if s["path"] in filled]
+        if splits:
+            configs.append(
+                {"config_name": name, "data_files": splits, **({} if configs else {"default": True})}
+            )
+    header = yaml.safe_dump({"configs": configs}, sort_keys=False)
+    body = "\n".join(f"- `{name}`: {columns}" for name, columns in CONFIGS.items())
+    return f"---\n{header}---\n\nA tuneloop snapshot in TRL's conversational formats.\n\n{body}\n"

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import EXIT_INTERRUPTED, Progress
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_from, budget_text, dp_trainer_args
@@ -117,26 +118,27 @@ def _run(
 
     tenant, settings = _tenant(args.tenant), Settings()
     try:
-        version = train_version(
-            tenant,
-            settings,
-            args.snapshot,
-            method,  # type: ignore[arg-type]
-            trainer_args={**_pairs(args.set, "--set"), **(trainer_args or {})},
-            lora=_pairs(args.lora, "--lora"),
-            seed=args.seed,
-            progress=progress,
-            cancel=cancel,
-            **extra,
-        )
+        with Progress().stage(f"{method} on snapshot {args.snapshot[:12]}"):
+            version = train_version(
+                tenant,
+                settings,
+                args.snapshot,
+                method,  # type: ignore[arg-type]
+                trainer_args={**_pairs(args.set, "--set"), **(trainer_args or {})},
+                lora=_pairs(args.lora, "--lora"),
+                seed=args.seed,
+                progress=progress,
+                cancel=cancel,
+                **extra,
+            )
+            print(file=sys.stderr)  # ends the step line
     except KeyboardInterrupt:
         cancel.set()
-        print("\ncancelled; run the same command again to resume from the last checkpoint", file=sys.stderr)
-        return 130
-    print(file=sys.stderr)
+        print("cancelled; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if version is None:
         print("cancelled; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
     if budget := budget_text(version.metrics):
         print(f"privacy budget spent: {budget}", file=sys.stderr)

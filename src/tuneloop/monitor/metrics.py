@@ -1,8 +1,9 @@
-"""`/metrics` in Prometheus text format: HTTP requests per route, and KPIs per tenant and version.
+"""`/metrics` in Prometheus text format: HTTP requests, generation, and KPIs per tenant and version.
 
 Each app gets its own CollectorRegistry (never the process-global one), so many apps can live in one
-process. KPI gauges are computed from the store when scraped, over the last KPI_WINDOW, and cached briefly.
-The endpoint answers admin keys only: it names every tenant.
+process. Every metric is in base units (seconds, ratios; counters end in `_total`). KPI gauges are computed
+from the store over the last KPI_WINDOW at most once per `Settings.kpi_metrics_seconds` per process, never
+at every scrape. The endpoint answers admin keys only: it names every tenant.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -26,22 +34,48 @@ from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy
 from tuneloop.errors import Forbidden
 from tuneloop.monitor.kpis import GAUGE_FIELDS, kpis
+from tuneloop.serve.backends.base import Backend
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
 
 StoreAt = tuple[Store, Path]  # the store and the HOME its tenants' policy files live in
 KPI_WINDOW = timedelta(hours=1)
-CACHE_SECONDS = 10.0
 UNMATCHED = "<unmatched>"  # the route label of 404s: raw paths would be unbounded label values
 # Any client can invent a method, and every new label value is a new series kept forever.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Each of kpis.GAUGE_FIELDS -> (metric name after `tuneloop_kpi_`, factor to its base unit, help).
+KPI_GAUGES = {
+    "volume": ("interactions", 1.0, "interactions"),
+    "positive_rate": ("positive_ratio", 1.0, "share of rated interactions with positive feedback"),
+    "negative_rate": ("negative_ratio", 1.0, "share of rated interactions with negative feedback"),
+    "mean_reward": ("mean_reward", 1.0, "mean reward under the tenant's reward policy"),
+    "escalation_rate": ("escalation_ratio", 1.0, "share of interactions escalated"),
+    "latency_p50_ms": ("latency_p50_seconds", 0.001, "median response latency"),
+    "latency_p95_ms": ("latency_p95_seconds", 0.001, "95th percentile response latency"),
+    "error_rate": ("error_ratio", 1.0, "share of interactions that failed"),
+    "refusal_rate": ("refusal_ratio", 1.0, "share of answers that refuse"),
+    "safety_flags": ("safety_flags", 1.0, "interactions flagged unsafe"),
+    "sessions": ("sessions", 1.0, "sessions"),
+    "resolution_rate": ("resolution_ratio", 1.0, "share of sessions resolved"),
+    "resolution_p50_s": ("resolution_p50_seconds", 1.0, "median time to resolution"),
+    "first_action_p50_s": ("first_action_p50_seconds", 1.0, "median time to the user's first action"),
+    "followup_rate": ("followup_ratio", 1.0, "share of answers followed by a follow-up question"),
+    "repeat_contact_rate": ("repeat_contact_ratio", 1.0, "share of sessions followed by another contact"),
+}
+# Time to first token on 2 CPU cores runs from ~50 ms (idle) to tens of seconds (a full queue).
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
 class KPICollector(Collector):
-    """Gauges `tuneloop_kpi_<name>{tenant, version}` over the last `window`, computed at scrape time."""
+    """Gauges `tuneloop_kpi_<name>{tenant, version}` over the last `window`, recomputed at most every
+    `ttl` seconds however often and from however many scrapers this process is scraped."""
 
-    def __init__(self, store: Callable[[], StoreAt | None], window: timedelta = KPI_WINDOW) -> None:
+    def __init__(
+        self, store: Callable[[], StoreAt | None], ttl: float, window: timedelta = KPI_WINDOW
+    ) -> None:
         self.store = store
+        self.ttl = ttl
         self.window = window
         self._lock = threading.Lock()
         self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
@@ -51,7 +85,7 @@ class KPICollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
-            if self._cached is None or time.monotonic() - self._cached[0] > CACHE_SECONDS:
+            if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
                 self._cached = (time.monotonic(), self._families())
             yield from self._cached[1]
 
@@ -61,25 +95,28 @@ class KPICollector(Collector):
             return []
         store, home = opened
         window = f"over the last {int(self.window.total_seconds())} s"
-        families = {
-            name: GaugeMetricFamily(f"tuneloop_kpi_{name}", f"{name} {window}", labels=["tenant", "version"])
-            for name in GAUGE_FIELDS
-        }
+        families = {}
+        for field in GAUGE_FIELDS:
+            name, _, text = KPI_GAUGES[field]
+            families[field] = GaugeMetricFamily(
+                f"tuneloop_kpi_{name}", f"{text} {window}", labels=["tenant", "version"]
+            )
         since = now_utc() - self.window
         for tenant in store.tenants():
             policy = tenant_policy(home, tenant.name, RewardPolicy)
             for kpi in kpis(store.for_tenant(tenant), policy, since=since):
-                for name in GAUGE_FIELDS:
-                    value = getattr(kpi, name)
+                for field in GAUGE_FIELDS:
+                    value = getattr(kpi, field)
                     if value is not None:
-                        families[name].add_metric([tenant.name, kpi.version], float(value))
+                        factor = KPI_GAUGES[field][1]
+                        families[field].add_metric([tenant.name, kpi.version], float(value) * factor)
         return list(families.values())
 
 
 class Metrics:
-    """One app's registry: request counter and latency histogram, plus the KPI collector."""
+    """One app's registry: HTTP requests, generation (queue, time to first token, tokens/s), KPIs."""
 
-    def __init__(self, store: Callable[[], StoreAt | None]) -> None:
+    def __init__(self, store: Callable[[], StoreAt | None], kpi_seconds: float) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneloop_http_requests",
@@ -93,11 +130,55 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
         )
-        self.registry.register(KPICollector(store))
+        self.queue_depth = Gauge(
+            "tuneloop_generation_queue_depth",
+            "Generation requests waiting for the embedded model, or in flight to the upstream.",
+            registry=self.registry,
+        )
+        self.first_token = Histogram(
+            "tuneloop_generation_time_to_first_token_seconds",
+            "From queueing a sequence to its first generated token (embedded backend).",
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.decode_speed = Histogram(
+            "tuneloop_generation_tokens_per_second",
+            "Each finished sequence's decode speed after its first token (embedded backend).",
+            buckets=TOKENS_PER_SECOND_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tuneloop_generation_completion_tokens",
+            "Tokens generated (embedded backend); its rate is the server's throughput in tokens/s.",
+            registry=self.registry,
+        )
+        if kpi_seconds > 0:
+            self.registry.register(KPICollector(store, kpi_seconds))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+    def watch(self, backend: Backend) -> None:
+        """Follow `backend`'s queue and, for the embedded model, each finished sequence's timings."""
+        from tuneloop.serve.backends.embedded import EmbeddedBackend
+
+        # The backends keep these private; reading a length or a counter needs no lock.
+        if isinstance(backend, EmbeddedBackend):
+            self.queue_depth.set_function(lambda: len(backend._pending))
+            if backend._batch is not None:
+                backend._batch.observer = self._finished
+        else:
+            self.queue_depth.set_function(lambda: getattr(backend, "_in_flight", 0))
+
+    def _finished(self, seq: Any, at: float) -> None:
+        """A sequence finished on the model's worker thread (prometheus_client is thread-safe)."""
+        if seq.first_token_at is None:
+            return
+        self.first_token.observe(seq.first_token_at - seq.queued_at)
+        self.tokens.inc(seq.completion_tokens)
+        if seq.completion_tokens > 1 and at > seq.first_token_at:
+            self.decode_speed.observe((seq.completion_tokens - 1) / (at - seq.first_token_at))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -132,14 +213,15 @@ class MetricsMiddleware:
             self.metrics.observe(method, route, status, time.perf_counter() - started)
 
 
-def install_metrics(app: FastAPI) -> Metrics:
-    """Add request timing and `GET /metrics` (admin key) to `app`; call before the app starts."""
+def install_metrics(app: FastAPI, kpi_seconds: float) -> Metrics:
+    """Add request timing and `GET /metrics` (admin key) to `app`; call before the app starts, and
+    `metrics.watch(backend)` once the backend has started."""
 
     def store() -> StoreAt | None:
         state: Any = getattr(app.state, "tuneloop", None)
         return (state.store, state.settings.home) if state is not None else None
 
-    metrics = Metrics(store)
+    metrics = Metrics(store, kpi_seconds)
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

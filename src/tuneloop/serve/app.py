@@ -23,7 +23,7 @@ from tuneloop.config import Settings
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
 from tuneloop.monitor.metrics import install_metrics
-from tuneloop.serve import capture_routes, chat_routes, otlp_routes, privacy_routes
+from tuneloop.serve import capture_routes, chat_routes, otlp_routes, privacy_routes, probes
 from tuneloop.serve.backends.base import Backend
 from tuneloop.serve.http import Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
@@ -62,7 +62,9 @@ def make_backend(settings: Settings) -> Backend | None:
     if settings.backend == "openai":
         from tuneloop.serve.backends.openai_upstream import OpenAIUpstreamBackend
 
-        return OpenAIUpstreamBackend.from_settings(settings)
+        # The upstream names the model its own way; `model` stays the local copy adapters are trained on.
+        named = settings.upstream_model or settings.model
+        return OpenAIUpstreamBackend.from_settings(settings.model_copy(update={"model": named}))
     return None
 
 
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redactor.warm_up()
         if backend is not None:
             await backend.start()
+            metrics.watch(backend)
         calls = StoreCalls(settings.db_pool_size)
         spool = Spool(settings.home / "spool" / "interactions.jsonl")
         app.state.tuneloop = AppState(
@@ -129,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The docs pages load Swagger UI / ReDoc from a CDN with no CSP of ours: served only when asked for.
     docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None}
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan, **docs)
+    app.include_router(probes.router)
     app.include_router(capture_routes.router)
     app.include_router(privacy_routes.router)
     app.include_router(otlp_routes.router)
@@ -136,11 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(chat_routes.router)
 
     app.include_router(dashboard_routes.router)
-    install_metrics(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {"status": "ok"}
+    metrics = install_metrics(app, settings.kpi_metrics_seconds)
 
     @app.exception_handler(TuneloopError)
     async def on_tuneloop_error(_: Request, exc: TuneloopError) -> JSONResponse:

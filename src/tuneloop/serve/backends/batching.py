@@ -5,11 +5,13 @@ Everything here runs on the backend's single worker thread, which owns the model
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Emit = Callable[[tuple], None]
+Observer = Callable[["Sequence", float], None]  # a finished sequence and when it finished (monotonic)
 
 
 @dataclass(eq=False)
@@ -35,6 +37,8 @@ class Sequence:
     pos: int = 0  # position id of the pending token
     pending: int = -1  # sampled token not yet fed through the model
     done: bool = False
+    queued_at: float = field(default_factory=time.monotonic)  # made just before it is queued
+    first_token_at: float | None = None
 
     @property
     def holdback(self) -> int:
@@ -114,6 +118,7 @@ class Batch:
         self.rows: list[Sequence] = []
         self.cache: Any = None
         self.mask: Any = None  # (rows, cached tokens), 0 where left padding
+        self.observer: Observer | None = None  # told of every finished sequence (serving metrics)
 
     def _forward(self, model: Any, peft: bool, seqs: list[Sequence], **kwargs: Any) -> Any:
         if peft:  # always name adapters: a PeftModel otherwise applies its "active" adapter to every row
@@ -208,6 +213,8 @@ class Batch:
 
     def _push(self, s: Sequence, token: int) -> None:
         s.completion_tokens += 1
+        if s.first_token_at is None:
+            s.first_token_at = time.monotonic()
         if token in self.eos_ids:
             self._finish(s, self._decode(s), "stop")
             return
@@ -234,6 +241,8 @@ class Batch:
         s.emitted = len(text)
         s.done = True
         s.emit(("done", text, reason, s.completion_tokens))
+        if self.observer is not None:
+            self.observer(s, time.monotonic())
 
     def _decode(self, s: Sequence) -> str:
         return self.tokenizer.decode(s.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -1,0 +1,91 @@
+"""What every command prints: exit codes, `--json` output, and stage progress on stderr.
+
+Exit codes: 0 done, 1 error (bad input, a failed step), 2 usage (argparse), 3 blocked (the gate blocked
+the version, the canary rolled back), 130 interrupted. Results go to stdout, as text or with `--json` as
+one JSON document; progress goes to stderr and `--json` silences it, so scripts read stdout alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BLOCKED = 3
+EXIT_INTERRUPTED = 130
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """Give a command `--json`: its result as one JSON document on stdout, no progress on stderr."""
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as JSON (for scripts); no progress lines"
+    )
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    """`data` (dicts, lists, dataclasses, datetimes, paths) as indented JSON."""
+    return json.dumps(data, indent=2, default=_plain, ensure_ascii=False)
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], Iterable[str]]) -> None:
+    """Print `data` as JSON when the command got `--json`, else the lines `text()` makes."""
+    if getattr(args, "json", False):
+        print(to_json(data))
+        return
+    for line in text():
+        print(line)
+
+
+def _elapsed(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+class Progress:
+    """Stage lines on stderr: `… NAME` as a stage starts, `✓ NAME (ELAPSED)` or `✗` as it ends."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Progress:
+        """Progress for a command: silent under `--json`."""
+        return cls(quiet=getattr(args, "json", False))
+
+    def say(self, line: str) -> None:
+        """One line on stderr (read at call time: the demo redirects stderr around noisy stages)."""
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Announce `name`, run the block, then say how long it took (or that it failed)."""
+        started = time.monotonic()
+        self.say(f"… {name}")
+        try:
+            yield
+        except BaseException:
+            self.say(f"✗ {name} stopped after {_elapsed(time.monotonic() - started)}")
+            raise
+        self.say(f"✓ {name} ({_elapsed(time.monotonic() - started)})")
