@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most strings one request may send through PII redaction; more get 413.",
     )
+    public_term_users: int = Field(
+        default=10,
+        ge=0,
+        description="A name the app's system prompts give to this many distinct end users is the app's "
+        "own vocabulary (a brand the name recogniser mistakes for a person) and is no longer redacted; "
+        "0 redacts every name.",
+    )
     tenant_max_concurrency: int = Field(
         default=64,
         ge=1,

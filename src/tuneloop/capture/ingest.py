@@ -10,6 +10,7 @@ from typing import Any
 
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, with_keys
+from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import ItemResult, TenantStore
@@ -28,9 +29,12 @@ class Capture:
     redacted like text, and the idempotency digest is keyed; a tenant with redaction `off` keeps them raw.
     """
 
-    def __init__(self, redactor: Redactor, pseudonyms: Pseudonyms) -> None:
+    def __init__(
+        self, redactor: Redactor, pseudonyms: Pseudonyms, public_terms: PublicTerms | None = None
+    ) -> None:
         self.redactor = redactor
         self.pseudonyms = pseudonyms
+        self.public_terms = public_terms or PublicTerms(0)
 
     def identifier(self, store: TenantStore, value: str | None) -> str | None:
         """How this tenant stores an end-user identifier: its keyed hash, or itself with redaction off."""
@@ -47,16 +51,23 @@ class Capture:
         digest = self.pseudonyms.digest({**payload, **served})
         choices = item.choices or [item.response]
         messages = [m.content for m in item.messages]
+        user = self.identifier(store, item.user)
+        mode = store.tenant.redaction
         redacted = self.redactor.redact_json(
             [messages, item.response, choices, item.metadata, keys_of(item.metadata), item.model],
-            store.tenant.redaction,
+            mode,
             store.tenant_id,
             budget=budget,
+            keep=self.public_terms.public(store.tenant_id),
         )
+        if mode != "off" and self.public_terms.min_users:
+            # The system texts were just analysed, so finding their names again is a cache hit.
+            system = [m.content for m in item.messages if m.role in ("system", "developer")]
+            self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))
         contents, response, choices, metadata, keys, model = redacted
         row = {
             "id": item.id or new_interaction_id(),
-            "user_id": self.identifier(store, item.user),
+            "user_id": user,
             "session_id": self.identifier(store, item.session),
             "messages": [
                 {"role": m.role, "content": c} for m, c in zip(item.messages, contents, strict=True)
@@ -77,6 +88,7 @@ class Capture:
             [[item.value, item.metadata, keys_of(item.metadata)] for item in items],
             store.tenant.redaction,
             store.tenant_id,
+            keep=self.public_terms.public(store.tenant_id),
         )
         rows = [
             {
@@ -89,9 +101,13 @@ class Capture:
         ]
         return list(zip(rows, digests, strict=True))
 
+    def store_interaction(self, store: TenantStore, row: dict[str, Any], digest: str) -> ItemResult:
+        """Write a redacted interaction row; idempotent on its id."""
+        return store.log_interaction(row, digest)
+
     def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
         """Redact and store an interaction; idempotent on its id."""
-        return store.log_interaction(*self.interaction_row(store, item, **served))
+        return self.store_interaction(store, *self.interaction_row(store, item, **served))
 
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
         """Redact and store validated events in one transaction."""

@@ -72,14 +72,24 @@ class Redactor:
         """Load spaCy and Presidio now rather than on the first request."""
         _engines()
 
-    def redact_texts(self, texts: list[str], mode: RedactionMode, owner: str = "") -> list[str]:
-        """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others."""
+    def redact_texts(
+        self, texts: list[str], mode: RedactionMode, owner: str = "", keep: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others.
+
+        Names made only of `keep` words (the tenant's public terms) stay: they are its brand, not a person.
+        """
         if mode == "off":
             return list(texts)
         if mode not in ("redact", "hash"):
             raise ValueError(f"unknown redaction mode {mode!r}; use one of redact, hash, off")
         engines = _engines()
         spans = _propagate(texts, engines.find_spans(texts, owner))
+        if keep:
+            spans = [
+                [f for f in finds if not _is_kept(text[f[1] : f[2]], f[0], keep)]
+                for text, finds in zip(texts, spans, strict=True)
+            ]
         if mode == "redact":
             operators = engines.redact_operators
         else:
@@ -92,7 +102,13 @@ class Redactor:
         ]
 
     def redact_json(
-        self, values: list[Any], mode: RedactionMode, owner: str = "", *, budget: bool = True
+        self,
+        values: list[Any],
+        mode: RedactionMode,
+        owner: str = "",
+        *,
+        budget: bool = True,
+        keep: frozenset[str] = frozenset(),
     ) -> list[Any]:
         """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone.
 
@@ -104,8 +120,18 @@ class Redactor:
         _collect_strings(values, strings)
         if budget:
             self.check_budget(strings)
-        redacted = iter(self.redact_texts(strings, mode, owner))
+        redacted = iter(self.redact_texts(strings, mode, owner, keep))
         return _replace_strings(values, redacted)
+
+    def names(self, texts: list[str], owner: str = "") -> set[str]:
+        """The person names found in `texts` (cached: redacting the same texts next costs nothing more)."""
+        spans = _engines().find_spans(texts, owner)
+        return {
+            text[start:end]
+            for text, finds in zip(texts, spans, strict=True)
+            for entity, start, end, _ in finds
+            if entity == "PERSON"
+        }
 
     def check_budget(self, strings: list[str]) -> None:
         """PayloadTooLarge, naming the setting, when `strings` are more analysis than one request may ask."""
@@ -128,6 +154,11 @@ class Redactor:
         message = f"{entity}:{_normalize(entity, value)}".encode()
         digest = hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()[:HASH_HEX_CHARS]
         return f"<{entity}:{digest}>"
+
+
+def _is_kept(value: str, entity: str, keep: frozenset[str]) -> bool:
+    # Only the name recogniser mistakes brands for people; an email or a card number is never kept.
+    return entity == "PERSON" and (value in keep or all(word in keep for word in value.split()))
 
 
 def _propagate(texts: list[str], spans: list[Spans]) -> list[Spans]:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tuneloop.capture.ingest import Capture
+from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor
 from tuneloop.capture.spool import Spool
 from tuneloop.config import Settings
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=store,
             calls=calls,
             auth=Auth(store, calls),
-            capture=Capture(redactor, Pseudonyms(secret)),
+            capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
             limits=TenantLimits(
                 settings.tenant_max_concurrency, settings.tenant_rate_limit, settings.tenant_rate_burst
             ),

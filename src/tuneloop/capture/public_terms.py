@@ -1,0 +1,53 @@
+"""A tenant's public terms: names its own app writes into the system prompts of many different users.
+
+The name recogniser reads a brand ("You are the support assistant of Finly") as a person. Redacting it
+everywhere puts `<PERSON>` into the training pairs, and an adapter then learns to say `<PERSON>` to users.
+A name that the app's system prompt gives to at least `min_users` distinct end users is the app's
+vocabulary, not a fact about one of them, so it is kept from then on. Per-user system prompts ("the
+customer is Jane Doe") name each person for one user only and stay redacted. Counts live in memory,
+bounded: after a restart a term is relearned from the next `min_users` users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+MAX_CANDIDATES = 2048  # per tenant; the least recently seen candidate is forgotten first
+MAX_PUBLIC = 256  # per tenant; more than this many brand names is not what the rule is for
+
+
+class PublicTerms:
+    """Counts, per tenant, the distinct users whose system prompts hold each name; answers the public ones."""
+
+    def __init__(self, min_users: int) -> None:
+        self.min_users = min_users
+        self._lock = threading.Lock()
+        # Candidates are held by digest and their users by keyed id only: nothing here is a raw name
+        # until it has shown itself public.
+        self._seen: dict[str, OrderedDict[bytes, set[str]]] = {}
+        self._public: dict[str, frozenset[str]] = {}
+
+    def observe(self, tenant_id: str, user: str | None, names: set[str]) -> None:
+        """Count `user` (a keyed id; None is anonymous and not counted) for each name in its system prompt."""
+        if not self.min_users or not user or not names:
+            return
+        with self._lock:
+            public = self._public.get(tenant_id, frozenset())
+            seen = self._seen.setdefault(tenant_id, OrderedDict())
+            for name in names - public:
+                key = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                users = seen.pop(key, set())
+                users.add(user)
+                if len(users) >= self.min_users and len(public) < MAX_PUBLIC:
+                    public = public | {name}
+                    continue
+                seen[key] = users
+                while len(seen) > MAX_CANDIDATES:
+                    seen.popitem(last=False)
+            self._public[tenant_id] = public
+
+    def public(self, tenant_id: str) -> frozenset[str]:
+        """The names this tenant's redaction keeps."""
+        return self._public.get(tenant_id, frozenset())

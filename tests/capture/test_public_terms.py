@@ -1,0 +1,110 @@
+"""A brand the name recogniser reads as a person is kept once the app's system prompts show it is public."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneloop.capture.events import InteractionIn
+from tuneloop.capture.ingest import Capture
+from tuneloop.capture.public_terms import PublicTerms
+from tuneloop.capture.redact import Redactor
+from tuneloop.store.pseudonyms import Pseudonyms
+from tuneloop.store.repository import Store, TenantStore
+
+BRAND_PROMPT = "You are the support assistant of Finly, a payments app. Answer the customer's question."
+MIN_USERS = 3
+
+
+@pytest.fixture(scope="module")
+def redactor() -> Redactor:
+    r = Redactor(hash_key=b"test-key")
+    r.warm_up()
+    return r
+
+
+@pytest.fixture
+def tenants(tmp_path: Path) -> tuple[TenantStore, TenantStore]:
+    store = Store(f"sqlite:///{tmp_path / 'tuneloop.db'}")
+    a, _ = store.create_tenant("acme")
+    b, _ = store.create_tenant("globex")
+    return store.for_tenant(a), store.for_tenant(b)
+
+
+def _item(user: str, system: str, question: str, answer: str) -> InteractionIn:
+    return InteractionIn(
+        user=user,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+        response=answer,
+    )
+
+
+def _capture(redactor: Redactor) -> Capture:
+    return Capture(redactor, Pseudonyms(b"server-secret"), PublicTerms(MIN_USERS))
+
+
+def test_the_apps_brand_is_kept_once_enough_users_saw_it_in_the_system_prompt(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    capture = _capture(redactor)
+    acme, _ = tenants
+    answer = "Refunds reach your Finly balance within 5-10 business days."
+    rows = [
+        capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Where is my refund?", answer))[0]
+        for n in range(MIN_USERS + 1)
+    ]
+    assert "<PERSON>" in rows[0]["response"] and "<PERSON>" in rows[0]["messages"][0]["content"]
+    assert rows[-1]["response"] == answer
+    assert rows[-1]["messages"][0]["content"] == BRAND_PROMPT
+
+
+def test_a_name_in_per_user_system_prompts_stays_redacted(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    capture = _capture(redactor)
+    acme, _ = tenants
+    names = ["Johanna Whitfield", "Olusegun Obasanjo", "Rick Sanchez", "Sally Ride", "Mike Jones"]
+    for n, name in enumerate(names):
+        row, _ = capture.interaction_row(
+            acme, _item(f"user-{n}", f"The customer is {name}.", "Hi", f"Hello {name}, how can I help?")
+        )
+        assert name not in str(row)
+
+
+def test_one_user_repeating_a_name_does_not_make_it_public(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    capture = _capture(redactor)
+    acme, _ = tenants
+    for _ in range(MIN_USERS * 3):
+        row, _ = capture.interaction_row(
+            acme, _item("user-1", "You help Johanna Whitfield.", "Hi", "Hi Johanna Whitfield!")
+        )
+    assert "Johanna Whitfield" not in str(row)
+
+
+def test_public_terms_are_per_tenant_and_never_cover_structured_pii(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    capture = _capture(redactor)
+    acme, globex = tenants
+    for n in range(MIN_USERS):
+        capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Hello"))
+    assert "Finly" in capture.public_terms.public(acme.tenant_id)
+    row, _ = capture.interaction_row(globex, _item("user-9", BRAND_PROMPT, "Hi", "Hello"))
+    assert "Finly" not in row["messages"][0]["content"]
+    row, _ = capture.interaction_row(
+        acme, _item("user-9", BRAND_PROMPT, "Hi", "Write to finly.help@example.com about Finly.")
+    )
+    assert row["response"] == "Write to <EMAIL_ADDRESS> about Finly."
+
+
+def test_zero_users_keeps_redacting_every_name(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    capture = Capture(redactor, Pseudonyms(b"server-secret"), PublicTerms(0))
+    acme, _ = tenants
+    for n in range(MIN_USERS * 2):
+        row, _ = capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Welcome to Finly."))
+    assert "Finly" not in str(row)
