@@ -140,6 +140,7 @@ CHAT = {
     "presence_penalty": 0.0,
     "logit_bias": {"50256": -100},
 }
+COMPLETION = {k: v for k, v in CHAT.items() if k != "messages"} | {"prompt": "hi", "echo": False}
 CHAT_PARTS = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
 RAW = "\x00raw\x00"  # a placeholder string replaced by raw JSON text after encoding
 
@@ -173,6 +174,7 @@ ENDPOINTS = {
     "feedback": ("/v1/feedback", FEEDBACK, ""),
     "batch": ("/v1/feedback", _batch(FEEDBACK), "events.1."),
     "chat": ("/v1/chat/completions", CHAT, ""),
+    "completions": ("/v1/completions", COMPLETION, ""),
 }
 STRING_FIELDS = {
     "interaction": [
@@ -198,6 +200,7 @@ STRING_FIELDS = {
         "user",
         "metadata.k",
     ],
+    "completions": ["model", "prompt", "stop.0", "user", "metadata.k"],
 }
 NUMBER_FIELDS = {
     "interaction": ["metadata.n"],
@@ -213,6 +216,15 @@ NUMBER_FIELDS = {
         "presence_penalty",
         "logit_bias.50256",
     ],
+    "completions": [
+        "temperature",
+        "top_p",
+        "seed",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "logit_bias.50256",
+    ],
 }
 # Dicts whose keys the client chooses.
 KEY_FIELDS = {
@@ -220,6 +232,7 @@ KEY_FIELDS = {
     "feedback": ["", "metadata"],
     "batch": ["", "events.1", "events.1.metadata"],
     "chat": ["", "metadata", "messages.0", "logit_bias"],
+    "completions": ["", "metadata", "logit_bias"],
 }
 POISON = {
     "lone-high-surrogate": "\ud800",
@@ -375,7 +388,8 @@ def _chat_cases() -> Iterator[Case]:
         "messages-empty": ("messages", [], "messages"),
         "messages-object": ("messages", {"role": "user", "content": "hi"}, "messages"),
         "messages-string": ("messages", "hi", "messages"),
-        "role-tool": ("messages", [{"role": "tool", "content": "x"}], "messages.0.role"),
+        "role-tool-without-call-id": ("messages", [{"role": "tool", "content": "x"}], "tool_call_id"),
+        "role-unknown": ("messages", [{"role": "robot", "content": "x"}], "messages.0.role"),
         "role-missing": ("messages", [{"content": "x"}], "messages.0.role"),
         "content-number": ("messages", [{"role": "user", "content": 5}], "messages.0.content"),
         "content-image": (
@@ -396,9 +410,27 @@ def _chat_cases() -> Iterator[Case]:
         "metadata-17": ("metadata", {f"k{i}": "v" for i in range(17)}, "metadata"),
         "store-string": ("store", "yes", "store"),
         "service-tier-bad": ("service_tier", "gold", "service_tier"),
-        "tools": ("tools", [{"type": "function", "function": {"name": "f"}}], "tools"),
-        "tool-choice-auto": ("tool_choice", "auto", "tool_choice"),
-        "functions": ("functions", [{"name": "f"}], "functions"),
+        "tools-bad-name": (
+            "tools",
+            [{"type": "function", "function": {"name": "f g"}}],
+            "tools.0.function.name",
+        ),
+        "tools-not-function": ("tools", [{"type": "retrieval"}], "tools.0.type"),
+        "tool-choice-sometimes": ("tool_choice", "sometimes", "tool_choice"),
+        "functions-number-name": ("functions", [{"name": 5}], "functions.0.name"),
+        "tool-calls-on-user": (
+            "messages",
+            [
+                {
+                    "role": "user",
+                    "content": "x",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}
+                    ],
+                }
+            ],
+            "tool_calls",
+        ),
         "modalities-audio": ("modalities", ["text", "audio"], "modalities"),
         "audio": ("audio", {"voice": "alloy", "format": "wav"}, "audio"),
         "prediction": ("prediction", {"type": "content", "content": "x"}, "prediction"),
@@ -416,6 +448,11 @@ def _chat_cases() -> Iterator[Case]:
     for unknown in ("foo", "Temperature", "max_token", "stream_option", "x" * 10_000, "tenant_id", "adapter"):
         label = unknown if len(unknown) < 30 else "long-name"
         yield Case(f"chat-unknown-field-{label}", path, _encode({**CHAT, unknown: 1}), names=unknown[:100])
+    too_long = {"content-type": "application/json", "x-tuneloop-session": "s" * 300}
+    yield Case("chat-session-header-long", path, _encode(CHAT), names="x-tuneloop-session", headers=too_long)
+    other = {"content-type": "application/json", "x-tuneloop-session": "s-2"}
+    body = _encode(_put(CHAT, "metadata.session_id", "s-1"))
+    yield Case("chat-session-header-and-body-differ", path, body, names="x-tuneloop-session", headers=other)
     yield Case("chat-body-array", path, b"[]", names="body")
     yield Case("chat-body-null", path, b"null", names="body")
 

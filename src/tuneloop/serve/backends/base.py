@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 BASE = "__base__"  # the adapter name meaning "no adapter" (PEFT's own spelling in mixed batches)
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 
 
-def system_roles(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def system_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages with `developer` as `system` and the leading system messages merged into one.
 
     OpenAI treats `developer` as the newer name of `system`; open models' chat templates do not know it
@@ -31,9 +31,12 @@ def system_roles(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 
 @dataclass
 class GenerationRequest:
-    """One chat completion to make. `adapter=None` means the base model; `max_tokens=None` means until EOS."""
+    """One completion to make. `adapter=None` means the base model; `max_tokens=None` means until EOS.
 
-    messages: list[dict[str, str]]
+    A chat completion has `messages`; a legacy text completion has `prompt` instead (no chat template).
+    """
+
+    messages: list[dict[str, Any]]
     max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
@@ -50,6 +53,16 @@ class GenerationRequest:
     )
     n: int = 1
     adapter: str | None = None
+    prompt: str | None = None
+    # OpenAI's tool fields as the client sent them (tools, tool_choice, parallel_tool_calls, and the legacy
+    # functions, function_call): an upstream receives them as they are; the embedded model calls no tools.
+    tools: dict[str, Any] = field(default_factory=dict)
+
+    def calls_tools(self) -> bool:
+        """Whether the model may answer with a tool (or legacy function) call."""
+        offered = self.tools.get("tools") or self.tools.get("functions")
+        choice = self.tools.get("tool_choice", self.tools.get("function_call"))
+        return bool(offered) and choice != "none"
 
 
 @dataclass
@@ -57,6 +70,9 @@ class Choice:
     text: str
     finish_reason: FinishReason
     index: int = 0
+    # OpenAI's shape: [{id, type, function: {name, arguments}}]
+    tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None  # the legacy `functions` answer: {name, arguments}
 
 
 @dataclass

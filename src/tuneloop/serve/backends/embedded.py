@@ -195,14 +195,15 @@ class EmbeddedBackend(Backend):
                     f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model"
                 )
             self._adapters[adapter] = self._adapters.pop(adapter)  # now the most recently used
-        prompt = self._encode(req.messages)
+        prompt = self._encode(req)
         room = self._batch.max_positions - len(prompt)
         if room < 1:
             # OpenAI's wording and code, which SDKs and frameworks (LangChain's trimming) recognise.
+            what = "messages" if req.prompt is None else "prompt"
             raise BadRequest(
                 f"This model's maximum context length is {self._batch.max_positions - 1} tokens. However, "
-                f"your messages resulted in {len(prompt)} tokens. Please reduce the length of the messages.",
-                param="messages",
+                f"your {what} resulted in {len(prompt)} tokens. Please reduce the length of the {what}.",
+                param=what,
                 code="context_length_exceeded",
             )
         loop = asyncio.get_running_loop()
@@ -241,8 +242,8 @@ class EmbeddedBackend(Backend):
 
     @staticmethod
     def _validate(req: GenerationRequest) -> None:
-        if not req.messages:
-            raise BadRequest("messages must not be empty", param="messages")
+        if not req.messages and not req.prompt:
+            raise BadRequest("messages (or a prompt) must not be empty", param="messages")
         if req.n < 1:
             raise BadRequest("n must be at least 1", param="n")
         if req.max_tokens is not None and req.max_tokens < 1:
@@ -259,14 +260,22 @@ class EmbeddedBackend(Backend):
                 "(no constrained decoding); leave it out, or serve through an upstream that supports it",
                 param="response_format",
             )
+        if req.calls_tools():
+            raise BadRequest(
+                "tools are not supported by the embedded model (it was not trained to call them); send "
+                'tool_choice: "none", leave tools out, or serve through an upstream that calls tools',
+                param="tools" if "tools" in req.tools else "functions",
+            )
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2 <= getattr(req, name) <= 2:
                 raise BadRequest(f"{name} must be between -2 and 2", param=name)
 
-    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
+    def _encode(self, req: GenerationRequest) -> list[int]:
+        if req.prompt is not None:  # a legacy completion continues the text as it is
+            return self.tokenizer(req.prompt)["input_ids"]
         try:
             text = self.tokenizer.apply_chat_template(
-                system_roles(messages), tokenize=False, add_generation_prompt=True
+                system_roles(req.messages), tokenize=False, add_generation_prompt=True
             )
         except Exception as exc:  # jinja errors: a role or shape the template does not accept
             raise BadRequest(

@@ -18,6 +18,7 @@ from tuneloop.serve.backends.base import (
     Backend,
     Choice,
     Completion,
+    FinishReason,
     GenerationRequest,
     TextStream,
     system_roles,
@@ -29,12 +30,45 @@ if TYPE_CHECKING:
     from tuneloop.config import Settings
 
 
-def _finish_reason(value: Any) -> str:
-    return "length" if value == "length" else "stop"
+def _finish_reason(value: Any) -> FinishReason:
+    return value if value in ("length", "tool_calls", "function_call") else "stop"
+
+
+def _path(req: GenerationRequest) -> str:
+    return "/chat/completions" if req.prompt is None else "/completions"
+
+
+def _choice(data: dict[str, Any], i: int) -> Choice:
+    """One choice of an upstream answer, chat (`message`) or legacy text completion (`text`)."""
+    reason = _finish_reason(data.get("finish_reason"))
+    if "message" not in data:
+        return Choice(data["text"] or "", reason, data.get("index", i))
+    message = data["message"]
+    return Choice(
+        message.get("content") or "",
+        reason,
+        data.get("index", i),
+        tool_calls=message.get("tool_calls") or None,
+        function_call=message.get("function_call") or None,
+    )
+
+
+def _add_tool_deltas(calls: dict[int, dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Fold streamed tool-call fragments into whole calls, by index (names and arguments arrive in pieces)."""
+    for delta in deltas:
+        call = calls.setdefault(
+            delta.get("index", len(calls)),
+            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        call["id"] = delta.get("id") or call["id"]
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 class OpenAIUpstreamBackend(Backend):
-    """Forward chat completions to `base_url` (ending in /v1), naming the adapter as the upstream model."""
+    """Forward chat and text completions to `base_url` (ending in /v1), naming the adapter as the upstream
+    model."""
 
     def __init__(
         self,
@@ -113,9 +147,6 @@ class OpenAIUpstreamBackend(Backend):
             raise NotFound(f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model")
         body: dict[str, Any] = {
             "model": self._adapters.get(adapter, self._upstream_model),
-            # Mapped as for the embedded model: vLLM, llama.cpp and Ollama render chat templates that
-            # mostly do not know `developer`, and OpenAI itself reads `system` as `developer` where needed.
-            "messages": system_roles(req.messages),
             "temperature": req.temperature,
             "top_p": req.top_p,
             "n": req.n,
@@ -139,7 +170,11 @@ class OpenAIUpstreamBackend(Backend):
             body["response_format"] = req.response_format
         if stream:
             body["stream_options"] = {"include_usage": True}
-        return body
+        if req.prompt is not None:
+            return {**body, "prompt": req.prompt}
+        # Mapped as for the embedded model: vLLM, llama.cpp and Ollama render chat templates that
+        # mostly do not know `developer`, and OpenAI itself reads `system` as `developer` where needed.
+        return {**body, "messages": system_roles(req.messages), **req.tools}
 
     def _admit(self) -> Callable[[], None]:
         """Count one more request in flight (Overloaded past `max_queue`); returns its release, idempotent."""
@@ -164,18 +199,11 @@ class OpenAIUpstreamBackend(Backend):
         body = self._body(req, False)
         release = self._admit()
         try:
-            data = (await self._request("POST", "/chat/completions", json=body)).json()
+            data = (await self._request("POST", _path(req), json=body)).json()
         finally:
             release()
         try:
-            choices = [
-                Choice(
-                    c["message"].get("content") or "",
-                    _finish_reason(c.get("finish_reason")),
-                    c.get("index", i),
-                )
-                for i, c in enumerate(data["choices"])
-            ]
+            choices = [_choice(c, i) for i, c in enumerate(data["choices"])]
         except (KeyError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"upstream answered an unexpected shape: {str(data)[:200]}") from exc
         usage = data.get("usage") or {}
@@ -188,7 +216,7 @@ class OpenAIUpstreamBackend(Backend):
         if req.n != 1:
             raise BadRequest("streaming supports n=1 only; send n separate requests", param="n")
         client = self._require_client()
-        request = client.build_request("POST", "/chat/completions", json=self._body(req, True))
+        request = client.build_request("POST", _path(req), json=self._body(req, True))
         release = self._admit()
         try:
             response = await client.send(request, stream=True)
@@ -205,6 +233,7 @@ class OpenAIUpstreamBackend(Backend):
 
         async def deltas(stream: TextStream) -> AsyncIterator[str]:
             text, reason, usage, chunks = [], "stop", {}, 0
+            calls: dict[int, dict[str, Any]] = {}
             try:
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -217,7 +246,9 @@ class OpenAIUpstreamBackend(Backend):
                         raise UpstreamError(f"upstream failed mid-stream: {event['error']}")
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta") or {}
+                        _add_tool_deltas(calls, delta.get("tool_calls") or [])
+                        piece = choice.get("text") if req.prompt is not None else delta.get("content")
                         if piece:
                             chunks += 1
                             text.append(piece)
@@ -230,8 +261,9 @@ class OpenAIUpstreamBackend(Backend):
                 release()
                 await response.aclose()
             # Without usage from upstream, count chunks: most servers send one token per chunk.
+            whole = [calls[i] for i in sorted(calls)] or None
             stream.completion = Completion(
-                [Choice("".join(text), reason)],
+                [Choice("".join(text), reason, tool_calls=whole)],
                 usage.get("prompt_tokens", 0),
                 usage.get("completion_tokens", chunks),
             )
