@@ -21,7 +21,12 @@ FEEDBACK_KINDS = (
     "abandoned",
     "dwell_ms",
     "outcome",
+    "source_clicked",
+    "source_helpful",
+    "source_wrong",
 )
+# Feedback on a retrieved source the answer showed: the value names its chunk (retrieve/ learns from them).
+SOURCE_KINDS = ("source_clicked", "source_helpful", "source_wrong")
 # Kinds that only say "this happened": the value is `true` or omitted.
 FLAG_KINDS = ("accepted", "copied", "escalated", "abandoned")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,6 +82,11 @@ class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64)]
     value: StrictBool | StrictInt | StrictFloat
+
+
+class SourceRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chunk_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 
 class Regenerated(BaseModel):
@@ -152,4 +162,8 @@ def validate_value(kind: str, value: Any) -> Any:
             raise ValueError("value: dwell_ms takes a non-negative number of milliseconds")
     elif kind == "outcome":
         return Outcome.model_validate(value).model_dump()
+    elif kind in SOURCE_KINDS:
+        if not isinstance(value, dict):
+            raise ValueError(f'value: {kind} takes {{"chunk_id": id}} (a source the answer showed)')
+        return SourceRef.model_validate(value).model_dump()
     return value

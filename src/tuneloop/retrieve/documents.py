@@ -1,0 +1,167 @@
+"""A tenant's document collection: add, replace and delete documents (redacted, chunked, embedded)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import sqlalchemy as sa
+
+from tuneloop.capture.redact import Redactor
+from tuneloop.clock import now_utc, utc
+from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.retrieve.chunking import MAX_CHUNKS, chunk_text
+from tuneloop.retrieve.extract import Format, title_of, to_text
+from tuneloop.signals import embeddings
+from tuneloop.store.repository import TenantStore, TenantTx
+from tuneloop.store.schema import chunks, collections, documents
+
+Status = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a put did: the document's id, its version now, its chunk count and whether it changed."""
+
+    id: str
+    version: int
+    chunks: int
+    status: Status
+
+
+def chunk_id(document_id: str, version: int, position: int) -> str:
+    return f"{document_id}:v{version}:{position}"
+
+
+def chunk_key(chunk: str) -> int:
+    """The chunk's key in the vector index: 63 bits of its id's SHA-256 (a signed BIGINT everywhere)."""
+    return int.from_bytes(hashlib.sha256(chunk.encode()).digest()[:8], "big") >> 1
+
+
+def put_document(
+    tenant: TenantStore,
+    redactor: Redactor,
+    document_id: str,
+    raw: str,
+    fmt: Format,
+    *,
+    title: str | None = None,
+    replace: bool = True,
+    budget: bool = True,
+    actor: str = "api",
+) -> Stored:
+    """Store a document's text (redacted by the tenant's mode, chunked, embedded) as its next version.
+
+    The same text again is `unchanged`; with `replace` False an existing id with other text is a Conflict.
+    `budget` refuses (413) more text than one request may send through redaction.
+    """
+    text = to_text(raw, fmt)
+    if not text:
+        raise BadRequest(f"document {document_id!r} has no text once extracted from {fmt}", param="text")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    current = tenant.first(documents, documents.c.id == document_id)
+    if current is not None and current.content_hash == digest:
+        return Stored(document_id, current.version, current.chunks, "unchanged")
+    if current is not None and not replace:
+        raise Conflict(
+            f"document {document_id!r} exists with other text; replace it with "
+            f"PUT /v1/documents/{document_id}",
+            param="id",
+        )
+    if budget:
+        redactor.check_budget([text])
+    redacted, heading = redactor.redact_texts(
+        [text, title or title_of(text, document_id)], tenant.tenant.redaction, tenant.tenant_id
+    )
+    pieces = chunk_text(redacted)
+    if len(pieces) > MAX_CHUNKS:
+        raise BadRequest(
+            f"document {document_id!r} makes {len(pieces)} chunks; split it (the limit is {MAX_CHUNKS})"
+        )
+    vectors = embeddings.embed([p.text for p in pieces])
+
+    def write(tx: TenantTx) -> Stored:
+        row = tx.first(documents, documents.c.id == document_id)
+        if row is not None and row.content_hash == digest:
+            return Stored(document_id, row.version, row.chunks, "unchanged")
+        version = row.version + 1 if row is not None else 1
+        now = now_utc()
+        values = {
+            "version": version,
+            "title": heading,
+            "format": fmt,
+            "content_hash": digest,
+            "chars": len(redacted),
+            "chunks": len(pieces),
+            "updated_at": now,
+        }
+        if row is None:
+            tx.insert(documents, id=document_id, created_at=now, **values)
+        else:
+            tx.update(documents, documents.c.id == document_id, **values)
+            tx.delete(chunks, chunks.c.document_id == document_id)
+        for piece, vector in zip(pieces, vectors, strict=True):
+            cid = chunk_id(document_id, version, piece.position)
+            tx.insert(
+                chunks,
+                id=cid,
+                key=chunk_key(cid),
+                document_id=document_id,
+                version=version,
+                position=piece.position,
+                start_char=piece.start,
+                end_char=piece.end,
+                text=piece.text,
+                embedding=np.asarray(vector, dtype="<f4").tobytes(),
+            )
+        _bump(tx)
+        tx.audit(
+            actor=actor,
+            action="document.put",
+            subject=document_id,
+            details={"version": version, "chunks": len(pieces), "sha256": digest},
+        )
+        return Stored(document_id, version, len(pieces), "updated" if row is not None else "created")
+
+    return tenant.transaction(write)
+
+
+def delete_document(tenant: TenantStore, document_id: str, *, actor: str = "api") -> int:
+    """Delete a document and its chunks (gone from the index at its next look); returns chunks removed."""
+
+    def delete(tx: TenantTx) -> int:
+        if tx.delete(documents, documents.c.id == document_id) == 0:
+            raise NotFound(f"document {document_id!r} not found", param="id")
+        removed = tx.delete(chunks, chunks.c.document_id == document_id)
+        _bump(tx)
+        tx.audit(actor=actor, action="document.delete", subject=document_id, details={"chunks": removed})
+        return removed
+
+    return tenant.transaction(delete)
+
+
+def list_documents(tenant: TenantStore) -> list[dict[str, Any]]:
+    """The tenant's documents, by id, without their text."""
+    rows = tenant.all(documents, order_by=(documents.c.id,))
+    return [
+        {
+            **{k: v for k, v in r._mapping.items() if k not in ("tenant_id", "content_hash")},
+            "created_at": utc(r.created_at),
+            "updated_at": utc(r.updated_at),
+        }
+        for r in rows
+    ]
+
+
+def revision(tx: TenantTx) -> int:
+    """The collection's revision: it grows with every change to the tenant's documents."""
+    row = tx.first(collections, columns=(collections.c.revision,))
+    return row.revision if row is not None else 0
+
+
+def _bump(tx: TenantTx) -> None:
+    now = now_utc()
+    if tx.update(collections, sa.true(), revision=collections.c.revision + 1, updated_at=now) == 0:
+        tx.insert(collections, revision=1, updated_at=now)

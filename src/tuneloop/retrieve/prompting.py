@@ -1,0 +1,58 @@
+"""Retrieval in the gateway: a chat request of a tenant that turned retrieval on gets its top sources,
+numbered, in the system prompt, and the retrieval is logged under the interaction's id."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+
+from tuneloop.retrieve.policy import RetrievalPolicy, retrieval_policy
+from tuneloop.retrieve.search import Hit, log_retrieval, search
+from tuneloop.retrieve.training import production_reranker
+from tuneloop.store.repository import TenantStore
+
+INSTRUCTION = (
+    "Answer from the sources below when they help, cite each source you use as [n], and say so when they "
+    "do not answer the question."
+)
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+async def add_sources(
+    st: Any, tenant: TenantStore, messages: list[dict[str, Any]], interaction_id: str
+) -> list[dict[str, Any]]:
+    """`messages` with the tenant's top sources for the last user message, when its policy turns
+    retrieval on and anything relevant is found; otherwise `messages` unchanged."""
+    policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+    query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+    if not policy.enabled or not isinstance(query, str) or not query.strip():
+        return messages
+    hits = await anyio.to_thread.run_sync(partial(_retrieve, tenant, query, policy, interaction_id))
+    return with_sources(messages, hits) if hits else messages
+
+
+def _retrieve(tenant: TenantStore, query: str, policy: RetrievalPolicy, interaction_id: str) -> list[Hit]:
+    reranker = production_reranker(tenant) if policy.rerank else None
+    hits = search(tenant, query, policy.k, min_score=policy.min_score, reranker=reranker)
+    if hits:
+        ranker = reranker.version if reranker else "embedding"
+        log_retrieval(tenant, hits, ranker=ranker, interaction_id=interaction_id)
+    return hits
+
+
+def with_sources(messages: list[dict[str, Any]], hits: list[Hit]) -> list[dict[str, Any]]:
+    """The sources, numbered from 1 in the order shown, appended to the leading system message."""
+    listed = "\n\n".join(f"[{i}] {h.title}\n{h.text}" for i, h in enumerate(hits, 1))
+    block = f"{INSTRUCTION}\n\n{listed}"
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{block}"}, *messages[1:]]
+    return [{"role": "system", "content": block}, *messages]
+
+
+def cited(answer: str, shown: int) -> list[int]:
+    """The source numbers (1..shown) an answer cites as [n], in order of first citation."""
+    numbers = (int(n) for n in _CITATION.findall(answer))
+    return list(dict.fromkeys(n for n in numbers if 1 <= n <= shown))

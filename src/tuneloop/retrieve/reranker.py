@@ -1,0 +1,142 @@
+"""The learned re-ranker: a linear model over retrieval features, per-source trust and a debiased
+per-chunk relevance, fitted by logistic regression on click-model posteriors. Stored as plain JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+FEATURES = ("score", "lexical", "trust", "relevance")
+PRIOR_TRUST = 0.5  # a source nobody marked yet
+
+
+class Ranked(Protocol):
+    chunk_id: str
+    document_id: str
+    score: float
+    lexical: float
+
+
+H = TypeVar("H", bound=Ranked)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One shown result with its soft relevance label (the click model's posterior) and weight."""
+
+    group: str  # the retrieval it was shown in
+    chunk_id: str
+    document_id: str
+    score: float
+    lexical: float
+    label: float
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Reranker:
+    """Linear scores over FEATURES; `trust` per document, `relevance` (debiased γ) per chunk."""
+
+    version: str
+    weights: dict[str, float]
+    bias: float = 0.0
+    mean: dict[str, float] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
+    trust: dict[str, float] = field(default_factory=dict)
+    relevance: dict[str, float] = field(default_factory=dict)
+    default_relevance: float = 0.5
+
+    def row(self, item: Ranked) -> dict[str, float]:
+        return {
+            "score": item.score,
+            "lexical": item.lexical,
+            "trust": self.trust.get(item.document_id, PRIOR_TRUST),
+            "relevance": self.relevance.get(item.chunk_id, self.default_relevance),
+        }
+
+    def value(self, item: Ranked) -> float:
+        row = self.row(item)
+        return self.bias + sum(
+            self.weights[f] * (row[f] - self.mean.get(f, 0.0)) / self.scale.get(f, 1.0) for f in FEATURES
+        )
+
+    def rank(self, items: Sequence[H]) -> list[H]:
+        """`items` best first (ties keep their order)."""
+        return sorted(items, key=lambda h: -self.value(h))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> Reranker:
+        return cls(**json.loads(path.read_text()))
+
+
+def trust_scores(marks: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Per document, the Beta(1, 1) posterior mean of (helpful, wrong) marks: (h + 1) / (h + w + 2)."""
+    return {doc: (h + 1) / (h + w + 2) for doc, (h, w) in marks.items()}
+
+
+def fit_reranker(
+    examples: Sequence[Example],
+    *,
+    version: str,
+    trust: dict[str, float],
+    relevance: dict[str, float],
+) -> Reranker:
+    """Logistic regression on the examples' soft labels (each row counts as label·w positive and
+    (1 - label)·w negative); features standardised so the weights compare."""
+    from sklearn.linear_model import LogisticRegression
+
+    default = float(np.mean(list(relevance.values()))) if relevance else 0.5
+    draft = Reranker(
+        version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance, default_relevance=default
+    )
+    x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=float)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    labels = np.array([e.label for e in examples])
+    weights = np.array([e.weight for e in examples])
+    both = np.vstack([z, z])
+    y = np.concatenate([np.ones(len(z)), np.zeros(len(z))])
+    w = np.concatenate([labels * weights, (1 - labels) * weights])
+    keep = w > 0
+    if len(set(y[keep])) < 2:
+        return draft  # every label the same: nothing to learn, the draft keeps the embedding order
+    model = LogisticRegression(C=1.0).fit(both[keep], y[keep], sample_weight=w[keep])
+    return Reranker(
+        version,
+        dict(zip(FEATURES, map(float, model.coef_[0]), strict=True)),
+        float(model.intercept_[0]),
+        dict(zip(FEATURES, map(float, mean), strict=True)),
+        dict(zip(FEATURES, map(float, scale), strict=True)),
+        trust,
+        relevance,
+        default,
+    )
+
+
+def ndcg(ranked_labels: Sequence[float], k: int = 5) -> float:
+    """NDCG@k of labels in the order shown (gain 2^label − 1); 1.0 when nothing is relevant."""
+
+    def dcg(labels: Sequence[float]) -> float:
+        return sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(labels[:k]))
+
+    best = dcg(sorted(ranked_labels, reverse=True))
+    return dcg(ranked_labels) / best if best > 0 else 1.0
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+def describe(reranker: Reranker) -> dict[str, Any]:
+    """The weights, rounded, for a version's metrics and the CLI."""
+    return {f: round(w, 3) for f, w in reranker.weights.items()}

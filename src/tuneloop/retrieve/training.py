@@ -1,0 +1,244 @@
+"""Train a tenant's re-ranker from logged retrievals and the feedback on their sources, gate it offline
+against the ranking users were shown, and register it as a version (kind `reranker`) with its lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from tuneloop.capture.events import SOURCE_KINDS
+from tuneloop.errors import BadRequest
+from tuneloop.private_files import private_dir
+from tuneloop.registry.artifacts import checksums
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.retrieve.clicks import ClickModel, Impression, fit_click_model
+from tuneloop.retrieve.reranker import Example, Reranker, fit_reranker, ndcg, trust_scores
+from tuneloop.store.repository import TenantStore
+from tuneloop.store.schema import feedback, retrievals
+
+KIND = cast(Any, "reranker")  # a registry version kind of its own; the registry stores kinds as text
+ENCODER = "all-MiniLM-L6-v2"
+HOLDOUT_SHARE = 0.25  # the newest quarter of retrievals with feedback judges the candidate
+MIN_HELDOUT = 20  # fewer held-out retrievals with feedback cannot tell two rankings apart: blocked
+CACHE_SECONDS = 5.0
+logger = logging.getLogger("tuneloop")
+
+
+@dataclass
+class Logged:
+    """One logged retrieval: what was shown, in order, and which sources the user opened or marked."""
+
+    id: str
+    results: list[dict[str, Any]]
+    clicked: set[str] = field(default_factory=set)
+    helpful: set[str] = field(default_factory=set)
+    wrong: set[str] = field(default_factory=set)
+
+    @property
+    def has_feedback(self) -> bool:
+        return bool(self.clicked or self.helpful or self.wrong)
+
+    def impressions(self) -> list[Impression]:
+        """Opened or marked helpful counts as a click; a source marked wrong does not, whatever its clicks."""
+        return [
+            Impression(r["chunk_id"], r["rank"], r["chunk_id"] in (self.clicked | self.helpful) - self.wrong)
+            for r in self.results
+        ]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reason: str
+    metrics: dict[str, Any]
+
+
+def logged_retrievals(tenant: TenantStore) -> list[Logged]:
+    """The tenant's retrievals tied to an interaction, oldest first, with the source feedback on them."""
+    with tenant.reading() as tx:
+        rows = tx.all(
+            retrievals,
+            retrievals.c.interaction_id.is_not(None),
+            order_by=(retrievals.c.created_at, retrievals.c.id),
+        )
+        events = tx.all(
+            feedback,
+            feedback.c.kind.in_(SOURCE_KINDS),
+            columns=(feedback.c.interaction_id, feedback.c.kind, feedback.c.value),
+        )
+    marks: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for e in events:
+        marks[e.interaction_id][e.kind].add(e.value["chunk_id"])
+    out = []
+    for r in rows:
+        got = marks.get(r.interaction_id, {})
+        out.append(
+            Logged(
+                r.id,
+                list(r.results),
+                set(got.get("source_clicked", ())),
+                set(got.get("source_helpful", ())),
+                set(got.get("source_wrong", ())),
+            )
+        )
+    return out
+
+
+def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
+    """Fit the click model on every impression, then the re-ranker on its debiased labels."""
+    model = fit_click_model([imp for log in logs for imp in log.impressions()])
+    marks: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    examples = []
+    for log in logs:
+        for r, imp in zip(log.results, log.impressions(), strict=True):
+            if r["chunk_id"] in log.helpful:
+                marks[r["document_id"]][0] += 1
+            if r["chunk_id"] in log.wrong:
+                marks[r["document_id"]][1] += 1
+            label = 0.0 if r["chunk_id"] in log.wrong else model.posterior(imp)
+            examples.append(Example(log.id, r["chunk_id"], r["document_id"], r["score"], r["lexical"], label))
+    trust = trust_scores({doc: (h, w) for doc, (h, w) in marks.items()})
+    return fit_reranker(examples, version=version, trust=trust, relevance=model.relevance), model
+
+
+def evaluate(candidate: Reranker, held_out: list[Logged], model: ClickModel, k: int = 5) -> dict[str, float]:
+    """NDCG@k and recall@3 on held-out feedback, of the order shown and of the candidate's order.
+
+    Gains are inverse-propensity weighted (a click at a rarely examined position counts more), so the
+    order that was shown gets no credit merely for having put its results where users look first.
+    """
+    shown, ranked, shown_recall, ranked_recall = [], [], [], []
+    for log in held_out:
+        gain = {
+            r["chunk_id"]: 0.0
+            if r["chunk_id"] in log.wrong
+            else (2.0 * (r["chunk_id"] in log.helpful) + (r["chunk_id"] in log.clicked))
+            * model.propensity_weight(r["rank"])
+            for r in log.results
+        }
+        hits = [_Row(r) for r in log.results]
+        order = [h.chunk_id for h in candidate.rank(hits)]
+        shown.append(ndcg([gain[h.chunk_id] for h in hits], k))
+        ranked.append(ndcg([gain[c] for c in order], k))
+        relevant = {c for c, g in gain.items() if g > 0}
+        if relevant:
+            shown_recall.append(len(relevant & {h.chunk_id for h in hits[:3]}) / len(relevant))
+            ranked_recall.append(len(relevant & set(order[:3])) / len(relevant))
+    return {
+        "heldout_retrievals": len(held_out),
+        "ndcg@5_production": _mean(shown),
+        "ndcg@5_candidate": _mean(ranked),
+        "recall@3_production": _mean(shown_recall),
+        "recall@3_candidate": _mean(ranked_recall),
+    }
+
+
+def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tuple[Version, GateResult]:
+    """Train on all but the newest feedback, gate on it, register the candidate; a passing one becomes
+    the tenant's production re-ranker (a canary for re-rankers is not wired yet)."""
+    logs = logged_retrievals(tenant)
+    with_feedback = [log for log in logs if log.has_feedback]
+    if not with_feedback:
+        raise BadRequest(
+            "no feedback on sources yet: send source_clicked / source_helpful / source_wrong events on "
+            "interactions whose retrievals were logged"
+        )
+    cut_id = with_feedback[-max(1, int(len(with_feedback) * HOLDOUT_SHARE))].id
+    cut = next(i for i, log in enumerate(logs) if log.id == cut_id)
+    version_id = f"rr-{uuid.uuid4().hex[:10]}"
+    reranker, _ = train(logs[:cut], version_id)
+    # The judge's click model sees every log: position bias is a property of the interface, not of rankers.
+    judge = fit_click_model([imp for log in logs for imp in log.impressions()])
+    metrics = evaluate(reranker, [log for log in logs[cut:] if log.has_feedback], judge)
+    result = _gate(metrics)
+    final, _ = train(logs, version_id)  # what serves learns from all the feedback the gate judged
+    registry = Registry(tenant)
+    parent = registry.production(KIND)
+    folder = private_dir(home / "rerankers" / tenant.tenant.name / version_id)
+    final.save(folder / "reranker.json")
+    lineage = hashlib.sha256(json.dumps([[log.id, log.results] for log in logs], default=str).encode())
+    version = registry.register(
+        kind=KIND,
+        base_model=ENCODER,
+        actor=actor,
+        version_id=version_id,
+        artifact_path=str(folder),
+        artifact_checksums=checksums(folder),
+        snapshot_hash=lineage.hexdigest(),
+        metrics={**metrics, "weights": {f: round(w, 3) for f, w in final.weights.items()}},
+        job_spec={
+            "retrievals": len(logs),
+            "with_feedback": len(with_feedback),
+            "holdout_share": HOLDOUT_SHARE,
+        },
+        parent_id=parent.id if parent else None,
+    )
+    registry.move(version.id, "gated" if result.passed else "blocked", actor=actor, reason=result.reason)
+    if result.passed:
+        registry.move(version.id, "production", actor=actor, reason="re-ranker passed its offline gate")
+    return registry.get(version.id), result
+
+
+def _gate(metrics: dict[str, Any]) -> GateResult:
+    n = metrics["heldout_retrievals"]
+    if n < MIN_HELDOUT:
+        reason = f"only {n} held-out retrievals with feedback; {MIN_HELDOUT} are needed"
+        return GateResult(False, reason, metrics)
+    before, after = metrics["ndcg@5_production"], metrics["ndcg@5_candidate"]
+    if after < before:
+        return GateResult(False, f"held-out NDCG@5 {after:.3f} is below production's {before:.3f}", metrics)
+    return GateResult(True, f"held-out NDCG@5 {after:.3f} vs production's {before:.3f}", metrics)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A logged result seen as something the re-ranker can order."""
+
+    chunk_id: str
+    document_id: str
+    score: float
+    lexical: float
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        for name in ("chunk_id", "document_id", "score", "lexical"):
+            object.__setattr__(self, name, result[name])
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+_serving: dict[str, tuple[float, Reranker | None]] = {}
+_serving_lock = threading.Lock()
+
+
+def production_reranker(tenant: TenantStore) -> Reranker | None:
+    """The tenant's production re-ranker (checked against its recorded checksum), looked up at most every
+    CACHE_SECONDS; None while there is none."""
+    with _serving_lock:
+        hit = _serving.get(tenant.tenant_id)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    version = Registry(tenant).production(KIND)
+    found = None
+    if version is not None and version.artifact_path:
+        folder = Path(version.artifact_path)
+        if hit is not None and hit[1] is not None and hit[1].version == version.id:
+            found = hit[1]
+        elif checksums(folder) == version.artifact_checksums:
+            found = Reranker.load(folder / "reranker.json")
+        else:
+            logger.error(
+                "re-ranker %s: files changed since registration; serving embedding order", version.id
+            )
+    with _serving_lock:
+        _serving[tenant.tenant_id] = (time.monotonic(), found)
+    return found

@@ -1,0 +1,194 @@
+"""Retrieval API: the tenant's documents (add, replace, delete, list), `POST /v1/retrieve`, and what
+each retrieval showed (`GET /v1/retrievals`)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneloop.capture.events import Id
+from tuneloop.clock import utc
+from tuneloop.errors import NotFound
+from tuneloop.retrieve.documents import Stored, delete_document, list_documents, put_document
+from tuneloop.retrieve.policy import retrieval_policy
+from tuneloop.retrieve.prompting import cited
+from tuneloop.retrieve.search import log_retrieval, search
+from tuneloop.retrieve.training import production_reranker
+from tuneloop.serve.capture_routes import ID_PATTERN, QueryId
+from tuneloop.serve.http import GATEWAY, OPERATE, clip, read_json, validate
+from tuneloop.store.repository import TenantStore
+from tuneloop.store.schema import interactions, retrievals
+
+router = APIRouter()
+MAX_K = 50
+
+
+class DocumentIn(BaseModel):
+    """A document's text as the app has it; `format` says how to read it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: Id | None = None
+    title: Annotated[str, Field(max_length=200)] | None = None
+    text: Annotated[str, Field(min_length=1)]
+    format: Literal["text", "markdown", "html"] = "text"
+
+
+class RetrieveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    query: Annotated[str, Field(min_length=1)]
+    k: int | None = Field(None, ge=1, le=MAX_K)
+    interaction_id: Id | None = Field(
+        None, description="The interaction the app will log for this answer; source feedback on it joins."
+    )
+
+
+async def _document(request: Request, document_id: str | None, *, replace: bool) -> JSONResponse:
+    st = request.app.state.tuneloop
+    tenant = await st.auth.tenant(request, OPERATE)
+    async with st.limits.admit(tenant.tenant_id):
+        body = validate(
+            DocumentIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+        )
+        # Without an id the text names itself: posting the same text twice is `unchanged`.
+        doc_id = document_id or body.id or f"doc-{hashlib.sha256(body.text.encode()).hexdigest()[:16]}"
+        put = partial(
+            put_document,
+            tenant,
+            st.capture.redactor,
+            doc_id,
+            body.text,
+            body.format,
+            title=body.title,
+            replace=replace,
+            actor="api",
+        )
+        stored: Stored = await anyio.to_thread.run_sync(put)
+    code = 201 if stored.status == "created" else 200
+    return JSONResponse(
+        {"id": stored.id, "version": stored.version, "chunks": stored.chunks, "status": stored.status},
+        status_code=code,
+    )
+
+
+def _checked_id(document_id: str) -> str:
+    if not re.fullmatch(ID_PATTERN, document_id):
+        raise NotFound(f"document {clip(document_id)!r} not found", param="id")
+    return document_id
+
+
+@router.post("/v1/documents")
+async def add_document(request: Request) -> JSONResponse:
+    """Add a document (201); the same text again is `unchanged`, other text under its id a 409."""
+    return await _document(request, None, replace=False)
+
+
+@router.put("/v1/documents/{document_id}")
+async def replace_document(request: Request, document_id: str) -> JSONResponse:
+    """Add or replace a document: new text makes its next version, and only that version is retrieved."""
+    return await _document(request, _checked_id(document_id), replace=True)
+
+
+@router.delete("/v1/documents/{document_id}")
+async def remove_document(request: Request, document_id: str) -> dict:
+    """Delete a document and its chunks; no retrieval shows them again."""
+    st = request.app.state.tuneloop
+    tenant = await st.auth.tenant(request, OPERATE)
+    async with st.limits.admit(tenant.tenant_id):
+        removed = await st.calls(delete_document, tenant, _checked_id(document_id), actor="api")
+    return {"id": document_id, "deleted": True, "chunks": removed}
+
+
+@router.get("/v1/documents")
+async def get_documents(request: Request) -> dict:
+    """The tenant's documents with their versions and chunk counts (no text)."""
+    st = request.app.state.tuneloop
+    tenant = await st.auth.tenant(request, OPERATE)
+    async with st.limits.admit(tenant.tenant_id):
+        return {"data": await st.calls(list_documents, tenant)}
+
+
+@router.post("/v1/retrieve")
+async def retrieve(request: Request) -> dict:
+    """The tenant's top-k chunks for a query, logged as a retrieval record (its `id`)."""
+    st = request.app.state.tuneloop
+    tenant = await st.auth.tenant(request, GATEWAY)
+    async with st.limits.admit(tenant.tenant_id):
+        body = validate(
+            RetrieveIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+        )
+        policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+        return await anyio.to_thread.run_sync(
+            partial(_retrieve, tenant, body, body.k or policy.k, policy.rerank)
+        )
+
+
+def _retrieve(tenant: TenantStore, body: RetrieveIn, k: int, rerank: bool) -> dict[str, Any]:
+    reranker = production_reranker(tenant) if rerank else None
+    hits = search(tenant, body.query, k, reranker=reranker)
+    ranker = reranker.version if reranker else "embedding"
+    retrieval_id = log_retrieval(tenant, hits, ranker=ranker, interaction_id=body.interaction_id)
+    return {
+        "id": retrieval_id,
+        "object": "list",
+        "ranker": ranker,
+        "data": [
+            {
+                "rank": i,
+                "chunk_id": h.chunk_id,
+                "document_id": h.document_id,
+                "version": h.version,
+                "start": h.start,
+                "end": h.end,
+                "title": h.title,
+                "text": h.text,
+                "score": h.score,
+            }
+            for i, h in enumerate(hits, 1)
+        ],
+    }
+
+
+@router.get("/v1/retrievals")
+async def get_retrievals(
+    request: Request, interaction_id: QueryId = None, limit: int = Query(default=100, ge=1, le=1000)
+) -> dict:
+    """Retrieval records (newest first): what was shown, in which position, and which the answer cited."""
+    st = request.app.state.tuneloop
+    tenant = await st.auth.tenant(request, OPERATE)
+    async with st.limits.admit(tenant.tenant_id):
+        return {"data": await st.calls(_records, tenant, interaction_id, limit)}
+
+
+def _records(tenant: TenantStore, interaction_id: str | None, limit: int) -> list[dict[str, Any]]:
+    where = [retrievals.c.interaction_id == interaction_id] if interaction_id else []
+    with tenant.reading() as tx:
+        rows = tx.all(
+            retrievals, *where, order_by=(retrievals.c.created_at.desc(), retrievals.c.id), limit=limit
+        )
+        ids = {r.interaction_id for r in rows if r.interaction_id}
+        answers = dict(
+            tx.all(
+                interactions, interactions.c.id.in_(ids), columns=(interactions.c.id, interactions.c.response)
+            )
+        )
+    out = []
+    for r in rows:
+        answer = answers.get(r.interaction_id)
+        out.append(
+            {
+                "id": r.id,
+                "interaction_id": r.interaction_id,
+                "ranker": r.ranker,
+                "results": r.results,
+                "cited": cited(answer, len(r.results)) if answer is not None else None,
+                "created_at": utc(r.created_at),
+            }
+        )
+    return out

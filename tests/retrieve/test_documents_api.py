@@ -1,0 +1,152 @@
+"""Documents and retrieval over real HTTP: tenants isolated, deletions final, sources in the gateway's prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.live import live_server, serve_app
+from tests.serve.openai_standin import standin
+from tuneloop import Settings
+from tuneloop.store.repository import Store
+
+REFUNDS = (
+    "# Refunds\n\nRefunds reach your Finly balance within 5 business days after the merchant sends them. "
+    "Write to jane.doe@example.com if a refund is late."
+)
+FEES = (
+    "<html><head><style>p{}</style></head><body><h1>Fees</h1><p>Transfers abroad cost 0.5%.</p></body></html>"
+)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """tuneloop forwarding to an upstream stand-in that records every prompt; tenants a (retrieval on) and b."""
+    received: list[dict[str, Any]] = []
+    with serve_app(standin(received)) as upstream:
+        home = tmp_path_factory.mktemp("home")
+        settings = Settings(
+            home=home, backend="openai", upstream_url=f"{upstream}/v1", upstream_runtime_lora=False
+        )
+        store = Store(settings.database_url)
+        _, key_a = store.create_tenant("a")
+        _, key_b = store.create_tenant("b")
+        store.close()
+        policy = home / "policies" / "a" / "retrieval_policy.yaml"
+        policy.parent.mkdir(parents=True)
+        policy.write_text("enabled: true\nk: 2\n")
+        with live_server(settings) as url:
+            yield {"url": url, "a": key_a, "b": key_b, "received": received}
+
+
+def _http(api: dict[str, Any], tenant: str = "a") -> httpx.Client:
+    return httpx.Client(base_url=api["url"], headers={"Authorization": f"Bearer {api[tenant]}"}, timeout=60)
+
+
+def _retrieve(http: httpx.Client, query: str, **extra: Any) -> dict[str, Any]:
+    response = http.post("/v1/retrieve", json={"query": query, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_tenant_never_retrieves_another_tenants_chunks(api: dict[str, Any]) -> None:
+    with _http(api, "a") as a, _http(api, "b") as b:
+        assert a.put("/v1/documents/refunds", json={"text": REFUNDS, "format": "markdown"}).status_code == 201
+        assert b.put("/v1/documents/menu", json={"text": "Our soup of the day is tomato."}).status_code == 201
+
+        mine = _retrieve(a, "When will my refund arrive?")["data"]
+        theirs = _retrieve(b, "When will my refund arrive?")["data"]
+        b_docs = b.get("/v1/documents").json()["data"]
+
+    assert mine[0]["document_id"] == "refunds"
+    assert {r["document_id"] for r in theirs} == {"menu"}
+    assert [d["id"] for d in b_docs] == ["menu"]
+
+
+def test_documents_are_redacted_chunked_with_provenance_and_versioned(api: dict[str, Any]) -> None:
+    with _http(api) as http:
+        first = http.put("/v1/documents/fees", json={"text": FEES, "format": "html"}).json()
+        again = http.put("/v1/documents/fees", json={"text": FEES, "format": "html"}).json()
+        changed = http.put("/v1/documents/fees", json={"text": "Transfers abroad cost 0.7% now."}).json()
+        clash = http.post("/v1/documents", json={"id": "fees", "text": "something else"})
+        hits = _retrieve(http, "What does a transfer abroad cost?", k=5)["data"]
+        refund = _retrieve(http, "refund late, who do I write to?")["data"][0]
+
+    assert (first["status"], first["version"], again["status"], changed["version"]) == (
+        "created",
+        1,
+        "unchanged",
+        2,
+    )
+    assert clash.status_code == 409
+    fees = [h for h in hits if h["document_id"] == "fees"]
+    assert [(h["version"], h["text"]) for h in fees] == [(2, "Transfers abroad cost 0.7% now.")]
+    assert (fees[0]["chunk_id"], fees[0]["start"], fees[0]["end"]) == ("fees:v2:0", 0, 31)
+    assert "jane.doe@example.com" not in refund["text"] and "<EMAIL_ADDRESS>" in refund["text"]
+
+
+def test_deleting_a_document_removes_it_from_retrieval_and_from_prompts(api: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=f"{api['url']}/v1", api_key=api["a"], max_retries=0)
+    ask = [
+        {"role": "system", "content": "You are Finly's helper."},
+        {"role": "user", "content": "How do I close my account?"},
+    ]
+    with _http(api) as http:
+        http.put("/v1/documents/closing", json={"text": "Close your account under Profile > Close account."})
+        answer = client.chat.completions.create(model="tuneloop", messages=ask)
+        before = api["received"][-1]["messages"][0]["content"]
+        record = http.get("/v1/retrievals", params={"interaction_id": answer.id}).json()["data"][0]
+        assert http.delete("/v1/documents/closing").json()["deleted"] is True
+        assert http.delete("/v1/documents/closing").status_code == 404
+        client.chat.completions.create(model="tuneloop", messages=ask)
+        after = api["received"][-1]["messages"][0]["content"]
+        hits = _retrieve(http, "How do I close my account?", k=10)["data"]
+
+    assert before.startswith("You are Finly's helper.") and "[1] Close your account" in before
+    assert record["results"][0]["chunk_id"] == "closing:v1:0" and record["results"][0]["rank"] == 1
+    assert record["cited"] == []  # the stand-in's answer cites nothing
+    assert "Close your account" not in after
+    assert all(h["document_id"] != "closing" for h in hits)
+
+
+def test_source_feedback_names_a_chunk(api: dict[str, Any]) -> None:
+    with _http(api) as http:
+        iid = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a [1]"}
+        ).json()["id"]
+        good = http.post(
+            "/v1/feedback",
+            json={
+                "id": "s-1",
+                "interaction_id": iid,
+                "kind": "source_helpful",
+                "value": {"chunk_id": "fees:v2:0"},
+            },
+        )
+        bad = http.post(
+            "/v1/feedback", json={"id": "s-2", "interaction_id": iid, "kind": "source_clicked", "value": 3}
+        )
+
+    assert good.status_code == 201
+    assert bad.status_code == 400 and "chunk_id" in bad.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"text": ""}, 400),
+        ({"text": "x", "format": "pdf"}, 400),
+        ({"text": "<script>only()</script>", "format": "html"}, 400),
+        ({"text": "x", "extra": 1}, 400),
+    ],
+)
+def test_bad_documents_get_a_clear_4xx(api: dict[str, Any], body: dict[str, Any], status: int) -> None:
+    with _http(api) as http:
+        response = http.post("/v1/documents", json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
