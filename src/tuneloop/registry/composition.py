@@ -20,8 +20,36 @@ MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's conte
 INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_checksums")
 
 
+class ExamplePolicy(BaseModel):
+    """In-context examples: the tenant's best-rated or user-edited past answers to similar prompts."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    k: int = Field(default=2, ge=1, le=8, description="most examples shown before the conversation")
+    min_reward: float = Field(
+        default=0.5, ge=-1, le=1, description="least reward of a rated answer (users' edits always qualify)"
+    )
+    min_similarity: float = Field(
+        default=0.6, ge=0, le=1, description="least cosine similarity of an example's prompt to the request's"
+    )
+
+
+class BestOfN(BaseModel):
+    """Sample several answers and serve the one the tenant's reward model scores highest."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    n: int | None = Field(default=None, ge=2, le=8, description="answers sampled; unset: from the budget")
+    latency_budget_ms: int = Field(
+        default=4000, ge=100, le=120_000, description="the time all N answers together may take"
+    )
+    max_n: int = Field(default=4, ge=2, le=8, description="most answers sampled when N follows the budget")
+
+
 class Decoding(BaseModel):
-    """A version's decoding defaults; a request's own explicit value overrides each one."""
+    """A version's decoding defaults; a request's own explicit value overrides each one.
+
+    `examples` and `best_of_n` are the version's light parts that shape how an answer is made; the gateway
+    applies them (serve/examples.py, serve/best_of_n.py) and records them with the interaction.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     temperature: float | None = Field(default=None, ge=0, le=2, description="0 means greedy (deterministic)")
@@ -30,6 +58,8 @@ class Decoding(BaseModel):
     repetition_penalty: float | None = Field(
         default=None, ge=0.5, le=2, description="divides the logits of tokens already seen (1 = off)"
     )
+    examples: ExamplePolicy | None = Field(default=None, description="in-context examples; unset: none")
+    best_of_n: BestOfN | None = Field(default=None, description="best-of-N sampling; unset: one answer")
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None) -> Decoding:

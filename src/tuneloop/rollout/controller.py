@@ -18,7 +18,7 @@ from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flag
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout.design import LOOKBACK_DAYS, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
-from tuneloop.rollout.guardrails import latency_guardrail, rate_guardrail, sample_ratio_check
+from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import ArmStats, msprt
 from tuneloop.signals.policy import RewardPolicy
@@ -65,10 +65,7 @@ def start_canary(
     # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
     exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
     now = now_utc()
-    since = now - timedelta(days=LOOKBACK_DAYS)
-    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
-    hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    policy, design = design_canary(policy, traffic_of(by_user, hours), now)
+    policy, design = designed(tenant, policy, reward_policy, now)
 
     def apply(tx: TenantTx) -> None:
         if active_experiment(tx) is not None:
@@ -104,6 +101,16 @@ def start_canary(
 
     tenant.transaction(apply)
     return get_experiment(tenant, exp_id)
+
+
+def designed(
+    tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime
+) -> tuple[RolloutPolicy, dict[str, Any]]:
+    """The policy an experiment starting `now` runs under, designed from the last week's traffic."""
+    since = now - timedelta(days=LOOKBACK_DAYS)
+    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
+    hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
+    return design_canary(policy, traffic_of(by_user, hours), now)
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:
@@ -164,7 +171,7 @@ def arm_data(
         if lookback and rewards
         else ({}, 0.0)
     )
-    data = {arm: ArmData() for arm in ARMS}
+    data = {arm: ArmData() for arm in ([a["arm"] for a in exp.arms] if exp.arms else ARMS)}
     for row, (escalated, failed) in zip(rows, flags, strict=True):
         arm = data.get(row["arm"] or "")
         if arm is None:
@@ -203,31 +210,7 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
         previous_p=previous_p,
         **common,
     )
-    rates = {
-        "escalation_rate": (control.escalated, treatment.escalated),
-        "safety_flag_rate": (control.unsafe, treatment.unsafe),
-        "error_rate": (control.errors, treatment.errors),
-    }
-    guards = [
-        rate_guardrail(
-            name,
-            ArmStats.of(c, control.units),
-            ArmStats.of(t, treatment.units),
-            tolerance=getattr(policy.guardrails, name),
-            **common,
-        )
-        for name, (c, t) in rates.items()
-    ]
-    guards.append(
-        latency_guardrail(
-            control.latency,
-            treatment.latency,
-            control_units=control.units,
-            treatment_units=treatment.units,
-            ratio=policy.guardrails.p95_latency_ratio,
-            **common,
-        )
-    )
+    guards = arm_guardrails(control, treatment, policy.guardrails, **common)
     result = test.as_dict()
     stats = {
         "metric": policy.primary_kpi,
@@ -266,7 +249,7 @@ def review(
 ) -> Experiment | None:
     """Look at the live experiment once and act on it; returns the experiment as it stands afterwards."""
     exp = active_experiment(tenant)
-    if exp is None or exp.state != "running":
+    if exp is None or exp.state != "running" or exp.arms:  # a multi-arm one is rollout.arms.review's
         return exp
     policy = RolloutPolicy.model_validate(exp.policy)
     verdict = decide(exp, arm_data(tenant, exp, reward_policy, policy.primary_kpi), policy)
@@ -298,11 +281,18 @@ def review(
 
 
 def finish(
-    tenant: TenantStore, outcome: str, *, actor: str, reason: str, stats: dict | None = None
+    tenant: TenantStore,
+    outcome: str,
+    *,
+    actor: str,
+    reason: str,
+    stats: dict | None = None,
+    winner: str | None = None,
 ) -> Experiment:
-    """End the live experiment: promoted (candidate → production) or rolled_back/halted (→ rolled_back)."""
+    """End the live experiment: promoted (the winner, by default the treatment, → production; any other
+    candidate → rolled_back) or rolled_back/halted (every candidate → rolled_back)."""
     exp = _live(tenant)
-    to = "production" if outcome == "promoted" else "rolled_back"
+    winner = (winner or exp.treatment_version) if outcome == "promoted" else None
     registry = Registry(tenant)
 
     def apply(tx: TenantTx) -> None:
@@ -316,9 +306,9 @@ def finish(
             updated_at=now,
             ended_at=now,
         )
-        registry.move(
-            exp.treatment_version, to, actor=actor, reason=reason, details={"experiment": exp.id}, tx=tx
-        )
+        for version_id in exp.candidates:
+            to = "production" if version_id == winner else "rolled_back"
+            registry.move(version_id, to, actor=actor, reason=reason, details={"experiment": exp.id}, tx=tx)
         tx.audit(
             actor=actor,
             action=f"experiment.{outcome}",

@@ -31,6 +31,20 @@ class Experiment:
     started_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    arms: list[dict[str, Any]] | None = None  # multi-arm ({arm, version, weight, state}); None: a canary
+
+    @property
+    def candidates(self) -> list[str]:
+        """The candidate versions still on trial: the treatment, or every live arm's but production's."""
+        if not self.arms:
+            return [self.treatment_version]
+        return [a["version"] for a in self.arms if a["arm"] != "control" and a["state"] == "live"]
+
+    def version_of(self, arm: str) -> str | None:
+        """The version an arm serves (None: the base model)."""
+        if self.arms:
+            return next(a["version"] for a in self.arms if a["arm"] == arm)
+        return self.treatment_version if arm == "treatment" else self.control_version
 
 
 def active_experiment(tenant: TenantStore | TenantTx) -> Experiment | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import chisquare
@@ -166,3 +167,34 @@ def sample_ratio_check(
         else f"split consistent with share {share} (p={p:.2g})"
     )
     return SampleRatioCheck(halt, p, n_control, n_treatment, share, reason)
+
+
+RATES = {"escalation_rate": "escalated", "safety_flag_rate": "unsafe", "error_rate": "errors"}
+
+
+def arm_guardrails(
+    control: Any, treatment: Any, guardrails: Any, *, alpha: float, tau2: float, min_samples: int
+) -> list[GuardrailResult]:
+    """Every guardrail of `treatment` against `control` (controller.ArmData) under the policy's tolerances."""
+    common = {"alpha": alpha, "tau2": tau2, "min_samples": min_samples}
+    guards = [
+        rate_guardrail(
+            name,
+            ArmStats.of(getattr(control, field), control.units),
+            ArmStats.of(getattr(treatment, field), treatment.units),
+            tolerance=getattr(guardrails, name),
+            **common,
+        )
+        for name, field in RATES.items()
+    ]
+    guards.append(
+        latency_guardrail(
+            control.latency,
+            treatment.latency,
+            control_units=control.units,
+            treatment_units=treatment.units,
+            ratio=guardrails.p95_latency_ratio,
+            **common,
+        )
+    )
+    return guards

@@ -24,7 +24,15 @@ from tuneloop.config import Settings
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
 from tuneloop.monitor.metrics import install_metrics
-from tuneloop.serve import capture_routes, chat_routes, otlp_routes, privacy_routes, probes, retrieve_routes
+from tuneloop.serve import (
+    capture_routes,
+    chat_routes,
+    otlp_routes,
+    privacy_routes,
+    probes,
+    retrieve_routes,
+    review_routes,
+)
 from tuneloop.serve.backends.base import Backend
 from tuneloop.serve.http import Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
@@ -141,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if backend is not None:
         app.include_router(chat_routes.router)
 
+    app.include_router(review_routes.router)
     app.include_router(dashboard_routes.router)
     metrics = install_metrics(app, settings.kpi_metrics_seconds)
 

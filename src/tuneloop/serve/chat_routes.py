@@ -235,13 +235,14 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
     version = call.route.version
     messages = _with_version_prompt([m.as_sent() for m in req.messages], version)
     messages = await add_sources(st, tenant, messages, call.interaction_id)
+    messages = await st.router.examples.apply(call, messages)
     gen = call.generation(messages=messages, response_format=_response_format(req), tools=req.tool_fields())
     if req.stream:
         stream = await st.backend.stream(gen)
         first = _chunk(call, delta={"role": "assistant", "content": ""})
         events = sse(call, captured, stream, partial(_chunk, call), first=first)
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
-    completion = await st.backend.generate(gen)
+    completion = await st.router.best_of_n.generate(call, gen, captured)
     await finish(call, captured, completion)
     body = {
         "id": call.interaction_id,

@@ -14,6 +14,8 @@ from tuneloop.errors import NotFound
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.experiments import Experiment, active_experiment
 from tuneloop.serve.backends.base import Backend
+from tuneloop.serve.best_of_n import BestOfNSampler
+from tuneloop.serve.examples import ExampleIndex
 from tuneloop.store.repository import TenantStore
 
 STATE_TTL_SECONDS = 1.0
@@ -45,6 +47,9 @@ class Router:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._state: dict[str, _TenantState] = {}
+        # The light parts of a version that need state of their own: example pools, best-of-N's judges.
+        self.examples = ExampleIndex()
+        self.best_of_n = BestOfNSampler()
 
     async def route(self, tenant: TenantStore, user: str | None, model: str | None, request_id: str) -> Route:
         """The route for one request; `model` may pin one of the tenant's own versions."""
@@ -55,10 +60,15 @@ class Router:
         if exp is None:
             return Route(state.production)
         from tuneloop.rollout.assignment import assign
+        from tuneloop.rollout.multi_arm import assign_arm
 
         # Without an end-user id the request id stands in: such traffic is assigned per request, not per user.
-        arm = assign(exp.id, user or request_id, exp.share)
-        version_id = exp.treatment_version if arm == "treatment" else exp.control_version
+        unit = user or request_id
+        if exp.arms:  # a paused one (share 0) sends everyone to production
+            arm = assign_arm(exp.id, unit, exp.arms) if exp.share > 0 else "control"
+        else:
+            arm = assign(exp.id, unit, exp.share)
+        version_id = exp.version_of(arm)
         version = await asyncio.to_thread(Registry(tenant).get, version_id) if version_id else None
         return Route(version, arm=arm, experiment_id=exp.id)
 

@@ -281,3 +281,127 @@ retrievals = sa.Table(
     sa.Index("ix_retrievals_tenant_interaction", "tenant_id", "interaction_id"),
     sa.Index("ix_retrievals_tenant_created", "tenant_id", "created_at"),
 )
+
+review_tasks = sa.Table(
+    "review_tasks",
+    metadata,
+    # A human review task: what reviewers judge (kind), how (guidelines) and how many judge each item.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("guidelines", sa.Text, nullable=False),
+    sa.Column("overlap", sa.Integer, nullable=False),
+    sa.Column("assignment_minutes", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+review_items = sa.Table(
+    "review_items",
+    metadata,
+    # One thing to judge: an interaction's answer, or two answers (its first two choices, or it and
+    # `other_interaction_id`); `reason` says why the queue chose it, `priority` orders the queue.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("interaction_id", sa.String(128), nullable=False),
+    sa.Column("other_interaction_id", sa.String(128), nullable=True),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("added_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_review_items_tenant_task", "tenant_id", "task_id"),
+)
+
+review_assignments = sa.Table(
+    "review_assignments",
+    metadata,
+    # Who was handed which item and until when; the label once given (also written as a feedback event).
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("item_id", sa.String(64), primary_key=True),
+    sa.Column("reviewer", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("label", sa.JSON, nullable=True),
+    sa.Column("event_id", sa.String(128), nullable=True),
+    sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_review_assignments_tenant_task", "tenant_id", "task_id"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    # A document of the tenant's retrieval collection, at its current version; its text lives in `chunks`.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("chars", sa.Integer, nullable=False),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    # A redacted slice [start_char, end_char) of a document version's text with its MiniLM vector; `key` is
+    # its id in the tenant's in-process vector index (a 63-bit hash of the chunk id).
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("key", sa.BigInteger, nullable=False),
+    sa.Column("document_id", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("start_char", sa.Integer, nullable=False),
+    sa.Column("end_char", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Index("ix_chunks_tenant_document", "tenant_id", "document_id"),
+    sa.Index("ix_chunks_tenant_key", "tenant_id", "key"),
+)
+
+collections = sa.Table(
+    "collections",
+    metadata,
+    # One row per tenant with documents: `revision` grows with every change, so each process's index
+    # knows when to catch up with the store.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+retrievals = sa.Table(
+    "retrievals",
+    metadata,
+    # What one retrieval showed, in order, with each result's features; no query text is kept. Feedback on
+    # sources names `interaction_id` (the chat completion, or the id the app gave /v1/retrieve).
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("interaction_id", sa.String(128), nullable=True),
+    sa.Column("ranker", sa.String(64), nullable=False),
+    sa.Column("results", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_retrievals_tenant_interaction", "tenant_id", "interaction_id"),
+    sa.Index("ix_retrievals_tenant_created", "tenant_id", "created_at"),
+)
+
+pending_feedback = sa.Table(
+    "pending_feedback",
+    metadata,
+    # Feedback that arrived before its interaction (capture/pending.py): the redacted event waits here until
+    # its target (an interaction id, or `session:` and a stored session id) is logged, or until expires_at.
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("event", sa.JSON, nullable=False),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_pending_feedback_tenant_target", "tenant_id", "target"),
+    sa.Index("ix_pending_feedback_tenant_expires", "tenant_id", "expires_at"),
+)

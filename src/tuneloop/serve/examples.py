@@ -1,0 +1,159 @@
+"""In-context examples: a version with an example policy is shown the tenant's own best past answers.
+
+For each request the gateway finds the tenant's best-rated or user-edited past answers (signals' SFT rows:
+users' edits, and answers whose reward clears the policy's `min_reward`) whose prompts are most similar to
+the request's last user message (MiniLM cosine similarity at or above `min_similarity`), and shows up to `k`
+of them as earlier user/assistant turns. The pool is per tenant, built only through the tenant's own store
+handle, bounded, and rebuilt from the store every `REFRESH_SECONDS`; its texts are the stored, redacted ones,
+and a tenant that stores raw text (redaction off) has them redacted here, since an example shows one user's
+words to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneloop.capture.redact import Redactor
+from tuneloop.clock import now_utc
+from tuneloop.config import tenant_policy
+from tuneloop.registry.composition import Decoding, ExamplePolicy
+from tuneloop.signals.pairs import sft_rows
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.rewards import compute_rewards
+from tuneloop.store.repository import TenantStore
+
+REFRESH_SECONDS = 120.0  # also how long an erased user's answer may still be shown
+LOOKBACK_DAYS = 30
+MAX_POOL = 1_000  # examples kept per tenant, the most recent
+MAX_TENANTS = 64  # tenants whose pools stay in memory, the most recently used
+MAX_EXAMPLE_CHARS = 2_000  # a longer answer makes a poor example and eats the context window
+EDIT_REWARD = 1.0  # a user's own correction is the best answer there is to its prompt
+
+
+@dataclass(frozen=True)
+class Example:
+    """One past exchange fit to show: its prompt (last user message), answer and where it came from."""
+
+    interaction_id: str
+    prompt: str
+    answer: str
+    reward: float
+
+
+@dataclass
+class Pool:
+    """A tenant's examples with their prompts' embeddings (row i is examples[i])."""
+
+    examples: list[Example]
+    vectors: np.ndarray
+    built_at: float = field(default_factory=time.monotonic)
+
+    def nearest(self, query: np.ndarray, policy: ExamplePolicy) -> list[Example]:
+        """Up to k examples at or above the policy's reward and similarity floors, most similar first."""
+        if not self.examples:
+            return []
+        sims = self.vectors @ query
+        order = np.argsort(-sims, kind="stable")
+        found: list[Example] = []
+        for i in order:
+            if sims[i] < policy.min_similarity or len(found) == policy.k:
+                break
+            if self.examples[i].reward >= policy.min_reward:
+                found.append(self.examples[i])
+        return found
+
+
+def last_user_text(messages: list[dict[str, str]]) -> str | None:
+    """The last user message's text: what an example's prompt is matched against."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+
+
+def with_examples(messages: list[dict[str, str]], examples: list[Example]) -> list[dict[str, str]]:
+    """The conversation with the examples as earlier turns, after a leading system message if any."""
+    turns = [
+        turn
+        for ex in examples
+        for turn in ({"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer})
+    ]
+    at = 1 if messages and messages[0]["role"] in ("system", "developer") else 0
+    return [*messages[:at], *turns, *messages[at:]]
+
+
+def build_pool(tenant: TenantStore, home: Path, redactor: Redactor) -> Pool:
+    """The tenant's example pool from its last LOOKBACK_DAYS of interactions and feedback (blocking)."""
+    from tuneloop.signals.embeddings import embed
+
+    now = now_utc()
+    since = now - timedelta(days=LOOKBACK_DAYS)
+    rows = tenant.interactions(since=since)
+    events = tenant.feedback(since=since)
+    policy = tenant_policy(home, tenant.tenant.name, RewardPolicy)
+    # Every positive answer enters the pool; each version's own `min_reward` filters at request time.
+    pool_policy = policy.model_copy(update={"sft_min_reward": 0.0})
+    rewards = compute_rewards(rows, events, policy, now) if events else {}
+    created = {r["id"]: r["created_at"] for r in rows}
+    found: list[tuple[Any, Example]] = []
+    for row in sft_rows(rows, events, rewards, pool_policy, now):
+        messages = row["messages"]
+        prompt, answer = last_user_text(messages[:-1]), messages[-1]["content"]
+        iid = row["interaction_ids"][-1]
+        if not prompt or not answer.strip() or len(prompt) + len(answer) > MAX_EXAMPLE_CHARS:
+            continue
+        reward = EDIT_REWARD if row["origin"] == "edit" else rewards[iid].reward
+        found.append((created[iid], Example(iid, prompt, answer, reward)))
+    found.sort(key=lambda item: item[0])
+    examples = [ex for _, ex in found[-MAX_POOL:]]
+    if tenant.tenant.redaction == "off" and examples:
+        texts = redactor.redact_texts(
+            [t for ex in examples for t in (ex.prompt, ex.answer)], "redact", tenant.tenant_id
+        )
+        examples = [
+            Example(ex.interaction_id, texts[2 * i], texts[2 * i + 1], ex.reward)
+            for i, ex in enumerate(examples)
+        ]
+    return Pool(examples, embed([ex.prompt for ex in examples]))
+
+
+class ExampleIndex:
+    """Per-tenant example pools for the gateway, rebuilt from the store when older than REFRESH_SECONDS."""
+
+    def __init__(self) -> None:
+        self._pools: OrderedDict[str, Pool] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def apply(self, call: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The messages with the call's version's examples shown; the call's decoding records which."""
+        version = call.route.version
+        policy = Decoding.parse(version.decoding).examples if version else None
+        query = last_user_text(messages)
+        if policy is None or not query:
+            return messages
+        from tuneloop.signals.embeddings import embed
+
+        pool = await self.pool(call.st, call.tenant)
+        vector = (await asyncio.to_thread(embed, [query]))[0]
+        shown = pool.nearest(vector, policy)
+        call.decoding["examples"] = {**policy.model_dump(), "shown": [ex.interaction_id for ex in shown]}
+        return with_examples(messages, shown)
+
+    async def pool(self, st: Any, tenant: TenantStore) -> Pool:
+        """The tenant's pool, rebuilt (once, however many requests wait for it) when stale."""
+        key = tenant.tenant_id
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            pool = self._pools.get(key)
+            if pool is None or time.monotonic() - pool.built_at > REFRESH_SECONDS:
+                pool = await st.calls(build_pool, tenant, st.settings.home, st.capture.redactor)
+                self._pools[key] = pool
+            self._pools.move_to_end(key)
+            while len(self._pools) > MAX_TENANTS:
+                self._pools.popitem(last=False)
+            return pool

@@ -1,0 +1,145 @@
+"""Multi-arm experiments: sticky weighted assignment, the best-arm procedure under continuous monitoring (A/A
+simulation with repeat users), and the stored experiment's life (start, eliminate, promote) on SQLite."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from tuneloop.registry.versions import Registry
+from tuneloop.rollout import arms as multi
+from tuneloop.rollout.controller import ArmData
+from tuneloop.rollout.experiments import get_experiment
+from tuneloop.rollout.multi_arm import assign_arm, decide_arms, reweigh
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.store.repository import Store, TenantStore
+
+POLICY = RolloutPolicy(min_samples=20, max_samples=100_000)
+ARMS = reweigh([{"arm": a, "version": a, "state": "live"} for a in ("control", "arm-1", "arm-2", "arm-3")], {})
+SIMS, LOOKS, NEW_USERS = 100, 8, 50
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_assignment_is_sticky_and_dropping_an_arm_moves_only_its_users() -> None:
+    users = [f"u{i}" for i in range(4000)]
+    before = {u: assign_arm("exp-1", u, ARMS) for u in users}
+    assert before == {u: assign_arm("exp-1", u, ARMS) for u in users}
+    shares = Counter(before.values())
+    assert all(abs(shares[a["arm"]] / len(users) - 0.25) < 0.03 for a in ARMS)
+    after = {u: assign_arm("exp-1", u, reweigh(ARMS, {"arm-2": "worse"})) for u in users}
+    moved = {u for u in users if before[u] != after[u]}
+    assert moved == {u for u in users if before[u] == "arm-2"}
+    assert "arm-2" not in after.values()
+
+
+def _simulate(rng: np.random.Generator, lift: dict[str, float]) -> str | None:
+    """One experiment with repeat users, looked at after every batch: the promoted arm, or None."""
+    arms = [dict(a) for a in ARMS]
+    propensity: dict[str, float] = {}
+    served: dict[str, str] = {}  # each user's arm under the current weights
+    data = {a["arm"]: ArmData() for a in arms}
+    for look in range(LOOKS):
+        for i in range(NEW_USERS):
+            propensity[f"u{look}-{i}"] = rng.beta(2, 2)
+        for user, count in zip(propensity, rng.poisson(0.7, len(propensity)), strict=True):
+            if user not in served:
+                served[user] = assign_arm("sim", user, arms)
+            arm = served[user]
+            p = min(1.0, propensity[user] + lift.get(arm, 0.0))
+            for up in rng.random(count) < p:
+                _observe(data[arm], user, 1.0 if up else -1.0)
+        # Users on each live arm now (the store-backed review counts those since the weights changed).
+        current = Counter(served.values())
+        counts = {a["arm"]: current[a["arm"]] for a in arms if a["state"] == "live"}
+        verdict = decide_arms(arms, data, POLICY, step_counts=counts)
+        if verdict["action"] == "promote":
+            return verdict["winner"]
+        if verdict["action"] in ("rollback", "halt"):
+            return None
+        if verdict["action"] == "eliminate":
+            arms = reweigh(arms, verdict["eliminated"])
+            served = {u: assign_arm("sim", u, arms) for u in served}
+    return None
+
+
+def _observe(arm: ArmData, user: str, thumbs: float) -> None:
+    arm.kpi.append(thumbs)
+    arm.kpi_units.append(user)
+    arm.kpi_covariate.append(0.0)
+    for field in ("escalated", "unsafe", "errors"):
+        getattr(arm, field).append(0.0)
+    arm.latency.append(100.0)
+    arm.created.append(T0)
+    arm.units.append(user)
+
+
+def test_an_aa_multi_arm_experiment_picks_a_false_winner_at_most_alpha_of_the_time() -> None:
+    rng = np.random.default_rng(7)
+    winners = [_simulate(rng, {}) for _ in range(SIMS)]
+    false_rate = sum(w is not None for w in winners) / SIMS
+    assert false_rate <= POLICY.alpha, f"{false_rate:.1%} of A/A experiments promoted a candidate"
+
+
+def test_the_clearly_best_arm_wins() -> None:
+    rng = np.random.default_rng(1)
+    winners = Counter(_simulate(rng, {"arm-2": 0.35, "arm-3": 0.1}) for _ in range(10))
+    assert winners.most_common(1)[0][0] == "arm-2"
+
+
+@pytest.fixture
+def tenant(tmp_path) -> TenantStore:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    row, _ = store.create_tenant("acme")
+    return store.for_tenant(row)
+
+
+def _gated(registry: Registry) -> str:
+    version = registry.register(kind="adapter", base_model="base", actor="t")
+    registry.move(version.id, "gated", actor="t", reason="t")
+    return version.id
+
+
+def test_a_stored_experiment_drops_a_worse_arm_then_promotes_the_best(tenant: TenantStore) -> None:
+    registry = Registry(tenant)
+    production = _gated(registry)
+    registry.move(production, "production", actor="t", reason="t")
+    a, b = _gated(registry), _gated(registry)
+    exp = multi.start_arms(tenant, [a, b], POLICY, reward_policy=RewardPolicy(), actor="t")
+    assert [arm["version"] for arm in exp.arms] == [production, a, b]
+    assert {registry.get(v).state for v in (a, b)} == {"canary"}
+    rng = np.random.default_rng(0)
+    p_up = {"control": 0.5, "arm-1": 0.05, "arm-2": 0.95}
+    for step in range(6):
+        exp = get_experiment(tenant, exp.id)
+        _log(tenant, exp, rng, p_up, start=step * 150)
+        exp = multi.review(tenant, RewardPolicy(near_duplicate_threshold=1.0), actor="t")
+        if exp.state != "running":
+            break
+    assert exp.state == "promoted"
+    assert registry.get(b).state == "production" and registry.get(a).state == "rolled_back"
+    assert registry.get(production).state == "retired"
+
+
+def _log(tenant: TenantStore, exp, rng: np.random.Generator, p_up: dict, start: int) -> None:
+    for i in range(start, start + 150):
+        user, iid = f"u{i}", f"{exp.id}-{i}"
+        arm = assign_arm(exp.id, user, exp.arms)
+        row = {
+            "id": iid,
+            "user_id": user,
+            "messages": [{"role": "user", "content": f"q{i}"}],
+            "response": "a",
+            "choices": ["a"],
+            "arm": arm,
+            "experiment_id": exp.id,
+            "adapter_version": exp.version_of(arm),
+            "latency_ms": 100.0,
+        }
+        tenant.log_interaction(row, iid)
+        value = 1 if rng.random() < p_up[arm] else -1
+        event = {"id": f"t-{iid}", "interaction_id": iid, "kind": "thumbs", "value": value, "source": "user"}
+        tenant.add_feedback([(event, f"t-{iid}")])

@@ -1,0 +1,116 @@
+"""In-context examples over real HTTP: only the tenant's own, only redacted text, and what the model reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live import live_server
+from tuneloop import Settings
+from tuneloop.capture.redact import Redactor
+from tuneloop.model_files import load_tokenizer
+from tuneloop.registry.composition import Decoding, ExamplePolicy, compose, with_system_prompt
+from tuneloop.registry.versions import Registry
+from tuneloop.serve.examples import Example, build_pool, with_examples
+from tuneloop.store.repository import Store
+
+PROMPT = "You are the support desk."
+EMAIL = "jane.doe@example.com"
+ASK = [{"role": "user", "content": "How can I reset my password?"}]
+SEEN = "How do I reset my password? I am Jane Doe, write to jane.doe@example.com"
+EDITED = "Open Settings, then Security, then Reset. We wrote to jane.doe@example.com."
+UNRELATED = "What is the capital of France?"
+
+
+def _serve_with_examples(store: Store, name: str, redaction: str, model: Path) -> tuple[str, str]:
+    """A tenant whose production shows up to two examples; returns its key and production id."""
+    row, key = store.create_tenant(name, redaction=redaction)
+    registry = Registry(store.for_tenant(row))
+    version = compose(
+        registry,
+        parent=None,
+        base_model=str(model),
+        actor="test",
+        reason="setup",
+        system_prompt=PROMPT,
+        decoding=Decoding(temperature=0, max_tokens=2, examples=ExamplePolicy(k=2, min_similarity=0.5)),
+    )
+    registry.move(version.id, "gated", actor="test", reason="setup")
+    registry.move(version.id, "production", actor="test", reason="setup")
+    return key, version.id
+
+
+def _edited_exchange(http: httpx.Client, prompt: str, edited: str) -> str:
+    """A past exchange whose user rewrote the answer (an edit: the strongest example there is)."""
+    messages = [{"role": "user", "content": prompt}]
+    iid = http.post("/v1/interactions", json={"messages": messages, "response": "Try again."}).json()["id"]
+    event = {"id": f"e-{iid}", "interaction_id": iid, "kind": "edit", "value": edited}
+    assert http.post("/v1/feedback", json=event).status_code == 201
+    return iid
+
+
+@pytest.fixture(scope="module")
+def gateway(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    settings = Settings(home=tmp_path_factory.mktemp("home"), model=str(tiny_model))
+    store = Store(settings.database_url)
+    keys = {
+        name: _serve_with_examples(store, name, redaction, tiny_model)[0]
+        for name, redaction in (("acme", "redact"), ("globex", "off"))
+    }
+    with live_server(settings) as url:
+        clients = {
+            name: httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            for name, key in keys.items()
+        }
+        own = {
+            name: {
+                _edited_exchange(http, SEEN, EDITED),
+                _edited_exchange(http, UNRELATED, "Paris."),
+            }
+            for name, http in clients.items()
+        }
+        yield {"http": clients, "own": own, "settings": settings, "store": store, "model": tiny_model}
+    store.close()
+
+
+def _ask(http: httpx.Client) -> tuple[dict, dict]:
+    body = {"model": "tuneloop", "messages": ASK, "user": "someone"}
+    answer = http.post("/v1/chat/completions", json=body).json()
+    return answer, http.get(f"/v1/interactions/{answer['id']}").json()
+
+
+@pytest.mark.parametrize("name", ["acme", "globex"])
+def test_examples_are_the_tenants_own_similar_past_answers(gateway: dict, name: str) -> None:
+    _, stored = _ask(gateway["http"][name])
+    shown = stored["decoding"]["examples"]["shown"]
+    # The similar exchange is shown and the unrelated one is not; nothing comes from the other tenant.
+    assert len(shown) == 1 and set(shown) <= gateway["own"][name]
+
+
+@pytest.mark.parametrize("name", ["acme", "globex"])
+def test_examples_never_hold_unredacted_text(gateway: dict, name: str) -> None:
+    tenant = gateway["store"].for_tenant(gateway["store"].tenant_by_name(name))
+    pool = build_pool(tenant, gateway["settings"].home, Redactor())
+    texts = [t for ex in pool.examples for t in (ex.prompt, ex.answer)]
+    assert texts and not any(EMAIL in t or "Jane Doe" in t for t in texts)
+    # A tenant that stores raw text (globex, redaction off) still shows only redacted examples.
+    assert any("<EMAIL_ADDRESS>" in t for t in texts)
+
+
+def test_the_model_reads_the_examples_the_interaction_records(gateway: dict) -> None:
+    http = gateway["http"]["acme"]
+    answer, stored = _ask(http)
+    [iid] = stored["decoding"]["examples"]["shown"]
+    # The example as the store holds it: the redacted prompt and the user's redacted edit.
+    past = http.get(f"/v1/interactions/{iid}").json()
+    edit = past["feedback"][0]["value"]
+    example = Example(iid, past["messages"][-1]["content"], edit, 1.0)
+    messages = with_examples(with_system_prompt(ASK, PROMPT), [example])
+    tokenizer = load_tokenizer(gateway["model"])
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert answer["usage"]["prompt_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # What is stored is what the client sent: examples never enter training data as the user's words.
+    assert stored["messages"] == ASK
