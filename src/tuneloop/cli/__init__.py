@@ -13,6 +13,7 @@ from tuneloop.cli import (
     loop,
     outcome,
     privacy,
+    review,
     rollout,
     serve,
     snapshot,
@@ -22,7 +23,7 @@ from tuneloop.cli import (
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate, rollout, loop, demo)
+GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate, rollout, review, loop, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

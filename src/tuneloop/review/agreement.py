@@ -120,6 +120,7 @@ def task_agreement(tenant: TenantStore, task: Task) -> dict[str, Any]:
         "labels": sum(len(v) for v in units.values()),
         "reviewers": reviewers,
         "flagged": [r["reviewer"] for r in reviewers if r["flagged"]],
+        "min_shared": MIN_SHARED,
     }
 
 

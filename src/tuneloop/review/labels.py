@@ -54,6 +54,8 @@ def parse_label(task: Task, raw: Any) -> dict[str, Any]:
     text = raw.get("text")
     if set(raw) != {"text"} or not isinstance(text, str) or not text.strip():
         raise BadRequest('label: a correction task takes {"text": the corrected answer}', param="label")
+    if "\x00" in text:  # PostgreSQL cannot store NUL
+        raise BadRequest("label.text: contains a NUL character; remove it", param="label")
     return {"text": text}
 
 
