@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.version_export import register_export
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_text
 from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
@@ -51,6 +52,7 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--reason", default="composed by hand", help="why, for the audit log")
     p.set_defaults(run=cmd_versions_create)
+    register_export(actions)
 
 
 def _tenant(name: str) -> TenantStore:
