@@ -19,7 +19,9 @@ from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
 
 POLICY = RolloutPolicy(min_samples=20, max_samples=100_000)
-ARMS = reweigh([{"arm": a, "version": a, "state": "live"} for a in ("control", "arm-1", "arm-2", "arm-3")], {})
+ARMS = reweigh(
+    [{"arm": a, "version": a, "state": "live"} for a in ("control", "arm-1", "arm-2", "arm-3")], {}
+)
 SIMS, LOOKS, NEW_USERS = 100, 8, 50
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
