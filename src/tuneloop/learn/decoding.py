@@ -1,0 +1,82 @@
+"""Decoding candidates read from feedback, without training: what a snapshot's preference pairs say about
+answer length and about regenerated answers, turned into decoding settings to try against production.
+
+- Length: the median chosen/rejected length ratio of the pairs (users' edits among them). When users
+  clearly ask for shorter answers, a cap near the length of the answers they chose (alone, and with a lower
+  temperature: a focused answer ends sooner); when they ask for longer ones and production's cap binds, a
+  cap twice that length.
+- Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
+  them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
+
+Each proposal is a decoding to compose on production's adapter and prompt (registry.composition.compose),
+with its reason as lineage; the gate and a multi-arm experiment decide which, if any, is better.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop.registry.composition import Decoding
+from tuneloop.signals.records import completion_text
+
+MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
+MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
+CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
+CAP_MARGIN = 1.25  # a cap above the answers users chose, so it trims rambling rather than cuts them off
+MIN_PAIRS = 8  # fewer pairs say too little to change a setting on
+MAX_CAP = 4096  # half the largest cap a version may set, so that twice it is still valid
+DEFAULT_TEMPERATURE = 1.0  # what the gateway samples at when neither version nor client sets one
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One decoding to try on production, and why the feedback suggests it."""
+
+    decoding: Decoding
+    reason: str
+
+
+def length_ask(pairs: Sequence[dict[str, Any]]) -> float:
+    """The relative change of answer length users ask for: median chosen/rejected length ratio, minus 1."""
+    ratios = [
+        math.log(len(chosen) / len(rejected))
+        for r in pairs
+        if (chosen := completion_text(r["chosen"])) and (rejected := completion_text(r["rejected"]))
+    ]
+    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
+
+
+def propose_decodings(pairs: Sequence[dict[str, Any]], production: Decoding) -> list[Proposal]:
+    """Decoding candidates the snapshot's `pairs` call for, each differing from `production`'s."""
+    if len(pairs) < MIN_PAIRS:
+        return []
+    proposals: list[Proposal] = []
+    ask = length_ask(pairs)
+    chosen = sorted(len(completion_text(r["chosen"])) for r in pairs)
+    p90 = chosen[int(0.9 * (len(chosen) - 1))]
+    typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
+    temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
+    if ask <= -MATERIAL_ASK and (production.max_tokens or math.inf) > typical:
+        why = f"users chose answers {-ask:.0%} shorter; cap near the length they chose"
+        proposals.append(Proposal(_with(production, max_tokens=typical), why))
+        cooler = round(max(0.1, 0.6 * temperature), 2)
+        if cooler < temperature:
+            both = _with(production, max_tokens=typical, temperature=cooler)
+            proposals.append(Proposal(both, f"{why}, and a lower temperature ({cooler})"))
+    elif ask >= MATERIAL_ASK and production.max_tokens is not None and production.max_tokens < 2 * typical:
+        why = f"users chose answers {ask:.0%} longer and production's cap binds"
+        proposals.append(Proposal(_with(production, max_tokens=2 * typical), why))
+    regenerated = sum(r.get("origin") == "regenerated" for r in pairs) / len(pairs)
+    if regenerated >= MATERIAL_REGENERATIONS:
+        changed = round(0.6 * temperature, 2) if temperature > 0.3 else 0.7
+        why = f"{regenerated:.0%} of the pairs come from regenerated answers; temperature {changed}"
+        proposals.append(Proposal(_with(production, temperature=changed), why))
+    return [p for p in proposals if p.decoding != production]
+
+
+def _with(production: Decoding, **update: Any) -> Decoding:
+    return Decoding.parse({**production.values(), **update})
