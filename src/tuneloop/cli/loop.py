@@ -1,32 +1,73 @@
-"""`tuneloop loop --tenant T`: run a tenant's loop: start turns when due and carry them through."""
+"""`tuneloop loop [run|turns|pause|resume] --tenant T`: run a tenant's loop, list its turns, pause it."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Any
 
 from tuneloop.cli.admin import open_store
 from tuneloop.config import Settings
+from tuneloop.store.repository import TenantStore
+
+ACTIONS = ("run", "turns", "pause", "resume")
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("loop", help="run a tenant's loop: snapshot → learn → gate → canary → decide")
+    p = commands.add_parser(
+        "loop",
+        help="run a tenant's loop (snapshot → learn → gate → canary → decide), list its turns, pause it",
+    )
+    # A positional with a default, not subcommands: `tuneloop loop --tenant T` keeps running the loop.
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=ACTIONS,
+        default="run",
+        help="run (default); turns: each turn's stage, outcome and report as JSON lines; "
+        "pause/resume: stop or restart this tenant's loop in every process",
+    )
     p.add_argument("--tenant", required=True)
-    p.add_argument("--once", action="store_true", help="advance once and exit (cron-friendly)")
-    p.add_argument("--now", action="store_true", help="start a turn now even if no trigger fired")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between looks (default 30)")
+    p.add_argument("--once", action="store_true", help="run: advance once and exit (cron-friendly)")
+    p.add_argument("--now", action="store_true", help="run: start a turn now even if no trigger fired")
+    p.add_argument("--interval", type=float, default=30.0, help="run: seconds between looks (default 30)")
+    p.add_argument("--reason", help="pause/resume: why, for the audit log")
     p.set_defaults(run=cmd_loop)
 
 
-def cmd_loop(args: argparse.Namespace) -> int:
-    from tuneloop.loop import Loop
-
+def _tenant(name: str) -> TenantStore:
     store = open_store()
-    loop = Loop(store.for_tenant(store.tenant_by_name(args.tenant)), Settings())
+    return store.for_tenant(store.tenant_by_name(name))
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tuneloop.loop import Loop
+    from tuneloop.loop.pause import pause, paused, resume
+    from tuneloop.loop.turns import list_turns
+
+    tenant = _tenant(args.tenant)
+    if args.action == "turns":
+        for turn in list_turns(tenant):
+            print(json.dumps(asdict(turn), default=str))
+        return 0
+    if args.action == "pause":
+        pause(tenant, actor="cli", reason=args.reason or "manual pause")
+        print(f"paused {args.tenant}'s loop; its open turn waits where it is")
+        return 0
+    if args.action == "resume":
+        resume(tenant, actor="cli", reason=args.reason or "manual resume")
+        print(f"resumed {args.tenant}'s loop")
+        return 0
+    loop = Loop(tenant, Settings())
     force = args.now
     while True:
+        stopped = paused(tenant)
+        if stopped is not None:
+            print(stopped.describe(args.tenant), file=sys.stderr, flush=True)
         turn = loop.tick(force=force)
         force = False
         if turn is not None:

@@ -1,4 +1,5 @@
-"""`tuneloop versions list|show|create`: a tenant's versions, and candidates composed by hand."""
+"""`tuneloop versions list|show|create|approve|reject|rollback|promote|retire`: a tenant's versions,
+candidates composed by hand, and the governance moves an operator makes."""
 
 from __future__ import annotations
 
@@ -53,6 +54,30 @@ def register(commands: Any) -> None:
     p.add_argument("--reason", default="composed by hand", help="why, for the audit log")
     p.set_defaults(run=cmd_versions_create)
     register_export(actions)
+    for name, helptext in (
+        ("approve", "let a candidate pending approval go on to the canary"),
+        ("reject", "block a candidate pending approval; it never serves"),
+    ):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("version")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--by", required=True, metavar="NAME", help="who decides, for the audit log")
+        p.add_argument("--reason", default=f"{name}d by hand", help="why, for the audit log")
+        p.set_defaults(run=cmd_versions_decide)
+    p = actions.add_parser("rollback", help="restore the previous production adapter now (or --to VERSION)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--to", metavar="VERSION", help="a retired adapter to restore (default: the one replaced)")
+    p.add_argument("--reason", default="manual rollback", help="why, for the audit log")
+    p.set_defaults(run=cmd_versions_rollback)
+    for name, helptext in (
+        ("promote", "make a gated or retired reward model the judge"),
+        ("retire", "retire a reward model"),
+    ):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("version")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--reason", default=f"manual {name}", help="why, for the audit log")
+        p.set_defaults(run=cmd_versions_reward_model)
 
 
 def _tenant(name: str) -> TenantStore:
@@ -105,6 +130,37 @@ def cmd_versions_create(args: argparse.Namespace) -> int:
         f"registered {version.id} ({version.state}) from {parent.id if parent else 'base'}", file=sys.stderr
     )
     print(version.id)
+    return 0
+
+
+def cmd_versions_decide(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    registry = Registry(_tenant(args.tenant))
+    decide = registry.approve if args.action == "approve" else registry.reject
+    version = decide(args.version, by=args.by, reason=args.reason, via="cli")
+    print(f"{version.id}: {args.action}d by {args.by}; now {version.state}")
+    return 0
+
+
+def cmd_versions_rollback(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    rolled_back, restored = Registry(_tenant(args.tenant)).rollback(
+        to=args.to, actor="cli", reason=args.reason
+    )
+    print(f"rolled back {rolled_back}; {restored or 'the base model'} serves {args.tenant} now")
+    return 0
+
+
+def cmd_versions_reward_model(args: argparse.Namespace) -> int:
+    from tuneloop.registry.versions import Registry
+
+    to = "production" if args.action == "promote" else "retired"
+    version = Registry(_tenant(args.tenant)).set_reward_model(
+        args.version, to, actor="cli", reason=args.reason
+    )
+    print(f"{version.id}: {version.state}")
     return 0
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings, tenant_policy
+from tuneloop.loop.pause import paused
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
@@ -79,7 +80,11 @@ class Loop:
 
     def tick(self, *, force: bool = False) -> Turn | None:
         """Run the checks if due, start a turn if one is due (or `force`), then run its stages until one
-        has to wait."""
+        has to wait. A paused loop does nothing (and says so in the log)."""
+        pause = paused(self.tenant)
+        if pause is not None:
+            log.info("%s", pause.describe(self.tenant.tenant.name))
+            return None
         try:
             self.check()
         except Exception:  # a failing check must not stop learning; it is logged and retried next tick

@@ -63,6 +63,12 @@ class LoopPolicy(TenantPolicy):
         description="Learning rate of a turn that continues from the production adapter (None: the "
         "trainer's, as for a fresh adapter); an adapter already near its optimum needs smaller steps.",
     )
+    require_approval: bool = Field(
+        False,
+        description="A gated candidate waits (version state pending_approval) until a named person runs "
+        "`tuneloop versions approve` (then it goes on the canary) or `reject` (blocked); no user sees it "
+        "before.",
+    )
     amplify_k: int = Field(0, ge=0, description="Samples per prompt for amplification; 0 turns it off.")
     reward_dp: DifferentialPrivacy | None = Field(
         None,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.evaluate.gate import run_gate
 from tuneloop.evaluate.judge import appoint_judge
@@ -140,16 +141,41 @@ def gate(ctx: TurnContext, turn: Turn) -> Step:
     verdict = {"gate": {"decision": decision, "reasons": reasons, "report": report}}
     if decision != "gated":
         return end("blocked", verdict)
+    if ctx.policy.require_approval:
+        return Step("approval", verdict)
+    return _to_canary(ctx, candidate.id, verdict)
+
+
+def _to_canary(ctx: TurnContext, candidate: str, report: dict[str, Any]) -> Step:
+    """Put the gated candidate on the canary (or pick up the one already running it)."""
     exp = active_experiment(ctx.tenant)
-    if exp is None or exp.treatment_version != candidate.id:
+    if exp is None or exp.treatment_version != candidate:
         exp = controller.start_canary(
             ctx.tenant,
-            candidate.id,
+            candidate,
             ctx.tenant_policy(RolloutPolicy),
             reward_policy=ctx.tenant_policy(RewardPolicy),
             actor="loop",
         )
-    return Step("canary", {**verdict, "experiment": exp.id})
+    return Step("canary", {**report, "experiment": exp.id})
+
+
+def approval(ctx: TurnContext, turn: Turn) -> Step | None:
+    """Hold the gated candidate as pending_approval until a named person approves it (it goes on the
+    canary) or rejects it (the turn ends rejected); wait meanwhile."""
+    registry = Registry(ctx.tenant)
+    candidate = registry.get(turn.report["candidate"])
+    if "approval" not in turn.report:
+        if candidate.state == "gated":
+            registry.move(candidate.id, "pending_approval", actor="loop", reason="require_approval")
+        return Step("approval", {"approval": {"requested_at": now_utc().isoformat()}})
+    if candidate.state == "pending_approval":
+        return None
+    decision = {"gated": "approved", "blocked": "rejected"}.get(candidate.state, candidate.state)
+    decided = {"approval": {**turn.report["approval"], "decision": decision}}
+    if decision == "approved":
+        return _to_canary(ctx, candidate.id, decided)
+    return end(decision, decided)
 
 
 def canary(ctx: TurnContext, turn: Turn) -> Step | None:
@@ -178,5 +204,6 @@ STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {
     "reward": reward,
     "adapter": adapter,
     "gate": gate,
+    "approval": approval,
     "canary": canary,
 }

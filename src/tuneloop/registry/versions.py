@@ -1,7 +1,9 @@
 """The registry: every policy and reward-model version of a tenant, its lineage, and its state.
 
-States: candidate → gated → canary → production → retired, or blocked / rolled_back. Every move is one
-transaction that also appends to the hash-chained audit log, so state and audit never disagree.
+States: candidate → gated → canary → production → retired, or blocked / rolled_back; a tenant that requires
+approval holds a gated version in pending_approval until a named person approves (back to gated) or rejects
+(blocked) it. Every move is one transaction that also appends to the hash-chained audit log, so state and
+audit never disagree.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ import sqlalchemy as sa
 
 from tuneloop.clock import now_utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.rollout.experiments import LIVE_STATES
 from tuneloop.store.repository import TenantStore, TenantTx
-from tuneloop.store.schema import versions
+from tuneloop.store.schema import audit_log, experiments, versions
 
 Kind = Literal["adapter", "reward_model"]
-State = Literal["candidate", "gated", "canary", "production", "retired", "blocked", "rolled_back"]
+State = Literal[
+    "candidate", "gated", "pending_approval", "canary", "production", "retired", "blocked", "rolled_back"
+]
 
 # Which moves are legal. retired → production is the instant rollback to the previous version.
 TRANSITIONS: dict[str, set[str]] = {
     "candidate": {"gated", "blocked"},
-    "gated": {"canary", "production", "blocked", "retired"},
+    "gated": {"canary", "production", "blocked", "retired", "pending_approval"},
+    "pending_approval": {"gated", "blocked"},
     "canary": {"production", "rolled_back"},
     "production": {"retired", "rolled_back"},
     "retired": {"production"},
@@ -32,7 +38,7 @@ TRANSITIONS: dict[str, set[str]] = {
     "rolled_back": set(),
 }
 # States that serve users or lead there: a version trained on erased data never enters them again.
-SERVING: set[str] = {"gated", "canary", "production"}
+SERVING: set[str] = {"gated", "pending_approval", "canary", "production"}
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,102 @@ class Registry:
             return None
         self.tenant.transaction(apply)
         return self.get(version_id)
+
+    # governance: what an operator does by hand, each one transaction with its audit rows ---------------
+
+    def approve(self, version_id: str, *, by: str, reason: str, via: str) -> Version:
+        """A named approver lets a version pending approval go on (back to gated: the loop canaries it)."""
+        return self._decide(version_id, "gated", "version.approve", by=by, reason=reason, via=via)
+
+    def reject(self, version_id: str, *, by: str, reason: str, via: str) -> Version:
+        """A named approver turns down a version pending approval: it is blocked and never serves."""
+        return self._decide(version_id, "blocked", "version.reject", by=by, reason=reason, via=via)
+
+    def _decide(self, version_id: str, to: State, action: str, *, by: str, reason: str, via: str) -> Version:
+        if not by.strip():
+            raise BadRequest("name who decides (--by NAME, or `by` in the body)", param="by")
+
+        def apply(tx: TenantTx) -> None:
+            row = tx.first(versions, versions.c.id == version_id, columns=(versions.c.state,))
+            if row is None:
+                raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
+            if row.state != "pending_approval":
+                raise Conflict(
+                    f"version {version_id} is {row.state}; only a version pending approval can be approved "
+                    "or rejected (the loop asks for approval when loop_policy.yaml sets require_approval)"
+                )
+            details = {"approver": by, "via": via}
+            self.move(version_id, to, actor=by, reason=reason, details=details, tx=tx)
+            tx.audit(actor=by, action=action, subject=version_id, details={"reason": reason, "via": via})
+
+        self.tenant.transaction(apply)
+        return self.get(version_id)
+
+    def set_reward_model(
+        self, version_id: str, to: Literal["production", "retired"], **audit: Any
+    ) -> Version:
+        """Promote a reward model to judge (the old judge retires) or retire it; adapters go through the
+        canary and `rollback` instead."""
+        if self.get(version_id).kind != "reward_model":
+            raise Conflict(
+                f"version {version_id} is an adapter: adapters reach production through the canary "
+                "(`tuneloop rollout`) and leave it by `tuneloop versions rollback`"
+            )
+        version = self.move(version_id, to, **audit)
+        assert version is not None
+        return version
+
+    def rollback(self, *, to: str | None, actor: str, reason: str) -> tuple[str, str | None]:
+        """Take the production adapter out of service and restore the one it replaced (or `to`, a retired
+        version; the base model when there is none), in one transaction. Returns (rolled back, restored)."""
+
+        def apply(tx: TenantTx) -> tuple[str, str | None]:
+            if tx.first(experiments, experiments.c.state.in_(LIVE_STATES), columns=(experiments.c.id,)):
+                raise Conflict(
+                    "this tenant has a live canary; end it first (`tuneloop rollout rollback`), "
+                    "then roll back"
+                )
+            current = tx.first(
+                versions,
+                versions.c.kind == "adapter",
+                versions.c.state == "production",
+                columns=(versions.c.id,),
+            )
+            if current is None:
+                raise Conflict("nothing to roll back: the base model serves this tenant")
+            target = to or _replaced_by(tx, current.id)
+            if target is not None:
+                row = tx.first(versions, versions.c.id == target, columns=(versions.c.kind, versions.c.state))
+                if row is None or row.kind != "adapter" or row.state != "retired":
+                    state = "not found" if row is None else f"a {row.state} {row.kind}"
+                    raise Conflict(f"--to {target}: {state}; roll back only to a retired adapter", param="to")
+            details = {"restored": target or "base"}
+            self.move(current.id, "rolled_back", actor=actor, reason=reason, details=details, tx=tx)
+            if target is not None:
+                self.move(
+                    target, "production", actor=actor, reason=reason, details={"rollback": current.id}, tx=tx
+                )
+            tx.audit(
+                actor=actor,
+                action="version.rollback",
+                subject=current.id,
+                details={**details, "reason": reason},
+            )
+            return current.id, target
+
+        return self.tenant.transaction(apply)
+
+
+def _replaced_by(tx: TenantTx, version_id: str) -> str | None:
+    """The version `version_id` retired when it became production; None when it replaced the base model."""
+    rows = tx.all(
+        audit_log,
+        audit_log.c.action == "version.retired",
+        columns=(audit_log.c.subject, audit_log.c.details),
+        order_by=(audit_log.c.seq,),
+    )
+    replaced = [r.subject for r in rows if (r.details or {}).get("replaced_by") == version_id]
+    return replaced[-1] if replaced else None
 
 
 def _version(row: sa.Row) -> Version:

@@ -27,6 +27,7 @@ from tuneloop.monitor.metrics import install_metrics
 from tuneloop.serve import (
     capture_routes,
     chat_routes,
+    governance_routes,
     otlp_routes,
     privacy_routes,
     probes,
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(capture_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(governance_routes.router)
     app.include_router(otlp_routes.router)
     app.include_router(retrieve_routes.router)
     if backend is not None:
