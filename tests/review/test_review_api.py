@@ -42,80 +42,103 @@ def log_pairs(op: httpx.Client, prefix: str, n: int) -> list[str]:
 
 def test_two_reviewers_label_the_same_items_and_get_an_agreement_figure(api) -> None:
     url, keys = api
-    with client(url, keys["operator"]) as op, client(url, keys["reviewer1"]) as r1:
-        with client(url, keys["reviewer2"]) as r2, client(url, keys["reviewer3"]) as r3:
-            task = {"name": "tone", "kind": "pairwise", "guidelines": "Prefer the shorter answer.", "overlap": 2}
-            assert op.post("/v1/review/tasks", json=task).status_code == 201
-            ids = log_pairs(op, "tone", 6)
-            added = op.post("/v1/review/tasks/tone/items", json={"items": [{"interaction_id": i} for i in ids]})
-            assert added.status_code == 201 and added.json()["added"] == 6
+    with (
+        client(url, keys["operator"]) as op,
+        client(url, keys["reviewer1"]) as r1,
+        client(url, keys["reviewer2"]) as r2,
+        client(url, keys["reviewer3"]) as r3,
+    ):
+        task = {"name": "tone", "kind": "pairwise", "guidelines": "Prefer the shorter answer.", "overlap": 2}
+        assert op.post("/v1/review/tasks", json=task).status_code == 201
+        ids = log_pairs(op, "tone", 6)
+        added = op.post("/v1/review/tasks/tone/items", json={"items": [{"interaction_id": i} for i in ids]})
+        assert added.status_code == 201 and added.json()["added"] == 6
 
-            labelled: dict[str, list[int]] = {}
-            for n, reviewer in enumerate((r1, r2)):
-                for k in range(6):
-                    shown = reviewer.post("/v1/review/tasks/tone/next").json()
-                    assert shown["guidelines"] == "Prefer the shorter answer." and len(shown["answers"]) == 2
-                    # Reviewer 2 disagrees on the last item only.
-                    chosen = 0 if (n == 0 or k < 5) else 1
-                    sent = reviewer.post(f"/v1/review/tasks/tone/items/{shown['item']}/label",
-                                         json={"label": {"chosen": chosen}})  # fmt: skip
-                    assert sent.status_code == 201, sent.text
-                    labelled.setdefault(shown["item"], []).append(chosen)
-            # Overlap 2: both reviewers saw the same six items, and a third one has nothing left.
-            assert len(labelled) == 6 and all(len(v) == 2 for v in labelled.values())
-            assert r3.post("/v1/review/tasks/tone/next").json()["item"] is None
+        labelled: dict[str, list[int]] = {}
+        for n, reviewer in enumerate((r1, r2)):
+            for k in range(6):
+                shown = reviewer.post("/v1/review/tasks/tone/next").json()
+                assert shown["guidelines"] == "Prefer the shorter answer." and len(shown["answers"]) == 2
+                # Both alternate between the answers; reviewer 2 disagrees on the last item only.
+                chosen = k % 2 if (n == 0 or k < 5) else 0
+                sent = reviewer.post(f"/v1/review/tasks/tone/items/{shown['item']}/label",
+                                     json={"label": {"chosen": chosen}})  # fmt: skip
+                assert sent.status_code == 201, sent.text
+                labelled.setdefault(shown["item"], []).append(chosen)
+        # Overlap 2: both reviewers saw the same six items, and a third one has nothing left.
+        assert len(labelled) == 6 and all(len(v) == 2 for v in labelled.values())
+        assert r3.post("/v1/review/tasks/tone/next").json()["item"] is None
 
-            report = op.get("/v1/review/tasks/tone/agreement").json()
-            # Nominal alpha: 12 values, 1 disagreeing pair in 6 items; chosen 0 eleven times, 1 once.
-            # D_o = 2/12, D_e = 2*11*1/(12*11) = 1/6 ... alpha = 1 - (1/6)/(1/6) = 0.0
-            assert report["alpha"] == 0.0 and report["shared_items"] == 6 and report["labels"] == 12
-            assert {r["reviewer"] for r in report["reviewers"]} == {keys["reviewer1"][:10], keys["reviewer2"][:10]}
+        report = op.get("/v1/review/tasks/tone/agreement").json()
+        # Nominal alpha, 12 values, one item split: D_o = 2/12; seven 0s and five 1s: D_e = 2*7*5/(12*11).
+        assert (
+            report["alpha"] == round(1 - (2 / 12) / (70 / 132), 3)
+            and report["shared_items"] == 6
+            and report["labels"] == 12
+        )
+        assert {r["reviewer"] for r in report["reviewers"]} == {
+            keys["reviewer1"][:10],
+            keys["reviewer2"][:10],
+        }
 
-            events = op.get("/v1/feedback", params={"interaction_id": ids[0]}).json()["data"]
-            assert [(e["kind"], e["source"]) for e in events] == [("preference", "labeler")] * 2
-            assert all(e["rater"] not in (keys["reviewer1"][:10], keys["reviewer2"][:10]) for e in events)
+        events = op.get("/v1/feedback", params={"interaction_id": ids[0]}).json()["data"]
+        assert [(e["kind"], e["source"]) for e in events] == [("preference", "labeler")] * 2
+        assert all(e["rater"] not in (keys["reviewer1"][:10], keys["reviewer2"][:10]) for e in events)
 
 
 def test_a_hold_rotates_to_the_next_reviewer_and_a_resent_label_is_a_duplicate(api) -> None:
     url, keys = api
-    with client(url, keys["operator"]) as op, client(url, keys["reviewer1"]) as r1:
-        with client(url, keys["reviewer2"]) as r2:
-            op.post("/v1/review/tasks", json={"name": "scores", "kind": "rubric", "overlap": 1})
-            ids = [i for i in log_pairs(op, "score", 2)]
-            op.post("/v1/review/tasks/scores/items", json={"items": [{"interaction_id": i} for i in ids]})
-            first = r1.post("/v1/review/tasks/scores/next").json()
-            assert r1.post("/v1/review/tasks/scores/next").json()["item"] == first["item"]  # still held
-            assert r2.post("/v1/review/tasks/scores/next").json()["item"] != first["item"]  # overlap 1
-            path = f"/v1/review/tasks/scores/items/{first['item']}/label"
-            assert r1.post(path, json={"label": {"score": 4}}).status_code == 201
-            assert r1.post(path, json={"label": {"score": 4}}).status_code == 200
-            assert r1.post(path, json={"label": {"score": 2}}).status_code == 409
+    with (
+        client(url, keys["operator"]) as op,
+        client(url, keys["reviewer1"]) as r1,
+        client(url, keys["reviewer2"]) as r2,
+    ):
+        op.post("/v1/review/tasks", json={"name": "scores", "kind": "rubric", "overlap": 1})
+        ids = log_pairs(op, "score", 2)
+        op.post("/v1/review/tasks/scores/items", json={"items": [{"interaction_id": i} for i in ids]})
+        first = r1.post("/v1/review/tasks/scores/next").json()
+        assert r1.post("/v1/review/tasks/scores/next").json()["item"] == first["item"]  # still held
+        assert r2.post("/v1/review/tasks/scores/next").json()["item"] != first["item"]  # overlap 1
+        path = f"/v1/review/tasks/scores/items/{first['item']}/label"
+        assert r1.post(path, json={"label": {"score": 4}}).status_code == 201
+        assert r1.post(path, json={"label": {"score": 4}}).status_code == 200
+        assert r1.post(path, json={"label": {"score": 2}}).status_code == 409
 
 
 @pytest.mark.parametrize(
     ("label", "message"),
-    [({"chosen": 2}, "chosen"), ({"score": 3}, "pairwise"), ("b", "dictionary"), ({"chosen": True}, "chosen")],
+    [
+        ({"chosen": 2}, "chosen"),
+        ({"score": 3}, "pairwise"),
+        ("b", "dictionary"),
+        ({"chosen": True}, "chosen"),
+    ],
 )
 def test_a_bad_label_is_a_400_that_says_what_to_send(api, label, message) -> None:
     url, keys = api
     with client(url, keys["operator"]) as op, client(url, keys["reviewer3"]) as r3:
         op.post("/v1/review/tasks", json={"name": "bad", "kind": "pairwise", "overlap": 3})
         [iid] = log_pairs(op, f"bad-{abs(hash(str(label)))}", 1)
-        [item] = op.post("/v1/review/tasks/bad/items", json={"items": [{"interaction_id": iid}]}).json()["data"]
+        [item] = op.post("/v1/review/tasks/bad/items", json={"items": [{"interaction_id": iid}]}).json()[
+            "data"
+        ]
         sent = r3.post(f"/v1/review/tasks/bad/items/{item['id']}/label", json={"label": label})
         assert sent.status_code == 400 and message in sent.json()["error"]["message"]
 
 
 def test_roles_unknown_tasks_and_foreign_interactions_are_refused(api) -> None:
     url, keys = api
-    with client(url, keys["operator"]) as op, client(url, keys["reviewer1"]) as r1:
-        with client(url, keys["ingest"]) as ingest:
-            assert r1.post("/v1/review/tasks", json={"name": "x", "kind": "rubric"}).status_code == 403
-            assert ingest.post("/v1/review/tasks/tone/next").status_code == 403
-            assert r1.post("/v1/review/tasks/nope/next").status_code == 404
-            assert op.post("/v1/review/tasks", json={"name": "Bad Name", "kind": "rubric"}).status_code == 400
-            assert op.post("/v1/review/tasks", json={"name": "k", "kind": "essay"}).status_code == 400
-            op.post("/v1/review/tasks", json={"name": "one", "kind": "rubric"})
-            missing = op.post("/v1/review/tasks/one/items", json={"items": [{"interaction_id": "int-none"}]})
-            assert missing.status_code == 404
-            assert op.post("/v1/review/tasks/one/items", json={"items": []}).status_code == 400
+    with (
+        client(url, keys["operator"]) as op,
+        client(url, keys["reviewer1"]) as r1,
+        client(url, keys["ingest"]) as ingest,
+    ):
+        assert r1.post("/v1/review/tasks", json={"name": "x", "kind": "rubric"}).status_code == 403
+        assert ingest.post("/v1/review/tasks/tone/next").status_code == 403
+        assert r1.post("/v1/review/tasks/nope/next").status_code == 404
+        assert op.post("/v1/review/tasks", json={"name": "Bad Name", "kind": "rubric"}).status_code == 400
+        assert op.post("/v1/review/tasks", json={"name": "k", "kind": "essay"}).status_code == 400
+        op.post("/v1/review/tasks", json={"name": "one", "kind": "rubric"})
+        missing = op.post("/v1/review/tasks/one/items", json={"items": [{"interaction_id": "int-none"}]})
+        assert missing.status_code == 404
+        assert op.post("/v1/review/tasks/one/items", json={"items": []}).status_code == 400

@@ -7,7 +7,8 @@ Each candidate gets the strongest of its reasons, as a priority in [0, 1]:
 - `disagrees` (0.6 + 0.3 x the users' confidence): the reward model and the users point opposite ways;
 - `uncertain` (0.8 x (1 - |2p - 1|)): the reward model cannot tell, a pair's P(a > b) = p near 1/2 or an
   answer scored near the median;
-- `low_confidence` (0.5 x (1 - confidence)): the users' feedback conflicts;
+- `low_confidence` (0.5 x (1 - sureness)): the users' feedback is thin or cancels out (sureness: the
+  smaller of the reward's confidence and its size over the policy's `label_threshold`);
 - `golden_candidate` (0.3): users rated it among the best, a candidate for the golden set.
 
 Items a supervisor adds by hand carry `manual` and priority 1.
@@ -144,8 +145,10 @@ def _answer_candidates(
         if users is not None:
             if z is not None and abs(z) > 0.5 and users.reward * z < 0 and users.confidence >= 0.3:
                 reasons.append((0.6 + 0.3 * users.confidence, "disagrees"))
-            if users.confidence < 0.5:
-                reasons.append((0.5 * (1.0 - users.confidence), "low_confidence"))
+            # Unsure: little evidence, or evidence that cancels out (a reward too small to label by).
+            sureness = min(users.confidence, abs(users.reward) / policy.label_threshold, 1.0)
+            if sureness < 0.5:
+                reasons.append((0.5 * (1.0 - sureness), "low_confidence"))
             elif users.reward >= policy.sft_min_reward:
                 reasons.append((0.3, "golden_candidate"))
         if reasons:

@@ -1,0 +1,62 @@
+"""The active-learning queue on a real store: why each answer is queued, and pairs ranked by the reward
+model's uncertainty."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from tests.monitor.seed import give, log
+from tuneloop.clock import now_utc
+from tuneloop.learn.embedding_reward import EmbeddingRewardModel
+from tuneloop.review.queue import fill, rank_pairs, suggest
+from tuneloop.review.tasks import TaskIn, create_task, next_item
+from tuneloop.signals.embeddings import DIMENSIONS
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.store.repository import Store
+
+
+def test_flagged_escalated_conflicting_and_loved_answers_are_queued_for_their_reasons(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    at = now_utc() - timedelta(hours=2)
+    ids = {}
+    for name in ("flagged", "escalated", "conflicting", "loved", "unrated"):
+        metadata = {"safety_flag": True} if name == "flagged" else None
+        ids[name] = log(tenant, prompt=f"{name}?", response="Sure.", created_at=at, metadata=metadata)
+    give(tenant, ids["escalated"], "escalated", True, at)
+    give(tenant, ids["conflicting"], "thumbs", 1, at)
+    give(tenant, ids["conflicting"], "thumbs", -1, at + timedelta(minutes=1))
+    for minute in range(3):
+        give(tenant, ids["loved"], "rating", 5, at + timedelta(minutes=minute))
+    task = create_task(tenant, TaskIn(name="audit", kind="rubric"), actor="test")
+
+    found = {iid: (reason, priority) for iid, _, reason, priority in suggest(tenant, task, RewardPolicy())}
+
+    assert found[ids["flagged"]] == ("flagged", 1.0)
+    assert found[ids["escalated"]] == ("escalated", 0.9)
+    assert found[ids["conflicting"]][0] == "low_confidence"
+    assert found[ids["loved"]] == ("golden_candidate", 0.3)
+    assert ids["unrated"] not in found  # nothing says a person should look at it
+
+    added = fill(tenant, task, RewardPolicy(), limit=2, actor="test")
+    assert [i.reason for i in added] == ["flagged", "escalated"]  # the highest priority first
+    assert next_item(tenant, task, "tl-reviewer").interaction_id == ids["flagged"]
+    assert {c[0] for c in suggest(tenant, task, RewardPolicy())}.isdisjoint(
+        {ids["flagged"], ids["escalated"]}
+    )
+    store.close()
+
+
+def test_the_pair_the_reward_model_cannot_tell_apart_ranks_first() -> None:
+    rng = np.random.default_rng(0)
+    model = EmbeddingRewardModel(rng.normal(size=2 * DIMENSIONS))
+    prompt = [{"role": "user", "content": "How do I freeze my card?"}]
+    pairs = [
+        (prompt, "Freeze it under Cards.", "Call us, maybe, or wait and see what happens over the weekend."),
+        (prompt, "Open Cards and tap Freeze.", "Open Cards and tap Freeze."),  # identical: P(a > b) = 1/2
+        (prompt, "I can't help with that request.", "Freeze it under Cards. This is not financial advice."),
+    ]
+    assert rank_pairs(model, pairs)[0] == 1
