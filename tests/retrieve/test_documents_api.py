@@ -1,9 +1,8 @@
-"""Documents and retrieval over real HTTP: tenants isolated, deletions final, sources in the gateway's prompt."""
+"""Documents and retrieval over real HTTP: tenants isolated, deletions final, sources in gateway prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ FEES = (
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """tuneloop forwarding to an upstream stand-in that records every prompt; tenants a (retrieval on) and b."""
+    """tuneloop before an upstream stand-in that records every prompt; tenants a (retrieval on) and b."""
     received: list[dict[str, Any]] = []
     with serve_app(standin(received)) as upstream:
         home = tmp_path_factory.mktemp("home")

@@ -9,6 +9,7 @@ from tuneloop.cli import (
     admin,
     chat,
     demo,
+    docs,
     gate,
     loop,
     outcome,
@@ -23,7 +24,7 @@ from tuneloop.cli import (
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, privacy, serve, chat, outcome, snapshot, train, versions, gate, rollout, review, loop, demo)
+GROUPS = (admin, privacy, serve, chat, docs, outcome, snapshot, train, versions, gate, rollout, review, loop, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,135 @@
+"""`tuneloop docs add|list|delete|rerank`: a tenant's retrieval collection and its learned re-ranker."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
+from tuneloop.retrieve.extract import FORMATS, MAX_FILE_BYTES, format_of, read_file
+from tuneloop.store.repository import TenantStore
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9._:\-]+")
+
+
+def register(commands: Any) -> None:
+    docs = commands.add_parser("docs", help="documents retrieval grounds answers in").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = docs.add_parser("add", help="add or update text, Markdown and HTML files (folders: their files)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES, help="largest file accepted")
+    add_json_flag(p)
+    p.set_defaults(run=cmd_add)
+
+    p = docs.add_parser("list", help="the tenant's documents, versions and chunk counts")
+    p.add_argument("--tenant", required=True)
+    add_json_flag(p)
+    p.set_defaults(run=cmd_list)
+
+    p = docs.add_parser("delete", help="delete documents by id (no retrieval shows them again)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(run=cmd_delete)
+
+    p = docs.add_parser(
+        "rerank", help="train the re-ranker on source feedback, gate it, promote it if it passes"
+    )
+    p.add_argument("--tenant", required=True)
+    add_json_flag(p)
+    p.set_defaults(run=cmd_rerank)
+
+
+def _tenant(name: str) -> TenantStore:
+    store = open_store()
+    return store.for_tenant(store.tenant_by_name(name))
+
+
+def document_id(path: Path) -> str:
+    """A file's document id: its name, with characters ids cannot hold replaced by '-'."""
+    return _NOT_ID.sub("-", path.name).strip("-")[:128] or "document"
+
+
+def files_of(paths: list[Path]) -> list[Path]:
+    """The files named, and the text, Markdown and HTML files inside named folders (symlinks skipped)."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not p.is_symlink() and p.suffix.lower() in FORMATS
+            )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise BadRequest(f"{path}: no such file or folder")
+    ids: dict[str, Path] = {}
+    for path in found:
+        if (clash := ids.setdefault(document_id(path), path)) != path:
+            raise BadRequest(f"{clash} and {path} would both be document {document_id(path)!r}; rename one")
+    return found
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from tuneloop.capture.redact import Redactor
+    from tuneloop.retrieve.documents import put_document
+
+    files = files_of(args.paths)
+    texts = [(path, format_of(path), read_file(path, args.max_bytes)) for path in files]  # all checked first
+    tenant = _tenant(args.tenant)
+    redactor = Redactor(hash_key=Settings().hash_key())
+    progress = Progress.of(args)
+    results = []
+    for path, fmt, raw in texts:
+        with progress.stage(f"{path.name}: redact, chunk, embed"):
+            results.append(
+                put_document(tenant, redactor, document_id(path), raw, fmt, budget=False, actor="cli")
+            )
+    emit(
+        args,
+        results,
+        lambda: (f"{r.id}: version {r.version}, {r.chunks} chunks, {r.status}" for r in results),
+    )
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tuneloop.retrieve.documents import list_documents
+
+    docs = list_documents(_tenant(args.tenant))
+    emit(
+        args,
+        docs,
+        lambda: (
+            [f"{d['id']}\tv{d['version']}\t{d['chunks']} chunks\t{d['title']}" for d in docs]
+            or ["no documents — add some with `tuneloop docs add --tenant NAME PATH`"]
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from tuneloop.retrieve.documents import delete_document
+
+    tenant = _tenant(args.tenant)
+    for doc in args.ids:
+        print(f"{doc}: deleted with {delete_document(tenant, doc, actor='cli')} chunks")
+    return EXIT_OK
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from tuneloop.retrieve.training import train_and_gate
+
+    with Progress.of(args).stage("train and gate the re-ranker"):
+        version, result = train_and_gate(_tenant(args.tenant), Settings().home, actor="cli")
+    emit(
+        args, {"version": version, "gate": result}, lambda: [f"{version.id} {version.state}: {result.reason}"]
+    )
+    return EXIT_OK if result.passed else EXIT_BLOCKED

@@ -1,0 +1,80 @@
+"""`tuneloop docs`: files a user points at are untrusted; good ones become versioned documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneloop.cli import main
+from tuneloop.store.repository import Store
+
+
+@pytest.fixture
+def tenant(tuneloop_home: Path) -> str:
+    assert main(["init"]) == 0
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    store.create_tenant("acme")
+    store.close()
+    return "acme"
+
+
+def test_docs_add_list_update_delete(tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "kb"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "fees.md").write_text("# Fees\n\nTransfers abroad cost **0.5%**.")
+    (folder / "deep" / "cards.html").write_bytes("<p>Freeze a card under Cards.</p>".encode("utf-16"))
+    (folder / "notes.bin").write_bytes(b"\x00\x01")  # not a document type: skipped inside a folder
+
+    assert main(["docs", "add", "--tenant", tenant, str(folder)]) == 0
+    (folder / "fees.md").write_text("# Fees\n\nTransfers abroad cost 0.7%.")
+    assert main(["docs", "add", "--tenant", tenant, str(folder / "fees.md")]) == 0
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    assert main(["docs", "delete", "--tenant", tenant, "cards.html"]) == 0
+    out = capsys.readouterr().out.splitlines()
+
+    assert out[:2] == ["cards.html: version 1, 1 chunks, created", "fees.md: version 1, 1 chunks, created"]
+    assert out[2] == "fees.md: version 2, 1 chunks, updated"
+    assert out[3].startswith("cards.html\tv1\t1 chunks") and out[4] == "fees.md\tv2\t1 chunks\tFees"
+    assert out[5] == "cards.html: deleted with 1 chunks"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("photo.png", b"\x89PNG\r\n", "unsupported file type '.png'"),
+        ("blob.txt", b"abc\x00\x00def", "binary file"),
+        ("latin.txt", "café".encode("latin-1"), "not valid UTF-8"),
+        ("big.txt", b"a" * 2048, "the limit is 1024"),
+        ("control.txt", b"\x01\x02\x03\x04" * 20, "looks binary"),
+    ],
+    ids=["image", "nul-bytes", "latin-1", "too-big", "control-bytes"],
+)
+def test_bad_files_get_one_line_errors_and_nothing_is_added(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture, name: str, data: bytes, message: str
+) -> None:
+    (tmp_path / "ok.txt").write_text("fine")
+    (tmp_path / name).write_bytes(data)
+
+    code = main(
+        [
+            "docs",
+            "add",
+            "--tenant",
+            tenant,
+            "--max-bytes",
+            "1024",
+            str(tmp_path / "ok.txt"),
+            str(tmp_path / name),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    assert "no documents" in capsys.readouterr().out
+
+
+def test_deleting_an_unknown_document_is_an_error(tenant: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["docs", "delete", "--tenant", tenant, "nope"]) == 1
+    assert "document 'nope' not found" in capsys.readouterr().err
