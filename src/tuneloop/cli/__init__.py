@@ -24,7 +24,22 @@ from tuneloop.cli import (
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from tuneloop.errors import TuneloopError
 
-GROUPS = (admin, privacy, serve, chat, docs, outcome, snapshot, train, versions, gate, rollout, review, loop, demo)
+GROUPS = (
+    admin,
+    privacy,
+    serve,
+    chat,
+    docs,
+    outcome,
+    snapshot,
+    train,
+    versions,
+    gate,
+    rollout,
+    review,
+    loop,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
