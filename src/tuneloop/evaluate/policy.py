@@ -222,6 +222,30 @@ class DriftConfig(SuiteConfig):
     )
 
 
+class ExecutionConfig(SuiteConfig):
+    path: Path | None = Field(
+        default=None,
+        description="Folder of code tasks (one folder each: prompt.md, test_*.py, fixtures); default "
+        "HOME/policies/TENANT/code_tasks. Without tasks the suite is skipped.",
+    )
+    max_tasks: int = Field(default=32, ge=1, description="At most this many tasks are run, in name order.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Answer length for code tasks.")
+    timeout_seconds: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="CPU seconds one run of a task's tests may use (wall: twice that).",
+    )
+    memory_mb: int = Field(default=1024, ge=64, description="Address space one run may map, MB.")
+    alpha: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="The candidate fails when a one-sided exact McNemar test on the tasks whose verdict "
+        "changed (production passed, the candidate not, and the reverse) gives p < alpha.",
+    )
+
+
 class Suites(_Config):
     human_preferences: HumanPreferencesConfig = Field(default_factory=HumanPreferencesConfig)
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
@@ -230,6 +254,7 @@ class Suites(_Config):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     pii_leak: PiiLeakConfig = Field(default_factory=PiiLeakConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
 
 class GenerationConfig(_Config):
