@@ -12,7 +12,7 @@ import pytest
 
 from tests.live import live_server
 from tuneloop import Client, Settings
-from tuneloop.capture.test_reports import MAX_REPORT_BYTES, parse_junit, parse_sarif
+from tuneloop.capture.test_reports import MAX_REPORT_BYTES, junit_events, parse_junit, parse_sarif
 from tuneloop.cli import main
 from tuneloop.errors import BadRequest, PayloadTooLarge
 from tuneloop.signals.policy import RewardPolicy
@@ -198,3 +198,22 @@ def test_huge_or_missing_report_is_one_line_error_on_the_command_line(
         main(["outcome", "--tenant", "acme", "--interaction", "int-missing", "--from-junit", str(bad)]) == 1
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_code_assistant_scenarios_ci_report_becomes_the_outcome_its_users_post() -> None:
+    from tuneloop.sim.scenarios.code_assistant import ci_passes, ci_report, code_assistant
+
+    prompt = next(p for p in code_assistant(0).pool() if p.topic == "palindrome")
+    untyped = prompt.ideal.replace("(text: str) -> bool", "(text)")
+    wrong = prompt.ideal.replace("letters == letters[::-1]", "True")
+    for answer, passed, failed in ((prompt.ideal, True, 0), (untyped, False, 1), (wrong, False, 1)):
+        [event] = junit_events("int-1", ci_report(prompt, answer))
+        assert (
+            event["value"]
+            == {"name": "tests_passed", "value": passed}
+            == {
+                "name": "tests_passed",
+                "value": ci_passes(prompt, answer),
+            }
+        )
+        assert event["metadata"]["failed"] == failed and event["metadata"]["tests"] == 3

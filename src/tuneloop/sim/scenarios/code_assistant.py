@@ -1,5 +1,7 @@
 """`code-assistant`: a Python team's coding assistant. Developers accept, copy or edit the code they get,
-and their CI posts a `tests_passed` outcome for every answer they used.
+and their CI posts a `tests_passed` outcome for every answer they used: the CI type-checks the code and runs
+the team's hidden tests for the task on it (`ci_report` writes the run as JUnit XML, the file a real CI
+would hand to `tuneloop outcome --from-junit` or `Client.report_outcome`).
 
 The team's conventions are the hidden preference: the answer is a fenced Python code block whose functions
 are fully type-hinted, with at most a line of explanation. Hidden score = 0.25·fenced block + 0.35·type
@@ -10,7 +12,14 @@ outcome show the form, which a LoRA learns as it learns support's disclaimer.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
+from xml.sax.saxutils import quoteattr
 
 from tuneloop.sim.scenario import Behaviour, Prompt, Scenario, Topic, ramp, words
 
@@ -27,6 +36,7 @@ DOCUMENTS = ("sentence", "paragraph", "log line", "tweet", "title", "comment", "
 ITEMS = ("product", "user", "order", "city", "player")
 SIZES = ("2", "3", "5", "10", "100", "50", "8")
 EVENTS = ("birthday", "deadline", "launch", "renewal", "holiday", "release", "exam")
+SLOT_OPTIONS = {"field": FIELDS, "limit": LIMITS, "ext": EXTENSIONS, "size": SIZES}
 
 
 def _ideal(code: str, explanation: str) -> str:
@@ -212,10 +222,138 @@ def preference(prompt: Prompt, answer: str) -> float:
     return 0.25 * has_block + 0.35 * typed(code) + 0.4 * brevity
 
 
-def ci_passes(prompt: Prompt, answer: str) -> bool:
-    """The team's CI: type checking (every function fully hinted) and tests, on the code as given."""
+# The team's hidden tests per topic: (name, Python source) run against `fn`, the last function the answer's
+# code defines, with the prompt's slot values in `slot`. `call` retries with the slot value as one more
+# argument, for an answer that made the prompt's constant a required parameter.
+HIDDEN_TESTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sum_field": (
+        ("sums", "assert call([{slot['field']: 1}, {slot['field']: 2.5}]) == 3.5"),
+        ("empty", "assert call([]) == 0"),
+    ),
+    "filter_numbers": (
+        ("keeps_above", "L = float(slot['limit'])\nassert list(call([L - 1, L + 1, L], L)) == [L + 1]"),
+    ),
+    "count_lines": (
+        (
+            "counts",
+            "open('sample' + slot['ext'], 'w').write('a\\nb\\nc\\n')\n"
+            "assert call('sample' + slot['ext']) == 3",
+        ),
+    ),
+    "dedupe": (("keeps_order", "assert list(call(['b', 'a', 'b', 'c', 'a'])) == ['b', 'a', 'c']"),),
+    "word_counts": (("counts", "assert dict(call('a b a')) == {'a': 2, 'b': 1}"),),
+    "top_item": (("largest", "f = slot['field']\nassert call([{f: 1}, {f: 3}, {f: 2}]) == {f: 3}"),),
+    "chunks": (
+        (
+            "splits",
+            "n = int(slot['size'])\nitems = list(range(2 * n + 1))\n"
+            "assert [list(c) for c in call(items, n)] == [items[:n], items[n : 2 * n], items[2 * n :]]",
+        ),
+    ),
+    "days_until": (
+        (
+            "counts_days",
+            "from datetime import date, timedelta\nassert call(date.today() + timedelta(days=3)) == 3",
+        ),
+    ),
+    "palindrome": (
+        ("true", "assert call('Never odd or even') is True"),
+        ("false", "assert not call('Python')"),
+    ),
+}
+
+# Runs in a subprocess with CPU, memory, process and file limits (the team's CI box): defines the answer's
+# code, then runs each test, printing one JSON line of {test: error or null}.
+_CI_HARNESS = r"""
+import json, resource, sys, types
+for limit, value in ((resource.RLIMIT_CPU, 3), (resource.RLIMIT_AS, 1 << 30), (resource.RLIMIT_NPROC, 64),
+                     (resource.RLIMIT_FSIZE, 1 << 20)):
+    resource.setrlimit(limit, (value, value))
+job = json.load(sys.stdin)
+results = {}
+namespace = {"__name__": "solution"}
+try:
+    exec(compile(job["code"], "solution.py", "exec"), namespace)
+    functions = [v for v in namespace.values() if isinstance(v, types.FunctionType)]
+    fn = functions[-1] if functions else None
+except BaseException as exc:
+    fn, failure = None, f"{type(exc).__name__}: {exc}"
+else:
+    failure = "no function defined"
+def call(*args):
+    try:
+        return fn(*args[:1])
+    except TypeError:
+        return fn(*args)
+for name, source in job["tests"]:
+    if fn is None:
+        results[name] = failure
+        continue
+    try:
+        exec(source, {"call": call, "slot": job["slot"]})
+        results[name] = None
+    except BaseException as exc:
+        results[name] = f"{type(exc).__name__}: {exc}"[:200]
+print(json.dumps(results))
+"""
+
+
+def _slot(prompt: Prompt) -> dict[str, str]:
+    """The slot values the prompt was made with, read back from its ideal answer's wording."""
+    values = {}
+    for name, options in SLOT_OPTIONS.items():
+        found = [o for o in options if o in prompt.text]
+        if found:
+            values[name] = max(found, key=len)
+    return values
+
+
+def run_ci(prompt: Prompt, answer: str) -> dict[str, str | None]:
+    """The team's CI on the answer's code: the type check and every hidden test of its topic, each mapped
+    to its failure message (None: passed)."""
     code = code_of(answer)
-    return bool(code.strip()) and typed(code) == 1.0
+    tests = HIDDEN_TESTS.get(prompt.topic, ())
+    results = {"type_hints": None if typed(code) == 1.0 else "functions are not fully type-hinted"}
+    if not code.strip():
+        return {**results, "type_hints": "no code block", **{n: "no code block" for n, _ in tests}}
+    return {**results, **_run_tests(code, json.dumps(tests), json.dumps(_slot(prompt), sort_keys=True))}
+
+
+@functools.lru_cache(maxsize=4096)  # the same code for the same task runs once (users get equal answers)
+def _run_tests(code: str, tests: str, slot: str) -> dict[str, str | None]:
+    job = json.dumps({"code": code, "tests": json.loads(tests), "slot": json.loads(slot)})
+    with tempfile.TemporaryDirectory(prefix="sim-ci-") as work:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", _CI_HARNESS],
+                input=job.encode(),
+                capture_output=True,
+                cwd=work,
+                env={"PATH": os.defpath, "HOME": work},
+                timeout=10,
+                start_new_session=True,
+                check=False,
+            )
+            return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            return {name: "CI run timed out or crashed" for name, _ in json.loads(tests)}
+
+
+def ci_passes(prompt: Prompt, answer: str) -> bool:
+    """The team's CI: type checking (every function fully hinted) and the task's hidden tests."""
+    return all(failure is None for failure in run_ci(prompt, answer).values())
+
+
+def ci_report(prompt: Prompt, answer: str) -> str:
+    """The CI run of the answer as a JUnit XML report (one testcase per check)."""
+    results = run_ci(prompt, answer)
+    cases = "".join(
+        f"<testcase classname={quoteattr(prompt.topic)} name={quoteattr(name)}"
+        + ("/>" if failure is None else f"><failure message={quoteattr(failure)}/></testcase>")
+        for name, failure in results.items()
+    )
+    failures = sum(failure is not None for failure in results.values())
+    return f'<testsuite name="ci" tests="{len(results)}" failures="{failures}">{cases}</testsuite>'
 
 
 def code_assistant(seed: int = 0, behaviour: Behaviour | None = None) -> Scenario:
