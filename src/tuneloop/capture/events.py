@@ -21,6 +21,7 @@ FEEDBACK_KINDS = (
     "abandoned",
     "dwell_ms",
     "outcome",
+    "score",
     "source_clicked",
     "source_helpful",
     "source_wrong",
@@ -89,17 +90,42 @@ class SourceRef(BaseModel):
     chunk_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 
+class Score(BaseModel):
+    """A named score as Langfuse and LangSmith send them; the reward policy's `scores` says how it counts."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    data_type: Literal["numeric", "categorical", "boolean"]
+    value: StrictBool | StrictInt | StrictFloat | Annotated[str, Field(min_length=1, max_length=64)]
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> Score:
+        value = self.value
+        if self.data_type == "numeric" and isinstance(value, bool | str):
+            raise ValueError("value.value: a numeric score takes a number")
+        if self.data_type == "boolean":
+            if isinstance(value, str) or (not isinstance(value, bool) and value not in (0, 1)):
+                raise ValueError("value.value: a boolean score takes true/false (or 1/0)")
+            self.value = bool(value)
+        if self.data_type == "categorical" and not isinstance(value, str):
+            raise ValueError("value.value: a categorical score takes its category as a string")
+        return self
+
+
 class Regenerated(BaseModel):
     model_config = ConfigDict(extra="forbid")
     replaced_by: Id
 
 
 class FeedbackIn(BaseModel):
-    """One feedback event; `id` is the client's event id and makes ingestion idempotent."""
+    """One feedback event; `id` is the client's event id and makes ingestion idempotent. It names the
+    interaction it is about, or a `session` (it then lands on the session's latest interaction)."""
 
     model_config = ConfigDict(extra="forbid")
     id: Id
-    interaction_id: Id
+    interaction_id: Id | None = None
+    session: ShortText | None = None
     kind: Literal[FEEDBACK_KINDS]  # type: ignore[valid-type]
     value: Any = None
     rater: ShortText | None = None
@@ -109,6 +135,8 @@ class FeedbackIn(BaseModel):
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> FeedbackIn:
+        if (self.interaction_id is None) == (self.session is None):
+            raise ValueError("interaction_id: name the interaction, or else the session, the event is about")
         self.value = validate_value(self.kind, self.value)
         if self.kind == "regenerated" and self.value and self.value["replaced_by"] == self.interaction_id:
             # A regeneration replaced by itself would count the same answer as both rejected and kept.
@@ -162,6 +190,10 @@ def validate_value(kind: str, value: Any) -> Any:
             raise ValueError("value: dwell_ms takes a non-negative number of milliseconds")
     elif kind == "outcome":
         return Outcome.model_validate(value).model_dump()
+    elif kind == "score":
+        if not isinstance(value, dict):
+            raise ValueError('value: score takes {"name", "data_type", "value", "comment"?}')
+        return Score.model_validate(value).model_dump(exclude_none=True)
     elif kind in SOURCE_KINDS:
         if not isinstance(value, dict):
             raise ValueError(f'value: {kind} takes {{"chunk_id": id}} (a source the answer showed)')

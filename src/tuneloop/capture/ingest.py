@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tuneloop.capture import pending
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, with_keys
 from tuneloop.capture.public_terms import PublicTerms
@@ -82,7 +83,13 @@ class Capture:
 
     def feedback_rows(self, store: TenantStore, items: list[FeedbackIn]) -> list[Row]:
         """Redacted rows for validated events: free text, metadata keys and strings are redacted."""
-        digests = [self.pseudonyms.digest(item.model_dump(mode="json")) for item in items]
+        # An event without a session digests as before sessions could be named, so retries still match.
+        digests = [
+            self.pseudonyms.digest(
+                item.model_dump(mode="json", exclude={"session"} if not item.session else None)
+            )
+            for item in items
+        ]
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(
             [[item.value, item.metadata, keys_of(item.metadata)] for item in items],
@@ -92,7 +99,8 @@ class Capture:
         )
         rows = [
             {
-                **item.model_dump(),
+                **item.model_dump(exclude={"session"}),
+                **({"session": self.identifier(store, item.session)} if item.session else {}),
                 "value": value,
                 "metadata": with_keys(metadata, keys),
                 "rater": self.identifier(store, item.rater),
@@ -102,13 +110,16 @@ class Capture:
         return list(zip(rows, digests, strict=True))
 
     def store_interaction(self, store: TenantStore, row: dict[str, Any], digest: str) -> ItemResult:
-        """Write a redacted interaction row; idempotent on its id."""
-        return store.log_interaction(row, digest)
+        """Write a redacted interaction row (idempotent on its id) and the feedback that waited for it."""
+        result = store.log_interaction(row, digest)
+        if result.status == "accepted":
+            pending.attach(store, result.id, row.get("session_id"))
+        return result
 
     def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
         """Redact and store an interaction; idempotent on its id."""
         return self.store_interaction(store, *self.interaction_row(store, item, **served))
 
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
-        """Redact and store validated events in one transaction."""
-        return store.add_feedback(self.feedback_rows(store, items))
+        """Redact and store validated events; those whose interaction is not logged yet wait for it."""
+        return pending.store_feedback(store, self.feedback_rows(store, items))

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tuneloop.capture import pending
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor
@@ -44,6 +45,7 @@ from tuneloop.store.repository import Store
 
 log = logging.getLogger("tuneloop")
 SPOOL_REPLAY_SECONDS = 15.0
+PENDING_SWEEP_SECONDS = 60.0
 
 
 @dataclass
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             router=Router(backend) if backend else None,
         )
         replaying = asyncio.create_task(_replay_spool(spool, store, calls))
+        sweeping = asyncio.create_task(_sweep_pending(store, calls))
         stop = threading.Event()
         if settings.loop_interval:
             from tuneloop.loop import run_all
@@ -131,9 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
-            replaying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replaying
+            for task in (replaying, sweeping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if backend is not None:
                 await backend.close()
             store.close()
@@ -189,6 +193,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(TuneloopError(f"internal error ({type(exc).__name__}); see the server log"))
 
     return app
+
+
+async def _sweep_pending(store: Store, calls: StoreCalls) -> None:
+    """Every PENDING_SWEEP_SECONDS, attach pending feedback whose interaction came by another path (spool,
+    OTLP) and drop expired pending feedback."""
+    while True:
+        await asyncio.sleep(PENDING_SWEEP_SECONDS)
+        try:
+            for tenant in await calls(store.tenants):
+                await calls(pending.sweep, store.for_tenant(tenant))
+        except Exception:
+            log.exception("sweeping pending feedback failed")
 
 
 async def _replay_spool(spool: Spool, store: Store, calls: StoreCalls) -> None:

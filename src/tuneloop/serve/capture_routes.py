@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from tuneloop.capture import pending
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import CAPTURE, OPERATE, clip, read_json, validate
@@ -34,7 +35,7 @@ async def log_interaction(request: Request) -> JSONResponse:
             InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
         )
         row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
-        result = await st.calls(store.log_interaction, *row)
+        result = await st.calls(st.capture.store_interaction, store, *row)
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
 
 
@@ -57,7 +58,7 @@ async def post_feedback(request: Request) -> JSONResponse:
 async def _store_feedback(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[ItemResult]:
     """Redact (CPU, in turns with other tenants) and then write (store) validated events."""
     rows = await anyio.to_thread.run_sync(st.capture.feedback_rows, store, events)
-    return await st.calls(store.add_feedback, rows)
+    return await st.calls(pending.store_feedback, store, rows)
 
 
 async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONResponse:
@@ -82,7 +83,8 @@ async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONRes
             results.append(ItemResult(_id_of(raw), "rejected", exc.message, code=exc.status))
     stored = iter(await _store_feedback(st, store, valid) if valid else [])
     merged = [r if r is not None else next(stored) for r in results]
-    counts = {s: sum(r.status == s for r in merged) for s in ("accepted", "duplicate", "rejected")}
+    statuses = ("accepted", "duplicate", "pending", "rejected")
+    counts = {s: sum(r.status == s for r in merged) for s in statuses}
     items = [{"id": r.id, "status": r.status, **({"error": r.error} if r.error else {})} for r in merged]
     return JSONResponse({**counts, "results": items}, status_code=200)
 

@@ -251,7 +251,7 @@ async def capture(
     row["created_at"] = datetime.now(UTC)  # the answer's moment, also when written from the spool
     for attempt in range(CAPTURE_ATTEMPTS):
         try:
-            await st.calls(tenant.log_interaction, row, digest)
+            await st.calls(st.capture.store_interaction, tenant, row, digest)
             return
         except Conflict:
             log.error("interaction %s exists already with another payload; not captured again", iid)

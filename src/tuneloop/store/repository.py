@@ -62,10 +62,11 @@ class Principal:
 
 @dataclass(frozen=True)
 class ItemResult:
-    """The outcome of one item of a write: accepted, duplicate, or rejected with the reason."""
+    """The outcome of one item of a write: accepted, duplicate, or rejected with the reason (or pending:
+    feedback kept until its interaction is logged, capture/pending.py)."""
 
     id: str
-    status: Literal["accepted", "duplicate", "rejected"]
+    status: Literal["accepted", "duplicate", "rejected", "pending"]
     error: str | None = None
     code: int = 201
 

@@ -1,0 +1,164 @@
+"""Feedback that arrives before its interaction: kept for a while and attached when the interaction lands.
+
+Apps often send a thumbs-up from the browser while the server's log of the answer is still in flight; a
+404 there would lose the signal. Such an event is stored as pending (answered 202, status `pending`) for
+PENDING_TTL, at most MAX_PENDING per tenant, and written as ordinary feedback as soon as its interaction is
+logged (through the capture API or the gateway at once, by any other path at the next sweep). An event may
+also name a `session` instead of an interaction: it lands on the session's latest interaction, or waits
+for the session's first one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from tuneloop.clock import now_utc
+from tuneloop.store.repository import ItemResult, TenantStore, TenantTx
+from tuneloop.store.schema import interactions, pending_feedback
+
+PENDING_TTL = timedelta(hours=1)
+MAX_PENDING = 10_000  # per tenant: an app that sends feedback for ids it never logs cannot grow it further
+SESSION = "session:"  # a pending event's target is an interaction id, or this and a stored session id
+
+Row = tuple[dict[str, Any], str]
+
+
+def store_feedback(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
+    """Store redacted events: those whose interaction (or session) exists as feedback, the rest as pending."""
+    now = now_utc()
+    with store.reading() as tx:
+        targets = _targets(tx, [row for row, _ in rows])
+    results: list[ItemResult | None] = [None] * len(rows)
+    ready = [i for i, (landing, _) in enumerate(targets) if landing is not None]
+    for i in ready:
+        rows[i][0]["interaction_id"] = targets[i][0]
+    stored = store.add_feedback([rows[i] for i in ready]) if ready else []
+    for i, result in zip(ready, stored, strict=True):
+        results[i] = result
+    waiting = [i for i, (landing, _) in enumerate(targets) if landing is None]
+    if waiting:
+        items = [(rows[i], targets[i][1]) for i in waiting]
+        kept = store.transaction(lambda tx: _keep(tx, items, now))
+        for i, result in zip(waiting, kept, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def attach(store: TenantStore, interaction_id: str, session_id: str | None) -> list[ItemResult]:
+    """Write the events waiting for a just-logged interaction (or for its session) as its feedback."""
+    wanted = [interaction_id, *([SESSION + session_id] if session_id else [])]
+    with store.reading() as tx:
+        found = tx.all(
+            pending_feedback,
+            pending_feedback.c.target.in_(wanted),
+            pending_feedback.c.expires_at > now_utc(),
+            order_by=(pending_feedback.c.received_at,),
+        )
+    return _release(store, found, {t: interaction_id for t in wanted})
+
+
+def sweep(store: TenantStore) -> int:
+    """Attach events whose interaction was logged by a path that does not attach them (spool, OTLP), and
+    drop expired ones; returns how many were attached."""
+    now = now_utc()
+    store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.expires_at <= now))
+    with store.reading() as tx:
+        ids = tx.query(interactions, columns=(interactions.c.id,))
+        found = tx.all(
+            pending_feedback,
+            pending_feedback.c.target.in_(ids),
+            order_by=(pending_feedback.c.received_at,),
+        )
+    results = _release(store, found, {row.target: row.target for row in found})
+    return sum(r.status == "accepted" for r in results)
+
+
+def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
+    """Per event: the interaction it lands on now (its own if logged, else its session's latest; None while
+    there is none), and what it waits for otherwise."""
+    named = {r["interaction_id"] for r in rows if r.get("interaction_id")}
+    known = {r.id for r in tx.all(interactions, interactions.c.id.in_(named), columns=(interactions.c.id,))}
+    out: list[tuple[str | None, str]] = []
+    for row in rows:
+        session = row.pop("session", None)
+        if session is None:
+            iid = row["interaction_id"]
+            out.append((iid if iid in known else None, iid))
+            continue
+        latest = tx.all(
+            interactions,
+            interactions.c.session_id == session,
+            columns=(interactions.c.id,),
+            order_by=(interactions.c.created_at.desc(), interactions.c.id.desc()),
+            limit=1,
+        )
+        out.append((latest[0].id if latest else None, SESSION + session))
+    return out
+
+
+def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[ItemResult]:
+    """Insert events as pending, idempotent on their id; refused (404) past the tenant's cap."""
+    tx.delete(pending_feedback, pending_feedback.c.expires_at <= now)
+    count = tx.first(pending_feedback, columns=(sa.func.count(),))
+    room = MAX_PENDING - (count[0] if count else 0)
+    ids = [row["id"] for (row, _), _ in rows]
+    seen = dict(
+        tx.all(
+            pending_feedback,
+            pending_feedback.c.id.in_(ids),
+            columns=(pending_feedback.c.id, pending_feedback.c.payload_hash),
+        )
+    )
+    results = []
+    for (row, digest), target in rows:
+        eid = row["id"]
+        if eid in seen:
+            same = seen[eid] == digest
+            error = None if same else f"event {eid!r} already exists with a different payload"
+            results.append(
+                ItemResult(eid, "pending" if same else "rejected", error, code=202 if same else 409)
+            )
+            continue
+        if room <= 0:
+            results.append(
+                ItemResult(
+                    eid,
+                    "rejected",
+                    f"interaction {row['interaction_id'] or 'of the session'!r} not found, and {MAX_PENDING} "
+                    "events already wait for interactions not logged yet; log the interaction first",
+                    code=404,
+                )
+            )
+            continue
+        room -= 1
+        seen[eid] = digest
+        row = {**row, "created_at": (row.get("created_at") or now).isoformat()}
+        tx.insert(
+            pending_feedback,
+            id=eid,
+            target=target,
+            event=row,
+            payload_hash=digest,
+            received_at=now,
+            expires_at=now + PENDING_TTL,
+        )
+        results.append(ItemResult(eid, "pending", code=202))
+    return results
+
+
+def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> list[ItemResult]:
+    """Write pending rows as feedback on the interaction their target maps to, then forget them."""
+    if not found:
+        return []
+    rows = []
+    for row in found:
+        when = datetime.fromisoformat(row.event["created_at"])
+        event = {**row.event, "interaction_id": to[row.target], "created_at": when}
+        rows.append((event, row.payload_hash))
+    results = store.add_feedback(rows)
+    done = [row.id for row in found]
+    store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.id.in_(done)))
+    return results

@@ -1,0 +1,108 @@
+"""Feedback before its interaction, on SQLite and PostgreSQL: kept as pending, attached when the interaction
+(or its session) lands, idempotent, bounded per tenant, expiring, and scoped to its tenant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tuneloop.capture import pending
+from tuneloop.capture.events import FeedbackIn, InteractionIn
+from tuneloop.capture.ingest import Capture
+from tuneloop.capture.redact import Redactor
+from tuneloop.store.pseudonyms import Pseudonyms
+from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.schema import pending_feedback
+
+SECRET = b"s" * 32
+
+
+@pytest.fixture
+def capture() -> Capture:
+    return Capture(Redactor(hash_key=SECRET), Pseudonyms(SECRET))
+
+
+@pytest.fixture
+def tenants(store: Store) -> tuple[TenantStore, TenantStore]:
+    a, _ = store.create_tenant("a", redaction="off")
+    b, _ = store.create_tenant("b", redaction="off")
+    return store.for_tenant(a), store.for_tenant(b)
+
+
+def _thumbs(eid: str, iid: str | None = None, session: str | None = None, value: int = 1) -> FeedbackIn:
+    return FeedbackIn(id=eid, interaction_id=iid, session=session, kind="thumbs", value=value)
+
+
+def _interaction(iid: str, session: str | None = None) -> InteractionIn:
+    return InteractionIn(id=iid, session=session, messages=[{"role": "user", "content": "q"}], response="a")
+
+
+def _kinds(tenant: TenantStore, iid: str) -> list[str]:
+    return [e["id"] for e in tenant.get_interaction(iid)["feedback"]]
+
+
+def test_feedback_before_its_interaction_waits_and_lands_with_it(capture: Capture, tenants: tuple) -> None:
+    a, _ = tenants
+    [early] = capture.add_feedback(a, [_thumbs("e-1", "later")])
+    assert (early.status, early.code) == ("pending", 202)
+    [again] = capture.add_feedback(a, [_thumbs("e-1", "later")])
+    [changed] = capture.add_feedback(a, [_thumbs("e-1", "later", value=-1)])
+    assert again.status == "pending" and (changed.status, changed.code) == ("rejected", 409)
+    assert capture.log_interaction(a, _interaction("later")).status == "accepted"
+    assert _kinds(a, "later") == ["e-1"]
+    # Delivered once: a resend is now an ordinary duplicate.
+    assert capture.add_feedback(a, [_thumbs("e-1", "later")])[0].status == "duplicate"
+
+
+def test_session_feedback_lands_on_the_sessions_latest_interaction_or_waits_for_its_first(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    [waiting] = capture.add_feedback(a, [_thumbs("s-1", session="conv-1")])
+    assert waiting.status == "pending"
+    capture.log_interaction(a, _interaction("first", session="conv-1"))
+    assert _kinds(a, "first") == ["s-1"]
+    capture.log_interaction(a, _interaction("second", session="conv-1"))
+    [landed] = capture.add_feedback(a, [_thumbs("s-2", session="conv-1")])
+    assert landed.status == "accepted" and _kinds(a, "second") == ["s-2"]
+
+
+def test_pending_feedback_never_crosses_tenants(capture: Capture, tenants: tuple) -> None:
+    a, b = tenants
+    capture.add_feedback(a, [_thumbs("e-x", "shared-id"), _thumbs("s-x", session="conv")])
+    capture.log_interaction(b, _interaction("shared-id", session="conv"))
+    assert _kinds(b, "shared-id") == []
+    capture.log_interaction(a, _interaction("shared-id", session="conv"))
+    assert sorted(_kinds(a, "shared-id")) == ["e-x", "s-x"]
+
+
+def test_a_sweep_attaches_feedback_to_interactions_written_by_other_paths(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.add_feedback(a, [_thumbs("e-2", "spooled")])
+    a.log_interaction(*capture.interaction_row(a, _interaction("spooled")))  # as the spool replay writes
+    assert _kinds(a, "spooled") == []
+    assert pending.sweep(a) == 1 and _kinds(a, "spooled") == ["e-2"]
+
+
+def test_pending_feedback_expires(capture: Capture, tenants: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = tenants
+    monkeypatch.setattr(pending, "PENDING_TTL", timedelta(seconds=-1))
+    capture.add_feedback(a, [_thumbs("e-3", "too-late")])
+    capture.log_interaction(a, _interaction("too-late"))
+    assert _kinds(a, "too-late") == []
+    pending.sweep(a)
+    assert a.all(pending_feedback) == []
+
+
+def test_pending_feedback_is_bounded_per_tenant(
+    capture: Capture, tenants: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = tenants
+    monkeypatch.setattr(pending, "MAX_PENDING", 2)
+    results = capture.add_feedback(a, [_thumbs(f"e-{i}", f"missing-{i}") for i in range(3)])
+    assert [r.status for r in results] == ["pending", "pending", "rejected"]
+    assert results[2].code == 404 and "log the interaction first" in results[2].error
+    assert capture.add_feedback(b, [_thumbs("e-b", "missing-b")])[0].status == "pending"
