@@ -90,6 +90,46 @@ class SessionWeights(BaseModel):
     )
 
 
+class ScoreMapping(BaseModel):
+    """How one named score (feedback kind `score`) counts: as which feedback kind, and how strongly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["thumbs", "rating", "reward"] = Field(
+        default="reward",
+        description="`thumbs`: true or a positive number is +1, false or a negative one -1; `rating`: a "
+        "1-5 number, read as a rating is, (value - 3) / 2; `reward`: a number scaled linearly from "
+        "[min, max] to [-1, 1]. A categorical score takes its value from `values` whatever the kind.",
+    )
+    weight: float | None = Field(
+        default=None,
+        ge=0,
+        description="Evidence weight of one score; null: the weight of `kind` under `weights` (1 for "
+        "reward).",
+    )
+    min: float = Field(default=0.0, description="The worst numeric value (reward kind): -1.")
+    max: float = Field(default=1.0, description="The best numeric value (reward kind): +1.")
+    values: dict[str, float] = Field(
+        default_factory=dict,
+        description="Categorical scores: the reward in [-1, 1] of each category; categories not listed "
+        "carry no reward.",
+    )
+
+    def reward(self, data_type: str, value: bool | float | str) -> float | None:
+        """The score's value in [-1, 1] under this mapping, or None when it carries no reward."""
+        if data_type == "categorical":
+            return self.values.get(str(value))
+        if isinstance(value, bool):
+            return 1.0 if value else -1.0
+        number = float(value)
+        if self.kind == "thumbs":
+            return float((number > 0) - (number < 0))
+        if self.kind == "rating":
+            raw = (number - 3) / 2
+        else:
+            raw = -1 + 2 * (number - self.min) / ((self.max - self.min) or 1.0)
+        return max(-1.0, min(1.0, raw))
+
+
 class RewardPolicy(TenantPolicy):
     """How a tenant's feedback becomes training rows; `comment` and `dwell_ms` carry no reward."""
 
@@ -110,6 +150,12 @@ class RewardPolicy(TenantPolicy):
         "`tests_passed` (a CI run of the answer's code) and `resolved`, and, weakly, `new_findings` (the "
         "count of new static-analysis findings in the applied code, from `tuneloop outcome --from-sarif`: "
         "any finding -1, none 0).",
+    )
+    scores: dict[str, ScoreMapping] = Field(
+        default_factory=dict,
+        description="Named scores (Langfuse/LangSmith style, feedback kind `score`) by name: how each "
+        "counts. A score whose name is not listed is kept but carries no reward, so a team keeps its own "
+        "score names and decides which of them train the model.",
     )
     source_weights: dict[Source, float] = Field(
         default_factory=_default_source_weights,

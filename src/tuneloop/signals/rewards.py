@@ -60,7 +60,14 @@ def contributions(event: Record, interactions: Mapping[str, Record], policy: Rew
         raw = value["value"]
         outcome = (1.0 if raw else -1.0) if isinstance(raw, bool) else max(-1.0, min(1.0, float(raw)))
         return [(iid, math.copysign(1.0, weight) * outcome, abs(weight))]
-    return []  # comment, dwell_ms and unlisted outcomes carry no reward
+    if kind == "score" and value["name"] in policy.scores:
+        mapping = policy.scores[value["name"]]
+        reward = mapping.reward(value["data_type"], value["value"])
+        weight = mapping.weight
+        if weight is None:
+            weight = getattr(w, mapping.kind) if mapping.kind != "reward" else 1.0
+        return [] if reward is None else [(iid, reward, weight)]
+    return []  # comment, dwell_ms, unlisted outcomes and unmapped scores carry no reward
 
 
 def event_weight(
