@@ -79,15 +79,37 @@ def build(store: Store, home: Path) -> Site:
         kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v3", parent_id="v2"
     )
     versions.move("v3", "blocked", actor="gate", reason="safety suite failed")
-    exp = controller.start_canary(
-        acme, "v2", RolloutPolicy(ramp=[0.2], min_samples=5), reward_policy=RewardPolicy(), actor="test"
-    ).id
+    versions.register(
+        kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v4", parent_id="v1"
+    )
+    promote(versions, home, "v4", [], "v1")
+    versions.move("v4", "pending_approval", actor="loop", reason="require_approval")
+    # An earlier canary that lost, then the live one, and a candidate waiting for a person's approval.
+    versions.register(
+        kind="adapter", base_model="smollm2-135m", actor="learn", version_id="v1b", parent_id="v1"
+    )
+    promote(versions, home, "v1b", [], "v1")
+    canary = RolloutPolicy(ramp=[0.2], min_samples=5)
+    first = controller.start_canary(acme, "v1b", canary, reward_policy=RewardPolicy(), actor="test").id
+    lost = {"decision": "rollback", "effect": -0.21, "ci_low": -0.41, "ci_high": -0.02, "p_value": 0.01,
+            "n_control": 61, "n_treatment": 15, "reason": "interval below 0"}  # fmt: skip
+    controller.finish(acme, "rolled_back", actor="test", reason="worse on mean reward",
+                      stats={"metric": "mean_reward", "interval": [-0.41, -0.02], "test": lost})  # fmt: skip
+    exp = controller.start_canary(acme, "v2", canary, reward_policy=RewardPolicy(), actor="test").id
     with store.write() as conn:  # the canary started yesterday: the seeded traffic below falls inside it
         conn.execute(
             experiments.update()
             .where(experiments.c.id == exp)
             .values(started_at=now - timedelta(hours=23), step_started_at=now - timedelta(hours=23))
         )
+        conn.execute(  # and the lost one ran from four to three days ago
+            experiments.update()
+            .where(experiments.c.id == first)
+            .values(started_at=now - timedelta(days=4), ended_at=now - timedelta(days=3))
+        )
+    for arm, version, positive, seed in (("control", "v1", 0.6, 4), ("treatment", "v1b", 0.35, 5)):
+        stream(acme, start=now - timedelta(days=4), hours=20, count=10, prompt=cooking_prompt,
+               version=version, positive=positive, arm=arm, experiment_id=first, seed=seed)  # fmt: skip
 
     # A week of cooking questions on v1, then a day of tax questions split between the arms: input drift.
     stream(acme, start=now - timedelta(days=8) + timedelta(hours=1), hours=24 * 7 - 2, count=42,

@@ -27,8 +27,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 # `TUNELOOP_SCREENSHOTS=docs/screenshots make test` refreshes the pictures in the docs; by default they go to
 # a temp dir, so a test run leaves the working tree as it found it.
 SCREENSHOTS = Path(os.environ.get("TUNELOOP_SCREENSHOTS") or tempfile.mkdtemp(prefix="tuneloop-shots-"))
-TENANT_PAGES = ("kpis", "versions", "canary", "gates", "drift", "audit")
-CHARTED = {"kpis", "canary", "drift"}
+TENANT_PAGES = ("kpis", "progress", "versions", "canary", "gates", "drift", "review", "audit")
+CHARTED = {"kpis", "progress", "canary", "drift"}
 
 # For each canvas: the number of non-null points its Chart instance holds (-1 if no chart is attached),
 # and whether any pixel was painted.

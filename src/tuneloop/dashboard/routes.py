@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.dashboard import review_pages, views
+from tuneloop.dashboard import progress, review_pages, views
 from tuneloop.dashboard.web import (
     COOKIE,
     HEADERS,
@@ -140,6 +140,15 @@ def tenant_home(name: str) -> RedirectResponse:
 def kpis_page(request: Request, name: str, days: int = 7) -> Response:
     days = max(1, min(days, 90))
     return page(request, name, "kpis", lambda t: views.kpi_page(t, reward_policy(request, t), days))
+
+
+@router.get("/t/{name}/progress")
+def progress_page(request: Request, name: str) -> Response:
+    def build(t: TenantStore) -> dict[str, Any]:
+        curve = progress.improvement(t, reward_policy(request, t))
+        return {**curve, "approvals": progress.awaiting_approval(t)}
+
+    return page(request, name, "progress", build)
 
 
 @router.get("/t/{name}/versions")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.clock import now_utc, utc
+from tuneloop.dashboard import readable
 from tuneloop.learn.privacy import budget_text
 from tuneloop.monitor.alerts import latest_check, list_alerts
 from tuneloop.monitor.kpis import KPI, kpis, kpis_of
@@ -211,21 +212,26 @@ def canary_view(tenant: TenantStore, policy: RewardPolicy) -> dict[str, Any] | N
     start = _floor(since, step)
     over_time = kpis_of(rows, events, policy, since=start, until=until, bucket=step, by="arm")
     decision = experiment.decision or {}
-    interval = decision.get("interval")
+    test = decision.get("test") or {}
     by_arm = _arm_chart(over_time, start, until, step)
     charts = {"positive_rate": {"title": "Cumulative positive-feedback rate by arm", **by_arm}}
-    if isinstance(interval, list | tuple) and len(interval) == 2 and None not in interval:
-        charts["interval"] = {
-            "title": "Sequential-test interval (treatment - control)",
-            **chart("bar", [decision.get("metric", "primary KPI")], {"interval": [list(interval)]}),
-            "horizontal": True,
-        }
+    if test.get("ci_low") is not None and test.get("ci_high") is not None:
+        metric = readable.kpi_name(decision.get("metric"))
+        config = readable.interval_chart([metric], [test["ci_low"]], [test["ci_high"]], [test.get("effect")],
+                                         "treatment − control")  # fmt: skip
+        charts["interval"] = {"title": f"Treatment − control in {metric}: estimate and interval", **config}
+    guardrails = decision.get("guardrails") or experiment.policy.get("guardrails") or {}
+    if guard_chart := readable.guardrail_chart(guardrails):
+        charts["guardrails"] = {"title": "Guardrails: how far each rate rose at least, and what is tolerated",
+                                **guard_chart}  # fmt: skip
     return {
         "experiment": experiment,
         "arms": arms,
-        "interval": interval,
         "decision": decision,
-        "guardrails": decision.get("guardrails") or experiment.policy.get("guardrails") or {},
+        "verdict": readable.canary_verdict(experiment),
+        "state": readable.STATES.get(experiment.state, experiment.state),
+        "srm": readable.srm_text(decision.get("srm_p"), float(experiment.policy.get("srm_p", 0.001))),
+        "guardrails": readable.guardrail_rows(guardrails),
         "charts": charts,
     }
 

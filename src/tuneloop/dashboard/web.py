@@ -37,8 +37,8 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-PAGES = (("kpis", "KPIs"), ("versions", "Versions"), ("canary", "Canary"), ("gates", "Gates"),
-         ("drift", "Drift"), ("review", "Review"), ("audit", "Audit log"))  # fmt: skip
+PAGES = (("kpis", "KPIs"), ("progress", "Progress"), ("versions", "Versions"), ("canary", "Canary"),
+         ("gates", "Gates"), ("drift", "Drift"), ("review", "Review"), ("audit", "Audit log"))  # fmt: skip
 REVIEWER_PAGES = (("review", "Review"),)
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)

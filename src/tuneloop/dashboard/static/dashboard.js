@@ -10,10 +10,10 @@
     if (!spec) continue;
     spec.data.datasets.forEach((dataset, i) => {
       const color = palette[i % palette.length];
-      dataset.borderColor = color;
-      dataset.backgroundColor = spec.type === "line" ? color : color + "99";
+      dataset.borderColor ??= color; // a dataset that brings its own colours (an interval's estimate) keeps them
+      dataset.backgroundColor ??= spec.type === "line" ? color : color + "99";
       dataset.spanGaps = true;
-      dataset.pointRadius = spec.type === "scatter" ? 3 : 2;
+      dataset.pointRadius ??= spec.type === "scatter" ? 3 : 2; // an interval's estimate sets its own
     });
     const yTicks = spec.percent ? { callback: percent } : {};
     // Rates live in [0, 1]; counts and latencies start at zero; only rewards (and scatter axes) go negative.
