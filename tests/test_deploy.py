@@ -14,7 +14,7 @@ from packaging.specifiers import SpecifierSet
 
 from tuneloop.config import Settings
 from tuneloop.learn.job_config import DEFAULT_LORA
-from tuneloop.serve.app import create_app
+from tuneloop.serve.app import create_app, make_backend
 
 ROOT = Path(__file__).parents[1]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -86,3 +86,13 @@ def test_the_image_installs_the_pinned_cpu_torch_on_a_supported_python() -> None
         assert all((ROOT / name).exists() for name in source.split()), source
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".tuneloop", "tests"} <= set(ignored)
+
+
+def test_the_upstream_is_asked_for_its_own_model_name_while_adapters_train_on_the_local_copy() -> None:
+    settings = Settings(
+        backend="openai",
+        upstream_url="http://vllm:8000/v1",
+        upstream_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    assert make_backend(settings).model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert settings.model == "smollm2-135m-instruct"  # what training and the gate load

@@ -24,21 +24,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tuneloop.serve.app import create_app
 
     settings = Settings()
-    logs = {"log_config": json_log_config()} if settings.log_format == "json" else {}
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        **logs,
-        **uvicorn_limits(settings),
-    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
 
 
-def uvicorn_limits(settings: Settings) -> dict[str, Any]:
-    """uvicorn's connection limits and timeouts from the settings (uvicorn itself sets no limit)."""
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging, connection limits and timeouts from the settings (uvicorn itself sets no limit)."""
+    logs = {"log_config": json_log_config()} if settings.log_format == "json" else {}
     return {
+        "log_level": "info",
+        **logs,
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         "h11_max_incomplete_event_size": settings.max_header_bytes,

@@ -1,0 +1,94 @@
+"""What commands print: --version, exit codes, --json documents without progress, stage progress on stderr,
+and `tuneloop serve`'s JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.live import serve_app
+from tests.signals.test_snapshots import POLICY, _seed
+from tuneloop.cli import main
+from tuneloop.cli.serve import uvicorn_options
+from tuneloop.config import Settings
+from tuneloop.serve.app import create_app
+from tuneloop.store.repository import Store
+
+
+@pytest.fixture
+def policy(tuneloop_home: Path, tmp_path: Path) -> Path:
+    """Tenant acme with feedback, and a reward policy file that needs no embedding model."""
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    _seed(store.for_tenant(tenant))
+    path = tmp_path / "reward_policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
+    return path
+
+
+def test_version_usage_and_error_exit_codes(tuneloop_home: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.startswith("tuneloop 0.")
+    with pytest.raises(SystemExit) as usage:
+        main(["snapshot", "list", "--bogus"])
+    assert usage.value.code == 2
+    capsys.readouterr()
+    assert main(["snapshot", "list", "--tenant", "nobody", "--json"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_json_flag_prints_one_document_and_no_progress(policy: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
+    created = capsys.readouterr()
+    assert created.err == ""
+    digest = json.loads(created.out)["hash"]
+
+    assert main(["snapshot", "list", "--tenant", "acme", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["hash"] == digest and listed["counts"]["pairs_train"] > 0
+    assert main(["snapshot", "show", digest[:8], "--tenant", "acme", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"]["near_duplicate_threshold"] == 1.0
+    assert main(["rollout", "status", "--tenant", "acme", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) is None
+
+
+def test_long_work_prints_each_stage_with_its_time_on_stderr(
+    policy: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.split()) == 1  # stdout holds the result alone, for $(...)
+    started, done, *_ = err.splitlines()
+    assert started == "… snapshot of acme's signals"
+    assert done.startswith("✓ snapshot of acme's signals (") and done.endswith("s)")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put back the loggers `tuneloop serve`'s JSON configuration takes over, for the tests after this one."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "tuneloop")
+    saved = {n: (lg.handlers[:], lg.propagate, lg.level) for n in names if (lg := logging.getLogger(n))}
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate, logger.level = handlers, propagate, level
+
+
+def test_serve_logs_json_lines_with_the_requests_fields(
+    tmp_path: Path, capfd: pytest.CaptureFixture, restore_logging: None
+) -> None:
+    settings = Settings(home=tmp_path, backend="none", log_format="json")
+    with serve_app(create_app(settings), **uvicorn_options(settings)) as url:
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    entries = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    [ready] = [e for e in entries if e.get("path") == "/readyz"]
+    assert (ready["logger"], ready["method"], ready["status"]) == ("uvicorn.access", "GET", 200)
+    assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries)
