@@ -19,6 +19,7 @@ from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.learn.job_config import DEFAULT_LORA
 from tuneloop.learn.privacy import dp_trainer_args
 from tuneloop.learn.runs import train_version
+from tuneloop.loop import light as light_candidates
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry, Version
@@ -29,7 +30,7 @@ from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import TenantStore
 
-FIRST = "snapshot"
+FIRST = "light"  # light candidates (loop/light.py, opt-in) go first: they need no training
 P = TypeVar("P", bound=TenantPolicy)
 # What a turn keeps of the training metrics in its report.
 TRAIN_METRICS = (
@@ -199,7 +200,21 @@ def canary(ctx: TurnContext, turn: Turn) -> Step | None:
     )
 
 
+def light(ctx: TurnContext, turn: Turn) -> Step:
+    """Compose light candidates from production, gate them, put the gated ones on a multi-arm trial."""
+    report = light_candidates.start_trial(ctx.tenant, ctx.settings, approval=ctx.policy.require_approval)
+    return Step("light_trial" if report["light"].get("experiment") else "snapshot", report)
+
+
+def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
+    """Wait for the light trial's decision, then go on to train on what users said meanwhile."""
+    done = light_candidates.trial_outcome(ctx.tenant, ctx.settings, turn.report["light"]["experiment"])
+    return None if done is None else Step("snapshot", done)
+
+
 STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {
+    "light": light,
+    "light_trial": light_trial,
     "snapshot": snapshot,
     "reward": reward,
     "adapter": adapter,

@@ -1,0 +1,162 @@
+"""Light candidates, tried before any training: versions composed from production that change only its
+decoding, in-context examples, system prompt or best-of-N, gated like any candidate and put on one
+multi-arm experiment together (rollout.arms). Opt-in per tenant by `light_policy.yaml` (`enabled: true`).
+
+What a turn composes from production:
+- the decoding settings its feedback calls for (learn.decoding: shorter asks, regenerations);
+- in-context examples (the policy's `examples`), when production shows none;
+- each system prompt an operator listed in `prompt_variants`;
+- best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
+
+The winner, if any, becomes production; the turn then trains as usual, and its adapter candidate keeps
+production's prompt and decoding — so an adapter carries the winning light parts on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field
+
+from tuneloop.config import Settings, TenantPolicy, tenant_policy
+from tuneloop.errors import BadRequest
+from tuneloop.evaluate.gate import run_gate
+from tuneloop.learn.decoding import propose_decodings
+from tuneloop.registry.composition import BestOfN, Decoding, ExamplePolicy, compose, version_decoding
+from tuneloop.registry.versions import Registry, Version
+from tuneloop.rollout import arms
+from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.repository import TenantStore
+
+ACTOR = "loop"
+
+
+class LightPolicy(TenantPolicy):
+    """Which light candidates a tenant's turns try before training; off unless `enabled`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filename: ClassVar[str] = "light_policy.yaml"
+
+    enabled: bool = Field(
+        False, description="Each turn first tries light candidates on a multi-arm experiment, then trains."
+    )
+    prompt_variants: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="System prompts to try, each composed on production's adapter and decoding.",
+    )
+    examples: ExamplePolicy | None = Field(
+        default_factory=ExamplePolicy,
+        description="The in-context example policy a candidate tries when production shows none; null: none.",
+    )
+    best_of_n: BestOfN | None = Field(
+        None, description="A best-of-N candidate to try when production has none (needs a reward model)."
+    )
+    max_candidates: int = Field(3, ge=1, le=6, description="Most light candidates on one experiment.")
+
+
+def start_trial(tenant: TenantStore, settings: Settings, *, approval: bool) -> dict[str, Any]:
+    """Compose, gate and put on trial the tenant's light candidates; the turn report's `light` entry.
+
+    A trial already live (a restarted turn) is picked up; nothing starts while another experiment runs or
+    when candidates must wait for a person's approval.
+    """
+    policy = tenant_policy(settings.home, tenant.tenant.name, LightPolicy)
+    live = active_experiment(tenant)
+    if live is not None and live.arms:
+        return {"light": {"experiment": live.id, "picked_up": True}}
+    if not policy.enabled or live is not None or approval:
+        why = "off" if not policy.enabled else "another experiment is live" if live else "require_approval"
+        return {"light": {"skipped": why}}
+    rewards = tenant_policy(settings.home, tenant.tenant.name, RewardPolicy)
+    snapshot = create_snapshot(tenant, settings.home, rewards, actor=ACTOR)
+    composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
+    for candidate in composed:
+        if "version" in candidate:
+            result = run_gate(tenant, candidate["version"], home=settings.home, actor=ACTOR)
+            candidate["decision"] = result.decision
+    gated = [c["version"] for c in composed if c.get("decision") == "gated"]
+    report: dict[str, Any] = {"snapshot": snapshot.hash, "candidates": composed}
+    if not gated:
+        return {"light": {**report, "skipped": "no light candidate passed the gate"}}
+    exp = arms.start_arms(
+        tenant,
+        gated,
+        tenant_policy(settings.home, tenant.tenant.name, RolloutPolicy),
+        reward_policy=rewards,
+        actor=ACTOR,
+        reason="a light candidate that passed the gate",
+    )
+    return {"light": {**report, "experiment": exp.id}}
+
+
+def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -> dict[str, Any] | None:
+    """Look at the light trial once: None while it runs, else the report's `light_trial` entry."""
+    arms.review(tenant, tenant_policy(settings.home, tenant.tenant.name, RewardPolicy), actor=ACTOR)
+    exp = get_experiment(tenant, experiment_id)
+    if exp.state in LIVE_STATES:
+        return None
+    decision = exp.decision or {}
+    winner = exp.version_of(decision["winner"]) if exp.state == "promoted" else None
+    return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One light change to compose: a decoding, or a system prompt, and why."""
+
+    reason: str
+    decoding: Decoding | None = None
+    prompt: str | None = None
+
+
+def _parts(
+    registry: Registry, production: Version | None, policy: LightPolicy, pairs: list[dict[str, Any]]
+) -> list[_Part]:
+    current = Decoding.parse(version_decoding(production))
+    parts = [_Part(p.reason, decoding=p.decoding) for p in propose_decodings(pairs, current)]
+    if policy.examples is not None and current.examples is None:
+        parts.append(_Part("in-context examples", decoding=Decoding(examples=policy.examples)))
+    variants = enumerate(policy.prompt_variants, 1)
+    parts += [_Part(f"operator prompt variant {i}", prompt=text) for i, text in variants]
+    judge = registry.production("reward_model")
+    if policy.best_of_n is not None and current.best_of_n is None and judge is not None:
+        parts.append(_Part("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
+    return parts
+
+
+def compose_candidates(
+    tenant: TenantStore, settings: Settings, snapshot: str, pairs: list[dict[str, Any]], policy: LightPolicy
+) -> list[dict[str, Any]]:
+    """Register the light candidates production's feedback and the policy call for (not yet gated): each
+    one's version and reason, or why it was skipped."""
+    registry = Registry(tenant)
+    production = registry.production("adapter")
+    composed: list[dict[str, Any]] = []
+    for part in _parts(registry, production, policy, pairs)[: policy.max_candidates]:
+        try:
+            version = _compose(registry, production, settings, snapshot, part)
+            composed.append({"version": version.id, "reason": part.reason})
+        except BadRequest as exc:  # the same as production, or an invalid operator prompt
+            composed.append({"reason": part.reason, "skipped": str(exc)})
+    return composed
+
+
+def _compose(
+    registry: Registry, production: Version | None, settings: Settings, snapshot: str, part: _Part
+) -> Version:
+    return compose(
+        registry,
+        parent=production,
+        base_model=production.base_model if production else settings.model,
+        actor=ACTOR,
+        reason=part.reason,
+        system_prompt=part.prompt,
+        decoding=part.decoding,
+        # A version with no training snapshot of its own is held out on this one.
+        snapshot_hash=None if production is not None and production.snapshot_hash else snapshot,
+    )

@@ -1,0 +1,118 @@
+"""Light candidates: a turn first composes decoding, example and prompt candidates from production, gates
+them and puts the gated ones on one multi-arm experiment; off unless the tenant's light policy enables it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneloop import Settings
+from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.loop.light import LightPolicy, compose_candidates
+from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
+from tuneloop.registry.versions import Registry
+from tuneloop.rollout.arms import start_arms
+from tuneloop.rollout.experiments import active_experiment
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.repository import Store, TenantStore
+
+LONG = "Thank you for reaching out! There are several ways to reset a password, and we will go through all. "
+
+
+@pytest.fixture
+def tenant(tuneloop_home: Path, tiny_model: Path) -> tuple[TenantStore, Settings, str]:
+    """A tenant serving a composed production whose users edit its long answers down."""
+    settings = Settings(model=str(tiny_model))
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    registry = Registry(tenant)
+    production = compose(
+        registry,
+        parent=None,
+        base_model=str(tiny_model),
+        actor="test",
+        reason="setup",
+        system_prompt="You are the support desk.",
+        decoding=Decoding(temperature=0.8),
+    )
+    registry.move(production.id, "gated", actor="test", reason="setup")
+    registry.move(production.id, "production", actor="test", reason="setup")
+    for i in range(12):
+        iid = f"i{i}"
+        row = {
+            "id": iid,
+            "user_id": f"u{i}",
+            "messages": [{"role": "user", "content": f"How do I reset password number {i}?"}],
+            "response": LONG * 2,
+            "choices": [LONG * 2],
+        }
+        tenant.log_interaction(row, iid)
+        edit = {
+            "id": f"e{i}",
+            "interaction_id": iid,
+            "kind": "edit",
+            "value": "Settings, then Reset.",
+            "source": "user",
+        }
+        tenant.add_feedback([(edit, f"e{i}")])
+    yield tenant, settings, production.id
+    store.close()
+
+
+def _policy(settings: Settings, name: str, data: dict) -> None:
+    path = settings.home / "policies" / "acme" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_light_candidates_come_from_production_with_their_reasons_as_lineage(tenant: tuple) -> None:
+    tenant, settings, production = tenant
+    policy = LightPolicy(enabled=True, prompt_variants=["Answer in one line."], max_candidates=4)
+    snapshot = create_snapshot(tenant, settings.home, RewardPolicy(), actor="test")
+    composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
+
+    reasons = [c["reason"] for c in composed]
+    assert "shorter" in reasons[0] and reasons[-2:] == ["in-context examples", "operator prompt variant 1"]
+    registry = Registry(tenant)
+    capped, cooler, examples, prompt = (registry.get(c["version"]) for c in composed)
+    assert all(
+        v.parent_id == production and v.state == "candidate" for v in (capped, cooler, examples, prompt)
+    )
+    assert capped.decoding["max_tokens"] < len(LONG) / 4 and capped.decoding["temperature"] == 0.8
+    assert cooler.decoding["temperature"] < 0.8
+    assert examples.decoding["examples"] == ExamplePolicy().model_dump()
+    assert prompt.system_prompt == "Answer in one line." and prompt.decoding == {"temperature": 0.8}
+    # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
+    assert {v.snapshot_hash for v in (capped, prompt)} == {snapshot.hash}
+
+
+def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> None:
+    tenant, settings, production = tenant
+    registry = Registry(tenant)
+    candidate = compose(
+        registry,
+        parent=registry.get(production),
+        base_model="base",
+        actor="test",
+        reason="t",
+        system_prompt="Answer in one line.",
+    )
+    registry.move(candidate.id, "gated", actor="test", reason="setup")
+    exp = start_arms(tenant, [candidate.id], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+    _policy(settings, "light_policy.yaml", {"enabled": True})
+
+    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).tick(force=True)
+
+    # A live trial (a restarted turn's) is picked up, not composed again; the turn waits on its decision.
+    assert (turn.stage, turn.report["light"]) == ("light_trial", {"experiment": exp.id, "picked_up": True})
+
+
+def test_without_a_light_policy_a_turn_goes_straight_to_training(tenant: tuple) -> None:
+    tenant, settings, _ = tenant
+    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).tick(force=True)
+    assert turn.report["light"] == {"skipped": "off"}
+    assert (turn.outcome, active_experiment(tenant)) == ("skipped", None)  # 12 rows < min_rows
