@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tuneloop.errors import BadRequest
-from tuneloop.evaluate.generation import Evaluator
+from tuneloop.evaluate.generation import Arm, Evaluator
 from tuneloop.evaluate.policy import ExecutionConfig, GatePolicy
 from tuneloop.evaluate.suites import SUITES, execution
-from tuneloop.evaluate.suites.base import GateContext
+from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION, GateContext
 from tuneloop.store.repository import Store
 
 TASKS = {
@@ -81,11 +81,16 @@ def test_candidate_no_worse_than_production_passes_and_findings_are_counted(tmp_
     assert execution.compare(tasks, cand, prod, CFG).passed
 
 
-def test_the_suite_is_registered_and_skipped_for_a_tenant_without_code_tasks(tmp_path: Path) -> None:
-    assert "execution" in SUITES and GatePolicy().suites.execution.required
+def _context(tmp_path: Path, evaluator: Evaluator) -> tuple[GateContext, Store]:
     store = Store(f"sqlite:///{tmp_path / 'gate.db'}")
     tenant_row, _ = store.create_tenant("acme")
-    ctx = GateContext(store.for_tenant(tenant_row), tmp_path, GatePolicy(), None, None, None, Evaluator())  # type: ignore[arg-type]
+    policy = GatePolicy()
+    return GateContext(store.for_tenant(tenant_row), tmp_path, policy, None, None, None, evaluator), store  # type: ignore[arg-type]
+
+
+def test_the_suite_is_registered_and_skipped_for_a_tenant_without_code_tasks(tmp_path: Path) -> None:
+    assert "execution" in SUITES and GatePolicy().suites.execution.required
+    ctx, store = _context(tmp_path, Evaluator())
     verdict = execution.run(ctx, ExecutionConfig())
     store.close()
     assert verdict.passed and verdict.metrics["skipped"]
@@ -93,6 +98,22 @@ def test_the_suite_is_registered_and_skipped_for_a_tenant_without_code_tasks(tmp
         verdict.reason.startswith("skipped: no code tasks in")
         and "policies/acme/code_tasks" in verdict.reason
     )
+
+
+def test_both_versions_answer_the_tenants_tasks_through_the_evaluator(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    evaluator = Evaluator()
+    evaluator.add_arm(Arm(CANDIDATE, tiny_model))
+    evaluator.add_arm(Arm(PRODUCTION, tiny_model, system_prompt="Answer with a Python code block."))
+    ctx, store = _context(tmp_path, evaluator)
+    write_tasks(tmp_path / "policies" / "acme" / "code_tasks")
+    verdict = execution.run(ctx, ExecutionConfig(max_new_tokens=8, timeout_seconds=1))
+    store.close()
+    # A random-weight model writes no code: both versions fail every task, which is no regression.
+    assert verdict.passed and verdict.metrics["tasks"] == 3 and verdict.metrics["regressions"] == 0
+    assert {r["candidate"] for r in verdict.rows} == {"no code block"}
+    assert len(evaluator.outputs(CANDIDATE)) == 3  # the PII probe scans these answers too
 
 
 @pytest.mark.parametrize("problem", ["link", "no prompt", "no tests", "too large", "reserved name"])
