@@ -156,9 +156,14 @@ def run_task(task: CodeTask, answer: str, limits: Limits) -> TaskRun:
         (work / SOLUTION).write_text(code)
         (work / HARNESS).write_text(f"TOKEN = {token!r}\n{HARNESS_SOURCE}")
         run = run_python(work / HARNESS, work, limits)
-    report = next((line for line in reversed(run.stdout.splitlines()) if line.startswith(token)), None)
-    counts = json.loads(report[len(token) :]) if report else {"tests": 0, "failed": 0, "errors": 0}
-    return TaskRun(counts["tests"], counts["failed"], counts["errors"], run.timed_out, True)
+    report = next((line for line in reversed(run.stdout.splitlines()) if line.startswith(token)), "")
+    try:
+        counts = json.loads(report[len(token) :])
+        return TaskRun(
+            int(counts["tests"]), int(counts["failed"]), int(counts["errors"]), run.timed_out, True
+        )
+    except (ValueError, KeyError, TypeError):  # no report: the run crashed, hung or was cut off
+        return TaskRun(0, 0, 0, run.timed_out, True)
 
 
 def ruff_binary() -> str | None:
@@ -192,11 +197,7 @@ def compare(
     limits = Limits(
         cpu_seconds=cfg.timeout_seconds, wall_seconds=cfg.timeout_seconds * 2, memory_mb=cfg.memory_mb
     )
-    jobs = [
-        (task, answer)
-        for task, pair in zip(tasks, zip(candidate, production, strict=True), strict=True)
-        for answer in pair
-    ]
+    jobs = [(t, answer) for t, c, p in zip(tasks, candidate, production, strict=True) for answer in (c, p)]
     with ThreadPoolExecutor(max_workers=2) as pool:  # each run is its own process; two keep a small box busy
         runs = list(pool.map(lambda job: run_task(job[0], job[1], limits), jobs))
     ruff = ruff_binary()
