@@ -120,15 +120,15 @@ class Run:
 
 @functools.cache
 def isolation() -> str:
-    """`namespaces` when this host can give a run its own network, mount, PID and user namespaces, else
-    `guard` (checked once per process by starting one)."""
-    command = _unshare_command()
-    if command is None:
+    """`namespaces` when this host can run the full namespace setup (checked once per process by running
+    a script through it), else `guard`."""
+    if _unshare_command() is None:
         return GUARD
-    probe = subprocess.run(
-        [*command, sys.executable, "-I", "-c", "pass"], capture_output=True, timeout=30, check=False
-    )
-    return NAMESPACES if probe.returncode == 0 else GUARD
+    with tempfile.TemporaryDirectory(prefix="tuneloop-probe-") as tmp:
+        script = Path(tmp) / "probe.py"
+        script.write_text("print('ok')\n")
+        run = run_python(script, Path(tmp), Limits(), mode=NAMESPACES)
+    return NAMESPACES if run.returncode == 0 and run.stdout.strip() == "ok" else GUARD
 
 
 def _unshare_command() -> list[str] | None:
