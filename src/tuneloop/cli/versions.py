@@ -48,6 +48,11 @@ def register(commands: Any) -> None:
     p.add_argument("--top-p", type=float, metavar="X", help="default nucleus mass, (0, 1]")
     p.add_argument("--max-tokens", type=int, metavar="N", help="default cap on answer tokens, 1–32768")
     p.add_argument("--repetition-penalty", type=float, metavar="X", help="0.5–2; 1 is off")
+    p.add_argument("--examples", type=int, metavar="K", help="show up to K (1–8) in-context examples")
+    p.add_argument("--examples-min-reward", type=float, metavar="X", help="least reward of one, 0–1")
+    p.add_argument("--examples-min-similarity", type=float, metavar="X", help="least prompt similarity, 0–1")
+    p.add_argument("--best-of-n", metavar="N|auto", help="serve the best of N (2–8) answers; auto: by budget")
+    p.add_argument("--latency-budget-ms", type=int, metavar="MS", help="what best-of-N auto may take")
     p.add_argument(
         "--snapshot", help="the snapshot the gate holds it out on, for a parent without one (e.g. the base)"
     )
@@ -78,6 +83,25 @@ def register(commands: Any) -> None:
         p.add_argument("--tenant", required=True)
         p.add_argument("--reason", default=f"manual {name}", help="why, for the audit log")
         p.set_defaults(run=cmd_versions_reward_model)
+
+
+def _light_parts(args: argparse.Namespace) -> dict[str, Any]:
+    """The example policy and best-of-N the flags ask for; Decoding validates their ranges."""
+    parts: dict[str, Any] = {}
+    names = {
+        "examples": "k",
+        "examples_min_reward": "min_reward",
+        "examples_min_similarity": "min_similarity",
+    }
+    if examples := {field: v for flag, field in names.items() if (v := getattr(args, flag)) is not None}:
+        parts["examples"] = examples
+    if args.best_of_n is not None or args.latency_budget_ms is not None:
+        n = args.best_of_n or "auto"
+        if n != "auto" and not n.isdigit():
+            raise BadRequest(f"--best-of-n takes a number of answers or auto, not {n!r}", param="best_of_n")
+        budget = {"latency_budget_ms": args.latency_budget_ms} if args.latency_budget_ms else {}
+        parts["best_of_n"] = {"n": None if n == "auto" else int(n), **budget}
+    return parts
 
 
 def _tenant(name: str) -> TenantStore:
@@ -111,7 +135,8 @@ def cmd_versions_create(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
     from tuneloop.signals.snapshots import get_snapshot
 
-    decoding = Decoding.parse({k: v for k in DECODING_FLAGS if (v := getattr(args, k)) is not None})
+    settings = {k: v for k in DECODING_FLAGS if (v := getattr(args, k)) is not None}
+    decoding = Decoding.parse({**settings, **_light_parts(args)})
     system_prompt = _read_prompt(args.system_prompt_file) if args.system_prompt_file else args.system_prompt
     tenant = _tenant(args.tenant)
     registry = Registry(tenant)
