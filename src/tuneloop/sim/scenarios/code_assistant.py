@@ -299,7 +299,7 @@ print(json.dumps(results))
 
 
 def _slot(prompt: Prompt) -> dict[str, str]:
-    """The slot values the prompt was made with, read back from its ideal answer's wording."""
+    """The slot values the prompt was made with, read back from its text (the longest option that fits)."""
     values = {}
     for name, options in SLOT_OPTIONS.items():
         found = [o for o in options if o in prompt.text]
