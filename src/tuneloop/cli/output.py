@@ -39,7 +39,7 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, set | frozenset | tuple):
+    if isinstance(value, set | frozenset):
         return list(value)
     return str(value)
 
