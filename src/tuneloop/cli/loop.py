@@ -51,8 +51,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
     tenant = _tenant(args.tenant)
     if args.action == "turns":
-        for turn in list_turns(tenant):
-            print(json.dumps(asdict(turn), default=str))
+        for each in list_turns(tenant):
+            print(json.dumps(asdict(each), default=str))
         return 0
     if args.action == "pause":
         pause(tenant, actor="cli", reason=args.reason or "manual pause")

@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.version_export import register_export
@@ -181,7 +181,7 @@ def cmd_versions_rollback(args: argparse.Namespace) -> int:
 def cmd_versions_reward_model(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
-    to = "production" if args.action == "promote" else "retired"
+    to: Literal["production", "retired"] = "production" if args.action == "promote" else "retired"
     version = Registry(_tenant(args.tenant)).set_reward_model(
         args.version, to, actor="cli", reason=args.reason
     )

@@ -37,6 +37,7 @@ TRANSITIONS: dict[str, set[str]] = {
     "blocked": set(),
     "rolled_back": set(),
 }
+MAX_ACTOR_CHARS = 256  # audit_log.actor's width: an approver's name is the audit row's actor
 # States that serve users or lead there: a version trained on erased data never enters them again.
 SERVING: set[str] = {"gated", "pending_approval", "canary", "production"}
 
@@ -205,8 +206,11 @@ class Registry:
         return self._decide(version_id, "blocked", "version.reject", by=by, reason=reason, via=via)
 
     def _decide(self, version_id: str, to: State, action: str, *, by: str, reason: str, via: str) -> Version:
-        if not by.strip():
-            raise BadRequest("name who decides (--by NAME, or `by` in the body)", param="by")
+        if not by.strip() or len(by) > MAX_ACTOR_CHARS:
+            raise BadRequest(
+                f"name who decides in 1-{MAX_ACTOR_CHARS} characters (--by NAME, or `by` in the body)",
+                param="by",
+            )
 
         def apply(tx: TenantTx) -> None:
             row = tx.first(versions, versions.c.id == version_id, columns=(versions.c.state,))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneloop.errors import NotFound
 from tuneloop.loop.pause import pause, paused, resume
 from tuneloop.loop.turns import list_turns
-from tuneloop.registry.versions import Registry, Version
+from tuneloop.registry.versions import MAX_ACTOR_CHARS, Registry, Version
 from tuneloop.serve.http import OPERATE, clip, read_json, validate
 from tuneloop.store.repository import TenantStore
 
@@ -29,7 +29,7 @@ class Reason(BaseModel):
 
 
 class Decision(Reason):
-    by: str = Field(min_length=1, max_length=256, description="Who approves or rejects, by name.")
+    by: str = Field(min_length=1, max_length=MAX_ACTOR_CHARS, description="Who approves or rejects, by name.")
 
 
 class Rollback(Reason):
