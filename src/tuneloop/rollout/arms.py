@@ -132,8 +132,7 @@ def _eliminate(
             experiments,
             experiments.c.id == exp.id,
             arms=arms,
-            step=exp.step + 1,
-            step_started_at=now,
+            step_started_at=now,  # the sample-ratio check starts over under the new weights
             decision=stats,
             updated_at=now,
         )
