@@ -1,8 +1,16 @@
-"""`tuneloop.Client`: the Python SDK for the capture API. Retries are safe: event ids are resent as is."""
+"""The Python SDK for the capture API: `Client` (blocking; `tuneloop.async_client.AsyncClient` for asyncio).
+
+Retries are safe: event ids are minted on the client and resent as they are. Feedback and scores can be
+queued (`background=True`) and sent in batches by a background flusher: when `batch_size` events wait,
+every `flush_interval` seconds, and on `close()`, which returns only once every queued event is stored (or
+raises `Unsent` holding the events the server could not take).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -13,6 +21,109 @@ from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, Tuneloop
 
 _ERRORS: dict[int, type[TuneloopError]] = {400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict}
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+log = logging.getLogger("tuneloop.client")
+
+
+class Unsent(TuneloopError):
+    """Queued events the server did not take before `close()`; `events` holds them for the caller to keep."""
+
+    def __init__(self, message: str, events: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.events = events
+
+
+def event(
+    interaction_id: str | None,
+    kind: str,
+    value: Any = None,
+    *,
+    id: str | None = None,
+    session: str | None = None,
+    rater: str | None = None,
+    source: str = "user",
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A feedback event as the API takes it, with a fresh client-side id unless `id` is given."""
+    body = {
+        "id": id or f"evt-{uuid.uuid4().hex}",
+        "interaction_id": interaction_id,
+        "session": session,
+        "kind": kind,
+        "value": value,
+        "rater": rater,
+        "source": source,
+        "metadata": metadata,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def score_value(name: str, value: bool | float | str, data_type: str | None, comment: str | None) -> dict:
+    """A named score's value; the data type follows the Python type unless given."""
+    if data_type is None:
+        data_type = (
+            "boolean" if isinstance(value, bool) else "categorical" if isinstance(value, str) else "numeric"
+        )
+    out = {"name": name, "data_type": data_type, "value": value}
+    return {**out, "comment": comment} if comment is not None else out
+
+
+def _interaction(messages: list[dict[str, str]], response: str, **fields: Any) -> dict[str, Any]:
+    body = {"id": fields.pop("id") or f"int-{uuid.uuid4().hex}", "messages": messages, "response": response}
+    return {**body, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def _error(resp: httpx.Response) -> TuneloopError:
+    try:
+        message = resp.json().get("error", {}).get("message", resp.text)
+    except ValueError:
+        message = resp.text[:300]
+    if resp.status_code in RETRY_STATUSES:
+        return Overloaded(message, retry_after=int(resp.headers.get("retry-after", "1")))
+    return _ERRORS.get(resp.status_code, TuneloopError)(message)
+
+
+def _delay(resp: httpx.Response | None, attempt: int) -> float:
+    header = resp.headers.get("retry-after") if resp is not None else None
+    return float(header) if header and header.isdigit() else 0.2 * 2**attempt
+
+
+def _log_rejected(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        if r["status"] == "rejected":
+            log.warning("queued event %s was rejected: %s", r["id"], r.get("error"))
+
+
+class _Queue:
+    """Events waiting to be sent, in order; safe to use from several threads."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def put(self, item: dict[str, Any]) -> bool:
+        """Queue one event; True when a full batch waits."""
+        with self._lock:
+            self._events.append(item)
+            return len(self._events) >= self.batch_size
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            batch, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
+            return batch
+
+    def put_back(self, batch: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._events[:0] = batch
+
+    def unsent(self, cause: Exception) -> Unsent:
+        """Empty the queue into the error that hands its events back to the caller."""
+        with self._lock:
+            events, self._events = self._events, []
+        return Unsent(f"{len(events)} queued events were not sent ({cause}); keep them and resend", events)
 
 
 class Client:
@@ -26,8 +137,15 @@ class Client:
         timeout: float = 30.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        batch_size: int = 100,
+        flush_interval: float = 1.0,
     ) -> None:
         self.retries = retries
+        self.flush_interval = flush_interval
+        self._queue = _Queue(batch_size)
+        self._wake = threading.Event()
+        self._closing = False
+        self._flusher: threading.Thread | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -36,7 +154,17 @@ class Client:
         )
 
     def close(self) -> None:
-        self._http.close()
+        """Send every queued event, then close; raises `Unsent` with any the server would not take."""
+        self._closing = True
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            self.flush()
+        except (TuneloopError, httpx.TransportError) as exc:
+            raise self._queue.unsent(exc) from exc
+        finally:
+            self._http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -57,41 +185,63 @@ class Client:
         metadata: dict[str, Any] | None = None,
     ) -> str:
         """Log an interaction your own model made; returns its id (give `id` to make retries idempotent)."""
-        body = {
-            "id": id or f"int-{uuid.uuid4().hex}",
-            "messages": messages,
-            "response": response,
-            "user": user,
-            "session": session,
-            "model": model,
-            "choices": choices,
-            "metadata": metadata,
-        }
-        return self._post("/v1/interactions", {k: v for k, v in body.items() if v is not None})["id"]
+        body = _interaction(
+            messages,
+            response,
+            id=id,
+            user=user,
+            session=session,
+            model=model,
+            choices=choices,
+            metadata=metadata,
+        )
+        return self._post("/v1/interactions", body)["id"]
 
     def feedback(
         self,
-        interaction_id: str,
+        interaction_id: str | None,
         kind: str,
         value: Any = None,
         *,
-        id: str | None = None,
-        rater: str | None = None,
-        source: str = "user",
-        metadata: dict[str, Any] | None = None,
+        background: bool = False,
+        **fields: Any,
     ) -> str:
-        """Send one feedback event; returns its status ("accepted" or "duplicate")."""
-        return self._post("/v1/feedback", _event(interaction_id, kind, value, id, rater, source, metadata))[
-            "status"
-        ]
+        """Send one feedback event (`id`, `session`, `rater`, `source`, `metadata` as keywords); returns its
+        status, or with `background=True` queues it and returns its id at once."""
+        item = event(interaction_id, kind, value, **fields)
+        if background:
+            return self._enqueue(item)
+        return self._post("/v1/feedback", item)["status"]
+
+    def score(
+        self,
+        interaction_id: str | None,
+        name: str,
+        value: bool | float | str,
+        *,
+        data_type: str | None = None,
+        comment: str | None = None,
+        background: bool = False,
+        **fields: Any,
+    ) -> str:
+        """Send a named score (the reward policy's `scores` says how it counts); as `feedback`."""
+        value_ = score_value(name, value, data_type, comment)
+        return self.feedback(interaction_id, "score", value_, background=background, **fields)
 
     def feedback_batch(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send many events at once; each result says accepted, duplicate or rejected (with the reason)."""
-        body = [
-            {"id": e.get("id") or f"evt-{uuid.uuid4().hex}", **{k: v for k, v in e.items() if k != "id"}}
-            for e in events
-        ]
+        """Send many events at once; each result says accepted, duplicate, pending or rejected (why)."""
+        body = [{**e, "id": e.get("id") or f"evt-{uuid.uuid4().hex}"} for e in events]
         return self._post("/v1/feedback", {"events": body})["results"]
+
+    def flush(self) -> None:
+        """Send the queued events now, in batches; raises when the server cannot take them (they stay
+        queued)."""
+        while batch := self._queue.take():
+            try:
+                _log_rejected(self.feedback_batch(batch))
+            except (TuneloopError, httpx.TransportError):
+                self._queue.put_back(batch)
+                raise
 
     def report_outcome(
         self,
@@ -118,6 +268,27 @@ class Client:
         """One interaction with its feedback."""
         return self._request("GET", f"/v1/interactions/{interaction_id}", None)
 
+    def _enqueue(self, item: dict[str, Any]) -> str:
+        if self._closing:
+            raise TuneloopError("the client is closed; queue events before close()")
+        if self._queue.put(item):
+            self._wake.set()
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="tuneloop-client", daemon=True)
+            self._flusher.start()
+        return item["id"]
+
+    def _flush_loop(self) -> None:
+        while not self._closing:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except (TuneloopError, httpx.TransportError):
+                log.warning(
+                    "tuneloop unreachable; %d queued events kept for the next flush", len(self._queue)
+                )
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", path, body)
 
@@ -128,36 +299,12 @@ class Client:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(_delay(None, attempt))
                 continue
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:
-                time.sleep(float(resp.headers.get("retry-after", 0.2 * 2**attempt)))
+                time.sleep(_delay(resp, attempt))
                 continue
             if resp.status_code >= 400:
-                message = resp.json().get("error", {}).get("message", resp.text)
-                if resp.status_code in RETRY_STATUSES:
-                    raise Overloaded(message, retry_after=int(resp.headers.get("retry-after", "1")))
-                raise _ERRORS.get(resp.status_code, TuneloopError)(message)
+                raise _error(resp)
             return resp.json()
         raise AssertionError("unreachable")
-
-
-def _event(
-    interaction_id: str,
-    kind: str,
-    value: Any,
-    id: str | None,
-    rater: str | None,
-    source: str,
-    metadata: dict[str, Any] | None,
-) -> dict[str, Any]:
-    body = {
-        "id": id or f"evt-{uuid.uuid4().hex}",
-        "interaction_id": interaction_id,
-        "kind": kind,
-        "value": value,
-        "rater": rater,
-        "source": source,
-        "metadata": metadata,
-    }
-    return {k: v for k, v in body.items() if v is not None}
