@@ -114,3 +114,16 @@ def test_the_model_reads_the_examples_the_interaction_records(gateway: dict) -> 
     assert answer["usage"]["prompt_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
     # What is stored is what the client sent: examples never enter training data as the user's words.
     assert stored["messages"] == ASK
+
+
+def test_a_rebuilt_pool_adds_new_examples_and_reuses_what_it_had(gateway: dict) -> None:
+    tenant = gateway["store"].for_tenant(gateway["store"].tenant_by_name("globex"))
+    first = build_pool(tenant, gateway["settings"].home, Redactor())
+    added = _edited_exchange(gateway["http"]["globex"], "Where is my invoice?", "Billing, then Invoices.")
+    second = build_pool(tenant, gateway["settings"].home, Redactor(), first)
+    assert [ex.interaction_id for ex in second.examples] == [
+        *(ex.interaction_id for ex in first.examples),
+        added,
+    ]
+    # Known examples keep the (redacted) text and vector they had: only the new one was redacted and embedded.
+    assert all(second.known[key][1] is vector for key, (_, vector) in first.known.items())

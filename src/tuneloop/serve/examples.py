@@ -4,17 +4,18 @@ For each request the gateway finds the tenant's best-rated or user-edited past a
 users' edits, and answers whose reward clears the policy's `min_reward`) whose prompts are most similar to
 the request's last user message (MiniLM cosine similarity at or above `min_similarity`), and shows up to `k`
 of them as earlier user/assistant turns. The pool is per tenant, built only through the tenant's own store
-handle, bounded, and rebuilt from the store every `REFRESH_SECONDS`; its texts are the stored, redacted ones,
-and a tenant that stores raw text (redaction off) has them redacted here, since an example shows one user's
-words to another.
+handle, bounded, and rebuilt from the store in the background every `REFRESH_SECONDS` (redacting and
+embedding only new examples). Its texts are the stored, redacted ones, and a tenant that stores raw text
+(redaction off) has them redacted here, since an example shows one user's words to another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.rewards import compute_rewards
 from tuneloop.store.repository import TenantStore
 
+log = logging.getLogger("tuneloop")
 REFRESH_SECONDS = 120.0  # also how long an erased user's answer may still be shown
 LOOKBACK_DAYS = 30
 MAX_POOL = 1_000  # examples kept per tenant, the most recent
@@ -48,12 +50,17 @@ class Example:
     reward: float
 
 
+Key = tuple[str, str, str]  # (interaction id, stored prompt, stored answer)
+
+
 @dataclass
 class Pool:
-    """A tenant's examples with their prompts' embeddings (row i is examples[i])."""
+    """A tenant's examples with their prompts' embeddings (row i is examples[i]); `known` keeps each one's
+    shown form and vector by what the store holds, so a rebuild redacts and embeds only new ones."""
 
     examples: list[Example]
     vectors: np.ndarray
+    known: dict[Key, tuple[Example, np.ndarray]] = field(default_factory=dict)
     built_at: float = field(default_factory=time.monotonic)
 
     def nearest(self, query: np.ndarray, policy: ExamplePolicy) -> list[Example]:
@@ -87,9 +94,10 @@ def with_examples(messages: list[dict[str, str]], examples: list[Example]) -> li
     return [*messages[:at], *turns, *messages[at:]]
 
 
-def build_pool(tenant: TenantStore, home: Path, redactor: Redactor) -> Pool:
-    """The tenant's example pool from its last LOOKBACK_DAYS of interactions and feedback (blocking)."""
-    from tuneloop.signals.embeddings import embed
+def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Pool | None = None) -> Pool:
+    """The tenant's example pool from its last LOOKBACK_DAYS of interactions and feedback (blocking);
+    examples already in `previous` keep their redacted text and vector."""
+    from tuneloop.signals.embeddings import DIMENSIONS, embed
 
     now = now_utc()
     since = now - timedelta(days=LOOKBACK_DAYS)
@@ -110,16 +118,24 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor) -> Pool:
         reward = EDIT_REWARD if row["origin"] == "edit" else rewards[iid].reward
         found.append((created[iid], Example(iid, prompt, answer, reward)))
     found.sort(key=lambda item: item[0])
-    examples = [ex for _, ex in found[-MAX_POOL:]]
-    if tenant.tenant.redaction == "off" and examples:
-        texts = redactor.redact_texts(
-            [t for ex in examples for t in (ex.prompt, ex.answer)], "redact", tenant.tenant_id
-        )
-        examples = [
-            Example(ex.interaction_id, texts[2 * i], texts[2 * i + 1], ex.reward)
-            for i, ex in enumerate(examples)
-        ]
-    return Pool(examples, embed([ex.prompt for ex in examples]))
+    stored = {(ex.interaction_id, ex.prompt, ex.answer): ex for _, ex in found[-MAX_POOL:]}
+    known = previous.known if previous is not None else {}
+    new_keys = [key for key in stored if key not in known]
+    shown = [stored[key] for key in new_keys]
+    if tenant.tenant.redaction == "off" and shown:
+        texts = [t for ex in shown for t in (ex.prompt, ex.answer)]
+        texts = redactor.redact_texts(texts, "redact", tenant.tenant_id)
+        shown = [replace(ex, prompt=texts[2 * i], answer=texts[2 * i + 1]) for i, ex in enumerate(shown)]
+    made = dict(zip(new_keys, zip(shown, embed([ex.prompt for ex in shown]), strict=True), strict=True))
+    # A known example keeps its text and vector; its reward is today's.
+    entries = {
+        key: (replace(ex, reward=stored[key].reward), vector)
+        for key in stored
+        for ex, vector in [known[key] if key in known else made[key]]
+    }
+    examples = [ex for ex, _ in entries.values()]
+    vectors = np.array([v for _, v in entries.values()], dtype=np.float32).reshape(-1, DIMENSIONS)
+    return Pool(examples, vectors, entries)
 
 
 class ExampleIndex:
@@ -128,6 +144,7 @@ class ExampleIndex:
     def __init__(self) -> None:
         self._pools: OrderedDict[str, Pool] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._rebuilding: dict[str, asyncio.Task] = {}  # referenced until done
 
     async def apply(self, call: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The messages with the call's version's examples shown; the call's decoding records which."""
@@ -145,15 +162,32 @@ class ExampleIndex:
         return with_examples(messages, shown)
 
     async def pool(self, st: Any, tenant: TenantStore) -> Pool:
-        """The tenant's pool, rebuilt (once, however many requests wait for it) when stale."""
+        """The tenant's pool: built on first use; when stale, served as it is while a rebuild runs."""
         key = tenant.tenant_id
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            pool = self._pools.get(key)
-            if pool is None or time.monotonic() - pool.built_at > REFRESH_SECONDS:
-                pool = await st.calls(build_pool, tenant, st.settings.home, st.capture.redactor)
-                self._pools[key] = pool
-            self._pools.move_to_end(key)
-            while len(self._pools) > MAX_TENANTS:
-                self._pools.popitem(last=False)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = await self._rebuild(st, tenant)
+        elif time.monotonic() - pool.built_at > REFRESH_SECONDS and key not in self._rebuilding:
+            task = asyncio.create_task(self._rebuild(st, tenant))
+            self._rebuilding[key] = task
+            task.add_done_callback(lambda t: self._rebuilt(key, t))
+        self._pools.move_to_end(key)
+        while len(self._pools) > MAX_TENANTS:
+            self._pools.popitem(last=False)
+        return pool
+
+    async def _rebuild(self, st: Any, tenant: TenantStore) -> Pool:
+        """Build the tenant's pool from the store (once, however many requests wait for it)."""
+        key = tenant.tenant_id
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            previous = self._pools.get(key)
+            if previous is not None and time.monotonic() - previous.built_at <= REFRESH_SECONDS:
+                return previous
+            pool = await st.calls(build_pool, tenant, st.settings.home, st.capture.redactor, previous)
+            self._pools[key] = pool
             return pool
+
+    def _rebuilt(self, key: str, task: asyncio.Task) -> None:
+        self._rebuilding.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("rebuilding the example pool failed; the last one serves", exc_info=task.exception())
