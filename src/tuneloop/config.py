@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Seconds between loop looks inside `tuneloop serve` (every tenant); unset: run "
         "`tuneloop loop` separately.",
     )
+    loop_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a loop worker's lease on a tenant lasts without a heartbeat (renewed every "
+        "third of it): a killed worker's open turn is resumed by another worker this long after it died.",
+    )
     redaction_key: SecretStr | None = Field(
         default=None,
         description="The server secret: keys the `hash` redaction mode's placeholders, the stored hashes of "

@@ -20,6 +20,7 @@ from tuneloop.cli import (
     snapshot,
     train,
     versions,
+    worker,
 )
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from tuneloop.errors import TuneloopError
@@ -38,6 +39,7 @@ GROUPS = (
     rollout,
     review,
     loop,
+    worker,
     demo,
 )
 

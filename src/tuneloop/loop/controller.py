@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
 
 from tuneloop.clock import now_utc
@@ -25,10 +26,18 @@ ALERT = "alert:"  # the trigger prefix of a turn that alerts started
 class Loop:
     """One tenant's controller. `tick()` advances the open turn as far as it can without waiting."""
 
-    def __init__(self, tenant: TenantStore, settings: Settings, policy: LoopPolicy | None = None) -> None:
+    def __init__(
+        self,
+        tenant: TenantStore,
+        settings: Settings,
+        policy: LoopPolicy | None = None,
+        guard: Callable[[], bool] | None = None,
+    ) -> None:
+        """`guard` (a worker's lease check) is asked before each stage is recorded; False stops the tick."""
         self.tenant = tenant
         self.settings = settings
         self.policy = policy or tenant_policy(settings.home, tenant.tenant.name, LoopPolicy)
+        self.guard = guard
 
     def turns(self) -> list[Turn]:
         return list_turns(self.tenant)
@@ -100,6 +109,10 @@ class Loop:
             step = self._run_stage(context, turn)
             if step is None:
                 return turn  # waiting (the canary needs more traffic)
+            if self.guard is not None and not self.guard():
+                name = self.tenant.tenant.name
+                log.warning("lost the lease; %s's turn %d stays at %s", name, turn.turn, turn.stage)
+                return turn
             turn = advance_turn(self.tenant, turn, step.stage, step.report, step.outcome)
         return turn
 

@@ -163,6 +163,8 @@ experiments = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    # A multi-arm experiment's arms ({arm, version, weight, state}, control first); null for a canary.
+    sa.Column("arms", sa.JSON, nullable=True),
     sa.Index("ix_experiments_tenant_state", "tenant_id", "state"),
 )
 
@@ -222,64 +224,15 @@ loop_pauses = sa.Table(
     sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-documents = sa.Table(
-    "documents",
+loop_leases = sa.Table(
+    "loop_leases",
     metadata,
-    # A document of the tenant's retrieval collection, at its current version; its text lives in `chunks`.
+    # Which loop worker advances the tenant's turn until `expires_at` (store/leases.py); `token` grows with
+    # every acquisition, so a worker that lost the lease can tell. holder NULL: free.
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
-    sa.Column("id", sa.String(128), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("format", sa.String(16), nullable=False),
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("chars", sa.Integer, nullable=False),
-    sa.Column("chunks", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-chunks = sa.Table(
-    "chunks",
-    metadata,
-    # A redacted slice [start_char, end_char) of a document version's text with its MiniLM vector; `key` is
-    # its id in the tenant's in-process vector index (a 63-bit hash of the chunk id).
-    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
-    sa.Column("id", sa.String(200), primary_key=True),
-    sa.Column("key", sa.BigInteger, nullable=False),
-    sa.Column("document_id", sa.String(128), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("start_char", sa.Integer, nullable=False),
-    sa.Column("end_char", sa.Integer, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-    sa.Index("ix_chunks_tenant_document", "tenant_id", "document_id"),
-    sa.Index("ix_chunks_tenant_key", "tenant_id", "key"),
-)
-
-collections = sa.Table(
-    "collections",
-    metadata,
-    # One row per tenant with documents: `revision` grows with every change, so each process's index
-    # knows when to catch up with the store.
-    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
-    sa.Column("revision", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-retrievals = sa.Table(
-    "retrievals",
-    metadata,
-    # What one retrieval showed, in order, with each result's features; no query text is kept. Feedback on
-    # sources names `interaction_id` (the chat completion, or the id the app gave /v1/retrieve).
-    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("interaction_id", sa.String(128), nullable=True),
-    sa.Column("ranker", sa.String(64), nullable=False),
-    sa.Column("results", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_retrievals_tenant_interaction", "tenant_id", "interaction_id"),
-    sa.Index("ix_retrievals_tenant_created", "tenant_id", "created_at"),
+    sa.Column("holder", sa.String(256), nullable=True),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 review_tasks = sa.Table(

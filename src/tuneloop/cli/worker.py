@@ -1,0 +1,49 @@
+"""`tuneloop worker`: a loop worker that advances whichever tenants' turns it can lease (loop/worker.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from tuneloop.errors import BadRequest
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "worker",
+        help="run a loop worker: lease tenants' loops from the store and advance their turns (run several)",
+    )
+    p.add_argument("--name", help="this worker's name in the leases (default host:pid; unique per worker)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between passes over the tenants")
+    p.add_argument("--once", action="store_true", help="one pass over the tenants, then exit (cron-friendly)")
+    p.set_defaults(run=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tuneloop.cli.admin import open_store
+    from tuneloop.config import Settings
+    from tuneloop.loop.worker import Worker
+
+    if args.interval <= 0:
+        raise BadRequest(f"--interval {args.interval}: give a positive number of seconds")
+    if args.name is not None and not 0 < len(args.name) <= 200:
+        raise BadRequest("--name: give 1-200 characters")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    worker = Worker(open_store(), Settings(), args.name)
+    # SIGTERM unwinds the stage in progress as Ctrl-C does: the lease is released on the way out and another
+    # worker resumes the turn at once (training from its last checkpoint) instead of after the TTL.
+    signal.signal(signal.SIGTERM, _exit)
+    print(f"worker {worker.name}: looking at the tenants' loops", file=sys.stderr, flush=True)
+    if args.once:
+        worker.run_once()
+    else:
+        worker.run(threading.Event(), args.interval)
+    return 0
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
