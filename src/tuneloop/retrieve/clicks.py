@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 ITERATIONS = 60
-SMOOTHING = 1.0  # a Beta(1, 1) prior on each item's relevance: an item seen once is not certain
+# Each item's relevance is shrunk toward the mean relevance by this many pseudo-impressions: an item shown
+# only where few users look has little evidence, and must not outrank well-known ones on a guess.
+SMOOTHING = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def fit_click_model(impressions: Sequence[Impression], iterations: int = ITERATI
             rel_sum[imp.item] += relevant
             rel_n[imp.item] += 1
         theta = [seen / n if n else t for seen, n, t in zip(seen_at, shown_at, theta, strict=True)]
-        gamma = {item: (rel_sum[item] + SMOOTHING * 0.5) / (rel_n[item] + SMOOTHING) for item in items}
+        prior = sum(rel_sum.values()) / sum(rel_n.values())
+        gamma = {item: (rel_sum[item] + SMOOTHING * prior) / (rel_n[item] + SMOOTHING) for item in items}
     top = max(theta[0], 1e-9)
     # θ and γ are identified only up to a common scale: fix the top position at 1.
     scaled = {item: min(1.0, g * top) for item, g in gamma.items()}

@@ -116,7 +116,7 @@ def put_document(
                 text=piece.text,
                 embedding=np.asarray(vector, dtype="<f4").tobytes(),
             )
-        _bump(tx)
+        bump_revision(tx)
         tx.audit(
             actor=actor,
             action="document.put",
@@ -135,7 +135,7 @@ def delete_document(tenant: TenantStore, document_id: str, *, actor: str = "api"
         if tx.delete(documents, documents.c.id == document_id) == 0:
             raise NotFound(f"document {document_id!r} not found", param="id")
         removed = tx.delete(chunks, chunks.c.document_id == document_id)
-        _bump(tx)
+        bump_revision(tx)
         tx.audit(actor=actor, action="document.delete", subject=document_id, details={"chunks": removed})
         return removed
 
@@ -161,7 +161,8 @@ def revision(tx: TenantTx) -> int:
     return row.revision if row is not None else 0
 
 
-def _bump(tx: TenantTx) -> None:
+def bump_revision(tx: TenantTx) -> None:
+    """Mark the collection changed, so every process's index catches up at its next look."""
     now = now_utc()
     if tx.update(collections, sa.true(), revision=collections.c.revision + 1, updated_at=now) == 0:
         tx.insert(collections, revision=1, updated_at=now)

@@ -123,14 +123,15 @@ def fit_reranker(
     )
 
 
-def ndcg(ranked_labels: Sequence[float], k: int = 5) -> float:
-    """NDCG@k of labels in the order shown (gain 2^label − 1); 1.0 when nothing is relevant."""
+def dcg(gains: Sequence[float], k: int = 5) -> float:
+    """DCG@k of gains in the order shown (graded labels give 2^label − 1)."""
+    return sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
 
-    def dcg(labels: Sequence[float]) -> float:
-        return sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(labels[:k]))
 
-    best = dcg(sorted(ranked_labels, reverse=True))
-    return dcg(ranked_labels) / best if best > 0 else 1.0
+def ndcg(gains: Sequence[float], k: int = 5) -> float:
+    """NDCG@k of gains in the order shown; 1.0 when nothing is relevant."""
+    best = dcg(sorted(gains, reverse=True), k)
+    return dcg(gains, k) / best if best > 0 else 1.0
 
 
 def mean(values: Sequence[float]) -> float:

@@ -20,7 +20,7 @@ from tuneloop.private_files import private_dir
 from tuneloop.registry.artifacts import checksums
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.clicks import ClickModel, Impression, fit_click_model
-from tuneloop.retrieve.reranker import Example, Reranker, fit_reranker, ndcg, trust_scores
+from tuneloop.retrieve.reranker import Example, Reranker, dcg, fit_reranker, trust_scores
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import feedback, retrievals
 
@@ -112,32 +112,30 @@ def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
 def evaluate(candidate: Reranker, held_out: list[Logged], model: ClickModel, k: int = 5) -> dict[str, float]:
     """NDCG@k and recall@3 on held-out feedback, of the order shown and of the candidate's order.
 
-    Gains are inverse-propensity weighted (a click at a rarely examined position counts more), so the
-    order that was shown gets no credit merely for having put its results where users look first.
+    Gains are inverse-propensity weighted (a click where few users look counts more) and summed over all
+    held-out retrievals before normalising (ratio of sums): an IPS-weighted DCG is unbiased, but one
+    normalised per retrieval cancels the weight of a lone click and would favour the order shown.
     """
-    shown, ranked, shown_recall, ranked_recall = [], [], [], []
+    dcg_shown = dcg_ranked = ideal = 0.0
+    top_shown = top_ranked = total = 0.0
     for log in held_out:
         gain = {
-            r["chunk_id"]: 0.0
-            if r["chunk_id"] in log.wrong
-            else (2.0 * (r["chunk_id"] in log.helpful) + (r["chunk_id"] in log.clicked))
-            * model.propensity_weight(r["rank"])
-            for r in log.results
+            r["chunk_id"]: _gain(log, r["chunk_id"]) * model.propensity_weight(r["rank"]) for r in log.results
         }
-        hits = [_Row(r) for r in log.results]
-        order = [h.chunk_id for h in candidate.rank(hits)]
-        shown.append(ndcg([gain[h.chunk_id] for h in hits], k))
-        ranked.append(ndcg([gain[c] for c in order], k))
-        relevant = {c for c, g in gain.items() if g > 0}
-        if relevant:
-            shown_recall.append(len(relevant & {h.chunk_id for h in hits[:3]}) / len(relevant))
-            ranked_recall.append(len(relevant & set(order[:3])) / len(relevant))
+        shown = [r["chunk_id"] for r in log.results]
+        ranked = [h.chunk_id for h in candidate.rank([_Row(r) for r in log.results])]
+        dcg_shown += dcg([gain[c] for c in shown], k)
+        dcg_ranked += dcg([gain[c] for c in ranked], k)
+        ideal += dcg(sorted(gain.values(), reverse=True), k)
+        top_shown += sum(gain[c] for c in shown[:3])
+        top_ranked += sum(gain[c] for c in ranked[:3])
+        total += sum(gain.values())
     return {
         "heldout_retrievals": len(held_out),
-        "ndcg@5_production": _mean(shown),
-        "ndcg@5_candidate": _mean(ranked),
-        "recall@3_production": _mean(shown_recall),
-        "recall@3_candidate": _mean(ranked_recall),
+        "ndcg@5_production": _ratio(dcg_shown, ideal),
+        "ndcg@5_candidate": _ratio(dcg_ranked, ideal),
+        "recall@3_production": _ratio(top_shown, total),
+        "recall@3_candidate": _ratio(top_ranked, total),
     }
 
 
@@ -162,7 +160,8 @@ def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tu
     final, _ = train(logs, version_id)  # what serves learns from all the feedback the gate judged
     registry = Registry(tenant)
     parent = registry.production(KIND)
-    folder = private_dir(home / "rerankers" / tenant.tenant.name / version_id)
+    folder = home / "rerankers" / tenant.tenant.name / version_id
+    private_dir(folder)
     final.save(folder / "reranker.json")
     lineage = hashlib.sha256(json.dumps([[log.id, log.results] for log in logs], default=str).encode())
     version = registry.register(
@@ -185,6 +184,13 @@ def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tu
     if result.passed:
         registry.move(version.id, "production", actor=actor, reason="re-ranker passed its offline gate")
     return registry.get(version.id), result
+
+
+def _gain(log: Logged, chunk: str) -> float:
+    """2^label − 1 of a held-out result: marked helpful 2, opened 1, otherwise (or marked wrong) 0."""
+    if chunk in log.wrong:
+        return 0.0
+    return 3.0 if chunk in log.helpful else 1.0 if chunk in log.clicked else 0.0
 
 
 def _gate(metrics: dict[str, Any]) -> GateResult:
@@ -212,8 +218,8 @@ class _Row:
             object.__setattr__(self, name, result[name])
 
 
-def _mean(values: list[float]) -> float:
-    return round(sum(values) / len(values), 4) if values else 0.0
+def _ratio(part: float, whole: float) -> float:
+    return round(part / whole, 4) if whole else 0.0
 
 
 _serving: dict[str, tuple[float, Reranker | None]] = {}
