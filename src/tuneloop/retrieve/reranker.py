@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -28,15 +28,13 @@ H = TypeVar("H", bound=Ranked)
 
 @dataclass(frozen=True)
 class Example:
-    """One shown result with its soft relevance label (the click model's posterior) and weight."""
+    """One shown result with its soft relevance label (the click model's posterior)."""
 
-    group: str  # the retrieval it was shown in
     chunk_id: str
     document_id: str
     score: float
     lexical: float
     label: float
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +88,8 @@ def fit_reranker(
     trust: dict[str, float],
     relevance: dict[str, float],
 ) -> Reranker:
-    """Logistic regression on the examples' soft labels (each row counts as label·w positive and
-    (1 - label)·w negative); features standardised so the weights compare."""
+    """Logistic regression on the examples' soft labels (each row counts as `label` of a positive and
+    1 − `label` of a negative); features standardised so the weights compare."""
     from sklearn.linear_model import LogisticRegression
 
     default = float(np.mean(list(relevance.values()))) if relevance else 0.5
@@ -103,10 +101,9 @@ def fit_reranker(
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
     labels = np.array([e.label for e in examples])
-    weights = np.array([e.weight for e in examples])
     both = np.vstack([z, z])
     y = np.concatenate([np.ones(len(z)), np.zeros(len(z))])
-    w = np.concatenate([labels * weights, (1 - labels) * weights])
+    w = np.concatenate([labels, 1 - labels])
     keep = w > 0
     if len(set(y[keep])) < 2:
         return draft  # every label the same: nothing to learn, the draft keeps the embedding order
@@ -132,12 +129,3 @@ def ndcg(gains: Sequence[float], k: int = 5) -> float:
     """NDCG@k of gains in the order shown; 1.0 when nothing is relevant."""
     best = dcg(sorted(gains, reverse=True), k)
     return dcg(gains, k) / best if best > 0 else 1.0
-
-
-def mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else 0.0
-
-
-def describe(reranker: Reranker) -> dict[str, Any]:
-    """The weights, rounded, for a version's metrics and the CLI."""
-    return {f: round(w, 3) for f, w in reranker.weights.items()}

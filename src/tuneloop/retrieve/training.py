@@ -104,7 +104,7 @@ def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
             if r["chunk_id"] in log.wrong:
                 marks[r["document_id"]][1] += 1
             label = 0.0 if r["chunk_id"] in log.wrong else model.posterior(imp)
-            examples.append(Example(log.id, r["chunk_id"], r["document_id"], r["score"], r["lexical"], label))
+            examples.append(Example(r["chunk_id"], r["document_id"], r["score"], r["lexical"], label))
     trust = trust_scores({doc: (h, w) for doc, (h, w) in marks.items()})
     return fit_reranker(examples, version=version, trust=trust, relevance=model.relevance), model
 
