@@ -49,7 +49,7 @@ def _holding(home: Path, needles: list[str]) -> list[str]:
 
 def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[str, str]:
     """A production adapter and judge on the snapshot, candidates warm-started from and composed on that
-    adapter, and a production-bound version on another snapshot."""
+    adapter, one waiting for approval, and a production-bound version on another snapshot."""
     registry = Registry(tenant)
     adapter = registry.register(
         kind="adapter", base_model="base", actor="test", snapshot_hash=snapshot, artifact_path="/a/v1"
@@ -59,16 +59,20 @@ def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[s
         kind="adapter", base_model="base", actor="test", job_spec={"init_adapter": "/a/v1"}
     )
     composed = registry.register(kind="adapter", base_model="base", actor="test", parent_id=adapter.id)
+    held = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash=snapshot)
     other = registry.register(kind="adapter", base_model="base", actor="test", snapshot_hash=other_snapshot)
     for version in (adapter, judge):
         registry.move(version.id, "gated", actor="test", reason="test")
         registry.move(version.id, "production", actor="test", reason="test")
     registry.move(other.id, "gated", actor="test", reason="test")
+    registry.move(held.id, "gated", actor="test", reason="test")
+    registry.move(held.id, "pending_approval", actor="test", reason="waits for a person")
     return {
         "adapter": adapter.id,
         "judge": judge.id,
         "warm": warm.id,
         "composed": composed.id,
+        "held": held.id,
         "other": other.id,
     }
 
@@ -157,6 +161,7 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
         ids["judge"]: "production",
         ids["warm"]: "blocked",
         ids["composed"]: "blocked",
+        ids["held"]: "blocked",  # waiting for approval is not serving: nothing to keep it for
     }
     assert (
         all(states[n].erased_at for n in ("adapter", "judge", "warm")) and states["other"].erased_at is None

@@ -16,7 +16,7 @@ from tuneloop.store.schema import alerts, versions
 
 ALERT_KIND = "erasure"
 # A version that was not serving is blocked outright; nothing is lost that a new turn does not rebuild.
-BLOCK_FROM = ("candidate", "gated")
+BLOCK_FROM = ("candidate", "gated", "pending_approval")
 
 
 def trained_on(tenant: TenantStore, snapshot_hashes: Iterable[str]) -> list[Version]:
