@@ -62,16 +62,20 @@ def attach(store: TenantStore, interaction_id: str, session_id: str | None) -> l
 
 def sweep(store: TenantStore) -> int:
     """Attach events whose interaction was logged by a path that does not attach them (spool, OTLP), and
-    drop expired ones; returns how many were attached."""
+    drop expired ones; returns how many were attached. A tenant with nothing pending costs one read."""
     now = now_utc()
-    store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.expires_at <= now))
     with store.reading() as tx:
+        waiting = tx.first(pending_feedback, columns=(sa.func.count(),))
+        if not waiting or not waiting[0]:
+            return 0
         ids = tx.query(interactions, columns=(interactions.c.id,))
         found = tx.all(
             pending_feedback,
             pending_feedback.c.target.in_(ids),
+            pending_feedback.c.expires_at > now,
             order_by=(pending_feedback.c.received_at,),
         )
+    store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.expires_at <= now))
     results = _release(store, found, {row.target: row.target for row in found})
     return sum(r.status == "accepted" for r in results)
 
