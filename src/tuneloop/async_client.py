@@ -11,13 +11,13 @@ import httpx
 
 from tuneloop.client import (
     RETRY_STATUSES,
-    _delay,
-    _error,
-    _interaction,
-    _log_rejected,
-    _Queue,
+    EventQueue,
+    error_of,
     event,
+    interaction_body,
     log,
+    log_rejected,
+    retry_delay,
     score_value,
 )
 from tuneloop.errors import TuneloopError
@@ -39,7 +39,7 @@ class AsyncClient:
     ) -> None:
         self.retries = retries
         self.flush_interval = flush_interval
-        self._queue = _Queue(batch_size)
+        self._queue = EventQueue(batch_size)
         self._wake = asyncio.Event()
         self._closing = False
         self._flusher: asyncio.Task | None = None
@@ -74,9 +74,8 @@ class AsyncClient:
     ) -> str:
         """Log an interaction (`user`, `session`, `model`, `choices`, `metadata` as keywords); returns its
         id."""
-        return (
-            await self._request("POST", "/v1/interactions", _interaction(messages, response, id=id, **fields))
-        )["id"]
+        body = interaction_body(messages, response, id=id, **fields)
+        return (await self._request("POST", "/v1/interactions", body))["id"]
 
     async def feedback(
         self,
@@ -117,7 +116,7 @@ class AsyncClient:
         """As `Client.flush`."""
         while batch := self._queue.take():
             try:
-                _log_rejected(await self.feedback_batch(batch))
+                log_rejected(await self.feedback_batch(batch))
             except (TuneloopError, httpx.TransportError):
                 self._queue.put_back(batch)
                 raise
@@ -154,12 +153,12 @@ class AsyncClient:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-                await asyncio.sleep(_delay(None, attempt))
+                await asyncio.sleep(retry_delay(None, attempt))
                 continue
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:
-                await asyncio.sleep(_delay(resp, attempt))
+                await asyncio.sleep(retry_delay(resp, attempt))
                 continue
             if resp.status_code >= 400:
-                raise _error(resp)
+                raise error_of(resp)
             return resp.json()
         raise AssertionError("unreachable")

@@ -67,12 +67,14 @@ def score_value(name: str, value: bool | float | str, data_type: str | None, com
     return {**out, "comment": comment} if comment is not None else out
 
 
-def _interaction(messages: list[dict[str, str]], response: str, **fields: Any) -> dict[str, Any]:
+def interaction_body(messages: list[dict[str, str]], response: str, **fields: Any) -> dict[str, Any]:
+    """An interaction as `POST /v1/interactions` takes it, with a fresh id unless `id` is given."""
     body = {"id": fields.pop("id") or f"int-{uuid.uuid4().hex}", "messages": messages, "response": response}
     return {**body, **{k: v for k, v in fields.items() if v is not None}}
 
 
-def _error(resp: httpx.Response) -> TuneloopError:
+def error_of(resp: httpx.Response) -> TuneloopError:
+    """The SDK's error for an HTTP error answer."""
     try:
         message = resp.json().get("error", {}).get("message", resp.text)
     except ValueError:
@@ -82,18 +84,20 @@ def _error(resp: httpx.Response) -> TuneloopError:
     return _ERRORS.get(resp.status_code, TuneloopError)(message)
 
 
-def _delay(resp: httpx.Response | None, attempt: int) -> float:
+def retry_delay(resp: httpx.Response | None, attempt: int) -> float:
+    """Seconds to wait before retry `attempt`: the server's Retry-After, else exponential."""
     header = resp.headers.get("retry-after") if resp is not None else None
     return float(header) if header and header.isdigit() else 0.2 * 2**attempt
 
 
-def _log_rejected(results: list[dict[str, Any]]) -> None:
+def log_rejected(results: list[dict[str, Any]]) -> None:
+    """Warn about queued events the server refused (not retried: their data is bad)."""
     for r in results:
         if r["status"] == "rejected":
             log.warning("queued event %s was rejected: %s", r["id"], r.get("error"))
 
 
-class _Queue:
+class EventQueue:
     """Events waiting to be sent, in order; safe to use from several threads."""
 
     def __init__(self, batch_size: int) -> None:
@@ -142,7 +146,7 @@ class Client:
     ) -> None:
         self.retries = retries
         self.flush_interval = flush_interval
-        self._queue = _Queue(batch_size)
+        self._queue = EventQueue(batch_size)
         self._wake = threading.Event()
         self._closing = False
         self._flusher: threading.Thread | None = None
@@ -185,7 +189,7 @@ class Client:
         metadata: dict[str, Any] | None = None,
     ) -> str:
         """Log an interaction your own model made; returns its id (give `id` to make retries idempotent)."""
-        body = _interaction(
+        body = interaction_body(
             messages,
             response,
             id=id,
@@ -238,7 +242,7 @@ class Client:
         queued)."""
         while batch := self._queue.take():
             try:
-                _log_rejected(self.feedback_batch(batch))
+                log_rejected(self.feedback_batch(batch))
             except (TuneloopError, httpx.TransportError):
                 self._queue.put_back(batch)
                 raise
@@ -299,12 +303,12 @@ class Client:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-                time.sleep(_delay(None, attempt))
+                time.sleep(retry_delay(None, attempt))
                 continue
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:
-                time.sleep(_delay(resp, attempt))
+                time.sleep(retry_delay(resp, attempt))
                 continue
             if resp.status_code >= 400:
-                raise _error(resp)
+                raise error_of(resp)
             return resp.json()
         raise AssertionError("unreachable")
