@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Request
@@ -290,7 +290,6 @@ def _partial(parts: list[str]) -> Completion:
 
 # chunk(text delta, finish reason, usage, the finished completion) -> one SSE event's JSON body
 Chunk = Callable[..., dict[str, Any]]
-Kind = Literal["chat.completion.chunk", "text_completion"]
 
 
 async def sse(
