@@ -15,7 +15,7 @@ from typing import Any
 from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
-from tuneloop.registry.versions import Registry
+from tuneloop.registry.versions import Registry, State
 from tuneloop.rollout.design import LOOKBACK_DAYS, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
@@ -307,7 +307,7 @@ def finish(
             ended_at=now,
         )
         for version_id in exp.candidates:
-            to = "production" if version_id == winner else "rolled_back"
+            to: State = "production" if version_id == winner else "rolled_back"
             registry.move(version_id, to, actor=actor, reason=reason, details={"experiment": exp.id}, tx=tx)
         tx.audit(
             actor=actor,

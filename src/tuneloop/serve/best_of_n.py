@@ -100,5 +100,6 @@ def _load_judge(settings: Any, version: Version) -> Any:
     from tuneloop.learn.reward_model import load_reward_model
     from tuneloop.model_files import resolve_model
 
+    assert version.artifact_path is not None  # a reward model in production has its artifact
     base = resolve_model(settings.model, settings.home)
     return load_reward_model(version.artifact_path, base_model=str(base))
