@@ -10,6 +10,7 @@ import yaml
 
 from tuneloop import Settings
 from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.loop import light as light_candidates
 from tuneloop.loop.light import LightPolicy, compose_candidates
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
 from tuneloop.registry.versions import Registry
@@ -17,15 +18,15 @@ from tuneloop.rollout.arms import start_arms
 from tuneloop.rollout.experiments import active_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import Store, TenantStore
 
+SNAPSHOT = "f" * 64
 LONG = "Thank you for reaching out! There are several ways to reset a password, and we will go through all. "
 
 
 @pytest.fixture
 def tenant(tuneloop_home: Path, tiny_model: Path) -> tuple[TenantStore, Settings, str]:
-    """A tenant serving a composed production whose users edit its long answers down."""
+    """A tenant serving a composed production (the base model with a prompt and a temperature)."""
     settings = Settings(model=str(tiny_model))
     store = Store(settings.database_url)
     tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
@@ -41,24 +42,6 @@ def tenant(tuneloop_home: Path, tiny_model: Path) -> tuple[TenantStore, Settings
     )
     registry.move(production.id, "gated", actor="test", reason="setup")
     registry.move(production.id, "production", actor="test", reason="setup")
-    for i in range(12):
-        iid = f"i{i}"
-        row = {
-            "id": iid,
-            "user_id": f"u{i}",
-            "messages": [{"role": "user", "content": f"How do I reset password number {i}?"}],
-            "response": LONG * 2,
-            "choices": [LONG * 2],
-        }
-        tenant.log_interaction(row, iid)
-        edit = {
-            "id": f"e{i}",
-            "interaction_id": iid,
-            "kind": "edit",
-            "value": "Settings, then Reset.",
-            "source": "user",
-        }
-        tenant.add_feedback([(edit, f"e{i}")])
     yield tenant, settings, production.id
     store.close()
 
@@ -72,8 +55,8 @@ def _policy(settings: Settings, name: str, data: dict) -> None:
 def test_light_candidates_come_from_production_with_their_reasons_as_lineage(tenant: tuple) -> None:
     tenant, settings, production = tenant
     policy = LightPolicy(enabled=True, prompt_variants=["Answer in one line."], max_candidates=4)
-    snapshot = create_snapshot(tenant, settings.home, RewardPolicy(), actor="test")
-    composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
+    pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
+    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, policy)
 
     reasons = [c["reason"] for c in composed]
     assert "shorter" in reasons[0] and reasons[-2:] == ["in-context examples", "operator prompt variant 1"]
@@ -87,7 +70,17 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     assert examples.decoding["examples"] == ExamplePolicy().model_dump()
     assert prompt.system_prompt == "Answer in one line." and prompt.decoding == {"temperature": 0.8}
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
-    assert {v.snapshot_hash for v in (capped, prompt)} == {snapshot.hash}
+    assert {v.snapshot_hash for v in (capped, prompt)} == {SNAPSHOT}
+
+
+def _edit_pair(question: str) -> dict:
+    """A pair as a snapshot holds a user's edit: the edited text chosen over the model's long answer."""
+    return {
+        "prompt": [{"role": "user", "content": question}],
+        "chosen": [{"role": "assistant", "content": "Settings, then Reset."}],
+        "rejected": [{"role": "assistant", "content": LONG * 2}],
+        "origin": "edit",
+    }
 
 
 def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> None:
@@ -113,6 +106,8 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
 
 def test_without_a_light_policy_a_turn_goes_straight_to_training(tenant: tuple) -> None:
     tenant, settings, _ = tenant
-    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).tick(force=True)
-    assert turn.report["light"] == {"skipped": "off"}
-    assert (turn.outcome, active_experiment(tenant)) == ("skipped", None)  # 12 rows < min_rows
+    assert light_candidates.start_trial(tenant, settings, approval=False) == {"light": {"skipped": "off"}}
+    _policy(settings, "light_policy.yaml", {"enabled": True})
+    # Candidates that must wait for a person are never put before users by a light trial either.
+    skipped = light_candidates.start_trial(tenant, settings, approval=True)
+    assert skipped == {"light": {"skipped": "require_approval"}} and active_experiment(tenant) is None
