@@ -104,7 +104,7 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
     assert (turn.stage, turn.report["light"]) == ("light_trial", {"experiment": exp.id, "picked_up": True})
 
 
-def test_without_a_light_policy_a_turn_goes_straight_to_training(tenant: tuple) -> None:
+def test_the_light_stage_stands_aside_when_off_or_when_approval_is_required(tenant: tuple) -> None:
     tenant, settings, _ = tenant
     assert light_candidates.start_trial(tenant, settings, approval=False) == {"light": {"skipped": "off"}}
     _policy(settings, "light_policy.yaml", {"enabled": True})
