@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from tuneloop.clock import now_utc
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import arms as multi
 from tuneloop.rollout.controller import ArmData
@@ -17,6 +18,7 @@ from tuneloop.rollout.multi_arm import assign_arm, decide_arms, reweigh
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.schema import versions
 
 POLICY = RolloutPolicy(min_samples=20, max_samples=100_000)
 ARMS = reweigh(
@@ -145,3 +147,16 @@ def _log(tenant: TenantStore, exp, rng: np.random.Generator, p_up: dict, start: 
         value = 1 if rng.random() < p_up[arm] else -1
         event = {"id": f"t-{iid}", "interaction_id": iid, "kind": "thumbs", "value": value, "source": "user"}
         tenant.add_feedback([(event, f"t-{iid}")])
+
+
+def test_an_arm_trained_on_an_erased_user_leaves_at_the_next_look(tenant: TenantStore) -> None:
+    registry = Registry(tenant)
+    a, b = _gated(registry), _gated(registry)
+    exp = multi.start_arms(tenant, [a, b], POLICY, reward_policy=RewardPolicy(), actor="t")
+    tenant.transaction(lambda tx: tx.update(versions, versions.c.id == a, erased_at=now_utc()))
+
+    exp = multi.review(tenant, RewardPolicy(), actor="t")
+
+    assert [arm["state"] for arm in exp.arms] == ["live", "eliminated", "live"]
+    assert exp.state == "running" and exp.candidates == [b]
+    assert registry.get(a).state == "rolled_back"

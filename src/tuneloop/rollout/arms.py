@@ -94,6 +94,15 @@ def review(
     exp = active_experiment(tenant)
     if exp is None or exp.state != "running" or not exp.arms:
         return controller.review(tenant, reward_policy, actor=actor)
+    registry = Registry(tenant)
+    erased = {
+        a["arm"]: "trained on data of an erased user"
+        for a in live_arms(exp.arms)
+        if a["arm"] != CONTROL and registry.get(a["version"]).erased_at is not None
+    }
+    if erased:  # before any statistics: such a version must leave users at once
+        stats = {"action": "eliminate", "eliminated": erased}
+        return _eliminate(tenant, exp, erased, actor=actor, stats=stats)
     policy = RolloutPolicy.model_validate(exp.policy)
     data = controller.arm_data(tenant, exp, reward_policy, policy.primary_kpi)
     live = live_arms(exp.arms)

@@ -70,6 +70,9 @@ class Router:
             arm = assign(exp.id, unit, exp.share)
         version_id = exp.version_of(arm)
         version = await asyncio.to_thread(Registry(tenant).get, version_id) if version_id else None
+        if version is not None and version.erased_at is not None and arm != "control":
+            # Trained on an erased user: production serves until the controller's next look ends the arm.
+            return Route(state.production, arm="control", experiment_id=exp.id)
         return Route(version, arm=arm, experiment_id=exp.id)
 
     def aliases(self) -> set[str]:
