@@ -1,5 +1,5 @@
 """`response_format`: JSON modes reach an upstream as sent (the SDK's `.parse()` works); the embedded model
-refuses them with a 400 naming the field."""
+constrains its own decoding to them (lm-format-enforcer)."""
 
 from __future__ import annotations
 
@@ -101,15 +101,31 @@ def test_a_malformed_response_format_is_a_400(gateway: dict, response_format: di
     assert response.status_code == 400 and response.json()["error"]["param"].startswith("response_format")
 
 
-def test_the_embedded_model_refuses_json_modes_naming_the_field(
+def test_the_embedded_model_constrains_its_answer_to_the_schema(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}, "n": {"type": "integer"}},
+        "required": ["answer", "n"],
+    }
     settings = Settings(home=tmp_path_factory.mktemp("embedded"), model=str(tiny_model))
     store = Store(settings.database_url)
     _, key = store.create_tenant("a", redaction="off")
     with live_server(settings) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        fmt = {"type": "json_schema", "json_schema": {"name": "yes_no", "schema": schema}}
+        # Random weights: only the constraint can make this parse.
+        done = client.chat.completions.create(
+            model="tuneloop", messages=ASK, response_format=fmt, max_tokens=60, temperature=0
+        )
         with pytest.raises(openai.BadRequestError) as refused:
-            client.chat.completions.parse(model="tuneloop", messages=ASK, response_format=Offsite)
+            bad = {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "$ref": 5}},
+            }
+            client.chat.completions.create(model="tuneloop", messages=ASK, response_format=bad, max_tokens=5)
     store.close()
-    assert refused.value.param == "response_format" and "json_schema" in refused.value.message
+    answer = json.loads(done.choices[0].message.content)
+    assert answer["answer"] in ("yes", "no") and isinstance(answer["n"], int)
+    assert refused.value.param.startswith("response_format")

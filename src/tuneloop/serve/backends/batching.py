@@ -30,6 +30,8 @@ class Sequence:
     logit_bias: dict[int, float]
     generator: Any  # torch.Generator, per sequence so a seed reproduces the same text
     emit: Emit
+    # JSON mode (json_mode.py): the token ids that may come next after `tokens`; None allows any.
+    allowed: Callable[[list[int]], list[int] | None] | None = None
     cancelled: bool = False
     tokens: list[int] = field(default_factory=list)
     completion_tokens: int = 0
@@ -59,6 +61,10 @@ def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
         if s.logit_bias:
             ids = torch.tensor(list(s.logit_bias), dtype=torch.long)
             row = row.index_add(0, ids, torch.tensor(list(s.logit_bias.values()), dtype=row.dtype))
+        if s.allowed is not None and (keep := s.allowed(s.tokens)):
+            mask = torch.full_like(row, float("-inf"))
+            mask[torch.tensor(keep, dtype=torch.long)] = 0
+            row = row + mask
         if s.temperature <= 0:
             out.append(int(row.argmax()))
             continue

@@ -31,6 +31,7 @@ from tuneloop.serve.backends.base import (
     system_roles,
 )
 from tuneloop.serve.backends.batching import Batch, Sequence
+from tuneloop.serve.backends.json_mode import JsonMode
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
@@ -76,6 +77,7 @@ class EmbeddedBackend(Backend):
         self._peft = False
         self._batch: Batch | None = None
         self._vocab_size = 0  # the logits' width: the token ids logit_bias may name
+        self._json: JsonMode | None = None
         self.tokenizer: Any = None
 
     @classmethod
@@ -129,11 +131,14 @@ class EmbeddedBackend(Backend):
         self._vocab_size = self._model.config.vocab_size
         max_positions = getattr(self._model.config, "max_position_embeddings", 2048)
         self._batch = Batch(self.tokenizer, eos_ids, self.tokenizer.pad_token_id, max_positions)
+        self._json = JsonMode(self.tokenizer, eos_ids, self._vocab_size)
 
     # -- requests --------------------------------------------------------------------------------------------
 
     async def generate(self, req: GenerationRequest) -> Completion:
         """Complete all `n` choices of `req`; cancelling the caller cancels the generation."""
+        if req.response_format is not None:
+            await self._json.ready()
         seqs, queues, prompt_tokens = self._submit(req, req.n)
         try:
             choices, used = [], 0
@@ -155,6 +160,8 @@ class EmbeddedBackend(Backend):
         """Admit `req` now (raising Overloaded/BadRequest/NotFound here) and return its delta stream."""
         if req.n != 1:
             raise BadRequest("streaming supports n=1 only; send n separate requests", param="n")
+        if req.response_format is not None:
+            await self._json.ready()
         [seq], [queue], prompt_tokens = self._submit(req, 1)
 
         def cancel() -> None:
@@ -206,6 +213,7 @@ class EmbeddedBackend(Backend):
                 param=what,
                 code="context_length_exceeded",
             )
+        allowed = self._json.allowed(req.response_format, prompt) if req.response_format else None
         loop = asyncio.get_running_loop()
         seqs, queues = [], []
         for i in range(n):
@@ -227,6 +235,7 @@ class EmbeddedBackend(Backend):
                     logit_bias=dict(req.logit_bias),
                     generator=generator,
                     emit=_sender(loop, queue),
+                    allowed=allowed,
                 )
             )
             queues.append(queue)
@@ -254,12 +263,6 @@ class EmbeddedBackend(Backend):
             raise BadRequest("top_p must be in (0, 1]", param="top_p")
         if not req.repetition_penalty > 0:
             raise BadRequest("repetition_penalty must be above 0", param="repetition_penalty")
-        if req.response_format is not None:
-            raise BadRequest(
-                f"response_format {req.response_format.get('type')} is not supported by the embedded model "
-                "(no constrained decoding); leave it out, or serve through an upstream that supports it",
-                param="response_format",
-            )
         if req.calls_tools():
             raise BadRequest(
                 "tools are not supported by the embedded model (it was not trained to call them); send "

@@ -1,0 +1,88 @@
+"""JSON mode on the embedded model: lm-format-enforcer limits each sampled token to those that keep the text
+valid JSON (`json_object`) or valid under the client's schema (`json_schema`).
+
+lm-format-enforcer's transformers integration does not import under transformers 5, so the token table the
+enforcer needs is built here as that integration builds it (each token decoded after a "0", to see whether
+it starts a word). Building it takes about a second and happens once, at the first JSON request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tuneloop.errors import BadRequest
+
+log = logging.getLogger("tuneloop")
+Allowed = Callable[[list[int]], list[int] | None]  # generated tokens -> allowed next ids (None: any)
+
+
+class JsonMode:
+    """Builds, per request, the function that says which tokens may come next."""
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], vocab_size: int) -> None:
+        self._tokenizer = tokenizer
+        self._eos_ids = sorted(eos_ids)
+        self._vocab_size = vocab_size
+        self._data: Any = None
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> None:
+        """Build the token table once (off the event loop); 400 when lm-format-enforcer is missing."""
+        if importlib.util.find_spec("lmformatenforcer") is None:
+            raise BadRequest(
+                "response_format on the embedded model needs lm-format-enforcer — "
+                "`pip install 'tuneloop[json]'` — or serve through an upstream that constrains decoding",
+                param="response_format",
+            )
+        async with self._lock:
+            if self._data is None:
+                self._data = await asyncio.to_thread(self._build)
+
+    def _build(self) -> Any:
+        from lmformatenforcer import TokenEnforcerTokenizerData
+
+        tokenizer = self._tokenizer
+        zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+        special = set(tokenizer.all_special_ids)
+        regular = []
+        for token in range(min(len(tokenizer), self._vocab_size)):
+            if token in special:
+                continue
+            after_zero = tokenizer.decode([zero, token])[1:]
+            regular.append((token, after_zero, len(after_zero) > len(tokenizer.decode([token]))))
+        decode = functools.partial(_decode, tokenizer)
+        return TokenEnforcerTokenizerData(regular, decode, self._eos_ids, False, self._vocab_size)
+
+    def allowed(self, response_format: dict[str, Any], prompt_ids: list[int]) -> Allowed:
+        """The constraint for one sequence; a schema the enforcer cannot read is a 400 naming it."""
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        assert self._data is not None, "await ready() first"
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        try:
+            enforcer = TokenEnforcer(self._data, JsonSchemaParser(schema))
+        except Exception as exc:
+            raise BadRequest(
+                f"response_format: the embedded model cannot constrain to this schema ({exc})",
+                param="response_format.json_schema.schema",
+            ) from exc
+
+        def next_tokens(tokens: list[int]) -> list[int] | None:
+            try:
+                return enforcer.get_allowed_tokens(prompt_ids + tokens).allowed_tokens
+            except Exception:
+                # A parser failure must not fail the batch the sequence shares: it goes on unconstrained.
+                log.exception("JSON constraint failed; the rest of this answer is unconstrained")
+                return None
+
+        return next_tokens
+
+
+def _decode(tokenizer: Any, tokens: list[int]) -> str:
+    # A trailing U+FFFD is half a multi-byte character; the enforcer must not read it as text.
+    return tokenizer.decode(tokens).rstrip("\ufffd")
