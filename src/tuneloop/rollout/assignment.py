@@ -23,10 +23,19 @@ BUCKETS = 10_000
 Arm = Literal["control", "treatment"]
 
 
+def _hash64(experiment_key: str, user_id: str) -> int:
+    digest = hashlib.sha256(f"{experiment_key}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def bucket(experiment_key: str, user_id: str) -> int:
     """The user's bucket in [0, 10000) for this experiment."""
-    digest = hashlib.sha256(f"{experiment_key}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    return _hash64(experiment_key, user_id) % BUCKETS
+
+
+def uniform(experiment_key: str, user_id: str) -> float:
+    """The same hash as a number in (0, 1): (first 8 bytes + 0.5) / 2⁶⁴ (multi-arm assignment)."""
+    return (_hash64(experiment_key, user_id) + 0.5) / 2**64
 
 
 def assign(experiment_key: str, user_id: str, share: float) -> Arm:

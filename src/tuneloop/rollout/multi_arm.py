@@ -2,9 +2,10 @@
 best-arm procedure (successive elimination) that moves traffic to the better arms and stops when confident.
 
 Assignment is weighted rendezvous hashing over the arms still live: each arm a scores a user
-−ln(u_a) / w_a, u_a uniform from SHA-256(f"{experiment_key}:{user}:{a}") (assignment.bucket), and the user
-goes to the lowest score. The same user always lands on the same arm; dropping an arm moves only its own
-users, and raising one arm's weight only moves users into it — as the canary's ramp does.
+−ln(u_a) / w_a, with u_a = assignment.uniform(f"{experiment_key}:{a}", user) (the first 8 bytes of
+SHA-256(f"{experiment_key}:{a}:{user}") mapped into (0, 1)), and the user goes to the lowest score. The
+same user always lands on the same arm; dropping an arm moves only its own users, and raising one arm's
+weight only moves users into it — as the canary's ramp does.
 
 Each look compares every live candidate with production by the canary's own statistics (sequential.msprt and
 the guardrails, per user, CUPED), at α/m for m candidates so that the chance of promoting any candidate that
@@ -29,7 +30,7 @@ from typing import Any
 
 from scipy.stats import chisquare
 
-from tuneloop.rollout.assignment import BUCKETS, bucket
+from tuneloop.rollout.assignment import uniform
 from tuneloop.rollout.guardrails import arm_guardrails
 from tuneloop.rollout.sequential import ArmStats, msprt
 
@@ -42,8 +43,7 @@ def assign_arm(experiment_key: str, user_id: str, arms: Sequence[Mapping[str, An
     for arm in arms:
         if arm["weight"] <= 0:
             continue
-        u = (bucket(f"{experiment_key}:{arm['arm']}", user_id) + 0.5) / BUCKETS
-        score = -math.log(u) / arm["weight"]
+        score = -math.log(uniform(f"{experiment_key}:{arm['arm']}", user_id)) / arm["weight"]
         if score < best_score:
             best, best_score = arm["arm"], score
     return best
