@@ -101,7 +101,7 @@ def review(
         if a["arm"] != CONTROL and registry.get(a["version"]).erased_at is not None
     }
     if erased:  # before any statistics: such a version must leave users at once
-        stats = {"action": "eliminate", "eliminated": erased}
+        stats = {"action": "eliminate", "eliminated": erased, "design": (exp.decision or {}).get("design")}
         return _eliminate(tenant, exp, erased, actor=actor, stats=stats)
     policy = RolloutPolicy.model_validate(exp.policy)
     data = controller.arm_data(tenant, exp, reward_policy, policy.primary_kpi)
