@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneloop.registry.composition import Decoding
+from tuneloop.signals import canaries
 from tuneloop.signals.records import completion_text
 
 MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
@@ -52,6 +53,7 @@ def length_ask(pairs: Sequence[dict[str, Any]]) -> float:
 
 def propose_decodings(pairs: Sequence[dict[str, Any]], production: Decoding) -> list[Proposal]:
     """Decoding candidates the snapshot's `pairs` call for, each differing from `production`'s."""
+    pairs = [r for r in pairs if r.get("origin") != canaries.ORIGIN]  # planted probes, not users' words
     if len(pairs) < MIN_PAIRS:
         return []
     proposals: list[Proposal] = []

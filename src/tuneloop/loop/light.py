@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field
 
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.evaluate.gate import run_gate
 from tuneloop.learn.decoding import propose_decodings
 from tuneloop.registry.composition import BestOfN, Decoding, ExamplePolicy, compose, version_decoding
@@ -141,7 +141,7 @@ def compose_candidates(
         try:
             version = _compose(registry, production, settings, snapshot, part)
             composed.append({"version": version.id, "reason": part.reason})
-        except BadRequest as exc:  # the same as production, or an invalid operator prompt
+        except (BadRequest, Conflict) as exc:  # as production, an invalid prompt, an erased production
             composed.append({"reason": part.reason, "skipped": str(exc)})
     return composed
 
