@@ -477,6 +477,34 @@ def _capture_cases() -> Iterator[Case]:
         names="must differ",
     )
     yield Case(
+        "feedback-interaction-and-session",
+        "/v1/feedback",
+        _encode({**FEEDBACK, "session": "s-1"}),
+        names="interaction_id",
+    )
+    yield Case(
+        "feedback-neither-interaction-nor-session",
+        "/v1/feedback",
+        _encode({k: v for k, v in FEEDBACK.items() if k != "interaction_id"}),
+        names="interaction_id",
+    )
+    yield Case(
+        "feedback-session-number",
+        "/v1/feedback",
+        _encode({**{k: v for k, v in FEEDBACK.items() if k != "interaction_id"}, "session": 5}),
+        names="session",
+    )
+    for label, value in {
+        "score-string": "good",
+        "score-numeric-text": {"name": "q", "data_type": "numeric", "value": "high"},
+        "score-boolean-half": {"name": "q", "data_type": "boolean", "value": 0.5},
+        "score-unknown-type": {"name": "q", "data_type": "ordinal", "value": 1},
+        "score-long-name": {"name": "q" * 65, "data_type": "numeric", "value": 1},
+        "score-extra-field": {"name": "q", "data_type": "numeric", "value": 1, "trace": "t"},
+    }.items():
+        body = _encode({**FEEDBACK, "kind": "score", "value": value})
+        yield Case(f"feedback-{label}", "/v1/feedback", body, names="value")
+    yield Case(
         "interaction-unknown-field",
         "/v1/interactions",
         _encode({**INTERACTION, "tenant_id": "x"}),

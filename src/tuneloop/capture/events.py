@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 FEEDBACK_KINDS = (
     "thumbs",
@@ -193,7 +202,17 @@ def validate_value(kind: str, value: Any) -> Any:
     elif kind == "score":
         if not isinstance(value, dict):
             raise ValueError('value: score takes {"name", "data_type", "value", "comment"?}')
-        return Score.model_validate(value).model_dump(exclude_none=True)
+        try:
+            return Score.model_validate(value).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = (
+                "unknown field"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
+            raise ValueError(f"value.{where}: {msg}" if where else msg) from None
     elif kind in SOURCE_KINDS:
         if not isinstance(value, dict):
             raise ValueError(f'value: {kind} takes {{"chunk_id": id}} (a source the answer showed)')
