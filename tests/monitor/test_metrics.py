@@ -3,6 +3,7 @@ embedded model's batching loop. Real SQLite, real uvicorn, the tiny random-weigh
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,6 +49,25 @@ def test_kpi_gauges_are_in_seconds_and_ratios_and_computed_once_per_ttl(tmp_path
     assert not any(name.endswith("_ms") or name.endswith("_rate") for name, _ in first)
     assert second[("tuneloop_kpi_interactions", labels)] == 1  # within the TTL: not recomputed per scrape
     assert any(name == "tuneloop_http_requests_total" for name, _ in second)
+
+
+def test_a_scrape_past_the_ttl_gets_the_last_kpis_at_once_and_fresh_ones_soon_after(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, backend="none", kpi_metrics_seconds=0.2)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    admin = store.add_key(None)
+    acme = store.for_tenant(tenant)
+    log(acme, prompt="q", response="a", created_at=now_utc() - timedelta(minutes=5))
+    volume = ("tuneloop_kpi_interactions", (("tenant", "acme"), ("version", "base")))
+    with live_server(settings) as url:
+        assert _scrape(url, admin)[volume] == 1
+        log(acme, prompt="q", response="a", created_at=now_utc() - timedelta(minutes=1))
+        time.sleep(0.3)
+        assert _scrape(url, admin)[volume] == 1  # stale, served without waiting; a refresh starts
+        deadline = time.monotonic() + 30
+        while _scrape(url, admin)[volume] != 2:
+            assert time.monotonic() < deadline, "the background refresh never landed"
+            time.sleep(0.1)
 
 
 def test_kpi_gauges_can_be_left_to_another_replica(tmp_path: Path) -> None:

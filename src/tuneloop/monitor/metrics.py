@@ -8,6 +8,7 @@ at every scrape. The endpoint answers admin keys only: it names every tenant.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from tuneloop.serve.backends.base import Backend
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
 
+log = logging.getLogger("tuneloop")
 StoreAt = tuple[Store, Path]  # the store and the HOME its tenants' policy files live in
 KPI_WINDOW = timedelta(hours=1)
 UNMATCHED = "<unmatched>"  # the route label of 404s: raw paths would be unbounded label values
@@ -69,7 +71,11 @@ TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 class KPICollector(Collector):
     """Gauges `tuneloop_kpi_<name>{tenant, version}` over the last `window`, recomputed at most every
-    `ttl` seconds however often and from however many scrapers this process is scraped."""
+    `ttl` seconds however often and from however many scrapers this process is scraped.
+
+    Only the first scrape waits for the computation (seconds on a busy tenant); after that a scrape past
+    the TTL gets the last values at once and starts one recomputation in the background.
+    """
 
     def __init__(
         self, store: Callable[[], StoreAt | None], ttl: float, window: timedelta = KPI_WINDOW
@@ -79,15 +85,32 @@ class KPICollector(Collector):
         self.window = window
         self._lock = threading.Lock()
         self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
+        self._refreshing = False
 
     def describe(self) -> list:
         return []  # registering must not query the store, which may not be open yet
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
-            if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
-                self._cached = (time.monotonic(), self._families())
-            yield from self._cached[1]
+            cached = self._cached
+            stale = cached is None or time.monotonic() - cached[0] > self.ttl
+            start = stale and not self._refreshing
+            self._refreshing = self._refreshing or start
+        if cached is None and start:
+            self._refresh()
+            cached = self._cached
+        elif start:
+            threading.Thread(target=self._refresh, name="tuneloop-kpi-metrics", daemon=True).start()
+        yield from (cached or (0.0, []))[1]
+
+    def _refresh(self) -> None:
+        try:
+            self._cached = (time.monotonic(), self._families())
+        except Exception:  # a busy or unreachable store: keep the last values, try at the next scrape
+            log.exception("computing KPI gauges for /metrics failed")
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def _families(self) -> list[GaugeMetricFamily]:
         opened = self.store()
