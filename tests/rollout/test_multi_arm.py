@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tuneloop.clock import now_utc
+from tuneloop.errors import Conflict
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import arms as multi
-from tuneloop.rollout.controller import ArmData
+from tuneloop.rollout.controller import ArmData, finish
 from tuneloop.rollout.experiments import get_experiment
 from tuneloop.rollout.multi_arm import assign_arm, decide_arms, reweigh
 from tuneloop.rollout.policy import RolloutPolicy
@@ -160,3 +161,17 @@ def test_an_arm_trained_on_an_erased_user_leaves_at_the_next_look(tenant: Tenant
     assert [arm["state"] for arm in exp.arms] == ["live", "eliminated", "live"]
     assert exp.state == "running" and exp.candidates == [b]
     assert registry.get(a).state == "rolled_back"
+
+
+def test_promoting_by_hand_promotes_the_arm_leading_at_the_last_look(tenant: TenantStore) -> None:
+    registry = Registry(tenant)
+    a, b = _gated(registry), _gated(registry)
+    exp = multi.start_arms(tenant, [a, b], POLICY, reward_policy=RewardPolicy(), actor="t")
+    with pytest.raises(Conflict, match="no look has ranked the arms yet"):
+        finish(tenant, "promoted", actor="t", reason="by hand")
+    _log(tenant, exp, np.random.default_rng(0), {"control": 0.5, "arm-1": 0.4, "arm-2": 0.6}, start=0)
+    multi.review(tenant, RewardPolicy(near_duplicate_threshold=1.0), actor="t")
+
+    finish(tenant, "promoted", actor="t", reason="by hand")
+
+    assert registry.get(b).state == "production" and registry.get(a).state == "rolled_back"

@@ -289,9 +289,15 @@ def finish(
     stats: dict | None = None,
     winner: str | None = None,
 ) -> Experiment:
-    """End the live experiment: promoted (the winner, by default the treatment, → production; any other
-    candidate → rolled_back) or rolled_back/halted (every candidate → rolled_back)."""
+    """End the live experiment: promoted (the winner — by default the treatment, or a multi-arm experiment's
+    leading arm — → production; any other candidate → rolled_back) or rolled_back/halted (every candidate
+    → rolled_back)."""
     exp = _live(tenant)
+    if outcome == "promoted" and winner is None and exp.arms:  # by hand: the arm leading at the last look
+        leader = ((exp.decision or {}).get("versus_leader") or {}).get("leader")
+        if leader is None:
+            raise Conflict("no look has ranked the arms yet; promote after the controller's first look")
+        winner = exp.version_of(leader)
     winner = (winner or exp.treatment_version) if outcome == "promoted" else None
     registry = Registry(tenant)
 
