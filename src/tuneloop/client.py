@@ -90,6 +90,23 @@ def retry_delay(resp: httpx.Response | None, attempt: int) -> float:
     return float(header) if header and header.isdigit() else 0.2 * 2**attempt
 
 
+def outcome_events(
+    interaction_id: str, junit: str | bytes | os.PathLike | None, sarif: str | bytes | os.PathLike | None
+) -> list[dict[str, Any]]:
+    """The outcome events of a JUnit report and/or a SARIF file (content, or a path), parsed here so a bad
+    file fails before anything is sent."""
+    from tuneloop.capture.test_reports import junit_events, read_report, sarif_events
+
+    events = []
+    for report, parse, what in ((junit, junit_events, "junit report"), (sarif, sarif_events, "sarif file")):
+        if report is not None:
+            data = read_report(report, what) if isinstance(report, os.PathLike) else report
+            events += parse(interaction_id, data)
+    if not events:
+        raise TypeError("report_outcome needs junit= or sarif=")
+    return events
+
+
 def log_rejected(results: list[dict[str, Any]]) -> None:
     """Warn about queued events the server refused (not retried: their data is bad)."""
     for r in results:
@@ -256,17 +273,7 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Post a CI's JUnit report and/or a linter's SARIF file (content, or a path) as outcome events of
         the interaction whose code was applied; a re-post of the same report is a duplicate."""
-        from tuneloop.capture.test_reports import junit_events, read_report, sarif_events
-
-        events = []
-        sources = ((junit, junit_events, "junit report"), (sarif, sarif_events, "sarif file"))
-        for report, parse, what in sources:
-            if report is not None:
-                data = read_report(report, what) if isinstance(report, os.PathLike) else report
-                events += parse(interaction_id, data)
-        if not events:
-            raise TypeError("report_outcome needs junit= or sarif=")
-        return self.feedback_batch(events)
+        return self.feedback_batch(outcome_events(interaction_id, junit, sarif))
 
     def interaction(self, interaction_id: str) -> dict[str, Any]:
         """One interaction with its feedback."""
