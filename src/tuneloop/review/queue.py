@@ -26,7 +26,7 @@ from tuneloop.clock import now_utc
 from tuneloop.monitor.kpis import group_events, safety_flagged
 from tuneloop.review.tasks import Item, Task, add_items, queued_ids
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.signals.records import Record
+from tuneloop.signals.records import Record, prompt_text
 from tuneloop.signals.rewards import compute_rewards
 from tuneloop.store.repository import TenantStore
 
@@ -55,10 +55,24 @@ def pair_probabilities(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, st
     return [_sigmoid((scores[i] - scores[half + i]) / scorer.temperature) for i in range(half)]
 
 
-def rank_pairs(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, str]]) -> list[int]:
-    """Indices of the pairs, the most uncertain first: the order the queue offers pairwise items in."""
+def pair_priorities(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, str]]) -> list[float]:
+    """Each pair's priority: its uncertainty, halved for each more uncertain pair on the same prompt, so a
+    batch spreads over prompts instead of asking the same question again."""
     probabilities = pair_probabilities(scorer, pairs)
-    return sorted(range(len(pairs)), key=lambda i: -uncertainty(probabilities[i]))
+    order = sorted(range(len(pairs)), key=lambda i: -uncertainty(probabilities[i]))
+    seen: dict[str, int] = {}
+    out = [0.0] * len(pairs)
+    for i in order:
+        key = prompt_text(pairs[i][0])
+        out[i] = 0.8 * uncertainty(probabilities[i]) * 0.5 ** seen.get(key, 0)
+        seen[key] = seen.get(key, 0) + 1
+    return out
+
+
+def rank_pairs(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, str]]) -> list[int]:
+    """Indices of the pairs by priority: the order the queue offers pairwise items in."""
+    priorities = pair_priorities(scorer, pairs)
+    return sorted(range(len(pairs)), key=lambda i: -priorities[i])
 
 
 def _sigmoid(x: float) -> float:
@@ -117,11 +131,8 @@ def _pair_candidates(rows: list[Record], events: list[Record], scorer: Scorer | 
         (by_id[a]["messages"], by_id[a]["choices"][0], by_id[b]["response"] if b else by_id[a]["choices"][1])
         for a, b in pairs
     ]
-    probabilities = pair_probabilities(scorer, texts)
-    return [
-        (a, b, "uncertain", round(0.8 * uncertainty(p), 6))
-        for (a, b), p in zip(pairs, probabilities, strict=True)
-    ]
+    priorities = pair_priorities(scorer, texts)
+    return [(a, b, "uncertain", round(p, 6)) for (a, b), p in zip(pairs, priorities, strict=True)]
 
 
 def _answer_candidates(
