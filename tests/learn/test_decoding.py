@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tuneloop.learn.decoding import length_ask, propose_decodings
+from tuneloop.learn.decoding import propose_decodings
 from tuneloop.registry.composition import Decoding
+from tuneloop.signals.pairs import asked_length_change
 
 LONG = "This is a long answer that goes on about many things the user never asked about at all. " * 3
 
@@ -20,7 +21,7 @@ def _pair(chosen: str, rejected: str, origin: str = "edit") -> dict:
 
 def test_users_who_edit_answers_down_get_a_cap_and_a_cooler_candidate() -> None:
     pairs = [_pair("Open Settings, then Security.", LONG) for _ in range(10)]
-    assert length_ask(pairs) < -0.5
+    assert asked_length_change(pairs) < -0.5
     proposals = propose_decodings(pairs, Decoding(temperature=0.8))
     caps = {p.decoding.max_tokens for p in proposals}
     assert len(caps) == 1 and caps.pop() < len(LONG) / 4  # near the chosen length, far below the rejected

@@ -15,16 +15,15 @@ with its reason as lineage; the gate and a multi-arm experiment decide which, if
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tuneloop.registry.composition import Decoding
 from tuneloop.signals import canaries
+from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change
 from tuneloop.signals.records import completion_text
 
-MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
 MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
 CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
 CAP_MARGIN = 1.25  # a cap above the answers users chose, so it trims rambling rather than cuts them off
@@ -41,23 +40,13 @@ class Proposal:
     reason: str
 
 
-def length_ask(pairs: Sequence[dict[str, Any]]) -> float:
-    """The relative change of answer length users ask for: median chosen/rejected length ratio, minus 1."""
-    ratios = [
-        math.log(len(chosen) / len(rejected))
-        for r in pairs
-        if (chosen := completion_text(r["chosen"])) and (rejected := completion_text(r["rejected"]))
-    ]
-    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
-
-
 def propose_decodings(pairs: Sequence[dict[str, Any]], production: Decoding) -> list[Proposal]:
     """Decoding candidates the snapshot's `pairs` call for, each differing from `production`'s."""
     pairs = [r for r in pairs if r.get("origin") != canaries.ORIGIN]  # planted probes, not users' words
     if len(pairs) < MIN_PAIRS:
         return []
     proposals: list[Proposal] = []
-    ask = length_ask(pairs)
+    ask = asked_length_change(pairs)
     chosen = sorted(len(completion_text(r["chosen"])) for r in pairs)
     p90 = chosen[int(0.9 * (len(chosen) - 1))]
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))

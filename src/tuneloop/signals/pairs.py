@@ -8,12 +8,15 @@ Rows use TRL's conversational shapes — pairs {"prompt", "chosen", "rejected"},
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from tuneloop.signals import canaries
 from tuneloop.signals.code import edited_answer
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.records import (
@@ -21,6 +24,7 @@ from tuneloop.signals.records import (
     as_of,
     canonical,
     choices_of,
+    completion_text,
     one_tenant,
     owner,
     prompt_messages,
@@ -350,3 +354,19 @@ def sft_rows(
             "confidence": reward.confidence,
         }
     return canonical(rows.values())
+
+
+MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
+
+
+def asked_length_change(pairs: Sequence[Mapping[str, Any]]) -> float:
+    """The relative change of answer length users ask for: the median chosen/rejected length ratio of the
+    pairs, minus one (0 without pairs); planted canary pairs are not users' words and do not count."""
+    ratios = [
+        math.log(len(chosen) / len(rejected))
+        for r in pairs
+        if r.get("origin") != canaries.ORIGIN
+        and (chosen := completion_text(r["chosen"]))
+        and (rejected := completion_text(r["rejected"]))
+    ]
+    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0

@@ -15,9 +15,7 @@ canary to judge: users see them.
 
 from __future__ import annotations
 
-import math
 import re
-import statistics
 from collections import Counter
 
 from tuneloop.evaluate.policy import DriftConfig
@@ -30,29 +28,14 @@ from tuneloop.evaluate.suites.base import (
     Verdict,
     prompt_preview,
 )
-from tuneloop.signals import canaries
-from tuneloop.signals.records import completion_text
+from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change
 
 MAX_SHRINK = 0.9  # however short users want answers, a candidate that drops 90 % of every answer collapsed
-MATERIAL_ASK = 0.1  # pairs whose chosen answers are 10 % shorter say users want shorter; less is noise
 WORD = re.compile(r"\w+")
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def asked_length_change(ctx: GateContext) -> float:
-    """The relative change of answer length users asked for: the median chosen/rejected length ratio of the
-    snapshot's preference pairs, minus one (0 without pairs)."""
-    pairs = ctx.snapshot.rows("pairs") if ctx.snapshot is not None else []
-    lengths = [
-        (len(completion_text(r["chosen"])), len(completion_text(r["rejected"])))
-        for r in pairs
-        if r.get("origin") != canaries.ORIGIN
-    ]
-    ratios = [math.log(chosen / rejected) for chosen, rejected in lengths if chosen and rejected]
-    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
 
 
 def allowed_length_change(cfg: DriftConfig, asked: float, change: float) -> float:
@@ -86,7 +69,7 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     prod = ctx.evaluator.generate(PRODUCTION, prompts, limit)
     cand_len, prod_len = _mean([len(a) for a in cand]), _mean([len(a) for a in prod])
     length_change = (cand_len - prod_len) / max(prod_len, 1.0)
-    asked = asked_length_change(ctx)
+    asked = asked_length_change(ctx.snapshot.rows("pairs") if ctx.snapshot is not None else [])
     allowed = allowed_length_change(cfg, asked, length_change)
     cand_bad, prod_bad = [degenerate(a) for a in cand], [degenerate(b) for b in prod]
     collapse_p = paired_change_p(
