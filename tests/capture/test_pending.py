@@ -106,3 +106,24 @@ def test_pending_feedback_is_bounded_per_tenant(
     assert [r.status for r in results] == ["pending", "pending", "rejected"]
     assert results[2].code == 404 and "log the interaction first" in results[2].error
     assert capture.add_feedback(b, [_thumbs("e-b", "missing-b")])[0].status == "pending"
+
+
+def test_forgetting_a_user_drops_the_pending_events_they_gave(
+    capture: Capture, tenants: tuple, tuneloop_home
+) -> None:
+    from tuneloop.privacy.erasure import forget_user
+
+    a, _ = tenants
+    capture.log_interaction(
+        a,
+        InteractionIn(id="theirs", user="u-9", messages=[{"role": "user", "content": "q"}], response="a"),
+    )
+    capture.add_feedback(
+        a,
+        [
+            FeedbackIn(id="by-them", interaction_id="later", kind="comment", value="from u-9", rater="u-9"),
+            FeedbackIn(id="kept", interaction_id="later", kind="thumbs", value=1, rater="u-1"),
+        ],
+    )
+    forget_user(a, tuneloop_home, "u-9")
+    assert [r.id for r in a.all(pending_feedback)] == ["kept"]

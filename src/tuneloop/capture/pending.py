@@ -80,6 +80,14 @@ def sweep(store: TenantStore) -> int:
     return sum(r.status == "accepted" for r in results)
 
 
+def forget(tx: TenantTx, user: str) -> int:
+    """Delete the pending events an erased user gave (as rater); returns how many went. (Events about the
+    user's interactions never wait: those interactions are logged, so their events were attached.)"""
+    rows = tx.all(pending_feedback, columns=(pending_feedback.c.id, pending_feedback.c.event))
+    doomed = [r.id for r in rows if r.event.get("rater") == user]
+    return tx.delete(pending_feedback, pending_feedback.c.id.in_(doomed)) if doomed else 0
+
+
 def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
     """Per event: the interaction it lands on now (its own if logged, else its session's latest; None while
     there is none), and what it waits for otherwise."""

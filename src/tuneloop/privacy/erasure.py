@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneloop.capture import pending
 from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest
 from tuneloop.privacy.lineage import trained_on, withdraw
@@ -67,6 +68,7 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
     files = scrub_home(home, Needles.of(texts, raters), skip)
 
     def purge(tx: TenantTx) -> tuple[int, int]:
+        pending.forget(tx, user)  # events they gave that still wait for their interaction
         counts = delete_rows(tx, doomed | select(tx))  # and rows that arrived meanwhile
         tx.audit(
             actor=actor,
