@@ -108,7 +108,7 @@ class ChatMessage(BaseModel):
         """The message as an interaction stores it: a tool call is its JSON, a tool's answer its text."""
         role = "tool" if self.role == "function" else self.role
         if self.content is None:
-            calls = {"tool_calls": [c.model_dump() for c in self.tool_calls or []]}
+            calls: dict[str, Any] = {"tool_calls": [c.model_dump() for c in self.tool_calls or []]}
             if self.function_call:
                 calls = {"function_call": self.function_call.model_dump()}
             return {"role": role, "content": json.dumps(calls, ensure_ascii=False)}

@@ -206,9 +206,8 @@ def captured_text(choice: Choice) -> str:
     """What an answer said, as stored: its text, or its tool calls as JSON when it called tools instead."""
     if choice.text or not (choice.tool_calls or choice.function_call):
         return choice.text
-    calls = {"tool_calls": choice.tool_calls} if choice.tool_calls else {}
-    calls = calls or {"function_call": choice.function_call}
-    return json.dumps(calls, ensure_ascii=False)
+    key = "tool_calls" if choice.tool_calls else "function_call"
+    return json.dumps({key: choice.tool_calls or choice.function_call}, ensure_ascii=False)
 
 
 async def capture(

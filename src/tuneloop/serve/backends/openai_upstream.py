@@ -232,7 +232,10 @@ class OpenAIUpstreamBackend(Backend):
             self._raise_for(response)
 
         async def deltas(stream: TextStream) -> AsyncIterator[str]:
-            text, reason, usage, chunks = [], "stop", {}, 0
+            text: list[str] = []
+            usage: dict[str, Any] = {}
+            chunks = 0
+            reason: FinishReason = "stop"
             calls: dict[int, dict[str, Any]] = {}
             try:
                 async for line in response.aiter_lines():
