@@ -3,13 +3,14 @@ and a paused loop does nothing until resumed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from tuneloop import Settings
 from tuneloop.cli import main
-from tuneloop.errors import Conflict
+from tuneloop.errors import Conflict, NotFound
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop.pause import pause, paused
 from tuneloop.loop.turns import advance_turn, start_turn
@@ -17,6 +18,7 @@ from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import active_experiment
 from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.serve.routing import pinned_version
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
 
@@ -65,6 +67,8 @@ def test_a_gated_candidate_never_reaches_users_until_approved(setup: tuple) -> N
         controller.start_canary(tenant, candidate, RolloutPolicy(), reward_policy=RewardPolicy(), actor="cli")
     with pytest.raises(Conflict, match="cannot move to production"):
         registry.move(candidate, "production", actor="cli", reason="skip the line")
+    with pytest.raises(NotFound, match="not servable"):  # nor when a request pins it by id
+        asyncio.run(pinned_version(tenant, candidate))
 
     assert main(["versions", "approve", candidate, "--tenant", "acme", "--by", "Dana Reyes"]) == 0
     turn = loop.tick()

@@ -54,7 +54,7 @@ class Router:
     async def route(self, tenant: TenantStore, user: str | None, model: str | None, request_id: str) -> Route:
         """The route for one request; `model` may pin one of the tenant's own versions."""
         if model and model not in self.aliases():
-            return Route(await self._pinned(tenant, model))
+            return Route(await pinned_version(tenant, model))
         state = await self._tenant_state(tenant)
         exp = state.experiment
         if exp is None:
@@ -89,23 +89,6 @@ class Router:
             await self.backend.load_adapter(name, version.artifact_path)
         return name
 
-    async def _pinned(self, tenant: TenantStore, model: str) -> Version:
-        try:
-            version = await asyncio.to_thread(Registry(tenant).get, model)
-        except NotFound:
-            raise NotFound(
-                f"model {model!r} not found — use 'tuneloop' or one of your versions (GET /v1/models)",
-                param="model",
-                code="model_not_found",
-            ) from None
-        if version.kind != "adapter" or version.state in ("blocked", "rolled_back"):
-            raise NotFound(
-                f"model {model!r} is not servable (it is a {version.kind}, {version.state})",
-                param="model",
-                code="model_not_found",
-            )
-        return version
-
     async def _tenant_state(self, tenant: TenantStore) -> _TenantState:
         state = self._state.get(tenant.tenant_id)
         if state is None or time.monotonic() - state.read_at > STATE_TTL_SECONDS:
@@ -115,3 +98,23 @@ class Router:
             state = _TenantState(production, experiment, time.monotonic())
             self._state[tenant.tenant_id] = state
         return state
+
+
+async def pinned_version(tenant: TenantStore, model: str) -> Version:
+    """The tenant's own version a request names as its model, if it may serve (404 otherwise)."""
+    try:
+        version = await asyncio.to_thread(Registry(tenant).get, model)
+    except NotFound:
+        raise NotFound(
+            f"model {model!r} not found — use 'tuneloop' or one of your versions (GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        ) from None
+    # A version waiting for its approver reaches no one, pinned or not, until a person approves it.
+    if version.kind != "adapter" or version.state in ("blocked", "rolled_back", "pending_approval"):
+        raise NotFound(
+            f"model {model!r} is not servable (it is a {version.kind}, {version.state})",
+            param="model",
+            code="model_not_found",
+        )
+    return version
