@@ -30,7 +30,7 @@ from tuneloop import Settings
 from tuneloop.clock import now_utc
 from tuneloop.retrieve.documents import bump_revision, chunk_key
 from tuneloop.retrieve.index import indexes_for
-from tuneloop.retrieve.search import search
+from tuneloop.retrieve.search import search, search_vector, terms
 from tuneloop.retrieve.training import production_reranker, train_and_gate
 from tuneloop.signals import embeddings
 from tuneloop.sim.scenarios.rag import DOCUMENTS, rag, relevance, source_events
@@ -161,14 +161,19 @@ def main() -> None:
         build = time.perf_counter() - started
         queries = [p.text for p in rag(3).pool()] * 8
         reranker = production_reranker(tenant)
+        vectors = {q: embeddings.embed([q])[0] for q in queries}
         embed_p50 = p50_ms(lambda q: embeddings.embed([q]), queries)
+        added_p50 = p50_ms(
+            lambda q: search_vector(tenant, vectors[q], terms(q), K, reranker=reranker), queries
+        )
         search_p50 = p50_ms(lambda q: search(tenant, q, K, reranker=reranker), queries)
         http_p50 = p50_ms(lambda q: http.post("/v1/retrieve", json={"query": q, "k": K}), queries)
         print(f"latency at {args.filler + len(DOCUMENTS)} chunks (p50 of {len(queries)} queries)")
         print(f"  index catch-up after adding {args.filler} chunks: {build:.1f} s")
         print(f"  query embedding alone (anchor)   : {embed_p50:.1f} ms")
-        print(f"  search in process                : {search_p50:.1f} ms  (+{search_p50 - embed_p50:.1f} ms)")
-        print(f"  POST /v1/retrieve over HTTP      : {http_p50:.1f} ms  (+{http_p50 - embed_p50:.1f} ms)")
+        print(f"  what retrieval adds (index, store, re-rank): {added_p50:.1f} ms")
+        print(f"  search in process, with embedding: {search_p50:.1f} ms")
+        print(f"  POST /v1/retrieve over HTTP      : {http_p50:.1f} ms (logs the retrieval too)")
         print(f"  HNSW recall@10 vs exact search   : {recall_at_10(store, tenant, queries):.3f}")
     store.close()
 

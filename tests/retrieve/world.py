@@ -28,7 +28,7 @@ def world(seed: int, sessions: int = 1200, queries: int = 30) -> tuple[Items, li
         shown[i], shown[i + 1] = shown[i + 1], shown[i]
         clicked = {cid for rank, (cid, rel, _) in enumerate(shown, 1) if rng.random() < GAMMA[rel] / rank}
         results = [
-            {"rank": rank, "chunk_id": cid, "document_id": cid, "score": score, "lexical": 0.0}
+            {"rank": rank, "chunk_id": cid, "document_id": cid, "score": score, "lexical": 0.0, "anchor": "a"}
             for rank, (cid, _, score) in enumerate(shown, 1)
         ]
         logs.append(Logged(f"ret-{session:05d}", results, clicked))
@@ -40,4 +40,4 @@ class Row:
 
     def __init__(self, chunk_id: str, score: float) -> None:
         self.chunk_id = self.document_id = chunk_id
-        self.score, self.lexical = score, 0.0
+        self.score, self.lexical, self.anchor = score, 0.0, "a"

@@ -79,11 +79,3 @@ def fit_click_model(impressions: Sequence[Impression], iterations: int = ITERATI
     # θ and γ are identified only up to a common scale: fix the top position at 1.
     scaled = {item: min(1.0, g * top) for item, g in gamma.items()}
     return ClickModel(tuple(min(1.0, t / top) for t in theta), scaled)
-
-
-def click_counts(impressions: Sequence[Impression]) -> dict[str, int]:
-    """Raw clicks per item: the naive estimate the click model corrects."""
-    counts: dict[str, int] = defaultdict(int)
-    for imp in impressions:
-        counts[imp.item] += imp.clicked
-    return dict(counts)

@@ -21,6 +21,12 @@ class Ranked(Protocol):
     document_id: str
     score: float
     lexical: float
+    anchor: str
+
+
+def relevance_key(anchor: str, chunk_id: str) -> str:
+    """Relevance is learned per (kind of question, chunk): the query's anchor chunk and the chunk."""
+    return f"{anchor} {chunk_id}"
 
 
 H = TypeVar("H", bound=Ranked)
@@ -34,12 +40,13 @@ class Example:
     document_id: str
     score: float
     lexical: float
+    anchor: str
     label: float
 
 
 @dataclass(frozen=True)
 class Reranker:
-    """Linear scores over FEATURES; `trust` per document, `relevance` (debiased γ) per chunk."""
+    """Linear scores over FEATURES; `trust` per document, `relevance` (debiased γ) per `relevance_key`."""
 
     version: str
     weights: dict[str, float]
@@ -55,7 +62,9 @@ class Reranker:
             "score": item.score,
             "lexical": item.lexical,
             "trust": self.trust.get(item.document_id, PRIOR_TRUST),
-            "relevance": self.relevance.get(item.chunk_id, self.default_relevance),
+            "relevance": self.relevance.get(
+                relevance_key(item.anchor, item.chunk_id), self.default_relevance
+            ),
         }
 
     def value(self, item: Ranked) -> float:

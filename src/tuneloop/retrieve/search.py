@@ -7,6 +7,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from tuneloop.clock import now_utc
 from tuneloop.retrieve.index import indexes_for
 from tuneloop.retrieve.reranker import Reranker
@@ -36,6 +38,9 @@ class Hit:
     text: str
     score: float  # cosine similarity of query and chunk
     lexical: float  # share of the query's content words found in the chunk
+    # The embedding's best chunk for this query: what the query is about, standing in for its text (which
+    # is never stored), so relevance learned from clicks is relevance to this kind of question.
+    anchor: str
 
     def features(self) -> dict[str, Any]:
         """What the retrieval record keeps per result (no text: the chunk id points at it)."""
@@ -56,25 +61,39 @@ def search(
     reranker: Reranker | None = None,
 ) -> list[Hit]:
     """The tenant's best `k` chunks for `query` (none below `min_score`), in the order they are shown."""
-    index = indexes_for(tenant.store).get(tenant)
     vector = embeddings.embed([query])[0]
+    return search_vector(tenant, vector, terms(query), k, min_score=min_score, reranker=reranker)
+
+
+def search_vector(
+    tenant: TenantStore,
+    vector: np.ndarray,
+    wanted: set[str],
+    k: int,
+    *,
+    min_score: float = -1.0,
+    reranker: Reranker | None = None,
+) -> list[Hit]:
+    """`search` for a query already embedded (`vector`) with its content words (`wanted`)."""
+    index = indexes_for(tenant.store).get(tenant)
     found = dict(index.search(vector, max(4 * k, MIN_CANDIDATES)))
     if not found:
         return []
     # Read back through the store: a chunk deleted after the index last caught up is never shown.
-    rows = tenant.all(
-        chunks,
-        chunks.c.key.in_(list(found)),
-        columns=tuple(c for c in chunks.c if c.name not in ("tenant_id", "embedding")),
-    )
-    titles = dict(
-        tenant.all(
-            documents,
-            documents.c.id.in_({r.document_id for r in rows}),
-            columns=(documents.c.id, documents.c.title),
+    with tenant.reading() as tx:
+        rows = tx.all(
+            chunks,
+            chunks.c.key.in_(list(found)),
+            columns=tuple(c for c in chunks.c if c.name not in ("tenant_id", "embedding")),
         )
-    )
-    wanted = terms(query)
+        titles = dict(
+            tx.all(
+                documents,
+                documents.c.id.in_({r.document_id for r in rows}),
+                columns=(documents.c.id, documents.c.title),
+            )
+        )
+    anchor = max(rows, key=lambda r: (found[r.key], r.id)).id if rows else ""
     hits = [
         Hit(
             chunk_id=r.id,
@@ -86,6 +105,7 @@ def search(
             text=r.text,
             score=round(found[r.key], 6),
             lexical=round(len(wanted & terms(r.text)) / len(wanted), 4) if wanted else 0.0,
+            anchor=anchor,
         )
         for r in rows
         if found[r.key] >= min_score

@@ -20,7 +20,7 @@ from tuneloop.private_files import private_dir
 from tuneloop.registry.artifacts import checksums
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.clicks import ClickModel, Impression, fit_click_model
-from tuneloop.retrieve.reranker import Example, Reranker, dcg, fit_reranker, trust_scores
+from tuneloop.retrieve.reranker import Example, Reranker, dcg, fit_reranker, relevance_key, trust_scores
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import feedback, retrievals
 
@@ -49,7 +49,11 @@ class Logged:
     def impressions(self) -> list[Impression]:
         """Opened or marked helpful counts as a click; a source marked wrong does not, whatever its clicks."""
         return [
-            Impression(r["chunk_id"], r["rank"], r["chunk_id"] in (self.clicked | self.helpful) - self.wrong)
+            Impression(
+                relevance_key(r["anchor"], r["chunk_id"]),
+                r["rank"],
+                r["chunk_id"] in (self.clicked | self.helpful) - self.wrong,
+            )
             for r in self.results
         ]
 
@@ -104,7 +108,9 @@ def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
             if r["chunk_id"] in log.wrong:
                 marks[r["document_id"]][1] += 1
             label = 0.0 if r["chunk_id"] in log.wrong else model.posterior(imp)
-            examples.append(Example(r["chunk_id"], r["document_id"], r["score"], r["lexical"], label))
+            examples.append(
+                Example(r["chunk_id"], r["document_id"], r["score"], r["lexical"], r["anchor"], label)
+            )
     trust = trust_scores({doc: (h, w) for doc, (h, w) in marks.items()})
     return fit_reranker(examples, version=version, trust=trust, relevance=model.relevance), model
 
@@ -212,9 +218,10 @@ class _Row:
     document_id: str
     score: float
     lexical: float
+    anchor: str
 
     def __init__(self, result: dict[str, Any]) -> None:
-        for name in ("chunk_id", "document_id", "score", "lexical"):
+        for name in ("chunk_id", "document_id", "score", "lexical", "anchor"):
             object.__setattr__(self, name, result[name])
 
 
