@@ -167,6 +167,7 @@ class Client:
         self._wake = threading.Event()
         self._closing = False
         self._flusher: threading.Thread | None = None
+        self._starting = threading.Lock()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -284,9 +285,10 @@ class Client:
             raise TuneloopError("the client is closed; queue events before close()")
         if self._queue.put(item):
             self._wake.set()
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_loop, name="tuneloop-client", daemon=True)
-            self._flusher.start()
+        with self._starting:  # threads that queue their first events together start one flusher
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="tuneloop-client", daemon=True)
+                self._flusher.start()
         return item["id"]
 
     def _flush_loop(self) -> None:
