@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         description="Seconds a loop worker's lease on a tenant lasts without a heartbeat (renewed every "
         "third of it): a killed worker's open turn is resumed by another worker this long after it died.",
     )
+    train_engine: Literal["local", "torchrun", "accelerate"] = Field(
+        default="local",
+        description="Where adapter and reward-model jobs train: `local` (in the process that runs the loop), "
+        "or `train_processes` DDP processes launched by `torchrun` (CPU or GPU) or `accelerate` (GPUs).",
+    )
+    train_processes: int = Field(
+        default=1,
+        ge=1,
+        description="Processes a torchrun/accelerate job launches (one per GPU); each takes the trainer's "
+        "per_device_train_batch_size rows a step.",
+    )
     redaction_key: SecretStr | None = Field(
         default=None,
         description="The server secret: keys the `hash` redaction mode's placeholders, the stored hashes of "

@@ -11,6 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
+# Where a job trains: in this process, or as a group of DDP processes launched by torchrun or Accelerate.
+Engine = Literal["local", "torchrun", "accelerate"]
+# How a job runs, not what it trains: left out of the job id, so a deployment may change engines between runs.
+HOW_FIELDS = {"output_dir", "id", "engine", "processes"}
 
 # LoRA on every attention and MLP projection of a Llama-style block; r=16 learns preferences well at 135M.
 DEFAULT_LORA: dict[str, Any] = {
@@ -110,6 +114,18 @@ class JobSpec(BaseModel):
         description="trl DPOConfig/KTOConfig/RewardConfig keyword arguments, merged over the CPU defaults.",
     )
     seed: int = Field(default=0, description="Seed for initialisation, shuffling and data splits.")
+    engine: Engine = Field(
+        default="local",
+        description="local: train in this process; torchrun / accelerate: launch `processes` DDP processes "
+        "(gloo on CPU, NCCL on GPUs) that each run `python -m tuneloop.learn.jobs`. reward_embedding jobs "
+        "always train locally.",
+    )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        description="Processes a torchrun/accelerate job launches (one per GPU); each takes "
+        "per_device_train_batch_size rows a step, so the global batch grows with them.",
+    )
     output_dir: Path = Field(description="Directory that receives `<job id>/` when the job finishes.")
     id: str | None = Field(default=None, description="Job id; by default a hash of the spec.")
 
@@ -122,8 +138,12 @@ class JobSpec(BaseModel):
         self.repeat = {**KIND_REPEAT.get(self.kind, {}), **self.repeat}
         if self.init_adapter is not None and self.kind not in ("dpo", "kto"):
             raise ValueError(f"init_adapter: a {self.kind} job cannot continue an adapter")
+        if self.kind == "reward_embedding":
+            self.engine, self.processes = "local", 1  # a logistic head on MiniLM features: seconds, no DDP
+        if self.engine == "accelerate" and self.trainer_args.get("use_cpu") and self.processes > 1:
+            raise ValueError("engine accelerate runs several CPU processes only through MPI; use torchrun")
         if self.id is None:
-            payload = self.model_dump(mode="json", exclude={"output_dir", "id"})
+            payload = self.model_dump(mode="json", exclude=HOW_FIELDS)
             self.id = (
                 f"{self.kind}-"
                 + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,9 +1,11 @@
-"""The job executor: `run_job` trains a `JobSpec` (job_config.py) in-process, resumably, atomically.
+"""The job executor: `run_job` trains a `JobSpec` (job_config.py) on its engine, resumably, atomically.
 
-The same spec runs on several processes or a GPU under Accelerate, with the rows in a file:
+`local` trains in this process; `torchrun` and `accelerate` launch `spec.processes` processes
+(launchers.py), each running this module on the same spec and rows:
 
-    accelerate launch --cpu -m tuneloop.learn.jobs SPEC.json ROWS.parquet
-    accelerate launch -m tuneloop.learn.jobs SPEC.json ROWS.jsonl   # GPU: "use_cpu": false in trainer_args
+    torchrun --standalone --nproc-per-node=2 -m tuneloop.learn.jobs SPEC.json ROWS.parquet   # CPU: gloo
+    accelerate launch --multi_gpu --num_processes 4 -m tuneloop.learn.jobs SPEC.json ROWS.jsonl
+    # GPU: "use_cpu": false in trainer_args
 
 `python -m tuneloop.learn.jobs SPEC.json ROWS.jsonl` runs it in one process. Only the main process
 writes the final artifact directory.
@@ -95,11 +97,22 @@ def run_job(
     rows: Iterable[dict] | str | Path,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    *,
+    here: bool = False,
 ) -> JobResult:
-    """Train `spec` on `rows` here, resuming from its last checkpoint; publish `<id>/` atomically."""
+    """Train `spec` on `rows` on its engine, resuming from its last checkpoint; publish `<id>/` atomically.
+
+    `here`: train in this process whatever the engine (what each process a launcher started does)."""
     final = spec.final_dir
     if (final / "metrics.json").exists():  # finished before: a job is idempotent
         return JobResult(str(spec.id), final, json.loads((final / "metrics.json").read_text()))
+    if spec.engine != "local" and not here:
+        from tuneloop.learn.launchers import launch
+
+        metrics = launch(spec, rows, progress, cancel)
+        if metrics is None:
+            return JobResult(str(spec.id), None, cancelled=True)
+        return JobResult(str(spec.id), final, metrics)
     rows = load_rows(rows, spec.kind, spec.repeat)
     partial = spec.partial_dir
     checkpoints = partial / "checkpoints"
@@ -139,13 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m tuneloop.learn.jobs SPEC.json ROWS.(parquet|jsonl|json)", file=sys.stderr)
         return 2
-    spec = JobSpec.model_validate_json(Path(argv[0]).read_text())
+    from tuneloop.learn.launchers import rank_spec
+
+    spec = rank_spec(JobSpec.model_validate_json(Path(argv[0]).read_text()))
 
     def report(step: int, total: int, eta: float | None) -> None:
-        eta_text = "?" if eta is None else f"{eta:.0f}s"
-        print(f"step {step}/{total} eta {eta_text}", file=sys.stderr, flush=True)
+        if PartialState().is_main_process:  # one line per step, not one per rank
+            eta_text = "?" if eta is None else f"{eta:.0f}s"
+            print(f"step {step}/{total} eta {eta_text}", file=sys.stderr, flush=True)
 
-    result = run_job(spec, argv[1], progress=report)
+    result = run_job(spec, argv[1], progress=report, here=True)
     print(json.dumps({"job_id": result.job_id, "artifact_dir": str(result.artifact_dir), **result.metrics}))
     return 0
 

@@ -64,6 +64,8 @@ def train_version(
         init_adapter=init_adapter,
         seed=seed,
         output_dir=settings.home / "jobs" / tenant.tenant_id,
+        engine=settings.train_engine,
+        processes=settings.train_processes,
     )
     registry = Registry(tenant)
     version_id = f"{'rm' if method.startswith('reward') else 'v'}-{spec.id.split('-')[-1][:10]}"

@@ -1,0 +1,103 @@
+"""Distributed engines for a job: torchrun or Accelerate launches `spec.processes` DDP processes, each running
+`python -m tuneloop.learn.jobs SPEC ROWS` on the same spec and rows (gloo on CPU, NCCL on GPUs).
+
+The contract is the local one: the job checkpoints into its partial directory, resumes from there, and only
+the main process publishes `<job id>/` with its metrics. Cancelling stops the whole process group; the job
+resumes from its last saved checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tuneloop.errors import TuneloopError
+from tuneloop.learn.job_config import JobSpec
+
+STEP = re.compile(r"^step (\d+)/(\d+) eta (\S+)$")  # what `jobs.main` prints as it trains
+
+
+class JobFailed(TuneloopError):
+    """A launched training job exited with an error."""
+
+
+def command(spec: JobSpec, spec_file: Path, rows_file: Path) -> list[str]:
+    """The launcher's command line for `spec.engine`."""
+    job = ["-m", "tuneloop.learn.jobs", str(spec_file), str(rows_file)]
+    n = str(spec.processes)
+    if spec.engine == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *job]
+    gpus = ["--multi_gpu"] if spec.processes > 1 else []
+    device = ["--cpu"] if spec.trainer_args.get("use_cpu") else gpus
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", n, *device, *job]
+
+
+def rank_spec(spec: JobSpec) -> JobSpec:
+    """The spec as one process of a launched group trains it. TRL caches precomputed reference log-probs of
+    an in-memory dataset in a per-process temp folder that the other ranks cannot open, so in a group each
+    rank computes them with every step instead: the same values, with one more forward pass a step."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not spec.trainer_args.get("precompute_ref_log_probs"):
+        return spec
+    return spec.model_copy(update={"trainer_args": {**spec.trainer_args, "precompute_ref_log_probs": False}})
+
+
+def launch(
+    spec: JobSpec,
+    rows: Iterable[dict] | str | Path,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any] | None:
+    """Run `spec` on its engine until it publishes its artifact; its metrics, or None when cancelled."""
+    work = spec.output_dir / f".launch-{spec.id}"  # beside the partial directory, never published with it
+    work.mkdir(parents=True, exist_ok=True)
+    spec_file = work / "job_spec.launch.json"
+    spec_file.write_text(spec.model_dump_json())
+    rows_file = Path(rows) if isinstance(rows, str | Path) else _write_rows(work / "rows.launch.jsonl", rows)
+    proc = subprocess.Popen(
+        command(spec, spec_file, rows_file),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group: a cancel stops the launcher and every rank it started
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    stop = threading.Thread(target=_stop_on, args=(cancel, proc), daemon=True) if cancel else None
+    if stop:
+        stop.start()
+    tail: deque[str] = deque(maxlen=20)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        tail.append(line.rstrip())
+        found = STEP.match(line.strip())
+        if found and progress is not None:
+            eta = None if found[3] == "?" else float(found[3].rstrip("s"))
+            progress(int(found[1]), int(found[2]), eta)
+    code = proc.wait()
+    if cancel is not None and cancel.is_set():
+        return None
+    if code != 0:
+        raise JobFailed(f"{spec.engine} job {spec.id} exited with {code}: " + " | ".join(tail)[-1500:])
+    shutil.rmtree(work, ignore_errors=True)
+    return json.loads((spec.final_dir / "metrics.json").read_text())
+
+
+def _write_rows(path: Path, rows: Iterable[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows))
+    return path
+
+
+def _stop_on(cancel: threading.Event, proc: subprocess.Popen) -> None:
+    while proc.poll() is None:
+        if cancel.wait(0.5):
+            os.killpg(proc.pid, signal.SIGTERM)
+            return
