@@ -15,6 +15,7 @@ import yaml
 from tests.live import serve_app
 from tests.signals.test_snapshots import POLICY, _seed
 from tuneloop.cli import main
+from tuneloop.cli.output import turn_exit_code
 from tuneloop.cli.serve import uvicorn_options
 from tuneloop.config import Settings
 from tuneloop.serve.app import create_app
@@ -92,3 +93,8 @@ def test_serve_logs_json_lines_with_the_requests_fields(
     [ready] = [e for e in entries if e.get("path") == "/readyz"]
     assert (ready["logger"], ready["method"], ready["status"]) == ("uvicorn.access", "GET", 200)
     assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries)
+
+
+def test_a_loop_turn_that_ends_blocked_or_rolled_back_exits_3_and_a_failed_one_1() -> None:
+    codes = {o: turn_exit_code(o) for o in (None, "promoted", "skipped", "blocked", "rolled_back", "failed")}
+    assert codes == {None: 0, "promoted": 0, "skipped": 0, "blocked": 3, "rolled_back": 3, "failed": 1}

@@ -25,6 +25,17 @@ EXIT_BLOCKED = 3
 EXIT_INTERRUPTED = 130
 
 
+# Turn outcomes whose candidate never reached all users: the gate blocked it, or its canary lost or halted.
+NOT_SHIPPED = frozenset({"blocked", "rolled_back", "halted"})
+
+
+def turn_exit_code(outcome: str | None) -> int:
+    """The exit code for a loop turn that ended with `outcome` (None: still running, or no turn)."""
+    if outcome in NOT_SHIPPED:
+        return EXIT_BLOCKED
+    return EXIT_ERROR if outcome == "failed" else EXIT_OK
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """Give a command `--json`: its result as one JSON document on stdout, no progress on stderr."""
     parser.add_argument(
