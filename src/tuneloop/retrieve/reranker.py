@@ -14,6 +14,9 @@ import numpy as np
 
 FEATURES = ("score", "lexical", "trust", "relevance")
 PRIOR_TRUST = 0.5  # a source nobody marked yet
+# A chunk never shown for this kind of question has no evidence of relevance: it ranks below every shown
+# chunk users opened, so the re-ranker reorders what it has seen rather than promoting what it has not.
+UNSEEN_RELEVANCE = 0.0
 
 
 class Ranked(Protocol):
@@ -55,16 +58,13 @@ class Reranker:
     scale: dict[str, float] = field(default_factory=dict)
     trust: dict[str, float] = field(default_factory=dict)
     relevance: dict[str, float] = field(default_factory=dict)
-    default_relevance: float = 0.5
 
     def row(self, item: Ranked) -> dict[str, float]:
         return {
             "score": item.score,
             "lexical": item.lexical,
             "trust": self.trust.get(item.document_id, PRIOR_TRUST),
-            "relevance": self.relevance.get(
-                relevance_key(item.anchor, item.chunk_id), self.default_relevance
-            ),
+            "relevance": self.relevance.get(relevance_key(item.anchor, item.chunk_id), UNSEEN_RELEVANCE),
         }
 
     def value(self, item: Ranked) -> float:
@@ -101,10 +101,7 @@ def fit_reranker(
     1 − `label` of a negative); features standardised so the weights compare."""
     from sklearn.linear_model import LogisticRegression
 
-    default = float(np.mean(list(relevance.values()))) if relevance else 0.5
-    draft = Reranker(
-        version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance, default_relevance=default
-    )
+    draft = Reranker(version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance)
     x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -117,15 +114,17 @@ def fit_reranker(
     if len(set(y[keep])) < 2:
         return draft  # every label the same: nothing to learn, the draft keeps the embedding order
     model = LogisticRegression(C=1.0).fit(both[keep], y[keep], sample_weight=w[keep])
+    # Every feature may only raise a chunk: a stale page that matches questions best teaches a negative
+    # similarity weight, which would turn the embedding order upside down for questions never seen.
+    weights = np.maximum(model.coef_[0], 0.0)
     return Reranker(
         version,
-        dict(zip(FEATURES, map(float, model.coef_[0]), strict=True)),
+        dict(zip(FEATURES, map(float, weights), strict=True)),
         float(model.intercept_[0]),
         dict(zip(FEATURES, map(float, mean), strict=True)),
         dict(zip(FEATURES, map(float, scale), strict=True)),
         trust,
         relevance,
-        default,
     )
 
 
