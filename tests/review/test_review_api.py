@@ -9,13 +9,16 @@ import pytest
 
 from tests.live import live_server
 from tuneloop.config import Settings
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store
 
 PROMPT = [{"role": "user", "content": "How do I freeze my card?"}]
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Settings]]:
     settings = Settings(home=tmp_path_factory.mktemp("home"), backend="none")
     store = Store(settings.database_url)
     _, operator = store.create_tenant("acme")
@@ -23,7 +26,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[st
     keys |= {f"reviewer{i}": store.add_key("acme", role="reviewer") for i in (1, 2, 3)}
     store.close()
     with live_server(settings) as url:
-        yield url, keys
+        yield url, keys, settings
 
 
 def client(url: str, key: str) -> httpx.Client:
@@ -41,7 +44,7 @@ def log_pairs(op: httpx.Client, prefix: str, n: int) -> list[str]:
 
 
 def test_two_reviewers_label_the_same_items_and_get_an_agreement_figure(api) -> None:
-    url, keys = api
+    url, keys, _ = api
     with (
         client(url, keys["operator"]) as op,
         client(url, keys["reviewer1"]) as r1,
@@ -87,7 +90,7 @@ def test_two_reviewers_label_the_same_items_and_get_an_agreement_figure(api) -> 
 
 
 def test_a_hold_rotates_to_the_next_reviewer_and_a_resent_label_is_a_duplicate(api) -> None:
-    url, keys = api
+    url, keys, _ = api
     with (
         client(url, keys["operator"]) as op,
         client(url, keys["reviewer1"]) as r1,
@@ -115,7 +118,7 @@ def test_a_hold_rotates_to_the_next_reviewer_and_a_resent_label_is_a_duplicate(a
     ],
 )
 def test_a_bad_label_is_a_400_that_says_what_to_send(api, label, message) -> None:
-    url, keys = api
+    url, keys, _ = api
     with client(url, keys["operator"]) as op, client(url, keys["reviewer3"]) as r3:
         op.post("/v1/review/tasks", json={"name": "bad", "kind": "pairwise", "overlap": 3})
         [iid] = log_pairs(op, f"bad-{abs(hash(str(label)))}", 1)
@@ -127,7 +130,7 @@ def test_a_bad_label_is_a_400_that_says_what_to_send(api, label, message) -> Non
 
 
 def test_roles_unknown_tasks_and_foreign_interactions_are_refused(api) -> None:
-    url, keys = api
+    url, keys, _ = api
     with (
         client(url, keys["operator"]) as op,
         client(url, keys["reviewer1"]) as r1,
@@ -142,3 +145,32 @@ def test_roles_unknown_tasks_and_foreign_interactions_are_refused(api) -> None:
         missing = op.post("/v1/review/tasks/one/items", json={"items": [{"interaction_id": "int-none"}]})
         assert missing.status_code == 404
         assert op.post("/v1/review/tasks/one/items", json={"items": []}).status_code == 400
+
+
+def test_a_reviewer_who_contradicts_the_others_is_flagged_by_agreement_and_by_rater_reliability(api) -> None:
+    url, keys, settings = api
+    with (
+        client(url, keys["operator"]) as op,
+        client(url, keys["reviewer1"]) as r1,
+        client(url, keys["reviewer2"]) as r2,
+        client(url, keys["reviewer3"]) as r3,
+    ):
+        op.post("/v1/review/tasks", json={"name": "audit", "kind": "pairwise", "overlap": 3})
+        ids = log_pairs(op, "audit", 8)
+        op.post("/v1/review/tasks/audit/items", json={"items": [{"interaction_id": i} for i in ids]})
+        for reviewer, flip in ((r1, 0), (r2, 0), (r3, 1)):
+            for _ in ids:
+                shown = reviewer.post("/v1/review/tasks/audit/next").json()
+                chosen = (int(shown["item"][3:], 16) % 2) ^ flip  # the third reviewer always picks the other one
+                path = f"/v1/review/tasks/audit/items/{shown['item']}/label"
+                assert reviewer.post(path, json={"label": {"chosen": chosen}}).status_code == 201
+        report = op.get("/v1/review/tasks/audit/agreement").json()
+    assert report["flagged"] == [keys["reviewer3"][:10]]
+
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.tenant_by_name("acme"))
+    snapshot = create_snapshot(tenant, settings.home, RewardPolicy(near_duplicate_threshold=1.0))
+    store.close()
+    rater = Pseudonyms(settings.hash_key()).identifier
+    assert rater(keys["reviewer3"][:10]) in snapshot.report["flagged_raters"]
+    assert rater(keys["reviewer1"][:10]) not in snapshot.report["flagged_raters"]

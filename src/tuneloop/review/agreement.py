@@ -1,9 +1,9 @@
 """Agreement between reviewers: Krippendorff's alpha per task, and each reviewer's share of it.
 
 alpha = 1 - D_o / D_e (observed over expected disagreement) handles any number of reviewers per item and
-missing labels. A reviewer's own alpha keeps the task's D_e and averages disagreement over the pairs that
-include them, so the task's D_o is the label-weighted mean of the reviewers'. A reviewer is flagged when
-the alpha of their latest `WINDOW` shared items falls below `FLAG_BELOW`.
+missing labels. A reviewer's own alpha keeps the task's D_e and measures their disagreement with the
+consensus of the other reviewers of each item (their mean score, or their common choice where they
+agree). A reviewer is flagged when the alpha of their latest `WINDOW` such items falls below `FLAG_BELOW`.
 """
 
 from __future__ import annotations
@@ -44,15 +44,12 @@ def expected_disagreement(units: Units, metric: Metric) -> float | None:
     return total / (n * (n - 1))
 
 
-def _observed(units: Units, metric: Metric, reviewer: str | None = None) -> tuple[float, int]:
-    """Sum of within-item disagreements (each pair weighted 1/(m-1)) and the values counted, over every
-    reviewer, or only over pairs that include `reviewer`."""
+def _observed(units: Units, metric: Metric) -> tuple[float, int]:
+    """Sum of within-item disagreements (each pair weighted 1/(m-1)) and the number of values counted."""
     total, count = 0.0, 0
     for values in _pairable(units).values():
         m = len(values)
         for r, a in values.items():
-            if reviewer is not None and r != reviewer:
-                continue
             total += sum(metric(a, b) for s, b in values.items() if s != r) / (m - 1)
             count += 1
     return total, count
@@ -67,12 +64,29 @@ def alpha(units: Units, metric: Metric = nominal) -> float | None:
     return 1.0 - (observed / n) / expected
 
 
-def reviewer_alpha(units: Units, reviewer: str, metric: Metric, expected: float | None) -> float | None:
-    """The reviewer's alpha against their colleagues, on the task's expected disagreement."""
-    observed, n = _observed(units, metric, reviewer)
-    if not expected or not n:
+def consensus(values: Mapping[str, float], reviewer: str, metric: Metric) -> float | None:
+    """What the other reviewers of an item said: their mean (interval) or their most common value
+    (categories; None on a tie, when they do not agree among themselves)."""
+    others = [v for r, v in values.items() if r != reviewer]
+    if not others:
         return None
-    return 1.0 - (observed / n) / expected
+    if metric is interval:
+        return sum(others) / len(others)
+    counts = sorted(((others.count(v), v) for v in set(others)), reverse=True)
+    return None if len(counts) > 1 and counts[0][0] == counts[1][0] else counts[0][1]
+
+
+def reviewer_alpha(units: Units, reviewer: str, metric: Metric, expected: float | None) -> float | None:
+    """The reviewer's alpha against the consensus of their colleagues, on the task's expected disagreement:
+    one contrarian colleague does not drag down those who agree with the rest."""
+    against = [
+        metric(values[reviewer], c)
+        for values in units.values()
+        if reviewer in values and (c := consensus(values, reviewer, metric)) is not None
+    ]
+    if not expected or not against:
+        return None
+    return 1.0 - (sum(against) / len(against)) / expected
 
 
 def label_value(task: Task, label: Mapping[str, Any]) -> float:
@@ -97,7 +111,11 @@ def task_agreement(tenant: TenantStore, task: Task) -> dict[str, Any]:
     pairable = _pairable(units)
     reviewers = []
     for reviewer in sorted({r for values in units.values() for r in values}):
-        shared = sorted((when[(u, reviewer)], u) for u, values in pairable.items() if reviewer in values)
+        shared = sorted(
+            (when[(u, reviewer)], u)
+            for u, values in pairable.items()
+            if reviewer in values and consensus(values, reviewer, metric) is not None
+        )
         recent = {u: pairable[u] for _, u in shared[-WINDOW:]}
         overall = reviewer_alpha(pairable, reviewer, metric, expected)
         latest = reviewer_alpha(recent, reviewer, metric, expected)
