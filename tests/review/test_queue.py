@@ -11,11 +11,13 @@ import numpy as np
 from tests.monitor.seed import give, log
 from tuneloop.clock import now_utc
 from tuneloop.learn.embedding_reward import EmbeddingRewardModel
+from tuneloop.review.labels import next_view
 from tuneloop.review.queue import fill, rank_pairs, suggest
-from tuneloop.review.tasks import TaskIn, create_task, next_item
+from tuneloop.review.tasks import TaskIn, add_items, create_task, next_item
 from tuneloop.signals.embeddings import DIMENSIONS
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
+from tuneloop.store.schema import interactions
 
 
 def test_flagged_escalated_conflicting_and_loved_answers_are_queued_for_their_reasons(tmp_path: Path) -> None:
@@ -60,3 +62,15 @@ def test_the_pair_the_reward_model_cannot_tell_apart_ranks_first() -> None:
         (prompt, "I can't help with that request.", "Freeze it under Cards. This is not financial advice."),
     ]
     assert rank_pairs(model, pairs)[0] == 1
+
+
+def test_an_item_whose_interaction_was_erased_is_skipped_not_shown(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    gone, kept = (log(tenant, prompt=p, response="Sure.", created_at=now_utc()) for p in ("a?", "b?"))
+    task = create_task(tenant, TaskIn(name="audit", kind="rubric"), actor="test")
+    add_items(tenant, task, [(gone, None, "manual", 1.0), (kept, None, "manual", 0.5)], actor="test")
+    tenant.purge(lambda tx: tx.delete(interactions, interactions.c.id == gone))  # as erasure does
+
+    assert next_view(tenant, task, "tl-reviewer")["item"].interaction_id == kept
+    store.close()

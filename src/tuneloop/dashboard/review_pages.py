@@ -18,7 +18,7 @@ from tuneloop.dashboard.web import not_found, page, posted, render, reviewer_of,
 from tuneloop.errors import BadRequest, TuneloopError
 from tuneloop.review import labels
 from tuneloop.review.agreement import task_agreement
-from tuneloop.review.tasks import get_item, get_task, list_tasks, next_item, queue_counts
+from tuneloop.review.tasks import get_item, get_task, list_tasks, queue_counts
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -44,8 +44,7 @@ def review_screen(request: Request, name: str, task_id: str, saved: str | None =
         task = get_task(tenant, task_id)
         if reviewer is None:
             return _relogin(request)
-        item = next_item(tenant, task, reviewer)
-        view = labels.item_view(tenant, task, item) if item else None
+        view = labels.next_view(tenant, task, reviewer)
         counts = queue_counts(tenant, task)
         return {"task": task, "view": view, "counts": counts, "reviewer": reviewer, "saved": saved}
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from tuneloop.capture.events import FeedbackIn
 from tuneloop.capture.ingest import Capture
-from tuneloop.errors import BadRequest, Conflict
-from tuneloop.review.tasks import Item, Task, assignment, record
+from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.review.tasks import Item, Task, assignment, next_item, record
 from tuneloop.store.repository import TenantStore
 
 
@@ -33,6 +33,17 @@ def item_view(tenant: TenantStore, task: Task, item: Item) -> dict[str, Any]:
         if hashlib.sha256(item.id.encode()).digest()[0] & 1:
             answers.reverse()
     return {"item": item, "messages": prompt, "answers": answers}
+
+
+def next_view(tenant: TenantStore, task: Task, reviewer: str) -> dict[str, Any] | None:
+    """The view of the next item for this reviewer; an item whose interaction was erased meanwhile is
+    skipped, so it never blocks the queue."""
+    while (item := next_item(tenant, task, reviewer)) is not None:
+        try:
+            return item_view(tenant, task, item)
+        except NotFound:
+            record(tenant, task, item, reviewer, "skipped")
+    return None
 
 
 def parse_label(task: Task, raw: Any) -> dict[str, Any]:

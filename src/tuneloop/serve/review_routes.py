@@ -24,7 +24,6 @@ from tuneloop.review.tasks import (
     get_item,
     get_task,
     list_tasks,
-    next_item,
     queue_counts,
 )
 from tuneloop.serve.http import OPERATE, REVIEW, Roles, read_json, validate
@@ -104,10 +103,10 @@ async def next_for_me(request: Request, task_id: str) -> dict[str, Any]:
 
     def take() -> dict[str, Any]:
         task = get_task(tenant, task_id)
-        item = next_item(tenant, task, reviewer)
-        if item is None:
+        view = labels.next_view(tenant, task, reviewer)
+        if view is None:
             return {"task": task.id, "item": None, "guidelines": task.guidelines}
-        view = labels.item_view(tenant, task, item)
+        item = view["item"]
         return {"task": task.id, "kind": task.kind, "guidelines": task.guidelines, "item": item.id,
                 "reason": item.reason, "messages": view["messages"], "answers": view["answers"]}  # fmt: skip
 
