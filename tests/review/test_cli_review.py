@@ -1,0 +1,62 @@
+"""`tuneloop review ...` in-process: create and list tasks, queue by hand and by the users' signals,
+agreement, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.monitor.seed import give, log
+from tuneloop.cli import main
+from tuneloop.clock import now_utc
+from tuneloop.config import Settings
+from tuneloop.store.repository import Store
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_review_commands_create_queue_and_report(tuneloop_home: Path, capsys: pytest.CaptureFixture) -> None:
+    store = Store(Settings().database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    escalated = log(tenant, prompt="Why?", response="Because.", created_at=now_utc())
+    give(tenant, escalated, "escalated", True, now_utc())
+    other = log(tenant, prompt="How?", response="Like so.", created_at=now_utc())
+    store.close()
+    guidelines = tuneloop_home / "guide.txt"
+    guidelines.write_text("Score 5 only when nothing is missing.")
+
+    assert run(capsys, "review", "tasks", "--tenant", "acme", "--create", "audit", "--kind", "rubric",
+               "--guidelines", str(guidelines))[0] == 0  # fmt: skip
+    code, out, _ = run(capsys, "review", "queue", "--tenant", "acme", "--task", "audit", "--fill", "5")
+    assert code == 0 and '"escalated": 1' in out and "no judge yet" in out
+    assert run(capsys, "review", "add", other, "--tenant", "acme", "--task", "audit")[1].startswith(
+        "queued ri-"
+    )
+    assert "2 waiting" in run(capsys, "review", "tasks", "--tenant", "acme")[1]
+    code, out, _ = run(capsys, "review", "agreement", "--tenant", "acme")
+    assert code == 0 and json.loads(out)[0]["alpha"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("review", "tasks", "--tenant", "acme", "--create", "Bad Name"),
+        ("review", "tasks", "--tenant", "acme", "--create", "t", "--overlap", "0"),
+        ("review", "tasks", "--tenant", "acme", "--create", "t", "--guidelines", "/nonexistent/guide"),
+        ("review", "add", "int-missing", "--tenant", "acme", "--task", "none"),
+        ("review", "queue", "--tenant", "nobody", "--task", "x"),
+        ("review", "queue", "--tenant", "acme", "--task", "x", "--fill", "-1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(tuneloop_home: Path, capsys: pytest.CaptureFixture, args) -> None:
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    code, _, err = run(capsys, *args)
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
