@@ -161,7 +161,8 @@ def test_a_reviewer_who_contradicts_the_others_is_flagged_by_agreement_and_by_ra
         for reviewer, flip in ((r1, 0), (r2, 0), (r3, 1)):
             for _ in ids:
                 shown = reviewer.post("/v1/review/tasks/audit/next").json()
-                chosen = (int(shown["item"][3:], 16) % 2) ^ flip  # the third reviewer always picks the other one
+                # The third reviewer always picks the other answer.
+                chosen = int(shown["item"][3:], 16) % 2 ^ flip
                 path = f"/v1/review/tasks/audit/items/{shown['item']}/label"
                 assert reviewer.post(path, json={"label": {"chosen": chosen}}).status_code == 201
         report = op.get("/v1/review/tasks/audit/agreement").json()
