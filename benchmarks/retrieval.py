@@ -2,10 +2,10 @@
 
 1. Hidden NDCG@5 of the ranking /v1/retrieve serves, before and after the re-ranker learns from simulated
    users' position-biased source clicks and helpful/wrong marks (`tuneloop docs rerank`'s path).
-2. Latency at 10k chunks: p50 of the plain query embedding (the anchor) next to p50 of a whole search
-   (embed + HNSW + store read + re-rank) in process and of /v1/retrieve over HTTP; the difference is what
-   retrieval adds. Filler chunks carry random unit vectors (a uniform cloud, HNSW's hardest case); the HNSW
-   recall@10 against exact search is printed beside.
+2. Latency at 10k chunks: p50 of the plain query embedding (the anchor) next to p50 of what retrieval
+   adds to it (HNSW + store read + re-rank, for a query already embedded), of a whole search in process
+   and of /v1/retrieve over HTTP. Filler chunks carry random unit vectors (a uniform cloud, HNSW's hardest
+   case); the HNSW recall@10 against exact search is printed beside.
 
     python benchmarks/retrieval.py [--sessions 400] [--filler 10000]
 """
