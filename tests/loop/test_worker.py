@@ -15,6 +15,7 @@ import yaml
 
 from tests.monitor.seed import cooking_prompt, give, log, stream
 from tuneloop import Settings
+from tuneloop.cli import main
 from tuneloop.dashboard.views import audit_rows
 from tuneloop.loop import Loop
 from tuneloop.loop.turns import advance_turn, list_turns, start_turn
@@ -143,3 +144,8 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
     assert candidate.metrics["steps"] == 6  # training resumed from the dead worker's checkpoint and finished
     assert [t.turn for t in list_turns(tenant)] == [1] and _actions(tenant, "snapshot.create") == 1
     assert len(Registry(tenant).list(kind="adapter")) == 1
+
+
+def test_a_bad_worker_interval_is_one_error_line(capsys) -> None:
+    assert main(["worker", "--interval", "0"]) == 1
+    assert capsys.readouterr().err.startswith("error: --interval 0.0: give a positive number")
