@@ -20,11 +20,18 @@ UNSEEN_RELEVANCE = 0.0
 
 
 class Ranked(Protocol):
-    chunk_id: str
-    document_id: str
-    score: float
-    lexical: float
-    anchor: str
+    """Anything with the fields the re-ranker reads (a search hit, a logged result, a training example)."""
+
+    @property
+    def chunk_id(self) -> str: ...
+    @property
+    def document_id(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def lexical(self) -> float: ...
+    @property
+    def anchor(self) -> str: ...
 
 
 def relevance_key(anchor: str, chunk_id: str) -> str:
@@ -102,7 +109,7 @@ def fit_reranker(
     from sklearn.linear_model import LogisticRegression
 
     draft = Reranker(version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance)
-    x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=float)
+    x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
