@@ -73,6 +73,7 @@ def test_documents_are_redacted_chunked_with_provenance_and_versioned(api: dict[
         again = http.put("/v1/documents/fees", json={"text": FEES, "format": "html"}).json()
         changed = http.put("/v1/documents/fees", json={"text": "Transfers abroad cost 0.7% now."}).json()
         clash = http.post("/v1/documents", json={"id": "fees", "text": "something else"})
+        renamed = http.put("/v1/documents/fees", json={"id": "other", "text": "something else"})
         hits = _retrieve(http, "What does a transfer abroad cost?", k=5)["data"]
         refund = _retrieve(http, "refund late, who do I write to?")["data"][0]
 
@@ -82,7 +83,7 @@ def test_documents_are_redacted_chunked_with_provenance_and_versioned(api: dict[
         "unchanged",
         2,
     )
-    assert clash.status_code == 409
+    assert clash.status_code == 409 and renamed.status_code == 400
     fees = [h for h in hits if h["document_id"] == "fees"]
     assert [(h["version"], h["text"]) for h in fees] == [(2, "Transfers abroad cost 0.7% now.")]
     assert (fees[0]["chunk_id"], fees[0]["start"], fees[0]["end"]) == ("fees:v2:0", 0, 31)

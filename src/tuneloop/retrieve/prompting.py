@@ -3,6 +3,7 @@ numbered, in the system prompt, and the retrieval is logged under the interactio
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import partial
 from typing import Any
@@ -19,6 +20,7 @@ INSTRUCTION = (
     "do not answer the question."
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+log = logging.getLogger("tuneloop")
 
 
 async def add_sources(
@@ -30,7 +32,12 @@ async def add_sources(
     query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
     if not policy.enabled or not isinstance(query, str) or not query.strip():
         return messages
-    hits = await anyio.to_thread.run_sync(partial(_retrieve, tenant, query, policy, interaction_id))
+    try:
+        hits = await anyio.to_thread.run_sync(partial(_retrieve, tenant, query, policy, interaction_id))
+    except Exception:
+        # The answer still comes, without sources: a broken index must not take the gateway down with it.
+        log.exception("retrieval for %s failed; answering without sources", interaction_id)
+        return messages
     return with_sources(messages, hits) if hits else messages
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.capture.events import Id
 from tuneloop.clock import utc
-from tuneloop.errors import NotFound
+from tuneloop.errors import BadRequest, NotFound
 from tuneloop.retrieve.documents import Stored, delete_document, list_documents, put_document
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
@@ -56,6 +56,8 @@ async def _document(request: Request, document_id: str | None, *, replace: bool)
         body = validate(
             DocumentIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
         )
+        if document_id and body.id not in (None, document_id):
+            raise BadRequest("id: the path names the document; leave id out of the body", param="id")
         # Without an id the text names itself: posting the same text twice is `unchanged`.
         doc_id = document_id or body.id or f"doc-{hashlib.sha256(body.text.encode()).hexdigest()[:16]}"
         put = partial(
