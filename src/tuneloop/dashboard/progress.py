@@ -20,7 +20,7 @@ from tuneloop.store.repository import TenantStore
 def improvement(tenant: TenantStore, policy: RewardPolicy) -> dict[str, Any]:
     """One row per two-arm canary (oldest first, with the loop turn that started it) and the charts."""
     turn_of = {t.report.get("experiment"): t.turn for t in list_turns(tenant)}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for exp in list_experiments(tenant):
         if exp.arms:  # a multi-arm experiment has no single treatment − control effect
             continue

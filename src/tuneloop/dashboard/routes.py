@@ -90,8 +90,13 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", 403, next=target, error=exc.message)
     response = RedirectResponse(target, status_code=303)
     # Lax: links into the dashboard from elsewhere keep the session; POSTs need the CSRF token anyway.
-    cookie = {"max_age": int(hours * 3600), "httponly": True, "samesite": "lax", "secure": _secure(request),
-              "path": "/dashboard"}  # fmt: skip
+    cookie: dict[str, Any] = {
+        "max_age": int(hours * 3600),
+        "httponly": True,
+        "samesite": "lax",
+        "secure": _secure(request),
+        "path": "/dashboard",
+    }
     response.set_cookie(COOKIE, token, **cookie)
     response.set_cookie(REVIEWER_COOKIE, reviewer_cookie(request, token, key), **cookie)
     return response

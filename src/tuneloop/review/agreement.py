@@ -8,14 +8,14 @@ agree). A reviewer is flagged when the alpha of their latest `WINDOW` such items
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from tuneloop.review.tasks import Task, labels
 from tuneloop.store.repository import TenantStore
 
-Units = Mapping[Hashable, Mapping[str, float]]  # unit -> reviewer -> value
+Units = Mapping[Any, Mapping[str, float]]  # unit (any key) -> reviewer -> value
 Metric = Callable[[float, float], float]
 FLAG_BELOW = 0.4  # below this, a reviewer agrees with colleagues little better than chance
 WINDOW = 20
@@ -30,7 +30,7 @@ def interval(a: float, b: float) -> float:
     return (a - b) ** 2
 
 
-def _pairable(units: Units) -> dict[Hashable, Mapping[str, float]]:
+def _pairable(units: Units) -> dict[Any, Mapping[str, float]]:
     return {u: values for u, values in units.items() if len(values) >= 2}
 
 
@@ -102,7 +102,7 @@ def task_agreement(tenant: TenantStore, task: Task) -> dict[str, Any]:
     """Alpha for the task and each reviewer (overall and over their latest WINDOW shared items), flagged
     reviewers, and counts; scores compare as intervals, choices and corrections as categories."""
     metric = interval if task.kind == "rubric" else nominal
-    units: dict[Hashable, dict[str, float]] = {}
+    units: dict[str, dict[str, float]] = {}
     when: dict[tuple[str, str], datetime] = {}
     for row in labels(tenant, task):
         units.setdefault(row.item_id, {})[row.reviewer] = label_value(task, row.label)

@@ -72,7 +72,7 @@ def parse_label(task: Task, raw: Any) -> dict[str, Any]:
 
 def feedback_for(task: Task, item: Item, reviewer: str, label: dict[str, Any], answer: str) -> FeedbackIn:
     """The labeler event a label stands for; its id is fixed per item and reviewer (resent: a duplicate)."""
-    base = {
+    base: dict[str, Any] = {
         "id": f"rv:{item.id}:{reviewer}",
         "interaction_id": item.interaction_id,
         "rater": reviewer,

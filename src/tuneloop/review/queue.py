@@ -26,11 +26,12 @@ from tuneloop.clock import now_utc
 from tuneloop.monitor.kpis import group_events, safety_flagged
 from tuneloop.review.tasks import Item, Task, add_items, queued_ids
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.signals.records import Record, prompt_text
+from tuneloop.signals.records import prompt_text
 from tuneloop.signals.rewards import compute_rewards
 from tuneloop.store.repository import TenantStore
 
 Candidate = tuple[str, str | None, str, float]  # interaction, other interaction, reason, priority
+Row = dict[str, Any]  # an interaction or event as `TenantStore.window` returns it
 
 
 class Scorer(Protocol):
@@ -116,7 +117,7 @@ def fill(
     )
 
 
-def _pair_candidates(rows: list[Record], events: list[Record], scorer: Scorer | None) -> list[Candidate]:
+def _pair_candidates(rows: list[Row], events: list[Row], scorer: Scorer | None) -> list[Candidate]:
     """Two choices of one interaction, or a regenerated answer and the one that replaced it."""
     by_id = {r["id"]: r for r in rows}
     pairs: list[tuple[str, str | None]] = [(r["id"], None) for r in rows if len(r["choices"] or ()) >= 2]
@@ -136,12 +137,12 @@ def _pair_candidates(rows: list[Record], events: list[Record], scorer: Scorer | 
 
 
 def _answer_candidates(
-    rows: list[Record], events: list[Record], policy: RewardPolicy, now: datetime, scorer: Scorer | None
+    rows: list[Row], events: list[Row], policy: RewardPolicy, now: datetime, scorer: Scorer | None
 ) -> list[Candidate]:
     by_interaction = group_events(events)
     rewards = compute_rewards(rows, events, policy, now)
     model = _standardised(scorer, rows) if scorer is not None else {}
-    found = []
+    found: list[Candidate] = []
     for row in rows:
         iid, own = row["id"], by_interaction.get(row["id"], [])
         reasons: list[tuple[float, str]] = []
@@ -164,11 +165,11 @@ def _answer_candidates(
                 reasons.append((0.3, "golden_candidate"))
         if reasons:
             priority, reason = max(reasons)
-            found.append((iid, None, reason, round(priority, 6)))
+            found.append((str(iid), None, reason, round(priority, 6)))
     return found
 
 
-def _standardised(scorer: Scorer, rows: list[Record]) -> dict[str, float]:
+def _standardised(scorer: Scorer, rows: list[Row]) -> dict[str, float]:
     """Each answer's reward-model score as a z-score around the median (the model's scale is arbitrary)."""
     if not rows:
         return {}
