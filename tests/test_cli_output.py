@@ -98,3 +98,20 @@ def test_serve_logs_json_lines_with_the_requests_fields(
 def test_a_loop_turn_that_ends_blocked_or_rolled_back_exits_3_and_a_failed_one_1() -> None:
     codes = {o: turn_exit_code(o) for o in (None, "promoted", "skipped", "blocked", "rolled_back", "failed")}
     assert codes == {None: 0, "promoted": 0, "skipped": 0, "blocked": 3, "rolled_back": 3, "failed": 1}
+
+
+def test_tenants_and_versions_list_and_show_as_json(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneloop.registry.versions import Registry
+
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    version = Registry(store.for_tenant(tenant)).register(kind="adapter", base_model="m", actor="test")
+    assert main(["tenants", "list", "--json"]) == 0
+    assert [t["name"] for t in json.loads(capsys.readouterr().out)] == ["acme"]
+    assert main(["versions", "list", "--tenant", "acme", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["state"]) == (version.id, "candidate")
+    assert main(["versions", "show", version.id, "--tenant", "acme", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["base_model"] == "m"

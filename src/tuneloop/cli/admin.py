@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from tuneloop.cli.output import add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.private_files import private_file, tighten
@@ -37,6 +38,7 @@ def register(commands: Any) -> None:
     )
     p.set_defaults(run=cmd_tenants_add)
     p = tenants.add_parser("list", help="list tenants")
+    add_json_flag(p)
     p.set_defaults(run=cmd_tenants_list)
     p = tenants.add_parser("key", help="print a new API key for a tenant (or --admin for an admin key)")
     p.add_argument("name", nargs="?")
@@ -86,9 +88,10 @@ def cmd_tenants_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tenants_list(_: argparse.Namespace) -> int:
-    for tenant in open_store().tenants():
-        print(f"{tenant.name}\tredaction={tenant.redaction}\tcreated={tenant.created_at:%Y-%m-%d %H:%M}")
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    tenants = open_store().tenants()
+    line = "{0.name}\tredaction={0.redaction}\tcreated={0.created_at:%Y-%m-%d %H:%M}"
+    emit(args, tenants, lambda: (line.format(t) for t in tenants))
     return 0
 
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import turn_exit_code
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -73,6 +74,6 @@ def cmd_loop(args: argparse.Namespace) -> int:
         if turn is not None:
             detail = turn.outcome or f"waiting at {turn.stage}"
             print(f"turn {turn.turn} ({turn.trigger}): {detail}", file=sys.stderr, flush=True)
-        if args.once:
-            return 0
+        if args.once:  # 3 when this look ended the turn blocked or rolled back, for cron's mail
+            return turn_exit_code(turn.outcome if turn is not None else None)
         time.sleep(args.interval)

@@ -4,13 +4,13 @@ candidates composed by hand, and the governance moves an operator makes."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from tuneloop.cli.admin import open_store
+from tuneloop.cli.output import add_json_flag, emit, to_json
 from tuneloop.cli.version_export import register_export
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_text
@@ -25,10 +25,12 @@ def register(commands: Any) -> None:
     actions = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("list", help="every version with its state")
     p.add_argument("--tenant", required=True)
+    add_json_flag(p)
     p.set_defaults(run=cmd_versions_list)
     p = actions.add_parser("show", help="one version's lineage and metrics as JSON")
     p.add_argument("version")
     p.add_argument("--tenant", required=True)
+    add_json_flag(p)
     p.set_defaults(run=cmd_versions_show)
     p = actions.add_parser(
         "create",
@@ -112,20 +114,26 @@ def _tenant(name: str) -> TenantStore:
 def cmd_versions_list(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
-    for v in Registry(_tenant(args.tenant)).list():
-        snapshot = (v.snapshot_hash or "-")[:12]
-        budget = budget_text(v.metrics)
-        print(
-            f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
-            + (f"\t{budget}" if budget else "")
-        )
+    versions = Registry(_tenant(args.tenant)).list()
+
+    def lines() -> Iterator[str]:
+        for v in versions:
+            snapshot = (v.snapshot_hash or "-")[:12]
+            budget = budget_text(v.metrics)
+            yield (
+                f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
+                + (f"\t{budget}" if budget else "")
+            )
+
+    emit(args, versions, lines)
     return 0
 
 
 def cmd_versions_show(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
-    print(json.dumps(asdict(Registry(_tenant(args.tenant)).get(args.version)), indent=2, default=str))
+    version = Registry(_tenant(args.tenant)).get(args.version)
+    emit(args, version, lambda: [to_json(version)])  # JSON either way: lineage and metrics nest
     return 0
 
 
