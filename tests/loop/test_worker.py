@@ -110,9 +110,17 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
     settings = Settings(home=home, db_url=url, model=str(tiny_model), loop_lease_seconds=2)
     store = Store(url)
     tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
-    _edited_chats(tenant, 40)
+    _edited_chats(tenant, 16)
     args = {"max_steps": 6, "save_steps": 2, "max_length": 64, "per_device_train_batch_size": 2}
-    _policy(home, "acme", min_new_events=10_000, on_alerts=False, min_rows=4, trainer_args=args)
+    _policy(
+        home,
+        "acme",
+        min_new_events=10_000,
+        on_alerts=False,
+        min_rows=4,
+        trainer_args=args,
+        repeat={"edit": 1},
+    )
     # A turn that reached its adapter stage: training is the long stage, the one a crash is likeliest in.
     snap = create_snapshot(tenant, home, RewardPolicy(), actor="test")
     advance_turn(tenant, start_turn(tenant, "manual", "adapter"), "adapter", {"snapshot": snap.hash})

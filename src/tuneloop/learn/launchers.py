@@ -74,6 +74,24 @@ def launch(
     stop = threading.Thread(target=_stop_on, args=(cancel, proc), daemon=True) if cancel else None
     if stop:
         stop.start()
+    try:
+        code, tail = _follow(proc, progress)
+    finally:
+        if proc.poll() is None:  # the caller is unwinding (SIGTERM, Ctrl-C): the ranks stop with it
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)  # a copy of the tenant's rows: never left behind
+    if cancel is not None and cancel.is_set():
+        return None
+    if code != 0:
+        raise JobFailed(f"{spec.engine} job {spec.id} exited with {code}: " + " | ".join(tail)[-1500:])
+    return json.loads((spec.final_dir / "metrics.json").read_text())
+
+
+def _follow(
+    proc: subprocess.Popen, progress: Callable[[int, int, float | None], None] | None
+) -> tuple[int, deque[str]]:
+    """Pass the main rank's step lines to `progress` until the group exits; its exit code and last lines."""
     tail: deque[str] = deque(maxlen=20)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -82,13 +100,7 @@ def launch(
         if found and progress is not None:
             eta = None if found[3] == "?" else float(found[3].rstrip("s"))
             progress(int(found[1]), int(found[2]), eta)
-    code = proc.wait()
-    if cancel is not None and cancel.is_set():
-        return None
-    if code != 0:
-        raise JobFailed(f"{spec.engine} job {spec.id} exited with {code}: " + " | ".join(tail)[-1500:])
-    shutil.rmtree(work, ignore_errors=True)
-    return json.loads((spec.final_dir / "metrics.json").read_text())
+    return proc.wait(), tail
 
 
 def _write_rows(path: Path, rows: Iterable[dict]) -> Path:
