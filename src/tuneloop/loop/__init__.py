@@ -4,7 +4,7 @@
 each stage does, and `controller` the `Loop` that advances a tenant's open turn.
 """
 
-from tuneloop.loop.controller import Loop, run_all
+from tuneloop.loop.controller import Loop
 from tuneloop.loop.policy import LoopPolicy
 
-__all__ = ["Loop", "LoopPolicy", "run_all"]
+__all__ = ["Loop", "LoopPolicy"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,7 +16,7 @@ from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn,
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
 from tuneloop.privacy.retention import apply_retention
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.repository import TenantStore
 
 log = logging.getLogger("tuneloop.loop")
 ALERT = "alert:"  # the trigger prefix of a turn that alerts started
@@ -125,16 +124,3 @@ class Loop:
                 "failed",
                 {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)},
             )
-
-
-def run_all(store: Store, settings: Settings, stop: threading.Event, interval: float) -> None:
-    """Tick every tenant's loop each `interval` seconds until `stop` is set (`tuneloop serve` runs this)."""
-    while not stop.wait(interval):
-        for tenant in store.tenants():
-            try:
-                turn = Loop(store.for_tenant(tenant), settings).tick()
-            except Exception:  # one tenant's failure must not stop the others' loops
-                log.exception("loop tick failed for tenant %s", tenant.name)
-                continue
-            if turn is not None:
-                log.info("tenant %s turn %d: %s", tenant.name, turn.turn, turn.outcome or turn.stage)

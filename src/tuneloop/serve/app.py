@@ -122,11 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeping = asyncio.create_task(_sweep_pending(store, calls))
         stop = threading.Event()
         if settings.loop_interval:
-            from tuneloop.loop import run_all
+            # A worker, like `tuneloop worker`: under the tenants' leases, replicas never run one turn twice.
+            from tuneloop.loop.worker import Worker
 
             threading.Thread(
-                target=run_all,
-                args=(store, settings, stop, settings.loop_interval),
+                target=Worker(store, settings).run,
+                args=(stop, settings.loop_interval),
                 name="tuneloop-loop",
                 daemon=True,
             ).start()
