@@ -186,13 +186,9 @@ class Metrics:
         """Follow `backend`'s queue and, for the embedded model, each finished sequence's timings."""
         from tuneloop.serve.backends.embedded import EmbeddedBackend
 
-        # The backends keep these private; reading a length or a counter needs no lock.
+        self.queue_depth.set_function(lambda: backend.queued)
         if isinstance(backend, EmbeddedBackend):
-            self.queue_depth.set_function(lambda: len(backend._pending))
-            if backend._batch is not None:
-                backend._batch.observer = self._finished
-        else:
-            self.queue_depth.set_function(lambda: getattr(backend, "_in_flight", 0))
+            backend.observe(self._finished)
 
     def _finished(self, seq: Any, at: float) -> None:
         """A sequence finished on the model's worker thread (prometheus_client is thread-safe)."""

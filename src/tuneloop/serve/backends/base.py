@@ -160,6 +160,11 @@ class Backend(ABC):
     def adapters(self) -> list[str]:
         """Names of the adapters currently selectable, sorted."""
 
+    @property
+    @abstractmethod
+    def queued(self) -> int:
+        """Requests waiting for the model right now (the serving metrics' queue depth)."""
+
     async def __aenter__(self) -> Backend:
         await self.start()
         return self

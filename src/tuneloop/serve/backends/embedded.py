@@ -30,7 +30,7 @@ from tuneloop.serve.backends.base import (
     TextStream,
     system_roles,
 )
-from tuneloop.serve.backends.batching import Batch, Sequence
+from tuneloop.serve.backends.batching import Batch, Observer, Sequence
 from tuneloop.serve.backends.json_mode import JsonMode
 
 if TYPE_CHECKING:
@@ -291,6 +291,15 @@ class EmbeddedBackend(Backend):
     @property
     def adapters(self) -> list[str]:
         return sorted(self._adapters)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)  # a length needs no lock
+
+    def observe(self, observer: Observer) -> None:
+        """Tell `observer` of every finished sequence, on the model's thread (after `start`)."""
+        if self._batch is not None:
+            self._batch.observer = observer
 
     async def load_adapter(self, name: str, path: Path | str) -> None:
         """Load a PEFT LoRA adapter under `name`, resident beside the others; past `max_adapters` the least

@@ -305,6 +305,10 @@ class OpenAIUpstreamBackend(Backend):
     def adapters(self) -> list[str]:
         return sorted(self._adapters)
 
+    @property
+    def queued(self) -> int:
+        return self._in_flight
+
     async def load_adapter(self, name: str, path: Path | str, upstream_name: str | None = None) -> None:
         """Load `path` upstream as `upstream_name` (default `name`) via vLLM's /v1/load_lora_adapter."""
         if not name or name == BASE:
