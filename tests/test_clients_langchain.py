@@ -12,8 +12,8 @@ import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel
 
-from tests.live import live_server, serve_app
-from tests.serve.openai_standin import TEXT, standin
+from tests.live import live_server
+from tests.serve.openai_standin import TEXT, gateway_over_standin
 from tuneloop import Settings
 from tuneloop.store.repository import Store
 
@@ -27,14 +27,8 @@ class Offsite(BaseModel):
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    received: list[dict] = []
-    with serve_app(standin(received)) as up:
-        settings = Settings(home=tmp_path_factory.mktemp("gw"), backend="openai", upstream_url=f"{up}/v1")
-        store = Store(settings.database_url)
-        _, key = store.create_tenant("a", redaction="off")
-        with live_server(settings) as url:
-            yield {"url": url, "key": key, "received": received}
-        store.close()
+    with gateway_over_standin(tmp_path_factory.mktemp("gw")) as gw:
+        yield gw
 
 
 def _chat(gw: dict) -> ChatOpenAI:

@@ -7,10 +7,17 @@ forwarded. Served with `tests.live.serve_app`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+
+from tests.live import live_server, serve_app
+from tuneloop import Settings
+from tuneloop.store.repository import Store
 
 MODEL = "standin-model"
 TEXT = "Lisbon in spring."
@@ -119,3 +126,17 @@ def standin(received: list[dict[str, Any]]) -> FastAPI:
         return {"id": "up", "object": "text_completion", "model": MODEL, "choices": choices, "usage": USAGE}
 
     return app
+
+
+@contextmanager
+def gateway_over_standin(home: Path) -> Iterator[dict[str, Any]]:
+    """A live tuneloop gateway in `home` before a stand-in upstream; tenant `a` (redaction off). Yields its
+    url, key and the bodies the stand-in received."""
+    received: list[dict[str, Any]] = []
+    with serve_app(standin(received)) as up:
+        settings = Settings(home=home, backend="openai", upstream_url=f"{up}/v1")
+        store = Store(settings.database_url)
+        _, key = store.create_tenant("a", redaction="off")
+        with live_server(settings) as url:
+            yield {"url": url, "key": key, "received": received}
+        store.close()

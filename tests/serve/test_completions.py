@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.live import live_server, serve_app
-from tests.serve.openai_standin import TEXT, standin
+from tests.live import live_server
+from tests.serve.openai_standin import TEXT, gateway_over_standin
 from tuneloop import Settings
 from tuneloop.registry.versions import Registry
 from tuneloop.store.repository import Store
@@ -34,14 +34,8 @@ def embedded(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    received: list[dict] = []
-    with serve_app(standin(received)) as up:
-        settings = Settings(home=tmp_path_factory.mktemp("gw"), backend="openai", upstream_url=f"{up}/v1")
-        store = Store(settings.database_url)
-        _, key = store.create_tenant("a", redaction="off")
-        with live_server(settings) as url:
-            yield {"url": url, "key": key, "received": received}
-        store.close()
+    with gateway_over_standin(tmp_path_factory.mktemp("gw")) as gw:
+        yield gw
 
 
 def _sdk(gw: dict) -> openai.OpenAI:
