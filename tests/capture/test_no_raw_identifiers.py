@@ -27,13 +27,14 @@ CARD = "4111 1111 1111 1111"
 PHONE = "+1 415-555-0132"
 IBAN = "DE89 3704 0044 0532 0130 00"
 MODEL_EMAIL = "sally.ride@example.com"
+ID_PII = "jane.doe-4155550132"  # apps do build ids from names and numbers
 # Every raw value the traffic sends; none may appear in any file under HOME.
-RAW = (USER, SESSION, *RATERS, KEY_EMAIL, CARD, CARD.replace(" ", ""), PHONE, IBAN, MODEL_EMAIL)
+RAW = (USER, SESSION, *RATERS, KEY_EMAIL, CARD, CARD.replace(" ", ""), PHONE, IBAN, MODEL_EMAIL, ID_PII)
 
 
 def _interaction(n: int) -> dict:
     return {
-        "id": f"int-{n}",
+        "id": f"{ID_PII}-{n}",
         "user": USER,
         "session": SESSION,
         "model": f"ft:{MODEL_EMAIL}",
@@ -50,8 +51,8 @@ def _feedback(n: int) -> list[dict]:
     # Two raters who disagree on every answer, so both get a weight in the snapshot's rater report.
     votes = [
         {
-            "id": f"fb-{n}-{i}",
-            "interaction_id": f"int-{n}",
+            "id": f"{ID_PII}-fb-{n}-{i}",
+            "interaction_id": f"{ID_PII}-{n}",
             "kind": "thumbs",
             "value": 1 if i == 0 else -1,
             "rater": rater,
@@ -60,8 +61,13 @@ def _feedback(n: int) -> list[dict]:
         }
         for i, rater in enumerate(RATERS)
     ]
-    preference = {"id": f"pref-{n}", "interaction_id": f"int-{n}", "kind": "preference"}
-    comment = {"id": f"note-{n}", "interaction_id": f"int-{n}", "kind": "comment", "value": f"mail {USER}"}
+    preference = {"id": f"pref-{n}", "interaction_id": f"{ID_PII}-{n}", "kind": "preference"}
+    comment = {
+        "id": f"note-{n}",
+        "interaction_id": f"{ID_PII}-{n}",
+        "kind": "comment",
+        "value": f"mail {USER}",
+    }
     return [*votes, {**preference, "value": {"chosen": 1, "rejected": 0}}, comment]
 
 
@@ -112,7 +118,7 @@ def _traffic(url: str, key: str) -> None:
             assert http.post("/v1/interactions", json=_interaction(n)).status_code == 200
             reply = http.post("/v1/feedback", json={"events": _feedback(n)}).json()
             assert reply["accepted"] == 4, reply
-        bad = {"id": "x", "interaction_id": "int-0", "kind": "thumbs", "value": 7, "rater": USER}
+        bad = {"id": "x", "interaction_id": f"{ID_PII}-0", "kind": "thumbs", "value": 7, "rater": USER}
         assert http.post("/v1/feedback", json=bad).status_code == 400
         ask = {"role": "user", "content": f"I am {USER}, card {CARD}"}
         chat = {"model": "tuneloop", "user": USER, "messages": [ask], "max_tokens": 4}
@@ -150,7 +156,9 @@ def test_stored_identifiers_are_joinable_keyed_hashes(home_after_traffic: Path) 
         tenant = store.for_tenant(store.tenant_by_name(f"t-{mode}"))
         rows = tenant.interactions()
         assert {r["user"] for r in rows} == {pseudonyms.identifier(USER)}  # the gateway's row too
-        assert {r["session"] for r in rows if r["id"].startswith("int-")} == {pseudonyms.identifier(SESSION)}
+        assert {r["session"] for r in rows if not r["id"].startswith("chatcmpl-")} == {
+            pseudonyms.identifier(SESSION)
+        }
         raters = {e["rater"] for e in tenant.feedback()} - {None}
         assert raters == {pseudonyms.identifier(r) for r in RATERS}
         assert "channel" in rows[0]["metadata"]  # keys that are not personal are kept as they are

@@ -73,11 +73,12 @@ def test_a_reviewer_labels_by_keyboard_and_the_labels_reach_the_next_snapshot(si
     store = Store(settings.database_url)
     tenant = store.for_tenant(store.tenant_by_name("acme"))
     snapshot = create_snapshot(tenant, settings.home, RewardPolicy(near_duplicate_threshold=1.0))
+    labels = {e["id"] for e in tenant.feedback() if e["source"] == "labeler"}
     store.close()
     pairs = snapshot.rows("pairs")
-    chosen = {p["chosen"][0]["content"] for p in pairs if any(e.startswith("rv:") for e in p["event_ids"])}
+    chosen = {p["chosen"][0]["content"] for p in pairs if labels & set(p["event_ids"])}
     assert chosen == {SHORT}  # the pairwise choice, and the correction as edit > original
-    sources = {e for p in pairs for e in p["event_ids"] if e.startswith("rv:")}
+    sources = {e for p in pairs for e in p["event_ids"] if e in labels}
     assert len(sources) == 2
 
 

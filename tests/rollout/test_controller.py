@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneloop.errors import BadRequest
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.assignment import assign
@@ -114,6 +115,37 @@ def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantSto
     assert actions[0] == "experiment.start" and actions[-1] == "experiment.promoted"
     ok, _ = tenant.store.verify_audit()
     assert ok
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_a_winning_canary_waits_for_a_named_approver_before_promotion(
+    tenant: TenantStore, answer: str
+) -> None:
+    candidate = _gated(tenant)
+    policy = POLICY.model_copy(update={"approve_promotion": True})
+    controller.start_canary(tenant, candidate, policy, reward_policy=REWARDS, actor="test")
+    exp = active_experiment(tenant)
+    for b in range(30):
+        _traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
+        exp = controller.review(tenant, REWARDS)
+        if exp.decision["action"] == controller.AWAIT_APPROVAL:
+            break
+    assert exp.state == "running" and Registry(tenant).get(candidate).state == "canary"
+    again = controller.review(tenant, REWARDS)  # later looks keep it waiting at its share
+    assert (again.state, again.share) == ("running", exp.share) and "named approver" in again.decision[
+        "reason"
+    ]
+    assert _audit_actions(tenant).count("experiment.awaiting_approval") == 1
+    with pytest.raises(BadRequest, match="name who decides"):
+        controller.approve(tenant, candidate, by=" ", reason="r", via="test")
+
+    decide = controller.approve if answer == "approve" else controller.reject
+    state = decide(tenant, candidate, by="Dana", reason="read the canary page", via="test")
+    assert state == ("production" if answer == "approve" else "rolled_back")
+    assert active_experiment(tenant) is None
+    assert _audit_actions(tenant)[-1] == (
+        "experiment.promoted" if answer == "approve" else "experiment.rolled_back"
+    )
 
 
 def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant: TenantStore) -> None:

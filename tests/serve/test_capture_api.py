@@ -48,10 +48,11 @@ def test_feedback_lands_on_its_interaction(api: tuple) -> None:
     url, key_a, *_ = api
     with Client(url, key_a) as client:
         iid = _new_interaction(client)
-        assert client.feedback(iid, "thumbs", 1, id="fb-1") == "accepted"
-        assert client.feedback(iid, "thumbs", 1, id="fb-1") == "duplicate"
+        event = "fb-" + uuid.uuid4().hex  # opaque, so stored as sent (others are stored keyed)
+        assert client.feedback(iid, "thumbs", 1, id=event) == "accepted"
+        assert client.feedback(iid, "thumbs", 1, id=event) == "duplicate"
         stored = client.interaction(iid)
-    assert [(e["id"], e["kind"], e["value"]) for e in stored["feedback"]] == [("fb-1", "thumbs", 1)]
+    assert [(e["id"], e["kind"], e["value"]) for e in stored["feedback"]] == [(event, "thumbs", 1)]
 
 
 def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
@@ -97,7 +98,8 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
     assert "rating takes an integer from 1 to 5" in body["results"][1]["error"]
     # Kept until its interaction is logged (capture/pending.py).
     assert (body["accepted"], body["rejected"], body["pending"]) == (3, 1, 1)
-    assert sorted(e["id"] for e in stored) == ["b-1", "b-3", "b-5"]
+    # Stored by their keyed ids ("b-1" could spell anything), so only the count is readable here.
+    assert len(stored) == 3 and all(e["id"].startswith("ref-") for e in stored)
 
 
 @pytest.mark.parametrize(

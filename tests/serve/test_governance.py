@@ -64,7 +64,8 @@ def test_versions_rollback_restores_the_previous_production_at_once_and_is_audit
     assert _served_within(gateway, key, second, 3) == second
     monkeypatch.setenv("TUNELOOP_HOME", str(gateway["home"]))
 
-    assert main(["versions", "rollback", "--tenant", tenant.tenant.name, "--reason", "complaints"]) == 0
+    why = "complaints, see +1 415-555-0132"
+    assert main(["versions", "rollback", "--tenant", tenant.tenant.name, "--reason", why]) == 0
 
     assert f"rolled back {second}; {first} serves" in capsys.readouterr().out
     assert (registry.get(second).state, registry.get(first).state) == ("rolled_back", "production")
@@ -73,7 +74,7 @@ def test_versions_rollback_restores_the_previous_production_at_once_and_is_audit
     assert time.monotonic() - started < 2  # the router re-reads the registry within a second
     [row] = _audit(tenant, "version.rollback")
     assert (row["actor"], row["subject"], row["details"]["restored"]) == ("cli", second, first)
-    assert row["details"]["reason"] == "complaints"
+    assert row["details"]["reason"] == "complaints, see <PHONE_NUMBER>"  # the audit log forgets nothing
     assert gateway["store"].verify_audit()[0]
     # The restored version replaced the base model: the next rollback restores the base.
     assert main(["versions", "rollback", "--tenant", tenant.tenant.name]) == 0
@@ -116,9 +117,11 @@ def test_operators_govern_over_http_and_ingest_keys_cannot(gateway: dict) -> Non
         assert http.post("/rollback", json={"to": old}).json() == {"rolled_back": current, "production": old}
         assert _served_within(gateway, key, old, 3) == old
 
-        assert http.post("/loop/pause", json={"reason": "audit week"}).json() == {"paused": True}
+        paused = http.post("/loop/pause", json={"reason": "audit week, ask jane.doe@example.com"})
+        assert paused.json() == {"paused": True}
         assert http.post("/loop/pause", json={}).status_code == 409
-        assert http.get("/loop").json()["paused"]["reason"] == "audit week"
+        # The audit log keeps what it is given forever, so a reason is redacted on the way in.
+        assert http.get("/loop").json()["paused"]["reason"] == "audit week, ask <EMAIL_ADDRESS>"
         assert http.post("/loop/resume", json={}).json() == {"paused": False}
         assert http.get("/loop").json() == {"paused": None, "turns": []}
         states = {v["id"]: v["state"] for v in http.get("/versions").json()["data"]}

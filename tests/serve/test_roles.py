@@ -110,7 +110,7 @@ def test_ingest_only_key_cannot_read_anything(app_keys: tuple) -> None:
             assert set(refused.json()) == {"error"} and "hello" not in refused.text
             assert refused.json()["error"]["type"] == "permission_error"
             assert "--role operator" in refused.json()["error"]["message"]
-        assert operator.get("/v1/interactions/int-ro").json()["feedback"][0]["id"] == "fb-ro"
+        assert operator.get("/v1/interactions/int-ro").json()["feedback"][0]["kind"] == "thumbs"
         chat = {"model": "tuneloop", "messages": [{"role": "user", "content": "hi"}]}
         assert ingest.post("/v1/chat/completions", json=chat).status_code == 403
 

@@ -19,6 +19,14 @@ from tuneloop.store.repository import ItemResult, TenantStore
 Row = tuple[dict[str, Any], str]  # a redacted row and the keyed digest of the client's payload
 
 
+# The fields of event values that name other interactions (capture/events: preference, regenerated).
+REFERENCE_FIELDS = ("chosen_interaction", "rejected_interaction", "replaced_by")
+
+
+def _names_interactions(value: Any) -> bool:
+    return isinstance(value, dict) and any(k in value for k in REFERENCE_FIELDS)
+
+
 def new_interaction_id() -> str:
     return "int-" + uuid.uuid4().hex
 
@@ -26,8 +34,9 @@ def new_interaction_id() -> str:
 class Capture:
     """Writes captured data for any tenant, redacting PII by the tenant's mode before anything is stored.
 
-    Identifiers (user, session, rater) are stored as keyed hashes, metadata keys and the `model` field are
-    redacted like text, and the idempotency digest is keyed; a tenant with redaction `off` keeps them raw.
+    Identifiers (user, session, rater) are stored as keyed hashes, and so are interaction and event ids
+    unless opaque (`Pseudonyms.reference`); metadata keys and the `model` field are redacted like text, and
+    the idempotency digest is keyed. A tenant with redaction `off` keeps them raw.
     """
 
     def __init__(
@@ -40,6 +49,10 @@ class Capture:
     def identifier(self, store: TenantStore, value: str | None) -> str | None:
         """How this tenant stores an end-user identifier: its keyed hash, or itself with redaction off."""
         return value if store.tenant.redaction == "off" else self.pseudonyms.identifier(value)
+
+    def reference(self, store: TenantStore, value: str) -> str:
+        """How this tenant stores a client-chosen interaction or event id; lookups pass ids through it too."""
+        return value if store.tenant.redaction == "off" else self.pseudonyms.reference(value)
 
     def interaction_row(
         self, store: TenantStore, item: InteractionIn, *, budget: bool = True, **served: Any
@@ -67,7 +80,7 @@ class Capture:
             self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))
         contents, response, choices, metadata, keys, model = redacted
         row = {
-            "id": item.id or new_interaction_id(),
+            "id": self.reference(store, item.id) if item.id else new_interaction_id(),
             "user_id": user,
             "session_id": self.identifier(store, item.session),
             "messages": [
@@ -92,22 +105,46 @@ class Capture:
         ]
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(
-            [[item.value, item.metadata, keys_of(item.metadata)] for item in items],
+            # A value that names interactions holds ids only: keyed, not redacted, so a reference stays whole.
+            [
+                [
+                    None if _names_interactions(item.value) else item.value,
+                    item.metadata,
+                    keys_of(item.metadata),
+                ]
+                for item in items
+            ],
             store.tenant.redaction,
             store.tenant_id,
             keep=self.public_terms.public(store.tenant_id),
         )
+        named = self._interaction_references(store, items)
         rows = [
             {
                 **item.model_dump(exclude={"session"}),
+                "id": self.reference(store, item.id),
+                "interaction_id": item.interaction_id and named[item.interaction_id],
                 **({"session": self.identifier(store, item.session)} if item.session else {}),
-                "value": value,
+                "value": {k: named[v] for k, v in item.value.items()}
+                if _names_interactions(item.value)
+                else value,
                 "metadata": with_keys(metadata, keys),
                 "rater": self.identifier(store, item.rater),
             }
             for item, (value, metadata, keys) in zip(items, redacted, strict=True)
         ]
         return list(zip(rows, digests, strict=True))
+
+    def _interaction_references(self, store: TenantStore, items: list[FeedbackIn]) -> dict[str, str]:
+        """Each interaction id the events name, as stored: keyed, unless an interaction was logged under the
+        id as sent before ids were keyed (one read, only when some id was keyed)."""
+        sent = {i.interaction_id for i in items if i.interaction_id}
+        sent |= {v for i in items if _names_interactions(i.value) for v in i.value.values()}
+        named = {x: self.reference(store, x) for x in sent}
+        changed = [x for x, stored in named.items() if stored != x]
+        if changed:
+            named |= {x: x for x in store.logged(changed)}
+        return named
 
     def store_interaction(self, store: TenantStore, row: dict[str, Any], digest: str) -> ItemResult:
         """Write a redacted interaction row (idempotent on its id) and the feedback that waited for it."""

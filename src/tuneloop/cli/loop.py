@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import turn_exit_code
+from tuneloop.cli.output import add_reason_flag, turn_exit_code
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -34,7 +34,7 @@ def register(commands: Any) -> None:
     p.add_argument("--once", action="store_true", help="run: advance once and exit (cron-friendly)")
     p.add_argument("--now", action="store_true", help="run: start a turn now even if no trigger fired")
     p.add_argument("--interval", type=float, default=30.0, help="run: seconds between looks (default 30)")
-    p.add_argument("--reason", help="pause/resume: why, for the audit log")
+    add_reason_flag(p, None, "pause/resume: why, for the audit log")
     p.set_defaults(run=cmd_loop)
 
 

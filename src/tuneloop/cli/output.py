@@ -18,6 +18,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from tuneloop.capture.redact import Redactor
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -41,6 +43,18 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON (for scripts); no progress lines"
     )
+
+
+def add_reason_flag(parser: argparse.ArgumentParser, default: str | None, helptext: str = "") -> None:
+    """Give a command `--reason`, redacted as it is read: the audit log keeps what it is given for good."""
+
+    def redacted(text: str) -> str:
+        if text == default:  # argparse passes the default through here too; it needs no NLP model
+            return text
+        [clean] = Redactor().redact_texts([text], "redact")
+        return clean
+
+    parser.add_argument("--reason", default=default, type=redacted, help=helptext or "why, for the audit log")
 
 
 def _plain(value: Any) -> Any:

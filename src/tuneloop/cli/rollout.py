@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import add_json_flag, emit, to_json
+from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, to_json
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -26,7 +26,7 @@ def register(commands: Any) -> None:
         if name == "status":
             add_json_flag(p)
         else:
-            p.add_argument("--reason", default=f"manual {name}", help="recorded in the audit log")
+            add_reason_flag(p, f"manual {name}")
         p.set_defaults(run=cmd_rollout)
     p = actions.add_parser("start", help="canary a gated version against production")
     p.add_argument("version")

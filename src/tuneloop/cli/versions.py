@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import add_json_flag, emit, to_json
+from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, to_json
 from tuneloop.cli.version_export import register_export
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_text
@@ -58,23 +58,23 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--snapshot", help="the snapshot the gate holds it out on, for a parent without one (e.g. the base)"
     )
-    p.add_argument("--reason", default="composed by hand", help="why, for the audit log")
+    add_reason_flag(p, "composed by hand")
     p.set_defaults(run=cmd_versions_create)
     register_export(actions)
     for name, helptext in (
-        ("approve", "let a candidate pending approval go on to the canary"),
-        ("reject", "block a candidate pending approval; it never serves"),
+        ("approve", "let a candidate pending approval go to the canary, or a winning canary to production"),
+        ("reject", "block a candidate pending approval, or roll back a winning canary waiting for approval"),
     ):
         p = actions.add_parser(name, help=helptext)
         p.add_argument("version")
         p.add_argument("--tenant", required=True)
         p.add_argument("--by", required=True, metavar="NAME", help="who decides, for the audit log")
-        p.add_argument("--reason", default=f"{name}d by hand", help="why, for the audit log")
+        add_reason_flag(p, f"{name}d by hand")
         p.set_defaults(run=cmd_versions_decide)
     p = actions.add_parser("rollback", help="restore the previous production adapter now (or --to VERSION)")
     p.add_argument("--tenant", required=True)
     p.add_argument("--to", metavar="VERSION", help="a retired adapter to restore (default: the one replaced)")
-    p.add_argument("--reason", default="manual rollback", help="why, for the audit log")
+    add_reason_flag(p, "manual rollback")
     p.set_defaults(run=cmd_versions_rollback)
     for name, helptext in (
         ("promote", "make a gated or retired reward model the judge"),
@@ -83,7 +83,7 @@ def register(commands: Any) -> None:
         p = actions.add_parser(name, help=helptext)
         p.add_argument("version")
         p.add_argument("--tenant", required=True)
-        p.add_argument("--reason", default=f"manual {name}", help="why, for the audit log")
+        add_reason_flag(p, f"manual {name}")
         p.set_defaults(run=cmd_versions_reward_model)
 
 
@@ -167,12 +167,11 @@ def cmd_versions_create(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_decide(args: argparse.Namespace) -> int:
-    from tuneloop.registry.versions import Registry
+    from tuneloop.rollout import controller
 
-    registry = Registry(_tenant(args.tenant))
-    decide = registry.approve if args.action == "approve" else registry.reject
-    version = decide(args.version, by=args.by, reason=args.reason, via="cli")
-    print(f"{version.id}: {args.action}d by {args.by}; now {version.state}")
+    decide = controller.approve if args.action == "approve" else controller.reject
+    state = decide(_tenant(args.tenant), args.version, by=args.by, reason=args.reason, via="cli")
+    print(f"{args.version}: {args.action}d by {args.by}; now {state}")
     return 0
 
 

@@ -151,7 +151,11 @@ def kpis_page(request: Request, name: str, days: int = 7) -> Response:
 def progress_page(request: Request, name: str) -> Response:
     def build(t: TenantStore) -> dict[str, Any]:
         curve = progress.improvement(t, reward_policy(request, t))
-        return {**curve, "approvals": progress.awaiting_approval(t)}
+        return {
+            **curve,
+            "approvals": progress.awaiting_approval(t),
+            "promotion": progress.promotion_waiting(t),
+        }
 
     return page(request, name, "progress", build)
 

@@ -63,6 +63,14 @@ class Version:
     erased_at: datetime | None = None  # a user it was trained on was erased since (privacy/erasure.py)
 
 
+def check_approver(by: str) -> None:
+    """An approval names who decides, in 1 to MAX_ACTOR_CHARS characters."""
+    if not by.strip() or len(by) > MAX_ACTOR_CHARS:
+        raise BadRequest(
+            f"name who decides in 1-{MAX_ACTOR_CHARS} characters (--by NAME, or `by` in the body)", param="by"
+        )
+
+
 class Registry:
     """Versions of one tenant (the handle's), read and moved through their states."""
 
@@ -206,11 +214,7 @@ class Registry:
         return self._decide(version_id, "blocked", "version.reject", by=by, reason=reason, via=via)
 
     def _decide(self, version_id: str, to: State, action: str, *, by: str, reason: str, via: str) -> Version:
-        if not by.strip() or len(by) > MAX_ACTOR_CHARS:
-            raise BadRequest(
-                f"name who decides in 1-{MAX_ACTOR_CHARS} characters (--by NAME, or `by` in the body)",
-                param="by",
-            )
+        check_approver(by)
 
         def apply(tx: TenantTx) -> None:
             row = tx.first(versions, versions.c.id == version_id, columns=(versions.c.state,))
@@ -218,8 +222,9 @@ class Registry:
                 raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
             if row.state != "pending_approval":
                 raise Conflict(
-                    f"version {version_id} is {row.state}; only a version pending approval can be approved "
-                    "or rejected (the loop asks for approval when loop_policy.yaml sets require_approval)"
+                    f"version {version_id} is {row.state}; only a version pending approval, or a canary that "
+                    "won and waits for approval, can be approved or rejected (loop_policy.yaml "
+                    "require_approval, rollout_policy.yaml approve_promotion)"
                 )
             details = {"approver": by, "via": via}
             self.move(version_id, to, actor=by, reason=reason, details=details, tx=tx)

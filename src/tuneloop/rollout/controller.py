@@ -15,7 +15,7 @@ from typing import Any
 from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
-from tuneloop.registry.versions import Registry, State
+from tuneloop.registry.versions import Registry, State, check_approver
 from tuneloop.rollout.design import LOOKBACK_DAYS, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
@@ -27,6 +27,7 @@ from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import experiments
 
 ARMS = ("control", "treatment")
+AWAIT_APPROVAL = "await_approval"  # a look's action when the canary won but `approve_promotion` holds it
 
 
 @dataclass
@@ -254,6 +255,12 @@ def review(
     policy = RolloutPolicy.model_validate(exp.policy)
     verdict = decide(exp, arm_data(tenant, exp, reward_policy, policy.primary_kpi), policy)
     action = verdict["action"]
+    if action == "promote" and policy.approve_promotion:
+        waiting = (exp.decision or {}).get("action") == AWAIT_APPROVAL
+        reason = f"{verdict['reason']}; waits for a named approver to promote it"
+        stats = {**verdict, "action": AWAIT_APPROVAL, "reason": reason}
+        audit = None if waiting else "experiment.awaiting_approval"
+        return _update(tenant, exp, actor=actor, action=audit, reason=reason, stats=stats)
     if action == "promote":
         return finish(tenant, "promoted", actor=actor, reason=verdict["reason"], stats=verdict)
     if action in ("rollback", "halt"):
@@ -324,6 +331,30 @@ def finish(
 
     tenant.transaction(apply)
     return get_experiment(tenant, exp.id)
+
+
+def approve(tenant: TenantStore, version_id: str, *, by: str, reason: str, via: str) -> State:
+    """A named approver lets a version go on: one pending approval to the canary, or a winning canary
+    that waits for them to production. Returns the version's state afterwards."""
+    return _decide(tenant, version_id, approve=True, by=by, reason=reason, via=via)
+
+
+def reject(tenant: TenantStore, version_id: str, *, by: str, reason: str, via: str) -> State:
+    """A named approver turns a version down: one pending approval is blocked, a canary rolled back."""
+    return _decide(tenant, version_id, approve=False, by=by, reason=reason, via=via)
+
+
+def _decide(tenant: TenantStore, version_id: str, *, approve: bool, by: str, reason: str, via: str) -> State:
+    registry = Registry(tenant)
+    exp = active_experiment(tenant)
+    waiting = exp is not None and (exp.decision or {}).get("action") == AWAIT_APPROVAL
+    if not (waiting and exp is not None and exp.treatment_version == version_id):
+        decide = registry.approve if approve else registry.reject
+        return decide(version_id, by=by, reason=reason, via=via).state
+    check_approver(by)
+    stats = {**(exp.decision or {}), "approver": by, "via": via}
+    finish(tenant, "promoted" if approve else "rolled_back", actor=by, reason=reason, stats=stats)
+    return registry.get(version_id).state
 
 
 def pause(tenant: TenantStore, *, actor: str, reason: str) -> Experiment:

@@ -95,6 +95,12 @@ class RolloutPolicy(TenantPolicy):
         description="Wall-clock limit of an experiment (default 14 days); an undecided canary then ends "
         "as inconclusive and is rolled back.",
     )
+    approve_promotion: bool = Field(
+        False,
+        description="A canary that wins keeps its share until a named person approves the promotion "
+        "(`tuneloop versions approve`) or rejects it (rolled back); guardrails keep watching meanwhile. "
+        "Two-arm canaries only.",
+    )
     harm_margin: float = Field(
         0.0,
         ge=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -36,7 +37,8 @@ async def log_interaction(request: Request) -> JSONResponse:
         )
         row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
         result = await st.calls(st.capture.store_interaction, store, *row)
-    return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
+    # The client's own id comes back (the store may hold its keyed form); lookups accept either.
+    return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 
 
 @router.post("/v1/feedback")
@@ -56,9 +58,11 @@ async def post_feedback(request: Request) -> JSONResponse:
 
 
 async def _store_feedback(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[ItemResult]:
-    """Redact (CPU, in turns with other tenants) and then write (store) validated events."""
+    """Redact (CPU, in turns with other tenants) and then write (store) validated events; each result
+    names its event by the client's id."""
     rows = await anyio.to_thread.run_sync(st.capture.feedback_rows, store, events)
-    return await st.calls(pending.store_feedback, store, rows)
+    results = await st.calls(pending.store_feedback, store, rows)
+    return [replace(r, id=e.id) for r, e in zip(results, events, strict=True)]
 
 
 async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONResponse:
@@ -110,8 +114,14 @@ async def get_interaction(request: Request, interaction_id: str) -> dict:
     store = await st.auth.tenant(request, OPERATE)
     if not re.fullmatch(ID_PATTERN, interaction_id):
         raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
+    stored = st.capture.reference(store, interaction_id)
     async with st.limits.admit(store.tenant_id):
-        found = await st.calls(store.get_interaction, interaction_id)
+        try:
+            found = await st.calls(store.get_interaction, stored)
+        except NotFound:
+            if stored == interaction_id:
+                raise
+            found = await st.calls(store.get_interaction, interaction_id)  # logged before ids were keyed
     return {**_public(found), "feedback": [_public(e) for e in found["feedback"]]}
 
 
@@ -133,5 +143,7 @@ async def list_feedback(
             # Before year 1 or after 9999 once in UTC: earlier than every event, or later than all of them.
             since = None if since.year == 1 else datetime.max.replace(tzinfo=UTC)
     async with st.limits.admit(store.tenant_id):
+        if interaction_id:
+            interaction_id = st.capture.reference(store, interaction_id)
         events = await st.calls(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
     return {"data": [_public(e) for e in events]}

@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict
 from typing import Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +16,7 @@ from tuneloop.errors import NotFound
 from tuneloop.loop.pause import pause, paused, resume
 from tuneloop.loop.turns import list_turns
 from tuneloop.registry.versions import MAX_ACTOR_CHARS, Registry, Version
+from tuneloop.rollout import controller
 from tuneloop.serve.http import OPERATE, clip, read_json, validate
 from tuneloop.store.repository import TenantStore
 
@@ -41,6 +43,11 @@ async def _call(request: Request, body: type[Reason]) -> tuple[Any, TenantStore,
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
     data = validate(body, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
+    if data.reason:
+        # The audit chain cannot forget what it holds: reasons enter it redacted, whatever the tenant's mode.
+        [data.reason] = await anyio.to_thread.run_sync(
+            st.capture.redactor.redact_texts, [data.reason], "redact"
+        )
     return st, tenant, data
 
 
@@ -64,13 +71,12 @@ async def versions(request: Request) -> dict[str, Any]:
 
 @router.post("/versions/{version_id}/{action}")
 async def decide(request: Request, version_id: str, action: Literal["approve", "reject"]) -> dict[str, Any]:
-    """Approve or reject a candidate pending approval, in the name of `by`."""
+    """Approve or reject a candidate pending approval, or a winning canary's promotion, as `by`."""
     st, tenant, body = await _call(request, Decision)
-    registry = Registry(tenant)
-    fn = registry.approve if action == "approve" else registry.reject
+    fn = controller.approve if action == "approve" else controller.reject
     reason = body.reason or f"{action}d over the API"
-    version = await st.calls(fn, _version_id(version_id), by=body.by, reason=reason, via=ACTOR)
-    return _public(version)
+    await st.calls(fn, tenant, _version_id(version_id), by=body.by, reason=reason, via=ACTOR)
+    return _public(await st.calls(Registry(tenant).get, version_id))
 
 
 @router.post("/reward-models/{version_id}/{action}")

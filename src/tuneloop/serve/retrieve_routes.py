@@ -126,6 +126,8 @@ async def retrieve(request: Request) -> dict:
             RetrieveIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
         )
         policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+        if body.interaction_id:
+            body.interaction_id = st.capture.reference(tenant, body.interaction_id)
         return await anyio.to_thread.run_sync(
             partial(_retrieve, tenant, body, body.k or policy.k, policy.rerank)
         )
@@ -165,7 +167,8 @@ async def get_retrievals(
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
     async with st.limits.admit(tenant.tenant_id):
-        return {"data": await st.calls(_records, tenant, interaction_id, limit)}
+        wanted = interaction_id and st.capture.reference(tenant, interaction_id)
+        return {"data": await st.calls(_records, tenant, wanted, limit)}
 
 
 def _records(tenant: TenantStore, interaction_id: str | None, limit: int) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ as `labeler` feedback through the capture path.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -89,7 +90,9 @@ async def add(request: Request, task_id: str) -> dict[str, Any]:
     st, tenant, who = await _scope(request, OPERATE)
     body = validate(ItemsIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
     task = await st.calls(get_task, tenant, task_id)
-    wanted = [(i.interaction_id, i.other_interaction_id, "manual", 1.0) for i in body.items]
+    ref = partial(st.capture.reference, tenant)
+    wanted = [(ref(i.interaction_id), i.other_interaction_id and ref(i.other_interaction_id), "manual", 1.0)
+              for i in body.items]  # fmt: skip
     added = await st.calls(add_items, tenant, task, wanted, actor=f"api:{who}")
     data = [{"id": i.id, "interaction_id": i.interaction_id, "other_interaction_id": i.other_interaction_id}
             for i in added]  # fmt: skip

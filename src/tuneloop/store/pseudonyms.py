@@ -1,5 +1,6 @@
 """Keyed hashes under the server secret, for values the store compares but must never reveal: the
-idempotency digest of a client's payload and end-user identifiers (user, session, rater).
+idempotency digest of a client's payload, end-user identifiers (user, session, rater) and the ids clients
+choose for interactions and events.
 
 Without the secret neither can be brute-forced (an unkeyed SHA-256 of a payload gave back the phone number
 it held in under a second); with the same secret, equal inputs give equal hashes, so rows still join.
@@ -9,12 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 from tuneloop.store.repository import payload_hash
 
 IDENTIFIER_PREFIX = "anon-"
 IDENTIFIER_HEX_CHARS = 32  # 128 bits: no collisions among any realistic number of users
+REFERENCE_PREFIX = "ref-"
+# Ids that cannot spell anything personal stay readable: a UUID, 16+ hex characters with a letter among
+# them (all digits could be a card or phone number), or a ULID, each after an optional word prefix
+# ("int-", "evt_", "chatcmpl-"). Any other id ("jane-doe-7", "555-0142") might, so it is stored keyed.
+_OPAQUE_ID = re.compile(
+    r"(?:[A-Za-z]{1,16}[-_])?(?:"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{16,64}"
+    r"|(?=[0-9]*[A-HJKMNP-TV-Z])[0-7][0-9A-HJKMNP-TV-Z]{25})"
+)
 
 
 def _subkey(secret: bytes, purpose: str) -> bytes:
@@ -30,6 +42,7 @@ class Pseudonyms:
             raise ValueError("the server secret is empty")
         self._digest_key = _subkey(secret, "payload-digest")
         self._identifier_key = _subkey(secret, "identifier")
+        self._reference_key = _subkey(secret, "reference")
 
     def digest(self, payload: dict[str, Any]) -> str:
         """The stored idempotency digest of a client payload: equal payloads match, none can be inverted."""
@@ -45,3 +58,11 @@ class Pseudonyms:
             return value
         mac = hmac.new(self._identifier_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
         return IDENTIFIER_PREFIX + mac.hexdigest()[:IDENTIFIER_HEX_CHARS]
+
+    def reference(self, value: str) -> str:
+        """A client-chosen interaction or event id as stored: opaque ids as they are, any other as `ref-` and
+        its keyed hash. Idempotent, so a stored id names the same row as the id the client sent."""
+        if _OPAQUE_ID.fullmatch(value):
+            return value
+        mac = hmac.new(self._reference_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return REFERENCE_PREFIX + mac.hexdigest()[:IDENTIFIER_HEX_CHARS]

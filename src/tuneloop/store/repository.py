@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -503,6 +503,12 @@ class TenantStore:
         if existing == digest:
             return ItemResult(row["id"], "duplicate", code=200)
         raise Conflict(f"interaction {row['id']!r} already exists with a different payload", param="id")
+
+    def logged(self, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` name interactions this tenant has logged."""
+        with self.reading() as tx:
+            rows = tx.all(interactions, interactions.c.id.in_(list(ids)), columns=(interactions.c.id,))
+        return {r.id for r in rows}
 
     def get_interaction(self, interaction_id: str) -> dict[str, Any]:
         """One interaction with its feedback; NotFound for ids this tenant does not own."""
