@@ -9,7 +9,9 @@ import pytest
 from tuneloop.config import load_yaml_model
 from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.loop import LoopPolicy
+from tuneloop.loop.light import LightPolicy
 from tuneloop.privacy.policy import PrivacyPolicy
+from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 
@@ -20,6 +22,8 @@ MODELS = {
     "rollout_policy": RolloutPolicy,
     "loop_policy": LoopPolicy,
     "privacy_policy": PrivacyPolicy,
+    "light_policy": LightPolicy,
+    "retrieval_policy": RetrievalPolicy,
 }
 
 
