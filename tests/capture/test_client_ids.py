@@ -25,7 +25,6 @@ SECRET = b"k" * 32
         uuid.uuid4().hex,
         "int-" + uuid.uuid4().hex,
         "chatcmpl-" + uuid.uuid4().hex,
-        "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV",
     ],
 )
 def test_opaque_ids_are_stored_as_sent(client_id: str) -> None:
@@ -33,7 +32,18 @@ def test_opaque_ids_are_stored_as_sent(client_id: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "client_id", ["jane.doe-1", "4111111111111111", "555-0142", "123-45-6789", "ticket-7", "x"]
+    "client_id",
+    [
+        "jane.doe-1",
+        "4111111111111111",
+        "555-0142",
+        "123-45-6789",
+        "ticket-7",
+        "x",
+        "johnsmith-" + uuid.uuid4().hex,  # found by an attacker: a name before an opaque part
+        "0JANESMYTH5550142123456789",  # ULID-shaped
+        "5550142987a65432",
+    ],
 )
 def test_ids_that_could_spell_something_personal_are_keyed_once(client_id: str) -> None:
     pseudonyms = Pseudonyms(SECRET)

@@ -48,7 +48,7 @@ def test_feedback_lands_on_its_interaction(api: tuple) -> None:
     url, key_a, *_ = api
     with Client(url, key_a) as client:
         iid = _new_interaction(client)
-        event = "fb-" + uuid.uuid4().hex  # opaque, so stored as sent (others are stored keyed)
+        event = str(uuid.uuid4())  # opaque, so stored as sent (others are stored keyed)
         assert client.feedback(iid, "thumbs", 1, id=event) == "accepted"
         assert client.feedback(iid, "thumbs", 1, id=event) == "duplicate"
         stored = client.interaction(iid)

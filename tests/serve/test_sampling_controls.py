@@ -71,6 +71,16 @@ def test_a_logit_bias_of_100_makes_the_model_say_that_token(gateway: dict) -> No
     assert completion.choices[0].message.content == expected
 
 
+@pytest.mark.parametrize("sampling", [{"temperature": 1e-300}, {"temperature": 1, "top_p": 5e-324}])
+def test_vanishing_temperature_or_top_p_decodes_greedily_instead_of_failing(
+    gateway: dict, sampling: dict
+) -> None:
+    ask = {"model": "tuneloop", "messages": ASK, "max_tokens": 4}
+    greedy = _client(gateway).chat.completions.create(**ask, temperature=0)
+    tiny = _client(gateway).chat.completions.create(**ask, **sampling)
+    assert tiny.choices[0].message.content == greedy.choices[0].message.content
+
+
 def test_a_logit_bias_of_minus_100_bans_the_token_greedy_would_pick(gateway: dict) -> None:
     client = _client(gateway)
     args = {"model": "tuneloop", "messages": ASK, "max_tokens": 1, "temperature": 0}

@@ -193,8 +193,8 @@ def _json_list(raw: Any, where: str) -> list[Any]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
-            raise SpanRejected(f"{where}: not valid JSON") from None
+        except (ValueError, RecursionError):  # nesting deep enough to exhaust the parser's stack
+            raise SpanRejected(f"{where}: not valid JSON, or nested too deeply") from None
     if not isinstance(raw, list):
         raise SpanRejected(f"{where}: expected a JSON array of messages")
     return raw

@@ -18,14 +18,12 @@ from tuneloop.store.repository import payload_hash
 IDENTIFIER_PREFIX = "anon-"
 IDENTIFIER_HEX_CHARS = 32  # 128 bits: no collisions among any realistic number of users
 REFERENCE_PREFIX = "ref-"
-# Ids that cannot spell anything personal stay readable: a UUID, 16+ hex characters with a letter among
-# them (all digits could be a card or phone number), or a ULID, each after an optional word prefix
-# ("int-", "evt_", "chatcmpl-"). Any other id ("jane-doe-7", "555-0142") might, so it is stored keyed.
+# Ids that cannot spell anything personal stay readable: a UUID (with or without dashes), alone or after one
+# of tuneloop's own prefixes. Any other id ("jane-doe-7", "555-0142", a name before a UUID) might, so it is
+# stored keyed.
 _OPAQUE_ID = re.compile(
-    r"(?:[A-Za-z]{1,16}[-_])?(?:"
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{16,64}"
-    r"|(?=[0-9]*[A-HJKMNP-TV-Z])[0-7][0-9A-HJKMNP-TV-Z]{25})"
+    r"(?:(?:int|chatcmpl|cmpl|ref|anon)-)?"
+    r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
 )
 
 

@@ -48,6 +48,10 @@ class Sequence:
         return max((len(s) for s in self.stop), default=1) - 1
 
 
+# Below this, logits divided by the temperature overflow to inf; such a request is greedy anyway.
+MIN_TEMPERATURE = 1e-4
+
+
 def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
     """Next token per row: argmax at temperature 0, else nucleus sampling with the row's own generator."""
     import torch
@@ -65,13 +69,14 @@ def sample(logits: Any, seqs: list[Sequence]) -> list[int]:
             mask = torch.full_like(row, float("-inf"))
             mask[torch.tensor(keep, dtype=torch.long)] = 0
             row = row + mask
-        if s.temperature <= 0:
+        if s.temperature < MIN_TEMPERATURE:
             out.append(int(row.argmax()))
             continue
         probs = torch.softmax(row.float() / s.temperature, dim=-1)
         if s.top_p < 1.0:
             sorted_p, idx = probs.sort(descending=True)
             keep = (sorted_p.cumsum(0) - sorted_p) < s.top_p  # the smallest prefix reaching top_p
+            keep[0] = True  # a top_p that underflows float32 still keeps the likeliest token
             pick = torch.multinomial(sorted_p * keep, 1, generator=s.generator)
             out.append(int(idx[pick]))
         else:
