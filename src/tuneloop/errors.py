@@ -45,6 +45,11 @@ class Conflict(TuneloopError):
     type = "conflict_error"
 
 
+class RequestTimeout(TuneloopError):
+    status = 408
+    type = "invalid_request_error"
+
+
 class PayloadTooLarge(TuneloopError):
     status = 413
     type = "invalid_request_error"

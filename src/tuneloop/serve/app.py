@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from tuneloop.capture import pending
 from tuneloop.capture.ingest import Capture
@@ -46,6 +47,9 @@ from tuneloop.store.repository import Store
 log = logging.getLogger("tuneloop")
 SPOOL_REPLAY_SECONDS = 15.0
 PENDING_SWEEP_SECONDS = 60.0
+
+
+CLIENT_CLOSED = 499  # nginx's status for a request its client abandoned; /metrics counts it apart from 5xx
 
 
 @dataclass
@@ -187,6 +191,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("store error", exc_info=exc)
             return error_response(TuneloopError(f"internal error ({type(exc).__name__}); see the server log"))
         return error_response(busy)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(_: Request, exc: ClientDisconnect) -> Response:
+        # The client hung up before its body arrived: nobody reads this answer, and no server error occurred.
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:

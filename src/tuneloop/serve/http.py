@@ -20,6 +20,7 @@ from tuneloop.errors import (
     BadRequest,
     Forbidden,
     PayloadTooLarge,
+    RequestTimeout,
     TuneloopError,
     Unauthorized,
     UnsupportedMediaType,
@@ -55,16 +56,23 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+BODY_SECONDS = 30.0  # the most a request body may take to arrive
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The raw request body, refusing (413) one over `max_bytes` before reading it all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is {clip(declared)} bytes; the limit is {max_bytes}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+    # A client that stalls mid-body would hold one of its tenant's concurrency slots for as long as it likes.
+    with anyio.move_on_after(BODY_SECONDS) as reading:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+    if reading.cancelled_caught:
+        raise RequestTimeout(f"request body not received within {BODY_SECONDS:.0f} s; send it at once")
     return bytes(body)
 
 
