@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.monitor.seed import give, log
+from tuneloop.capture.events import InteractionIn
 from tuneloop.cli import main
+from tuneloop.cli.admin import open_capture
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings
 from tuneloop.store.repository import Store
@@ -27,6 +29,8 @@ def test_review_commands_create_queue_and_report(tuneloop_home: Path, capsys: py
     escalated = log(tenant, prompt="Why?", response="Because.", created_at=now_utc())
     give(tenant, escalated, "escalated", True, now_utc())
     other = log(tenant, prompt="How?", response="Like so.", created_at=now_utc())
+    ask = InteractionIn(id="ticket-jane-7", messages=[{"role": "user", "content": "When?"}], response="Now.")
+    open_capture().log_interaction(tenant, ask)  # stored keyed; the app still names it by its own id
     store.close()
     guidelines = tuneloop_home / "guide.txt"
     guidelines.write_text("Score 5 only when nothing is missing.")
@@ -38,7 +42,8 @@ def test_review_commands_create_queue_and_report(tuneloop_home: Path, capsys: py
     assert run(capsys, "review", "add", other, "--tenant", "acme", "--task", "audit")[1].startswith(
         "queued ri-"
     )
-    assert "2 waiting" in run(capsys, "review", "tasks", "--tenant", "acme")[1]
+    assert run(capsys, "review", "add", "ticket-jane-7", "--tenant", "acme", "--task", "audit")[0] == 0
+    assert "3 waiting" in run(capsys, "review", "tasks", "--tenant", "acme")[1]
     code, out, _ = run(capsys, "review", "agreement", "--tenant", "acme")
     assert code == 0 and json.loads(out)[0]["alpha"] is None
 

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from tuneloop.capture.ingest import Capture
+from tuneloop.capture.redact import Redactor
 from tuneloop.cli.output import add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.private_files import private_file, tighten
+from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import TENANT_ROLES, Store
 
 
@@ -19,6 +22,12 @@ def open_store() -> Store:
     """The store named by the environment's settings, migrated to the newest schema."""
     settings = Settings()
     return Store(settings.database_url, secret=settings.hash_key())
+
+
+def open_capture() -> Capture:
+    """Capture under the server's secret, so the CLI redacts and keys ids as the server does."""
+    secret = Settings().hash_key()
+    return Capture(Redactor(hash_key=secret), Pseudonyms(secret))
 
 
 def register(commands: Any) -> None:

@@ -24,13 +24,9 @@ def cmd_outcome(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from tuneloop.capture.events import FeedbackIn
-    from tuneloop.capture.ingest import Capture
-    from tuneloop.capture.redact import Redactor
     from tuneloop.capture.test_reports import junit_events, read_report, sarif_events
-    from tuneloop.cli.admin import open_store
-    from tuneloop.config import Settings
+    from tuneloop.cli.admin import open_capture, open_store
     from tuneloop.errors import BadRequest, NotFound
-    from tuneloop.store.pseudonyms import Pseudonyms
 
     if args.from_junit is not None:
         events = junit_events(args.interaction, read_report(args.from_junit, "junit report"))
@@ -42,8 +38,7 @@ def cmd_outcome(args: argparse.Namespace) -> int:
         raise BadRequest(f"--interaction: {exc.errors()[0]['msg']}") from exc
     store = open_store()
     tenant = store.for_tenant(store.tenant_by_name(args.tenant))
-    secret = Settings().hash_key()
-    results = Capture(Redactor(hash_key=secret), Pseudonyms(secret)).add_feedback(tenant, items)
+    results = open_capture().add_feedback(tenant, items)
     for item, result in zip(items, results, strict=True):
         if result.status == "rejected":
             raise (NotFound if result.code == 404 else BadRequest)(f"{item.id}: {result.error}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tuneloop.cli.admin import open_store
+from tuneloop.cli.admin import open_capture, open_store
 from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
 
@@ -118,7 +119,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     tenant = _tenant(args.tenant)
     task = get_task(tenant, args.task)
-    added = add_items(tenant, task, [(args.interaction, args.other, "manual", 1.0)], actor="cli")
+    stored = partial(open_capture().reference, tenant)  # the id as the app sent it, or as stored
+    item = (stored(args.interaction), args.other and stored(args.other), "manual", 1.0)
+    added = add_items(tenant, task, [item], actor="cli")
     print(f"queued {added[0].id}" if added else f"{args.interaction} is queued in {task.id} already")
     return 0
 
