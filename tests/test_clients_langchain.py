@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel
 
 from tests.live import live_server
-from tests.serve.openai_standin import TEXT, gateway_over_standin
+from tests.serve.openai_standin import TEXT, gateway_over_standin, stored_interaction
 from tuneloop import Settings
 from tuneloop.store.repository import Store
 
@@ -35,18 +34,10 @@ def _chat(gw: dict) -> ChatOpenAI:
     return ChatOpenAI(base_url=f"{gw['url']}/v1", api_key=gw["key"], model="tuneloop", max_retries=0)
 
 
-def _stored(gw: dict, iid: str) -> dict:
-    response = httpx.get(
-        f"{gw['url']}/v1/interactions/{iid}", headers={"Authorization": f"Bearer {gw['key']}"}
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_chat_openai_answers_and_each_call_is_captured(gateway: dict) -> None:
     answer = _chat(gateway).invoke([("system", "Be brief."), ("user", "Where is the offsite?")])
     assert answer.content == TEXT
-    stored = _stored(gateway, answer.response_metadata["id"])
+    stored = stored_interaction(gateway, answer.response_metadata["id"])
     assert stored["response"] == TEXT and [m["role"] for m in stored["messages"]] == ["system", "user"]
 
 
@@ -55,14 +46,14 @@ def test_with_structured_output_parses_the_pydantic_model(gateway: dict) -> None
     result = structured.invoke("Plan the team offsite.")
     assert result["parsed"] == Offsite(city="Lisbon", days=3)
     assert gateway["received"][-1]["response_format"]["json_schema"]["name"] == "Offsite"
-    assert _stored(gateway, result["raw"].response_metadata["id"])["response"]
+    assert stored_interaction(gateway, result["raw"].response_metadata["id"])["response"]
 
 
 def test_bound_tools_come_back_as_langchain_tool_calls(gateway: dict) -> None:
     message = _chat(gateway).bind_tools([Offsite]).invoke("Book the offsite.")
     assert message.tool_calls[0]["name"] == "Offsite"
     assert message.tool_calls[0]["args"] == {"city": "Lisbon", "days": 3}
-    assert "Offsite" in _stored(gateway, message.response_metadata["id"])["response"]
+    assert "Offsite" in stored_interaction(gateway, message.response_metadata["id"])["response"]
 
 
 def test_openai_embeddings_read_tuneloops_embedded_model(

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
-from tests.serve.openai_standin import TEXT, gateway_over_standin
+from tests.serve.openai_standin import TEXT, gateway_over_standin, stored_interaction
 
 
 @pytest.fixture(scope="module")
@@ -30,27 +29,19 @@ def _llm(gw: dict, *, chat: bool = True) -> OpenAILike:
     )
 
 
-def _stored(gw: dict, iid: str) -> dict:
-    response = httpx.get(
-        f"{gw['url']}/v1/interactions/{iid}", headers={"Authorization": f"Bearer {gw['key']}"}
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_openai_like_chat_answers_and_is_captured(gateway: dict) -> None:
     messages = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Offsite?")]
     answer = _llm(gateway).chat(messages)
     assert answer.message.content == TEXT
-    stored = _stored(gateway, answer.raw.id)
+    stored = stored_interaction(gateway, answer.raw.id)
     assert stored["response"] == TEXT and [m["role"] for m in stored["messages"]] == ["system", "user"]
 
     chunks = list(_llm(gateway).stream_chat(messages))
     assert "".join(c.delta or "" for c in chunks) == TEXT
-    assert _stored(gateway, chunks[-1].raw.id)["response"] == TEXT
+    assert stored_interaction(gateway, chunks[-1].raw.id)["response"] == TEXT
 
 
 def test_openai_like_completion_is_captured(gateway: dict) -> None:
     answer = _llm(gateway, chat=False).complete("The team offsite is in")
     assert answer.text
-    assert _stored(gateway, answer.raw.id)["response"] == answer.text
+    assert stored_interaction(gateway, answer.raw.id)["response"] == answer.text

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -140,3 +141,11 @@ def gateway_over_standin(home: Path) -> Iterator[dict[str, Any]]:
         with live_server(settings) as url:
             yield {"url": url, "key": key, "received": received}
         store.close()
+
+
+def stored_interaction(gw: dict[str, Any], iid: str) -> dict[str, Any]:
+    """The interaction `iid` as the gateway of `gateway_over_standin` captured it."""
+    auth = {"Authorization": f"Bearer {gw['key']}"}
+    response = httpx.get(f"{gw['url']}/v1/interactions/{iid}", headers=auth)
+    assert response.status_code == 200, response.text
+    return response.json()
