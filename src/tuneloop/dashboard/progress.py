@@ -12,8 +12,7 @@ from tuneloop.dashboard.views import chart
 from tuneloop.loop.turns import list_turns
 from tuneloop.monitor.kpis import kpis_of
 from tuneloop.registry.versions import Registry
-from tuneloop.rollout.controller import AWAIT_APPROVAL
-from tuneloop.rollout.experiments import Experiment, active_experiment, list_experiments
+from tuneloop.rollout.experiments import list_experiments
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
 
@@ -66,9 +65,3 @@ def awaiting_approval(tenant: TenantStore) -> list[dict[str, Any]]:
         gate = version.metrics.get("gate") or {}
         out.append({"v": version, "suites": gate.get("suites") or {}, "decision": gate.get("decision")})
     return out
-
-
-def promotion_waiting(tenant: TenantStore) -> Experiment | None:
-    """The live canary that won and waits for a person to promote it (rollout_policy approve_promotion)."""
-    exp = active_experiment(tenant)
-    return exp if exp is not None and (exp.decision or {}).get("action") == AWAIT_APPROVAL else None

@@ -36,6 +36,7 @@ from tuneloop.dashboard.web import (
     tenant_for,
 )
 from tuneloop.errors import Forbidden, NotFound, Unauthorized
+from tuneloop.rollout.controller import waiting_for_approval
 from tuneloop.serve.http import read_body
 from tuneloop.store.repository import DASHBOARD_ROLES, TenantStore
 
@@ -154,7 +155,7 @@ def progress_page(request: Request, name: str) -> Response:
         return {
             **curve,
             "approvals": progress.awaiting_approval(t),
-            "promotion": progress.promotion_waiting(t),
+            "promotion": waiting_for_approval(t),
         }
 
     return page(request, name, "progress", build)

@@ -256,10 +256,9 @@ def review(
     verdict = decide(exp, arm_data(tenant, exp, reward_policy, policy.primary_kpi), policy)
     action = verdict["action"]
     if action == "promote" and policy.approve_promotion:
-        waiting = (exp.decision or {}).get("action") == AWAIT_APPROVAL
         reason = f"{verdict['reason']}; waits for a named approver to promote it"
         stats = {**verdict, "action": AWAIT_APPROVAL, "reason": reason}
-        audit = None if waiting else "experiment.awaiting_approval"
+        audit = None if _awaits_approval(exp) else "experiment.awaiting_approval"
         return _update(tenant, exp, actor=actor, action=audit, reason=reason, stats=stats)
     if action == "promote":
         return finish(tenant, "promoted", actor=actor, reason=verdict["reason"], stats=verdict)
@@ -344,11 +343,20 @@ def reject(tenant: TenantStore, version_id: str, *, by: str, reason: str, via: s
     return _decide(tenant, version_id, approve=False, by=by, reason=reason, via=via)
 
 
+def waiting_for_approval(tenant: TenantStore) -> Experiment | None:
+    """The live canary that won and waits for a named approver (`approve_promotion`), if there is one."""
+    exp = active_experiment(tenant)
+    return exp if exp is not None and _awaits_approval(exp) else None
+
+
+def _awaits_approval(exp: Experiment) -> bool:
+    return (exp.decision or {}).get("action") == AWAIT_APPROVAL
+
+
 def _decide(tenant: TenantStore, version_id: str, *, approve: bool, by: str, reason: str, via: str) -> State:
     registry = Registry(tenant)
-    exp = active_experiment(tenant)
-    waiting = exp is not None and (exp.decision or {}).get("action") == AWAIT_APPROVAL
-    if not (waiting and exp is not None and exp.treatment_version == version_id):
+    exp = waiting_for_approval(tenant)
+    if exp is None or exp.treatment_version != version_id:
         decide = registry.approve if approve else registry.reject
         return decide(version_id, by=by, reason=reason, via=via).state
     check_approver(by)
