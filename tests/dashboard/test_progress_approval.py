@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.live import live_server
-from tests.rollout.test_controller import POLICY, REWARDS, _gated, _traffic
+from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
 from tuneloop import Settings
 from tuneloop.rollout import controller
 from tuneloop.store.repository import Store
@@ -18,11 +18,11 @@ def test_a_canary_waiting_for_approval_is_on_the_progress_page(tmp_path: Path, t
     store = Store(settings.database_url)
     created, key = store.create_tenant("acme")
     tenant = store.for_tenant(created)
-    candidate = _gated(tenant)
+    candidate = gated_version(tenant)
     policy = POLICY.model_copy(update={"approve_promotion": True})
     exp = controller.start_canary(tenant, candidate, policy, reward_policy=REWARDS, actor="test")
     for b in range(30):
-        _traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
+        canary_traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
         exp = controller.review(tenant, REWARDS)
         if controller.waiting_for_approval(tenant):
             break

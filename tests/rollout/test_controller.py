@@ -1,89 +1,20 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
 from tuneloop.errors import BadRequest
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.assignment import assign
 from tuneloop.rollout.experiments import Experiment, active_experiment
-from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.routing import STATE_TTL_SECONDS, Router
-from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore, payload_hash
-
-POLICY = RolloutPolicy(ramp=[0.2, 0.5], min_samples=20, min_samples_per_step=40, max_samples=2000)
-REWARDS = RewardPolicy(near_duplicate_threshold=1.0)
-
-
-def _gated(tenant: TenantStore, production: bool = True) -> str:
-    registry = Registry(tenant)
-    if production:
-        old = registry.register(kind="adapter", base_model="base", actor="t")
-        registry.move(old.id, "gated", actor="t", reason="t")
-        registry.move(old.id, "production", actor="t", reason="t")
-    new = registry.register(kind="adapter", base_model="base", actor="t")
-    registry.move(new.id, "gated", actor="t", reason="t")
-    return new.id
-
-
-def _traffic(
-    tenant: TenantStore,
-    exp: Experiment,
-    n: int,
-    p_up: dict[str, float],
-    *,
-    escalate: dict | None = None,
-    force_arm: str | None = None,
-    seed: int = 0,
-    start: int = 0,
-) -> None:
-    rng = random.Random(seed)
-    for i in range(start, start + n):
-        user = f"u{i}"
-        arm = force_arm or assign(exp.id, user, exp.share)
-        iid = f"{exp.id}-{i}"
-        version = exp.treatment_version if arm == "treatment" else exp.control_version
-        tenant.log_interaction(
-            {
-                "id": iid,
-                "user_id": user,
-                "messages": [{"role": "user", "content": f"q{i}"}],
-                "response": "a",
-                "choices": ["a"],
-                "arm": arm,
-                "experiment_id": exp.id,
-                "adapter_version": version,
-                "latency_ms": 100.0,
-            },
-            iid,
-        )
-        events = [
-            {
-                "id": f"t-{iid}",
-                "interaction_id": iid,
-                "kind": "thumbs",
-                "value": 1 if rng.random() < p_up[arm] else -1,
-                "source": "user",
-            }
-        ]
-        if escalate and rng.random() < escalate[arm]:
-            events.append(
-                {
-                    "id": f"x-{iid}",
-                    "interaction_id": iid,
-                    "kind": "escalated",
-                    "value": True,
-                    "source": "user",
-                }
-            )
-        tenant.add_feedback([(e, payload_hash(e)) for e in events])
 
 
 @pytest.fixture
@@ -95,7 +26,7 @@ def tenant(store: Store) -> TenantStore:
 def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
     exp = active_experiment(tenant)
     for b in range(batches):
-        _traffic(tenant, exp, 60, p_up, seed=b, start=b * 60, **kwargs)
+        canary_traffic(tenant, exp, 60, p_up, seed=b, start=b * 60, **kwargs)
         exp = controller.review(tenant, REWARDS)
         if exp.state != "running":
             return exp
@@ -103,7 +34,7 @@ def _run(tenant: TenantStore, batches: int, p_up: dict, **kwargs) -> Experiment:
 
 
 def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantStore) -> None:
-    candidate = _gated(tenant)
+    candidate = gated_version(tenant)
     controller.start_canary(
         tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-better"
     )
@@ -121,12 +52,12 @@ def test_a_better_candidate_ramps_then_is_promoted_and_audited(tenant: TenantSto
 def test_a_winning_canary_waits_for_a_named_approver_before_promotion(
     tenant: TenantStore, answer: str
 ) -> None:
-    candidate = _gated(tenant)
+    candidate = gated_version(tenant)
     policy = POLICY.model_copy(update={"approve_promotion": True})
     controller.start_canary(tenant, candidate, policy, reward_policy=REWARDS, actor="test")
     exp = active_experiment(tenant)
     for b in range(30):
-        _traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
+        canary_traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
         exp = controller.review(tenant, REWARDS)
         if exp.decision["action"] == controller.AWAIT_APPROVAL:
             break
@@ -149,7 +80,7 @@ def test_a_winning_canary_waits_for_a_named_approver_before_promotion(
 
 
 def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant: TenantStore) -> None:
-    candidate = _gated(tenant)
+    candidate = gated_version(tenant)
     controller.start_canary(
         tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-harmful"
     )
@@ -160,9 +91,9 @@ def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant
 
 
 def test_an_injected_sample_ratio_mismatch_halts_the_experiment(tenant: TenantStore) -> None:
-    candidate = _gated(tenant)
+    candidate = gated_version(tenant)
     exp = controller.start_canary(tenant, candidate, POLICY, reward_policy=REWARDS, actor="test")
-    _traffic(tenant, exp, 200, {"control": 0.5, "treatment": 0.5}, force_arm="treatment")
+    canary_traffic(tenant, exp, 200, {"control": 0.5, "treatment": 0.5}, force_arm="treatment")
     exp = controller.review(tenant, REWARDS)
     assert exp.state == "halted" and "sample ratio mismatch" in exp.decision["reason"]
 
@@ -171,8 +102,8 @@ def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: st
     first = Store(db_url)
     created, _ = first.create_tenant("acme")
     tenant = first.for_tenant(created)
-    exp = controller.start_canary(tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test")
-    _traffic(tenant, exp, 120, {"control": 0.5, "treatment": 0.5})
+    exp = controller.start_canary(tenant, gated_version(tenant), POLICY, reward_policy=REWARDS, actor="test")
+    canary_traffic(tenant, exp, 120, {"control": 0.5, "treatment": 0.5})
     before = controller.review(tenant, REWARDS)
     first.close()  # the process dies; nothing about the experiment lived in memory
     second = Store(db_url)
@@ -188,7 +119,7 @@ def test_a_restarted_controller_carries_on_where_the_last_one_stopped(db_url: st
 
 
 def test_manual_pause_sends_everyone_to_control_and_rollback_is_instant(tenant: TenantStore) -> None:
-    exp = controller.start_canary(tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test")
+    exp = controller.start_canary(tenant, gated_version(tenant), POLICY, reward_policy=REWARDS, actor="test")
     paused = controller.pause(tenant, actor="operator", reason="investigating")
     assert paused.state == "paused" and paused.share == 0.0
     assert all(assign(exp.id, f"u{i}", paused.share) == "control" for i in range(500))
@@ -202,7 +133,7 @@ def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
     a, _ = store.create_tenant("a")
     b, _ = store.create_tenant("b")
     tenant_a, tenant_b = store.for_tenant(a), store.for_tenant(b)
-    b_production = _gated(tenant_b, production=True)
+    b_production = gated_version(tenant_b, production=True)
     b_production = Registry(tenant_b).production().id
     router = Router(EmbeddedBackend(tiny_model))
 
@@ -215,7 +146,7 @@ def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
     before = asyncio.run(routes(tenant_b))
     controller.start_canary(
         tenant_a,
-        _gated(tenant_a),
+        gated_version(tenant_a),
         POLICY.model_copy(update={"ramp": [0.5]}),
         reward_policy=REWARDS,
         actor="test",
@@ -242,7 +173,7 @@ def test_answers_carry_their_users_pre_experiment_kpi_and_the_test_counts_users(
     for iid, user, thumbs in [("a1", "alice", 1), ("a2", "alice", 1), ("b1", "bob", 1), ("b2", "bob", -1)]:
         _answer(tenant, f"pre-{iid}", user, thumbs)
     exp = controller.start_canary(
-        tenant, _gated(tenant), POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-cuped"
+        tenant, gated_version(tenant), POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-cuped"
     )
     # Evidence received after the start, even if dated before it, could reflect the treatment: ignored.
     late = {"id": "late", "interaction_id": "pre-a1", "kind": "thumbs", "value": -1, "source": "user"}
