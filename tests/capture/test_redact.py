@@ -56,6 +56,20 @@ def test_text_around_pii_is_kept(redactor: Redactor) -> None:
     assert out == "Please write to <EMAIL_ADDRESS> today"
 
 
+# Compatibility forms (fullwidth, mathematical letters) read as the ASCII the recognisers look for.
+LOOK_ALIKES = [
+    ("mail jane＠example．com now", "mail <EMAIL_ADDRESS> now"),
+    ("mail 𝐣𝐚𝐧𝐞@𝐞𝐱𝐚𝐦𝐩𝐥𝐞.𝐜𝐨𝐦 now", "mail <EMAIL_ADDRESS> now"),
+    ("card ４１１１ １１１１ １１１１ １１１１ thanks", "card <CREDIT_CARD> thanks"),
+    ("our host １９２.１６８.０.１ is down", "our host <IP_ADDRESS> is down"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LOOK_ALIKES, ids=[c[1].split()[1] for c in LOOK_ALIKES])
+def test_look_alike_characters_do_not_hide_pii(redactor: Redactor, text: str, expected: str) -> None:
+    assert redactor.redact_texts([text], "redact") == [expected]
+
+
 def test_sixteen_digits_failing_luhn_are_not_a_card(redactor: Redactor) -> None:
     # Not Luhn-valid, not a valid phone number anywhere: it comes back unchanged.
     [out] = redactor.redact_texts(["reference 4111111111111112"], "redact")

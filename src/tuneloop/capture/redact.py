@@ -290,12 +290,13 @@ class _Engines:
         }
 
     def analyze(self, texts: list[str]) -> list[Spans]:
-        """Entity spans per text, with one spaCy `pipe` over all of them."""
+        """Entity spans per text (offsets into the text as given), with one spaCy `pipe` over all of them."""
+        folded = [_fold(text) for text in texts]
         artifacts = self.nlp_engine.process_batch(
-            texts, language="en", batch_size=max(1, min(len(texts), 256))
+            [text for text, _ in folded], language="en", batch_size=max(1, min(len(texts), 256))
         )
         out = []
-        for text, nlp_artifacts in artifacts:
+        for (text, nlp_artifacts), (_, origin) in zip(artifacts, folded, strict=True):
             results = self.analyzer.analyze(
                 text,
                 language="en",
@@ -303,7 +304,7 @@ class _Engines:
                 score_threshold=SCORE_THRESHOLD,
                 nlp_artifacts=nlp_artifacts,
             )
-            out.append([(r.entity_type, r.start, r.end, r.score) for r in results])
+            out.append([(r.entity_type, *_unfold(origin, r.start, r.end), r.score) for r in results])
         return out
 
     def anonymize(self, text: str, spans: Spans, operators: dict[str, Any]) -> str:
@@ -404,6 +405,27 @@ def _may_hold_pii(text: str) -> bool:
     # The shortest PII we look for ("a@b.co", a 7-digit phone, a 3-letter name) is longer than 2 characters
     # and holds a letter or digit; anything else goes through unchanged without waking the NLP model.
     return len(text) >= 3 and any(c.isalnum() for c in text)
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """`text` in NFKC compatibility form, so look-alikes ("jane＠example．com", 𝐦𝐚𝐭𝐡 letters, fullwidth
+    digits) match the recognisers' patterns, and each folded character's index in `text` (None: unchanged)."""
+    if text.isascii():
+        return text, None
+    parts, origin = [], []
+    for i, char in enumerate(text):
+        part = unicodedata.normalize("NFKC", char)
+        parts.append(part)
+        origin.extend([i] * len(part))
+    folded = "".join(parts)
+    return (text, None) if folded == text else (folded, origin)
+
+
+def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
+    """A span of the folded text as a span of the text it was folded from."""
+    if origin is None or start >= end:
+        return start, end
+    return origin[start], origin[end - 1] + 1
 
 
 def _normalize(entity: str, value: str) -> str:
