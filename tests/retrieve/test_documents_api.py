@@ -140,6 +140,7 @@ def test_source_feedback_names_a_chunk(api: dict[str, Any]) -> None:
     ("body", "status"),
     [
         ({"text": ""}, 400),
+        ({"text": " \n\t "}, 400),
         ({"text": "x", "format": "pdf"}, 400),
         ({"text": "<script>only()</script>", "format": "html"}, 400),
         ({"text": "x", "extra": 1}, 400),
@@ -150,3 +151,11 @@ def test_bad_documents_get_a_clear_4xx(api: dict[str, Any], body: dict[str, Any]
         response = http.post("/v1/documents", json=body)
     assert response.status_code == status
     assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_a_blank_query_is_refused_not_answered(api: dict[str, Any], query: str) -> None:
+    with _http(api) as http:
+        response = http.post("/v1/retrieve", json={"query": query})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("query:")

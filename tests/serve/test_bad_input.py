@@ -546,7 +546,8 @@ def _capture_cases() -> Iterator[Case]:
     yield Case(
         "body-utf8-encoded-surrogate", "/v1/interactions", b'{"response": "\xed\xa0\x80"}', names="UTF-8"
     )
-    yield Case("body-bom", "/v1/interactions", b"\xef\xbb\xbf" + _encode(INTERACTION), names="JSON")
+    huge = _encode({**INTERACTION, "metadata": {"n": 0}}).replace(b'"n": 0', b'"n": ' + b"9" * 5000)
+    yield Case("body-5000-digit-integer", "/v1/interactions", huge, names="at most 100")
     yield Case("body-trailing-garbage", "/v1/interactions", _encode(INTERACTION) + b"}", names="JSON")
     yield Case("body-raw-control-char", "/v1/interactions", b'{"response": "a\x01b"}', names="JSON")
     yield Case("body-too-large", "/v1/interactions", b" " * (MAX_BODY + 1), status=413, names=str(MAX_BODY))
@@ -645,6 +646,12 @@ def test_json_content_type_may_carry_a_utf8_charset(server: dict, header: str) -
     resp = server["http"].post(
         "/v1/interactions", content=_encode(INTERACTION), headers={"content-type": header}
     )
+    assert resp.status_code == 201, resp.text
+
+
+def test_a_leading_byte_order_mark_is_ignored(server: dict) -> None:
+    body = b"\xef\xbb\xbf" + _encode({**INTERACTION, "id": "bom-1"})
+    resp = server["http"].post("/v1/interactions", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 201, resp.text
 
 

@@ -41,6 +41,8 @@ SOURCE_KINDS = ("source_clicked", "source_helpful", "source_wrong")
 FLAG_KINDS = ("accepted", "copied", "escalated", "abandoned")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # client clocks run ahead
+# Reading time beyond a week is a broken client clock, and huge values would overflow session KPIs.
+MAX_DWELL_MS = 7 * 24 * 3600 * 1000
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ShortText = Annotated[str, Field(max_length=256)]
@@ -195,8 +197,8 @@ def validate_value(kind: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError("value: followup takes the follow-up message as a string, or no value")
     elif kind == "dwell_ms":
-        if type(value) not in (int, float) or value < 0:
-            raise ValueError("value: dwell_ms takes a non-negative number of milliseconds")
+        if type(value) not in (int, float) or not 0 <= value <= MAX_DWELL_MS:
+            raise ValueError(f"value: dwell_ms takes milliseconds from 0 to {MAX_DWELL_MS} (a week)")
     elif kind == "outcome":
         return Outcome.model_validate(value).model_dump()
     elif kind == "score":

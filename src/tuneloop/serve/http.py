@@ -39,6 +39,7 @@ ADMIN: Roles = frozenset()
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
+MAX_INT_DIGITS = 100  # no field takes more; Python refuses past 4,300 digits with a message about itself
 ECHO_CHARS = 100  # the most of one client value an error message repeats
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
@@ -96,12 +97,13 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    text = text.removeprefix("\ufeff")  # RFC 8259 lets a parser ignore a byte order mark
     if not text.strip():
         raise BadRequest("request body is empty; send a JSON object")
     _check_depth(text)
     try:
         # Non-finite constants parse to floats so the walk below can name the field that holds them.
-        data = json.loads(text, parse_constant=float, object_pairs_hook=_unique_keys)
+        data = json.loads(text, parse_constant=float, parse_int=_int, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         raise BadRequest(
             f"{exc.key}: duplicate key in a JSON object; send each key once", param=exc.key
@@ -122,6 +124,12 @@ def _check_depth(text: str) -> None:
         depth += _OPENS[char]
         if depth > MAX_DEPTH:
             raise BadRequest(f"request body nests arrays/objects deeper than {MAX_DEPTH} levels; flatten it")
+
+
+def _int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits; numbers here have at most {MAX_INT_DIGITS}")
+    return int(digits)
 
 
 class _DuplicateKey(ValueError):

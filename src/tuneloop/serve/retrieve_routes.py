@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tuneloop.capture.events import Id
 from tuneloop.clock import utc
@@ -30,19 +30,28 @@ router = APIRouter()
 MAX_K = 50
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("holds only whitespace; send some text")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
 class DocumentIn(BaseModel):
     """A document's text as the app has it; `format` says how to read it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     id: Id | None = None
     title: Annotated[str, Field(max_length=200)] | None = None
-    text: Annotated[str, Field(min_length=1)]
+    text: Text
     format: Literal["text", "markdown", "html"] = "text"
 
 
 class RetrieveIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    query: Annotated[str, Field(min_length=1)]
+    query: Text
     k: int | None = Field(None, ge=1, le=MAX_K)
     interaction_id: Id | None = Field(
         None, description="The interaction the app will log for this answer; source feedback on it joins."
