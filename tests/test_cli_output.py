@@ -74,7 +74,7 @@ def test_long_work_prints_each_stage_with_its_time_on_stderr(
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Put back the loggers `tuneloop serve`'s JSON configuration takes over, for the tests after this one."""
-    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "tuneloop")
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "tuneloop", "tuneloop.access")
     saved = {n: (lg.handlers[:], lg.propagate, lg.level) for n in names if (lg := logging.getLogger(n))}
     yield
     for name, (handlers, propagate, level) in saved.items():
@@ -90,9 +90,23 @@ def test_serve_logs_json_lines_with_the_requests_fields(
         assert httpx.get(f"{url}/readyz").status_code == 200
     entries = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
-    [ready] = [e for e in entries if e.get("path") == "/readyz"]
-    assert (ready["logger"], ready["method"], ready["status"]) == ("uvicorn.access", "GET", 200)
+    [ready] = [e for e in entries if e.get("route") == "/readyz"]
+    assert (ready["logger"], ready["method"], ready["status"]) == ("tuneloop.access", "GET", 200)
     assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_access_lines_name_the_route_never_the_ids_in_a_path(
+    tmp_path: Path, capfd: pytest.CaptureFixture, restore_logging: None, log_format: str
+) -> None:
+    settings = Settings(home=tmp_path, backend="none", log_format=log_format)
+    with serve_app(create_app(settings), **uvicorn_options(settings)) as url:
+        httpx.get(f"{url}/v1/interactions/jane-doe-555-0142")
+        httpx.get(f"{url}/v1/feedback?interaction_id=jane-doe-555-0142")
+        httpx.get(f"{url}/no/such/jane-doe-555-0142")
+    logs = "".join(capfd.readouterr())  # uvicorn writes access lines to stdout, JSON lines to stderr
+    assert "jane" not in logs
+    assert "/v1/interactions/{interaction_id}" in logs and "<unmatched>" in logs
 
 
 def test_a_loop_turn_that_ends_blocked_or_rolled_back_exits_3_and_a_failed_one_1() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 from datetime import UTC, datetime
@@ -30,10 +31,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's logging, connection limits and timeouts from the settings (uvicorn itself sets no limit)."""
-    logs = {"log_config": json_log_config()} if settings.log_format == "json" else {}
     return {
         "log_level": "info",
-        **logs,
+        "log_config": json_log_config() if settings.log_format == "json" else text_log_config(),
+        "access_log": False,  # tuneloop logs requests by route template (monitor/metrics.py)
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
@@ -43,21 +44,34 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message (+ the request's fields for access lines)."""
 
-    ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+    ACCESS_FIELDS = ("client", "method", "route", "http_version", "status")
 
     def format(self, record: logging.LogRecord) -> str:
+        from tuneloop.monitor.metrics import ACCESS_LOG
+
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        # uvicorn's access records carry the request as their format arguments, in this order.
-        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+        # Access records carry the request as their format arguments, in this order.
+        if record.name == ACCESS_LOG.name and isinstance(record.args, tuple) and len(record.args) == 5:
             entry.update(zip(self.ACCESS_FIELDS, record.args, strict=True))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def text_log_config() -> dict[str, Any]:
+    """uvicorn's own text logging, with tuneloop's access lines through uvicorn's access formatter."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    from tuneloop.monitor.metrics import ACCESS_LOG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"][ACCESS_LOG.name] = {"handlers": ["access"], "level": "INFO", "propagate": False}
+    return config
 
 
 def json_log_config() -> dict[str, Any]:

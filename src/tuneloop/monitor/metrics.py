@@ -203,8 +203,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+ACCESS_LOG = logging.getLogger("tuneloop.access")
+
+
 class MetricsMiddleware:
-    """Times every HTTP request; labels it with the matched route's template, never the raw path."""
+    """Times, counts and logs every HTTP request by the matched route's template, never the raw path: a path
+    or query may hold ids a client chose, which may be personal (uvicorn's own access log is off)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -230,6 +234,9 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.observe(method, route, status, time.perf_counter() - started)
+            # uvicorn's access-line arguments, so its access formatter and ours read these records too.
+            client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
+            ACCESS_LOG.info('%s - "%s %s HTTP/%s" %d', client, method, route, scope["http_version"], status)
 
 
 def install_metrics(app: FastAPI, kpi_seconds: float) -> Metrics:
