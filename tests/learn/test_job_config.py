@@ -11,7 +11,7 @@ def rows(n: int, origin: str = "preference") -> list[dict]:
 
 def test_a_small_snapshot_gets_more_passes_up_to_the_target_steps() -> None:
     assert paced("dpo", rows(40), {}, {})["num_train_epochs"] == 4  # 5 steps a pass at batch 8
-    assert paced("dpo", rows(64), {}, {})["num_train_epochs"] == 2  # 8 steps a pass -> 16
+    assert paced("dpo", rows(128), {}, {})["num_train_epochs"] == 2  # 16 steps a pass -> 32
 
 
 def test_a_snapshot_of_the_target_size_gets_one_pass() -> None:
@@ -25,9 +25,9 @@ def test_a_large_snapshot_stops_at_max_steps() -> None:
 
 
 def test_repeated_edits_count_as_the_rows_the_trainer_sees() -> None:
-    # 40 edits seen 3 times each (DPO's default) are 15 steps a pass, not 5.
-    assert paced("dpo", rows(40, "edit"), {}, {})["num_train_epochs"] == 2
-    assert paced("dpo", rows(40, "edit"), {}, {"edit": 1})["num_train_epochs"] == 4
+    # 80 edits seen 3 times each (DPO's default) are 30 steps a pass, not 10.
+    assert paced("dpo", rows(80, "edit"), {}, {})["num_train_epochs"] == 2
+    assert paced("dpo", rows(80, "edit"), {}, {"edit": 1})["num_train_epochs"] == 4
 
 
 def test_passes_the_caller_set_are_kept_and_reward_jobs_are_not_paced() -> None:

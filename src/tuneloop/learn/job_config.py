@@ -65,7 +65,7 @@ KIND_REPEAT: dict[str, dict[str, int]] = {"dpo": {"edit": 3}}
 # A turn's adapter moves about this many optimizer steps from where it starts: a step the canary can verify
 # and the next turn can build on (docs/learning-defaults.md). Small snapshots take more passes, large ones
 # stop at MAX_STEPS, which also bounds a turn's CPU time beside live traffic.
-TARGET_STEPS = 16
+TARGET_STEPS = 32
 MAX_EPOCHS = 4
 MAX_STEPS = 64
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
