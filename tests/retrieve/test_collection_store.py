@@ -1,15 +1,41 @@
-"""Collections on both stores (SQLite and PostgreSQL): versions replace chunks, deletes reach the index,
-and two tenants' indexes never mix."""
+"""Collections on every store (SQLite and PostgreSQL with the in-process index, PostgreSQL with pgvector):
+versions replace chunks, deletes reach the index, and two tenants' indexes never mix."""
 
 from __future__ import annotations
 
+import uuid
+
+import numpy as np
+import sqlalchemy as sa
+
+from tests.postgres import PostgresServer
 from tuneloop.capture.redact import Redactor
 from tuneloop.retrieve.documents import delete_document, list_documents, put_document
+from tuneloop.retrieve.index import InProcessIndex, PgvectorIndex, chunk_vectors, indexes_for
 from tuneloop.retrieve.search import search
+from tuneloop.signals import embeddings
 from tuneloop.store.repository import Store
+from tuneloop.store.schema import chunks
 
 
 def test_collections_version_delete_and_isolate_on_each_store(store: Store) -> None:
+    versions_deletes_and_isolation(store)
+    assert indexes_for(store).kind is InProcessIndex  # neither server has pgvector
+
+
+def test_postgresql_with_pgvector_searches_in_the_database(pgvector_server: PostgresServer) -> None:
+    store = Store(pgvector_server.create_database(f"v_{uuid.uuid4().hex[:12]}"))
+    try:
+        versions_deletes_and_isolation(store)
+        assert indexes_for(store).kind is PgvectorIndex
+        with store.read() as conn:  # beta's one chunk is all that is left, and its vector is in the table
+            held = conn.execute(sa.select(chunk_vectors.c.tenant_id, chunk_vectors.c.key)).all()
+        assert len(held) == 1 and held[0].tenant_id == store.tenant_by_name("beta").id
+    finally:
+        store.close()
+
+
+def versions_deletes_and_isolation(store: Store) -> None:
     acme, beta = (store.for_tenant(store.create_tenant(n, redaction="off")[0]) for n in ("acme", "beta"))
     redactor = Redactor()
     put_document(acme, redactor, "fees.md", "# Fees\n\nTransfers abroad cost 0.5%.", "markdown")
@@ -25,3 +51,33 @@ def test_collections_version_delete_and_isolate_on_each_store(store: Store) -> N
     assert second == [("fees.md:v2:0", "Fees\n\nTransfers abroad cost 0.7%.")]
     assert removed == 1 and search(acme, "transfer fee abroad", 3) == [] and list_documents(acme) == []
     assert [h.document_id for h in search(beta, "transfer fee abroad", 3)] == ["soup.txt"]
+
+
+TOPICS = (
+    "Reset your password from the sign-in page.",
+    "Refunds reach your card within five business days.",
+    "Transfers abroad cost 0.5% of the amount.",
+    "Our support line is open from 8am to 8pm.",
+    "Close your account in Settings, then Privacy.",
+    "Cards can be frozen in the app at any time.",
+    "Savings accounts pay 2% interest a year.",
+    "Statements are sent on the first of each month.",
+    "Two-factor sign-in uses an authenticator app.",
+    "Cash withdrawals abroad are free up to $200.",
+)
+
+
+def test_pgvector_ranks_chunks_as_exact_cosine_search_does(pgvector_server: PostgresServer) -> None:
+    store = Store(pgvector_server.create_database(f"v_{uuid.uuid4().hex[:12]}"))
+    try:
+        tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+        for i, text in enumerate(TOPICS):
+            put_document(tenant, Redactor(), f"d{i}", text, "text")
+        query = "I forgot my password and cannot sign in"
+        served = [h.chunk_id for h in search(tenant, query, 5)]
+        vector = embeddings.embed([query])[0]
+        rows = tenant.all(chunks, columns=(chunks.c.id, chunks.c.embedding))
+        exact = sorted(rows, key=lambda r: -float(np.frombuffer(r.embedding, dtype="<f4") @ vector))
+    finally:
+        store.close()
+    assert served == [r.id for r in exact[:5]]

@@ -32,6 +32,7 @@ TENANT_ROLES: tuple[Role, ...] = ("ingest", "reviewer", "operator")
 # Who may log in to the dashboard by default. Pages that admit reviewers pass `roles` with "reviewer" to
 # `create_session` and check `Principal.role` per page.
 DASHBOARD_ROLES: frozenset[Role] = frozenset({"operator", "admin"})
+INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # each with on_conflict_do_nothing
 KEY_PREFIX = "tl-"
 SESSION_PREFIX = "tls-"
 WAL_TRUNCATE_ATTEMPTS = 50  # 0.1 s apart: a reader in another process usually finishes well within 5 s
@@ -105,8 +106,7 @@ class Store:
             url, busy_timeout=busy_timeout, pool_size=pool_size, synchronous=synchronous
         )
         migrate(self.engine, secret)
-        dialects = {"sqlite": sqlite, "postgresql": postgresql}
-        self._insert = dialects[self.engine.dialect.name].insert
+        self._insert = INSERTS[self.engine.dialect.name]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -418,6 +418,12 @@ class TenantTx:
 
     def insert(self, table: sa.Table, **values: Any) -> None:
         self.conn.execute(table.insert().values(tenant_id=self.tenant_id, **values))
+
+    def insert_new(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert `rows` for this tenant, skipping any whose primary key is there (another process may be
+        writing the same rows)."""
+        stmt = INSERTS[self.conn.dialect.name](table).on_conflict_do_nothing()
+        self.conn.execute(stmt, [{**row, "tenant_id": self.tenant_id} for row in rows])
 
     def update(self, table: sa.Table, *where: Any, **values: Any) -> int:
         """Update this tenant's rows matching `where`; returns how many changed."""

@@ -303,7 +303,7 @@ chunks = sa.Table(
     "chunks",
     metadata,
     # A redacted slice [start_char, end_char) of a document version's text with its MiniLM vector; `key` is
-    # its id in the tenant's in-process vector index (a 63-bit hash of the chunk id).
+    # its id in the tenant's vector index (a 63-bit hash of the chunk id; retrieve/index.py).
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), primary_key=True),
     sa.Column("id", sa.String(200), primary_key=True),
     sa.Column("key", sa.BigInteger, nullable=False),
