@@ -109,6 +109,7 @@ def test_every_gate_policy_field_has_a_description() -> None:
         policy.SafetyConfig,
         policy.PiiLeakConfig,
         policy.DriftConfig,
+        policy.GroundingConfig,
         policy.GenerationConfig,
     ):
         assert all(f.description for f in model.model_fields.values()), model.__name__

@@ -246,6 +246,27 @@ class ExecutionConfig(SuiteConfig):
     )
 
 
+class GroundingConfig(SuiteConfig):
+    max_prompts: int = Field(default=24, ge=1, description="At most this many held-out questions are asked.")
+    max_new_tokens: int = Field(default=96, ge=1, description="Answer length for grounded questions.")
+    min_similarity: float = Field(
+        default=0.6,
+        ge=-1,
+        le=1,
+        description="A claim (an answer's sentence of four words or more) is supported when some shown "
+        "source chunk has at least this MiniLM cosine similarity to it (paraphrases of a source score about "
+        "0.8, an on-topic fact the source does not hold about 0.55) and every number it states is in them.",
+    )
+    alpha: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="The candidate fails when a one-sided exact McNemar test on the questions whose "
+        "verdict changed (grounded for production and not for the candidate, and the reverse) gives "
+        "p < alpha.",
+    )
+
+
 class Suites(_Config):
     human_preferences: HumanPreferencesConfig = Field(default_factory=HumanPreferencesConfig)
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
@@ -255,6 +276,7 @@ class Suites(_Config):
     pii_leak: PiiLeakConfig = Field(default_factory=PiiLeakConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
 
 class GenerationConfig(_Config):
@@ -262,7 +284,12 @@ class GenerationConfig(_Config):
         default=48, ge=1, description="Answer length for held-out and golden prompts."
     )
     batch_size: int = Field(default=16, ge=1, description="Prompts generated or scored together.")
-    max_prompt_tokens: int = Field(default=512, ge=16, description="Longer prompts keep only their end.")
+    max_prompt_tokens: int = Field(
+        default=1024,
+        ge=16,
+        description="Longer prompts keep only their end (1,024 tokens hold a question with four retrieved "
+        "sources).",
+    )
 
 
 class GatePolicy(TenantPolicy):

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tuneloop.evaluate.suites import drift, execution, golden, pii, preferences, privacy, reward, safety
+from tuneloop.evaluate.suites import (
+    drift,
+    execution,
+    golden,
+    grounding,
+    pii,
+    preferences,
+    privacy,
+    reward,
+    safety,
+)
 from tuneloop.evaluate.suites.base import GateContext, MissingInput, Verdict
 
 # The PII probe runs last so it can scan every answer the candidate gave in the other suites.
@@ -17,6 +27,7 @@ SUITES: dict[str, Callable[[GateContext, Any], Verdict]] = {
     "safety": safety.run,
     "drift": drift.run,
     "execution": execution.run,
+    "grounding": grounding.run,
     "pii_leak": pii.run,
 }
 
