@@ -10,6 +10,7 @@ retrieval. A query only ever meets its own tenant's vectors.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ CONNECTIVITY = 8
 EXPANSION_ADD = 64
 EXPANSION_SEARCH = 128
 SYNC_BATCH = 2000
+MIN_PGVECTOR = (0, 8)  # iterative index scans, so a tenant filter never starves the top k
 
 
 class Vector(sa.types.UserDefinedType):
@@ -180,6 +182,11 @@ def pgvector_ready(store: Store) -> bool:
                 return False
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('tuneloop.chunk_vectors'))")
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+            installed = conn.exec_driver_sql("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            version = tuple(int(p) for p in re.findall(r"\d+", installed.scalar_one())[:2])
+            if version < MIN_PGVECTOR:
+                log.warning("pgvector %s predates iterative scans (0.8); vectors stay in process", version)
+                return False
             pgvector_metadata.create_all(conn)
     except DBAPIError as exc:
         log.warning("pgvector is on the server but could not be set up (%s); vectors stay in process", exc)
