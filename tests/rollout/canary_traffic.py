@@ -27,6 +27,26 @@ def gated_version(tenant: TenantStore, production: bool = True) -> str:
     return new.id
 
 
+def log_arm_interaction(
+    tenant: TenantStore, experiment_id: str, i: int, arm: str, version: str | None
+) -> str:
+    """User `u{i}`'s interaction on an experiment's arm, logged as the gateway records it; its id."""
+    iid = f"{experiment_id}-{i}"
+    row = {
+        "id": iid,
+        "user_id": f"u{i}",
+        "messages": [{"role": "user", "content": f"q{i}"}],
+        "response": "a",
+        "choices": ["a"],
+        "arm": arm,
+        "experiment_id": experiment_id,
+        "adapter_version": version,
+        "latency_ms": 100.0,
+    }
+    tenant.log_interaction(row, iid)
+    return iid
+
+
 def canary_traffic(
     tenant: TenantStore,
     exp: Experiment,
@@ -41,24 +61,9 @@ def canary_traffic(
     """`n` users' interactions on `exp`, each with a thumbs (up with `p_up[arm]`) and maybe an escalation."""
     rng = random.Random(seed)
     for i in range(start, start + n):
-        user = f"u{i}"
-        arm = force_arm or assign(exp.id, user, exp.share)
-        iid = f"{exp.id}-{i}"
+        arm = force_arm or assign(exp.id, f"u{i}", exp.share)
         version = exp.treatment_version if arm == "treatment" else exp.control_version
-        tenant.log_interaction(
-            {
-                "id": iid,
-                "user_id": user,
-                "messages": [{"role": "user", "content": f"q{i}"}],
-                "response": "a",
-                "choices": ["a"],
-                "arm": arm,
-                "experiment_id": exp.id,
-                "adapter_version": version,
-                "latency_ms": 100.0,
-            },
-            iid,
-        )
+        iid = log_arm_interaction(tenant, exp.id, i, arm, version)
         events = [
             {
                 "id": f"t-{iid}",

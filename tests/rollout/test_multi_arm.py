@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from tests.rollout.canary_traffic import log_arm_interaction
 from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict
 from tuneloop.registry.versions import Registry
@@ -131,20 +132,8 @@ def test_a_stored_experiment_drops_a_worse_arm_then_promotes_the_best(tenant: Te
 
 def _log(tenant: TenantStore, exp, rng: np.random.Generator, p_up: dict, start: int) -> None:
     for i in range(start, start + 150):
-        user, iid = f"u{i}", f"{exp.id}-{i}"
-        arm = assign_arm(exp.id, user, exp.arms)
-        row = {
-            "id": iid,
-            "user_id": user,
-            "messages": [{"role": "user", "content": f"q{i}"}],
-            "response": "a",
-            "choices": ["a"],
-            "arm": arm,
-            "experiment_id": exp.id,
-            "adapter_version": exp.version_of(arm),
-            "latency_ms": 100.0,
-        }
-        tenant.log_interaction(row, iid)
+        arm = assign_arm(exp.id, f"u{i}", exp.arms)
+        iid = log_arm_interaction(tenant, exp.id, i, arm, exp.version_of(arm))
         value = 1 if rng.random() < p_up[arm] else -1
         event = {"id": f"t-{iid}", "interaction_id": iid, "kind": "thumbs", "value": value, "source": "user"}
         tenant.add_feedback([(event, f"t-{iid}")])
