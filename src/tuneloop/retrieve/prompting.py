@@ -29,8 +29,8 @@ async def add_sources(
     """`messages` with the tenant's top sources for the last user message, when its policy turns
     retrieval on and anything relevant is found; otherwise `messages` unchanged."""
     policy = retrieval_policy(st.settings.home, tenant.tenant.name)
-    query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
-    if not policy.enabled or not isinstance(query, str) or not query.strip():
+    query = question_of(messages)
+    if not policy.enabled or query is None:
         return messages
     try:
         hits = await anyio.to_thread.run_sync(partial(_retrieve, tenant, query, policy, interaction_id))
@@ -39,6 +39,12 @@ async def add_sources(
         log.exception("retrieval for %s failed; answering without sources", interaction_id)
         return messages
     return with_sources(messages, hits) if hits else messages
+
+
+def question_of(messages: list[dict[str, Any]]) -> str | None:
+    """What retrieval searches for: the last user message, when it is text with something in it."""
+    query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+    return query if isinstance(query, str) and query.strip() else None
 
 
 def _retrieve(tenant: TenantStore, query: str, policy: RetrievalPolicy, interaction_id: str) -> list[Hit]:

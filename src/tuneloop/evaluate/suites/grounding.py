@@ -30,7 +30,7 @@ from tuneloop.evaluate.suites.base import (
     prompt_preview,
 )
 from tuneloop.retrieve.policy import retrieval_policy
-from tuneloop.retrieve.prompting import with_sources
+from tuneloop.retrieve.prompting import question_of, with_sources
 from tuneloop.retrieve.search import Hit, search
 from tuneloop.retrieve.training import production_reranker
 from tuneloop.signals import embeddings
@@ -59,22 +59,29 @@ def numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
-def support(answers: list[str], sources: list[list[Hit]], min_similarity: float) -> list[tuple[int, int]]:
-    """(supported claims, claims) per answer, against the chunks shown with its question."""
+def support(
+    answers: list[str], sources: list[list[Hit]], shown: list[np.ndarray], min_similarity: float
+) -> list[tuple[int, int]]:
+    """(supported claims, claims) per answer, against the chunks shown with its question (`shown`: their
+    vectors, one row per chunk)."""
     said = [claims(a) for a in answers]
     flat = [c for cs in said for c in cs]
-    texts = sorted({h.text for hits in sources for h in hits})
     claim_vectors = embeddings.embed(flat) if flat else np.zeros((0, embeddings.DIMENSIONS))
-    chunk_vectors = dict(zip(texts, embeddings.embed(texts), strict=True)) if texts else {}
     out, at = [], 0
-    for cs, hits in zip(said, sources, strict=True):
-        shown = np.stack([chunk_vectors[h.text] for h in hits])
-        best = (claim_vectors[at : at + len(cs)] @ shown.T).max(axis=1) if cs else np.zeros(0)
+    for cs, hits, vectors in zip(said, sources, shown, strict=True):
+        best = (claim_vectors[at : at + len(cs)] @ vectors.T).max(axis=1) if cs else np.zeros(0)
         figures = set().union(*(numbers(h.text) for h in hits))
         ok = [bool(b >= min_similarity) and numbers(c) <= figures for c, b in zip(cs, best, strict=True)]
         out.append((sum(ok), len(cs)))
         at += len(cs)
     return out
+
+
+def _shown_vectors(sources: list[list[Hit]]) -> list[np.ndarray]:
+    """Each question's shown chunks as vectors, every distinct chunk embedded once."""
+    texts = sorted({h.text for hits in sources for h in hits})
+    by_text = dict(zip(texts, embeddings.embed(texts), strict=True)) if texts else {}
+    return [np.stack([by_text[h.text] for h in hits]) for hits in sources]
 
 
 def compare(
@@ -85,8 +92,9 @@ def compare(
     cfg: GroundingConfig,
 ) -> Verdict:
     """Score both versions' answers against their sources and apply the non-inferiority rule."""
+    shown = _shown_vectors(sources)
     scored = {
-        arm: support(answers, sources, cfg.min_similarity)
+        arm: support(answers, sources, shown, cfg.min_similarity)
         for arm, answers in ((CANDIDATE, candidate), (PRODUCTION, production))
     }
     rows = []
@@ -149,8 +157,8 @@ def run(ctx: GateContext, cfg: GroundingConfig) -> Verdict:
     reranker = production_reranker(ctx.tenant) if policy.rerank else None
     prompts, sources = [], []
     for prompt in ctx.heldout_prompts(cfg.max_prompts):
-        query = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
-        if not query.strip():
+        query = question_of(prompt)
+        if query is None:
             continue
         hits = search(ctx.tenant, query, policy.k, min_score=policy.min_score, reranker=reranker)
         if hits:
