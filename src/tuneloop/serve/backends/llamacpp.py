@@ -1,0 +1,233 @@
+"""The llama.cpp backend: a GGUF model run by llama.cpp (llama-cpp-python's C API), on the CPU by default.
+
+Requests, tokenizer, sampling, stop strings and JSON mode are the transformers backend's (embedded.py);
+only the forward pass is llama.cpp's, several times faster on a CPU. Each running sequence owns a KV slot
+(a llama.cpp sequence id). A PEFT adapter is converted to a GGUF LoRA adapter when it is loaded
+(gguf_lora.py) and applied on top of the one shared base model; llama.cpp applies adapters to a whole
+context, so each step decodes the running rows once per adapter among them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuneloop.errors import BadRequest, TuneloopError
+from tuneloop.model_files import load_tokenizer
+from tuneloop.serve.backends.base import BASE
+from tuneloop.serve.backends.batching import Batch, Sequence, sample
+from tuneloop.serve.backends.embedded import EmbeddedBackend, stop_token_ids
+from tuneloop.serve.backends.gguf_lora import write_gguf_lora
+
+# Tokens per slot. llama.cpp allocates every slot's KV cache up front: 2,048 keeps 8 slots of the embedded
+# model near 400 MB, and leaves room for a retrieval prompt plus an answer.
+SLOT_CONTEXT = 2048
+_init_lock = threading.Lock()
+_log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
+
+
+def _llama() -> Any:
+    """The llama_cpp module, its backend initialised once per process, its logging off (llama.cpp writes
+    pages about every load to stderr; failures come back as return codes)."""
+    import llama_cpp
+
+    with _init_lock:
+        if not _log_callback:
+            _log_callback.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
+            llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+class LlamaCppBatch(Batch):
+    """The running rows of one llama.cpp context: one KV slot per row, adapters switched between decodes."""
+
+    def __init__(
+        self,
+        gguf: Path,
+        tokenizer: Any,
+        eos_ids: set[int],
+        base_config: dict[str, Any],
+        *,
+        slots: int,
+        threads: int,
+    ) -> None:
+        lc = _llama()
+        self._lc = lc
+        self._base_config = base_config
+        self._model = lc.llama_model_load_from_file(str(gguf).encode(), lc.llama_model_default_params())
+        if not self._model:
+            raise TuneloopError(f"llama.cpp could not load the model file {gguf}")
+        context = min(SLOT_CONTEXT, lc.llama_model_n_ctx_train(self._model))
+        super().__init__(tokenizer, eos_ids, context)
+        params = lc.llama_context_default_params()
+        params.n_ctx = context * slots
+        params.n_batch = context  # one prompt fits one decode call
+        params.n_seq_max = slots
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # each slot attends to its own cells only
+        params.no_perf = True
+        self._ctx = lc.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            lc.llama_model_free(self._model)
+            raise TuneloopError(f"llama.cpp could not create a context for {gguf} ({slots} slots)")
+        self._memory = lc.llama_get_memory(self._ctx)
+        self.vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self._model))
+        self._batch = lc.llama_batch_init(context, 0, 1)
+        self._free = list(range(slots - 1, -1, -1))
+        self._slot: dict[Sequence, int] = {}
+        self._adapters: dict[str, Any] = {}
+        self._active = BASE
+
+    # -- adapters --------------------------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="tuneloop-lora-") as tmp:
+            out = Path(tmp) / "adapter.gguf"
+            try:
+                write_gguf_lora(path, self._base_config, out)
+            except BadRequest:
+                raise
+            except Exception as exc:
+                raise BadRequest(
+                    f"could not convert adapter {name!r} at {path} for llama.cpp: {exc}"
+                ) from exc
+            adapter = self._lc.llama_adapter_lora_init(self._model, str(out).encode())
+        if not adapter:
+            raise BadRequest(f"llama.cpp refused adapter {name!r} from {path} (is it for this base model?)")
+        self._adapters[name] = adapter
+
+    def unload_adapter(self, name: str) -> None:
+        if self._active == name:
+            self._use(BASE)
+        self._lc.llama_adapter_lora_free(self._adapters.pop(name))
+
+    def _use(self, adapter: str) -> None:
+        if adapter == self._active:
+            return
+        self._lc.llama_clear_adapter_lora(self._ctx)
+        if adapter != BASE and self._lc.llama_set_adapter_lora(self._ctx, self._adapters[adapter], 1.0) != 0:
+            raise TuneloopError(f"llama.cpp could not apply adapter {adapter!r}")
+        self._active = adapter
+
+    # -- decoding --------------------------------------------------------------------------------------------
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        """Prefill each new row in its own slot (rows of one adapter in as few decodes as fit) and sample."""
+        for s in seqs:
+            self._slot[s] = self._free.pop()
+            s.pos = len(s.prompt_ids)
+        logits: dict[Sequence, Any] = {}
+        for adapter, group in _by_adapter(seqs):
+            chunk: list[Sequence] = []
+            for s in group:
+                if chunk and sum(len(c.prompt_ids) for c in chunk) + len(s.prompt_ids) > self.max_positions:
+                    logits.update(self._prefill(adapter, chunk))
+                    chunk = []
+                chunk.append(s)
+            logits.update(self._prefill(adapter, chunk))
+        self.rows.extend(seqs)
+        self._take(seqs, sample(_stack([logits[s] for s in seqs]), seqs))
+
+    def step(self) -> None:
+        """Feed every row its pending token (one decode per adapter among the rows) and sample the next."""
+        logits: dict[Sequence, Any] = {}
+        for adapter, group in _by_adapter(self.rows):
+            tokens = [(s.pending, s.pos, self._slot[s], True) for s in group]
+            logits.update(zip(group, self.forward(adapter, tokens), strict=True))
+        for s in self.rows:
+            s.pos += 1
+        self._take(self.rows, sample(_stack([logits[s] for s in self.rows]), self.rows))
+
+    def _prefill(self, adapter: str, seqs: list[Sequence]) -> dict[Sequence, Any]:
+        tokens = [
+            (token, pos, self._slot[s], pos == len(s.prompt_ids) - 1)
+            for s in seqs
+            for pos, token in enumerate(s.prompt_ids)
+        ]
+        return dict(zip(seqs, self.forward(adapter, tokens), strict=True))
+
+    def forward(self, adapter: str, tokens: list[tuple[int, int, int, bool]]) -> list[Any]:
+        """Run (token, position, slot, wants logits) through the model; the logits asked for, in order."""
+        import numpy as np
+
+        self._use(adapter)
+        b = self._batch
+        for i, (token, pos, slot, wants) in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, wants
+            b.seq_id[i][0] = slot
+        b.n_tokens = len(tokens)
+        if (code := self._lc.llama_decode(self._ctx, b)) != 0:
+            raise TuneloopError(f"llama.cpp decode failed (code {code})")
+        return [
+            np.ctypeslib.as_array(
+                self._lc.llama_get_logits_ith(self._ctx, i), shape=(self.vocab_size,)
+            ).copy()
+            for i, (*_, wants) in enumerate(tokens)
+            if wants
+        ]
+
+    def _release(self, keep: list[int], gone: list[Sequence]) -> None:
+        for s in gone:
+            slot = self._slot.pop(s, None)
+            if slot is not None:
+                self._lc.llama_memory_seq_rm(self._memory, slot, -1, -1)
+                self._free.append(slot)
+
+    def close(self) -> None:
+        lc = self._lc
+        lc.llama_batch_free(self._batch)
+        lc.llama_free(self._ctx)
+        for adapter in self._adapters.values():
+            lc.llama_adapter_lora_free(adapter)
+        self._adapters.clear()
+        lc.llama_model_free(self._model)
+
+
+def _by_adapter(seqs: list[Sequence]) -> list[tuple[str, list[Sequence]]]:
+    groups: dict[str, list[Sequence]] = {}
+    for s in seqs:
+        groups.setdefault(s.adapter, []).append(s)
+    return list(groups.items())
+
+
+def _stack(rows: list[Any]) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.stack(rows))
+
+
+class LlamaCppBackend(EmbeddedBackend):
+    """Serve a model whose weights are a GGUF file through llama.cpp; its tokenizer and config come from the
+    Hugging Face directory beside it (the one adapters are trained on)."""
+
+    def __init__(self, model_dir: Path | Callable[[], Path], gguf: Path | Callable[[], Path], **kwargs: Any):
+        super().__init__(model_dir, **kwargs)
+        self._gguf = gguf
+        # torch only samples here; more OpenMP threads of its own would spin against llama.cpp's.
+        self._torch_threads = 1
+
+    def _open(self, model_dir: Path) -> tuple[Batch, int]:
+        from transformers import GenerationConfig
+
+        tokenizer = load_tokenizer(model_dir)
+        try:
+            eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            eos = None
+        gguf = self._gguf if isinstance(self._gguf, Path) else self._gguf()
+        batch = LlamaCppBatch(
+            gguf,
+            tokenizer,
+            stop_token_ids(eos, tokenizer),
+            json.loads((model_dir / "config.json").read_text()),
+            slots=self._max_batch_size,
+            threads=self._threads,
+        )
+        return batch, batch.vocab_size
