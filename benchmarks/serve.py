@@ -1,12 +1,17 @@
-"""In-process serving speed of the embedded backend: batching, adapter switches, resident adapters.
+"""In-process serving speed of the embedded backend: engines, batching, adapter switches, resident adapters.
 
-Prints, per model (tiny random Llama, real SmolLM2-135M): total tokens/s at 1, 4 and 8 concurrent
-requests; the latency an adapter switch adds (ms); tokens/s of 8 concurrent requests spread over
-1, 2, 4 and 8 resident adapters; and the same work through the HTTP gateway (a `tuneloop serve`
+Engines (the real SmolLM2-135M): raw llama.cpp (llama-cpp-python's `Llama`, the same GGUF file and threads),
+tuneloop's llama.cpp backend and tuneloop's transformers backend, in rotating rounds so load from other
+processes hits them alike: tokens/s at 1 and 8 concurrent users, time to first token (streaming, 1 user),
+and tokens/s of 8 users with 8 adapters resident, all on one adapter and spread over the 8.
+
+Gateway (the transformers backend), per model (tiny random Llama, real SmolLM2-135M): total tokens/s at
+1, 4 and 8 concurrent requests; the latency an adapter switch adds (ms); tokens/s of 8 concurrent requests
+spread over 1, 2, 4 and 8 resident adapters; and the same work through the HTTP gateway (a `tuneloop serve`
 subprocess, the official `openai` client), streaming and not, against in-process `generate`, with the
 gateway's overhead as a share of generation time (target: at most 3%): in wall time (median of paired
 runs, with its interquartile range) and in CPU time of both processes, which a busy machine does not skew.
-Run: `.venv/bin/python benchmarks/serve.py [--models tiny,real] [--rounds 3]`.
+Run: `.venv/bin/python benchmarks/serve.py [--sections engines,gateway] [--models tiny,real] [--rounds 3]`.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tuneloop.config import Settings
-from tuneloop.model_files import ensure_base_model, make_tiny_model
+from tuneloop.learn.job_config import DEFAULT_LORA
+from tuneloop.model_files import BASE_MODEL_NAME, ensure_base_model, gguf_of, make_tiny_model
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.embedded import EmbeddedBackend
+from tuneloop.serve.backends.llamacpp import LlamaCppBackend
 from tuneloop.store.repository import Store
 
 PROMPTS = [
@@ -51,7 +58,7 @@ def ask(i: int, max_tokens: int, adapter: str | None = None) -> GenerationReques
 
 
 def make_adapters(model_dir: Path, count: int, out: Path) -> list[Path]:
-    """`count` random LoRA adapters (q/v, rank 8, non-zero B) for `model_dir`."""
+    """`count` random LoRA adapters shaped as tuneloop trains them (non-zero B) for `model_dir`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -60,7 +67,7 @@ def make_adapters(model_dir: Path, count: int, out: Path) -> list[Path]:
     for i in range(count):
         torch.manual_seed(i)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
-        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        config = LoraConfig(**DEFAULT_LORA, init_lora_weights=False)
         peft_model = get_peft_model(model, config)
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
@@ -275,9 +282,111 @@ async def bench_model(
     return rows
 
 
+async def first_token_ms(backend: EmbeddedBackend, i: int, max_tokens: int) -> float:
+    """Milliseconds until the first streamed delta of one request (read to the end afterwards)."""
+    start = time.perf_counter()
+    async with await backend.stream(ask(i, max_tokens)) as stream:
+        async for _ in stream:
+            first = (time.perf_counter() - start) * 1000
+            break
+        async for _ in stream:
+            pass
+    return first
+
+
+def raw_llama(gguf: Path, threads: int):
+    """llama-cpp-python's own `Llama` on the GGUF file: the anchor the llama.cpp backend is held to."""
+    from llama_cpp import Llama
+
+    return Llama(str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
+def raw_round(llm, max_tokens: int) -> tuple[float, float]:
+    """Raw llama.cpp's tokens/s over the prompts one at a time (it runs one sequence) and its median ms to
+    the first streamed token."""
+    tokens, seconds, firsts = 0, 0.0, []
+    for content in PROMPTS:
+        start = time.perf_counter()
+        chunks = llm.create_chat_completion(
+            [{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0, stream=True
+        )
+        for n, chunk in enumerate(chunks):
+            if n == 1:  # the first chunk carries the role only
+                firsts.append((time.perf_counter() - start) * 1000)
+            tokens += bool(chunk["choices"][0]["delta"].get("content"))
+        seconds += time.perf_counter() - start
+    return tokens / seconds, statistics.median(firsts)
+
+
+async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads: int, work: Path) -> list:
+    """Raw llama.cpp vs tuneloop's two in-process engines on the real model, in rotating rounds."""
+    model_dir, gguf = ensure_base_model(models_dir), gguf_of(BASE_MODEL_NAME)
+    adapters = make_adapters(model_dir, 8, work / "engines")
+    engines = {
+        "llama.cpp backend": LlamaCppBackend(model_dir, gguf, threads=threads, max_batch_size=8),
+        "transformers backend": EmbeddedBackend(model_dir, threads=threads, max_batch_size=8),
+    }
+    llm = raw_llama(gguf, threads)
+    figures: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(value)
+
+    for backend in engines.values():
+        await backend.start()
+        for i, path in enumerate(adapters):
+            await backend.load_adapter(f"a{i}", path)
+        await backend.generate(ask(0, 2))  # warm-up
+    raw_round(llm, 2)
+    for r in range(rounds):
+        order = ["raw", *engines][r % 3 :] + ["raw", *engines][: r % 3]
+        for name in order:
+            if name == "raw":
+                tps, ttft = raw_round(llm, max_tokens)
+                add("raw llama.cpp: tokens/s, 1 user", tps)
+                add("raw llama.cpp: first token ms, 1 user", ttft)
+                continue
+            backend = engines[name]
+            add(f"{name}: tokens/s, 1 user", await throughput(backend, 1, max_tokens))
+            add(f"{name}: tokens/s, 8 users", await throughput(backend, 8, max_tokens))
+            add(f"{name}: first token ms, 1 user", await first_token_ms(backend, r, max_tokens))
+            add(
+                f"{name}: tokens/s, 8 users on 1 of 8 resident adapters",
+                await throughput(backend, 8, max_tokens, ["a0"]),
+            )
+            add(
+                f"{name}: tokens/s, 8 users over 8 resident adapters",
+                await throughput(backend, 8, max_tokens, [f"a{i}" for i in range(8)]),
+            )
+    for backend in engines.values():
+        await backend.close()
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    rows = [(f"{name} (median of {rounds})", f"{value:.1f}") for name, value in median.items()]
+    ours = "llama.cpp backend"
+    ratios = {
+        f"{ours} / raw llama.cpp, 1 user": ("raw llama.cpp: tokens/s, 1 user", f"{ours}: tokens/s, 1 user"),
+        f"{ours} / transformers backend, 1 user": (
+            "transformers backend: tokens/s, 1 user",
+            f"{ours}: tokens/s, 1 user",
+        ),
+        f"{ours} / transformers backend, 8 users": (
+            "transformers backend: tokens/s, 8 users",
+            f"{ours}: tokens/s, 8 users",
+        ),
+        f"{ours}: 8 users over 8 adapters / on 1 adapter": (
+            f"{ours}: tokens/s, 8 users on 1 of 8 resident adapters",
+            f"{ours}: tokens/s, 8 users over 8 resident adapters",
+        ),
+    }
+    rows += [(name, f"{median[top] / median[bottom]:.2f}x") for name, (bottom, top) in ratios.items()]
+    return [(f"engines, {threads} threads: {name}", value) for name, value in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,real", help="comma list of: tiny, real")
+    parser.add_argument("--sections", default="engines,gateway", help="comma list of: engines, gateway")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads per engine")
+    parser.add_argument("--models", default="tiny,real", help="gateway section: comma list of tiny, real")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per request")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: TUNELOOP_HOME/models")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the gateway comparison")
@@ -285,8 +394,13 @@ def main() -> None:
     models_dir = args.models_dir or Settings().home / "models"
     choices = {"tiny": lambda: make_tiny_model(models_dir), "real": lambda: ensure_base_model(models_dir)}
     rows = []
+    sections = args.sections.split(",")
     with tempfile.TemporaryDirectory() as work:
-        for label in args.models.split(","):
+        if "engines" in sections:
+            rows += asyncio.run(
+                bench_engines(models_dir, args.max_tokens, args.rounds, args.threads, Path(work))
+            )
+        for label in args.models.split(",") if "gateway" in sections else []:
             rows += asyncio.run(
                 bench_model(label, choices[label](), args.max_tokens, Path(work), args.rounds)
             )

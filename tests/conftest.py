@@ -100,3 +100,11 @@ def base_model(models_dir: Path) -> Path:
     from tuneloop.model_files import ensure_base_model
 
     return ensure_base_model(models_dir)
+
+
+@pytest.fixture(scope="session")
+def real_adapter(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA adapter of the real model, strong enough to change most greedy tokens."""
+    from tests.random_lora import random_lora
+
+    return random_lora(base_model, tmp_path_factory.mktemp("real-adapter"))

@@ -142,6 +142,19 @@ def gguf_of(model: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def llamacpp_gguf(model: str, engine: str = "auto") -> Path | None:
+    """The GGUF file llama.cpp runs for base model `model` under `engine` (config.py); None: transformers
+    runs it. BadRequest when engine `llamacpp` cannot be honoured."""
+    if engine == "transformers":
+        return None
+    gguf = gguf_of(model)
+    installed = importlib.util.find_spec("llama_cpp") is not None
+    if engine == "llamacpp" and (gguf is None or not installed):
+        missing = "llama-cpp-python is not installed" if gguf else f"{model} holds no .gguf file"
+        raise BadRequest(f"engine llamacpp: {missing}", param="engine")
+    return gguf if installed else None
+
+
 def load_tokenizer(model_dir: str | Path) -> Any:
     """The model's tokenizer, padding with its end-of-sequence token when it names no pad token."""
     from transformers import AutoTokenizer

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.random_lora import random_lora
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
@@ -17,25 +18,6 @@ from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.backends.llamacpp import LlamaCppBackend, LlamaCppBatch
 
 PROMPTS = ["How do vaccines work?", "Write a haiku about autumn.", "What is a hash table?"]
-
-
-def lora(base_model: Path, out: Path, targets: list[str], seed: int = 0) -> Path:
-    """A random LoRA adapter (non-zero B) strong enough to change most greedy tokens."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_model)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def adapter(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return lora(base_model, tmp_path_factory.mktemp("lora"), targets)
 
 
 def ask(text: str, **kw) -> GenerationRequest:
@@ -53,7 +35,7 @@ def run(scenario, base_model: Path, **kw):
 
 
 def test_served_adapter_matches_the_trained_adapter_within_quantisation_tolerance(
-    base_model: Path, adapter: Path
+    base_model: Path, real_adapter: Path
 ) -> None:
     """Teacher-forced over an answer, llama.cpp with the converted adapter picks the same next token as
     transformers with the PEFT adapter at >= 95 % of positions, its logits correlating >= 0.995. Both run the
@@ -65,7 +47,7 @@ def test_served_adapter_matches_the_trained_adapter_within_quantisation_toleranc
 
     tokenizer = load_tokenizer(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).eval()
-    model = PeftModel.from_pretrained(model, adapter).eval()
+    model = PeftModel.from_pretrained(model, real_adapter).eval()
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPTS[0]}], tokenize=False, add_generation_prompt=True
     )
@@ -76,7 +58,7 @@ def test_served_adapter_matches_the_trained_adapter_within_quantisation_toleranc
     config = json.loads((base_model / "config.json").read_text())
     batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), tokenizer, {2}, config, slots=1, threads=2)
     try:
-        batch.load_adapter("a", adapter)
+        batch.load_adapter("a", real_adapter)
         rows = batch.forward("a", [(token, pos, 0, True) for pos, token in enumerate(ids)])
     finally:
         batch.close()
@@ -87,14 +69,15 @@ def test_served_adapter_matches_the_trained_adapter_within_quantisation_toleranc
 
 
 def test_base_and_adapter_requests_at_once_each_get_what_they_get_alone(
-    base_model: Path, adapter: Path
+    base_model: Path, real_adapter: Path
 ) -> None:
+    """Each adapter's row decodes alone within a step (llama.cpp applies adapters per context), so the texts
+    match exactly; rows of one adapter decoded together may sum floats in another order."""
+
     async def scenario(backend):
-        await backend.load_adapter("a", adapter)
-        alone = [await backend.generate(ask(p, adapter=a)) for p in PROMPTS[:2] for a in (None, "a")]
-        together = await asyncio.gather(
-            *[backend.generate(ask(p, adapter=a)) for p in PROMPTS[:2] for a in (None, "a")]
-        )
+        await backend.load_adapter("a", real_adapter)
+        alone = [await backend.generate(ask(PROMPTS[0], adapter=a)) for a in (None, "a")]
+        together = await asyncio.gather(*[backend.generate(ask(PROMPTS[0], adapter=a)) for a in (None, "a")])
         return [c.text for c in alone], [c.text for c in together]
 
     alone, together = run(scenario, base_model)
@@ -138,7 +121,7 @@ def test_a_prompt_past_a_slots_context_is_refused_in_openais_words(base_model: P
 
 
 def test_an_adapter_llamacpp_cannot_apply_is_refused(base_model: Path, tmp_path: Path) -> None:
-    head = lora(base_model, tmp_path / "head", ["lm_head"])
+    head = random_lora(base_model, tmp_path / "head", ["lm_head"])
 
     async def scenario(backend):
         with pytest.raises(BadRequest, match="lm_head"):
@@ -161,9 +144,11 @@ def test_auto_engine_is_llamacpp_for_a_model_with_a_gguf_file_and_transformers_o
         backend(model=str(tiny_model), engine="llamacpp")
 
 
-def test_unloading_an_adapter_returns_requests_for_it_to_the_base(base_model: Path, adapter: Path) -> None:
+def test_unloading_an_adapter_returns_requests_for_it_to_the_base(
+    base_model: Path, real_adapter: Path
+) -> None:
     async def scenario(backend):
-        await backend.load_adapter("a", adapter)
+        await backend.load_adapter("a", real_adapter)
         await backend.generate(ask(PROMPTS[2], adapter="a"))
         await backend.unload_adapter("a")
         return (await backend.generate(ask(PROMPTS[2]))).text, backend.adapters

@@ -19,7 +19,7 @@ from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.evaluate.report import report_dir, write_report
 from tuneloop.evaluate.suites import SUITES, GateContext, MissingInput, Verdict
 from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION
-from tuneloop.model_files import resolve_model
+from tuneloop.model_files import llamacpp_gguf, resolve_model
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.store.repository import TenantStore
 
@@ -160,9 +160,11 @@ def build_context(
     evaluator = Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
     try:
         cand_base = resolve_model(candidate.base_model, home)
-        evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate))
+        cand_gguf = llamacpp_gguf(candidate.base_model)
+        evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate, cand_gguf))
         prod_base = resolve_model(production.base_model, home) if production else cand_base
-        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production))  # None: the base model serves
+        prod_gguf = llamacpp_gguf(production.base_model) if production else cand_gguf
+        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production, prod_gguf))  # None: the base serves
     except TuneloopError as exc:
         return None, exc.message
     ctx = GateContext(tenant, home, policy, candidate, production, snapshot, evaluator, snapshot_problem)

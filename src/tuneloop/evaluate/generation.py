@@ -4,7 +4,9 @@ Arms that share a base model share one copy of it in memory, with their adapters
 arm answers as its version is served (registry/composition.py): its system prompt, its max-tokens cap and
 repetition penalty, and its temperature and top-p when it sets them (sampled under a fixed seed, so a gate
 re-run sees the same answers). A version that sets no temperature is run greedily: its most likely answer.
-Batched with left padding; generations are cached per (arm, prompt, limit).
+Batched with left padding; generations are cached per (arm, prompt, limit). An arm whose base model has a
+GGUF file generates through llama.cpp (serve/backends/llamacpp.py), as the gateway serves it and several
+times faster; log-probabilities and KL always come from transformers, the trainer's own numerics.
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ class Arm:
     adapter: Path | None = None
     system_prompt: str | None = None
     decoding: Decoding = field(default_factory=Decoding)
+    gguf: Path | None = None  # the base model's weights for llama.cpp; None: generate with transformers
 
     @classmethod
-    def of(cls, name: str, base_dir: Path, version: Version | None) -> Arm:
+    def of(cls, name: str, base_dir: Path, version: Version | None, gguf: Path | None = None) -> Arm:
         """The arm that answers as `version` is served (None: the bare base model)."""
         if version is None:
-            return cls(name, base_dir)
+            return cls(name, base_dir, gguf=gguf)
         adapter = Path(version.artifact_path) if version.artifact_path else None
-        return cls(name, base_dir, adapter, version.system_prompt, Decoding.parse(version.decoding))
+        decoding = Decoding.parse(version.decoding)
+        return cls(name, base_dir, adapter, version.system_prompt, decoding, gguf)
 
     def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
         """transformers `generate` settings for this arm, within the suite's token limit."""
@@ -69,6 +73,8 @@ class Evaluator:
         self.max_prompt_tokens = max_prompt_tokens
         self.arms: dict[str, Arm] = {}
         self._models: dict[Path, tuple[Any, Any]] = {}  # base dir -> (model, tokenizer)
+        self._llama: dict[Path, Any] = {}  # GGUF file -> LlamaCppBatch
+        self._llama_adapters: set[tuple[Path, str]] = set()
         self._cache: dict[tuple[str, str, int], str] = {}
 
     def add_arm(self, arm: Arm) -> None:
@@ -136,6 +142,8 @@ class Evaluator:
         import torch
 
         arm = self.arms[arm_name]
+        if arm.gguf is not None:
+            return self._generate_llamacpp(arm, prompts, max_new_tokens)
         with self._active(arm_name) as (model, tokenizer):
             ids = [self._prompt_ids(tokenizer, arm, p) for p in prompts]
             batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
@@ -146,6 +154,54 @@ class Evaluator:
                 )
         new = out[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _generate_llamacpp(self, arm: Arm, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+        """The same answers through llama.cpp, each prompt a sequence seeded by its index."""
+        import torch
+
+        from tuneloop.serve.backends.base import BASE
+        from tuneloop.serve.backends.batching import Sequence as Row
+        from tuneloop.serve.backends.batching import default_threads, run_to_end
+        from tuneloop.serve.backends.llamacpp import LlamaCppBatch
+
+        # llama.cpp on a CPU gains little past 8 rows at once, and each slot holds its KV cache up front.
+        slots = min(self.batch_size, 8)
+        if arm.gguf not in self._llama:
+            self._llama[arm.gguf] = LlamaCppBatch.for_model(
+                arm.base_dir, arm.gguf, slots=slots, threads=default_threads()
+            )
+        batch = self._llama[arm.gguf]
+        if arm.adapter is not None and (arm.gguf, arm.name) not in self._llama_adapters:
+            batch.load_adapter(arm.name, arm.adapter)
+            self._llama_adapters.add((arm.gguf, arm.name))
+        d, answers = arm.decoding, [""] * len(prompts)
+
+        def collect(i: int):
+            def emit(item: tuple) -> None:
+                if item[0] == "done":
+                    answers[i] = item[1].strip()
+
+            return emit
+
+        seqs = [
+            Row(
+                prompt_ids=self._prompt_ids(batch.tokenizer, arm, prompt),
+                adapter=arm.name if arm.adapter is not None else BASE,
+                max_tokens=min(max_new_tokens, d.max_tokens or max_new_tokens),
+                temperature=d.temperature or 0.0,
+                top_p=d.top_p or 1.0,
+                stop=[],
+                repetition_penalty=d.repetition_penalty or 1.0,
+                presence_penalty=0.0,
+                frequency_penalty=0.0,
+                logit_bias={},
+                generator=torch.Generator().manual_seed(SAMPLING_SEED + i),
+                emit=collect(i),
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+        run_to_end(batch, seqs, slots)
+        return answers
 
     # -- scoring -------------------------------------------------------------------------------------------
 

@@ -11,8 +11,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import importlib.util
-import os
 import secrets
 import sys
 import threading
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
-from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_causal_lm, resolve_model
+from tuneloop.model_files import BASE_MODEL_NAME, llamacpp_gguf, load_causal_lm, resolve_model
 from tuneloop.serve.backends.base import (
     BASE,
     Backend,
@@ -31,7 +29,7 @@ from tuneloop.serve.backends.base import (
     TextStream,
     system_roles,
 )
-from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBatch
+from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBatch, default_threads
 from tuneloop.serve.backends.json_mode import JsonMode
 
 if TYPE_CHECKING:
@@ -66,9 +64,7 @@ class EmbeddedBackend(Backend):
         threads: int | None = None,
     ) -> None:
         self._model_dir = model_dir
-        # Half the cores by default: on a small shared machine, OpenMP threads that lose their core to another
-        # process stall each other (measured 20-40x slower decode with 2 threads on 2 busy cores).
-        self._threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        self._threads = threads or default_threads()
         self._torch_threads = self._threads
         self.model_id = model_id or (Path(model_dir).name if isinstance(model_dir, Path) else "model")
         self._max_queue = max_queue
@@ -98,14 +94,8 @@ class EmbeddedBackend(Backend):
             "max_adapters": settings.max_adapters,
         }
         model_dir = lambda: resolve_model(settings.model, settings.home)  # noqa: E731
-        if settings.engine == "transformers":
-            return cls(model_dir, **kwargs)
-        gguf = gguf_of(settings.model)
-        installed = importlib.util.find_spec("llama_cpp") is not None
-        if settings.engine == "llamacpp" and (gguf is None or not installed):
-            missing = "llama-cpp-python is not installed" if gguf else f"{settings.model} holds no .gguf file"
-            raise BadRequest(f"engine llamacpp: {missing}", param="engine")
-        if gguf is None or not installed:
+        gguf = llamacpp_gguf(settings.model, settings.engine)
+        if gguf is None:
             return cls(model_dir, **kwargs)
         from tuneloop.serve.backends.llamacpp import LlamaCppBackend
 

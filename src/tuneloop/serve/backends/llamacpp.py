@@ -74,6 +74,7 @@ class LlamaCppBatch(Batch):
         params.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, params)
         if not self._ctx:
+            self._ctx = None
             lc.llama_model_free(self._model)
             raise TuneloopError(f"llama.cpp could not create a context for {gguf} ({slots} slots)")
         self._memory = lc.llama_get_memory(self._ctx)
@@ -83,6 +84,20 @@ class LlamaCppBatch(Batch):
         self._slot: dict[Sequence, int] = {}
         self._adapters: dict[str, Any] = {}
         self._active = BASE
+
+    @classmethod
+    def for_model(cls, model_dir: Path, gguf: Path, *, slots: int, threads: int) -> LlamaCppBatch:
+        """The batch for GGUF file `gguf`, with the tokenizer, stop tokens and config of the Hugging Face
+        directory `model_dir` that holds the same weights (the one adapters are trained on)."""
+        from transformers import GenerationConfig
+
+        tokenizer = load_tokenizer(model_dir)
+        try:
+            eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            eos = None
+        config = json.loads((model_dir / "config.json").read_text())
+        return cls(gguf, tokenizer, stop_token_ids(eos, tokenizer), config, slots=slots, threads=threads)
 
     # -- adapters --------------------------------------------------------------------------------------------
 
@@ -181,12 +196,19 @@ class LlamaCppBatch(Batch):
 
     def close(self) -> None:
         lc = self._lc
+        if self._ctx is None:
+            return
         lc.llama_batch_free(self._batch)
         lc.llama_free(self._ctx)
         for adapter in self._adapters.values():
             lc.llama_adapter_lora_free(adapter)
         self._adapters.clear()
         lc.llama_model_free(self._model)
+        self._ctx = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_ctx", None) is not None:
+            self.close()
 
 
 def _by_adapter(seqs: list[Sequence]) -> list[tuple[str, list[Sequence]]]:
@@ -214,20 +236,6 @@ class LlamaCppBackend(EmbeddedBackend):
         self._torch_threads = 1
 
     def _open(self, model_dir: Path) -> tuple[Batch, int]:
-        from transformers import GenerationConfig
-
-        tokenizer = load_tokenizer(model_dir)
-        try:
-            eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-        except OSError:  # no generation_config.json: the tokenizer's EOS alone
-            eos = None
         gguf = self._gguf if isinstance(self._gguf, Path) else self._gguf()
-        batch = LlamaCppBatch(
-            gguf,
-            tokenizer,
-            stop_token_ids(eos, tokenizer),
-            json.loads((model_dir / "config.json").read_text()),
-            slots=self._max_batch_size,
-            threads=self._threads,
-        )
+        batch = LlamaCppBatch.for_model(model_dir, gguf, slots=self._max_batch_size, threads=self._threads)
         return batch, batch.vocab_size

@@ -1,0 +1,50 @@
+"""The gate's model runner generating through llama.cpp when the base model has a GGUF file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tuneloop.evaluate.generation import Arm, Evaluator
+from tuneloop.model_files import BASE_MODEL_NAME, gguf_of
+from tuneloop.registry.composition import Decoding
+from tuneloop.serve.backends.base import GenerationRequest
+from tuneloop.serve.backends.llamacpp import LlamaCppBackend
+
+PROMPTS = ["How do vaccines work?", "Write a haiku about autumn.", "What is a hash table?"]
+SYSTEM = "You are a terse assistant."
+
+
+def served(base_model: Path, adapter: Path | None, max_tokens: int) -> list[str]:
+    """What the gateway's llama.cpp backend answers, greedily, with the arm's system prompt."""
+
+    async def main() -> list[str]:
+        async with LlamaCppBackend(base_model, gguf_of(BASE_MODEL_NAME)) as backend:
+            if adapter is not None:
+                await backend.load_adapter("a", adapter)
+            answers = []
+            for prompt in PROMPTS:
+                messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+                req = GenerationRequest(messages, max_tokens, 0.0, adapter="a" if adapter else None)
+                answers.append((await backend.generate(req)).text.strip())
+            return answers
+
+    return asyncio.run(main())
+
+
+def test_an_arm_on_a_gguf_model_answers_as_the_llamacpp_gateway_serves_it(
+    base_model: Path, real_adapter: Path
+) -> None:
+    """One prompt at a time on both sides: rows decoded together sum floats in another order in llama.cpp,
+    which can flip a near-tie of this random adapter."""
+    gguf = gguf_of(BASE_MODEL_NAME)
+    evaluator = Evaluator(batch_size=1)
+    capped = Decoding(max_tokens=12)
+    evaluator.add_arm(Arm("candidate", base_model, real_adapter, SYSTEM, capped, gguf))
+    evaluator.add_arm(Arm("production", base_model, None, SYSTEM, capped, gguf))
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+    candidate = evaluator.generate("candidate", chats, max_new_tokens=40)
+    production = evaluator.generate("production", chats, max_new_tokens=40)
+    assert candidate == served(base_model, real_adapter, 12)
+    assert production == served(base_model, None, 12)
+    assert candidate != production
