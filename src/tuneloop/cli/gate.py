@@ -32,14 +32,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuneloop.evaluate.gate import run_gate
     from tuneloop.evaluate.policy import GatePolicy
 
-    home = Settings().home
+    settings = Settings()
+    home = settings.home
     store = open_store()
     tenant = store.for_tenant(store.tenant_by_name(args.tenant))
     policy = tenant_policy(home, args.tenant, GatePolicy, args.policy)
     progress = Progress.of(args)
     with progress.stage(f"gate suites on {args.version}"):
         result = run_gate(
-            tenant, args.version, home=home, policy=policy, actor="cli", record=not args.dry_run
+            tenant,
+            args.version,
+            home=home,
+            policy=policy,
+            actor="cli",
+            record=not args.dry_run,
+            engine=settings.engine,
         )
     for suite in result.suites:
         flag = "" if suite.required else " (not required)"

@@ -65,8 +65,10 @@ def run_gate(
     policy: GatePolicy | None = None,
     actor: str = "gate",
     record: bool = True,
+    engine: str = "auto",
 ) -> GateResult:
-    """Run every suite on `version_id`, write the report, and (when `record`) move it to gated or blocked."""
+    """Run every suite on `version_id`, write the report, and (when `record`) move it to gated or blocked.
+    `engine` (Settings.engine) chooses what generates the answers."""
     registry = Registry(tenant)
     candidate = registry.get(version_id)
     if candidate.kind != "adapter":
@@ -80,7 +82,7 @@ def run_gate(
     started = datetime.now(UTC)
     clock = time.perf_counter()
 
-    ctx, setup_problem = build_context(tenant, home, policy, candidate, production)
+    ctx, setup_problem = build_context(tenant, home, policy, candidate, production, engine)
     results = []
     for name, suite in SUITES.items():
         cfg = getattr(policy.suites, name)
@@ -145,7 +147,12 @@ def run_gate(
 
 
 def build_context(
-    tenant: TenantStore, home: Path, policy: GatePolicy, candidate: Version, production: Version | None
+    tenant: TenantStore,
+    home: Path,
+    policy: GatePolicy,
+    candidate: Version,
+    production: Version | None,
+    engine: str = "auto",
 ) -> tuple[GateContext | None, str | None]:
     """Load the snapshot and register both arms; a problem here fails every suite (closed), not the call."""
     from tuneloop.signals.snapshots import get_snapshot
@@ -160,10 +167,10 @@ def build_context(
     evaluator = Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
     try:
         cand_base = resolve_model(candidate.base_model, home)
-        cand_gguf = llamacpp_gguf(candidate.base_model)
+        cand_gguf = llamacpp_gguf(candidate.base_model, engine)
         evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate, cand_gguf))
         prod_base = resolve_model(production.base_model, home) if production else cand_base
-        prod_gguf = llamacpp_gguf(production.base_model) if production else cand_gguf
+        prod_gguf = llamacpp_gguf(production.base_model, engine) if production else cand_gguf
         evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production, prod_gguf))  # None: the base serves
     except TuneloopError as exc:
         return None, exc.message

@@ -77,7 +77,9 @@ def start_trial(tenant: TenantStore, settings: Settings, *, approval: bool) -> d
     composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
     for candidate in composed:
         if "version" in candidate:
-            result = run_gate(tenant, candidate["version"], home=settings.home, actor=ACTOR)
+            result = run_gate(
+                tenant, candidate["version"], home=settings.home, actor=ACTOR, engine=settings.engine
+            )
             candidate["decision"] = result.decision
     gated = [c["version"] for c in composed if c.get("decision") == "gated"]
     report: dict[str, Any] = {"snapshot": snapshot.hash, "candidates": composed}

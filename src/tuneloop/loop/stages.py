@@ -135,7 +135,9 @@ def gate(ctx: TurnContext, turn: Turn) -> Step:
     """Run the offline gate; a gated candidate goes on the canary, a blocked one ends the turn."""
     candidate = Registry(ctx.tenant).get(turn.report["candidate"])
     if candidate.state == "candidate":
-        result = run_gate(ctx.tenant, candidate.id, home=ctx.settings.home, actor="loop")
+        result = run_gate(
+            ctx.tenant, candidate.id, home=ctx.settings.home, actor="loop", engine=ctx.settings.engine
+        )
         decision, reasons, report = result.decision, result.reasons, str(result.report_html)
     else:  # gated (or blocked) before a restart
         decision, reasons, report = candidate.state, [], candidate.gate_report
