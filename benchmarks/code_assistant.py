@@ -50,7 +50,7 @@ def measure(home: Path, scenario: Any, prompts: list[Any]) -> dict[str, float]:
 
     from tests.postgres import free_port
     from tuneloop.config import Settings
-    from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
+    from tuneloop.demo import USERS_AT_ONCE, start_server
     from tuneloop.registry.versions import Registry
     from tuneloop.sim import answers
     from tuneloop.sim.scenarios.code_assistant import run_ci
@@ -64,7 +64,7 @@ def measure(home: Path, scenario: Any, prompts: list[Any]) -> dict[str, float]:
     finally:
         store.close()
     port = free_port()
-    server = start_server(home, port, SERVER_ENV)
+    server = start_server(home, port)
     try:
         model = production.id if production else "tuneloop"
         scored = answers(f"http://127.0.0.1:{port}", key, scenario, prompts, USERS_AT_ONCE, model=model)

@@ -91,7 +91,7 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
 
     from tests.postgres import free_port
     from tuneloop.config import Settings, tenant_policy
-    from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
+    from tuneloop.demo import USERS_AT_ONCE, start_server
     from tuneloop.loop import Loop, LoopPolicy
     from tuneloop.registry.versions import Registry
     from tuneloop.sim import run_traffic, satisfaction
@@ -110,7 +110,7 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
     loop = Loop(tenant, settings, tenant_policy(home, tenant_name, LoopPolicy))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(home, port, SERVER_ENV)
+    server = start_server(home, port)
     held_out = scenario.eval_prompts(32)
 
     def production_satisfaction() -> float:

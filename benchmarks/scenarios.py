@@ -93,7 +93,7 @@ def measure_production(home: Path, tenant_name: str, scenario: Any) -> float:
 
     from tests.postgres import free_port
     from tuneloop.config import Settings
-    from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
+    from tuneloop.demo import USERS_AT_ONCE, start_server
     from tuneloop.registry.versions import Registry
     from tuneloop.sim import satisfaction
     from tuneloop.store.repository import Store
@@ -105,7 +105,7 @@ def measure_production(home: Path, tenant_name: str, scenario: Any) -> float:
     finally:
         store.close()
     port = free_port()
-    server = start_server(home, port, SERVER_ENV)
+    server = start_server(home, port)
     try:
         model = production.id if production else "tuneloop"
         url = f"http://127.0.0.1:{port}"

@@ -348,6 +348,7 @@ async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads:
                 continue
             backend = engines[name]
             add(f"{name}: tokens/s, 1 user", await throughput(backend, 1, max_tokens))
+            add(f"{name}: tokens/s, 1 user on an adapter", await throughput(backend, 1, max_tokens, ["a0"]))
             add(f"{name}: tokens/s, 8 users", await throughput(backend, 8, max_tokens))
             add(f"{name}: first token ms, 1 user", await first_token_ms(backend, r, max_tokens))
             add(
@@ -372,6 +373,10 @@ async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads:
         f"{ours} / transformers backend, 8 users": (
             "transformers backend: tokens/s, 8 users",
             f"{ours}: tokens/s, 8 users",
+        ),
+        f"{ours}: 1 user on an adapter / on the base (as fast as a merged model)": (
+            f"{ours}: tokens/s, 1 user",
+            f"{ours}: tokens/s, 1 user on an adapter",
         ),
         f"{ours}: 8 users over 8 adapters / on 1 adapter": (
             f"{ours}: tokens/s, 8 users on 1 of 8 resident adapters",

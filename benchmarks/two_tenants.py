@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.postgres import free_port
     from tuneloop.config import tenant_policy
-    from tuneloop.demo import SERVER_ENV, USERS_AT_ONCE, start_server
+    from tuneloop.demo import USERS_AT_ONCE, start_server
     from tuneloop.learn.runs import train_version
     from tuneloop.registry.versions import Registry
     from tuneloop.serve.routing import STATE_TTL_SECONDS
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(home, port, {**SERVER_ENV, "TUNELOOP_MODEL": str(model_dir)})
+    server = start_server(home, port, {"TUNELOOP_MODEL": str(model_dir)})
     kpis: list[dict[str, Any]] = []
 
     def measure(stage: str) -> None:

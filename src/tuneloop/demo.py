@@ -31,9 +31,8 @@ from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfactio
 from tuneloop.store.repository import Store
 
 TENANT = "finly"
-# The simulated app's own settings (docs/demo.md): users 32 at a time on a server batch of 32, at the
-# temperature a support bot asks for, and enough customers for the canary to randomise.
-SERVER_ENV = {"TUNELOOP_MAX_BATCH_SIZE": "32"}
+# The simulated app's own settings (docs/demo.md): users 32 at a time, at the temperature a support bot asks
+# for, and enough customers for the canary to randomise. The server runs on its defaults.
 USERS_AT_ONCE = 32
 TEMPERATURE = 0.3
 USERS = 400
@@ -142,7 +141,7 @@ def run_demo(
     held_out = scenario.eval_prompts(32)  # the same held-out prompts score production every turn
     url = f"http://127.0.0.1:{port}"
     with progress.stage(f"tuneloop serve on {url}"):
-        server = start_server(home, port, SERVER_ENV)
+        server = start_server(home, port)
     lines: list[TurnLine] = []
     log = home / "loop.log"
     print(f"tuneloop demo: tenant '{tenant_name}' on {url}, scenario '{scenario.name}', {turns} turns")

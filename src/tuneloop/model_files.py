@@ -147,7 +147,10 @@ def llamacpp_gguf(model: str, engine: str = "auto") -> Path | None:
     runs it. BadRequest when engine `llamacpp` cannot be honoured."""
     if engine == "transformers":
         return None
-    gguf = gguf_of(model)
+    try:
+        gguf = gguf_of(model)
+    except NotFound:  # the embedded model's package is missing: loading it says so, on either engine
+        gguf = None
     installed = importlib.util.find_spec("llama_cpp") is not None
     if engine == "llamacpp" and (gguf is None or not installed):
         missing = "llama-cpp-python is not installed" if gguf else f"{model} holds no .gguf file"

@@ -13,6 +13,7 @@ from tests.random_lora import random_lora
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
+from tuneloop.serve.app import make_backend
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.backends.llamacpp import LlamaCppBackend, LlamaCppBatch
@@ -135,7 +136,7 @@ def test_auto_engine_is_llamacpp_for_a_model_with_a_gguf_file_and_transformers_o
     tiny_model: Path, tmp_path: Path
 ) -> None:
     def backend(**kw) -> EmbeddedBackend:
-        return EmbeddedBackend.from_settings(Settings(home=tmp_path, **kw))
+        return make_backend(Settings(home=tmp_path, **kw))
 
     assert type(backend()) is LlamaCppBackend
     assert type(backend(engine="transformers")) is EmbeddedBackend

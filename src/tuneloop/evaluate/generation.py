@@ -175,6 +175,8 @@ class Evaluator:
             batch.load_adapter(arm.name, arm.adapter)
             self._llama_adapters.add((arm.gguf, arm.name))
         d, answers = arm.decoding, [""] * len(prompts)
+        max_tokens = min(max_new_tokens, d.max_tokens or max_new_tokens, batch.max_positions // 2)
+        room = batch.max_positions - 1 - max_tokens  # a slot holds the prompt's end and the whole answer
 
         def collect(i: int):
             def emit(item: tuple) -> None:
@@ -185,9 +187,9 @@ class Evaluator:
 
         seqs = [
             Row(
-                prompt_ids=self._prompt_ids(batch.tokenizer, arm, prompt),
+                prompt_ids=self._prompt_ids(batch.tokenizer, arm, prompt)[-room:],
                 adapter=arm.name if arm.adapter is not None else BASE,
-                max_tokens=min(max_new_tokens, d.max_tokens or max_new_tokens),
+                max_tokens=max_tokens,
                 temperature=d.temperature or 0.0,
                 top_p=d.top_p or 1.0,
                 stop=[],

@@ -25,6 +25,7 @@ from tuneloop.capture.spool import Spool
 from tuneloop.config import Settings
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
+from tuneloop.model_files import llamacpp_gguf
 from tuneloop.monitor.metrics import install_metrics
 from tuneloop.serve import (
     capture_routes,
@@ -71,6 +72,10 @@ class AppState:
 
 def make_backend(settings: Settings) -> Backend | None:
     """The serving backend `settings.backend` names; None serves the capture API alone."""
+    if settings.backend == "embedded" and llamacpp_gguf(settings.model, settings.engine) is not None:
+        from tuneloop.serve.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend.from_settings(settings)
     if settings.backend == "embedded":
         from tuneloop.serve.backends.embedded import EmbeddedBackend
 

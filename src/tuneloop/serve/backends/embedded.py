@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Overloaded, TuneloopError
-from tuneloop.model_files import BASE_MODEL_NAME, llamacpp_gguf, load_causal_lm, resolve_model
+from tuneloop.model_files import BASE_MODEL_NAME, load_causal_lm, resolve_model
 from tuneloop.serve.backends.base import (
     BASE,
     Backend,
@@ -84,22 +84,18 @@ class EmbeddedBackend(Backend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedBackend:
-        """The in-process backend `settings` describe (llama.cpp or transformers, by `settings.engine`); the
-        model is resolved (and converted if needed) in `start()`."""
+        """The backend `settings` describe; the model is resolved (and converted if needed) in `start()`."""
+        return cls(lambda: resolve_model(settings.model, settings.home), **cls._options(settings))
+
+    @staticmethod
+    def _options(settings: Settings) -> dict[str, Any]:
         model_id = settings.model if settings.model == BASE_MODEL_NAME else Path(settings.model).name
-        kwargs: dict[str, Any] = {
+        return {
             "model_id": model_id,
             "max_queue": settings.max_queue,
             "max_batch_size": settings.max_batch_size,
             "max_adapters": settings.max_adapters,
         }
-        model_dir = lambda: resolve_model(settings.model, settings.home)  # noqa: E731
-        gguf = llamacpp_gguf(settings.model, settings.engine)
-        if gguf is None:
-            return cls(model_dir, **kwargs)
-        from tuneloop.serve.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(model_dir, gguf, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import ctypes
 import json
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest, TuneloopError
-from tuneloop.model_files import load_tokenizer
+from tuneloop.model_files import llamacpp_gguf, load_tokenizer, resolve_model
 from tuneloop.serve.backends.base import BASE
 from tuneloop.serve.backends.batching import Batch, Sequence, sample
 from tuneloop.serve.backends.embedded import EmbeddedBackend, stop_token_ids
 from tuneloop.serve.backends.gguf_lora import write_gguf_lora
+
+if TYPE_CHECKING:
+    from tuneloop.config import Settings
 
 # Tokens per slot. llama.cpp allocates every slot's KV cache up front: 2,048 keeps 8 slots of the embedded
 # model near 400 MB, and leaves room for a retrieval prompt plus an answer.
@@ -97,7 +101,14 @@ class LlamaCppBatch(Batch):
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
             eos = None
         config = json.loads((model_dir / "config.json").read_text())
-        return cls(gguf, tokenizer, stop_token_ids(eos, tokenizer), config, slots=slots, threads=threads)
+        batch = cls(gguf, tokenizer, stop_token_ids(eos, tokenizer), config, slots=slots, threads=threads)
+        if batch.vocab_size != config.get("vocab_size", batch.vocab_size):
+            batch.close()
+            raise BadRequest(
+                f"{gguf} holds a vocabulary of {batch.vocab_size} tokens, {model_dir} one of "
+                f"{config['vocab_size']}: they are not the same model"
+            )
+        return batch
 
     # -- adapters --------------------------------------------------------------------------------------------
 
@@ -138,14 +149,13 @@ class LlamaCppBatch(Batch):
             self._slot[s] = self._free.pop()
             s.pos = len(s.prompt_ids)
         logits: dict[Sequence, Any] = {}
-        for adapter, group in _by_adapter(seqs):
-            chunk: list[Sequence] = []
-            for s in group:
-                if chunk and sum(len(c.prompt_ids) for c in chunk) + len(s.prompt_ids) > self.max_positions:
+        try:
+            for adapter, group in _by_adapter(seqs):
+                for chunk in _fitting(group, self.max_positions):
                     logits.update(self._prefill(adapter, chunk))
-                    chunk = []
-                chunk.append(s)
-            logits.update(self._prefill(adapter, chunk))
+        except BaseException:
+            self._release([], seqs)  # not rows yet: a failed batch must not keep their slots
+            raise
         self.rows.extend(seqs)
         self._take(seqs, sample(_stack([logits[s] for s in seqs]), seqs))
 
@@ -207,7 +217,8 @@ class LlamaCppBatch(Batch):
         self._ctx = None
 
     def __del__(self) -> None:
-        if getattr(self, "_ctx", None) is not None:
+        # At interpreter exit llama_cpp's functions may be gone already, and the OS frees the memory anyway.
+        if getattr(self, "_ctx", None) is not None and not sys.is_finalizing():
             self.close()
 
 
@@ -216,6 +227,16 @@ def _by_adapter(seqs: list[Sequence]) -> list[tuple[str, list[Sequence]]]:
     for s in seqs:
         groups.setdefault(s.adapter, []).append(s)
     return list(groups.items())
+
+
+def _fitting(seqs: list[Sequence], tokens: int) -> list[list[Sequence]]:
+    """`seqs` in consecutive runs whose prompts add up to at most `tokens` (one decode call each)."""
+    runs: list[list[Sequence]] = [[]]
+    for s in seqs:
+        if runs[-1] and sum(len(r.prompt_ids) for r in runs[-1]) + len(s.prompt_ids) > tokens:
+            runs.append([])
+        runs[-1].append(s)
+    return runs
 
 
 def _stack(rows: list[Any]) -> Any:
@@ -234,6 +255,12 @@ class LlamaCppBackend(EmbeddedBackend):
         self._gguf = gguf
         # torch only samples here; more OpenMP threads of its own would spin against llama.cpp's.
         self._torch_threads = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlamaCppBackend:
+        """The backend `settings` describe; BadRequest when the model has no GGUF file."""
+        gguf = llamacpp_gguf(settings.model, "llamacpp")
+        return cls(lambda: resolve_model(settings.model, settings.home), gguf, **cls._options(settings))
 
     def _open(self, model_dir: Path) -> tuple[Batch, int]:
         gguf = self._gguf if isinstance(self._gguf, Path) else self._gguf()
