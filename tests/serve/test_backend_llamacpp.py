@@ -15,10 +15,12 @@ from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
 from tuneloop.serve.app import make_backend
 from tuneloop.serve.backends.base import GenerationRequest
+from tuneloop.serve.backends.batching import Sequence, run_to_end
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.backends.llamacpp import LlamaCppBackend, LlamaCppBatch
 
 PROMPTS = ["How do vaccines work?", "Write a haiku about autumn.", "What is a hash table?"]
+SYSTEM = "You are the support assistant of a small bank. Answer in two sentences."
 
 
 def ask(text: str, **kw) -> GenerationRequest:
@@ -156,3 +158,85 @@ def test_unloading_an_adapter_returns_requests_for_it_to_the_base(
 
     text, adapters = run(scenario, base_model)
     assert adapters == [] and text
+
+
+def greedy(
+    batch: LlamaCppBatch, text: str, adapter: str = "__base__", max_tokens: int = 16, chat: bool = True
+) -> str:
+    """One greedy answer to a system + user chat (or to `text` as it is), through `batch` on this thread."""
+    import torch
+
+    if chat:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+        text = batch.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    done: list[str] = []
+    seq = Sequence(
+        prompt_ids=batch.tokenizer(text, add_special_tokens=False)["input_ids"],
+        adapter=adapter,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        stop=[],
+        repetition_penalty=1.0,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        logit_bias={},
+        generator=torch.Generator().manual_seed(0),
+        emit=lambda item: done.append(item[1]) if item[0] == "done" else None,
+    )
+    run_to_end(batch, [seq], slots=1)
+    return done[0]
+
+
+def test_a_prompt_that_starts_like_a_finished_one_reuses_its_cache_and_answers_the_same(
+    base_model: Path,
+) -> None:
+    warm = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    cold = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        greedy(warm, PROMPTS[0])
+        assert warm.reused == 0
+        answer = greedy(warm, PROMPTS[1])
+        system_tokens = len(warm.tokenizer(SYSTEM, add_special_tokens=False)["input_ids"])
+        assert warm.reused >= system_tokens
+        assert answer == greedy(cold, PROMPTS[1])
+    finally:
+        warm.close()
+        cold.close()
+
+
+def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache(
+    base_model: Path, real_adapter: Path, tmp_path: Path
+) -> None:
+    other = random_lora(base_model, tmp_path / "other", seed=1)
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        batch.load_adapter("a", real_adapter)
+        first = greedy(batch, PROMPTS[2], "a")
+        batch.unload_adapter("a")
+        batch.load_adapter("a", other)
+        fresh.load_adapter("a", other)
+        assert greedy(batch, PROMPTS[2], "a") == greedy(fresh, PROMPTS[2], "a") != first
+        assert batch.reused == 0
+    finally:
+        batch.close()
+        fresh.close()
+
+
+def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weights(
+    base_model: Path, real_adapter: Path
+) -> None:
+    """Same slot, same shape as the decode before it: llama.cpp would reuse that decode's graph, adapter and
+    all, unless the backend turns graph reuse off."""
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        batch.load_adapter("a", real_adapter)
+        greedy(batch, "Hello", "a", max_tokens=2, chat=False)
+        assert greedy(batch, "Hello", max_tokens=4, chat=False) == greedy(
+            fresh, "Hello", max_tokens=4, chat=False
+        )
+    finally:
+        batch.close()
+        fresh.close()

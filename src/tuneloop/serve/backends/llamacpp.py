@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -42,6 +43,10 @@ def _llama() -> Any:
 
     with _init_lock:
         if not _log_callback:
+            # llama.cpp reuses the previous decode's graph for a batch of the same shape and sequences without
+            # looking at which adapters are set, so after a switch it would apply the old adapter, or a freed
+            # one. Read when a context is made; every context in this process is ours.
+            os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = "1"
             _log_callback.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
             llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
@@ -86,6 +91,9 @@ class LlamaCppBatch(Batch):
         self._batch = lc.llama_batch_init(context, 0, 1)
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Sequence, int] = {}
+        self._start: dict[Sequence, int] = {}  # prompt tokens already in the slot's cache
+        self._cached: dict[int, tuple[str, list[int]]] = {}  # free slot -> (adapter, prompt) its cache holds
+        self.reused = 0  # prompt tokens served from a slot's cache instead of computed, since start
         self._adapters: dict[str, Any] = {}
         self._active = BASE
 
@@ -129,6 +137,8 @@ class LlamaCppBatch(Batch):
         self._adapters[name] = adapter
 
     def unload_adapter(self, name: str) -> None:
+        # Caches computed with this adapter must not serve another one loaded later under its name.
+        self._cached = {slot: kept for slot, kept in self._cached.items() if kept[0] != name}
         if self._active == name:
             self._use(BASE)
         self._lc.llama_adapter_lora_free(self._adapters.pop(name))
@@ -146,7 +156,7 @@ class LlamaCppBatch(Batch):
     def admit(self, seqs: list[Sequence]) -> None:
         """Prefill each new row in its own slot (rows of one adapter in as few decodes as fit) and sample."""
         for s in seqs:
-            self._slot[s] = self._free.pop()
+            self._claim(s)
             s.pos = len(s.prompt_ids)
         logits: dict[Sequence, Any] = {}
         try:
@@ -169,11 +179,26 @@ class LlamaCppBatch(Batch):
             s.pos += 1
         self._take(self.rows, sample(_stack([logits[s] for s in self.rows]), self.rows))
 
+    def _claim(self, s: Sequence) -> None:
+        """Give `s` the free slot whose cache already holds the longest start of its prompt under the same
+        adapter (a tenant's system prompt, an earlier turn of a conversation); drop the rest of its cache."""
+        slot, reuse = self._free[-1], 0
+        for free in self._free:
+            adapter, ids = self._cached.get(free, (None, []))
+            if adapter == s.adapter and (n := _common_start(ids, s.prompt_ids)) > reuse:
+                slot, reuse = free, n
+        reuse = min(reuse, len(s.prompt_ids) - 1)  # the last prompt token must run: it gives the logits
+        self._free.remove(slot)
+        self._cached.pop(slot, None)
+        self._lc.llama_memory_seq_rm(self._memory, slot, reuse, -1)
+        self._slot[s], self._start[s] = slot, reuse
+        self.reused += reuse
+
     def _prefill(self, adapter: str, seqs: list[Sequence]) -> dict[Sequence, Any]:
         tokens = [
-            (token, pos, self._slot[s], pos == len(s.prompt_ids) - 1)
+            (s.prompt_ids[pos], pos, self._slot[s], pos == len(s.prompt_ids) - 1)
             for s in seqs
-            for pos, token in enumerate(s.prompt_ids)
+            for pos in range(self._start[s], len(s.prompt_ids))
         ]
         return dict(zip(seqs, self.forward(adapter, tokens), strict=True))
 
@@ -198,11 +223,18 @@ class LlamaCppBatch(Batch):
         ]
 
     def _release(self, keep: list[int], gone: list[Sequence]) -> None:
+        """Free the rows' slots; a finished row's prompt stays cached for a next prompt that starts alike."""
         for s in gone:
             slot = self._slot.pop(s, None)
-            if slot is not None:
+            self._start.pop(s, None)
+            if slot is None:
+                continue
+            if s.done:
+                self._lc.llama_memory_seq_rm(self._memory, slot, len(s.prompt_ids), -1)
+                self._cached[slot] = (s.adapter, s.prompt_ids)
+            else:  # cancelled or failed: its cache may be partial
                 self._lc.llama_memory_seq_rm(self._memory, slot, -1, -1)
-                self._free.append(slot)
+            self._free.append(slot)
 
     def close(self) -> None:
         lc = self._lc
@@ -227,6 +259,15 @@ def _by_adapter(seqs: list[Sequence]) -> list[tuple[str, list[Sequence]]]:
     for s in seqs:
         groups.setdefault(s.adapter, []).append(s)
     return list(groups.items())
+
+
+def _common_start(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _fitting(seqs: list[Sequence], tokens: int) -> list[list[Sequence]]:
