@@ -57,6 +57,8 @@ def make_pairs(n: int) -> list[dict]:
 
 def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int) -> dict:
     """Train one variant in this process; return its figures."""
+    from tuneloop.monitor.process import peak_memory_mb
+
     rows = make_pairs(n_pairs)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
@@ -68,7 +70,7 @@ def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, se
         "steps": steps,
         "wall_s": round(wall, 2),
         "pairs_per_s": round(n_pairs / wall, 3),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_memory_mb(),
         "final_loss": final_loss,
     }
 
@@ -113,15 +115,6 @@ def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, see
         )
         metrics = train_dpo(spec, rows, out / "adapter")
         return metrics["final_loss"], metrics["steps"]
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec,
-    so a child would inherit its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def resolve_model(name: str) -> str:

@@ -27,6 +27,7 @@ from tuneloop.cli.output import Progress
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
+from tuneloop.monitor.process import peak_memory_mb
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
 from tuneloop.store.repository import Store
 
@@ -144,6 +145,7 @@ def run_demo(
         server = start_server(home, port)
     lines: list[TurnLine] = []
     log = home / "loop.log"
+    began = time.monotonic()
     print(f"tuneloop demo: tenant '{tenant_name}' on {url}, scenario '{scenario.name}', {turns} turns")
     print(f"(training and evaluation output goes to {log}, the server's to {home / 'server.log'})")
     header = ("turn", 4), ("events", 7), ("satisfaction", 12), ("positive", 9), ("gate", 8), ("canary", 12)
@@ -190,6 +192,11 @@ def run_demo(
             final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
         start = lines[0].satisfaction
         print(f"production satisfaction after {turns} turns: {final:.3f} (started at {start:.3f})")
+        minutes = (time.monotonic() - began) / 60
+        print(
+            f"{turns} turns in {minutes:.1f} min; peak memory: this process (the loop) "
+            f"{peak_memory_mb() / 1024:.2f} GB, the server {peak_memory_mb(server.pid) / 1024:.2f} GB"
+        )
     except SimError as exc:
         log_path = home / "server.log"
         raise TuneloopError(f"the simulated users could not use the server ({exc}); see {log_path}") from exc
