@@ -74,7 +74,6 @@ class Evaluator:
         self.arms: dict[str, Arm] = {}
         self._models: dict[Path, tuple[Any, Any]] = {}  # base dir -> (model, tokenizer)
         self._llama: dict[Path, Any] = {}  # GGUF file -> LlamaCppBatch
-        self._llama_adapters: set[tuple[Path, str]] = set()
         self._cache: dict[tuple[str, str, int], str] = {}
 
     def add_arm(self, arm: Arm) -> None:
@@ -171,9 +170,8 @@ class Evaluator:
                 arm.base_dir, arm.gguf, slots=slots, threads=default_threads()
             )
         batch = self._llama[arm.gguf]
-        if arm.adapter is not None and (arm.gguf, arm.name) not in self._llama_adapters:
+        if arm.adapter is not None and arm.name not in batch.adapters:
             batch.load_adapter(arm.name, arm.adapter)
-            self._llama_adapters.add((arm.gguf, arm.name))
         d, answers = arm.decoding, [""] * len(prompts)
         max_tokens = min(max_new_tokens, d.max_tokens or max_new_tokens, batch.max_positions // 2)
         room = batch.max_positions - 1 - max_tokens  # a slot holds the prompt's end and the whole answer

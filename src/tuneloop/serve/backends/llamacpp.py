@@ -91,7 +91,6 @@ class LlamaCppBatch(Batch):
         self._batch = lc.llama_batch_init(context, 0, 1)
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Sequence, int] = {}
-        self._start: dict[Sequence, int] = {}  # prompt tokens already in the slot's cache
         self._cached: dict[int, tuple[str, list[int]]] = {}  # free slot -> (adapter, prompt) its cache holds
         self.reused = 0  # prompt tokens served from a slot's cache instead of computed, since start
         self._adapters: dict[str, Any] = {}
@@ -119,6 +118,11 @@ class LlamaCppBatch(Batch):
         return batch
 
     # -- adapters --------------------------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> set[str]:
+        """Names of the adapters loaded into this batch."""
+        return set(self._adapters)
 
     def load_adapter(self, name: str, path: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="tuneloop-lora-") as tmp:
@@ -155,14 +159,14 @@ class LlamaCppBatch(Batch):
 
     def admit(self, seqs: list[Sequence]) -> None:
         """Prefill each new row in its own slot (rows of one adapter in as few decodes as fit) and sample."""
+        starts = {s: self._claim(s) for s in seqs}
         for s in seqs:
-            self._claim(s)
             s.pos = len(s.prompt_ids)
         logits: dict[Sequence, Any] = {}
         try:
             for adapter, group in _by_adapter(seqs):
                 for chunk in _fitting(group, self.max_positions):
-                    logits.update(self._prefill(adapter, chunk))
+                    logits.update(self._prefill(adapter, chunk, starts))
         except BaseException:
             self._release([], seqs)  # not rows yet: a failed batch must not keep their slots
             raise
@@ -179,9 +183,10 @@ class LlamaCppBatch(Batch):
             s.pos += 1
         self._take(self.rows, sample(_stack([logits[s] for s in self.rows]), self.rows))
 
-    def _claim(self, s: Sequence) -> None:
+    def _claim(self, s: Sequence) -> int:
         """Give `s` the free slot whose cache already holds the longest start of its prompt under the same
-        adapter (a tenant's system prompt, an earlier turn of a conversation); drop the rest of its cache."""
+        adapter (a tenant's system prompt, an earlier turn of a conversation); drop the rest of its cache.
+        Returns how many prompt tokens that cache still holds."""
         slot, reuse = self._free[-1], 0
         for free in self._free:
             adapter, ids = self._cached.get(free, (None, []))
@@ -191,14 +196,17 @@ class LlamaCppBatch(Batch):
         self._free.remove(slot)
         self._cached.pop(slot, None)
         self._lc.llama_memory_seq_rm(self._memory, slot, reuse, -1)
-        self._slot[s], self._start[s] = slot, reuse
+        self._slot[s] = slot
         self.reused += reuse
+        return reuse
 
-    def _prefill(self, adapter: str, seqs: list[Sequence]) -> dict[Sequence, Any]:
+    def _prefill(
+        self, adapter: str, seqs: list[Sequence], starts: dict[Sequence, int]
+    ) -> dict[Sequence, Any]:
         tokens = [
             (s.prompt_ids[pos], pos, self._slot[s], pos == len(s.prompt_ids) - 1)
             for s in seqs
-            for pos in range(self._start[s], len(s.prompt_ids))
+            for pos in range(starts[s], len(s.prompt_ids))
         ]
         return dict(zip(seqs, self.forward(adapter, tokens), strict=True))
 
@@ -226,7 +234,6 @@ class LlamaCppBatch(Batch):
         """Free the rows' slots; a finished row's prompt stays cached for a next prompt that starts alike."""
         for s in gone:
             slot = self._slot.pop(s, None)
-            self._start.pop(s, None)
             if slot is None:
                 continue
             if s.done:
