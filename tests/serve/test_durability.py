@@ -33,10 +33,11 @@ def _start(home: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("server did not start")
 
 
-def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path: Path) -> None:
+def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp_path: Path) -> None:
     home = tmp_path / "home"
     store = Store(f"sqlite:///{home / 'tuneloop.db'}")
     tenant, key = store.create_tenant("acme", redaction="off")
+    admin = store.add_key(None)
     scoped = store.for_tenant(tenant)
     scoped.log_interaction(
         {"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["a"]}, "d"
@@ -63,10 +64,13 @@ def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path:
                 results = body["results"] if batch else [body]
                 acked.update(r["id"] for r in results if r["status"] in ("accepted", "duplicate"))
 
-    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
     time.sleep(3)
+    metrics = httpx.get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+    ).text
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stop.set()
@@ -80,4 +84,10 @@ def test_kill_9_during_sustained_ingestion_loses_no_acknowledged_event(tmp_path:
         restarted.terminate()
         restarted.wait()
     assert len(acked) > 50, "the test did not ingest enough to mean anything"
+    calls, groups = (_sample(metrics, f"tuneloop_store_group_commit_calls_{s}") for s in ("sum", "count"))
+    assert calls > groups, "no transaction committed more than one request's writes"
     assert acked - stored == set()
+
+
+def _sample(exposition: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))

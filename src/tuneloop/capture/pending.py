@@ -31,11 +31,12 @@ def store_feedback(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
     now = now_utc()
     with store.reading() as tx:
         targets = _targets(tx, [row for row, _ in rows])
+    # The rows are left as given (a group commit may run them again alone): a session names a target only.
+    rows = [({k: v for k, v in row.items() if k != "session"}, digest) for row, digest in rows]
     results: list[ItemResult | None] = [None] * len(rows)
     ready = [i for i, (landing, _) in enumerate(targets) if landing is not None]
-    for i in ready:
-        rows[i][0]["interaction_id"] = targets[i][0]
-    stored = store.add_feedback([rows[i] for i in ready]) if ready else []
+    landing = [({**rows[i][0], "interaction_id": targets[i][0]}, rows[i][1]) for i in ready]
+    stored = store.add_feedback(landing) if landing else []
     for i, result in zip(ready, stored, strict=True):
         results[i] = result
     waiting = [i for i, (landing, _) in enumerate(targets) if landing is None]
@@ -95,7 +96,7 @@ def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None,
     known = {r.id for r in tx.all(interactions, interactions.c.id.in_(named), columns=(interactions.c.id,))}
     out: list[tuple[str | None, str]] = []
     for row in rows:
-        session = row.pop("session", None)
+        session = row.get("session")
         if session is None:
             iid = row["interaction_id"]
             out.append((iid if iid in known else None, iid))

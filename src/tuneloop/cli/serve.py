@@ -37,6 +37,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,  # tuneloop logs requests by route template (monitor/metrics.py)
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
+        # h11, not httptools even where installed: only h11 bounds a request head that never ends.
+        "http": "h11",
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
 

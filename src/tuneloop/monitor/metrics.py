@@ -66,6 +66,7 @@ KPI_GAUGES = {
 }
 # Time to first token on 2 CPU cores runs from ~50 ms (idle) to tens of seconds (a full queue).
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
@@ -173,6 +174,12 @@ class Metrics:
         self.tokens = Counter(
             "tuneloop_generation_completion_tokens",
             "Tokens generated (embedded backend); its rate is the server's throughput in tokens/s.",
+            registry=self.registry,
+        )
+        self.group_commits = Histogram(
+            "tuneloop_store_group_commit_calls",
+            "Captured writes (requests' interactions and feedback) committed together in one transaction.",
+            buckets=GROUP_BUCKETS,
             registry=self.registry,
         )
         if kpi_seconds > 0:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +43,7 @@ from tuneloop.serve.http import Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
 from tuneloop.serve.routing import Router
 from tuneloop.store.engine import unavailable
+from tuneloop.store.group_commit import GroupCommit
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store
 
@@ -60,6 +62,7 @@ class AppState:
     settings: Settings
     store: Store
     calls: StoreCalls
+    writes: GroupCommit  # captured interactions and feedback: group-committed, acknowledged after commit
     auth: Auth
     capture: Capture
     limits: TenantLimits
@@ -113,11 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await backend.start()
             metrics.watch(backend)
         calls = StoreCalls(settings.db_pool_size)
+        writes = GroupCommit(store, observe=metrics.group_commits.observe)
         spool = Spool(settings.home / "spool" / "interactions.jsonl")
         app.state.tuneloop = AppState(
             settings=settings,
             store=store,
             calls=calls,
+            writes=writes,
             auth=Auth(store, calls),
             capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
             limits=TenantLimits(
@@ -150,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             if backend is not None:
                 await backend.close()
+            await anyio.to_thread.run_sync(writes.close)
             store.close()
 
     backend = make_backend(settings)

@@ -250,7 +250,7 @@ async def capture(
     row["created_at"] = datetime.now(UTC)  # the answer's moment, also when written from the spool
     for attempt in range(CAPTURE_ATTEMPTS):
         try:
-            await st.calls(st.capture.store_interaction, tenant, row, digest)
+            await st.writes(st.capture.store_interaction, tenant, row, digest)
             return
         except Conflict:
             log.error("interaction %s exists already with another payload; not captured again", iid)

@@ -169,5 +169,5 @@ async def _record_span(st: Any, store: TenantStore, mapped: SpanInteraction) -> 
     where = f"span {mapped.body['id']}: "
     item = validate(InteractionIn, mapped.body, st.settings.max_text_chars, where=where)
     row = await anyio.to_thread.run_sync(partial(st.capture.interaction_row, store, item, **mapped.served))
-    result = await st.calls(store.log_interaction, *row)
+    result = await st.writes(store.log_interaction, *row)
     return result.status

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -107,20 +108,43 @@ class Store:
         )
         migrate(self.engine, secret)
         self._insert = INSERTS[self.engine.dialect.name]
+        self._joined = threading.local()
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A write transaction (on SQLite it takes the write lock at BEGIN)."""
+        """A write transaction (on SQLite it takes the write lock at BEGIN); inside `joined`, a savepoint of
+        the shared transaction instead."""
+        shared = getattr(self._joined, "conn", None)
+        if shared is not None:
+            with shared.begin_nested():
+                yield shared
+            return
         with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
+        """A read transaction; inside `joined`, the shared transaction (it sees the group's own writes)."""
+        shared = getattr(self._joined, "conn", None)
+        if shared is not None:
+            yield shared
+            return
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def joined(self) -> Iterator[sa.Connection]:
+        """One write transaction that every `write` and `read` on this thread joins until the block ends,
+        so many callers' writes commit together (store/group_commit)."""
+        with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+            self._joined.conn = conn
+            try:
+                yield conn
+            finally:
+                self._joined.conn = None
 
     def retrying(self, fn: Callable[[sa.Connection], T], attempts: int = 5) -> T:
         """Run `fn` in a write transaction, again if a concurrent writer took the same audit seq."""
