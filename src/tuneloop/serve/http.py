@@ -218,14 +218,21 @@ def _loc(err: dict, where: str) -> str:
     return f"{where}{loc}" if loc else where.rstrip(".")
 
 
-def _longest_string(value: Any, limit: int, path: str = "") -> str | None:
+def _longest_string(value: Any, limit: int) -> str | None:
+    """The path of the first string longer than `limit` ("body" for the value itself), or None."""
+    path = _too_long(value, limit)
+    return None if path is None else ".".join(clip(k) for k in path) or "body"
+
+
+def _too_long(value: Any, limit: int) -> list[Any] | None:
+    # The path is built only on the way out of a find: this walk runs on every field of every request.
     if isinstance(value, str):
-        return path or "body" if len(value) > limit else None
+        return [] if len(value) > limit else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = _longest_string(item, limit, f"{path}.{clip(key)}" if path else clip(key))
-        if found:
-            return found
+        found = _too_long(item, limit)
+        if found is not None:
+            return [key, *found]
     return None
 
 
