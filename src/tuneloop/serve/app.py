@@ -75,10 +75,11 @@ class AppState:
 
 def make_backend(settings: Settings) -> Backend | None:
     """The serving backend `settings.backend` names; None serves the capture API alone."""
-    if settings.backend == "embedded" and llamacpp_gguf(settings.model, settings.engine) is not None:
+    gguf = llamacpp_gguf(settings.model, settings.engine) if settings.backend == "embedded" else None
+    if gguf is not None:
         from tuneloop.serve.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend.from_settings(settings)
+        return LlamaCppBackend.from_settings(settings, gguf)
     if settings.backend == "embedded":
         from tuneloop.serve.backends.embedded import EmbeddedBackend
 

@@ -298,19 +298,21 @@ class LlamaCppBackend(EmbeddedBackend):
     """Serve a model whose weights are a GGUF file through llama.cpp; its tokenizer and config come from the
     Hugging Face directory beside it (the one adapters are trained on)."""
 
-    def __init__(self, model_dir: Path | Callable[[], Path], gguf: Path | Callable[[], Path], **kwargs: Any):
+    def __init__(self, model_dir: Path | Callable[[], Path], gguf: Path, **kwargs: Any):
         super().__init__(model_dir, **kwargs)
         self._gguf = gguf
         # torch only samples here; more OpenMP threads of its own would spin against llama.cpp's.
         self._torch_threads = 1
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LlamaCppBackend:
-        """The backend `settings` describe; BadRequest when the model has no GGUF file."""
-        gguf = llamacpp_gguf(settings.model, "llamacpp")
+    def from_settings(cls, settings: Settings, gguf: Path | None = None) -> LlamaCppBackend:
+        """The backend `settings` describe, running `gguf` (looked up when not given); BadRequest when the
+        model has no GGUF file."""
+        gguf = gguf or llamacpp_gguf(settings.model, "llamacpp")
+        assert gguf is not None  # engine "llamacpp" raises rather than answer None
         return cls(lambda: resolve_model(settings.model, settings.home), gguf, **cls._options(settings))
 
     def _open(self, model_dir: Path) -> tuple[Batch, int]:
-        gguf = self._gguf if isinstance(self._gguf, Path) else self._gguf()
-        batch = LlamaCppBatch.for_model(model_dir, gguf, slots=self._max_batch_size, threads=self._threads)
+        slots, threads = self._max_batch_size, self._threads
+        batch = LlamaCppBatch.for_model(model_dir, self._gguf, slots=slots, threads=threads)
         return batch, batch.vocab_size
