@@ -164,7 +164,6 @@ def greedy(
     batch: LlamaCppBatch, text: str, adapter: str = "__base__", max_tokens: int = 16, chat: bool = True
 ) -> str:
     """One greedy answer to a system + user chat (or to `text` as it is), through `batch` on this thread."""
-    import torch
 
     if chat:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
@@ -174,14 +173,6 @@ def greedy(
         prompt_ids=batch.tokenizer(text, add_special_tokens=False)["input_ids"],
         adapter=adapter,
         max_tokens=max_tokens,
-        temperature=0.0,
-        top_p=1.0,
-        stop=[],
-        repetition_penalty=1.0,
-        presence_penalty=0.0,
-        frequency_penalty=0.0,
-        logit_bias={},
-        generator=torch.Generator().manual_seed(0),
         emit=lambda item: done.append(item[1]) if item[0] == "done" else None,
     )
     run_to_end(batch, [seq], slots=1)

@@ -190,11 +190,7 @@ class Evaluator:
                 max_tokens=max_tokens,
                 temperature=d.temperature or 0.0,
                 top_p=d.top_p or 1.0,
-                stop=[],
                 repetition_penalty=d.repetition_penalty or 1.0,
-                presence_penalty=0.0,
-                frequency_penalty=0.0,
-                logit_bias={},
                 generator=torch.Generator().manual_seed(SAMPLING_SEED + i),
                 emit=collect(i),
             )

@@ -26,15 +26,16 @@ class Sequence:
     prompt_ids: list[int]
     adapter: str
     max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str]
-    repetition_penalty: float
-    presence_penalty: float
-    frequency_penalty: float
-    logit_bias: dict[int, float]
-    generator: Any  # torch.Generator, per sequence so a seed reproduces the same text
     emit: Emit
+    # Sampling: greedy with no stop strings, penalties or bias unless set.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    generator: Any = None  # torch.Generator, per sequence so a seed reproduces the text; greedy needs none
     # JSON mode (json_mode.py): the token ids that may come next after `tokens`; None allows any.
     allowed: Callable[[list[int]], list[int] | None] | None = None
     cancelled: bool = False
