@@ -9,9 +9,9 @@ from transformers import TrainerCallback
 
 from tests.learn.data import kto_rows, preference_rows
 from tuneloop.errors import BadRequest
-from tuneloop.learn.adapter_trainer import train_dpo, train_kto
+from tuneloop.learn.adapter_trainer import _score_completions_only, train_dpo, train_kto
 from tuneloop.learn.job_config import JobSpec
-from tuneloop.model_files import model_hash
+from tuneloop.model_files import load_causal_lm, model_hash
 
 FAST = {"max_steps": 8, "learning_rate": 5e-3, "save_strategy": "no", "max_length": 96}
 
@@ -103,3 +103,21 @@ def test_a_warm_start_from_an_adapter_of_another_rank_is_refused(trained, tiny_m
             train_dpo(spec, preference_rows(2), tmp_path / "adapter")
         else:
             train_kto(spec, kto_rows(2), tmp_path / "adapter")
+
+
+def test_scoring_only_the_completions_on_a_cpu_keeps_trls_log_probs(tiny_model):
+    from trl.trainer import utils
+
+    model, _ = load_causal_lm(tiny_model)
+    utils.add_fused_lm_head(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 12, 13, 0, 0]])
+    completion = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0]])
+    labels = ids.masked_fill(completion == 0, -100)
+    with torch.no_grad():
+        every_position = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        with _score_completions_only():
+            assert utils._use_triton(torch.device("cpu"))  # TRL's switch for projecting scored positions only
+            completions_only = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert not utils._use_triton(torch.device("cpu"))
+    assert torch.allclose(completions_only, every_position, atol=1e-6)
+    assert (completions_only[completion[:, 1:] == 0] == 0).all()

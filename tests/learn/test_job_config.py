@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, paced
+from tuneloop.learn import job_config
+from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, JobSpec, paced
 
 
 def rows(n: int, origin: str = "preference") -> list[dict]:
@@ -34,3 +35,21 @@ def test_passes_the_caller_set_are_kept_and_reward_jobs_are_not_paced() -> None:
     assert paced("dpo", rows(40), {"num_train_epochs": 7}, {}) == {"num_train_epochs": 7}
     assert paced("kto", rows(40), {"max_steps": 3}, {}) == {"max_steps": 3}
     assert paced("reward_embedding", rows(40), {}, {}) == {}
+
+
+def test_cpu_jobs_train_in_bf16_autocast_only_where_the_cpu_has_bf16_units(tmp_path, monkeypatch) -> None:
+    def bf16(**trainer_args) -> bool:
+        spec = JobSpec(kind="dpo", base_model="m", trainer_args=trainer_args, output_dir=tmp_path)
+        return spec.trainer_args["bf16"]
+
+    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: True)
+    assert bf16() is True
+    assert bf16(bf16=False) is False  # a spec's own setting wins
+    assert bf16(use_cpu=False) is False  # on GPUs the spec says whether to use bf16
+    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: False)
+    assert bf16() is False
+    # The resolved value is recorded, so a spec reloaded from job_spec.json elsewhere trains the same way.
+    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: True)
+    spec = JobSpec(kind="dpo", base_model="m", output_dir=tmp_path)
+    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: False)
+    assert JobSpec.model_validate_json(spec.model_dump_json()).trainer_args["bf16"] is True

@@ -1,11 +1,15 @@
 """LoRA adapters: DPO on preference pairs and KTO on good/bad labels, with TRL + PEFT.
 
 The base stays frozen; the reference model is the same base with the adapter switched off, and its log-probs
-are computed once before training (`precompute_ref_log_probs`) instead of on every step.
+are computed once before training (`precompute_ref_log_probs`) instead of on every step. On a CPU the LM head
+scores only the completion tokens (`_score_completions_only`), and CPUs with bf16 units train in bf16 autocast
+(`job_config.cpu_has_bf16_units`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +76,30 @@ def _train(
         # PeftModel (which it would also use as the reference): the reference stays the base with the adapter
         # off, so DPO's KL anchor and the gate's drift check measure the same distance, from the base.
         _load_lora_weights(trainer.model, Path(spec.init_adapter), spec.lora["r"])
-    trainer.train(resume_from_checkpoint=resume_from)
+    with _score_completions_only():
+        trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
     return train_metrics(trainer, n_rows=len(rows))
+
+
+@contextlib.contextmanager
+def _score_completions_only() -> Iterator[None]:
+    """Let TRL's fused LM head project only the positions it scores (the completions) on a CPU too.
+
+    TRL does that on CUDA/XPU only and elsewhere projects every position, so that a compiler (Neuron's) sees
+    one tile shape. Our CPU training compiles nothing, and the prompt and padding positions it would project
+    through the 49k-wide head and back are most of a DPO batch. The log-probs are the same either way."""
+    from trl.trainer import utils
+
+    original = getattr(utils, "_use_triton", None)
+    if original is None:  # a TRL without this switch: leave it as it is
+        yield
+        return
+    utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        utils._use_triton = original
 
 
 def _load_lora_weights(model: Any, path: Path, rank: int) -> None:
