@@ -2,9 +2,16 @@
 
     .venv/bin/python benchmarks/train.py                 # the embedded SmolLM2-135M-Instruct
     .venv/bin/python benchmarks/train.py --model tiny    # the tiny random Llama of the tests
+    .venv/bin/python benchmarks/train.py --variants trl-defaults,trl-fp32,tuneloop
 
 Each variant runs in its own subprocess so its peak resident memory (VmHWM) is its own. Pairs/s counts
-the whole job: tokenising, reference log-probs and training.
+the whole job: tokenising, reference log-probs and training. `trl-fp32` is TRL's defaults without their
+bf16 autocast, which is emulated, and slow, on a CPU without AVX512-BF16 or AMX.
+
+Two losses: `final loss` is the last one each trainer logged, and tuneloop's holds the NLL of the chosen
+answer (its RPO objective) beside the DPO term, so it is not TRL's quantity. `DPO loss` is the one objective
+both share: -log σ(β·margin) of the final policy against its reference, over every pair, scored in fp32
+after training (not counted in pairs/s).
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-VARIANTS = ("trl-defaults", "tuneloop")
+from transformers import TrainerCallback
+
+VARIANTS = ("trl-defaults", "trl-fp32", "tuneloop")
+DEFAULT_VARIANTS = ("trl-defaults", "tuneloop")
 
 
 def make_pairs(n: int) -> list[dict]:
@@ -60,10 +71,11 @@ def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, se
     from tuneloop.monitor.process import peak_memory_mb
 
     rows = make_pairs(n_pairs)
+    probe = FinalDPOLoss()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
-        final_loss, steps = _train(variant, model_path, rows, batch_size, seed, Path(tmp))
-    wall = time.perf_counter() - start
+        final_loss, steps = _train(variant, model_path, rows, batch_size, seed, Path(tmp), probe)
+    wall = time.perf_counter() - start - probe.seconds
     return {
         "variant": variant,
         "pairs": n_pairs,
@@ -72,14 +84,23 @@ def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, se
         "pairs_per_s": round(n_pairs / wall, 3),
         "peak_rss_mb": peak_memory_mb(),
         "final_loss": final_loss,
+        "dpo_loss": probe.loss,
     }
 
 
-def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, seed: int, out: Path):
+def _train(
+    variant: str,
+    model_path: str,
+    rows: list[dict],
+    batch_size: int,
+    seed: int,
+    out: Path,
+    probe: FinalDPOLoss,
+):
     """Run one variant's trainer; return (final logged loss, steps)."""
     from datasets import Dataset
 
-    if variant == "trl-defaults":
+    if variant.startswith("trl-"):
         from trl import DPOConfig, DPOTrainer
 
         # Only what the comparison needs: same batch, one epoch, no saving, CPU; every other setting is TRL's.
@@ -93,8 +114,12 @@ def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, see
             report_to="none",
             disable_tqdm=True,
             seed=seed,
+            **({"bf16": False} if variant == "trl-fp32" else {}),
         )
-        trainer = DPOTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows))
+        trainer = DPOTrainer(
+            model=model_path, args=args, train_dataset=Dataset.from_list(rows), callbacks=[probe]
+        )
+        probe.ref_model = trainer.ref_model
         trainer.train()
         logs = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         return (logs[-1] if logs else None), trainer.state.global_step
@@ -113,8 +138,52 @@ def _train(variant: str, model_path: str, rows: list[dict], batch_size: int, see
             seed=seed,
             output_dir=out,
         )
-        metrics = train_dpo(spec, rows, out / "adapter")
+        metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe])
         return metrics["final_loss"], metrics["steps"]
+
+
+class FinalDPOLoss(TrainerCallback):
+    """When training ends: the sigmoid DPO loss of the final policy over every training pair, in fp32, against
+    `ref_model`, or against the same model with its adapter off when there is none."""
+
+    def __init__(self) -> None:
+        self.ref_model: Any = None
+        self.loss: float | None = None
+        self.seconds = 0.0
+
+    def on_train_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        start = time.perf_counter()
+        self.loss = dpo_loss(model, self.ref_model, train_dataloader, args.beta)
+        self.seconds = time.perf_counter() - start
+
+
+def dpo_loss(model: Any, ref_model: Any, batches: Any, beta: float) -> float:
+    """Mean -log σ(β·((policy - ref) chosen - (policy - ref) rejected)) over TRL's collated batches."""
+    import torch
+    import torch.nn.functional as F
+    from accelerate.utils import extract_model_from_parallel
+
+    def completion_logps(net: Any, batch: dict) -> torch.Tensor:
+        logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = logits[:, :-1].float().log_softmax(-1)
+        token_logps = logps.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+        return (token_logps * batch["completion_mask"][:, 1:]).sum(-1)
+
+    # Drop Accelerate's autocast wrapper, so both variants are scored in fp32 whatever they trained in.
+    model = extract_model_from_parallel(model, keep_fp32_wrapper=False).eval()
+    ref = None if ref_model is None else extract_model_from_parallel(ref_model, keep_fp32_wrapper=False)
+    losses = []
+    with torch.no_grad():
+        for batch in batches:
+            policy = completion_logps(model, batch)
+            if ref is None:
+                with model.disable_adapter():
+                    reference = completion_logps(model, batch)
+            else:
+                reference = completion_logps(ref.eval(), batch)
+            chosen, rejected = (policy - reference).chunk(2)
+            losses.append(-F.logsigmoid(beta * (chosen - rejected)))
+    return torch.cat(losses).mean().item()
 
 
 def resolve_model(name: str) -> str:
@@ -138,7 +207,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -149,25 +218,24 @@ def main() -> None:
         return
 
     model = resolve_model(opts.model)
-    results = []
-    for variant in opts.variants.split(","):
+    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed}")
+    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}"
+    header += f"{'final loss':>12}{'DPO loss':>10}"
+    print(header)
+    print("-" * len(header), flush=True)
+    for variant in opts.variants.split(","):  # each row as its variant finishes: a run can take an hour
         cmd = [sys.executable, __file__, "--worker", variant, "--model", model, "--pairs", str(opts.pairs)]
         cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{variant} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed}")
-    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'final loss':>12}"
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.4f}"
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        loss, dpo = ("n/a" if r[k] is None else f"{r[k]:.4g}" for k in ("final_loss", "dpo_loss"))
         print(
             f"{r['variant']:<14}{r['steps']:>6}{r['wall_s']:>9.1f}{r['pairs_per_s']:>9.3f}"
-            f"{r['peak_rss_mb']:>10.0f}{loss:>12}"
+            f"{r['peak_rss_mb']:>10.0f}{loss:>12}{dpo:>10}",
+            flush=True,
         )
 
 
