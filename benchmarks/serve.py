@@ -80,10 +80,14 @@ def make_adapters(model_dir: Path, count: int, out: Path) -> list[Path]:
 
 
 async def throughput(backend: EmbeddedBackend, concurrency: int, max_tokens: int, adapters=None) -> float:
-    """Total completion tokens/s of `concurrency` simultaneous requests (adapters assigned round-robin)."""
+    """Total completion tokens/s of `concurrency` simultaneous requests (adapters assigned round-robin); one
+    user asks every prompt in turn, as raw llama.cpp is measured, so both answer the same questions."""
     reqs = [ask(i, max_tokens, adapters[i % len(adapters)] if adapters else None) for i in range(concurrency)]
     start = time.perf_counter()
-    done = await asyncio.gather(*(backend.generate(r) for r in reqs))
+    if concurrency == 1:
+        done = [await backend.generate(ask(i, max_tokens, reqs[0].adapter)) for i in range(len(PROMPTS))]
+    else:
+        done = await asyncio.gather(*(backend.generate(r) for r in reqs))
     return sum(c.completion_tokens for c in done) / (time.perf_counter() - start)
 
 
