@@ -40,8 +40,8 @@ PerItem = Callable[[TenantStore, list[Any]], list[Any]]
 @dataclass
 class _Call:
     future: Future
-    run: Callable[[], Any] | None = None  # a lone call
-    fn: PerItem | None = None  # or a mergeable one: fn(store, items)
+    run: Callable[[], Any]  # the call on its own
+    fn: PerItem | None = None  # set when it is fn(store, items), which others' items may join
     store: TenantStore | None = None
     items: list[Any] = field(default_factory=list)
 
@@ -66,7 +66,7 @@ class GroupCommit:
 
     async def many(self, fn: PerItem, store: TenantStore, items: list[Any]) -> list[Any]:
         """`fn(store, items)`, merged with the other waiting calls of `fn` for the same tenant."""
-        return await self._submit(_Call(Future(), fn=fn, store=store, items=items))
+        return await self._submit(_Call(Future(), partial(fn, store, items), fn, store, items))
 
     async def _submit(self, call: _Call) -> Any:
         with self._ready:
@@ -129,7 +129,7 @@ def _units(group: list[_Call]) -> list[list[_Call]]:
 def _run_unit(conn: sa.Connection, unit: list[_Call]) -> list[tuple[Future, Any, BaseException | None]]:
     """Run a lone call, or a merged one on all its callers' items (each caller alone if that fails)."""
     first = unit[0]
-    if first.run is None and first.fn is not None and first.store is not None and len(unit) > 1:
+    if first.fn is not None and first.store is not None and len(unit) > 1:
         try:
             with conn.begin_nested():
                 results = first.fn(first.store, [item for call in unit for item in call.items])
@@ -145,10 +145,9 @@ def _run_unit(conn: sa.Connection, unit: list[_Call]) -> list[tuple[Future, Any,
             return outcomes
     outcomes = []
     for call in unit:
-        run = call.run or partial(call.fn, call.store, call.items)  # type: ignore[arg-type]
         try:
             with conn.begin_nested():
-                outcomes.append((call.future, run(), None))
+                outcomes.append((call.future, call.run(), None))
         except Exception as exc:
             if unavailable(exc) is not None:
                 raise  # a busy store fails the whole group now, not each caller after its own wait
