@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from tests.random_lora import random_lora
+from tests.serve.test_idle_cores import write_stat
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
 from tuneloop.serve.app import make_backend
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.batching import Sequence, run_to_end
+from tuneloop.serve.backends.cores import IdleCores
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.backends.llamacpp import LlamaCppBackend, LlamaCppBatch
 
@@ -231,3 +233,24 @@ def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weigh
     finally:
         batch.close()
         fresh.close()
+
+
+def test_threads_follow_the_idle_cores_between_decodes_and_answers_stay_the_same(
+    base_model: Path, tmp_path: Path
+) -> None:
+    stat = tmp_path / "stat"
+    write_stat(stat, 10, 10)
+    cores = IdleCores(stat, every=0)
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=cores)
+    fixed = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=1)
+    try:
+        expected = [greedy(fixed, text) for text in PROMPTS[:2]]
+        write_stat(stat, 1010, 10)  # other processes kept every core busy
+        assert greedy(batch, PROMPTS[0]) == expected[0]
+        assert batch.threads == 1
+        write_stat(stat, 1010, 1010)  # and then left them idle
+        assert greedy(batch, PROMPTS[1]) == expected[1]
+        assert batch.threads == cores.cores
+    finally:
+        batch.close()
+        fixed.close()

@@ -160,15 +160,13 @@ class Evaluator:
 
         from tuneloop.serve.backends.base import BASE
         from tuneloop.serve.backends.batching import Sequence as Row
-        from tuneloop.serve.backends.batching import default_threads, run_to_end
+        from tuneloop.serve.backends.batching import run_to_end
         from tuneloop.serve.backends.llamacpp import LlamaCppBatch
 
         # llama.cpp on a CPU gains little past 8 rows at once, and each slot holds its KV cache up front.
         slots = min(self.batch_size, 8)
         if arm.gguf not in self._llama:
-            self._llama[arm.gguf] = LlamaCppBatch.for_model(
-                arm.base_dir, arm.gguf, slots=slots, threads=default_threads()
-            )
+            self._llama[arm.gguf] = LlamaCppBatch.for_model(arm.base_dir, arm.gguf, slots=slots)
         batch = self._llama[arm.gguf]
         if arm.adapter is not None and arm.name not in batch.adapters:
             batch.load_adapter(arm.name, arm.adapter)

@@ -64,8 +64,8 @@ class EmbeddedBackend(Backend):
         threads: int | None = None,
     ) -> None:
         self._model_dir = model_dir
-        self._threads = threads or default_threads()
-        self._torch_threads = self._threads
+        self._threads = threads  # None: the llama.cpp backend follows the idle cores (cores.py)
+        self._torch_threads = threads or default_threads()
         self.model_id = model_id or (Path(model_dir).name if isinstance(model_dir, Path) else "model")
         self._max_queue = max_queue
         self._max_batch_size = max_batch_size

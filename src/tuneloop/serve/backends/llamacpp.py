@@ -23,6 +23,7 @@ from tuneloop.errors import BadRequest, TuneloopError
 from tuneloop.model_files import llamacpp_gguf, load_tokenizer, resolve_model
 from tuneloop.serve.backends.base import BASE
 from tuneloop.serve.backends.batching import Batch, Sequence, sample
+from tuneloop.serve.backends.cores import IdleCores
 from tuneloop.serve.backends.embedded import EmbeddedBackend, stop_token_ids
 from tuneloop.serve.backends.gguf_lora import write_gguf_lora
 
@@ -64,7 +65,7 @@ class LlamaCppBatch(Batch):
         base_config: dict[str, Any],
         *,
         slots: int,
-        threads: int,
+        threads: int | IdleCores | None,
     ) -> None:
         lc = _llama()
         self._lc = lc
@@ -78,7 +79,10 @@ class LlamaCppBatch(Batch):
         params.n_ctx = context * slots
         params.n_batch = context  # one prompt fits one decode call
         params.n_seq_max = slots
-        params.n_threads = params.n_threads_batch = threads
+        # None: as many threads as other processes leave cores idle, looked at again between decodes.
+        self._cores = IdleCores() if threads is None else threads if isinstance(threads, IdleCores) else None
+        self.threads = self._cores.threads() if self._cores else threads
+        params.n_threads = params.n_threads_batch = self.threads
         params.kv_unified = False  # each slot attends to its own cells only
         params.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, params)
@@ -97,7 +101,9 @@ class LlamaCppBatch(Batch):
         self._active = BASE
 
     @classmethod
-    def for_model(cls, model_dir: Path, gguf: Path, *, slots: int, threads: int) -> LlamaCppBatch:
+    def for_model(
+        cls, model_dir: Path, gguf: Path, *, slots: int, threads: int | IdleCores | None = None
+    ) -> LlamaCppBatch:
         """The batch for GGUF file `gguf`, with the tokenizer, stop tokens and config of the Hugging Face
         directory `model_dir` that holds the same weights (the one adapters are trained on)."""
         from transformers import GenerationConfig
@@ -220,6 +226,9 @@ class LlamaCppBatch(Batch):
             b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, wants
             b.seq_id[i][0] = slot
         b.n_tokens = len(tokens)
+        if self._cores is not None and (n := self._cores.threads()) != self.threads:
+            self._lc.llama_set_n_threads(self._ctx, n, n)
+            self.threads = n
         if (code := self._lc.llama_decode(self._ctx, b)) != 0:
             raise TuneloopError(f"llama.cpp decode failed (code {code})")
         return [
