@@ -3,6 +3,7 @@ review page shows the task's agreement. Screens are saved beside the other dashb
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -117,3 +118,23 @@ def logged_in_reviewer(browser, url: str, key: str):  # noqa: F811
     with page.expect_navigation(url=f"{url}/dashboard/t/acme/review"):
         page.click("button[type=submit]")
     return page
+
+
+@pytest.mark.parametrize("n, score", enumerate(["²", "٣", "3.0", ""]))
+def test_a_review_form_with_a_score_that_is_not_an_offered_digit_is_a_400(site, n: int, score: str) -> None:
+    url, keys, _ = site
+    task, interaction = f"digits-{n}", f"int-digits-{n}"
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['operator']}"}) as api:
+        api.post("/v1/review/tasks", json={"name": task, "kind": "rubric", "overlap": 1})
+        api.post("/v1/interactions", json={"id": interaction, "messages": QUESTION, "response": SHORT})
+        added = api.post(f"/v1/review/tasks/{task}/items", json={"items": [{"interaction_id": interaction}]})
+        item = added.json()["data"][0]["id"]
+    client = httpx.Client(base_url=url, follow_redirects=False)
+    assert client.post("/dashboard/login", data={"key": keys["ben"], "next": "/dashboard"}).status_code == 303
+    screen = client.get(f"/dashboard/t/acme/review/{task}")
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', screen.text).group(1)
+    # "²".isdigit() is True, yet int("²") raises: the form refuses it as it refuses "9".
+    answer = client.post(f"/dashboard/t/acme/review/{task}/{item}", data={"csrf": token, "score": score})
+    assert answer.status_code == 400, answer.text
+    assert "Label not saved" in answer.text
+    client.close()

@@ -47,8 +47,11 @@ def test_docs_add_list_update_delete(tenant: str, tmp_path: Path, capsys: pytest
         ("latin.txt", "café".encode("latin-1"), "not valid UTF-8"),
         ("big.txt", b"a" * 2048, "the limit is 1024"),
         ("control.txt", b"\x01\x02\x03\x04" * 20, "looks binary"),
+        ("empty.txt", b"", "has no text"),
+        ("blank.md", b"  \n\n\t\n", "has no text"),
+        ("script.html", b"<script>track()</script><style>p{}</style>", "has no text"),
     ],
-    ids=["image", "nul-bytes", "latin-1", "too-big", "control-bytes"],
+    ids=["image", "nul-bytes", "latin-1", "too-big", "control-bytes", "empty", "blank", "markup-only"],
 )
 def test_bad_files_get_one_line_errors_and_nothing_is_added(
     tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture, name: str, data: bytes, message: str
@@ -78,3 +81,17 @@ def test_bad_files_get_one_line_errors_and_nothing_is_added(
 def test_deleting_an_unknown_document_is_an_error(tenant: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["docs", "delete", "--tenant", tenant, "nope"]) == 1
     assert "document 'nope' not found" in capsys.readouterr().err
+
+
+def test_a_folder_without_text_markdown_or_html_files_is_an_error(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    empty, photos = tmp_path / "empty", tmp_path / "photos"
+    empty.mkdir()
+    photos.mkdir()
+    (photos / "cat.png").write_bytes(b"\x89PNG\r\n")
+
+    for folder in (empty, photos):
+        assert main(["docs", "add", "--tenant", tenant, str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert f"{folder}: no text, Markdown or HTML files" in err and len(err.strip().splitlines()) == 1

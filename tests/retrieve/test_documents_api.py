@@ -159,3 +159,21 @@ def test_a_blank_query_is_refused_not_answered(api: dict[str, Any], query: str) 
         response = http.post("/v1/retrieve", json={"query": query})
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("query:")
+
+
+def test_a_document_title_holding_control_characters_is_a_400(api: dict[str, Any]) -> None:
+    # `tuneloop docs list` prints titles to a terminal: an escape sequence in one would run there.
+    with _http(api) as http:
+        response = http.put("/v1/documents/escapes", json={"text": "Fees", "title": "\x1b]0;owned\x07Fees"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "title"
+
+
+def test_a_title_taken_from_the_text_drops_its_control_characters(api: dict[str, Any]) -> None:
+    with _http(api) as http:
+        put = http.put(
+            "/v1/documents/ansi", json={"text": "\x1b[2J\x1b[31mFees\x1b[0m\n\nTransfers cost 0.5%."}
+        )
+        assert put.status_code == 201, put.text
+        [doc] = [d for d in http.get("/v1/documents").json()["data"] if d["id"] == "ansi"]
+    assert doc["title"] == "[2J[31mFees[0m"

@@ -91,6 +91,7 @@ def test_streamed_text_equals_the_whole_completion(embedded: dict) -> None:
         ({"prompt": "a", "suffix": "z"}, "suffix"),
         ({"prompt": "a", "best_of": 3}, "best_of"),
         ({"prompt": "a", "logprobs": 2}, "logprobs"),
+        ({"prompt": "a", "logprobs": 0}, "logprobs"),  # 0 still asks for the chosen tokens' logprobs
         ({"prompt": "a", "echo": True, "stream": True}, "echo"),
         ({"prompt": "a", "messages": []}, "messages"),
         ({}, "prompt"),

@@ -347,3 +347,63 @@ def _protobuf_of(spans: list[ReadableSpan] | tuple[ReadableSpan, ...]) -> bytes:
 
     request: ExportTraceServiceRequest = encode_spans(spans)
     return request.SerializeToString()
+
+
+def _chat_spans(*prompts: str) -> tuple[ReadableSpan, ...]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    for prompt in prompts:
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.prompt.0.content": prompt,
+                    "gen_ai.completion.0.content": "ok",
+                }
+            )
+    return memory.get_finished_spans()
+
+
+def test_a_gzip_body_of_several_members_records_the_spans_of_every_member(api: tuple) -> None:
+    # RFC 1952: a gzip body may be several members, decompressed one after another. Protobuf messages
+    # concatenate into one, so each member here holds one span; none may be dropped unseen.
+    url, key_a, *_ = api
+    spans = _chat_spans("first member", "second member")
+    body = b"".join(gzip.compress(_protobuf_of([s])) for s in spans)
+    resp = httpx.post(
+        f"{url}/v1/traces", content=body, headers={**PROTOBUF, "Content-Encoding": "gzip", **_auth(key_a)}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tuneloop-spans-accepted"] == "2"
+    for span in spans:
+        assert _get(url, key_a, _interaction_id(span)).status_code == 200
+
+
+def test_a_gzip_body_of_several_members_is_bounded_by_their_sum(api: tuple) -> None:
+    url, key_a, *_ = api
+    body = gzip.compress(b"") + gzip.compress(b"\x00" * 150_000) + gzip.compress(b"\x00" * 150_000)
+    resp = httpx.post(
+        f"{url}/v1/traces", content=body, headers={**PROTOBUF, "Content-Encoding": "gzip", **_auth(key_a)}
+    )
+    assert resp.status_code == 413, resp.text
+
+
+def test_spans_with_more_text_to_redact_than_one_request_may_send_get_413(tmp_path: Path) -> None:
+    # The capture API refuses a request over TUNELOOP_MAX_REDACT_CHARS; many spans in one export are one
+    # request too, so each under the limit must not add up to more analysis than the limit allows.
+    settings = Settings(home=tmp_path / "home", backend="none", max_redact_chars=1000)
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("a")
+    store.close()
+    spans = _chat_spans("a question of six hundred characters " * 16, "another question " * 36)
+    with live_server(settings) as url:
+        resp = httpx.post(f"{url}/v1/traces", content=_protobuf_of(spans), headers={**PROTOBUF, **_auth(key)})
+        assert resp.status_code == 413, resp.text
+        assert resp.json()["error"]["code"] == "redaction_budget"
+        assert all(_get(url, key, _interaction_id(s)).status_code == 404 for s in spans)
+        one = httpx.post(
+            f"{url}/v1/traces", content=_protobuf_of(spans[:1]), headers={**PROTOBUF, **_auth(key)}
+        )
+        assert one.headers["x-tuneloop-spans-accepted"] == "1"

@@ -12,7 +12,7 @@ from tuneloop.capture import pending
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, with_keys
 from tuneloop.capture.public_terms import PublicTerms
-from tuneloop.capture.redact import Redactor
+from tuneloop.capture.redact import Redactor, strings_in
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import ItemResult, TenantStore
 
@@ -54,6 +54,11 @@ class Capture:
         """How this tenant stores a client-chosen interaction or event id; lookups pass ids through it too."""
         return value if store.tenant.redaction == "off" else self.pseudonyms.reference(value)
 
+    def check_interactions_budget(self, items: list[InteractionIn]) -> None:
+        """413 when `items` together hold more text to redact than one request may send (an OTLP export's
+        spans are one request, however small each is)."""
+        self.redactor.check_budget(strings_in([_redactable(item) for item in items]))
+
     def interaction_row(
         self, store: TenantStore, item: InteractionIn, *, budget: bool = True, **served: Any
     ) -> Row:
@@ -63,12 +68,10 @@ class Capture:
         """
         payload = item.model_dump(mode="json")
         digest = self.pseudonyms.digest({**payload, **served})
-        choices = item.choices or [item.response]
-        messages = [m.content for m in item.messages]
         user = self.identifier(store, item.user)
         mode = store.tenant.redaction
         redacted = self.redactor.redact_json(
-            [messages, item.response, choices, item.metadata, keys_of(item.metadata), item.model],
+            _redactable(item),
             mode,
             store.tenant_id,
             budget=budget,
@@ -160,3 +163,10 @@ class Capture:
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
         """Redact and store validated events; those whose interaction is not logged yet wait for it."""
         return pending.store_feedback(store, self.feedback_rows(store, items))
+
+
+def _redactable(item: InteractionIn) -> list[Any]:
+    """What redaction reads of an interaction, in the order `interaction_row` unpacks it."""
+    choices = item.choices or [item.response]
+    messages = [m.content for m in item.messages]
+    return [messages, item.response, choices, item.metadata, keys_of(item.metadata), item.model]

@@ -116,8 +116,7 @@ class Redactor:
         """
         if mode == "off":
             return list(values)
-        strings: list[str] = []
-        _collect_strings(values, strings)
+        strings = strings_in(values)
         if budget:
             self.check_budget(strings)
         redacted = iter(self.redact_texts(strings, mode, owner, keep))
@@ -440,6 +439,13 @@ def _normalize(entity: str, value: str) -> str:
     if entity == "IP_ADDRESS":
         return value.lower()
     return " ".join(value.casefold().split())
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string inside `value` (nested dicts' values and lists), in the order redaction reads them."""
+    out: list[str] = []
+    _collect_strings(value, out)
+    return out
 
 
 def _collect_strings(value: Any, out: list[str]) -> None:

@@ -11,7 +11,7 @@ from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
-from tuneloop.retrieve.extract import FORMATS, MAX_FILE_BYTES, format_of, read_file
+from tuneloop.retrieve.extract import FORMATS, MAX_FILE_BYTES, format_of, read_file, to_text
 from tuneloop.store.repository import TenantStore
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:\-]+")
@@ -61,11 +61,16 @@ def files_of(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(
+            inside = sorted(
                 p
                 for p in path.rglob("*")
                 if p.is_file() and not p.is_symlink() and p.suffix.lower() in FORMATS
             )
+            if not inside:
+                raise BadRequest(
+                    f"{path}: no text, Markdown or HTML files in this folder ({', '.join(sorted(FORMATS))})"
+                )
+            found += inside
         elif path.exists():
             found.append(path)
         else:
@@ -83,6 +88,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     files = files_of(args.paths)
     texts = [(path, format_of(path), read_file(path, args.max_bytes)) for path in files]  # all checked first
+    for path, fmt, raw in texts:
+        if not to_text(raw, fmt):
+            raise BadRequest(f"{path.name}: has no text once extracted from {fmt}; nothing was added")
     tenant = _tenant(args.tenant)
     redactor = Redactor(hash_key=Settings().hash_key())
     progress = Progress.of(args)

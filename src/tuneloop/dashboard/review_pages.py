@@ -90,7 +90,8 @@ def _label(kind: str, form: dict[str, str]) -> dict[str, Any]:
     value = form[field]
     if kind == "correction":
         return {"text": value}
-    if not value.isdigit() or len(value) > 2:
+    # ASCII digits only: "²".isdigit() is true, yet int() refuses it.
+    if not (value.isascii() and value.isdigit()) or len(value) > 2:
         raise BadRequest(f"{field}: {value[:20]!r} is not one of the offered choices")
     return {field: int(value)}
 

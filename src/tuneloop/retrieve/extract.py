@@ -21,6 +21,8 @@ FORMATS: dict[str, Format] = {
 }
 MAX_FILE_BYTES = 2_000_000  # redaction reads about 25,000 characters per CPU second: 2 MB is ~80 s
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# A title is one line printed as it is (`tuneloop docs list`): no C0/C1 controls, so no terminal escapes.
+TITLE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SKIPPED_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
 _BLOCK_TAGS = {
     "p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer",
@@ -90,8 +92,8 @@ def to_text(raw: str, fmt: Format) -> str:
 
 def title_of(text: str, fallback: str) -> str:
     """The first line of the text (its heading), at most 200 characters, else `fallback`."""
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return (first or fallback)[:200]
+    lines = (TITLE_CONTROL.sub("", line).strip() for line in text.splitlines())
+    return (next((line for line in lines if line), "") or fallback)[:200]
 
 
 class _TextParser(HTMLParser):

@@ -55,7 +55,7 @@ def _parse(body: Any, max_text: int) -> CompletionRequest:
         raise BadRequest("best_of is not supported; leave it out or send it equal to n", param="best_of")
     if req.suffix:
         raise BadRequest("suffix (insertion) is not supported; leave it out", param="suffix")
-    if req.logprobs:
+    if req.logprobs is not None:  # 0 still asks for the chosen tokens' logprobs
         raise BadRequest("logprobs are not supported; leave them out", param="logprobs")
     if req.echo and req.stream:
         raise BadRequest("echo with stream is not supported; send one of them", param="echo")

@@ -90,17 +90,23 @@ async def _read_request(request: Request, media: str, max_bytes: int) -> ExportT
 
 
 def _gunzip(body: bytes, max_bytes: int) -> bytes:
-    """Decompress at most `max_bytes`: the limit bounds what is decoded, not just what was sent."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error:
-        raise BadRequest("request body is not valid gzip") from None
-    if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
-    if not inflater.eof:
-        raise BadRequest("request body is truncated gzip")
-    return out
+    """Decompress at most `max_bytes`: the limit bounds what is decoded, not just what was sent. A body
+    of several gzip members (RFC 1952) is every member's output in turn, bounded by their sum."""
+    out = bytearray()
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, max_bytes + 1 - len(out))
+        except zlib.error:
+            raise BadRequest("request body is not valid gzip") from None
+        if len(out) > max_bytes or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            raise BadRequest("request body is truncated gzip")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def _from_json(data: Any) -> ExportTraceServiceRequest:
@@ -147,6 +153,7 @@ async def _record(
     """Record each LLM span; count the rest. Answers the counts and one reason per rejected span."""
     counts = {"accepted": 0, "duplicate": 0, "ignored": 0}
     errors: list[str] = []
+    valid: list[tuple[InteractionIn, SpanInteraction]] = []
     for resource_spans in export.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
@@ -156,18 +163,27 @@ async def _record(
                     counts["ignored"] += 1
                     continue
                 try:
-                    status = await _record_span(st, store, span_interaction(span, attrs, resource))
+                    mapped = span_interaction(span, attrs, resource)
+                    where = f"span {mapped.body['id']}: "
+                    item = validate(InteractionIn, mapped.body, st.settings.max_text_chars, where=where)
                 except (SpanRejected, TuneloopError) as exc:
                     errors.append(clip(str(exc), 300))
                     continue
-                counts[status] += 1
+                valid.append((item, mapped))
+    if store.tenant.redaction != "off":  # 413 before any span is written
+        st.capture.check_interactions_budget([item for item, _ in valid])
+    for item, mapped in valid:
+        try:
+            status = await _record_span(st, store, item, mapped)
+        except TuneloopError as exc:
+            errors.append(clip(str(exc), 300))
+            continue
+        counts[status] += 1
     return counts, errors
 
 
-async def _record_span(st: Any, store: TenantStore, mapped: SpanInteraction) -> str:
-    """Validate (as the capture API does), redact off the event loop, write; answers the status."""
-    where = f"span {mapped.body['id']}: "
-    item = validate(InteractionIn, mapped.body, st.settings.max_text_chars, where=where)
+async def _record_span(st: Any, store: TenantStore, item: InteractionIn, mapped: SpanInteraction) -> str:
+    """Redact off the event loop, write; answers the status."""
     row = await anyio.to_thread.run_sync(partial(st.capture.interaction_row, store, item, **mapped.served))
     result = await st.writes(store.log_interaction, *row)
     return result.status

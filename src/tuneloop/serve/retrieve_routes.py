@@ -17,6 +17,7 @@ from tuneloop.capture.events import Id
 from tuneloop.clock import utc
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.retrieve.documents import Stored, delete_document, list_documents, put_document
+from tuneloop.retrieve.extract import TITLE_CONTROL
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
 from tuneloop.retrieve.search import log_retrieval, search
@@ -39,12 +40,21 @@ def _not_blank(text: str) -> str:
 Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
+def _one_line(title: str) -> str:
+    if TITLE_CONTROL.search(title):
+        raise ValueError("holds a control character (a line break, tab or terminal escape); send one line")
+    return title
+
+
+Title = Annotated[str, Field(max_length=200), AfterValidator(_one_line)]
+
+
 class DocumentIn(BaseModel):
     """A document's text as the app has it; `format` says how to read it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     id: Id | None = None
-    title: Annotated[str, Field(max_length=200)] | None = None
+    title: Title | None = None
     text: Text
     format: Literal["text", "markdown", "html"] = "text"
 
