@@ -73,12 +73,14 @@ class ItemResult:
     code: int = 201
 
 
+# json.dumps builds an encoder per call; every captured event is hashed, so build it once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def payload_hash(payload: dict[str, Any]) -> str:
     """SHA-256 of a payload's canonical JSON. Capture stores only its keyed form (`Pseudonyms.digest`):
     this one can be brute-forced back to values that redaction removed from the row."""
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-    ).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()
 
 
 def hash_key(key: str) -> str:
