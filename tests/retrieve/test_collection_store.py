@@ -3,19 +3,22 @@ versions replace chunks, deletes reach the index, and two tenants' indexes never
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import numpy as np
 import sqlalchemy as sa
 
 from tests.postgres import PostgresServer
+from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.retrieve.documents import delete_document, list_documents, put_document
 from tuneloop.retrieve.index import InProcessIndex, PgvectorIndex, chunk_vectors, indexes_for
 from tuneloop.retrieve.search import search
 from tuneloop.signals import embeddings
+from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store
-from tuneloop.store.schema import chunks
+from tuneloop.store.schema import audit_log, chunks, documents
 
 
 def test_collections_version_delete_and_isolate_on_each_store(store: Store) -> None:
@@ -37,12 +40,12 @@ def test_postgresql_with_pgvector_searches_in_the_database(pgvector_server: Post
 
 def versions_deletes_and_isolation(store: Store) -> None:
     acme, beta = (store.for_tenant(store.create_tenant(n, redaction="off")[0]) for n in ("acme", "beta"))
-    redactor = Redactor()
-    put_document(acme, redactor, "fees.md", "# Fees\n\nTransfers abroad cost 0.5%.", "markdown")
-    put_document(beta, redactor, "soup.txt", "Our soup of the day is tomato.", "text")
+    capture = Capture(Redactor(), Pseudonyms(b"secret"))
+    put_document(acme, capture, "fees.md", "# Fees\n\nTransfers abroad cost 0.5%.", "markdown")
+    put_document(beta, capture, "soup.txt", "Our soup of the day is tomato.", "text")
     first = [h.text for h in search(acme, "transfer fee abroad", 3)]
 
-    updated = put_document(acme, redactor, "fees.md", "# Fees\n\nTransfers abroad cost 0.7%.", "markdown")
+    updated = put_document(acme, capture, "fees.md", "# Fees\n\nTransfers abroad cost 0.7%.", "markdown")
     second = [(h.chunk_id, h.text) for h in search(acme, "transfer fee abroad", 3)]
     removed = delete_document(acme, "fees.md")
 
@@ -72,7 +75,7 @@ def test_pgvector_ranks_chunks_as_exact_cosine_search_does(pgvector_server: Post
     try:
         tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
         for i, text in enumerate(TOPICS):
-            put_document(tenant, Redactor(), f"d{i}", text, "text")
+            put_document(tenant, Capture(Redactor(), Pseudonyms(b"secret")), f"d{i}", text, "text")
         query = "I forgot my password and cannot sign in"
         served = [h.chunk_id for h in search(tenant, query, 5)]
         vector = embeddings.embed([query])[0]
@@ -81,3 +84,16 @@ def test_pgvector_ranks_chunks_as_exact_cosine_search_does(pgvector_server: Post
     finally:
         store.close()
     assert served == [r.id for r in exact[:5]]
+
+
+def test_a_documents_stored_digests_are_keyed_so_its_text_cannot_be_guessed_back(store: Store) -> None:
+    """A short document can hold what redaction removes: a plain SHA-256 of its text would give it back to
+    anyone who can guess it, in the row and in the audit log, which is never deleted."""
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    text = "Call Jane at 555-0100."
+    put_document(tenant, Capture(Redactor(), Pseudonyms(b"secret")), "note", text, "text")
+    plain = hashlib.sha256(text.encode()).hexdigest()
+    with store.read() as conn:
+        stored = conn.execute(sa.select(documents.c.content_hash)).scalar_one()
+        details = [str(d) for d in conn.execute(sa.select(audit_log.c.details)).scalars()]
+    assert stored != plain and all(plain not in d for d in details)

@@ -117,3 +117,9 @@ def test_reopening_the_store_keeps_data_and_migrates_idempotently(db_url: str) -
 def test_tenant_names_are_lowercase_ascii(store: Store, name: str) -> None:
     with pytest.raises(BadRequest, match="lowercase ASCII"):
         store.create_tenant(name)
+
+
+def test_an_unknown_tenant_name_of_any_length_is_named_briefly(store: Store) -> None:
+    with pytest.raises(NotFound) as found:
+        store.tenant_by_name("x" * 5000)
+    assert len(found.value.message) < 200

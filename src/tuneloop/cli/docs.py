@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tuneloop.cli.admin import open_store
+from tuneloop.cli.admin import open_capture, open_store
 from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
@@ -83,7 +83,6 @@ def files_of(paths: list[Path]) -> list[Path]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from tuneloop.capture.redact import Redactor
     from tuneloop.retrieve.documents import put_document
 
     files = files_of(args.paths)
@@ -92,13 +91,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         if not to_text(raw, fmt):
             raise BadRequest(f"{path.name}: has no text once extracted from {fmt}; nothing was added")
     tenant = _tenant(args.tenant)
-    redactor = Redactor(hash_key=Settings().hash_key())
+    capture = open_capture()
     progress = Progress.of(args)
     results = []
     for path, fmt, raw in texts:
         with progress.stage(f"{path.name}: redact, chunk, embed"):
             results.append(
-                put_document(tenant, redactor, document_id(path), raw, fmt, budget=False, actor="cli")
+                put_document(tenant, capture, document_id(path), raw, fmt, budget=False, actor="cli")
             )
     emit(
         args,

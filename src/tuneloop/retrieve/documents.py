@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import sqlalchemy as sa
 
-from tuneloop.capture.redact import Redactor
+from tuneloop.capture.ingest import Capture
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
 from tuneloop.retrieve.chunking import MAX_CHUNKS, chunk_text
@@ -40,9 +40,15 @@ def chunk_key(chunk: str) -> int:
     return int.from_bytes(hashlib.sha256(chunk.encode()).digest()[:8], "big") >> 1
 
 
+def content_digest(capture: Capture, text: str) -> str:
+    """A document text's keyed digest: equal texts match, and a short text that held what redaction removes
+    cannot be guessed back from it."""
+    return capture.pseudonyms.digest({"document": text})
+
+
 def put_document(
     tenant: TenantStore,
-    redactor: Redactor,
+    capture: Capture,
     document_id: str,
     raw: str,
     fmt: Format,
@@ -60,7 +66,7 @@ def put_document(
     text = to_text(raw, fmt)
     if not text:
         raise BadRequest(f"document {document_id!r} has no text once extracted from {fmt}", param="text")
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    digest = content_digest(capture, text)
     current = tenant.first(documents, documents.c.id == document_id)
     if current is not None and current.content_hash == digest:
         return Stored(document_id, current.version, current.chunks, "unchanged")
@@ -71,8 +77,8 @@ def put_document(
             param="id",
         )
     if budget:
-        redactor.check_budget([text])
-    redacted, heading = redactor.redact_texts(
+        capture.redactor.check_budget([text])
+    redacted, heading = capture.redactor.redact_texts(
         [text, title or title_of(text, document_id)], tenant.tenant.redaction, tenant.tenant_id
     )
     pieces = chunk_text(redacted)
@@ -121,7 +127,7 @@ def put_document(
             actor=actor,
             action="document.put",
             subject=document_id,
-            details={"version": version, "chunks": len(pieces), "sha256": digest},
+            details={"version": version, "chunks": len(pieces), "digest": digest},
         )
         return Stored(document_id, version, len(pieces), "updated" if row is not None else "created")
 

@@ -3,7 +3,6 @@ each retrieval showed (`GET /v1/retrievals`)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -16,7 +15,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from tuneloop.capture.events import Id
 from tuneloop.clock import utc
 from tuneloop.errors import BadRequest, NotFound
-from tuneloop.retrieve.documents import Stored, delete_document, list_documents, put_document
+from tuneloop.retrieve.documents import (
+    Stored,
+    content_digest,
+    delete_document,
+    list_documents,
+    put_document,
+)
 from tuneloop.retrieve.extract import TITLE_CONTROL
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
@@ -78,11 +83,11 @@ async def _document(request: Request, document_id: str | None, *, replace: bool)
         if document_id and body.id not in (None, document_id):
             raise BadRequest("id: the path names the document; leave id out of the body", param="id")
         # Without an id the text names itself: posting the same text twice is `unchanged`.
-        doc_id = document_id or body.id or f"doc-{hashlib.sha256(body.text.encode()).hexdigest()[:16]}"
+        doc_id = document_id or body.id or f"doc-{content_digest(st.capture, body.text)[:16]}"
         put = partial(
             put_document,
             tenant,
-            st.capture.redactor,
+            st.capture,
             doc_id,
             body.text,
             body.format,

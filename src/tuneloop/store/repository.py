@@ -226,6 +226,8 @@ class Store:
     def tenant_by_name(self, name: str) -> Tenant:
         with self.read() as conn:
             row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+        if row is None and not TENANT_NAME.fullmatch(name):  # a header or argument of any length and content
+            raise NotFound(f"unknown tenant {name[:100]!r}: tenant names are 1-64 of a-z, 0-9, '-' and '_'")
         if row is None:
             raise NotFound(f"unknown tenant {name!r} — create it with `tuneloop tenants add {name}`")
         return _tenant(row)
