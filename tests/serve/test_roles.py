@@ -159,3 +159,11 @@ def test_keys_made_before_roles_become_operators_and_admins(tmp_path: Path) -> N
     store.close()
     assert (tenant_key.role, tenant_key.tenant.name) == ("operator", "acme")
     assert (admin_key.role, admin_key.tenant, admin_key.is_admin) == ("admin", None, True)
+
+
+def test_an_admin_key_naming_two_tenants_at_once_is_a_400(app_keys: tuple) -> None:
+    _, url, keys = app_keys
+    headers = [("Authorization", f"Bearer {keys['admin']}"), ("X-Tuneloop-Tenant", "acme")]
+    response = httpx.get(f"{url}/v1/feedback", headers=[*headers, ("X-Tuneloop-Tenant", "other")])
+    assert response.status_code == 400 and "one X-Tuneloop-Tenant" in response.text
+    assert httpx.get(f"{url}/v1/feedback", headers=headers).status_code == 200

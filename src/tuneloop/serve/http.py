@@ -276,7 +276,10 @@ class Auth:
         principal = await self.authorize(request, allow)
         if principal.tenant is not None:
             return self.store.for_tenant(principal.tenant)
-        name = request.headers.get("x-tuneloop-tenant")
+        names = request.headers.getlist("x-tuneloop-tenant")
+        if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
+            raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
+        name = names[0] if names else ""
         if not name:
             raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
         return self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
