@@ -3,12 +3,15 @@ them and puts the gated ones on one multi-arm experiment; off unless the tenant'
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.monitor.seed import give, log
 from tuneloop import Settings
+from tuneloop.clock import now_utc
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop import light as light_candidates
 from tuneloop.loop.light import LightPolicy, compose_candidates
@@ -106,8 +109,35 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
 
 def test_the_light_stage_stands_aside_when_off_or_when_approval_is_required(tenant: tuple) -> None:
     tenant, settings, _ = tenant
-    assert light_candidates.start_trial(tenant, settings, approval=False) == {"light": {"skipped": "off"}}
+    unused = _no_judge_needed
+    off = light_candidates.start_trial(tenant, settings, approval=False, train_judge=unused)
+    assert off == {"light": {"skipped": "off"}}
     _policy(settings, "light_policy.yaml", {"enabled": True})
     # Candidates that must wait for a person are never put before users by a light trial either.
-    skipped = light_candidates.start_trial(tenant, settings, approval=True)
+    skipped = light_candidates.start_trial(tenant, settings, approval=True, train_judge=unused)
     assert skipped == {"light": {"skipped": "require_approval"}} and active_experiment(tenant) is None
+
+
+def _no_judge_needed(snapshot_hash: str) -> dict:
+    raise AssertionError("no reward model should be trained here")
+
+
+def test_a_new_tenants_light_stage_trains_a_judge_before_gating_its_candidates(tenant: tuple) -> None:
+    """Light candidates come before a first turn's training; the gate's reward-model suite needs a judge, so
+    without one every candidate of a new tenant was blocked on a missing input."""
+    tenant, settings, _ = tenant
+    now = now_utc()
+    for i in range(16):
+        question = f"How do I reset password number {i}?"
+        interaction = log(tenant, prompt=question, response=LONG * 2, created_at=now - timedelta(minutes=i))
+        give(tenant, interaction, "edit", "Settings, then Reset.", now - timedelta(minutes=i))
+    _policy(settings, "light_policy.yaml", {"enabled": True, "examples": None})
+
+    # The light stage only: no turn trains an adapter here.
+    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=10**9)).tick(force=True)
+
+    light = turn.report["light"]
+    judge = Registry(tenant).production("reward_model")
+    assert judge is not None and light["reward_model"]["judge"] == judge.id
+    reports = [Path(Registry(tenant).get(c["version"]).gate_report).read_text() for c in light["candidates"]]
+    assert reports and all("no production reward model" not in r for r in reports)

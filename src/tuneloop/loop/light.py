@@ -14,6 +14,7 @@ production's prompt and decoding — so an adapter carries the winning light par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,11 +60,18 @@ class LightPolicy(TenantPolicy):
     max_candidates: int = Field(3, ge=1, le=6, description="Most light candidates on one experiment.")
 
 
-def start_trial(tenant: TenantStore, settings: Settings, *, approval: bool) -> dict[str, Any]:
+def start_trial(
+    tenant: TenantStore,
+    settings: Settings,
+    *,
+    approval: bool,
+    train_judge: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
     """Compose, gate and put on trial the tenant's light candidates; the turn report's `light` entry.
 
     A trial already live (a restarted turn) is picked up; nothing starts while another experiment runs or
-    when candidates must wait for a person's approval.
+    when candidates must wait for a person's approval. A tenant with no reward model in production gets
+    one first (`train_judge` on the snapshot), as the gate's reward-model suite needs a judge.
     """
     policy = tenant_policy(settings.home, tenant.tenant.name, LightPolicy)
     live = active_experiment(tenant)
@@ -74,6 +82,13 @@ def start_trial(tenant: TenantStore, settings: Settings, *, approval: bool) -> d
         return {"light": {"skipped": why}}
     rewards = tenant_policy(settings.home, tenant.tenant.name, RewardPolicy)
     snapshot = create_snapshot(tenant, settings.home, rewards, actor=ACTOR)
+    judged: dict[str, Any] = {}
+    if Registry(tenant).production("reward_model") is None:
+        # Light candidates come before a first turn's training, so a new tenant has no judge yet.
+        try:
+            judged = {"reward_model": train_judge(snapshot.hash)}
+        except BadRequest as exc:  # too few pairs for a reward model: the gate says what is missing
+            judged = {"reward_model": {"skipped": str(exc)}}
     composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
     for candidate in composed:
         if "version" in candidate:
@@ -82,7 +97,7 @@ def start_trial(tenant: TenantStore, settings: Settings, *, approval: bool) -> d
             )
             candidate["decision"] = result.decision
     gated = [c["version"] for c in composed if c.get("decision") == "gated"]
-    report: dict[str, Any] = {"snapshot": snapshot.hash, "candidates": composed}
+    report: dict[str, Any] = {"snapshot": snapshot.hash, **judged, "candidates": composed}
     if not gated:
         return {"light": {**report, "skipped": "no light candidate passed the gate"}}
     exp = arms.start_arms(

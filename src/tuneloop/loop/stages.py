@@ -80,18 +80,23 @@ def snapshot(ctx: TurnContext, turn: Turn) -> Step:
 
 
 def reward(ctx: TurnContext, turn: Turn) -> Step:
-    """Train a reward model (by DP-SGD under the policy's `reward_dp`); it becomes the judge when it passes
-    the gate's own judge check."""
+    """Train a reward model; it becomes the judge when it passes the gate's own judge check."""
+    return Step("adapter", {"reward_model": _train_judge(ctx, turn.report["snapshot"])})
+
+
+def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
+    """Train a reward model on the snapshot (by DP-SGD under the policy's `reward_dp`) and appoint it judge
+    if fit; what was measured and who judges now."""
     rm = train_version(
         ctx.tenant,
         ctx.settings,
-        turn.report["snapshot"],
+        snapshot_hash,
         ctx.policy.reward_method,
         trainer_args=dp_trainer_args(ctx.policy.reward_dp),
         actor="loop",
     )
     assert rm is not None  # no cancel event was given
-    return Step("adapter", {"reward_model": appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop")})
+    return appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop")
 
 
 def adapter(ctx: TurnContext, turn: Turn) -> Step:
@@ -204,7 +209,12 @@ def canary(ctx: TurnContext, turn: Turn) -> Step | None:
 
 def light(ctx: TurnContext, turn: Turn) -> Step:
     """Compose light candidates from production, gate them, put the gated ones on a multi-arm trial."""
-    report = light_candidates.start_trial(ctx.tenant, ctx.settings, approval=ctx.policy.require_approval)
+    report = light_candidates.start_trial(
+        ctx.tenant,
+        ctx.settings,
+        approval=ctx.policy.require_approval,
+        train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash),
+    )
     return Step("light_trial" if report["light"].get("experiment") else "snapshot", report)
 
 
