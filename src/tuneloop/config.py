@@ -72,10 +72,12 @@ class Settings(BaseSettings):
         description="Seconds a loop worker's lease on a tenant lasts without a heartbeat (renewed every "
         "third of it): a killed worker's open turn is resumed by another worker this long after it died.",
     )
-    train_engine: Literal["local", "torchrun", "accelerate"] = Field(
-        default="local",
-        description="Where adapter and reward-model jobs train: `local` (in the process that runs the loop), "
-        "or `train_processes` DDP processes launched by `torchrun` (CPU or GPU) or `accelerate` (GPUs).",
+    train_engine: Literal["process", "local", "torchrun", "accelerate"] = Field(
+        default="process",
+        description="Where adapter and reward-model jobs train: `process` (one child process, so the loop "
+        "holds no trainer and survives a trainer's crash or out-of-memory kill), `local` (in the process "
+        "that runs the loop), or `train_processes` DDP processes launched by `torchrun` (CPU or GPU) or "
+        "`accelerate` (GPUs).",
     )
     train_processes: int = Field(
         default=1,

@@ -39,6 +39,7 @@ def test_policy_run_registers_a_candidate_with_its_lineage(setup: dict) -> None:
     assert version.state == "candidate" and version.snapshot_hash == setup["snapshot"]
     assert version.base_model_hash and "adapter_model.safetensors" in version.artifact_checksums
     assert version.job_spec["trainer_args"]["max_steps"] == 3 and version.metrics["method"] == "dpo"
+    assert version.job_spec["engine"] == "process"  # the default: the job trained in a child process
     again = train_version(setup["a"], setup["settings"], setup["snapshot"], "dpo", trainer_args=FAST)
     assert again.id == version.id and len(Registry(setup["a"]).list()) == 1
     ok, _ = setup["store"].verify_audit()

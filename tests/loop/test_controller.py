@@ -103,7 +103,8 @@ def _served_version(url: str, key: str, expected: str) -> str:
 def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8)
+    # Trains in this process, as a child costs seconds of imports: tests/learn covers the default engine.
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8, train_engine="local")
     store = Store(settings.database_url)
     tenant_row, key = store.create_tenant("acme", redaction="off")
     _, other_key = store.create_tenant("other", redaction="off")
@@ -263,7 +264,8 @@ def test_an_alert_resolves_when_its_check_comes_back_clean(store: Store, tmp_pat
 def test_a_new_tenants_first_turn_reaches_the_canary_with_no_policy_file(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8)
+    # The shipped policies; the engine is `local` as above.
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), max_batch_size=8, train_engine="local")
     store = Store(settings.database_url)
     tenant_row, key = store.create_tenant("fresh", redaction="off")
     tenant = store.for_tenant(tenant_row)

@@ -107,7 +107,11 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
 ) -> None:
     url = postgres.create_database("workers_kill")
     home = tmp_path / "home"
-    settings = Settings(home=home, db_url=url, model=str(tiny_model), loop_lease_seconds=2)
+    # Trains in the workers' processes: a child's imports would add seconds (a killed launcher's job stops
+    # with it: tests/learn/test_launchers.py).
+    settings = Settings(
+        home=home, db_url=url, model=str(tiny_model), loop_lease_seconds=2, train_engine="local"
+    )
     store = Store(url)
     tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
     _edited_chats(tenant, 16)
@@ -126,7 +130,11 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
     advance_turn(tenant, start_turn(tenant, "manual", "adapter"), "adapter", {"snapshot": snap.hash})
     Loop(tenant, settings).check()  # this hour's drift checks are done: the workers go straight to the turn
     env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_DB_URL": url}
-    env |= {"TUNELOOP_MODEL": str(tiny_model), "TUNELOOP_LOOP_LEASE_SECONDS": "2"}
+    env |= {
+        "TUNELOOP_MODEL": str(tiny_model),
+        "TUNELOOP_LOOP_LEASE_SECONDS": "2",
+        "TUNELOOP_TRAIN_ENGINE": "local",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuneloop.cli", "worker", "--once", "--name", "doomed"],
         env=env,

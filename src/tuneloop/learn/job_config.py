@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
-# Where a job trains: in this process, or as a group of DDP processes launched by torchrun or Accelerate.
-Engine = Literal["local", "torchrun", "accelerate"]
+# Where a job trains: in this process, in one child process, or as a group of DDP processes launched by
+# torchrun or Accelerate.
+Engine = Literal["local", "process", "torchrun", "accelerate"]
 # How a job runs, not what it trains: left out of the job id, so a deployment may change engines between runs.
 HOW_FIELDS = {"output_dir", "id", "engine", "processes"}
 
@@ -119,9 +120,10 @@ class JobSpec(BaseModel):
     seed: int = Field(default=0, description="Seed for initialisation, shuffling and data splits.")
     engine: Engine = Field(
         default="local",
-        description="local: train in this process; torchrun / accelerate: launch `processes` DDP processes "
-        "(gloo on CPU, NCCL on GPUs) that each run `python -m tuneloop.learn.jobs`. reward_embedding jobs "
-        "always train locally.",
+        description="local: train in this process; process: in one child process running "
+        "`python -m tuneloop.learn.jobs` (a crash or out-of-memory kill takes only the child); torchrun / "
+        "accelerate: launch `processes` DDP processes (gloo on CPU, NCCL on GPUs) that each run it. "
+        "reward_embedding jobs always train locally.",
     )
     processes: int = Field(
         default=1,
@@ -146,6 +148,8 @@ class JobSpec(BaseModel):
             raise ValueError(f"init_adapter: a {self.kind} job cannot continue an adapter")
         if self.kind == "reward_embedding":
             self.engine, self.processes = "local", 1  # a logistic head on MiniLM features: seconds, no DDP
+        if self.engine == "process" and self.processes > 1:
+            raise ValueError("engine process trains in one process; use torchrun for several")
         if self.engine == "accelerate" and self.trainer_args.get("use_cpu") and self.processes > 1:
             raise ValueError("engine accelerate runs several CPU processes only through MPI; use torchrun")
         if self.id is None:

@@ -1,7 +1,7 @@
 """The job executor: `run_job` trains a `JobSpec` (job_config.py) on its engine, resumably, atomically.
 
-`local` trains in this process; `torchrun` and `accelerate` launch `spec.processes` processes
-(launchers.py), each running this module on the same spec and rows:
+`local` trains in this process; `process` runs this module in one child process, and `torchrun` and
+`accelerate` launch `spec.processes` processes (launchers.py), each running it on the same spec and rows:
 
     torchrun --standalone --nproc-per-node=2 -m tuneloop.learn.jobs SPEC.json ROWS.parquet   # CPU: gloo
     accelerate launch --multi_gpu --num_processes 4 -m tuneloop.learn.jobs SPEC.json ROWS.jsonl
@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m tuneloop.learn.jobs SPEC.json ROWS.(parquet|jsonl|json)", file=sys.stderr)
         return 2
-    from tuneloop.learn.launchers import rank_spec
+    from tuneloop.learn.launchers import rank_spec, stop_with_parent
 
+    stop_with_parent()
     spec = rank_spec(JobSpec.model_validate_json(Path(argv[0]).read_text()))
 
     def report(step: int, total: int, eta: float | None) -> None:

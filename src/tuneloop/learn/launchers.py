@@ -1,5 +1,6 @@
-"""Distributed engines for a job: torchrun or Accelerate launches `spec.processes` DDP processes, each running
-`python -m tuneloop.learn.jobs SPEC ROWS` on the same spec and rows (gloo on CPU, NCCL on GPUs).
+"""Engines that train a job in other processes: `process` runs `python -m tuneloop.learn.jobs SPEC ROWS` as
+one child; torchrun or Accelerate launches `spec.processes` DDP processes, each running it on the same spec
+and rows (gloo on CPU, NCCL on GPUs).
 
 The contract is the local one: the job checkpoints into its partial directory, resumes from there, and only
 the main process publishes `<job id>/` with its metrics. Cancelling stops the whole process group; the job
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +27,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.learn.job_config import JobSpec
 
 STEP = re.compile(r"^step (\d+)/(\d+) eta (\S+)$")  # what `jobs.main` prints as it trains
+PARENT_ENV = "TUNELOOP_JOB_PARENT"  # the launching process's pid: a job whose launcher died stops too
 
 
 class JobFailed(TuneloopError):
@@ -34,6 +37,8 @@ class JobFailed(TuneloopError):
 def command(spec: JobSpec, spec_file: Path, rows_file: Path) -> list[str]:
     """The launcher's command line for `spec.engine`."""
     job = ["-m", "tuneloop.learn.jobs", str(spec_file), str(rows_file)]
+    if spec.engine == "process":
+        return [sys.executable, *job]
     n = str(spec.processes)
     if spec.engine == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *job]
@@ -58,6 +63,8 @@ def launch(
     cancel: threading.Event | None = None,
 ) -> dict[str, Any] | None:
     """Run `spec` on its engine until it publishes its artifact; its metrics, or None when cancelled."""
+    if cancel is not None and cancel.is_set():  # no process to start and stop again
+        return None
     work = spec.output_dir / f".launch-{spec.id}"  # beside the partial directory, never published with it
     work.mkdir(parents=True, exist_ok=True)
     spec_file = work / "job_spec.launch.json"
@@ -69,7 +76,7 @@ def launch(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # one process group: a cancel stops the launcher and every rank it started
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", PARENT_ENV: str(os.getpid())},
     )
     stop = threading.Thread(target=_stop_on, args=(cancel, proc), daemon=True) if cancel else None
     if stop:
@@ -84,7 +91,7 @@ def launch(
     if cancel is not None and cancel.is_set():
         return None
     if code != 0:
-        raise JobFailed(f"{spec.engine} job {spec.id} exited with {code}: " + " | ".join(tail)[-1500:])
+        raise JobFailed(f"{spec.engine} job {spec.id} {_exit_text(code)}: " + " | ".join(tail)[-1500:])
     return json.loads((spec.final_dir / "metrics.json").read_text())
 
 
@@ -101,6 +108,37 @@ def _follow(
             eta = None if found[3] == "?" else float(found[3].rstrip("s"))
             progress(int(found[1]), int(found[2]), eta)
     return proc.wait(), tail
+
+
+def stop_with_parent(every: float = 1.0) -> threading.Thread | None:
+    """In a launched job: stop its process group once the launching process is gone (SIGKILL, OOM kill),
+    rather than train on beside the job a resumed turn starts in the same partial directory."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return None
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(int(parent), 0)
+            except ProcessLookupError:
+                os.killpg(0, signal.SIGTERM)  # the launcher's new session: the job's processes only
+                return
+            except PermissionError:  # alive, as another user's process: not ours to judge
+                pass
+
+    thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _exit_text(code: int) -> str:
+    """How the job's process ended; a signal by name (SIGKILL is usually the kernel's out-of-memory kill)."""
+    if code >= 0:
+        return f"exited with {code}"
+    name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+    return f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
 
 
 def _write_rows(path: Path, rows: Iterable[dict]) -> Path:
