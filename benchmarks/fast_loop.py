@@ -136,6 +136,10 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
                 turn = loop.tick()
             report = turn.report if turn else {}
             light = (report.get("light_trial") or {}).get("outcome", "-")
+            if turn is not None and turn.stage in ("canary", "light_trial"):
+                # Still live after the bursts: the held-out users are split across its arms, so the
+                # satisfaction below is the experiment's mix, not production's alone.
+                light = f"{turn.stage} still live (satisfaction below mixes its arms)"
             outcomes.append(f"light {light}, adapter {turn.outcome if turn else '-'}")
             current = production_satisfaction()
             minutes = (time.monotonic() - started) / 60
