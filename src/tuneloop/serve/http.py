@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -255,13 +256,14 @@ class Auth:
         self.store = store
         self.calls = calls
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._checks = SharedReads(partial(calls, store.key_active))
 
     async def authorize(self, request: Request, allow: Roles | None = None) -> Principal:
         """The key's principal, refused (403) unless it is an admin or its role is in `allow` (None: any
         role; the caller checks); a lookup in the store runs off the event loop."""
         key = _bearer_key(request)
         cached = self._cached(key)
-        if cached is not None and await self.calls(self.store.key_active, key):
+        if cached is not None and await self._checks(key):
             principal = cached
         else:
             self._cache.pop(key, None)
@@ -293,6 +295,38 @@ class Auth:
             self._cache.clear()
         self._cache[key] = (time.monotonic(), principal)
         return principal
+
+
+class SharedReads:
+    """`read(key)` for many concurrent callers with few reads, each caller answered by a read that began
+    after it asked: callers that arrive while a read is running share the one that starts when it ends.
+    Under load one key check serves every request that arrived during the last, so a revocation still
+    stops the next request, and the store sees one read per round trip rather than one per request."""
+
+    def __init__(self, read: Callable[[str], Awaitable[bool]]) -> None:
+        self._read = read
+        self._waiting: dict[str, asyncio.Future[bool]] = {}  # callers of the key's next read
+        self._readers: dict[str, asyncio.Task] = {}  # the task running the key's reads, while it has any
+
+    async def __call__(self, key: str) -> bool:
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = asyncio.get_running_loop().create_future()
+            # A caller that went away does not leave "exception never retrieved" behind.
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if key not in self._readers:
+                self._readers[key] = asyncio.create_task(self._reads(key))
+        return await asyncio.shield(waiting)  # one caller's cancellation must not cancel the others'
+
+    async def _reads(self, key: str) -> None:
+        try:
+            while (callers := self._waiting.pop(key, None)) is not None:
+                try:
+                    callers.set_result(await self._read(key))
+                except Exception as exc:
+                    callers.set_exception(exc)
+        finally:
+            del self._readers[key]
 
 
 def _refusal(request: Request, role: str, allow: Roles) -> str:
