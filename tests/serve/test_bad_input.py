@@ -166,7 +166,8 @@ def _put(base: Any, path: str, value: Any) -> Any:
 
 # Every JSON endpoint, as (name, path, valid body, how to address a field in it).
 def _batch(event: dict) -> dict:
-    return {"events": [{**event, "id": "b-ok"}, event]}
+    # A deep copy: a case that breaks a field of events.1 must leave events.0's own nested values whole.
+    return {"events": [{**copy.deepcopy(event), "id": "b-ok"}, event]}
 
 
 ENDPOINTS = {
@@ -268,8 +269,9 @@ def _number_cases() -> Iterator[Case]:
         for label, raw in NON_FINITE.items():
             event = {**FEEDBACK, "kind": kind, "value": RAW}
             yield Case(f"feedback-{kind}-{label}", "/v1/feedback", _encode(event, raw), names=fld)
+            # Both events of the batch carry the bad number; the error names the first.
             yield Case(
-                f"batch-{kind}-{label}", "/v1/feedback", _encode(_batch(event), raw), names=f"events.1.{fld}"
+                f"batch-{kind}-{label}", "/v1/feedback", _encode(_batch(event), raw), names=f"events.0.{fld}"
             )
     for label, raw in NON_FINITE.items():
         yield Case(

@@ -156,38 +156,54 @@ def _check_values(data: Any) -> None:
 
     None survives storage: surrogates cannot be encoded as UTF-8, and PostgreSQL refuses NUL and NaN.
     """
-    stack: list[tuple[Any, str]] = [(data, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            _check_text(value, path or "body")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                where = path or "body"
-                spelling = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-                raise BadRequest(
-                    f"{where}: {spelling} is not valid JSON (numbers must be finite); send a finite number",
-                    param=where,
-                )
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                here = f"{path}.{clip(key)}" if path else clip(key)
-                _check_text(key, f"{here} (the key)")
-                stack.append((item, here))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value))
+    found = _bad_value(data)
+    if found is None:
+        return
+    path, problem = found
+    where = ".".join(clip(p) for p in path if p is not _KEY) or "body"
+    where += " (the key)" if path and path[-1] is _KEY else ""
+    raise BadRequest(f"{where}: {problem}", param=where)
 
 
-def _check_text(text: str, where: str) -> None:
+_KEY = object()  # ends the path of a problem found in a key rather than in its value
+
+
+def _bad_value(value: Any) -> tuple[list[Any], str] | None:
+    # The path is built only on the way out of a find (as in _too_long): this walk runs on every field of
+    # every request. Depth is bounded by _check_depth before json.loads.
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        return None if problem is None else ([], problem)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        spelling = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return [], f"{spelling} is not valid JSON (numbers must be finite); send a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (problem := _text_problem(key)) is not None:
+                return [key, _KEY], problem
+            found = _bad_value(item)
+            if found is not None:
+                return [key, *found[0]], found[1]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _bad_value(item)
+            if found is not None:
+                return [i, *found[0]], found[1]
+    return None
+
+
+def _text_problem(text: str) -> str | None:
     if "\x00" in text:
-        raise BadRequest(f"{where}: contains a NUL character (\\u0000); remove it", param=where)
+        return "contains a NUL character (\\u0000); remove it"
+    if text.isascii():  # the common case, and ASCII holds no surrogates
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest(
-            f"{where}: contains a lone UTF-16 surrogate; send valid Unicode (escape pairs together)",
-            param=where,
-        ) from None
+        return "contains a lone UTF-16 surrogate; send valid Unicode (escape pairs together)"
+    return None
 
 
 def validate(model: type[M], data: Any, max_text: int, where: str = "") -> M:
