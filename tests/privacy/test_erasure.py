@@ -21,10 +21,12 @@ from tuneloop.errors import Conflict
 from tuneloop.monitor.alerts import pending_alerts
 from tuneloop.privacy.erasure import forget_user
 from tuneloop.registry.versions import Registry
+from tuneloop.retrieve.search import log_retrieval
+from tuneloop.review.tasks import TaskIn, add_items, create_task, next_item
 from tuneloop.signals.snapshots import DATASETS, get_snapshot, list_snapshots
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store, TenantStore
-from tuneloop.store.schema import audit_log
+from tuneloop.store.schema import audit_log, retrievals, review_assignments, review_items
 
 
 def _readable(path: Path) -> bytes:
@@ -197,4 +199,26 @@ def test_forget_deletes_only_that_users_rows_on_each_store(db_url: str, tuneloop
     assert {e["id"] for e in acme.feedback()} >= {"b0-up", "b1-edit", "b2-pick"}
     assert (len(beta.interactions()), len(beta.feedback())) == (6, 20)
     assert store.verify_audit()[0]
+    store.close()
+
+
+def test_forget_takes_the_retrievals_and_review_items_of_the_users_interactions(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}", secret=settings.hash_key())
+    acme = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    capture(acme, settings)
+    ids = sorted(i["id"] for i in acme.interactions())
+    jane, bob = [i for i in ids if i.startswith("j")], [i for i in ids if i.startswith("b")]
+    for iid in (jane[0], bob[0]):
+        log_retrieval(acme, [], ranker="embedding", interaction_id=iid)
+    task = create_task(acme, TaskIn(name="check", kind="rubric"), actor="test")
+    add_items(acme, task, [(iid, None, "sampled", 1.0) for iid in (jane[1], bob[1])], actor="test")
+    item = next_item(acme, task, "rev-1")
+    assert item is not None
+
+    forget_user(acme, tuneloop_home, JANE)
+
+    assert [r.interaction_id for r in acme.all(retrievals)] == [bob[0]]
+    assert [r.interaction_id for r in acme.all(review_items)] == [bob[1]]
+    assert {r.item_id for r in acme.all(review_assignments)} <= {r.id for r in acme.all(review_items)}
     store.close()

@@ -13,10 +13,11 @@ from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy_file
 from tuneloop.loop import Loop
 from tuneloop.privacy.retention import apply_retention
+from tuneloop.retrieve.search import log_retrieval
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import DATASETS, create_snapshot, get_snapshot
 from tuneloop.store.repository import Store
-from tuneloop.store.schema import audit_log
+from tuneloop.store.schema import audit_log, retrievals
 
 RECENT = ["Which card suits travel abroad best, recent question?"]
 
@@ -72,6 +73,23 @@ def test_keep_leaves_snapshots_frozen_while_raw_rows_go(tuneloop_home: Path) -> 
 
     assert acme.interactions() == []
     assert get_snapshot(acme, snapshot.hash).erased_at is None
+    store.close()
+
+
+def test_retrievals_older_than_the_window_go_with_or_without_an_interaction(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    acme = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    _policy(tuneloop_home, "acme", "retention_days: 30\n")
+    old = log_retrieval(acme, [], ranker="embedding", interaction_id="app-request-7")  # /v1/retrieve's id
+    recent = log_retrieval(acme, [], ranker="embedding")
+    acme.transaction(
+        lambda tx: tx.update(retrievals, retrievals.c.id == old, created_at=now_utc() - timedelta(days=40))
+    )
+
+    assert apply_retention(acme, tuneloop_home) is not None
+
+    assert [r.id for r in acme.all(retrievals)] == [recent]
     store.close()
 
 

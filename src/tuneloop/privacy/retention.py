@@ -1,5 +1,6 @@
-"""Retention: a tenant's interactions older than its window, with their feedback, are deleted on schedule
-(the loop's scheduled checks, or `tuneloop retention run`), and audited by counts."""
+"""Retention: a tenant's interactions older than its window, with their feedback, and its retrieval records
+older than it are deleted on schedule (the loop's scheduled checks, or `tuneloop retention run`), and
+audited by counts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tuneloop.privacy.policy import PrivacyPolicy
 from tuneloop.privacy.rows import Doomed, delete_rows, select_rows
 from tuneloop.signals.snapshots import list_snapshots, trim_snapshot
 from tuneloop.store.repository import TenantStore, TenantTx
-from tuneloop.store.schema import feedback, interactions
+from tuneloop.store.schema import feedback, interactions, retrievals
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,11 @@ def apply_retention(
     def select(tx: TenantTx) -> Doomed:
         return select_rows(tx, [interactions.c.created_at < cutoff], [feedback.c.received_at < cutoff])
 
+    old_retrievals = retrievals.c.created_at < cutoff  # also those of /v1/retrieve, named by the app's ids
     with tenant.reading() as tx:
         doomed = select(tx)
-    if not doomed.interactions and not doomed.events:
+        stale = tx.first(retrievals, old_retrievals, columns=(retrievals.c.id,)) is not None
+    if not doomed.interactions and not doomed.events and not stale:
         return Retention(cutoff, 0, 0, [])
     trimmed = []
     if policy.snapshot_retention == "trim":
@@ -52,6 +55,7 @@ def apply_retention(
 
     def purge(tx: TenantTx) -> tuple[int, int]:
         counts = delete_rows(tx, doomed | select(tx))
+        tx.delete(retrievals, old_retrievals)
         tx.audit(
             actor=actor,
             action="retention.run",

@@ -1,4 +1,5 @@
-"""Choosing and deleting raw rows: interactions, every event on them, and events pointing at them."""
+"""Choosing and deleting raw rows: interactions, every event on them, events pointing at them, and the
+records that exist only because of them (retrievals shown on them, review items about them)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from tuneloop.signals.snapshots import Trim
 from tuneloop.store.repository import TenantTx
-from tuneloop.store.schema import feedback, interactions
+from tuneloop.store.schema import feedback, interactions, retrievals, review_assignments, review_items
 
 CHUNK = 500  # ids per IN list: far below SQLite's and PostgreSQL's parameter limits
 # Kinds whose value names other interactions: such an event goes when an interaction it names goes.
@@ -59,8 +62,18 @@ def _named(value: Any) -> set[str]:
 
 
 def delete_rows(tx: TenantTx, doomed: Doomed) -> tuple[int, int]:
-    """Delete the chosen events, then the interactions; returns how many of each went."""
+    """Delete the chosen events, then the interactions with their retrievals and review items (and those
+    items' assignments and labels); returns how many interactions and events went."""
     events = sum(tx.delete(feedback, feedback.c.id.in_(chunk)) for chunk in _chunks(doomed.events))
+    for chunk in _chunks(doomed.interactions):
+        tx.delete(retrievals, retrievals.c.interaction_id.in_(chunk))
+        about = sa.or_(
+            review_items.c.interaction_id.in_(chunk), review_items.c.other_interaction_id.in_(chunk)
+        )
+        items = [r.id for r in tx.all(review_items, about, columns=(review_items.c.id,))]
+        for ids in _chunks(items):
+            tx.delete(review_assignments, review_assignments.c.item_id.in_(ids))
+            tx.delete(review_items, review_items.c.id.in_(ids))
     rows = sum(
         tx.delete(interactions, interactions.c.id.in_(chunk)) for chunk in _chunks(doomed.interactions)
     )
