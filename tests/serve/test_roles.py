@@ -167,3 +167,12 @@ def test_an_admin_key_naming_two_tenants_at_once_is_a_400(app_keys: tuple) -> No
     response = httpx.get(f"{url}/v1/feedback", headers=[*headers, ("X-Tuneloop-Tenant", "other")])
     assert response.status_code == 400 and "one X-Tuneloop-Tenant" in response.text
     assert httpx.get(f"{url}/v1/feedback", headers=headers).status_code == 200
+
+
+def test_two_authorization_headers_are_a_400_whichever_key_comes_first(app_keys: tuple) -> None:
+    _, url, keys = app_keys
+    good, bad = f"Bearer {keys['operator']}", "Bearer tl-not-a-key"
+    for pair in ([good, bad], [bad, good], [good, good]):
+        response = httpx.get(f"{url}/v1/feedback", headers=[("Authorization", value) for value in pair])
+        assert response.status_code == 400 and "one Authorization header" in response.text
+    assert httpx.get(f"{url}/v1/feedback", headers={"Authorization": good}).status_code == 200

@@ -71,11 +71,7 @@ def put_document(
     if current is not None and current.content_hash == digest:
         return Stored(document_id, current.version, current.chunks, "unchanged")
     if current is not None and not replace:
-        raise Conflict(
-            f"document {document_id!r} exists with other text; replace it with "
-            f"PUT /v1/documents/{document_id}",
-            param="id",
-        )
+        raise _exists(document_id)
     if budget:
         capture.redactor.check_budget([text])
     redacted, heading = capture.redactor.redact_texts(
@@ -92,6 +88,8 @@ def put_document(
         row = tx.first(documents, documents.c.id == document_id)
         if row is not None and row.content_hash == digest:
             return Stored(document_id, row.version, row.chunks, "unchanged")
+        if row is not None and not replace:  # another request created it while this one was embedding
+            raise _exists(document_id)
         version = row.version + 1 if row is not None else 1
         now = now_utc()
         values = {
@@ -132,6 +130,13 @@ def put_document(
         return Stored(document_id, version, len(pieces), "updated" if row is not None else "created")
 
     return tenant.transaction(write)
+
+
+def _exists(document_id: str) -> Conflict:
+    return Conflict(
+        f"document {document_id!r} exists with other text; replace it with PUT /v1/documents/{document_id}",
+        param="id",
+    )
 
 
 def delete_document(tenant: TenantStore, document_id: str, *, actor: str = "api") -> int:

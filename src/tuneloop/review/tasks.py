@@ -33,7 +33,7 @@ DEFAULT_GUIDELINES = {
 class TaskIn(BaseModel):
     """A new review task, as the API and the CLI take it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `true` or "2" reviewers is a client's mistake
     name: str = Field(min_length=1, max_length=64, description="Lowercase letters, digits, '-' and '_'.")
     kind: Kind = Field(description="pairwise: choose between two answers; rubric: score 1-5; correction.")
     guidelines: str | None = Field(default=None, max_length=20_000, description="Shown beside every item.")

@@ -359,7 +359,10 @@ def _refusal(request: Request, role: str, allow: Roles) -> str:
 
 
 def _bearer_key(request: Request) -> str:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    sent = request.headers.getlist("authorization")
+    if len(sent) > 1:  # which key the client meant is a guess, and one of them may be another tenant's
+        raise BadRequest("send one Authorization header, not several", param="Authorization")
+    scheme, _, key = (sent[0] if sent else "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized(
             "missing API key — send `Authorization: Bearer <key>` "
