@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import sqlalchemy as sa
@@ -97,3 +98,16 @@ def test_a_documents_stored_digests_are_keyed_so_its_text_cannot_be_guessed_back
         stored = conn.execute(sa.select(documents.c.content_hash)).scalar_one()
         details = [str(d) for d in conn.execute(sa.select(audit_log.c.details)).scalars()]
     assert stored != plain and all(plain not in d for d in details)
+
+
+def test_racing_puts_of_one_new_document_each_store_a_version_on_each_store(store: Store) -> None:
+    tenant = store.for_tenant(store.create_tenant(f"race-{uuid.uuid4().hex[:6]}", redaction="off")[0])
+    capture = Capture(Redactor(), Pseudonyms(b"secret"))
+    texts = [f"Refunds take {i + 2} business days." for i in range(6)]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        stored = list(
+            pool.map(lambda t: put_document(tenant, capture, "raced", t, "text", replace=True), texts)
+        )
+
+    assert sorted(s.version for s in stored) == list(range(1, len(texts) + 1))
+    assert [(d["id"], d["version"]) for d in list_documents(tenant)] == [("raced", len(texts))]

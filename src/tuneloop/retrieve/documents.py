@@ -85,7 +85,7 @@ def put_document(
     vectors = embeddings.embed([p.text for p in pieces])
 
     def write(tx: TenantTx) -> Stored:
-        row = tx.first(documents, documents.c.id == document_id)
+        row = tx.first(documents, documents.c.id == document_id, lock=True)
         if row is not None and row.content_hash == digest:
             return Stored(document_id, row.version, row.chunks, "unchanged")
         if row is not None and not replace:  # another request created it while this one was embedding

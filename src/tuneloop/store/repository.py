@@ -437,8 +437,14 @@ class TenantTx:
             self.conn.execute(self.query(table, *where, columns=columns).order_by(*order_by).limit(limit))
         )
 
-    def first(self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = ()) -> sa.Row | None:
-        return self.conn.execute(self.query(table, *where, columns=columns)).first()
+    def first(
+        self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = (), lock: bool = False
+    ) -> sa.Row | None:
+        """This tenant's first row of `table` matching `where`; `lock` holds it until the transaction ends,
+        so a read-then-write cannot lose a concurrent one's update (FOR UPDATE on PostgreSQL; a SQLite
+        writer holds the whole database already)."""
+        query = self.query(table, *where, columns=columns)
+        return self.conn.execute(query.with_for_update() if lock else query).first()
 
     def execute(self, query: sa.Select) -> sa.CursorResult:
         """Run a query built with `query` (joins and subqueries stay scoped that way)."""
