@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.registry.versions import Registry
 from tuneloop.store.repository import Store
+
+RACERS = 6
 
 
 def test_promotion_retires_the_previous_production_and_is_audited(store: Store) -> None:
@@ -43,3 +49,36 @@ def test_versions_of_another_tenant_are_invisible(store: Store) -> None:
     with pytest.raises(NotFound):
         other.move(version.id, "blocked", actor="b", reason="sabotage")
     assert other.list() == []
+
+
+def test_concurrent_promotions_leave_one_production_and_racing_decisions_one_outcome(store: Store) -> None:
+    tenant = store.for_tenant(store.create_tenant(f"race-{uuid.uuid4().hex[:6]}")[0])
+    registry = Registry(tenant)
+    racers = [registry.register(kind="adapter", base_model="b", actor="t").id for _ in range(RACERS)]
+    for vid in racers:
+        registry.move(vid, "gated", actor="t", reason="passed")
+    barrier = threading.Barrier(RACERS)
+
+    def promote(vid: str) -> None:
+        barrier.wait()
+        registry.move(vid, "production", actor="t", reason="race")
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        list(pool.map(promote, racers))
+    assert len(registry.list(kind="adapter", state="production")) == 1
+
+    waiting = registry.register(kind="adapter", base_model="b", actor="t").id
+    registry.move(waiting, "gated", actor="t", reason="passed")
+    registry.move(waiting, "pending_approval", actor="t", reason="needs a person")
+
+    def decide(approve: bool) -> str:
+        barrier.wait()
+        try:
+            (registry.approve if approve else registry.reject)(waiting, by="ann", reason="r", via="test")
+        except Conflict:
+            return "conflict"
+        return "decided"
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        outcomes = list(pool.map(decide, [i % 2 == 0 for i in range(RACERS)]))
+    assert sorted(outcomes) == ["conflict"] * (RACERS - 1) + ["decided"]

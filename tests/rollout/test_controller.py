@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.assignment import assign
@@ -15,6 +17,8 @@ from tuneloop.rollout.experiments import Experiment, active_experiment
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.routing import STATE_TTL_SECONDS, Router
 from tuneloop.store.repository import Store, TenantStore, payload_hash
+
+RACERS = 4
 
 
 @pytest.fixture
@@ -209,3 +213,33 @@ def _audit_actions(tenant: TenantStore) -> list[str]:
                 .order_by(audit_log.c.seq)
             ).scalars()
         )
+
+
+def test_racing_starts_leave_one_live_experiment_and_racing_ends_one_outcome(tenant: TenantStore) -> None:
+    candidates = [gated_version(tenant) for _ in range(RACERS)]
+    barrier = threading.Barrier(RACERS)
+
+    def start(version_id: str) -> str:
+        barrier.wait()
+        try:
+            controller.start_canary(tenant, version_id, POLICY, reward_policy=REWARDS, actor="test")
+        except Conflict:
+            return "conflict"
+        return "started"
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        started = list(pool.map(start, candidates))
+    assert sorted(started) == ["conflict"] * (RACERS - 1) + ["started"]
+
+    def end(outcome: str) -> str:
+        barrier.wait()
+        try:
+            controller.finish(tenant, outcome, actor="test", reason="race")
+        except Conflict:
+            return "conflict"
+        return outcome
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        ended = list(pool.map(end, ["promoted", "rolled_back"] * (RACERS // 2)))
+    assert ended.count("conflict") == RACERS - 1 and active_experiment(tenant) is None
+    assert len(Registry(tenant).list(kind="adapter", state="production")) <= 1

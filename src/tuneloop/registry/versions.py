@@ -160,6 +160,7 @@ class Registry:
         """
 
         def apply(tx: TenantTx) -> None:
+            tx.serialize()  # one production per kind: a concurrent promotion waits, then sees this one
             row = tx.first(versions, versions.c.id == version_id)
             if row is None:
                 raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
@@ -217,6 +218,7 @@ class Registry:
         check_approver(by)
 
         def apply(tx: TenantTx) -> None:
+            tx.serialize()  # of two racing decisions, the second sees the first's
             row = tx.first(versions, versions.c.id == version_id, columns=(versions.c.state,))
             if row is None:
                 raise NotFound(f"version {version_id!r} not found for this tenant", param="version")
@@ -252,6 +254,7 @@ class Registry:
         version; the base model when there is none), in one transaction. Returns (rolled back, restored)."""
 
         def apply(tx: TenantTx) -> tuple[str, str | None]:
+            tx.serialize()
             if tx.first(experiments, experiments.c.state.in_(LIVE_STATES), columns=(experiments.c.id,)):
                 raise Conflict(
                     "this tenant has a live canary; end it first (`tuneloop rollout rollback`), "

@@ -85,7 +85,8 @@ def put_document(
     vectors = embeddings.embed([p.text for p in pieces])
 
     def write(tx: TenantTx) -> Stored:
-        row = tx.first(documents, documents.c.id == document_id, lock=True)
+        tx.serialize()  # racing puts of one id: each reads the version the one before it wrote
+        row = tx.first(documents, documents.c.id == document_id)
         if row is not None and row.content_hash == digest:
             return Stored(document_id, row.version, row.chunks, "unchanged")
         if row is not None and not replace:  # another request created it while this one was embedding

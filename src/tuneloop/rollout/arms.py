@@ -53,6 +53,7 @@ def start_arms(
     )
 
     def apply(tx: TenantTx) -> None:
+        tx.serialize()  # two starts at once: the second sees the first's experiment
         if active_experiment(tx) is not None:
             raise Conflict(
                 "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"

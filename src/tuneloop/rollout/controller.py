@@ -69,6 +69,7 @@ def start_canary(
     policy, design = designed(tenant, policy, reward_policy, now)
 
     def apply(tx: TenantTx) -> None:
+        tx.serialize()  # two starts at once: the second sees the first's experiment
         if active_experiment(tx) is not None:
             raise Conflict(
                 "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"
@@ -308,6 +309,10 @@ def finish(
     registry = Registry(tenant)
 
     def apply(tx: TenantTx) -> None:
+        tx.serialize()
+        ended = active_experiment(tx)
+        if ended is None or ended.id != exp.id:  # the controller and an operator ended it at once
+            raise Conflict(f"experiment {exp.id} has ended meanwhile; see `tuneloop rollout status`")
         now = now_utc()
         tx.update(
             experiments,

@@ -437,14 +437,8 @@ class TenantTx:
             self.conn.execute(self.query(table, *where, columns=columns).order_by(*order_by).limit(limit))
         )
 
-    def first(
-        self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = (), lock: bool = False
-    ) -> sa.Row | None:
-        """This tenant's first row of `table` matching `where`; `lock` holds it until the transaction ends,
-        so a read-then-write cannot lose a concurrent one's update (FOR UPDATE on PostgreSQL; a SQLite
-        writer holds the whole database already)."""
-        query = self.query(table, *where, columns=columns)
-        return self.conn.execute(query.with_for_update() if lock else query).first()
+    def first(self, table: sa.Table, *where: Any, columns: tuple[Any, ...] = ()) -> sa.Row | None:
+        return self.conn.execute(self.query(table, *where, columns=columns)).first()
 
     def execute(self, query: sa.Select) -> sa.CursorResult:
         """Run a query built with `query` (joins and subqueries stay scoped that way)."""
@@ -463,6 +457,15 @@ class TenantTx:
         """Update this tenant's rows matching `where`; returns how many changed."""
         stmt = table.update().where(table.c.tenant_id == self.tenant_id, *where).values(**values)
         return self.conn.execute(stmt).rowcount
+
+    def serialize(self) -> None:
+        """Hold the tenant until this transaction ends, so its reads see every change of another serialized
+        transaction of the tenant (a row lock cannot: a promotion must see the production another one just
+        made). PostgreSQL locks the tenant's row (NO KEY: inserts that reference it go on); a SQLite
+        writer holds the whole database already."""
+        self.conn.execute(
+            sa.select(tenants.c.id).where(tenants.c.id == self.tenant_id).with_for_update(key_share=True)
+        )
 
     def delete(self, table: sa.Table, *where: Any) -> int:
         """Delete this tenant's rows matching `where` (at least one condition); returns how many went."""
