@@ -3,6 +3,8 @@ model's uncertainty."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,3 +76,19 @@ def test_an_item_whose_interaction_was_erased_is_skipped_not_shown(tmp_path: Pat
 
     assert next_view(tenant, task, "tl-reviewer")["item"].interaction_id == kept
     store.close()
+
+
+def test_reviewers_racing_for_an_item_hold_it_no_more_times_than_its_overlap(store: Store) -> None:
+    tenant = store.for_tenant(store.create_tenant("racers")[0])
+    only = log(tenant, prompt="a?", response="Sure.", created_at=now_utc())
+    task = create_task(tenant, TaskIn(name="audit", kind="rubric", overlap=1), actor="test")
+    add_items(tenant, task, [(only, None, "manual", 1.0)], actor="test")
+    reviewers = [f"rev-{i}" for i in range(6)]
+    barrier = threading.Barrier(len(reviewers))
+
+    def take(reviewer: str) -> bool:
+        barrier.wait()
+        return next_item(tenant, task, reviewer) is not None
+
+    with ThreadPoolExecutor(len(reviewers)) as pool:
+        assert sum(pool.map(take, reviewers)) == 1

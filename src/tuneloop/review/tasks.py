@@ -173,6 +173,7 @@ def next_item(tenant: TenantStore, task: Task, reviewer: str) -> Item | None:
     now = now_utc()
 
     def assign(tx: TenantTx) -> Item | None:
+        tx.serialize()  # reviewers asking at once: each sees the holds handed out before its own
         items = {r.id: _item(r) for r in tx.all(review_items, review_items.c.task_id == task.id)}
         taken: dict[str, int] = {}
         mine: dict[str, Any] = {}
