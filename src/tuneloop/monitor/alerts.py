@@ -49,6 +49,7 @@ def raise_alerts(tenant: TenantStore, report: DriftReport, actor: str = "monitor
 
     def insert(tx: TenantTx) -> None:
         created.clear()
+        tx.serialize()  # one open alert per kind, also when two checks finish at once
         open_kinds = {r.kind for r in tx.all(alerts, alerts.c.status == "open", columns=(alerts.c.kind,))}
         now = now_utc()
         for test in drifted:

@@ -89,6 +89,7 @@ def withdraw(
 def _alert(tx: TenantTx, serving: list[str], request: str, actor: str) -> None:
     """Open an `erasure` alert (unless one is open): the loop starts its next turn early for it, as for
     drift, and that turn trains a replacement for the production version (flagged or retired)."""
+    tx.serialize()  # one open erasure alert, also when two erasures finish at once
     if tx.first(alerts, alerts.c.kind == ALERT_KIND, alerts.c.status == "open", columns=(alerts.c.id,)):
         return
     alert_id = f"al-{uuid.uuid4().hex[:12]}"
