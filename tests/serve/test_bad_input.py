@@ -7,6 +7,7 @@ canned upstream, so valid chat requests complete and invalid ones must be refuse
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -343,6 +344,15 @@ def _content_type_cases() -> Iterator[Case]:
                 status=415,
                 names="Content-Type",
                 headers=headers,
+            )
+        for encoding in ("gzip", "br"):  # a compressed body is refused for its encoding, not as bad UTF-8
+            yield Case(
+                f"{name}-content-encoding-{encoding}",
+                path,
+                gzip.compress(_encode(base)) if encoding == "gzip" else _encode(base),
+                status=415,
+                names="Content-Encoding",
+                headers={"content-type": "application/json", "content-encoding": encoding},
             )
 
 

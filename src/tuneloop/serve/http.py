@@ -88,6 +88,12 @@ def require_json_content_type(request: Request) -> None:
         raise UnsupportedMediaType(
             f"send the body as JSON with `Content-Type: application/json` (got {got})", param="content-type"
         )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # read as is, a compressed body would fail as "not valid UTF-8"
+        raise UnsupportedMediaType(
+            f"Content-Encoding `{clip(encoding)}` is not accepted on JSON routes; send the body uncompressed",
+            param="content-encoding",
+        )
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
