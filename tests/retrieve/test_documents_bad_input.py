@@ -44,3 +44,18 @@ def test_racing_posts_of_one_new_id_with_different_texts_create_it_once_and_409_
 
     assert sorted(a.status_code for a in answers) == [201] + [409] * (RACERS - 1), [a.text for a in answers]
     assert [(d["id"], d["version"]) for d in listed] == [("raced", 1)]
+
+
+@pytest.mark.parametrize("blank", ["\u200b\u200b\u200b", "\ufeff", " \u200d\n\u2060 "])
+def test_text_of_only_invisible_characters_is_a_400_for_documents_and_queries(
+    api: dict[str, Any], blank: str
+) -> None:
+    headers = {"Authorization": f"Bearer {api['key']}"}
+    with httpx.Client(base_url=api["url"], headers=headers, timeout=120) as http:
+        document = http.post("/v1/documents", json={"id": "blank", "text": blank})
+        query = http.post("/v1/retrieve", json={"query": blank})
+        listed = http.get("/v1/documents").json()["data"]
+
+    assert document.status_code == 400 and "invisible" in document.json()["error"]["message"]
+    assert query.status_code == 400 and query.json()["error"]["param"] == "query"
+    assert "blank" not in {d["id"] for d in listed}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
@@ -87,7 +88,14 @@ def to_text(raw: str, fmt: Format) -> str:
         text = raw
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[ \t\f\v]+", " ", text)
-    return re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
+    text = re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
+    return text if visible(text) else ""
+
+
+def visible(text: str) -> bool:
+    """Whether `text` shows anything: a character that is neither whitespace nor an invisible format
+    character (zero-width spaces and joiners, a byte order mark), which `str.strip` keeps."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 def title_of(text: str, fallback: str) -> str:

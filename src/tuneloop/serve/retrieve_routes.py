@@ -22,7 +22,7 @@ from tuneloop.retrieve.documents import (
     list_documents,
     put_document,
 )
-from tuneloop.retrieve.extract import TITLE_CONTROL
+from tuneloop.retrieve.extract import TITLE_CONTROL, visible
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
 from tuneloop.retrieve.search import log_retrieval, search
@@ -37,8 +37,8 @@ MAX_K = 50
 
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("holds only whitespace; send some text")
+    if not visible(text):
+        raise ValueError("holds only whitespace or invisible characters; send some text")
     return text
 
 
