@@ -13,8 +13,10 @@ is not better than production stays ≤ α (a union bound) however often the exp
 
 - a candidate whose sequence lies below −harm_margin, or that breaches a guardrail, is eliminated;
 - a candidate surely worse than the leader (the live candidate with the highest mean) is eliminated;
-- a candidate surely better than production, and either the only live one or surely better than every other
-  live candidate, is promoted; the rest are rolled back;
+- the leader, once surely better than production, is promoted and the rest are rolled back. Waiting until it
+  is also surely better than every other live candidate would never end when two candidates help about
+  equally (a simulation with lifts of 0.3 and 0.25 promoted in 2 of 40 experiments); the rule's promise is
+  that what ships beats production, and a later turn may try a rolled-back candidate again;
 - with every candidate eliminated, production stays; at the sample or time limit, the best candidate surely
   better than production is promoted, else production stays.
 
@@ -114,7 +116,7 @@ def decide_arms(
             eliminated[c] = f"surely worse than {leader}: {test.reason}"
     better = [c for c in candidates if c not in eliminated and tests[c].decision == "promote"]
     still = [c for c in candidates if c not in eliminated]
-    winner = next((c for c in better if _beats_the_rest(c, still, stats, common)), None)
+    winner = leader if leader in better else None
     look = {
         "alpha_per_arm": common["alpha"],
         "tests": {c: t.as_dict() for c, t in tests.items()},
@@ -149,7 +151,3 @@ def _finite(value: float) -> float:
 
 def _kpi_stats(arm: Any) -> ArmStats:
     return ArmStats.of(arm.kpi, arm.kpi_units, arm.kpi_covariate)
-
-
-def _beats_the_rest(c: str, still: list[str], stats: Mapping[str, ArmStats], common: dict) -> bool:
-    return all(msprt(stats[o], stats[c], **common).decision == "promote" for o in still if o != c)
