@@ -85,3 +85,22 @@ def test_a_failed_read_fails_its_callers_and_the_next_check_reads_again() -> Non
         assert await checks("k") is True and keys.reads == 2
 
     asyncio.run(run())
+
+
+# The closed loop's unfinished read is collected with it; that is what this test sets up.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_checks_still_answer_on_a_new_event_loop_after_one_closed_mid_read() -> None:
+    keys = Keys()
+    checks = SharedReads(keys.read)
+
+    async def abandoned() -> None:
+        keys.release.clear()
+        asyncio.get_running_loop().create_task(checks("k"))
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(abandoned())
+    loop.close()  # its read never finished
+    keys.release = asyncio.Event()
+    keys.release.set()
+    assert asyncio.run(asyncio.wait_for(checks("k"), 5)) is True

@@ -331,13 +331,16 @@ class SharedReads:
         self._readers: dict[str, asyncio.Task] = {}  # the task running the key's reads, while it has any
 
     async def __call__(self, key: str) -> bool:
+        # State left by another event loop (an app served again after its loop closed) is not waited on.
+        loop = asyncio.get_running_loop()
         waiting = self._waiting.get(key)
-        if waiting is None:
-            waiting = self._waiting[key] = asyncio.get_running_loop().create_future()
+        if waiting is None or waiting.get_loop() is not loop:
+            waiting = self._waiting[key] = loop.create_future()
             # A caller that went away does not leave "exception never retrieved" behind.
             waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
-            if key not in self._readers:
-                self._readers[key] = asyncio.create_task(self._reads(key))
+        reader = self._readers.get(key)
+        if reader is None or reader.get_loop() is not loop:
+            self._readers[key] = loop.create_task(self._reads(key))
         return await asyncio.shield(waiting)  # one caller's cancellation must not cancel the others'
 
     async def _reads(self, key: str) -> None:
@@ -348,7 +351,8 @@ class SharedReads:
                 except Exception as exc:
                     callers.set_exception(exc)
         finally:
-            del self._readers[key]
+            if self._readers.get(key) is asyncio.current_task():
+                del self._readers[key]
 
 
 def _refusal(request: Request, role: str, allow: Roles) -> str:
