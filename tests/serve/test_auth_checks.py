@@ -87,8 +87,6 @@ def test_a_failed_read_fails_its_callers_and_the_next_check_reads_again() -> Non
     asyncio.run(run())
 
 
-# The closed loop's unfinished read is collected with it; that is what this test sets up.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_checks_still_answer_on_a_new_event_loop_after_one_closed_mid_read() -> None:
     keys = Keys()
     checks = SharedReads(keys.read)

@@ -344,6 +344,7 @@ class SharedReads:
         return await asyncio.shield(waiting)  # one caller's cancellation must not cancel the others'
 
     async def _reads(self, key: str) -> None:
+        me = asyncio.current_task()
         try:
             while (callers := self._waiting.pop(key, None)) is not None:
                 try:
@@ -351,7 +352,7 @@ class SharedReads:
                 except Exception as exc:
                     callers.set_exception(exc)
         finally:
-            if self._readers.get(key) is asyncio.current_task():
+            if self._readers.get(key) is me:
                 del self._readers[key]
 
 
