@@ -1,20 +1,22 @@
 """Retrieval that learns, measured on the `rag` scenario over real HTTP.
 
 1. Hidden NDCG@5 of the ranking /v1/retrieve serves, before and after the re-ranker learns from simulated
-   users' position-biased source clicks and helpful/wrong marks (`tuneloop docs rerank`'s path).
-2. Latency at 10k chunks: p50 of the plain query embedding (the anchor) next to p50 of what retrieval
+   users' position-biased source clicks and helpful/wrong marks, through the tenant's loop on the shipped
+   defaults: a turn trains and gates a re-ranker (no adapter trains, as no answer got feedback), its
+   interleaved canary runs until the loop decides it, then the promoted one serves.
+2. Hidden satisfaction of the embedded model's temperature-0 answers through the gateway, with retrieval
+   on (the application's choice), on the scenario's 24 questions before and after.
+3. Latency at 10k chunks: p50 of the plain query embedding (the anchor) next to p50 of what retrieval
    adds to it (HNSW + store read + re-rank, for a query already embedded), of a whole search in process
    and of /v1/retrieve over HTTP. Filler chunks carry random unit vectors (a uniform cloud, HNSW's hardest
    case); the HNSW recall@10 against exact search is printed beside.
 
-    python benchmarks/retrieval.py [--sessions 400] [--filler 10000]
+    python benchmarks/retrieval.py [--sessions 400] [--filler 10000] [--no-answers]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import random
 import statistics
 import sys
 import tempfile
@@ -28,55 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.live import live_server
 from tuneloop import Settings
 from tuneloop.clock import now_utc
+from tuneloop.loop import Loop
+from tuneloop.registry.versions import Registry
 from tuneloop.retrieve.documents import bump_revision, chunk_key
 from tuneloop.retrieve.index import indexes_for
 from tuneloop.retrieve.search import search, search_vector, terms
-from tuneloop.retrieve.training import production_reranker, train_and_gate
+from tuneloop.retrieve.serving import CACHE_SECONDS, production_reranker
 from tuneloop.signals import embeddings
-from tuneloop.sim.scenarios.rag import DOCUMENTS, rag, relevance, source_events
+from tuneloop.sim import satisfaction
+from tuneloop.sim.scenarios.rag import DOCUMENTS, rag
+from tuneloop.sim.sources import Session, retrieval_sessions
 from tuneloop.store.repository import Store, TenantStore
 from tuneloop.store.schema import chunks, documents
 
 K = 4
-
-
-def hidden_ndcg(topic: str, shown: list[str], k: int = 5) -> float:
-    """NDCG@k of the documents shown against the best list the whole collection allows."""
-    best = sorted((relevance(topic, d) for d in DOCUMENTS), reverse=True)
-
-    def dcg(labels: list[int]) -> float:
-        return sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(labels[:k]))
-
-    return dcg([relevance(topic, d) for d in shown]) / dcg(best)
-
-
-def traffic(http: httpx.Client, sessions: int, seed: int, tag: str) -> float:
-    """Simulated users: retrieve, log the interaction, send their source feedback; mean hidden NDCG@5."""
-    rng = random.Random(seed)
-    prompts = rag(seed).pool()
-    scores = []
-    for i in range(sessions):
-        prompt = rng.choice(prompts)
-        iid = f"int-{tag}-{i}"
-        found = http.post("/v1/retrieve", json={"query": prompt.text, "k": K, "interaction_id": iid}).json()
-        shown = [r["document_id"] for r in found["data"]]
-        chunk_of = {r["document_id"]: r["chunk_id"] for r in found["data"]}
-        scores.append(hidden_ndcg(prompt.topic, shown))
-        http.post(
-            "/v1/interactions",
-            json={
-                "id": iid,
-                "messages": [{"role": "user", "content": prompt.text}],
-                "response": prompt.ideal,
-            },
-        ).raise_for_status()
-        events = [
-            {"id": f"{iid}-{n}", "interaction_id": iid, "kind": kind, "value": {"chunk_id": chunk_of[doc]}}
-            for n, (kind, doc) in enumerate(source_events(rng, prompt.topic, shown))
-        ]
-        if events:
-            http.post("/v1/feedback", json={"events": events}).raise_for_status()
-    return statistics.fmean(scores)
 
 
 def add_filler(tenant: TenantStore, n: int) -> None:
@@ -120,6 +87,10 @@ def add_filler(tenant: TenantStore, n: int) -> None:
         tenant.transaction(lambda tx, s=start: write(tx, s))
 
 
+def _ndcg(sessions: list[Session]) -> float:
+    return statistics.fmean(s.ndcg() for s in sessions) if sessions else float("nan")
+
+
 def p50_ms(fn, queries: list[str]) -> float:
     times = []
     for q in queries:
@@ -133,27 +104,49 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=400, help="simulated sessions before and after")
     parser.add_argument("--filler", type=int, default=10_000, help="chunks in the latency measurement")
+    parser.add_argument("--no-answers", action="store_true", help="skip the answers (no model is loaded)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tuneloop-bench-retrieval-"))
-    settings = Settings(home=home, backend="none", tenant_rate_limit=10_000, tenant_rate_burst=10_000)
+    backend = "none" if args.no_answers else "embedded"
+    settings = Settings(home=home, backend=backend, tenant_rate_limit=10_000, tenant_rate_burst=10_000)
     store = Store(settings.database_url)
     tenant_row, key = store.create_tenant("rag", redaction="off")
     tenant = store.for_tenant(tenant_row)
+    policy = home / "policies" / "rag" / "retrieval_policy.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("enabled: true\n")
+    scenario = rag(0)
     with (
         live_server(settings) as url,
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
     ):
         for doc, text in DOCUMENTS.items():
             http.put(f"/v1/documents/{doc}", json={"text": text, "format": "markdown"}).raise_for_status()
-        before = traffic(http, args.sessions, seed=1, tag="before")
-        version, gate = train_and_gate(tenant, home, actor="benchmark")
-        after = traffic(http, args.sessions, seed=2, tag="after")
-        print(
-            f"hidden NDCG@5 of the served ranking ({args.sessions} sessions each, {len(DOCUMENTS)} documents)"
-        )
-        print(f"  embedding order, before learning : {before:.3f}")
-        print(f"  re-ranker {version.id} ({version.state}): {after:.3f}")
-        print(f"  gate: {gate.reason}; weights {version.metrics['weights']}")
+        answered = None if args.no_answers else satisfaction(url, key, scenario, scenario.pool())
+        loop = Loop(tenant, settings)
+        started = time.perf_counter()
+        before = retrieval_sessions(http, args.sessions, seed=1, tag="before")
+        turn = loop.tick()
+        assert turn is not None, "no turn started"
+        canary = []  # interleaved sessions until the loop decides the canary
+        while Registry(tenant).list("reranker", "canary") and len(canary) < 2000:
+            canary += retrieval_sessions(http, 25, seed=100 + len(canary), tag=f"canary-{len(canary)}")
+            loop.tick()
+        decided = time.perf_counter() - started
+        time.sleep(CACHE_SECONDS)  # the server's view of production catches up
+        after = retrieval_sessions(http, args.sessions, seed=2, tag="after")
+        events = sum(s.events for s in before + canary)
+        print(f"hidden NDCG@5 of the served ranking ({len(DOCUMENTS)} documents, the loop on its defaults)")
+        print(f"  embedding order ({len(before)} sessions)   : {_ndcg(before):.3f}")
+        print(f"  turn {turn.turn}'s re-ranker: {turn.report['reranker']}")
+        print(f"  interleaved canary: {len(canary)} sessions, {_ndcg(canary):.3f} while it ran")
+        for v in Registry(tenant).list("reranker"):
+            print(f"  {v.id}: {v.state}")
+        print(f"  after ({len(after)} sessions)            : {_ndcg(after):.3f}")
+        print(f"  feedback events until the decision: {events}; {decided:.0f} s from the first session")
+        if answered is not None:
+            print(f"hidden satisfaction of answers through the gateway ({len(scenario.pool())} questions)")
+            print(f"  before: {answered:.3f}  after: {satisfaction(url, key, scenario, scenario.pool()):.3f}")
 
         add_filler(tenant, args.filler)
         started = time.perf_counter()

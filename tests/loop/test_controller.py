@@ -15,6 +15,7 @@ import yaml
 
 from tests.live import live_server
 from tests.monitor.seed import cooking_prompt, stream
+from tests.retrieve.world import store_logs, world
 from tuneloop import Settings
 from tuneloop.clock import now_utc
 from tuneloop.dashboard.views import audit_rows
@@ -176,6 +177,35 @@ def test_a_turn_without_enough_training_rows_is_skipped_and_recorded(store: Stor
     actions = {a["action"] for a in audit_rows(tenant)}
     assert {"loop.turn", "loop.turn_end", "snapshot.create"} <= actions
     assert loop.trigger() is None  # the feedback that started a turn does not start another
+
+
+def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
+    store: Store, tmp_path: Path
+) -> None:
+    tenant = _tenant(store)
+    _, logs = world(seed=5, sessions=600)
+    store_logs(tenant, logs)
+    loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(on_alerts=False))
+
+    turn = loop.tick()
+
+    assert turn is not None and turn.trigger.startswith("feedback:")
+    reranker = turn.report["reranker"]
+    assert reranker["state"] == Registry(tenant).get(reranker["version"]).state == "canary", reranker
+    # No answer feedback: nothing for an adapter to learn, and the turn says so.
+    assert (turn.outcome, turn.report["light"]) == ("skipped", {"skipped": "off"})
+
+
+def test_a_failing_reranker_is_recorded_and_the_turn_goes_on(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    _, logs = world(seed=5, sessions=600)
+    store_logs(tenant, logs)
+    (tmp_path / "rerankers").write_text("a file where the re-rankers' folder should be")
+
+    turn = Loop(tenant, Settings(home=tmp_path), LoopPolicy(on_alerts=False)).tick()
+
+    assert turn is not None and turn.outcome == "skipped"
+    assert turn.report["reranker"]["failed"].startswith(("FileExistsError", "NotADirectoryError"))
 
 
 def test_a_restarted_controller_resumes_the_open_turn_one_turn_at_a_time(

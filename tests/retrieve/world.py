@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 
+from tuneloop.clock import now_utc
 from tuneloop.retrieve.training import Logged
+from tuneloop.store.repository import TenantStore, TenantTx
+from tuneloop.store.schema import feedback, interactions, retrievals
 
 GAMMA = (0.05, 0.3, 0.6, 0.9)  # P(click | examined) by hidden relevance 0-3
 Items = list[list[tuple[str, int, float]]]  # per query: (chunk id, hidden relevance, first-stage score)
@@ -41,3 +44,23 @@ class Row:
     def __init__(self, chunk_id: str, score: float) -> None:
         self.chunk_id = self.document_id = chunk_id
         self.score, self.lexical, self.anchor = score, 0.0, "a"
+
+
+def store_logs(tenant: TenantStore, logs: list[Logged], start: int = 0) -> None:
+    """Each retrieval with its interaction (numbered from `start`) and a source_clicked event per click, as
+    the API stores them."""
+
+    def write(tx: TenantTx) -> None:
+        now = now_utc()
+        for n, log in enumerate(logs, start):
+            iid = f"int-{n}"
+            tx.insert(interactions, id=iid, messages=[{"role": "user", "content": "q"}], response="a",
+                      choices=["a"], payload_hash="-", created_at=now)  # fmt: skip
+            tx.insert(retrievals, id=log.id, interaction_id=iid, ranker="embedding", results=log.results,
+                      created_at=now)  # fmt: skip
+            for chunk in sorted(log.clicked):
+                tx.insert(feedback, id=f"{iid}-{chunk}", interaction_id=iid, kind="source_clicked",
+                          value={"chunk_id": chunk}, source="user", payload_hash="-", created_at=now,
+                          received_at=now)  # fmt: skip
+
+    tenant.transaction(write)

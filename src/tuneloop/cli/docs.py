@@ -39,7 +39,9 @@ def register(commands: Any) -> None:
     p.set_defaults(run=cmd_delete)
 
     p = docs.add_parser(
-        "rerank", help="train the re-ranker on source feedback, gate it, promote it if it passes"
+        "rerank",
+        help="decide the re-ranker on canary, or train one on new source feedback, gate it and put it on "
+        "canary (the loop's turn does the same)",
     )
     p.add_argument("--tenant", required=True)
     add_json_flag(p)
@@ -132,11 +134,21 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
-    from tuneloop.retrieve.training import train_and_gate
+    from tuneloop.retrieve.training import retrain
 
-    with Progress.of(args).stage("train and gate the re-ranker"):
-        version, result = train_and_gate(_tenant(args.tenant), Settings().home, actor="cli")
-    emit(
-        args, {"version": version, "gate": result}, lambda: [f"{version.id} {version.state}: {result.reason}"]
-    )
-    return EXIT_OK if result.passed else EXIT_BLOCKED
+    with Progress.of(args).stage("the re-ranker's canary and training"):
+        report = retrain(_tenant(args.tenant), Settings().home, actor="cli")
+    emit(args, report, lambda: _describe_rerank(report))
+    return EXIT_BLOCKED if report.get("state") == "blocked" else EXIT_OK
+
+
+def _describe_rerank(report: dict) -> list[str]:
+    lines = []
+    if canary := report.get("canary"):
+        tally = f"favoured in {canary['wins']} of {canary['decisive']} decisive retrievals"
+        lines.append(f"canary {canary['version']}: {canary['state']}, {tally}")
+    if "version" in report:
+        lines.append(f"{report['version']} {report['state']}: {report['reason']}")
+    if "skipped" in report:
+        lines.append(f"no new re-ranker: {report['skipped']}")
+    return lines

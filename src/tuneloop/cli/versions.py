@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, to_json
@@ -15,6 +15,7 @@ from tuneloop.cli.version_export import register_export
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_text
 from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
+from tuneloop.registry.versions import FALLBACK, ServedKind
 from tuneloop.store.repository import TenantStore
 
 DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
@@ -71,9 +72,12 @@ def register(commands: Any) -> None:
         p.add_argument("--by", required=True, metavar="NAME", help="who decides, for the audit log")
         add_reason_flag(p, f"{name}d by hand")
         p.set_defaults(run=cmd_versions_decide)
-    p = actions.add_parser("rollback", help="restore the previous production adapter now (or --to VERSION)")
+    p = actions.add_parser(
+        "rollback", help="restore the previous production adapter or re-ranker now (or --to VERSION)"
+    )
     p.add_argument("--tenant", required=True)
-    p.add_argument("--to", metavar="VERSION", help="a retired adapter to restore (default: the one replaced)")
+    p.add_argument("--kind", choices=get_args(ServedKind), default="adapter", help="what to roll back")
+    p.add_argument("--to", metavar="VERSION", help="a retired version to restore (default: the one replaced)")
     add_reason_flag(p, "manual rollback")
     p.set_defaults(run=cmd_versions_rollback)
     for name, helptext in (
@@ -179,9 +183,9 @@ def cmd_versions_rollback(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
     rolled_back, restored = Registry(_tenant(args.tenant)).rollback(
-        to=args.to, actor="cli", reason=args.reason
+        to=args.to, actor="cli", reason=args.reason, kind=args.kind
     )
-    print(f"rolled back {rolled_back}; {restored or 'the base model'} serves {args.tenant} now")
+    print(f"rolled back {rolled_back}; {restored or FALLBACK[args.kind]} serves {args.tenant} now")
     return 0
 
 

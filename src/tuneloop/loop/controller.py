@@ -15,6 +15,7 @@ from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
 from tuneloop.privacy.retention import apply_retention
+from tuneloop.retrieve.training import review_canary
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
 
@@ -86,17 +87,24 @@ class Loop:
             run_checks(self.tenant, reward_policy, actor="loop")
             apply_retention(self.tenant, self.settings.home, actor="loop")
 
+    def review_reranker(self) -> None:
+        """Promote or roll back the re-ranker on canary once its interleaved test is sure (every tick: it
+        reads only the canary's own retrievals)."""
+        review_canary(self.tenant, self.settings.home, actor="loop")
+
     def tick(self, *, force: bool = False) -> Turn | None:
-        """Run the checks if due, start a turn if one is due (or `force`), then run its stages until one
-        has to wait. A paused loop does nothing (and says so in the log)."""
+        """Run the checks if due, decide the re-ranker's canary if it can, start a turn if one is due (or
+        `force`), then run its stages until one has to wait. A paused loop does nothing (and says so in
+        the log)."""
         pause = paused(self.tenant)
         if pause is not None:
             log.info("%s", pause.describe(self.tenant.tenant.name))
             return None
-        try:
-            self.check()
-        except Exception:  # a failing check must not stop learning; it is logged and retried next tick
-            log.exception("drift and KPI checks failed for tenant %s", self.tenant.tenant.name)
+        for task, name in ((self.check, "drift and KPI checks"), (self.review_reranker, "re-ranker canary")):
+            try:
+                task()
+            except Exception:  # a failing check must not stop learning; it is logged and retried next tick
+                log.exception("%s failed for tenant %s", name, self.tenant.tenant.name)
         turn = self.open_turn()
         if turn is None:
             trigger = self.trigger() or ("manual" if force else None)

@@ -8,6 +8,7 @@ live canary is picked up rather than started again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from tuneloop.loop import light as light_candidates
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.retrieve.training import retrain as retrain_reranker
 from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
@@ -30,7 +32,10 @@ from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import TenantStore
 
-FIRST = "light"  # light candidates (loop/light.py, opt-in) go first: they need no training
+# The re-ranker (seconds of training) and light candidates (loop/light.py, opt-in) need no model training,
+# so they go first.
+FIRST = "rerank"
+log = logging.getLogger("tuneloop.loop")
 P = TypeVar("P", bound=TenantPolicy)
 # What a turn keeps of the training metrics in its report.
 TRAIN_METRICS = (
@@ -207,6 +212,16 @@ def canary(ctx: TurnContext, turn: Turn) -> Step | None:
     )
 
 
+def rerank(ctx: TurnContext, turn: Turn) -> Step:
+    """Retrain the tenant's re-ranker on its source feedback when any came since the last one."""
+    try:
+        report = retrain_reranker(ctx.tenant, ctx.settings.home, actor="loop")
+    except Exception as exc:  # retrieval is one layer: its failure is recorded, the adapter still learns
+        log.exception("re-ranker training failed for tenant %s", ctx.tenant.tenant.name)
+        report = {"failed": f"{type(exc).__name__}: {exc}"}
+    return Step("light", {"reranker": report})
+
+
 def light(ctx: TurnContext, turn: Turn) -> Step:
     """Compose light candidates from production, gate them, put the gated ones on a multi-arm trial."""
     report = light_candidates.start_trial(
@@ -225,6 +240,7 @@ def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
 
 
 STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {
+    "rerank": rerank,
     "light": light,
     "light_trial": light_trial,
     "snapshot": snapshot,

@@ -21,7 +21,10 @@ from tuneloop.rollout.experiments import LIVE_STATES
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import audit_log, experiments, versions
 
-Kind = Literal["adapter", "reward_model"]
+Kind = Literal["adapter", "reward_model", "reranker"]
+ServedKind = Literal["adapter", "reranker"]  # the kinds that change what users get, so can be rolled back
+# What serves a tenant when no version of a kind is in production.
+FALLBACK = {"adapter": "the base model", "reranker": "the embedding order"}
 State = Literal[
     "candidate", "gated", "pending_approval", "canary", "production", "retired", "blocked", "rolled_back"
 ]
@@ -240,40 +243,53 @@ class Registry:
     ) -> Version:
         """Promote a reward model to judge (the old judge retires) or retire it; adapters go through the
         canary and `rollback` instead."""
-        if self.get(version_id).kind != "reward_model":
+        kind = self.get(version_id).kind
+        if kind != "reward_model":
             raise Conflict(
-                f"version {version_id} is an adapter: adapters reach production through the canary "
-                "(`tuneloop rollout`) and leave it by `tuneloop versions rollback`"
+                f"version {version_id} is a {kind}: it reaches production through its gate (adapters also "
+                f"through the canary) and leaves it by `tuneloop versions rollback --kind {kind}`"
             )
         version = self.move(version_id, to, **audit)
         assert version is not None
         return version
 
-    def rollback(self, *, to: str | None, actor: str, reason: str) -> tuple[str, str | None]:
-        """Take the production adapter out of service and restore the one it replaced (or `to`, a retired
-        version; the base model when there is none), in one transaction. Returns (rolled back, restored)."""
+    def rollback(
+        self, *, to: str | None, actor: str, reason: str, kind: ServedKind = "adapter"
+    ) -> tuple[str, str | None]:
+        """Take the production `kind` out of service and restore the one it replaced (or `to`, a retired
+        version of that kind; FALLBACK when there is none), in one transaction. A re-ranker on canary
+        (interleaved with production) goes first, production staying. Returns (rolled back, restored)."""
 
         def apply(tx: TenantTx) -> tuple[str, str | None]:
             tx.serialize()
-            if tx.first(experiments, experiments.c.state.in_(LIVE_STATES), columns=(experiments.c.id,)):
+            live = tx.first(experiments, experiments.c.state.in_(LIVE_STATES), columns=(experiments.c.id,))
+            if kind == "adapter" and live:
                 raise Conflict(
                     "this tenant has a live canary; end it first (`tuneloop rollout rollback`), "
                     "then roll back"
                 )
-            current = tx.first(
+            serving = tx.all(
                 versions,
-                versions.c.kind == "adapter",
-                versions.c.state == "production",
-                columns=(versions.c.id,),
+                versions.c.kind == kind,
+                versions.c.state.in_(("canary", "production")),
+                columns=(versions.c.id, versions.c.state),
             )
+            current = next((v for v in serving if v.state == "canary"), None) if to is None else None
+            if current is not None:
+                production = next((v.id for v in serving if v.state == "production"), None)
+                self.move(current.id, "rolled_back", actor=actor, reason=reason, tx=tx)
+                details = {"reason": reason}
+                tx.audit(actor=actor, action="version.rollback", subject=current.id, details=details)
+                return current.id, production
+            current = next((v for v in serving if v.state == "production"), None)
             if current is None:
-                raise Conflict("nothing to roll back: the base model serves this tenant")
+                raise Conflict(f"nothing to roll back: {FALLBACK[kind]} serves this tenant")
             target = to or _replaced_by(tx, current.id)
             if target is not None:
                 row = tx.first(versions, versions.c.id == target, columns=(versions.c.kind, versions.c.state))
-                if row is None or row.kind != "adapter" or row.state != "retired":
+                if row is None or row.kind != kind or row.state != "retired":
                     state = "not found" if row is None else f"a {row.state} {row.kind}"
-                    raise Conflict(f"--to {target}: {state}; roll back only to a retired adapter", param="to")
+                    raise Conflict(f"--to {target}: {state}; roll back only to a retired {kind}", param="to")
             details = {"restored": target or "base"}
             self.move(current.id, "rolled_back", actor=actor, reason=reason, details=details, tx=tx)
             if target is not None:

@@ -11,8 +11,8 @@ from typing import Any
 import anyio.to_thread
 
 from tuneloop.retrieve.policy import RetrievalPolicy, retrieval_policy
-from tuneloop.retrieve.search import Hit, log_retrieval, search
-from tuneloop.retrieve.training import production_reranker
+from tuneloop.retrieve.search import Hit
+from tuneloop.retrieve.serving import serve
 from tuneloop.store.repository import TenantStore
 
 INSTRUCTION = (
@@ -48,12 +48,8 @@ def question_of(messages: list[dict[str, Any]]) -> str | None:
 
 
 def _retrieve(tenant: TenantStore, query: str, policy: RetrievalPolicy, interaction_id: str) -> list[Hit]:
-    reranker = production_reranker(tenant) if policy.rerank else None
-    hits = search(tenant, query, policy.k, min_score=policy.min_score, reranker=reranker)
-    if hits:
-        ranker = reranker.version if reranker else "embedding"
-        log_retrieval(tenant, hits, ranker=ranker, interaction_id=interaction_id)
-    return hits
+    k, score, rerank = policy.k, policy.min_score, policy.rerank
+    return serve(tenant, query, k, min_score=score, rerank=rerank, interaction_id=interaction_id).hits
 
 
 def with_sources(messages: list[dict[str, Any]], hits: list[Hit]) -> list[dict[str, Any]]:

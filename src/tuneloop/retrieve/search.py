@@ -61,8 +61,7 @@ def search(
     reranker: Reranker | None = None,
 ) -> list[Hit]:
     """The tenant's best `k` chunks for `query` (none below `min_score`), in the order they are shown."""
-    vector = embeddings.embed([query])[0]
-    return search_vector(tenant, vector, terms(query), k, min_score=min_score, reranker=reranker)
+    return ordered(candidates(tenant, query, k, min_score=min_score), k, reranker)
 
 
 def search_vector(
@@ -75,6 +74,24 @@ def search_vector(
     reranker: Reranker | None = None,
 ) -> list[Hit]:
     """`search` for a query already embedded (`vector`) with its content words (`wanted`)."""
+    return ordered(candidates_for_vector(tenant, vector, wanted, k, min_score=min_score), k, reranker)
+
+
+def ordered(hits: list[Hit], k: int, reranker: Reranker | None) -> list[Hit]:
+    """The top `k` of `hits` (embedding order) as `reranker` orders them (None: as they are)."""
+    return (reranker.rank(hits) if reranker is not None else hits)[:k]
+
+
+def candidates(tenant: TenantStore, query: str, k: int, *, min_score: float = -1.0) -> list[Hit]:
+    """What the embedding finds for `query`, best first: enough for a re-ranker to choose a top `k` from."""
+    vector = embeddings.embed([query])[0]
+    return candidates_for_vector(tenant, vector, terms(query), k, min_score=min_score)
+
+
+def candidates_for_vector(
+    tenant: TenantStore, vector: np.ndarray, wanted: set[str], k: int, *, min_score: float = -1.0
+) -> list[Hit]:
+    """`candidates` for a query already embedded (`vector`) with its content words (`wanted`)."""
     index = indexes_for(tenant.store).get(tenant)
     found = dict(index.search(vector, max(4 * k, MIN_CANDIDATES)))
     if not found:
@@ -111,17 +128,23 @@ def search_vector(
         if found[r.key] >= min_score
     ]
     hits.sort(key=lambda h: (-h.score, h.chunk_id))
-    if reranker is not None:
-        hits = reranker.rank(hits)
-    return hits[:k]
+    return hits
 
 
 def log_retrieval(
-    tenant: TenantStore, hits: list[Hit], *, ranker: str, interaction_id: str | None = None
+    tenant: TenantStore,
+    hits: list[Hit],
+    *,
+    ranker: str,
+    interaction_id: str | None = None,
+    sides: list[str] | None = None,
 ) -> str:
-    """Record which chunks were shown, in which positions, by which ranker; returns the record's id."""
+    """Record which chunks were shown, in which positions, by which ranker (and, interleaved, from which
+    side each came); returns the record's id."""
     retrieval_id = f"ret-{uuid.uuid4().hex}"
     results = [{"rank": i + 1, **h.features()} for i, h in enumerate(hits)]
+    for result, side in zip(results, sides or (), strict=False):
+        result["side"] = side
     tenant.transaction(
         lambda tx: tx.insert(
             retrievals,

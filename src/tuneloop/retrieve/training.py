@@ -1,35 +1,36 @@
 """Train a tenant's re-ranker from logged retrievals and the feedback on their sources, gate it offline
-against the ranking users were shown, and register it as a version (kind `reranker`) with its lineage."""
+against the ranking users were shown, register it as a version (kind `reranker`) with its lineage, and
+put it on an interleaved canary (retrieve/interleave.py) that promotes it or rolls it back."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import threading
-import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from tuneloop.capture.events import SOURCE_KINDS
-from tuneloop.errors import BadRequest
+from tuneloop.clock import utc
+from tuneloop.config import tenant_policy
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.private_files import private_dir
 from tuneloop.registry.artifacts import checksums
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.clicks import ClickModel, Impression, fit_click_model
+from tuneloop.retrieve.interleave import Tally, preference
 from tuneloop.retrieve.reranker import Example, Reranker, dcg, fit_reranker, relevance_key, trust_scores
+from tuneloop.retrieve.serving import INTERLEAVED, KIND
+from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import feedback, retrievals
 
-KIND = cast(Any, "reranker")  # a registry version kind of its own; the registry stores kinds as text
 ENCODER = "all-MiniLM-L6-v2"
 HOLDOUT_SHARE = 0.25  # the newest quarter of retrievals with feedback judges the candidate
 MIN_HELDOUT = 20  # fewer held-out retrievals with feedback cannot tell two rankings apart: blocked
-CACHE_SECONDS = 5.0
-logger = logging.getLogger("tuneloop")
 
 
 @dataclass
@@ -41,10 +42,15 @@ class Logged:
     clicked: set[str] = field(default_factory=set)
     helpful: set[str] = field(default_factory=set)
     wrong: set[str] = field(default_factory=set)
+    ranker: str = "embedding"
 
     @property
     def has_feedback(self) -> bool:
         return bool(self.clicked or self.helpful or self.wrong)
+
+    def vote(self, chunk: str) -> int:
+        """−1 for a source marked wrong, +1 for one opened or marked helpful, else 0."""
+        return -1 if chunk in self.wrong else int(chunk in self.clicked or chunk in self.helpful)
 
     def impressions(self) -> list[Impression]:
         """Opened or marked helpful counts as a click; a source marked wrong does not, whatever its clicks."""
@@ -65,18 +71,22 @@ class GateResult:
     metrics: dict[str, Any]
 
 
-def logged_retrievals(tenant: TenantStore) -> list[Logged]:
-    """The tenant's retrievals tied to an interaction, oldest first, with the source feedback on them."""
+def logged_retrievals(
+    tenant: TenantStore, *, ranker: str | None = None, since: datetime | None = None
+) -> list[Logged]:
+    """The tenant's retrievals tied to an interaction (by `ranker`, logged `since`, when given), oldest
+    first, with the source feedback on them."""
+    where = [retrievals.c.interaction_id.is_not(None)]
+    marked = [feedback.c.kind.in_(SOURCE_KINDS)]
+    if ranker is not None:
+        where.append(retrievals.c.ranker == ranker)
+    if since is not None:  # compared in UTC: SQLite keeps times without an offset
+        where.append(retrievals.c.created_at >= utc(since))
+        marked.append(feedback.c.received_at >= utc(since))
     with tenant.reading() as tx:
-        rows = tx.all(
-            retrievals,
-            retrievals.c.interaction_id.is_not(None),
-            order_by=(retrievals.c.created_at, retrievals.c.id),
-        )
+        rows = tx.all(retrievals, *where, order_by=(retrievals.c.created_at, retrievals.c.id))
         events = tx.all(
-            feedback,
-            feedback.c.kind.in_(SOURCE_KINDS),
-            columns=(feedback.c.interaction_id, feedback.c.kind, feedback.c.value),
+            feedback, *marked, columns=(feedback.c.interaction_id, feedback.c.kind, feedback.c.value)
         )
     marks: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for e in events:
@@ -91,6 +101,7 @@ def logged_retrievals(tenant: TenantStore) -> list[Logged]:
                 set(got.get("source_clicked", ())),
                 set(got.get("source_helpful", ())),
                 set(got.get("source_wrong", ())),
+                r.ranker,
             )
         )
     return out
@@ -145,10 +156,62 @@ def evaluate(candidate: Reranker, held_out: list[Logged], model: ClickModel, k: 
     }
 
 
-def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tuple[Version, GateResult]:
-    """Train on all but the newest feedback, gate on it, register the candidate; a passing one becomes
-    the tenant's production re-ranker (a canary for re-rankers is not wired yet)."""
+def retrain(tenant: TenantStore, home: Path, *, actor: str) -> dict[str, Any]:
+    """The re-ranker's turn: decide a live canary if its test is sure, else (with none live) train and
+    gate a candidate when retrievals or source feedback came since the last one; what it did."""
+    report: dict[str, Any] = {}
+    canary = review_canary(tenant, home, actor=actor)
+    if canary is not None:
+        report["canary"] = canary
+        if canary["state"] == "canary":
+            return report
     logs = logged_retrievals(tenant)
+    if not any(log.has_feedback for log in logs):
+        return {**report, "skipped": "no feedback on sources"}
+    trained = Registry(tenant).list(KIND)  # oldest first
+    if trained and trained[-1].snapshot_hash == lineage(logs):
+        return {**report, "skipped": f"no new retrievals or source feedback since {trained[-1].id}"}
+    version, result = train_and_gate(tenant, home, actor=actor, logs=logs)
+    return {**report, "version": version.id, "state": version.state, "reason": result.reason}
+
+
+def review_canary(tenant: TenantStore, home: Path, *, actor: str) -> dict[str, Any] | None:
+    """Judge the re-ranker on canary, if any, by its interleaved retrievals: promote it or roll it back
+    once the test is sure (or no winner shows within MAX_DECISIVE); its state and tally."""
+    live = Registry(tenant).list(KIND, "canary")
+    if not live:
+        return None
+    canary = live[0]
+    logs = logged_retrievals(tenant, ranker=INTERLEAVED + canary.id, since=canary.updated_at)
+    prefs = [
+        preference([r.get("side") for r in log.results], [log.vote(r["chunk_id"]) for r in log.results])
+        for log in logs
+    ]
+    tally = Tally(wins=prefs.count(1), decisive=len(prefs) - prefs.count(0))
+    verdict = tally.verdict(tenant_policy(home, tenant.tenant.name, RolloutPolicy).alpha)
+    state = {"promote": "production", "continue": "canary"}.get(verdict, "rolled_back")
+    reason = {
+        "promote": f"interleaved canary: users preferred it ({tally.describe()})",
+        "rollback": f"interleaved canary: users preferred production ({tally.describe()})",
+        "inconclusive": f"interleaved canary: no preference after {tally.decisive} retrievals",
+    }.get(verdict)
+    if reason is not None:
+        Registry(tenant).move(canary.id, state, actor=actor, reason=reason, details={"tally": asdict(tally)})
+    return {"version": canary.id, "state": state, "wins": tally.wins, "decisive": tally.decisive}
+
+
+def lineage(logs: list[Logged]) -> str:
+    """SHA-256 of what a re-ranker learns from: each retrieval's results and the feedback on them."""
+    data = [[log.id, log.results, *map(sorted, (log.clicked, log.helpful, log.wrong))] for log in logs]
+    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
+
+
+def train_and_gate(
+    tenant: TenantStore, home: Path, *, actor: str = "cli", logs: list[Logged] | None = None
+) -> tuple[Version, GateResult]:
+    """Train on all but the newest feedback, gate on it, register the candidate; a passing one goes on the
+    interleaved canary (one at a time: Conflict while another is live)."""
+    logs = logged_retrievals(tenant) if logs is None else logs
     with_feedback = [log for log in logs if log.has_feedback]
     if not with_feedback:
         raise BadRequest(
@@ -165,11 +228,12 @@ def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tu
     result = _gate(metrics)
     final, _ = train(logs, version_id)  # what serves learns from all the feedback the gate judged
     registry = Registry(tenant)
+    if registry.list(KIND, "canary"):
+        raise Conflict("a re-ranker is on canary; it must be promoted or rolled back before the next one")
     parent = registry.production(KIND)
     folder = home / "rerankers" / tenant.tenant.name / version_id
     private_dir(folder)
     final.save(folder / "reranker.json")
-    lineage = hashlib.sha256(json.dumps([[log.id, log.results] for log in logs], default=str).encode())
     version = registry.register(
         kind=KIND,
         base_model=ENCODER,
@@ -177,7 +241,7 @@ def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tu
         version_id=version_id,
         artifact_path=str(folder),
         artifact_checksums=checksums(folder),
-        snapshot_hash=lineage.hexdigest(),
+        snapshot_hash=lineage(logs),
         metrics={**metrics, "weights": {f: round(w, 3) for f, w in final.weights.items()}},
         job_spec={
             "retrievals": len(logs),
@@ -188,7 +252,7 @@ def train_and_gate(tenant: TenantStore, home: Path, *, actor: str = "cli") -> tu
     )
     registry.move(version.id, "gated" if result.passed else "blocked", actor=actor, reason=result.reason)
     if result.passed:
-        registry.move(version.id, "production", actor=actor, reason="re-ranker passed its offline gate")
+        registry.move(version.id, "canary", actor=actor, reason="interleaved with production's ranking")
     return registry.get(version.id), result
 
 
@@ -205,8 +269,9 @@ def _gate(metrics: dict[str, Any]) -> GateResult:
         reason = f"only {n} held-out retrievals with feedback; {MIN_HELDOUT} are needed"
         return GateResult(False, reason, metrics)
     before, after = metrics["ndcg@5_production"], metrics["ndcg@5_candidate"]
-    if after < before:
-        return GateResult(False, f"held-out NDCG@5 {after:.3f} is below production's {before:.3f}", metrics)
+    if after <= before:  # a re-ranker that only ties production's order has nothing to show on a canary
+        reason = f"held-out NDCG@5 {after:.3f} is not above production's {before:.3f}"
+        return GateResult(False, reason, metrics)
     return GateResult(True, f"held-out NDCG@5 {after:.3f} vs production's {before:.3f}", metrics)
 
 
@@ -227,31 +292,3 @@ class _Row:
 
 def _ratio(part: float, whole: float) -> float:
     return round(part / whole, 4) if whole else 0.0
-
-
-_serving: dict[str, tuple[float, Reranker | None]] = {}
-_serving_lock = threading.Lock()
-
-
-def production_reranker(tenant: TenantStore) -> Reranker | None:
-    """The tenant's production re-ranker (checked against its recorded checksum), looked up at most every
-    CACHE_SECONDS; None while there is none."""
-    with _serving_lock:
-        hit = _serving.get(tenant.tenant_id)
-    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    version = Registry(tenant).production(KIND)
-    found = None
-    if version is not None and version.artifact_path:
-        folder = Path(version.artifact_path)
-        if hit is not None and hit[1] is not None and hit[1].version == version.id:
-            found = hit[1]
-        elif checksums(folder) == version.artifact_checksums:
-            found = Reranker.load(folder / "reranker.json")
-        else:
-            logger.error(
-                "re-ranker %s: files changed since registration; serving embedding order", version.id
-            )
-    with _serving_lock:
-        _serving[tenant.tenant_id] = (time.monotonic(), found)
-    return found

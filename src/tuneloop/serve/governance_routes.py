@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneloop.errors import NotFound
 from tuneloop.loop.pause import pause, paused, resume
 from tuneloop.loop.turns import list_turns
-from tuneloop.registry.versions import MAX_ACTOR_CHARS, Registry, Version
+from tuneloop.registry.versions import MAX_ACTOR_CHARS, Registry, ServedKind, Version
 from tuneloop.rollout import controller
 from tuneloop.serve.http import OPERATE, clip, read_json, validate
 from tuneloop.store.repository import TenantStore
@@ -35,7 +35,8 @@ class Decision(Reason):
 
 
 class Rollback(Reason):
-    to: str | None = Field(None, max_length=64, description="A retired adapter (default: the one replaced).")
+    kind: ServedKind = Field("adapter", description="What to roll back: the adapter or the re-ranker.")
+    to: str | None = Field(None, max_length=64, description="A retired version (default: the one replaced).")
 
 
 async def _call(request: Request, body: type[Reason]) -> tuple[Any, TenantStore, Any]:
@@ -96,10 +97,13 @@ async def reward_model(
 
 @router.post("/rollback")
 async def rollback(request: Request) -> dict[str, Any]:
-    """Restore the previous production adapter (or `to`) at once; routing follows within a second."""
+    """Restore the previous production adapter or re-ranker (or `to`) at once; routing follows within a
+    second, retrieval within five."""
     st, tenant, body = await _call(request, Rollback)
     reason = body.reason or "rollback over the API"
-    rolled_back, restored = await st.calls(Registry(tenant).rollback, to=body.to, actor=ACTOR, reason=reason)
+    rolled_back, restored = await st.calls(
+        Registry(tenant).rollback, to=body.to, actor=ACTOR, reason=reason, kind=body.kind
+    )
     return {"rolled_back": rolled_back, "production": restored}
 
 

@@ -25,8 +25,7 @@ from tuneloop.retrieve.documents import (
 from tuneloop.retrieve.extract import TITLE_CONTROL, visible
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
-from tuneloop.retrieve.search import log_retrieval, search
-from tuneloop.retrieve.training import production_reranker
+from tuneloop.retrieve.serving import serve
 from tuneloop.serve.capture_routes import ID_PATTERN, QueryId
 from tuneloop.serve.http import GATEWAY, OPERATE, clip, read_json, validate
 from tuneloop.store.repository import TenantStore
@@ -158,14 +157,11 @@ async def retrieve(request: Request) -> dict:
 
 
 def _retrieve(tenant: TenantStore, body: RetrieveIn, k: int, rerank: bool) -> dict[str, Any]:
-    reranker = production_reranker(tenant) if rerank else None
-    hits = search(tenant, body.query, k, reranker=reranker)
-    ranker = reranker.version if reranker else "embedding"
-    retrieval_id = log_retrieval(tenant, hits, ranker=ranker, interaction_id=body.interaction_id)
+    served = serve(tenant, body.query, k, rerank=rerank, interaction_id=body.interaction_id)
     return {
-        "id": retrieval_id,
+        "id": served.id,
         "object": "list",
-        "ranker": ranker,
+        "ranker": served.ranker,
         "data": [
             {
                 "rank": i,
@@ -178,7 +174,7 @@ def _retrieve(tenant: TenantStore, body: RetrieveIn, k: int, rerank: bool) -> di
                 "text": h.text,
                 "score": h.score,
             }
-            for i, h in enumerate(hits, 1)
+            for i, h in enumerate(served.hits, 1)
         ],
     }
 

@@ -32,7 +32,7 @@ from tuneloop.evaluate.suites.base import (
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import question_of, with_sources
 from tuneloop.retrieve.search import Hit, search
-from tuneloop.retrieve.training import production_reranker
+from tuneloop.retrieve.serving import production_reranker
 from tuneloop.signals import embeddings
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
