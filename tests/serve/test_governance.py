@@ -114,6 +114,9 @@ def test_operators_govern_over_http_and_ingest_keys_cannot(gateway: dict) -> Non
         assert http.post(f"/reward-models/{current}/promote", json={}).status_code == 409  # an adapter
 
         assert http.post("/rollback", json={"to": held.id}).status_code == 409  # gated, never served
+        assert http.post("/rollback", json={"kind": "reward_model"}).status_code == 400  # not served
+        no_reranker = http.post("/rollback", json={"kind": "reranker"})
+        assert no_reranker.status_code == 409 and "the embedding order serves" in no_reranker.text
         assert http.post("/rollback", json={"to": old}).json() == {"rolled_back": current, "production": old}
         assert _served_within(gateway, key, old, 3) == old
 
