@@ -128,6 +128,7 @@ def main() -> None:
         before = retrieval_sessions(http, args.sessions, seed=1, tag="before")
         turn = loop.tick()
         assert turn is not None, "no turn started"
+        time.sleep(CACHE_SECONDS)  # the server's view of the re-rankers catches up
         canary = []  # interleaved sessions until the loop decides the canary
         while Registry(tenant).list("reranker", "canary") and len(canary) < 2000:
             canary += retrieval_sessions(http, 25, seed=100 + len(canary), tag=f"canary-{len(canary)}")

@@ -58,3 +58,22 @@ def test_a_saved_reranker_loads_and_orders_the_same(tmp_path: Path) -> None:
     loaded = type(reranker).load(tmp_path / "r.json")
     rows = [Row(cid, score) for cid, _, score in groups[0]]
     assert [r.chunk_id for r in loaded.rank(rows)] == [r.chunk_id for r in reranker.rank(rows)]
+
+
+def test_chunks_users_surely_mark_wrong_are_never_shown_again() -> None:
+    _, logs = world(seed=7, sessions=300)
+    shown = [r["chunk_id"] for r in logs[0].results]
+    wrong, doubtful = shown[0], shown[1]
+    for log in logs[:5]:  # five wrong marks, no helpful one
+        log.results = logs[0].results
+        log.wrong = {wrong}
+    for log in logs[5:8]:  # three wrong marks against one helpful: not sure yet
+        log.results = logs[0].results
+        log.wrong, log.helpful = {doubtful}, set()
+    logs[8].results, logs[8].helpful = logs[0].results, {doubtful}
+
+    reranker, _ = train(logs, "rr-test")
+
+    ranked = [row.chunk_id for row in reranker.rank([Row(c, 0.5) for c in shown])]
+    assert reranker.distrusted == [wrong]
+    assert wrong not in ranked and doubtful in ranked and len(ranked) == len(shown) - 1

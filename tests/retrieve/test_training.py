@@ -152,6 +152,7 @@ def test_the_loop_promotes_a_reranker_users_prefer_on_its_interleaved_canary_ove
         turn = loop.tick(force=True)
         assert turn is not None and turn.report["reranker"]["state"] == "canary", turn.report
         candidate = turn.report["reranker"]["version"]
+        time.sleep(CACHE_SECONDS)  # the server's view of the re-rankers catches up
 
         canary = retrieval_sessions(http, 25, seed=2, tag="canary")
         [record] = http.get("/v1/retrievals", params={"interaction_id": "int-canary-0"}).json()["data"]

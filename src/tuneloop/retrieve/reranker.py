@@ -12,11 +12,16 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from tuneloop.evaluate.stats import binomial_at_most
+
 FEATURES = ("score", "lexical", "trust", "relevance")
 PRIOR_TRUST = 0.5  # a source nobody marked yet
 # A chunk never shown for this kind of question has no evidence of relevance: it ranks below every shown
 # chunk users opened, so the re-ranker reorders what it has seen rather than promoting what it has not.
 UNSEEN_RELEVANCE = 0.0
+# A chunk is dropped from what is shown once its marks put this posterior probability on "users mark it
+# wrong more often than helpful" (five wrong marks and no helpful one do).
+SURELY_WRONG = 0.95
 
 
 class Ranked(Protocol):
@@ -65,6 +70,7 @@ class Reranker:
     scale: dict[str, float] = field(default_factory=dict)
     trust: dict[str, float] = field(default_factory=dict)
     relevance: dict[str, float] = field(default_factory=dict)
+    distrusted: list[str] = field(default_factory=list)  # chunk ids never shown (`distrusted_chunks`)
 
     def row(self, item: Ranked) -> dict[str, float]:
         return {
@@ -81,8 +87,9 @@ class Reranker:
         )
 
     def rank(self, items: Sequence[H]) -> list[H]:
-        """`items` best first (ties keep their order)."""
-        return sorted(items, key=lambda h: -self.value(h))
+        """`items` best first (ties keep their order), without the chunks users keep marking wrong."""
+        dropped = set(self.distrusted)
+        return sorted((h for h in items if h.chunk_id not in dropped), key=lambda h: -self.value(h))
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), sort_keys=True))
@@ -97,18 +104,29 @@ def trust_scores(marks: dict[str, tuple[int, int]]) -> dict[str, float]:
     return {doc: (h + 1) / (h + w + 2) for doc, (h, w) in marks.items()}
 
 
+def distrusted_chunks(marks: dict[str, tuple[int, int]]) -> list[str]:
+    """Chunks users surely mark wrong more often than helpful, from their (helpful, wrong) counts: under a
+    Beta(1, 1) prior, P(share of wrong marks > ½) = P(Binomial(h + w + 1, ½) ≤ w) ≥ SURELY_WRONG. Marks
+    belong to a chunk of one document version, so a corrected page starts afresh."""
+    return sorted(c for c, (h, w) in marks.items() if binomial_at_most(w, h + w + 1, 0.5) >= SURELY_WRONG)
+
+
 def fit_reranker(
     examples: Sequence[Example],
     *,
     version: str,
     trust: dict[str, float],
     relevance: dict[str, float],
+    distrusted: Sequence[str] = (),
 ) -> Reranker:
     """Logistic regression on the examples' soft labels (each row counts as `label` of a positive and
     1 − `label` of a negative); features standardised so the weights compare."""
     from sklearn.linear_model import LogisticRegression
 
-    draft = Reranker(version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance)
+    dropped = list(distrusted)
+    draft = Reranker(
+        version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance, distrusted=dropped
+    )
     x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -132,6 +150,7 @@ def fit_reranker(
         dict(zip(FEATURES, map(float, scale), strict=True)),
         trust,
         relevance,
+        dropped,
     )
 
 

@@ -22,7 +22,15 @@ from tuneloop.registry.artifacts import checksums
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.clicks import ClickModel, Impression, fit_click_model
 from tuneloop.retrieve.interleave import Tally, preference
-from tuneloop.retrieve.reranker import Example, Reranker, dcg, fit_reranker, relevance_key, trust_scores
+from tuneloop.retrieve.reranker import (
+    Example,
+    Reranker,
+    dcg,
+    distrusted_chunks,
+    fit_reranker,
+    relevance_key,
+    trust_scores,
+)
 from tuneloop.retrieve.serving import INTERLEAVED, KIND
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.store.repository import TenantStore
@@ -110,20 +118,29 @@ def logged_retrievals(
 def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
     """Fit the click model on every impression, then the re-ranker on its debiased labels."""
     model = fit_click_model([imp for log in logs for imp in log.impressions()])
-    marks: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    marks: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # (document, chunk): helpful, wrong
     examples = []
     for log in logs:
         for r, imp in zip(log.results, log.impressions(), strict=True):
-            if r["chunk_id"] in log.helpful:
-                marks[r["document_id"]][0] += 1
-            if r["chunk_id"] in log.wrong:
-                marks[r["document_id"]][1] += 1
+            counts = marks[r["document_id"], r["chunk_id"]]
+            counts[0] += r["chunk_id"] in log.helpful
+            counts[1] += r["chunk_id"] in log.wrong
             label = 0.0 if r["chunk_id"] in log.wrong else model.posterior(imp)
             examples.append(
                 Example(r["chunk_id"], r["document_id"], r["score"], r["lexical"], r["anchor"], label)
             )
-    trust = trust_scores({doc: (h, w) for doc, (h, w) in marks.items()})
-    return fit_reranker(examples, version=version, trust=trust, relevance=model.relevance), model
+    by_document: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (doc, _), (h, w) in marks.items():
+        by_document[doc][0] += h
+        by_document[doc][1] += w
+    reranker = fit_reranker(
+        examples,
+        version=version,
+        trust=trust_scores({doc: (h, w) for doc, (h, w) in by_document.items()}),
+        relevance=model.relevance,
+        distrusted=distrusted_chunks({chunk: (h, w) for (_, chunk), (h, w) in marks.items()}),
+    )
+    return reranker, model
 
 
 def evaluate(candidate: Reranker, held_out: list[Logged], model: ClickModel, k: int = 5) -> dict[str, float]:
