@@ -54,7 +54,8 @@ def serving_rerankers(tenant: TenantStore) -> Rankers:
     registry = Registry(tenant)
     canary = next(iter(registry.list(KIND, "canary")), None)
     before = hit[1] if hit is not None else Rankers(None, None)
-    found = Rankers(_load(registry.production(KIND), before.production), _load(canary, before.canary))
+    production = load_reranker(registry.production(KIND), before.production)
+    found = Rankers(production, load_reranker(canary, before.canary))
     with _serving_lock:
         _serving[tenant.tenant_id] = (time.monotonic(), found)
     return found
@@ -65,7 +66,9 @@ def production_reranker(tenant: TenantStore) -> Reranker | None:
     return serving_rerankers(tenant).production
 
 
-def _load(version: Version | None, loaded: Reranker | None) -> Reranker | None:
+def load_reranker(version: Version | None, loaded: Reranker | None = None) -> Reranker | None:
+    """`version`'s re-ranker (`loaded` when it is that version already); None for no version, or when its
+    files changed since registration (logged)."""
     if version is None or not version.artifact_path:
         return None
     if loaded is not None and loaded.version == version.id:

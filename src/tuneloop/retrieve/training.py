@@ -31,7 +31,7 @@ from tuneloop.retrieve.reranker import (
     relevance_key,
     trust_scores,
 )
-from tuneloop.retrieve.serving import INTERLEAVED, KIND
+from tuneloop.retrieve.serving import INTERLEAVED, KIND, load_reranker
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import feedback, retrievals
@@ -143,33 +143,38 @@ def train(logs: list[Logged], version: str) -> tuple[Reranker, ClickModel]:
     return reranker, model
 
 
-def evaluate(candidate: Reranker, held_out: list[Logged], model: ClickModel, k: int = 5) -> dict[str, float]:
-    """NDCG@k and recall@3 on held-out feedback, of the order shown and of the candidate's order.
+def evaluate(
+    candidate: Reranker, held_out: list[Logged], model: ClickModel, production: Reranker | None, k: int = 5
+) -> dict[str, float]:
+    """NDCG@k and recall@3 on held-out feedback, of production's order (its re-ranker's, or the
+    embedding's) and of the candidate's, over the same results: what users were shown, interleaved or not.
 
     Gains are inverse-propensity weighted (a click where few users look counts more) and summed over all
     held-out retrievals before normalising (ratio of sums): an IPS-weighted DCG is unbiased, but one
     normalised per retrieval cancels the weight of a lone click and would favour the order shown.
     """
-    dcg_shown = dcg_ranked = ideal = 0.0
-    top_shown = top_ranked = total = 0.0
+    dcg_production = dcg_candidate = ideal = 0.0
+    top_production = top_candidate = total = 0.0
     for log in held_out:
         gain = {
             r["chunk_id"]: _gain(log, r["chunk_id"]) * model.propensity_weight(r["rank"]) for r in log.results
         }
-        shown = [r["chunk_id"] for r in log.results]
-        ranked = [h.chunk_id for h in candidate.rank([_Row(r) for r in log.results])]
-        dcg_shown += dcg([gain[c] for c in shown], k)
-        dcg_ranked += dcg([gain[c] for c in ranked], k)
+        rows = [_Row(r) for r in log.results]
+        embedding = sorted(rows, key=lambda row: (-row.score, row.chunk_id))
+        ours = [h.chunk_id for h in (production.rank(rows) if production else embedding)]
+        theirs = [h.chunk_id for h in candidate.rank(rows)]
+        dcg_production += dcg([gain[c] for c in ours], k)
+        dcg_candidate += dcg([gain[c] for c in theirs], k)
         ideal += dcg(sorted(gain.values(), reverse=True), k)
-        top_shown += sum(gain[c] for c in shown[:3])
-        top_ranked += sum(gain[c] for c in ranked[:3])
+        top_production += sum(gain[c] for c in ours[:3])
+        top_candidate += sum(gain[c] for c in theirs[:3])
         total += sum(gain.values())
     return {
         "heldout_retrievals": len(held_out),
-        "ndcg@5_production": _ratio(dcg_shown, ideal),
-        "ndcg@5_candidate": _ratio(dcg_ranked, ideal),
-        "recall@3_production": _ratio(top_shown, total),
-        "recall@3_candidate": _ratio(top_ranked, total),
+        "ndcg@5_production": _ratio(dcg_production, ideal),
+        "ndcg@5_candidate": _ratio(dcg_candidate, ideal),
+        "recall@3_production": _ratio(top_production, total),
+        "recall@3_candidate": _ratio(top_candidate, total),
     }
 
 
@@ -235,19 +240,21 @@ def train_and_gate(
             "no feedback on sources yet: send source_clicked / source_helpful / source_wrong events on "
             "interactions whose retrievals were logged"
         )
+    registry = Registry(tenant)
+    if registry.list(KIND, "canary"):
+        raise Conflict("a re-ranker is on canary; it must be promoted or rolled back before the next one")
+    parent = registry.production(KIND)
     cut_id = with_feedback[-max(1, int(len(with_feedback) * HOLDOUT_SHARE))].id
     cut = next(i for i, log in enumerate(logs) if log.id == cut_id)
     version_id = f"rr-{uuid.uuid4().hex[:10]}"
     reranker, _ = train(logs[:cut], version_id)
     # The judge's click model sees every log: position bias is a property of the interface, not of rankers.
     judge = fit_click_model([imp for log in logs for imp in log.impressions()])
-    metrics = evaluate(reranker, [log for log in logs[cut:] if log.has_feedback], judge)
+    # Production may have learned from some held-out retrievals already: the comparison leans its way.
+    held_out = [log for log in logs[cut:] if log.has_feedback]
+    metrics = evaluate(reranker, held_out, judge, load_reranker(parent))
     result = _gate(metrics)
     final, _ = train(logs, version_id)  # what serves learns from all the feedback the gate judged
-    registry = Registry(tenant)
-    if registry.list(KIND, "canary"):
-        raise Conflict("a re-ranker is on canary; it must be promoted or rolled back before the next one")
-    parent = registry.production(KIND)
     folder = home / "rerankers" / tenant.tenant.name / version_id
     private_dir(folder)
     final.save(folder / "reranker.json")
