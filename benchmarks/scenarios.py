@@ -6,7 +6,8 @@
 
 Each scenario runs the demo's loop (`tuneloop.demo.run_demo`: a real `tuneloop serve` process, simulated
 users talking to it only through the public API, the tenant's loop on no policy file) in a fresh home on a
-fresh port. `support` runs as the demo's Finly app; `two-tenants` runs each of its tenants alone. After the
+fresh port. `support` runs as the demo's Finly app; `two-tenants` runs each of its tenants alone; `rag`'s app
+puts its documents in and turns retrieval on, and its users also open and mark the sources. After the
 run, a fresh server on the same home measures production once more on the same held-out prompts, so the
 "after" figure is this benchmark's own measurement, not the demo's. Per scenario it prints the users' hidden
 satisfaction of production before and after, the feedback events the turns used, the best production seen
@@ -30,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-RUNS = ("support", "code-assistant", "policy-tone", "two-tenants/concise", "two-tenants/detailed")
+RUNS = ("support", "code-assistant", "policy-tone", "rag", "two-tenants/concise", "two-tenants/detailed")
 GOAL_POINTS = 0.30
 GOAL_SATISFACTION = 0.80
 GOAL_EVENTS = 1000

@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 
 from tuneloop.cli.output import Progress
-from tuneloop.config import Settings
+from tuneloop.config import Settings, tenant_policy_file
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
 from tuneloop.monitor.process import peak_memory_mb
+from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
 from tuneloop.store.repository import Store
 
@@ -139,10 +140,17 @@ def run_demo(
     scoped = store.for_tenant(tenant)
     loop = Loop(scoped, settings)
     scenario = scenario or finly(seed)
+    if scenario.documents:  # the app answers from its help centre: retrieval on in the gateway
+        retrieval = tenant_policy_file(home, tenant_name, RetrievalPolicy.filename)
+        retrieval.parent.mkdir(parents=True, exist_ok=True)
+        retrieval.write_text("enabled: true\n")
     held_out = scenario.eval_prompts(32)  # the same held-out prompts score production every turn
     url = f"http://127.0.0.1:{port}"
     with progress.stage(f"tuneloop serve on {url}"):
         server = start_server(home, port)
+    if scenario.documents:
+        with progress.stage(f"the app's {len(scenario.documents)} documents"):
+            add_documents(url, key, scenario.documents)
     lines: list[TurnLine] = []
     log = home / "loop.log"
     began = time.monotonic()
@@ -206,6 +214,13 @@ def run_demo(
     write_report(home / "demo", lines, final, scenario.name)
     print(f"report: {home / 'demo' / 'report.html'} and {home / 'demo' / 'satisfaction.png'}")
     return lines
+
+
+def add_documents(url: str, key: str, documents: dict[str, str]) -> None:
+    """Put the app's documents (Markdown) into the tenant's collection, as the app would."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+        for doc, text in documents.items():
+            http.put(f"/v1/documents/{doc}", json={"text": text, "format": "markdown"}).raise_for_status()
 
 
 def _production(tenant: Any) -> str:

@@ -59,3 +59,61 @@ def test_text_of_only_invisible_characters_is_a_400_for_documents_and_queries(
     assert document.status_code == 400 and "invisible" in document.json()["error"]["message"]
     assert query.status_code == 400 and query.json()["error"]["param"] == "query"
     assert "blank" not in {d["id"] for d in listed}
+
+
+def _http(api: dict[str, Any]) -> httpx.Client:
+    return httpx.Client(base_url=api["url"], headers={"Authorization": f"Bearer {api['key']}"}, timeout=120)
+
+
+@pytest.mark.parametrize("doc", ["john.smith-4111111111111111", "call-212-555-0198", "guide-Maria-Garcia"])
+def test_a_document_id_holding_personal_data_is_a_400_that_does_not_echo_it(
+    api: dict[str, Any], doc: str
+) -> None:
+    with _http(api) as http:
+        answer = http.put(f"/v1/documents/{doc}", json={"text": "Shipping takes two days."})
+        listed = [d["id"] for d in http.get("/v1/documents").json()["data"]]
+
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "id", answer.text
+    assert doc not in answer.text and doc not in listed
+
+
+def test_a_new_title_alone_makes_the_next_version(api: dict[str, Any]) -> None:
+    with _http(api) as http:
+        http.put("/v1/documents/zebra", json={"text": "Zebras are striped.", "title": "Zebras"})
+        again = http.put("/v1/documents/zebra", json={"text": "Zebras are striped.", "title": "Zebras"})
+        retitled = http.put("/v1/documents/zebra", json={"text": "Zebras are striped.", "title": "Stripes"})
+        listed = {d["id"]: d for d in http.get("/v1/documents").json()["data"]}
+
+    assert again.json()["status"] == "unchanged" and retitled.json()["status"] == "updated"
+    assert (listed["zebra"]["version"], listed["zebra"]["title"]) == (2, "Stripes")
+
+
+def test_a_deleted_and_recreated_document_goes_on_counting_versions(api: dict[str, Any]) -> None:
+    with _http(api) as http:
+        http.put("/v1/documents/gone", json={"text": "The old text."}).raise_for_status()
+        http.delete("/v1/documents/gone").raise_for_status()
+        back = http.put("/v1/documents/gone", json={"text": "The new text."}).json()
+
+    # Feedback that named the old text's chunks (gone:v1:…) never lands on the new text's.
+    assert (back["status"], back["version"]) == ("created", 2)
+
+
+@pytest.mark.parametrize("title", ["first\u2028second", "evil\u202egnp.exe", "a\u2066b"])
+def test_a_title_with_separators_or_bidi_controls_is_a_400(api: dict[str, Any], title: str) -> None:
+    with _http(api) as http:
+        answer = http.put("/v1/documents/titled", json={"text": "Some text.", "title": title})
+
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "title", answer.text
+
+
+@pytest.mark.parametrize(
+    ("unit", "fmt"), [("[", "markdown"), ("![", "markdown"), ('<a b="', "html"), ("<![", "html")]
+)
+def test_documents_of_repeated_unclosed_markup_are_stored_not_a_500(
+    api: dict[str, Any], unit: str, fmt: str
+) -> None:
+    with _http(api) as http:
+        text = "Refunds take three days. " + unit * (20_000 // len(unit))
+        answer = http.put(f"/v1/documents/unclosed-{fmt}-{len(unit)}", json={"text": text, "format": fmt})
+
+    assert answer.status_code == 201, answer.text

@@ -61,6 +61,18 @@ def test_a_reranker_with_too_little_feedback_is_blocked_and_never_served(
     assert Registry(tenant).production("reranker") is None
 
 
+def test_a_single_retrieval_with_feedback_is_blocked_for_too_little_not_a_crash(
+    tenant: TenantStore, tmp_path: Path
+) -> None:
+    _, logs = world(seed=5, sessions=40)
+    clicked = next(log for log in logs if log.clicked)
+    store_logs(tenant, [clicked])
+
+    version, gate = train_and_gate(tenant, tmp_path, actor="test")
+
+    assert version.state == "blocked" and "only 1 held-out retrievals" in gate.reason
+
+
 def test_a_tampered_reranker_is_not_served(tenant: TenantStore, tmp_path: Path) -> None:
     _, logs = world(seed=5, sessions=600)
     store_logs(tenant, logs)

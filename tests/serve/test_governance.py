@@ -115,6 +115,7 @@ def test_operators_govern_over_http_and_ingest_keys_cannot(gateway: dict) -> Non
 
         assert http.post("/rollback", json={"to": held.id}).status_code == 409  # gated, never served
         assert http.post("/rollback", json={"kind": "reward_model"}).status_code == 400  # not served
+        assert http.post("/rollback", json={"to": ""}).status_code == 400  # not "the one it replaced"
         no_reranker = http.post("/rollback", json={"kind": "reranker"})
         assert no_reranker.status_code == 409 and "the embedding order serves" in no_reranker.text
         assert http.post("/rollback", json={"to": old}).json() == {"rolled_back": current, "production": old}

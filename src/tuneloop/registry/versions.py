@@ -274,7 +274,7 @@ class Registry:
                 versions.c.state.in_(("canary", "production")),
                 columns=(versions.c.id, versions.c.state),
             )
-            current = next((v for v in serving if v.state == "canary"), None) if to is None else None
+            current = None if to else next((v for v in serving if v.state == "canary"), None)
             if current is not None:
                 production = next((v.id for v in serving if v.state == "production"), None)
                 self.move(current.id, "rolled_back", actor=actor, reason=reason, tx=tx)

@@ -16,7 +16,7 @@ from tuneloop.retrieve.chunking import MAX_CHUNKS, chunk_text
 from tuneloop.retrieve.extract import Format, title_of, to_text
 from tuneloop.signals import embeddings
 from tuneloop.store.repository import TenantStore, TenantTx
-from tuneloop.store.schema import chunks, collections, documents
+from tuneloop.store.schema import audit_log, chunks, collections, documents
 
 Status = Literal["created", "updated", "unchanged"]
 
@@ -63,10 +63,12 @@ def put_document(
     The same text again is `unchanged`; with `replace` False an existing id with other text is a Conflict.
     `budget` refuses (413) more text than one request may send through redaction.
     """
+    _check_id(tenant, capture, document_id)
     text = to_text(raw, fmt)
     if not text:
         raise BadRequest(f"document {document_id!r} has no text once extracted from {fmt}", param="text")
-    digest = content_digest(capture, text)
+    # The digest covers a given title too, so a changed title alone makes the next version.
+    digest = content_digest(capture, text if title is None else f"{title}\x00{text}")
     current = tenant.first(documents, documents.c.id == document_id)
     if current is not None and current.content_hash == digest:
         return Stored(document_id, current.version, current.chunks, "unchanged")
@@ -91,7 +93,7 @@ def put_document(
             return Stored(document_id, row.version, row.chunks, "unchanged")
         if row is not None and not replace:  # another request created it while this one was embedding
             raise _exists(document_id)
-        version = row.version + 1 if row is not None else 1
+        version = row.version + 1 if row is not None else _last_version(tx, document_id) + 1
         now = now_utc()
         values = {
             "version": version,
@@ -131,6 +133,33 @@ def put_document(
         return Stored(document_id, version, len(pieces), "updated" if row is not None else "created")
 
     return tenant.transaction(write)
+
+
+def _check_id(tenant: TenantStore, capture: Capture, document_id: str) -> None:
+    """Refuse an id the tenant's redaction would change: ids are stored, logged, audited and named by
+    chunk ids (which source feedback carries through redaction) as they are, so they hold no personal data."""
+    mode = tenant.tenant.redaction
+    [redacted] = capture.redactor.redact_texts([document_id], mode, tenant.tenant_id)
+    if redacted != document_id:
+        raise BadRequest(
+            f"the document id holds what redaction takes for personal data ({redacted}); name the document "
+            "otherwise",
+            param="id",
+        )
+
+
+def _last_version(tx: TenantTx, document_id: str) -> int:
+    """The last version a deleted document had (0 for a new id), from the audit log: a re-created id
+    goes on counting, so its chunk ids (and the source feedback that names them) are never reused."""
+    rows = tx.all(
+        audit_log,
+        audit_log.c.action == "document.put",
+        audit_log.c.subject == document_id,
+        columns=(audit_log.c.details,),
+        order_by=(audit_log.c.seq.desc(),),
+        limit=1,
+    )
+    return int((rows[0].details or {}).get("version", 0)) if rows else 0
 
 
 def _exists(document_id: str) -> Conflict:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +22,9 @@ FORMATS: dict[str, Format] = {
 }
 MAX_FILE_BYTES = 2_000_000  # redaction reads about 25,000 characters per CPU second: 2 MB is ~80 s
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
-# A title is one line printed as it is (`tuneloop docs list`): no C0/C1 controls, so no terminal escapes.
-TITLE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A title is one line printed as it is (`tuneloop docs list`): no C0/C1 controls (terminal escapes), line
+# or paragraph separators, or bidirectional overrides and isolates (text that reads other than it is).
+TITLE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SKIPPED_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
 _BLOCK_TAGS = {
     "p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer",
@@ -104,44 +105,43 @@ def title_of(text: str, fallback: str) -> str:
     return (next((line for line in lines if line), "") or fallback)[:200]
 
 
-class _TextParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in _SKIPPED_TAGS:
-            self.skipping += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIPPED_TAGS:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
+# A tag, a comment's start, or a declaration / processing instruction. `[^<>]*` stops at the next `<`, so
+# every search is bounded by the distance to the next tag and the whole scan stays linear in the text:
+# html.parser rescans unclosed tags and quotes (40,000 characters of `<a b="` took 4 s, the GIL held).
+_MARKUP = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^<>]*>|<!--|<[!?][^<>]*>")
 
 
 def _html_text(raw: str) -> str:
-    parser = _TextParser()
-    parser.feed(raw)
-    parser.close()
-    return "".join(parser.parts)
+    parts: list[str] = []
+    skipping, at = 0, 0
+    while (tag := _MARKUP.search(raw, at)) is not None:
+        if not skipping:
+            parts.append(raw[at : tag.start()])
+        at = tag.end()
+        if tag.group(0) == "<!--":
+            end = raw.find("-->", at)
+            at = len(raw) if end < 0 else end + 3
+            continue
+        name, closing = (tag.group(2) or "").lower(), tag.group(1) == "/"
+        if name in _SKIPPED_TAGS and not tag.group(0).endswith("/>"):
+            skipping = max(0, skipping - 1) if closing else skipping + 1
+        elif name in _BLOCK_TAGS and not skipping:
+            parts.append("\n\n")
+    if not skipping:
+        parts.append(raw[at:])
+    return html.unescape("".join(parts))
 
 
 _MD_RULES = (
     (re.compile(r"```[^\n]*\n?"), ""),  # code fences: keep the code, drop the markers
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: their alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: their text
+    # Brackets and parentheses are excluded inside each part, so a failed match stops at the next one and
+    # the scan stays linear: `[^\]]+` over 100,000 `[` took a minute, holding the GIL.
+    (re.compile(r"!\[([^\[\]\n]*)\]\([^()\n]*\)"), r"\1"),  # images: their alt text
+    (re.compile(r"\[([^\[\]\n]+)\]\([^()\n]*\)"), r"\1"),  # links: their text
     (re.compile(r"^\s{0,3}#{1,6}\s*", re.MULTILINE), ""),  # heading markers
     (re.compile(r"^\s{0,3}>\s?", re.MULTILINE), ""),  # quote markers
     (re.compile(r"(\*\*|__|`)"), ""),  # emphasis and inline code markers
-    (re.compile(r"<[^>\n]+>"), ""),  # inline HTML tags
+    (re.compile(r"<[^<>\n]+>"), ""),  # inline HTML tags
 )
 
 

@@ -127,6 +127,8 @@ def fit_reranker(
     draft = Reranker(
         version, dict.fromkeys(FEATURES, 0.0), trust=trust, relevance=relevance, distrusted=dropped
     )
+    if not examples:
+        return draft  # nothing logged to learn from: the embedding order
     x = np.array([[draft.row(e)[f] for f in FEATURES] for e in examples], dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0

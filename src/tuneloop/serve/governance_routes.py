@@ -36,7 +36,9 @@ class Decision(Reason):
 
 class Rollback(Reason):
     kind: ServedKind = Field("adapter", description="What to roll back: the adapter or the re-ranker.")
-    to: str | None = Field(None, max_length=64, description="A retired version (default: the one replaced).")
+    to: str | None = Field(
+        None, min_length=1, max_length=64, description="A retired version (default: the one replaced)."
+    )
 
 
 async def _call(request: Request, body: type[Reason]) -> tuple[Any, TenantStore, Any]:

@@ -220,7 +220,9 @@ def _conversation(
         return False
     reaction = react(scenario, prompt, served.texts[0], rng)
     session.record(served, reaction.score, reaction.positive)
-    reviews = _reviewed(scenario, prompt, served, rng)
+    reviews = _reviewed(scenario, prompt, served, rng) + _sources(
+        session, scenario, prompt, served, user, rng
+    )
     if not reaction.regenerate:
         session.send(events(served.interaction_id, reaction, user) + reviews)
         return may_return and reaction.comes_back
@@ -231,6 +233,27 @@ def _conversation(
     batch = events(served.interaction_id, reaction, user, replaced_by=again.interaction_id)
     session.send(batch + reviews + events(again.interaction_id, second, user))
     return may_return and second.comes_back
+
+
+def _sources(
+    session: _Session, scenario: Scenario, prompt: Prompt, served: _Served, user: str, rng: random.Random
+) -> list[dict]:
+    """What the user did with the sources the answer showed (as the app's retrieval log lists them)."""
+    if scenario.sources is None:
+        return []
+    found = session.http.get("/v1/retrievals", params={"interaction_id": served.interaction_id})
+    found.raise_for_status()
+    records = found.json()["data"]
+    results = records[0]["results"] if records else []
+    chunk_of = {r["document_id"]: r["chunk_id"] for r in results}
+    shown = [r["document_id"] for r in results]
+    return [  # one event per source and kind: ids of their own, so none is taken for a retry's copy
+        {
+            **event(served.interaction_id, kind, {"chunk_id": chunk_of[doc]}, user),
+            "id": f"sim.{served.interaction_id}.{kind}.{n}",
+        }
+        for n, (kind, doc) in enumerate(scenario.sources(rng, prompt.topic, shown))
+    ]
 
 
 def _reviewed(scenario: Scenario, prompt: Prompt, served: _Served, rng: random.Random) -> list[dict]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -89,6 +89,11 @@ class Scenario:
     # the answer succeeded (e.g. the team's CI on the code it was given).
     outcome: tuple[str, Callable[[Prompt, str], bool]] | None = None
     behaviour: Behaviour = Behaviour()
+    # The app's document collection (id -> Markdown), retrieved for every chat request when not empty, and
+    # what a user does with the sources an answer showed: (rng, topic, document ids in order) -> (feedback
+    # kind, document id) events.
+    documents: Mapping[str, str] = field(default_factory=dict)
+    sources: Callable[[random.Random, str, list[str]], list[tuple[str, str]]] | None = None
     max_tokens: int = 48
     temperature: float | None = None  # what the client app asks for; None leaves the API's default (1.0)
     seed: int = 0

@@ -172,6 +172,9 @@ def rag(seed: int = 0, behaviour: Behaviour | None = None) -> Scenario:
         preference=preference,
         followups=("Is that still true this year?", "Where does it say that?"),
         behaviour=behaviour or Behaviour(),
+        documents=DOCUMENTS,
+        sources=source_events,
         max_tokens=48,
         seed=seed,
+        eval_share=1 / 3,  # 24 questions: a third held out leaves one or two per fact to measure on
     )
