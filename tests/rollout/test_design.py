@@ -50,6 +50,15 @@ def test_a_tenant_with_a_few_dozen_users_still_gets_a_canary_that_can_decide() -
     policy, design = design_canary(RolloutPolicy(), Traffic(users=40, hours=24, sd=0.6), NOW)
     assert policy.canary_share == 0.5 and policy.tau2 == 0.25 and not design["enough_users"]
     assert design["expected_hours"] > 24  # it needs more users than the last day brought
+    # 30 users per arm out of 40 could never be reached; 16 is what a half-and-half split can give.
+    assert policy.min_samples == 16 and "min_samples" in design["adapted"]
+
+
+def test_sixty_users_split_in_half_need_fewer_than_thirty_per_arm_and_hundreds_keep_thirty() -> None:
+    small, _ = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW)
+    large, design = design_canary(RolloutPolicy(), Traffic(users=250, hours=24, sd=0.6), NOW)
+    assert small.min_samples == 24 <= small.max_samples
+    assert large.min_samples == RolloutPolicy().min_samples and "min_samples" not in design["adapted"]
 
 
 def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from tuneloop.rollout.design import MIN_UNITS
 from tuneloop.rollout.guardrails import rate_guardrail
 from tuneloop.rollout.sequential import ArmStats, confidence_sequence
 
@@ -70,22 +71,24 @@ def _per_request(traffic: Traffic, values: np.ndarray, squares: np.ndarray, arm:
     return ArmStats(units=n, n=n, total=total, yy=(squares * keep).sum(1), yn=total, nn=n)
 
 
-def _promoted(control: ArmStats, treatment: ArmStats) -> np.ndarray:
+def _promoted(control: ArmStats, treatment: ArmStats, minimum: int = MIN) -> np.ndarray:
     """Per experiment: whether the first decision over the looks is a promotion."""
     bounds = confidence_sequence(control, treatment, alpha=ALPHA, tau2=TAU2)
-    ready = np.minimum(control.units, treatment.units) >= MIN
+    ready = np.minimum(control.units, treatment.units) >= minimum
     promote, rollback = ready & (bounds.low > 0), ready & (bounds.high < 0)
     first = [np.where(m.any(-1), m.argmax(-1), LOOKS) for m in (promote, rollback)]
     return first[0] < first[1]
 
 
-def _thumbs_promotions(traffic: Traffic) -> dict[str, float]:
+def _thumbs_promotions(traffic: Traffic, minimum: int = MIN) -> dict[str, float]:
     arms = (~traffic.treated, traffic.treated)
     thumbs = traffic.thumbs
+    per_request = [_per_request(traffic, thumbs, traffic.answers, a) for a in arms]
+    per_user = [_per_user(traffic, thumbs, a) for a in arms]
+    cuped = [_per_user(traffic, thumbs, a, cuped=True) for a in arms]
     return {
-        "request": _promoted(*(_per_request(traffic, thumbs, traffic.answers, a) for a in arms)).mean(),
-        "user": _promoted(*(_per_user(traffic, thumbs, a) for a in arms)).mean(),
-        "cuped": _promoted(*(_per_user(traffic, thumbs, a, cuped=True) for a in arms)).mean(),
+        name: float(_promoted(*stats, minimum=minimum).mean())
+        for name, stats in (("request", per_request), ("user", per_user), ("cuped", cuped))
     }
 
 
@@ -96,6 +99,13 @@ def test_aa_canaries_with_repeat_users_promote_at_most_alpha_only_when_analysed_
         rates = _thumbs_promotions(traffic)
         assert rates["user"] <= ALPHA and rates["cuped"] <= ALPHA
         assert rates["request"] > 2 * ALPHA  # the old per-request analysis is overconfident
+
+
+def test_aa_canaries_of_a_few_dozen_users_promote_at_most_alpha_at_the_designed_floor() -> None:
+    for seed, users in ((4, 40), (5, 60), (6, 100)):
+        traffic = _traffic(np.random.default_rng(seed), users=users, share=0.5)
+        rates = _thumbs_promotions(traffic, minimum=MIN_UNITS)
+        assert rates["user"] <= ALPHA and rates["cuped"] <= ALPHA, rates
 
 
 def _at(stats: ArmStats, sim: int, look: int) -> ArmStats:

@@ -8,7 +8,8 @@ traffic before the experiment, so the test's always-valid guarantee holds for th
 The design effect δ is the smallest effect the users seen recently can reveal on a half-and-half split,
 never below the default policy's τ; the share is the smallest that expects a decision at δ within
 `TARGET_HOURS` on the users seen. Users arrive as they did in the lookback window and, once its span has
-passed, no new ones are counted: a tenant's user base is taken to be what it has shown.
+passed, no new ones are counted: a tenant's user base is taken to be what it has shown. A tenant with a
+few dozen users also gets a smaller minimum of users per arm (`min_samples`), one its smaller arm can reach.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ POWER_Z = 0.84  # the test expects to decide at δ with 80 % power
 MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ blind to real ones
 MIN_USERS = 10  # fewer users with feedback say too little about the KPI's spread to design from
 SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
+# A tenant with a few dozen users cannot give each arm the policy's 30: the smaller arm must reach this
+# share of what a split of the users seen expects (random assignment falls short of half), never fewer
+# than MIN_UNITS. A/A canaries of 40-100 heavy-tailed users at 10 per arm still promote under α
+# (tests/rollout/test_repeat_users.py), as the variance is the larger arm's.
+REACHABLE = 0.8
+MIN_UNITS = 10
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,12 @@ def design_canary(
     need = users_needed(effect, traffic.sd, share, tau2, policy.alpha)
     hours = traffic.hours * need / traffic.users if math.isfinite(need) else math.inf
     chosen: dict[str, Any] = {"tau2": round(tau2, 4), "ramp": [share, *(s for s in LATER_STEPS if s > share)]}
+    reachable = math.floor(REACHABLE * traffic.users * min(share, 1 - share))
+    min_samples = max(MIN_UNITS, min(policy.min_samples, reachable))
+    if min_samples < policy.min_samples:
+        chosen["min_samples"] = min_samples
     if math.isfinite(need):
-        chosen["max_samples"] = max(policy.min_samples, math.ceil(SAMPLES_MARGIN * need * share))
+        chosen["max_samples"] = max(min_samples, math.ceil(SAMPLES_MARGIN * need * share))
         chosen["max_duration_hours"] = max(policy.max_duration_hours, round(SAMPLES_MARGIN * hours, 2))
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
