@@ -46,7 +46,7 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
         "TUNELOOP_TENANT_RATE_BURST": "1000000",
         "TUNELOOP_TENANT_MAX_CONCURRENCY": "1000",
     }
-    cmd = [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)]  # as production runs it
+    cmd = [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)]  # as production runs it
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:

@@ -126,7 +126,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_MODEL": str(model_dir)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneloop.cli", "serve", "--port", self.url.rsplit(":", 1)[1]],
+            [sys.executable, "-m", "tuneloop", "serve", "--port", self.url.rsplit(":", 1)[1]],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

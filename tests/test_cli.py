@@ -14,7 +14,7 @@ from tuneloop.store.repository import Store
 
 def tuneloop(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tuneloop.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tuneloop", *args], capture_output=True, text=True, timeout=120
     )
 
 

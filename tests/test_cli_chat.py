@@ -30,7 +30,7 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def chat(*args: str, stdin: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("TUNELOOP_URL", "TUNELOOP_API_KEY")}
     return subprocess.run(
-        [sys.executable, "-m", "tuneloop.cli", "chat", "--max-tokens", "6", *args],
+        [sys.executable, "-m", "tuneloop", "chat", "--max-tokens", "6", *args],
         input=stdin,
         env={**environ, **env},
         capture_output=True,

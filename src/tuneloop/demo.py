@@ -57,7 +57,7 @@ def start_server(home: Path, port: int, env: dict[str, str] | None = None) -> su
     env = {**os.environ, "TUNELOOP_HOME": str(home), **(env or {})}
     with (home / "server.log").open("w") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
             env=env,
             stderr=log,
             stdout=subprocess.DEVNULL,

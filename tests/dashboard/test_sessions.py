@@ -54,7 +54,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TUNELOOP_HOME": str(home)}
     env.pop("TUNELOOP_DB_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "tuneloop.cli", *args], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "tuneloop", *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 

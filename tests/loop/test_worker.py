@@ -136,7 +136,7 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
         "TUNELOOP_TRAIN_ENGINE": "local",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "worker", "--once", "--name", "doomed"],
+        [sys.executable, "-m", "tuneloop", "worker", "--once", "--name", "doomed"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from tuneloop.store.repository import Store
 def _start(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_BACKEND": "none"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

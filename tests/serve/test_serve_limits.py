@@ -24,7 +24,7 @@ def test_serve_applies_the_header_limit_from_settings(tmp_path: Path) -> None:
         "TUNELOOP_TIMEOUT_KEEP_ALIVE": "1",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
