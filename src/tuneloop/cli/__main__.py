@@ -1,5 +1,0 @@
-import sys
-
-from tuneloop.cli import main
-
-sys.exit(main())
