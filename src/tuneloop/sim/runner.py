@@ -244,15 +244,10 @@ def _sources(
     found = session.http.get("/v1/retrievals", params={"interaction_id": served.interaction_id})
     found.raise_for_status()
     records = found.json()["data"]
-    results = records[0]["results"] if records else []
-    chunk_of = {r["document_id"]: r["chunk_id"] for r in results}
-    shown = [r["document_id"] for r in results]
+    marks = scenario.marks(rng, prompt.topic, records[0]["results"] if records else [])
     return [  # one event per source and kind: ids of their own, so none is taken for a retry's copy
-        {
-            **event(served.interaction_id, kind, {"chunk_id": chunk_of[doc]}, user),
-            "id": f"sim.{served.interaction_id}.{kind}.{n}",
-        }
-        for n, (kind, doc) in enumerate(scenario.sources(rng, prompt.topic, shown))
+        {**event(served.interaction_id, kind, value, user), "id": f"sim.{served.interaction_id}.{kind}.{n}"}
+        for n, (kind, value) in enumerate(marks)
     ]
 
 

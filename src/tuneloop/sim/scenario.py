@@ -107,6 +107,15 @@ class Scenario:
         """What a user types when they rewrite an answer to `prompt` into the form they prefer."""
         return self.ideal(prompt) if self.ideal else prompt.ideal
 
+    def marks(self, rng: random.Random, topic: str, results: list[dict]) -> list[tuple[str, dict]]:
+        """What a user does with retrieval `results` (as the API lists them, in order): (feedback kind,
+        value naming the chunk) pairs; none when the scenario has no source behaviour."""
+        if self.sources is None:
+            return []
+        chunk_of = {r["document_id"]: r["chunk_id"] for r in results}
+        shown = [r["document_id"] for r in results]
+        return [(kind, {"chunk_id": chunk_of[doc]}) for kind, doc in self.sources(rng, topic, shown)]
+
     def pool(self) -> list[Prompt]:
         """All distinct prompts, shuffled by the scenario's seed."""
         prompts = [p for t in self.topics for p in t.expand()]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tuneloop.sim.scenarios.rag import DOCUMENTS, rag, relevance, source_events
+from tuneloop.sim.scenarios.rag import DOCUMENTS, rag, relevance
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ def retrieval_sessions(
 ) -> list[Session]:
     """Run `sessions` users against the server `http` points at (with a tenant's key); what each saw."""
     rng = random.Random(seed)
-    prompts = rag(seed).pool()
+    scenario = rag(seed)
+    prompts = scenario.pool()
     out = []
     for i in range(sessions):
         prompt = rng.choice(prompts)
@@ -43,16 +44,14 @@ def retrieval_sessions(
         found = http.post("/v1/retrieve", json={"query": prompt.text, "k": k, "interaction_id": iid})
         found.raise_for_status()
         results = found.json()["data"]
-        shown = [r["document_id"] for r in results]
-        chunk_of = {r["document_id"]: r["chunk_id"] for r in results}
         message = {"role": "user", "content": prompt.text}
         logged = {"id": iid, "messages": [message], "response": prompt.ideal}
         http.post("/v1/interactions", json=logged).raise_for_status()
         events = [
-            {"id": f"{iid}-{n}", "interaction_id": iid, "kind": kind, "value": {"chunk_id": chunk_of[doc]}}
-            for n, (kind, doc) in enumerate(source_events(rng, prompt.topic, shown))
+            {"id": f"{iid}-{n}", "interaction_id": iid, "kind": kind, "value": value}
+            for n, (kind, value) in enumerate(scenario.marks(rng, prompt.topic, results))
         ]
         if events:
             http.post("/v1/feedback", json={"events": events}).raise_for_status()
-        out.append(Session(prompt.topic, shown, len(events)))
+        out.append(Session(prompt.topic, [r["document_id"] for r in results], len(events)))
     return out
