@@ -14,6 +14,7 @@ from tuneloop.config import tenant_policy_file
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.stages import _warm_start_from
 from tuneloop.registry.versions import Registry
+from tuneloop.retrieve.search import log_retrieval
 from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
@@ -71,3 +72,31 @@ def test_retire_policy_retires_production_and_rolls_back_the_canary(
 def test_unknown_tenant_is_a_one_line_cli_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["users", "forget", "--tenant", "nope", JANE]) == 1
     assert "unknown tenant 'nope'" in capsys.readouterr().err
+
+
+def test_erasure_retires_rerankers_trained_after_the_users_first_retrieval(tuneloop_home: Path) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    capture(tenant, settings)
+    registry = Registry(tenant)
+
+    def reranker(*states: str) -> str:
+        version = registry.register(kind="reranker", base_model="e", actor="t", artifact_path="/r")
+        for to in states:
+            registry.move(version.id, to, actor="t", reason="t")
+        return version.id
+
+    before = reranker("gated", "production")
+    log_retrieval(tenant, [], ranker="embedding", interaction_id="j0")  # Jane's question was searched
+    production, canary = reranker("gated", "production"), reranker("gated", "canary")
+    path = tenant_policy_file(tuneloop_home, "acme", "privacy_policy.yaml")
+    path.parent.mkdir(parents=True)
+    path.write_text("erasure: retire\n")
+
+    assert main(["users", "forget", "--tenant", "acme", JANE]) == 0
+
+    assert registry.get(production).state == "retired" and registry.get(canary).state == "rolled_back"
+    assert registry.get(before).state == "retired" and registry.get(before).erased_at is None
+    assert registry.production("reranker") is None  # the embedding order serves until the next turn
+    store.close()

@@ -15,10 +15,10 @@ from typing import Any
 from tuneloop.capture import pending
 from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest
-from tuneloop.privacy.lineage import trained_on, withdraw
+from tuneloop.privacy.lineage import reranked_since, trained_on, withdraw
 from tuneloop.privacy.policy import PrivacyPolicy
 from tuneloop.privacy.residue import Needles, Residue, scrub_home
-from tuneloop.privacy.rows import Doomed, delete_rows, select_rows, texts_of
+from tuneloop.privacy.rows import Doomed, delete_rows, first_retrieval, select_rows, texts_of
 from tuneloop.signals.snapshots import list_snapshots, trim_snapshot
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import feedback, interactions
@@ -57,12 +57,12 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
     with tenant.reading() as tx:
         doomed = select(tx)
         texts = texts_of(tx, doomed)
+        shown_from = first_retrieval(tx, doomed)
     trim = doomed.trim(raters)
     held = [s for s in list_snapshots(tenant) if trim.touches(s)]
     policy = tenant_policy(home, tenant.tenant.name, PrivacyPolicy)
-    states = withdraw(
-        tenant, trained_on(tenant, [s.hash for s in held]), policy, request=request, actor=actor
-    )
+    affected = trained_on(tenant, [s.hash for s in held]) + reranked_since(tenant, shown_from)
+    states = withdraw(tenant, affected, policy, request=request, actor=actor)
     snapshot_rows = sum(trim_snapshot(tenant, s, trim) for s in held)
     skip = [home / "snapshots", *_store_files(tenant)]
     files = scrub_home(home, Needles.of(texts, raters), skip)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
-from tuneloop.clock import now_utc
+from tuneloop.clock import now_utc, utc
 from tuneloop.privacy.policy import PrivacyPolicy
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout import controller
@@ -44,11 +45,20 @@ def trained_on(tenant: TenantStore, snapshot_hashes: Iterable[str]) -> list[Vers
     return [v for v in every if v.id in found]
 
 
+def reranked_since(tenant: TenantStore, moment: datetime | None) -> list[Version]:
+    """Re-rankers trained at or after `moment`: each learns from every retrieval logged before it, so
+    those saw the erased rows (None: nothing to find)."""
+    if moment is None:
+        return []
+    return [v for v in Registry(tenant).list("reranker") if utc(v.created_at) >= moment]
+
+
 def withdraw(
     tenant: TenantStore, affected: list[Version], policy: PrivacyPolicy, *, request: str, actor: str
 ) -> dict[str, str]:
-    """Mark `affected` (`erased_at`), roll back a canary of one, block those not yet serving and, by the
-    policy, retire production ones now or flag them for the next turn. Returns each version's state now."""
+    """Mark `affected` (`erased_at`), roll back a canary of one (an adapter's experiment, a re-ranker's
+    interleaving), block those not yet serving and, by the policy, retire production ones now or flag them
+    for the next turn. Returns each version's state now."""
     if not affected:
         return {}
     ids = {v.id for v in affected}
@@ -74,7 +84,7 @@ def withdraw(
     states = {}
     serving = []
     for version in (registry.get(i) for i in sorted(ids)):
-        to = "blocked" if version.state in BLOCK_FROM else None
+        to = {"canary": "rolled_back"}.get(version.state, "blocked" if version.state in BLOCK_FROM else None)
         if version.state == "production":
             serving.append(version.id)
             to = "retired" if retire else None

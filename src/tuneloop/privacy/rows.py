@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from tuneloop.capture.events import SOURCE_KINDS
+from tuneloop.clock import utc
 from tuneloop.signals.snapshots import Trim
 from tuneloop.store.repository import TenantTx
 from tuneloop.store.schema import feedback, interactions, retrievals, review_assignments, review_items
@@ -78,6 +81,19 @@ def delete_rows(tx: TenantTx, doomed: Doomed) -> tuple[int, int]:
         tx.delete(interactions, interactions.c.id.in_(chunk)) for chunk in _chunks(doomed.interactions)
     )
     return rows, events
+
+
+def first_retrieval(tx: TenantTx, doomed: Doomed) -> datetime | None:
+    """When re-rankers could first have learned from the chosen rows: the earliest retrieval shown on their
+    interactions or source feedback among their events (UTC); None when they hold neither."""
+    moments = []
+    for chunk in _chunks(doomed.interactions):
+        shown = tx.all(retrievals, retrievals.c.interaction_id.in_(chunk), columns=(retrievals.c.created_at,))
+        moments += [r.created_at for r in shown]
+    for chunk in _chunks(doomed.events):
+        marked = (feedback.c.id.in_(chunk), feedback.c.kind.in_(SOURCE_KINDS))
+        moments += [r.received_at for r in tx.all(feedback, *marked, columns=(feedback.c.received_at,))]
+    return min(map(utc, moments), default=None)
 
 
 def texts_of(tx: TenantTx, doomed: Doomed) -> list[str]:
