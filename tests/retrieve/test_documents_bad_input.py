@@ -77,6 +77,38 @@ def test_a_document_id_holding_personal_data_is_a_400_that_does_not_echo_it(
     assert doc not in answer.text and doc not in listed
 
 
+def test_a_product_or_place_in_a_document_id_is_kept_and_source_feedback_names_its_chunk_whole(
+    api: dict[str, Any],
+) -> None:
+    with _http(api) as http:
+        for doc in ("jira-workflow.md", "Mastercard-limits.md", "Austin-office-hours.md"):
+            stored = http.put(f"/v1/documents/{doc}", json={"text": "Open a ticket, then assign it."})
+            assert stored.status_code in (200, 201), stored.text
+        chunk = "jira-workflow.md:v1:0"
+        http.post(
+            "/v1/interactions",
+            json={
+                "id": "int-jira",
+                "messages": [{"role": "user", "content": "How?"}],
+                "response": "Open a ticket [1].",
+            },
+        ).raise_for_status()
+        events = [
+            {"id": "e-known", "interaction_id": "int-jira", "kind": "source_helpful",
+             "value": {"chunk_id": chunk}},
+            {"id": "e-made-up", "interaction_id": "int-jira", "kind": "source_clicked",
+             "value": {"chunk_id": "Maria-Garcia:v1:0"}},
+        ]  # fmt: skip
+        assert http.post("/v1/feedback", json={"events": events}).json()["accepted"] == 2
+        stored = {
+            e["kind"]: e["value"]["chunk_id"]
+            for e in http.get("/v1/feedback?interaction_id=int-jira").json()["data"]
+        }
+
+    assert stored["source_helpful"] == chunk  # a chunk of the tenant's documents: its id is kept whole
+    assert "Maria" not in stored["source_clicked"]  # no such chunk: redacted like any other text
+
+
 def test_a_new_title_alone_makes_the_next_version(api: dict[str, Any]) -> None:
     with _http(api) as http:
         http.put("/v1/documents/zebra", json={"text": "Zebras are striped.", "title": "Zebras"})

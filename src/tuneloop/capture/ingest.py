@@ -9,12 +9,13 @@ import uuid
 from typing import Any
 
 from tuneloop.capture import pending
-from tuneloop.capture.events import FeedbackIn, InteractionIn
+from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, with_keys
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor, strings_in
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import ItemResult, TenantStore
+from tuneloop.store.schema import chunks
 
 Row = tuple[dict[str, Any], str]  # a redacted row and the keyed digest of the client's payload
 
@@ -25,6 +26,20 @@ REFERENCE_FIELDS = ("chosen_interaction", "rejected_interaction", "replaced_by")
 
 def _names_interactions(value: Any) -> bool:
     return isinstance(value, dict) and any(k in value for k in REFERENCE_FIELDS)
+
+
+def _chunk_of(item: FeedbackIn) -> str | None:
+    """The chunk a source event names (its value was validated as {"chunk_id": ...})."""
+    return item.value["chunk_id"] if item.kind in SOURCE_KINDS else None
+
+
+def _known_chunks(store: TenantStore, items: list[FeedbackIn]) -> set[str]:
+    """The chunk ids named by `items` that are chunks of the tenant's documents now (one read, only when
+    some event names one)."""
+    named = sorted({c for c in map(_chunk_of, items) if c is not None})
+    if not named:
+        return set()
+    return {r.id for r in store.all(chunks, chunks.c.id.in_(named), columns=(chunks.c.id,))}
 
 
 def new_interaction_id() -> str:
@@ -106,12 +121,14 @@ class Capture:
             )
             for item in items
         ]
+        known = _known_chunks(store, items)
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(
-            # A value that names interactions holds ids only: keyed, not redacted, so a reference stays whole.
+            # A value that names interactions holds ids only: keyed, not redacted, so a reference stays whole;
+            # one that names a chunk of the tenant's documents holds an id its documents were checked for.
             [
                 [
-                    None if _names_interactions(item.value) else item.value,
+                    None if _names_interactions(item.value) or _chunk_of(item) in known else item.value,
                     item.metadata,
                     keys_of(item.metadata),
                 ]
@@ -130,6 +147,8 @@ class Capture:
                 **({"session": self.identifier(store, item.session)} if item.session else {}),
                 "value": {k: named[v] for k, v in item.value.items()}
                 if _names_interactions(item.value)
+                else item.value
+                if _chunk_of(item) in known
                 else value,
                 "metadata": with_keys(metadata, keys),
                 "rater": self.identifier(store, item.rater),

@@ -122,15 +122,18 @@ class Redactor:
         redacted = iter(self.redact_texts(strings, mode, owner, keep))
         return _replace_strings(values, redacted)
 
-    def names(self, texts: list[str], owner: str = "") -> set[str]:
-        """The person names found in `texts` (cached: redacting the same texts next costs nothing more)."""
+    def finds(self, texts: list[str], owner: str = "") -> list[list[tuple[str, str]]]:
+        """(entity, the text found) for each text's finds (cached: redacting the same texts next costs
+        nothing more)."""
         spans = _engines().find_spans(texts, owner)
-        return {
-            text[start:end]
-            for text, finds in zip(texts, spans, strict=True)
-            for entity, start, end, _ in finds
-            if entity == "PERSON"
-        }
+        return [
+            [(entity, text[start:end]) for entity, start, end, _ in found]
+            for text, found in zip(texts, spans, strict=True)
+        ]
+
+    def names(self, texts: list[str], owner: str = "") -> set[str]:
+        """The person names found in `texts`."""
+        return {found for finds in self.finds(texts, owner) for entity, found in finds if entity == "PERSON"}
 
     def check_budget(self, strings: list[str]) -> None:
         """PayloadTooLarge, naming the setting, when `strings` are more analysis than one request may ask."""
