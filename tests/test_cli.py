@@ -98,3 +98,17 @@ def test_tenants_revoke_and_rotate_end_keys_with_audit_rows(tuneloop_home: Path)
         actions = conn.execute(sa.text("select action from audit_log")).scalars().all()
     assert {"key.revoke", "key.rotate"} <= set(actions)
     assert tuneloop("audit", "verify").returncode == 0
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_not_a_traceback(capsys) -> None:
+    from tuneloop.cli import main
+
+    undecodable = b"x\xed\xa0\x80y".decode("utf-8", "surrogateescape")  # as Python reads such argv bytes
+    for args in (
+        ["versions", "show", undecodable, "--tenant", "acme"],
+        ["versions", "create", "--tenant", "acme", "--system-prompt", undecodable],
+        ["rollout", "status", "--tenant", undecodable],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: argument ") and "not UTF-8" in err and len(err.splitlines()) == 1

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         description="Largest unfinished request line and headers `tuneloop serve` buffers (uvicorn's "
         "h11_max_incomplete_event_size); a client trickling an endless header is cut off there.",
     )
+    header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a connection of `tuneloop serve` may take to send a request line and headers; "
+        "a slower one (a client that connects and trickles, or sends nothing) is closed.",
+    )
     session_hours: float = Field(
         default=12,
         gt=0,

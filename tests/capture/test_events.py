@@ -68,3 +68,29 @@ def test_interaction_choices_must_start_with_the_response() -> None:
 def test_event_ids_are_restricted_to_safe_characters() -> None:
     with pytest.raises(ValidationError, match="id"):
         FeedbackIn.model_validate({**_event("thumbs", 1), "id": "has space"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"name": "resolved", "value": 10**400},
+        {"name": "resolved", "value": -(10**309)},
+    ],
+)
+def test_an_outcome_integer_past_float_range_is_refused(value: dict) -> None:
+    # Stored, it would raise OverflowError in every reward, KPI and /metrics read of the tenant.
+    with pytest.raises(ValidationError, match=r"value\.value: an integer of"):
+        FeedbackIn.model_validate(_event("outcome", value))
+
+
+def test_a_numeric_score_integer_past_float_range_is_refused() -> None:
+    score = {"name": "helpfulness", "data_type": "numeric", "value": 10**400}
+    with pytest.raises(ValidationError, match=r"value\.value: an integer of 401 digits"):
+        FeedbackIn.model_validate(_event("score", score))
+
+
+def test_large_numbers_within_float_range_are_kept() -> None:
+    score = {"name": "helpfulness", "data_type": "numeric", "value": 10**300}
+    assert FeedbackIn.model_validate(_event("score", score)).value["value"] == 10**300
+    outcome = {"name": "resolved", "value": -1e308}
+    assert FeedbackIn.model_validate(_event("outcome", outcome)).value["value"] == -1e308

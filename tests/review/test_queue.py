@@ -9,17 +9,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.monitor.seed import give, log
 from tuneloop.clock import now_utc
 from tuneloop.learn.embedding_reward import EmbeddingRewardModel
-from tuneloop.review.labels import next_view
+from tuneloop.review import tasks
+from tuneloop.review.labels import next_view, skip
 from tuneloop.review.queue import fill, rank_pairs, suggest
-from tuneloop.review.tasks import TaskIn, add_items, create_task, next_item
+from tuneloop.review.tasks import TaskIn, _item, add_items, create_task, next_item
 from tuneloop.signals.embeddings import DIMENSIONS
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store
-from tuneloop.store.schema import interactions
+from tuneloop.store.schema import interactions, review_items
 
 
 def test_flagged_escalated_conflicting_and_loved_answers_are_queued_for_their_reasons(tmp_path: Path) -> None:
@@ -92,3 +94,41 @@ def test_reviewers_racing_for_an_item_hold_it_no_more_times_than_its_overlap(sto
 
     with ThreadPoolExecutor(len(reviewers)) as pool:
         assert sum(pool.map(take, reviewers)) == 1
+
+
+def test_a_skipped_item_goes_back_to_the_pool_for_other_reviewers(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    only = log(tenant, prompt="a?", response="Sure.", created_at=now_utc())
+    task = create_task(tenant, TaskIn(name="audit", kind="rubric", overlap=1), actor="test")
+    add_items(tenant, task, [(only, None, "manual", 1.0)], actor="test")
+    item = next_item(tenant, task, "tl-skipper")
+    skip(tenant, task, item, "tl-skipper")
+
+    assert next_item(tenant, task, "tl-skipper") is None  # not offered again to who skipped it
+    assert next_item(tenant, task, "tl-other") == item  # but its place is free for someone else
+    store.close()
+
+
+def test_next_item_reads_only_the_item_it_hands_out_however_large_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It runs holding the store's write lock (all tenants' on SQLite): reading a large task row by row
+    # there made other tenants' writes wait past their busy timeout.
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    ids = [log(tenant, prompt=f"{i}?", response="Sure.", created_at=now_utc()) for i in range(30)]
+    task = create_task(tenant, TaskIn(name="audit", kind="pairwise", overlap=1), actor="test")
+    pairs = [(a, b, "manual", 0.5) for a in ids for b in ids if a != b and (a, b) != (ids[1], ids[0])]
+    add_items(tenant, task, pairs, actor="test")  # 869 items
+    [urgent] = add_items(tenant, task, [(ids[1], ids[0], "manual", 0.5)], actor="test")  # queued last
+    tenant.transaction(lambda tx: tx.update(review_items, review_items.c.id == urgent.id, priority=1.0))
+    built = []
+    monkeypatch.setattr(tasks, "_item", lambda row: built.append(row.id) or _item(row))
+
+    assert next_item(tenant, task, "tl-first").id == urgent.id  # the highest priority, though queued last
+    assert next_item(tenant, task, "tl-first").id == urgent.id  # its hold, again
+    second = next_item(tenant, task, "tl-second")
+    assert second is not None and second.id != urgent.id  # overlap 1: the first one's place is taken
+    assert len(built) == 3
+    store.close()

@@ -1,4 +1,5 @@
-"""`tuneloop serve` passes its connection limits to uvicorn: endless headers and idle connections end."""
+"""`tuneloop serve` passes its connection limits to uvicorn: endless or slow headers and idle connections
+end."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.live import serve_app
 from tests.postgres import free_port
+from tuneloop.cli.serve import uvicorn_options
+from tuneloop.config import Settings
+from tuneloop.serve.app import create_app
 
 
 def test_serve_applies_the_header_limit_from_settings(tmp_path: Path) -> None:
@@ -57,3 +62,43 @@ def test_serve_applies_the_header_limit_from_settings(tmp_path: Path) -> None:
     assert small.status_code == 200
     assert refused.startswith(b"HTTP/1.1 400")
     assert closed_after < 3
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed `sock` (reading and dropping what it sent), or None if it stayed."""
+    sock.settimeout(seconds)
+    started = time.monotonic()
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def test_a_connection_that_never_finishes_its_head_is_closed_so_it_cannot_hold_a_slot(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(home=tmp_path, backend="none", header_timeout=1.0, timeout_keep_alive=30)
+    with serve_app(create_app(settings), **uvicorn_options(settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with (
+            socket.create_connection(("127.0.0.1", port)) as silent,
+            socket.create_connection(("127.0.0.1", port)) as trickle,
+            socket.create_connection(("127.0.0.1", port)) as slow_body,
+        ):
+            trickle.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            # A head that arrived in time is not cut off while its body or its answer takes longer.
+            slow_body.sendall(
+                b"POST /v1/interactions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 2\r\n\r\n{"
+            )
+            time.sleep(0.6)
+            trickle.sendall(b"x-pad: a\r\n")  # a byte now and then does not reset the deadline
+            time.sleep(0.9)
+            slow_body.sendall(b"}")
+            assert _closed_within(silent, 5) is not None
+            assert _closed_within(trickle, 5) is not None
+            slow_body.settimeout(5)
+            assert slow_body.recv(65536).startswith(b"HTTP/1.1 401")  # answered: no key was sent
+        assert httpx.get(f"{url}/healthz").status_code == 200

@@ -130,3 +130,14 @@ def test_records_from_several_tenants_are_refused() -> None:
         rewards_of([interaction("a"), interaction("b", tenant="other")], [])
     with pytest.raises(BadRequest, match="several tenants"):
         rewards_of([interaction("a")], [event("a", "thumbs", 1, tenant="other")])
+
+
+def test_an_outcome_integer_past_float_range_already_stored_reads_as_the_extreme_not_an_error() -> None:
+    # Ingest refuses them now; one stored before must not raise OverflowError at every read of the tenant.
+    policy = RewardPolicy(half_life_days=None, outcomes={"resolved": 1.0})
+    chats = [interaction("a"), interaction("b")]
+    events = [
+        event("a", "outcome", {"name": "resolved", "value": 10**400}),
+        event("b", "outcome", {"name": "resolved", "value": -(10**400)}),
+    ]
+    assert {iid: r.reward for iid, r in rewards_of(chats, events, policy).items()} == {"a": 1.0, "b": -1.0}

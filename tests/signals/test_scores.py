@@ -76,3 +76,14 @@ def test_a_boolean_score_may_be_sent_as_one_or_zero_and_keeps_its_comment() -> N
     value = {"name": "ok", "data_type": "boolean", "value": 1, "comment": "fine"}
     stored = FeedbackIn(id="e", interaction_id="a", kind="score", value=value).value
     assert stored == {"name": "ok", "data_type": "boolean", "value": True, "comment": "fine"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reward"), [("helpfulness", 10**400, 1.0), ("correctness", -(10**400), -1.0)]
+)
+def test_a_score_integer_past_float_range_already_stored_reads_as_the_extreme_not_an_error(
+    name: str, value: int, reward: float
+) -> None:
+    # Ingest refuses them now; one stored before must not raise OverflowError at every read of the tenant.
+    got = compute_rewards([interaction("a")], [_score("a", name, "numeric", value)], POLICY, NOW)
+    assert got["a"].reward == reward

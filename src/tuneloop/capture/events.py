@@ -43,6 +43,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # client clocks run ahead
 # Reading time beyond a week is a broken client clock, and huge values would overflow session KPIs.
 MAX_DWELL_MS = 7 * 24 * 3600 * 1000
+MAX_NUMBER = 10**308  # below float's largest, so every number an event holds reads back as a float
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ShortText = Annotated[str, Field(max_length=256)]
@@ -90,10 +91,24 @@ class InteractionPreference(BaseModel):
     rejected_interaction: Id
 
 
+def _fits_a_float(value: Any) -> Any:
+    # JSON allows integers of any length; rewards, KPIs and /metrics read every number as a float, and one
+    # past float range (10**400) would raise OverflowError there for the whole tenant, at every read.
+    if type(value) is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        digits = len(str(abs(value)))
+        raise ValueError(f"value.value: an integer of {digits} digits; send a number within ±1e308")
+    return value
+
+
 class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64)]
     value: StrictBool | StrictInt | StrictFloat
+
+    @model_validator(mode="after")
+    def _value_fits_a_float(self) -> Outcome:
+        _fits_a_float(self.value)
+        return self
 
 
 class SourceRef(BaseModel):
@@ -115,6 +130,7 @@ class Score(BaseModel):
         value = self.value
         if self.data_type == "numeric" and isinstance(value, bool | str):
             raise ValueError("value.value: a numeric score takes a number")
+        _fits_a_float(value)
         if self.data_type == "boolean":
             if isinstance(value, str) or (not isinstance(value, bool) and value not in (0, 1)):
                 raise ValueError("value.value: a boolean score takes true/false (or 1/0)")

@@ -22,7 +22,7 @@ from tuneloop.cli import (
     versions,
     worker,
 )
-from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tuneloop.errors import TuneloopError
 
 GROUPS = (
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_utf8(arg: str) -> bool:
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -68,6 +76,14 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a TuneloopError prints one line to stderr and exits 1 (see `output` for codes)."""
+    argv = sys.argv[1:] if argv is None else argv
+    undecodable = next((a for a in argv if not _is_utf8(a)), None)
+    if undecodable is not None:
+        # Python keeps bytes that are not UTF-8 as lone surrogates; any command that stores, hashes or
+        # prints such an argument would end in UnicodeEncodeError's traceback instead of one line.
+        shown = ascii(undecodable)[:100]
+        print(f"error: argument {shown} is not UTF-8 text; send it in UTF-8", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or EXIT_OK

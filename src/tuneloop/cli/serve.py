@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import json
 import logging
@@ -38,9 +39,58 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         # h11, not httptools even where installed: only h11 bounds a request head that never ends.
-        "http": "h11",
+        "http": h11_with_head_timeout(settings.header_timeout),
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
+
+
+def h11_with_head_timeout(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request line and headers take over `seconds`.
+
+    uvicorn times a connection out only between requests, and any byte that arrives cancels that timer: a
+    client that opens connections and sends nothing, or a header line now and then, holds them for good,
+    and once `limit_concurrency` are held every tenant's request is answered 503.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11Protocol(H11Protocol):
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the head arrived (or the connection failed)
+                self._stop_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._await_head()  # the next request on a kept-alive connection has as long
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _await_head(self) -> None:
+            self._stop_head_timer()
+            if self.conn.their_state is h11.IDLE:
+                self.head_timer = self.loop.call_later(seconds, self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self.head_timer = None
+            # Still waiting for a head: no request is in progress, so nobody waits on an answer.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutH11Protocol
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,7 +13,7 @@ from typing import Any
 from tuneloop.capture.events import FeedbackIn
 from tuneloop.capture.ingest import Capture
 from tuneloop.errors import BadRequest, Conflict, NotFound
-from tuneloop.review.tasks import Item, Task, assignment, next_item, record
+from tuneloop.review.tasks import Item, Task, assignment, claim, next_item, record
 from tuneloop.store.repository import TenantStore
 
 
@@ -109,6 +109,7 @@ def submit(
         raise Conflict(
             f"you labelled item {item.id} already; each reviewer judges an item once", param="label"
         )
+    claim(tenant, task, item, reviewer)
     [result] = capture.add_feedback(tenant, [event])
     if result.status == "rejected":
         raise (Conflict if result.code == 409 else BadRequest)(result.error or "the label was rejected")

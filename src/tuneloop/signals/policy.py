@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneloop.config import TenantPolicy
 
 Source = Literal["user", "labeler", "judge", "system"]
+FLOAT_MAX = sys.float_info.max
 
 
 def _default_outcomes() -> dict[str, float]:
@@ -120,7 +122,9 @@ class ScoreMapping(BaseModel):
             return self.values.get(str(value))
         if isinstance(value, bool):
             return 1.0 if value else -1.0
-        number = float(value)
+        # Clamped to float range first: an integer past it (stored before ingest refused them) would raise
+        # OverflowError in every reward read of the tenant.
+        number = float(max(-FLOAT_MAX, min(FLOAT_MAX, value)))
         if self.kind == "thumbs":
             return float((number > 0) - (number < 0))
         if self.kind == "rating":

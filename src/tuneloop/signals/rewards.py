@@ -58,7 +58,9 @@ def contributions(event: Record, interactions: Mapping[str, Record], policy: Rew
     if kind == "outcome" and value["name"] in policy.outcomes:
         weight = policy.outcomes[value["name"]]
         raw = value["value"]
-        outcome = (1.0 if raw else -1.0) if isinstance(raw, bool) else max(-1.0, min(1.0, float(raw)))
+        # Clamped before float(): an integer past float range stored before ingest refused them must not
+        # raise OverflowError in every reward, KPI and /metrics read of the tenant.
+        outcome = (1.0 if raw else -1.0) if isinstance(raw, bool) else float(max(-1.0, min(1.0, raw)))
         return [(iid, math.copysign(1.0, weight) * outcome, abs(weight))]
     if kind == "score" and value["name"] in policy.scores:
         mapping = policy.scores[value["name"]]
