@@ -71,6 +71,11 @@ def test_a_pinned_version_serves_its_decoding_and_echo_repeats_the_prompt(embedd
     assert stored["adapter_version"] == embedded["version"] and stored["decoding"]["max_tokens"] == 3
 
 
+def test_a_completion_without_max_tokens_stops_at_openais_default_of_16(embedded: dict) -> None:
+    done = _sdk(embedded).completions.create(model="tuneloop", prompt=PROMPT, temperature=0)
+    assert done.usage.completion_tokens <= 16
+
+
 def test_streamed_text_equals_the_whole_completion(embedded: dict) -> None:
     sdk = _sdk(embedded)
     args = {"model": "tuneloop", "prompt": PROMPT, "max_tokens": 5, "temperature": 0, "seed": 3}

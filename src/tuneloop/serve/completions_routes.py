@@ -7,6 +7,7 @@ client's own metadata, so feedback, routing to versions and the loop treat it as
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,9 @@ from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
 ENDPOINT = "completions"
+# OpenAI's default for this endpoint when neither the request nor the version sets one: a raw prompt seldom
+# ends by itself, so without it each request would decode until its slot's context is full.
+DEFAULT_MAX_TOKENS = 16
 
 
 class CompletionRequest(SamplingParams):
@@ -78,6 +82,8 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
     call = await open_call(st, tenant, request, req, [prompt], "cmpl")
     # A version's system prompt has no place in a raw prompt: only its adapter and decoding apply.
     gen = call.generation(messages=[], prompt=prompt)
+    if gen.max_tokens is None:
+        gen = replace(gen, max_tokens=DEFAULT_MAX_TOKENS)
     captured = [{"role": "user", "content": prompt}]
     if req.stream:
         stream = await st.backend.stream(gen)
