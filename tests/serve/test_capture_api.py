@@ -144,6 +144,20 @@ def test_bad_feedback_input_gets_a_4xx_that_names_the_problem(
     assert set(error) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize(
+    ("event", "param"),
+    [
+        ({"kind": "thumbs", "value": "up"}, "value"),
+        ({"kind": "thumbs", "value": 1, "created_at": "1900-01-01T00:00:00Z"}, "created_at"),
+        ({"kind": "outcome", "value": {"name": "resolved", "value": 10**400}}, "value.value"),
+    ],
+)
+def test_a_check_across_fields_names_the_field_in_param(api: tuple, event: dict, param: str) -> None:
+    with _http(api) as http:
+        resp = http.post("/v1/feedback", json={"id": "x", "interaction_id": "i", **event})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == param, resp.text
+
+
 def test_bad_interaction_input_names_the_field(api: tuple) -> None:
     with _http(api) as http:
         resp = http.post(

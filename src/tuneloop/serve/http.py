@@ -44,6 +44,7 @@ MAX_INT_DIGITS = 4300  # Python's own limit; past it a 400 says so, not Python's
 ECHO_CHARS = 100  # the most of one client value an error message repeats
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
 _OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
@@ -222,7 +223,7 @@ def validate(model: type[M], data: Any, max_text: int, where: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(describe(exc, where), param=_loc(exc.errors()[0], where)) from None
+        raise BadRequest(describe(exc, where), param=_param(exc.errors()[0], where)) from None
 
 
 def describe(exc: ValidationError, where: str = "") -> str:
@@ -234,6 +235,14 @@ def describe(exc: ValidationError, where: str = "") -> str:
             msg = "unknown field; remove it (the API reference lists the accepted fields)"
         parts.append(f"{_loc(err, where)}: {msg}" if err["loc"] or where else msg)
     return "; ".join(parts)
+
+
+def _param(err: dict, where: str) -> str:
+    """The field an error is about: its location, or for a check across fields (a model validator, whose
+    location is the model) the field its message starts with (`value.value: ...`)."""
+    if not err["loc"] and (named := _NAMED_FIELD.match(err["msg"].removeprefix("Value error, "))):
+        return f"{where}{named.group(1)}"
+    return _loc(err, where)
 
 
 def _loc(err: dict, where: str) -> str:
