@@ -33,6 +33,7 @@ def test_bad_input_exits_non_zero_with_one_line(tuneloop_home: Path) -> None:
         ("tenants", "add", "acme"),
         ("tenants", "add", "bad name!"),
         ("export", "--tenant", "nobody"),
+        ("loop", "--tenant", "acme", "--interval", "-5", "--once"),
     ):
         result = tuneloop(*args)
         assert result.returncode == 1

@@ -3,7 +3,12 @@ naming its base by its public name (or a merged model) that transformers and PEF
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +136,84 @@ def test_versions_export_refuses_a_used_folder_and_a_changed_adapter_in_one_line
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and "not empty" in errors[0] and "changed since registration" in errors[1]
     assert (used / "keep.txt").read_text() == "x" and not (tmp_path / "new").exists()
+
+
+def test_export_to_a_folder_is_refused_and_leaves_the_folders_mode_alone(
+    acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp is: an export once took it down to 0700 before failing
+    assert main(["export", "--tenant", "acme", "--out", str(shared)]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder" in err and len(err.strip().splitlines()) == 1
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_export_to_a_fifo_no_one_reads_is_refused_not_waited_on(
+    acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "pipe").chmod(0o644)  # past the umask
+    assert main(["export", "--tenant", "acme", "--out", str(tmp_path / "pipe")]) == 1
+    assert "cannot write it" in capsys.readouterr().err
+    assert stat.S_IMODE((tmp_path / "pipe").stat().st_mode) == 0o644  # not a stored file: mode untouched
+
+
+def test_export_to_a_full_disk_is_one_line_not_a_traceback(
+    acme: TenantStore, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(acme)
+
+    class Full(io.StringIO):
+        def write(self, _: str) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert main(["export", "--tenant", "acme"]) == 1
+    err = capsys.readouterr().err
+    assert "stdout: cannot write the export (No space left on device)" in err
+
+
+def test_snapshot_export_refuses_a_file_or_a_folder_holding_other_files(
+    acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _seed(acme)
+    policy = tmp_path / "reward_policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
+    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
+    digest = json.loads(capsys.readouterr().out)["hash"]
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("the project's own")
+    (project / "setup.py").write_text("")
+    for out, says in ((policy, "is not a folder"), (project, "holds other files")):
+        assert main(["snapshot", "export", digest, "--tenant", "acme", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert (project / "README.md").read_text() == "the project's own"
+
+
+def test_versions_export_to_an_existing_file_is_one_line(
+    acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    version = _adapter_version(acme, adapter, "base")
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for out in (taken, taken / "sub"):
+        assert main(["versions", "export", version.id, "--tenant", "acme", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "cannot write the export there" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("command", [("gate", "run", "--version", "v-x"), ("snapshot", "create")])
+def test_a_policy_file_that_does_not_exist_is_an_error_not_the_defaults(
+    acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture, command: tuple[str, ...]
+) -> None:
+    _seed(acme)
+    args = [*command, "--tenant", "acme", "--policy", str(tmp_path / "typo.yaml")]
+    assert main(args) == 1
+    assert "typo.yaml: cannot read it (No such file or directory)" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuneloop.errors import BadRequest, ConfigError
 from tuneloop.private_files import private_dir
+from tuneloop.user_files import read_limited
 
 
 class Settings(BaseSettings):
@@ -268,15 +269,28 @@ class TenantPolicy(BaseModel):
 P = TypeVar("P", bound=TenantPolicy)
 
 
+MAX_YAML_BYTES = 1_000_000  # the longest shipped settings file is a few KB
+# Values a settings file may hold with every alias written out, and how deep: a YAML alias bomb is a few
+# hundred bytes that safe_load keeps small by sharing, but validating or dumping it walks billions of values.
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 64
+
+
 def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
     """A pydantic model from a YAML file; BadRequest names the file and the first bad field."""
     path = Path(path)
+    raw = read_limited(path, MAX_YAML_BYTES, f"{what} {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BadRequest(f"{what} {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise BadRequest(f"{what} {path}: not valid YAML ({exc})") from exc
+        data = yaml.safe_load(raw)  # bytes: PyYAML decodes UTF-8 or UTF-16 by BOM, else a ReaderError
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: an integer past Python's digit limit; RecursionError: thousands of nested brackets.
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__  # PyYAML's messages span lines
+        raise BadRequest(f"{what} {path}: not valid YAML ({detail})") from None
+    if not _within_limits(data):
+        raise BadRequest(
+            f"{what} {path}: more than {MAX_YAML_VALUES} values (aliases counted as written out) or nested "
+            f"deeper than {MAX_YAML_DEPTH}; write the settings out plainly"
+        )
     if not isinstance(data or {}, dict):
         raise BadRequest(f"{what} {path}: expected a mapping of settings, got {type(data).__name__}")
     try:
@@ -285,6 +299,23 @@ def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
         problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "(top)", e["msg"]) for e in exc.errors()]
         first = ".".join(map(str, exc.errors()[0]["loc"]))
         raise BadRequest(f"{what} {path}: {'; '.join(problems)}", param=first) from exc
+
+
+def _within_limits(data: Any) -> bool:
+    """Whether `data` holds at most MAX_YAML_VALUES values, each alias counted every time it is used
+    (a self-referencing alias never ends), none deeper than MAX_YAML_DEPTH; stops at the first excess."""
+    budget = MAX_YAML_VALUES
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget -= 1
+        if budget < 0 or depth > MAX_YAML_DEPTH:
+            return False
+        if isinstance(item, dict):
+            stack += [(child, depth + 1) for pair in item.items() for child in pair]
+        elif isinstance(item, list):
+            stack += [(child, depth + 1) for child in item]
+    return True
 
 
 def tenant_policy_file(home: Path, tenant_name: str, filename: str) -> Path:

@@ -7,6 +7,7 @@ language, so its simulated users want something a LoRA learns in a few steps: an
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tuneloop import Settings
 from tuneloop.clock import now_utc
 from tuneloop.dashboard.views import audit_rows
 from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.loop.stages import TurnContext, snapshot
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
@@ -177,6 +179,23 @@ def test_a_turn_without_enough_training_rows_is_skipped_and_recorded(store: Stor
     actions = {a["action"] for a in audit_rows(tenant)}
     assert {"loop.turn", "loop.turn_end", "snapshot.create"} <= actions
     assert loop.trigger() is None  # the feedback that started a turn does not start another
+
+
+def test_answers_rated_but_never_compared_train_kto_and_pairs_train_dpo(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    ctx = TurnContext(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16))
+    start = datetime.now(UTC) - timedelta(hours=1)
+    # One answer text for every prompt: thumbs rate answers but give no two answers of one prompt to compare.
+    stream(tenant, start=start, hours=0.5, count=40, prompt=cooking_prompt, response_words=1, positive=0.5)
+
+    rated = snapshot(ctx, None)  # type: ignore[arg-type]  # the stage reads no turn
+    dpo_only = snapshot(replace(ctx, policy=LoopPolicy(min_rows=16, adapter_method="dpo")), None)  # type: ignore[arg-type]
+
+    assert rated.report["counts"]["pairs_train"] < 16 <= rated.report["counts"]["kto_train"]
+    assert (rated.stage, rated.report["method"]) == ("reward", "kto")
+    assert dpo_only.outcome == "skipped" and "DPO rows < min_rows 16" in dpo_only.report["reason"]
+    stream(tenant, start=start, hours=0.5, count=80, prompt=cooking_prompt, seed=1)  # answers of many lengths
+    assert snapshot(ctx, None).report["method"] == "dpo"  # type: ignore[arg-type]
 
 
 def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.live import live_server
 from tests.monitor.seed import log
 from tuneloop.clock import now_utc
-from tuneloop.config import Settings
+from tuneloop.config import Settings, tenant_policy_file
 from tuneloop.store.repository import Store
 
 
@@ -108,3 +108,19 @@ def test_generation_metrics_time_each_answer_and_count_its_tokens(tmp_path: Path
     assert 0 < after[("tuneloop_generation_time_to_first_token_seconds_sum", ())] < 60
     assert after[("tuneloop_generation_completion_tokens_total", ())] == tokens
     assert after[("tuneloop_generation_tokens_per_second_count", ())] == 2
+
+
+def test_one_tenants_broken_reward_policy_leaves_the_other_tenants_kpi_gauges(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, backend="none", kpi_metrics_seconds=3600)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    admin = store.add_key(None)
+    for name in ("acme", "broken"):
+        tenant, _ = store.create_tenant(name, redaction="off")
+        log(store.for_tenant(tenant), prompt="q", response="a", created_at=now_utc() - timedelta(minutes=5))
+    policy = tenant_policy_file(tmp_path, "broken", "reward_policy.yaml")
+    policy.parent.mkdir(parents=True)
+    policy.write_text("weights: [\n")  # not valid YAML
+    with live_server(settings) as url:
+        samples = _scrape(url, admin)
+    assert samples[("tuneloop_kpi_interactions", (("tenant", "acme"), ("version", "base")))] == 1
+    assert not any(dict(labels).get("tenant") == "broken" for _, labels in samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,42 @@ def test_a_folder_without_text_markdown_or_html_files_is_an_error(
         assert main(["docs", "add", "--tenant", tenant, str(folder)]) == 1
         err = capsys.readouterr().err
         assert f"{folder}: no text, Markdown or HTML files" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_email_address_in_a_file_name_is_refused_before_anything_is_added(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The id would be `jane.roe-example.org.txt`: '@' is not an id character, so the id alone hides it.
+    (tmp_path / "ok.md").write_text("# Fees\n\nNone.")
+    (tmp_path / "jane.roe@example.org.txt").write_text("Notes on the account.")
+
+    code = main(
+        [
+            "docs",
+            "add",
+            "--tenant",
+            tenant,
+            str(tmp_path / "ok.md"),
+            str(tmp_path / "jane.roe@example.org.txt"),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1 and "EMAIL_ADDRESS" in err and len(err.strip().splitlines()) == 1
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    assert "no documents" in capsys.readouterr().out
+
+
+def test_a_fifo_a_device_or_a_too_long_name_is_a_one_line_error(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")  # no writer: reading it would hang
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    for path, says in (
+        (tmp_path / "pipe.txt", "not a regular file"),
+        (tmp_path / "zero.txt", "not a regular file"),
+        (tmp_path / ("a" * 300 + ".txt"), "File name too long"),
+    ):
+        code = main(["docs", "add", "--tenant", tenant, str(path)])
+        err = capsys.readouterr().err
+        assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err

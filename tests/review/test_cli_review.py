@@ -4,6 +4,7 @@ agreement, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,20 @@ def test_bad_input_is_one_line_and_exit_1(tuneloop_home: Path, capsys: pytest.Ca
     store.close()
     code, _, err = run(capsys, *args)
     assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_guidelines_from_a_device_a_fifo_or_a_huge_file_are_refused_without_reading_them(
+    tuneloop_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    os.mkfifo(tmp_path / "pipe.txt")  # no writer: reading it would hang
+    big = tmp_path / "big.txt"
+    with big.open("wb") as f:
+        f.truncate(2 * 1024**3)  # read whole before the limit was applied
+    for path, says in (("/dev/zero", "not a regular file"), (tmp_path / "pipe.txt", "not a regular file"),
+                       (big, "the limit is 20000")):  # fmt: skip
+        code, _, err = run(capsys, "review", "tasks", "--tenant", "acme", "--create", "t",
+                           "--guidelines", str(path))  # fmt: skip
+        assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err

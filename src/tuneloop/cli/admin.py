@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,25 +149,46 @@ def cmd_export(args: argparse.Namespace) -> int:
             {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
             for r in rows
         ]
-        with _private_open(args.out, "wb") as f:
+        with _write_errors(args.out), _private_open(args.out, "wb") as f:  # closing writes too
             pq.write_table(pa.Table.from_pylist(flat), f)
+    elif args.out:
+        with _write_errors(args.out), _private_open(args.out) as out:
+            out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
     else:
-        out = _private_open(args.out) if args.out else sys.stdout
-        for row in rows:
-            out.write(json.dumps(row, default=str) + "\n")
-        if args.out:
-            out.close()
+        with _write_errors("stdout"):
+            sys.stdout.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+            sys.stdout.flush()
     print(f"exported {len(rows)} interactions", file=sys.stderr)
     return 0
 
 
-def _private_open(path: Path, mode: str = "w") -> IO[Any]:
-    """`path` opened for writing, mode 0600 even if it existed: an export holds the tenant's data."""
+@contextmanager
+def _write_errors(target: Path | str) -> Iterator[None]:
+    """A full disk (or /dev/full) or a closed pipe while writing the export: one line, not a traceback."""
     try:
-        private_file(path)
-        return path.open(mode)
+        yield
     except OSError as exc:
-        raise BadRequest(f"--out {path}: cannot write it ({exc.strerror})") from exc
+        if target == "stdout":  # what is left in the buffer would fail again, and print, at exit
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        raise BadRequest(f"{target}: cannot write the export ({exc.strerror or exc})") from None
+
+
+def _private_open(path: Path, mode: str = "w") -> IO[Any]:
+    """`path` opened for writing: a regular file is made 0600 even if it existed (an export holds the
+    tenant's data); a pipe or device (/dev/stdout, `>(gzip > x.gz)`) is written as it is."""
+    try:
+        if path.is_dir():
+            raise BadRequest(f"--out {path}: is a folder; name a file")
+        if not path.exists() or path.is_file():
+            private_file(path)
+            return path.open(mode)
+        # Not a stored file: its mode is left alone (root's `chmod 600 /dev/null` or /dev/full breaks
+        # them for every other user). O_NONBLOCK: a FIFO no one reads is refused (ENXIO), not waited on.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode)
+    except OSError as exc:
+        raise BadRequest(f"--out {path}: cannot write it ({exc.strerror or exc})") from exc
 
 
 def cmd_audit_verify(_: argparse.Namespace) -> int:

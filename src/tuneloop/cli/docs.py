@@ -62,7 +62,11 @@ def files_of(paths: list[Path]) -> list[Path]:
     """The files named, and the text, Markdown and HTML files inside named folders (symlinks skipped)."""
     found = []
     for path in paths:
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError as exc:  # a name too long, a folder we may not look into
+            raise BadRequest(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        if is_dir:
             inside = sorted(
                 p
                 for p in path.rglob("*")
@@ -73,7 +77,7 @@ def files_of(paths: list[Path]) -> list[Path]:
                     f"{path}: no text, Markdown or HTML files in this folder ({', '.join(sorted(FORMATS))})"
                 )
             found += inside
-        elif path.exists():
+        elif exists:
             found.append(path)
         else:
             raise BadRequest(f"{path}: no such file or folder")
@@ -85,18 +89,26 @@ def files_of(paths: list[Path]) -> list[Path]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from tuneloop.retrieve.documents import put_document
+    from tuneloop.retrieve.documents import _check_id, put_document
 
     files = files_of(args.paths)
-    texts = [(path, format_of(path), read_file(path, args.max_bytes)) for path in files]  # all checked first
-    for path, fmt, raw in texts:
-        if not to_text(raw, fmt):
+    # All checked before any is added, but only one file's text is held at a time: a folder of thousands
+    # of large files must not all sit in memory at once. Each is read again (and checked again) to add it.
+    for path in files:
+        fmt = format_of(path)
+        if not to_text(read_file(path, args.max_bytes), fmt):
             raise BadRequest(f"{path.name}: has no text once extracted from {fmt}; nothing was added")
     tenant = _tenant(args.tenant)
     capture = open_capture()
+    for path in files:
+        # The id is the file name with what ids cannot hold replaced ('@' by '-'), which hides an email
+        # address from the check put_document makes on the id; so the name is checked as it is, without
+        # its extension (`jane@example.org.md` reads as an address in the domain `org.md`).
+        _check_id(tenant, capture, path.stem)
     progress = Progress.of(args)
     results = []
-    for path, fmt, raw in texts:
+    for path in files:
+        fmt, raw = format_of(path), read_file(path, args.max_bytes)
         with progress.stage(f"{path.name}: redact, chunk, embed"):
             results.append(
                 put_document(tenant, capture, document_id(path), raw, fmt, budget=False, actor="cli")

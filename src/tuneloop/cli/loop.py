@@ -11,6 +11,7 @@ from typing import Any
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import add_reason_flag, turn_exit_code
 from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
 
 ACTIONS = ("run", "turns", "pause", "resume")
@@ -50,6 +51,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
     from tuneloop.loop.pause import pause, paused, resume
     from tuneloop.loop.turns import list_turns
 
+    if args.interval <= 0:
+        raise BadRequest(f"--interval {args.interval}: give a positive number of seconds")
     tenant = _tenant(args.tenant)
     if args.action == "turns":
         for each in list_turns(tenant):

@@ -11,6 +11,7 @@ from typing import Any
 from tuneloop.cli.admin import open_capture, open_store
 from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
+from tuneloop.user_files import read_limited
 
 MAX_GUIDELINES_BYTES = 20_000
 
@@ -52,12 +53,8 @@ def _tenant(name: str) -> TenantStore:
 def _guidelines(path: Path | None) -> str | None:
     if path is None:
         return None
-    try:
-        data = path.read_bytes()[: MAX_GUIDELINES_BYTES + 1]
-    except OSError as exc:
-        raise BadRequest(f"--guidelines {path}: cannot read it ({exc.strerror})") from None
-    if len(data) > MAX_GUIDELINES_BYTES:
-        raise BadRequest(f"--guidelines {path}: longer than {MAX_GUIDELINES_BYTES} bytes; shorten it")
+    # Regular files only, read up to the limit: /dev/zero or a FIFO would otherwise fill memory or hang.
+    data = read_limited(path, MAX_GUIDELINES_BYTES, f"--guidelines {path}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

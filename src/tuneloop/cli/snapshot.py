@@ -13,6 +13,7 @@ import yaml
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import Progress, add_json_flag, emit
 from tuneloop.config import Settings
+from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
 
 
@@ -51,14 +52,19 @@ def _tenant(name: str) -> TenantStore:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from tuneloop.config import tenant_policy
+    from tuneloop.config import load_policy_file, tenant_policy
     from tuneloop.signals.policy import RewardPolicy
     from tuneloop.signals.snapshots import create_snapshot
 
     home = Settings().home
     tenant = _tenant(args.tenant)
     progress = Progress.of(args)
-    policy = tenant_policy(home, args.tenant, RewardPolicy, args.policy)
+    # A --policy that names no file is an error, not the defaults: a typo must not loosen the settings.
+    policy = (
+        load_policy_file(args.policy, RewardPolicy)
+        if args.policy
+        else tenant_policy(home, args.tenant, RewardPolicy)
+    )
     with progress.stage(f"snapshot of {args.tenant}'s signals"):
         snap = create_snapshot(tenant, home, policy)
     progress.say(f"snapshot {snap.hash[:12]} ({', '.join(f'{k}={v}' for k, v in snap.counts.items())})")
@@ -97,11 +103,27 @@ def _summary(snap: Any) -> dict[str, Any]:
 def cmd_export(args: argparse.Namespace) -> int:
     from tuneloop.signals.snapshots import export_trl, get_snapshot
 
-    written = export_trl(get_snapshot(_tenant(args.tenant), args.hash), args.out)
-    (args.out / "README.md").write_text(dataset_card(written))
+    snap = get_snapshot(_tenant(args.tenant), args.hash)
+    try:
+        _check_out(args.out)
+        written = export_trl(snap, args.out)
+        (args.out / "README.md").write_text(dataset_card(written))
+    except OSError as exc:  # a full disk, a read-only folder
+        raise BadRequest(f"--out {args.out}: cannot write the export ({exc.strerror or exc})") from None
     for path in written:
         print(path)
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that is not a folder, or a folder holding files an export would not write: the
+    export overwrites its README.md (`--out .` in a project would replace the project's README)."""
+    if out.exists() and not out.is_dir():
+        raise BadRequest(f"--out {out}: exists and is not a folder; name a new (or empty) folder")
+    ours = {f"{name}_{split}.jsonl" for name in CONFIGS for split in ("train", "heldout")} | {"README.md"}
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if others:
+        raise BadRequest(f"--out {out}: holds other files ({others[0]!r}, ...); name a new (or empty) folder")
 
 
 # export_trl's file stems -> the `datasets` config they form; the held-out rows are the standard `test` split.

@@ -8,6 +8,7 @@ from typing import Any
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import Progress
+from tuneloop.errors import BadRequest
 
 
 def register_export(actions: Any) -> None:
@@ -39,8 +40,13 @@ def cmd_versions_export(args: argparse.Namespace) -> int:
     version = Registry(store.for_tenant(store.tenant_by_name(args.tenant))).get(args.version)
     what = "merged model" if args.merged else "adapter"
     with Progress().stage(f"export {version.id} as a {what} to {args.out}"):
-        out = export_version(
-            version, args.out, home=Settings().home, base_name=args.base_model, merged=args.merged
-        )
+        try:
+            out = export_version(
+                version, args.out, home=Settings().home, base_name=args.base_model, merged=args.merged
+            )
+        except OSError as exc:  # --out an existing file, under one, too long a name, a full disk
+            raise BadRequest(
+                f"--out {args.out}: cannot write the export there ({exc.strerror or exc})"
+            ) from None
     print(out)
     return 0

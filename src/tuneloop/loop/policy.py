@@ -39,7 +39,12 @@ class LoopPolicy(TenantPolicy):
         description="reward_embedding: MiniLM + logistic head (seconds); reward: LoRA + "
         "score head on the base model (minutes).",
     )
-    adapter_method: Literal["dpo", "kto"] = Field("dpo", description="How the adapter learns.")
+    adapter_method: Literal["auto", "dpo", "kto"] = Field(
+        "auto",
+        description="How the adapter learns; auto: DPO when the snapshot has min_rows preference pairs, "
+        "else KTO when it has min_rows labelled answers (feedback that rates answers but never compares two "
+        "to one prompt makes no pairs).",
+    )
     min_rows: int = Field(16, ge=1, description="Training rows (pairs for DPO, labels for KTO) a turn needs.")
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="TRL trainer arguments passed through to DPOConfig/KTOConfig."

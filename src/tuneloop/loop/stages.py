@@ -77,11 +77,14 @@ def end(outcome: str, report: dict[str, Any]) -> Step:
 def snapshot(ctx: TurnContext, turn: Turn) -> Step:
     """Freeze the tenant's feedback; too few training rows end the turn as skipped."""
     snap = create_snapshot(ctx.tenant, ctx.settings.home, ctx.tenant_policy(RewardPolicy), actor="loop")
-    rows = snap.counts["pairs_train"] if ctx.policy.adapter_method == "dpo" else snap.counts["kto_train"]
+    rows = {"dpo": snap.counts["pairs_train"], "kto": snap.counts["kto_train"]}
+    allowed = ("dpo", "kto") if ctx.policy.adapter_method == "auto" else (ctx.policy.adapter_method,)
+    method = next((m for m in allowed if rows[m] >= ctx.policy.min_rows), None)
     report = {"snapshot": snap.hash, "counts": snap.counts}
-    if rows < ctx.policy.min_rows:
-        return end("skipped", {**report, "reason": f"{rows} training rows < min_rows {ctx.policy.min_rows}"})
-    return Step("reward", report)
+    if method is None:
+        have = " and ".join(f"{rows[m]} {m.upper()} rows" for m in allowed)
+        return end("skipped", {**report, "reason": f"{have} < min_rows {ctx.policy.min_rows}"})
+    return Step("reward", {**report, "method": method})
 
 
 def reward(ctx: TurnContext, turn: Turn) -> Step:
@@ -115,7 +118,7 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
         ctx.tenant,
         ctx.settings,
         turn.report["snapshot"],
-        ctx.policy.adapter_method,
+        turn.report.get("method", "dpo"),  # a turn begun before methods were chosen per snapshot: DPO
         trainer_args=trainer_args,
         lora=ctx.policy.lora,
         repeat=ctx.policy.repeat,

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy
-from tuneloop.errors import Forbidden
+from tuneloop.errors import Forbidden, TuneloopError
 from tuneloop.monitor.kpis import GAUGE_FIELDS, kpis
 from tuneloop.serve.backends.base import Backend
 from tuneloop.signals.policy import RewardPolicy
@@ -127,7 +127,11 @@ class KPICollector(Collector):
             )
         since = now_utc() - self.window
         for tenant in store.tenants():
-            policy = tenant_policy(home, tenant.name, RewardPolicy)
+            try:
+                policy = tenant_policy(home, tenant.name, RewardPolicy)
+            except TuneloopError as exc:  # one tenant's broken policy file must not stop every tenant's KPIs
+                log.warning("KPI gauges of tenant %s left out: %s", tenant.name, exc.message)
+                continue
             for kpi in kpis(store.for_tenant(tenant), policy, since=since):
                 for field in GAUGE_FIELDS:
                     value = getattr(kpi, field)

@@ -8,7 +8,8 @@ import unicodedata
 from pathlib import Path
 from typing import Literal
 
-from tuneloop.errors import BadRequest, PayloadTooLarge
+from tuneloop.errors import BadRequest
+from tuneloop.user_files import read_limited
 
 Format = Literal["text", "markdown", "html"]
 FORMATS: dict[str, Format] = {
@@ -44,13 +45,9 @@ def format_of(path: Path) -> Format:
 
 
 def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
-    """A file's text, decoded as UTF-8 (or UTF-16 with a byte-order mark); binary files are refused."""
-    if not path.is_file():
-        raise BadRequest(f"{path}: not a file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise PayloadTooLarge(f"{path.name}: {size} bytes; the limit is {max_bytes} (split the document)")
-    return decode(path.read_bytes(), path.name)
+    """A file's text, decoded as UTF-8 (or UTF-16 with a byte-order mark); binary files are refused, and
+    so are FIFOs, devices and unreadable paths (one line each, never a hang or a traceback)."""
+    return decode(read_limited(path, max_bytes, path.name), path.name)
 
 
 def decode(data: bytes, name: str) -> str:

@@ -1,0 +1,34 @@
+"""Files a user points tuneloop at (policies, guidelines, documents): untrusted, so read only when they are
+regular files and never past a limit — a FIFO, a device or a 2 GB file gets one clear line, not a hang."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from tuneloop.errors import BadRequest, PayloadTooLarge
+
+
+def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
+    """The bytes of the regular file `path`, at most `max_bytes`; errors start with `label` (what it is)."""
+    try:
+        # O_NONBLOCK: opening a FIFO no one writes to returns at once (then refused) instead of hanging.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
+    # Checked on the open file, not the name: a path swapped after a check cannot slip a device in.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise BadRequest(f"{label}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > max_bytes:
+            raise PayloadTooLarge(f"{label}: {info.st_size} bytes; the limit is {max_bytes}")
+        try:
+            data = f.read(max_bytes + 1)  # a file growing while read stops at the limit too
+        except OSError as exc:
+            raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{label}: more than {max_bytes} bytes; the limit is {max_bytes}")
+    return data

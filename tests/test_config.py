@@ -1,0 +1,88 @@
+"""Policy and settings YAML files are untrusted: anything but a small, plain mapping is one clear error
+naming the file, never a traceback, a hang or a walk over billions of aliased values."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tuneloop.config import load_policy_file, tenant_policy, tenant_policy_file
+from tuneloop.errors import BadRequest, PayloadTooLarge
+from tuneloop.loop.policy import LoopPolicy
+from tuneloop.retrieve.policy import RetrievalPolicy
+
+
+def _alias_bomb(indent: str = "") -> str:
+    lines = [f'{indent}a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"{indent}a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(exc: pytest.ExceptionInfo[BadRequest], path: Path) -> str:
+    message = exc.value.message
+    assert str(path) in message and "\n" not in message, message
+    return message
+
+
+def test_a_yaml_alias_bomb_in_a_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "loop_policy.yaml"
+    path.write_text("trainer_args:\n" + _alias_bomb("  "))  # a free-form field: validation would walk it
+    started = time.monotonic()
+    with pytest.raises(BadRequest) as exc:
+        load_policy_file(path, LoopPolicy)
+    assert "aliases counted as written out" in _one_line(exc, path)
+    assert time.monotonic() - started < 5
+
+
+def test_a_self_referencing_alias_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "loop_policy.yaml"
+    path.write_text("lora: &a {x: *a}\n")
+    with pytest.raises(BadRequest, match="aliases counted as written out"):
+        load_policy_file(path, LoopPolicy)
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"enabled: \xff\xfe\n", "not valid YAML"),  # not UTF-8
+        (b"k: " + b"9" * 5000 + b"\n", "not valid YAML"),  # past Python's integer digit limit
+        (b"[" * 100_000, "not valid YAML"),  # nested past the parser's recursion
+        (b"a: " + b"{b: " * 5000 + b"1" + b"}" * 5000, "not valid YAML"),
+        (b"!!python/object/apply:os.system ['true']\n", "not valid YAML"),
+        (b"- 1\n- 2\n", "expected a mapping"),
+        (b"k: 4\n" + b"x: [" * 70 + b"]" * 70, "nested deeper than"),
+    ],
+    ids=["invalid-utf8", "huge-int", "deep-flow", "deep-mapping", "python-tag", "list", "too-deep"],
+)
+def test_a_malformed_policy_file_is_one_line_naming_the_file(tmp_path: Path, data: bytes, says: str) -> None:
+    path = tmp_path / "retrieval_policy.yaml"
+    path.write_bytes(data)
+    with pytest.raises(BadRequest) as exc:
+        load_policy_file(path, RetrievalPolicy)
+    assert says in _one_line(exc, path)
+
+
+def test_a_utf16_policy_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "retrieval_policy.yaml"
+    path.write_bytes("enabled: true\n".encode("utf-16"))
+    assert load_policy_file(path, RetrievalPolicy).enabled is True
+
+
+def test_a_policy_file_that_is_a_fifo_a_device_or_huge_is_refused_without_reading(tmp_path: Path) -> None:
+    fifo = tenant_policy_file(tmp_path, "acme", RetrievalPolicy.filename)
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)  # would block a reader forever
+    with pytest.raises(BadRequest, match="not a regular file"):
+        tenant_policy(tmp_path, "acme", RetrievalPolicy)
+    fifo.unlink()
+    fifo.symlink_to("/dev/zero")
+    with pytest.raises(BadRequest, match="not a regular file"):
+        tenant_policy(tmp_path, "acme", RetrievalPolicy)
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(2 * 1024**3)
+    with pytest.raises(PayloadTooLarge, match="the limit is"):
+        load_policy_file(big, RetrievalPolicy)
