@@ -188,20 +188,17 @@ def next_item(tenant: TenantStore, task: Task, reviewer: str) -> Item | None:
 
     def assign(tx: TenantTx) -> Item | None:
         tx.serialize()  # reviewers asking at once: each sees the holds handed out before its own
-        held = tx.execute(
-            tx.query(ri, ri.c.task_id == task.id)
-            .join(ra, sa.and_(ra.c.tenant_id == ri.c.tenant_id, ra.c.item_id == ri.c.id))
-            .where(ra.c.reviewer == reviewer, ra.c.status == "assigned", ra.c.expires_at > now)
-            .limit(1)
-        ).first()
+        own = (ra.c.task_id == task.id, ra.c.reviewer == reviewer)
+        live = (*own, ra.c.status == "assigned", ra.c.expires_at > now)
+        hold = tx.first(ra, *live, columns=(ra.c.item_id,))
+        held = None if hold is None else tx.first(ri, ri.c.id == hold.item_id, ri.c.task_id == task.id)
         if held is not None:
             return _item(held)
         # Places others fill, per item; and the items this reviewer labelled or skipped (never again).
         others = (ra.c.task_id == task.id, ra.c.reviewer != reviewer, _takes_a_place_sql(now))
         counted = (ra.c.item_id, sa.func.count().label("taken"))
         places = tx.query(ra, *others, columns=counted).group_by(ra.c.item_id).subquery()
-        mine = (ra.c.task_id == task.id, ra.c.reviewer == reviewer, ra.c.status != "assigned")
-        judged = tx.query(ra, *mine, columns=(ra.c.item_id,))
+        judged = tx.query(ra, *own, ra.c.status != "assigned", columns=(ra.c.item_id,))
         taken = sa.func.coalesce(places.c.taken, 0)
         due = tx.execute(
             tx.query(ri, ri.c.task_id == task.id, ri.c.id.not_in(judged), taken < task.overlap)
