@@ -53,18 +53,23 @@ def _adapter_version(tenant: TenantStore, adapter: Path, base_model: str) -> Ver
     )
 
 
+def _snapshot_by_cli(acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[str, Path]:
+    """Seed acme's feedback and snapshot it by `snapshot create --policy FILE`: the hash and the file."""
+    _seed(acme)
+    policy = tmp_path / "reward_policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
+    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["hash"], policy
+
+
 def test_snapshot_export_is_a_folder_datasets_loads_with_train_and_test_splits(
     acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from datasets import load_dataset
 
-    _seed(acme)
-    policy = tmp_path / "reward_policy.yaml"
-    policy.write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
-    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
-    created = json.loads(capsys.readouterr().out)
+    digest, _ = _snapshot_by_cli(acme, tmp_path, capsys)
     out = tmp_path / "export"
-    assert main(["snapshot", "export", created["hash"], "--tenant", "acme", "--out", str(out)]) == 0
+    assert main(["snapshot", "export", digest, "--tenant", "acme", "--out", str(out)]) == 0
 
     preference = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
     sft = load_dataset(str(out), "sft", cache_dir=str(tmp_path / "cache"))
@@ -178,11 +183,7 @@ def test_export_to_a_full_disk_is_one_line_not_a_traceback(
 def test_snapshot_export_refuses_a_file_or_a_folder_holding_other_files(
     acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    _seed(acme)
-    policy = tmp_path / "reward_policy.yaml"
-    policy.write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
-    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
-    digest = json.loads(capsys.readouterr().out)["hash"]
+    digest, policy = _snapshot_by_cli(acme, tmp_path, capsys)
     project = tmp_path / "project"
     project.mkdir()
     (project / "README.md").write_text("the project's own")

@@ -329,7 +329,9 @@ def load_policy_file(path: str | Path, model: type[P]) -> P:
 
 
 def tenant_policy(home: Path, tenant_name: str, model: type[P], path: Path | None = None) -> P:
-    """The tenant's policy of this kind in force: `path`, else HOME/policies/TENANT/<model.filename>,
-    else the defaults."""
-    path = path or tenant_policy_file(home, tenant_name, model.filename)
+    """The tenant's policy of this kind in force: `path` (which must exist: a typo must not loosen the
+    settings to the defaults), else HOME/policies/TENANT/<model.filename>, else the defaults."""
+    if path is not None:
+        return load_policy_file(path, model)
+    path = tenant_policy_file(home, tenant_name, model.filename)
     return load_policy_file(path, model) if path.exists() else model()

@@ -89,7 +89,7 @@ def files_of(paths: list[Path]) -> list[Path]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from tuneloop.retrieve.documents import _check_id, put_document
+    from tuneloop.retrieve.documents import check_document_id, put_document
 
     files = files_of(args.paths)
     # All checked before any is added, but only one file's text is held at a time: a folder of thousands
@@ -104,7 +104,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         # The id is the file name with what ids cannot hold replaced ('@' by '-'), which hides an email
         # address from the check put_document makes on the id; so the name is checked as it is, without
         # its extension (`jane@example.org.md` reads as an address in the domain `org.md`).
-        _check_id(tenant, capture, path.stem)
+        check_document_id(tenant, capture, path.stem)
     progress = Progress.of(args)
     results = []
     for path in files:

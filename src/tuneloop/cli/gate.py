@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tuneloop.config import load_policy_file, tenant_policy
+    from tuneloop.config import tenant_policy
     from tuneloop.evaluate.gate import run_gate
     from tuneloop.evaluate.policy import GatePolicy
 
@@ -36,12 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     home = settings.home
     store = open_store()
     tenant = store.for_tenant(store.tenant_by_name(args.tenant))
-    # A --policy that names no file is an error, not the defaults: a typo must not loosen the settings.
-    policy = (
-        load_policy_file(args.policy, GatePolicy)
-        if args.policy
-        else tenant_policy(home, args.tenant, GatePolicy)
-    )
+    policy = tenant_policy(home, args.tenant, GatePolicy, args.policy)
     progress = Progress.of(args)
     with progress.stage(f"gate suites on {args.version}"):
         result = run_gate(

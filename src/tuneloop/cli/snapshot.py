@@ -52,19 +52,14 @@ def _tenant(name: str) -> TenantStore:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from tuneloop.config import load_policy_file, tenant_policy
+    from tuneloop.config import tenant_policy
     from tuneloop.signals.policy import RewardPolicy
     from tuneloop.signals.snapshots import create_snapshot
 
     home = Settings().home
     tenant = _tenant(args.tenant)
     progress = Progress.of(args)
-    # A --policy that names no file is an error, not the defaults: a typo must not loosen the settings.
-    policy = (
-        load_policy_file(args.policy, RewardPolicy)
-        if args.policy
-        else tenant_policy(home, args.tenant, RewardPolicy)
-    )
+    policy = tenant_policy(home, args.tenant, RewardPolicy, args.policy)
     with progress.stage(f"snapshot of {args.tenant}'s signals"):
         snap = create_snapshot(tenant, home, policy)
     progress.say(f"snapshot {snap.hash[:12]} ({', '.join(f'{k}={v}' for k, v in snap.counts.items())})")

@@ -18,6 +18,8 @@ from tuneloop.store.schema import alerts, versions
 ALERT_KIND = "erasure"
 # A version that was not serving is blocked outright; nothing is lost that a new turn does not rebuild.
 BLOCK_FROM = ("candidate", "gated", "pending_approval")
+# Where each state not yet in production goes; a canary without an experiment (a re-ranker's) ends here.
+WITHDRAWN = {**dict.fromkeys(BLOCK_FROM, "blocked"), "canary": "rolled_back"}
 
 
 def trained_on(tenant: TenantStore, snapshot_hashes: Iterable[str]) -> list[Version]:
@@ -84,7 +86,7 @@ def withdraw(
     states = {}
     serving = []
     for version in (registry.get(i) for i in sorted(ids)):
-        to = {"canary": "rolled_back"}.get(version.state, "blocked" if version.state in BLOCK_FROM else None)
+        to = WITHDRAWN.get(version.state)
         if version.state == "production":
             serving.append(version.id)
             to = "retired" if retire else None

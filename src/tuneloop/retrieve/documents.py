@@ -65,7 +65,7 @@ def put_document(
     The same text again is `unchanged`; with `replace` False an existing id with other text is a Conflict.
     `budget` refuses (413) more text than one request may send through redaction.
     """
-    _check_id(tenant, capture, document_id)
+    check_document_id(tenant, capture, document_id)
     text = to_text(raw, fmt)
     if not text:
         raise BadRequest(f"document {document_id!r} has no text once extracted from {fmt}", param="text")
@@ -137,7 +137,7 @@ def put_document(
     return tenant.transaction(write)
 
 
-def _check_id(tenant: TenantStore, capture: Capture, document_id: str) -> None:
+def check_document_id(tenant: TenantStore, capture: Capture, document_id: str) -> None:
     """Refuse an id that holds personal data: ids are stored, logged, audited and carried in chunk ids as
     they are. A name counts when it holds two capitalised words (`Maria-Garcia`): on a bare file name the
     name finder also takes products and places for people (`jira-workflow`, `Mastercard-limits`)."""

@@ -49,6 +49,6 @@ def retrieval_policy(home: Path, tenant_name: str) -> RetrievalPolicy:
     hit = _cache.get(path)
     if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
         return hit[1]
-    policy = tenant_policy(home, tenant_name, RetrievalPolicy, path)
+    policy = tenant_policy(home, tenant_name, RetrievalPolicy)
     _cache[path] = (time.monotonic(), policy)
     return policy
