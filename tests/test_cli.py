@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -113,3 +114,25 @@ def test_an_argument_that_is_not_utf8_is_one_line_not_a_traceback(capsys) -> Non
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: argument ") and "not UTF-8" in err and len(err.splitlines()) == 1
+
+
+def test_a_bad_setting_store_url_or_port_is_one_line_naming_it(tuneloop_home: Path) -> None:
+    cases = (
+        ({"TUNELOOP_BACKEND": "bogus"}, ["tenants", "list"], "TUNELOOP_BACKEND"),
+        ({"TUNELOOP_MAX_QUEUE": "-1"}, ["tenants", "list"], "TUNELOOP_MAX_QUEUE"),
+        ({"TUNELOOP_DB_URL": "not a url"}, ["tenants", "list"], "TUNELOOP_DB_URL"),
+        ({"TUNELOOP_DB_URL": "mysql://db/x"}, ["tenants", "list"], "MySQLdb"),
+        ({"TUNELOOP_DB_URL": "postgresql+psycopg://u:hunter2@127.0.0.1:1/x"}, ["tenants", "list"], "u:***@"),
+    )
+    for env, args, says in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "tuneloop", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 1 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
+    result = tuneloop("serve", "--port", "99999")
+    assert result.returncode == 2 and "give 1 to 65535" in result.stderr

@@ -81,3 +81,11 @@ def test_the_async_client_logs_scores_and_flushes_its_queue_on_close(server: dic
     iid, queued = asyncio.run(run())
     stored = {e["id"] for e in _stored(server, iid)}
     assert set(queued) <= stored and len(stored) == len(queued) + 1
+
+
+def test_a_capture_only_server_says_why_it_does_not_generate(server: dict) -> None:
+    headers = {"Authorization": f"Bearer {server['key']}"}
+    answer = httpx.post(f"{server['url']}/v1/chat/completions", json={"messages": ASK}, headers=headers)
+    assert answer.status_code == 404 and "TUNELOOP_BACKEND=none" in answer.json()["error"]["message"]
+    other = httpx.get(f"{server['url']}/v1/nothing-here", headers=headers)
+    assert other.status_code == 404 and "no such endpoint" in other.json()["error"]["message"]

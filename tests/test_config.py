@@ -86,3 +86,14 @@ def test_a_policy_file_that_is_a_fifo_a_device_or_huge_is_refused_without_readin
         f.truncate(2 * 1024**3)
     with pytest.raises(PayloadTooLarge, match="the limit is"):
         load_policy_file(big, RetrievalPolicy)
+
+
+def test_a_broken_tenant_policy_is_named_from_the_home_not_by_the_servers_path(tmp_path: Path) -> None:
+    # The error can reach the tenant's API client (a chat reads the retrieval policy).
+    path = tenant_policy_file(tmp_path, "acme", RetrievalPolicy.filename)
+    path.parent.mkdir(parents=True)
+    path.write_text("enabled: [")
+    with pytest.raises(BadRequest) as exc:
+        tenant_policy(tmp_path, "acme", RetrievalPolicy)
+    assert "TUNELOOP_HOME/policies/acme/retrieval_policy.yaml" in exc.value.message
+    assert str(tmp_path) not in exc.value.message

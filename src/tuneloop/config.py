@@ -93,12 +93,20 @@ class Settings(BaseSettings):
         "in HOME/redaction.key (mode 0600). Keep it stable, or equal values stop joining and retried "
         "events stop matching across restarts.",
     )
-    max_body_bytes: int = Field(default=1_000_000, description="Largest accepted request body, in bytes.")
-    max_batch_events: int = Field(default=1000, description="Most feedback events in one batch request.")
-    max_text_chars: int = Field(default=100_000, description="Longest accepted string field, in characters.")
-    max_queue: int = Field(default=64, description="Generation requests waiting before new ones get 503.")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1, description="Largest accepted request body, in bytes."
+    )
+    max_batch_events: int = Field(
+        default=1000, ge=1, description="Most feedback events in one batch request."
+    )
+    max_text_chars: int = Field(
+        default=100_000, ge=1, description="Longest accepted string field, in characters."
+    )
+    max_queue: int = Field(
+        default=64, ge=1, description="Generation requests waiting before new ones get 503."
+    )
     max_batch_size: int = Field(
-        default=8, description="Most sequences the embedded backend decodes together."
+        default=8, ge=1, description="Most sequences the embedded backend decodes together."
     )
     max_adapters: int = Field(
         default=8,
@@ -203,6 +211,13 @@ class Settings(BaseSettings):
         "they are off unless asked for.",
     )
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # One line per bad setting, named as it is set (TUNELOOP_X), instead of pydantic's traceback.
+            raise ConfigError("; ".join(_setting_problem(e) for e in exc.errors())) from None
+
     def hash_key(self) -> bytes:
         """The server secret (redaction placeholders, identifier hashes, digests): the setting, else
         HOME/redaction.key (created once, mode 0600)."""
@@ -233,6 +248,11 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The store URL in force: `db_url`, or the SQLite file under `home`."""
         return self.db_url or f"sqlite:///{self.home / 'tuneloop.db'}"
+
+
+def _setting_problem(error: Any) -> str:
+    name = "_".join(str(part) for part in error["loc"]).upper()
+    return f"TUNELOOP_{name}: {error['msg']}" if name else error["msg"]
 
 
 def _publish_new_key(path: Path) -> None:
@@ -276,29 +296,31 @@ MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 64
 
 
-def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
-    """A pydantic model from a YAML file; BadRequest names the file and the first bad field."""
+def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | None = None) -> M:
+    """A pydantic model from a YAML file; BadRequest names the file (as `shown`, else its path) and the first
+    bad field."""
     path = Path(path)
-    raw = read_limited(path, MAX_YAML_BYTES, f"{what} {path}")
+    label = shown or str(path)
+    raw = read_limited(path, MAX_YAML_BYTES, f"{what} {label}")
     try:
         data = yaml.safe_load(raw)  # bytes: PyYAML decodes UTF-8 or UTF-16 by BOM, else a ReaderError
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
         # ValueError: an integer past Python's digit limit; RecursionError: thousands of nested brackets.
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__  # PyYAML's messages span lines
-        raise BadRequest(f"{what} {path}: not valid YAML ({detail})") from None
+        raise BadRequest(f"{what} {label}: not valid YAML ({detail})") from None
     if not _within_limits(data):
         raise BadRequest(
-            f"{what} {path}: more than {MAX_YAML_VALUES} values (aliases counted as written out) or nested "
+            f"{what} {label}: more than {MAX_YAML_VALUES} values (aliases counted as written out) or nested "
             f"deeper than {MAX_YAML_DEPTH}; write the settings out plainly"
         )
     if not isinstance(data or {}, dict):
-        raise BadRequest(f"{what} {path}: expected a mapping of settings, got {type(data).__name__}")
+        raise BadRequest(f"{what} {label}: expected a mapping of settings, got {type(data).__name__}")
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:
         problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "(top)", e["msg"]) for e in exc.errors()]
         first = ".".join(map(str, exc.errors()[0]["loc"]))
-        raise BadRequest(f"{what} {path}: {'; '.join(problems)}", param=first) from exc
+        raise BadRequest(f"{what} {label}: {'; '.join(problems)}", param=first) from exc
 
 
 def _within_limits(data: Any) -> bool:
@@ -323,9 +345,9 @@ def tenant_policy_file(home: Path, tenant_name: str, filename: str) -> Path:
     return Path(home) / "policies" / tenant_name / filename
 
 
-def load_policy_file(path: str | Path, model: type[P]) -> P:
+def load_policy_file(path: str | Path, model: type[P], shown: str | None = None) -> P:
     """A policy (a model with a `filename` such as gate_policy.yaml) from a YAML file."""
-    return load_yaml_model(path, model, model.filename.removesuffix(".yaml").replace("_", " "))
+    return load_yaml_model(path, model, model.filename.removesuffix(".yaml").replace("_", " "), shown)
 
 
 def tenant_policy(home: Path, tenant_name: str, model: type[P], path: Path | None = None) -> P:
@@ -334,4 +356,7 @@ def tenant_policy(home: Path, tenant_name: str, model: type[P], path: Path | Non
     if path is not None:
         return load_policy_file(path, model)
     path = tenant_policy_file(home, tenant_name, model.filename)
-    return load_policy_file(path, model) if path.exists() else model()
+    if not path.exists():
+        return model()
+    # Named from TUNELOOP_HOME: a tenant's API call may hit this error, and the server's paths are not theirs.
+    return load_policy_file(path, model, f"TUNELOOP_HOME/{path.relative_to(home)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tuneloop.learn import job_config
 from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, JobSpec, paced
 
@@ -53,3 +55,19 @@ def test_cpu_jobs_train_in_bf16_autocast_only_where_the_cpu_has_bf16_units(tmp_p
     spec = JobSpec(kind="dpo", base_model="m", output_dir=tmp_path)
     monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: False)
     assert JobSpec.model_validate_json(spec.model_dump_json()).trainer_args["bf16"] is True
+
+
+def test_trainer_arguments_are_coerced_to_trl_types_and_bad_ones_refused(tmp_path) -> None:
+    import trl
+
+    from tuneloop.errors import BadRequest
+
+    # YAML 1.1 reads 5e-5 as a string; the config must still get the float TRL's optimizer needs.
+    spec = JobSpec(kind="dpo", base_model="m", trainer_args={"learning_rate": "5e-5"}, output_dir=tmp_path)
+    config = job_config.trainer_config(spec, trl.DPOConfig, tmp_path / "out")
+    assert config.learning_rate == 5e-5 and config.seed == 0
+    job_config.check_trainer_args(spec)
+    for bad in ({"learning_rate": "fast"}, {"no_such_argument": 1}):
+        spec = JobSpec(kind="kto", base_model="m", trainer_args=bad, output_dir=tmp_path)
+        with pytest.raises(BadRequest):
+            job_config.check_trainer_args(spec)

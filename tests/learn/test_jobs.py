@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.learn.data import preference_rows
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.learn.job_config import JobSpec, cpu_has_bf16_units
 from tuneloop.learn.jobs import last_checkpoint, load_rows, run_job
 
@@ -134,3 +134,24 @@ def test_rows_load_from_parquet_without_extra_columns(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
     loaded = load_rows(tmp_path / "rows.parquet", "dpo")
     assert loaded == preference_rows(3)
+
+
+def test_a_job_already_training_elsewhere_is_refused_not_trained_twice(tiny_model, tmp_path):
+    spec = _spec(tiny_model, tmp_path, trainer_args={**ARGS, "max_steps": 2})
+    training, release = threading.Event(), threading.Event()
+
+    def hold(step: int, total: int, eta: float | None) -> None:
+        training.set()
+        release.wait(60)
+
+    first = threading.Thread(target=run_job, args=(spec, preference_rows(4)), kwargs={"progress": hold})
+    first.start()
+    try:
+        assert training.wait(120)
+        with pytest.raises(Conflict, match="already training"):
+            run_job(spec, preference_rows(4))
+    finally:
+        release.set()
+        first.join(120)
+    assert json.loads((spec.final_dir / "metrics.json").read_text())["steps"] == 2
+    assert run_job(spec, preference_rows(4)).artifact_dir == spec.final_dir  # finished: returned, no lock

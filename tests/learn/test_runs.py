@@ -7,7 +7,7 @@ import pytest
 
 from tests.signals.test_snapshots import POLICY, _seed
 from tuneloop.config import Settings
-from tuneloop.errors import NotFound
+from tuneloop.errors import BadRequest, NotFound
 from tuneloop.learn.runs import train_version
 from tuneloop.registry.versions import Registry
 from tuneloop.signals.snapshots import create_snapshot
@@ -61,3 +61,18 @@ def test_cancelled_job_leaves_no_registered_version(setup: dict) -> None:
         is None
     )
     assert Registry(setup["a"]).list() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"trainer_args": {"bogus": 1}},
+        {"trainer_args": {"learning_rate": "fast"}},
+        {"lora": {"bogus": 1}},
+        {"lora": {"r": "big"}},
+    ],
+)
+def test_bad_trainer_or_lora_arguments_are_refused_before_any_job_starts(setup: dict, args: dict) -> None:
+    with pytest.raises(BadRequest):
+        train_version(setup["a"], setup["settings"], setup["snapshot"], "dpo", **args)
+    assert not (setup["settings"].home / "jobs").exists()

@@ -65,7 +65,17 @@ def _http(api: dict[str, Any]) -> httpx.Client:
     return httpx.Client(base_url=api["url"], headers={"Authorization": f"Bearer {api['key']}"}, timeout=120)
 
 
-@pytest.mark.parametrize("doc", ["john.smith-4111111111111111", "call-212-555-0198", "guide-Maria-Garcia"])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "john.smith-4111111111111111",
+        "call-212-555-0198",
+        "guide-Maria-Garcia",
+        "notes_jane.doe@example.com_v2",
+        "Maria_Garcia_contract",
+        "card_4111-1111-1111-1111_x",
+    ],
+)
 def test_a_document_id_holding_personal_data_is_a_400_that_does_not_echo_it(
     api: dict[str, Any], doc: str
 ) -> None:

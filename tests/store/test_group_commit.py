@@ -137,12 +137,17 @@ def test_no_caller_is_acknowledged_when_the_group_cannot_commit(tmp_path: Path) 
 def test_a_caller_that_left_before_its_group_is_skipped_and_the_writer_lives_on(
     store: Store, scoped: TenantStore
 ) -> None:
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     writes = GroupCommit(store)
 
+    def hold() -> None:
+        entered.set()
+        gate.wait()
+
     async def main() -> ItemResult:
-        holding = asyncio.ensure_future(writes(gate.wait))
-        await asyncio.sleep(0.05)
+        holding = asyncio.ensure_future(writes(hold))
+        # The writer must be inside the first group before the next call queues, however loaded the CPU.
+        assert await asyncio.to_thread(entered.wait, 30)
         left = asyncio.ensure_future(writes(scoped.log_interaction, _interaction("gone"), "d"))
         await asyncio.sleep(0.05)
         left.cancel()  # the client hung up while its write waited

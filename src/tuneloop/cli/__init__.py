@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tuneloop.cli import (
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: argument {shown} is not UTF-8 text; send it in UTF-8", file=sys.stderr)
         return EXIT_USAGE
     args = build_parser().parse_args(argv)
+    if getattr(args, "json", False):
+        # --json promises no progress on stderr; model loading draws Hugging Face bars unless told not to.
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         return args.run(args) or EXIT_OK
     except TuneloopError as exc:

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from tuneloop.cli.output import EXIT_ERROR, EXIT_OK
 from tuneloop.errors import BadRequest, TuneloopError, Unauthorized
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -37,6 +38,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - line editing and history for input()
         print(f"chatting with {url} as model {args.model!r}; {HELP}")
+    failed = False
     try:
         while True:
             try:
@@ -44,9 +46,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             except EOFError:
                 if interactive:
                     print()  # end the line ^D was typed on
-                return 0
-            if line:
-                session.handle(line)
+                # A script piping lines in learns from the exit code that one of them failed.
+                return EXIT_ERROR if failed and not interactive else EXIT_OK
+            if line and not session.handle(line):
+                failed = True
     finally:
         session.close()
 
@@ -66,8 +69,9 @@ class ChatSession:
         self._openai = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=1)
         self._feedback = Client(url, key, retries=1)
 
-    def handle(self, line: str) -> None:
-        """A slash command or a user message; any failure prints one line and the session goes on."""
+    def handle(self, line: str) -> bool:
+        """A slash command or a user message; a failure prints one line, returns False, and the session
+        goes on."""
         import httpx
         import openai
 
@@ -76,6 +80,7 @@ class ChatSession:
                 self._command(line)
             else:
                 self._ask(line)
+            return True
         except openai.APIStatusError as exc:
             message = exc.body.get("message") if isinstance(exc.body, dict) else None
             print(f"error: {message or exc.message}", file=sys.stderr)
@@ -89,6 +94,7 @@ class ChatSession:
             print(f"error: feedback not sent: {exc}", file=sys.stderr)
         except TuneloopError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
+        return False
 
     def _ask(self, text: str) -> None:
         import openai

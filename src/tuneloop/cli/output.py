@@ -45,6 +45,17 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def port(text: str) -> int:
+    """argparse type for a TCP port, 1 to 65535; anything else is a usage error, not a bind() traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port; give 1 to 65535")
+    return value
+
+
 def add_reason_flag(parser: argparse.ArgumentParser, default: str | None, helptext: str = "") -> None:
     """Give a command `--reason`, redacted as it is read: the audit log keeps what it is given for good."""
 

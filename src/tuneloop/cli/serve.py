@@ -10,13 +10,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from tuneloop.cli.output import port
 from tuneloop.config import Settings
 
 
 def register(commands: Any) -> None:
     p = commands.add_parser("serve", help="run the HTTP service (capture API, OpenAI-compatible gateway)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000)
     p.set_defaults(run=cmd_serve)
 
 

@@ -160,6 +160,8 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 def cmd_train_adapter(args: argparse.Namespace) -> int:
     from tuneloop.registry.composition import check_system_prompt
 
+    if args.amplify < 0:
+        raise BadRequest(f"--amplify {args.amplify}: give 0 (human pairs only) or more samples per prompt")
     prompt = args.system_prompt
     return _run(
         args,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest
-from tuneloop.learn.job_config import JobSpec, trainer_config
+from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config
 from tuneloop.model_files import load_causal_lm
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ def _train(
 ) -> dict[str, Any]:
     """Load the base → build TRL's config and PEFT's LoRA → train with the adapter off as reference → save."""
     from datasets import Dataset
-    from peft import LoraConfig
 
     model, tokenizer = load_causal_lm(spec.base_model)
     trainer = trainer_cls(
@@ -68,7 +67,7 @@ def _train(
         args=trainer_config(spec, config_cls, out_dir / "checkpoints"),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=LoraConfig(**{**spec.lora, "task_type": "CAUSAL_LM"}),
+        peft_config=lora_config(spec, task_type="CAUSAL_LM"),
         callbacks=callbacks,
     )
     if spec.init_adapter and resume_from is None:

@@ -13,19 +13,21 @@ writes the final artifact directory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, Conflict
 from tuneloop.learn import adapter_trainer, embedding_reward, reward_model
 from tuneloop.learn.callbacks import JobCallback
 from tuneloop.learn.job_config import REQUIRED_COLUMNS, JobKind, JobSpec
@@ -106,13 +108,48 @@ def run_job(
     final = spec.final_dir
     if (final / "metrics.json").exists():  # finished before: a job is idempotent
         return JobResult(str(spec.id), final, json.loads((final / "metrics.json").read_text()))
-    if spec.engine != "local" and not here:
+    if here:  # a rank a launcher started: the launching process holds the job's lock
+        return _train_here(spec, rows, progress, cancel)
+    with _exclusive(spec):
+        if (final / "metrics.json").exists():  # published by the holder of the lock just before us
+            shutil.rmtree(spec.partial_dir, ignore_errors=True)
+            return JobResult(str(spec.id), final, json.loads((final / "metrics.json").read_text()))
+        if spec.engine == "local":
+            return _train_here(spec, rows, progress, cancel)
         from tuneloop.learn.launchers import launch
 
         metrics = launch(spec, rows, progress, cancel)
         if metrics is None:
             return JobResult(str(spec.id), None, cancelled=True)
         return JobResult(str(spec.id), final, metrics)
+
+
+@contextmanager
+def _exclusive(spec: JobSpec) -> Iterator[None]:
+    """Hold a lock on the job's partial folder while it trains: two processes resuming one checkpoint would
+    corrupt it. The lock goes with the folder when it is published, and with the process if it dies."""
+    spec.partial_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spec.partial_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(
+                f"job {spec.id} is already training in another process (`tuneloop train` or the loop); "
+                "run the same command when it ends to get its version"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _train_here(
+    spec: JobSpec,
+    rows: Iterable[dict] | str | Path,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> JobResult:
+    final = spec.final_dir
     rows = load_rows(rows, spec.kind, spec.repeat)
     partial = spec.partial_dir
     checkpoints = partial / "checkpoints"

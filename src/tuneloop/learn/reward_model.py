@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.learn import embedding_reward
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
-from tuneloop.learn.job_config import JobSpec, trainer_config
+from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config
 from tuneloop.learn.privacy import TRAINER_ARGS_KEY
 from tuneloop.model_files import load_tokenizer
 from tuneloop.signals.records import completion_text
@@ -43,7 +43,6 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train a LoRA Bradley–Terry reward model; report held-out accuracy and calibration; save the adapter."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
     if TRAINER_ARGS_KEY in spec.trainer_args:
@@ -60,7 +59,7 @@ def train_reward_model(
     model, tokenizer = load_reward_base(spec.base_model)
     args = trainer_config(spec, RewardConfig, out_dir / "checkpoints")
     # The score head is new, so it must train and be saved with the adapter.
-    lora = LoraConfig(**{**spec.lora, "task_type": "SEQ_CLS", "modules_to_save": ["score"]})
+    lora = lora_config(spec, task_type="SEQ_CLS", modules_to_save=["score"])
     trainer = RewardTrainer(
         model=model,
         args=args,

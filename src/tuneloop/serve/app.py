@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     backend = make_backend(settings)
+    generation_paths = {getattr(route, "path", "") for route in chat_routes.router.routes}
     # The docs pages load Swagger UI / ReDoc from a CDN with no CSP of ours: served only when asked for.
     docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None}
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan, **docs)
@@ -187,7 +188,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(BadRequest(f"{field}: {err['msg']}", param=field))
 
     @app.exception_handler(HTTPException)
-    async def on_http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404 and backend is None and request.url.path in generation_paths:
+            return error_response(
+                NotFound(
+                    "this server has no model (TUNELOOP_BACKEND=none: the capture API only); serve with "
+                    "TUNELOOP_BACKEND=embedded or openai to generate here"
+                )
+            )
         if exc.status_code == 404:
             return error_response(NotFound("no such endpoint — see /openapi.json (or README.md) for the API"))
         error = TuneloopError(str(exc.detail))

@@ -108,6 +108,13 @@ def _checked_id(document_id: str) -> str:
     return document_id
 
 
+def _new_id(document_id: str) -> str:
+    if not re.fullmatch(ID_PATTERN, document_id):
+        # Not echoed: an id refused for its characters may be an email address someone typed in.
+        raise BadRequest("id: use 1 to 128 letters, digits, '.', '_', ':' or '-'", param="id")
+    return document_id
+
+
 @router.post("/v1/documents")
 async def add_document(request: Request) -> JSONResponse:
     """Add a document (201); the same text again is `unchanged`, other text under its id a 409."""
@@ -117,7 +124,7 @@ async def add_document(request: Request) -> JSONResponse:
 @router.put("/v1/documents/{document_id}")
 async def replace_document(request: Request, document_id: str) -> JSONResponse:
     """Add or replace a document: new text makes its next version, and only that version is retrieved."""
-    return await _document(request, _checked_id(document_id), replace=True)
+    return await _document(request, _new_id(document_id), replace=True)
 
 
 @router.delete("/v1/documents/{document_id}")

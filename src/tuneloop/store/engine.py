@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +120,28 @@ def unavailable(exc: BaseException, retry_after: int = 1) -> ServiceUnavailable 
             code="store_busy",
         )
     return None
+
+
+@contextmanager
+def opening(url: str) -> Iterator[None]:
+    """Turn a store URL that cannot be used (malformed, driver missing, server unreachable) into one line."""
+    try:
+        yield
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ConfigError(
+            f"the store URL {_shown(url)} cannot be used ({exc}); give TUNELOOP_DB_URL as "
+            "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from None
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(f"cannot open the store {_shown(url)}: {reason}") from None
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return repr(url[:100])
 
 
 def migrate(engine: sa.Engine, secret: bytes | None = None) -> None:

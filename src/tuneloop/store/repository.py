@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tuneloop.store import audit
-from tuneloop.store.engine import Synchronous, create_engine, migrate
+from tuneloop.store.engine import Synchronous, create_engine, migrate, opening
 from tuneloop.store.schema import api_keys, dashboard_sessions, feedback, interactions, tenants
 
 T = TypeVar("T")
@@ -105,10 +105,11 @@ class Store:
         digests were keyed; an empty store opens without it.
         """
         self.url = url
-        self.engine = create_engine(
-            url, busy_timeout=busy_timeout, pool_size=pool_size, synchronous=synchronous
-        )
-        migrate(self.engine, secret)
+        with opening(url):
+            self.engine = create_engine(
+                url, busy_timeout=busy_timeout, pool_size=pool_size, synchronous=synchronous
+            )
+            migrate(self.engine, secret)
         self._insert = INSERTS[self.engine.dialect.name]
         self._joined = threading.local()
 
