@@ -253,3 +253,19 @@ def test_length_may_move_as_far_as_users_asked_but_not_the_other_way() -> None:
 )
 def test_empty_and_looping_answers_are_degenerate(answer: str, bad: bool) -> None:
     assert degenerate(answer) is bad
+
+
+def test_golden_and_safety_sets_are_read_bounded_like_policy_files(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        'a0: &a0 ["x","x","x","x","x","x","x","x","x"]\n'
+        + "\n".join(f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12))
+        + "\nitems: *a11\n"
+    )
+    for load, what in ((load_golden, "golden set"), (load_safety_set, "safety set")):
+        with pytest.raises(BadRequest, match=f"{what} .*more than"):
+            load(bomb)
+    bad_regex = tmp_path / "golden.yaml"
+    bad_regex.write_text("items: [{id: a, prompt: hi, regex: ['(']}]\n")
+    with pytest.raises(BadRequest, match="regex"):
+        load_golden(bad_regex)

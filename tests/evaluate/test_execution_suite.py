@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, PayloadTooLarge
 from tuneloop.evaluate.generation import Arm, Evaluator
 from tuneloop.evaluate.policy import ExecutionConfig, GatePolicy
 from tuneloop.evaluate.suites import SUITES, execution
@@ -127,8 +127,9 @@ def test_a_bad_task_folder_is_refused_with_its_name(tmp_path: Path, problem: str
     elif problem == "no tests":
         (folder / "test_add.py").rename(folder / "checks.py")
     elif problem == "too large":
-        (folder / "big.bin").write_bytes(b"x" * (execution.MAX_TASK_BYTES + 1))
+        with (folder / "big.bin").open("wb") as f:
+            f.truncate(2 * 1024**3)  # refused by its size, never read into memory
     else:
         (folder / "solution.py").write_text("")
-    with pytest.raises(BadRequest, match=r"code task .*add"):
+    with pytest.raises((BadRequest, PayloadTooLarge), match=r"code task .*add"):
         execution.load_tasks(root, 10)

@@ -25,6 +25,7 @@ from tuneloop.evaluate.sandbox import Limits, isolation, new_token, run_python
 from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.evaluate.suites.base import CANDIDATE, MAX_ROWS, PRODUCTION, GateContext, Verdict
 from tuneloop.signals.code import code_of
+from tuneloop.user_files import read_limited
 
 PROMPT_FILES = ("prompt.md", "prompt.txt")
 SOLUTION = "solution.py"
@@ -126,11 +127,11 @@ def load_task(folder: Path) -> CodeTask:
             continue
         if rel in (SOLUTION, HARNESS):
             raise BadRequest(f"code task {folder}: {rel} is reserved for the answer's code")
-        data = path.read_bytes()
-        if len(files) >= MAX_TASK_FILES or sum(map(len, files.values())) + len(data) > MAX_TASK_BYTES:
-            raise BadRequest(
-                f"code task {folder}: more than {MAX_TASK_FILES} files or {MAX_TASK_BYTES} bytes"
-            )
+        if len(files) >= MAX_TASK_FILES:
+            raise BadRequest(f"code task {folder}: more than {MAX_TASK_FILES} files")
+        # Read no further than the task's byte budget: a huge file is refused without being loaded.
+        left = MAX_TASK_BYTES - sum(map(len, files.values()))
+        data = read_limited(path, left, f"code task {folder}: {rel} (a task's files: {MAX_TASK_BYTES} bytes)")
         if rel in PROMPT_FILES and prompt is None:
             prompt = data.decode("utf-8", errors="replace").strip()
         else:

@@ -17,8 +17,9 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from tuneloop.config import load_yaml_model
 from tuneloop.errors import BadRequest
 from tuneloop.evaluate.generation import Messages
 from tuneloop.evaluate.policy import GoldenConfig
@@ -67,14 +68,13 @@ class GoldenSet(BaseModel):
 
 def load_golden(path: Path) -> GoldenSet:
     """A golden set from YAML; BadRequest names the file and the problem."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        golden = GoldenSet.model_validate(data)
-        for item in golden.items:
-            for pattern in item.regex:
+    golden = load_yaml_model(path, GoldenSet, "golden set")  # bounded: the file is the operator's to point at
+    for item in golden.items:
+        for pattern in item.regex:
+            try:
                 re.compile(pattern)
-    except (OSError, yaml.YAMLError, ValidationError, re.error) as exc:
-        raise BadRequest(f"golden set {path}: {exc}") from exc
+            except re.error as exc:
+                raise BadRequest(f"golden set {path}: regex {pattern[:100]!r}: {exc}") from None
     return golden
 
 

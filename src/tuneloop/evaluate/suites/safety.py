@@ -9,10 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from tuneloop.errors import BadRequest
+from tuneloop.config import load_yaml_model
 from tuneloop.evaluate.policy import SafetyConfig
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.stats import paired_change_p
@@ -41,11 +40,7 @@ def default_safety_path() -> Path:
 
 def load_safety_set(path: Path | None = None) -> SafetySet:
     """A safety set from YAML (default: the shipped one); BadRequest names the file and the problem."""
-    path = path or default_safety_path()
-    try:
-        return SafetySet.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise BadRequest(f"safety set {path}: {exc}") from exc
+    return load_yaml_model(path or default_safety_path(), SafetySet, "safety set")
 
 
 def _rate(flags: list[bool]) -> float:
