@@ -34,10 +34,11 @@ class LoopPolicy(TenantPolicy):
         description="After a turn started by an alert, alerts start no other turn for this long (a drift "
         "that outlasts the turn meant to address it does not retrain every tick).",
     )
-    reward_method: Literal["reward_embedding", "reward"] = Field(
-        "reward_embedding",
-        description="reward_embedding: MiniLM + logistic head (seconds); reward: LoRA + "
-        "score head on the base model (minutes).",
+    reward_method: Literal["auto", "reward_embedding", "reward"] = Field(
+        "auto",
+        description="reward_embedding: MiniLM + logistic head (seconds); reward: LoRA + score head on the "
+        "base model (minutes); auto: reward_embedding, then reward when that one is unfit to judge and no "
+        "judge is in production (a preference about content rather than style needs the larger model).",
     )
     adapter_method: Literal["auto", "dpo", "kto"] = Field(
         "auto",

@@ -17,6 +17,7 @@ from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.evaluate.gate import run_gate
 from tuneloop.evaluate.judge import appoint_judge
+from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.learn.job_config import DEFAULT_LORA
 from tuneloop.learn.privacy import dp_trainer_args
 from tuneloop.learn.runs import train_version
@@ -94,17 +95,31 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
 
 def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
     """Train a reward model on the snapshot (by DP-SGD under the policy's `reward_dp`) and appoint it judge
-    if fit; what was measured and who judges now."""
+    if fit; what was measured and who judges now. With `reward_method: auto`, a fast reward model that is
+    unfit while no judge sits is followed by the LoRA one: without a judge the gate blocks every candidate."""
+    method = ctx.policy.reward_method
+    appointed = _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
+    # DP-SGD trains the fast reward model only: where the judge must be private there is nothing to fall on.
+    privacy = ctx.tenant_policy(GatePolicy).suites.judge_privacy
+    private = ctx.policy.reward_dp is not None or (privacy.required and privacy.max_epsilon is not None)
+    if method == "auto" and appointed["judge"] is None and not private:
+        first = appointed
+        appointed = _train_and_appoint(ctx, snapshot_hash, "reward")
+        appointed["first_try"] = first
+    return appointed
+
+
+def _train_and_appoint(ctx: TurnContext, snapshot_hash: str, method: str) -> dict[str, Any]:
     rm = train_version(
         ctx.tenant,
         ctx.settings,
         snapshot_hash,
-        ctx.policy.reward_method,
+        method,  # type: ignore[arg-type]
         trainer_args=dp_trainer_args(ctx.policy.reward_dp),
         actor="loop",
     )
     assert rm is not None  # no cancel event was given
-    return appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop")
+    return {**appoint_judge(ctx.tenant, ctx.settings, rm, actor="loop"), "method": method}
 
 
 def adapter(ctx: TurnContext, turn: Turn) -> Step:

@@ -1,0 +1,80 @@
+"""The loop's reward stage: DP-SGD when the tenant's loop policy sets reward_dp; the LoRA reward model when
+the fast one is unfit to judge and no judge sits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.signals.test_snapshots import POLICY, _seed
+from tuneloop.clock import now_utc
+from tuneloop.config import Settings
+from tuneloop.learn.privacy import DifferentialPrivacy
+from tuneloop.loop import LoopPolicy
+from tuneloop.loop.stages import TurnContext, reward
+from tuneloop.loop.turns import Turn
+from tuneloop.registry.versions import Registry
+from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.store.repository import Store, TenantStore, payload_hash
+
+
+def test_reward_stage_spends_the_policys_budget_and_records_it(tmp_path: Path, tiny_model: Path) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model))
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    _seed(tenant)
+    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
+    policy = LoopPolicy(reward_dp=DifferentialPrivacy(epsilon=2.0, delta=1e-6))
+    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+
+    step = reward(TurnContext(tenant, settings, policy), turn)
+
+    version = Registry(tenant).get(step.report["reward_model"]["trained"])
+    assert 0 < version.metrics["privacy"]["epsilon"] <= 2.0 and version.metrics["privacy"]["delta"] == 1e-6
+    assert version.job_spec["trainer_args"]["dp"]["epsilon"] == 2.0
+
+
+def _contradicted(tenant: TenantStore) -> None:
+    """`_seed`'s pairs, and each held-out prompt's pair again the other way round: no judge orders all."""
+    _seed(tenant)
+    for i in (0, 3, 4, 9):
+        iid = f"again{i}"
+        tenant.log_interaction(
+            {
+                "id": iid,
+                "user_id": f"u{i % 4}",
+                "messages": [{"role": "user", "content": f"How do I close account number {i}?"}],
+                "response": f"Other {i}",
+                "choices": [f"Other {i}", f"Answer {i}"],
+            },
+            f"d{iid}",
+        )
+        event = {
+            "id": f"p-{iid}",
+            "interaction_id": iid,
+            "kind": "preference",
+            "value": {"chosen": 1, "rejected": 0},
+        }
+        tenant.add_feedback([({**event, "source": "user"}, payload_hash(event))])
+
+
+def test_an_unfit_fast_reward_model_is_followed_by_the_lora_one(tmp_path: Path, tiny_model: Path) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), train_engine="local")
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    _contradicted(tenant)
+    policies = settings.home / "policies" / "acme"
+    policies.mkdir(parents=True)
+    # A judge must order every held-out pair as the humans did: the contradicted pairs make that impossible.
+    (policies / "gate_policy.yaml").write_text("suites: {reward_model: {min_agreement: 1.0, alpha: 0.99}}\n")
+    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
+    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+
+    judged = reward(TurnContext(tenant, settings, LoopPolicy()), turn).report["reward_model"]
+
+    assert (
+        judged["first_try"]["method"] == "reward_embedding"
+        and "surely below" in judged["first_try"]["verdict"]
+    )
+    assert judged["method"] == "reward"  # the LoRA reward model was trained and measured in turn
+    kinds = {v.job_spec["kind"]: v.state for v in Registry(tenant).list()}
+    assert kinds["reward_embedding"] == "blocked" and "reward" in kinds
