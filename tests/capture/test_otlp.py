@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tuneloop.capture.otlp import SpanRejected, attributes, is_llm_span, span_interaction
@@ -92,6 +92,14 @@ def test_json_messages_join_text_parts_and_prepend_system_instructions() -> None
             {"gen_ai.system": "x", "gen_ai.prompt.0.role": "wizard", "gen_ai.prompt.0.content": "q"},
             "'wizard' is not one of",
         ),
+        (
+            {
+                "gen_ai.system": "x",
+                "gen_ai.input.messages": '[{"role": "user", "content": "a\\ud800"}]',
+                "gen_ai.completion.0.content": "a",
+            },
+            "lone UTF-16 surrogate",
+        ),
     ],
 )
 def test_spans_missing_what_an_interaction_needs_are_rejected(attrs: dict, reason: str) -> None:
@@ -104,6 +112,16 @@ def test_only_chat_and_text_spans_count_as_llm_spans() -> None:
     assert is_llm_span({"openinference.span.kind": "llm"})
     assert not is_llm_span({"gen_ai.system": "openai", "gen_ai.operation.name": "embeddings"})
     assert not is_llm_span({"http.method": "GET"})
+
+
+def test_an_operation_name_sent_as_an_array_or_list_is_read_not_a_crash() -> None:
+    chat = AnyValue(string_value="chat")
+    for odd in (
+        AnyValue(array_value=ArrayValue(values=[chat])),
+        AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="name", value=chat)])),
+    ):
+        pairs = [KeyValue(key="gen_ai.system", value=chat), KeyValue(key="gen_ai.operation.name", value=odd)]
+        assert is_llm_span(attributes(pairs))
 
 
 def test_a_start_time_out_of_range_keeps_the_arrival_time() -> None:

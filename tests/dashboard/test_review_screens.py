@@ -138,3 +138,26 @@ def test_a_review_form_with_a_score_that_is_not_an_offered_digit_is_a_400(site, 
     assert answer.status_code == 400, answer.text
     assert "Label not saved" in answer.text
     client.close()
+
+
+def test_a_correction_longer_than_the_text_limit_is_a_400_as_over_the_api(site) -> None:
+    url, keys, settings = site
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['operator']}"}) as api:
+        api.post("/v1/review/tasks", json={"name": "long-fix", "kind": "correction", "overlap": 1})
+        api.post("/v1/interactions", json={"id": "int-long-fix", "messages": QUESTION, "response": SHORT})
+        added = api.post(
+            "/v1/review/tasks/long-fix/items", json={"items": [{"interaction_id": "int-long-fix"}]}
+        )
+        item = added.json()["data"][0]["id"]
+    client = httpx.Client(base_url=url, follow_redirects=False)
+    assert client.post("/dashboard/login", data={"key": keys["ana"], "next": "/dashboard"}).status_code == 303
+    token = re.search(
+        r'name="csrf" value="([0-9a-f]+)"', client.get("/dashboard/t/acme/review/long-fix").text
+    )
+    text = "x" * (settings.max_text_chars + 1)
+    answer = client.post(
+        f"/dashboard/t/acme/review/long-fix/{item}", data={"csrf": token.group(1), "text": text}
+    )
+    assert answer.status_code == 400, answer.text
+    assert f"longer than {settings.max_text_chars} characters" in answer.text
+    client.close()

@@ -147,6 +147,25 @@ def test_roles_unknown_tasks_and_foreign_interactions_are_refused(api) -> None:
         assert op.post("/v1/review/tasks/one/items", json={"items": []}).status_code == 400
 
 
+def test_queued_items_and_their_errors_name_interactions_by_the_ids_the_client_sent(api) -> None:
+    url, keys, _ = api
+    with client(url, keys["operator"]) as op:
+        assert op.post("/v1/review/tasks", json={"name": "names", "kind": "pairwise"}).status_code == 201
+        [first, second] = log_pairs(op, "jane-doe", 2)  # ids that could spell something: stored as `ref-`
+        pair = {"interaction_id": first, "other_interaction_id": second}
+        added = op.post("/v1/review/tasks/names/items", json={"items": [pair]})
+        assert added.status_code == 201, added.text
+        assert {k: added.json()["data"][0][k] for k in pair} == pair
+        missing = op.post("/v1/review/tasks/names/items", json={"items": [{"interaction_id": "jane-doe-9"}]})
+        assert missing.status_code == 404 and "'jane-doe-9' not found" in missing.json()["error"]["message"]
+        one = op.post("/v1/interactions", json={"id": "jane-doe-one", "messages": PROMPT, "response": "Hi."})
+        assert one.status_code == 201
+        single = op.post("/v1/review/tasks/names/items", json={"items": [{"interaction_id": "jane-doe-one"}]})
+        assert (
+            single.status_code == 400 and "'jane-doe-one' has one answer" in single.json()["error"]["message"]
+        )
+
+
 def test_a_reviewer_who_contradicts_the_others_is_flagged_by_agreement_and_by_rater_reliability(api) -> None:
     url, keys, settings = api
     with (

@@ -301,6 +301,43 @@ def test_json_export_with_new_message_attributes(api: tuple) -> None:
     assert stored["created_at"].startswith("2023-11-14T22:13:20")
 
 
+def test_odd_attribute_values_are_refused_per_span_not_a_500_or_an_unreadable_row(api: tuple) -> None:
+    url, key_a, *_ = api
+    spans = [
+        {  # an operation name sent as an array: still an LLM span, recorded
+            "traceId": "6b8efff798038103d269b633813fc60c",
+            "spanId": "fee19b7ec3c1b174",
+            "attributes": [
+                {
+                    "key": "gen_ai.operation.name",
+                    "value": {"arrayValue": {"values": [{"stringValue": "chat"}]}},
+                },
+                {"key": "gen_ai.prompt.0.content", "value": {"stringValue": "hi"}},
+                {"key": "gen_ai.completion.0.content", "value": {"stringValue": "hello"}},
+            ],
+        },
+        {  # a lone surrogate escaped inside a JSON attribute: valid OTLP, but no store can encode it
+            "traceId": "7b8efff798038103d269b633813fc60c",
+            "spanId": "aee19b7ec3c1b174",
+            "attributes": [
+                {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+                {
+                    "key": "gen_ai.input.messages",
+                    "value": {"stringValue": '[{"role": "user", "content": "a\\ud800"}]'},
+                },
+                {"key": "gen_ai.completion.0.content", "value": {"stringValue": "ok"}},
+            ],
+        },
+    ]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    resp = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(key_a))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tuneloop-spans-accepted"] == "1"
+    assert "lone UTF-16 surrogate" in resp.json()["partialSuccess"]["errorMessage"]
+    assert _get(url, key_a, f"otel-{spans[0]['traceId']}-{spans[0]['spanId']}").status_code == 200
+    assert _get(url, key_a, f"otel-{spans[1]['traceId']}-{spans[1]['spanId']}").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "status"),
     [

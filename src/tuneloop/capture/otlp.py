@@ -70,7 +70,8 @@ def is_llm_span(attrs: dict[str, Any]) -> bool:
     """True for a span that records a chat or text completion."""
     if str(attrs.get(OPENINFERENCE_KIND, "")).upper() == "LLM":
         return True
-    if attrs.get("gen_ai.operation.name") in NOT_CHAT:
+    # str(): an attribute may hold an array or key/value list, which a set lookup cannot hash.
+    if str(attrs.get("gen_ai.operation.name")) in NOT_CHAT:
         return False
     return any(key in attrs for key in LLM_MARKERS)
 
@@ -109,17 +110,27 @@ def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]
     user = _first(attrs, "user.id", "enduser.id")
     if user is not None:
         body["user"] = str(user)[:256]
-    _refuse_nul(body)
+    _refuse_unstorable(body)
     return SpanInteraction(body, _measured(span, attrs))
 
 
-def _refuse_nul(value: Any) -> None:
-    # Protobuf strings are valid UTF-8 but may hold NUL, which PostgreSQL cannot store.
-    if isinstance(value, str) and "\x00" in value:
-        raise SpanRejected("a prompt, completion or attribute contains a NUL character (\\u0000)")
+def _refuse_unstorable(value: Any) -> None:
+    # Protobuf strings are valid UTF-8 but may hold NUL, which PostgreSQL cannot store; text decoded from a
+    # JSON attribute (`gen_ai.input.messages`) may hold a lone surrogate (`"\\ud800"`), which no store can
+    # encode, and which, once stored, would make every read of the interaction fail.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SpanRejected("a prompt, completion or attribute contains a NUL character (\\u0000)")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SpanRejected(
+                    "a prompt, completion or attribute contains a lone UTF-16 surrogate; send valid Unicode"
+                ) from None
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for item in items:
-        _refuse_nul(item)
+        _refuse_unstorable(item)
 
 
 def _measured(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:

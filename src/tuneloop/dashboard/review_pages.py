@@ -71,7 +71,8 @@ async def review_label(request: Request, name: str, task_id: str, item_id: str) 
         if "skip" in form:
             labels.skip(tenant, task, item, reviewer)
         else:
-            labels.submit(tenant, state(request).capture, task, item, reviewer, _label(task.kind, form))
+            label = _label(task.kind, form, state(request).settings.max_text_chars)
+            labels.submit(tenant, state(request).capture, task, item, reviewer, label)
 
     try:
         await run_in_threadpool(save)
@@ -82,13 +83,16 @@ async def review_label(request: Request, name: str, task_id: str, item_id: str) 
     return RedirectResponse(target, status_code=303)
 
 
-def _label(kind: str, form: dict[str, str]) -> dict[str, Any]:
+def _label(kind: str, form: dict[str, str], max_text: int) -> dict[str, Any]:
     """The label a screen's form sends, in the shape `labels.parse_label` checks."""
     field = {"pairwise": "chosen", "rubric": "score", "correction": "text"}[kind]
     if field not in form:
         raise BadRequest(f"the form sent no {field}; reload the page and choose again")
     value = form[field]
     if kind == "correction":
+        # The form may be as large as an API body: hold a correction to the API's limit on one string.
+        if len(value) > max_text:
+            raise BadRequest(f"text: the correction is longer than {max_text} characters; shorten it")
         return {"text": value}
     # ASCII digits only: "²".isdigit() is true, yet int() refuses it.
     if not (value.isascii() and value.isdigit()) or len(value) > 2:

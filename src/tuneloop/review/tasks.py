@@ -112,11 +112,14 @@ def add_items(
     wanted: list[tuple[str, str | None, str, float]],
     *,
     actor: str,
+    sent: dict[str, str] | None = None,
 ) -> list[Item]:
     """Queue (interaction, other interaction or None, reason, priority) items; ones queued already are
     skipped. NotFound for an interaction this tenant does not own; BadRequest for a pair the task cannot
-    show (a pairwise item needs two choices or a second interaction, other kinds one answer)."""
+    show (a pairwise item needs two choices or a second interaction, other kinds one answer). `sent` maps
+    stored ids to the ids the client sent, so an error names the id the client knows, not its `ref-` hash."""
     now = now_utc()
+    named = sent or {}
 
     def insert(tx: TenantTx) -> list[Item]:
         ids = {i for iid, other, _, _ in wanted for i in (iid, other) if i}
@@ -139,8 +142,10 @@ def add_items(
         for iid, other, reason, priority in wanted:
             for ref in (iid, other):
                 if ref and ref not in choices:
-                    raise NotFound(f"interaction {ref[:128]!r} not found", param="interaction_id")
-            _check_shape(task, iid, other, choices[iid])
+                    raise NotFound(
+                        f"interaction {named.get(ref, ref)[:128]!r} not found", param="interaction_id"
+                    )
+            _check_shape(task, iid, other, choices[iid], named.get(iid, iid))
             if (iid, other) in existing:
                 continue
             existing.add((iid, other))
@@ -158,12 +163,12 @@ def add_items(
     return tenant.transaction(insert)
 
 
-def _check_shape(task: Task, iid: str, other: str | None, choices: int) -> None:
+def _check_shape(task: Task, iid: str, other: str | None, choices: int, name: str) -> None:
     if other == iid:
         raise BadRequest("other_interaction_id: names the item's own interaction; send a different one")
     if task.kind == "pairwise" and other is None and choices < 2:
         raise BadRequest(
-            f"interaction {iid!r} has one answer; a pairwise item needs two choices or other_interaction_id",
+            f"interaction {name!r} has one answer; a pairwise item needs two choices or other_interaction_id",
             param="other_interaction_id",
         )
     if task.kind != "pairwise" and other is not None:

@@ -93,8 +93,11 @@ async def add(request: Request, task_id: str) -> dict[str, Any]:
     ref = partial(st.capture.reference, tenant)
     wanted = [(ref(i.interaction_id), i.other_interaction_id and ref(i.other_interaction_id), "manual", 1.0)
               for i in body.items]  # fmt: skip
-    added = await st.calls(add_items, tenant, task, wanted, actor=f"api:{who}")
-    data = [{"id": i.id, "interaction_id": i.interaction_id, "other_interaction_id": i.other_interaction_id}
+    # Answers and errors name interactions by the ids the client sent, never by their stored `ref-` hash.
+    sent = {ref(i): i for item in body.items for i in (item.interaction_id, item.other_interaction_id) if i}
+    added = await st.calls(add_items, tenant, task, wanted, actor=f"api:{who}", sent=sent)
+    data = [{"id": i.id, "interaction_id": sent[i.interaction_id],
+             "other_interaction_id": i.other_interaction_id and sent[i.other_interaction_id]}
             for i in added]  # fmt: skip
     return {"added": len(added), "data": data}
 
