@@ -74,3 +74,11 @@ def test_chat_without_a_key_exits_1_with_one_line(server: dict) -> None:
     result = chat("--url", server["url"], stdin="Hi\n")
     assert result.returncode == 1
     assert result.stderr.startswith("error: no API key") and len(result.stderr.splitlines()) == 1
+
+
+def test_chat_takes_the_url_an_openai_client_uses_and_refuses_one_without_a_scheme(server: dict) -> None:
+    result = chat("--url", f"{server['url']}/v1", "--key", server["key"], stdin="Hi\n/thumbs up\n")
+    assert result.returncode == 0 and "feedback accepted" in result.stdout, result.stderr
+    result = chat("--url", server["url"].removeprefix("http://"), "--key", server["key"], stdin="Hi\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: server URL ") and len(result.stderr.splitlines()) == 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +132,22 @@ def test_tenants_and_versions_list_and_show_as_json(
     assert (listed["id"], listed["state"]) == (version.id, "candidate")
     assert main(["versions", "show", version.id, "--tenant", "acme", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["base_model"] == "m"
+
+
+def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(tuneloop_home: Path) -> None:
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `tuneloop ... | head` once head has its lines
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tuneloop", "tenants", "list", "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1 and result.stderr == ""  # once a BrokenPipeError traceback

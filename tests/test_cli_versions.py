@@ -108,7 +108,11 @@ def test_binary_or_oversized_prompt_files_are_refused(
     binary, big = tmp_path / "weights.bin", tmp_path / "big.txt"
     binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
     big.write_text("x" * 40_000)
-    for path, says in ((binary, "not UTF-8 text"), (big, "over 8000 characters"), (tmp_path, "no such file")):
+    for path, says in (
+        (binary, "not UTF-8 text"),
+        (big, "over 8000 characters"),
+        (tmp_path, "not a regular file"),
+    ):
         code, _, err = _create(capsys, "--system-prompt-file", str(path))
         assert code == 1 and says in err
     assert registry.list() == []

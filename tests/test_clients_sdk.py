@@ -89,3 +89,17 @@ def test_a_capture_only_server_says_why_it_does_not_generate(server: dict) -> No
     assert answer.status_code == 404 and "TUNELOOP_BACKEND=none" in answer.json()["error"]["message"]
     other = httpx.get(f"{server['url']}/v1/nothing-here", headers=headers)
     assert other.status_code == 404 and "no such endpoint" in other.json()["error"]["message"]
+
+
+def test_a_base_url_ending_in_v1_as_openai_clients_take_it_reaches_the_same_server(server: dict) -> None:
+    with Client(f"{server['url']}/v1/", server["key"]) as tl:
+        iid = tl.log_interaction(ASK, "Settings, then Export.")
+    assert _stored(server, iid) == []  # found at /v1/interactions/{id}: it was stored, not sent to /v1/v1/
+
+
+def test_a_base_url_without_a_scheme_is_refused_at_once_naming_the_fix() -> None:
+    from tuneloop.errors import BadRequest
+
+    for make in (Client, AsyncClient):
+        with pytest.raises(BadRequest, match=r"needs http:// or https://, e.g. http://127\.0\.0\.1:8000"):
+            make("localhost:8000", "tl-none")

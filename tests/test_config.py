@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import load_policy_file, tenant_policy, tenant_policy_file
+from tuneloop.config import Settings, load_policy_file, tenant_policy, tenant_policy_file
 from tuneloop.errors import BadRequest, PayloadTooLarge
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.retrieve.policy import RetrievalPolicy
@@ -97,3 +97,17 @@ def test_a_broken_tenant_policy_is_named_from_the_home_not_by_the_servers_path(t
         tenant_policy(tmp_path, "acme", RetrievalPolicy)
     assert "TUNELOOP_HOME/policies/acme/retrieval_policy.yaml" in exc.value.message
     assert str(tmp_path) not in exc.value.message
+
+
+def test_a_home_with_a_tilde_or_a_relative_path_names_one_absolute_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An env file (compose, systemd) passes `~` unexpanded; a relative HOME would follow each process's cwd.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")
+    monkeypatch.setenv("TUNELOOP_HOME", "~/tl")
+    assert Settings().home == tmp_path / "tl"
+    monkeypatch.setenv("TUNELOOP_HOME", "rel")
+    settings = Settings()
+    assert settings.home == tmp_path.parent / "rel"
+    assert settings.database_url == f"sqlite:///{tmp_path.parent / 'rel' / 'tuneloop.db'}"

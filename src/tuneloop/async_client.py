@@ -19,6 +19,7 @@ from tuneloop.client import (
     log_rejected,
     retry_delay,
     score_value,
+    server_url,
 )
 from tuneloop.errors import TuneloopError
 
@@ -44,7 +45,7 @@ class AsyncClient:
         self._closing = False
         self._flusher: asyncio.Task | None = None
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=server_url(base_url),
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {api_key}"},

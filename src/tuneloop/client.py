@@ -24,6 +24,16 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 log = logging.getLogger("tuneloop.client")
 
 
+def server_url(base_url: str) -> str:
+    """The server's root URL from what a user passes: OpenAI clients are set up with `.../v1`, and that URL
+    names the same server here (kept, every path would be `/v1/v1/...`: 404 "no such endpoint")."""
+    url = base_url.rstrip("/").removesuffix("/v1")
+    if not url.startswith(("http://", "https://")):
+        # httpx would fail only at the first request, naming `localhost://` as the protocol.
+        raise BadRequest(f"server URL {base_url!r} needs http:// or https://, e.g. http://127.0.0.1:8000")
+    return url
+
+
 class Unsent(TuneloopError):
     """Queued events the server did not take before `close()`; `events` holds them for the caller to keep."""
 
@@ -169,7 +179,7 @@ class Client:
         self._flusher: threading.Thread | None = None
         self._starting = threading.Lock()
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=server_url(base_url),
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {api_key}"},

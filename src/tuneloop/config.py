@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuneloop.errors import BadRequest, ConfigError
@@ -210,6 +210,14 @@ class Settings(BaseSettings):
         description="Serve the interactive API docs at /docs and /redoc; they load scripts from a CDN, so "
         "they are off unless asked for.",
     )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        # `~` from a compose or systemd env file, or a relative path, would otherwise name a folder under
+        # whatever directory each process starts in: the CLI and the server would open different stores,
+        # and vLLM would get adapter paths it cannot resolve.
+        return home.expanduser().absolute()
 
     def __init__(self, **values: Any) -> None:
         try:

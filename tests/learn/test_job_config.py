@@ -71,3 +71,14 @@ def test_trainer_arguments_are_coerced_to_trl_types_and_bad_ones_refused(tmp_pat
         spec = JobSpec(kind="kto", base_model="m", trainer_args=bad, output_dir=tmp_path)
         with pytest.raises(BadRequest):
             job_config.check_trainer_args(spec)
+
+
+def test_an_ill_typed_trainer_argument_is_one_line_naming_it(tmp_path) -> None:
+    from tuneloop.errors import BadRequest
+
+    spec = JobSpec(kind="dpo", base_model="m", trainer_args={"max_steps": "two"}, output_dir=tmp_path)
+    with pytest.raises(BadRequest) as exc:
+        job_config.check_trainer_args(spec)
+    # `--set max_steps=two` once printed pydantic's three-line report with its help URL.
+    assert exc.value.message.startswith("trainer or LoRA arguments: max_steps='two': Input should be")
+    assert "\n" not in exc.value.message and "pydantic.dev" not in exc.value.message

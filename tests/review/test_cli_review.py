@@ -83,3 +83,15 @@ def test_guidelines_from_a_device_a_fifo_or_a_huge_file_are_refused_without_read
         code, _, err = run(capsys, "review", "tasks", "--tenant", "acme", "--create", "t",
                            "--guidelines", str(path))  # fmt: skip
         assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_bad_task_setting_is_named_by_the_flag_that_was_typed(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    for flag, value in (("--minutes", "0"), ("--create", "t" * 65)):
+        args = ["--create", "t", flag, value] if flag != "--create" else [flag, value]
+        code, _, err = run(capsys, "review", "tasks", "--tenant", "acme", *args)
+        assert code == 1 and err.startswith(f"error: {flag}: "), err

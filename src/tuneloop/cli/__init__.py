@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneloop",
         description="Auto-tune a deployed LLM from its users' feedback.",
-        epilog="exit codes: 0 done, 1 error, 2 usage, 3 blocked (gate blocked, canary rolled back)",
+        epilog="exit codes: 0 done, 1 error, 2 usage, 3 blocked (gate blocked, canary rolled back), "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"tuneloop {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -77,7 +78,18 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a TuneloopError prints one line to stderr and exits 1 (see `output` for codes)."""
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at Python's exit
+        return code
+    except BrokenPipeError:
+        # stdout's reader went away (`tuneloop versions show V | head`): stop quietly, as Unix tools do,
+        # and point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _main(argv: list[str]) -> int:
     undecodable = next((a for a in argv if not _is_utf8(a)), None)
     if undecodable is not None:
         # Python keeps bytes that are not UTF-8 as lone surrogates; any command that stores, hashes or

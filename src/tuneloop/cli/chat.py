@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from tuneloop.cli.output import EXIT_ERROR, EXIT_OK
+from tuneloop.client import server_url
 from tuneloop.errors import BadRequest, TuneloopError, Unauthorized
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -31,7 +32,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("TUNELOOP_API_KEY")
     if not key:
         raise Unauthorized("no API key — pass --key or set TUNELOOP_API_KEY (`tuneloop tenants add NAME`)")
-    url = (args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL).rstrip("/")
+    url = server_url(args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL)
     session = ChatSession(url, key, args.model, args.max_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

@@ -14,6 +14,8 @@ from tuneloop.store.repository import TenantStore
 from tuneloop.user_files import read_limited
 
 MAX_GUIDELINES_BYTES = 20_000
+# TaskIn's fields whose flag has another name, so an error names the flag that was typed.
+TASK_FLAGS = {"name": "create", "assignment_minutes": "minutes"}
 
 
 def register(commands: Any) -> None:
@@ -73,7 +75,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                           overlap=args.overlap, assignment_minutes=args.minutes)  # fmt: skip
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise BadRequest(f"--{err['loc'][0]}: {err['msg']}") from None
+            raise BadRequest(f"--{TASK_FLAGS.get(err['loc'][0], err['loc'][0])}: {err['msg']}") from None
         task = create_task(tenant, spec, actor="cli")
         print(f"created review task {task.id} ({task.kind}, {task.overlap} reviewers per item)")
         return 0

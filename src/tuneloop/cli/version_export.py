@@ -38,8 +38,8 @@ def cmd_versions_export(args: argparse.Namespace) -> int:
 
     store = open_store()
     version = Registry(store.for_tenant(store.tenant_by_name(args.tenant))).get(args.version)
-    what = "merged model" if args.merged else "adapter"
-    with Progress().stage(f"export {version.id} as a {what} to {args.out}"):
+    what = "a merged model" if args.merged else "an adapter"
+    with Progress().stage(f"export {version.id} as {what} to {args.out}"):
         try:
             out = export_version(
                 version, args.out, home=Settings().home, base_name=args.base_model, merged=args.merged

@@ -204,7 +204,9 @@ def _read_prompt(path: Path) -> str:
     """A prompt file's text: a readable UTF-8 file no longer than a prompt may be."""
     try:
         if not path.is_file():
-            raise BadRequest(f"--system-prompt-file {path}: no such file")
+            # A folder or a device exists: "no such file" would send the user looking for a typo.
+            problem = "not a regular file" if path.exists() else "no such file"
+            raise BadRequest(f"--system-prompt-file {path}: {problem}")
         if path.stat().st_size > MAX_SYSTEM_PROMPT_CHARS * 4:  # UTF-8 spends at most 4 bytes a character
             raise BadRequest(f"--system-prompt-file {path}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
         return path.read_bytes().decode("utf-8")

@@ -224,10 +224,17 @@ def lora_config(spec: JobSpec, **extra: Any) -> Any:
 def _typed(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
     # Each value coerced to the type the config declares: YAML reads `5e-5` as a string, and neither TRL nor
     # PEFT checks types, so the job would fail at its first step instead.
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
     hints = typing.get_type_hints(config_cls)
-    return {k: TypeAdapter(hints[k]).validate_python(v) if k in hints else v for k, v in values.items()}
+    typed = {}
+    for k, v in values.items():
+        try:
+            typed[k] = TypeAdapter(hints[k]).validate_python(v) if k in hints else v
+        except ValidationError as exc:
+            # One line naming the argument, not pydantic's multi-line report with its help URL.
+            raise ValueError(f"{k}={v!r}: {exc.errors()[0]['msg']}") from None
+    return typed
 
 
 def paced(

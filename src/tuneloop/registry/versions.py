@@ -246,8 +246,9 @@ class Registry:
         kind = self.get(version_id).kind
         if kind != "reward_model":
             raise Conflict(
-                f"version {version_id} is a {kind}: it reaches production through its gate (adapters also "
-                f"through the canary) and leaves it by `tuneloop versions rollback --kind {kind}`"
+                f"version {version_id} ({kind}) is not a reward model: it reaches production through its "
+                "gate (adapters also through the canary) and leaves it by `tuneloop versions rollback "
+                f"--kind {kind}`"
             )
         version = self.move(version_id, to, **audit)
         assert version is not None
