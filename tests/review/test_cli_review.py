@@ -95,3 +95,14 @@ def test_a_bad_task_setting_is_named_by_the_flag_that_was_typed(
         args = ["--create", "t", flag, value] if flag != "--create" else [flag, value]
         code, _, err = run(capsys, "review", "tasks", "--tenant", "acme", *args)
         assert code == 1 and err.startswith(f"error: {flag}: "), err
+
+
+def test_an_unknown_interaction_is_named_as_it_was_typed(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    assert run(capsys, "review", "tasks", "--tenant", "acme", "--create", "audit", "--kind", "rubric")[0] == 0
+    code, _, err = run(capsys, "review", "add", "int-nope", "--tenant", "acme", "--task", "audit")
+    assert code == 1 and "'int-nope' not found" in err and "ref-" not in err, err

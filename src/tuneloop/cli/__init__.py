@@ -98,9 +98,8 @@ def _main(argv: list[str]) -> int:
         print(f"error: argument {shown} is not UTF-8 text; send it in UTF-8", file=sys.stderr)
         return EXIT_USAGE
     args = build_parser().parse_args(argv)
-    if getattr(args, "json", False):
-        # --json promises no progress on stderr; model loading draws Hugging Face bars unless told not to.
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    # Commands print their own stage lines (none with --json); Hugging Face would add a bar per model load.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.run(args) or EXIT_OK
     except TuneloopError as exc:

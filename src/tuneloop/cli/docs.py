@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.cli.admin import open_capture, open_store
-from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit
+from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit, positive_int
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.retrieve.extract import FORMATS, MAX_FILE_BYTES, format_of, read_file, to_text
@@ -24,7 +24,7 @@ def register(commands: Any) -> None:
     p = docs.add_parser("add", help="add or update text, Markdown and HTML files (folders: their files)")
     p.add_argument("--tenant", required=True)
     p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
-    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES, help="largest file accepted")
+    p.add_argument("--max-bytes", type=positive_int, default=MAX_FILE_BYTES, help="largest file accepted")
     add_json_flag(p)
     p.set_defaults(run=cmd_add)
 

@@ -45,6 +45,17 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type for a count or size that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
+
+
 def port(text: str) -> int:
     """argparse type for a TCP port, 1 to 65535; anything else is a usage error, not a bind() traceback."""
     try:

@@ -119,8 +119,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     tenant = _tenant(args.tenant)
     task = get_task(tenant, args.task)
     stored = partial(open_capture().reference, tenant)  # the id as the app sent it, or as stored
+    typed = [i for i in (args.interaction, args.other) if i]
+    sent = {stored(i): i for i in typed}  # errors name the ids typed, not their stored `ref-` hashes
     item = (stored(args.interaction), args.other and stored(args.other), "manual", 1.0)
-    added = add_items(tenant, task, [item], actor="cli")
+    added = add_items(tenant, task, [item], actor="cli", sent=sent)
     print(f"queued {added[0].id}" if added else f"{args.interaction} is queued in {task.id} already")
     return 0
 
