@@ -49,6 +49,21 @@ def test_a_reward_model_that_disagrees_is_blocked_and_the_judge_stays(
     assert gate_setup.registry.get(new.id).state == "blocked"
 
 
+def test_a_fit_reward_model_that_orders_fewer_pairs_right_does_not_unseat_the_judge(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
+    policy = gate_setup.home / "policies" / "acme" / "gate_policy.yaml"
+    policy.write_text("suites: {reward_model: {min_agreement: 0.0}}\n")  # any reward model is fit
+    new = _reward_model(gate_setup, tmp_path, flipped=True)
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
+
+    assert verdict["judge"] == gate_setup.reward_model.id
+    assert f"but judge {gate_setup.reward_model.id} orders" in verdict["verdict"]
+    assert gate_setup.registry.get(new.id).state == "blocked"
+
+
 def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> None:
     from tuneloop.evaluate.policy import RewardModelConfig
 

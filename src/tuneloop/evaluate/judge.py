@@ -25,20 +25,32 @@ def appoint_judge(
     rule = suites.reward_model
     assert reward_model.snapshot_hash is not None, "a trained reward model records its snapshot"
     pairs = get_snapshot(tenant, reward_model.snapshot_hash).rows("pairs", split="heldout")
-    if len(pairs) >= rule.min_agreement_pairs:
-        base = resolve_model(settings.model, settings.home)
-        model = load_reward_model(reward_model.artifact_path, base_model=str(base))
-        accuracy, measured = round(agreement(model, pairs), 4), len(pairs)
+    registry = Registry(tenant)
+    sitting = registry.production("reward_model")
+    base = str(resolve_model(settings.model, settings.home))
+
+    def agreeing(version: Version) -> float:
+        return round(agreement(load_reward_model(version.artifact_path, base_model=base), pairs), 4)
+
+    on_pairs = len(pairs) >= rule.min_agreement_pairs
+    if on_pairs:
+        accuracy, measured = agreeing(reward_model), len(pairs)
         measured_on = f"{measured} held-out human pairs"
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
         accuracy = reward_model.metrics.get("test_accuracy", 0.0)
         measured = int(reward_model.metrics.get("test_pairs", 0))
         measured_on = f"its test split of {measured} pairs"
     fit, why = rule.fit_to_judge(accuracy, measured, measured_on)
-    if suites.judge_privacy.required and suites.judge_privacy.max_epsilon is not None:
-        private, budget = within_privacy_budget(reward_model, suites.judge_privacy.max_epsilon)
+    cap = suites.judge_privacy.max_epsilon
+    if suites.judge_privacy.caps_epsilon and cap is not None:
+        private, budget = within_privacy_budget(reward_model, cap)
         fit, why = fit and private, f"{why}; {budget}"
-    registry = Registry(tenant)
+    if fit and on_pairs and sitting is not None and sitting.id != reward_model.id:
+        # Fit is a floor; the seat goes to the better of the two on the same pairs (a fast reward model that
+        # passes the floor must not unseat a LoRA one that orders more of them right).
+        held = agreeing(sitting)
+        if held > accuracy:
+            fit, why = False, f"{why}, but judge {sitting.id} orders {held:.0%} of the same pairs right"
     if reward_model.state == "candidate":
         if fit:
             registry.move(reward_model.id, "gated", actor=actor, reason=why)

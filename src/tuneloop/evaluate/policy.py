@@ -117,6 +117,11 @@ class JudgePrivacyConfig(SuiteConfig):
         "judge trained without differential privacy, or with more, fails. None: no limit.",
     )
 
+    @property
+    def caps_epsilon(self) -> bool:
+        """Whether only a reward model trained by DP-SGD within `max_epsilon` may judge."""
+        return self.required and self.max_epsilon is not None
+
 
 class GoldenConfig(SuiteConfig):
     path: Path | None = Field(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
@@ -100,8 +100,8 @@ def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
     method = ctx.policy.reward_method
     appointed = _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
     # DP-SGD trains the fast reward model only: where the judge must be private there is nothing to fall on.
-    privacy = ctx.tenant_policy(GatePolicy).suites.judge_privacy
-    private = ctx.policy.reward_dp is not None or (privacy.required and privacy.max_epsilon is not None)
+    capped = ctx.tenant_policy(GatePolicy).suites.judge_privacy.caps_epsilon
+    private = ctx.policy.reward_dp is not None or capped
     if method == "auto" and appointed["judge"] is None and not private:
         first = appointed
         appointed = _train_and_appoint(ctx, snapshot_hash, "reward")
@@ -109,12 +109,14 @@ def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
     return appointed
 
 
-def _train_and_appoint(ctx: TurnContext, snapshot_hash: str, method: str) -> dict[str, Any]:
+def _train_and_appoint(
+    ctx: TurnContext, snapshot_hash: str, method: Literal["reward_embedding", "reward"]
+) -> dict[str, Any]:
     rm = train_version(
         ctx.tenant,
         ctx.settings,
         snapshot_hash,
-        method,  # type: ignore[arg-type]
+        method,
         trainer_args=dp_trainer_args(ctx.policy.reward_dp),
         actor="loop",
     )
