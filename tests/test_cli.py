@@ -123,6 +123,7 @@ def test_a_bad_setting_store_url_or_port_is_one_line_naming_it(tuneloop_home: Pa
         ({"TUNELOOP_DB_URL": "not a url"}, ["tenants", "list"], "TUNELOOP_DB_URL"),
         ({"TUNELOOP_DB_URL": "mysql://db/x"}, ["tenants", "list"], "MySQLdb"),
         ({"TUNELOOP_DB_URL": "postgresql+psycopg://u:hunter2@127.0.0.1:1/x"}, ["tenants", "list"], "u:***@"),
+        ({"TUNELOOP_DB_URL": "postgresql+psycopg://u:hunter2@db:port/x"}, ["tenants", "list"], "u:***@db"),
     )
     for env, args, says in cases:
         result = subprocess.run(

@@ -17,6 +17,7 @@ from tuneloop.cli.output import add_json_flag, emit
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.private_files import private_file, tighten
+from tuneloop.store.engine import shown_url
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import TENANT_ROLES, Store
 
@@ -86,7 +87,7 @@ def cmd_init(_: argparse.Namespace) -> int:
     settings = Settings()
     open_store().close()
     tighten(settings.home)  # HOME made by an older version may be world-readable
-    print(f"store ready at {settings.database_url}")
+    print(f"store ready at {shown_url(settings.database_url)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,21 +128,25 @@ def opening(url: str) -> Iterator[None]:
     """Turn a store URL that cannot be used (malformed, driver missing, server unreachable) into one line."""
     try:
         yield
-    except (sa.exc.ArgumentError, ImportError) as exc:
+    except (sa.exc.ArgumentError, ImportError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
-            f"the store URL {_shown(url)} cannot be used ({exc}); give TUNELOOP_DB_URL as "
+            f"the store URL {shown_url(url)} cannot be used ({_one_line(exc)}); give TUNELOOP_DB_URL as "
             "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
         ) from None
-    except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise ConfigError(f"cannot open the store {_shown(url)}: {reason}") from None
+    except sa.exc.DBAPIError as exc:  # unreachable, refused, bad credentials, a bad connect argument
+        raise ConfigError(f"cannot open the store {shown_url(url)}: {_one_line(exc.orig or exc)}") from None
 
 
-def _shown(url: str) -> str:
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def shown_url(url: str) -> str:
+    """The store URL with its password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return repr(url[:100])
+    except (sa.exc.ArgumentError, ValueError):  # unparsable: hide what sits where a password would
+        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)[:100])
 
 
 def migrate(engine: sa.Engine, secret: bytes | None = None) -> None:
