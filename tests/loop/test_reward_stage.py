@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.signals.test_snapshots import POLICY, _seed
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings
@@ -78,3 +80,13 @@ def test_an_unfit_fast_reward_model_is_followed_by_the_lora_one(tmp_path: Path, 
     assert judged["method"] == "reward"  # the LoRA reward model was trained and measured in turn
     kinds = {v.job_spec["kind"]: v.state for v in Registry(tenant).list()}
     assert kinds["reward_embedding"] == "blocked" and "reward" in kinds
+
+
+def test_a_private_lora_reward_model_is_refused_when_the_policy_loads(tmp_path: Path) -> None:
+    from tuneloop.config import load_policy_file
+    from tuneloop.errors import BadRequest
+
+    path = tmp_path / "loop_policy.yaml"
+    path.write_text("reward_method: reward\nreward_dp: {epsilon: 2}\n")
+    with pytest.raises(BadRequest, match="reward_embedding head only"):
+        load_policy_file(path, LoopPolicy)

@@ -70,8 +70,10 @@ def is_llm_span(attrs: dict[str, Any]) -> bool:
     """True for a span that records a chat or text completion."""
     if str(attrs.get(OPENINFERENCE_KIND, "")).upper() == "LLM":
         return True
-    # str(): an attribute may hold an array or key/value list, which a set lookup cannot hash.
-    if str(attrs.get("gen_ai.operation.name")) in NOT_CHAT:
+    operation = attrs.get("gen_ai.operation.name")
+    if isinstance(operation, list) and operation:  # sent as an array: its first value names the operation
+        operation = operation[0]
+    if isinstance(operation, str) and operation in NOT_CHAT:
         return False
     return any(key in attrs for key in LLM_MARKERS)
 

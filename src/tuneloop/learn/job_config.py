@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneloop.errors import BadRequest
+from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
 
 JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
 # Where a job trains: in this process, in one child process, or as a group of DDP processes launched by
@@ -192,49 +193,58 @@ def cpu_has_bf16_units() -> bool:
 TRL_CONFIGS = {"dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig"}
 
 
-def check_trainer_args(spec: JobSpec) -> None:
-    """Build the spec's TRL and LoRA configs now, so a misspelt or ill-typed argument is a 400 in seconds
-    rather than a failed job after the base model loaded (and, with --amplify, minutes of sampling)."""
-    import tempfile
-
+def typed_args(
+    kind: JobKind, trainer_args: dict[str, Any], lora: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`trainer_args` and `lora` as a job of `kind` will use them, checked before anything loads: a name the
+    TRL config or LoraConfig does not take, or a value of the wrong type, is a BadRequest; a string where a
+    number or a flag is declared is read as one (YAML reads `5e-5` as a string, and TRL would fail on it at
+    its first step)."""
+    import peft
     import trl
 
-    name = TRL_CONFIGS.get(spec.kind)
-    try:
-        lora_config(spec)
-        if name is not None:
-            trainer_config(spec, getattr(trl, name), Path(tempfile.gettempdir()) / "tuneloop-check")
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"trainer or LoRA arguments: {exc}", param="trainer_args") from None
+    if kind != "reward_embedding" and TRAINER_ARGS_KEY in trainer_args:
+        raise BadRequest(DP_EMBEDDING_ONLY, param=TRAINER_ARGS_KEY)
+    if kind == "reward_embedding":  # MiniLM + a logistic head: its few arguments are checked where it trains
+        return trainer_args, lora
+    trl_config = getattr(trl, TRL_CONFIGS[kind])
+    return _typed(trl_config, trainer_args, "trainer"), _typed(peft.LoraConfig, lora, "LoRA")
+
+
+def _typed(config_cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(config_cls)
+    typed = {}
+    for name, value in values.items():
+        if name not in hints:
+            raise BadRequest(f"{what} argument {name!r}: not one {config_cls.__name__} takes", param=name)
+        options = typing.get_args(hints[name]) or (hints[name],)
+        # Only strings are read, and only toward a declared number or flag: TRL's hints are narrower than what
+        # it accepts elsewhere (fsdp=True against `str | None`), so other values pass as given.
+        if isinstance(value, str) and str not in options and {int, float, bool} & set(options):
+            try:
+                value = TypeAdapter(hints[name]).validate_python(value)
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise BadRequest(f"{what} argument {name}={value!r}: {problem}", param=name) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"{what} argument {name}={value}: give a finite number", param=name)
+        typed[name] = value
+    return typed
 
 
 def trainer_config(spec: JobSpec, config_cls: type, output_dir: Path) -> Any:
     """Build TRL's config class from the spec: the resolved trainer args plus seed and output dir."""
     args = {**spec.trainer_args, "seed": spec.seed, "data_seed": spec.seed, "output_dir": str(output_dir)}
-    return config_cls(**_typed(config_cls, args))
+    return config_cls(**args)
 
 
 def lora_config(spec: JobSpec, **extra: Any) -> Any:
     """PEFT's LoraConfig from the spec's `lora` plus `extra` (task type, modules to save)."""
     from peft import LoraConfig
 
-    return LoraConfig(**_typed(LoraConfig, {**spec.lora, **extra}))
-
-
-def _typed(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    # Each value coerced to the type the config declares: YAML reads `5e-5` as a string, and neither TRL nor
-    # PEFT checks types, so the job would fail at its first step instead.
-    from pydantic import TypeAdapter, ValidationError
-
-    hints = typing.get_type_hints(config_cls)
-    typed = {}
-    for k, v in values.items():
-        try:
-            typed[k] = TypeAdapter(hints[k]).validate_python(v) if k in hints else v
-        except ValidationError as exc:
-            # One line naming the argument, not pydantic's multi-line report with its help URL.
-            raise ValueError(f"{k}={v!r}: {exc.errors()[0]['msg']}") from None
-    return typed
+    return LoraConfig(**{**spec.lora, **extra})
 
 
 def paced(

@@ -129,7 +129,11 @@ def _exclusive(spec: JobSpec) -> Iterator[None]:
     """Hold a lock on the job's partial folder while it trains: two processes resuming one checkpoint would
     corrupt it. The lock goes with the folder when it is published, and with the process if it dies."""
     spec.partial_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(spec.partial_dir, os.O_RDONLY)
+    try:
+        fd = os.open(spec.partial_dir, os.O_RDONLY)
+    except FileNotFoundError:  # the holder published it between our mkdir and open: it is done
+        spec.partial_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spec.partial_dir, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 TRAINER_ARGS_KEY = "dp"  # where a job's trainer_args carry the budget
+DP_EMBEDDING_ONLY = (
+    "differential privacy trains the reward_embedding head only (the LoRA reward model has no DP-SGD path) — "
+    "use `tuneloop train reward --fast` or reward_method: reward_embedding"
+)
 DEFAULT_MAX_DELTA = 1e-5
 ACCOUNTANT = "rdp"  # Rényi DP accounting: Opacus' default, fast; PRV is a few % tighter and far slower
 

@@ -14,7 +14,7 @@ from tuneloop.errors import BadRequest, NotFound
 from tuneloop.learn import embedding_reward
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
 from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config
-from tuneloop.learn.privacy import TRAINER_ARGS_KEY
+from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
 from tuneloop.model_files import load_tokenizer
 from tuneloop.signals.records import completion_text
 
@@ -46,11 +46,7 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     if TRAINER_ARGS_KEY in spec.trainer_args:
-        raise BadRequest(
-            "differential privacy trains the reward_embedding head only (the LoRA reward model has no DP-SGD "
-            "path) — use `tuneloop train reward --fast` or reward_method: reward_embedding",
-            param=TRAINER_ARGS_KEY,
-        )
+        raise BadRequest(DP_EMBEDDING_ONLY, param=TRAINER_ARGS_KEY)
     if len(rows) < MIN_REWARD_ROWS:
         raise BadRequest(
             f"a reward model needs at least {MIN_REWARD_ROWS} pairs, got {len(rows)}", param="rows"

@@ -41,37 +41,34 @@ def train_version(
     actor: str = "cli",
 ) -> Version | None:
     """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
-    from tuneloop.learn.job_config import JobSpec, check_trainer_args, paced
+    from tuneloop.learn.job_config import JobSpec, paced, typed_args
     from tuneloop.learn.jobs import run_job
     from tuneloop.model_files import model_hash, resolve_model
 
     snap = get_snapshot(tenant, snapshot)  # scoped: another tenant's snapshot is NotFound
     base = resolve_model(settings.model, settings.home)
+    # Checked before anything loads or samples: a misspelt argument is a 400 in seconds, not a failed job.
+    trainer_args, lora = typed_args(method, trainer_args or {}, lora or {})
     rows = snap.rows(DATASET[method], split="train")
     metrics_extra: dict[str, Any] = {"human_pairs": len(rows)} if DATASET[method] == "pairs" else {}
-
-    def job(rows: list[dict]) -> JobSpec:
-        return JobSpec(
-            kind=method,
-            base_model=str(base),
-            base_model_hash=model_hash(base),
-            snapshot_hash=snap.hash,
-            amplify_k=amplify_k if method == "dpo" else 0,
-            tenant=tenant.tenant_id,
-            lora=lora or {},
-            trainer_args=paced(method, rows, trainer_args or {}, repeat or {}),
-            repeat=repeat or {},
-            init_adapter=init_adapter,
-            seed=seed,
-            output_dir=settings.home / "jobs" / tenant.tenant_id,
-            engine=settings.train_engine,
-            processes=settings.train_processes,
-        )
-
-    check_trainer_args(job(rows))
     if amplify_k and method == "dpo":
         rows, metrics_extra = _amplified(tenant, base, rows, amplify_k, seed)
-    spec = job(rows)
+    spec = JobSpec(
+        kind=method,
+        base_model=str(base),
+        base_model_hash=model_hash(base),
+        snapshot_hash=snap.hash,
+        amplify_k=amplify_k if method == "dpo" else 0,
+        tenant=tenant.tenant_id,
+        lora=lora,
+        trainer_args=paced(method, rows, trainer_args, repeat or {}),
+        repeat=repeat or {},
+        init_adapter=init_adapter,
+        seed=seed,
+        output_dir=settings.home / "jobs" / tenant.tenant_id,
+        engine=settings.train_engine,
+        processes=settings.train_processes,
+    )
     registry = Registry(tenant)
     version_id = f"{'rm' if method.startswith('reward') else 'v'}-{spec.id.split('-')[-1][:10]}"
     try:
@@ -84,7 +81,7 @@ def train_version(
     if method == "reward_embedding":
         sums = checksums(result.artifact_dir)
     else:
-        sums = validate_adapter(result.artifact_dir, base, int(spec.lora["r"]))
+        sums = validate_adapter(result.artifact_dir, base, spec.lora["r"])
     return registry.register(
         kind="reward_model" if method.startswith("reward") else "adapter",
         base_model=settings.model,

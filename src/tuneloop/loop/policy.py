@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from tuneloop.config import TenantPolicy
-from tuneloop.learn.privacy import DifferentialPrivacy
+from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, DifferentialPrivacy
 
 
 class LoopPolicy(TenantPolicy):
@@ -81,3 +81,10 @@ class LoopPolicy(TenantPolicy):
         description="Train the reward model by DP-SGD within this (ε, δ) budget (reward_embedding only); "
         "None trains it without differential privacy.",
     )
+
+    @model_validator(mode="after")
+    def _private_reward_model_is_the_fast_one(self) -> LoopPolicy:
+        # Refused when the policy loads, not turn after turn when the LoRA reward model's job fails on it.
+        if self.reward_dp is not None and self.reward_method == "reward":
+            raise ValueError(f"reward_method: {DP_EMBEDDING_ONLY}")
+        return self

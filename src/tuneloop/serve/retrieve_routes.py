@@ -27,7 +27,7 @@ from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
 from tuneloop.retrieve.serving import serve
 from tuneloop.serve.capture_routes import ID_PATTERN, QueryId
-from tuneloop.serve.http import GATEWAY, OPERATE, clip, read_json, validate
+from tuneloop.serve.http import GATEWAY, OPERATE, read_json, validate
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import interactions, retrievals
 
@@ -102,16 +102,12 @@ async def _document(request: Request, document_id: str | None, *, replace: bool)
     )
 
 
-def _checked_id(document_id: str) -> str:
-    if not re.fullmatch(ID_PATTERN, document_id):
-        raise NotFound(f"document {clip(document_id)!r} not found", param="id")
-    return document_id
-
-
-def _new_id(document_id: str) -> str:
+def _checked_id(document_id: str, *, new: bool = False) -> str:
     if not re.fullmatch(ID_PATTERN, document_id):
         # Not echoed: an id refused for its characters may be an email address someone typed in.
-        raise BadRequest("id: use 1 to 128 letters, digits, '.', '_', ':' or '-'", param="id")
+        if new:
+            raise BadRequest("id: use 1 to 128 letters, digits, '.', '_', ':' or '-'", param="id")
+        raise NotFound("no document has that id (ids are letters, digits, '.', '_', ':' or '-')", param="id")
     return document_id
 
 
@@ -124,7 +120,7 @@ async def add_document(request: Request) -> JSONResponse:
 @router.put("/v1/documents/{document_id}")
 async def replace_document(request: Request, document_id: str) -> JSONResponse:
     """Add or replace a document: new text makes its next version, and only that version is retrieved."""
-    return await _document(request, _new_id(document_id), replace=True)
+    return await _document(request, _checked_id(document_id, new=True), replace=True)
 
 
 @router.delete("/v1/documents/{document_id}")
