@@ -83,10 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at Python's exit
         return code
     except BrokenPipeError:
+        if not _reader_gone(sys.stdout.fileno()):
+            raise  # another pipe broke (a launcher's, a socket's): a real failure, shown as one
         # stdout's reader went away (`tuneloop versions show V | head`): stop quietly, as Unix tools do,
         # and point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether `fd` is a pipe whose reading end is closed (Linux polls such a writer as an error)."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def _main(argv: list[str]) -> int:
