@@ -151,3 +151,16 @@ def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(tuneloop_hom
     finally:
         os.close(write_end)
     assert result.returncode == 1 and result.stderr == ""  # once a BrokenPipeError traceback
+
+
+def test_an_empty_list_says_so_and_json_stays_an_empty_array(tuneloop_home: Path, capsys) -> None:
+    from tuneloop.cli import main
+
+    store = Store(Settings().database_url)
+    store.create_tenant("acme")
+    store.close()
+    for args, says in ((["versions", "list"], "no versions yet"), (["snapshot", "list"], "no snapshots yet")):
+        assert main([*args, "--tenant", "acme"]) == 0
+        assert says in capsys.readouterr().out
+        assert main([*args, "--tenant", "acme", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []

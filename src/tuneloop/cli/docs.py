@@ -128,10 +128,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     emit(
         args,
         docs,
-        lambda: (
-            [f"{d['id']}\tv{d['version']}\t{d['chunks']} chunks\t{d['title']}" for d in docs]
-            or ["no documents — add some with `tuneloop docs add --tenant NAME PATH`"]
-        ),
+        lambda: (f"{d['id']}\tv{d['version']}\t{d['chunks']} chunks\t{d['title']}" for d in docs),
+        empty="no documents — add some with `tuneloop docs add --tenant NAME PATH`",
     )
     return EXIT_OK
 

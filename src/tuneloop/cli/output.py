@@ -96,10 +96,16 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, default=_plain, ensure_ascii=False)
 
 
-def emit(args: argparse.Namespace, data: Any, text: Callable[[], Iterable[str]]) -> None:
-    """Print `data` as JSON when the command got `--json`, else the lines `text()` makes."""
+def emit(
+    args: argparse.Namespace, data: Any, text: Callable[[], Iterable[str]], empty: str | None = None
+) -> None:
+    """Print `data` as JSON when the command got `--json`, else the lines `text()` makes, or `empty` when
+    `data` is an empty list (a list command that prints nothing looks broken)."""
     if getattr(args, "json", False):
         print(to_json(data))
+        return
+    if empty is not None and data == []:
+        print(empty)
         return
     for line in text():
         print(line)

@@ -77,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             sizes = "\t".join(f"{d}={s.counts[d + '_train']}+{s.counts[d + '_heldout']}" for d in DATASETS)
             yield f"{s.hash[:12]}\t{s.created_at:%Y-%m-%d %H:%M}\t{sizes}"
 
-    emit(args, [_summary(s) for s in snaps], lines)
+    emit(args, [_summary(s) for s in snaps], lines, empty="no snapshots yet — `tuneloop snapshot create`")
     return 0
 
 

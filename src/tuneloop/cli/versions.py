@@ -129,7 +129,7 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
                 + (f"\t{budget}" if budget else "")
             )
 
-    emit(args, versions, lines)
+    emit(args, versions, lines, empty="no versions yet — `tuneloop train` or the loop registers them")
     return 0
 
 
