@@ -236,3 +236,16 @@ def validate_value(kind: str, value: Any) -> Any:
             raise ValueError(f'value: {kind} takes {{"chunk_id": id}} (a source the answer showed)')
         return SourceRef.model_validate(value).model_dump()
     return value
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` unstorable (a NUL PostgreSQL refuses, a lone surrogate no encoder takes), or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000); remove it"
+    if text.isascii():  # the common case, and ASCII holds no surrogates
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate; send valid Unicode (escape pairs together)"
+    return None

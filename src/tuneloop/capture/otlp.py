@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tuneloop.capture.events import EPOCH, FUTURE_SLACK
+from tuneloop.capture.events import EPOCH, FUTURE_SLACK, text_problem
 
 # Any of these marks a span as an LLM call; every other span (HTTP, DB, the app's own) is ignored.
 LLM_MARKERS = ("gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.operation.name")
@@ -117,19 +117,10 @@ def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]
 
 
 def _refuse_unstorable(value: Any) -> None:
-    # Protobuf strings are valid UTF-8 but may hold NUL, which PostgreSQL cannot store; text decoded from a
-    # JSON attribute (`gen_ai.input.messages`) may hold a lone surrogate (`"\\ud800"`), which no store can
-    # encode, and which, once stored, would make every read of the interaction fail.
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise SpanRejected("a prompt, completion or attribute contains a NUL character (\\u0000)")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SpanRejected(
-                    "a prompt, completion or attribute contains a lone UTF-16 surrogate; send valid Unicode"
-                ) from None
+    # Protobuf strings are valid UTF-8 but may hold NUL, and text decoded from a JSON attribute
+    # (`gen_ai.input.messages`) may hold a lone surrogate: stored, either would fail every later read.
+    if isinstance(value, str) and (problem := text_problem(value)) is not None:
+        raise SpanRejected(f"a prompt, completion or attribute {problem}")
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for item in items:
         _refuse_unstorable(item)

@@ -105,15 +105,14 @@ def run_job(
     """Train `spec` on `rows` on its engine, resuming from its last checkpoint; publish `<id>/` atomically.
 
     `here`: train in this process whatever the engine (what each process a launcher started does)."""
-    final = spec.final_dir
-    if (final / "metrics.json").exists():  # finished before: a job is idempotent
-        return JobResult(str(spec.id), final, json.loads((final / "metrics.json").read_text()))
+    if (done := _finished(spec)) is not None:  # finished before: a job is idempotent
+        return done
     if here:  # a rank a launcher started: the launching process holds the job's lock
         return _train_here(spec, rows, progress, cancel)
     with _exclusive(spec):
-        if (final / "metrics.json").exists():  # published by the holder of the lock just before us
+        if (done := _finished(spec)) is not None:  # published by the holder of the lock just before us
             shutil.rmtree(spec.partial_dir, ignore_errors=True)
-            return JobResult(str(spec.id), final, json.loads((final / "metrics.json").read_text()))
+            return done
         if spec.engine == "local":
             return _train_here(spec, rows, progress, cancel)
         from tuneloop.learn.launchers import launch
@@ -121,7 +120,15 @@ def run_job(
         metrics = launch(spec, rows, progress, cancel)
         if metrics is None:
             return JobResult(str(spec.id), None, cancelled=True)
-        return JobResult(str(spec.id), final, metrics)
+        return JobResult(str(spec.id), spec.final_dir, metrics)
+
+
+def _finished(spec: JobSpec) -> JobResult | None:
+    """The published result of `spec`, or None while it has none."""
+    metrics = spec.final_dir / "metrics.json"
+    if not metrics.exists():
+        return None
+    return JobResult(str(spec.id), spec.final_dir, json.loads(metrics.read_text()))
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from tuneloop.capture.events import text_problem
 from tuneloop.errors import (
     BadRequest,
     Forbidden,
@@ -179,7 +180,7 @@ def _bad_value(value: Any) -> tuple[list[Any], str] | None:
     # The path is built only on the way out of a find (as in _too_long): this walk runs on every field of
     # every request. Depth is bounded by _check_depth before json.loads.
     if isinstance(value, str):
-        problem = _text_problem(value)
+        problem = text_problem(value)
         return None if problem is None else ([], problem)
     if isinstance(value, float):
         if math.isfinite(value):
@@ -188,7 +189,7 @@ def _bad_value(value: Any) -> tuple[list[Any], str] | None:
         return [], f"{spelling} is not valid JSON (numbers must be finite); send a finite number"
     if isinstance(value, dict):
         for key, item in value.items():
-            if (problem := _text_problem(key)) is not None:
+            if (problem := text_problem(key)) is not None:
                 return [key, _KEY], problem
             found = _bad_value(item)
             if found is not None:
@@ -198,18 +199,6 @@ def _bad_value(value: Any) -> tuple[list[Any], str] | None:
             found = _bad_value(item)
             if found is not None:
                 return [i, *found[0]], found[1]
-    return None
-
-
-def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000); remove it"
-    if text.isascii():  # the common case, and ASCII holds no surrogates
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone UTF-16 surrogate; send valid Unicode (escape pairs together)"
     return None
 
 
