@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train.py                 # the embedded SmolLM2-135M-Instruct
     .venv/bin/python benchmarks/train.py --model tiny    # the tiny random Llama of the tests
     .venv/bin/python benchmarks/train.py --variants trl-defaults,trl-fp32,tuneloop
+    python benchmarks/train.py --model DIR --device cuda --pairs 256 --batch-size 8   # on a GPU
 
 Each variant runs in its own subprocess so its peak resident memory (VmHWM) is its own. Pairs/s counts
 the whole job: tokenising, reference log-probs and training. `trl-fp32` is TRL's defaults without their
@@ -66,7 +67,7 @@ def make_pairs(n: int) -> list[dict]:
     ]
 
 
-def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int) -> dict:
+def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int, device: str) -> dict:
     """Train one variant in this process; return its figures."""
     from tuneloop.monitor.process import peak_memory_mb
 
@@ -74,7 +75,7 @@ def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, se
     probe = FinalDPOLoss()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
-        final_loss, steps = _train(variant, model_path, rows, batch_size, seed, Path(tmp), probe)
+        final_loss, steps = _train(variant, model_path, rows, batch_size, seed, device, Path(tmp), probe)
     wall = time.perf_counter() - start - probe.seconds
     return {
         "variant": variant,
@@ -83,6 +84,7 @@ def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, se
         "wall_s": round(wall, 2),
         "pairs_per_s": round(n_pairs / wall, 3),
         "peak_rss_mb": peak_memory_mb(),
+        "peak_gpu_mb": _peak_gpu_mb(),
         "final_loss": final_loss,
         "dpo_loss": probe.loss,
     }
@@ -94,6 +96,7 @@ def _train(
     rows: list[dict],
     batch_size: int,
     seed: int,
+    device: str,
     out: Path,
     probe: FinalDPOLoss,
 ):
@@ -103,10 +106,10 @@ def _train(
     if variant.startswith("trl-"):
         from trl import DPOConfig, DPOTrainer
 
-        # Only what the comparison needs: same batch, one epoch, no saving, CPU; every other setting is TRL's.
+        # Only what the comparison needs: same batch, one epoch, no saving, device; the rest is TRL's.
         args = DPOConfig(
             output_dir=str(out),
-            use_cpu=True,
+            use_cpu=device == "cpu",
             per_device_train_batch_size=batch_size,
             num_train_epochs=1,
             save_strategy="no",
@@ -136,6 +139,7 @@ def _train(
                 "save_strategy": "no",
             },
             seed=seed,
+            device=device,
             output_dir=out,
         )
         metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe])
@@ -186,6 +190,12 @@ def dpo_loss(model: Any, ref_model: Any, batches: Any, beta: float) -> float:
     return torch.cat(losses).mean().item()
 
 
+def _peak_gpu_mb() -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None
+
+
 def resolve_model(name: str) -> str:
     """`base` (the embedded SmolLM2), `tiny`, or a model directory."""
     from tuneloop.config import Settings
@@ -208,24 +218,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when seen), cpu or cuda")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+    from tuneloop.learn.job_config import train_device
+
+    device = train_device(opts.device)
     if opts.worker:
-        print(json.dumps(run_variant(opts.worker, opts.model, opts.pairs, opts.batch_size, opts.seed)))
+        figures = run_variant(opts.worker, opts.model, opts.pairs, opts.batch_size, opts.seed, device)
+        print(json.dumps(figures))
         return
 
     model = resolve_model(opts.model)
-    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed}")
-    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}"
+    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed} device={device}")
+    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'GPU MB':>8}"
     header += f"{'final loss':>12}{'DPO loss':>10}"
     print(header)
     print("-" * len(header), flush=True)
     for variant in opts.variants.split(","):  # each row as its variant finishes: a run can take an hour
         cmd = [sys.executable, __file__, "--worker", variant, "--model", model, "--pairs", str(opts.pairs)]
-        cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed)]
+        cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed), "--device", device]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{variant} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -234,7 +249,7 @@ def main() -> None:
         loss, dpo = ("n/a" if r[k] is None else f"{r[k]:.4g}" for k in ("final_loss", "dpo_loss"))
         print(
             f"{r['variant']:<14}{r['steps']:>6}{r['wall_s']:>9.1f}{r['pairs_per_s']:>9.3f}"
-            f"{r['peak_rss_mb']:>10.0f}{loss:>12}{dpo:>10}",
+            f"{r['peak_rss_mb']:>10.0f}{r['peak_gpu_mb'] or '-':>8}{loss:>12}{dpo:>10}",
             flush=True,
         )
 

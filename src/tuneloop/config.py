@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         description="Processes a torchrun/accelerate job launches (one per GPU); each takes the trainer's "
         "per_device_train_batch_size rows a step.",
     )
+    train_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="What adapter and reward-model jobs compute on: `auto` (a CUDA GPU when PyTorch sees "
+        "one, else the CPU), `cpu` (e.g. where the GPU is busy serving), or `cuda` (refused without one).",
+    )
     redaction_key: SecretStr | None = Field(
         default=None,
         description="The server secret: keys the `hash` redaction mode's placeholders, the stored hashes of "

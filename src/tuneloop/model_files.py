@@ -168,14 +168,15 @@ def load_tokenizer(model_dir: str | Path) -> Any:
     return tokenizer
 
 
-def load_causal_lm(model_dir: str | Path) -> tuple[Any, Any]:
-    """The causal LM in `model_dir` in float32 and eval mode, and its tokenizer with a pad token."""
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """The causal LM in `model_dir` in eval mode (float32 unless `dtype` says), and its tokenizer with a pad
+    token."""
     import torch
     from transformers import AutoModelForCausalLM
 
     # float32 whatever the saved dtype: CPU training needs it, and the trainer, the gate and the server then
-    # all compute with the same weights.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    # all compute with the same weights. A GPU trainer asks for its frozen base in bf16 (`weights_dtype`).
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     return model, load_tokenizer(model_dir)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from tuneloop.errors import ConfigError
 from tuneloop.learn import job_config
-from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, JobSpec, paced
+from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, JobSpec, paced, train_device
 
 
 def rows(n: int, origin: str = "preference") -> list[dict]:
@@ -39,22 +41,37 @@ def test_passes_the_caller_set_are_kept_and_reward_jobs_are_not_paced() -> None:
     assert paced("reward_embedding", rows(40), {}, {}) == {}
 
 
-def test_cpu_jobs_train_in_bf16_autocast_only_where_the_cpu_has_bf16_units(tmp_path, monkeypatch) -> None:
-    def bf16(**trainer_args) -> bool:
-        spec = JobSpec(kind="dpo", base_model="m", trainer_args=trainer_args, output_dir=tmp_path)
+def test_jobs_train_in_bf16_autocast_only_where_their_device_has_bf16_units(tmp_path, monkeypatch) -> None:
+    def bf16(device="cpu", **trainer_args) -> bool:
+        spec = JobSpec(
+            kind="dpo", base_model="m", device=device, trainer_args=trainer_args, output_dir=tmp_path
+        )
         return spec.trainer_args["bf16"]
 
-    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(job_config, "has_bf16_units", lambda device: device == "cpu")
     assert bf16() is True
     assert bf16(bf16=False) is False  # a spec's own setting wins
-    assert bf16(use_cpu=False) is False  # on GPUs the spec says whether to use bf16
-    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: False)
-    assert bf16() is False
+    assert bf16("cuda") is False and bf16(use_cpu=False) is False  # the GPU is asked, and it has none
+    monkeypatch.setattr(job_config, "has_bf16_units", lambda device: device == "cuda")
+    assert bf16() is False and bf16("cuda") is True
     # The resolved value is recorded, so a spec reloaded from job_spec.json elsewhere trains the same way.
-    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: True)
-    spec = JobSpec(kind="dpo", base_model="m", output_dir=tmp_path)
-    monkeypatch.setattr(job_config, "cpu_has_bf16_units", lambda: False)
+    spec = JobSpec(kind="dpo", base_model="m", device="cuda", output_dir=tmp_path)
+    monkeypatch.setattr(job_config, "has_bf16_units", lambda device: False)
     assert JobSpec.model_validate_json(spec.model_dump_json()).trainer_args["bf16"] is True
+
+
+def test_a_gpu_job_keeps_the_measured_learning_settings_and_leaves_the_cpu(tmp_path) -> None:
+    cpu, gpu = (JobSpec(kind="dpo", base_model="m", device=d, output_dir=tmp_path) for d in ("cpu", "cuda"))
+    assert cpu.trainer_args["use_cpu"] is True and gpu.trainer_args["use_cpu"] is False
+    changed = {k for k in cpu.trainer_args if cpu.trainer_args[k] != gpu.trainer_args[k]}
+    assert changed <= {"use_cpu", "bf16"} and cpu.id != gpu.id
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks what a machine without a GPU answers")
+def test_the_train_device_is_the_cpu_unless_a_gpu_is_seen() -> None:
+    assert train_device("auto") == "cpu" and train_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="TUNELOOP_TRAIN_DEVICE=cuda"):
+        train_device("cuda")
 
 
 def test_trainer_arguments_are_read_as_the_types_trl_declares_and_bad_ones_refused() -> None:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from tests.learn.data import preference_rows
 from tuneloop.errors import BadRequest, Conflict
-from tuneloop.learn.job_config import JobSpec, cpu_has_bf16_units
+from tuneloop.learn.job_config import JobSpec, has_bf16_units
 from tuneloop.learn.jobs import last_checkpoint, load_rows, run_job
 
 ARGS = {
@@ -106,7 +106,7 @@ def test_job_id_is_a_stable_hash_of_the_settings(tmp_path):
     c = JobSpec(kind="dpo", base_model="m", snapshot_hash="s2", output_dir=tmp_path)
     assert a.id == b.id != c.id
     assert a.trainer_args["precompute_ref_log_probs"] is True
-    assert a.trainer_args["bf16"] is cpu_has_bf16_units()  # autocast only on CPUs with bf16 units
+    assert a.trainer_args["bf16"] is has_bf16_units("cpu")  # autocast only on CPUs with bf16 units
     assert JobSpec(kind="dpo", base_model="m", lora={"r": 4}, output_dir=tmp_path).lora["lora_alpha"] == 32
 
 

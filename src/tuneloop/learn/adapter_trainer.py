@@ -3,7 +3,7 @@
 The base stays frozen; the reference model is the same base with the adapter switched off, and its log-probs
 are computed once before training (`precompute_ref_log_probs`) instead of on every step. On a CPU the LM head
 scores only the completion tokens (`_score_completions_only`), and CPUs with bf16 units train in bf16 autocast
-(`job_config.cpu_has_bf16_units`).
+(`job_config.has_bf16_units`); on a GPU (`JobSpec.device`) TRL's own paths run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest
-from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config
+from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config, weights_dtype
 from tuneloop.model_files import load_causal_lm
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _train(
     """Load the base → build TRL's config and PEFT's LoRA → train with the adapter off as reference → save."""
     from datasets import Dataset
 
-    model, tokenizer = load_causal_lm(spec.base_model)
+    model, tokenizer = load_causal_lm(spec.base_model, weights_dtype(spec))
     trainer = trainer_cls(
         model=model,
         ref_model=None,

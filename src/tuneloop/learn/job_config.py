@@ -12,13 +12,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, ConfigError
 from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
 
 JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
 # Where a job trains: in this process, in one child process, or as a group of DDP processes launched by
 # torchrun or Accelerate.
 Engine = Literal["local", "process", "torchrun", "accelerate"]
+# What a job trains on: the CPU, or the first CUDA GPU each training process sees.
+Device = Literal["cpu", "cuda"]
 # How a job runs, not what it trains: left out of the job id, so a deployment may change engines between runs.
 HOW_FIELDS = {"output_dir", "id", "engine", "processes"}
 
@@ -31,8 +33,9 @@ DEFAULT_LORA: dict[str, Any] = {
 }
 
 # CPU-first overrides of TRL's GPU-minded defaults (bf16 on, gradient checkpointing on, lr 1e-6 for full FT).
-# bf16 here is the fallback: a spec that does not set it trains in bf16 autocast where the CPU has bf16 units
-# (`cpu_has_bf16_units`), in fp32 elsewhere.
+# bf16 here is the fallback: a spec that does not set it trains in bf16 autocast where its device multiplies
+# bf16 in hardware (`has_bf16_units`), in fp32 elsewhere. On a GPU only `use_cpu` changes: the learning
+# settings (rate, batch, passes) are the ones measured, whatever computes them.
 CPU_TRAINER_ARGS: dict[str, Any] = {
     "use_cpu": True,
     "bf16": False,
@@ -136,6 +139,11 @@ class JobSpec(BaseModel):
         description="Processes a torchrun/accelerate job launches (one per GPU); each takes "
         "per_device_train_batch_size rows a step, so the global batch grows with them.",
     )
+    device: Device = Field(
+        default="cpu",
+        description="Where each training process computes: `cpu`, or `cuda` (its GPU, in bf16 autocast "
+        "where the GPU has bf16 units); `train_device` chooses it from the deployment's settings.",
+    )
     output_dir: Path = Field(description="Directory that receives `<job id>/` when the job finishes.")
     id: str | None = Field(default=None, description="Job id; by default a hash of the spec.")
 
@@ -144,9 +152,11 @@ class JobSpec(BaseModel):
         # Resolve once so job_spec.json records every setting the run used, not just the overrides.
         self.lora = {**DEFAULT_LORA, **self.lora}
         base = {} if self.kind == "reward_embedding" else CPU_TRAINER_ARGS
+        if self.device == "cuda" and base:
+            base = {**base, "use_cpu": False}
         args = {**base, **KIND_TRAINER_ARGS[self.kind], **self.trainer_args}
-        if args.get("use_cpu") and "bf16" not in self.trainer_args:
-            args["bf16"] = cpu_has_bf16_units()
+        if base and "bf16" not in self.trainer_args:
+            args["bf16"] = has_bf16_units("cpu" if args.get("use_cpu") else "cuda")
         self.trainer_args = args
         self.repeat = {**KIND_REPEAT.get(self.kind, {}), **self.repeat}
         if self.init_adapter is not None and self.kind not in ("dpo", "kto"):
@@ -176,17 +186,42 @@ class JobSpec(BaseModel):
         return self.output_dir / f".partial-{self.id}"
 
 
+def train_device(setting: str) -> Device:
+    """The device `TUNELOOP_TRAIN_DEVICE` names: `auto` is a CUDA GPU when PyTorch sees one, else the CPU."""
+    if setting == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if setting == "cuda":
+        raise ConfigError("TUNELOOP_TRAIN_DEVICE=cuda, but PyTorch sees no CUDA GPU on this machine")
+    return "cpu"
+
+
 @functools.cache
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX, by the Linux cpuinfo flags): there
-    bf16 autocast speeds up the training matmuls, while weights, LoRA and optimizer stay fp32. Elsewhere bf16
-    is emulated: on an AVX2-only EPYC a bf16 linear layer ran 5x slower, so training stays in fp32."""
+def has_bf16_units(device: Device = "cpu") -> bool:
+    """Whether `device` multiplies bf16 in hardware: there bf16 autocast speeds up the training matmuls, while
+    weights, LoRA and optimizer stay fp32. A CPU needs AVX512-BF16 or AMX (by the Linux cpuinfo flags);
+    elsewhere bf16 is emulated: on an AVX2-only EPYC a bf16 linear layer ran 5x slower."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return False
     flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     return not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags)
+
+
+def weights_dtype(spec: JobSpec) -> str:
+    """The dtype a job loads its frozen base in: bf16 on a GPU that trains in bf16 autocast (half the memory
+    and load time; LoRA and the score head stay float32), float32 on a CPU, whose autocast keeps fp32
+    weights."""
+    on_gpu = not spec.trainer_args.get("use_cpu", True)
+    return "bfloat16" if on_gpu and spec.trainer_args.get("bf16") else "float32"
 
 
 # The TRL config class each kind's trainer builds (reward_embedding has its own few arguments).

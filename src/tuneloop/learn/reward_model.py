@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.learn import embedding_reward
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
-from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config
+from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config, weights_dtype
 from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
 from tuneloop.model_files import load_tokenizer
 from tuneloop.signals.records import completion_text
@@ -52,7 +52,7 @@ def train_reward_model(
             f"a reward model needs at least {MIN_REWARD_ROWS} pairs, got {len(rows)}", param="rows"
         )
     train, val, test = train_val_test_split(rows, spec.seed)
-    model, tokenizer = load_reward_base(spec.base_model)
+    model, tokenizer = load_reward_base(spec.base_model, weights_dtype(spec))
     args = trainer_config(spec, RewardConfig, out_dir / "checkpoints")
     # The score head is new, so it must train and be saved with the adapter.
     lora = lora_config(spec, task_type="SEQ_CLS", modules_to_save=["score"])
@@ -80,15 +80,19 @@ def train_reward_model(
     }
 
 
-def load_reward_base(base_model: str) -> tuple[Any, Any]:
-    """The base as a 1-label sequence classifier in float32, and its tokenizer with a pad token."""
+def load_reward_base(base_model: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """The base as a 1-label sequence classifier (float32 unless `dtype` says), and its tokenizer with a pad
+    token."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = load_tokenizer(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=1, dtype=getattr(torch, dtype)
+    )
     # Sequence classifiers find the last real token through pad_token_id.
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.score.float()  # the new head trains with the adapter, so it keeps full precision on a bf16 base
     return model, tokenizer
 
 
@@ -132,6 +136,7 @@ class LoraRewardModel:
                 for prompt, text in chunk
             ]
             batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+            batch = batch.to(self.model.device)  # where the trainer left it: a GPU after a GPU job
             with torch.no_grad():
                 logits = self.model(**batch).logits
             scores.extend(logits[:, 0].float().tolist())

@@ -41,7 +41,7 @@ def train_version(
     actor: str = "cli",
 ) -> Version | None:
     """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
-    from tuneloop.learn.job_config import JobSpec, paced, typed_args
+    from tuneloop.learn.job_config import JobSpec, paced, train_device, typed_args
     from tuneloop.learn.jobs import run_job
     from tuneloop.model_files import model_hash, resolve_model
 
@@ -68,6 +68,7 @@ def train_version(
         output_dir=settings.home / "jobs" / tenant.tenant_id,
         engine=settings.train_engine,
         processes=settings.train_processes,
+        device=train_device(settings.train_device),
     )
     registry = Registry(tenant)
     version_id = f"{'rm' if method.startswith('reward') else 'v'}-{spec.id.split('-')[-1][:10]}"
