@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,6 +153,20 @@ def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(tuneloop_hom
     finally:
         os.close(write_end)
     assert result.returncode == 1 and result.stderr == ""  # once a BrokenPipeError traceback
+
+
+def test_ctrl_c_while_a_command_starts_is_an_interrupt_not_a_traceback(tuneloop_home: Path) -> None:
+    # The command groups take seconds to import; a Ctrl-C among those imports printed a traceback.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop", "tenants", "list"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (130, "interrupted\n")
 
 
 def test_an_empty_list_says_so_and_json_stays_an_empty_array(tuneloop_home: Path, capsys) -> None:

@@ -6,43 +6,33 @@ import argparse
 import os
 import sys
 
-from tuneloop.cli import (
-    admin,
-    chat,
-    demo,
-    docs,
-    gate,
-    loop,
-    outcome,
-    privacy,
-    review,
-    rollout,
-    serve,
-    snapshot,
-    train,
-    versions,
-    worker,
-)
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tuneloop.errors import TuneloopError
 
-GROUPS = (
-    admin,
-    privacy,
-    serve,
-    chat,
-    docs,
-    outcome,
-    snapshot,
-    train,
-    versions,
-    gate,
-    rollout,
-    review,
-    loop,
-    worker,
-    demo,
-)
+
+def _groups() -> tuple:
+    """The command groups in --help's order. Imported when the parser is built, inside `main`'s handlers:
+    they take seconds to import (scipy, the store), and a Ctrl-C then is an interrupt, not a traceback."""
+    from tuneloop.cli import (
+        admin,
+        chat,
+        demo,
+        docs,
+        gate,
+        loop,
+        outcome,
+        privacy,
+        review,
+        rollout,
+        serve,
+        snapshot,
+        train,
+        versions,
+        worker,
+    )
+
+    return (admin, privacy, serve, chat, docs, outcome, snapshot, train, versions, gate, rollout, review,
+            loop, worker, demo)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tuneloop {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in GROUPS:
+    for group in _groups():
         group.register(commands)
     return parser
 
@@ -108,10 +98,10 @@ def _main(argv: list[str]) -> int:
         shown = ascii(undecodable)[:100]
         print(f"error: argument {shown} is not UTF-8 text; send it in UTF-8", file=sys.stderr)
         return EXIT_USAGE
-    args = build_parser().parse_args(argv)
     # Commands print their own stage lines (none with --json); Hugging Face would add a bar per model load.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args) or EXIT_OK
     except TuneloopError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -18,8 +18,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from tuneloop.capture.redact import Redactor
-
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -73,6 +71,8 @@ def add_reason_flag(parser: argparse.ArgumentParser, default: str | None, helpte
     def redacted(text: str) -> str:
         if text == default:  # argparse passes the default through here too; it needs no NLP model
             return text
+        from tuneloop.capture.redact import Redactor
+
         [clean] = Redactor().redact_texts([text], "redact")
         return clean
 
