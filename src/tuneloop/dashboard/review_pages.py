@@ -1,8 +1,13 @@
 """The review pages: a tenant's tasks with their queues and agreement, and one review screen per task kind.
 
-A screen shows the held item (conversation, the answers side by side, the guidelines) and posts the label
-with the session's CSRF token; `static/review.js` adds the keyboard shortcuts. Labels are written through
-`review.labels.submit`, the same path as the review API.
+A screen shows the reviewer's item (conversation, the answers side by side, the guidelines) and posts the
+label with the session's CSRF token; `static/review.js` adds the keyboard shortcuts. Labels are written
+through `review.labels.submit`, the same path as the review API.
+
+Showing a screen (a GET) holds nothing: it shows the item the reviewer holds, else the next one due, so a
+screen opened and left, a reload, or a browser's prefetch locks no item away from other reviewers. Holds
+are taken by POSTs: labelling or skipping an item holds the next one for the screen that follows (as
+`POST /v1/review/tasks/{task}/next` does), and a label claims its own item if it is not held yet.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +24,8 @@ from tuneloop.dashboard.web import not_found, page, posted, render, reviewer_of,
 from tuneloop.errors import BadRequest, TuneloopError
 from tuneloop.review import labels
 from tuneloop.review.agreement import task_agreement
-from tuneloop.review.tasks import get_item, get_task, list_tasks, queue_counts
+from tuneloop.review.tasks import get_item, get_task, list_tasks, next_item, queue_counts
+from tuneloop.serve.http import admit
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -27,6 +34,7 @@ router = APIRouter()
 @router.get("/t/{name}/review")
 def review_home(request: Request, name: str) -> Response:
     def build(tenant: TenantStore) -> dict[str, Any]:
+        _admit(request, tenant)
         rows = []
         for task in list_tasks(tenant):
             rows.append({"task": task, "counts": queue_counts(tenant, task),
@@ -41,10 +49,11 @@ def review_screen(request: Request, name: str, task_id: str, saved: str | None =
     reviewer = reviewer_of(request)
 
     def build(tenant: TenantStore) -> dict[str, Any] | Response:
+        _admit(request, tenant)
         task = get_task(tenant, task_id)
         if reviewer is None:
             return _relogin(request)
-        view = labels.next_view(tenant, task, reviewer)
+        view = labels.next_view(tenant, task, reviewer, hold=False)
         counts = queue_counts(tenant, task)
         return {"task": task, "view": view, "counts": counts, "reviewer": reviewer, "saved": saved}
 
@@ -64,6 +73,7 @@ async def review_label(request: Request, name: str, task_id: str, item_id: str) 
         return not_found(request, principal)
     if reviewer is None:
         return _relogin(request)
+    await admit(request, tenant.tenant_id)
 
     def save() -> None:
         task = get_task(tenant, task_id)
@@ -73,6 +83,7 @@ async def review_label(request: Request, name: str, task_id: str, item_id: str) 
         else:
             label = _label(task.kind, form, state(request).settings.max_text_chars)
             labels.submit(tenant, state(request).capture, task, item, reviewer, label)
+        next_item(tenant, task, reviewer)  # held for the screen this answer leads to ("here is the next")
 
     try:
         await run_in_threadpool(save)
@@ -98,6 +109,12 @@ def _label(kind: str, form: dict[str, str], max_text: int) -> dict[str, Any]:
     if not (value.isascii() and value.isdigit()) or len(value) > 2:
         raise BadRequest(f"{field}: {value[:20]!r} is not one of the offered choices")
     return {field: int(value)}
+
+
+def _admit(request: Request, tenant: TenantStore) -> None:
+    """Admit the page's tenant as its API routes are (`serve.http.admit`), from the worker thread the page
+    is built on: one tenant's reviewers cannot crowd out the others'."""
+    anyio.from_thread.run(admit, request, tenant.tenant_id)
 
 
 def _relogin(request: Request) -> Response:

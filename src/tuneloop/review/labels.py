@@ -13,7 +13,7 @@ from typing import Any
 from tuneloop.capture.events import FeedbackIn
 from tuneloop.capture.ingest import Capture
 from tuneloop.errors import BadRequest, Conflict, NotFound
-from tuneloop.review.tasks import Item, Task, assignment, claim, next_item, record
+from tuneloop.review.tasks import Item, Task, assignment, claim, next_item, peek_item, record
 from tuneloop.store.repository import TenantStore
 
 
@@ -35,10 +35,12 @@ def item_view(tenant: TenantStore, task: Task, item: Item) -> dict[str, Any]:
     return {"item": item, "messages": prompt, "answers": answers}
 
 
-def next_view(tenant: TenantStore, task: Task, reviewer: str) -> dict[str, Any] | None:
-    """The view of the next item for this reviewer; an item whose interaction was erased meanwhile is
-    skipped, so it never blocks the queue."""
-    while (item := next_item(tenant, task, reviewer)) is not None:
+def next_view(tenant: TenantStore, task: Task, reviewer: str, *, hold: bool = True) -> dict[str, Any] | None:
+    """The view of the next item for this reviewer, held for them (`next_item`), or with `hold=False` only
+    shown (`peek_item`: the item they hold, else the next one due, holding nothing). An item whose
+    interaction was erased meanwhile is skipped, so it never blocks the queue."""
+    choose = next_item if hold else peek_item
+    while (item := choose(tenant, task, reviewer)) is not None:
         try:
             return item_view(tenant, task, item)
         except NotFound:

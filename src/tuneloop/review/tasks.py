@@ -183,41 +183,54 @@ def queued_ids(tenant: TenantStore, task: Task) -> set[str]:
 
 def next_item(tenant: TenantStore, task: Task, reviewer: str) -> Item | None:
     """The item this reviewer holds, else a fresh hold on the next one due; None when nothing is left.
+    Asking again while the hold lasts answers the same item and takes no second hold.
 
     Chosen by the store, not in Python: this runs in a serialized transaction, which on SQLite holds the
     write lock of every tenant, so it must not take time that grows with the task (reading a task of 20,000
     items row by row took 0.4 s a call, and a few reviewers asking at once made other tenants' writes 503).
     """
     now = now_utc()
-    ra, ri = review_assignments, review_items
 
     def assign(tx: TenantTx) -> Item | None:
         tx.serialize()  # reviewers asking at once: each sees the holds handed out before its own
-        own = (ra.c.task_id == task.id, ra.c.reviewer == reviewer)
-        live = (*own, ra.c.status == "assigned", ra.c.expires_at > now)
-        hold = tx.first(ra, *live, columns=(ra.c.item_id,))
-        held = None if hold is None else tx.first(ri, ri.c.id == hold.item_id, ri.c.task_id == task.id)
-        if held is not None:
-            return _item(held)
-        # Places others fill, per item; and the items this reviewer labelled or skipped (never again).
-        others = (ra.c.task_id == task.id, ra.c.reviewer != reviewer, _takes_a_place_sql(now))
-        counted = (ra.c.item_id, sa.func.count().label("taken"))
-        places = tx.query(ra, *others, columns=counted).group_by(ra.c.item_id).subquery()
-        judged = tx.query(ra, *own, ra.c.status != "assigned", columns=(ra.c.item_id,))
-        taken = sa.func.coalesce(places.c.taken, 0)
-        due = tx.execute(
-            tx.query(ri, ri.c.task_id == task.id, ri.c.id.not_in(judged), taken < task.overlap)
-            .outerjoin(places, places.c.item_id == ri.c.id)
-            .order_by(ri.c.priority.desc(), taken.desc(), ri.c.created_at, ri.c.id)
-            .limit(1)
-        ).first()
-        if due is None:
-            return None
-        item = _item(due)
-        _hold(tx, task, item.id, reviewer, now)
+        item, held = _choose(tx, task, reviewer, now)
+        if item is not None and not held:
+            _hold(tx, task, item.id, reviewer, now)
         return item
 
     return tenant.transaction(assign)
+
+
+def peek_item(tenant: TenantStore, task: Task, reviewer: str) -> Item | None:
+    """What `next_item` would answer, without taking or renewing a hold: the item this reviewer holds, else
+    the next one due. For showing work on a page (a GET), which must not lock items away from others."""
+    with tenant.reading() as tx:
+        return _choose(tx, task, reviewer, now_utc())[0]
+
+
+def _choose(tx: TenantTx, task: Task, reviewer: str, now: datetime) -> tuple[Item | None, bool]:
+    """(the reviewer's live hold, True), else (the highest-priority item they have not judged whose
+    `overlap` places others have not filled, False), else (None, False)."""
+    ra, ri = review_assignments, review_items
+    own = (ra.c.task_id == task.id, ra.c.reviewer == reviewer)
+    live = (*own, ra.c.status == "assigned", ra.c.expires_at > now)
+    hold = tx.first(ra, *live, columns=(ra.c.item_id,))
+    held = None if hold is None else tx.first(ri, ri.c.id == hold.item_id, ri.c.task_id == task.id)
+    if held is not None:
+        return _item(held), True
+    # Places others fill, per item; and the items this reviewer labelled or skipped (never again).
+    others = (ra.c.task_id == task.id, ra.c.reviewer != reviewer, _takes_a_place_sql(now))
+    counted = (ra.c.item_id, sa.func.count().label("taken"))
+    places = tx.query(ra, *others, columns=counted).group_by(ra.c.item_id).subquery()
+    judged = tx.query(ra, *own, ra.c.status != "assigned", columns=(ra.c.item_id,))
+    taken = sa.func.coalesce(places.c.taken, 0)
+    due = tx.execute(
+        tx.query(ri, ri.c.task_id == task.id, ri.c.id.not_in(judged), taken < task.overlap)
+        .outerjoin(places, places.c.item_id == ri.c.id)
+        .order_by(ri.c.priority.desc(), taken.desc(), ri.c.created_at, ri.c.id)
+        .limit(1)
+    ).first()
+    return (None if due is None else _item(due)), False
 
 
 def _takes_a_place_sql(now: datetime) -> Any:
@@ -249,7 +262,8 @@ def claim(tenant: TenantStore, task: Task, item: Item, reviewer: str) -> None:
         if taken >= task.overlap:
             raise Conflict(
                 f"item {item.id} already has the {task.overlap} reviewer(s) review task {task.id!r} asks "
-                f"for; take your next item with POST /v1/review/tasks/{task.id}/next",
+                "for; take your next item (reload the review screen, or "
+                f"POST /v1/review/tasks/{task.id}/next)",
                 param="item",
             )
         _hold(tx, task, item.id, reviewer, now)

@@ -39,7 +39,7 @@ from tuneloop.serve import (
     review_routes,
 )
 from tuneloop.serve.backends.base import Backend
-from tuneloop.serve.http import Auth, StoreCalls, error_response
+from tuneloop.serve.http import Admission, Auth, StoreCalls, error_response
 from tuneloop.serve.limits import TenantLimits
 from tuneloop.serve.routing import Router
 from tuneloop.store.engine import unavailable
@@ -126,9 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             writes=writes,
             auth=Auth(store, calls),
             capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
-            limits=TenantLimits(
-                settings.tenant_max_concurrency, settings.tenant_rate_limit, settings.tenant_rate_burst
-            ),
+            limits=limits,
             spool=spool,
             backend=backend,
             router=Router(backend) if backend else None,
@@ -160,6 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     backend = make_backend(settings)
+    limits = TenantLimits(
+        settings.tenant_max_concurrency, settings.tenant_rate_limit, settings.tenant_rate_burst
+    )
     generation_paths = {getattr(route, "path", "") for route in chat_routes.router.routes}
     # The docs pages load Swagger UI / ReDoc from a CDN with no CSP of ours: served only when asked for.
     docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None}
@@ -175,6 +176,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(review_routes.router)
     app.include_router(dashboard_routes.router)
+    # Every tenant route is admitted where it names its tenant (`Auth.tenant`); the slot is held until the
+    # answer is sent in full, a stream's last chunk included.
+    app.add_middleware(Admission, limits=limits)
     metrics = install_metrics(app, settings.kpi_metrics_seconds)
 
     @app.exception_handler(TuneloopError)

@@ -31,12 +31,11 @@ async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
     store = await st.auth.tenant(request, CAPTURE)
-    async with st.limits.admit(store.tenant_id):
-        item = validate(
-            InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
-        )
-        row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
-        result = await st.writes(st.capture.store_interaction, store, *row)
+    item = validate(
+        InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+    )
+    row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
+    result = await st.writes(st.capture.store_interaction, store, *row)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 
@@ -46,12 +45,11 @@ async def post_feedback(request: Request) -> JSONResponse:
     """One event (answered with its status) or `{"events": [...]}` (answered per item)."""
     st = _state(request)
     store = await st.auth.tenant(request, CAPTURE)
-    async with st.limits.admit(store.tenant_id):
-        body = await read_json(request, st.settings.max_body_bytes)
-        limit = st.settings.max_text_chars
-        if isinstance(body, dict) and "events" in body:
-            return await _batch(st, store, body, limit)
-        [result] = await _store_feedback(st, store, [validate(FeedbackIn, body, limit)])
+    body = await read_json(request, st.settings.max_body_bytes)
+    limit = st.settings.max_text_chars
+    if isinstance(body, dict) and "events" in body:
+        return await _batch(st, store, body, limit)
+    [result] = await _store_feedback(st, store, [validate(FeedbackIn, body, limit)])
     if result.status == "rejected":
         raise _rejection(result)
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
@@ -118,13 +116,12 @@ async def get_interaction(request: Request, interaction_id: str) -> dict:
     if not re.fullmatch(ID_PATTERN, interaction_id):
         raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
     stored = st.capture.reference(store, interaction_id)
-    async with st.limits.admit(store.tenant_id):
-        try:
-            found = await st.calls(store.get_interaction, stored)
-        except NotFound:
-            if stored == interaction_id:
-                raise
-            found = await st.calls(store.get_interaction, interaction_id)  # logged before ids were keyed
+    try:
+        found = await st.calls(store.get_interaction, stored)
+    except NotFound:
+        if stored == interaction_id:
+            raise
+        found = await st.calls(store.get_interaction, interaction_id)  # logged before ids were keyed
     return {**_public(found), "feedback": [_public(e) for e in found["feedback"]]}
 
 
@@ -145,8 +142,7 @@ async def list_feedback(
         except OverflowError:
             # Before year 1 or after 9999 once in UTC: earlier than every event, or later than all of them.
             since = None if since.year == 1 else datetime.max.replace(tzinfo=UTC)
-    async with st.limits.admit(store.tenant_id):
-        if interaction_id:
-            interaction_id = st.capture.reference(store, interaction_id)
-        events = await st.calls(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
+    if interaction_id:
+        interaction_id = st.capture.reference(store, interaction_id)
+    events = await st.calls(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
     return {"data": [_public(e) for e in events]}

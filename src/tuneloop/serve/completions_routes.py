@@ -72,8 +72,7 @@ async def completions(request: Request) -> Any:
     """Continue a text prompt as OpenAI's legacy API does; the answer's id names the captured interaction."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, GATEWAY)
-    async with st.limits.admit(tenant.tenant_id):
-        return await _complete(st, tenant, request)
+    return await _complete(st, tenant, request)
 
 
 async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:

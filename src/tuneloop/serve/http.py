@@ -1,4 +1,5 @@
-"""HTTP edge helpers: strict JSON bodies, bearer-key auth, and the one error handler."""
+"""HTTP edge helpers: strict JSON bodies, bearer-key auth with per-tenant admission, and the one error
+handler."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -16,6 +19,7 @@ import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tuneloop.capture.events import text_problem
 from tuneloop.errors import (
@@ -27,6 +31,7 @@ from tuneloop.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from tuneloop.serve.limits import TenantLimits
 from tuneloop.store.repository import TENANT_ROLES, Principal, Role, Store, TenantStore
 
 AUTH_CACHE_SECONDS = 30.0
@@ -268,6 +273,46 @@ class StoreCalls:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
 
+ADMISSION = "tuneloop.admission"  # the scope key under which `Admission` keeps a request's slots
+
+
+@dataclass
+class _Slots:
+    limits: TenantLimits
+    held: AsyncExitStack
+    tenants: set[str] = field(default_factory=set)
+
+
+class Admission:
+    """ASGI middleware that gives every request a place to hold its tenant's admission slot (`admit`) and
+    gives the slot back once the app has answered in full: a streamed answer keeps it until its last chunk
+    is sent, or until its client goes away."""
+
+    def __init__(self, app: ASGIApp, limits: TenantLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with AsyncExitStack() as held:
+            scope[ADMISSION] = _Slots(self.limits, held)
+            await self.app(scope, receive, send)
+
+
+async def admit(request: Request, tenant_id: str) -> None:
+    """Hold one of the tenant's slots (`TenantLimits.admit`: 429 when none or no token is left) until the
+    answer to `request` has been sent; a second call for the same tenant in one request holds nothing more.
+    `Auth.tenant` calls it for every tenant route, so a route that names its tenant is admitted."""
+    slots: _Slots | None = request.scope.get(ADMISSION)
+    if slots is None:
+        raise RuntimeError("admit() needs the Admission middleware (tuneloop.serve.app adds it)")
+    if tenant_id not in slots.tenants:
+        await slots.held.enter_async_context(slots.limits.admit(tenant_id))
+        slots.tenants.add(tenant_id)
+
+
 class Auth:
     """Resolves `Authorization: Bearer KEY` to a principal, cached for 30 s. A cache hit still reads the
     key's row: `tuneloop tenants revoke` runs in another process, and a revoked key must stop at once."""
@@ -294,17 +339,21 @@ class Auth:
 
     async def tenant(self, request: Request, allow: Roles) -> TenantStore:
         """The tenant the key names, for a key whose role is in `allow` (or an admin key, which names the
-        tenant with the `X-Tuneloop-Tenant` header)."""
+        tenant with the `X-Tuneloop-Tenant` header), admitted (`admit`): the request holds one of that
+        tenant's slots until it is answered, so no tenant route lets one tenant crowd out the others."""
         principal = await self.authorize(request, allow)
         if principal.tenant is not None:
-            return self.store.for_tenant(principal.tenant)
-        names = request.headers.getlist("x-tuneloop-tenant")
-        if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
-            raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
-        name = names[0] if names else ""
-        if not name:
-            raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
-        return self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
+            store = self.store.for_tenant(principal.tenant)
+        else:
+            names = request.headers.getlist("x-tuneloop-tenant")
+            if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
+                raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
+            name = names[0] if names else ""
+            if not name:
+                raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
+            store = self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
+        await admit(request, store.tenant_id)
+        return store
 
     def _cached(self, key: str) -> Principal | None:
         hit = self._cache.get(key)

@@ -75,26 +75,25 @@ class RetrieveIn(BaseModel):
 async def _document(request: Request, document_id: str | None, *, replace: bool) -> JSONResponse:
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
-    async with st.limits.admit(tenant.tenant_id):
-        body = validate(
-            DocumentIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
-        )
-        if document_id and body.id not in (None, document_id):
-            raise BadRequest("id: the path names the document; leave id out of the body", param="id")
-        # Without an id the text names itself: posting the same text twice is `unchanged`.
-        doc_id = document_id or body.id or f"doc-{content_digest(st.capture, body.text)[:16]}"
-        put = partial(
-            put_document,
-            tenant,
-            st.capture,
-            doc_id,
-            body.text,
-            body.format,
-            title=body.title,
-            replace=replace,
-            actor="api",
-        )
-        stored: Stored = await anyio.to_thread.run_sync(put)
+    body = validate(
+        DocumentIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+    )
+    if document_id and body.id not in (None, document_id):
+        raise BadRequest("id: the path names the document; leave id out of the body", param="id")
+    # Without an id the text names itself: posting the same text twice is `unchanged`.
+    doc_id = document_id or body.id or f"doc-{content_digest(st.capture, body.text)[:16]}"
+    put = partial(
+        put_document,
+        tenant,
+        st.capture,
+        doc_id,
+        body.text,
+        body.format,
+        title=body.title,
+        replace=replace,
+        actor="api",
+    )
+    stored: Stored = await anyio.to_thread.run_sync(put)
     code = 201 if stored.status == "created" else 200
     return JSONResponse(
         {"id": stored.id, "version": stored.version, "chunks": stored.chunks, "status": stored.status},
@@ -128,8 +127,7 @@ async def remove_document(request: Request, document_id: str) -> dict:
     """Delete a document and its chunks; no retrieval shows them again."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
-    async with st.limits.admit(tenant.tenant_id):
-        removed = await st.calls(delete_document, tenant, _checked_id(document_id), actor="api")
+    removed = await st.calls(delete_document, tenant, _checked_id(document_id), actor="api")
     return {"id": document_id, "deleted": True, "chunks": removed}
 
 
@@ -138,8 +136,7 @@ async def get_documents(request: Request) -> dict:
     """The tenant's documents with their versions and chunk counts (no text)."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
-    async with st.limits.admit(tenant.tenant_id):
-        return {"data": await st.calls(list_documents, tenant)}
+    return {"data": await st.calls(list_documents, tenant)}
 
 
 @router.post("/v1/retrieve")
@@ -147,16 +144,13 @@ async def retrieve(request: Request) -> dict:
     """The tenant's top-k chunks for a query, logged as a retrieval record (its `id`)."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, GATEWAY)
-    async with st.limits.admit(tenant.tenant_id):
-        body = validate(
-            RetrieveIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
-        )
-        policy = retrieval_policy(st.settings.home, tenant.tenant.name)
-        if body.interaction_id:
-            body.interaction_id = st.capture.reference(tenant, body.interaction_id)
-        return await anyio.to_thread.run_sync(
-            partial(_retrieve, tenant, body, body.k or policy.k, policy.rerank)
-        )
+    body = validate(
+        RetrieveIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+    )
+    policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+    if body.interaction_id:
+        body.interaction_id = st.capture.reference(tenant, body.interaction_id)
+    return await anyio.to_thread.run_sync(partial(_retrieve, tenant, body, body.k or policy.k, policy.rerank))
 
 
 def _retrieve(tenant: TenantStore, body: RetrieveIn, k: int, rerank: bool) -> dict[str, Any]:
@@ -189,9 +183,8 @@ async def get_retrievals(
     """Retrieval records (newest first): what was shown, in which position, and which the answer cited."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, OPERATE)
-    async with st.limits.admit(tenant.tenant_id):
-        wanted = interaction_id and st.capture.reference(tenant, interaction_id)
-        return {"data": await st.calls(_records, tenant, wanted, limit)}
+    wanted = interaction_id and st.capture.reference(tenant, interaction_id)
+    return {"data": await st.calls(_records, tenant, wanted, limit)}
 
 
 def _records(tenant: TenantStore, interaction_id: str | None, limit: int) -> list[dict[str, Any]]:
