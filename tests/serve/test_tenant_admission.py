@@ -166,3 +166,17 @@ def test_a_streamed_answer_holds_its_tenants_slot_until_its_last_chunk(site: dic
     assert other.status_code == 200, other.text
     assert rest[-1] == "data: [DONE]"
     assert after.status_code == 200, after.text
+
+
+def test_a_tenant_at_its_cap_is_refused_its_dashboard_pages_while_another_is_served(
+    site: dict[str, Any], busy_slot: None
+) -> None:
+    pages = ["kpis", "progress", "versions", "canary", "gates", "drift", "audit", "review"]
+    for tenant, status in (("busy", 429), ("calm", 200)):
+        with httpx.Client(base_url=site["url"], timeout=30) as http:
+            form = {"key": site["keys"][tenant], "next": "/dashboard"}
+            signed_in = http.post("/dashboard/login", data=form)
+            assert signed_in.status_code == 303, signed_in.text
+            for slug in pages:
+                answer = http.get(f"/dashboard/t/{tenant}/{slug}")
+                assert answer.status_code == status, (tenant, slug, answer.status_code)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +33,6 @@ router = APIRouter()
 @router.get("/t/{name}/review")
 def review_home(request: Request, name: str) -> Response:
     def build(tenant: TenantStore) -> dict[str, Any]:
-        _admit(request, tenant)
         rows = []
         for task in list_tasks(tenant):
             rows.append({"task": task, "counts": queue_counts(tenant, task),
@@ -49,7 +47,6 @@ def review_screen(request: Request, name: str, task_id: str, saved: str | None =
     reviewer = reviewer_of(request)
 
     def build(tenant: TenantStore) -> dict[str, Any] | Response:
-        _admit(request, tenant)
         task = get_task(tenant, task_id)
         if reviewer is None:
             return _relogin(request)
@@ -109,12 +106,6 @@ def _label(kind: str, form: dict[str, str], max_text: int) -> dict[str, Any]:
     if not (value.isascii() and value.isdigit()) or len(value) > 2:
         raise BadRequest(f"{field}: {value[:20]!r} is not one of the offered choices")
     return {field: int(value)}
-
-
-def _admit(request: Request, tenant: TenantStore) -> None:
-    """Admit the page's tenant as its API routes are (`serve.http.admit`), from the worker thread the page
-    is built on: one tenant's reviewers cannot crowd out the others'."""
-    anyio.from_thread.run(admit, request, tenant.tenant_id)
 
 
 def _relogin(request: Request) -> Response:

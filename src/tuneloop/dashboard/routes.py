@@ -37,7 +37,7 @@ from tuneloop.dashboard.web import (
 )
 from tuneloop.errors import Forbidden, NotFound, Unauthorized
 from tuneloop.rollout.controller import waiting_for_approval
-from tuneloop.serve.http import read_body
+from tuneloop.serve.http import admit, read_body
 from tuneloop.store.repository import DASHBOARD_ROLES, TenantStore
 
 LOGIN_MAX_BYTES = 16_384
@@ -212,6 +212,7 @@ async def drift_check(request: Request, name: str) -> Response:
     tenant = await run_in_threadpool(tenant_for, request, principal, name)
     if tenant is None or principal.role == "reviewer":
         return not_found(request, principal)
+    await admit(request, tenant.tenant_id)
     last = state(request).drift_checks
     wait = DRIFT_CHECK_SECONDS - (time.monotonic() - last.get(tenant.tenant_id, -DRIFT_CHECK_SECONDS))
     if wait > 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneloop.config import tenant_policy
 from tuneloop.errors import NotFound, Unauthorized
-from tuneloop.serve.http import read_body
+from tuneloop.serve.http import admit, read_body
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Principal, TenantStore
 
@@ -165,6 +166,9 @@ def page(request: Request, name: str, slug: str, build: Any, *, reviewers: bool 
         message = "A reviewer's key opens the review pages only; log in with an operator key for the rest."
         context = {"principal": principal, "tenant": tenant.tenant, "title": "Forbidden", "message": message}
         return render(request, "error.html", 403, **context)
+    # Admitted as the tenant's API routes are (`serve.http.admit`), from the worker thread the page is built
+    # on: one tenant's dashboard readers cannot crowd out the other tenants.
+    anyio.from_thread.run(admit, request, tenant.tenant_id)
     try:
         context = build(tenant)
     except NotFound:
