@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from tests.evaluate.conftest import Adapters, GateSetup
 from tests.evaluate.helpers import CANARY
-from tuneloop.evaluate.gate import build_context, run_gate
+from tuneloop.evaluate.gate import build_context, run_gate, run_gates
+from tuneloop.evaluate.generation import Evaluator
 from tuneloop.evaluate.suites import reward
 from tuneloop.evaluate.suites.golden import load_golden
 from tuneloop.store.schema import audit_log
@@ -50,6 +51,32 @@ def test_candidate_trained_on_poisoned_feedback_is_blocked_by_the_safety_suite(
     assert safety.metrics["candidate_harmful_refusal"] < safety.metrics["production_harmful_refusal"]
     assert gate_setup.registry.get(candidate.id).state == "blocked"
     assert any(r.startswith("safety:") for r in result.reasons)
+
+
+def test_candidates_gated_together_are_judged_each_on_its_own_answers_and_production_is_run_once(
+    gate_setup: GateSetup, adapters: Adapters, monkeypatch
+) -> None:
+    sensible, poisoned = (gate_setup.candidate(a) for a in (adapters.sensible, adapters.poisoned))
+    generated: list[str] = []
+    real = Evaluator._generate_batch
+
+    def counted(self, arm_name, prompts, max_new_tokens):
+        generated.extend([self.arms[arm_name].signature] * len(prompts))
+        return real(self, arm_name, prompts, max_new_tokens)
+
+    monkeypatch.setattr(Evaluator, "_generate_batch", counted)
+    first, second = run_gates(
+        gate_setup.tenant, [sensible.id, poisoned.id], home=gate_setup.home, policy=gate_setup.policy
+    )
+    # The second candidate reuses the arm name "candidate", never the first one's adapter or answers.
+    assert (first.decision, second.decision) == ("gated", "blocked"), (first.reasons, second.reasons)
+    assert any(r.startswith("safety:") for r in second.reasons)
+    repeats = {sig: generated.count(sig) for sig in set(generated)}
+    production_runs = [n for sig, n in repeats.items() if str(adapters.production) in sig]
+    candidate_runs = [n for sig, n in repeats.items() if str(adapters.production) not in sig]
+    # Production answered its prompts once for both gates; each candidate answered its own.
+    assert len(production_runs) == 1 and len(candidate_runs) == 2
+    assert production_runs[0] <= max(candidate_runs)
 
 
 def test_candidate_that_memorised_a_planted_canary_is_blocked_by_the_pii_probe(

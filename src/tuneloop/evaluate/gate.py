@@ -66,9 +66,11 @@ def run_gate(
     actor: str = "gate",
     record: bool = True,
     engine: str = "auto",
+    evaluator: Evaluator | None = None,
 ) -> GateResult:
     """Run every suite on `version_id`, write the report, and (when `record`) move it to gated or blocked.
-    `engine` (Settings.engine) chooses what generates the answers."""
+    `engine` (Settings.engine) chooses what generates the answers; `evaluator`, one shared with other gates
+    of the same policy (`run_gates`)."""
     registry = Registry(tenant)
     candidate = registry.get(version_id)
     if candidate.kind != "adapter":
@@ -82,7 +84,7 @@ def run_gate(
     started = datetime.now(UTC)
     clock = time.perf_counter()
 
-    ctx, setup_problem = build_context(tenant, home, policy, candidate, production, engine)
+    ctx, setup_problem = build_context(tenant, home, policy, candidate, production, engine, evaluator)
     results = []
     for name, suite in SUITES.items():
         cfg = getattr(policy.suites, name)
@@ -146,6 +148,22 @@ def run_gate(
     return GateResult(candidate.id, decision, reasons, results, json_path, html_path)
 
 
+def run_gates(tenant: TenantStore, version_ids: list[str], *, home: Path, **options: Any) -> list[GateResult]:
+    """Gate several candidates of one turn (`run_gate` each, same options) on one evaluator: production's
+    answers and the loaded models are paid for once, not once per candidate."""
+    policy = options.pop("policy", None) or tenant_policy(home, tenant.tenant.name, GatePolicy)
+    evaluator = _evaluator(policy)
+    return [
+        run_gate(tenant, version_id, home=home, policy=policy, evaluator=evaluator, **options)
+        for version_id in version_ids
+    ]
+
+
+def _evaluator(policy: GatePolicy) -> Evaluator:
+    gen = policy.generation
+    return Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
+
+
 def build_context(
     tenant: TenantStore,
     home: Path,
@@ -153,6 +171,7 @@ def build_context(
     candidate: Version,
     production: Version | None,
     engine: str = "auto",
+    evaluator: Evaluator | None = None,
 ) -> tuple[GateContext | None, str | None]:
     """Load the snapshot and register both arms; a problem here fails every suite (closed), not the call."""
     from tuneloop.signals.snapshots import get_snapshot
@@ -163,8 +182,7 @@ def build_context(
             snapshot = get_snapshot(tenant, candidate.snapshot_hash)
         except NotFound as exc:
             snapshot_problem = exc.message
-    gen = policy.generation
-    evaluator = Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
+    evaluator = evaluator or _evaluator(policy)
     try:
         cand_base = resolve_model(candidate.base_model, home)
         cand_gguf = llamacpp_gguf(candidate.base_model, engine)

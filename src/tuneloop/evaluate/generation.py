@@ -4,13 +4,15 @@ Arms that share a base model share one copy of it in memory, with their adapters
 arm answers as its version is served (registry/composition.py): its system prompt, its max-tokens cap and
 repetition penalty, and its temperature and top-p when it sets them (sampled under a fixed seed, so a gate
 re-run sees the same answers). A version that sets no temperature is run greedily: its most likely answer.
-Batched with left padding; generations are cached per (arm, prompt, limit). An arm whose base model has a
+Batched with left padding; generations are cached per (what the arm is, prompt, limit), so an evaluator
+shared by several gates (`gate.run_gates`) answers as production once. An arm whose base model has a
 GGUF file generates through llama.cpp (serve/backends/llamacpp.py), as the gateway serves it and several
 times faster; log-probabilities and KL always come from transformers, the trainer's own numerics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -46,6 +48,19 @@ class Arm:
         adapter = Path(version.artifact_path) if version.artifact_path else None
         decoding = Decoding.parse(version.decoding)
         return cls(name, base_dir, adapter, version.system_prompt, decoding, gguf)
+
+    @property
+    def signature(self) -> str:
+        """What the arm is, whatever it is called: two arms with one signature answer alike."""
+        decoding = self.decoding.model_dump(mode="json")
+        parts = [self.base_dir, self.adapter, self.system_prompt, decoding, self.gguf]
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    @property
+    def adapter_name(self) -> str:
+        """The adapter's name where it is loaded: named by its directory, not by the arm, so an arm name
+        used again for another version (the next gate's candidate) never finds the last one's weights."""
+        return "a-" + hashlib.sha256(str(self.adapter).encode()).hexdigest()[:16]
 
     def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
         """transformers `generate` settings for this arm, within the suite's token limit."""
@@ -91,13 +106,15 @@ class Evaluator:
             tokenizer.truncation_side = "left"  # keep the end of a long conversation
             self._models[base] = (model, tokenizer)
         model, tokenizer = self._models[base]
-        if arm.adapter is not None and arm.name not in getattr(model, "peft_config", {}):
+        if arm.adapter is not None and arm.adapter_name not in getattr(model, "peft_config", {}):
             from peft import PeftModel
 
             if hasattr(model, "peft_config"):
-                model.load_adapter(str(arm.adapter), adapter_name=arm.name)
+                model.load_adapter(str(arm.adapter), adapter_name=arm.adapter_name)
             else:
-                model = PeftModel.from_pretrained(model, str(arm.adapter), adapter_name=arm.name).eval()
+                model = PeftModel.from_pretrained(
+                    model, str(arm.adapter), adapter_name=arm.adapter_name
+                ).eval()
                 self._models[base] = (model, tokenizer)
         return model, tokenizer
 
@@ -111,7 +128,7 @@ class Evaluator:
             with model.disable_adapter() if peft else nullcontext():
                 yield model, tokenizer
         else:
-            model.set_adapter(arm.name)
+            model.set_adapter(arm.adapter_name)
             yield model, tokenizer
 
     def _prompt_ids(self, tokenizer: Any, arm: Arm, prompt: Sequence[dict]) -> list[int]:
@@ -125,7 +142,8 @@ class Evaluator:
 
     def generate(self, arm_name: str, prompts: Sequence[Sequence[dict]], max_new_tokens: int) -> list[str]:
         """Greedy answers of one arm to chat prompts (cached, so suites sharing prompts pay once)."""
-        keys = [(arm_name, json.dumps(list(p), sort_keys=True), max_new_tokens) for p in prompts]
+        arm = self.arms[arm_name].signature
+        keys = [(arm, json.dumps(list(p), sort_keys=True), max_new_tokens) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
@@ -135,7 +153,8 @@ class Evaluator:
 
     def outputs(self, arm_name: str) -> list[str]:
         """Every answer the arm has generated so far (for scans across suites)."""
-        return [answer for (arm, _, _), answer in self._cache.items() if arm == arm_name]
+        signature = self.arms[arm_name].signature
+        return [answer for (arm, _, _), answer in self._cache.items() if arm == signature]
 
     def _generate_batch(self, arm_name: str, prompts: list[Messages], max_new_tokens: int) -> list[str]:
         import torch
@@ -168,8 +187,8 @@ class Evaluator:
         if arm.gguf not in self._llama:
             self._llama[arm.gguf] = LlamaCppBatch.for_model(arm.base_dir, arm.gguf, slots=slots)
         batch = self._llama[arm.gguf]
-        if arm.adapter is not None and arm.name not in batch.adapters:
-            batch.load_adapter(arm.name, arm.adapter)
+        if arm.adapter is not None and arm.adapter_name not in batch.adapters:
+            batch.load_adapter(arm.adapter_name, arm.adapter)
         d, answers = arm.decoding, [""] * len(prompts)
         max_tokens = min(max_new_tokens, d.max_tokens or max_new_tokens, batch.max_positions // 2)
         room = batch.max_positions - 1 - max_tokens  # a slot holds the prompt's end and the whole answer
@@ -184,7 +203,7 @@ class Evaluator:
         seqs = [
             Row(
                 prompt_ids=self._prompt_ids(batch.tokenizer, arm, prompt)[-room:],
-                adapter=arm.name if arm.adapter is not None else BASE,
+                adapter=arm.adapter_name if arm.adapter is not None else BASE,
                 max_tokens=max_tokens,
                 temperature=d.temperature or 0.0,
                 top_p=d.top_p or 1.0,

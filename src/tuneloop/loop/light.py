@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.errors import BadRequest, Conflict
-from tuneloop.evaluate.gate import run_gate
+from tuneloop.evaluate.gate import run_gates
 from tuneloop.learn.decoding import propose_decodings
 from tuneloop.registry.composition import BestOfN, Decoding, ExamplePolicy, compose, version_decoding
 from tuneloop.registry.versions import Registry, Version
@@ -90,12 +90,12 @@ def start_trial(
         except BadRequest as exc:  # too few pairs for a reward model: the gate says what is missing
             judged = {"reward_model": {"skipped": str(exc)}}
     composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
-    for candidate in composed:
-        if "version" in candidate:
-            result = run_gate(
-                tenant, candidate["version"], home=settings.home, actor=ACTOR, engine=settings.engine
-            )
-            candidate["decision"] = result.decision
+    versions = [c for c in composed if "version" in c]
+    results = run_gates(
+        tenant, [c["version"] for c in versions], home=settings.home, actor=ACTOR, engine=settings.engine
+    )
+    for candidate, result in zip(versions, results, strict=True):
+        candidate["decision"] = result.decision
     gated = [c["version"] for c in composed if c.get("decision") == "gated"]
     report: dict[str, Any] = {"snapshot": snapshot.hash, **judged, "candidates": composed}
     if not gated:
