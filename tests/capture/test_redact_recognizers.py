@@ -99,6 +99,18 @@ def test_a_form_with_several_values_loses_them_all(redactor: Redactor) -> None:
     assert redact(redactor, text) == "Hi, I'm <PERSON>, born <DATE_OF_BIRTH>, and I live at <STREET_ADDRESS>."
 
 
+@pytest.mark.parametrize(
+    "text", ["Jane Doe jane@x.com", "Jane Doe jane@x.com thanks", "Maria Garcia 4111 1111 1111 1111"]
+)
+def test_a_name_the_model_reads_together_with_an_address_or_number_is_still_redacted(
+    redactor: Redactor, text: str
+) -> None:
+    # spaCy tags "Jane Doe jane@x.com" as one PERSON; the address in it must not make the name stay.
+    out = redact(redactor, text)
+    assert out.startswith("<PERSON> <"), out
+    assert not {"Jane", "Doe", "Maria", "Garcia"} & set(re.findall(r"\w+", out)), out
+
+
 def test_hash_mode_joins_an_obfuscated_email_with_its_plain_spelling(redactor: Redactor) -> None:
     plain, obfuscated, other = redactor.redact_texts(
         ["mail jane@example.com", "mail jane(at)example(dot)com", "mail jane [at] example [dot] org"], "hash"

@@ -177,3 +177,19 @@ def test_a_title_taken_from_the_text_drops_its_control_characters(api: dict[str,
         assert put.status_code == 201, put.text
         [doc] = [d for d in http.get("/v1/documents").json()["data"] if d["id"] == "ansi"]
     assert doc["title"] == "[2J[31mFees[0m"
+
+
+@pytest.mark.parametrize("value", ["jane.doe@example.com", "4111 1111 1111 1111"])
+def test_a_title_cut_from_a_long_first_line_keeps_no_part_of_what_redaction_removes(
+    api: dict[str, Any], value: str
+) -> None:
+    # The title is the first line's first 200 characters: the value straddles the cut.
+    first_line = "Refunds and chargebacks explained " * 10
+    first_line = first_line[: 199 - len(value) // 2] + " " + value + " for every customer"
+    with _http(api) as http:
+        doc_id = f"long-heading-{value[0]}"
+        put = http.put(f"/v1/documents/{doc_id}", json={"text": f"{first_line}\n\nRefunds take 5 days."})
+        assert put.status_code == 201, put.text
+        [doc] = [d for d in http.get("/v1/documents").json()["data"] if d["id"] == doc_id]
+    assert len(doc["title"]) <= 200
+    assert value[:6] not in doc["title"], doc["title"]

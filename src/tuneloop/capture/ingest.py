@@ -85,8 +85,10 @@ class Capture:
         digest = self.pseudonyms.digest({**payload, **served})
         user = self.identifier(store, item.user)
         mode = store.tenant.redaction
+        # The gateway's decoding holds the client's stop sequences: free text, redacted like the messages.
+        decoding = served.get("decoding") or {}
         redacted = self.redactor.redact_json(
-            _redactable(item),
+            [*_redactable(item), decoding.get("stop") or []],
             mode,
             store.tenant_id,
             budget=budget,
@@ -96,7 +98,9 @@ class Capture:
             # The system texts were just analysed, so finding their names again is a cache hit.
             system = [m.content for m in item.messages if m.role in ("system", "developer")]
             self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))
-        contents, response, choices, metadata, keys, model = redacted
+        contents, response, choices, metadata, keys, model, stops = redacted
+        if stops:
+            served = {**served, "decoding": {**decoding, "stop": stops}}
         row = {
             "id": self.reference(store, item.id) if item.id else new_interaction_id(),
             "user_id": user,

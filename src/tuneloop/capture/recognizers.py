@@ -153,8 +153,21 @@ class NamesRecognizer(SpacyRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         out = []
         for result in super().analyze(text, entities, nlp_artifacts):
+            # "<Jane Doe jane@x.com>": the model took the address after the name; trim it (and numbers)
+            # off the ends, keeping the name only when what is left reads as one (capitalised words).
+            glued = list(regex.finditer(r"\S+", text, pos=result.start, endpos=result.end))
+            while glued and _not_name_text(glued[-1].group()):
+                glued.pop()
+            while glued and _not_name_text(glued[0].group()):
+                glued.pop(0)
+            if not glued or (
+                glued[-1].end() - glued[0].start() < result.end - result.start
+                and not all(w.group()[0].isupper() for w in glued)
+            ):
+                continue
+            result.start, result.end = glued[0].start(), glued[-1].end()
             found = text[result.start : result.end]
-            if any(c.isdigit() or c in "@<>/\\_=()[]{}" for c in found):
+            if _not_name_text(found):
                 continue
             if (found.isupper() and len(found) <= 4) or _MIXED_CASE.search(found):
                 continue  # "7.63 <GB>", "<SDK>", "<LoRA>", "<SQLite>": units, acronyms and product names
@@ -182,6 +195,11 @@ class NamesRecognizer(SpacyRecognizer):
 
 def _digits(least: int, most: int) -> Callable[[str], bool]:
     return lambda value: least <= sum(c.isdigit() for c in value) <= most
+
+
+def _not_name_text(text: str) -> bool:
+    """Whether `text` holds what no name does (a digit, an address's '@', markup or code)."""
+    return any(c.isdigit() or c in "@<>/\\_=()[]{}" for c in text)
 
 
 def _is_name_part(word: str) -> bool:

@@ -78,9 +78,12 @@ def put_document(
         raise _exists(document_id)
     if budget:
         capture.redactor.check_budget([text])
-    redacted, heading = capture.redactor.redact_texts(
-        [text, title or title_of(text, document_id)], tenant.tenant.redaction, tenant.tenant_id
+    # A title taken from the text is cut from the redacted text: cut first, an email address or a card
+    # number split at the cut would no longer be recognised, and its first part would be stored.
+    redacted, *given = capture.redactor.redact_texts(
+        [text, title] if title else [text], tenant.tenant.redaction, tenant.tenant_id
     )
+    heading = given[0] if given else title_of(redacted, document_id)
     pieces = chunk_text(redacted)
     if len(pieces) > MAX_CHUNKS:
         raise BadRequest(
