@@ -129,3 +129,31 @@ def test_the_embedded_model_constrains_its_answer_to_the_schema(
     answer = json.loads(done.choices[0].message.content)
     assert answer["answer"] in ("yes", "no") and isinstance(answer["n"], int)
     assert refused.value.param.startswith("response_format")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^(a|b)*a(a|b){18}$"},  # froze the server for every tenant
+        {"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}, "required": ["a"]},
+        {"type": "object", "properties": {"a": {"$ref": "/etc/passwd"}}},
+    ],
+)
+def test_a_schema_the_embedded_model_cannot_enforce_safely_is_a_400_and_the_server_answers_on(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, schema: dict
+) -> None:
+    settings = Settings(home=tmp_path_factory.mktemp("embedded"), model=str(tiny_model))
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("a", redaction="off")
+    store.close()
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    body = {"model": "tuneloop", "messages": ASK, "response_format": fmt, "max_tokens": 5}
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        refused = http.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "response_format.json_schema.schema"
+        # A field named like a keyword is a name, not a regular expression.
+        named = {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}
+        fmt["json_schema"]["schema"] = named
+        assert http.post("/v1/chat/completions", json=body).status_code == 200

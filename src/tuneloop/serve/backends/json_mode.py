@@ -19,6 +19,11 @@ from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop")
 Allowed = Callable[[list[int]], list[int] | None]  # generated tokens -> allowed next ids (None: any)
+SCHEMA_PARAM = "response_format.json_schema.schema"
+# The enforcer turns regular expressions into automata on the event loop, exponential in the worst case
+# ("^(a|b)*a(a|b){18}$" froze a server for every tenant): a schema that holds one is refused.
+REGEX_KEYWORDS = {"pattern", "patternProperties"}
+NAMED_SCHEMAS = {"properties", "$defs", "definitions", "dependentSchemas"}
 
 
 class JsonMode:
@@ -41,6 +46,8 @@ class JsonMode:
             )
         async with self._lock:
             if self._data is None:
+                # Its own failures are logged through the root logger with the answer so far, prompt included.
+                logging.getLogger().addFilter(_no_enforcer_prefixes)
                 self._data = await asyncio.to_thread(self._build)
 
     def _build(self) -> Any:
@@ -64,12 +71,13 @@ class JsonMode:
 
         assert self._data is not None, "await ready() first"
         schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        _check_schema(schema, schema)
         try:
             enforcer = TokenEnforcer(self._data, JsonSchemaParser(schema))
         except Exception as exc:
             raise BadRequest(
                 f"response_format: the embedded model cannot constrain to this schema ({exc})",
-                param="response_format.json_schema.schema",
+                param=SCHEMA_PARAM,
             ) from exc
 
         def next_tokens(tokens: list[int]) -> list[int] | None:
@@ -81,6 +89,55 @@ class JsonMode:
                 return None
 
         return next_tokens
+
+
+def _check_schema(node: Any, root: dict[str, Any]) -> None:
+    """400 for what the enforcer cannot be trusted with: regular expressions, and a `$ref` that does not
+    point inside the schema (the enforcer would end the answer early at it, mid-JSON)."""
+    if isinstance(node, list):
+        for item in node:
+            _check_schema(item, root)
+        return
+    if not isinstance(node, dict):
+        return
+    if found := REGEX_KEYWORDS & node.keys():
+        raise BadRequest(
+            f"response_format: the embedded model's JSON mode does not take `{sorted(found)[0]}` "
+            "(regular expressions); drop it, or serve through an upstream that constrains decoding",
+            param=SCHEMA_PARAM,
+        )
+    if "$ref" in node and _resolve(root, node) is None:
+        raise BadRequest(
+            "response_format: a `$ref` must point inside the schema (`#/...`); this one leads nowhere "
+            "or round in a circle",
+            param=SCHEMA_PARAM,
+        )
+    for key, value in node.items():
+        # Under these keys a dict maps names (a field may be called "pattern") to schemas.
+        named = key in NAMED_SCHEMAS and isinstance(value, dict)
+        for sub in value.values() if named else [value]:
+            _check_schema(sub, root)
+
+
+def _resolve(root: dict[str, Any], node: dict[str, Any]) -> Any:
+    """What `node`'s `$ref` chain ends at inside `root`; None for a chain that leaves it or goes round."""
+    seen: set[str] = set()
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#") or ref in seen:
+            return None
+        seen.add(ref)
+        node = root
+        for part in [p for p in ref[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+    return node
+
+
+def _no_enforcer_prefixes(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Unknown LMFormatEnforcer Problem")
 
 
 def _decode(tokenizer: Any, tokens: list[int]) -> str:
