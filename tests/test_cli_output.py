@@ -162,6 +162,9 @@ def test_ctrl_c_while_a_command_starts_is_an_interrupt_not_a_traceback(tuneloop_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job starts with SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: give the command the terminal's default, as a user's shell does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
