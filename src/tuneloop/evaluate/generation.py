@@ -142,8 +142,8 @@ class Evaluator:
 
     def generate(self, arm_name: str, prompts: Sequence[Sequence[dict]], max_new_tokens: int) -> list[str]:
         """Greedy answers of one arm to chat prompts (cached, so suites sharing prompts pay once)."""
-        arm = self.arms[arm_name].signature
-        keys = [(arm, json.dumps(list(p), sort_keys=True), max_new_tokens) for p in prompts]
+        signature = self.arms[arm_name].signature
+        keys = [(signature, json.dumps(list(p), sort_keys=True), max_new_tokens) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]

@@ -65,7 +65,6 @@ class AppState:
     writes: GroupCommit  # captured interactions and feedback: group-committed, acknowledged after commit
     auth: Auth
     capture: Capture
-    limits: TenantLimits
     spool: Spool
     backend: Backend | None
     router: Router | None
@@ -126,7 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             writes=writes,
             auth=Auth(store, calls),
             capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
-            limits=limits,
             spool=spool,
             backend=backend,
             router=Router(backend) if backend else None,
