@@ -3,8 +3,9 @@ decoding, in-context examples, system prompt or best-of-N, gated like any candid
 multi-arm experiment together (rollout.arms). Opt-in per tenant by `light_policy.yaml` (`enabled: true`).
 
 What a turn composes from production:
-- the decoding settings its feedback calls for (learn.decoding: shorter asks, regenerations);
 - in-context examples (the policy's `examples`), when production shows none;
+- what its feedback calls for (learn.light_changes: an instruction to be brief, a cap that binds, a
+  temperature users keep regenerating);
 - each system prompt an operator listed in `prompt_variants`;
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
 
@@ -15,7 +16,6 @@ production's prompt and decoding — so an adapter carries the winning light par
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.evaluate.gate import run_gates
-from tuneloop.learn.decoding import propose_decodings
+from tuneloop.learn.light_changes import Proposal, propose_changes
 from tuneloop.registry.composition import BestOfN, Decoding, ExamplePolicy, compose, version_decoding
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout import arms
@@ -122,28 +122,22 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
 
 
-@dataclass(frozen=True)
-class _Part:
-    """One light change to compose: a decoding, or a system prompt, and why."""
-
-    reason: str
-    decoding: Decoding | None = None
-    prompt: str | None = None
-
-
-def _parts(
+def _changes(
     registry: Registry, production: Version | None, policy: LightPolicy, pairs: list[dict[str, Any]]
-) -> list[_Part]:
+) -> list[Proposal]:
+    """Every light change to try, the likeliest to help first: examples (what users rated best, shown),
+    then what the feedback asks for, the operator's prompts and best-of-N."""
     current = Decoding.parse(version_decoding(production))
-    parts = [_Part(p.reason, decoding=p.decoding) for p in propose_decodings(pairs, current)]
+    changes = []
     if policy.examples is not None and current.examples is None:
-        parts.append(_Part("in-context examples", decoding=Decoding(examples=policy.examples)))
+        changes.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
+    changes += propose_changes(pairs, current, production.system_prompt if production else None)
     variants = enumerate(policy.prompt_variants, 1)
-    parts += [_Part(f"operator prompt variant {i}", prompt=text) for i, text in variants]
+    changes += [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
     judge = registry.production("reward_model")
     if policy.best_of_n is not None and current.best_of_n is None and judge is not None:
-        parts.append(_Part("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
-    return parts
+        changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
+    return changes
 
 
 def compose_candidates(
@@ -154,26 +148,26 @@ def compose_candidates(
     registry = Registry(tenant)
     production = registry.production("adapter")
     composed: list[dict[str, Any]] = []
-    for part in _parts(registry, production, policy, pairs)[: policy.max_candidates]:
+    for change in _changes(registry, production, policy, pairs)[: policy.max_candidates]:
         try:
-            version = _compose(registry, production, settings, snapshot, part)
-            composed.append({"version": version.id, "reason": part.reason})
+            version = _compose(registry, production, settings, snapshot, change)
+            composed.append({"version": version.id, "reason": change.reason})
         except (BadRequest, Conflict) as exc:  # as production, an invalid prompt, an erased production
-            composed.append({"reason": part.reason, "skipped": str(exc)})
+            composed.append({"reason": change.reason, "skipped": str(exc)})
     return composed
 
 
 def _compose(
-    registry: Registry, production: Version | None, settings: Settings, snapshot: str, part: _Part
+    registry: Registry, production: Version | None, settings: Settings, snapshot: str, change: Proposal
 ) -> Version:
     return compose(
         registry,
         parent=production,
         base_model=production.base_model if production else settings.model,
         actor=ACTOR,
-        reason=part.reason,
-        system_prompt=part.prompt,
-        decoding=part.decoding,
+        reason=change.reason,
+        system_prompt=change.prompt,
+        decoding=change.decoding,
         # A version with no training snapshot of its own is held out on this one.
         snapshot_hash=None if production is not None and production.snapshot_hash else snapshot,
     )

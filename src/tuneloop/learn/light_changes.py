@@ -1,14 +1,16 @@
-"""Decoding candidates read from feedback, without training: what a snapshot's preference pairs say about
-answer length and about regenerated answers, turned into decoding settings to try against production.
+"""Light changes read from feedback, without training: what a snapshot's preference pairs say about answer
+length and about regenerated answers, turned into a system prompt or decoding settings to try against
+production.
 
 - Length: the median chosen/rejected length ratio of the pairs (users' edits among them). When users
-  clearly ask for shorter answers, a cap near the length of the answers they chose (alone, and with a lower
-  temperature: a focused answer ends sooner); when they ask for longer ones and production's cap binds, a
-  cap twice that length.
+  clearly ask for shorter answers, an instruction to be brief leads production's system prompt: a small
+  model asked for brevity writes a short complete answer, where a `max_tokens` cap only cuts a long one off
+  (README, "Light candidates first"). When users ask for longer answers and production's cap binds, a cap
+  twice the length they chose.
 - Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
   them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
 
-Each proposal is a decoding to compose on production's adapter and prompt (registry.composition.compose),
+Each proposal is a prompt or decoding to compose on production's adapter (registry.composition.compose),
 with its reason as lineage; the gate and a multi-arm experiment decide which, if any, is better.
 """
 
@@ -26,22 +28,27 @@ from tuneloop.signals.records import completion_text
 
 MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
 CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
-CAP_MARGIN = 1.25  # a cap above the answers users chose, so it trims rambling rather than cuts them off
+CAP_MARGIN = 1.25  # a cap above the answers users chose, so it does not cut them off
 MIN_PAIRS = 8  # fewer pairs say too little to change a setting on
 MAX_CAP = 4096  # half the largest cap a version may set, so that twice it is still valid
+BRIEF = "Keep your answer to one or two short sentences."
 DEFAULT_TEMPERATURE = 1.0  # what the gateway samples at when neither version nor client sets one
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """One decoding to try on production, and why the feedback suggests it."""
+    """One light change to try on production, and why: a decoding, or a system prompt (operator-written or
+    read from feedback)."""
 
-    decoding: Decoding
     reason: str
+    decoding: Decoding | None = None
+    prompt: str | None = None
 
 
-def propose_decodings(pairs: Sequence[dict[str, Any]], production: Decoding) -> list[Proposal]:
-    """Decoding candidates the snapshot's `pairs` call for, each differing from `production`'s."""
+def propose_changes(
+    pairs: Sequence[dict[str, Any]], production: Decoding, production_prompt: str | None
+) -> list[Proposal]:
+    """The light changes the snapshot's `pairs` call for, each differing from production."""
     pairs = [r for r in pairs if r.get("origin") != canaries.ORIGIN]  # planted probes, not users' words
     if len(pairs) < MIN_PAIRS:
         return []
@@ -51,21 +58,18 @@ def propose_decodings(pairs: Sequence[dict[str, Any]], production: Decoding) -> 
     p90 = chosen[int(0.9 * (len(chosen) - 1))]
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
     temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
-    if ask <= -MATERIAL_ASK and (production.max_tokens or math.inf) > typical:
-        why = f"users chose answers {-ask:.0%} shorter; cap near the length they chose"
-        proposals.append(Proposal(_with(production, max_tokens=typical), why))
-        cooler = round(max(0.1, 0.6 * temperature), 2)
-        if cooler < temperature:
-            both = _with(production, max_tokens=typical, temperature=cooler)
-            proposals.append(Proposal(both, f"{why}, and a lower temperature ({cooler})"))
+    if ask <= -MATERIAL_ASK and BRIEF not in (production_prompt or ""):
+        prompt = f"{BRIEF}\n\n{production_prompt}" if production_prompt else BRIEF
+        why = f"users chose answers {-ask:.0%} shorter; an instruction to be brief"
+        proposals.append(Proposal(why, prompt=prompt))
     elif ask >= MATERIAL_ASK and production.max_tokens is not None and production.max_tokens < 2 * typical:
         why = f"users chose answers {ask:.0%} longer and production's cap binds"
-        proposals.append(Proposal(_with(production, max_tokens=2 * typical), why))
+        proposals.append(Proposal(why, decoding=_with(production, max_tokens=2 * typical)))
     regenerated = sum(r.get("origin") == "regenerated" for r in pairs) / len(pairs)
     if regenerated >= MATERIAL_REGENERATIONS:
         changed = round(0.6 * temperature, 2) if temperature > 0.3 else 0.7
         why = f"{regenerated:.0%} of the pairs come from regenerated answers; temperature {changed}"
-        proposals.append(Proposal(_with(production, temperature=changed), why))
+        proposals.append(Proposal(why, decoding=_with(production, temperature=changed)))
     return [p for p in proposals if p.decoding != production]
 
 

@@ -1,0 +1,50 @@
+"""Light changes from a snapshot's pairs: shorter asks get a brevity instruction, a binding cap is raised for
+longer asks, regenerations move temperature."""
+
+from __future__ import annotations
+
+from tuneloop.learn.light_changes import BRIEF, propose_changes
+from tuneloop.registry.composition import Decoding
+from tuneloop.signals.pairs import asked_length_change
+
+LONG = "This is a long answer that goes on about many things the user never asked about at all. " * 3
+
+
+def _pair(chosen: str, rejected: str, origin: str = "edit") -> dict:
+    prompt = [{"role": "user", "content": "How do I reset my password?"}]
+    return {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "origin": origin,
+    }
+
+
+def test_users_who_edit_answers_down_get_an_instruction_to_be_brief_before_the_prompt() -> None:
+    pairs = [_pair("Open Settings, then Security.", LONG) for _ in range(10)]
+    assert asked_length_change(pairs) < -0.5
+    [brief] = propose_changes(pairs, Decoding(temperature=0.8), "You are the support desk.")
+    assert brief.prompt == f"{BRIEF}\n\nYou are the support desk." and brief.decoding is None
+    assert "shorter" in brief.reason
+    assert propose_changes(pairs, Decoding(), None)[0].prompt == BRIEF
+    assert propose_changes(pairs, Decoding(), brief.prompt) == []  # production already asks for it
+
+
+def test_users_who_want_longer_answers_get_a_cap_that_no_longer_binds() -> None:
+    pairs = [_pair(LONG, "Open Settings.") for _ in range(10)]
+    [raised] = propose_changes(pairs, Decoding(max_tokens=16), None)
+    assert raised.decoding is not None and raised.decoding.max_tokens > len(LONG) / 4
+    assert propose_changes(pairs, Decoding(), None) == []  # no cap: nothing binds
+
+
+def test_regenerations_lower_a_high_temperature_and_raise_a_greedy_one() -> None:
+    pairs = [_pair("Answer A.", "Answer B.", origin="regenerated") for _ in range(10)]
+    [hot] = propose_changes(pairs, Decoding(temperature=1.0), None)
+    [cold] = propose_changes(pairs, Decoding(temperature=0.0), None)
+    assert hot.decoding.temperature == 0.6 and cold.decoding.temperature == 0.7
+
+
+def test_no_candidate_without_a_clear_signal() -> None:
+    balanced = [_pair("Answer A.", "Answer B.", origin="preference") for _ in range(10)]
+    assert propose_changes(balanced, Decoding(), None) == []
+    assert propose_changes([_pair("Short.", LONG)] * 3, Decoding(), None) == []  # too few pairs to act on
