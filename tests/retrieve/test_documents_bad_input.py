@@ -159,3 +159,18 @@ def test_documents_of_repeated_unclosed_markup_are_stored_not_a_500(
         answer = http.put(f"/v1/documents/unclosed-{fmt}-{len(unit)}", json={"text": text, "format": fmt})
 
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize("dots", [".", "..", "..."])
+def test_an_id_of_dots_alone_is_a_400_as_no_url_could_read_it_back(api: dict[str, Any], dots: str) -> None:
+    with _http(api) as http:
+        document = http.post("/v1/documents", json={"id": dots, "text": "Refunds take two days."})
+        interaction = http.post(
+            "/v1/interactions",
+            json={"id": dots, "messages": [{"role": "user", "content": "Hi"}], "response": "Hello."},
+        )
+        dotted = http.post("/v1/documents", json={"id": f"v1{dots}2", "text": "Refunds take three days."})
+
+    assert document.status_code == 400 and document.json()["error"]["param"] == "id", document.text
+    assert interaction.status_code == 400, interaction.text
+    assert dotted.status_code == 201, dotted.text

@@ -169,6 +169,15 @@ def test_an_admin_key_naming_two_tenants_at_once_is_a_400(app_keys: tuple) -> No
     assert httpx.get(f"{url}/v1/feedback", headers=headers).status_code == 200
 
 
+def test_a_tenant_key_naming_another_tenant_is_refused_not_served_as_its_own(app_keys: tuple) -> None:
+    _, url, keys = app_keys
+    auth = {"Authorization": f"Bearer {keys['operator']}"}
+    other = httpx.get(f"{url}/v1/feedback", headers={**auth, "X-Tuneloop-Tenant": "beta"})
+    own = httpx.get(f"{url}/v1/feedback", headers={**auth, "X-Tuneloop-Tenant": "acme"})
+    assert other.status_code == 403 and "another" in other.json()["error"]["message"], other.text
+    assert own.status_code == 200
+
+
 def test_two_authorization_headers_are_a_400_whichever_key_comes_first(app_keys: tuple) -> None:
     _, url, keys = app_keys
     good, bad = f"Bearer {keys['operator']}", "Bearer tl-not-a-key"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -45,7 +46,17 @@ FUTURE_SLACK = timedelta(days=1)  # client clocks run ahead
 MAX_DWELL_MS = 7 * 24 * 3600 * 1000
 MAX_NUMBER = 10**308  # below float's largest, so every number an event holds reads back as a float
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+# Not dots alone: "." and ".." name no path segment a URL can carry, so such an id could never be read back.
+ID_PATTERN = r"^[A-Za-z0-9._:\-]*[A-Za-z0-9_:\-][A-Za-z0-9._:\-]*$"
+ID_MAX = 128
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+
+
+def is_id(text: str) -> bool:
+    """Whether `text` is an id `Id` accepts (an id that is not one names nothing stored)."""
+    return len(text) <= ID_MAX and re.fullmatch(ID_PATTERN, text) is not None
+
+
 ShortText = Annotated[str, Field(max_length=256)]
 
 

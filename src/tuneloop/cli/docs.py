@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tuneloop.capture.events import ID_MAX, is_id
 from tuneloop.cli.admin import open_capture, open_store
 from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit, positive_int
 from tuneloop.config import Settings
@@ -55,7 +56,8 @@ def _tenant(name: str) -> TenantStore:
 
 def document_id(path: Path) -> str:
     """A file's document id: its name, with characters ids cannot hold replaced by '-'."""
-    return _NOT_ID.sub("-", path.name).strip("-")[:128] or "document"
+    name = _NOT_ID.sub("-", path.name).strip("-")[:ID_MAX]
+    return name if is_id(name) else "document"
 
 
 def files_of(paths: list[Path]) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -12,14 +11,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from tuneloop.capture import pending
-from tuneloop.capture.events import FeedbackIn, InteractionIn
+from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import CAPTURE, OPERATE, clip, read_json, validate
 from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
-ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"  # what capture/events.Id accepts, so nothing else can exist
-QueryId = Annotated[str | None, Query(pattern=ID_PATTERN)]
+QueryId = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX)]
 
 
 def _state(request: Request) -> Any:
@@ -113,7 +111,7 @@ async def get_interaction(request: Request, interaction_id: str) -> dict:
     """One interaction with its feedback; 404 for ids this tenant does not own."""
     st = _state(request)
     store = await st.auth.tenant(request, OPERATE)
-    if not re.fullmatch(ID_PATTERN, interaction_id):
+    if not is_id(interaction_id):
         raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
     stored = st.capture.reference(store, interaction_id)
     try:

@@ -342,13 +342,16 @@ class Auth:
         tenant with the `X-Tuneloop-Tenant` header), admitted (`admit`): the request holds one of that
         tenant's slots until it is answered, so no tenant route lets one tenant crowd out the others."""
         principal = await self.authorize(request, allow)
+        names = request.headers.getlist("x-tuneloop-tenant")
+        if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
+            raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
+        name = names[0] if names else ""
         if principal.tenant is not None:
+            if name and name != principal.tenant.name:
+                # Acting for the key's own tenant instead would answer a request the caller did not make.
+                raise Forbidden("this key speaks for one tenant only; X-Tuneloop-Tenant names another")
             store = self.store.for_tenant(principal.tenant)
         else:
-            names = request.headers.getlist("x-tuneloop-tenant")
-            if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
-                raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
-            name = names[0] if names else ""
             if not name:
                 raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
             store = self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))

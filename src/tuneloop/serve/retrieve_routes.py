@@ -3,7 +3,6 @@ each retrieval showed (`GET /v1/retrievals`)."""
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tuneloop.capture.events import Id
+from tuneloop.capture.events import Id, is_id
 from tuneloop.clock import utc
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.retrieve.documents import (
@@ -26,7 +25,7 @@ from tuneloop.retrieve.extract import TITLE_CONTROL, visible
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
 from tuneloop.retrieve.serving import serve
-from tuneloop.serve.capture_routes import ID_PATTERN, QueryId
+from tuneloop.serve.capture_routes import QueryId
 from tuneloop.serve.http import GATEWAY, OPERATE, read_json, validate
 from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import interactions, retrievals
@@ -102,10 +101,12 @@ async def _document(request: Request, document_id: str | None, *, replace: bool)
 
 
 def _checked_id(document_id: str, *, new: bool = False) -> str:
-    if not re.fullmatch(ID_PATTERN, document_id):
+    if not is_id(document_id):
         # Not echoed: an id refused for its characters may be an email address someone typed in.
         if new:
-            raise BadRequest("id: use 1 to 128 letters, digits, '.', '_', ':' or '-'", param="id")
+            raise BadRequest(
+                "id: use 1 to 128 letters, digits, '.', '_', ':' or '-', not dots alone", param="id"
+            )
         raise NotFound("no document has that id (ids are letters, digits, '.', '_', ':' or '-')", param="id")
     return document_id
 
