@@ -11,6 +11,7 @@ from tuneloop.capture import pending
 from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
+from tuneloop.dashboard.views import audit_rows
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store, TenantStore
 from tuneloop.store.schema import pending_feedback
@@ -127,3 +128,19 @@ def test_forgetting_a_user_drops_the_pending_events_they_gave(
     )
     forget_user(a, tuneloop_home, "u-9")
     assert [r.id for r in a.all(pending_feedback)] == ["kept"]
+
+
+def test_a_pending_event_its_interaction_refuses_is_dropped_with_an_audit_record(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    value = {"chosen": 3, "rejected": 1}
+    choice = FeedbackIn(id="e-9", interaction_id="one-choice", kind="preference", value=value)
+    [early] = capture.add_feedback(a, [choice])
+    assert early.status == "pending"
+    capture.log_interaction(a, _interaction("one-choice"))
+
+    assert _kinds(a, "one-choice") == []
+    [record] = [r for r in audit_rows(a) if r["action"] == "feedback.rejected"]
+    assert record["subject"] == "e-9" and record["details"]["interaction_id"] == "one-choice"
+    assert "choice" in record["details"]["error"]

@@ -137,6 +137,14 @@ def test_the_embedded_model_constrains_its_answer_to_the_schema(
         {"type": "string", "pattern": "^(a|b)*a(a|b){18}$"},  # froze the server for every tenant
         {"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}, "required": ["a"]},
         {"type": "object", "properties": {"a": {"$ref": "/etc/passwd"}}},
+        # Two string branches: the enforcer follows both, token by token (a date | date-time union took
+        # 20 s a token and held up every tenant's generation).
+        {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+        {
+            "$defs": {"day": {"type": "string", "format": "date"}},
+            "type": "object",
+            "properties": {"x": {"oneOf": [{"$ref": "#/$defs/day"}, {"enum": ["today", "never"]}]}},
+        },
     ],
 )
 def test_a_schema_the_embedded_model_cannot_enforce_safely_is_a_400_and_the_server_answers_on(
@@ -156,4 +164,7 @@ def test_a_schema_the_embedded_model_cannot_enforce_safely_is_a_400_and_the_serv
         # A field named like a keyword is a name, not a regular expression.
         named = {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}
         fmt["json_schema"]["schema"] = named
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+        optional = {"anyOf": [{"type": "string"}, {"type": "null"}]}  # one string branch: fine
+        fmt["json_schema"]["schema"] = {"type": "object", "properties": {"note": optional}}
         assert http.post("/v1/chat/completions", json=body).status_code == 200

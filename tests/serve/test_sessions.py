@@ -48,6 +48,18 @@ def test_the_session_header_and_metadata_session_id_are_stored(gateway: dict) ->
     assert http.get(f"/v1/interactions/{by_body.id}").json()["session"] == "conv-8"
 
 
+@pytest.mark.parametrize("session", ["s" * 300, 42, " ", "line\nbreak"])
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_a_session_id_capture_cannot_store_is_a_400_before_generating(
+    gateway: dict, route: str, session: object
+) -> None:
+    ask = {"messages": ASK} if route == "/v1/chat/completions" else {"prompt": "Hi"}
+    for stream in (False, True):
+        body = {"model": "tuneloop", **ask, "stream": stream, "metadata": {"session_id": session}}
+        answer = gateway["http"].post(route, json=body)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "metadata.session_id"
+
+
 def test_session_feedback_sent_before_the_first_answer_lands_on_it(gateway: dict) -> None:
     http = gateway["http"]
     early = {

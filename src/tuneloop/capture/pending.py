@@ -10,6 +10,7 @@ for the session's first one.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from tuneloop.clock import now_utc
 from tuneloop.store.repository import ItemResult, TenantStore, TenantTx
 from tuneloop.store.schema import interactions, pending_feedback
 
+log = logging.getLogger("tuneloop.capture")
 PENDING_TTL = timedelta(hours=1)
 MAX_PENDING = 10_000  # per tenant: an app that sends feedback for ids it never logs cannot grow it further
 SESSION = "session:"  # a pending event's target is an interaction id, or this and a stored session id
@@ -173,5 +175,18 @@ def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> lis
         rows.append((event, row.payload_hash))
     results = store.add_feedback(rows)
     done = [row.id for row in found]
-    store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.id.in_(done)))
+    # An event its interaction refuses (a preference naming a choice it does not have) was acknowledged
+    # as pending: the audit log keeps why it was dropped, so that nothing goes without a trace.
+    outcomes = zip(rows, results, strict=True)
+    refused = [(event, r.error) for (event, _), r in outcomes if r.status == "rejected"]
+
+    def forget(tx: TenantTx) -> None:
+        tx.delete(pending_feedback, pending_feedback.c.id.in_(done))
+        for event, error in refused:
+            details = {"interaction_id": event["interaction_id"], "kind": event.get("kind"), "error": error}
+            tx.audit(actor="capture", action="feedback.rejected", subject=event["id"], details=details)
+
+    store.transaction(forget)
+    for event, error in refused:
+        log.warning("pending feedback %s was refused by its interaction: %s", event["id"], error)
     return results

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tuneloop.capture.events import InteractionIn
 from tuneloop.errors import BadRequest, Conflict
@@ -116,9 +116,13 @@ def session_of(request: Request, req: SamplingParams) -> str | None:
     both are sent)."""
     header = request.headers.get(SESSION_HEADER)
     body = (req.metadata or {}).get("session_id")
+    if body is not None and not _is_session(body):
+        raise BadRequest(
+            "metadata.session_id: send a string of 1-256 printable characters", param="metadata.session_id"
+        )
     if header is None:
         return body
-    if not header.strip() or len(header) > 256 or not header.isprintable():
+    if not _is_session(header):
         raise BadRequest(
             f"{SESSION_HEADER}: send a session id of 1-256 printable characters", param=SESSION_HEADER
         )
@@ -128,6 +132,11 @@ def session_of(request: Request, req: SamplingParams) -> str | None:
             param=SESSION_HEADER,
         )
     return header
+
+
+def _is_session(value: object) -> bool:
+    """Whether `value` is a session id capture stores (checked before generating, not after)."""
+    return isinstance(value, str) and bool(value.strip()) and len(value) <= 256 and value.isprintable()
 
 
 @dataclass
@@ -219,16 +228,21 @@ async def capture(
     """
     st, tenant, req = call.st, call.tenant, call.req
     texts = [captured_text(c) for c in completion.choices]
-    item = InteractionIn(
-        id=call.interaction_id,
-        user=req.user,
-        session=call.session,
-        messages=messages,
-        response=texts[0],
-        choices=texts,
-        model=st.backend.model_id,
-        metadata={**(req.metadata or {}), **observed} or None,
-    )
+    iid = call.interaction_id
+    try:
+        item = InteractionIn(
+            id=iid,
+            user=req.user,
+            session=call.session,
+            messages=messages,
+            response=texts[0],
+            choices=texts,
+            model=st.backend.model_id,
+            metadata={**(req.metadata or {}), **observed} or None,
+        )
+    except ValidationError:  # the request was checked before generating; an answer is never failed after
+        log.exception("interaction %s does not validate, so it was not captured", iid)
+        return
     served = {
         "adapter_version": call.route.version_id,
         "arm": call.route.arm,
@@ -238,7 +252,6 @@ async def capture(
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
     }
-    iid = call.interaction_id
     try:
         # The messages passed the budget before generating; the model's text is bounded by max_tokens.
         row, digest = await anyio.to_thread.run_sync(

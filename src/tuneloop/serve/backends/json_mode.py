@@ -19,6 +19,8 @@ from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop")
 Allowed = Callable[[list[int]], list[int] | None]  # generated tokens -> allowed next ids (None: any)
+UNIONS = frozenset({"anyOf", "oneOf"})
+MAX_UNION_DEPTH = 32  # unions nested through `$ref` may refer back to themselves
 SCHEMA_PARAM = "response_format.json_schema.schema"
 # The enforcer turns regular expressions into automata on the event loop, exponential in the worst case
 # ("^(a|b)*a(a|b){18}$" froze a server for every tenant): a schema that holds one is refused.
@@ -112,11 +114,40 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
             "or round in a circle",
             param=SCHEMA_PARAM,
         )
+    for key in UNIONS & node.keys():
+        branches = node[key] if isinstance(node[key], list) else []
+        if sum(_takes_string(branch, root) for branch in branches) > 1:
+            # The enforcer follows every string branch at once, token by token: a `date | date-time`
+            # union took 20 s a token, on the one thread that generates for every tenant.
+            raise BadRequest(
+                f"response_format: the embedded model's JSON mode does not take an `{key}` with more than "
+                "one branch that accepts a string (it makes generation crawl for every tenant); keep one "
+                "string branch, or serve through an upstream that constrains decoding",
+                param=SCHEMA_PARAM,
+            )
     for key, value in node.items():
         # Under these keys a dict maps names (a field may be called "pattern") to schemas.
         named = key in NAMED_SCHEMAS and isinstance(value, dict)
         for sub in value.values() if named else [value]:
             _check_schema(sub, root)
+
+
+def _takes_string(node: Any, root: dict[str, Any], depth: int = 0) -> bool:
+    """Whether the schema `node` (its `$ref` followed) accepts some string."""
+    if isinstance(node, dict) and "$ref" in node:
+        node = _resolve(root, node)
+    if not isinstance(node, dict) or depth > MAX_UNION_DEPTH:
+        return node is True
+    kinds = node.get("type")
+    if kinds is not None:
+        return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+    if "enum" in node or "const" in node:
+        values = node["enum"] if isinstance(node.get("enum"), list) else []
+        return any(isinstance(v, str) for v in [*values, node.get("const")])
+    unions = [b for key in UNIONS & node.keys() if isinstance(node[key], list) for b in node[key]]
+    if unions:
+        return any(_takes_string(b, root, depth + 1) for b in unions)
+    return True  # no type: any value, strings among them
 
 
 def _resolve(root: dict[str, Any], node: dict[str, Any]) -> Any:
