@@ -22,6 +22,7 @@ from tuneloop.clock import now_utc
 from tuneloop.dashboard.views import audit_rows
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop.stages import TurnContext, snapshot
+from tuneloop.loop.turns import Turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
@@ -188,14 +189,15 @@ def test_answers_rated_but_never_compared_train_kto_and_pairs_train_dpo(store: S
     # One answer text for every prompt: thumbs rate answers but give no two answers of one prompt to compare.
     stream(tenant, start=start, hours=0.5, count=40, prompt=cooking_prompt, response_words=1, positive=0.5)
 
-    rated = snapshot(ctx, None)  # type: ignore[arg-type]  # the stage reads no turn
-    dpo_only = snapshot(replace(ctx, policy=LoopPolicy(min_rows=16, adapter_method="dpo")), None)  # type: ignore[arg-type]
+    turn = Turn(1, "manual", "snapshot", None, {}, start, None)
+    rated = snapshot(ctx, turn)
+    dpo_only = snapshot(replace(ctx, policy=LoopPolicy(min_rows=16, adapter_method="dpo")), turn)
 
     assert rated.report["counts"]["pairs_train"] < 16 <= rated.report["counts"]["kto_train"]
     assert (rated.stage, rated.report["method"]) == ("reward", "kto")
     assert dpo_only.outcome == "skipped" and "DPO rows < min_rows 16" in dpo_only.report["reason"]
     stream(tenant, start=start, hours=0.5, count=80, prompt=cooking_prompt, seed=1)  # answers of many lengths
-    assert snapshot(ctx, None).report["method"] == "dpo"  # type: ignore[arg-type]
+    assert snapshot(ctx, turn).report["method"] == "dpo"
 
 
 def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(

@@ -3,13 +3,14 @@ them and puts the gated ones on one multi-arm experiment; off unless the tenant'
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.monitor.seed import give, log
+from tests.monitor.seed import cooking_prompt, give, log
 from tuneloop import Settings
 from tuneloop.clock import now_utc
 from tuneloop.learn.light_changes import BRIEF
@@ -17,9 +18,10 @@ from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop import light as light_candidates
 from tuneloop.loop.light import LightPolicy, compose_candidates
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
-from tuneloop.registry.versions import Registry
+from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
-from tuneloop.rollout.experiments import active_experiment
+from tuneloop.rollout.controller import finish
+from tuneloop.rollout.experiments import Experiment, active_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
@@ -86,8 +88,8 @@ def _edit_pair(question: str) -> dict:
     }
 
 
-def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> None:
-    tenant, settings, production = tenant
+def _on_trial(tenant: TenantStore, production: str, prompt: str) -> tuple[Version, Experiment]:
+    """A gated light candidate with `prompt`, on a live trial against production."""
     registry = Registry(tenant)
     candidate = compose(
         registry,
@@ -95,10 +97,16 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
         base_model="base",
         actor="test",
         reason="t",
-        system_prompt="Answer in one line.",
+        system_prompt=prompt,
     )
     registry.move(candidate.id, "gated", actor="test", reason="setup")
     exp = start_arms(tenant, [candidate.id], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+    return candidate, exp
+
+
+def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> None:
+    tenant, settings, production = tenant
+    _, exp = _on_trial(tenant, production, "Answer in one line.")
     _policy(settings, "light_policy.yaml", {"enabled": True})
 
     turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).tick(force=True)
@@ -141,3 +149,39 @@ def test_a_new_tenants_light_stage_trains_a_judge_before_gating_its_candidates(t
     assert judge is not None and light["reward_model"]["judge"] == judge.id
     reports = [Path(Registry(tenant).get(c["version"]).gate_report).read_text() for c in light["candidates"]]
     assert reports and all("no production reward model" not in r for r in reports)
+
+
+def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners_light_parts(
+    tenant: tuple,
+) -> None:
+    """A turn no longer waits for its light trial before training (a low-traffic tenant would wait days for
+    its adapter); the trained candidate takes the trial winner's prompt and decoding before its gate."""
+    tenant, settings, production = tenant
+    registry = Registry(tenant)
+    now = now_utc()
+    rng = random.Random(0)
+    for i in range(48):  # prompts of many clusters, so most pairs train rather than hold out
+        at = now - timedelta(minutes=i)
+        interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
+        give(tenant, interaction, "edit", "Settings, then Reset.", at)
+    brief, _ = _on_trial(tenant, production, f"{BRIEF}\n\nYou are the support desk.")
+    _policy(settings, "light_policy.yaml", {"enabled": True})
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4))
+
+    turn = loop.tick(force=True)
+
+    assert turn.stage == "light_trial" and active_experiment(tenant) is not None
+    trained = registry.get(turn.report["candidate"])
+    assert trained.system_prompt == "You are the support desk."  # production's while it trained
+
+    finish(tenant, "promoted", actor="test", reason="the brief arm won", winner=brief.id)
+    turn = loop.tick()
+
+    carried = registry.get(turn.report["candidate"])
+    assert turn.report["light_trial"]["outcome"] == "promoted" and "gate" in turn.report
+    assert turn.report["light_trial"]["winner"] == brief.id  # promoted by hand: no look named the arm
+    assert carried.parent_id == trained.id and carried.system_prompt == brief.system_prompt
+    assert carried.decoding == {"temperature": 0.8}
+    assert (carried.artifact_path, carried.job_spec) == (trained.artifact_path, trained.job_spec)
+    assert registry.get(trained.id).state == "blocked"
+    assert light_candidates.carry_light_parts(tenant, trained.id) == carried.id  # a restart picks it up

@@ -9,8 +9,8 @@ What a turn composes from production:
 - each system prompt an operator listed in `prompt_variants`;
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
 
-The winner, if any, becomes production; the turn then trains as usual, and its adapter candidate keeps
-production's prompt and decoding — so an adapter carries the winning light parts on.
+The turn trains while the trial runs; once it has decided, the adapter candidate takes production's prompt
+and decoding (`carry_light_parts`) before its gate — so an adapter carries the winning light parts on.
 """
 
 from __future__ import annotations
@@ -118,7 +118,12 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     if exp.state in LIVE_STATES:
         return None
     decision = exp.decision or {}
-    winner = exp.version_of(decision["winner"]) if exp.state == "promoted" else None
+    winner = None
+    if exp.state == "promoted":  # by the controller (its decision names the arm) or by hand (it does not)
+        arm = decision.get("winner")
+        registry = Registry(tenant)
+        served = [v for v in exp.candidates if registry.get(v).state in ("production", "retired")]
+        winner = exp.version_of(arm) if arm else next(iter(served), None)
     return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
 
 
@@ -171,3 +176,37 @@ def _compose(
         # A version with no training snapshot of its own is held out on this one.
         snapshot_hash=None if production is not None and production.snapshot_hash else snapshot,
     )
+
+
+def carry_light_parts(tenant: TenantStore, candidate_id: str) -> str:
+    """The adapter candidate to gate: `candidate_id` itself when it serves with production's prompt and
+    decoding, else its composition with them (the candidate, trained while a light trial changed
+    production, is set aside as blocked)."""
+    registry = Registry(tenant)
+    candidate, production = registry.get(candidate_id), registry.production("adapter")
+    if production is None or _light_parts(candidate) == _light_parts(production):
+        return candidate.id
+    # A composition made before a restart is picked up, not made twice.
+    children = [v for v in registry.list("adapter") if v.parent_id == candidate.id]
+    if children:
+        carried = children[-1]
+    else:
+        try:
+            carried = compose(
+                registry,
+                parent=candidate,
+                base_model=candidate.base_model,
+                actor=ACTOR,
+                reason=f"{candidate.id} with production {production.id}'s prompt and decoding",
+                system_prompt=production.system_prompt,
+                decoding=Decoding.parse(version_decoding(production)),
+            )
+        except (BadRequest, Conflict):  # nothing it can take (production serves no prompt): gate it as is
+            return candidate.id
+    if candidate.state == "candidate":
+        registry.move(candidate.id, "blocked", actor=ACTOR, reason=f"superseded by {carried.id}")
+    return carried.id
+
+
+def _light_parts(version: Version) -> tuple[str | None, dict[str, Any]]:
+    return version.system_prompt, version_decoding(version)

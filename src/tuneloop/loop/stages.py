@@ -9,12 +9,14 @@ live canary is picked up rather than started again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
+from tuneloop.errors import BadRequest
 from tuneloop.evaluate.gate import run_gate
 from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.evaluate.policy import GatePolicy
@@ -26,16 +28,18 @@ from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.training import retrain as retrain_reranker
-from tuneloop.rollout import controller
+from tuneloop.rollout import arms, controller
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.signals.snapshots import create_snapshot
+from tuneloop.signals.snapshots import create_snapshot, get_snapshot
 from tuneloop.store.repository import TenantStore
 
 # The re-ranker (seconds of training) and light candidates (loop/light.py, opt-in) need no model training,
-# so they go first.
+# so they go first: rerank → light → snapshot → reward → adapter → light_trial → gate → approval → canary.
+# The light trial runs while the adapter trains, and the adapter is gated with whatever light parts won.
 FIRST = "rerank"
+TRIAL_LOOK_SECONDS = 60.0
 log = logging.getLogger("tuneloop.loop")
 P = TypeVar("P", bound=TenantPolicy)
 # What a turn keeps of the training metrics in its report.
@@ -76,20 +80,39 @@ def end(outcome: str, report: dict[str, Any]) -> Step:
 
 
 def snapshot(ctx: TurnContext, turn: Turn) -> Step:
-    """Freeze the tenant's feedback; too few training rows end the turn as skipped."""
-    snap = create_snapshot(ctx.tenant, ctx.settings.home, ctx.tenant_policy(RewardPolicy), actor="loop")
+    """Freeze the tenant's feedback (the light stage's snapshot, when it took one this turn); too few
+    training rows end the turn as skipped, once its light trial has decided."""
+    light_snapshot = turn.report.get("light", {}).get("snapshot")
+    rewards = ctx.tenant_policy(RewardPolicy)  # outside the try: a broken policy file fails the turn
+    try:
+        snap = (
+            get_snapshot(ctx.tenant, light_snapshot)
+            if light_snapshot
+            else create_snapshot(ctx.tenant, ctx.settings.home, rewards, actor="loop")
+        )
+    except BadRequest as exc:  # no feedback at all
+        return _nothing_to_train(turn, {"reason": str(exc)})
     rows = {"dpo": snap.counts["pairs_train"], "kto": snap.counts["kto_train"]}
     allowed = ("dpo", "kto") if ctx.policy.adapter_method == "auto" else (ctx.policy.adapter_method,)
     method = next((m for m in allowed if rows[m] >= ctx.policy.min_rows), None)
     report = {"snapshot": snap.hash, "counts": snap.counts}
     if method is None:
         have = " and ".join(f"{rows[m]} {m.upper()} rows" for m in allowed)
-        return end("skipped", {**report, "reason": f"{have} < min_rows {ctx.policy.min_rows}"})
+        return _nothing_to_train(turn, {**report, "reason": f"{have} < min_rows {ctx.policy.min_rows}"})
     return Step("reward", {**report, "method": method})
 
 
+def _nothing_to_train(turn: Turn, report: dict[str, Any]) -> Step:
+    """The turn ends as skipped, once its light trial (if any) has decided."""
+    return Step("light_trial", report) if _light_trial(turn) else end("skipped", report)
+
+
 def reward(ctx: TurnContext, turn: Turn) -> Step:
-    """Train a reward model; it becomes the judge when it passes the gate's own judge check."""
+    """Train a reward model; it becomes the judge when it passes the gate's own judge check. The light stage
+    may have trained one on this snapshot already (a new tenant's light candidates need a judge)."""
+    judged = turn.report.get("light", {}).get("reward_model")
+    if judged and "skipped" not in judged:
+        return Step("adapter", {"reward_model": judged})
     return Step("adapter", {"reward_model": _train_judge(ctx, turn.report["snapshot"])})
 
 
@@ -142,13 +165,35 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
         init_adapter=init_adapter,
         amplify_k=ctx.policy.amplify_k,
         actor="loop",
+        progress=_watching_light_trial(ctx, turn),
         # The candidate serves as production does but for its adapter: the same prompt and decoding.
         system_prompt=production.system_prompt if production else None,
         decoding=production.decoding if production else None,
     )
     assert version is not None  # no cancel event was given
     train = {k: v for k, v in version.metrics.items() if k in TRAIN_METRICS}
-    return Step("gate", {"candidate": version.id, "train": train})
+    return Step("light_trial", {"candidate": version.id, "train": train})
+
+
+def _watching_light_trial(ctx: TurnContext, turn: Turn) -> Callable[[int, int, float | None], None] | None:
+    """A training progress hook that looks at the turn's light trial every TRIAL_LOOK_SECONDS, so that a
+    guardrail stops a harmful arm while the adapter trains, not after."""
+    if _light_trial(turn) is None:
+        return None
+    rewards = ctx.tenant_policy(RewardPolicy)
+    last = time.monotonic()
+
+    def look(step: int, total: int, eta: float | None) -> None:
+        nonlocal last
+        if time.monotonic() - last < TRIAL_LOOK_SECONDS:
+            return
+        last = time.monotonic()
+        try:
+            arms.review(ctx.tenant, rewards, actor="loop")
+        except Exception:  # the trial is looked at again next tick; training must not fail for it
+            log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
+
+    return look
 
 
 def _warm_start_from(policy: LoopPolicy, production: Version | None) -> str | None:
@@ -243,20 +288,34 @@ def rerank(ctx: TurnContext, turn: Turn) -> Step:
 
 
 def light(ctx: TurnContext, turn: Turn) -> Step:
-    """Compose light candidates from production, gate them, put the gated ones on a multi-arm trial."""
+    """Compose light candidates from production, gate them, put the gated ones on a multi-arm trial; the
+    turn trains meanwhile."""
     report = light_candidates.start_trial(
         ctx.tenant,
         ctx.settings,
         approval=ctx.policy.require_approval,
         train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash),
     )
-    return Step("light_trial" if report["light"].get("experiment") else "snapshot", report)
+    return Step("snapshot", report)
 
 
 def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
-    """Wait for the light trial's decision, then go on to train on what users said meanwhile."""
-    done = light_candidates.trial_outcome(ctx.tenant, ctx.settings, turn.report["light"]["experiment"])
-    return None if done is None else Step("snapshot", done)
+    """Wait for the turn's light trial to decide; the adapter candidate then takes production's light
+    parts (a winner's prompt and decoding) and goes to the gate. A turn with nothing to train ends here."""
+    done: dict[str, Any] = {}
+    if (experiment := _light_trial(turn)) is not None:
+        outcome = light_candidates.trial_outcome(ctx.tenant, ctx.settings, experiment)
+        if outcome is None:
+            return None
+        done = outcome
+    if "candidate" not in turn.report:
+        return end("skipped", done)
+    candidate = light_candidates.carry_light_parts(ctx.tenant, turn.report["candidate"])
+    return Step("gate", {**done, "candidate": candidate})
+
+
+def _light_trial(turn: Turn) -> str | None:
+    return turn.report.get("light", {}).get("experiment")
 
 
 STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {

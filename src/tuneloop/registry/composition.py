@@ -17,7 +17,9 @@ from tuneloop.registry.versions import Registry, Version
 
 MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's context window
 # What a composed version takes over from its parent: the adapter and everything that says where it came from.
-INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_checksums")
+# What a composition serves of its parent's adapter, and how it was trained (a later turn warm-starts from
+# it only when its LoRA rank matches).
+INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_checksums", "job_spec")
 
 
 class ExamplePolicy(BaseModel):
