@@ -410,17 +410,27 @@ def _may_hold_pii(text: str) -> bool:
 
 
 def _fold(text: str) -> tuple[str, list[int] | None]:
-    """`text` in NFKC compatibility form, so look-alikes ("jane＠example．com", 𝐦𝐚𝐭𝐡 letters, fullwidth
-    digits) match the recognisers' patterns, and each folded character's index in `text` (None: unchanged)."""
+    """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
+    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns), and each folded character's index in `text`
+    (None: unchanged)."""
     if text.isascii():
         return text, None
     parts, origin = [], []
     for i, char in enumerate(text):
-        part = unicodedata.normalize("NFKC", char)
+        part = _visible(char)
         parts.append(part)
         origin.extend([i] * len(part))
     folded = "".join(parts)
     return (text, None) if folded == text else (folded, origin)
+
+
+def _visible(char: str) -> str:
+    """What the recognisers read of one character: its NFKC form, nothing for an invisible format character
+    (a zero-width space or soft hyphen inside "4111\u200b1111…" hides a card), "-" for any dash."""
+    category = unicodedata.category(char)
+    if category == "Cf":
+        return ""
+    return "-" if category == "Pd" else unicodedata.normalize("NFKC", char)
 
 
 def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
@@ -432,7 +442,7 @@ def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
 
 def _normalize(entity: str, value: str) -> str:
     """One spelling per value, so "4111 1111-1111 1111" and "4111111111111111" hash alike."""
-    value = unicodedata.normalize("NFKC", value).strip()
+    value = "".join(_visible(c) for c in value).strip()
     if entity in ("CREDIT_CARD", "IBAN_CODE", "US_SSN"):
         return "".join(c for c in value if c.isalnum()).upper()
     if entity == "PHONE_NUMBER":
