@@ -70,6 +70,9 @@ def test_a_gated_candidate_never_reaches_users_until_approved(setup: tuple) -> N
     with pytest.raises(NotFound, match="not servable"):  # nor when a request pins it by id
         asyncio.run(pinned_version(tenant, candidate))
 
+    # Who decides goes into the audit chain for good: an escape sequence or a bidi override is refused.
+    for garbled in ("Dana\x1b[2J", "Dana \u202eseyeR"):
+        assert main(["versions", "approve", candidate, "--tenant", "acme", "--by", garbled]) == 1
     assert main(["versions", "approve", candidate, "--tenant", "acme", "--by", "Dana Reyes"]) == 0
     turn = loop.tick()
     assert turn.stage == "canary" and turn.report["approval"]["decision"] == "approved"

@@ -201,6 +201,22 @@ def test_full_queue_raises_overloaded_at_once(tiny: Path) -> None:
     assert answer
 
 
+def test_one_tenant_cannot_fill_the_whole_queue(tiny: Path) -> None:
+    async def scenario(backend):
+        running = await backend.stream(ask("long", max_tokens=1500, owner="heavy"))
+        await running.__anext__()  # admitted: it now holds the only batch slot
+        waiting = [await backend.stream(ask("next", max_tokens=1, owner="heavy")) for _ in range(3)]
+        with pytest.raises(Overloaded) as refused:  # its share of 4 is 3
+            await backend.stream(ask("more", max_tokens=1, owner="heavy"))
+        other = await backend.stream(ask("hello", max_tokens=1, owner="quiet"))  # the quarter kept open
+        await running.aclose()
+        return refused.value, [[d async for d in w] for w in waiting], [d async for d in other]
+
+    refused, waiting, other = run(scenario, tiny, max_batch_size=1, max_queue=4)
+    assert refused.status == 503 and "this tenant" in str(refused)
+    assert all(waiting) and other
+
+
 @pytest.mark.parametrize("how", ["aclose", "abandon"])
 def test_cancelled_stream_frees_its_slot(tiny: Path, how: str) -> None:
     async def scenario(backend):

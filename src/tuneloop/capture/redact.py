@@ -47,6 +47,7 @@ TURN_CHARS = 2_500
 # is longer than any entity we look for, so a find cut by one segment's edge is whole in the next.
 SEGMENT_CHARS = 2_000
 SEGMENT_OVERLAP = 300
+UNICODE_HYPHENS = "\u2010\u2011"  # hyphen, non-breaking hyphen
 _CACHE_SIZE = 4096
 
 
@@ -426,11 +427,11 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
 
 def _visible(char: str) -> str:
     """What the recognisers read of one character: its NFKC form, nothing for an invisible format character
-    (a zero-width space or soft hyphen inside "4111\u200b1111…" hides a card), "-" for any dash."""
-    category = unicodedata.category(char)
-    if category == "Cf":
+    (a zero-width space or soft hyphen inside "4111\u200b1111…" hides a card), "-" for a Unicode hyphen
+    (dashes stay: a name recogniser reads "Jane Doe - she" as longer than "Jane Doe — she")."""
+    if unicodedata.category(char) == "Cf":
         return ""
-    return "-" if category == "Pd" else unicodedata.normalize("NFKC", char)
+    return "-" if char in UNICODE_HYPHENS else unicodedata.normalize("NFKC", char)
 
 
 def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:

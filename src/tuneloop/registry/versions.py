@@ -67,10 +67,12 @@ class Version:
 
 
 def check_approver(by: str) -> None:
-    """An approval names who decides, in 1 to MAX_ACTOR_CHARS characters."""
-    if not by.strip() or len(by) > MAX_ACTOR_CHARS:
+    """An approval names who decides, in 1 to MAX_ACTOR_CHARS printable characters: the name goes into the
+    audit chain for good, where an escape sequence or a right-to-left override would garble every reader."""
+    if not by.strip() or len(by) > MAX_ACTOR_CHARS or not by.isprintable():
         raise BadRequest(
-            f"name who decides in 1-{MAX_ACTOR_CHARS} characters (--by NAME, or `by` in the body)", param="by"
+            f"name who decides in 1-{MAX_ACTOR_CHARS} printable characters (--by NAME, or `by` in the body)",
+            param="by",
         )
 
 

@@ -182,6 +182,7 @@ class Call:
             logit_bias=self.req.token_biases(),
             n=self.req.n or 1,
             adapter=self.adapter,
+            owner=self.tenant.tenant_id,
             **shape,
         )
 

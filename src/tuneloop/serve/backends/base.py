@@ -54,6 +54,7 @@ class GenerationRequest:
     n: int = 1
     adapter: str | None = None
     prompt: str | None = None
+    owner: str = ""  # the tenant asking: no one tenant may fill the whole queue of waiting requests
     # OpenAI's tool fields as the client sent them (tools, tool_choice, parallel_tool_calls, and the legacy
     # functions, function_call): an upstream receives them as they are; the embedded model calls no tools.
     tools: dict[str, Any] = field(default_factory=dict)

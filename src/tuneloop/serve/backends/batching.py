@@ -27,6 +27,7 @@ class Sequence:
     adapter: str
     max_tokens: int
     emit: Emit
+    owner: str = ""
     # Sampling: greedy with no stop strings, penalties or bias unless set.
     temperature: float = 0.0
     top_p: float = 1.0

@@ -32,6 +32,8 @@ from tuneloop.serve.backends.base import (
 from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBatch, default_threads
 from tuneloop.serve.backends.json_mode import JsonMode
 
+OTHERS_SHARE = 4  # a quarter of the waiting queue stays open to tenants other than the one filling it
+
 if TYPE_CHECKING:
     from tuneloop.config import Settings
 
@@ -232,6 +234,7 @@ class EmbeddedBackend(Backend):
                 Sequence(
                     prompt_ids=prompt,
                     adapter=adapter,
+                    owner=req.owner,
                     max_tokens=min(req.max_tokens or room, room),
                     temperature=req.temperature,
                     top_p=req.top_p,
@@ -247,10 +250,21 @@ class EmbeddedBackend(Backend):
             )
             queues.append(queue)
         with self._cond:
+            retry_after = max(1, len(self._pending) // max(1, self._max_batch_size))
             if len(self._pending) + n > self._max_queue:
                 raise Overloaded(
                     f"{len(self._pending)} requests are already waiting for the model; retry shortly",
-                    retry_after=max(1, len(self._pending) // max(1, self._max_batch_size)),
+                    retry_after=retry_after,
+                )
+            # Per-tenant admission caps requests, not the choices (`n`) each asks for: one tenant's n=8
+            # requests could otherwise fill the queue and turn every other tenant away.
+            share = self._max_queue - self._max_queue // OTHERS_SHARE
+            mine = sum(s.owner == req.owner for s in self._pending) if req.owner else 0
+            if req.owner and mine + n > share:
+                raise Overloaded(
+                    f"this tenant has {mine} choices waiting for the model, its most at once is {share}; "
+                    "retry shortly",
+                    retry_after=retry_after,
                 )
             self._pending.extend(seqs)
             self._cond.notify()
