@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tuneloop.async_client import AsyncClient
     from tuneloop.client import Client
     from tuneloop.config import Settings
 
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from tuneloop.client import Client
 
         return Client
+    if name == "AsyncClient":
+        from tuneloop.async_client import AsyncClient
+
+        return AsyncClient
     if name == "Settings":
         from tuneloop.config import Settings
 
@@ -30,4 +35,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tuneloop' has no attribute {name!r}")
 
 
-__all__ = ["Client", "Settings", "create_app"]
+__all__ = ["AsyncClient", "Client", "Settings", "create_app"]

@@ -1,4 +1,5 @@
-"""The Progress page names a canary that won and waits for a named approver, with the command to decide."""
+"""The Progress page names a canary that won and waits for a named approver, with the command to decide;
+the Canary page shows a canary nothing has looked at yet."""
 
 from __future__ import annotations
 
@@ -33,3 +34,20 @@ def test_a_canary_waiting_for_approval_is_on_the_progress_page(tmp_path: Path, t
     assert page.status_code == 200
     assert f"versions approve {candidate} --tenant acme" in page.text
     assert "waits for a person before it replaces production" in page.text
+
+
+def test_a_canary_started_by_hand_shows_before_anything_has_looked_at_it(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model))
+    store = Store(settings.database_url)
+    created, key = store.create_tenant("acme")
+    tenant = store.for_tenant(created)
+    candidate = gated_version(tenant)
+    controller.start_canary(tenant, candidate, POLICY, reward_policy=REWARDS, actor="cli")
+    with live_server(settings) as url, httpx.Client(base_url=url) as http:
+        assert http.post("/dashboard/login", data={"key": key}).status_code == 303
+        page = http.get("/dashboard/t/acme/canary")
+    store.close()
+    assert page.status_code == 200, page.text
+    assert candidate in page.text and "none yet" in page.text

@@ -40,7 +40,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         policy.parent.mkdir(parents=True)
         policy.write_text("enabled: true\nk: 2\n")
         with live_server(settings) as url:
-            yield {"url": url, "a": key_a, "b": key_b, "received": received}
+            yield {"url": url, "a": key_a, "b": key_b, "received": received, "settings": settings}
 
 
 def _http(api: dict[str, Any], tenant: str = "a") -> httpx.Client:
@@ -193,3 +193,21 @@ def test_a_title_cut_from_a_long_first_line_keeps_no_part_of_what_redaction_remo
         [doc] = [d for d in http.get("/v1/documents").json()["data"] if d["id"] == doc_id]
     assert len(doc["title"]) <= 200
     assert value[:6] not in doc["title"], doc["title"]
+
+
+def test_a_broken_retrieval_policy_answers_without_sources_rather_than_refusing_the_client(
+    api: dict[str, Any],
+) -> None:
+    store = Store(api["settings"].database_url)
+    _, key = store.create_tenant("careless")
+    store.close()
+    policy = api["settings"].home / "policies" / "careless" / "retrieval_policy.yaml"
+    policy.parent.mkdir(parents=True)
+    policy.write_text("enabled: true\nmin_scor: 0.5\n")  # a typo of the operator's
+    client = openai.OpenAI(base_url=f"{api['url']}/v1", api_key=key, max_retries=0)
+    ask = [{"role": "user", "content": "How do I close my account?"}]
+
+    answer = client.chat.completions.create(model="tuneloop", messages=ask)
+
+    assert answer.choices[0].message.content
+    assert "[1]" not in api["received"][-1]["messages"][0]["content"]

@@ -74,6 +74,8 @@ def _http(api: dict[str, Any]) -> httpx.Client:
         "notes_jane.doe@example.com_v2",
         "Maria_Garcia_contract",
         "card_4111-1111-1111-1111_x",
+        "Maria.Garcia",
+        "card:4111:1111:1111:1111",
     ],
 )
 def test_a_document_id_holding_personal_data_is_a_400_that_does_not_echo_it(

@@ -18,6 +18,7 @@ import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Undefined
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.config import tenant_policy
@@ -46,20 +47,25 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
+def _missing(value: Any) -> bool:
+    # A figure an experiment has not measured yet (no look at it so far) is shown as a dash, not a 500.
+    return value is None or isinstance(value, Undefined)
+
+
 def _pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}%}"
+    return "–" if _missing(value) else f"{value:.{digits}%}"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}g}"
+    return "–" if _missing(value) else f"{value:.{digits}g}"
 
 
 def _signed(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:+.{digits}f}"
+    return "–" if _missing(value) else f"{value:+.{digits}f}"
 
 
 def _when(value: datetime | str | None) -> str:
-    if value is None:
+    if _missing(value):
         return "–"
     if isinstance(value, str):
         value = datetime.fromisoformat(value)

@@ -146,10 +146,18 @@ def check_document_id(tenant: TenantStore, capture: Capture, document_id: str) -
     name finder also takes products and places for people (`jira-workflow`, `Mastercard-limits`)."""
     if tenant.tenant.redaction == "off":
         return
-    # File names join words with `_` or `-`, which hide an email, a card or a name from recognisers that
-    # need word boundaries (`notes_jane@example.com_v2`, `Maria_Garcia`): look at the words apart too.
+    # File names join words with `_`, `-`, `.` or `:`, which hide an email, a card or a name from recognisers
+    # that need word boundaries (`notes_jane@example.com_v2`, `Maria.Garcia`, `4111:1111:1111:1111`): look
+    # at the words apart too.
     spellings = list(
-        dict.fromkeys([document_id, document_id.replace("_", " "), re.sub(r"[-_]", " ", document_id)])
+        dict.fromkeys(
+            [
+                document_id,
+                document_id.replace("_", " "),
+                re.sub(r"[-_]", " ", document_id),
+                re.sub(r"[-_.:]", " ", document_id),
+            ]
+        )
     )
     finds = capture.redactor.finds(spellings, tenant.tenant_id)
     personal = sorted({e for found in finds for e, text in found if e != "PERSON" or _capitalised(text) > 1})

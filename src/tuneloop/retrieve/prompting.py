@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from tuneloop.errors import BadRequest
 from tuneloop.retrieve.policy import RetrievalPolicy, retrieval_policy
 from tuneloop.retrieve.search import Hit
 from tuneloop.retrieve.serving import serve
@@ -28,7 +29,12 @@ async def add_sources(
 ) -> list[dict[str, Any]]:
     """`messages` with the tenant's top sources for the last user message, when its policy turns
     retrieval on and anything relevant is found; otherwise `messages` unchanged."""
-    policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+    try:
+        policy = retrieval_policy(st.settings.home, tenant.tenant.name)
+    except BadRequest as exc:
+        # The operator's file is wrong, not the client's request: answer it, and say so in the server log.
+        log.error("tenant %s: %s; answering without sources", tenant.tenant.name, exc)
+        return messages
     query = question_of(messages)
     if not policy.enabled or query is None:
         return messages
