@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.live import live_server
@@ -19,10 +20,12 @@ from tests.monitor.seed import cooking_prompt, stream
 from tests.retrieve.world import store_logs, world
 from tuneloop import Settings
 from tuneloop.clock import now_utc
+from tuneloop.config import tenant_policy
 from tuneloop.dashboard.views import audit_rows
+from tuneloop.errors import BadRequest
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop.stages import TurnContext, snapshot
-from tuneloop.loop.turns import Turn
+from tuneloop.loop.turns import Turn, list_turns, start_turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
@@ -249,12 +252,34 @@ def test_a_failing_stage_ends_the_turn_as_failed_and_the_next_turn_can_start(
     tenant = _tenant(store)
     _thumbs(tenant, 3)
     settings = Settings(home=tmp_path)
+    start_turn(tenant, "manual", "snapshot")  # begun before the policy file broke
     _write_policies(tmp_path, "acme", {"reward_policy.yaml": {"heldout_fraction": 7}})
     loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
     turn = loop.tick(force=True)
     assert turn.outcome == "failed" and "reward policy" in turn.report["error"]
     (tmp_path / "policies" / "acme" / "reward_policy.yaml").unlink()
     assert loop.tick(force=True).turn == 2
+
+
+@pytest.mark.parametrize(
+    ("policies", "named"),
+    [
+        ({"loop_policy.yaml": {"trainer_args": {"learning_rat": 1e-4}}}, "loop_policy.yaml"),
+        ({"light_policy.yaml": {"enabeld": True}}, "light_policy.yaml"),
+        ({"rollout_policy.yaml": {"alpha": "small"}}, "rollout_policy.yaml"),
+    ],
+)
+def test_a_policy_typo_is_refused_before_a_turn_starts_not_found_in_the_middle_of_one(
+    store: Store, tmp_path: Path, policies: dict, named: str
+) -> None:
+    tenant = _tenant(store)
+    _thumbs(tenant, 3)
+    _write_policies(tmp_path, "acme", policies)
+    settings = Settings(home=tmp_path)
+    loop = Loop(tenant, settings, tenant_policy(tmp_path, "acme", LoopPolicy))
+    with pytest.raises(BadRequest, match=named):
+        loop.tick(force=True)
+    assert loop.open_turn() is None and list_turns(tenant) == []
 
 
 def _drift_alert(tenant) -> None:

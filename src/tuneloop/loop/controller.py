@@ -9,18 +9,24 @@ from datetime import timedelta
 
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings, tenant_policy
+from tuneloop.errors import BadRequest
+from tuneloop.evaluate.policy import GatePolicy
+from tuneloop.loop.light import LightPolicy
 from tuneloop.loop.pause import paused
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
 from tuneloop.privacy.retention import apply_retention
+from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.retrieve.training import review_canary
+from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
 
 log = logging.getLogger("tuneloop.loop")
 ALERT = "alert:"  # the trigger prefix of a turn that alerts started
+TURN_POLICIES = (RewardPolicy, LightPolicy, GatePolicy, RolloutPolicy, RetrievalPolicy)
 
 
 class Loop:
@@ -78,6 +84,20 @@ class Loop:
             resolve_alerts(self.tenant, taken, actor="loop", reason=f"turn {turn.turn} started to address it")
         return turn
 
+    def check_policies(self) -> None:
+        """Read every policy file a turn's stages read, and the training arguments: a typo is a BadRequest
+        naming its file now, not a turn failed twenty minutes in with a reward model already replaced."""
+        from tuneloop.learn.job_config import typed_args
+
+        for model in TURN_POLICIES:
+            tenant_policy(self.settings.home, self.tenant.tenant.name, model)
+        methods = ("dpo", "kto") if self.policy.adapter_method == "auto" else (self.policy.adapter_method,)
+        for method in methods:
+            try:
+                typed_args(method, self.policy.trainer_args, self.policy.lora)
+            except BadRequest as exc:
+                raise BadRequest(f"{LoopPolicy.filename}: {exc}", param=exc.param) from None
+
     def check(self) -> None:
         """Run the drift and KPI checks, then the tenant's retention, when the last check is older than
         `check_hours`."""
@@ -110,6 +130,7 @@ class Loop:
             trigger = self.trigger() or ("manual" if force else None)
             if trigger is None:
                 return None
+            self.check_policies()
             turn = self.start(trigger)
         context = TurnContext(self.tenant, self.settings, self.policy)
         while turn.stage != DONE:
