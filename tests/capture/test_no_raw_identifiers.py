@@ -43,7 +43,12 @@ def _interaction(n: int) -> dict:
         ],
         "response": f"Call {PHONE} and we will block {CARD}.",
         "choices": [f"Call {PHONE} and we will block {CARD}.", "Open Settings, then Cards."],
-        "metadata": {KEY_EMAIL: "vip", "by card": {CARD: f"phone {PHONE}"}, "channel": "web"},
+        "metadata": {
+            KEY_EMAIL: "vip",
+            "by card": {CARD: f"phone {PHONE}"},
+            "channel": "web",
+            "card_on_file": [int(CARD.replace(" ", ""))],  # a JSON number
+        },
     }
 
 

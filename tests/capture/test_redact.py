@@ -10,8 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tuneloop.capture.events import InteractionIn
+from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import MAX_TEXT_CHARS, Redactor
 from tuneloop.errors import PayloadTooLarge
+from tuneloop.store.pseudonyms import Pseudonyms
+from tuneloop.store.repository import Store
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +216,17 @@ def test_creating_a_redactor_loads_no_models() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_card_sent_as_a_json_number_is_redacted_and_other_numbers_stay_numbers() -> None:
+    capture = Capture(Redactor(hash_key=b"s" * 32), Pseudonyms(b"s" * 32))
+    store = Store("sqlite://")
+    tenant = store.for_tenant(store.create_tenant("a")[0])
+    metadata = {"card": 4111111111111111, "as_float": 4.111111111111111e15, "ts": 1733300000000, "n": 3}
+    item = InteractionIn(messages=[{"role": "user", "content": "hi"}], response="hello", metadata=metadata)
+
+    row, _ = capture.interaction_row(tenant, item)
+
+    stored = row["metadata"]
+    assert stored["card"] == stored["as_float"] == "<CREDIT_CARD>"
+    assert (stored["ts"], stored["n"]) == (1733300000000, 3)

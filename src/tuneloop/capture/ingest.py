@@ -10,7 +10,7 @@ from typing import Any
 
 from tuneloop.capture import pending
 from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
-from tuneloop.capture.metadata_keys import keys_of, with_keys
+from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor, strings_in
 from tuneloop.store.pseudonyms import Pseudonyms
@@ -111,7 +111,7 @@ class Capture:
             "response": response,
             "choices": choices,
             "model": model,
-            "metadata": with_keys(metadata, keys),
+            "metadata": with_keys(numbers_back(item.metadata, metadata), keys),
             **served,
         }
         return row, digest
@@ -133,7 +133,7 @@ class Capture:
             [
                 [
                     None if _names_interactions(item.value) or _chunk_of(item) in known else item.value,
-                    item.metadata,
+                    numbers_as_text(item.metadata),
                     keys_of(item.metadata),
                 ]
                 for item in items
@@ -154,7 +154,7 @@ class Capture:
                 else item.value
                 if _chunk_of(item) in known
                 else value,
-                "metadata": with_keys(metadata, keys),
+                "metadata": with_keys(numbers_back(item.metadata, metadata), keys),
                 "rater": self.identifier(store, item.rater),
             }
             for item, (value, metadata, keys) in zip(items, redacted, strict=True)
@@ -192,4 +192,5 @@ def _redactable(item: InteractionIn) -> list[Any]:
     """What redaction reads of an interaction, in the order `interaction_row` unpacks it."""
     choices = item.choices or [item.response]
     messages = [m.content for m in item.messages]
-    return [messages, item.response, choices, item.metadata, keys_of(item.metadata), item.model]
+    metadata = numbers_as_text(item.metadata)
+    return [messages, item.response, choices, metadata, keys_of(item.metadata), item.model]

@@ -1,12 +1,16 @@
-"""Metadata keys go through redaction like values: a client may key a dict by an email or a name.
+"""Metadata keys and numbers go through redaction like text: a client may key a dict by an email or a name,
+or send a card or phone number as a JSON number.
 
 `keys_of` lists every dict key inside a value; `with_keys` puts the redacted keys back in the same order.
+`numbers_as_text` turns long whole numbers into text for redaction; `numbers_back` restores those it left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+MIN_NUMBER_DIGITS = 7  # a local phone number; shorter numbers (counts, ids, prices) pass as they are
 
 
 def keys_of(value: Any) -> list[str]:
@@ -52,3 +56,32 @@ def _rename(value: Any, names: Iterator[str]) -> Any:
             unique = f"{name}#{n}"
         out[unique] = _rename(item, names)
     return out
+
+
+def numbers_as_text(value: Any) -> Any:
+    """A copy of `value` whose long whole numbers (7 digits or more) are their digits as text, so that
+    redaction reads a card or phone number sent as a JSON number (`"card": 4111111111111111`)."""
+    if isinstance(value, dict):
+        return {key: numbers_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [numbers_as_text(item) for item in value]
+    digits = _digits_of(value)
+    return value if digits is None else digits
+
+
+def numbers_back(original: Any, redacted: Any) -> Any:
+    """`redacted` (of `numbers_as_text(original)`) with each number redaction left alone a number again."""
+    if isinstance(original, dict) and isinstance(redacted, dict):
+        return {key: numbers_back(original[key], item) for key, item in redacted.items()}
+    if isinstance(original, list) and isinstance(redacted, list):
+        return [numbers_back(o, r) for o, r in zip(original, redacted, strict=True)]
+    return original if redacted == _digits_of(original) else redacted
+
+
+def _digits_of(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not (value.is_integer() and abs(value) < 1e19):
+        return None
+    digits = str(int(value))
+    return digits if len(digits.lstrip("-")) >= MIN_NUMBER_DIGITS else None
