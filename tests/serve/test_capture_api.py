@@ -64,8 +64,9 @@ def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
         assert http.post("/v1/feedback", json=event).status_code == 201
         assert http.post("/v1/feedback", json=event).status_code == 200
         clash = http.post("/v1/feedback", json={**event, "value": 2})
-    assert clash.status_code == 409
-    assert "different payload" in clash.json()["error"]["message"]
+    message = clash.json()["error"]["message"]
+    assert clash.status_code == 409 and "different payload" in message
+    assert "dup-1" in message and "ref-" not in message  # the id the client sent, not its stored form
 
 
 def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: tuple) -> None:

@@ -39,7 +39,7 @@ from tuneloop.serve import (
     review_routes,
 )
 from tuneloop.serve.backends.base import Backend
-from tuneloop.serve.http import Admission, Auth, StoreCalls, error_response
+from tuneloop.serve.http import Admission, Auth, StoreCalls, TenantThreads, error_response
 from tuneloop.serve.limits import TenantLimits
 from tuneloop.serve.routing import Router
 from tuneloop.store.engine import unavailable
@@ -50,6 +50,9 @@ from tuneloop.store.repository import Store
 log = logging.getLogger("tuneloop")
 SPOOL_REPLAY_SECONDS = 15.0
 PENDING_SWEEP_SECONDS = 60.0
+# Redaction runs one batch at a time per process; a few threads per tenant keep it fed (and the default
+# pool of 40 free for everything else).
+REDACTION_THREADS = 4
 
 
 CLIENT_CLOSED = 499  # nginx's status for a request its client abandoned; /metrics counts it apart from 5xx
@@ -65,6 +68,7 @@ class AppState:
     writes: GroupCommit  # captured interactions and feedback: group-committed, acknowledged after commit
     auth: Auth
     capture: Capture
+    redactions: TenantThreads  # the threads capture's redaction runs in, a few per tenant
     spool: Spool
     backend: Backend | None
     router: Router | None
@@ -125,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             writes=writes,
             auth=Auth(store, calls),
             capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
+            redactions=TenantThreads(REDACTION_THREADS),
             spool=spool,
             backend=backend,
             router=Router(backend) if backend else None,

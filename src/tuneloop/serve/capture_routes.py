@@ -6,7 +6,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -32,7 +31,7 @@ async def log_interaction(request: Request) -> JSONResponse:
     item = validate(
         InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
     )
-    row = await anyio.to_thread.run_sync(st.capture.interaction_row, store, item)
+    row = await st.redactions(store.tenant_id, st.capture.interaction_row, store, item)
     result = await st.writes(st.capture.store_interaction, store, *row)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
@@ -59,9 +58,19 @@ async def _store_feedback(st: Any, store: TenantStore, events: list[FeedbackIn])
     if store.tenant.redaction == "off":  # keyed digests only: cheaper than the hop to a thread
         rows = st.capture.feedback_rows(store, events)
     else:
-        rows = await anyio.to_thread.run_sync(st.capture.feedback_rows, store, events)
+        rows = await st.redactions(store.tenant_id, st.capture.feedback_rows, store, events)
     results = await st.writes.many(pending.store_feedback, store, rows)
-    return [replace(r, id=e.id) for r, e in zip(results, events, strict=True)]
+    return [_as_sent(st, store, r, e) for r, e in zip(results, events, strict=True)]
+
+
+def _as_sent(st: Any, store: TenantStore, result: ItemResult, event: FeedbackIn) -> ItemResult:
+    """`result` naming the event, and in its error the event and its interaction, by the ids the client
+    sent rather than their stored (keyed) forms."""
+    error = result.error
+    for sent in (event.id, event.interaction_id):
+        if error and sent:
+            error = error.replace(st.capture.reference(store, sent), sent)
+    return replace(result, id=event.id, error=error)
 
 
 async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONResponse:

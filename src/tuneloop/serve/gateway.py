@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -255,8 +254,8 @@ async def capture(
     }
     try:
         # The messages passed the budget before generating; the model's text is bounded by max_tokens.
-        row, digest = await anyio.to_thread.run_sync(
-            partial(st.capture.interaction_row, tenant, item, budget=False, **served)
+        row, digest = await st.redactions(
+            tenant.tenant_id, st.capture.interaction_row, tenant, item, budget=False, **served
         )
     except Exception:
         log.exception("interaction %s could not be redacted, so it was not captured", iid)

@@ -273,6 +273,23 @@ class StoreCalls:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
 
+class TenantThreads:
+    """Runs a tenant's redaction in worker threads, at most `per_tenant` of that tenant's at once. Redaction
+    is granted round-robin between tenants (capture/redact.FairLock), but a thread waiting for its turn
+    holds a thread: on one shared pool a burst of one tenant's captures held every thread, and another
+    tenant's capture waited seconds before it could even ask (an 8-character event took 3.2 s)."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    async def __call__(self, tenant_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        limiter = self._limiters.get(tenant_id)
+        if limiter is None:
+            limiter = self._limiters.setdefault(tenant_id, anyio.CapacityLimiter(self.per_tenant))
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
+
+
 ADMISSION = "tuneloop.admission"  # the scope key under which `Admission` keeps a request's slots
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import zlib
-from functools import partial
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -183,6 +181,6 @@ async def _record(
 
 async def _record_span(st: Any, store: TenantStore, item: InteractionIn, mapped: SpanInteraction) -> str:
     """Redact off the event loop, write; answers the status."""
-    row = await anyio.to_thread.run_sync(partial(st.capture.interaction_row, store, item, **mapped.served))
+    row = await st.redactions(store.tenant_id, st.capture.interaction_row, store, item, **mapped.served)
     result = await st.writes(store.log_interaction, *row)
     return result.status

@@ -242,7 +242,10 @@ class Store:
                 .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
             ).first()
         if row is None:
-            raise Unauthorized("unknown API key — create one with `tuneloop tenants add NAME`")
+            raise Unauthorized(
+                "unknown or revoked API key — get a current one with `tuneloop tenants key NAME` (a new "
+                "tenant: `tuneloop tenants add NAME`)"
+            )
         return _principal(row)
 
     def key_active(self, key: str) -> bool:
