@@ -16,9 +16,11 @@ import yaml
 
 from tests.signals.test_snapshots import POLICY, _seed
 from tuneloop.cli import main
+from tuneloop.clock import now_utc
 from tuneloop.registry.artifacts import checksums
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.schema import versions
 
 
 @pytest.fixture
@@ -141,6 +143,16 @@ def test_versions_export_refuses_a_used_folder_and_a_changed_adapter_in_one_line
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and "not empty" in errors[0] and "changed since registration" in errors[1]
     assert (used / "keep.txt").read_text() == "x" and not (tmp_path / "new").exists()
+
+
+def test_a_version_trained_on_an_erased_user_is_not_exported(
+    acme: TenantStore, lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    version = _adapter_version(acme, lora, "smollm2-135m-instruct")
+    acme.transaction(lambda tx: tx.update(versions, versions.c.id == version.id, erased_at=now_utc()))
+    out = tmp_path / "out"
+    assert main(["versions", "export", version.id, "--tenant", "acme", "--out", str(out)]) == 1
+    assert "erased" in capsys.readouterr().err and not out.exists()
 
 
 def test_export_to_a_folder_is_refused_and_leaves_the_folders_mode_alone(

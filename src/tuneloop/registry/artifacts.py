@@ -103,6 +103,12 @@ def export_version(
         raise BadRequest(f"version {version.id} is a {version.kind}; only adapter versions are exported")
     if not version.artifact_path:
         raise BadRequest(f"version {version.id} serves the base model with no adapter; nothing to export")
+    if version.erased_at is not None:
+        # As it may serve no one again (registry.versions), it leaves no copy that could.
+        raise Conflict(
+            f"version {version.id} was trained on data of a user erased since; it is not exported (it may "
+            "carry what it learned of them): export one trained after the erasure"
+        )
     source = Path(version.artifact_path)
     if version.artifact_checksums and checksums(source) != version.artifact_checksums:
         raise Conflict(f"adapter files of {version.id} at {source} changed since registration; not exported")
