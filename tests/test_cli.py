@@ -20,6 +20,7 @@ def tuneloop(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tenants_add_prints_the_key_once_on_its_own_line(tuneloop_home: Path) -> None:
+    assert "no tenants yet" in tuneloop("tenants", "list").stdout  # a list that prints nothing looks broken
     result = tuneloop("tenants", "add", "acme")
     assert result.returncode == 0, result.stderr
     [key] = result.stdout.splitlines()

@@ -104,7 +104,8 @@ def cmd_tenants_add(args: argparse.Namespace) -> int:
 def cmd_tenants_list(args: argparse.Namespace) -> int:
     tenants = open_store().tenants()
     line = "{0.name}\tredaction={0.redaction}\tcreated={0.created_at:%Y-%m-%d %H:%M}"
-    emit(args, tenants, lambda: (line.format(t) for t in tenants))
+    none = "no tenants yet: `tuneloop tenants add NAME`"
+    emit(args, tenants, lambda: (line.format(t) for t in tenants), none)
     return 0
 
 

@@ -79,7 +79,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         task = create_task(tenant, spec, actor="cli")
         print(f"created review task {task.id} ({task.kind}, {task.overlap} reviewers per item)")
         return 0
-    for task in list_tasks(tenant):
+    tasks = list_tasks(tenant)
+    if not tasks:
+        print(f"no review tasks yet: `tuneloop review tasks --tenant {args.tenant} --create NAME --kind K`")
+    for task in tasks:
         c = queue_counts(tenant, task)
         print(f"{task.id}\t{task.kind}\toverlap {task.overlap}\t{c['waiting']} waiting, {c['done']} done, "
               f"{c['labels']} labels")  # fmt: skip
