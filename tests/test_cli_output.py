@@ -169,7 +169,9 @@ def test_ctrl_c_while_a_command_starts_is_an_interrupt_not_a_traceback(tuneloop_
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert (proc.returncode, err) == (130, "interrupted\n")
+    # 130, or death by the SIGINT itself (once in a CI run of dozens, after the message): a shell reports
+    # both as $? = 130. What matters is the one line instead of a traceback.
+    assert err == "interrupted\n" and proc.returncode in (130, -signal.SIGINT)
 
 
 def test_an_empty_list_says_so_and_json_stays_an_empty_array(tuneloop_home: Path, capsys) -> None:

@@ -91,6 +91,8 @@ class Loop:
 
         for model in TURN_POLICIES:
             tenant_policy(self.settings.home, self.tenant.tenant.name, model)
+        if not (self.policy.trainer_args or self.policy.lora):
+            return  # nothing to check, and no reason to import TRL here
         methods = ("dpo", "kto") if self.policy.adapter_method == "auto" else (self.policy.adapter_method,)
         for method in methods:
             try:
