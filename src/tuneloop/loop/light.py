@@ -122,8 +122,8 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     if exp.state == "promoted":  # by the controller (its decision names the arm) or by hand (it does not)
         arm = decision.get("winner")
         registry = Registry(tenant)
-        served = [v for v in exp.candidates if registry.get(v).state in ("production", "retired")]
-        winner = exp.version_of(arm) if arm else next(iter(served), None)
+        served = (v for v in exp.candidates if registry.get(v).state in ("production", "retired"))
+        winner = exp.version_of(arm) if arm else next(served, None)
     return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
 
 
