@@ -28,6 +28,14 @@ FOUND = [
     ("It went to 41925 Jones Estate Suite 824 instead", "to <STREET_ADDRESS> instead"),
     ("Use 248 Cook Park, Sherriport, WI 53987 for invoices", "Use <STREET_ADDRESS> for invoices"),
     ("I live at 3513 Vargas Prairie now", "at <STREET_ADDRESS> now"),
+    # Streets as Europe writes them, and the postcodes that follow them.
+    ("I live at 10 rue de la Paix, 75002 Paris", "at <STREET_ADDRESS>, <ZIP_CODE> Paris"),
+    ("Ich wohne in der Hauptstraße 12, 10115 Berlin", "der <STREET_ADDRESS>, <ZIP_CODE> Berlin"),
+    ("send it to Berliner Str. 5 please", "to <STREET_ADDRESS> please"),
+    ("vivo en Calle Mayor 5, Madrid", "en <STREET_ADDRESS>, Madrid"),
+    ("Keizersgracht 123, 1015 CJ Amsterdam", "<STREET_ADDRESS>, <ZIP_CODE> Amsterdam"),
+    ("Send it to 221B Baker Street, London NW1 6XE", "London <ZIP_CODE>"),
+    ("my postcode is SW1A 1AA", "is <ZIP_CODE>"),
     # ZIP codes: after a state code, or after "zip"/"postal code".
     ("I'm in Springfield, IL 62704 this month", "Springfield, <ZIP_CODE> this"),
     ("my zip code is 11691-0591", "is <ZIP_CODE>"),
@@ -56,6 +64,14 @@ FOUND = [
     ("You can reach our office on 539 737 813 during the day", "on <PHONE_NUMBER> during"),
     # Cards from Mastercard's 2-series; SSNs spaced, dotted, and the published sample number.
     ("card number: 2227-9057-8771-0865 exp 09/27", "number: <CREDIT_CARD> exp"),
+    # Cards grouped by dots, slashes or underscores, or written in another script's digits.
+    ("my card is 4111.1111.1111.1111 thanks", "is <CREDIT_CARD> thanks"),
+    ("card 4111/1111/1111/1111 ok", "card <CREDIT_CARD> ok"),
+    ("card 4111_1111_1111_1111 ok", "card <CREDIT_CARD> ok"),
+    ("card ٤١١١ ١١١١ ١١١١ ١١١١ ok", "card <CREDIT_CARD> ok"),
+    ("card ४१११ ११११ ११११ ११११ ok", "card <CREDIT_CARD> ok"),
+    # A URL-encoded address.
+    ("email jane%40example.com please", "email <EMAIL_ADDRESS> please"),
     ("ssn 536 90 4399", "ssn <US_SSN>"),
     ("my social security number is 536.90.4399", "is <US_SSN>"),
     ("my ssn is 123 45 6789", "is <US_SSN>"),
@@ -112,12 +128,24 @@ def test_a_name_the_model_reads_together_with_an_address_or_number_is_still_reda
 
 
 def test_hash_mode_joins_an_obfuscated_email_with_its_plain_spelling(redactor: Redactor) -> None:
-    plain, obfuscated, other = redactor.redact_texts(
-        ["mail jane@example.com", "mail jane(at)example(dot)com", "mail jane [at] example [dot] org"], "hash"
+    plain, obfuscated, encoded, other = redactor.redact_texts(
+        [
+            "mail jane@example.com",
+            "mail jane(at)example(dot)com",
+            "mail jane%40example.com",
+            "mail jane [at] example [dot] org",
+        ],
+        "hash",
     )
-    assert plain == obfuscated
+    assert plain == obfuscated == encoded
     assert plain != other
     assert re.fullmatch(r"mail <EMAIL_ADDRESS:[0-9a-f]{12}>", other)
+
+
+def test_hash_mode_joins_a_card_in_another_scripts_digits_with_its_ascii_spelling(redactor: Redactor) -> None:
+    texts = ["card 4111.1111.1111.1111", "card ٤١١١ ١١١١ ١١١١ ١١١١"]
+    ascii_digits, arabic = redactor.redact_texts(texts, "hash")
+    assert ascii_digits == arabic
 
 
 ORDINARY = [
@@ -146,6 +174,9 @@ ORDINARY = [
     "Train a LoRA adapter on SQLite data behind an OpenAI-compatible API.",
     "version: null   # reward model version id",
     "Teams of 500-1000 users see pages 100-2000 load slowly.",
+    "The Samsung Galaxy S3 4GB model and Route 66 and place 3 orders.",
+    "Calle 5 is closed; the Route 53 record points at version 4.1 on Ubuntu 22.04.",
+    "Boulevard of Broken Dreams 2004 album, 40%40 split, build 2024.11.11.1111",
 ]
 
 

@@ -81,6 +81,34 @@ def street_address(suffixes: list[str], *, tail: bool) -> str:
     )
 
 
+# Streets as French, Spanish, Italian and Portuguese write them (the kind of way first, the number before
+# or after: "10 rue de la Paix", "Calle Mayor 5"), and German or Dutch ones (the kind as the name's ending:
+# "Hauptstraße 12", "Berliner Str. 5", "Keizersgracht 123").
+_STREET_KINDS = _words("""
+rue avenue boulevard bd chemin allée allee impasse quai route cours place calle avenida avda paseo plaza
+camino carrer via viale piazza corso largo vicolo rua travessa praça praca
+""")
+_LINK_WORDS = "de du des la le les del los las da do dos das di della dello dei degli"
+_NAME_LINKS = rf"(?:(?:{alternation(_words(_LINK_WORDS))})\s+|[dl][’']\s*)*"
+_NAME_WORDS = r"\p{Lu}[\p{L}'’.-]*(?:\s+(?:(?:de|del|la|di|da|do)\s+)?\p{Lu}[\p{L}'’.-]*){0,3}"
+_STREET_ENDINGS = _words("""
+straße strasse str. weg platz gasse allee damm ring ufer chaussee steig pfad markt
+straat laan gracht plein kade singel dijk
+""")
+_HOUSE = r"\d{1,4}(?:\s?(?:bis|ter|[a-zA-Z]))?(?![\w])"
+EUROPEAN_STREET = (
+    rf"(?i:(?<![\w.,-])\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+(?:{alternation(_STREET_KINDS)})\s+){_NAME_LINKS}"
+    rf"{_NAME_WORDS}"
+    rf"|(?<![\w-])(?i:(?:{alternation(_STREET_KINDS)}|C/))\s+{_NAME_LINKS}{_NAME_WORDS},?\s+"
+    rf"(?:n\.?[º°]?\s*)?{_HOUSE}"
+    rf"|(?<![\w-])(?:\p{{Lu}}\p{{L}}*|\p{{Lu}}\p{{L}}+\s+(?=\p{{Lu}}))(?i:{alternation(_STREET_ENDINGS)})\s+{_HOUSE}"
+)
+# UK postcodes ("NW1 6XE", "SW1A 1AA"), not sizes or models ("S3 4GB").
+UK_POSTCODE = r"(?<![\w-])(?:[A-Z]{1,2}\d[A-Z\d]?|GIR)\s\d(?!(?:GB|MB|KB|TB)\b)[ABD-HJLNP-UW-Z]{2}(?![\w-])"
+# Postal codes after a comma and before a town: five digits ("75002 Paris", "10115 Berlin") or Dutch ones
+# ("1015 CJ Amsterdam").
+POSTCODE_TOWN = r"(?<=,\s*)(?:\d{5}|\d{4}\s?[A-Z]{2})(?=\s+\p{Lu}\p{L}+)"
+
 # Words before an address that say it is one, whatever its street suffix.
 ADDRESS_WORDS = _words("address live reside ship deliver move send mail visit package parcel")
 # "Springfield, IL 62704": a state code after a word, then five digits.

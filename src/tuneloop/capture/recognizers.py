@@ -72,7 +72,10 @@ def recognizers() -> list[Any]:
             context=p.ADDRESS_WORDS,
             window=6,
         ),
+        RegexRecognizer("STREET_ADDRESS", p.EUROPEAN_STREET, "EuropeanStreet"),
         RegexRecognizer("ZIP_CODE", p.STATE_ZIP, "StateZip"),
+        RegexRecognizer("ZIP_CODE", p.UK_POSTCODE, "UkPostcode"),
+        RegexRecognizer("ZIP_CODE", p.POSTCODE_TOWN, "PostcodeTown"),
         RegexRecognizer("ZIP_CODE", p.ZIP, "ZipByContext", context=["zip", "postal", "postcode"], window=3),
         RegexRecognizer(
             "DATE_OF_BIRTH", p.DATE, "DateOfBirth", context=["born", "birth", "dob", "bday"], window=6
@@ -284,16 +287,21 @@ class GatedPhoneRecognizer(PhoneRecognizer):
 class GroupedCardRecognizer(CreditCardRecognizer):
     """Presidio's card numbers plus Mastercard's 2221–2720 range, grouped as cards are printed."""
 
+    # Dots, slashes and underscores group a card as well as dashes and spaces do ("4111.1111.1111.1111").
+    SEPARATORS = "- ./_"
+
     def __init__(self) -> None:
-        pattern = (
-            r"\b(?!1\d{12}(?!\d))(4\d{3}|5[0-5]\d{2}|2[2-7]\d{2}|6\d{3}|1\d{3}|3\d{3})[- ]?(\d{3,4})"
-            r"[- ]?(\d{3,4})[- ]?(\d{3,5})\b"
+        sep = f"[{regex.escape(self.SEPARATORS)}]?"
+        first = r"(4\d{3}|5[0-5]\d{2}|2[2-7]\d{2}|6\d{3}|1\d{3}|3\d{3})"
+        pattern = rf"\b(?!1\d{{12}}(?!\d)){first}{sep}(\d{{3,4}}){sep}(\d{{3,4}}){sep}(\d{{3,5}})\b"
+        super().__init__(
+            patterns=[Pattern("cards", pattern, 0.3)],
+            replacement_pairs=[(c, "") for c in self.SEPARATORS],
         )
-        super().__init__(patterns=[Pattern("cards", pattern, 0.3)])
 
     def validate_result(self, pattern_text: str) -> bool:
         # Luhn passes one digit string in ten; groups of 4 (or Amex's 4-6-5) tell a card from "345678-12345".
-        sizes = [len(g) for g in regex.split(r"[- ]", pattern_text)]
+        sizes = [len(g) for g in regex.split(f"[{regex.escape(self.SEPARATORS)}]", pattern_text)]
         grouped = sizes[:-1] == [4] * (len(sizes) - 1) or sizes in ([4, 6, 5], [4, 6, 4])
         return (len(sizes) == 1 or grouped) and bool(super().validate_result(pattern_text))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.util
+import re
 import threading
 import unicodedata
 from collections import OrderedDict, deque
@@ -48,6 +49,8 @@ TURN_CHARS = 2_500
 SEGMENT_CHARS = 2_000
 SEGMENT_OVERLAP = 300
 UNICODE_HYPHENS = "\u2010\u2011"  # hyphen, non-breaking hyphen
+ENCODED_AT = "%40"
+_CHARACTERS = re.compile(f"{ENCODED_AT}|.", re.DOTALL)
 _CACHE_SIZE = 4096
 
 
@@ -412,15 +415,15 @@ def _may_hold_pii(text: str) -> bool:
 
 def _fold(text: str) -> tuple[str, list[int] | None]:
     """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
-    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns), and each folded character's index in `text`
-    (None: unchanged)."""
-    if text.isascii():
+    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; "%40" as "@", as a URL-encoded address
+    reads), and each folded character's index in `text` (None: unchanged)."""
+    if text.isascii() and ENCODED_AT not in text:
         return text, None
     parts, origin = [], []
-    for i, char in enumerate(text):
-        part = _visible(char)
+    for found in _CHARACTERS.finditer(text):
+        part = "@" if found[0] == ENCODED_AT else _visible(found[0])
         parts.append(part)
-        origin.extend([i] * len(part))
+        origin.extend([found.start()] * len(part))
     folded = "".join(parts)
     return (text, None) if folded == text else (folded, origin)
 
@@ -428,10 +431,14 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
 def _visible(char: str) -> str:
     """What the recognisers read of one character: its NFKC form, nothing for an invisible format character
     (a zero-width space or soft hyphen inside "4111\u200b1111…" hides a card), "-" for a Unicode hyphen
-    (dashes stay: a name recogniser reads "Jane Doe - she" as longer than "Jane Doe — she")."""
+    (dashes stay: a name recogniser reads "Jane Doe - she" as longer than "Jane Doe — she"), and any
+    script's decimal digit as its ASCII digit (NFKC keeps "٤١١١", which Luhn and the patterns then miss)."""
     if unicodedata.category(char) == "Cf":
         return ""
-    return "-" if char in UNICODE_HYPHENS else unicodedata.normalize("NFKC", char)
+    if char in UNICODE_HYPHENS:
+        return "-"
+    digit = unicodedata.decimal(char, None)
+    return str(digit) if digit is not None else unicodedata.normalize("NFKC", char)
 
 
 def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
@@ -443,7 +450,7 @@ def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
 
 def _normalize(entity: str, value: str) -> str:
     """One spelling per value, so "4111 1111-1111 1111" and "4111111111111111" hash alike."""
-    value = "".join(_visible(c) for c in value).strip()
+    value = _fold(value)[0].strip()
     if entity in ("CREDIT_CARD", "IBAN_CODE", "US_SSN"):
         return "".join(c for c in value if c.isalnum()).upper()
     if entity == "PHONE_NUMBER":
