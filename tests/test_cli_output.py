@@ -114,9 +114,70 @@ def test_access_lines_name_the_route_never_the_ids_in_a_path(
     assert "/v1/interactions/{interaction_id}" in logs and "<unmatched>" in logs
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_access_lines_keep_method_route_and_status_but_never_the_client_address(
+    tmp_path: Path, capfd: pytest.CaptureFixture, restore_logging: None, log_format: str
+) -> None:
+    settings = Settings(home=tmp_path, backend="none", log_format=log_format)
+    # A client address of its own, so no other line (uvicorn's "running on 127.0.0.1") can match it.
+    client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with serve_app(create_app(settings), **uvicorn_options(settings)) as url, client:
+        assert client.get(f"{url}/readyz").status_code == 200
+    out, err = capfd.readouterr()
+    assert "127.0.0.2" not in out + err
+    if log_format == "text":
+        assert '"GET /readyz HTTP/1.1" 200' in out
+    else:
+        [ready] = [e for e in map(json.loads, err.splitlines()) if e.get("route") == "/readyz"]
+        assert "client" not in ready and (ready["method"], ready["status"]) == ("GET", 200)
+
+
 def test_a_loop_turn_that_ends_blocked_or_rolled_back_exits_3_and_a_failed_one_1() -> None:
     codes = {o: turn_exit_code(o) for o in (None, "promoted", "skipped", "blocked", "rolled_back", "failed")}
     assert codes == {None: 0, "promoted": 0, "skipped": 0, "blocked": 3, "rolled_back": 3, "failed": 1}
+
+
+def test_loop_once_prints_what_its_look_did_or_why_nothing_ran(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}").create_tenant("acme")
+
+    assert main(["loop", "--tenant", "acme", "--once", "--now"]) == 0
+    forced = capsys.readouterr()
+    assert main(["loop", "--tenant", "acme", "--once"]) == 0
+    idle = capsys.readouterr()
+
+    assert (
+        forced.out
+        == "turn 1 (manual) started; ended skipped: tenant acme has no feedback yet; nothing to snapshot\n"
+    )
+    assert idle.out == (
+        "no turn ran: 0 new feedback events since turn 1 started, and a turn starts at 200 (min_new_events); "
+        "`--now` starts one anyway\n"
+    )
+    assert forced.err == idle.err == ""
+
+
+def test_loop_once_names_the_stage_an_open_turn_waits_at(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneloop.loop.turns import advance_turn, start_turn
+    from tuneloop.registry.versions import Registry
+
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    (tuneloop_home / "policies" / "acme").mkdir(parents=True)
+    (tuneloop_home / "policies" / "acme" / "loop_policy.yaml").write_text("require_approval: true\n")
+    candidate = Registry(tenant).register(kind="adapter", base_model="base", actor="test")
+    Registry(tenant).move(candidate.id, "gated", actor="test", reason="passed the gate")
+    advance_turn(tenant, start_turn(tenant, "manual", "gate"), "gate", {"candidate": candidate.id})
+
+    assert main(["loop", "--tenant", "acme", "--once"]) == 0
+
+    assert capsys.readouterr().out == (
+        "turn 1 (manual) continued; waiting at approval for a person's decision "
+        "(`tuneloop versions approve|reject`)\n"
+    )
 
 
 def test_tenants_and_versions_list_and_show_as_json(

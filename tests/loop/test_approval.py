@@ -113,7 +113,7 @@ def test_a_paused_loop_skips_the_tenant_and_says_so_until_resumed(setup: tuple, 
     assert main(["loop", "pause", "--tenant", "acme", "--reason", "incident 42"]) == 0
     assert loop.tick(force=True) is None and active_experiment(tenant) is None
     assert main(["loop", "--tenant", "acme", "--once"]) == 0
-    assert "paused since" in capsys.readouterr().err
+    assert "no turn ran: acme's loop is paused since" in capsys.readouterr().out
     with pytest.raises(Conflict, match="paused already"):
         pause(tenant, actor="api", reason="again")
     assert main(["loop", "resume", "--tenant", "acme"]) == 0

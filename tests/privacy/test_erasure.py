@@ -14,10 +14,11 @@ import sqlalchemy as sa
 import yaml
 
 from tests.live import live_server
-from tests.privacy.traffic import JANE, JANE_EDITS, JANE_TEXTS, capture
+from tests.privacy.traffic import BOB_TEXTS, JANE, JANE_EDITS, JANE_TEXTS, capture
 from tuneloop import Settings
 from tuneloop.cli import main
 from tuneloop.errors import Conflict
+from tuneloop.evaluate.suites.golden import STARTER_HEADER, GoldenItem, GoldenSet, load_golden
 from tuneloop.monitor.alerts import pending_alerts
 from tuneloop.privacy.erasure import forget_user
 from tuneloop.registry.versions import Registry
@@ -221,4 +222,30 @@ def test_forget_takes_the_retrievals_and_review_items_of_the_users_interactions(
     assert [r.interaction_id for r in acme.all(retrievals)] == [bob[0]]
     assert [r.interaction_id for r in acme.all(review_items)] == [bob[1]]
     assert {r.item_id for r in acme.all(review_assignments)} <= {r.id for r in acme.all(review_items)}
+    store.close()
+
+
+def test_forget_takes_only_the_users_items_out_of_a_starter_golden_set(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    capture(store.for_tenant(store.create_tenant("acme", redaction="off")[0]), settings)
+    asked = [
+        GoldenItem(id="rated-1", prompt=[{"role": "user", "content": JANE_TEXTS[0]}], must_refuse=False),
+        GoldenItem(id="rated-2", prompt=[{"role": "user", "content": BOB_TEXTS[0]}], must_refuse=False),
+        GoldenItem(id="team", prompt="How do I reset my PIN?", must_contain=["Settings"]),
+    ]
+    # As the gate writes a starter set: its header, `reviewed: false`, then the items.
+    body = {"reviewed": False, **GoldenSet(items=asked).model_dump(mode="json", exclude_defaults=True)}
+    golden = tuneloop_home / "policies" / "acme" / "golden.yaml"
+    golden.parent.mkdir(parents=True)
+    golden.write_text(STARTER_HEADER + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+
+    assert main(["users", "forget", "--tenant", "acme", JANE]) == 0
+
+    assert "1 rewritten ['policies/acme/golden.yaml']" in capsys.readouterr().out
+    kept = load_golden(golden)
+    assert [item.id for item in kept.items] == ["rated-2", "team"] and kept.reviewed is False
+    assert golden.read_text().startswith(STARTER_HEADER) and JANE_TEXTS[0] not in golden.read_text()
     store.close()

@@ -135,3 +135,43 @@ def test_a_fifo_a_device_or_a_too_long_name_is_a_one_line_error(
         code = main(["docs", "add", "--tenant", tenant, str(path)])
         err = capsys.readouterr().err
         assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_files_of_one_name_in_two_folders_are_refused_and_kept_apart_with_their_own_ids(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for folder, fact in (("a", "Transfers abroad cost 0.5%."), ("b", "Cards freeze under Cards.")):
+        (tmp_path / "kb" / folder).mkdir(parents=True)
+        (tmp_path / "kb" / folder / "README.md").write_text(f"# {folder}\n\n{fact}")
+    first, second = tmp_path / "kb" / "a" / "README.md", tmp_path / "kb" / "b" / "README.md"
+
+    for paths in ([str(first), str(second)], [str(tmp_path / "kb")]):
+        assert main(["docs", "add", "--tenant", tenant, *paths]) == 1
+        err = capsys.readouterr().err
+        assert f"{first} and {second} would both be document 'README.md'" in err and "--id ID" in err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    assert "no documents" in capsys.readouterr().out
+
+    assert main(["docs", "add", "--tenant", tenant, "--id", "a-readme", str(first)]) == 0
+    assert main(["docs", "add", "--tenant", tenant, "--id", "b-readme", str(second)]) == 0
+    assert main(["docs", "add", "--tenant", tenant, "--id", "both", str(first), str(second)]) == 1
+    assert "give exactly one file" in capsys.readouterr().err
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in listed[-2:]] == ["a-readme", "b-readme"]
+    assert listed[-2].endswith("\ta") and listed[-1].endswith("\tb")
+
+
+def test_one_file_named_twice_is_one_document(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "fees.md").write_text("# Fees\n\nTransfers abroad cost 0.5%.")
+    monkeypatch.chdir(tmp_path)
+
+    assert (
+        main(["docs", "add", "--tenant", tenant, "kb", "kb/fees.md", str(tmp_path / "kb" / "fees.md")]) == 0
+    )
+
+    assert capsys.readouterr().out == "fees.md: version 1, 1 chunks, created\n"

@@ -26,6 +26,12 @@ def register(commands: Any) -> None:
     p.add_argument("--tenant", required=True)
     p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
     p.add_argument("--max-bytes", type=positive_int, default=MAX_FILE_BYTES, help="largest file accepted")
+    p.add_argument(
+        "--id",
+        dest="document_id",
+        metavar="ID",
+        help="the document id of the one file given (default: its name); keeps files of one name apart",
+    )
     add_json_flag(p)
     p.set_defaults(run=cmd_add)
 
@@ -84,16 +90,36 @@ def files_of(paths: list[Path]) -> list[Path]:
         else:
             raise BadRequest(f"{path}: no such file or folder")
     ids: dict[str, Path] = {}
+    unique: list[Path] = []
     for path in found:
-        if (clash := ids.setdefault(document_id(path), path)) != path:
-            raise BadRequest(f"{clash} and {path} would both be document {document_id(path)!r}; rename one")
-    return found
+        clash = ids.setdefault(document_id(path), path)
+        if clash is path:
+            unique.append(path)
+        elif clash != path and clash.resolve() != path.resolve():
+            # Either would silently become the other's next version: refuse before anything is added. (One
+            # file named twice, as `kb` and `kb/fees.md` or by two spellings of its path, is one document.)
+            raise BadRequest(
+                f"{clash} and {path} would both be document {document_id(path)!r}; nothing was added. "
+                "Rename one, or add each alone under an id of its own: "
+                "`tuneloop docs add --tenant NAME --id ID PATH`"
+            )
+    return unique
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     from tuneloop.retrieve.documents import check_document_id, put_document
 
+    one_file = "--id names the document of one file: give exactly one file, not a folder"
+    if args.document_id is not None and len(args.paths) != 1:
+        raise BadRequest(one_file)
     files = files_of(args.paths)
+    if args.document_id is not None and args.paths[0].is_dir():
+        raise BadRequest(one_file)
+    if args.document_id is not None and not is_id(args.document_id):
+        raise BadRequest(
+            f"--id {args.document_id[:ID_MAX]!r}: an id is 1 to {ID_MAX} letters, digits and . _ : -"
+        )
+    ids = {path: args.document_id or document_id(path) for path in files}
     # All checked before any is added, but only one file's text is held at a time: a folder of thousands
     # of large files must not all sit in memory at once. Each is read again (and checked again) to add it.
     for path in files:
@@ -105,16 +131,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     for path in files:
         # The id is the file name with what ids cannot hold replaced ('@' by '-'), which hides an email
         # address from the check put_document makes on the id; so the name is checked as it is, without
-        # its extension (`jane@example.org.md` reads as an address in the domain `org.md`).
-        check_document_id(tenant, capture, path.stem)
+        # its extension (`jane@example.org.md` reads as an address in the domain `org.md`). An id given
+        # with --id is stored instead of the name, so it is the one checked.
+        check_document_id(tenant, capture, args.document_id or path.stem)
     progress = Progress.of(args)
     results = []
     for path in files:
         fmt, raw = format_of(path), read_file(path, args.max_bytes)
         with progress.stage(f"{path.name}: redact, chunk, embed"):
-            results.append(
-                put_document(tenant, capture, document_id(path), raw, fmt, budget=False, actor="cli")
-            )
+            results.append(put_document(tenant, capture, ids[path], raw, fmt, budget=False, actor="cli"))
     emit(
         args,
         results,

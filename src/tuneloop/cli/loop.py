@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import add_reason_flag, turn_exit_code
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
+
+if TYPE_CHECKING:
+    from tuneloop.loop.turns import Turn
 
 ACTIONS = ("run", "turns", "pause", "resume")
 
@@ -70,13 +73,52 @@ def cmd_loop(args: argparse.Namespace) -> int:
     force = args.now
     while True:
         stopped = paused(tenant)
-        if stopped is not None:
+        if stopped is not None and not args.once:
             print(stopped.describe(args.tenant), file=sys.stderr, flush=True)
+        before = loop.open_turn()
         turn = loop.tick(force=force)
         force = False
-        if turn is not None:
-            detail = turn.outcome or f"waiting at {turn.stage}"
-            print(f"turn {turn.turn} ({turn.trigger}): {detail}", file=sys.stderr, flush=True)
-        if args.once:  # 3 when this look ended the turn blocked or rolled back, for cron's mail
+        if args.once:  # the look's result, so a hand-run or cron'd look always says what it did
+            if turn is not None:
+                print(tick_summary(turn, started=before is None))
+            elif (stopped := paused(tenant)) is not None:  # asked again: a pause made during the look
+                print(f"no turn ran: {stopped.describe(args.tenant)}")
+            else:
+                print(f"no turn ran: {loop.idle_reason()}; `--now` starts one anyway")
+            # 3 when this look ended the turn blocked or rolled back, for cron's mail
             return turn_exit_code(turn.outcome if turn is not None else None)
+        if turn is not None:
+            print(tick_summary(turn, started=before is None), file=sys.stderr, flush=True)
         time.sleep(args.interval)
+
+
+WAITS_FOR = {
+    "canary": "more traffic",
+    "approval": "a person's decision (`tuneloop versions approve|reject`)",
+    "light_trial": "the trial of light candidates to decide",
+}
+
+
+def tick_summary(turn: Turn, *, started: bool) -> str:
+    """One line: the turn a look advanced, whether it started it, and the stage it waits at or its outcome."""
+    from tuneloop.loop.turns import DONE
+
+    head = f"turn {turn.turn} ({turn.trigger}) {'started' if started else 'continued'}"
+    if turn.stage != DONE:
+        waits = WAITS_FOR.get(turn.stage)
+        return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
+    why = _why(turn)
+    return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "")
+
+
+def _why(turn: Turn) -> str | None:
+    """The reason a finished turn's report gives for its outcome, on one line."""
+    report = turn.report
+    if turn.outcome == "failed":
+        why = report.get("error")
+    elif turn.outcome == "blocked":
+        why = "; ".join(report.get("gate", {}).get("reasons") or []) or None
+    else:
+        why = report.get("canary", {}).get("reason") or report.get("reason")
+    # An error message may span lines: the summary must stay one line for logs and cron mail.
+    return " ".join(str(why).split()) if why else None

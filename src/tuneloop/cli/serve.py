@@ -36,7 +36,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "log_level": "info",
         "log_config": json_log_config() if settings.log_format == "json" else text_log_config(),
-        "access_log": False,  # tuneloop logs requests by route template (monitor/metrics.py)
+        # uvicorn's own would log client addresses and raw paths; tuneloop logs the route template alone
+        # (monitor/metrics.py).
+        "access_log": False,
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         # h11, not httptools even where installed: only h11 bounds a request head that never ends.
@@ -97,7 +99,7 @@ def h11_with_head_timeout(seconds: float) -> type[asyncio.Protocol]:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message (+ the request's fields for access lines)."""
 
-    ACCESS_FIELDS = ("client", "method", "route", "http_version", "status")
+    ACCESS_FIELDS = ("method", "route", "http_version", "status")
 
     def format(self, record: logging.LogRecord) -> str:
         from tuneloop.monitor.metrics import ACCESS_LOG
@@ -109,7 +111,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         # Access records carry the request as their format arguments, in this order.
-        if record.name == ACCESS_LOG.name and isinstance(record.args, tuple) and len(record.args) == 5:
+        if record.name == ACCESS_LOG.name and isinstance(record.args, tuple) and len(record.args) == 4:
             entry.update(zip(self.ACCESS_FIELDS, record.args, strict=True))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -117,13 +119,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def text_log_config() -> dict[str, Any]:
-    """uvicorn's own text logging, with tuneloop's access lines through uvicorn's access formatter."""
+    """uvicorn's own text logging, with tuneloop's access lines (no client address) on stdout."""
     from uvicorn.config import LOGGING_CONFIG
 
     from tuneloop.monitor.metrics import ACCESS_LOG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"][ACCESS_LOG.name] = {"handlers": ["access"], "level": "INFO", "propagate": False}
+    # Not uvicorn's access formatter: it expects a client address among the record's arguments.
+    config["handlers"]["tuneloop_access"] = {**config["handlers"]["access"], "formatter": "default"}
+    access = {"handlers": ["tuneloop_access"], "level": "INFO", "propagate": False}
+    config["loggers"][ACCESS_LOG.name] = access
     return config
 
 

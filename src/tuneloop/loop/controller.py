@@ -51,11 +51,14 @@ class Loop:
     def open_turn(self) -> Turn | None:
         return open_turn(self.tenant)
 
+    def _new_events(self, turns: list[Turn]) -> int:
+        """Feedback events since the last turn started (all of them before the first turn)."""
+        return len(self.tenant.feedback(since=turns[-1].started_at if turns else None))
+
     def trigger(self) -> str | None:
         """Why a new turn should start now, or None."""
         turns = self.turns()
-        last_start = turns[-1].started_at if turns else None
-        new_events = len(self.tenant.feedback(since=last_start))
+        new_events = self._new_events(turns)
         if new_events >= self.policy.min_new_events:
             return f"feedback:{new_events}"
         if self.policy.on_alerts and new_events and not self._alert_turn_cooling_down(turns):
@@ -67,6 +70,15 @@ class Loop:
         if hours and ended and new_events and now_utc() - ended >= timedelta(hours=hours):
             return "schedule"
         return None
+
+    def idle_reason(self) -> str:
+        """Why no trigger fires now, in one phrase: the new feedback against the count that starts a turn."""
+        turns = self.turns()
+        since = f"since turn {turns[-1].turn} started" if turns else "so far"
+        return (
+            f"{self._new_events(turns)} new feedback events {since}, and a turn starts at "
+            f"{self.policy.min_new_events} (min_new_events)"
+        )
 
     def _alert_turn_cooling_down(self, turns: list[Turn]) -> bool:
         last = next((t for t in reversed(turns) if t.trigger.startswith(ALERT)), None)

@@ -218,8 +218,8 @@ ACCESS_LOG = logging.getLogger("tuneloop.access")
 
 
 class MetricsMiddleware:
-    """Times, counts and logs every HTTP request by the matched route's template, never the raw path: a path
-    or query may hold ids a client chose, which may be personal (uvicorn's own access log is off)."""
+    """Times, counts and logs every HTTP request by the matched route's template, never the raw path (a path
+    or query may hold ids a client chose) nor the client's address (uvicorn's own access log is off)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -245,9 +245,9 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.observe(method, route, status, time.perf_counter() - started)
-            # uvicorn's access-line arguments, so its access formatter and ours read these records too.
-            client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
-            ACCESS_LOG.info('%s - "%s %s HTTP/%s" %d', client, method, route, scope["http_version"], status)
+            # No client address: an IP address is personal data, and a record's arguments reach every handler
+            # an operator attaches, so it is never put in the record at all.
+            ACCESS_LOG.info('"%s %s HTTP/%s" %d', method, route, scope["http_version"], status)
 
 
 def install_metrics(app: FastAPI, kpi_seconds: float) -> Metrics:

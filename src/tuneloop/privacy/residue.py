@@ -1,13 +1,15 @@
 """Copies of an erased user's data in files under HOME: exports written there, the capture spool, gate
 reports and a starter golden set (both quote prompts). The store and snapshots are handled on their own.
 
-JSON-lines and Parquet files lose the rows that mention the user; any other file that does is deleted,
-and every path touched is reported.
+JSON-lines and Parquet files lose the rows that mention the user, and a golden set (YAML with `items`) the
+items that do: an item carries no record of whose data it came from, so an item is the user's when it quotes
+them, as a row is. Any other file that mentions the user is deleted, and every path touched is reported.
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -105,6 +107,8 @@ def _scrub(path: Path, needles: Needles) -> str | None:
         return "rewritten" if _rewrite_jsonl(path, needles) else None
     if path.suffix == ".parquet":
         return "rewritten" if _rewrite_parquet(path, needles) else None
+    if path.suffix in (".yaml", ".yml") and (outcome := _rewrite_items(path, needles)):
+        return outcome
     if not _holds(path, needles):
         return None
     path.unlink()
@@ -122,6 +126,33 @@ def _holds(path: Path, needles: Needles) -> bool:
         except yaml.YAMLError:
             return False
     return False
+
+
+def _rewrite_items(path: Path, needles: Needles) -> str | None:
+    """Drop the `items` that mention the user from a YAML golden set, keeping its leading comments; None when
+    the file is no such set, no item mentions them, or something besides the items does (it is deleted)."""
+    data = path.read_bytes()
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        return None
+    kept = [item for item in doc["items"] if not needles.mentions(item)]
+    lines = data.splitlines(keepends=True)
+    header = b"".join(itertools.takewhile(lambda line: line.startswith(b"#"), lines))
+    rest = {k: v for k, v in doc.items() if k != "items"}
+    if len(kept) == len(doc["items"]) or needles.mentions(rest) or needles.in_bytes(header):
+        return None
+    if not kept:  # nothing of the set is left to guard against regressions
+        path.unlink()
+        return "removed"
+    # The team's comments between items cannot survive a YAML round trip; the starter set's header does.
+    body = yaml.safe_dump({**doc, "items": kept}, sort_keys=False, allow_unicode=True).encode()
+    tmp = path.with_name(f".{path.name}.erasing")
+    tmp.write_bytes(header + body)
+    os.replace(tmp, path)
+    return "rewritten"
 
 
 def _rewrite_jsonl(path: Path, needles: Needles) -> bool:
