@@ -125,7 +125,8 @@ class Capture:
             )
             for item in items
         ]
-        known = _known_chunks(store, items)
+        # With redaction off nothing is redacted either way, and these rows are made on the event loop.
+        known = _known_chunks(store, items) if store.tenant.redaction != "off" else set()
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(
             # A value that names interactions holds ids only: keyed, not redacted, so a reference stays whole;
