@@ -32,6 +32,11 @@ def tenants(tmp_path: Path) -> tuple[TenantStore, TenantStore]:
     return store.for_tenant(a), store.for_tenant(b)
 
 
+def _row(capture: Capture, tenant: TenantStore, item: InteractionIn) -> tuple[dict, str]:
+    """The row of an interaction an operator's key sent (the gateway, a server-side app)."""
+    return capture.interaction_row(tenant, item, teaches=True)
+
+
 def _item(user: str, system: str, question: str, answer: str) -> InteractionIn:
     return InteractionIn(
         user=user,
@@ -51,7 +56,7 @@ def test_the_apps_brand_is_kept_once_enough_users_saw_it_in_the_system_prompt(
     acme, _ = tenants
     answer = "Refunds reach your Finly balance within 5-10 business days."
     rows = [
-        capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Where is my refund?", answer))[0]
+        _row(capture, acme, _item(f"user-{n}", BRAND_PROMPT, "Where is my refund?", answer))[0]
         for n in range(MIN_USERS + 1)
     ]
     assert "<PERSON>" in rows[0]["response"] and "<PERSON>" in rows[0]["messages"][0]["content"]
@@ -66,8 +71,10 @@ def test_a_name_in_per_user_system_prompts_stays_redacted(
     acme, _ = tenants
     names = ["Johanna Whitfield", "Olusegun Obasanjo", "Rick Sanchez", "Sally Ride", "Mike Jones"]
     for n, name in enumerate(names):
-        row, _ = capture.interaction_row(
-            acme, _item(f"user-{n}", f"The customer is {name}.", "Hi", f"Hello {name}, how can I help?")
+        row, _ = _row(
+            capture,
+            acme,
+            _item(f"user-{n}", f"The customer is {name}.", "Hi", f"Hello {name}, how can I help?"),
         )
         assert name not in str(row)
 
@@ -78,8 +85,8 @@ def test_one_user_repeating_a_name_does_not_make_it_public(
     capture = _capture(redactor)
     acme, _ = tenants
     for _ in range(MIN_USERS * 3):
-        row, _ = capture.interaction_row(
-            acme, _item("user-1", "You help Johanna Whitfield.", "Hi", "Hi Johanna Whitfield!")
+        row, _ = _row(
+            capture, acme, _item("user-1", "You help Johanna Whitfield.", "Hi", "Hi Johanna Whitfield!")
         )
     assert "Johanna Whitfield" not in str(row)
 
@@ -90,12 +97,12 @@ def test_public_terms_are_per_tenant_and_never_cover_structured_pii(
     capture = _capture(redactor)
     acme, globex = tenants
     for n in range(MIN_USERS):
-        capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Hello"))
+        _row(capture, acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Hello"))
     assert "Finly" in capture.public_terms.public(acme.tenant_id)
-    row, _ = capture.interaction_row(globex, _item("user-9", BRAND_PROMPT, "Hi", "Hello"))
+    row, _ = _row(capture, globex, _item("user-9", BRAND_PROMPT, "Hi", "Hello"))
     assert "Finly" not in row["messages"][0]["content"]
-    row, _ = capture.interaction_row(
-        acme, _item("user-9", BRAND_PROMPT, "Hi", "Write to finly.help@example.com about Finly.")
+    row, _ = _row(
+        capture, acme, _item("user-9", BRAND_PROMPT, "Hi", "Write to finly.help@example.com about Finly.")
     )
     assert row["response"] == "Write to <EMAIL_ADDRESS> about Finly."
 
@@ -106,5 +113,16 @@ def test_zero_users_keeps_redacting_every_name(
     capture = Capture(redactor, Pseudonyms(b"server-secret"), PublicTerms(0))
     acme, _ = tenants
     for n in range(MIN_USERS * 2):
-        row, _ = capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Welcome to Finly."))
+        row, _ = _row(capture, acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Welcome to Finly."))
     assert "Finly" not in str(row)
+
+
+def test_system_prompts_an_ingest_key_sent_never_make_a_name_public(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    """An ingest key may ship inside a browser or mobile app: anyone could name people in its prompts."""
+    capture = _capture(redactor)
+    acme, _ = tenants
+    for n in range(MIN_USERS * 2):
+        row, _ = capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Welcome to Finly."))
+    assert "Finly" not in str(row) and not capture.public_terms.public(acme.tenant_id)

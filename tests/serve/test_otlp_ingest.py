@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.live import live_server
 from tuneloop import Settings
+from tuneloop.serve.otlp_routes import MAX_SPANS
 from tuneloop.store.repository import Store
 
 EMAIL = "jane.doe@example.com"
@@ -368,6 +369,29 @@ def test_bad_bodies_get_4xx(api: tuple, headers: dict, body: bytes, status: int)
     assert resp.status_code == status, resp.text
     assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
     assert len(resp.text) < 800, "the error echoes too much of the input"
+
+
+def _empty_spans(n: int) -> bytes:
+    export = ExportTraceServiceRequest()
+    scope = export.resource_spans.add().scope_spans.add()
+    for _ in range(n):
+        scope.spans.add()
+    return export.SerializeToString()
+
+
+@pytest.mark.parametrize("json_body", [False, True])
+def test_an_export_of_more_spans_than_exporters_send_is_a_413(api: tuple, json_body: bool) -> None:
+    # A kilobyte of gzip can hold half a million empty spans, each of them mapped in turn.
+    url, key_a, *_ = api
+    n = MAX_SPANS + 1
+    if json_body:
+        body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{}] * n}]}]}).encode()
+        headers = {"Content-Type": "application/json"}
+    else:
+        body, headers = gzip.compress(_empty_spans(n)), {**PROTOBUF, "Content-Encoding": "gzip"}
+    resp = httpx.post(f"{url}/v1/traces", content=body, headers={**headers, **_auth(key_a)})
+    assert resp.status_code == 413, resp.text
+    assert f"the limit is {MAX_SPANS}" in resp.json()["error"]["message"]
 
 
 def test_missing_key_is_401(api: tuple) -> None:

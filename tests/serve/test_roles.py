@@ -115,6 +115,31 @@ def test_ingest_only_key_cannot_read_anything(app_keys: tuple) -> None:
         assert ingest.post("/v1/chat/completions", json=chat).status_code == 403
 
 
+def test_system_prompts_sent_with_an_ingest_key_never_unredact_a_name(app_keys: tuple) -> None:
+    """An ingest key may ship in a browser app: its senders must not be able to make a name public."""
+    _, url, keys = app_keys
+
+    def send(user: str, system: str, text: str) -> str:
+        body = {
+            "user": user,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        }
+        headers = {"Authorization": f"Bearer {keys['ingest']}"}
+        sent = httpx.post(
+            f"{url}/v1/interactions", json={**body, "response": "ok"}, headers=headers, timeout=30
+        )
+        assert sent.status_code == 201, sent.text
+        return sent.json()["id"]
+
+    for n in range(12):  # more distinct users than TUNELOOP_PUBLIC_TERM_USERS
+        send(f"sybil-{n}", "Your name is Margaret Thornbury, support agent.", "hi")
+    victim = send("victim", "Be brief.", "Our customer Margaret Thornbury wants a refund.")
+
+    operator = {"Authorization": f"Bearer {keys['operator']}"}
+    stored = httpx.get(f"{url}/v1/interactions/{victim}", headers=operator, timeout=30).json()
+    assert "Thornbury" not in str(stored) and "<PERSON>" in stored["messages"][1]["content"]
+
+
 def test_ingest_and_reviewer_keys_cannot_log_in_to_the_dashboard_by_default(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.create_tenant("acme")

@@ -75,11 +75,19 @@ class Capture:
         self.redactor.check_budget(strings_in([_redactable(item) for item in items]))
 
     def interaction_row(
-        self, store: TenantStore, item: InteractionIn, *, budget: bool = True, **served: Any
+        self,
+        store: TenantStore,
+        item: InteractionIn,
+        *,
+        budget: bool = True,
+        teaches: bool = False,
+        **served: Any,
     ) -> Row:
         """The redacted row for an interaction; `served` adds what the gateway knows (adapter, arm...).
 
-        `budget` refuses (413) more text than one request may send through redaction.
+        `budget` refuses (413) more text than one request may send through redaction. With `teaches`, names
+        in its system prompts count toward the tenant's public terms: only for a sender the operator trusts
+        (an operator key), as an ingest key may ship inside a browser or mobile app.
         """
         payload = item.model_dump(mode="json")
         digest = self.pseudonyms.digest({**payload, **served})
@@ -94,7 +102,7 @@ class Capture:
             budget=budget,
             keep=self.public_terms.public(store.tenant_id),
         )
-        if mode != "off" and self.public_terms.min_users:
+        if mode != "off" and teaches and self.public_terms.min_users:
             # The system texts were just analysed, so finding their names again is a cache hit.
             system = [m.content for m in item.messages if m.role in ("system", "developer")]
             self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))

@@ -12,7 +12,15 @@ from fastapi.responses import JSONResponse
 from tuneloop.capture import pending
 from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
-from tuneloop.serve.http import CAPTURE, OPERATE, clip, read_json, validate
+from tuneloop.serve.http import (
+    CAPTURE,
+    OPERATE,
+    clip,
+    off_loop_if_large,
+    read_json,
+    trusted_sender,
+    validate,
+)
 from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
@@ -28,10 +36,11 @@ async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
     store = await st.auth.tenant(request, CAPTURE)
-    item = validate(
-        InteractionIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars
+    body = await read_json(request, st.settings.max_body_bytes)
+    item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
+    row = await st.redactions(
+        store.tenant_id, st.capture.interaction_row, store, item, teaches=trusted_sender(request)
     )
-    row = await st.redactions(store.tenant_id, st.capture.interaction_row, store, item)
     result = await st.writes(st.capture.store_interaction, store, *row)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
@@ -45,8 +54,9 @@ async def post_feedback(request: Request) -> JSONResponse:
     body = await read_json(request, st.settings.max_body_bytes)
     limit = st.settings.max_text_chars
     if isinstance(body, dict) and "events" in body:
-        return await _batch(st, store, body, limit)
-    [result] = await _store_feedback(st, store, [validate(FeedbackIn, body, limit)])
+        return await _batch(st, store, await off_loop_if_large(request, _validated, st, body, limit))
+    event = await off_loop_if_large(request, validate, FeedbackIn, body, limit)
+    [result] = await _store_feedback(st, store, [event])
     if result.status == "rejected":
         raise _rejection(result)
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
@@ -55,7 +65,7 @@ async def post_feedback(request: Request) -> JSONResponse:
 async def _store_feedback(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[ItemResult]:
     """Redact (CPU, in turns with other tenants) and then write (store) validated events; each result
     names its event by the client's id."""
-    if store.tenant.redaction == "off":  # keyed digests only: cheaper than the hop to a thread
+    if store.tenant.redaction == "off" and len(events) == 1:  # digests only: cheaper than a thread hop
         rows = st.capture.feedback_rows(store, events)
     else:
         rows = await st.redactions(store.tenant_id, st.capture.feedback_rows, store, events)
@@ -73,7 +83,8 @@ def _as_sent(st: Any, store: TenantStore, result: ItemResult, event: FeedbackIn)
     return replace(result, id=event.id, error=error)
 
 
-async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONResponse:
+def _validated(st: Any, body: dict, limit: int) -> list[ItemResult | FeedbackIn]:
+    """Each event of a batch validated, or its rejection."""
     events = body["events"]
     if set(body) != {"events"}:
         extra = [clip(k, 40) for k in sorted(set(body) - {"events"})[:5]]
@@ -85,16 +96,19 @@ async def _batch(st: Any, store: TenantStore, body: dict, limit: int) -> JSONRes
             f"events: {len(events)} events in one batch; the limit is {st.settings.max_batch_events}",
             param="events",
         )
-    results: list[ItemResult | None] = []
-    valid = []
+    checked: list[ItemResult | FeedbackIn] = []
     for i, raw in enumerate(events):
         try:
-            valid.append(validate(FeedbackIn, raw, limit, where=f"events.{i}."))
-            results.append(None)
+            checked.append(validate(FeedbackIn, raw, limit, where=f"events.{i}."))
         except TuneloopError as exc:
-            results.append(ItemResult(_id_of(raw), "rejected", exc.message, code=exc.status))
+            checked.append(ItemResult(_id_of(raw), "rejected", exc.message, code=exc.status))
+    return checked
+
+
+async def _batch(st: Any, store: TenantStore, checked: list[ItemResult | FeedbackIn]) -> JSONResponse:
+    valid = [c for c in checked if isinstance(c, FeedbackIn)]
     stored = iter(await _store_feedback(st, store, valid) if valid else [])
-    merged = [r if r is not None else next(stored) for r in results]
+    merged = [c if isinstance(c, ItemResult) else next(stored) for c in checked]
     statuses = ("accepted", "duplicate", "pending", "rejected")
     counts = {s: sum(r.status == s for r in merged) for s in statuses}
     items = [{"id": r.id, "status": r.status, **({"error": r.error} if r.error else {})} for r in merged]

@@ -103,10 +103,27 @@ def require_json_content_type(request: Request) -> None:
         )
 
 
+INLINE_JSON_BYTES = 64 * 1024  # larger bodies are parsed and checked in a worker thread
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request body as strict JSON; every violation is a 4xx that names the field to fix."""
     require_json_content_type(request)
     body = await read_body(request, max_bytes)
+    request.state.body_bytes = len(body)
+    return await off_loop_if_large(request, parse_json, body)
+
+
+async def off_loop_if_large(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, in a worker thread when the request's JSON body was large: parsing and walking a
+    megabyte of tiny nested values takes a second, which on the event loop holds every tenant's requests."""
+    if getattr(request.state, "body_bytes", 0) > INLINE_JSON_BYTES:
+        return await anyio.to_thread.run_sync(partial(fn, *args))
+    return fn(*args)
+
+
+def parse_json(body: bytes) -> Any:
+    """`body` as strict JSON (`read_json`'s rules)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -373,6 +390,7 @@ class Auth:
                 raise Forbidden("an admin key must name the tenant in the X-Tuneloop-Tenant header")
             store = self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
         await admit(request, store.tenant_id)
+        request.state.role = "admin" if principal.is_admin else principal.role
         return store
 
     def _cached(self, key: str) -> Principal | None:
@@ -421,6 +439,12 @@ class SharedReads:
         finally:
             if self._readers.get(key) is me:
                 del self._readers[key]
+
+
+def trusted_sender(request: Request) -> bool:
+    """Whether the key `Auth.tenant` admitted `request` with is one the operator keeps (not an ingest key,
+    which may ship inside a browser or mobile app)."""
+    return getattr(request.state, "role", "ingest") != "ingest"
 
 
 def _refusal(request: Request, role: str, allow: Roles) -> str:

@@ -22,13 +22,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tuneloop.capture.events import InteractionIn
 from tuneloop.capture.otlp import SpanInteraction, SpanRejected, attributes, is_llm_span, span_interaction
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError, UnsupportedMediaType
-from tuneloop.serve.http import CAPTURE, clip, read_body, read_json, validate
+from tuneloop.serve.http import CAPTURE, clip, read_body, read_json, trusted_sender, validate
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_ERRORS_SHOWN = 3  # partial_success carries one message: the first few reasons, then a count
+MAX_SPANS = 10_000  # per export: a kilobyte of gzip can hold half a million empty spans
 
 
 @router.post("/v1/traces")
@@ -37,8 +38,10 @@ async def export_traces(request: Request) -> Response:
     st = request.app.state.tuneloop
     store = await st.auth.tenant(request, CAPTURE)
     media = _media_type(request)
-    export = await _read_request(request, media, st.settings.max_body_bytes)
-    counts, errors = await _record(st, store, export)
+    body = await _read_request(request, media, st.settings.max_body_bytes)
+    # Decoding and mapping walk every span: off the event loop, in this tenant's own threads.
+    counts, valid, errors = await st.redactions(store.tenant_id, _spans, st, body)
+    await _record(st, store, valid, counts, errors, teaches=trusted_sender(request))
     response = ExportTraceServiceResponse()
     if errors:
         response.partial_success.rejected_spans = len(errors)
@@ -65,8 +68,8 @@ def _media_type(request: Request) -> str:
     )
 
 
-async def _read_request(request: Request, media: str, max_bytes: int) -> ExportTraceServiceRequest:
-    """The export request, decoded and bounded; every malformed body is a 4xx."""
+async def _read_request(request: Request, media: str, max_bytes: int) -> bytes | Any:
+    """The export request's body, bounded: protobuf bytes (decompressed) or parsed OTLP/JSON."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise UnsupportedMediaType(
@@ -76,14 +79,28 @@ async def _read_request(request: Request, media: str, max_bytes: int) -> ExportT
     if media == JSON:
         if encoding == "gzip":
             raise UnsupportedMediaType("gzip is accepted for protobuf bodies only", param="content-encoding")
-        return _from_json(await read_json(request, max_bytes))
+        return await read_json(request, max_bytes)
     body = await read_body(request, max_bytes)
-    if encoding == "gzip":
-        body = _gunzip(body, max_bytes)
+    return _gunzip(body, max_bytes) if encoding == "gzip" else body
+
+
+def _decode(body: bytes | Any) -> ExportTraceServiceRequest:
+    """The export request from protobuf bytes or OTLP/JSON, at most MAX_SPANS spans; malformed is a 4xx."""
+    if not isinstance(body, bytes):
+        return _from_json(body)
     try:
-        return ExportTraceServiceRequest.FromString(body)
+        export = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RuntimeError) as exc:
         raise BadRequest(f"request body is not an OTLP ExportTraceServiceRequest: {clip(exc)}") from None
+    _check_span_count(sum(len(ss.spans) for rs in export.resource_spans for ss in rs.scope_spans))
+    return export
+
+
+def _check_span_count(spans: int) -> None:
+    if spans > MAX_SPANS:
+        raise PayloadTooLarge(
+            f"an export of {spans} spans; the limit is {MAX_SPANS} (exporters send 512 a batch by default)"
+        )
 
 
 def _gunzip(body: bytes, max_bytes: int) -> bytes:
@@ -111,12 +128,17 @@ def _from_json(data: Any) -> ExportTraceServiceRequest:
     if not isinstance(data, dict):
         raise BadRequest("body: expected an OTLP JSON object with `resourceSpans`")
     try:
-        for resource_spans in _list(data, "resourceSpans", "resource_spans"):
-            for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
-                for span in _list(scope_spans, "spans"):
-                    _hex_ids_to_base64(span)
-                    for link in _list(span, "links"):
-                        _hex_ids_to_base64(link)
+        every = [
+            _list(scope_spans, "spans")
+            for resource_spans in _list(data, "resourceSpans", "resource_spans")
+            for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans")
+        ]
+        _check_span_count(sum(map(len, every)))
+        for spans in every:
+            for span in spans:
+                _hex_ids_to_base64(span)
+                for link in _list(span, "links"):
+                    _hex_ids_to_base64(link)
         # OTLP/JSON receivers must ignore fields they do not know (newer senders add some).
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
@@ -144,13 +166,16 @@ def _hex_ids_to_base64(obj: Any) -> None:
                 raise BadRequest(f"{key}: expected a hex id (OTLP/JSON), got {clip(value, 40)!r}") from None
 
 
-async def _record(
-    st: Any, store: TenantStore, export: ExportTraceServiceRequest
-) -> tuple[dict[str, int], list[str]]:
-    """Record each LLM span; count the rest. Answers the counts and one reason per rejected span."""
+Mapped = list[tuple[InteractionIn, SpanInteraction]]
+
+
+def _spans(st: Any, body: bytes | Any) -> tuple[dict[str, int], Mapped, list[str]]:
+    """The export's LLM spans as validated interactions, the other spans counted as ignored, and one
+    reason per span that could not be mapped."""
+    export = _decode(body)
     counts = {"accepted": 0, "duplicate": 0, "ignored": 0}
     errors: list[str] = []
-    valid: list[tuple[InteractionIn, SpanInteraction]] = []
+    valid: Mapped = []
     for resource_spans in export.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
@@ -167,20 +192,31 @@ async def _record(
                     errors.append(clip(str(exc), 300))
                     continue
                 valid.append((item, mapped))
+    return counts, valid, errors
+
+
+async def _record(
+    st: Any, store: TenantStore, valid: Mapped, counts: dict[str, int], errors: list[str], *, teaches: bool
+) -> None:
+    """Record each mapped span, counting it by status in `counts`; a span refused adds its reason to
+    `errors`. With `teaches`, its system prompts count toward public terms (`Capture.interaction_row`)."""
     if store.tenant.redaction != "off":  # 413 before any span is written
         st.capture.check_interactions_budget([item for item, _ in valid])
     for item, mapped in valid:
         try:
-            status = await _record_span(st, store, item, mapped)
+            status = await _record_span(st, store, item, mapped, teaches=teaches)
         except TuneloopError as exc:
             errors.append(clip(str(exc), 300))
             continue
         counts[status] += 1
-    return counts, errors
 
 
-async def _record_span(st: Any, store: TenantStore, item: InteractionIn, mapped: SpanInteraction) -> str:
+async def _record_span(
+    st: Any, store: TenantStore, item: InteractionIn, mapped: SpanInteraction, *, teaches: bool
+) -> str:
     """Redact off the event loop, write; answers the status."""
-    row = await st.redactions(store.tenant_id, st.capture.interaction_row, store, item, **mapped.served)
+    row = await st.redactions(
+        store.tenant_id, st.capture.interaction_row, store, item, teaches=teaches, **mapped.served
+    )
     result = await st.writes(store.log_interaction, *row)
     return result.status
