@@ -82,3 +82,44 @@ def test_a_brief_lock_is_outlasted_by_the_capture_retries(tiny_model: Path, tmp_
     assert found.status_code == 200
     assert not (settings.home / "spool" / "interactions.jsonl").exists()
     store.close()
+
+
+def test_an_answer_the_model_wrote_with_nul_is_stored_with_a_replacement_character(
+    tiny_model: Path, tmp_path: Path, db_url: str
+) -> None:
+    # Token 190 is byte 0 in SmolLM2's byte-level vocabulary; PostgreSQL refuses NUL in text.
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), db_url=db_url)
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("acme", redaction="off")
+    headers = {"Authorization": f"Bearer {key}"}
+    with live_server(settings) as url, httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        resp = http.post("/v1/chat/completions", json={**ASK, "logit_bias": {"190": 100}})
+        assert resp.status_code == 200, resp.text
+        interaction_id = resp.json()["id"]
+        stored = http.get(f"/v1/interactions/{interaction_id}")
+    assert stored.status_code == 200, stored.text
+    assert "\x00" not in stored.json()["response"] and "\ufffd" in stored.json()["response"]
+    store.close()
+
+
+def test_a_spooled_row_the_store_refuses_is_set_aside_not_retried_for_ever(
+    postgres: object, tmp_path: Path
+) -> None:
+    from tuneloop.capture.spool import Spool
+    from tuneloop.clock import now_utc
+
+    store = Store(postgres.create_database("t_spool"))  # type: ignore[attr-defined]
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    spool = Spool(tmp_path / "interactions.jsonl")
+    row = {
+        "id": "int-nul",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response": "a\x00b",
+        "choices": ["a\x00b"],
+        "created_at": now_utc(),
+    }
+    spool.append(tenant, row, "digest")
+
+    assert spool.replay(store) == 0
+    assert "int-nul" in spool.set_aside.read_text() and spool.path.read_text() == ""
+    store.close()

@@ -249,6 +249,14 @@ def validate_value(kind: str, value: Any) -> Any:
     return value
 
 
+def storable(text: str) -> str:
+    """`text` with what no store can hold (NUL, lone surrogates) replaced by U+FFFD: for text tuneloop did
+    not receive but made (a model's answer), which cannot be refused back to its sender."""
+    if text_problem(text) is None:
+        return text
+    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 def text_problem(text: str) -> str | None:
     """What makes `text` unstorable (a NUL PostgreSQL refuses, a lone surrogate no encoder takes), or None."""
     if "\x00" in text:

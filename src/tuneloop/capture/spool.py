@@ -49,9 +49,16 @@ class Spool:
             os.fsync(f.fileno())
         return len(kept)
 
-    @staticmethod
-    def _write(store: Store, line: str) -> bool:
-        """True when the line's row is in the store now (accepted, duplicate or conflicting for good)."""
+    @property
+    def set_aside(self) -> Path:
+        """Where rows the store refuses for good (not for a lock or a lost connection) are kept."""
+        return self.path.with_name(self.path.name + ".refused")
+
+    def _write(self, store: Store, line: str) -> bool:
+        """True when the line's row is done with: in the store now (accepted, duplicate or conflicting for
+        good), or set aside because the store refuses its data."""
+        from sqlalchemy.exc import DataError
+
         from tuneloop.errors import Conflict
 
         try:
@@ -65,6 +72,11 @@ class Spool:
             log.error("spooled interaction %s conflicts with a stored one; dropped", entry["row"].get("id"))
         except (ValueError, KeyError, TypeError):
             log.exception("unreadable spool line dropped: %.200s", line)
+        except DataError as exc:
+            # Retrying a row the store refuses would log this every replay, for ever.
+            with open(self.set_aside, "a", encoding="utf-8") as f:
+                f.write(line if line.endswith("\n") else line + "\n")
+            log.error("spooled interaction refused by the store (%s); set aside in %s", exc.orig, f.name)
         except Exception:
             log.warning("spooled interaction still not written; kept for the next replay", exc_info=True)
             return False

@@ -21,7 +21,7 @@ import anyio.to_thread
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tuneloop.capture.events import InteractionIn
+from tuneloop.capture.events import InteractionIn, storable
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.composition import version_decoding
 from tuneloop.serve.backends.base import Choice, Completion, GenerationRequest
@@ -227,7 +227,7 @@ async def capture(
     `observed` is what the gateway saw beside the client's metadata (a dropped stream, the endpoint).
     """
     st, tenant, req = call.st, call.tenant, call.req
-    texts = [captured_text(c) for c in completion.choices]
+    texts = [storable(captured_text(c)) for c in completion.choices]
     iid = call.interaction_id
     try:
         item = InteractionIn(
