@@ -102,6 +102,14 @@ def test_another_tenants_version_is_not_reachable(gateway: dict) -> None:
         _client(gateway, "b").chat.completions.create(model=gateway["version"], messages=ASK, max_tokens=4)
     ids = [m.id for m in _client(gateway, "b").models.list()]
     assert gateway["version"] not in ids and "tuneloop" in ids
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        _client(gateway, "b").models.retrieve(gateway["version"])
+
+
+def test_the_sdk_retrieves_each_listed_model(gateway: dict) -> None:
+    client = _client(gateway, "a")
+    for listed in client.models.list():
+        assert client.models.retrieve(listed.id) == listed
 
 
 @pytest.mark.parametrize(

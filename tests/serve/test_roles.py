@@ -24,6 +24,7 @@ ROUTES: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/chat/completions"): OPERATE,
     ("POST", "/v1/completions"): OPERATE,
     ("GET", "/v1/models"): OPERATE,
+    ("GET", "/v1/models/{model_id:path}"): OPERATE,
     ("POST", "/v1/embeddings"): OPERATE,
     ("POST", "/v1/documents"): OPERATE,
     ("GET", "/v1/documents"): OPERATE,

@@ -16,14 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, NotFound
 from tuneloop.registry.composition import with_system_prompt
 from tuneloop.registry.versions import Registry
 from tuneloop.retrieve.prompting import add_sources
 from tuneloop.serve import completions_routes, embeddings_routes
 from tuneloop.serve.backends.base import Choice
 from tuneloop.serve.gateway import Call, SamplingParams, Short, finish, open_call, sse, usage
-from tuneloop.serve.http import GATEWAY, read_json, validate
+from tuneloop.serve.http import GATEWAY, clip, read_json, validate
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -311,13 +311,23 @@ def _response_format(req: ChatRequest) -> dict[str, Any] | None:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
     """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
+    return {"object": "list", "data": await _models(request)}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(request: Request, model_id: str) -> dict:
+    """One of `list_models`' entries (the OpenAI SDK's `models.retrieve`); 404 for any other id."""
+    found = next((m for m in await _models(request) if m["id"] == model_id), None)
+    if found is None:
+        raise NotFound(f"model {clip(model_id)!r} not found; GET /v1/models lists them", param="model")
+    return found
+
+
+async def _models(request: Request) -> list[dict[str, Any]]:
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, GATEWAY)
     versions = await st.calls(Registry(tenant).list, "adapter")
     owner = tenant.tenant.name
     servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))
     ids = dict.fromkeys(["tuneloop", st.backend.model_id, *servable])  # ordered, without repeats
-    return {
-        "object": "list",
-        "data": [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i in ids],
-    }
+    return [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i in ids]
