@@ -67,8 +67,8 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
     skip = [home / "snapshots", *_store_files(tenant)]
     files = scrub_home(home, Needles.of(texts, raters), skip)
 
-    def purge(tx: TenantTx) -> tuple[int, int]:
-        pending.forget(tx, user)  # events they gave that still wait for their interaction
+    def purge(tx: TenantTx) -> tuple[int, int, int]:
+        waiting = pending.forget(tx, user)  # events they gave that still wait for their interaction
         counts = delete_rows(tx, doomed | select(tx))  # and rows that arrived meanwhile
         tx.audit(
             actor=actor,
@@ -84,9 +84,11 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
                 "files_removed": len(files.removed),
             },
         )
-        return counts
+        return (*counts, waiting)
 
-    removed_interactions, removed_feedback = tenant.purge(purge)
+    removed_interactions, removed_feedback, removed_waiting = tenant.purge(purge)
+    # Rebuilding the file holds every tenant's writes for seconds: only when some row of theirs went.
+    any_removed = bool(removed_interactions or removed_feedback or removed_waiting)
     return Erasure(
         request=request,
         interactions=removed_interactions,
@@ -95,7 +97,7 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
         snapshot_rows=snapshot_rows,
         versions=states,
         files=files,
-        disk_clean=tenant.store.reclaim(vacuum=True),
+        disk_clean=tenant.store.reclaim(vacuum=any_removed),
     )
 
 
