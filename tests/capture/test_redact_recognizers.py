@@ -55,6 +55,7 @@ FOUND = [
     ("write to jane(at)example(dot)com please", "to <EMAIL_ADDRESS> please"),
     ("contact: thull [at] example [dot] com", "contact: <EMAIL_ADDRESS>"),
     ("mail nsawyer AT example DOT org today", "mail <EMAIL_ADDRESS> today"),
+    ("it is jane dot doe at example dot com ok", "is <EMAIL_ADDRESS> ok"),
     # Phone numbers: local 7 digits, NANP with an extension or "001", and any grouping after "call".
     ("call me at 555-0187 tonight", "at <PHONE_NUMBER> tonight"),
     ("my number is 927 9308", "is <PHONE_NUMBER>"),

@@ -136,7 +136,8 @@ AGE = (
 # "jane(at)example(dot)com", "jane [at] example [dot] com", "jane AT example DOT com".
 _AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
 _DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
-OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-])[\w.+-]+{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
+# The local part may be spelt out too: "jane dot doe at example dot com".
+OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-])[\w.+-]+(?:{_DOT}[\w+-]+)*{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
 _OBFUSCATION = re.compile(
     r"\s*[(\[{<]\s*(at|dot)\s*[)\]}>]\s*|\s+(at|dot)\s+|(?<=\S)(dot)(?=\S)", re.IGNORECASE
 )
