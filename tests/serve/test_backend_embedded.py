@@ -277,3 +277,30 @@ def test_resident_adapters_beyond_the_limit_evict_the_least_recently_used(
     assert after_third == ["t1/v1", "t3/v1"]
     assert after_reload == ["t2/v1", "t3/v1"]
     assert text == reference_text(tiny, adapters["b"], "hi", 12)
+
+
+def test_long_prompts_are_prefilled_a_budget_at_a_time_so_running_rows_advance_between() -> None:
+    """One request of 8 long prompts used to be prefilled whole before another tenant's prompt or any running
+    row's next token."""
+    from collections import Counter, deque
+
+    from tuneloop.serve.backends.batching import Sequence
+    from tuneloop.serve.backends.embedded import PREFILL_BUDGET, admissible
+
+    def row(tokens: int, owner: str = "a", cancelled: bool = False) -> Sequence:
+        seq = Sequence(prompt_ids=[1] * tokens, adapter="", max_tokens=1, emit=print, owner=owner)
+        seq.cancelled = cancelled
+        return seq
+
+    long = PREFILL_BUDGET // 2 + 1
+    pending = deque([row(5, cancelled=True), row(long), row(long), row(long), row(20, owner="b")])
+    first = admissible(pending, room=8, served=Counter())
+    # The other tenant's short prompt goes in with the first long one, not after all three.
+    assert [(s.owner, len(s.prompt_ids)) for s in first] == [("a", long), ("b", 20)]
+    assert len(pending) == 2  # the cancelled one is dropped
+    # A tenant with rows running (or just prefilled) waits behind one with none, whatever came first.
+    pending = deque([row(long), row(long), row(long, owner="b")])
+    assert [s.owner for s in admissible(pending, room=8, served=Counter(a=1))] == ["b"]
+    assert len(admissible(deque([row(PREFILL_BUDGET * 3)]), room=8, served=Counter())) == 1  # alone, goes in
+    assert len(admissible(deque([row(10)] * 20), room=8, served=Counter())) == 8  # short ones fill the room
+    assert admissible(deque([row(10)]), room=0, served=Counter()) == []

@@ -33,6 +33,9 @@ from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBat
 from tuneloop.serve.backends.json_mode import JsonMode
 
 OTHERS_SHARE = 4  # a quarter of the waiting queue stays open to tenants other than the one filling it
+# Prompt tokens prefilled between two decode steps of the running rows (a row longer than this still goes
+# in alone): one request of 8 long prompts held every other tenant's answer for its whole prefill.
+PREFILL_BUDGET = 1024
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
@@ -381,6 +384,7 @@ class EmbeddedBackend(Backend):
             return
         loaded.set_result(None)
         batch = self._batch
+        admitted: list[Sequence] = []
         with torch.inference_mode():
             while True:
                 with self._cond:
@@ -389,11 +393,9 @@ class EmbeddedBackend(Backend):
                     if self._closing:
                         break
                     controls = self._ready_controls(batch)
-                    admitted = []
-                    while self._pending and len(batch.rows) + len(admitted) < self._max_batch_size:
-                        seq = self._pending.popleft()
-                        if not seq.cancelled:
-                            admitted.append(seq)
+                    # Owners with rows running or just prefilled wait behind the others.
+                    served = collections.Counter(s.owner for s in [*batch.rows, *admitted])
+                    admitted = admissible(self._pending, self._max_batch_size - len(batch.rows), served)
                 for op, name, path, future in controls:
                     try:
                         self._apply_control(op, name, path)
@@ -403,9 +405,12 @@ class EmbeddedBackend(Backend):
                 try:
                     if admitted:
                         batch.admit(admitted)
-                    elif batch.rows:
+                        batch.drop_finished()
+                    # A decode step after every admission: rows already running advance between prefills
+                    # instead of waiting out a queue of long prompts.
+                    if batch.rows:
                         batch.step()
-                    batch.drop_finished()
+                        batch.drop_finished()
                 except Exception as exc:
                     for s in admitted:
                         if s not in batch.rows:
@@ -431,3 +436,33 @@ class EmbeddedBackend(Backend):
             for *_, future in self._controls:
                 future.set_exception(error)
             self._controls.clear()
+
+
+def admissible(
+    pending: collections.deque[Sequence], room: int, served: collections.Counter[str]
+) -> list[Sequence]:
+    """Take from `pending` the rows to prefill next, owners (tenants) in turn, those `served` least first:
+    at most `room`, and no more prompt tokens than PREFILL_BUDGET (the first row always goes); cancelled
+    rows are dropped unprefilled."""
+    waiting: dict[str, collections.deque[Sequence]] = {}
+    for seq in pending:
+        if not seq.cancelled:
+            waiting.setdefault(seq.owner, collections.deque()).append(seq)
+    turns = dict(sorted(waiting.items(), key=lambda item: served[item[0]]))  # stable: arrival order next
+    taken: list[Sequence] = []
+    tokens = 0
+    while turns and len(taken) < room:
+        for owner in list(turns):
+            seq = turns[owner][0]
+            if len(taken) == room or (taken and tokens + len(seq.prompt_ids) > PREFILL_BUDGET):
+                turns.clear()
+                break
+            taken.append(turns[owner].popleft())
+            tokens += len(seq.prompt_ids)
+            if not turns[owner]:
+                del turns[owner]
+    chosen = {id(s) for s in taken}
+    kept = [s for s in pending if not s.cancelled and id(s) not in chosen]
+    pending.clear()
+    pending.extend(kept)
+    return taken
