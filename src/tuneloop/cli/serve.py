@@ -12,6 +12,7 @@ from typing import Any
 
 from tuneloop.cli.output import port
 from tuneloop.config import Settings
+from tuneloop.private_files import tighten
 
 
 def register(commands: Any) -> None:
@@ -27,6 +28,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tuneloop.serve.app import create_app
 
     settings = Settings()
+    if settings.home.is_dir():
+        tighten(settings.home)  # a HOME made beforehand (`mkdir -p`, a volume) is world-readable otherwise
     uvicorn.run(create_app(settings), host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
 
