@@ -58,6 +58,24 @@ def test_indexed_prompt_and_completions_map_roles_and_choices() -> None:
     assert mapped.served["prompt_tokens"] == 3
 
 
+def test_openinference_list_content_joins_its_text_parts() -> None:
+    mapped = _mapped(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.contents.0.message_content.type": "text",
+            "llm.input_messages.0.message.contents.0.message_content.text": "What is ",
+            "llm.input_messages.0.message.contents.1.message_content.type": "image",
+            "llm.input_messages.0.message.contents.1.message_content.image.image.url": "https://x/y.png",
+            "llm.input_messages.0.message.contents.2.message_content.text": "in the picture?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "A cat.",
+        }
+    )
+    assert mapped.body["messages"] == [{"role": "user", "content": "What is in the picture?"}]
+    assert mapped.body["response"] == "A cat."
+
+
 def test_json_messages_join_text_parts_and_prepend_system_instructions() -> None:
     parts = [
         {"type": "text", "content": "Hi "},

@@ -36,6 +36,7 @@ ROLES = {
     "function": "tool",
 }
 _INDEXED = re.compile(r"^(?P<prefix>.+?)\.(?P<index>\d{1,4})\.(?P<field>.+)$")
+_CONTENT_PART = re.compile(r"contents\.(\d{1,4})\.message_content\.text")
 
 
 class SpanRejected(ValueError):
@@ -182,7 +183,22 @@ def _indexed(attrs: dict[str, Any], prefix: str, inner: str) -> list[tuple[str, 
         match = _INDEXED.match(key)
         if match and match["prefix"] == prefix and match["field"].startswith(inner):
             groups.setdefault(int(match["index"]), {})[match["field"].removeprefix(inner)] = value
-    return [(f"{prefix}.{i}", groups[i]) for i in sorted(groups) if "content" in groups[i]]
+    found = [(f"{prefix}.{i}", _with_content(groups[i])) for i in sorted(groups)]
+    return [(where, fields) for where, fields in found if "content" in fields]
+
+
+def _with_content(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with `content` made from OpenInference's list content (`contents.K.message_content.text`,
+    text parts in K order) when the message has no plain `content`."""
+    if "content" in fields:
+        return fields
+    parts = sorted(
+        (int(found[1]), value)
+        for key, value in fields.items()
+        if (found := _CONTENT_PART.fullmatch(key))
+        and fields.get(f"contents.{found[1]}.message_content.type", "text") == "text"
+    )
+    return {**fields, "content": "".join(str(v) for _, v in parts)} if parts else fields
 
 
 def _system_instructions(attrs: dict[str, Any]) -> list[dict[str, str]]:
