@@ -194,3 +194,19 @@ def test_a_reviewer_who_contradicts_the_others_is_flagged_by_agreement_and_by_ra
     rater = Pseudonyms(settings.hash_key()).identifier
     assert rater(keys["reviewer3"][:10]) in snapshot.report["flagged_raters"]
     assert rater(keys["reviewer1"][:10]) not in snapshot.report["flagged_raters"]
+
+
+def test_guidelines_are_redacted_before_they_are_stored(api) -> None:
+    url, keys, _ = api
+    guidelines = "Escalate refunds to Jane Doe (jane.doe@example.com) before you score them."
+    with client(url, keys["operator"]) as op, client(url, keys["reviewer1"]) as r1:
+        made = op.post(
+            "/v1/review/tasks", json={"name": "privacy", "kind": "rubric", "guidelines": guidelines}
+        )
+        shown = r1.post("/v1/review/tasks/privacy/next").json()["guidelines"]
+    assert made.status_code == 201, made.text
+    assert (
+        shown
+        == made.json()["guidelines"]
+        == "Escalate refunds to <PERSON> (<EMAIL_ADDRESS>) before you score them."
+    )

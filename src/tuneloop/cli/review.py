@@ -66,7 +66,7 @@ def _guidelines(path: Path | None) -> str | None:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from tuneloop.review.tasks import TaskIn, create_task, list_tasks, queue_counts
+    from tuneloop.review.tasks import TaskIn, create_task, list_tasks, queue_counts, redact_guidelines
 
     tenant = _tenant(args.tenant)
     if args.create:
@@ -76,6 +76,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise BadRequest(f"--{TASK_FLAGS.get(err['loc'][0], err['loc'][0])}: {err['msg']}") from None
+        spec = redact_guidelines(spec, open_capture().redactor, tenant)
         task = create_task(tenant, spec, actor="cli")
         print(f"created review task {task.id} ({task.kind}, {task.overlap} reviewers per item)")
         return 0

@@ -11,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +20,9 @@ from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import interactions, review_assignments, review_items, review_tasks
+
+if TYPE_CHECKING:
+    from tuneloop.capture.redact import Redactor
 
 Kind = Literal["pairwise", "rubric", "correction"]
 KINDS: tuple[Kind, ...] = ("pairwise", "rubric", "correction")
@@ -63,6 +66,15 @@ class Item:
     priority: float
     added_by: str
     created_at: datetime
+
+
+def redact_guidelines(spec: TaskIn, redactor: Redactor, tenant: TenantStore) -> TaskIn:
+    """`spec` with its guidelines redacted by the tenant's mode, like every other text tuneloop stores (they
+    are shown on every review screen)."""
+    if not spec.guidelines:
+        return spec
+    [clean] = redactor.redact_texts([spec.guidelines], tenant.tenant.redaction, tenant.tenant_id)
+    return spec.model_copy(update={"guidelines": clean})
 
 
 def create_task(tenant: TenantStore, spec: TaskIn, *, actor: str) -> Task:

@@ -26,6 +26,7 @@ from tuneloop.review.tasks import (
     get_task,
     list_tasks,
     queue_counts,
+    redact_guidelines,
 )
 from tuneloop.serve.http import OPERATE, REVIEW, Roles, read_json, validate
 from tuneloop.store.repository import TenantStore
@@ -80,6 +81,7 @@ async def new_task(request: Request) -> dict[str, Any]:
     """Create a task: `{name, kind, guidelines?, overlap?, assignment_minutes?}`."""
     st, tenant, who = await _scope(request, OPERATE)
     spec = validate(TaskIn, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
+    spec = await st.redactions(tenant.tenant_id, redact_guidelines, spec, st.capture.redactor, tenant)
     task = await st.calls(create_task, tenant, spec, actor=f"api:{who}")
     return _task_json(task, {"items": 0, "done": 0, "waiting": 0, "labels": 0})
 
