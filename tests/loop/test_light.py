@@ -106,12 +106,14 @@ def _on_trial(tenant: TenantStore, production: str, prompt: str) -> tuple[Versio
 
 def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> None:
     tenant, settings, production = tenant
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
+    loop.start("manual")  # a turn that started its trial and stopped before recording it
     _, exp = _on_trial(tenant, production, "Answer in one line.")
     _policy(settings, "light_policy.yaml", {"enabled": True})
 
-    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).tick(force=True)
+    turn = loop.tick()
 
-    # A live trial (a restarted turn's) is picked up, not composed again; the turn waits on its decision.
+    # The restarted turn's live trial is picked up, not composed again; the turn waits on its decision.
     assert (turn.stage, turn.report["light"]) == ("light_trial", {"experiment": exp.id, "picked_up": True})
 
 

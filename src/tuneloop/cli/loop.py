@@ -84,7 +84,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
             elif (stopped := paused(tenant)) is not None:  # asked again: a pause made during the look
                 print(f"no turn ran: {stopped.describe(args.tenant)}")
             else:
-                print(f"no turn ran: {loop.idle_reason()}; `--now` starts one anyway")
+                hint = "" if loop.experiment_by_hand() else "; `--now` starts one anyway"
+                print(f"no turn ran: {loop.idle_reason()}{hint}")
             # 3 when this look ended the turn blocked or rolled back, for cron's mail
             return turn_exit_code(turn.outcome if turn is not None else None)
         if turn is not None:

@@ -20,6 +20,8 @@ from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts
 from tuneloop.privacy.retention import apply_retention
 from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.retrieve.training import review_canary
+from tuneloop.rollout import arms
+from tuneloop.rollout.experiments import LIVE_STATES, Experiment, active_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
@@ -72,7 +74,13 @@ class Loop:
         return None
 
     def idle_reason(self) -> str:
-        """Why no trigger fires now, in one phrase: the new feedback against the count that starts a turn."""
+        """Why no turn runs now, in one phrase: a live experiment no turn started, or the new feedback against
+        the count that starts a turn."""
+        if (live := self.experiment_by_hand()) is not None:
+            return (
+                f"experiment {live.id}, started by hand, is live: each look decides it as the loop's own, "
+                "and no turn starts beside it"
+            )
         turns = self.turns()
         since = f"since turn {turns[-1].turn} started" if turns else "so far"
         return (
@@ -121,6 +129,24 @@ class Loop:
             run_checks(self.tenant, reward_policy, actor="loop")
             apply_retention(self.tenant, self.settings.home, actor="loop")
 
+    def experiment_by_hand(self) -> Experiment | None:
+        """The tenant's live experiment when no open turn started it (`tuneloop rollout start`), else None."""
+        exp = active_experiment(self.tenant)
+        if exp is None or exp.state not in LIVE_STATES:
+            return None
+        turn = self.open_turn()
+        owned = turn is not None and exp.id in (
+            turn.report.get("experiment"),
+            turn.report.get("light", {}).get("experiment"),
+        )
+        return None if owned else exp
+
+    def review_experiment_by_hand(self) -> None:
+        """Decide a live experiment started by hand as the loop decides its own: nothing else looks at it."""
+        if self.experiment_by_hand() is not None:
+            reward = tenant_policy(self.settings.home, self.tenant.tenant.name, RewardPolicy)
+            arms.review(self.tenant, reward, actor="loop")
+
     def review_reranker(self) -> None:
         """Promote or roll back the re-ranker on canary once its interleaved test is sure (every tick: it
         reads only the canary's own retrievals)."""
@@ -134,13 +160,21 @@ class Loop:
         if pause is not None:
             log.info("%s", pause.describe(self.tenant.tenant.name))
             return None
-        for task, name in ((self.check, "drift and KPI checks"), (self.review_reranker, "re-ranker canary")):
+        for task, name in (
+            (self.check, "drift and KPI checks"),
+            (self.review_reranker, "re-ranker canary"),
+            (self.review_experiment_by_hand, "experiment started by hand"),
+        ):
             try:
                 task()
             except Exception:  # a failing check must not stop learning; it is logged and retried next tick
                 log.exception("%s failed for tenant %s", name, self.tenant.tenant.name)
         turn = self.open_turn()
         if turn is None:
+            if (live := self.experiment_by_hand()) is not None:
+                # A turn's candidate could never go on a canary beside it: its training would be thrown away.
+                log.info("tenant %s: experiment %s is live; no turn starts", self.tenant.tenant.name, live.id)
+                return None
             trigger = self.trigger() or ("manual" if force else None)
             if trigger is None:
                 return None
