@@ -155,7 +155,11 @@ def test_loop_once_prints_what_its_look_did_or_why_nothing_ran(
         "no turn ran: 0 new feedback events since turn 1 started, and a turn starts at 200 (min_new_events); "
         "`--now` starts one anyway\n"
     )
-    assert forced.err == idle.err == ""
+    # Each stage run says so on stderr as it starts and ends: a turn trains for minutes.
+    assert (
+        forced.err.startswith("… turn 1: rerank\n✓ turn 1: rerank (") and "… turn 1: snapshot\n" in forced.err
+    )
+    assert idle.err == ""
 
 
 def test_loop_once_names_the_stage_an_open_turn_waits_at(

@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import add_reason_flag, turn_exit_code
+from tuneloop.cli.output import Progress, add_reason_flag, turn_exit_code
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
@@ -69,7 +70,14 @@ def cmd_loop(args: argparse.Namespace) -> int:
         resume(tenant, actor="cli", reason=args.reason or "manual resume")
         print(f"resumed {args.tenant}'s loop")
         return 0
-    loop = Loop(tenant, Settings())
+    progress = Progress()
+
+    def stage_lines(turn: Turn) -> AbstractContextManager[None]:
+        # A stage that only looks (at a canary, a trial, an approval) would print two lines every interval.
+        waits = turn.stage in WAITS_FOR
+        return nullcontext() if waits else progress.stage(f"turn {turn.turn}: {turn.stage}")
+
+    loop = Loop(tenant, Settings(), around_stage=stage_lines)
     force = args.now
     while True:
         stopped = paused(tenant)

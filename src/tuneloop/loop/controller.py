@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
+from typing import Any
 
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings, tenant_policy
@@ -40,12 +42,15 @@ class Loop:
         settings: Settings,
         policy: LoopPolicy | None = None,
         guard: Callable[[], bool] | None = None,
+        around_stage: Callable[[Turn], AbstractContextManager[Any]] | None = None,
     ) -> None:
-        """`guard` (a worker's lease check) is asked before each stage is recorded; False stops the tick."""
+        """`guard` (a worker's lease check) is asked before each stage is recorded; False stops the tick.
+        `around_stage(turn)` wraps each stage run (the CLI's stage lines)."""
         self.tenant = tenant
         self.settings = settings
         self.policy = policy or tenant_policy(settings.home, tenant.tenant.name, LoopPolicy)
         self.guard = guard
+        self.around_stage = around_stage or (lambda turn: nullcontext())
 
     def turns(self) -> list[Turn]:
         return list_turns(self.tenant)
@@ -182,7 +187,8 @@ class Loop:
             turn = self.start(trigger)
         context = TurnContext(self.tenant, self.settings, self.policy)
         while turn.stage != DONE:
-            step = self._run_stage(context, turn)
+            with self.around_stage(turn):
+                step = self._run_stage(context, turn)
             if step is None:
                 return turn  # waiting (the canary needs more traffic)
             if self.guard is not None and not self.guard():
