@@ -155,5 +155,6 @@ def test_a_tenant_without_a_golden_set_gets_a_starter_set_from_its_best_rated_an
     assert golden.read_text().startswith("# Starter golden set")
     starter = load_golden(golden)
     assert starter.items and len(starter.items) == suite.metrics["items"]
+    assert len({json.dumps(i.prompt) for i in starter.items}) == len(starter.items)  # no prompt twice
     # Unreviewed, it is judged on the counts: one flipped guess from the ratings does not block.
     assert not starter.reviewed and "starter set" in suite.reason and "regression_p" in suite.metrics

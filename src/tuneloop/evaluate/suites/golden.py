@@ -13,6 +13,7 @@ so the starter set guards against regressions and never blocks on behaviour prod
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -109,11 +110,18 @@ def starter_items(ctx: GateContext) -> list[GoldenItem]:
     declining, as the rated answer did."""
     rows = [r for r in ctx.training_rows() if "messages" in r and r.get("origin") in ("reward", "edit")]
     rows.sort(key=lambda r: (r.get("split") != "heldout", -(r.get("confidence") or 0.0)))
-    items = []
-    for row in rows[:STARTER_ITEMS]:
+    items: list[GoldenItem] = []
+    seen: set[str] = set()
+    for row in rows:
         prompt = [{"role": m["role"], "content": m["content"]} for m in row["messages"][:-1]]
+        # One item per prompt: a prompt rated twice (or edited and rated) would count twice in the test.
+        if (key := json.dumps(prompt, sort_keys=True)) in seen:
+            continue
+        seen.add(key)
         answer = row["messages"][-1]["content"]
         items.append(GoldenItem(id=f"rated-{len(items) + 1}", prompt=prompt, must_refuse=is_refusal(answer)))
+        if len(items) == STARTER_ITEMS:
+            break
     return items
 
 
