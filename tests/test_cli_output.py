@@ -250,3 +250,17 @@ def test_an_empty_list_says_so_and_json_stays_an_empty_array(tuneloop_home: Path
         assert says in capsys.readouterr().out
         assert main([*args, "--tenant", "acme", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
+
+
+def test_serve_on_a_taken_port_says_so_before_loading_anything_and_exits_1(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err

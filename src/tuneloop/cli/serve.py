@@ -7,11 +7,13 @@ import asyncio
 import copy
 import json
 import logging
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
 from tuneloop.cli.output import port
 from tuneloop.config import Settings
+from tuneloop.errors import ConfigError
 from tuneloop.private_files import tighten
 
 
@@ -28,10 +30,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tuneloop.serve.app import create_app
 
     settings = Settings()
+    _check_free(args.host, args.port)  # before the model loads: uvicorn finds out only after, and exits 3
     if settings.home.is_dir():
         tighten(settings.home)  # a HOME made beforehand (`mkdir -p`, a volume) is world-readable otherwise
     uvicorn.run(create_app(settings), host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
+
+
+def _check_free(host: str, port: int) -> None:
+    """A ConfigError naming the address when nothing can listen on it (taken, or not this machine's)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); stop what holds the port or pass --port"
+        ) from None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
