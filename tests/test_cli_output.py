@@ -264,3 +264,24 @@ def test_serve_on_a_taken_port_says_so_before_loading_anything_and_exits_1(
         assert main(["serve", "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err
+
+
+def test_promoting_a_canary_no_look_has_measured_warns_that_it_ends_on_your_word(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.rollout.canary_traffic import gated_version
+    from tuneloop.rollout.controller import start_canary
+    from tuneloop.rollout.policy import RolloutPolicy
+    from tuneloop.signals.policy import RewardPolicy
+
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    exp = start_canary(
+        tenant, gated_version(tenant), RolloutPolicy(), reward_policy=RewardPolicy(), actor="test"
+    )
+
+    assert main(["rollout", "promote", "--tenant", "acme", "--reason", "by hand"]) == 0
+
+    out, err = capsys.readouterr()
+    assert f"experiment {exp.id}: promoted" in out
+    assert f"warning: no look has measured {exp.id} yet" in err

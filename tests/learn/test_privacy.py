@@ -115,6 +115,8 @@ def test_train_reward_with_a_budget_records_it_on_the_version(
     assert 0 < privacy["epsilon"] <= 4 and 0 < privacy["delta"] <= 1e-5
     assert version.job_spec["trainer_args"]["dp"]["epsilon"] == 4
     assert f"privacy budget spent: {budget_text(version.metrics)}" in err
+    # The state it was left in once measured as a judge, not the candidate it was while training.
+    assert f"registered reward_model {version.id} ({version.state})" in err and version.state != "candidate"
     assert main(["versions", "list", "--tenant", "acme"]) == 0
     assert budget_text(version.metrics) in capsys.readouterr().out
 

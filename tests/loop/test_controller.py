@@ -362,24 +362,16 @@ def test_a_canary_started_by_hand_is_looked_at_by_the_loop_and_no_turn_starts_be
 ) -> None:
     """Only a turn's canary stage looked at experiments: one from `tuneloop rollout start` was never decided,
     and the loop started a turn beside it whose candidate could never go on a canary."""
-    from tuneloop.registry.composition import compose
+    from tests.rollout.canary_traffic import gated_version
     from tuneloop.rollout.controller import start_canary
     from tuneloop.rollout.experiments import get_experiment
     from tuneloop.rollout.policy import RolloutPolicy
     from tuneloop.signals.policy import RewardPolicy
 
     tenant = _tenant(store)
-    registry = Registry(tenant)
-    production = compose(
-        registry, parent=None, base_model="base", actor="test", reason="s", system_prompt="A."
+    exp = start_canary(
+        tenant, gated_version(tenant), RolloutPolicy(), reward_policy=RewardPolicy(), actor="test"
     )
-    candidate = compose(
-        registry, parent=production, base_model="base", actor="test", reason="t", system_prompt="Hi."
-    )
-    for version, states in ((production, ("gated", "production")), (candidate, ("gated",))):
-        for state in states:
-            registry.move(version.id, state, actor="test", reason="setup")
-    exp = start_canary(tenant, candidate.id, RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
     _thumbs(tenant, 5)
     loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_new_events=5, on_alerts=False))
 

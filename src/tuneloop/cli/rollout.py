@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tuneloop.cli.admin import open_store
@@ -78,6 +79,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         exp = controller.resume(tenant, actor=actor, reason=args.reason)
     else:
         outcome = "promoted" if args.action == "promote" else "rolled_back"
+        live = active_experiment(tenant)
+        if live is not None and not (live.decision or {}).get("test") and not live.arms:
+            print(f"warning: no look has measured {live.id} yet; ending it on your word", file=sys.stderr)
         exp = controller.finish(tenant, outcome, actor=actor, reason=args.reason)
     print(f"experiment {exp.id}: {exp.state}, treatment share {exp.share:.0%}")
     return 0

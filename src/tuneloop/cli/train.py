@@ -139,15 +139,25 @@ def _run(
     if version is None:
         print("cancelled; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
-    if budget := budget_text(version.metrics):
-        print(f"privacy budget spent: {budget}", file=sys.stderr)
+    verdict = None
     if version.kind == "reward_model" and version.state == "candidate":
         from tuneloop.evaluate.judge import appoint_judge
+        from tuneloop.registry.versions import Registry
 
         # The same rule the loop applies: a fit reward model judges the gate's reward-model suite next.
         verdict = appoint_judge(tenant, settings, version, actor="cli")
+        version = Registry(tenant).get(version.id)  # production or blocked now
+    print(f"registered {version.kind} {version.id} ({version.state})", file=sys.stderr)
+    if budget := budget_text(version.metrics):
+        print(f"privacy budget spent: {budget}", file=sys.stderr)
+    if verdict is not None:
         print(f"reward model {version.id} {verdict['verdict']}; judge: {verdict['judge']}", file=sys.stderr)
+        if verdict["judge"] == version.id and verdict["accuracy"] <= 0.5:
+            print(
+                f"warning: it orders {verdict['accuracy']:.0%} of {verdict['measured_on']} as the humans "
+                "did, no better than chance: the gate's reward-model suite says little until more pairs come",
+                file=sys.stderr,
+            )
     print(version.id)
     return 0
 
