@@ -124,3 +124,16 @@ def test_one_tenants_broken_reward_policy_leaves_the_other_tenants_kpi_gauges(tm
         samples = _scrape(url, admin)
     assert samples[("tuneloop_kpi_interactions", (("tenant", "acme"), ("version", "base")))] == 1
     assert not any(dict(labels).get("tenant") == "broken" for _, labels in samples)
+
+
+def test_every_dashboard_page_is_counted_under_its_whole_route_template(tmp_path: Path) -> None:
+    """A router nested in another was named by its own path alone: `/t/{name}/review` among `/dashboard/…`."""
+    settings = Settings(home=tmp_path, backend="none")
+    store = Store(settings.database_url, secret=settings.hash_key())
+    admin = store.add_key(None)
+    with live_server(settings) as url:
+        for page in ("review", "kpis"):
+            httpx.get(f"{url}/dashboard/t/acme/{page}")
+        routes = {dict(labels).get("route") for name, labels in _scrape(url, admin)}
+    assert {"/dashboard/t/{name}/review", "/dashboard/t/{name}/kpis"} <= routes
+    assert "/t/{name}/review" not in routes

@@ -27,7 +27,9 @@ from tuneloop.review.tasks import get_item, get_task, list_tasks, next_item, que
 from tuneloop.serve.http import admit
 from tuneloop.store.repository import TenantStore
 
-router = APIRouter()
+# Included by the app beside the dashboard's router, not inside it: FastAPI names a route of a nested
+# router by its own path alone, so metrics and access lines read `/t/{name}/review`.
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 
 @router.get("/t/{name}/review")

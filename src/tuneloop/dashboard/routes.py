@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.dashboard import progress, review_pages, views
+from tuneloop.dashboard import progress, views
 from tuneloop.dashboard.web import (
     COOKIE,
     HEADERS,
@@ -242,5 +242,3 @@ def static(filename: str) -> Response:
         path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"}
     )
 
-
-router.include_router(review_pages.router)

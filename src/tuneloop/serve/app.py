@@ -24,6 +24,7 @@ from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor
 from tuneloop.capture.spool import Spool
 from tuneloop.config import Settings
+from tuneloop.dashboard import review_pages
 from tuneloop.dashboard import routes as dashboard_routes
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
 from tuneloop.model_files import llamacpp_gguf
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(review_routes.router)
     app.include_router(dashboard_routes.router)
+    app.include_router(review_pages.router)
     # Every tenant route is admitted where it names its tenant (`Auth.tenant`); the slot is held until the
     # answer is sent in full, a stream's last chunk included.
     app.add_middleware(Admission, limits=limits)
