@@ -241,4 +241,3 @@ def static(filename: str) -> Response:
     return FileResponse(
         path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"}
     )
-
