@@ -166,11 +166,12 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
         at = now - timedelta(minutes=i)
         interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
         give(tenant, interaction, "edit", "Settings, then Reset.", at)
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4))
+    loop.start("manual")  # the turn whose light stage started the trial below
     brief, _ = _on_trial(tenant, production, f"{BRIEF}\n\nYou are the support desk.")
     _policy(settings, "light_policy.yaml", {"enabled": True})
-    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4))
 
-    turn = loop.tick(force=True)
+    turn = loop.tick()
 
     assert turn.stage == "light_trial" and active_experiment(tenant) is not None
     trained = registry.get(turn.report["candidate"])
