@@ -23,6 +23,10 @@ from tuneloop.learn.jobs import run_job
 from tuneloop.learn.launchers import JobFailed, command
 
 ARGS = {"max_steps": 3, "learning_rate": 5e-3, "max_length": 64, "save_steps": 100}
+# Plain SGD, so an adapter moves in proportion to its gradients: Adam's first steps are ±lr whatever the
+# gradient's size, and a rounding difference in a near-zero gradient (another CPU's kernels) flipped a whole
+# step. The processes average the SFT term per rank, a percent or so off one process's average.
+SGD = {**ARGS, "optim": "sgd", "learning_rate": 0.5}
 
 
 def _spec(tiny_model, out, **changes) -> JobSpec:
@@ -34,10 +38,10 @@ def test_two_cpu_processes_train_the_adapter_one_process_trains(tiny_model, tmp_
     rows = preference_rows(12)
     # One process with 4 rows a step, and two processes with 2 each: the same global batch.
     local = run_job(
-        _spec(tiny_model, tmp_path / "local", trainer_args={**ARGS, "per_device_train_batch_size": 4}), rows
+        _spec(tiny_model, tmp_path / "local", trainer_args={**SGD, "per_device_train_batch_size": 4}), rows
     )
     spread = _spec(tiny_model, tmp_path / "ddp", engine="torchrun", processes=2,
-                   trainer_args={**ARGS, "per_device_train_batch_size": 2})  # fmt: skip
+                   trainer_args={**SGD, "per_device_train_batch_size": 2})  # fmt: skip
     steps: list[int] = []
     ddp = run_job(spread, rows, progress=lambda step, total, eta: steps.append(step))
 
@@ -47,9 +51,9 @@ def test_two_cpu_processes_train_the_adapter_one_process_trains(tiny_model, tmp_
     one, two = (load_file(r.artifact_dir / "adapter_model.safetensors") for r in (local, ddp))
     assert one.keys() == two.keys()
     moved = max((t.abs().max() for k, t in one.items() if "lora_B" in k), default=torch.tensor(0.0))
-    assert moved > 1e-3  # training changed the adapter (LoRA B starts at zero) ...
+    assert moved > 1e-2  # training changed the adapter (LoRA B starts at zero) ...
     for name, tensor in one.items():  # ... and both engines changed it alike
-        torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=1e-4 * float(moved), msg=name)
+        torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=0.05 * float(moved), msg=name)
 
 
 def test_the_engine_is_how_a_job_runs_not_what_it_trains(tiny_model, tmp_path) -> None:
