@@ -113,7 +113,8 @@ def test_writes_behind_a_locked_store_get_503_and_succeed_on_retry(tmp_path: Pat
 
     assert refusals, "the locked store never refused a write"
     assert all(retry and int(retry) >= 1 for _, retry in refusals)
-    assert max(took for took, _ in refusals) < BUSY_TIMEOUT + 1.5
+    # A write that arrives while a group waits out the lock joins the next group, which waits its own.
+    assert max(took for took, _ in refusals) < 2 * BUSY_TIMEOUT + 1.5
     assert max(health) < 0.1, f"healthz took {max(health):.3f} s"
     assert set(reads) <= {200, 503}
     for name in ("a", "b"):
