@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
 import threading
 import time
@@ -103,21 +104,32 @@ def _send(http: httpx.Client, method: str, path: str, headers: dict[str, str]) -
     return http.request(method, path, headers=headers, **body)
 
 
+def _stall(site: dict[str, Any]) -> socket.socket:
+    """A connection whose request to tenant `busy` sends its head and never the rest of its body."""
+    port = int(site["url"].rsplit(":", 1)[1])
+    stalled = socket.create_connection(("127.0.0.1", port))
+    stalled.sendall(
+        b"POST /v1/feedback HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + site["keys"]["busy"].encode() + b"\r\n"
+        b"content-length: 100\r\n\r\n{"
+    )
+    return stalled
+
+
 @pytest.fixture
 def busy_slot(site: dict[str, Any]) -> Iterator[None]:
     """Tenant `busy`'s one slot, held by a request whose body never finishes arriving."""
-    port = int(site["url"].rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as stalled, httpx.Client(base_url=site["url"]) as http:
-        stalled.sendall(
-            b"POST /v1/feedback HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer " + site["keys"]["busy"].encode() + b"\r\n"
-            b"content-length: 100\r\n\r\n{"
-        )
+    stalled = _stall(site)
+    with httpx.Client(base_url=site["url"]) as http:
         deadline = time.monotonic() + 20
         while http.get("/v1/feedback", headers=_as(site, "busy")).status_code != 429:
             assert time.monotonic() < deadline, "the stalled request never took its tenant's slot"
+            if select.select([stalled], [], [], 0)[0]:  # answered: the probe took the slot first
+                stalled.close()
+                stalled = _stall(site)
             time.sleep(0.05)
         yield
+    stalled.close()
     # The client hung up: its slot comes back.
     with httpx.Client(base_url=site["url"]) as http:
         deadline = time.monotonic() + 20
