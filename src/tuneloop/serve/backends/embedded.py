@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import secrets
 import sys
 import threading
@@ -444,23 +445,18 @@ def admissible(
     """Take from `pending` the rows to prefill next, owners (tenants) in turn, those `served` least first:
     at most `room`, and no more prompt tokens than PREFILL_BUDGET (the first row always goes); cancelled
     rows are dropped unprefilled."""
-    waiting: dict[str, collections.deque[Sequence]] = {}
+    waiting: dict[str, list[Sequence]] = {}
     for seq in pending:
         if not seq.cancelled:
-            waiting.setdefault(seq.owner, collections.deque()).append(seq)
-    turns = dict(sorted(waiting.items(), key=lambda item: served[item[0]]))  # stable: arrival order next
+            waiting.setdefault(seq.owner, []).append(seq)
+    owners = sorted(waiting.values(), key=lambda rows: served[rows[0].owner])  # stable: arrival order next
     taken: list[Sequence] = []
     tokens = 0
-    while turns and len(taken) < room:
-        for owner in list(turns):
-            seq = turns[owner][0]
-            if len(taken) == room or (taken and tokens + len(seq.prompt_ids) > PREFILL_BUDGET):
-                turns.clear()
-                break
-            taken.append(turns[owner].popleft())
-            tokens += len(seq.prompt_ids)
-            if not turns[owner]:
-                del turns[owner]
+    for seq in (s for turn in itertools.zip_longest(*owners) for s in turn if s is not None):
+        if len(taken) >= room or (taken and tokens + len(seq.prompt_ids) > PREFILL_BUDGET):
+            break
+        taken.append(seq)
+        tokens += len(seq.prompt_ids)
     chosen = {id(s) for s in taken}
     kept = [s for s in pending if not s.cancelled and id(s) not in chosen]
     pending.clear()
