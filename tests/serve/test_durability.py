@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,26 +8,8 @@ from pathlib import Path
 import httpx
 
 from tests.postgres import free_port
+from tuneloop.demo import start_server
 from tuneloop.store.repository import Store
-
-
-def _start(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TUNELOOP_HOME": str(home), "TUNELOOP_BACKEND": "none"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -43,7 +22,7 @@ def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp
         {"id": "i1", "messages": [{"role": "user", "content": "q"}], "response": "a", "choices": ["a"]}, "d"
     )
     port = free_port()
-    proc = _start(home, port)
+    proc = start_server(home, port, {"TUNELOOP_BACKEND": "none"})
     acked: set[str] = set()
     stop = threading.Event()
 
@@ -77,7 +56,7 @@ def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp
     for t in threads:
         t.join()
 
-    restarted = _start(home, port)
+    restarted = start_server(home, port, {"TUNELOOP_BACKEND": "none"})
     try:
         stored = {e["id"] for e in Store(f"sqlite:///{home / 'tuneloop.db'}").for_tenant(tenant).feedback()}
     finally:

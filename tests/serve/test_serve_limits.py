@@ -3,10 +3,7 @@ end."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,33 +13,16 @@ from tests.live import serve_app
 from tests.postgres import free_port
 from tuneloop.cli.serve import uvicorn_options
 from tuneloop.config import Settings
+from tuneloop.demo import start_server
 from tuneloop.serve.app import create_app
 
 
 def test_serve_applies_the_header_limit_from_settings(tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "TUNELOOP_HOME": str(tmp_path / "home"),
-        "TUNELOOP_BACKEND": "none",
-        "TUNELOOP_MAX_HEADER_BYTES": "2048",
-        "TUNELOOP_TIMEOUT_KEEP_ALIVE": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    limits = {"TUNELOOP_MAX_HEADER_BYTES": "2048", "TUNELOOP_TIMEOUT_KEEP_ALIVE": "1"}
+    (tmp_path / "home").mkdir()
+    proc = start_server(tmp_path / "home", port, {"TUNELOOP_BACKEND": "none", **limits})
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
         small = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"x-pad": "a" * 1000})
         with socket.create_connection(("127.0.0.1", port)) as trickle:
             # A header that never ends, as a slow client sends it: cut off once it passes the limit.

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from tests.postgres import free_port
 from tuneloop.cli import main
+from tuneloop.demo import start_server
 from tuneloop.errors import ConfigError
 from tuneloop.store.repository import Store
 from tuneloop.store.schema import tenants
@@ -76,22 +72,8 @@ def test_init_makes_a_world_readable_home_from_before_private(tuneloop_home: Pat
 def test_serve_makes_a_home_made_beforehand_private(tuneloop_home: Path) -> None:
     tuneloop_home.mkdir(mode=0o755)
     tuneloop_home.chmod(0o755)  # as `mkdir -p` or a container volume leaves it
-    port = free_port()
-    env = {**os.environ, "TUNELOOP_BACKEND": "none"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(tuneloop_home, free_port(), {"TUNELOOP_BACKEND": "none"})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         assert _mode(tuneloop_home) == 0o700
     finally:
         server.terminate()
