@@ -201,6 +201,28 @@ def test_tenants_and_versions_list_and_show_as_json(
     assert json.loads(capsys.readouterr().out)["base_model"] == "m"
 
 
+def test_show_without_json_prints_key_value_lines_not_json(
+    policy: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneloop.registry.versions import Registry
+
+    assert main(["snapshot", "create", "--tenant", "acme", "--policy", str(policy), "--json"]) == 0
+    digest = json.loads(capsys.readouterr().out)["hash"]
+    assert main(["snapshot", "show", digest[:8], "--tenant", "acme"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert f"hash: {digest}" in shown and "counts:" in shown
+    assert any(line.startswith("  pairs_train: ") for line in shown)
+
+    store = Store(Settings().database_url)
+    version = Registry(store.for_tenant(store.tenant_by_name("acme"))).register(
+        kind="adapter", base_model="m", actor="test"
+    )
+    store.close()
+    assert main(["versions", "show", version.id, "--tenant", "acme"]) == 0
+    out = capsys.readouterr().out
+    assert f"id: {version.id}" in out.splitlines() and not out.lstrip().startswith("{")
+
+
 def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(tuneloop_home: Path) -> None:
     store = Store(Settings().database_url)
     store.create_tenant("acme")

@@ -96,6 +96,15 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, default=_plain, ensure_ascii=False)
 
 
+def readable(data: Any) -> list[str]:
+    """Nested `data` as indented `key: value` lines (YAML), for records whose lineage, metrics or looks
+    nest; `--json` prints the same as JSON."""
+    import yaml
+
+    plain = json.loads(to_json(data))
+    return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=110).rstrip("\n").splitlines()
+
+
 def emit(
     args: argparse.Namespace, data: Any, text: Callable[[], Iterable[str]], empty: str | None = None
 ) -> None:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, to_json
+from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, readable
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -16,7 +16,7 @@ def register(commands: Any) -> None:
     group = commands.add_parser("rollout", help="see and steer a tenant's canary")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, helptext in (
-        ("status", "the live experiment and its last look, as JSON"),
+        ("status", "the live experiment and its last look"),
         ("promote", "make the canary production now"),
         ("rollback", "take the canary out of traffic now"),
         ("pause", "send all traffic to control, keep the experiment"),
@@ -69,8 +69,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     tenant = _tenant(args.tenant)
     if args.action == "status":
         exp = active_experiment(tenant)
-        # JSON either way (the look is nested); with --json, no experiment is `null` rather than a sentence.
-        emit(args, exp, lambda: [to_json(exp) if exp else f"{args.tenant}: no live experiment"])
+        # With --json, no experiment is `null` rather than a sentence.
+        emit(args, exp, lambda: readable(exp) if exp else [f"{args.tenant}: no live experiment"])
         return 0
     actor = "cli"
     if args.action == "pause":

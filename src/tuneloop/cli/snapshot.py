@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import yaml
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import Progress, add_json_flag, emit
+from tuneloop.cli.output import Progress, add_json_flag, emit, readable
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
@@ -86,8 +85,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     snap = get_snapshot(_tenant(args.tenant), args.hash)
     shown = {**_summary(snap), "path": str(snap.path), "report": snap.report, "policy": snap.policy}
-    # Always JSON: nested counts, reports and policies read best that way.
-    emit(args, shown, lambda: [json.dumps(shown, indent=2, default=str)])
+    emit(args, shown, lambda: readable(shown))
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, to_json
+from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, readable
 from tuneloop.cli.version_export import register_export
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_text
@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
     p.add_argument("--tenant", required=True)
     add_json_flag(p)
     p.set_defaults(run=cmd_versions_list)
-    p = actions.add_parser("show", help="one version's lineage and metrics as JSON")
+    p = actions.add_parser("show", help="one version's lineage and metrics")
     p.add_argument("version")
     p.add_argument("--tenant", required=True)
     add_json_flag(p)
@@ -137,7 +137,7 @@ def cmd_versions_show(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
     version = Registry(_tenant(args.tenant)).get(args.version)
-    emit(args, version, lambda: [to_json(version)])  # JSON either way: lineage and metrics nest
+    emit(args, version, lambda: readable(version))
     return 0
 
 
