@@ -114,6 +114,8 @@ ORDINARY = [
     "It costs $1,250.00 per month",
     "I am having trouble logging in since Monday.",
     "Deploy to prod at 10:30 on 2024-05-01",
+    "订单号12345678已发货",  # order 12345678 has shipped
+    "版本v2.3发布了",
 ]
 
 

@@ -73,6 +73,13 @@ FOUND = [
     ("card ४१११ ११११ ११११ ११११ ok", "card <CREDIT_CARD> ok"),
     # A URL-encoded address.
     ("email jane%40example.com please", "email <EMAIL_ADDRESS> please"),
+    # Values glued to a script written without spaces, and its own words for "phone".
+    ("メールはjane@example.comです", "メールは<EMAIL_ADDRESS>です"),
+    ("カード4111111111111111です", "カード<CREDIT_CARD>です"),
+    ("电话是13800138000", "电话是<PHONE_NUMBER>"),
+    ("我的手机号码是 13800138000。", "是 <PHONE_NUMBER>。"),
+    ("전화번호는 010-1234-5678입니다", "전화번호는 <PHONE_NUMBER>입니다"),
+    ("โทร0812345678ครับ", "โทร<PHONE_NUMBER>ครับ"),
     ("ssn 536 90 4399", "ssn <US_SSN>"),
     ("my social security number is 536.90.4399", "is <US_SSN>"),
     ("my ssn is 123 45 6789", "is <US_SSN>"),

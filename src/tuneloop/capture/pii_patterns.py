@@ -163,4 +163,7 @@ NOT_PHONE_WORDS = _words("""
 order invoice ticket account case ref reference tracking id sku build row version item customer member
 policy card iban ssn social security zip postal postcode serial pin code port error page line release
 """)
-PHONE_WORDS = _words("call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact")
+PHONE_WORDS = _words(
+    "call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact"
+    " 电话 電話 手机 手機 联系 聯絡 携帯 でんわ 전화 연락처 핸드폰 휴대폰 โทร เบอร์"
+)

@@ -120,12 +120,20 @@ class RegexRecognizer(EntityRecognizer):
             if start == end or (self.validate and not self.validate(text[start:end])):
                 continue
             before = _words_before(text, start, self.window)
-            if self.context_words and not any(w.startswith(self.context_words) for w in before):
+            if self.context_words and not any(_is_context(w, self.context_words) for w in before):
                 continue
             if self.avoid_words and any(w in self.avoid_words for w in before):
                 continue
             results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
         return results
+
+
+def _is_context(word: str, context: tuple[str, ...]) -> bool:
+    """`word` is, or begins with, a context word; in scripts written without spaces the context word is
+    glued to its neighbours ("我的电话是": "my phone is"), so it is found inside the run."""
+    return word.startswith(context) or (
+        not word.isascii() and any(c in word for c in context if not c.isascii())
+    )
 
 
 def _words_before(text: str, start: int, count: int) -> list[str]:

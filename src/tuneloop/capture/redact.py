@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import regex  # type: ignore[import-untyped]
+
 from tuneloop.capture.pii_patterns import canonical_email
 from tuneloop.errors import PayloadTooLarge, TuneloopError
 from tuneloop.store.repository import RedactionMode
@@ -51,6 +53,7 @@ SEGMENT_OVERLAP = 300
 UNICODE_HYPHENS = "\u2010\u2011"  # hyphen, non-breaking hyphen
 ENCODED_AT = "%40"
 _CHARACTERS = re.compile(f"{ENCODED_AT}|.", re.DOTALL)
+_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
 
 
@@ -420,12 +423,28 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
     if text.isascii() and ENCODED_AT not in text:
         return text, None
     parts, origin = [], []
+    before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
         part = "@" if found[0] == ENCODED_AT else _visible(found[0])
+        if part and before and _glued(before, part[0]):
+            # The space goes with the Latin side, so a find spans none of the script around it.
+            parts.append(" ")
+            origin.append(found.start() if _UNSPACED.match(before) else origin[-1])
         parts.append(part)
         origin.extend([found.start()] * len(part))
+        before = part[-1] if part else before
     folded = "".join(parts)
     return (text, None) if folded == text else (folded, origin)
+
+
+def _glued(before: str, after: str) -> bool:
+    """Whether a script written without spaces (Chinese, Japanese, Korean particles, Thai) meets a Latin
+    letter, digit or "+" here: the patterns' word boundaries read those scripts as letters, so in
+    "电话是13800138000" or "メールはjane@example.comです" they found no number and no address."""
+    latin = after.isascii() and (after.isalnum() or after == "+")
+    return (latin and bool(_UNSPACED.match(before))) or (
+        before.isascii() and before.isalnum() and bool(_UNSPACED.match(after))
+    )
 
 
 def _visible(char: str) -> str:

@@ -119,6 +119,9 @@ def _run(
     tenant, settings = _tenant(args.tenant), Settings()
     try:
         with Progress().stage(f"{method} on snapshot {args.snapshot[:12]}"):
+            # Step 1 can be minutes away (loading the model; scoring every pair with the frozen reference).
+            first = "reference log-probs of every pair, then step 1" if method in ("dpo", "kto") else "step 1"
+            print(f"{method}: loading the model and the pairs; {first} follows", file=sys.stderr)
             version = train_version(
                 tenant,
                 settings,
