@@ -13,6 +13,7 @@ from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor, strings_in
+from tuneloop.errors import PayloadTooLarge
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import ItemResult, TenantStore
 from tuneloop.store.schema import chunks
@@ -74,6 +75,24 @@ class Capture:
         spans are one request, however small each is)."""
         self.redactor.check_budget(strings_in([_redactable(item) for item in items]))
 
+    def interaction_rows(
+        self, store: TenantStore, calls: list[tuple[InteractionIn, dict[str, Any]]]
+    ) -> list[Row]:
+        """`interaction_row(store, item, **options)` for each call, the texts of all analysed in one batch
+        first (analysis is cached, so each row then costs its placeholders alone)."""
+        if store.tenant.redaction != "off" and len(calls) > 1:
+            texts: list[str] = []
+            for item, options in calls:
+                strings = strings_in(_redactable(item, options.get("decoding") or {}))
+                try:
+                    if options.get("budget", True):
+                        self.redactor.check_budget(strings)
+                except PayloadTooLarge:
+                    continue  # its own row refuses it
+                texts += strings
+            self.redactor.finds(texts, store.tenant_id)
+        return [self.interaction_row(store, item, **options) for item, options in calls]
+
     def interaction_row(
         self,
         store: TenantStore,
@@ -96,7 +115,7 @@ class Capture:
         # The gateway's decoding holds the client's stop sequences: free text, redacted like the messages.
         decoding = served.get("decoding") or {}
         redacted = self.redactor.redact_json(
-            [*_redactable(item), decoding.get("stop") or []],
+            _redactable(item, decoding),
             mode,
             store.tenant_id,
             budget=budget,
@@ -197,9 +216,11 @@ class Capture:
         return pending.store_feedback(store, self.feedback_rows(store, items))
 
 
-def _redactable(item: InteractionIn) -> list[Any]:
-    """What redaction reads of an interaction, in the order `interaction_row` unpacks it."""
+def _redactable(item: InteractionIn, decoding: dict[str, Any] | None = None) -> list[Any]:
+    """What redaction reads of an interaction, in the order `interaction_row` unpacks it; the gateway's
+    `decoding` adds the client's stop sequences (free text)."""
     choices = item.choices or [item.response]
     messages = [m.content for m in item.messages]
     metadata = numbers_as_text(item.metadata)
-    return [messages, item.response, choices, metadata, keys_of(item.metadata), item.model]
+    stops = (decoding or {}).get("stop") or []
+    return [messages, item.response, choices, metadata, keys_of(item.metadata), item.model, stops]

@@ -38,8 +38,8 @@ async def log_interaction(request: Request) -> JSONResponse:
     store = await st.auth.tenant(request, CAPTURE)
     body = await read_json(request, st.settings.max_body_bytes)
     item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
-    row = await st.redactions(
-        store.tenant_id, st.capture.interaction_row, store, item, teaches=trusted_sender(request)
+    [row] = await st.redactions.many(
+        st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
     result = await st.writes(st.capture.store_interaction, store, *row)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.

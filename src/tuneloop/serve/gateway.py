@@ -254,8 +254,8 @@ async def capture(
     }
     try:
         # The messages passed the budget before generating; the model's text is bounded by max_tokens.
-        row, digest = await st.redactions(
-            tenant.tenant_id, st.capture.interaction_row, tenant, item, budget=False, teaches=True, **served
+        [(row, digest)] = await st.redactions.many(
+            st.capture.interaction_rows, tenant, [(item, {"budget": False, "teaches": True, **served})]
         )
     except Exception:
         log.exception("interaction %s could not be redacted, so it was not captured", iid)

@@ -215,8 +215,8 @@ async def _record_span(
     st: Any, store: TenantStore, item: InteractionIn, mapped: SpanInteraction, *, teaches: bool
 ) -> str:
     """Redact off the event loop, write; answers the status."""
-    row = await st.redactions(
-        store.tenant_id, st.capture.interaction_row, store, item, teaches=teaches, **mapped.served
+    [row] = await st.redactions.many(
+        st.capture.interaction_rows, store, [(item, {"teaches": teaches, **mapped.served})]
     )
     result = await st.writes(store.log_interaction, *row)
     return result.status
