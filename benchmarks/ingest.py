@@ -2,7 +2,8 @@
 
 Prints, with redaction off and on: single-event requests/s with p50/p99 latency (closed loop, and open loop
 at a fixed 1,000 requests/s, latency counted from each request's scheduled time), and batched events/s as a
-share of raw SQLite inserting the same rows. Comment events carry distinct realistic texts (half with PII).
+share of raw SQLite inserting the same rows. Comment events carry distinct realistic texts (half with PII);
+interactions (a system prompt, a distinct question and answer) are logged one per request as well.
 Run: `.venv/bin/python benchmarks/ingest.py [--seconds 5]`.
 """
 
@@ -60,10 +61,16 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
 class Payloads:
     """Event bodies: thumbs, or comments with distinct generated texts (about half carry PII)."""
 
+    path = "/v1/feedback"
+    numbers = itertools.count()  # shared: no text repeats within or across runs (the analyzer caches texts)
+
     def __init__(self, text: bool) -> None:
         self.texts = (
             itertools.cycle(s.text for s in Generator(7).samples(5_000, pii_share=0.5)) if text else None
         )
+
+    def text(self) -> str:
+        return f"{next(self.texts)} (#{next(self.numbers)})"
 
     def events(self, n: int) -> list[dict]:
         return [
@@ -71,7 +78,7 @@ class Payloads:
                 "id": f"e-{uuid.uuid4().hex}",
                 "interaction_id": "i1",
                 **(
-                    {"kind": "comment", "value": next(self.texts)}
+                    {"kind": "comment", "value": self.text()}
                     if self.texts
                     else {"kind": "thumbs", "value": 1}
                 ),
@@ -84,13 +91,32 @@ class Payloads:
         return json.dumps({"events": events} if batched else events[0]).encode()
 
 
+class Interactions(Payloads):
+    """Interaction bodies as an app logs its own model's calls: a fixed system prompt, a distinct user
+    message and answer."""
+
+    path = "/v1/interactions"
+
+    def __init__(self) -> None:
+        super().__init__(text=True)
+
+    def body(self, batched: bool) -> bytes:
+        messages = [
+            {"role": "system", "content": "You are the support assistant of Finly."},
+            {"role": "user", "content": self.text()},
+        ]
+        return json.dumps(
+            {"id": f"i-{uuid.uuid4().hex}", "messages": messages, "response": self.text()}
+        ).encode()
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection with hand-written requests: a client far cheaper than httpx, so
     on a 2-core machine the figures are the server's, not the client's."""
 
-    def __init__(self, port: int, key: str) -> None:
+    def __init__(self, port: int, key: str, path: str) -> None:
         self.port = port
-        self.head = f"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        self.head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
 
     async def open(self) -> Connection:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -111,7 +137,7 @@ class Connection:
 
 async def closed_loop(port: int, key: str, seconds: float, payloads: Payloads, batched: bool) -> dict:
     """CONNECTIONS clients each sending the next request as soon as the last is answered."""
-    conns = [await Connection(port, key).open() for _ in range(CONNECTIONS)]
+    conns = [await Connection(port, key, payloads.path).open() for _ in range(CONNECTIONS)]
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -132,7 +158,7 @@ async def open_loop(port: int, key: str, seconds: float, payloads: Payloads, rat
     so a stalled server shows as latency rather than as fewer requests sent."""
     idle = asyncio.Queue()
     for _ in range(4 * CONNECTIONS):
-        idle.put_nowait(await Connection(port, key).open())
+        idle.put_nowait(await Connection(port, key, payloads.path).open())
     latencies: list[float] = []
     start = time.perf_counter()
 
@@ -216,9 +242,15 @@ def main() -> None:
                         port, key, args.seconds, payloads, True
                     ),
                 }
+                if text:
+                    runs[f"interactions, {CONNECTIONS} cl."] = closed_loop(
+                        port, key, args.seconds, Interactions(), False
+                    )
                 for load, run in runs.items():
                     f = asyncio.run(run)
-                    payload = "comment" if text else "thumbs"
+                    payload = (
+                        "interact" if load.startswith("interactions") else "comment" if text else "thumbs"
+                    )
                     results.append({"redaction": redaction, "payload": payload, "load": load, **f})
                     print(
                         f"{redaction:>9} {payload:>8} {load:>22} {f['events_per_s']:>9,.0f} "

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -300,7 +301,7 @@ class TenantThreads:
     def __init__(self, per_tenant: int) -> None:
         self.per_tenant = per_tenant
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
-        self._merging: dict[tuple[PerItem, Tenant], list[_Waiting]] = {}
+        self._merging: dict[tuple[PerItem, Tenant], deque[_Waiting]] = {}
         self._draining: set[asyncio.Task] = set()
 
     async def __call__(self, tenant_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -318,7 +319,7 @@ class TenantThreads:
         mine = _Waiting(items, asyncio.get_running_loop().create_future())
         queue = self._merging.get(key)
         if queue is None:
-            queue = self._merging[key] = []
+            queue = self._merging[key] = deque()
             task = asyncio.create_task(self._drain(key, store))
             self._draining.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._draining.discard)
@@ -332,7 +333,7 @@ class TenantThreads:
             while queue:
                 group, size = [], 0
                 while queue and (not group or size + len(queue[0].items) <= MERGED_ITEMS):
-                    waiting = queue.pop(0)
+                    waiting = queue.popleft()
                     if not waiting.future.done():  # its client went away before its turn
                         group.append(waiting)
                         size += len(waiting.items)
