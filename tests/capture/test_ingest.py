@@ -26,7 +26,7 @@ def _item(n: int, text: str = "") -> InteractionIn:
     return InteractionIn(
         id=f"i{n}",
         user=f"user-{n}",
-        messages=[{"role": "user", "content": text or f"I am Maria Gonzales, call me on +44 20 7946 {n:04d}"}],
+        messages=[{"role": "user", "content": text or f"I am Maria Gonzales, call me on 020 7946 {n:04d}"}],
         response=f"Thanks Maria, ticket {n} is open",
     )
 
