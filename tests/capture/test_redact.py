@@ -116,6 +116,11 @@ ORDINARY = [
     "Deploy to prod at 10:30 on 2024-05-01",
     "订单号12345678已发货",  # order 12345678 has shipped
     "版本v2.3发布了",
+    "card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 2 is no card",
+    "Deploy at 10:30:45, build 2024-05-01",
+    "my passport expires in 2027",
+    "Licensed under the Apache License 2.0 since 2019",
+    "order id 12345678 is late",
 ]
 
 

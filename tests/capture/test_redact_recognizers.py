@@ -73,6 +73,13 @@ FOUND = [
     ("card ४१११ ११११ ११११ ११११ ok", "card <CREDIT_CARD> ok"),
     # A URL-encoded address.
     ("email jane%40example.com please", "email <EMAIL_ADDRESS> please"),
+    # A card typed digit by digit; a device's hardware address; document numbers after their document.
+    ("card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 ok", "card <CREDIT_CARD> ok"),
+    ("my router is 00:1A:2B:3C:4D:5E please", "is <MAC_ADDRESS> please"),
+    ("mac 001a.2b3c.4d5e", "mac <MAC_ADDRESS>"),
+    ("passport number X1234567 expires", "number <ID_NUMBER> expires"),
+    ("my driving licence is MORGA657054SM9IJ.", "is <ID_NUMBER>."),
+    ("national ID 8001015009087", "ID <ID_NUMBER>"),
     # Values glued to a script written without spaces, and its own words for "phone".
     ("メールはjane@example.comです", "メールは<EMAIL_ADDRESS>です"),
     ("カード4111111111111111です", "カード<CREDIT_CARD>です"),

@@ -167,3 +167,16 @@ PHONE_WORDS = _words(
     "call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact"
     " 电话 電話 手机 手機 联系 聯絡 携帯 でんわ 전화 연락처 핸드폰 휴대폰 โทร เบอร์"
 )
+
+# A card number typed digit by digit ("4 1 1 1 1 1 1 1 …"): 13 to 19 single digits, each after one space.
+SPACED_DIGITS = r"(?<![\w.-])\d(?: \d){12,18}(?![\w.-])"
+# A device's hardware address: six hex pairs joined by ":" or "-" (one kind throughout), or Cisco's three
+# dotted quads. It identifies one person's laptop or router as well as a phone number does.
+MAC_ADDRESS = (
+    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}(?P<sep>[:-])(?:[0-9A-Fa-f]{2}(?P=sep)){4}[0-9A-Fa-f]{2}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:.-])"
+)
+# A document number after the document's name ("passport number X1234567", "driving licence
+# MORGA657054SM9IJ", "national ID 8001015009087"): letters, digits and dashes holding at least 4 digits.
+ID_NUMBER = r"(?<![\w-])(?=(?:[A-Za-z-]*\d){4})[A-Za-z0-9][A-Za-z0-9-]{4,22}[A-Za-z0-9](?![\w-])"
+ID_WORDS = _words("passport licence license dl national identity nin cnic aadhaar dni nie")

@@ -54,6 +54,9 @@ def recognizers() -> list[Any]:
             validate=_digits(7, 15),
         ),
         GroupedCardRecognizer(),
+        RegexRecognizer("CREDIT_CARD", p.SPACED_DIGITS, "DigitByDigitCard", validate=_luhn),
+        RegexRecognizer("MAC_ADDRESS", p.MAC_ADDRESS, "MacAddress"),
+        RegexRecognizer("ID_NUMBER", p.ID_NUMBER, "IdNumberByContext", context=p.ID_WORDS, window=4),
         IbanRecognizer(),
         SpacedIbanRecognizer(supported_entities=["IBAN_CODE"], name="SpacedIbanRecognizer"),
         IpRecognizer(),
@@ -202,6 +205,13 @@ class NamesRecognizer(SpacyRecognizer):
                 break
             at = at - len(match.group()) if left else at + match.end()
         return at
+
+
+def _luhn(value: str) -> bool:
+    """The card checksum over the digits of `value`."""
+    digits = [int(c) for c in value if c.isdigit()][::-1]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+    return total % 10 == 0
 
 
 def _digits(least: int, most: int) -> Callable[[str], bool]:

