@@ -179,4 +179,4 @@ MAC_ADDRESS = (
 # A document number after the document's name ("passport number X1234567", "driving licence
 # MORGA657054SM9IJ", "national ID 8001015009087"): letters, digits and dashes holding at least 4 digits.
 ID_NUMBER = r"(?<![\w-])(?=(?:[A-Za-z-]*\d){4})[A-Za-z0-9][A-Za-z0-9-]{4,22}[A-Za-z0-9](?![\w-])"
-ID_WORDS = _words("passport licence license dl national identity nin cnic aadhaar dni nie")
+ID_WORDS = _words("passport licence license dl national identity nino cnic aadhaar dni")
