@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.capture.events import InteractionIn
+from tuneloop.capture.events import FeedbackIn, InteractionIn
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.errors import PayloadTooLarge
@@ -50,3 +50,21 @@ def test_an_interaction_over_the_budget_is_refused_in_a_merged_call(tenant: Tena
     with pytest.raises(PayloadTooLarge):
         capture.interaction_rows(tenant, calls)
     assert capture.interaction_rows(tenant, calls[:1])[0][0]["id"] != "i0"  # stored keyed, redacted
+
+
+def test_a_value_found_in_one_conversations_event_is_not_removed_from_anothers(tenant: TenantStore) -> None:
+    def comment(n: int, interaction: str, text: str) -> FeedbackIn:
+        return FeedbackIn(id=f"e{n}", interaction_id=interaction, kind="comment", value=text)
+
+    # As `TenantThreads.many` merges two requests: each its own conversation.
+    events = [
+        comment(1, "i1", "my phone number is 5420266"),
+        comment(2, "i2", "build 5420266 failed on CI"),
+        comment(3, "i1", "again: 5420266"),
+    ]
+    rows = Capture(Redactor(hash_key=KEY), Pseudonyms(KEY)).feedback_rows(tenant, events)
+    assert [row["value"] for row, _ in rows] == [
+        "my phone number is <PHONE_NUMBER>",
+        "build 5420266 failed on CI",
+        "again: <PHONE_NUMBER>",
+    ]

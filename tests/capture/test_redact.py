@@ -121,6 +121,11 @@ ORDINARY = [
     "my passport expires in 2027",
     "Licensed under the Apache License 2.0 since 2019",
     "order id 12345678 is late",
+    "print(np.zeros(16)) gives 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+    "our MIT license since build 20240115 is fine",
+    "the identity provider returned error 4010123",
+    "national holiday on 2024-12-25 closes support",
+    "请打电话查询订单号12345678",  # call to ask about order 12345678
 ]
 
 

@@ -80,6 +80,13 @@ FOUND = [
     ("passport number X1234567 expires", "number <ID_NUMBER> expires"),
     ("my driving licence is MORGA657054SM9IJ.", "is <ID_NUMBER>."),
     ("national ID 8001015009087", "ID <ID_NUMBER>"),
+    ("My router's MAC is 00:1A:2B:3C:4D:5E.", "is <MAC_ADDRESS>."),
+    ("MAC 001A2B3C4D5E please", "MAC <MAC_ADDRESS> please"),
+    ("My card number is 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1.", "is <CREDIT_CARD>."),
+    ("身份证号110101199003074514", "身份证号<ID_NUMBER>"),
+    # A combining mark or variation selector on the last character hides nothing.
+    ("email jane@example.com\ufe0f ok", "email <EMAIL_ADDRESS>\ufe0f ok"),
+    ("ssn 123-45-6789\u0301 ok", "ssn <US_SSN>\u0301 ok"),
     # Values glued to a script written without spaces, and its own words for "phone".
     ("メールはjane@example.comです", "メールは<EMAIL_ADDRESS>です"),
     ("カード4111111111111111です", "カード<CREDIT_CARD>です"),

@@ -44,7 +44,7 @@ def test_calls_arriving_while_one_runs_are_merged_and_each_gets_its_own_results(
     tenant_store: TenantStore,
 ) -> None:
     async def scenario() -> list:
-        threads, fn = TenantThreads(4), Recorder()
+        threads, fn = TenantThreads(1), Recorder()  # one thread: the rest must queue
         first = asyncio.create_task(threads.many(fn, tenant_store, ["a"]))
         await asyncio.sleep(0.05)  # the first call is running (blocked); the rest queue behind it
         rest = [asyncio.create_task(threads.many(fn, tenant_store, [f"x{i}", f"y{i}"])) for i in range(5)]
@@ -59,7 +59,7 @@ def test_calls_arriving_while_one_runs_are_merged_and_each_gets_its_own_results(
 
 def test_a_failing_merged_call_fails_only_the_caller_whose_items_broke_it(tenant_store: TenantStore) -> None:
     async def scenario() -> list:
-        threads, fn = TenantThreads(4), Recorder()
+        threads, fn = TenantThreads(1), Recorder()  # one thread: the rest must queue
         first = asyncio.create_task(threads.many(fn, tenant_store, ["a"]))
         await asyncio.sleep(0.05)
         good = asyncio.create_task(threads.many(fn, tenant_store, ["g"]))
@@ -74,7 +74,7 @@ def test_a_failing_merged_call_fails_only_the_caller_whose_items_broke_it(tenant
 
 def test_a_caller_that_went_away_before_its_turn_is_not_run(tenant_store: TenantStore) -> None:
     async def scenario() -> list:
-        threads, fn = TenantThreads(4), Recorder()
+        threads, fn = TenantThreads(1), Recorder()  # one thread: the rest must queue
         first = asyncio.create_task(threads.many(fn, tenant_store, ["a"]))
         await asyncio.sleep(0.05)
         gone = asyncio.create_task(threads.many(fn, tenant_store, ["gone"]))
@@ -94,7 +94,7 @@ def test_a_merged_call_holds_at_most_merged_items_unless_one_caller_sends_more(
     tenant_store: TenantStore,
 ) -> None:
     async def scenario() -> list:
-        threads, fn = TenantThreads(4), Recorder()
+        threads, fn = TenantThreads(1), Recorder()  # one thread: the rest must queue
         first = asyncio.create_task(threads.many(fn, tenant_store, ["a"]))
         await asyncio.sleep(0.05)
         big = asyncio.create_task(threads.many(fn, tenant_store, ["b"] * (MERGED_ITEMS + 1)))
@@ -106,6 +106,26 @@ def test_a_merged_call_holds_at_most_merged_items_unless_one_caller_sends_more(
     sizes = [len(c) for c in asyncio.run(scenario())]
     assert sizes[:2] == [1, MERGED_ITEMS + 1]
     assert all(size <= MERGED_ITEMS for size in sizes[2:]) and sum(sizes[2:]) == 80
+
+
+def test_a_small_call_does_not_wait_for_a_long_one_of_the_same_tenant(tenant_store: TenantStore) -> None:
+    release = threading.Event()
+
+    def fn(store: TenantStore, items: list) -> list:
+        if "long" in items:
+            release.wait(10)
+        return [item * 2 for item in items]
+
+    async def scenario() -> list:
+        threads = TenantThreads(2)
+        long = asyncio.create_task(threads.many(fn, tenant_store, ["long"]))
+        await asyncio.sleep(0.05)
+        small = await asyncio.wait_for(threads.many(fn, tenant_store, ["s"]), timeout=5)
+        assert not long.done()
+        release.set()
+        return [small, await long]
+
+    assert asyncio.run(scenario()) == [["ss"], ["longlong"]]
 
 
 def test_concurrent_single_events_are_each_stored_redacted_under_their_own_id(tmp_path: Path) -> None:

@@ -169,6 +169,9 @@ class Capture:
             store.tenant.redaction,
             store.tenant_id,
             keep=self.public_terms.public(store.tenant_id),
+            # A find spreads to the events about the same conversation, not to other requests' events
+            # analysed in the same batch (`TenantThreads.many`).
+            scopes=[item.interaction_id or item.session or item.id for item in items],
         )
         named = self._interaction_references(store, items)
         rows = [

@@ -162,21 +162,38 @@ INTERNATIONAL_PHONE = r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?!\w)"
 NOT_PHONE_WORDS = _words("""
 order invoice ticket account case ref reference tracking id sku build row version item customer member
 policy card iban ssn social security zip postal postcode serial pin code port error page line release
+订单 單號 单号 编号 編號 版本 注文 주문 버전
 """)
 PHONE_WORDS = _words(
     "call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact"
     " 电话 電話 手机 手機 联系 聯絡 携帯 でんわ 전화 연락처 핸드폰 휴대폰 โทร เบอร์"
 )
 
-# A card number typed digit by digit ("4 1 1 1 1 1 1 1 …"): 13 to 19 single digits, each after one space.
-SPACED_DIGITS = r"(?<![\w.-])\d(?: \d){12,18}(?![\w.-])"
-# A device's hardware address: six hex pairs joined by ":" or "-" (one kind throughout), or Cisco's three
-# dotted quads. It identifies one person's laptop or router as well as a phone number does.
+# A card number typed digit by digit ("4 1 1 1 1 1 1 1 …"): 13 to 19 single digits, each after one space,
+# starting as cards do (2–6: rows of zeros and bit vectors are no cards).
+SPACED_DIGITS = r"(?<![\w.-])[2-6](?: \d){12,18}(?![\w-]|\.\d)"
+# A device's hardware address: six hex pairs joined by ":" or "-", or Cisco's three dotted quads. It
+# identifies one person's laptop or router as well as a phone number does.
 MAC_ADDRESS = (
-    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}(?P<sep>[:-])(?:[0-9A-Fa-f]{2}(?P=sep)){4}[0-9A-Fa-f]{2}"
-    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:.-])"
+    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.[0-9A-Fa-f])"
 )
+# The same six pairs with spaces or nothing between them: only after a word that names a hardware address.
+BARE_MAC_ADDRESS = r"(?<![\w:.-])[0-9A-Fa-f]{2}(?: ?[0-9A-Fa-f]{2}){5}(?![\w:-]|\.[0-9A-Fa-f])"
+MAC_WORDS = _words("mac hardware ethernet wifi wi-fi wlan bssid")
 # A document number after the document's name ("passport number X1234567", "driving licence
-# MORGA657054SM9IJ", "national ID 8001015009087"): letters, digits and dashes holding at least 4 digits.
-ID_NUMBER = r"(?<![\w-])(?=(?:[A-Za-z-]*\d){4})[A-Za-z0-9][A-Za-z0-9-]{4,22}[A-Za-z0-9](?![\w-])"
-ID_WORDS = _words("passport licence license dl national identity nino cnic aadhaar dni")
+# MORGA657054SM9IJ", "national ID 8001015009087"): letters, digits and dashes holding at least 4 digits,
+# not a date.
+ID_NUMBER = (
+    r"(?<![\w-])(?!\d{4}-\d{1,2}-\d{1,2}(?![\w-]))(?=(?:[A-Za-z-]*\d){4})"
+    r"[A-Za-z0-9][A-Za-z0-9-]{4,22}[A-Za-z0-9](?![\w-])"
+)
+ID_WORDS = _words(
+    "passport licence license national identity nino cnic aadhaar dni"
+    " 护照 身份证 驾照 驾驶证 護照 身分證 パスポート 旅券 免許 マイナンバー 여권 주민등록 운전면허"
+)
+# Words that say a number near an ID word is something else ("license … build 20240115", "error 4010123").
+NOT_ID_WORDS = _words(
+    "order invoice ticket build version release error errors status code port line page row sku tracking"
+    " speed holiday"
+)

@@ -56,7 +56,15 @@ def recognizers() -> list[Any]:
         GroupedCardRecognizer(),
         RegexRecognizer("CREDIT_CARD", p.SPACED_DIGITS, "DigitByDigitCard", validate=_luhn),
         RegexRecognizer("MAC_ADDRESS", p.MAC_ADDRESS, "MacAddress"),
-        RegexRecognizer("ID_NUMBER", p.ID_NUMBER, "IdNumberByContext", context=p.ID_WORDS, window=4),
+        RegexRecognizer("MAC_ADDRESS", p.BARE_MAC_ADDRESS, "MacByContext", context=p.MAC_WORDS, window=4),
+        RegexRecognizer(
+            "ID_NUMBER",
+            p.ID_NUMBER,
+            "IdNumberByContext",
+            context=p.ID_WORDS,
+            avoid=p.NOT_ID_WORDS,
+            window=4,
+        ),
         IbanRecognizer(),
         SpacedIbanRecognizer(supported_entities=["IBAN_CODE"], name="SpacedIbanRecognizer"),
         IpRecognizer(),
@@ -125,7 +133,7 @@ class RegexRecognizer(EntityRecognizer):
             before = _words_before(text, start, self.window)
             if self.context_words and not any(_is_context(w, self.context_words) for w in before):
                 continue
-            if self.avoid_words and any(w in self.avoid_words for w in before):
+            if self.avoid_words and any(_is_avoided(w, self.avoid_words) for w in before):
                 continue
             results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
         return results
@@ -137,6 +145,11 @@ def _is_context(word: str, context: tuple[str, ...]) -> bool:
     return word.startswith(context) or (
         not word.isascii() and any(c in word for c in context if not c.isascii())
     )
+
+
+def _is_avoided(word: str, avoid: tuple[str, ...]) -> bool:
+    """`word` is one of `avoid`, or (unspaced scripts) holds one: "请打电话查询订单号" asks about an order."""
+    return word in avoid or (not word.isascii() and any(a in word for a in avoid if not a.isascii()))
 
 
 def _words_before(text: str, start: int, count: int) -> list[str]:

@@ -12,7 +12,7 @@ import re
 import threading
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -82,18 +82,25 @@ class Redactor:
         _engines()
 
     def redact_texts(
-        self, texts: list[str], mode: RedactionMode, owner: str = "", keep: frozenset[str] = frozenset()
+        self,
+        texts: list[str],
+        mode: RedactionMode,
+        owner: str = "",
+        keep: frozenset[str] = frozenset(),
+        scopes: list[Hashable] | None = None,
     ) -> list[str]:
         """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others.
 
         Names made only of `keep` words (the tenant's public terms) stay: they are its brand, not a person.
+        A value found in one text is removed from the texts of the same scope (`scopes`, one per text; by
+        default all of them are one).
         """
         if mode == "off":
             return list(texts)
         if mode not in ("redact", "hash"):
             raise ValueError(f"unknown redaction mode {mode!r}; use one of redact, hash, off")
         engines = _engines()
-        spans = _propagate(texts, engines.find_spans(texts, owner))
+        spans = _propagate(texts, engines.find_spans(texts, owner), scopes or [None] * len(texts))
         if keep:
             spans = [
                 [f for f in finds if not _is_kept(text[f[1] : f[2]], f[0], keep)]
@@ -118,17 +125,24 @@ class Redactor:
         *,
         budget: bool = True,
         keep: frozenset[str] = frozenset(),
+        scopes: list[Hashable] | None = None,
     ) -> list[Any]:
         """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone.
 
         With `budget`, more text than `max_chars` or more strings than `max_strings` is refused (413).
+        `scopes` (one per value) limits where a value found is also removed, as in `redact_texts`.
         """
         if mode == "off":
             return list(values)
         strings = strings_in(values)
         if budget:
             self.check_budget(strings)
-        redacted = iter(self.redact_texts(strings, mode, owner, keep))
+        per_string = (
+            [scope for value, scope in zip(values, scopes, strict=True) for _ in strings_in(value)]
+            if scopes is not None
+            else None
+        )
+        redacted = iter(self.redact_texts(strings, mode, owner, keep, per_string))
         return _replace_strings(values, redacted)
 
     def finds(self, texts: list[str], owner: str = "") -> list[list[tuple[str, str]]]:
@@ -172,25 +186,25 @@ def _is_kept(value: str, entity: str, keep: frozenset[str]) -> bool:
     return entity == "PERSON" and (value in keep or all(word in keep for word in value.split()))
 
 
-def _propagate(texts: list[str], spans: list[Spans]) -> list[Spans]:
-    """Add every other occurrence, anywhere in the batch, of a value found once.
+def _propagate(texts: list[str], spans: list[Spans], scopes: list[Hashable]) -> list[Spans]:
+    """Add every other occurrence, in the texts of the same scope, of a value found once.
 
     NER misses a name in "Thanks Johanna Whitfield!" that it found in "I am Johanna Whitfield"; the texts
-    of one record arrive in one batch, so what is found in one of them is removed from all of them.
+    of one record arrive in one batch, so what is found in one of them is removed from all of them. Records
+    of other requests analysed in the same batch are other scopes: what one holds must not decide another.
     """
-    found = {
-        text[start:end]: entity
-        for text, finds in zip(texts, spans, strict=True)
-        for entity, start, end, _ in finds
-        if end - start >= 4
-    }
+    found: dict[Hashable, dict[str, str]] = {}
+    for text, finds, scope in zip(texts, spans, scopes, strict=True):
+        for entity, start, end, _ in finds:
+            if end - start >= 4:
+                found.setdefault(scope, {})[text[start:end]] = entity
     if not found:
         return spans
     out = []
-    for text, finds in zip(texts, spans, strict=True):
+    for text, finds, scope in zip(texts, spans, scopes, strict=True):
         covered = [(start, end) for _, start, end, _ in finds]
         extra = []
-        for value, entity in found.items():
+        for value, entity in found.get(scope, {}).items():
             at = text.find(value)
             while at >= 0:
                 if not any(start < at + len(value) and at < end for start, end in covered):
@@ -428,6 +442,10 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
     before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
         part = "@" if found[0] == ENCODED_AT else _visible(found[0])
+        if part and before.isascii() and unicodedata.category(part[0]) in ("Mn", "Me"):
+            # A combining mark or variation selector on an ASCII character ("…com\ufe0f", keycap digits
+            # "4\ufe0f\u20e3") is read as a letter by the patterns' word boundaries and hid the value.
+            part = ""
         if part and before and _glued(before, part[0]):
             # The space goes with the Latin side, so a find spans none of the script around it.
             parts.append(" ")
@@ -480,6 +498,8 @@ def _normalize(entity: str, value: str) -> str:
         return canonical_email(value)
     if entity == "IP_ADDRESS":
         return value.lower()
+    if entity == "MAC_ADDRESS":  # one spelling whatever the separators and case
+        return "".join(c for c in value if c.isalnum()).lower()
     return " ".join(value.casefold().split())
 
 

@@ -301,7 +301,8 @@ class TenantThreads:
     def __init__(self, per_tenant: int) -> None:
         self.per_tenant = per_tenant
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
-        self._merging: dict[tuple[PerItem, Tenant], deque[_Waiting]] = {}
+        self._queues: dict[tuple[PerItem, Tenant], deque[_Waiting]] = {}
+        self._drains: dict[tuple[PerItem, Tenant], int] = {}  # the key's drains running, ≤ per_tenant
         self._draining: set[asyncio.Task] = set()
 
     async def __call__(self, tenant_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -312,23 +313,23 @@ class TenantThreads:
 
     async def many(self, fn: PerItem, store: TenantStore, items: list[Any]) -> list[Any]:
         """`fn(store, items)` in the tenant's threads, merged with the calls of `fn` for the same tenant that
-        arrive while one runs: analysing many requests' texts in one call costs far less than one call each
-        (spaCy's and Presidio's per-call work, the store reads `fn` makes), so under load single-event
-        requests cost about what a batch does, and an idle server adds no wait."""
+        arrive while its threads are busy: analysing many requests' texts in one call costs far less than
+        one call each (spaCy's and Presidio's per-call work, the store reads `fn` makes), so under load
+        single-event requests cost about what a batch does, and an idle server adds no wait. Up to
+        `per_tenant` merged calls run at once, so a small request never waits out a long one."""
         key = (fn, store.tenant)  # the tenant as read with the key: its redaction mode is part of it
         mine = _Waiting(items, asyncio.get_running_loop().create_future())
-        queue = self._merging.get(key)
-        if queue is None:
-            queue = self._merging[key] = deque()
+        self._queues.setdefault(key, deque()).append(mine)
+        if self._drains.get(key, 0) < self.per_tenant:
+            self._drains[key] = self._drains.get(key, 0) + 1
             task = asyncio.create_task(self._drain(key, store))
             self._draining.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._draining.discard)
-        queue.append(mine)
         return await mine.future
 
     async def _drain(self, key: tuple[PerItem, Tenant], store: TenantStore) -> None:
         """Run the queued calls of `key` in merged groups until none is left."""
-        fn, queue = key[0], self._merging[key]
+        fn, queue = key[0], self._queues[key]
         try:
             while queue:
                 group, size = [], 0
@@ -340,7 +341,9 @@ class TenantThreads:
                 if group:
                     await self._run_group(fn, store, group)
         finally:
-            del self._merging[key]
+            self._drains[key] -= 1
+            if not self._drains[key]:
+                del self._drains[key], self._queues[key]
 
     async def _run_group(self, fn: PerItem, store: TenantStore, group: list[_Waiting]) -> None:
         """One call on the group's items; when it fails, each caller alone, so only the one whose items
