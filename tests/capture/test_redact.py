@@ -126,6 +126,7 @@ ORDINARY = [
     "the identity provider returned error 4010123",
     "national holiday on 2024-12-25 closes support",
     "请打电话查询订单号12345678",  # call to ask about order 12345678
+    "電話で注文番号1234567890について問い合わせ",  # asking by phone about order 1234567890
 ]
 
 

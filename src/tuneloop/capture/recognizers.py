@@ -5,7 +5,7 @@ Imported only when the models load (it pulls in Presidio and spaCy), never at se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import regex  # type: ignore[import-untyped]
@@ -147,7 +147,7 @@ def _is_context(word: str, context: tuple[str, ...]) -> bool:
     )
 
 
-def _is_avoided(word: str, avoid: tuple[str, ...]) -> bool:
+def _is_avoided(word: str, avoid: Collection[str]) -> bool:
     """`word` is one of `avoid`, or (unspaced scripts) holds one: "请打电话查询订单号" asks about an order."""
     return word in avoid or (not word.isascii() and any(a in word for a in avoid if not a.isascii()))
 
@@ -312,7 +312,9 @@ class GatedPhoneRecognizer(PhoneRecognizer):
             return []
         results = super().analyze(text, entities, nlp_artifacts)
         # phonenumbers reads "build 13100596" or "--port 16938" as numbers somewhere; their labels say not.
-        return [r for r in results if not set(_words_before(text, r.start, 3)) & _NOT_PHONE]
+        return [
+            r for r in results if not any(_is_avoided(w, _NOT_PHONE) for w in _words_before(text, r.start, 3))
+        ]
 
 
 class GroupedCardRecognizer(CreditCardRecognizer):
