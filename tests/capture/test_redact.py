@@ -127,6 +127,8 @@ ORDINARY = [
     "national holiday on 2024-12-25 closes support",
     "请打电话查询订单号12345678",  # call to ask about order 12345678
     "電話で注文番号1234567890について問い合わせ",  # asking by phone about order 1234567890
+    "order 2345 6789 0123 shipped",  # twelve digits failing Aadhaar's check digit
+    "โทรทัศน์รุ่น 55123456789 เสียครับ",  # the television model 55123456789 is broken
 ]
 
 

@@ -84,6 +84,8 @@ FOUND = [
     ("MAC 001A2B3C4D5E please", "MAC <MAC_ADDRESS> please"),
     ("My card number is 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1.", "is <CREDIT_CARD>."),
     ("身份证号110101199003074514", "身份证号<ID_NUMBER>"),
+    ("my NI number is AB 12 34 56 C thanks", "is <ID_NUMBER> thanks"),
+    ("aadhaar 2345 6789 0124 please", "aadhaar <ID_NUMBER> please"),
     # A combining mark or variation selector on the last character hides nothing.
     ("email jane@example.com\ufe0f ok", "email <EMAIL_ADDRESS>\ufe0f ok"),
     ("ssn 123-45-6789\u0301 ok", "ssn <US_SSN>\u0301 ok"),

@@ -162,7 +162,7 @@ INTERNATIONAL_PHONE = r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?!\w)"
 NOT_PHONE_WORDS = _words("""
 order invoice ticket account case ref reference tracking id sku build row version item customer member
 policy card iban ssn social security zip postal postcode serial pin code port error page line release
-订单 單號 单号 编号 編號 版本 注文 주문 버전
+订单 單號 单号 编号 編號 版本 注文 주문 버전 โทรทัศน์
 """)
 PHONE_WORDS = _words(
     "call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact"
@@ -192,6 +192,13 @@ ID_WORDS = _words(
     "passport licence license national identity nino cnic aadhaar dni"
     " 护照 身份证 驾照 驾驶证 護照 身分證 パスポート 旅券 免許 マイナンバー 여권 주민등록 운전면허"
 )
+# The UK's National Insurance number ("AB 12 34 56 C"): its letters rule out most words and codes.
+UK_NINO = (
+    r"(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-])"
+)
+# India's Aadhaar number: 12 digits in groups of four, the first 2–9 (its Verhoeff check digit decides).
+AADHAAR = r"(?<![\w.-])[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?![\w-]|\.\d)"
 # Words that say a number near an ID word is something else ("license … build 20240115", "error 4010123").
 NOT_ID_WORDS = _words(
     "order invoice ticket build version release error errors status code port line page row sku tracking"

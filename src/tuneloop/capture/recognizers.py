@@ -27,7 +27,7 @@ from tuneloop.capture import pii_patterns as p
 # Our finds are decided by pattern and context; above spaCy's 0.85, so where a find of ours and a name from
 # the model cover the same span (an obfuscated email read as a name), ours names it.
 SCORE = 0.9
-_WORD = regex.compile(r"[\p{L}\p{N}]+")
+_WORD = regex.compile(r"[\p{L}\p{M}\p{N}]+")  # marks too: Thai and Hindi words hold them
 _NOT_PHONE = frozenset(p.NOT_PHONE_WORDS)
 # Two capitals in a row inside a mixed-case word: "OpenAI", "PostgreSQL", never "LaToya" or "McDonald".
 _MIXED_CASE = regex.compile(r"\p{Ll}\p{L}*\p{Lu}{2}|\p{Lu}{2}\p{L}*\p{Ll}")
@@ -55,6 +55,8 @@ def recognizers() -> list[Any]:
         ),
         GroupedCardRecognizer(),
         RegexRecognizer("CREDIT_CARD", p.SPACED_DIGITS, "DigitByDigitCard", validate=_luhn),
+        RegexRecognizer("ID_NUMBER", p.UK_NINO, "UkNino"),
+        RegexRecognizer("ID_NUMBER", p.AADHAAR, "Aadhaar", validate=_verhoeff),
         RegexRecognizer("MAC_ADDRESS", p.MAC_ADDRESS, "MacAddress"),
         RegexRecognizer("MAC_ADDRESS", p.BARE_MAC_ADDRESS, "MacByContext", context=p.MAC_WORDS, window=4),
         RegexRecognizer(
@@ -225,6 +227,45 @@ def _luhn(value: str) -> bool:
     digits = [int(c) for c in value if c.isdigit()][::-1]
     total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
     return total % 10 == 0
+
+
+# Verhoeff's tables: multiplication in the dihedral group D5, and the position permutations.
+_D5 = [
+    [int(c) for c in row]
+    for row in (
+        "0123456789",
+        "1234067895",
+        "2340178956",
+        "3401289567",
+        "4012395678",
+        "5987604321",
+        "6598710432",
+        "7659821043",
+        "8765932104",
+        "9876543210",
+    )
+]
+_P5 = [
+    [int(c) for c in row]
+    for row in (
+        "0123456789",
+        "1576283094",
+        "5803796142",
+        "8916043527",
+        "9453126870",
+        "4286573901",
+        "2793806415",
+        "7046913258",
+    )
+]
+
+
+def _verhoeff(value: str) -> bool:
+    """The Verhoeff checksum (dihedral group D5) over the digits of `value`, as Aadhaar numbers carry."""
+    check = 0
+    for i, digit in enumerate(int(c) for c in reversed(value) if c.isdigit()):
+        check = _D5[check][_P5[i % 8][digit]]
+    return check == 0
 
 
 def _digits(least: int, most: int) -> Callable[[str], bool]:
