@@ -83,7 +83,7 @@ class Capture:
         if store.tenant.redaction != "off" and len(calls) > 1:
             texts: list[str] = []
             for item, options in calls:
-                strings = strings_in(_redactable(item, options.get("decoding") or {}))
+                strings = strings_in(_redactable(item, options.get("decoding")))
                 try:
                     if options.get("budget", True):
                         self.redactor.check_budget(strings)

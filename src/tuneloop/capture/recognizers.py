@@ -36,6 +36,7 @@ _PARTICLES = rf"(?:{p.alternation(p.NAME_PARTICLES)})(?:\s+(?:{p.alternation(p.N
 
 def recognizers() -> list[Any]:
     """Every recognizer the analyzer runs, for the entities `redact.ENTITIES` names."""
+    cards = GroupedCardRecognizer()
     return [
         OfflineEmailRecognizer(),
         RegexRecognizer(
@@ -53,8 +54,8 @@ def recognizers() -> list[Any]:
             avoid=p.NOT_PHONE_WORDS,
             validate=_digits(7, 15),
         ),
-        GroupedCardRecognizer(),
-        RegexRecognizer("CREDIT_CARD", p.SPACED_DIGITS, "DigitByDigitCard", validate=_luhn),
+        cards,
+        RegexRecognizer("CREDIT_CARD", p.SPACED_DIGITS, "DigitByDigitCard", validate=cards.checksum),
         RegexRecognizer("ID_NUMBER", p.UK_NINO, "UkNino"),
         RegexRecognizer("ID_NUMBER", p.AADHAAR, "Aadhaar", validate=_verhoeff),
         RegexRecognizer("MAC_ADDRESS", p.MAC_ADDRESS, "MacAddress"),
@@ -133,25 +134,19 @@ class RegexRecognizer(EntityRecognizer):
             if start == end or (self.validate and not self.validate(text[start:end])):
                 continue
             before = _words_before(text, start, self.window)
-            if self.context_words and not any(_is_context(w, self.context_words) for w in before):
+            if self.context_words and not any(_mentions(w, self.context_words, prefix=True) for w in before):
                 continue
-            if self.avoid_words and any(_is_avoided(w, self.avoid_words) for w in before):
+            if self.avoid_words and any(_mentions(w, self.avoid_words) for w in before):
                 continue
             results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
         return results
 
 
-def _is_context(word: str, context: tuple[str, ...]) -> bool:
-    """`word` is, or begins with, a context word; in scripts written without spaces the context word is
-    glued to its neighbours ("我的电话是": "my phone is"), so it is found inside the run."""
-    return word.startswith(context) or (
-        not word.isascii() and any(c in word for c in context if not c.isascii())
-    )
-
-
-def _is_avoided(word: str, avoid: Collection[str]) -> bool:
-    """`word` is one of `avoid`, or (unspaced scripts) holds one: "请打电话查询订单号" asks about an order."""
-    return word in avoid or (not word.isascii() and any(a in word for a in avoid if not a.isascii()))
+def _mentions(word: str, words: Collection[str], *, prefix: bool = False) -> bool:
+    """`word` is one of `words` (with `prefix`, or begins with one); in scripts written without spaces a
+    word is glued to its neighbours ("我的电话是": "my phone is"), so it is found inside the run."""
+    found = word.startswith(tuple(words)) if prefix else word in words
+    return found or (not word.isascii() and any(w in word for w in words if not w.isascii()))
 
 
 def _words_before(text: str, start: int, count: int) -> list[str]:
@@ -220,13 +215,6 @@ class NamesRecognizer(SpacyRecognizer):
                 break
             at = at - len(match.group()) if left else at + match.end()
         return at
-
-
-def _luhn(value: str) -> bool:
-    """The card checksum over the digits of `value`."""
-    digits = [int(c) for c in value if c.isdigit()][::-1]
-    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
-    return total % 10 == 0
 
 
 # Verhoeff's tables: multiplication in the dihedral group D5, and the position permutations.
@@ -354,7 +342,7 @@ class GatedPhoneRecognizer(PhoneRecognizer):
         results = super().analyze(text, entities, nlp_artifacts)
         # phonenumbers reads "build 13100596" or "--port 16938" as numbers somewhere; their labels say not.
         return [
-            r for r in results if not any(_is_avoided(w, _NOT_PHONE) for w in _words_before(text, r.start, 3))
+            r for r in results if not any(_mentions(w, _NOT_PHONE) for w in _words_before(text, r.start, 3))
         ]
 
 
@@ -377,7 +365,11 @@ class GroupedCardRecognizer(CreditCardRecognizer):
         # Luhn passes one digit string in ten; groups of 4 (or Amex's 4-6-5) tell a card from "345678-12345".
         sizes = [len(g) for g in regex.split(f"[{regex.escape(self.SEPARATORS)}]", pattern_text)]
         grouped = sizes[:-1] == [4] * (len(sizes) - 1) or sizes in ([4, 6, 5], [4, 6, 4])
-        return (len(sizes) == 1 or grouped) and bool(super().validate_result(pattern_text))
+        return (len(sizes) == 1 or grouped) and self.checksum(pattern_text)
+
+    def checksum(self, value: str) -> bool:
+        """Presidio's Luhn check on `value` without its separators, however it is grouped."""
+        return bool(super().validate_result(value))
 
 
 class SsnRecognizer(UsSsnRecognizer):

@@ -134,11 +134,12 @@ class Redactor:
         """
         if mode == "off":
             return list(values)
-        strings = strings_in(values)
+        per_value = [strings_in(value) for value in values]
+        strings = [s for found in per_value for s in found]
         if budget:
             self.check_budget(strings)
         per_string = (
-            [scope for value, scope in zip(values, scopes, strict=True) for _ in strings_in(value)]
+            [scope for found, scope in zip(per_value, scopes, strict=True) for _ in found]
             if scopes is not None
             else None
         )
