@@ -257,3 +257,10 @@ def test_threads_follow_the_idle_cores_between_decodes_and_answers_stay_the_same
     finally:
         batch.close()
         fixed.close()
+
+
+def test_setup_builds_llama_cpp_without_openmp() -> None:
+    """`make setup` builds llama.cpp without OpenMP, whose barriers halve decoding beside PyTorch."""
+    import llama_cpp
+
+    assert b"OPENMP = 1" not in llama_cpp.llama_print_system_info()

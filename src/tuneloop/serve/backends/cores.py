@@ -2,7 +2,7 @@
 
 On a small machine the server shares its cores with the loop (training, the gate's generation) and with
 whatever else runs there. A fixed thread count is wrong either way: all cores stall when another process
-takes one (OpenMP threads wait on each other at every layer), half the cores waste the rest while the
+takes one (decoding threads wait on each other at every layer), half the cores waste the rest while the
 machine is otherwise idle. So the count follows what the others used over the last second.
 """
 

@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 # model near 400 MB, and leaves room for a retrieval prompt plus an answer.
 SLOT_CONTEXT = 2048
 _init_lock = threading.Lock()
+# OpenMP barriers share libgomp with PyTorch, which stops spinning once both run threads in one process.
+OPENMP_WARNING = (
+    "tuneloop: this llama.cpp was built with OpenMP, which decodes up to 2x slower in a process that also "
+    "runs PyTorch; rebuild it without: CMAKE_ARGS=-DGGML_OPENMP=OFF pip install --force-reinstall "
+    "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
+)
 _log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
 
 
@@ -51,6 +57,8 @@ def _llama() -> Any:
             _log_callback.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
             llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
+            if b"OPENMP = 1" in llama_cpp.llama_print_system_info():
+                print(OPENMP_WARNING, file=sys.stderr, flush=True)
     return llama_cpp
 
 
