@@ -5,13 +5,17 @@ tuneloop's llama.cpp backend and tuneloop's transformers backend, in rotating ro
 processes hits them alike: tokens/s at 1 and 8 concurrent users, time to first token (streaming, 1 user),
 and tokens/s of 8 users with 8 adapters resident, all on one adapter and spread over the 8.
 
+Prefill (llama.cpp backend): while one user streams, another sends a ~1,500-token prompt; the stream's
+longest pause and the long prompt's first token, prefilled a chunk a step against in one pass.
+
 Gateway (the transformers backend), per model (tiny random Llama, real SmolLM2-135M): total tokens/s at
 1, 4 and 8 concurrent requests; the latency an adapter switch adds (ms); tokens/s of 8 concurrent requests
 spread over 1, 2, 4 and 8 resident adapters; and the same work through the HTTP gateway (a `tuneloop serve`
 subprocess, the official `openai` client), streaming and not, against in-process `generate`, with the
 gateway's overhead as a share of generation time (target: at most 3%): in wall time (median of paired
 runs, with its interquartile range) and in CPU time of both processes, which a busy machine does not skew.
-Run: `.venv/bin/python benchmarks/serve.py [--sections engines,gateway] [--models tiny,real] [--rounds 3]`.
+Run: `.venv/bin/python benchmarks/serve.py [--sections engines,prefill,gateway] [--models tiny,real]
+[--rounds 3]`.
 """
 
 from __future__ import annotations
@@ -391,9 +395,66 @@ async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads:
     return [(f"engines, {threads} threads: {name}", value) for name, value in rows]
 
 
+def long_prompt(case: int) -> str:
+    """About 1,500 tokens, different from the first clause on for each `case` (no cached prefix helps)."""
+    return " ".join(f"Case {case}, clause {i}: returns are accepted within 30 days." for i in range(110))
+
+
+async def prefill_pause(backend: EmbeddedBackend, max_tokens: int, case: int) -> tuple[float, float]:
+    """While one user streams, another sends a ~1,500-token prompt: the longest pause between the stream's
+    deltas from then on (ms), and the long prompt's time to its first token (ms)."""
+    long = GenerationRequest([{"role": "user", "content": long_prompt(case)}], 1, 0.0)
+    gaps: list[float] = []
+    sent: asyncio.Task | None = None
+    async with await backend.stream(ask(0, max_tokens)) as stream:
+        last = time.perf_counter()
+        async for _ in stream:
+            now = time.perf_counter()
+            if sent is not None and not sent.done():
+                gaps.append(now - last)
+            last = now
+            if sent is None:
+                start = time.perf_counter()
+                sent = asyncio.create_task(backend.generate(long))
+    await sent
+    return max(gaps, default=0.0) * 1000, (time.perf_counter() - start) * 1000
+
+
+async def bench_prefill(models_dir: Path, rounds: int, threads: int) -> list:
+    """A running stream beside a long prompt's prefill: a chunk a step (PREFILL_CHUNK) against the whole
+    prompt in one pass, as before chunking."""
+    from tuneloop.serve.backends import llamacpp
+
+    model_dir, gguf = ensure_base_model(models_dir), gguf_of(BASE_MODEL_NAME)
+    chunked = LlamaCppBackend(model_dir, gguf, threads=threads, max_batch_size=8)
+    chunk, llamacpp.PREFILL_CHUNK = llamacpp.PREFILL_CHUNK, 4096
+    whole = LlamaCppBackend(model_dir, gguf, threads=threads, max_batch_size=8)
+    figures: dict[str, list[float]] = {}
+    try:
+        for backend in (chunked, whole):  # a batch sizes its decode calls when it starts: room for both
+            await backend.start()
+        for r in range(rounds):
+            for name, backend in (("chunked", chunked), ("one pass", whole)):
+                llamacpp.PREFILL_CHUNK = chunk if backend is chunked else 4096
+                pause, first = await prefill_pause(backend, 96, r)
+                figures.setdefault(f"{name}: longest pause of a running stream, ms", []).append(pause)
+                figures.setdefault(f"{name}: the long prompt's first token, ms", []).append(first)
+    finally:
+        llamacpp.PREFILL_CHUNK = chunk
+        for backend in (chunked, whole):
+            await backend.close()
+    return [
+        (f"prefill of a 1,500-token prompt, {threads} threads: {name} (median of {rounds})", f"{v:.0f}")
+        for name, values in figures.items()
+        for v in [statistics.median(values)]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="engines,gateway", help="comma list of: engines, gateway")
+    parser.add_argument(
+        "--sections", default="engines,prefill,gateway", help="comma list of: engines, prefill, gateway"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads per engine")
     parser.add_argument("--models", default="tiny,real", help="gateway section: comma list of tiny, real")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per request")
@@ -409,6 +470,8 @@ def main() -> None:
             rows += asyncio.run(
                 bench_engines(models_dir, args.max_tokens, args.rounds, args.threads, Path(work))
             )
+        if "prefill" in sections:
+            rows += asyncio.run(bench_prefill(models_dir, args.rounds, args.threads))
         for label in args.models.split(",") if "gateway" in sections else []:
             rows += asyncio.run(
                 bench_model(label, choices[label](), args.max_tokens, Path(work), args.rounds)

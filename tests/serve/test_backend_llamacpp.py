@@ -15,11 +15,12 @@ from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
 from tuneloop.serve.app import make_backend
+from tuneloop.serve.backends import llamacpp
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.batching import Sequence, run_to_end
 from tuneloop.serve.backends.cores import IdleCores
 from tuneloop.serve.backends.embedded import EmbeddedBackend
-from tuneloop.serve.backends.llamacpp import LlamaCppBackend, LlamaCppBatch
+from tuneloop.serve.backends.llamacpp import PREFILL_CHUNK, LlamaCppBackend, LlamaCppBatch
 
 PROMPTS = ["How do vaccines work?", "Write a haiku about autumn.", "What is a hash table?"]
 SYSTEM = "You are the support assistant of a small bank. Answer in two sentences."
@@ -257,6 +258,82 @@ def test_threads_follow_the_idle_cores_between_decodes_and_answers_stay_the_same
     finally:
         batch.close()
         fixed.close()
+
+
+def sequence(batch: LlamaCppBatch, text: str, max_tokens: int, done: list[str]) -> Sequence:
+    """A greedy sequence over `text` as it is, whose final answer lands in `done`."""
+    return Sequence(
+        prompt_ids=batch.tokenizer(text, add_special_tokens=False)["input_ids"],
+        adapter="__base__",
+        max_tokens=max_tokens,
+        emit=lambda item: done.append(item[1]) if item[0] == "done" else None,
+    )
+
+
+LONG = " ".join(f"Clause {i}: the customer may return any item within thirty days." for i in range(60))
+
+
+def test_a_long_prompt_is_prefilled_a_chunk_a_step_while_running_rows_keep_decoding(
+    base_model: Path,
+) -> None:
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
+    try:
+        done: list[str] = []
+        short = sequence(batch, "Hello", 64, done)
+        batch.admit([short])
+        batch.step()
+        assert batch.rows == [short]
+        long = sequence(batch, LONG, 4, done)
+        assert len(long.prompt_ids) > 3 * PREFILL_CHUNK
+        batch.admit([long])
+        filled = []
+        while long in batch.filling:
+            before = len(short.tokens)
+            batch.step()
+            assert len(short.tokens) == before + 1  # the running row got its token this step too
+            filled.append(long.pos)
+        assert len(filled) == -(-len(long.prompt_ids) // PREFILL_CHUNK)
+        assert all(b - a <= PREFILL_CHUNK for a, b in zip([0, *filled], filled, strict=False))
+        assert long in batch.rows and long.tokens  # prefilled: its first token is taken
+    finally:
+        batch.close()
+
+
+def test_chunked_prefill_answers_as_prefilling_in_one_pass(
+    base_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        in_one_pass = greedy(batch, LONG[:1500], max_tokens=12, chat=False)
+        monkeypatch.setattr(llamacpp, "PREFILL_CHUNK", 16)
+        batch.reused = 0
+        warm = greedy(batch, LONG[:1500] + " Summary:", max_tokens=12, chat=False)  # reuses the cache
+        fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+        try:
+            assert greedy(fresh, LONG[:1500], max_tokens=12, chat=False) == in_one_pass
+            assert greedy(fresh, LONG[:1500] + " Summary:", max_tokens=12, chat=False) == warm
+        finally:
+            fresh.close()
+        assert batch.reused > 16
+    finally:
+        batch.close()
+
+
+def test_a_prompt_cancelled_while_it_fills_gives_back_its_slot(base_model: Path) -> None:
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        done: list[str] = []
+        long = sequence(batch, LONG, 4, done)
+        batch.admit([long])
+        batch.step()
+        assert batch.filling == [long]
+        long.cancelled = True
+        batch.drop_finished()
+        assert batch.active == []
+        assert greedy(batch, PROMPTS[0])  # the one slot is free again, and its partial cache is gone
+        assert batch.reused == 0 and done == []
+    finally:
+        batch.close()
 
 
 def test_setup_builds_llama_cpp_without_openmp() -> None:

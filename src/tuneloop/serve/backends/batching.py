@@ -125,8 +125,8 @@ def default_threads() -> int:
 def run_to_end(batch: Batch, seqs: list[Sequence], slots: int) -> None:
     """Generate `seqs` to the end on this thread, at most `slots` at once (offline generation, no server)."""
     pending = list(seqs)
-    while pending or batch.rows:
-        room = slots - len(batch.rows)
+    while pending or batch.active:
+        room = slots - len(batch.active)
         if pending and room > 0:
             batch.admit(pending[:room])
             pending = pending[room:]
@@ -153,11 +153,19 @@ class Batch(ABC):
         self.eos_ids = eos_ids
         self.max_positions = max_positions
         self.rows: list[Sequence] = []
+        # Admitted, holding a slot, their prompts prefilled a chunk a step beside the rows' decoding.
+        self.filling: list[Sequence] = []
         self.observer: Observer | None = None  # told of every finished sequence (serving metrics)
+
+    @property
+    def active(self) -> list[Sequence]:
+        """The sequences holding a place in the batch: running rows and prompts still being prefilled."""
+        return [*self.rows, *self.filling]
 
     @abstractmethod
     def admit(self, seqs: list[Sequence]) -> None:
-        """Prefill `seqs`, add them to the running rows and take their first token."""
+        """Take `seqs` in: prefill them and take their first token now (they join the rows), or hold them in
+        `filling` for the next steps to prefill."""
 
     @abstractmethod
     def step(self) -> None:
@@ -179,20 +187,23 @@ class Batch(ABC):
         """Free the cache of `gone` rows; `keep` indexes the rows (before removal) that stay."""
 
     def drop_finished(self) -> None:
-        """Remove finished and cancelled rows, freeing their slots in the cache."""
+        """Remove finished and cancelled rows (and cancelled prompts still filling), freeing their slots."""
         keep = [i for i, s in enumerate(self.rows) if not (s.done or s.cancelled)]
-        if len(keep) == len(self.rows):
+        abandoned = [s for s in self.filling if s.cancelled]
+        if len(keep) == len(self.rows) and not abandoned:
             return
         gone = [s for s in self.rows if s.done or s.cancelled]
-        self._release(keep, gone)
+        self.filling = [s for s in self.filling if not s.cancelled]
+        self._release(keep, [*gone, *abandoned])
         self.rows = [self.rows[i] for i in keep]
 
     def fail_all(self, error: Exception) -> None:
-        """Send `error` to every row and empty the batch (after a model failure or at shutdown)."""
-        for s in self.rows:
+        """Send `error` to every sequence in the batch and empty it (after a model failure or at shutdown)."""
+        active = self.active
+        for s in active:
             s.emit(("error", error))
-        self._release([], self.rows)
-        self.rows = []
+        self._release([], active)
+        self.rows, self.filling = [], []
 
     def _take(self, seqs: list[Sequence], tokens: list[int]) -> None:
         for s, token in zip(seqs, tokens, strict=True):

@@ -389,14 +389,14 @@ class EmbeddedBackend(Backend):
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not (self._closing or self._pending or self._controls or batch.rows):
+                    while not (self._closing or self._pending or self._controls or batch.active):
                         self._cond.wait()
                     if self._closing:
                         break
                     controls = self._ready_controls(batch)
                     # Owners with rows running or just prefilled wait behind the others.
-                    served = collections.Counter(s.owner for s in [*batch.rows, *admitted])
-                    admitted = admissible(self._pending, self._max_batch_size - len(batch.rows), served)
+                    served = collections.Counter(s.owner for s in [*batch.active, *admitted])
+                    admitted = admissible(self._pending, self._max_batch_size - len(batch.active), served)
                 for op, name, path, future in controls:
                     try:
                         self._apply_control(op, name, path)
@@ -409,12 +409,12 @@ class EmbeddedBackend(Backend):
                         batch.drop_finished()
                     # A decode step after every admission: rows already running advance between prefills
                     # instead of waiting out a queue of long prompts.
-                    if batch.rows:
+                    if batch.active:
                         batch.step()
                         batch.drop_finished()
                 except Exception as exc:
                     for s in admitted:
-                        if s not in batch.rows:
+                        if s not in batch.active:
                             s.emit(("error", TuneloopError(f"generation failed: {exc}")))
                     batch.fail_all(TuneloopError(f"generation failed: {exc}"))
         self._shutdown(batch)
@@ -422,7 +422,7 @@ class EmbeddedBackend(Backend):
 
     def _ready_controls(self, batch: Batch) -> list:
         """Controls that can run now; an unload waits while queued or running rows still use the adapter."""
-        busy = {s.adapter for s in batch.rows} | {s.adapter for s in self._pending if not s.cancelled}
+        busy = {s.adapter for s in batch.active} | {s.adapter for s in self._pending if not s.cancelled}
         ready = [c for c in self._controls if c[0] == "load" or c[1] not in busy]
         self._controls = [c for c in self._controls if c not in ready]
         return ready
