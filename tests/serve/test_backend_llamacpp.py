@@ -299,39 +299,68 @@ def test_a_long_prompt_is_prefilled_a_chunk_a_step_while_running_rows_keep_decod
         batch.close()
 
 
+def beside_a_running_row(batch: LlamaCppBatch, text: str, max_tokens: int) -> str:
+    """The greedy answer to `text` as it is, admitted while another answer is being decoded (so its prompt
+    is prefilled a chunk a step)."""
+    done: list[str] = []
+    running = sequence(batch, "Hello", 200, [])
+    batch.admit([running])
+    batch.step()
+    seq = sequence(batch, text, max_tokens, done)
+    batch.admit([seq])
+    while not done:
+        batch.step()
+    running.cancelled = True
+    batch.drop_finished()
+    return done[0]
+
+
 def test_chunked_prefill_answers_as_prefilling_in_one_pass(
     base_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    prompt = LONG[:1500]
+    alone = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
     try:
-        in_one_pass = greedy(batch, LONG[:1500], max_tokens=12, chat=False)
-        monkeypatch.setattr(llamacpp, "PREFILL_CHUNK", 16)
-        batch.reused = 0
-        warm = greedy(batch, LONG[:1500] + " Summary:", max_tokens=12, chat=False)  # reuses the cache
-        fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-        try:
-            assert greedy(fresh, LONG[:1500], max_tokens=12, chat=False) == in_one_pass
-            assert greedy(fresh, LONG[:1500] + " Summary:", max_tokens=12, chat=False) == warm
-        finally:
-            fresh.close()
-        assert batch.reused > 16
+        in_one_pass = greedy(alone, prompt, max_tokens=12, chat=False)  # nothing else runs: one call
+    finally:
+        alone.close()
+    monkeypatch.setattr(llamacpp, "PREFILL_CHUNK", 16)
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
+    try:
+        assert beside_a_running_row(batch, prompt, 12) == in_one_pass
     finally:
         batch.close()
 
 
 def test_a_prompt_cancelled_while_it_fills_gives_back_its_slot(base_model: Path) -> None:
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
     try:
         done: list[str] = []
+        running = sequence(batch, "Hello", 200, done)
+        batch.admit([running])
+        batch.step()
         long = sequence(batch, LONG, 4, done)
         batch.admit([long])
         batch.step()
         assert batch.filling == [long]
         long.cancelled = True
         batch.drop_finished()
-        assert batch.active == []
-        assert greedy(batch, PROMPTS[0])  # the one slot is free again, and its partial cache is gone
+        assert batch.active == [running]
+        running.cancelled = True
+        batch.drop_finished()
+        assert greedy(batch, PROMPTS[0])  # a free slot again, its partial cache gone
         assert batch.reused == 0 and done == []
+    finally:
+        batch.close()
+
+
+def test_with_no_answer_running_a_prompt_is_prefilled_in_one_call(base_model: Path) -> None:
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
+    try:
+        long = sequence(batch, LONG, 4, [])
+        batch.admit([long])
+        batch.step()
+        assert batch.rows == [long] and long.tokens
     finally:
         batch.close()
 

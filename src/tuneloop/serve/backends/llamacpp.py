@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 # Tokens per slot. llama.cpp allocates every slot's KV cache up front: 2,048 keeps 8 slots of the embedded
 # model near 400 MB, and leaves room for a retrieval prompt plus an answer.
 SLOT_CONTEXT = 2048
-# Prompt tokens prefilled per step beside the running rows' decoding (0.4 s on 2 cores): a long prompt
-# no longer stops every other answer for its whole prefill.
+# Prompt tokens prefilled per step while rows are decoding (0.4 s on 2 cores): a long prompt no longer
+# stops every other answer for its whole prefill. With none running, prompts go in whole (fewer passes).
 PREFILL_CHUNK = 128
 _init_lock = threading.Lock()
 # OpenMP barriers share libgomp with PyTorch, which stops spinning once both run threads in one process.
@@ -89,7 +89,7 @@ class LlamaCppBatch(Batch):
         super().__init__(tokenizer, eos_ids, context)
         params = lc.llama_context_default_params()
         params.n_ctx = context * slots
-        params.n_batch = params.n_ubatch = PREFILL_CHUNK + slots  # a step's tokens, one pass
+        params.n_batch = context  # with no row running, a whole prompt fits one decode call
         params.n_seq_max = slots
         # None: as many threads as other processes leave cores idle, looked at again between decodes.
         self._cores = IdleCores() if threads is None else threads if isinstance(threads, IdleCores) else None
@@ -104,7 +104,7 @@ class LlamaCppBatch(Batch):
             raise TuneloopError(f"llama.cpp could not create a context for {gguf} ({slots} slots)")
         self._memory = lc.llama_get_memory(self._ctx)
         self.vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self._model))
-        self._batch = lc.llama_batch_init(params.n_batch, 0, 1)
+        self._batch = lc.llama_batch_init(context, 0, 1)
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Sequence, int] = {}
         self._cached: dict[int, tuple[str, list[int]]] = {}  # free slot -> (adapter, prompt) its cache holds
@@ -182,12 +182,13 @@ class LlamaCppBatch(Batch):
         self.filling.extend(seqs)
 
     def step(self) -> None:
-        """One decode per adapter among the rows and the prompts filling: every row's pending token, and at
-        most PREFILL_CHUNK prompt tokens, shortest prompts first; sample where a prompt or a row ended."""
+        """One decode per adapter among the rows and the prompts filling: every row's pending token, and
+        prompt tokens, shortest prompts first: at most PREFILL_CHUNK while rows run, else as many as one
+        call takes; sample where a prompt or a row ended."""
         feeds: dict[Sequence, list[tuple[int, int, int, bool]]] = {
             s: [(s.pending, s.pos, self._slot[s], True)] for s in self.rows
         }
-        budget = PREFILL_CHUNK
+        budget = PREFILL_CHUNK if self.rows else self.max_positions
         for s in sorted(self.filling, key=lambda s: len(s.prompt_ids) - s.pos):
             if budget <= 0:
                 break
