@@ -78,15 +78,19 @@ def test_base_and_adapter_requests_at_once_each_get_what_they_get_alone(
     base_model: Path, real_adapter: Path
 ) -> None:
     """Each adapter's row decodes alone within a step (llama.cpp applies adapters per context), so the texts
-    match exactly; rows of one adapter decoded together may sum floats in another order."""
+    match exactly; rows of one adapter decoded together may sum floats in another order. Each side runs on
+    a fresh backend: a prompt served from a slot's cache may also sum in another order."""
 
-    async def scenario(backend):
+    async def each_alone(backend):
         await backend.load_adapter("a", real_adapter)
-        alone = [await backend.generate(ask(PROMPTS[0], adapter=a)) for a in (None, "a")]
-        together = await asyncio.gather(*[backend.generate(ask(PROMPTS[0], adapter=a)) for a in (None, "a")])
-        return [c.text for c in alone], [c.text for c in together]
+        return [(await backend.generate(ask(PROMPTS[0], adapter=a))).text for a in (None, "a")]
 
-    alone, together = run(scenario, base_model)
+    async def at_once(backend):
+        await backend.load_adapter("a", real_adapter)
+        done = await asyncio.gather(*[backend.generate(ask(PROMPTS[0], adapter=a)) for a in (None, "a")])
+        return [c.text for c in done]
+
+    alone, together = run(each_alone, base_model), run(at_once, base_model)
     assert together == alone
     assert alone[0] != alone[1]  # the adapter changes the answer
 
@@ -363,6 +367,26 @@ def test_with_no_answer_running_a_prompt_is_prefilled_in_one_call(base_model: Pa
         assert batch.rows == [long] and long.tokens
     finally:
         batch.close()
+
+
+def test_a_long_cached_prompt_is_cut_to_what_running_answers_reach_and_still_serves_its_start(
+    base_model: Path,
+) -> None:
+    """llama.cpp attends every row over as many cells as the fullest slot holds: a long prompt left cached
+    in a free slot would slow every decode, so running answers cut it to the positions they reach."""
+    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
+    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
+    try:
+        greedy(batch, LONG, max_tokens=4, chat=False)  # its prompt stays cached in its free slot
+        answer = greedy(batch, "Hello there", max_tokens=8, chat=False)  # in the other slot
+        assert batch.reused == 0
+        again = greedy(batch, LONG, max_tokens=4, chat=False)
+        assert 0 < batch.reused <= 16  # the start the cut cache kept, no more
+        assert again == greedy(fresh, LONG, max_tokens=4, chat=False)
+        assert answer == greedy(fresh, "Hello there", max_tokens=8, chat=False)
+    finally:
+        batch.close()
+        fresh.close()
 
 
 def test_setup_builds_llama_cpp_without_openmp() -> None:

@@ -185,6 +185,7 @@ class LlamaCppBatch(Batch):
         """One decode per adapter among the rows and the prompts filling: every row's pending token, and
         prompt tokens, shortest prompts first: at most PREFILL_CHUNK while rows run, else as many as one
         call takes; sample where a prompt or a row ended."""
+        self._trim_caches()
         feeds: dict[Sequence, list[tuple[int, int, int, bool]]] = {
             s: [(s.pending, s.pos, self._slot[s], True)] for s in self.rows
         }
@@ -208,11 +209,21 @@ class LlamaCppBatch(Batch):
         if ready := [s for s in self.rows if s in logits]:
             self._take(ready, sample(_stack([logits[s] for s in ready]), ready))
 
+    def _trim_caches(self) -> None:
+        """Cut free slots' caches to the positions the running sequences reach: llama.cpp attends every row
+        over as many cells as the fullest slot holds, so a long cached prompt slowed every decode."""
+        reach = max((len(s.prompt_ids) if s in self.filling else s.pos + 1 for s in self.active), default=0)
+        for slot, (adapter, ids) in list(self._cached.items()):
+            if len(ids) > reach > 0:
+                self._lc.llama_memory_seq_rm(self._memory, slot, reach, -1)
+                self._cached[slot] = (adapter, ids[:reach])
+
     def _claim(self, s: Sequence) -> int:
         """Give `s` the free slot whose cache already holds the longest start of its prompt under the same
         adapter (a tenant's system prompt, an earlier turn of a conversation); drop the rest of its cache.
-        Returns how many prompt tokens that cache still holds."""
-        slot, reuse = self._free[-1], 0
+        Returns how many prompt tokens that cache still holds. With no cache to reuse, the free slot whose
+        cache is shortest, so a prompt other requests may share is overwritten last."""
+        slot, reuse = min(reversed(self._free), key=lambda free: len(self._cached.get(free, ("", []))[1])), 0
         for free in self._free:
             adapter, ids = self._cached.get(free, (None, []))
             if adapter == s.adapter and (n := _common_start(ids, s.prompt_ids)) > reuse:
