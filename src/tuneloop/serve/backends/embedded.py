@@ -34,8 +34,9 @@ from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBat
 from tuneloop.serve.backends.json_mode import JsonMode
 
 OTHERS_SHARE = 4  # a quarter of the waiting queue stays open to tenants other than the one filling it
-# Prompt tokens prefilled between two decode steps of the running rows (a row longer than this still goes
-# in alone): one request of 8 long prompts held every other tenant's answer for its whole prefill.
+# Prompt tokens admitted between two decode steps of the running rows (a row longer than this still goes
+# in alone): one request of 8 long prompts held every other tenant's answer for its whole prefill. The
+# transformers batch prefills what it admits at once; llama.cpp's a chunk a step anyway.
 PREFILL_BUDGET = 1024
 
 if TYPE_CHECKING:

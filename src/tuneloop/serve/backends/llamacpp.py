@@ -179,7 +179,7 @@ class LlamaCppBatch(Batch):
         """Give each new sequence its slot; the next steps prefill its prompt (`filling`)."""
         for s in seqs:
             s.pos = self._claim(s)  # the next prompt position to feed: a reused cache holds the ones before
-        self.filling.extend(seqs)
+            self.filling.append(s)  # at once: a failure after this frees the slot with the batch
 
     def step(self) -> None:
         """One decode per adapter among the rows and the prompts filling: every row's pending token, and
