@@ -427,11 +427,11 @@ async def bench_prefill(models_dir: Path, rounds: int, threads: int) -> list:
 
     model_dir, gguf = ensure_base_model(models_dir), gguf_of(BASE_MODEL_NAME)
     chunked = LlamaCppBackend(model_dir, gguf, threads=threads, max_batch_size=8)
-    chunk, llamacpp.PREFILL_CHUNK = llamacpp.PREFILL_CHUNK, 4096
     whole = LlamaCppBackend(model_dir, gguf, threads=threads, max_batch_size=8)
+    chunk = llamacpp.PREFILL_CHUNK  # read at every step: set for whichever backend runs
     figures: dict[str, list[float]] = {}
     try:
-        for backend in (chunked, whole):  # a batch sizes its decode calls when it starts: room for both
+        for backend in (chunked, whole):
             await backend.start()
         for r in range(rounds):
             for name, backend in (("chunked", chunked), ("one pass", whole)):

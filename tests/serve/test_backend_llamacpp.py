@@ -274,6 +274,15 @@ def sequence(batch: LlamaCppBatch, text: str, max_tokens: int, done: list[str]) 
     )
 
 
+def running_row(batch: LlamaCppBatch, done: list[str]) -> Sequence:
+    """A greedy answer to "Hello" admitted and stepped once, so it is decoding when the test goes on."""
+    row = sequence(batch, "Hello", 200, done)
+    batch.admit([row])
+    batch.step()
+    assert batch.rows == [row]
+    return row
+
+
 LONG = " ".join(f"Clause {i}: the customer may return any item within thirty days." for i in range(60))
 
 
@@ -283,10 +292,7 @@ def test_a_long_prompt_is_prefilled_a_chunk_a_step_while_running_rows_keep_decod
     batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
     try:
         done: list[str] = []
-        short = sequence(batch, "Hello", 64, done)
-        batch.admit([short])
-        batch.step()
-        assert batch.rows == [short]
+        short = running_row(batch, done)
         long = sequence(batch, LONG, 4, done)
         assert len(long.prompt_ids) > 3 * PREFILL_CHUNK
         batch.admit([long])
@@ -307,9 +313,7 @@ def beside_a_running_row(batch: LlamaCppBatch, text: str, max_tokens: int) -> st
     """The greedy answer to `text` as it is, admitted while another answer is being decoded (so its prompt
     is prefilled a chunk a step)."""
     done: list[str] = []
-    running = sequence(batch, "Hello", 200, [])
-    batch.admit([running])
-    batch.step()
+    running = running_row(batch, [])
     seq = sequence(batch, text, max_tokens, done)
     batch.admit([seq])
     while not done:
@@ -340,9 +344,7 @@ def test_a_prompt_cancelled_while_it_fills_gives_back_its_slot(base_model: Path)
     batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
     try:
         done: list[str] = []
-        running = sequence(batch, "Hello", 200, done)
-        batch.admit([running])
-        batch.step()
+        running = running_row(batch, done)
         long = sequence(batch, LONG, 4, done)
         batch.admit([long])
         batch.step()

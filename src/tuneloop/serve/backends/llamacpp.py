@@ -215,7 +215,7 @@ class LlamaCppBatch(Batch):
     def _trim_caches(self) -> None:
         """Cut free slots' caches to the positions the running sequences reach: llama.cpp attends every row
         over as many cells as the fullest slot holds, so a long cached prompt slowed every decode."""
-        reach = max((len(s.prompt_ids) if s in self.filling else s.pos + 1 for s in self.active), default=0)
+        reach = max([s.pos + 1 for s in self.rows] + [len(s.prompt_ids) for s in self.filling], default=0)
         for slot, (adapter, ids) in list(self._cached.items()):
             if len(ids) > reach > 0:
                 self._lc.llama_memory_seq_rm(self._memory, slot, reach, -1)
