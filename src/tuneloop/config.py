@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=16_384,
         ge=1024,
-        description="Largest unfinished request line and headers `tuneloop serve` buffers (uvicorn's "
-        "h11_max_incomplete_event_size); a client trickling an endless header is cut off there.",
+        description="Largest unfinished request line and headers `tuneloop serve` buffers; a client "
+        "trickling an endless header is answered 431 and cut off there.",
     )
     header_timeout: float = Field(
         default=20.0,

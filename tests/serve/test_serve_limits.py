@@ -3,6 +3,7 @@ end."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_serve_applies_the_header_limit_from_settings(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert small.status_code == 200
-    assert refused.startswith(b"HTTP/1.1 400")
+    assert refused.startswith(b"HTTP/1.1 431")
     assert closed_after < 3
 
 
@@ -82,3 +83,30 @@ def test_a_connection_that_never_finishes_its_head_is_closed_so_it_cannot_hold_a
             slow_body.settimeout(5)
             assert slow_body.recv(65536).startswith(b"HTTP/1.1 401")  # answered: no key was sent
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_pipelined_requests_on_one_connection_are_each_answered(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, backend="none", header_timeout=1.0)
+    with serve_app(create_app(settings), **uvicorn_options(settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            # The second head arrives with the first: it must neither be timed as an unfinished head nor lost.
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n" * 2)
+            conn.settimeout(5)
+            answers = b""
+            while answers.count(b"HTTP/1.1 200") < 2:
+                answers += conn.recv(65536)
+            time.sleep(0.5)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")  # still open after both answers
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_serving_process_keeps_its_startup_heap_out_of_full_collections(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, backend="none")
+    gc.unfreeze()
+    try:
+        with serve_app(create_app(settings, freeze_heap=True)) as url:
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the test process's own heap goes back under the collector
