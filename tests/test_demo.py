@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
-from tuneloop.demo import TurnLine, write_report
+import pytest
+
+from tuneloop.demo import TurnLine, start_server, write_report
+from tuneloop.errors import Conflict
 
 
 def test_report_has_a_row_per_turn_a_plot_and_the_turns_as_json(tmp_path: Path) -> None:
@@ -19,3 +23,13 @@ def test_report_has_a_row_per_turn_a_plot_and_the_turns_as_json(tmp_path: Path) 
     assert (tmp_path / "satisfaction.png").read_bytes().startswith(b"\x89PNG")
     turns = json.loads((tmp_path / "turns.json").read_text())
     assert [t["turn"] for t in turns] == [1, 2] and turns[0]["details"] == {"candidate": "v-1"}
+
+
+def test_the_server_is_not_started_on_a_port_another_process_listens_on(tmp_path: Path) -> None:
+    # Another server's /healthz on that port would answer for the child that failed to bind it.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(Conflict, match="in use"):
+            start_server(tmp_path, other.getsockname()[1])
+    assert not (tmp_path / "server.log").exists()

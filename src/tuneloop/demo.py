@@ -55,6 +55,7 @@ class TurnLine:
 def start_server(home: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`tuneloop serve` as a child process with TUNELOOP_HOME=`home` (and `env`), once /healthz answers."""
     env = {**os.environ, "TUNELOOP_HOME": str(home), **(env or {})}
+    _refuse_taken(port)  # else another server's /healthz on the port would pass for ours
     with (home / "server.log").open("w") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)],
@@ -73,6 +74,12 @@ def start_server(home: Path, port: int, env: dict[str, str] | None = None) -> su
             time.sleep(1)
     proc.kill()
     raise TuneloopError(f"the server did not start in 10 minutes; see {home / 'server.log'}")
+
+
+def _refuse_taken(port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise Conflict(f"port {port} is in use; pass another with --port", param="port")
 
 
 @contextmanager
@@ -124,9 +131,7 @@ def run_demo(
 
     if turns < 1:
         raise BadRequest(f"turns must be at least 1, got {turns}", param="turns")
-    with socket.socket() as probe:  # before anything is wiped or started
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise Conflict(f"port {port} is in use; pass another with --port", param="port")
+    _refuse_taken(port)  # before anything is wiped or started
     for old in home.glob("*") if home.exists() else []:  # a fresh run, but keep the converted model
         if old.name != "models":
             shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -117,6 +117,13 @@ FOUND = [
     ("Send the signed contract to Bakhshi Chakraborty today", "to <PERSON> today"),
     ("Lidia Midura asked me to open this ticket", "<PERSON> asked me"),
     ("Thanks LaToya McDonald for the quick reply", "Thanks <PERSON> for"),
+    # Introductions in other European languages, in any case.
+    ("Bonjour, je m'appelle Jean-Baptiste Dupont.", "je m'appelle <PERSON>."),
+    ("Hallo, mein Name ist Jürgen Müller, ich habe", "ist <PERSON>, ich"),
+    ("hola, me llamo maría josé y necesito ayuda", "llamo <PERSON> y necesito"),
+    ("Ciao, mi chiamo Giulia Bianchi", "chiamo <PERSON>"),
+    ("Olá, meu nome é João Silva", "é <PERSON>"),
+    ("Goedemiddag, mijn naam is Sanne de Vries", "is <PERSON>"),
 ]
 
 

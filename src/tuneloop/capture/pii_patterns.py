@@ -47,7 +47,7 @@ advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear
 please yes no ok okay great good morning afternoon evening night monday tuesday wednesday thursday friday
 saturday sunday january february march april june july august september october november december today
 tomorrow yesterday contact refund upgrade ask send email call tell forward invite add remove give let bcc
-message ping notify assign cc ssn iban dob zip pls thx null none true false nil
+message ping notify assign cc ssn iban dob zip pls thx null none true false nil et und ed pero mais aber
 """)
 
 

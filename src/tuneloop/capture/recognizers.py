@@ -283,7 +283,13 @@ def _name_words(first_capitalised: bool, least: int = 1) -> str:
 def _introduced_name() -> str:
     # "my name is" announces a name however it is written; "I'm" and "this is" only a capitalised one
     # ("I'm having trouble" is no introduction).
-    strong = r"(?i:\bmy\s+name\s+is|\bmy\s+name['’]s)\s+"
+    # The same in the languages of the other European users of an English-language app: the analyzer's
+    # model reads English, so "je m'appelle Jean Dupont" kept the name.
+    strong = (
+        r"(?i:\bmy\s+name\s+is|\bmy\s+name['’]s|\bje\s+m['’]\s*appelle|\bmon\s+nom\s+(?:est|c['’]est)"
+        r"|\bmein\s+name\s+ist|\bich\s+hei(?:ß|ss)e|\bme\s+llamo|\bmi\s+nombre\s+es|\bmi\s+chiamo"
+        r"|\bil\s+mio\s+nome\s+è|\bme\s+chamo|\bmeu\s+nome\s+é|\bmijn\s+naam\s+is|\bik\s+heet)\s+"
+    )
     weak = r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bcall\s+me)\s+"
     # A form's "name: jane doe", but not a YAML "name: build" (one word): lower-case takes two.
     form = r"(?i:\bname:)\s+"
