@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -138,3 +140,16 @@ def test_a_bad_setting_store_url_or_port_is_one_line_naming_it(tuneloop_home: Pa
         assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
     result = tuneloop("serve", "--port", "99999")
     assert result.returncode == 2 and "give 1 to 65535" in result.stderr
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tuneloop_home: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop", "worker", "--interval", "1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(8)  # imported and looping
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 130 and stderr.strip().endswith("interrupted")

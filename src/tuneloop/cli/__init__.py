@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from tuneloop.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tuneloop.errors import TuneloopError
@@ -68,6 +70,11 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a TuneloopError prints one line to stderr and exits 1 (see `output` for codes)."""
+    if threading.current_thread() is threading.main_thread():
+        # `docker stop`, systemd and `kill` stop a command as Ctrl-C does: its cleanup runs (the demo's
+        # server, a training child; a worker's leases, so another worker resumes the turn at once rather
+        # than after their TTL), where Python's default would exit at once and orphan them.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at Python's exit
@@ -79,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         # and point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _reader_gone(fd: int) -> bool:

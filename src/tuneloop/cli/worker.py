@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from typing import Any
@@ -34,16 +33,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise BadRequest("--name: give 1-200 characters")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     worker = Worker(open_store(), Settings(), args.name)
-    # SIGTERM unwinds the stage in progress as Ctrl-C does: the lease is released on the way out and another
-    # worker resumes the turn at once (training from its last checkpoint) instead of after the TTL.
-    signal.signal(signal.SIGTERM, _exit)
     print(f"worker {worker.name}: looking at the tenants' loops", file=sys.stderr, flush=True)
     if args.once:
         worker.run_once()
     else:
         worker.run(threading.Event(), args.interval)
     return 0
-
-
-def _exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
