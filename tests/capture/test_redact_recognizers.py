@@ -77,6 +77,7 @@ FOUND = [
     ("card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 ok", "card <CREDIT_CARD> ok"),
     ("my router is 00:1A:2B:3C:4D:5E please", "is <MAC_ADDRESS> please"),
     ("mac 001a.2b3c.4d5e", "mac <MAC_ADDRESS>"),
+    ("arp says 0:1a:2b:3c:4d:e at en0", "says <MAC_ADDRESS> at"),
     ("passport number X1234567 expires", "number <ID_NUMBER> expires"),
     ("my driving licence is MORGA657054SM9IJ.", "is <ID_NUMBER>."),
     ("national ID 8001015009087", "ID <ID_NUMBER>"),

@@ -174,8 +174,9 @@ PHONE_WORDS = _words(
 SPACED_DIGITS = r"(?<![\w.-])[2-6](?: \d){12,18}(?![\w-]|\.\d)"
 # A device's hardware address: six hex pairs joined by ":" or "-", or Cisco's three dotted quads. It
 # identifies one person's laptop or router as well as a phone number does.
+# macOS (`arp -a`, `ifconfig`) drops leading zeros: "0:1a:2b:3c:4d:5e".
 MAC_ADDRESS = (
-    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
+    r"(?<![\w:.-])(?:[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
     r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.[0-9A-Fa-f])"
 )
 # The same six pairs with spaces or nothing between them: only after a word that names a hardware address.
