@@ -3,12 +3,16 @@ end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import socket
 import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from tests.live import serve_app
 from tests.postgres import free_port
@@ -110,3 +114,66 @@ def test_a_serving_process_keeps_its_startup_heap_out_of_full_collections(tmp_pa
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # the test process's own heap goes back under the collector
+
+
+def _protocol_test_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/slow")
+    async def slow() -> dict:
+        await asyncio.sleep(1.5)  # longer than the head deadline below
+        return {"ok": True}
+
+    @app.post("/early")
+    async def early() -> JSONResponse:
+        return JSONResponse({"error": "answered before the body"}, status_code=401)  # never reads it
+
+    return app
+
+
+def _limits(tmp_path: Path) -> dict:
+    return uvicorn_options(Settings(home=tmp_path, header_timeout=1.0, max_header_bytes=4096))
+
+
+def test_a_pipelined_request_is_answered_however_long_it_takes(tmp_path: Path) -> None:
+    with (
+        serve_app(_protocol_test_app(), **_limits(tmp_path)) as url,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as conn,
+    ):
+        conn.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n" * 2)
+        conn.settimeout(10)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 2 and (chunk := conn.recv(65536)):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200") == 2  # the second ran past the head deadline, still answered
+
+
+def test_a_body_sent_after_its_request_was_answered_does_not_hold_the_connection(tmp_path: Path) -> None:
+    with (
+        serve_app(_protocol_test_app(), **_limits(tmp_path)) as url,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as conn,
+    ):
+        conn.sendall(b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n")
+        conn.settimeout(5)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 401")
+        with contextlib.suppress(OSError):  # the server may have closed already
+            conn.sendall(b"a")
+        assert _closed_within(conn, 5) is not None
+
+
+def test_a_head_over_the_limit_is_refused_whether_sent_whole_or_trickled(tmp_path: Path) -> None:
+    with serve_app(_protocol_test_app(), **_limits(tmp_path)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        whole = b"GET /slow HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 8000 + b"\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(whole)
+            conn.settimeout(5)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 431")
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            # Behind a request still being answered, a 431 would read as its answer: the connection ends.
+            conn.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n" + whole)
+            conn.settimeout(5)
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+            assert b"431" not in received

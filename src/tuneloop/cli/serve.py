@@ -67,7 +67,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, closing a connection whose request line and headers take over
-    `seconds` or `max_bytes`.
+    `seconds` or `max_bytes`, and one that keeps sending a body its request was already answered without.
 
     uvicorn times a connection out only between requests, and any byte that arrives cancels that timer: a
     client that opens connections and sends nothing, or a header line now and then, holds them for good,
@@ -81,10 +81,15 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     )
 
+    class HeadTooLarge(Exception):
+        pass
+
     class BoundedHeadProtocol(HttpToolsProtocol):
         head_timer: asyncio.TimerHandle | None = None
         awaiting_head = True  # the next bytes from the client belong to a request line or headers
-        head_bytes = 0  # received while awaiting a head; a chunk that completes the head is not counted
+        unparsed = 0  # bytes received while awaiting a head: one trickled over many reads
+        parsed = 0  # the current head's request line and headers as parsed: one sent whole
+        head_too_large = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -92,14 +97,44 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
 
         def data_received(self, data: bytes) -> None:
             if self.awaiting_head:
-                self.head_bytes += len(data)
+                self.unparsed += len(data)
             super().data_received(data)
-            if self.awaiting_head and self.head_bytes > max_bytes and not self.transport.is_closing():
+            if self.awaiting_head and self.unparsed > max_bytes:
+                self._refuse_head()
+
+        def on_message_begin(self) -> None:
+            self.parsed = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value))
+            super().on_header(name, value)
+
+        def _count(self, size: int) -> None:
+            self.parsed += size
+            if self.parsed > max_bytes:
+                self.head_too_large = True
+                raise HeadTooLarge  # stops the parser; uvicorn answers through send_400_response
+
+        def send_400_response(self, msg: str) -> None:
+            if self.head_too_large:
+                self._refuse_head()
+            else:
+                super().send_400_response(msg)
+
+        def _refuse_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            if self._idle():  # else a 431 would read as the answer to the request still in progress
                 self.transport.write(too_large)
-                self.transport.close()
+            self.transport.close()
 
         def on_headers_complete(self) -> None:
-            self.awaiting_head, self.head_bytes = False, 0
+            self.awaiting_head, self.unparsed = False, 0
             self._stop_head_timer()
             super().on_headers_complete()
 
@@ -109,15 +144,24 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if not self.awaiting_head and self._idle() and not self.transport.is_closing():
+                # Answered before its body arrived (401, 404, 413): the rest of the body is of no use, and
+                # each byte of it would cancel the keep-alive timer, holding the connection for good.
+                self.transport.close()
             self._await_head()  # the next request on a kept-alive connection has as long
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_head_timer()
             super().connection_lost(exc)
 
+        def _idle(self) -> bool:
+            """No request of this connection is being answered or waits to be."""
+            return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
         def _await_head(self) -> None:
             self._stop_head_timer()
-            if self.awaiting_head and not self.transport.is_closing():
+            # A pipelined request already read is being answered: its answer starts the timer again.
+            if self.awaiting_head and self._idle() and not self.transport.is_closing():
                 self.head_timer = self.loop.call_later(seconds, self._head_timed_out)
 
         def _stop_head_timer(self) -> None:
@@ -127,8 +171,7 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
 
         def _head_timed_out(self) -> None:
             self.head_timer = None
-            # Still waiting for a head: no request is in progress, so nobody waits on an answer.
-            if self.awaiting_head and not self.transport.is_closing():
+            if self.awaiting_head and self._idle() and not self.transport.is_closing():
                 self.transport.close()
 
     return BoundedHeadProtocol
