@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tests.live import serve_app
@@ -124,6 +124,10 @@ def _protocol_test_app() -> FastAPI:
         await asyncio.sleep(1.5)  # longer than the head deadline below
         return {"ok": True}
 
+    @app.post("/read")
+    async def read(request: Request) -> dict:
+        return {"bytes": len(await request.body())}
+
     @app.post("/early")
     async def early() -> JSONResponse:
         return JSONResponse({"error": "answered before the body"}, status_code=401)  # never reads it
@@ -177,3 +181,23 @@ def test_a_head_over_the_limit_is_refused_whether_sent_whole_or_trickled(tmp_pat
             while chunk := conn.recv(65536):
                 received += chunk
             assert b"431" not in received
+
+
+def test_an_endless_trailer_ends_its_connection(tmp_path: Path) -> None:
+    with serve_app(_protocol_test_app(), **_limits(tmp_path)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"POST /read HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+            conn.sendall(b"5\r\nhello\r\n0\r\nx-trailer: ")
+            with contextlib.suppress(OSError):  # httptools would buffer it whole, without end
+                for _ in range(40):
+                    conn.sendall(b"a" * 1000)
+                    time.sleep(0.01)
+            assert _closed_within(conn, 5) is not None
+        with socket.create_connection(("127.0.0.1", port)) as conn:  # a small trailer is read as ever
+            conn.sendall(
+                b"POST /read HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"
+            )
+            conn.settimeout(5)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")

@@ -66,14 +66,14 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, closing a connection whose request line and headers take over
-    `seconds` or `max_bytes`, and one that keeps sending a body its request was already answered without.
+    """uvicorn's httptools protocol, closing a connection that takes over `seconds` to send its next request
+    line and headers (or the rest of a body already answered), or sends a head or trailer over `max_bytes`.
 
     uvicorn times a connection out only between requests, and any byte that arrives cancels that timer: a
     client that opens connections and sends nothing, or a header line now and then, holds them for good,
     and once `limit_concurrency` are held every tenant's request is answered 503. httptools itself buffers
-    a header of any length. (uvicorn's h11 protocol bounds the size but not the time, and parses in Python:
-    a capture request cost 40 % more CPU through it.)
+    a header or trailer of any length. (uvicorn's h11 protocol bounds the size but not the time, and parses
+    in Python: a capture request cost 40 % more CPU through it.)
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -85,21 +85,24 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
         pass
 
     class BoundedHeadProtocol(HttpToolsProtocol):
-        head_timer: asyncio.TimerHandle | None = None
+        deadline: asyncio.TimerHandle | None = None
         awaiting_head = True  # the next bytes from the client belong to a request line or headers
         unparsed = 0  # bytes received while awaiting a head: one trickled over many reads
         parsed = 0  # the current head's request line and headers as parsed: one sent whole
+        not_body = 0  # bytes received inside a message since its last body data: chunk lines, trailers
         head_too_large = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._await_head()
+            self._start_deadline()
 
         def data_received(self, data: bytes) -> None:
             if self.awaiting_head:
                 self.unparsed += len(data)
+            else:
+                self.not_body += len(data)
             super().data_received(data)
-            if self.awaiting_head and self.unparsed > max_bytes:
+            if (self.unparsed if self.awaiting_head else self.not_body) > max_bytes:
                 self._refuse_head()
 
         def on_message_begin(self) -> None:
@@ -111,8 +114,12 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
             super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value))
+            self._count(len(name) + len(value) + 4)  # as sent: ": " and the line's end
             super().on_header(name, value)
+
+        def on_body(self, body: bytes) -> None:
+            self.not_body = 0
+            super().on_body(body)
 
         def _count(self, size: int) -> None:
             self.parsed += size
@@ -134,8 +141,8 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
             self.transport.close()
 
         def on_headers_complete(self) -> None:
-            self.awaiting_head, self.unparsed = False, 0
-            self._stop_head_timer()
+            self.awaiting_head, self.unparsed, self.not_body = False, 0, 0
+            self._stop_deadline()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -144,34 +151,32 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.awaiting_head and self._idle() and not self.transport.is_closing():
-                # Answered before its body arrived (401, 404, 413): the rest of the body is of no use, and
-                # each byte of it would cancel the keep-alive timer, holding the connection for good.
-                self.transport.close()
-            self._await_head()  # the next request on a kept-alive connection has as long
+            # The next head has as long, and so has the rest of a body answered early (a 401 or 413 does
+            # not read it): each late byte of it would cancel the keep-alive timer, holding the slot.
+            self._start_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head_timer()
+            self._stop_deadline()
             super().connection_lost(exc)
 
         def _idle(self) -> bool:
             """No request of this connection is being answered or waits to be."""
             return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
 
-        def _await_head(self) -> None:
-            self._stop_head_timer()
-            # A pipelined request already read is being answered: its answer starts the timer again.
-            if self.awaiting_head and self._idle() and not self.transport.is_closing():
-                self.head_timer = self.loop.call_later(seconds, self._head_timed_out)
+        def _start_deadline(self) -> None:
+            self._stop_deadline()
+            # A pipelined request already read is being answered: its answer starts the deadline again.
+            if self._idle() and not self.transport.is_closing():
+                self.deadline = self.loop.call_later(seconds, self._deadline_passed)
 
-        def _stop_head_timer(self) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
+        def _stop_deadline(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
 
-        def _head_timed_out(self) -> None:
-            self.head_timer = None
-            if self.awaiting_head and self._idle() and not self.transport.is_closing():
+        def _deadline_passed(self) -> None:
+            self.deadline = None
+            if self._idle() and not self.transport.is_closing():
                 self.transport.close()
 
     return BoundedHeadProtocol
