@@ -8,17 +8,16 @@ Each (scenario, mode) runs in a fresh home on a fresh port: a real `tuneloop ser
 talking to it only through the public API (tuneloop.sim), and the tenant's loop, as `make demo` does. The
 modes differ only in the tenant's policy files:
 
-- `adapter-only`: `light_policy.yaml` disabled, the rest default;
-- `light-only`: `loop_policy.yaml` asks for more training rows than any run has, so turns try light
-  candidates and never train;
-- `both`: no policy file, every default (light candidates, then an adapter).
+- `adapter-only`: no policy file, every default (light candidates are off by default);
+- `light-only`: `light_policy.yaml` enabled, and `loop_policy.yaml` asks for more training rows than any
+  run has, so turns try light candidates and never train;
+- `both`: `light_policy.yaml` enabled, the rest default.
 
 After each turn (its canary or multi-arm trial decided, or out of bursts) production's hidden satisfaction is
 measured on the scenario's held-out prompts. Per run it prints the satisfaction before and after, and the time
 to first improvement: the feedback events and wall minutes until production's satisfaction first stood
 `IMPROVEMENT` above where it started (`-` if it never did). The anchor beside them is `adapter-only`, the
-loop as shipped before light candidates were on by default. Long: a run is a turn or more of the demo
-(about 10 minutes a turn on 2 CPU cores).
+loop as shipped. Long: a run is a turn or more of the demo (about 10 minutes a turn on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -73,10 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def write_policies(home: Path, tenant: str, mode: str) -> None:
-    """The mode's policy files (none for both: the defaults)."""
+    """The mode's policy files (none for adapter-only)."""
     files: dict[str, dict[str, Any]] = {}
-    if mode == "adapter-only":
-        files["light_policy.yaml"] = {"enabled": False}
+    if mode in ("light-only", "both"):
+        files["light_policy.yaml"] = {"enabled": True}
     if mode == "light-only":
         files["loop_policy.yaml"] = NEVER_TRAIN
     folder = home / "policies" / tenant

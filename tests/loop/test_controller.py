@@ -29,7 +29,6 @@ from tuneloop.loop.turns import Turn, list_turns, start_turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
-from tuneloop.rollout.experiments import LIVE_STATES, active_experiment
 from tuneloop.sim import Behaviour, Scenario, Topic, answers, run_traffic, satisfaction
 from tuneloop.store.repository import Store
 
@@ -82,7 +81,6 @@ POLICIES = {
             "pii_leak": {"canaries": [CANARY]},
         }
     },
-    "light_policy.yaml": {"enabled": False},  # the adapter's own way to production (tests/loop/test_light.py)
 }
 
 
@@ -218,8 +216,8 @@ def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
     assert turn is not None and turn.trigger.startswith("feedback:")
     reranker = turn.report["reranker"]
     assert reranker["state"] == Registry(tenant).get(reranker["version"]).state == "canary", reranker
-    # No answer feedback: nothing for an adapter or a light candidate to learn, and the turn says so.
-    assert turn.outcome == "skipped" and "skipped" in turn.report["light"], turn.report["light"]
+    # No answer feedback: nothing for an adapter to learn, and the turn says so.
+    assert (turn.outcome, turn.report["light"]) == ("skipped", {"skipped": "off"})
 
 
 def test_a_failing_reranker_is_recorded_and_the_turn_goes_on(store: Store, tmp_path: Path) -> None:
@@ -352,16 +350,9 @@ def test_a_new_tenants_first_turn_reaches_the_canary_with_no_policy_file(
             run_traffic(url, key, SURE, 120, seed=3)
             turn = Loop(tenant, settings).tick(force=True)
         assert not (settings.home / "policies" / "fresh" / "loop_policy.yaml").exists()
-        # Users meet a gated candidate: the light candidates' trial (the adapter, trained meanwhile, waits
-        # for it) or, when none passed, the adapter's canary.
-        assert turn is not None and turn.stage in ("light_trial", "canary"), turn.report
-        experiment = active_experiment(tenant)
-        assert experiment is not None and experiment.state in LIVE_STATES
-        gated = [c for c in turn.report["light"].get("candidates", []) if c["decision"] == "gated"]
-        if turn.stage == "light_trial":
-            assert gated and "candidate" in turn.report, turn.report["light"]
-        else:
-            assert turn.report["gate"]["decision"] == "gated", turn.report["gate"]["reasons"]
+        assert turn is not None and turn.stage == "canary", turn.report
+        gate = turn.report["gate"]
+        assert gate["decision"] == "gated", gate["reasons"]
     finally:
         store.close()
 

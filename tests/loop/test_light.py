@@ -120,10 +120,9 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
 def test_the_light_stage_stands_aside_when_off_or_when_approval_is_required(tenant: tuple) -> None:
     tenant, settings, _ = tenant
     unused = _no_judge_needed
-    _policy(settings, "light_policy.yaml", {"enabled": False})
     off = light_candidates.start_trial(tenant, settings, approval=False, train_judge=unused)
     assert off == {"light": {"skipped": "off"}}
-    _policy(settings, "light_policy.yaml", {})  # on by default
+    _policy(settings, "light_policy.yaml", {"enabled": True})
     # Candidates that must wait for a person are never put before users by a light trial either.
     skipped = light_candidates.start_trial(tenant, settings, approval=True, train_judge=unused)
     assert skipped == {"light": {"skipped": "require_approval"}} and active_experiment(tenant) is None

@@ -37,13 +37,13 @@ ACTOR = "loop"
 
 
 class LightPolicy(TenantPolicy):
-    """Which light candidates a tenant's turns try before training (all of them unless `enabled` is off)."""
+    """Which light candidates a tenant's turns try before training; off unless `enabled`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     filename: ClassVar[str] = "light_policy.yaml"
 
     enabled: bool = Field(
-        True, description="Each turn first tries light candidates on a multi-arm experiment, then trains."
+        False, description="Each turn first tries light candidates on a multi-arm experiment, then trains."
     )
     prompt_variants: list[str] = Field(
         default_factory=list,
