@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=16_384,
         ge=1024,
-        description="Largest unfinished request line and headers `tuneloop serve` buffers; a client "
-        "trickling an endless header is answered 431 and cut off there.",
+        description="Largest request line and headers `tuneloop serve` takes, sent whole or trickled, and "
+        "largest chunked-body trailer; a longer one is answered 431 (or cut off) and its connection closed.",
     )
     header_timeout: float = Field(
         default=20.0,

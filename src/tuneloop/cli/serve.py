@@ -90,7 +90,6 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
         unparsed = 0  # bytes received while awaiting a head: one trickled over many reads
         parsed = 0  # the current head's request line and headers as parsed: one sent whole
         not_body = 0  # bytes received inside a message since its last body data: chunk lines, trailers
-        head_too_large = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -124,11 +123,10 @@ def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
         def _count(self, size: int) -> None:
             self.parsed += size
             if self.parsed > max_bytes:
-                self.head_too_large = True
                 raise HeadTooLarge  # stops the parser; uvicorn answers through send_400_response
 
         def send_400_response(self, msg: str) -> None:
-            if self.head_too_large:
+            if self.parsed > max_bytes:  # the parser stopped at HeadTooLarge
                 self._refuse_head()
             else:
                 super().send_400_response(msg)
