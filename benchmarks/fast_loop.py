@@ -8,16 +8,17 @@ Each (scenario, mode) runs in a fresh home on a fresh port: a real `tuneloop ser
 talking to it only through the public API (tuneloop.sim), and the tenant's loop, as `make demo` does. The
 modes differ only in the tenant's policy files:
 
-- `adapter-only`: no policy file, every default (light candidates are off by default);
-- `light-only`: `light_policy.yaml` enabled, and `loop_policy.yaml` asks for more training rows than any
-  run has, so turns try light candidates and never train;
-- `both`: `light_policy.yaml` enabled, the rest default.
+- `adapter-only`: `light_policy.yaml` disabled, the rest default;
+- `light-only`: `loop_policy.yaml` asks for more training rows than any run has, so turns try light
+  candidates and never train;
+- `both`: no policy file, every default (light candidates, then an adapter).
 
 After each turn (its canary or multi-arm trial decided, or out of bursts) production's hidden satisfaction is
 measured on the scenario's held-out prompts. Per run it prints the satisfaction before and after, and the time
 to first improvement: the feedback events and wall minutes until production's satisfaction first stood
 `IMPROVEMENT` above where it started (`-` if it never did). The anchor beside them is `adapter-only`, the
-loop as shipped. Long: a run is a turn or more of the demo (about 10 minutes a turn on 2 CPU cores).
+loop as shipped before light candidates were on by default. Long: a run is a turn or more of the demo
+(about 10 minutes a turn on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def write_policies(home: Path, tenant: str, mode: str) -> None:
-    """The mode's policy files (none for adapter-only)."""
+    """The mode's policy files (none for both: the defaults)."""
     files: dict[str, dict[str, Any]] = {}
-    if mode in ("light-only", "both"):
-        files["light_policy.yaml"] = {"enabled": True}
+    if mode == "adapter-only":
+        files["light_policy.yaml"] = {"enabled": False}
     if mode == "light-only":
         files["loop_policy.yaml"] = NEVER_TRAIN
     folder = home / "policies" / tenant
@@ -93,6 +94,7 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
     from tuneloop.config import Settings, tenant_policy
     from tuneloop.demo import USERS_AT_ONCE, start_server
     from tuneloop.loop import Loop, LoopPolicy
+    from tuneloop.loop.turns import TRAFFIC_STAGES
     from tuneloop.registry.versions import Registry
     from tuneloop.sim import run_traffic, satisfaction
     from tuneloop.store.repository import Store
@@ -129,14 +131,14 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
             run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=args.seed * 1000 + number)
             turn = loop.tick(force=True)
             for burst in range(args.max_bursts):
-                if turn is None or turn.stage not in ("canary", "light_trial"):
+                if turn is None or turn.stage not in TRAFFIC_STAGES:
                     break
                 seed = args.seed * 1000 + 100 * number + burst
                 run_traffic(url, key, scenario, args.burst, USERS_AT_ONCE, seed=seed)
                 turn = loop.tick()
             report = turn.report if turn else {}
             light = (report.get("light_trial") or {}).get("outcome", "-")
-            if turn is not None and turn.stage in ("canary", "light_trial"):
+            if turn is not None and turn.stage in TRAFFIC_STAGES:
                 # Still live after the bursts: the held-out users are split across its arms, so the
                 # satisfaction below is the experiment's mix, not production's alone.
                 light = f"{turn.stage} still live (satisfaction below mixes its arms)"

@@ -1,9 +1,10 @@
 """`make demo`: the closed loop on the embedded defaults, end to end, through the public API.
 
 A real `tuneloop serve` process serves SmolLM2; simulated Finly users (tuneloop.sim) talk to it with the
-official `openai` client and send feedback over HTTP; the tenant's loop turns that into a reward model, a
-DPO adapter, a gate decision and a canary. Each turn prints what production scores on the users' hidden
-preference, which tuneloop never sees. The run ends with an HTML report and a PNG plot.
+official `openai` client and send feedback over HTTP; the tenant's loop turns that into light candidates
+(in-context examples, a prompt) on a trial, a reward model, a DPO adapter, a gate decision and a canary.
+Each turn prints what production scores on the users' hidden preference, which tuneloop never sees.
+The run ends with an HTML report and a PNG plot.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tuneloop.cli.output import Progress
 from tuneloop.config import Settings, tenant_policy_file
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
+from tuneloop.loop.turns import TRAFFIC_STAGES
 from tuneloop.monitor.process import peak_memory_mb
 from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
@@ -172,13 +174,16 @@ def run_demo(
             size = first_traffic if number == 1 else traffic
             with progress.stage(f"turn {number}: {size} simulated conversations with feedback"):
                 report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
-            loop_stage = f"turn {number}: snapshot → reward model → adapter → gate → canary"
+            loop_stage = (
+                f"turn {number}: light candidates → snapshot → reward model → adapter → gate → canary"
+            )
             with progress.stage(loop_stage), _output_to(log):
                 turn = loop.tick(force=True)
             bursts = 0
-            while turn is not None and turn.stage == "canary" and bursts < max_bursts:
+            while turn is not None and turn.stage in TRAFFIC_STAGES and bursts < max_bursts:
                 burst_seed = seed * 1000 + 100 * number + bursts
-                with progress.stage(f"turn {number}: canary traffic {bursts + 1}/{max_bursts}, then a look"):
+                look = f"turn {number}: {turn.stage} traffic {bursts + 1}/{max_bursts}, then a look"
+                with progress.stage(look):
                     run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=burst_seed)
                     with _output_to(log):
                         turn = loop.tick()

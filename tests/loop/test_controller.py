@@ -29,6 +29,7 @@ from tuneloop.loop.turns import Turn, list_turns, start_turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
+from tuneloop.rollout.controller import finish
 from tuneloop.sim import Behaviour, Scenario, Topic, answers, run_traffic, satisfaction
 from tuneloop.store.repository import Store
 
@@ -64,8 +65,10 @@ SURE = Scenario(
 )
 
 # What the tenant would write for a laptop-sized test: small minimums, a half-and-half canary, a fast and
-# strong training run, and the gate suites a random-weight model can meaningfully run.
+# strong training run, the gate suites a random-weight model can meaningfully run, and the adapter's path
+# alone (tests/loop/test_light.py covers light candidates).
 POLICIES = {
+    "light_policy.yaml": {"enabled": False},
     "loop_policy.yaml": {
         "min_rows": 8,
         "trainer_args": {"learning_rate": 1e-2, "num_train_epochs": 4, "max_length": 64},
@@ -217,7 +220,7 @@ def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
     reranker = turn.report["reranker"]
     assert reranker["state"] == Registry(tenant).get(reranker["version"]).state == "canary", reranker
     # No answer feedback: nothing for an adapter to learn, and the turn says so.
-    assert (turn.outcome, turn.report["light"]) == ("skipped", {"skipped": "off"})
+    assert turn.outcome == "skipped" and turn.report["light"]["skipped"].startswith("nothing to try")
 
 
 def test_a_failing_reranker_is_recorded_and_the_turn_goes_on(store: Store, tmp_path: Path) -> None:
@@ -348,7 +351,15 @@ def test_a_new_tenants_first_turn_reaches_the_canary_with_no_policy_file(
     try:
         with live_server(settings) as url:
             run_traffic(url, key, SURE, 120, seed=3)
-            turn = Loop(tenant, settings).tick(force=True)
+            loop = Loop(tenant, settings)
+            turn = loop.tick(force=True)
+            # Light candidates first: gated and on a trial, while the adapter trained beside it.
+            assert turn is not None and turn.stage == "light_trial", turn.report
+            light = turn.report["light"]
+            assert Registry(tenant).get(light["reward_model"]["judge"]).state == "production"
+            assert any(c.get("decision") == "gated" for c in light["candidates"]), light["candidates"]
+            finish(tenant, "rolled_back", actor="test", reason="the trial ends without a winner")
+            turn = loop.tick()
         assert not (settings.home / "policies" / "fresh" / "loop_policy.yaml").exists()
         assert turn is not None and turn.stage == "canary", turn.report
         gate = turn.report["gate"]

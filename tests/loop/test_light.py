@@ -1,5 +1,5 @@
 """Light candidates: a turn first composes decoding, example and prompt candidates from production, gates
-them and puts the gated ones on one multi-arm experiment; off unless the tenant's light policy enables it."""
+them and puts the gated ones on one multi-arm experiment; on by default, when the feedback calls for any."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tuneloop.clock import now_utc
 from tuneloop.learn.light_changes import BRIEF
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop import light as light_candidates
-from tuneloop.loop.light import LightPolicy, compose_candidates
+from tuneloop.loop.light import MIN_EXAMPLES, LightPolicy, compose_candidates
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
@@ -62,7 +62,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     tenant, settings, production = tenant
     policy = LightPolicy(enabled=True, prompt_variants=["Answer in one line."], max_candidates=4)
     pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
-    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, policy)
+    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
 
     reasons = [c["reason"] for c in composed]
     assert reasons[0] == "in-context examples" and "shorter" in reasons[1]
@@ -76,6 +76,9 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     assert prompt.system_prompt == "Answer in one line." and prompt.decoding == {"temperature": 0.8}
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
     assert {v.snapshot_hash for v in (brief, prompt)} == {SNAPSHOT}
+    # Too few answers to show: an examples candidate would be production under another name.
+    fewer = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES - 1, policy)
+    assert [c["reason"] for c in fewer][1:] == ["operator prompt variant 1"]
 
 
 def _edit_pair(question: str) -> dict:
@@ -120,12 +123,35 @@ def test_a_turn_with_light_candidates_waits_on_their_trial(tenant: tuple) -> Non
 def test_the_light_stage_stands_aside_when_off_or_when_approval_is_required(tenant: tuple) -> None:
     tenant, settings, _ = tenant
     unused = _no_judge_needed
+    _policy(settings, "light_policy.yaml", {"enabled": False})
     off = light_candidates.start_trial(tenant, settings, approval=False, train_judge=unused)
     assert off == {"light": {"skipped": "off"}}
-    _policy(settings, "light_policy.yaml", {"enabled": True})
+    _policy(settings, "light_policy.yaml", {})
     # Candidates that must wait for a person are never put before users by a light trial either.
     skipped = light_candidates.start_trial(tenant, settings, approval=True, train_judge=unused)
     assert skipped == {"light": {"skipped": "require_approval"}} and active_experiment(tenant) is None
+
+
+def test_feedback_that_calls_for_no_light_candidate_skips_the_stage_before_any_judge_or_gate(
+    tenant: tuple,
+) -> None:
+    """On by default, so a tenant's first turns, with a handful of ratings, must not pay for a judge, a gate
+    and a trial of candidates that could not differ from production."""
+    tenant, settings, _ = tenant
+    now = now_utc()
+    for i in range(MIN_EXAMPLES - 1):
+        interaction = log(
+            tenant, prompt=f"How do I reset password number {i}?", response="Settings.", created_at=now
+        )
+        give(tenant, interaction, "thumbs", 1, now)
+
+    report = light_candidates.start_trial(tenant, settings, approval=False, train_judge=_no_judge_needed)[
+        "light"
+    ]
+
+    assert report["skipped"].startswith("nothing to try: 0 preference pairs, 15 answers")
+    assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
+    assert active_experiment(tenant) is None
 
 
 def _no_judge_needed(snapshot_hash: str) -> dict:

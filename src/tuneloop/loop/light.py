@@ -1,13 +1,17 @@
 """Light candidates, tried before any training: versions composed from production that change only its
 decoding, in-context examples, system prompt or best-of-N, gated like any candidate and put on one
-multi-arm experiment together (rollout.arms). Opt-in per tenant by `light_policy.yaml` (`enabled: true`).
+multi-arm experiment together (rollout.arms). On by default; `enabled: false` in a tenant's
+`light_policy.yaml` turns them off.
 
 What a turn composes from production:
-- in-context examples (the policy's `examples`), when production shows none;
+- in-context examples (the policy's `examples`), when production shows none and the snapshot holds
+  MIN_EXAMPLES answers fit to show;
 - what its feedback calls for (learn.light_changes: an instruction to be brief, a cap that binds, a
   temperature users keep regenerating);
 - each system prompt an operator listed in `prompt_variants`;
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
+
+A turn whose feedback calls for none of these skips the stage before it trains a judge or gates anything.
 
 The turn trains while the trial runs; once it has decided, the adapter candidate takes production's prompt
 and decoding (`carry_light_parts`) before its gate — so an adapter carries the winning light parts on.
@@ -34,16 +38,19 @@ from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import TenantStore
 
 ACTOR = "loop"
+# Fewer rated or edited answers rarely include one similar enough to a request to be shown, and a
+# candidate that shows no example is production under another name, on a trial users pay for.
+MIN_EXAMPLES = 16
 
 
 class LightPolicy(TenantPolicy):
-    """Which light candidates a tenant's turns try before training; off unless `enabled`."""
+    """Which light candidates a tenant's turns try before training (those its feedback calls for)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     filename: ClassVar[str] = "light_policy.yaml"
 
     enabled: bool = Field(
-        False, description="Each turn first tries light candidates on a multi-arm experiment, then trains."
+        True, description="Each turn first tries light candidates on a multi-arm experiment, then trains."
     )
     prompt_variants: list[str] = Field(
         default_factory=list,
@@ -70,8 +77,9 @@ def start_trial(
     """Compose, gate and put on trial the tenant's light candidates; the turn report's `light` entry.
 
     A trial already live (a restarted turn) is picked up; nothing starts while another experiment runs or
-    when candidates must wait for a person's approval. A tenant with no reward model in production gets
-    one first (`train_judge` on the snapshot), as the gate's reward-model suite needs a judge.
+    when candidates must wait for a person's approval, nor when the feedback calls for no candidate. A
+    tenant with no reward model in production gets one first (`train_judge` on the snapshot), as the gate's
+    reward-model suite needs a judge.
     """
     policy = tenant_policy(settings.home, tenant.tenant.name, LightPolicy)
     live = active_experiment(tenant)
@@ -81,7 +89,18 @@ def start_trial(
         why = "off" if not policy.enabled else "another experiment is live" if live else "require_approval"
         return {"light": {"skipped": why}}
     rewards = tenant_policy(settings.home, tenant.tenant.name, RewardPolicy)
-    snapshot = create_snapshot(tenant, settings.home, rewards, actor=ACTOR)
+    try:
+        snapshot = create_snapshot(tenant, settings.home, rewards, actor=ACTOR)
+    except BadRequest as exc:  # no feedback at all: the snapshot stage ends the turn as skipped
+        return {"light": {"skipped": str(exc)}}
+    users = {
+        name: snapshot.counts[f"{name}_train"] + snapshot.counts[f"{name}_heldout"]
+        for name in ("pairs", "sft")
+    }
+    pairs, rated = snapshot.rows("pairs"), users["sft"]
+    if not _changes(Registry(tenant), policy, pairs, rated, judged=True):
+        why = f"nothing to try: {users['pairs']} preference pairs, {rated} answers fit to show as examples"
+        return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     judged: dict[str, Any] = {}
     if Registry(tenant).production("reward_model") is None:
         # Light candidates come before a first turn's training, so a new tenant has no judge yet.
@@ -89,7 +108,7 @@ def start_trial(
             judged = {"reward_model": train_judge(snapshot.hash)}
         except BadRequest as exc:  # too few pairs for a reward model: the gate says what is missing
             judged = {"reward_model": {"skipped": str(exc)}}
-    composed = compose_candidates(tenant, settings, snapshot.hash, snapshot.rows("pairs"), policy)
+    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, rated, policy)
     versions = [c for c in composed if "version" in c]
     results = run_gates(
         tenant, [c["version"] for c in versions], home=settings.home, actor=ACTOR, engine=settings.engine
@@ -128,32 +147,39 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
 
 
 def _changes(
-    registry: Registry, production: Version | None, policy: LightPolicy, pairs: list[dict[str, Any]]
+    registry: Registry, policy: LightPolicy, pairs: list[dict[str, Any]], rated: int, *, judged: bool
 ) -> list[Proposal]:
-    """Every light change to try, the likeliest to help first: examples (what users rated best, shown),
-    then what the feedback asks for, the operator's prompts and best-of-N."""
+    """Every light change to try on production, the likeliest to help first: examples (what users rated
+    best, shown), then what the feedback asks for, the operator's prompts and best-of-N (when `judged`, or
+    a reward model in production, can pick its answer)."""
+    production = registry.production("adapter")
     current = Decoding.parse(version_decoding(production))
     changes = []
-    if policy.examples is not None and current.examples is None:
+    if policy.examples is not None and current.examples is None and rated >= MIN_EXAMPLES:
         changes.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
     changes += propose_changes(pairs, current, production.system_prompt if production else None)
     variants = enumerate(policy.prompt_variants, 1)
     changes += [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
-    judge = registry.production("reward_model")
-    if policy.best_of_n is not None and current.best_of_n is None and judge is not None:
+    judged = judged or registry.production("reward_model") is not None
+    if policy.best_of_n is not None and current.best_of_n is None and judged:
         changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
     return changes
 
 
 def compose_candidates(
-    tenant: TenantStore, settings: Settings, snapshot: str, pairs: list[dict[str, Any]], policy: LightPolicy
+    tenant: TenantStore,
+    settings: Settings,
+    snapshot: str,
+    pairs: list[dict[str, Any]],
+    rated: int,
+    policy: LightPolicy,
 ) -> list[dict[str, Any]]:
-    """Register the light candidates production's feedback and the policy call for (not yet gated): each
-    one's version and reason, or why it was skipped."""
+    """Register the light candidates production's feedback (the snapshot's `pairs`, and `rated` answers fit
+    to show) and the policy call for, not yet gated: each one's version and reason, or why it was skipped."""
     registry = Registry(tenant)
     production = registry.production("adapter")
     composed: list[dict[str, Any]] = []
-    for change in _changes(registry, production, policy, pairs)[: policy.max_candidates]:
+    for change in _changes(registry, policy, pairs, rated, judged=False)[: policy.max_candidates]:
         try:
             version = _compose(registry, production, settings, snapshot, change)
             composed.append({"version": version.id, "reason": change.reason})

@@ -35,7 +35,7 @@ from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot, get_snapshot
 from tuneloop.store.repository import TenantStore
 
-# The re-ranker (seconds of training) and light candidates (loop/light.py, opt-in) need no model training,
+# The re-ranker (seconds of training) and light candidates (loop/light.py) need no model training,
 # so they go first: rerank → light → snapshot → reward → adapter → light_trial → gate → approval → canary.
 # The light trial runs while the adapter trains, and the adapter is gated with whatever light parts won.
 FIRST = "rerank"

@@ -18,6 +18,8 @@ from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import loop_turns
 
 DONE = "done"
+# The stages a turn waits at until users' traffic decides: its canary, its trial of light candidates.
+TRAFFIC_STAGES = ("canary", "light_trial")
 
 
 @dataclass(frozen=True)
