@@ -220,7 +220,7 @@ def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
     reranker = turn.report["reranker"]
     assert reranker["state"] == Registry(tenant).get(reranker["version"]).state == "canary", reranker
     # No answer feedback: nothing for an adapter to learn, and the turn says so.
-    assert turn.outcome == "skipped" and turn.report["light"]["skipped"].startswith("nothing to try")
+    assert turn.outcome == "skipped" and turn.report["light"]["skipped"].startswith("nothing new to try")
 
 
 def test_a_failing_reranker_is_recorded_and_the_turn_goes_on(store: Store, tmp_path: Path) -> None:

@@ -81,6 +81,36 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     assert [c["reason"] for c in fewer][1:] == ["operator prompt variant 1"]
 
 
+def test_a_light_candidate_users_turned_down_is_not_tried_again_on_the_same_production(tenant: tuple) -> None:
+    tenant, settings, production = tenant
+    policy = LightPolicy(prompt_variants=["Answer in one line."])
+    pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
+    registry = Registry(tenant)
+    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    examples = first[0]["version"]
+    registry.move(examples, "gated", actor="test", reason="setup")
+    start_arms(tenant, [examples], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+    finish(tenant, "rolled_back", actor="test", reason="users preferred production")
+
+    again = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+
+    assert first[0]["reason"] == "in-context examples"
+    assert [c["reason"] for c in again] == [c["reason"] for c in first][1:]
+    # On a new production the same change is another candidate, and tried again.
+    newer = compose(
+        registry,
+        parent=registry.get(production),
+        base_model="base",
+        actor="t",
+        reason="t",
+        system_prompt="New.",
+    )
+    registry.move(newer.id, "gated", actor="test", reason="setup")
+    registry.move(newer.id, "production", actor="test", reason="setup")
+    later = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    assert later[0]["reason"] == "in-context examples"
+
+
 def _edit_pair(question: str) -> dict:
     """A pair as a snapshot holds a user's edit: the edited text chosen over the model's long answer."""
     return {
@@ -149,7 +179,7 @@ def test_feedback_that_calls_for_no_light_candidate_skips_the_stage_before_any_j
         "light"
     ]
 
-    assert report["skipped"].startswith("nothing to try: 0 preference pairs, 15 answers")
+    assert report["skipped"].startswith("nothing new to try: 0 preference pairs, 15 answers")
     assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
     assert active_experiment(tenant) is None
 

@@ -19,6 +19,7 @@ and decoding (`carry_light_parts`) before its gate — so an adapter carries the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -99,7 +100,10 @@ def start_trial(
     }
     pairs, rated = snapshot.rows("pairs"), users["sft"]
     if not _changes(Registry(tenant), policy, pairs, rated, judged=True):
-        why = f"nothing to try: {users['pairs']} preference pairs, {rated} answers fit to show as examples"
+        why = (
+            f"nothing new to try: {users['pairs']} preference pairs, {rated} answers fit to show as "
+            "examples, and no change users already turned down on this production"
+        )
         return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     judged: dict[str, Any] = {}
     if Registry(tenant).production("reward_model") is None:
@@ -163,7 +167,23 @@ def _changes(
     judged = judged or registry.production("reward_model") is not None
     if policy.best_of_n is not None and current.best_of_n is None and judged:
         changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
-    return changes
+    # Users already turned these down against this production: each turn would put the loser on a trial
+    # again, and hold the turn's adapter back until it lost once more.
+    lost = {
+        _light_parts(v) for v in registry.list("adapter", "rolled_back") if v.parent_id == _id(production)
+    }
+    return [c for c in changes if _applied(production, c) not in lost]
+
+
+def _id(version: Version | None) -> str | None:
+    return version.id if version else None
+
+
+def _applied(production: Version | None, change: Proposal) -> tuple[str | None, str]:
+    """The prompt and decoding a candidate composed from `change` on `production` serves with."""
+    prompt = change.prompt or (production.system_prompt if production else None)
+    decoding = {**version_decoding(production), **(change.decoding.values() if change.decoding else {})}
+    return prompt, json.dumps(decoding, sort_keys=True)
 
 
 def compose_candidates(
@@ -234,5 +254,5 @@ def carry_light_parts(tenant: TenantStore, candidate_id: str) -> str:
     return carried.id
 
 
-def _light_parts(version: Version) -> tuple[str | None, dict[str, Any]]:
-    return version.system_prompt, version_decoding(version)
+def _light_parts(version: Version) -> tuple[str | None, str]:
+    return version.system_prompt, json.dumps(version_decoding(version), sort_keys=True)
