@@ -97,16 +97,7 @@ def test_a_light_candidate_users_turned_down_is_not_tried_again_on_the_same_prod
     assert first[0]["reason"] == "in-context examples"
     assert [c["reason"] for c in again] == [c["reason"] for c in first][1:]
     # On a new production the same change is another candidate, and tried again.
-    newer = compose(
-        registry,
-        parent=registry.get(production),
-        base_model="base",
-        actor="t",
-        reason="t",
-        system_prompt="New.",
-    )
-    registry.move(newer.id, "gated", actor="test", reason="setup")
-    registry.move(newer.id, "production", actor="test", reason="setup")
+    registry.move(_gated(tenant, production, "New.").id, "production", actor="test", reason="setup")
     later = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
     assert later[0]["reason"] == "in-context examples"
 
@@ -121,8 +112,8 @@ def _edit_pair(question: str) -> dict:
     }
 
 
-def _on_trial(tenant: TenantStore, production: str, prompt: str) -> tuple[Version, Experiment]:
-    """A gated light candidate with `prompt`, on a live trial against production."""
+def _gated(tenant: TenantStore, production: str, prompt: str) -> Version:
+    """A light candidate with `prompt` composed on `production`, past its gate."""
     registry = Registry(tenant)
     candidate = compose(
         registry,
@@ -133,6 +124,12 @@ def _on_trial(tenant: TenantStore, production: str, prompt: str) -> tuple[Versio
         system_prompt=prompt,
     )
     registry.move(candidate.id, "gated", actor="test", reason="setup")
+    return candidate
+
+
+def _on_trial(tenant: TenantStore, production: str, prompt: str) -> tuple[Version, Experiment]:
+    """A gated light candidate with `prompt`, on a live trial against production."""
+    candidate = _gated(tenant, production, prompt)
     exp = start_arms(tenant, [candidate.id], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
     return candidate, exp
 
