@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from tuneloop.demo import TurnLine, start_server, write_report
+from tuneloop.demo import TurnLine, _beside_traffic, start_server, write_report
 from tuneloop.errors import Conflict
 
 
@@ -33,3 +34,19 @@ def test_the_server_is_not_started_on_a_port_another_process_listens_on(tmp_path
         with pytest.raises(Conflict, match="in use"):
             start_server(tmp_path, other.getsockname()[1])
     assert not (tmp_path / "server.log").exists()
+
+
+def test_users_keep_talking_while_the_loop_works_and_the_tick_sees_their_traffic() -> None:
+    """A turn's light trial needs traffic while the adapter trains; a demo that paused its users for the
+    tick would measure neither that nor training beside serving."""
+    traffic = threading.Event()
+    bursts: list[int] = []
+
+    def tick() -> None:
+        assert traffic.wait(timeout=30), "no users talked while the loop worked"
+
+    def burst() -> None:
+        bursts.append(len(bursts))
+        traffic.set()
+
+    assert _beside_traffic(tick, burst) is None and bursts

@@ -9,6 +9,7 @@ The run ends with an HTML report and a PNG plot.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -16,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +30,7 @@ from tuneloop.cli.output import Progress
 from tuneloop.config import Settings, tenant_policy_file
 from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
-from tuneloop.loop.turns import TRAFFIC_STAGES
+from tuneloop.loop.turns import TRAFFIC_STAGES, Turn
 from tuneloop.monitor.process import peak_memory_mb
 from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
@@ -106,6 +108,17 @@ def _output_to(log: Path) -> Iterator[None]:
         os.close(saved[1])
 
 
+def _beside_traffic(tick: Callable[[], Turn | None], burst: Callable[[], None]) -> Turn | None:
+    """`tick()` in a thread while `burst()` keeps users talking to the server, as they do in production: a
+    turn's light trial gets its traffic while the adapter trains, and training shares the cores with
+    serving."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-demo-loop") as pool:
+        ticking = pool.submit(tick)
+        while not ticking.done():
+            burst()
+        return ticking.result()
+
+
 def finly(seed: int = 0) -> Scenario:
     """The demo's application: the `support` scenario as Finly runs it (its users, its temperature)."""
     return replace(support(seed=seed), behaviour=Behaviour(users=USERS), temperature=TEMPERATURE)
@@ -128,7 +141,9 @@ def run_demo(
     policy files; print a line per turn; write the report.
 
     The first turn collects `first_traffic` user turns; later turns add `traffic` to what the previous
-    canary's traffic already brought in (a canary's answers and feedback are the next turn's data)."""
+    canary's traffic already brought in (a canary's answers and feedback are the next turn's data). While
+    the loop works, users keep coming in bursts of `canary_burst`; after it, up to `max_bursts` bursts
+    each end with a look at the live trial or canary."""
     from tuneloop.model_files import ensure_base_model
 
     if turns < 1:
@@ -174,17 +189,22 @@ def run_demo(
             size = first_traffic if number == 1 else traffic
             with progress.stage(f"turn {number}: {size} simulated conversations with feedback"):
                 report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
+            seeds = itertools.count(seed * 1000 + 100 * number)
+
+            def burst(seeds: Iterator[int] = seeds) -> None:
+                run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=next(seeds))
+
             loop_stage = (
-                f"turn {number}: light candidates → snapshot → reward model → adapter → gate → canary"
+                f"turn {number}: light candidates → snapshot → reward model → adapter → gate → canary "
+                "(users keep talking meanwhile)"
             )
             with progress.stage(loop_stage), _output_to(log):
-                turn = loop.tick(force=True)
+                turn = _beside_traffic(lambda: loop.tick(force=True), burst)
             bursts = 0
             while turn is not None and turn.stage in TRAFFIC_STAGES and bursts < max_bursts:
-                burst_seed = seed * 1000 + 100 * number + bursts
                 look = f"turn {number}: {turn.stage} traffic {bursts + 1}/{max_bursts}, then a look"
                 with progress.stage(look):
-                    run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=burst_seed)
+                    burst()
                     with _output_to(log):
                         turn = loop.tick()
                 bursts += 1
