@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/fast_loop.py --scenario support --first-traffic 40 --traffic 8  # smoke
 
 Each (scenario, mode) runs in a fresh home on a fresh port: a real `tuneloop serve` process, simulated users
-talking to it only through the public API (tuneloop.sim), and the tenant's loop, as `make demo` does. The
-modes differ only in the tenant's policy files:
+talking to it only through the public API (tuneloop.sim), and the tenant's loop, as `make demo` does (users
+keep talking while the loop works). The modes differ only in the tenant's policy files:
 
 - `adapter-only`: `light_policy.yaml` disabled, the rest default;
 - `light-only`: `loop_policy.yaml` asks for more training rows than any run has, so turns try light
@@ -24,11 +24,13 @@ loop as shipped before light candidates were on by default. Long: a run is a tur
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,7 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
 
     from tests.postgres import free_port
     from tuneloop.config import Settings, tenant_policy
-    from tuneloop.demo import USERS_AT_ONCE, start_server
+    from tuneloop.demo import USERS_AT_ONCE, beside_traffic, start_server
     from tuneloop.loop import Loop, LoopPolicy
     from tuneloop.loop.turns import TRAFFIC_STAGES
     from tuneloop.registry.versions import Registry
@@ -129,12 +131,16 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
         for number in range(1, args.turns + 1):
             size = args.first_traffic if number == 1 else args.traffic
             run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=args.seed * 1000 + number)
-            turn = loop.tick(force=True)
-            for burst in range(args.max_bursts):
+            seeds = itertools.count(args.seed * 1000 + 100 * number)
+
+            def burst(seeds: Iterator[int] = seeds) -> None:
+                run_traffic(url, key, scenario, args.burst, USERS_AT_ONCE, seed=next(seeds))
+
+            turn = beside_traffic(lambda: loop.tick(force=True), burst)  # users keep talking, as in the demo
+            for _ in range(args.max_bursts):
                 if turn is None or turn.stage not in TRAFFIC_STAGES:
                     break
-                seed = args.seed * 1000 + 100 * number + burst
-                run_traffic(url, key, scenario, args.burst, USERS_AT_ONCE, seed=seed)
+                burst()
                 turn = loop.tick()
             report = turn.report if turn else {}
             light = (report.get("light_trial") or {}).get("outcome", "-")

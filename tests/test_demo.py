@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.demo import TurnLine, _beside_traffic, start_server, write_report
+from tuneloop.demo import TurnLine, beside_traffic, start_server, write_report
 from tuneloop.errors import Conflict
 
 
@@ -49,4 +49,4 @@ def test_users_keep_talking_while_the_loop_works_and_the_tick_sees_their_traffic
         bursts.append(len(bursts))
         traffic.set()
 
-    assert _beside_traffic(tick, burst) is None and bursts
+    assert beside_traffic(tick, burst) is None and bursts

@@ -108,7 +108,7 @@ def _output_to(log: Path) -> Iterator[None]:
         os.close(saved[1])
 
 
-def _beside_traffic(tick: Callable[[], Turn | None], burst: Callable[[], None]) -> Turn | None:
+def beside_traffic(tick: Callable[[], Turn | None], burst: Callable[[], None]) -> Turn | None:
     """`tick()` in a thread while `burst()` keeps users talking to the server, as they do in production: a
     turn's light trial gets its traffic while the adapter trains, and training shares the cores with
     serving."""
@@ -199,7 +199,7 @@ def run_demo(
                 "(users keep talking meanwhile)"
             )
             with progress.stage(loop_stage), _output_to(log):
-                turn = _beside_traffic(lambda: loop.tick(force=True), burst)
+                turn = beside_traffic(lambda: loop.tick(force=True), burst)
             bursts = 0
             while turn is not None and turn.stage in TRAFFIC_STAGES and bursts < max_bursts:
                 look = f"turn {number}: {turn.stage} traffic {bursts + 1}/{max_bursts}, then a look"
