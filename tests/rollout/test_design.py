@@ -61,6 +61,17 @@ def test_sixty_users_split_in_half_need_fewer_than_thirty_per_arm_and_hundreds_k
     assert large.min_samples == RolloutPolicy().min_samples and "min_samples" not in design["adapted"]
 
 
+def test_each_arm_of_a_trial_among_sixty_users_can_reach_its_minimum() -> None:
+    """Designed as a canary, three arms of sixty users each needed 24, and got about 20: the trial could
+    never decide, and the turn's adapter waited on it."""
+    _, canary = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW)
+    trial, design = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW, arms=3)
+    assert trial.min_samples == 16 <= trial.max_samples  # 0.8 of the 20 users an arm expects
+    assert "ramp" not in design["adapted"]  # a trial keeps equal weights
+    # Each comparison sees two thirds of the users and is tested at α/2: the trial needs more of them.
+    assert design["users_needed"] > canary["users_needed"]
+
+
 def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:
     policy, design = design_canary(RolloutPolicy(), traffic_of({"u1": [1.0], "u2": [-1.0]}, 2.0), NOW)
     assert policy == RolloutPolicy() and design["adapted"] == []

@@ -43,7 +43,7 @@ def start_arms(
     production = registry.production("adapter")
     exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
     now = now_utc()
-    policy, design = controller.designed(tenant, policy, reward_policy, now)
+    policy, design = controller.designed(tenant, policy, reward_policy, now, len(version_ids) + 1)
     arms = reweigh(
         [
             {"arm": CONTROL, "version": production.id if production else None, "state": "live"},

@@ -106,13 +106,14 @@ def start_canary(
 
 
 def designed(
-    tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime
+    tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime, arms: int = 2
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
-    """The policy an experiment starting `now` runs under, designed from the last week's traffic."""
+    """The policy an experiment of `arms` arms (control included) starting `now` runs under, designed from
+    the last week's traffic."""
     since = now - timedelta(days=LOOKBACK_DAYS)
     by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
     hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    return design_canary(policy, traffic_of(by_user, hours), now)
+    return design_canary(policy, traffic_of(by_user, hours), now, arms)
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:

@@ -10,6 +10,8 @@ never below the default policy's τ; the share is the smallest that expects a de
 `TARGET_HOURS` on the users seen. Users arrive as they did in the lookback window and, once its span has
 passed, no new ones are counted: a tenant's user base is taken to be what it has shown. A tenant with a
 few dozen users also gets a smaller minimum of users per arm (`min_samples`), one its smaller arm can reach.
+A multi-arm trial is designed the same way for each candidate's comparison with control, on the users that
+comparison sees.
 """
 
 from __future__ import annotations
@@ -89,38 +91,46 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
 
 
 def design_canary(
-    policy: RolloutPolicy, traffic: Traffic, now: datetime
+    policy: RolloutPolicy, traffic: Traffic, now: datetime, arms: int = 2
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
-    """The policy the canary runs under (fields the tenant set are kept) and the design that chose it."""
+    """The policy the experiment runs under (fields the tenant set are kept) and the design that chose it.
+
+    `arms` counts control too: a canary has 2; a multi-arm trial splits users equally among its arms and
+    tests each candidate against control at α over the candidates (rollout.multi_arm), so one comparison
+    sees 2/arms of the users, half on each side."""
     fixed = policy.model_fields_set
     if traffic.users < MIN_USERS:
         note = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days: the policy as set"
         return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
+    seen = 2 / arms  # the share of users one candidate-against-control comparison sees
+    alpha = policy.alpha / (arms - 1)
     floor = math.sqrt(RolloutPolicy.model_fields["tau2"].default)
     effect = (
         math.sqrt(policy.tau2)
         if "tau2" in fixed
-        else detectable_effect(traffic.sd, traffic.users, policy.alpha, floor)
+        else detectable_effect(traffic.sd, int(traffic.users * seen), alpha, floor)
     )
     tau2 = effect**2
-    if fixed & {"ramp", "canary_share"}:
-        share = policy.ramp[0]
+    if arms > 2 or fixed & {"ramp", "canary_share"}:
+        share = 0.5 if arms > 2 else policy.ramp[0]
     else:
         share = SHARES[-1]
         for candidate in SHARES:
-            need = users_needed(effect, traffic.sd, candidate, tau2, policy.alpha)
+            need = users_needed(effect, traffic.sd, candidate, tau2, alpha)
             if need <= traffic.users and traffic.hours * need / traffic.users <= TARGET_HOURS:
                 share = candidate
                 break
-    need = users_needed(effect, traffic.sd, share, tau2, policy.alpha)
+    need = users_needed(effect, traffic.sd, share, tau2, alpha) / seen  # all arms' users
     hours = traffic.hours * need / traffic.users if math.isfinite(need) else math.inf
-    chosen: dict[str, Any] = {"tau2": round(tau2, 4), "ramp": [share, *(s for s in LATER_STEPS if s > share)]}
-    reachable = math.floor(REACHABLE * traffic.users * min(share, 1 - share))
+    chosen: dict[str, Any] = {"tau2": round(tau2, 4)}
+    if arms == 2:  # a trial's arms keep equal weights; only a canary ramps
+        chosen["ramp"] = [share, *(s for s in LATER_STEPS if s > share)]
+    reachable = math.floor(REACHABLE * traffic.users * seen * min(share, 1 - share))
     min_samples = max(MIN_UNITS, min(policy.min_samples, reachable))
     if min_samples < policy.min_samples:
         chosen["min_samples"] = min_samples
     if math.isfinite(need):
-        chosen["max_samples"] = max(min_samples, math.ceil(SAMPLES_MARGIN * need * share))
+        chosen["max_samples"] = max(min_samples, math.ceil(SAMPLES_MARGIN * need * seen * share))
         chosen["max_duration_hours"] = max(policy.max_duration_hours, round(SAMPLES_MARGIN * hours, 2))
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
