@@ -29,7 +29,14 @@ from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.evaluate.gate import run_gates
 from tuneloop.learn.light_changes import Proposal, propose_changes
-from tuneloop.registry.composition import BestOfN, Decoding, ExamplePolicy, compose, version_decoding
+from tuneloop.registry.composition import (
+    BestOfN,
+    Decoding,
+    ExamplePolicy,
+    compose,
+    composed_parts,
+    version_decoding,
+)
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout import arms
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
@@ -94,15 +101,13 @@ def start_trial(
         snapshot = create_snapshot(tenant, settings.home, rewards, actor=ACTOR)
     except BadRequest as exc:  # no feedback at all: the snapshot stage ends the turn as skipped
         return {"light": {"skipped": str(exc)}}
-    users = {
-        name: snapshot.counts[f"{name}_train"] + snapshot.counts[f"{name}_heldout"]
-        for name in ("pairs", "sft")
-    }
-    pairs, rated = snapshot.rows("pairs"), users["sft"]
+    counts = snapshot.counts  # users' rows only, counted before the snapshot's planted canaries
+    pairs, rated = snapshot.rows("pairs"), counts["sft_train"] + counts["sft_heldout"]
     if not _changes(Registry(tenant), policy, pairs, rated, judged=True):
         why = (
-            f"nothing new to try: {users['pairs']} preference pairs, {rated} answers fit to show as "
-            "examples, and no change users already turned down on this production"
+            f"nothing new to try: {counts['pairs_train'] + counts['pairs_heldout']} preference pairs, "
+            f"{rated} answers fit to show as examples, and no change users already turned down on this "
+            "production"
         )
         return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     judged: dict[str, Any] = {}
@@ -169,21 +174,9 @@ def _changes(
         changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
     # Users already turned these down against this production: each turn would put the loser on a trial
     # again, and hold the turn's adapter back until it lost once more.
-    lost = {
-        _light_parts(v) for v in registry.list("adapter", "rolled_back") if v.parent_id == _id(production)
-    }
-    return [c for c in changes if _applied(production, c) not in lost]
-
-
-def _id(version: Version | None) -> str | None:
-    return version.id if version else None
-
-
-def _applied(production: Version | None, change: Proposal) -> tuple[str | None, str]:
-    """The prompt and decoding a candidate composed from `change` on `production` serves with."""
-    prompt = change.prompt or (production.system_prompt if production else None)
-    decoding = {**version_decoding(production), **(change.decoding.values() if change.decoding else {})}
-    return prompt, json.dumps(decoding, sort_keys=True)
+    parent = production.id if production else None
+    lost = {_light_parts(v) for v in registry.list("adapter", "rolled_back") if v.parent_id == parent}
+    return [c for c in changes if _parts_key(*composed_parts(production, c.prompt, c.decoding)) not in lost]
 
 
 def compose_candidates(
@@ -255,4 +248,8 @@ def carry_light_parts(tenant: TenantStore, candidate_id: str) -> str:
 
 
 def _light_parts(version: Version) -> tuple[str | None, str]:
-    return version.system_prompt, json.dumps(version_decoding(version), sort_keys=True)
+    return _parts_key(version.system_prompt, version_decoding(version))
+
+
+def _parts_key(prompt: str | None, decoding: dict[str, Any]) -> tuple[str | None, str]:
+    return prompt, json.dumps(decoding, sort_keys=True)  # hashable, so parts can be looked up in a set

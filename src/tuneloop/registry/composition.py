@@ -83,6 +83,15 @@ def version_decoding(version: Version | None) -> dict[str, Any]:
     return Decoding.parse(version.decoding).values() if version else {}
 
 
+def composed_parts(
+    parent: Version | None, system_prompt: str | None, decoding: Decoding | None
+) -> tuple[str | None, dict[str, Any]]:
+    """The system prompt and decoding a version composed on `parent` serves with: those given, the rest
+    the parent's."""
+    prompt = system_prompt if system_prompt is not None else (parent.system_prompt if parent else None)
+    return prompt, {**version_decoding(parent), **(decoding.values() if decoding else {})}
+
+
 def check_system_prompt(text: str) -> str:
     """The prompt if it is usable text within bounds, else BadRequest saying what to fix."""
     if not text.strip():
@@ -133,11 +142,10 @@ def compose(
     if parent is not None and parent.erased_at is not None:
         # Its adapter learned from an erased user: a new version must not carry it back to users.
         raise Conflict(f"version {parent.id} was trained on data of an erased user; compose from another")
-    inherited_decoding = version_decoding(parent)
-    settings = {**inherited_decoding, **(decoding.values() if decoding else {})}
-    prompt = check_system_prompt(system_prompt) if system_prompt is not None else None
-    prompt = prompt or (parent.system_prompt if parent else None)
-    if parent is not None and prompt == parent.system_prompt and settings == inherited_decoding:
+    if system_prompt is not None:
+        check_system_prompt(system_prompt)
+    prompt, settings = composed_parts(parent, system_prompt, decoding)
+    if parent is not None and prompt == parent.system_prompt and settings == version_decoding(parent):
         raise BadRequest(
             f"nothing differs from {parent.id}: give a system prompt or a decoding setting to change"
         )

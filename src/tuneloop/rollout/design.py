@@ -111,8 +111,10 @@ def design_canary(
         else detectable_effect(traffic.sd, int(traffic.users * seen), alpha, floor)
     )
     tau2 = effect**2
-    if arms > 2 or fixed & {"ramp", "canary_share"}:
-        share = 0.5 if arms > 2 else policy.ramp[0]
+    if arms > 2:
+        share = 0.5  # within one comparison: control and the candidate keep equal weights
+    elif fixed & {"ramp", "canary_share"}:
+        share = policy.ramp[0]
     else:
         share = SHARES[-1]
         for candidate in SHARES:
