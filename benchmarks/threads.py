@@ -9,7 +9,6 @@ Run: `.venv/bin/python benchmarks/threads.py [--rounds 2]`.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -18,6 +17,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _busy import busy_cores
+
 from tuneloop.model_files import BASE_MODEL_NAME, ensure_base_model, gguf_of
 from tuneloop.serve.backends.batching import Sequence, run_to_end
 from tuneloop.serve.backends.llamacpp import LlamaCppBatch
@@ -49,11 +51,6 @@ def tokens_per_second(batch: LlamaCppBatch) -> float:
     return len(seqs) * MAX_TOKENS / (time.perf_counter() - start)
 
 
-def _spin() -> None:
-    while True:
-        pass
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
@@ -67,18 +64,11 @@ def main() -> None:
     }
     print(f"{'machine':<28} {'threads':<10} {'tok/s':>7} {'threads used':>12}")
     for load, busy in (("idle", 0), (f"{cores} busy processes beside", cores)):
-        hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(busy)]
-        for hog in hogs:
-            hog.start()
-        time.sleep(2)  # a look at /proc/stat sees the load before the first decode
-        try:
+        with busy_cores(busy):
             for _ in range(args.rounds):
                 for name, batch in batches.items():
                     rate = tokens_per_second(batch)
                     print(f"{load:<28} {name:<10} {rate:>7.1f} {batch.threads:>12}", flush=True)
-        finally:
-            for hog in hogs:
-                hog.kill()
     for batch in batches.values():
         batch.close()
 

@@ -5,6 +5,12 @@
     .venv/bin/python benchmarks/train.py --variants trl-defaults,trl-fp32,tuneloop
     python benchmarks/train.py --model DIR --device cuda --pairs 256 --batch-size 8   # on a GPU
 
+    .venv/bin/python benchmarks/train.py --beside 1 --variants tuneloop-fixed,tuneloop   # sharing the cores
+
+`--beside N` keeps N other processes busy while each variant trains, as the server's users keep a core busy
+beside the loop's training. `tuneloop-fixed` is tuneloop's path with PyTorch's threads left at their
+default (every core) instead of following the idle cores (`learn.jobs.idle_cores`).
+
 Each variant runs in its own subprocess so its peak resident memory (VmHWM) is its own. Pairs/s counts
 the whole job: tokenising, reference log-probs and training. `trl-fp32` is TRL's defaults without their
 bf16 autocast, which is emulated, and slow, on a CPU without AVX512-BF16 or AMX.
@@ -29,7 +35,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-VARIANTS = ("trl-defaults", "trl-fp32", "tuneloop")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _busy import busy_cores
+
+VARIANTS = ("trl-defaults", "trl-fp32", "tuneloop", "tuneloop-fixed")
 DEFAULT_VARIANTS = ("trl-defaults", "tuneloop")
 
 
@@ -128,7 +137,9 @@ def _train(
         return (logs[-1] if logs else None), trainer.state.global_step
     else:
         from tuneloop.learn.adapter_trainer import train_dpo
+        from tuneloop.learn.callbacks import JobCallback
         from tuneloop.learn.job_config import JobSpec
+        from tuneloop.learn.jobs import idle_cores
 
         spec = JobSpec(
             kind="dpo",
@@ -142,7 +153,11 @@ def _train(
             device=device,
             output_dir=out,
         )
-        metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe])
+        if variant == "tuneloop-fixed":
+            metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe])
+        else:
+            with idle_cores(spec) as cores:
+                metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe, JobCallback(cores=cores)])
         return metrics["final_loss"], metrics["steps"]
 
 
@@ -219,6 +234,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when seen), cpu or cuda")
+    parser.add_argument("--beside", type=int, default=0, help="other processes kept busy meanwhile")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -233,7 +249,10 @@ def main() -> None:
         return
 
     model = resolve_model(opts.model)
-    print(f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed} device={device}")
+    print(
+        f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed} device={device} "
+        f"busy processes beside={opts.beside}"
+    )
     header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'GPU MB':>8}"
     header += f"{'final loss':>12}{'DPO loss':>10}"
     print(header)
@@ -241,7 +260,8 @@ def main() -> None:
     for variant in opts.variants.split(","):  # each row as its variant finishes: a run can take an hour
         cmd = [sys.executable, __file__, "--worker", variant, "--model", model, "--pairs", str(opts.pairs)]
         cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed), "--device", device]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with busy_cores(opts.beside):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{variant} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue

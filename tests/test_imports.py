@@ -1,4 +1,5 @@
-"""Imports run one way: no module of tuneloop imports a module that imports it back, directly or not."""
+"""Importing tuneloop: imports run one way (no module imports a module that imports it back, directly or
+not), and the model hub stays off."""
 
 from __future__ import annotations
 
@@ -61,3 +62,15 @@ def test_no_module_imports_a_module_that_imports_it_back() -> None:
 def test_the_cycle_finder_sees_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_tuneloop_never_asks_the_model_hub_unless_the_deployment_says_so() -> None:
+    import os
+    import subprocess
+    import sys
+
+    show = "import os, tuneloop; print(os.environ['HF_HUB_OFFLINE'], os.environ['HF_HUB_DISABLE_TELEMETRY'])"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_")}
+    for env, expected in ((clean, "1 1"), ({**clean, "HF_HUB_OFFLINE": "0"}, "0 1")):
+        run = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+        assert run.stdout.split() == expected.split(), run.stderr

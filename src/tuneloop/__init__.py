@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# Every model loads from local files. Without these, Hugging Face libraries ask the hub: a machine with no
+# internet waits out their retries, and a training job that holds users' data sends telemetry. A deployment
+# that wants the hub sets them itself.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from tuneloop.async_client import AsyncClient

@@ -79,3 +79,34 @@ def test_a_sampling_candidate_gets_the_same_answers_on_every_gate_run(gate_setup
     assert first == second
     greedy = _arms(gate_setup, _compose(gate_setup, temperature=0)).generate(CANDIDATE, prompts, 8)
     assert first != greedy  # it did sample
+
+
+def test_an_examples_candidate_is_gated_with_examples_but_never_its_prompts_own_answer(
+    gate_setup: GateSetup,
+) -> None:
+    """The held-out pairs and the starter golden set are the tenant's own traffic: shown their own answers
+    as examples, a candidate would pass on what it copied."""
+    from tuneloop.capture.redact import Redactor
+    from tuneloop.registry.composition import ExamplePolicy
+    from tuneloop.serve.examples import build_pool
+
+    pool = build_pool(gate_setup.tenant, gate_setup.home, Redactor())
+    stored = pool.examples[0].prompt
+    everything = ExamplePolicy(k=8, min_reward=-1, min_similarity=0)
+    candidate = compose(
+        gate_setup.registry,
+        parent=gate_setup.registry.production(),
+        base_model=str(gate_setup.base),
+        actor="test",
+        reason="examples",
+        decoding=Decoding(examples=everything),
+        snapshot_hash=gate_setup.snapshot.hash,
+    )
+    evaluator = _arms(gate_setup, candidate.id)
+    for prompt in (stored, "A question nobody asked before?"):
+        messages = evaluator.arms[CANDIDATE].messages([{"role": "user", "content": prompt}])
+        shown = [m["content"] for m in messages[:-1] if m["role"] == "user"]
+        assert 0 < len(shown) <= everything.k
+        assert prompt not in shown and messages[-1] == {"role": "user", "content": prompt}
+    production = evaluator.arms["production"].messages([{"role": "user", "content": stored}])
+    assert production == [{"role": "user", "content": stored}]  # production shows none

@@ -155,3 +155,31 @@ def test_a_job_already_training_elsewhere_is_refused_not_trained_twice(tiny_mode
         first.join(120)
     assert json.loads((spec.final_dir / "metrics.json").read_text())["steps"] == 2
     assert run_job(spec, preference_rows(4)).artifact_dir == spec.final_dir  # finished: returned, no lock
+
+
+def test_a_cpu_job_trains_on_the_cores_other_processes_leave_idle(tiny_model, tmp_path, monkeypatch):
+    """Two threads on two cores, one of them serving users, wait for each other at every operation: with
+    the machine busy, the job's steps run on one thread, and the process keeps its own count after."""
+    import torch
+
+    from tests.serve.test_idle_cores import write_stat
+    from tuneloop.learn import jobs
+    from tuneloop.serve.backends.cores import IdleCores
+
+    stat = tmp_path / "stat"
+    write_stat(stat, 10, 10)
+
+    def busy_machine(every: float) -> IdleCores:
+        cores = IdleCores(stat, every=0)
+        write_stat(stat, 1010, 10)  # since that look, other processes kept every core busy
+        return cores
+
+    monkeypatch.setattr(jobs, "IdleCores", busy_machine)
+    before, seen = torch.get_num_threads(), []
+    run_job(
+        _spec(tiny_model, tmp_path),
+        preference_rows(12),
+        progress=lambda *_: seen.append(torch.get_num_threads()),
+    )
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before

@@ -6,7 +6,7 @@ import numpy as np
 
 from tuneloop.clock import now_utc
 from tuneloop.config import load_policy_file
-from tuneloop.rollout.design import Traffic, design_canary, traffic_of, users_needed
+from tuneloop.rollout.design import MIN_TRIAL_HOURS, Traffic, design_canary, traffic_of, users_needed
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import ArmStats, msprt
 
@@ -70,6 +70,19 @@ def test_each_arm_of_a_trial_among_sixty_users_can_reach_its_minimum() -> None:
     assert "ramp" not in design["adapted"]  # a trial keeps equal weights
     # Each comparison sees two thirds of the users and is tested at α/2: the trial needs more of them.
     assert design["users_needed"] > canary["users_needed"]
+
+
+def test_a_trial_ends_at_three_times_its_expected_time_while_a_canary_keeps_the_policy_limit() -> None:
+    """A trial whose candidates help too little to show would hold the turn's adapter for the policy's
+    14 days; it ends at its own horizon instead."""
+    traffic = Traffic(users=150, hours=0.5, sd=0.6)
+    canary, _ = design_canary(RolloutPolicy(), traffic, NOW)
+    trial, design = design_canary(RolloutPolicy(), traffic, NOW, arms=3)
+    assert canary.max_duration_hours == RolloutPolicy().max_duration_hours
+    horizon = max(MIN_TRIAL_HOURS, 3 * design["expected_hours"])
+    assert abs(trial.max_duration_hours - horizon) < 0.02 and trial.max_duration_hours < 24
+    fixed, _ = design_canary(RolloutPolicy(max_duration_hours=48), traffic, NOW, arms=3)
+    assert fixed.max_duration_hours == 48  # a limit the tenant wrote is kept
 
 
 def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:

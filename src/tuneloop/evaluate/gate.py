@@ -21,6 +21,7 @@ from tuneloop.evaluate.suites import SUITES, GateContext, MissingInput, Verdict
 from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION
 from tuneloop.model_files import llamacpp_gguf, resolve_model
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.serve.examples import OfflineExamples
 from tuneloop.store.repository import TenantStore
 
 
@@ -183,13 +184,15 @@ def build_context(
         except NotFound as exc:
             snapshot_problem = exc.message
     evaluator = evaluator or _evaluator(policy)
+    examples = OfflineExamples(tenant, home)
     try:
         cand_base = resolve_model(candidate.base_model, home)
         cand_gguf = llamacpp_gguf(candidate.base_model, engine)
-        evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate, cand_gguf))
+        evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate, cand_gguf, examples))
         prod_base = resolve_model(production.base_model, home) if production else cand_base
         prod_gguf = llamacpp_gguf(production.base_model, engine) if production else cand_gguf
-        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production, prod_gguf))  # None: the base serves
+        # None: the base serves
+        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production, prod_gguf, examples))
     except TuneloopError as exc:
         return None, exc.message
     ctx = GateContext(tenant, home, policy, candidate, production, snapshot, evaluator, snapshot_problem)

@@ -1,13 +1,15 @@
 """The gate's model runner: each version under test is an "arm" (base model, adapter, prompt, decoding).
 
 Arms that share a base model share one copy of it in memory, with their adapters resident side by side. Each
-arm answers as its version is served (registry/composition.py): its system prompt, its max-tokens cap and
-repetition penalty, and its temperature and top-p when it sets them (sampled under a fixed seed, so a gate
+arm answers as its version is served (registry/composition.py): its system prompt, its in-context examples
+(serve/examples.OfflineExamples), its max-tokens cap and repetition penalty, and its temperature and top-p
+when it sets them (sampled under a fixed seed, so a gate
 re-run sees the same answers). A version that sets no temperature is run greedily: its most likely answer.
-Batched with left padding; generations are cached per (what the arm is, prompt, limit), so an evaluator
-shared by several gates (`gate.run_gates`) answers as production once. An arm whose base model has a
-GGUF file generates through llama.cpp (serve/backends/llamacpp.py), as the gateway serves it and several
-times faster; log-probabilities and KL always come from transformers, the trainer's own numerics.
+Batched with left padding; generations and log-probabilities are cached per what the arm is, so an
+evaluator shared by several gates (`gate.run_gates`) answers and scores as production once. An arm whose
+base model has a GGUF file generates through llama.cpp (serve/backends/llamacpp.py), as the gateway serves
+it and several times faster; log-probabilities and KL always come from transformers, the trainer's own
+numerics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from tuneloop.errors import BadRequest, NotFound
 from tuneloop.model_files import load_causal_lm
 from tuneloop.registry.composition import Decoding, with_system_prompt
 from tuneloop.registry.versions import Version
+from tuneloop.serve.backends.cores import IdleCores, torch_threads
+from tuneloop.serve.examples import OfflineExamples
 
 Messages = list[dict[str, str]]
 SAMPLING_SEED = 0  # arms that sample draw from the same fixed seed on every gate run
@@ -39,15 +43,29 @@ class Arm:
     system_prompt: str | None = None
     decoding: Decoding = field(default_factory=Decoding)
     gguf: Path | None = None  # the base model's weights for llama.cpp; None: generate with transformers
+    examples: OfflineExamples | None = field(default=None, compare=False)  # shown under an example policy
 
     @classmethod
-    def of(cls, name: str, base_dir: Path, version: Version | None, gguf: Path | None = None) -> Arm:
+    def of(
+        cls,
+        name: str,
+        base_dir: Path,
+        version: Version | None,
+        gguf: Path | None = None,
+        examples: OfflineExamples | None = None,
+    ) -> Arm:
         """The arm that answers as `version` is served (None: the bare base model)."""
         if version is None:
             return cls(name, base_dir, gguf=gguf)
         adapter = Path(version.artifact_path) if version.artifact_path else None
         decoding = Decoding.parse(version.decoding)
-        return cls(name, base_dir, adapter, version.system_prompt, decoding, gguf)
+        return cls(name, base_dir, adapter, version.system_prompt, decoding, gguf, examples)
+
+    def messages(self, prompt: Sequence[dict]) -> Messages:
+        """The conversation as the arm's version serves it: its system prompt, then its examples."""
+        messages = with_system_prompt(prompt, self.system_prompt)
+        policy = self.decoding.examples
+        return self.examples.show(messages, policy) if policy and self.examples else messages
 
     @property
     def signature(self) -> str:
@@ -90,6 +108,8 @@ class Evaluator:
         self._models: dict[Path, tuple[Any, Any]] = {}  # base dir -> (model, tokenizer)
         self._llama: dict[Path, Any] = {}  # GGUF file -> LlamaCppBatch
         self._cache: dict[tuple[str, str, int], str] = {}
+        self._logprobs: dict[tuple[str, str, str], float] = {}
+        self._cores = IdleCores()
 
     def add_arm(self, arm: Arm) -> None:
         """Register an arm; its base model and adapter load on first use."""
@@ -132,9 +152,7 @@ class Evaluator:
             yield model, tokenizer
 
     def _prompt_ids(self, tokenizer: Any, arm: Arm, prompt: Sequence[dict]) -> list[int]:
-        text = tokenizer.apply_chat_template(
-            with_system_prompt(prompt, arm.system_prompt), add_generation_prompt=True, tokenize=False
-        )
+        text = tokenizer.apply_chat_template(arm.messages(prompt), add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.max_prompt_tokens :]
 
@@ -165,7 +183,7 @@ class Evaluator:
         with self._active(arm_name) as (model, tokenizer):
             ids = [self._prompt_ids(tokenizer, arm, p) for p in prompts]
             batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
-            with torch.no_grad(), torch.random.fork_rng():
+            with torch.no_grad(), torch.random.fork_rng(), torch_threads(self._cores.threads()):
                 torch.manual_seed(SAMPLING_SEED)
                 out = model.generate(
                     **batch, pad_token_id=tokenizer.pad_token_id, **arm.generate_kwargs(max_new_tokens)
@@ -222,7 +240,7 @@ class Evaluator:
         """(prompt ids, completion ids) per item; the completion includes the end-of-turn tokens."""
         out = []
         for prompt, completion in items:
-            messages = with_system_prompt(prompt, arm.system_prompt)
+            messages = arm.messages(prompt)
             head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             full = tokenizer.apply_chat_template(
                 [*messages, {"role": "assistant", "content": completion}], tokenize=False
@@ -249,7 +267,8 @@ class Evaluator:
         batch = tokenizer.pad({"input_ids": seqs}, padding=True, padding_side="left", return_tensors="pt")
         mask = batch["attention_mask"]
         keep = max(len(c) for _, c in chunk) + 1
-        with torch.no_grad():
+        # The server's users may hold a core: threads that wait on a busy one stall every layer.
+        with torch.no_grad(), torch_threads(self._cores.threads()):
             logits = model(
                 input_ids=batch["input_ids"],
                 attention_mask=mask,
@@ -265,16 +284,16 @@ class Evaluator:
         import torch
 
         arm = self.arms[arm_name]
-        scores: list[float] = []
+        keys = [(arm.signature, json.dumps(list(p), sort_keys=True), c) for p, c in items]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._logprobs))
         with self._active(arm_name) as (model, tokenizer):
-            encoded = self._pairs_ids(tokenizer, arm, items)
+            encoded = self._pairs_ids(tokenizer, arm, [(json.loads(p), c) for _, p, c in todo])
             for start in range(0, len(encoded), self.batch_size):
                 chunk = encoded[start : start + self.batch_size]
-                for logp, (_, c) in zip(
-                    self._completion_logprobs(model, tokenizer, chunk), chunk, strict=True
-                ):
-                    scores.append(float(logp.gather(1, torch.tensor(c)[:, None]).sum()))
-        return scores
+                logps = self._completion_logprobs(model, tokenizer, chunk)
+                for key, logp, (_, c) in zip(todo[start : start + len(chunk)], logps, chunk, strict=True):
+                    self._logprobs[key] = float(logp.gather(1, torch.tensor(c)[:, None]).sum())
+        return [self._logprobs[k] for k in keys]
 
     def kl_from_base(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
         """Mean per-token KL(arm || base) in nats over each completion's positions, teacher-forced."""

@@ -1,4 +1,10 @@
-"""The trainer callback every job runs with: progress with an ETA, and clean cancellation."""
+"""The trainer callback every job runs with: progress with an ETA, clean cancellation, and on a CPU a thread
+count that follows the idle cores.
+
+On a small machine training shares its cores with the server. PyTorch's threads wait for each other at
+every operation, so two threads on two cores, one of them serving users, train slower than one thread:
+before each step the count is set to the cores other processes leave idle (serve/backends/cores.py).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,22 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+from tuneloop.serve.backends.cores import IdleCores
+
 
 class JobCallback(TrainerCallback):
-    """Calls `progress(step, total, eta_s)` after each step; stops and checkpoints when `cancel` is set."""
+    """Calls `progress(step, total, eta_s)` after each step; stops and checkpoints when `cancel` is set;
+    sizes PyTorch's threads to `cores` before each step."""
 
     def __init__(
         self,
         progress: Callable[[int, int, float | None], None] | None = None,
         cancel: threading.Event | None = None,
+        cores: IdleCores | None = None,
     ) -> None:
         self.progress = progress
         self.cancel = cancel
+        self.cores = cores
         self.cancelled = False
         self._start_time = 0.0
         self._start_step = 0
@@ -30,6 +41,12 @@ class JobCallback(TrainerCallback):
         if self.cancel is not None and self.cancel.is_set():
             self.cancelled = True
             control.should_training_stop = True
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.cores is not None:
+            import torch
+
+            torch.set_num_threads(self.cores.threads())
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,8 +32,10 @@ from tuneloop.errors import BadRequest, Conflict
 from tuneloop.learn import adapter_trainer, embedding_reward, reward_model
 from tuneloop.learn.callbacks import JobCallback
 from tuneloop.learn.job_config import REQUIRED_COLUMNS, JobKind, JobSpec
+from tuneloop.serve.backends.cores import IdleCores, torch_threads
 
 ProgressFn = Callable[[int, int, float | None], None]
+CORES_LOOK_SECONDS = 0.25  # a step takes seconds on a CPU: a look per step follows the server's load
 TRAINERS: dict[JobKind, Callable[..., dict[str, Any]]] = {
     "dpo": adapter_trainer.train_dpo,
     "kto": adapter_trainer.train_kto,
@@ -165,16 +168,30 @@ def _train_here(
     partial = spec.partial_dir
     checkpoints = partial / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    callback = JobCallback(progress, cancel)
-    metrics = TRAINERS[spec.kind](
-        spec, rows, partial, callbacks=[callback], resume_from=last_checkpoint(checkpoints)
-    )
+    with idle_cores(spec) as cores:
+        callback = JobCallback(progress, cancel, cores)
+        metrics = TRAINERS[spec.kind](
+            spec, rows, partial, callbacks=[callback], resume_from=last_checkpoint(checkpoints)
+        )
     if callback.cancelled:
         return JobResult(str(spec.id), None, metrics, cancelled=True)
     if not PartialState().is_main_process:
         return JobResult(str(spec.id), final, metrics)
     _publish(spec, partial, final, metrics)
     return JobResult(str(spec.id), final, metrics)
+
+
+@contextmanager
+def idle_cores(spec: JobSpec) -> Iterator[IdleCores | None]:
+    """On a CPU, the idle cores for the job's steps, and PyTorch's threads set to them now (the reference
+    log-probs are computed before the first step); the process's own count is restored afterwards."""
+    if spec.device != "cpu":
+        yield None
+        return
+    cores = IdleCores(every=CORES_LOOK_SECONDS)
+    time.sleep(CORES_LOOK_SECONDS)  # one look's worth of what the other processes use
+    with torch_threads(cores.threads()):
+        yield cores
 
 
 def _publish(spec: JobSpec, partial: Path, final: Path, metrics: dict[str, Any]) -> None:

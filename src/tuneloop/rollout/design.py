@@ -11,7 +11,7 @@ never below the default policy's τ; the share is the smallest that expects a de
 passed, no new ones are counted: a tenant's user base is taken to be what it has shown. A tenant with a
 few dozen users also gets a smaller minimum of users per arm (`min_samples`), one its smaller arm can reach.
 A multi-arm trial is designed the same way for each candidate's comparison with control, on the users that
-comparison sees.
+comparison sees, and ends at three times its expected time: the turn's adapter waits for it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ POWER_Z = 0.84  # the test expects to decide at δ with 80 % power
 MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ blind to real ones
 MIN_USERS = 10  # fewer users with feedback say too little about the KPI's spread to design from
 SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
+MIN_TRIAL_HOURS = 0.25  # a trial expected to decide in minutes still waits for its users to return
 # A tenant with a few dozen users cannot give each arm the policy's 30: the smaller arm must reach this
 # share of what a split of the users seen expects (random assignment falls short of half), never fewer
 # than MIN_UNITS. A/A canaries of 40-100 heavy-tailed users at 10 per arm still promote under α
@@ -133,7 +134,12 @@ def design_canary(
         chosen["min_samples"] = min_samples
     if math.isfinite(need):
         chosen["max_samples"] = max(min_samples, math.ceil(SAMPLES_MARGIN * need * seen * share))
-        chosen["max_duration_hours"] = max(policy.max_duration_hours, round(SAMPLES_MARGIN * hours, 2))
+        horizon = round(SAMPLES_MARGIN * hours, 2)
+        # A canary keeps the policy's limit as a floor, so a slow afternoon does not cut it short. A trial
+        # holds the turn's adapter back: one whose candidates help too little to show ends at its horizon.
+        chosen["max_duration_hours"] = (
+            max(policy.max_duration_hours, horizon) if arms == 2 else max(MIN_TRIAL_HOURS, horizon)
+        )
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
     design = {

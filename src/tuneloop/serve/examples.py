@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -63,8 +64,11 @@ class Pool:
     known: dict[Key, tuple[Example, np.ndarray]] = field(default_factory=dict)
     built_at: float = field(default_factory=time.monotonic)
 
-    def nearest(self, query: np.ndarray, policy: ExamplePolicy) -> list[Example]:
-        """Up to k examples at or above the policy's reward and similarity floors, most similar first."""
+    def nearest(
+        self, query: np.ndarray, policy: ExamplePolicy, exclude: Collection[str] = ()
+    ) -> list[Example]:
+        """Up to k examples at or above the policy's reward and similarity floors, most similar first;
+        none from the interactions in `exclude`."""
         if not self.examples:
             return []
         sims = self.vectors @ query
@@ -73,8 +77,9 @@ class Pool:
         for i in order:
             if sims[i] < policy.min_similarity or len(found) == policy.k:
                 break
-            if self.examples[i].reward >= policy.min_reward:
-                found.append(self.examples[i])
+            example = self.examples[i]
+            if example.reward >= policy.min_reward and example.interaction_id not in exclude:
+                found.append(example)
         return found
 
 
@@ -136,6 +141,34 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
     examples = [ex for ex, _ in entries.values()]
     vectors = np.array([v for _, v in entries.values()], dtype=np.float32).reshape(-1, DIMENSIONS)
     return Pool(examples, vectors, entries)
+
+
+class OfflineExamples:
+    """A tenant's examples as the gate shows them to a version with an example policy: as the gateway
+    would, except that a prompt is never shown a past answer to itself. The held-out pairs and the starter
+    golden set are the tenant's own traffic, so their answers are in the pool."""
+
+    def __init__(self, tenant: TenantStore, home: Path) -> None:
+        self._tenant, self._home = tenant, home
+        self._pool: Pool | None = None
+        self._by_prompt: dict[str, set[str]] = defaultdict(set)  # stored prompt -> its interactions
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def show(self, messages: list[dict[str, str]], policy: ExamplePolicy) -> list[dict[str, str]]:
+        """`messages` with the examples the policy shows for their last user message."""
+        from tuneloop.signals.embeddings import embed
+
+        query = last_user_text(messages)
+        if not query:
+            return messages
+        if self._pool is None:  # built on first use: most gates show no examples
+            self._pool = build_pool(self._tenant, self._home, Redactor())
+            for interaction_id, prompt, _ in self._pool.known:
+                self._by_prompt[prompt].add(interaction_id)
+        if query not in self._vectors:
+            self._vectors[query] = embed([query])[0]
+        shown = self._pool.nearest(self._vectors[query], policy, exclude=self._by_prompt.get(query, ()))
+        return with_examples(messages, shown)
 
 
 class ExampleIndex:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Other processes' use, in cores, that a thread still tolerates beside it: the gateway's own clients and
@@ -63,3 +65,16 @@ class IdleCores:
             return None
         own, tick = os.times(), os.sysconf("SC_CLK_TCK")
         return time.monotonic(), total / tick, busy / tick, own.user + own.system
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads at `count` for the block; the process's own count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
