@@ -32,6 +32,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.name is not None and not 0 < len(args.name) <= 200:
         raise BadRequest("--name: give 1-200 characters")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen plugin lines on every start otherwise
     worker = Worker(open_store(), Settings(), args.name)
     print(f"worker {worker.name}: looking at the tenants' loops", file=sys.stderr, flush=True)
     if args.once:
