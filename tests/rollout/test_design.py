@@ -65,7 +65,7 @@ def test_each_arm_of_a_trial_among_sixty_users_can_reach_its_minimum() -> None:
     """Designed as a canary, three arms of sixty users each needed 24, and got about 20: the trial could
     never decide, and the turn's adapter waited on it."""
     _, canary = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW)
-    trial, design = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW, arms=3)
+    trial, design = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW, trial_arms=3)
     assert trial.min_samples == 16 <= trial.max_samples  # 0.8 of the 20 users an arm expects
     assert "ramp" not in design["adapted"]  # a trial keeps equal weights
     # Each comparison sees two thirds of the users and is tested at α/2: the trial needs more of them.
@@ -77,12 +77,15 @@ def test_a_trial_ends_at_three_times_its_expected_time_while_a_canary_keeps_the_
     14 days; it ends at its own horizon instead."""
     traffic = Traffic(users=150, hours=0.5, sd=0.6)
     canary, _ = design_canary(RolloutPolicy(), traffic, NOW)
-    trial, design = design_canary(RolloutPolicy(), traffic, NOW, arms=3)
+    trial, design = design_canary(RolloutPolicy(), traffic, NOW, trial_arms=3)
     assert canary.max_duration_hours == RolloutPolicy().max_duration_hours
     horizon = max(MIN_TRIAL_HOURS, 3 * design["expected_hours"])
     assert abs(trial.max_duration_hours - horizon) < 0.02 and trial.max_duration_hours < 24
-    fixed, _ = design_canary(RolloutPolicy(max_duration_hours=48), traffic, NOW, arms=3)
+    fixed, _ = design_canary(RolloutPolicy(max_duration_hours=48), traffic, NOW, trial_arms=3)
     assert fixed.max_duration_hours == 48  # a limit the tenant wrote is kept
+    # A trial of one candidate has a canary's two arms, and is still a trial: equal weights, its horizon.
+    single, design = design_canary(RolloutPolicy(), traffic, NOW, trial_arms=2)
+    assert single.max_duration_hours < 24 and "ramp" not in design["adapted"]
 
 
 def test_without_enough_users_with_feedback_the_policy_is_used_as_set() -> None:

@@ -106,14 +106,18 @@ def start_canary(
 
 
 def designed(
-    tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime, arms: int = 2
+    tenant: TenantStore,
+    policy: RolloutPolicy,
+    reward_policy: RewardPolicy,
+    now: datetime,
+    trial_arms: int | None = None,
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
-    """The policy an experiment of `arms` arms (control included) starting `now` runs under, designed from
-    the last week's traffic."""
+    """The policy a canary (or a trial of `trial_arms` arms, control included) starting `now` runs under,
+    designed from the last week's traffic."""
     since = now - timedelta(days=LOOKBACK_DAYS)
     by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
     hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    return design_canary(policy, traffic_of(by_user, hours), now, arms)
+    return design_canary(policy, traffic_of(by_user, hours), now, trial_arms)
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:

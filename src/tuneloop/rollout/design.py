@@ -92,17 +92,19 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
 
 
 def design_canary(
-    policy: RolloutPolicy, traffic: Traffic, now: datetime, arms: int = 2
+    policy: RolloutPolicy, traffic: Traffic, now: datetime, trial_arms: int | None = None
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
     """The policy the experiment runs under (fields the tenant set are kept) and the design that chose it.
 
-    `arms` counts control too: a canary has 2; a multi-arm trial splits users equally among its arms and
-    tests each candidate against control at α over the candidates (rollout.multi_arm), so one comparison
-    sees 2/arms of the users, half on each side."""
+    `trial_arms` (control included) designs a multi-arm trial instead of a canary: it splits users equally
+    among its arms and tests each candidate against control at α over the candidates (rollout.multi_arm),
+    so one comparison sees 2/arms of the users, half on each side, and it ends at its own horizon."""
     fixed = policy.model_fields_set
     if traffic.users < MIN_USERS:
         note = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days: the policy as set"
         return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
+    trial = trial_arms is not None
+    arms = trial_arms or 2
     seen = 2 / arms  # the share of users one candidate-against-control comparison sees
     alpha = policy.alpha / (arms - 1)
     floor = math.sqrt(RolloutPolicy.model_fields["tau2"].default)
@@ -112,7 +114,7 @@ def design_canary(
         else detectable_effect(traffic.sd, int(traffic.users * seen), alpha, floor)
     )
     tau2 = effect**2
-    if arms > 2:
+    if trial:
         share = 0.5  # within one comparison: control and the candidate keep equal weights
     elif fixed & {"ramp", "canary_share"}:
         share = policy.ramp[0]
@@ -126,7 +128,7 @@ def design_canary(
     need = users_needed(effect, traffic.sd, share, tau2, alpha) / seen  # all arms' users
     hours = traffic.hours * need / traffic.users if math.isfinite(need) else math.inf
     chosen: dict[str, Any] = {"tau2": round(tau2, 4)}
-    if arms == 2:  # a trial's arms keep equal weights; only a canary ramps
+    if not trial:  # a trial's arms keep equal weights; only a canary ramps
         chosen["ramp"] = [share, *(s for s in LATER_STEPS if s > share)]
     reachable = math.floor(REACHABLE * traffic.users * seen * min(share, 1 - share))
     min_samples = max(MIN_UNITS, min(policy.min_samples, reachable))
@@ -138,7 +140,7 @@ def design_canary(
         # A canary keeps the policy's limit as a floor, so a slow afternoon does not cut it short. A trial
         # holds the turn's adapter back: one whose candidates help too little to show ends at its horizon.
         chosen["max_duration_hours"] = (
-            max(policy.max_duration_hours, horizon) if arms == 2 else max(MIN_TRIAL_HOURS, horizon)
+            max(MIN_TRIAL_HOURS, horizon) if trial else max(policy.max_duration_hours, horizon)
         )
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
