@@ -94,7 +94,7 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
 
     from tests.postgres import free_port
     from tuneloop.config import Settings, tenant_policy
-    from tuneloop.demo import USERS_AT_ONCE, beside_traffic, start_server
+    from tuneloop.demo import USERS_AT_ONCE, beside_traffic, shipped, start_server
     from tuneloop.loop import Loop, LoopPolicy
     from tuneloop.loop.turns import TRAFFIC_STAGES
     from tuneloop.registry.versions import Registry
@@ -152,6 +152,8 @@ def run_one(scenario_name: str, mode: str, args: argparse.Namespace, models: Pat
             current = production_satisfaction()
             minutes = (time.monotonic() - started) / 60
             print(f"turn {number}: satisfaction {current:.3f} ({outcomes[-1]}), {minutes:.1f} min")
+            for text in shipped(tenant, turn) if turn else []:
+                print(f"    {text}", flush=True)
             if first is None and current >= before + IMPROVEMENT:
                 first = (len(tenant.feedback()), minutes)
         events = len(tenant.feedback())

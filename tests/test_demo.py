@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.demo import TurnLine, beside_traffic, start_server, write_report
+from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
+from tuneloop.demo import TurnLine, beside_traffic, shipped, start_server, write_report
 from tuneloop.errors import Conflict
+from tuneloop.loop.stages import FIRST
+from tuneloop.loop.turns import start_turn
+from tuneloop.rollout import controller
+from tuneloop.rollout.experiments import active_experiment
+from tuneloop.store.repository import Store
 
 
 def test_report_has_a_row_per_turn_a_plot_and_the_turns_as_json(tmp_path: Path) -> None:
@@ -50,3 +56,20 @@ def test_users_keep_talking_while_the_loop_works_and_the_tick_sees_their_traffic
         traffic.set()
 
     assert beside_traffic(tick, burst) is None and bursts
+
+
+def test_the_demo_says_what_a_turn_shipped_and_how_far_into_the_turn(store: Store) -> None:
+    created, _ = store.create_tenant("acme")
+    tenant = store.for_tenant(created)
+    turn = start_turn(tenant, "manual", FIRST)
+    candidate = gated_version(tenant)
+    controller.start_canary(tenant, candidate, POLICY, reward_policy=REWARDS, actor="test")
+    exp = active_experiment(tenant)
+    for batch in range(30):
+        canary_traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=batch, start=batch * 60)
+        if controller.review(tenant, REWARDS).state != "running":
+            break
+    [line] = shipped(tenant, turn)
+    events = len(tenant.feedback(since=turn.started_at))
+    assert line.startswith(f"{candidate} (adapter) promoted +")
+    assert line.endswith(f"min and {events} feedback events into turn 1")

@@ -33,8 +33,9 @@ from tuneloop.loop import Loop
 from tuneloop.loop.turns import TRAFFIC_STAGES, Turn
 from tuneloop.monitor.process import peak_memory_mb
 from tuneloop.retrieve.policy import RetrievalPolicy
+from tuneloop.rollout.experiments import list_experiments
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
-from tuneloop.store.repository import Store
+from tuneloop.store.repository import Store, TenantStore
 
 TENANT = "finly"
 # The simulated app's own settings (docs/demo.md): users 32 at a time, at the temperature a support bot asks
@@ -117,6 +118,33 @@ def beside_traffic(tick: Callable[[], Turn | None], burst: Callable[[], None]) -
         while not ticking.done():
             burst()
         return ticking.result()
+
+
+def shipped(tenant: TenantStore, turn: Turn) -> list[str]:
+    """What reached production during `turn`, one line each: what it was, the experiment's verdict, and the
+    minutes and feedback events after the turn started that it took (a turn's time to improvement)."""
+    light = turn.report.get("light", {}).get("candidates", [])
+    reasons = {c["version"]: c["reason"] for c in light if "version" in c}
+    received = [e["received_at"] for e in tenant.feedback(since=turn.started_at)]
+    lines = []
+    for exp in list_experiments(tenant):
+        if exp.state != "promoted" or exp.started_at < turn.started_at or exp.ended_at is None:
+            continue
+        decision = exp.decision or {}
+        arm = decision.get("winner")
+        test = decision["tests"].get(arm, {}) if exp.arms and arm else decision.get("test", {})
+        version = exp.version_of(arm) if exp.arms and arm else exp.treatment_version
+        what = f"light candidate: {reasons[version]}" if version in reasons else "adapter"
+        verdict = "by hand"
+        if test:
+            verdict = f"{test['effect']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}]"
+        minutes = (exp.ended_at - turn.started_at).total_seconds() / 60
+        events = sum(1 for at in received if at <= exp.ended_at)
+        lines.append(
+            f"{version} ({what}) promoted {verdict}, {minutes:.1f} min and {events} feedback events into "
+            f"turn {turn.turn}"
+        )
+    return lines
 
 
 def finly(seed: int = 0) -> Scenario:
@@ -226,6 +254,8 @@ def run_demo(
                 f"{line.seconds:>5.0f}s",
                 flush=True,
             )
+            for text in shipped(scoped, turn) if turn else []:
+                print(f"     {text}", flush=True)
         with progress.stage(f"production after {turns} turns on the held-out prompts"):
             final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
         start = lines[0].satisfaction
