@@ -74,3 +74,17 @@ def test_tuneloop_never_asks_the_model_hub_unless_the_deployment_says_so() -> No
     for env, expected in ((clean, "1 1"), ({**clean, "HF_HUB_OFFLINE": "0"}, "0 1")):
         run = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
         assert run.stdout.split() == expected.split(), run.stderr
+
+
+def test_a_deprecation_tuneloop_users_cannot_act_on_stays_out_of_their_logs(tiny_model) -> None:
+    """PEFT reads a property transformers deprecated each time it wraps a model: a line in every log."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tuneloop\nfrom transformers import AutoModelForCausalLM\n"
+        f"AutoModelForCausalLM.from_pretrained({str(tiny_model)!r}).is_gradient_checkpointing"
+    )
+    strict = [sys.executable, "-W", "error::FutureWarning", "-c", code]
+    run = subprocess.run(strict, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
 
 # Every model loads from local files. Without these, Hugging Face libraries ask the hub: a machine with no
@@ -10,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 # that wants the hub sets them itself.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# PEFT asks transformers for a property transformers deprecated: every adapter load printed this to the
+# worker's log, and nobody running tuneloop can act on it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 if TYPE_CHECKING:
     from tuneloop.async_client import AsyncClient
