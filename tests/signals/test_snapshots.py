@@ -149,3 +149,25 @@ def test_a_snapshot_prefix_with_like_wildcards_matches_nothing(tmp_path: Path) -
     for prefix in ("______", "%%%%%%"):
         with pytest.raises(NotFound):
             get_snapshot(tenant, prefix)
+
+
+def test_concurrent_snapshots_of_the_same_feedback_register_it_once(tmp_path: Path) -> None:
+    """Two ticks of one tenant (a worker's lease is re-entrant for its own name) froze the same signals at
+    once: the second insert hit the first's row on every retry, and the turn failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    from tuneloop.store.schema import audit_log
+
+    tenant = _tenant(tmp_path, "one")
+    _seed(tenant)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        hashes = set(pool.map(lambda _: create_snapshot(tenant, tmp_path, POLICY).hash, range(4)))
+    [digest] = hashes
+    assert [s.hash for s in list_snapshots(tenant)] == [digest]
+    with tenant.store.read() as conn:
+        created = conn.execute(
+            sa.select(sa.func.count()).where(audit_log.c.action == "snapshot.create")
+        ).scalar_one()
+    assert created == 1 and get_snapshot(tenant, digest).rows("pairs")

@@ -117,6 +117,8 @@ def create_snapshot(
     }
 
     def register(tx: TenantTx) -> None:
+        if tx.first(snapshots, snapshots.c.hash == digest) is not None:
+            return  # a concurrent call froze the same signals first: content-addressed, it is this snapshot
         tx.insert(snapshots, **row)
         # The audit row names no rater, only how many were flagged: who they are stays in the snapshot's
         # row (the subject), which can be erased while the chain still verifies.
@@ -147,7 +149,12 @@ def _publish_parquet(path: Path, datasets: dict[str, list[dict]], manifest: dict
         tmp.rename(path)
         shutil.rmtree(stale)
     else:
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except OSError:  # a concurrent call published the same content-addressed snapshot first
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp)
 
 
 @dataclass(frozen=True)
