@@ -3,8 +3,8 @@
 Arms that share a base model share one copy of it in memory, with their adapters resident side by side. Each
 arm answers as its version is served (registry/composition.py): its system prompt, its in-context examples
 (serve/examples.OfflineExamples), its max-tokens cap and repetition penalty, and its temperature and top-p
-when it sets them (sampled under a fixed seed, so a gate
-re-run sees the same answers). A version that sets no temperature is run greedily: its most likely answer.
+when it sets them (sampled under a fixed seed, so a gate re-run sees the same answers). A version that sets
+no temperature is run greedily: its most likely answer.
 Batched with left padding; generations and log-probabilities are cached per what the arm is, so an
 evaluator shared by several gates (`gate.run_gates`) answers and scores as production once. An arm whose
 base model has a GGUF file generates through llama.cpp (serve/backends/llamacpp.py), as the gateway serves
