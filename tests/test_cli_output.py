@@ -307,3 +307,29 @@ def test_promoting_a_canary_no_look_has_measured_warns_that_it_ends_on_your_word
     out, err = capsys.readouterr()
     assert f"experiment {exp.id}: promoted" in out
     assert f"warning: no look has measured {exp.id} yet" in err
+
+
+def test_rollout_status_shows_a_trial_as_its_arms_without_a_canarys_fields(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A new team read a trial's first candidate as its treatment, at 100 % on a ramp it never used."""
+    from tuneloop.registry.versions import Registry
+    from tuneloop.rollout.arms import start_arms
+    from tuneloop.rollout.policy import RolloutPolicy
+    from tuneloop.signals.policy import RewardPolicy
+
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    registry = Registry(tenant)
+    candidates = []
+    for _ in range(2):
+        version = registry.register(kind="adapter", base_model="base", actor="t")
+        registry.move(version.id, "gated", actor="t", reason="t")
+        candidates.append(version.id)
+    start_arms(tenant, candidates, RolloutPolicy(), reward_policy=RewardPolicy(), actor="t")
+    assert main(["rollout", "status", "--tenant", "acme", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["kind"] == "multi-arm trial" and [a["version"] for a in shown["arms"][1:]] == candidates
+    assert not {"treatment_version", "share", "step"} & set(shown) and "ramp" not in shown["policy"]
+    assert main(["rollout", "status", "--tenant", "acme"]) == 0
+    assert "kind: multi-arm trial" in capsys.readouterr().out

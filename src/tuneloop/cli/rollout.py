@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import add_json_flag, add_reason_flag, emit, readable
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
+
+if TYPE_CHECKING:
+    from tuneloop.rollout.experiments import Experiment
 
 
 def register(commands: Any) -> None:
@@ -61,6 +65,21 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+# A multi-arm trial keeps equal weights over its arms: a canary's share, step and ramp say nothing of it,
+# and its treatment is only its first candidate.
+CANARY_ONLY = ("treatment_version", "share", "step", "step_started_at")
+CANARY_POLICY = ("canary_share", "ramp", "min_samples_per_step", "approve_promotion")
+
+
+def _status_view(exp: Experiment) -> Any:
+    """What `status` shows: a canary as stored; a trial as its arms, without the canary's fields."""
+    if not exp.arms:
+        return exp
+    view = {"kind": "multi-arm trial", **{k: v for k, v in asdict(exp).items() if k not in CANARY_ONLY}}
+    view["policy"] = {k: v for k, v in exp.policy.items() if k not in CANARY_POLICY}
+    return view
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
 
     from tuneloop.rollout import controller
@@ -69,8 +88,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     tenant = _tenant(args.tenant)
     if args.action == "status":
         exp = active_experiment(tenant)
+        view = _status_view(exp) if exp else None
         # With --json, no experiment is `null` rather than a sentence.
-        emit(args, exp, lambda: readable(exp) if exp else [f"{args.tenant}: no live experiment"])
+        emit(args, view, lambda: readable(view) if view else [f"{args.tenant}: no live experiment"])
         return 0
     actor = "cli"
     if args.action == "pause":
