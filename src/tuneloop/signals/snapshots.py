@@ -6,6 +6,7 @@ The hash covers the canonical rows and the policy, and the snapshot's clock is t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -143,18 +144,19 @@ def _publish_parquet(path: Path, datasets: dict[str, list[dict]], manifest: dict
         table = pa.Table.from_pylist(rows) if rows else pa.table({"split": pa.array([], pa.string())})
         pq.write_table(table, tmp / f"{name}.parquet")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    if path.exists():  # left by a crash before the registration, or being rewritten by an erasure
-        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=path.parent))
-        path.rename(stale / path.name)  # swapped by renames: a crash never leaves the snapshot missing
+    # What is there was left by a crash before the registration, is being rewritten by an erasure, or was
+    # just published by a concurrent call on the same feedback: swapped out by renames, so a crash never
+    # loses both copies, and a concurrent call's same content-addressed files may win the race.
+    stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=path.parent))
+    with contextlib.suppress(FileNotFoundError):
+        path.rename(stale / path.name)
+    try:
         tmp.rename(path)
-        shutil.rmtree(stale)
-    else:
-        try:
-            tmp.rename(path)
-        except OSError:  # a concurrent call published the same content-addressed snapshot first
-            if not path.is_dir():
-                raise
-            shutil.rmtree(tmp)
+    except OSError:
+        if not path.is_dir():
+            raise
+        shutil.rmtree(tmp)
+    shutil.rmtree(stale)
 
 
 @dataclass(frozen=True)
