@@ -191,8 +191,8 @@ def build_context(
         evaluator.add_arm(Arm.of(CANDIDATE, cand_base, candidate, cand_gguf, examples))
         prod_base = resolve_model(production.base_model, home) if production else cand_base
         prod_gguf = llamacpp_gguf(production.base_model, engine) if production else cand_gguf
-        # None: the base serves
-        evaluator.add_arm(Arm.of(PRODUCTION, prod_base, production, prod_gguf, examples))
+        production_arm = Arm.of(PRODUCTION, prod_base, production, prod_gguf, examples)
+        evaluator.add_arm(production_arm)  # no production version: the base model serves
     except TuneloopError as exc:
         return None, exc.message
     ctx = GateContext(tenant, home, policy, candidate, production, snapshot, evaluator, snapshot_problem)
