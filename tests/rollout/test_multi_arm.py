@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -42,13 +43,22 @@ def test_assignment_is_sticky_and_dropping_an_arm_moves_only_its_users() -> None
     assert "arm-2" not in after.values()
 
 
-def _simulate(rng: np.random.Generator, lift: dict[str, float]) -> str | None:
-    """One experiment with repeat users, looked at after every batch: the promoted arm, or None."""
-    arms = [dict(a) for a in ARMS]
+class Ending(NamedTuple):
+    winner: str | None  # the promoted arm
+    look: int  # the look that ended it (looks: not ended)
+    reasons: dict[str, str]  # each eliminated arm's reason
+
+
+def _simulate(
+    rng: np.random.Generator, lift: dict[str, float], start: list[dict] = ARMS, looks: int = LOOKS
+) -> Ending:
+    """One experiment with repeat users, looked at after every batch."""
+    arms = [dict(a) for a in start]
+    reasons: dict[str, str] = {}
     propensity: dict[str, float] = {}
     served: dict[str, str] = {}  # each user's arm under the current weights
     data = {a["arm"]: ArmData() for a in arms}
-    for look in range(LOOKS):
+    for look in range(looks):
         for i in range(NEW_USERS):
             propensity[f"u{look}-{i}"] = rng.beta(2, 2)
         for user, count in zip(propensity, rng.poisson(0.7, len(propensity)), strict=True):
@@ -62,14 +72,15 @@ def _simulate(rng: np.random.Generator, lift: dict[str, float]) -> str | None:
         current = Counter(served.values())
         counts = {a["arm"]: current[a["arm"]] for a in arms if a["state"] == "live"}
         verdict = decide_arms(arms, data, POLICY, step_counts=counts)
+        reasons.update(verdict.get("eliminated", {}))
         if verdict["action"] == "promote":
-            return verdict["winner"]
+            return Ending(verdict["winner"], look, reasons)
         if verdict["action"] in ("rollback", "halt"):
-            return None
+            return Ending(None, look, reasons)
         if verdict["action"] == "eliminate":
             arms = reweigh(arms, verdict["eliminated"])
             served = {u: assign_arm("sim", u, arms) for u in served}
-    return None
+    return Ending(None, looks, reasons)
 
 
 def _observe(arm: ArmData, user: str, thumbs: float) -> None:
@@ -85,22 +96,43 @@ def _observe(arm: ArmData, user: str, thumbs: float) -> None:
 
 def test_an_aa_multi_arm_experiment_picks_a_false_winner_at_most_alpha_of_the_time() -> None:
     rng = np.random.default_rng(7)
-    winners = [_simulate(rng, {}) for _ in range(SIMS)]
+    winners = [_simulate(rng, {}).winner for _ in range(SIMS)]
     false_rate = sum(w is not None for w in winners) / SIMS
     assert false_rate <= POLICY.alpha, f"{false_rate:.1%} of A/A experiments promoted a candidate"
 
 
 def test_the_clearly_best_arm_wins() -> None:
     rng = np.random.default_rng(1)
-    winners = Counter(_simulate(rng, {"arm-2": 0.35, "arm-3": 0.1}) for _ in range(10))
+    winners = Counter(_simulate(rng, {"arm-2": 0.35, "arm-3": 0.1}).winner for _ in range(10))
     assert winners.most_common(1)[0][0] == "arm-2"
 
 
 def test_two_arms_that_help_about_equally_still_ship_one_that_beats_production() -> None:
     # Waiting for one to beat the other as well never ended: 2 of 40 such experiments promoted.
     rng = np.random.default_rng(3)
-    winners = Counter(_simulate(rng, {"arm-1": 0.3, "arm-2": 0.25}) for _ in range(10))
+    winners = Counter(_simulate(rng, {"arm-1": 0.3, "arm-2": 0.25}).winner for _ in range(10))
     assert set(winners) <= {"arm-1", "arm-2"} and winners["arm-1"] >= winners["arm-2"]
+
+
+TRIAL = reweigh([{"arm": a, "version": a, "state": "live"} for a in ("control", "arm-1")], {})
+
+
+def test_a_candidate_that_does_not_help_leaves_its_trial_as_futile_long_before_the_limit() -> None:
+    rng = np.random.default_rng(5)
+    endings = [_simulate(rng, {}, TRIAL, looks=40) for _ in range(40)]
+    futile = [e for e in endings if e.reasons.get("arm-1", "").startswith("futile")]
+    assert not any(e.winner for e in endings)
+    assert len(futile) >= 0.9 * len(endings)
+    assert np.median([e.look for e in futile]) < 20
+
+
+def test_a_candidate_as_good_as_the_design_effect_is_rarely_given_up_as_futile() -> None:
+    # Thumbs ±1, so 0.1 more thumbs-up is +0.2 on the KPI: POLICY's τ.
+    rng = np.random.default_rng(6)
+    endings = [_simulate(rng, {"arm-1": 0.1}, TRIAL, looks=40) for _ in range(SIMS)]
+    futile = sum(e.reasons.get("arm-1", "").startswith("futile") for e in endings)
+    assert futile / SIMS <= POLICY.alpha
+    assert sum(e.winner == "arm-1" for e in endings) >= 0.8 * SIMS
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ never below the default policy's τ; the share is the smallest that expects a de
 passed, no new ones are counted: a tenant's user base is taken to be what it has shown. A tenant with a
 few dozen users also gets a smaller minimum of users per arm (`min_samples`), one its smaller arm can reach.
 A multi-arm trial is designed the same way for each candidate's comparison with control, on the users that
-comparison sees, and ends at three times its expected time: the turn's adapter waits for it.
+comparison sees, and ends at three times its expected time (or sooner, rollout.multi_arm's futility rule):
+the turn's adapter waits for it.
 """
 
 from __future__ import annotations
