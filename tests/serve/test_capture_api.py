@@ -228,3 +228,31 @@ def test_client_retries_resend_the_same_event_id(api: tuple) -> None:
         statuses = [client.feedback(iid, "accepted", id=eid) for _ in range(3)]
         assert statuses == ["accepted", "duplicate", "duplicate"]
         assert len(client.interaction(iid)["feedback"]) == 1
+
+
+def test_a_revoked_key_stores_nothing_more_though_the_server_cached_it(api: tuple) -> None:
+    *_, db = api
+    store = Store(f"sqlite:///{db}")
+    key = store.add_key("a", role="ingest")
+    with _http(api, key) as http:
+        logged = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a"}
+        )
+        assert logged.status_code == 201, logged.text  # the server now holds the key's principal
+        iid = logged.json()["id"]
+        store.revoke_key(key[:10])  # as `tuneloop tenants revoke` does, from another process
+        feedback = http.post(
+            "/v1/feedback", json={"id": "after-revoke", "interaction_id": iid, "kind": "thumbs", "value": 1}
+        )
+        batch = http.post(
+            "/v1/feedback",
+            json={"events": [{"id": "after-revoke-2", "interaction_id": iid, "kind": "thumbs", "value": 1}]},
+        )
+        another = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q2"}], "response": "a"}
+        )
+    assert [r.status_code for r in (feedback, batch, another)] == [401, 401, 401]
+    assert "revoked" in feedback.json()["error"]["message"]
+    stored = store.for_tenant(store.tenant_by_name("a"))
+    assert not {e["id"] for e in stored.feedback()} & {"after-revoke", "after-revoke-2"}
+    store.close()

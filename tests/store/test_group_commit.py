@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tuneloop.capture import pending
-from tuneloop.errors import Conflict
+from tuneloop.errors import Conflict, Unauthorized
 from tuneloop.store.group_commit import GroupCommit
 from tuneloop.store.repository import ItemResult, Store, TenantStore, payload_hash
 
@@ -163,3 +163,27 @@ def test_a_caller_that_left_before_its_group_is_skipped_and_the_writer_lives_on(
         gate.set()  # never leave the writer blocked, or close() waits on it
         writes.close()
     assert scoped.logged(["gone", "next"]) == {"next"}
+
+
+def test_a_call_made_with_a_revoked_key_writes_nothing_and_the_others_stand(
+    store: Store, scoped: TenantStore
+) -> None:
+    revoked, active = store.add_key("acme"), store.add_key("acme")
+    store.revoke_key(revoked[:10])
+    writes = GroupCommit(store)
+    try:
+        results = _in_one_group(
+            writes,
+            [
+                lambda: writes.many(pending.store_feedback, scoped, [_event("e1")], key=revoked),
+                lambda: writes.many(pending.store_feedback, scoped, [_event("e2")], key=active),
+                lambda: writes(scoped.log_interaction, _interaction("i2"), "d2", key=revoked),
+                lambda: writes(scoped.log_interaction, _interaction("i3"), "d3"),
+            ],
+        )
+    finally:
+        writes.close()
+    assert isinstance(results[0], Unauthorized) and isinstance(results[2], Unauthorized)
+    assert [r.status for r in results[1]] == ["accepted"] and results[3].status == "accepted"
+    assert [e["id"] for e in scoped.feedback()] == ["e2"]
+    assert scoped.logged(["i2", "i3"]) == {"i3"}

@@ -15,6 +15,7 @@ from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Tun
 from tuneloop.serve.http import (
     CAPTURE,
     OPERATE,
+    bearer_key,
     clip,
     off_loop_if_large,
     read_json,
@@ -36,13 +37,13 @@ def _state(request: Request) -> Any:
 async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
-    store = await st.auth.tenant(request, CAPTURE)
+    store = await st.auth.tenant(request, CAPTURE, recheck=False)  # the write checks the key
     body = await read_json(request, st.settings.max_body_bytes)
     item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
     [row] = await _rows(
         request, st, st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
-    result = await st.writes(st.capture.store_interaction, store, *row)
+    result = await st.writes(st.capture.store_interaction, store, *row, key=bearer_key(request))
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 
@@ -51,7 +52,7 @@ async def log_interaction(request: Request) -> JSONResponse:
 async def post_feedback(request: Request) -> JSONResponse:
     """One event (answered with its status) or `{"events": [...]}` (answered per item)."""
     st = _state(request)
-    store = await st.auth.tenant(request, CAPTURE)
+    store = await st.auth.tenant(request, CAPTURE, recheck=False)  # the write checks the key
     body = await read_json(request, st.settings.max_body_bytes)
     limit = st.settings.max_text_chars
     if isinstance(body, dict) and "events" in body:
@@ -77,7 +78,7 @@ async def _store_feedback(
     """Redact (`_rows`) and then write (store) validated events; each result names its event by the
     client's id."""
     rows = await _rows(request, st, st.capture.feedback_rows, store, events)
-    results = await st.writes.many(pending.store_feedback, store, rows)
+    results = await st.writes.many(pending.store_feedback, store, rows, key=bearer_key(request))
     return [_as_sent(st, store, r, e) for r, e in zip(results, events, strict=True)]
 
 

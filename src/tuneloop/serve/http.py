@@ -429,7 +429,8 @@ async def admit(request: Request, tenant_id: str) -> None:
 
 class Auth:
     """Resolves `Authorization: Bearer KEY` to a principal, cached for 30 s. A cache hit still reads the
-    key's row: `tuneloop tenants revoke` runs in another process, and a revoked key must stop at once."""
+    key's row (or the request's write does, in its own transaction: `recheck`): `tuneloop tenants revoke`
+    runs in another process, and a revoked key must stop at once."""
 
     def __init__(self, store: Store, calls: StoreCalls) -> None:
         self.store = store
@@ -437,12 +438,15 @@ class Auth:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._checks = SharedReads(partial(calls, store.key_active))
 
-    async def authorize(self, request: Request, allow: Roles | None = None) -> Principal:
+    async def authorize(
+        self, request: Request, allow: Roles | None = None, *, recheck: bool = True
+    ) -> Principal:
         """The key's principal, refused (403) unless it is an admin or its role is in `allow` (None: any
-        role; the caller checks); a lookup in the store runs off the event loop."""
-        key = _bearer_key(request)
+        role; the caller checks); a lookup in the store runs off the event loop. Without `recheck` a cached
+        principal is not read again: for a caller whose write checks the key itself (`GroupCommit`'s key)."""
+        key = bearer_key(request)
         cached = self._cached(key)
-        if cached is not None and await self._checks(key):
+        if cached is not None and (not recheck or await self._checks(key)):
             principal = cached
         else:
             self._cache.pop(key, None)
@@ -451,11 +455,12 @@ class Auth:
             raise Forbidden(_refusal(request, principal.role, allow))
         return principal
 
-    async def tenant(self, request: Request, allow: Roles) -> TenantStore:
+    async def tenant(self, request: Request, allow: Roles, *, recheck: bool = True) -> TenantStore:
         """The tenant the key names, for a key whose role is in `allow` (or an admin key, which names the
         tenant with the `X-Tuneloop-Tenant` header), admitted (`admit`): the request holds one of that
-        tenant's slots until it is answered, so no tenant route lets one tenant crowd out the others."""
-        principal = await self.authorize(request, allow)
+        tenant's slots until it is answered, so no tenant route lets one tenant crowd out the others.
+        `recheck` as for `authorize`."""
+        principal = await self.authorize(request, allow, recheck=recheck)
         names = request.headers.getlist("x-tuneloop-tenant")
         if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
             raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
@@ -540,7 +545,8 @@ def _refusal(request: Request, role: str, allow: Roles) -> str:
     )
 
 
-def _bearer_key(request: Request) -> str:
+def bearer_key(request: Request) -> str:
+    """The request's API key (`Authorization: Bearer KEY`); 400/401 when absent or ambiguous."""
     sent = request.headers.getlist("authorization")
     if len(sent) > 1:  # which key the client meant is a guess, and one of them may be another tenant's
         raise BadRequest("send one Authorization header, not several", param="Authorization")

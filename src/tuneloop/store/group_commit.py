@@ -10,6 +10,10 @@ Calls that take a list of items (`many`) and wait together for the same tenant a
 all their items, so a hundred single-event requests cost the statements of one hundred-event batch; each
 other call runs in its own savepoint, and so does a merged call that fails, so one caller's error never
 undoes another's writes.
+
+A call made with an API key runs only if the key is still unrevoked in the group's own transaction: the
+request's key check and its write become one step, so a capture request needs no separate read (and thread
+hop) of its key, and no write commits after the key's revocation did.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from tuneloop.errors import Unauthorized
 from tuneloop.store.engine import unavailable
-from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.repository import REVOKED, Store, TenantStore
 
 log = logging.getLogger("tuneloop")
 T = TypeVar("T")
@@ -44,6 +49,7 @@ class _Call:
     fn: PerItem | None = None  # set when it is fn(store, items), which others' items may join
     store: TenantStore | None = None
     items: list[Any] = field(default_factory=list)
+    key: str | None = None  # the API key the call is made with, checked in the group's transaction
 
 
 class GroupCommit:
@@ -60,13 +66,17 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._run, name="tuneloop-group-commit", daemon=True)
         self._thread.start()
 
-    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`fn(*args, **kwargs)` in the next group, in its own savepoint; returns once committed."""
-        return await self._submit(_Call(Future(), run=partial(fn, *args, **kwargs)))
+    async def __call__(self, fn: Callable[..., T], *args: Any, key: str | None = None) -> T:
+        """`fn(*args)` in the next group, in its own savepoint; returns once committed. With `key`, only
+        while that API key is unrevoked (Unauthorized otherwise)."""
+        return await self._submit(_Call(Future(), run=partial(fn, *args), key=key))
 
-    async def many(self, fn: PerItem, store: TenantStore, items: list[Any]) -> list[Any]:
-        """`fn(store, items)`, merged with the other waiting calls of `fn` for the same tenant."""
-        return await self._submit(_Call(Future(), partial(fn, store, items), fn, store, items))
+    async def many(
+        self, fn: PerItem, store: TenantStore, items: list[Any], *, key: str | None = None
+    ) -> list[Any]:
+        """`fn(store, items)`, merged with the other waiting calls of `fn` for the same tenant; `key` as
+        for a single call."""
+        return await self._submit(_Call(Future(), partial(fn, store, items), fn, store, items, key))
 
     async def _submit(self, call: _Call) -> Any:
         with self._ready:
@@ -101,7 +111,7 @@ class GroupCommit:
         outcomes: list[tuple[Future, Any, BaseException | None]] = []
         try:
             with self.store.joined() as conn:
-                for unit in _units(group):
+                for unit in _units(self._refuse_revoked(group, outcomes)):
                     outcomes += _run_unit(conn, unit)
         except Exception as exc:  # the transaction itself failed (store busy, disk full): nothing stands
             log.warning("a group of %d writes failed to commit", len(group), exc_info=True)
@@ -115,6 +125,18 @@ class GroupCommit:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+    def _refuse_revoked(self, group: list[_Call], outcomes: list) -> list[_Call]:
+        """The calls whose key (if any) is unrevoked; each other hears Unauthorized through `outcomes`."""
+        keys = {call.key for call in group if call.key is not None}
+        active = self.store.active_keys(keys) if keys else set()
+        kept = []
+        for call in group:
+            if call.key is None or call.key in active:
+                kept.append(call)
+            else:
+                outcomes.append((call.future, None, Unauthorized(REVOKED)))
+        return kept
 
 
 def _units(group: list[_Call]) -> list[list[_Call]]:

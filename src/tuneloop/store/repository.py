@@ -27,6 +27,10 @@ from tuneloop.store.schema import api_keys, dashboard_sessions, feedback, intera
 
 T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
+REVOKED = (
+    "unknown or revoked API key — get a current one with `tuneloop tenants key NAME` (a new tenant: "
+    "`tuneloop tenants add NAME`)"
+)
 # ingest: capture only (safe in a browser); reviewer: review tasks; operator: all of its tenant; admin: all.
 Role = Literal["ingest", "reviewer", "operator", "admin"]
 TENANT_ROLES: tuple[Role, ...] = ("ingest", "reviewer", "operator")
@@ -242,19 +246,23 @@ class Store:
                 .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
             ).first()
         if row is None:
-            raise Unauthorized(
-                "unknown or revoked API key — get a current one with `tuneloop tenants key NAME` (a new "
-                "tenant: `tuneloop tenants add NAME`)"
-            )
+            raise Unauthorized(REVOKED)
         return _principal(row)
 
     def key_active(self, key: str) -> bool:
         """Whether an API key exists unrevoked: one primary-key read, for callers that cache principals."""
+        return bool(self.active_keys({key}))
+
+    def active_keys(self, keys: set[str]) -> set[str]:
+        """Those of `keys` that exist unrevoked, in one read."""
+        hashed = {hash_key(key): key for key in keys}
         with self.read() as conn:
-            row = conn.execute(
-                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_hash == hash_key(key))
-            ).first()
-        return row is not None and row.revoked_at is None
+            rows = conn.execute(
+                sa.select(api_keys.c.key_hash).where(
+                    api_keys.c.key_hash.in_(hashed), api_keys.c.revoked_at.is_(None)
+                )
+            ).all()
+        return {hashed[row.key_hash] for row in rows}
 
     def revoke_key(self, prefix: str, actor: str = "cli") -> str:
         """Revoke the one active key whose first 10 characters are `prefix`, and its dashboard sessions."""
