@@ -181,6 +181,23 @@ def test_feedback_that_calls_for_no_light_candidate_skips_the_stage_before_any_j
     assert active_experiment(tenant) is None
 
 
+def test_a_trial_holds_no_more_candidates_than_its_users_can_fill_and_none_for_too_few(
+    tenant: tuple,
+) -> None:
+    tenant, settings, _ = tenant
+    now = now_utc()
+    _policy(settings, "light_policy.yaml", {"prompt_variants": ["Be brief.", "Be warm.", "Be exact."]})
+    for i in range(24):  # one user short of two arms of MIN_UNITS each
+        question = f"How do I reset password number {i}?"
+        interaction = log(tenant, prompt=question, response=LONG, created_at=now, user=f"user-{i}")
+        give(tenant, interaction, "thumbs", 1, now)
+
+    report = light_candidates.start_trial(tenant, settings, approval=False, train_judge=_no_judge_needed)
+
+    assert report["light"]["skipped"].startswith("24 users with feedback in the last 7 days: too few")
+    assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
+
+
 def _no_judge_needed(snapshot_hash: str) -> dict:
     raise AssertionError("no reward model should be trained here")
 
@@ -190,9 +207,10 @@ def test_a_new_tenants_light_stage_trains_a_judge_before_gating_its_candidates(t
     without one every candidate of a new tenant was blocked on a missing input."""
     tenant, settings, _ = tenant
     now = now_utc()
-    for i in range(16):
-        question = f"How do I reset password number {i}?"
-        interaction = log(tenant, prompt=question, response=LONG * 2, created_at=now - timedelta(minutes=i))
+    rng = random.Random(0)
+    for i in range(32):  # 32 users (each request its own), enough for a trial's two arms
+        at = now - timedelta(minutes=i)
+        interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
         give(tenant, interaction, "edit", "Settings, then Reset.", now - timedelta(minutes=i))
     _policy(settings, "light_policy.yaml", {"enabled": True, "examples": None})
 

@@ -4,6 +4,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,17 @@ def test_racing_starts_leave_one_live_experiment_and_racing_ends_one_outcome(ten
         ended = list(pool.map(end, ["promoted", "rolled_back"] * (RACERS // 2)))
     assert ended.count("conflict") == RACERS - 1 and active_experiment(tenant) is None
     assert len(Registry(tenant).list(kind="adapter", state="production")) <= 1
+
+
+def test_a_canary_for_anonymous_traffic_is_designed_on_its_requests_as_the_test_counts_them(
+    tenant: TenantStore,
+) -> None:
+    for i in range(40):
+        _answer(tenant, f"named-{i}", f"user-{i % 20}", 1 if i % 3 else -1)
+        _answer(tenant, f"anonymous-{i}", "", 1 if i % 2 else -1)
+    now = tenant.interactions()[-1]["created_at"] + timedelta(seconds=1)
+
+    _, design = controller.designed(tenant, POLICY, REWARDS, now)
+
+    # 20 named users, and each anonymous answer its own unit: the analysis (arm_data) counts the same.
+    assert design["traffic"]["users"] == 60

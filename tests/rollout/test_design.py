@@ -6,7 +6,14 @@ import numpy as np
 
 from tuneloop.clock import now_utc
 from tuneloop.config import load_policy_file
-from tuneloop.rollout.design import MIN_TRIAL_HOURS, Traffic, design_canary, traffic_of, users_needed
+from tuneloop.rollout.design import (
+    MIN_TRIAL_HOURS,
+    Traffic,
+    design_canary,
+    traffic_of,
+    trial_candidates,
+    users_needed,
+)
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import ArmStats, msprt
 
@@ -118,3 +125,8 @@ def test_the_designed_canary_decides_for_a_candidate_as_good_as_the_design_effec
         )
         promoted += result.decision == "promote"
     assert promoted / runs >= 0.7  # planned for 80 % power at the design effect
+
+
+def test_a_trial_holds_only_as_many_candidates_as_its_users_give_each_arm_its_minimum() -> None:
+    # 0.8 of an equal split must reach MIN_UNITS (10) users in every arm, control included.
+    assert [trial_candidates(users) for users in (0, 24, 25, 37, 38, 60, 1000)] == [0, 0, 1, 1, 2, 3, 79]

@@ -12,6 +12,9 @@ What a turn composes from production:
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
 
 A turn whose feedback calls for none of these skips the stage before it trains a judge or gates anything.
+A trial holds no more candidates than the last week's users can give each arm its minimum of users
+(rollout.design.trial_candidates), and none starts when they cannot fill two arms: an arm short of users
+never decides, and the turn's adapter would wait out the trial's horizon.
 
 The turn trains while the trial runs; once it has decided, the adapter candidate takes production's prompt
 and decoding (`carry_light_parts`) before its gate — so an adapter carries the winning light parts on.
@@ -25,6 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
+from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.evaluate.gate import run_gates
@@ -39,6 +43,8 @@ from tuneloop.registry.composition import (
 )
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout import arms
+from tuneloop.rollout.controller import recent_traffic
+from tuneloop.rollout.design import LOOKBACK_DAYS, MIN_UNITS, trial_candidates
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
@@ -110,6 +116,14 @@ def start_trial(
             "production"
         )
         return {"light": {"snapshot": snapshot.hash, "skipped": why}}
+    rollout = tenant_policy(settings.home, tenant.tenant.name, RolloutPolicy)
+    users = recent_traffic(tenant, rollout, rewards, now_utc()).users
+    if (room := trial_candidates(users)) == 0:
+        why = (
+            f"{users} users with feedback in the last {LOOKBACK_DAYS:g} days: too few for a trial to give "
+            f"production and a candidate {MIN_UNITS} users each"
+        )
+        return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     judged: dict[str, Any] = {}
     if Registry(tenant).production("reward_model") is None:
         # Light candidates come before a first turn's training, so a new tenant has no judge yet.
@@ -117,7 +131,9 @@ def start_trial(
             judged = {"reward_model": train_judge(snapshot.hash)}
         except BadRequest as exc:  # too few pairs for a reward model: the gate says what is missing
             judged = {"reward_model": {"skipped": str(exc)}}
-    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, rated, policy)
+    # Each arm must be able to reach its minimum of users, or the trial cannot decide before its horizon.
+    fitting = policy.model_copy(update={"max_candidates": min(policy.max_candidates, room)})
+    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, rated, fitting)
     versions = [c for c in composed if "version" in c]
     results = run_gates(
         tenant, [c["version"] for c in versions], home=settings.home, actor=ACTOR, engine=settings.engine
@@ -131,7 +147,7 @@ def start_trial(
     exp = arms.start_arms(
         tenant,
         gated,
-        tenant_policy(settings.home, tenant.tenant.name, RolloutPolicy),
+        rollout,
         reward_policy=rewards,
         actor=ACTOR,
         reason="a light candidate that passed the gate",

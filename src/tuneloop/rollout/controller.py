@@ -16,7 +16,7 @@ from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
 from tuneloop.registry.versions import Registry, State, check_approver
-from tuneloop.rollout.design import LOOKBACK_DAYS, design_canary, traffic_of
+from tuneloop.rollout.design import LOOKBACK_DAYS, Traffic, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
 from tuneloop.rollout.policy import RolloutPolicy
@@ -114,10 +114,17 @@ def designed(
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
     """The policy a canary (or a trial of `trial_arms` arms, control included) starting `now` runs under,
     designed from the last week's traffic."""
+    return design_canary(policy, recent_traffic(tenant, policy, reward_policy, now), now, trial_arms)
+
+
+def recent_traffic(
+    tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime
+) -> Traffic:
+    """The last week's users with a KPI value, their span and spread (rollout/design.py)."""
     since = now - timedelta(days=LOOKBACK_DAYS)
-    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now)
+    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now, anonymous=True)
     hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    return design_canary(policy, traffic_of(by_user, hours), now, trial_arms)
+    return traffic_of(by_user, hours)
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:
@@ -125,11 +132,20 @@ def _kpi(reward: float, primary_kpi: str) -> float:
 
 
 def user_kpis(
-    tenant: TenantStore, reward_policy: RewardPolicy, primary_kpi: str, since: datetime, until: datetime
+    tenant: TenantStore,
+    reward_policy: RewardPolicy,
+    primary_kpi: str,
+    since: datetime,
+    until: datetime,
+    *,
+    anonymous: bool,
 ) -> tuple[dict[str, list[float]], datetime | None]:
     """Each user's KPI values from answers and evidence between `since` and `until`, and the first such
-    answer's time (None without any)."""
-    rows = [r for r in tenant.interactions(since=since) if r["created_at"] < until and r["user"]]
+    answer's time (None without any). With `anonymous`, an answer to no named user is a unit of its own, as
+    the experiment's analysis counts it; without, it is left out."""
+    rows = [
+        r for r in tenant.interactions(since=since) if r["created_at"] < until and (anonymous or r["user"])
+    ]
     ids = {r["id"] for r in rows}
     events = [
         e for e in tenant.feedback(since=since) if e["interaction_id"] in ids and e["received_at"] < until
@@ -141,7 +157,8 @@ def user_kpis(
     first = None
     for row in rows:
         if row["id"] in rewards:
-            by_user.setdefault(row["user"], []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
+            unit = row["user"] or row["id"]
+            by_user.setdefault(unit, []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
             first = first or row["created_at"]
     return by_user, first
 
@@ -154,7 +171,7 @@ def pre_period_kpi(
     Only evidence received before the start counts, so no covariate can reflect the treatment.
     """
     since = exp.started_at - timedelta(days=days)
-    by_user, _ = user_kpis(tenant, reward_policy, primary_kpi, since, exp.started_at)
+    by_user, _ = user_kpis(tenant, reward_policy, primary_kpi, since, exp.started_at, anonymous=False)
     values = [v for user_values in by_user.values() for v in user_values]
     pooled = sum(values) / len(values) if values else 0.0
     return {user: sum(v) / len(v) for user, v in by_user.items()}, pooled

@@ -92,6 +92,12 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
     return effect
 
 
+def trial_candidates(users: int) -> int:
+    """How many candidates a trial beside control can hold so that each arm may reach MIN_UNITS of `users`
+    (0: too few users for any trial to decide, and one would only hold the turn's adapter back)."""
+    return max(0, math.floor(REACHABLE * users / MIN_UNITS) - 1)
+
+
 def design_canary(
     policy: RolloutPolicy, traffic: Traffic, now: datetime, trial_arms: int | None = None
 ) -> tuple[RolloutPolicy, dict[str, Any]]:
