@@ -201,6 +201,29 @@ def test_tenants_and_versions_list_and_show_as_json(
     assert json.loads(capsys.readouterr().out)["base_model"] == "m"
 
 
+def test_versions_list_says_why_each_version_is_in_its_state(
+    tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneloop.registry.versions import Registry
+
+    store = Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}")
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    registry = Registry(store.for_tenant(tenant))
+    version = registry.register(kind="adapter", base_model="m", actor="test")
+    registry.move(version.id, "blocked", actor="test", reason="superseded by v-later")
+    assert main(["versions", "list", "--tenant", "acme"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith(
+            "\tblocked\tsnapshot=-\tcreated="
+            + (f"{version.created_at:%Y-%m-%d %H:%M}\twhy=superseded by v-later")
+        )
+    )
+    assert main(["versions", "list", "--tenant", "acme", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["why"] == "superseded by v-later"
+
+
 def test_show_without_json_prints_key_value_lines_not_json(
     policy: Path, capsys: pytest.CaptureFixture
 ) -> None:

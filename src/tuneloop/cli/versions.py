@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -118,7 +119,10 @@ def _tenant(name: str) -> TenantStore:
 def cmd_versions_list(args: argparse.Namespace) -> int:
     from tuneloop.registry.versions import Registry
 
-    versions = Registry(_tenant(args.tenant)).list()
+    registry = Registry(_tenant(args.tenant))
+    versions, history = registry.list(), registry.history()
+    # Why each version is where it is: a `blocked` or `rolled_back` alone sends the reader to the audit log.
+    why = {v: changes[-1]["reason"] for v, changes in history.items() if changes[-1]["reason"]}
 
     def lines() -> Iterator[str]:
         for v in versions:
@@ -127,9 +131,11 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
             yield (
                 f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
                 + (f"\t{budget}" if budget else "")
+                + (f"\twhy={why[v.id]}" if v.id in why else "")
             )
 
-    emit(args, versions, lines, empty="no versions yet — `tuneloop train` or the loop registers them")
+    listed = [{**asdict(v), "why": why.get(v.id)} for v in versions]
+    emit(args, listed, lines, empty="no versions yet — `tuneloop train` or the loop registers them")
     return 0
 
 

@@ -128,7 +128,7 @@ def volume_chart(tenants: Iterable[TenantStore], days: int = 14) -> dict:
 def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
     """Versions as a depth-first tree (parent before children), each with its state history and DP budget."""
     versions = Registry(tenant).list()
-    history = _state_history(tenant)
+    history = Registry(tenant).history()
     known = {v.id for v in versions}
     children: dict[str | None, list[Version]] = {}
     for v in versions:
@@ -143,20 +143,6 @@ def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
 
     walk(None, 0)
     return out
-
-
-def _state_history(tenant: TenantStore) -> dict[str, list[dict[str, Any]]]:
-    columns = (audit_log.c.subject, audit_log.c.action, audit_log.c.created_at, audit_log.c.details)
-    rows = tenant.all(
-        audit_log, audit_log.c.action.startswith("version."), columns=columns, order_by=(audit_log.c.seq,)
-    )
-    history: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        state = row.action.removeprefix("version.").replace("register", "candidate")
-        history.setdefault(row.subject, []).append(
-            {"state": state, "at": utc(row.created_at), "reason": (row.details or {}).get("reason")}
-        )
-    return history
 
 
 def audit_rows(tenant: TenantStore, limit: int = 200) -> list[dict[str, Any]]:

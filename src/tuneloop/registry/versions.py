@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from tuneloop.clock import now_utc
+from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
 from tuneloop.rollout.experiments import LIVE_STATES
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -142,6 +142,20 @@ class Registry:
             where.append(versions.c.state == state)
         order = (versions.c.created_at, versions.c.id)
         return [_version(r) for r in self.tenant.all(versions, *where, order_by=order)]
+
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """Each version's states from the audit log, oldest first: the state, when and why."""
+        columns = (audit_log.c.subject, audit_log.c.action, audit_log.c.created_at, audit_log.c.details)
+        rows = self.tenant.all(
+            audit_log, audit_log.c.action.startswith("version."), columns=columns, order_by=(audit_log.c.seq,)
+        )
+        history: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            state = row.action.removeprefix("version.").replace("register", "candidate")
+            history.setdefault(row.subject, []).append(
+                {"state": state, "at": utc(row.created_at), "reason": (row.details or {}).get("reason")}
+            )
+        return history
 
     def production(self, kind: Kind = "adapter") -> Version | None:
         """The version now serving (policy) or judging (reward model); None means the base model."""
