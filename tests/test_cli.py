@@ -37,11 +37,18 @@ def test_bad_input_exits_non_zero_with_one_line(tuneloop_home: Path) -> None:
         ("tenants", "add", "acme"),
         ("tenants", "add", "bad name!"),
         ("export", "--tenant", "nobody"),
-        ("loop", "--tenant", "acme", "--interval", "-5", "--once"),
     ):
         result = tuneloop(*args)
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    for interval in ("-5", "nan", "1e400"):  # sleep() raised on some, never returned on NaN
+        for command in ("loop", "worker"):
+            result = tuneloop(
+                command, *(("--tenant", "acme") if command == "loop" else ()), "--interval", interval
+            )
+            assert (
+                result.returncode == 2 and f"argument --interval: {interval}: give seconds" in result.stderr
+            )
 
 
 def test_demo_refuses_zero_turns_and_a_busy_port_before_touching_its_home(tmp_path: Path) -> None:

@@ -46,3 +46,9 @@ def test_a_name_too_long_or_missing_is_a_clear_error(tmp_path: Path) -> None:
         read_limited(tmp_path / ("a" * 300), 100, "x")
     with pytest.raises(BadRequest, match="cannot read it"):
         read_limited(tmp_path / "absent", 100, "x")
+
+
+def test_a_limit_far_above_the_file_costs_no_memory_and_no_overflow(tmp_path: Path) -> None:
+    path = tmp_path / "small.txt"
+    path.write_text("ten bytes!")
+    assert read_limited(path, 10**23, "a document") == b"ten bytes!"

@@ -292,10 +292,16 @@ def _publish_new_key(path: Path) -> None:
 M = TypeVar("M", bound=BaseModel)
 
 
-class TenantPolicy(BaseModel):
-    """A per-tenant policy file (reward, gate, rollout, loop): strict fields, safe defaults."""
+# A duration a policy may set: a century, where date arithmetic (timedelta) still works.
+MAX_DAYS = 36_500.0
+MAX_HOURS = MAX_DAYS * 24
 
-    model_config = ConfigDict(extra="forbid")
+
+class TenantPolicy(BaseModel):
+    """A per-tenant policy file (reward, gate, rollout, loop): strict fields, safe defaults. No number is
+    infinite or NaN: `.inf` is valid YAML, and a weight or a duration of it poisons what it touches."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     filename: ClassVar[str]
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from tuneloop.errors import BadRequest, PayloadTooLarge
+
+READ_CHUNK = 1 << 20
 
 
 def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
@@ -26,9 +29,20 @@ def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
         if info.st_size > max_bytes:
             raise PayloadTooLarge(f"{label}: {info.st_size} bytes; the limit is {max_bytes}")
         try:
-            data = f.read(max_bytes + 1)  # a file growing while read stops at the limit too
+            data = _read_at_most(f, max_bytes + 1)  # a file growing while read stops at the limit too
         except OSError as exc:
             raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{label}: more than {max_bytes} bytes; the limit is {max_bytes}")
     return data
+
+
+def _read_at_most(f: BinaryIO, limit: int) -> bytes:
+    # In pieces: read(limit) reserves `limit` bytes up front, so a generous limit cost memory (or failed)
+    # for a 10-byte file.
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0 and (chunk := f.read(min(left, READ_CHUNK))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)

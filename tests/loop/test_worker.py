@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.monitor.seed import cooking_prompt, give, log, stream
@@ -162,6 +163,9 @@ def test_a_killed_workers_turn_is_resumed_by_another_from_its_stage(
     assert len(Registry(tenant).list(kind="adapter")) == 1
 
 
-def test_a_bad_worker_interval_is_one_error_line(capsys) -> None:
-    assert main(["worker", "--interval", "0"]) == 1
-    assert capsys.readouterr().err.startswith("error: --interval 0.0: give a positive number")
+def test_a_bad_worker_interval_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "--interval", "0"])
+    assert (
+        exited.value.code == 2 and "argument --interval: 0: give seconds above 0" in capsys.readouterr().err
+    )

@@ -98,6 +98,13 @@ def test_old_events_weigh_less_under_time_decay() -> None:
     assert mixed["a"].reward == pytest.approx(0.75 / 1.25, abs=1e-6)
 
 
+def test_evidence_decayed_to_nothing_gives_no_reward_rather_than_a_division_by_zero() -> None:
+    policy = RewardPolicy(half_life_days=1 / 24)  # an hour: a year-old thumbs weighs 2^-8760, i.e. 0.0
+    chats = [interaction("a", days_ago=400), interaction("b")]
+    events = [event("a", "thumbs", 1, days_ago=365), event("b", "thumbs", 1)]
+    assert set(rewards_of(chats, events, policy)) == {"b"}
+
+
 def test_events_after_now_are_unseen() -> None:
     assert rewards_of([interaction("a")], [event("a", "thumbs", 1, days_ago=-1)]) == {}
 

@@ -10,9 +10,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
-from tuneloop.cli.output import Progress, add_reason_flag, turn_exit_code
+from tuneloop.cli.output import Progress, add_reason_flag, interval, turn_exit_code
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest
 from tuneloop.store.repository import TenantStore
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def register(commands: Any) -> None:
     p.add_argument("--tenant", required=True)
     p.add_argument("--once", action="store_true", help="run: advance once and exit (cron-friendly)")
     p.add_argument("--now", action="store_true", help="run: start a turn now even if no trigger fired")
-    p.add_argument("--interval", type=float, default=30.0, help="run: seconds between looks (default 30)")
+    p.add_argument("--interval", type=interval, default=30.0, help="run: seconds between looks (default 30)")
     add_reason_flag(p, None, "pause/resume: why, for the audit log")
     p.set_defaults(run=cmd_loop)
 
@@ -55,8 +54,6 @@ def cmd_loop(args: argparse.Namespace) -> int:
     from tuneloop.loop.pause import pause, paused, resume
     from tuneloop.loop.turns import list_turns
 
-    if args.interval <= 0:
-        raise BadRequest(f"--interval {args.interval}: give a positive number of seconds")
     tenant = _tenant(args.tenant)
     if args.action == "turns":
         for each in list_turns(tenant):

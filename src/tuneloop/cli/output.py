@@ -54,6 +54,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_INTERVAL_SECONDS = 7 * 24 * 3600.0
+
+
+def interval(text: str) -> float:
+    """argparse type for seconds between passes: a finite number above 0, at most a week (`time.sleep` and
+    `Event.wait` fail on what is larger, or never return on NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_INTERVAL_SECONDS:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text}: give seconds above 0, at most {MAX_INTERVAL_SECONDS:g}")
+    return value
+
+
 def port(text: str) -> int:
     """argparse type for a TCP port, 1 to 65535; anything else is a usage error, not a bind() traceback."""
     try:

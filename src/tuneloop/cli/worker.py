@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any
 
+from tuneloop.cli.output import interval
 from tuneloop.errors import BadRequest
 
 
@@ -17,7 +18,7 @@ def register(commands: Any) -> None:
         help="run a loop worker: lease tenants' loops from the store and advance their turns (run several)",
     )
     p.add_argument("--name", help="this worker's name in the leases (default host:pid; unique per worker)")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between passes over the tenants")
+    p.add_argument("--interval", type=interval, default=30.0, help="seconds between passes over the tenants")
     p.add_argument("--once", action="store_true", help="one pass over the tenants, then exit (cron-friendly)")
     p.set_defaults(run=cmd_worker)
 
@@ -27,8 +28,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tuneloop.config import Settings
     from tuneloop.loop.worker import Worker
 
-    if args.interval <= 0:
-        raise BadRequest(f"--interval {args.interval}: give a positive number of seconds")
     if args.name is not None and not 0 < len(args.name) <= 200:
         raise BadRequest("--name: give 1-200 characters")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)

@@ -16,7 +16,7 @@ from tuneloop.evaluate.stats import binomial_at_most
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SuiteConfig(_Config):
@@ -112,7 +112,6 @@ class JudgePrivacyConfig(SuiteConfig):
     max_epsilon: float | None = Field(
         default=None,
         gt=0,
-        allow_inf_nan=False,
         description="Largest ε the judging reward model may have spent on its training pairs (DP-SGD); a "
         "judge trained without differential privacy, or with more, fails. None: no limit.",
     )

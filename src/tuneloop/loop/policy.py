@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from tuneloop.config import TenantPolicy
+from tuneloop.config import MAX_HOURS, TenantPolicy
 from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, DifferentialPrivacy
 
 
@@ -22,15 +22,20 @@ class LoopPolicy(TenantPolicy):
     schedule_hours: float | None = Field(
         None,
         gt=0,
+        le=MAX_HOURS,
         description="Also start a turn this long after the last one ended, if any new feedback came.",
     )
     on_alerts: bool = Field(True, description="Open drift or KPI alerts start a turn early.")
     check_hours: float = Field(
-        1.0, gt=0, description="How often the loop runs the drift and KPI checks that open and close alerts."
+        1.0,
+        gt=0,
+        le=MAX_HOURS,
+        description="How often the loop runs the drift and KPI checks that open and close alerts.",
     )
     alert_cooldown_hours: float = Field(
         24.0,
         ge=0,
+        le=MAX_HOURS,
         description="After a turn started by an alert, alerts start no other turn for this long (a drift "
         "that outlasts the turn meant to address it does not retrain every tick).",
     )

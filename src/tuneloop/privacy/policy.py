@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from tuneloop.config import TenantPolicy
+from tuneloop.config import MAX_DAYS, TenantPolicy
 
 
 class PrivacyPolicy(TenantPolicy):
@@ -25,6 +25,7 @@ class PrivacyPolicy(TenantPolicy):
     retention_days: float | None = Field(
         None,
         ge=1,
+        le=MAX_DAYS,
         description="Delete interactions older than this many days, with their feedback, at the loop's "
         "scheduled checks (or `tuneloop retention run`); None keeps them.",
     )

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tuneloop.config import TenantPolicy
+from tuneloop.config import MAX_DAYS, MAX_HOURS, TenantPolicy
 
 LATER_STEPS = (0.2, 0.5)  # the default ramp after the canary share
 
@@ -20,7 +20,7 @@ LATER_STEPS = (0.2, 0.5)  # the default ramp after the canary share
 class Guardrails(BaseModel):
     """How much worse than control the treatment may be on each guardrail before the canary is stopped."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     escalation_rate: float = Field(
         0.02, ge=0, le=1, description="Tolerated rise in the share of escalated answers (absolute)."
     )
@@ -92,6 +92,7 @@ class RolloutPolicy(TenantPolicy):
     max_duration_hours: float = Field(
         336.0,
         gt=0,
+        le=MAX_HOURS,
         description="Wall-clock limit of an experiment (default 14 days); an undecided canary then ends "
         "as inconclusive and is rolled back.",
     )
@@ -110,6 +111,7 @@ class RolloutPolicy(TenantPolicy):
     cuped_lookback_days: float = Field(
         28.0,
         ge=0,
+        le=MAX_DAYS,
         description="Days before the experiment whose KPI per user is the CUPED covariate that narrows the "
         "test (users without history are not adjusted); 0 turns the adjustment off.",
     )

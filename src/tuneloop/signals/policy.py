@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.config import TenantPolicy
+from tuneloop.config import MAX_DAYS, TenantPolicy
 
 Source = Literal["user", "labeler", "judge", "system"]
 FLOAT_MAX = sys.float_info.max
@@ -24,7 +24,7 @@ def _default_source_weights() -> dict[Source, float]:
 class SignalWeights(BaseModel):
     """How much one event of each kind counts. The direction of each kind is fixed; these set its strength."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     thumbs: float = Field(default=1.0, ge=0, description="Thumbs up (+1) or down (-1).")
     rating: float = Field(
         default=1.0, ge=0, description="A 1-5 rating, normalised to [-1, 1] as (rating - 3) / 2."
@@ -62,7 +62,7 @@ class SessionWeights(BaseModel):
     repeat contact is on by default: its direction is clear wherever it is detected; speed and further
     questions mean different things in different applications."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     repeat_contact: float = Field(
         default=0.2,
         ge=0,
@@ -95,7 +95,7 @@ class SessionWeights(BaseModel):
 class ScoreMapping(BaseModel):
     """How one named score (feedback kind `score`) counts: as which feedback kind, and how strongly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: Literal["thumbs", "rating", "reward"] = Field(
         default="reward",
         description="`thumbs`: true or a positive number is +1, false or a negative one -1; `rating`: a "
@@ -185,8 +185,10 @@ class RewardPolicy(TenantPolicy):
     )
     half_life_days: float | None = Field(
         default=30.0,
-        gt=0,
-        description="An event's weight halves every this many days before the snapshot time; null: no decay.",
+        ge=1 / 24,
+        le=MAX_DAYS,
+        description="An event's weight halves every this many days before the snapshot time (at least an "
+        "hour); null: no decay.",
     )
     near_duplicate_threshold: float = Field(
         default=0.9,

@@ -132,6 +132,8 @@ def compute_rewards(
     rewards = {}
     for iid, items in sorted(grouped.items()):
         total = sum(weight for _, weight, _, _ in items)
+        if total + policy.prior_weight <= 0:  # its evidence has all decayed away: no reward to give
+            continue
         mean = sum(value * weight for value, weight, _, _ in items) / (total + policy.prior_weight)
         by_rater: dict[str | None, float] = {}
         for _, weight, _, rater in items:
