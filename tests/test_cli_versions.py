@@ -129,6 +129,19 @@ def test_a_candidate_identical_to_its_parent_is_refused(
     assert code == 1 and "is a reward_model" in err
 
 
+def test_a_system_prompt_may_name_the_company_but_never_hold_a_card_or_account_number(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    own = "You are Finly's assistant. Our support line is 415-555-0142, support@finly.com."
+    code, out, _ = _create(capsys, "--system-prompt", own)
+    assert code == 0 and registry.get(out.strip()).system_prompt == own
+    code, _, err = _create(
+        capsys, "--system-prompt", "Refund to card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00"
+    )
+    assert code == 1 and "holds CREDIT_CARD, IBAN_CODE" in err
+    assert [v.system_prompt for v in registry.list()] == [own]
+
+
 def test_train_adapter_checks_its_system_prompt_by_the_same_rules(
     registry: Registry, capsys: pytest.CaptureFixture
 ) -> None:

@@ -175,3 +175,17 @@ def test_one_file_named_twice_is_one_document(
     )
 
     assert capsys.readouterr().out == "fees.md: version 1, 1 chunks, created\n"
+
+
+def test_a_file_refused_while_adding_many_is_named_and_those_before_it_stand(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "a.md").write_text("Transfers abroad cost 0.5%.")
+    (folder / "b.md").write_text("x" * 1_100_000)  # one line past what redaction reads at once
+    assert main(["docs", "add", "--tenant", tenant, str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "error: b.md: a text of 1100000 characters is too long" in err and "1 added before it" in err
+    assert main(["docs", "list", "--tenant", tenant]) == 0
+    assert capsys.readouterr().out.startswith("a.md\tv1")

@@ -11,7 +11,7 @@ from tuneloop.capture.events import ID_MAX, is_id
 from tuneloop.cli.admin import open_capture, open_store
 from tuneloop.cli.output import EXIT_BLOCKED, EXIT_OK, Progress, add_json_flag, emit, positive_int
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, TuneloopError
 from tuneloop.retrieve.extract import FORMATS, MAX_FILE_BYTES, format_of, read_file, to_text
 from tuneloop.store.repository import TenantStore
 
@@ -139,7 +139,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     for path in files:
         fmt, raw = format_of(path), read_file(path, args.max_bytes)
         with progress.stage(f"{path.name}: redact, chunk, embed"):
-            results.append(put_document(tenant, capture, ids[path], raw, fmt, budget=False, actor="cli"))
+            try:
+                results.append(put_document(tenant, capture, ids[path], raw, fmt, budget=False, actor="cli"))
+            except TuneloopError as exc:  # which of many files it was, and that the ones before it stand
+                added = f"; {len(results)} added before it" if results else ""
+                exc.message = f"{path.name}: {exc.message}{added}"
+                raise
     emit(
         args,
         results,

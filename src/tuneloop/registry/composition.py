@@ -92,8 +92,13 @@ def composed_parts(
     return prompt, {**version_decoding(parent), **(decoding.values() if decoding else {})}
 
 
+NEVER_IN_A_PROMPT = frozenset({"CREDIT_CARD", "IBAN_CODE", "US_SSN", "ID_NUMBER"})
+MIN_ID_DIGITS = 6  # fewer digits than any of those numbers holds
+
+
 def check_system_prompt(text: str) -> str:
-    """The prompt if it is usable text within bounds, else BadRequest saying what to fix."""
+    """The prompt if it is usable text within bounds with no card, bank account or id number in it, else
+    BadRequest saying what to fix."""
     if not text.strip():
         raise BadRequest("the system prompt is empty", param="system_prompt")
     if len(text) > MAX_SYSTEM_PROMPT_CHARS:
@@ -103,6 +108,19 @@ def check_system_prompt(text: str) -> str:
         )
     if "\x00" in text:
         raise BadRequest("the system prompt contains a NUL character; is it a binary file?")
+    # A version is kept for good (registry, audit trail, exports). A name, an email or a phone number in a
+    # prompt is usually the company's own ("You are Finly's assistant", its support line) and stays as the
+    # operator wrote it; a card, bank account or national id number never belongs there. Each holds digits.
+    if sum(c.isdigit() for c in text) >= MIN_ID_DIGITS:
+        from tuneloop.capture.redact import Redactor
+
+        found = sorted({e for e, _ in Redactor().finds([text])[0] if e in NEVER_IN_A_PROMPT})
+        if found:
+            raise BadRequest(
+                f"the system prompt holds {', '.join(found)}: a version is kept for good, so it may not "
+                "carry such a number; remove it",
+                param="system_prompt",
+            )
     return text
 
 
