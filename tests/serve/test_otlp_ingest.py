@@ -3,6 +3,7 @@ with the real OTLP/HTTP exporter, and each LLM span becomes an interaction of th
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import time
@@ -468,3 +469,21 @@ def test_spans_with_more_text_to_redact_than_one_request_may_send_get_413(tmp_pa
             f"{url}/v1/traces", content=_protobuf_of(spans[:1]), headers={**PROTOBUF, **_auth(key)}
         )
         assert one.headers["x-tuneloop-spans-accepted"] == "1"
+
+
+def test_gzipped_otlp_json_is_read_as_the_collector_sends_it(api: tuple) -> None:
+    from google.protobuf import json_format
+
+    url, key_a, *_ = api
+    spans = _chat_spans("json through gzip")
+    export = json_format.MessageToDict(ExportTraceServiceRequest.FromString(_protobuf_of(spans)))
+    for span in export["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # OTLP/JSON writes ids in hex
+        for field in ("traceId", "spanId"):
+            span[field] = base64.b64decode(span[field]).hex()
+    body = gzip.compress(json.dumps(export).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", **_auth(key_a)}
+    resp = httpx.post(f"{url}/v1/traces", content=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert _get(url, key_a, _interaction_id(spans[0])).status_code == 200
+    bomb = httpx.post(f"{url}/v1/traces", content=gzip.compress(b" " * 300_000), headers=headers)
+    assert bomb.status_code == 413

@@ -22,7 +22,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tuneloop.capture.events import InteractionIn
 from tuneloop.capture.otlp import SpanInteraction, SpanRejected, attributes, is_llm_span, span_interaction
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError, UnsupportedMediaType
-from tuneloop.serve.http import CAPTURE, clip, read_body, read_json, trusted_sender, validate
+from tuneloop.serve.http import (
+    CAPTURE,
+    clip,
+    off_loop_if_large,
+    parse_json,
+    read_body,
+    read_json,
+    trusted_sender,
+    validate,
+)
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -76,12 +85,15 @@ async def _read_request(request: Request, media: str, max_bytes: int) -> bytes |
             f"Content-Encoding `{clip(encoding)}` is not supported; send gzip or none",
             param="content-encoding",
         )
-    if media == JSON:
-        if encoding == "gzip":
-            raise UnsupportedMediaType("gzip is accepted for protobuf bodies only", param="content-encoding")
+    if media == JSON and encoding == "identity":
         return await read_json(request, max_bytes)
     body = await read_body(request, max_bytes)
-    return _gunzip(body, max_bytes) if encoding == "gzip" else body
+    if encoding == "gzip":
+        body = _gunzip(body, max_bytes)
+    if media == JSON:  # gzipped OTLP/JSON, as the Collector's otlphttp exporter sends with `encoding: json`
+        request.state.body_bytes = len(body)
+        return await off_loop_if_large(request, parse_json, body)
+    return body
 
 
 def _decode(body: bytes | Any) -> ExportTraceServiceRequest:
