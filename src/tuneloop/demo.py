@@ -202,6 +202,7 @@ def run_demo(
         with progress.stage(f"the app's {len(scenario.documents)} documents"):
             add_documents(url, key, scenario.documents)
     lines: list[TurnLine] = []
+    printed: set[str] = set()  # what shipped, said once however many demo turns a loop turn spans
     log = home / "loop.log"
     began = time.monotonic()
     print(f"tuneloop demo: tenant '{tenant_name}' on {url}, scenario '{scenario.name}', {turns} turns")
@@ -254,8 +255,13 @@ def run_demo(
                 f"{line.seconds:>5.0f}s",
                 flush=True,
             )
+            if turn is not None and turn.turn < number and turn.stage != "done":
+                waits = f"the loop's turn {turn.turn} still waits on its {turn.stage}"
+                print(f"     ({waits}: no turn starts beside it)", flush=True)
             for text in shipped(scoped, turn) if turn else []:
-                print(f"     {text}", flush=True)
+                if text not in printed:
+                    printed.add(text)
+                    print(f"     {text}", flush=True)
         with progress.stage(f"production after {turns} turns on the held-out prompts"):
             final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
         start = lines[0].satisfaction
