@@ -152,7 +152,7 @@ class Capture:
             )
             for item in items
         ]
-        # With redaction off nothing is redacted either way, and these rows are made on the event loop.
+        # With redaction off nothing is redacted either way: no read of the tenant's chunks is needed.
         known = _known_chunks(store, items) if store.tenant.redaction != "off" else set()
         # Only strings can carry PII: thumbs, ratings and flags skip the analyzer entirely.
         redacted = self.redactor.redact_json(

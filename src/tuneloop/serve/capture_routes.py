@@ -22,7 +22,6 @@ from tuneloop.serve.http import (
     trusted_sender,
     validate,
 )
-from tuneloop.store.group_commit import PerItem
 from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
@@ -40,8 +39,8 @@ async def log_interaction(request: Request) -> JSONResponse:
     store = await st.auth.tenant(request, CAPTURE, recheck=False)  # the write checks the key
     body = await read_json(request, st.settings.max_body_bytes)
     item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
-    [row] = await _rows(
-        request, st, st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
+    [row] = await st.redactions.many(
+        st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
     result = await st.writes(st.capture.store_interaction, store, *row, key=bearer_key(request))
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
@@ -64,20 +63,12 @@ async def post_feedback(request: Request) -> JSONResponse:
     return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
 
 
-async def _rows(request: Request, st: Any, fn: PerItem, store: TenantStore, items: list[Any]) -> list[Any]:
-    """`fn(store, items)`: redaction in the tenant's threads (CPU, in turns with other tenants), or, for a
-    tenant with redaction off, where the body was parsed: digests alone cost less than a thread hop."""
-    if store.tenant.redaction == "off":
-        return await off_loop_if_large(request, fn, store, items)
-    return await st.redactions.many(fn, store, items)
-
-
 async def _store_feedback(
     st: Any, store: TenantStore, events: list[FeedbackIn], request: Request
 ) -> list[ItemResult]:
-    """Redact (`_rows`) and then write (store) validated events; each result names its event by the
-    client's id."""
-    rows = await _rows(request, st, st.capture.feedback_rows, store, events)
+    """Redact (CPU, in turns with other tenants) and then write (store) validated events; each result
+    names its event by the client's id."""
+    rows = await st.redactions.many(st.capture.feedback_rows, store, events)
     results = await st.writes.many(pending.store_feedback, store, rows, key=bearer_key(request))
     return [_as_sent(st, store, r, e) for r, e in zip(results, events, strict=True)]
 
