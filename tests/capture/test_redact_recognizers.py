@@ -92,6 +92,9 @@ FOUND = [
     ("ssn 123-45-6789\u0301 ok", "ssn <US_SSN>\u0301 ok"),
     # Values glued to a script written without spaces, and its own words for "phone".
     ("メールはjane@example.comです", "メールは<EMAIL_ADDRESS>です"),
+    # A name glued to an address is its local part (an internationalised address): it goes with it.
+    ("请联系张伟123@163.com。", "请<EMAIL_ADDRESS>。"),
+    ("김민수kim@naver.com 입니다", "<EMAIL_ADDRESS> 입니다"),
     ("カード4111111111111111です", "カード<CREDIT_CARD>です"),
     ("电话是13800138000", "电话是<PHONE_NUMBER>"),
     ("我的手机号码是 13800138000。", "是 <PHONE_NUMBER>。"),
