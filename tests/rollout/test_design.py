@@ -61,6 +61,13 @@ def test_a_tenant_with_a_few_dozen_users_still_gets_a_canary_that_can_decide() -
     assert policy.min_samples == 16 and "min_samples" in design["adapted"]
 
 
+def test_a_canary_share_is_never_one_whose_treatment_arm_cannot_reach_its_minimum() -> None:
+    # The rag benchmark's tenant: 20 % of 60 users expects 12 in treatment, and 10 came in the run.
+    policy, design = design_canary(RolloutPolicy(), Traffic(users=60, hours=0.47, sd=0.14), NOW)
+    assert policy.canary_share == 0.3 and policy.min_samples <= 0.8 * 60 * 0.3
+    assert design["expected_hours"] < 0.3
+
+
 def test_sixty_users_split_in_half_need_fewer_than_thirty_per_arm_and_hundreds_keep_thirty() -> None:
     small, _ = design_canary(RolloutPolicy(), Traffic(users=60, hours=24, sd=0.6), NOW)
     large, design = design_canary(RolloutPolicy(), Traffic(users=250, hours=24, sd=0.6), NOW)

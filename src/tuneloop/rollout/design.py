@@ -128,8 +128,11 @@ def design_canary(
     else:
         share = SHARES[-1]
         for candidate in SHARES:
+            # Its treatment arm must be able to reach the minimum of users at all: a 20 % canary of 60
+            # users expects 12 and may stop short of 10 for good.
+            fills = math.floor(REACHABLE * traffic.users * candidate) >= MIN_UNITS
             need = users_needed(effect, traffic.sd, candidate, tau2, alpha)
-            if need <= traffic.users and traffic.hours * need / traffic.users <= TARGET_HOURS:
+            if fills and need <= traffic.users and traffic.hours * need / traffic.users <= TARGET_HOURS:
                 share = candidate
                 break
     need = users_needed(effect, traffic.sd, share, tau2, alpha) / seen  # all arms' users
