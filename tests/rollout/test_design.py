@@ -137,3 +137,12 @@ def test_the_designed_canary_decides_for_a_candidate_as_good_as_the_design_effec
 def test_a_trial_holds_only_as_many_candidates_as_its_users_give_each_arm_its_minimum() -> None:
     # 0.8 of an equal split must reach MIN_UNITS (10) users in every arm, control included.
     assert [trial_candidates(users) for users in (0, 24, 25, 37, 38, 60, 1000)] == [0, 0, 1, 1, 2, 3, 79]
+
+
+def test_a_canary_among_too_few_users_to_decide_says_a_person_decides() -> None:
+    _, tiny = design_canary(RolloutPolicy(), Traffic(users=8, hours=2, sd=0.5), NOW)
+    _, few = design_canary(RolloutPolicy(), Traffic(users=15, hours=2, sd=0.5), NOW)
+    _, enough = design_canary(RolloutPolicy(), Traffic(users=30, hours=2, sd=0.5), NOW)
+    assert "`tuneloop rollout promote` or `rollback` decides" in tiny["note"]
+    assert few["note"].startswith("an arm may reach 6 of the 10 users the test needs")
+    assert "note" not in enough

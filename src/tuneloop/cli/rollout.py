@@ -59,9 +59,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         actor="cli",
     )
     print(f"experiment {exp.id}: {exp.treatment_version} on {exp.share:.0%} of traffic")
-    expected = ((exp.decision or {}).get("design") or {}).get("expected_decision_at")
-    if expected:
+    design = (exp.decision or {}).get("design") or {}
+    if expected := design.get("expected_decision_at"):
         print(f"expected to decide by {expected} (`tuneloop rollout status` shows the design)")
+    if note := design.get("note"):
+        print(note)
     return 0
 
 

@@ -39,6 +39,7 @@ MIN_TRIAL_HOURS = 0.25  # a trial expected to decide in minutes still waits for 
 # (tests/rollout/test_repeat_users.py), as the variance is the larger arm's.
 REACHABLE = 0.8
 MIN_UNITS = 10
+BY_HAND = "too few users for the test to decide on its own: `tuneloop rollout promote` or `rollback` decides"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def design_canary(
     so one comparison sees 2/arms of the users, half on each side, and it ends at its own horizon."""
     fixed = policy.model_fields_set
     if traffic.users < MIN_USERS:
-        note = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days: the policy as set"
+        users = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days"
+        note = f"{users}: the policy as set; {BY_HAND}"
         return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
     trial = trial_arms is not None
     arms = trial_arms or 2
@@ -163,4 +165,6 @@ def design_canary(
         "expected_decision_at": (now + timedelta(hours=hours)).isoformat() if math.isfinite(hours) else None,
         "enough_users": bool(need <= traffic.users),
     }
+    if reachable < MIN_UNITS:
+        design["note"] = f"an arm may reach {reachable} of the {MIN_UNITS} users the test needs; {BY_HAND}"
     return designed, design
