@@ -115,7 +115,9 @@ def test_writes_behind_a_locked_store_get_503_and_succeed_on_retry(tmp_path: Pat
     assert all(retry and int(retry) >= 1 for _, retry in refusals)
     # A write that arrives while a group waits out the lock joins the next group, which waits its own.
     assert max(took for took, _ in refusals) < 2 * BUSY_TIMEOUT + 1.5
-    assert max(health) < 0.1, f"healthz took {max(health):.3f} s"
+    # A loop blocked on the store would wait out the busy timeout; a GC pause on a busy core is not that
+    # (0.25 s seen once in CI on 2 cores).
+    assert max(health) < BUSY_TIMEOUT / 2, f"healthz took {max(health):.3f} s"
     assert set(reads) <= {200, 503}
     for name in ("a", "b"):
         tenant = store.tenant_by_name(name)
