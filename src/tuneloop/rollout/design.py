@@ -93,6 +93,11 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
     return effect
 
 
+def _reachable(users: float, share: float) -> int:
+    """The users an arm holding `share` of `users` can be counted on to reach (assignment falls short)."""
+    return math.floor(REACHABLE * users * share)
+
+
 def trial_candidates(users: int) -> int:
     """How many candidates a trial beside control can hold so that each arm may reach MIN_UNITS of `users`
     (0: too few users for any trial to decide, and one would only hold the turn's adapter back)."""
@@ -132,7 +137,7 @@ def design_canary(
         for candidate in SHARES:
             # Its treatment arm must be able to reach the minimum of users at all: a 20 % canary of 60
             # users expects 12 and may stop short of 10 for good.
-            fills = math.floor(REACHABLE * traffic.users * candidate) >= MIN_UNITS
+            fills = _reachable(traffic.users, candidate) >= MIN_UNITS
             need = users_needed(effect, traffic.sd, candidate, tau2, alpha)
             if fills and need <= traffic.users and traffic.hours * need / traffic.users <= TARGET_HOURS:
                 share = candidate
@@ -142,7 +147,7 @@ def design_canary(
     chosen: dict[str, Any] = {"tau2": round(tau2, 4)}
     if not trial:  # a trial's arms keep equal weights; only a canary ramps
         chosen["ramp"] = [share, *(s for s in LATER_STEPS if s > share)]
-    reachable = math.floor(REACHABLE * traffic.users * seen * min(share, 1 - share))
+    reachable = _reachable(traffic.users * seen, min(share, 1 - share))
     min_samples = max(MIN_UNITS, min(policy.min_samples, reachable))
     if min_samples < policy.min_samples:
         chosen["min_samples"] = min_samples
