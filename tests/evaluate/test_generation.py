@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tuneloop.evaluate.generation import Arm, Evaluator
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of
 from tuneloop.registry.composition import Decoding
@@ -48,3 +50,29 @@ def test_an_arm_on_a_gguf_model_answers_as_the_llamacpp_gateway_serves_it(
     assert candidate == served(base_model, real_adapter, 12)
     assert production == served(base_model, None, 12)
     assert candidate != production
+
+
+def test_scoring_split_into_passes_under_the_logits_budget_gives_the_same_figures(
+    tiny_model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Log-probabilities and KL are per answer: bounding a pass's logits changes memory, never the result."""
+    from tests.random_lora import random_lora
+    from tuneloop.evaluate import generation
+
+    adapter = random_lora(tiny_model, tmp_path / "adapter")
+    items = [
+        ([{"role": "user", "content": p}], answer)
+        for p, answer in zip(PROMPTS, ["Antigens.", "Leaves fall, red and gold, " * 3, "A map."], strict=True)
+    ]
+
+    def scored() -> tuple[list[float], list[float]]:
+        evaluator = Evaluator(batch_size=16)
+        evaluator.add_arm(Arm("candidate", tiny_model, adapter, SYSTEM, Decoding(), None))
+        return evaluator.logprobs("candidate", items), evaluator.kl_from_base("candidate", items)
+
+    whole = scored()
+    monkeypatch.setattr(generation, "LOGITS_BUDGET", 1)  # every answer in a pass of its own
+    split = scored()
+    assert split[0] == pytest.approx(whole[0], abs=1e-4)
+    assert split[1] == pytest.approx(whole[1], abs=1e-5)
+    assert all(kl > 0 for kl in whole[1])

@@ -31,6 +31,9 @@ from tuneloop.serve.examples import OfflineExamples
 
 Messages = list[dict[str, str]]
 SAMPLING_SEED = 0  # arms that sample draw from the same fixed seed on every gate run
+# Scoring's logits are vocabulary-wide per completion token (16 answers of 256 tokens under a 49k vocabulary
+# are 0.8 GB, and their log-softmax as much again): a pass takes only as many answers as keep them under this.
+LOGITS_BUDGET = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -255,11 +258,26 @@ class Evaluator:
             out.append((prompt_ids, completion_ids))
         return out
 
+    def _passes(self, model: Any, encoded: list) -> Iterator[list]:
+        """`encoded` in runs of rows whose scored logits fit LOGITS_BUDGET (at most batch_size rows each)."""
+        per_position = 4 * model.config.vocab_size  # bytes of fp32 logits
+        run: list = []
+        for item in encoded:
+            widest = max([len(c) for _, c in run] + [len(item[1])]) + 1
+            full = len(run) == self.batch_size or (len(run) + 1) * widest * per_position > LOGITS_BUDGET
+            if run and full:
+                yield run
+                run = []
+            run.append(item)
+        if run:
+            yield run
+
     def _completion_logprobs(self, model: Any, tokenizer: Any, chunk: list) -> list[Any]:
         """Log-softmax at the positions that predict each completion token: one [len(c), vocab] per item.
 
         Left padding puts every completion at the end of its row, so the LM head runs only over the last
         positions (`logits_to_keep`), not whole prompts: with a 49k vocabulary that is most of the cost.
+        Each item's rows are normalised apart, so none holds on to the padded logits of the whole chunk.
         """
         import torch
 
@@ -274,10 +292,12 @@ class Evaluator:
                 attention_mask=mask,
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # positions count real tokens only
                 logits_to_keep=keep,
-            ).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        # Column i of logp is sequence index width - keep + i, and the token at index j is predicted at j - 1.
-        return [logp[row, keep - 1 - len(c) : keep - 1] for row, (_, c) in enumerate(chunk)]
+            ).logits
+        # Column i of logits is sequence index width - keep + i; the token at index j is predicted at j - 1.
+        return [
+            torch.log_softmax(logits[row, keep - 1 - len(c) : keep - 1].float(), dim=-1)
+            for row, (_, c) in enumerate(chunk)
+        ]
 
     def logprobs(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
         """Sum of log p(completion | prompt) under the arm, per (prompt, completion text) item."""
@@ -288,11 +308,12 @@ class Evaluator:
         todo = list(dict.fromkeys(k for k in keys if k not in self._logprobs))
         with self._active(arm_name) as (model, tokenizer):
             encoded = self._pairs_ids(tokenizer, arm, [(json.loads(p), c) for _, p, c in todo])
-            for start in range(0, len(encoded), self.batch_size):
-                chunk = encoded[start : start + self.batch_size]
+            done = 0
+            for chunk in self._passes(model, encoded):
                 logps = self._completion_logprobs(model, tokenizer, chunk)
-                for key, logp, (_, c) in zip(todo[start : start + len(chunk)], logps, chunk, strict=True):
+                for key, logp, (_, c) in zip(todo[done : done + len(chunk)], logps, chunk, strict=True):
                     self._logprobs[key] = float(logp.gather(1, torch.tensor(c)[:, None]).sum())
+                done += len(chunk)
         return [self._logprobs[k] for k in keys]
 
     def kl_from_base(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
@@ -300,11 +321,9 @@ class Evaluator:
         arm = self.arms[arm_name]
         if arm.adapter is None:  # the base itself
             return [0.0] * len(items)
-        _, tokenizer = self._load(arm)
-        encoded = self._pairs_ids(tokenizer, arm, items)
+        model, tokenizer = self._load(arm)
         result: list[float] = []
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start : start + self.batch_size]
+        for chunk in self._passes(model, self._pairs_ids(tokenizer, arm, items)):
             with self._active(arm_name) as (m, tok):
                 arm_logp = self._completion_logprobs(m, tok, chunk)
             with self._active(arm_name, base=True) as (m, tok):
