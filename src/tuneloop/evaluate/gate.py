@@ -162,7 +162,11 @@ def run_gates(tenant: TenantStore, version_ids: list[str], *, home: Path, **opti
 
 def _evaluator(policy: GatePolicy) -> Evaluator:
     gen = policy.generation
-    return Evaluator(batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens)
+    suites = [getattr(policy.suites, name) for name in SUITES]
+    longest = max([gen.max_new_tokens] + [getattr(s, "max_new_tokens", 0) for s in suites])
+    return Evaluator(
+        batch_size=gen.batch_size, max_prompt_tokens=gen.max_prompt_tokens, max_answer_tokens=longest
+    )
 
 
 def build_context(

@@ -33,7 +33,7 @@ Messages = list[dict[str, str]]
 SAMPLING_SEED = 0  # arms that sample draw from the same fixed seed on every gate run
 # Scoring's logits are vocabulary-wide per completion token (16 answers of 256 tokens under a 49k vocabulary
 # are 0.8 GB, and their log-softmax as much again): a pass takes only as many answers as keep them under this.
-LOGITS_BUDGET = 128 * 2**20
+LOGITS_BUDGET = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,13 @@ class Arm:
 class Evaluator:
     """Generates, scores log-probabilities and measures KL to the base for any registered arm."""
 
-    def __init__(self, *, batch_size: int = 16, max_prompt_tokens: int = 512) -> None:
+    def __init__(
+        self, *, batch_size: int = 16, max_prompt_tokens: int = 512, max_answer_tokens: int = 256
+    ) -> None:
+        """`max_answer_tokens`: the longest answer any caller asks for (it sizes llama.cpp's KV slots)."""
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
+        self.max_answer_tokens = max_answer_tokens
         self.arms: dict[str, Arm] = {}
         self._models: dict[Path, tuple[Any, Any]] = {}  # base dir -> (model, tokenizer)
         self._llama: dict[Path, Any] = {}  # GGUF file -> LlamaCppBatch
@@ -201,12 +205,16 @@ class Evaluator:
         from tuneloop.serve.backends.base import BASE
         from tuneloop.serve.backends.batching import Sequence as Row
         from tuneloop.serve.backends.batching import run_to_end
-        from tuneloop.serve.backends.llamacpp import LlamaCppBatch
+        from tuneloop.serve.backends.llamacpp import SLOT_CONTEXT, LlamaCppBatch
 
-        # llama.cpp on a CPU gains little past 8 rows at once, and each slot holds its KV cache up front.
+        # llama.cpp on a CPU gains little past 8 rows at once, and each slot holds its KV cache up front:
+        # one as long as a prompt and an answer can be, not the server's (which leaves room for retrieval).
         slots = min(self.batch_size, 8)
         if arm.gguf not in self._llama:
-            self._llama[arm.gguf] = LlamaCppBatch.for_model(arm.base_dir, arm.gguf, slots=slots)
+            context = self.max_prompt_tokens + self.max_answer_tokens + 1
+            self._llama[arm.gguf] = LlamaCppBatch.for_model(
+                arm.base_dir, arm.gguf, slots=slots, context=min(context, SLOT_CONTEXT)
+            )
         batch = self._llama[arm.gguf]
         if arm.adapter is not None and arm.adapter_name not in batch.adapters:
             batch.load_adapter(arm.adapter_name, arm.adapter)
