@@ -41,7 +41,7 @@ from tuneloop.learn.job_config import DEFAULT_LORA
 from tuneloop.model_files import BASE_MODEL_NAME, ensure_base_model, gguf_of, make_tiny_model
 from tuneloop.serve.backends.base import GenerationRequest
 from tuneloop.serve.backends.embedded import EmbeddedBackend
-from tuneloop.serve.backends.llamacpp import LlamaCppBackend
+from tuneloop.serve.backends.llamacpp import LlamaCppBackend, amx_cpu
 from tuneloop.store.repository import Store
 
 PROMPTS = [
@@ -476,6 +476,8 @@ def main() -> None:
             rows += asyncio.run(
                 bench_model(label, choices[label](), args.max_tokens, Path(work), args.rounds)
             )
+    if "engines" in sections and amx_cpu():
+        rows.insert(0, ("AMX kernels (wrong batched results)", "raw llama.cpp runs them, tuneloop not"))
     width = max(len(name) for name, _ in rows)
     print(f"\n{'measure'.ljust(width)}  value")
     for name, value in rows:

@@ -66,6 +66,11 @@ def _llama() -> Any:
     return llama_cpp
 
 
+def amx_cpu() -> bool:
+    """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (tuneloop keeps those off)."""
+    return b"AMX_INT8 = 1" in _llama().llama_print_system_info()
+
+
 class LlamaCppBatch(Batch):
     """The running rows of one llama.cpp context: one KV slot per row, adapters switched between decodes."""
 
@@ -87,7 +92,7 @@ class LlamaCppBatch(Batch):
         # llama.cpp's AMX kernels (an "extra buffer type", chosen on CPUs with AMX) compute multi-token
         # batches of the embedded Q4_1 model wrongly: a prefill's next tokens agreed with transformers' at
         # 33 % of positions, 95 % without them. Other CPUs keep their extra buffer types (weight repacking).
-        model_params.use_extra_bufts = b"AMX_INT8 = 1" not in lc.llama_print_system_info()
+        model_params.use_extra_bufts = not amx_cpu()
         self._model = lc.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self._model:
             raise TuneloopError(f"llama.cpp could not load the model file {gguf}")
