@@ -37,10 +37,6 @@ SLOT_CONTEXT = 2048
 # Prompt tokens prefilled per step while rows are decoding (0.4 s on 2 cores): a long prompt no longer
 # stops every other answer for its whole prefill. With none running, prompts go in whole (fewer passes).
 PREFILL_CHUNK = 128
-# llama.cpp's AMX kernels (CPUs with AMX) multiply 32 or more tokens at once wrongly for the embedded Q4_1
-# model (a prefill's next tokens agreed with transformers' at 45 % of positions); up to 31 they take another
-# path, exact and twice as fast as no AMX at all. So there a decode call runs in micro-batches of 31.
-AMX_UBATCH = 31
 _init_lock = threading.Lock()
 # OpenMP barriers share libgomp with PyTorch, which stops spinning once both run threads in one process.
 OPENMP_WARNING = (
@@ -71,7 +67,7 @@ def _llama() -> Any:
 
 
 def amx_cpu() -> bool:
-    """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (see AMX_UBATCH)."""
+    """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (tuneloop keeps those off)."""
     return b"AMX_INT8 = 1" in _llama().llama_print_system_info()
 
 
@@ -92,7 +88,12 @@ class LlamaCppBatch(Batch):
         lc = _llama()
         self._lc = lc
         self._base_config = base_config
-        self._model = lc.llama_model_load_from_file(str(gguf).encode(), lc.llama_model_default_params())
+        model_params = lc.llama_model_default_params()
+        # llama.cpp's AMX kernels (an "extra buffer type" on CPUs with AMX) multiply 32 or more tokens at once
+        # wrongly for the embedded Q4_1 model, and with calls kept under 32 the full test run died of an
+        # illegal instruction in a decode: off there (docs/cpu-serving.md). Other CPUs keep theirs.
+        model_params.use_extra_bufts = not amx_cpu()
+        self._model = lc.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self._model:
             raise TuneloopError(f"llama.cpp could not load the model file {gguf}")
         context = min(context, lc.llama_model_n_ctx_train(self._model))
@@ -100,8 +101,6 @@ class LlamaCppBatch(Batch):
         params = lc.llama_context_default_params()
         params.n_ctx = context * slots
         params.n_batch = context  # with no row running, a whole prompt fits one decode call
-        if amx_cpu():
-            params.n_ubatch = AMX_UBATCH
         params.n_seq_max = slots
         # None: as many threads as other processes leave cores idle, looked at again between decodes.
         self._cores = IdleCores() if threads is None else threads if isinstance(threads, IdleCores) else None
