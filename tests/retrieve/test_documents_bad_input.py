@@ -61,19 +61,6 @@ def test_text_of_only_invisible_characters_is_a_400_for_documents_and_queries(
     assert "blank" not in {d["id"] for d in listed}
 
 
-@pytest.mark.parametrize("binary", ["\x01\x02\x03\x04" * 20, "PK\x03\x04\x14\x06\x08 word/document.xml"])
-def test_a_document_text_that_looks_binary_is_a_400_over_http_as_in_docs_add(
-    api: dict[str, Any], binary: str
-) -> None:
-    with _http(api) as http:
-        answer = http.post("/v1/documents", json={"id": "binary", "text": binary})
-        listed = http.get("/v1/documents").json()["data"]
-
-    assert answer.status_code == 400, answer.text
-    assert "looks binary" in answer.json()["error"]["message"] and answer.json()["error"]["param"] == "text"
-    assert "binary" not in {d["id"] for d in listed}
-
-
 def _http(api: dict[str, Any]) -> httpx.Client:
     return httpx.Client(base_url=api["url"], headers={"Authorization": f"Bearer {api['key']}"}, timeout=120)
 

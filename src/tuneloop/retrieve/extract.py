@@ -70,16 +70,10 @@ def decode(data: bytes, name: str) -> str:
 
 
 def check_text(text: str, name: str) -> None:
-    """Refuse text that looks binary."""
-    if looks_binary(text):
-        raise BadRequest(f"{name}: looks binary (control characters); add text, Markdown or HTML")
-
-
-def looks_binary(text: str) -> bool:
-    """Whether text holds a NUL or is more than 1 % control characters (a binary file that happened to
-    decode)."""
+    """Refuse text that is mostly control characters (a binary file that happened to decode)."""
     sample = text[:8192]
-    return "\x00" in sample or (bool(sample) and len(_CONTROL.findall(sample)) > len(sample) * 0.01)
+    if "\x00" in sample or (sample and len(_CONTROL.findall(sample)) > len(sample) * 0.01):
+        raise BadRequest(f"{name}: looks binary (control characters); add text, Markdown or HTML")
 
 
 def to_text(raw: str, fmt: Format) -> str:

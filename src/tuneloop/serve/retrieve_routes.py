@@ -21,7 +21,7 @@ from tuneloop.retrieve.documents import (
     list_documents,
     put_document,
 )
-from tuneloop.retrieve.extract import TITLE_CONTROL, looks_binary, visible
+from tuneloop.retrieve.extract import TITLE_CONTROL, visible
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.prompting import cited
 from tuneloop.retrieve.serving import serve
@@ -43,12 +43,6 @@ def _not_blank(text: str) -> str:
 Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
-def _readable(text: str) -> str:
-    if looks_binary(text):
-        raise ValueError("looks binary (control characters); send text, Markdown or HTML")
-    return text
-
-
 def _one_line(title: str) -> str:
     if TITLE_CONTROL.search(title):
         raise ValueError("holds a control character (a line break, tab or terminal escape); send one line")
@@ -64,7 +58,7 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: Id | None = None
     title: Title | None = None
-    text: Annotated[Text, AfterValidator(_readable)]
+    text: Text
     format: Literal["text", "markdown", "html"] = "text"
 
 
