@@ -270,13 +270,14 @@ class Evaluator:
         """`encoded` in runs of rows whose scored logits fit LOGITS_BUDGET (at most batch_size rows each)."""
         per_position = 4 * model.config.vocab_size  # bytes of fp32 logits
         run: list = []
+        widest = 0  # positions the run's logits keep: its longest completion, plus one
         for item in encoded:
-            widest = max([len(c) for _, c in run] + [len(item[1])]) + 1
-            full = len(run) == self.batch_size or (len(run) + 1) * widest * per_position > LOGITS_BUDGET
-            if run and full:
+            wider = max(widest, len(item[1]) + 1)
+            if run and (len(run) == self.batch_size or (len(run) + 1) * wider * per_position > LOGITS_BUDGET):
                 yield run
-                run = []
+                run, wider = [], len(item[1]) + 1
             run.append(item)
+            widest = wider
         if run:
             yield run
 
