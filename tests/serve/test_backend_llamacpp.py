@@ -396,3 +396,44 @@ def test_setup_builds_llama_cpp_without_openmp() -> None:
     import llama_cpp
 
     assert b"OPENMP = 1" not in llama_cpp.llama_print_system_info()
+
+
+BF16_BETWEEN_DECODES = """
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
+from tuneloop.serve.backends.base import BASE
+from tuneloop.serve.backends.llamacpp import LlamaCppBatch
+base = Path(sys.argv[1])
+config = json.loads((base / "config.json").read_text())
+batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), load_tokenizer(base), {2}, config, slots=1, threads=2)
+tokens = [(token, pos, 0, True) for pos, token in enumerate(range(100, 140))]
+first = np.stack(batch.forward(BASE, tokens))
+a, b = torch.randn(256, 256), torch.randn(256, 256, requires_grad=True)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    (a @ b).sum().backward()
+batch.close()
+batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), load_tokenizer(base), {2}, config, slots=1, threads=2)
+print(np.array_equal(first, np.stack(batch.forward(BASE, tokens))))
+"""
+
+
+def test_pytorch_bf16_on_the_calling_thread_between_decodes_leaves_decoding_intact(base_model: Path) -> None:
+    """On an AMX CPU PyTorch's bf16 kernels release the AMX tiles of the thread they run on; a llama.cpp
+    decode on that thread afterwards died of an illegal instruction. In a child process: it would kill the
+    test run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", BF16_BETWEEN_DECODES, str(base_model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"

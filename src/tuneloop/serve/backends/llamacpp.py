@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,10 @@ SLOT_CONTEXT = 2048
 # Prompt tokens prefilled per step while rows are decoding (0.4 s on 2 cores): a long prompt no longer
 # stops every other answer for its whole prefill. With none running, prompts go in whole (fewer passes).
 PREFILL_CHUNK = 128
+# llama.cpp's AMX kernels (CPUs with AMX) multiply 32 or more tokens at once wrongly for the embedded Q4_1
+# model (a prefill's next tokens agreed with transformers' at 45 % of positions); up to 31 they take another
+# path, exact and twice as fast as no AMX at all. So there a decode call runs in micro-batches of 31.
+AMX_UBATCH = 31
 _init_lock = threading.Lock()
 # OpenMP barriers share libgomp with PyTorch, which stops spinning once both run threads in one process.
 OPENMP_WARNING = (
@@ -45,6 +50,7 @@ OPENMP_WARNING = (
     "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
 )
 _log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
+_decoder: list[ThreadPoolExecutor] = []
 
 
 def _llama() -> Any:
@@ -67,8 +73,18 @@ def _llama() -> Any:
 
 
 def amx_cpu() -> bool:
-    """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (tuneloop keeps those off)."""
+    """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (see AMX_UBATCH)."""
     return b"AMX_INT8 = 1" in _llama().llama_print_system_info()
+
+
+def _decode_thread() -> ThreadPoolExecutor:
+    """The one thread every llama.cpp decode in this process runs on. llama.cpp loads its AMX tile
+    configuration once per thread; PyTorch's bf16 kernels release the tiles of the thread they run on, and
+    ggml's next AMX instruction there is illegal (SIGILL). PyTorch never runs on this thread."""
+    with _init_lock:
+        if not _decoder:
+            _decoder.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-llamacpp"))
+    return _decoder[0]
 
 
 class LlamaCppBatch(Batch):
@@ -88,12 +104,7 @@ class LlamaCppBatch(Batch):
         lc = _llama()
         self._lc = lc
         self._base_config = base_config
-        model_params = lc.llama_model_default_params()
-        # llama.cpp's AMX kernels (an "extra buffer type" on CPUs with AMX) multiply 32 or more tokens at once
-        # wrongly for the embedded Q4_1 model, and with calls kept under 32 the full test run died of an
-        # illegal instruction in a decode: off there (docs/cpu-serving.md). Other CPUs keep theirs.
-        model_params.use_extra_bufts = not amx_cpu()
-        self._model = lc.llama_model_load_from_file(str(gguf).encode(), model_params)
+        self._model = lc.llama_model_load_from_file(str(gguf).encode(), lc.llama_model_default_params())
         if not self._model:
             raise TuneloopError(f"llama.cpp could not load the model file {gguf}")
         context = min(context, lc.llama_model_n_ctx_train(self._model))
@@ -101,6 +112,8 @@ class LlamaCppBatch(Batch):
         params = lc.llama_context_default_params()
         params.n_ctx = context * slots
         params.n_batch = context  # with no row running, a whole prompt fits one decode call
+        if amx_cpu():
+            params.n_ubatch = AMX_UBATCH
         params.n_seq_max = slots
         # None: as many threads as other processes leave cores idle, looked at again between decodes.
         self._cores = IdleCores() if threads is None else threads if isinstance(threads, IdleCores) else None
@@ -271,7 +284,7 @@ class LlamaCppBatch(Batch):
         if self._cores is not None and (n := self._cores.threads()) != self.threads:
             self._lc.llama_set_n_threads(self._ctx, n, n)
             self.threads = n
-        if (code := self._lc.llama_decode(self._ctx, b)) != 0:
+        if (code := _decode_thread().submit(self._lc.llama_decode, self._ctx, b).result()) != 0:
             raise TuneloopError(f"llama.cpp decode failed (code {code})")
         return [
             np.ctypeslib.as_array(
@@ -306,9 +319,10 @@ class LlamaCppBatch(Batch):
         lc.llama_model_free(self._model)
         self._ctx = None
 
-    def __del__(self) -> None:
-        # At interpreter exit llama_cpp's functions may be gone already, and the OS frees the memory anyway.
-        if getattr(self, "_ctx", None) is not None and not sys.is_finalizing():
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        # At interpreter exit llama_cpp's functions (and this module's globals) may be gone already, and the
+        # OS frees the memory anyway.
+        if getattr(self, "_ctx", None) is not None and not _finalizing():
             self.close()
 
 
