@@ -71,8 +71,18 @@ FOUND = [
     ("card 4111_1111_1111_1111 ok", "card <CREDIT_CARD> ok"),
     ("card ٤١١١ ١١١١ ١١١١ ١١١١ ok", "card <CREDIT_CARD> ok"),
     ("card ४१११ ११११ ११११ ११११ ok", "card <CREDIT_CARD> ok"),
-    # A URL-encoded address.
+    # Addresses URL- or HTML-encoded, half obfuscated, spaced, broken by a line, or with a quoted local part.
     ("email jane%40example.com please", "email <EMAIL_ADDRESS> please"),
+    ("write to john%40example%2Ecom", "to <EMAIL_ADDRESS>"),
+    ("write to john&#64;example.com", "to <EMAIL_ADDRESS>"),
+    ("write to john&#x40;example.com ok", "to <EMAIL_ADDRESS> ok"),
+    ("write to john&commat;example&period;com ok", "to <EMAIL_ADDRESS> ok"),
+    ("write to john@example(dot)com ok", "to <EMAIL_ADDRESS> ok"),
+    ("write to john @ example . com ok", "to <EMAIL_ADDRESS> ok"),
+    ("write to john \t@example.com ok", "to <EMAIL_ADDRESS> ok"),
+    ("write to john@example\t.com ok", "to <EMAIL_ADDRESS> ok"),
+    ('contact "jane.doe"@example.com today', "contact <EMAIL_ADDRESS> today"),
+    ("mail jane@example.com. Org chart attached", "mail <EMAIL_ADDRESS>. Org chart"),
     # A card typed digit by digit; a device's hardware address; document numbers after their document.
     ("card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 ok", "card <CREDIT_CARD> ok"),
     ("my router is 00:1A:2B:3C:4D:5E please", "is <MAC_ADDRESS> please"),
@@ -163,16 +173,19 @@ def test_a_name_the_model_reads_together_with_an_address_or_number_is_still_reda
 
 
 def test_hash_mode_joins_an_obfuscated_email_with_its_plain_spelling(redactor: Redactor) -> None:
-    plain, obfuscated, encoded, other = redactor.redact_texts(
+    plain, obfuscated, encoded, other, html, quoted, broken = redactor.redact_texts(
         [
             "mail jane@example.com",
             "mail jane(at)example(dot)com",
             "mail jane%40example.com",
             "mail jane [at] example [dot] org",
+            "mail jane&#64;example%2Ecom",
+            'mail "jane"@example.com',
+            "mail jane\n@example.com",
         ],
         "hash",
     )
-    assert plain == obfuscated == encoded
+    assert plain == obfuscated == encoded == html == quoted == broken
     assert plain != other
     assert re.fullmatch(r"mail <EMAIL_ADDRESS:[0-9a-f]{12}>", other)
 
@@ -212,6 +225,8 @@ ORDINARY = [
     "The Samsung Galaxy S3 4GB model and Route 66 and place 3 orders.",
     "Calle 5 is closed; the Route 53 record points at version 4.1 on Ubuntu 22.04.",
     "Boulevard of Broken Dreams 2004 album, 40%40 split, build 2024.11.11.1111",
+    'He said "hi" and left @ 5. Then the office . Com',
+    "See https://x.com/a%2Eb and 3 &#46; 4 &period;",
 ]
 
 

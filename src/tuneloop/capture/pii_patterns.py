@@ -133,19 +133,23 @@ AGE = (
     r"|(?<=\b(?:i'?m|i’m|i\s+am)\s+)\d{1,2}(?=\s*(?:[,.!;]|$|and\b|but\b|so\b))"
 )
 
-# "jane(at)example(dot)com", "jane [at] example [dot] com", "jane AT example DOT com".
-_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
-_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+# "jane(at)example(dot)com", "jane [at] example [dot] com", "jane AT example DOT com", "jane@example(dot)com",
+# "jane @ example . com", an address broken by a line or a tab, a quoted local part ("jane doe"@example.com).
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+|\s*@\s*)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\s+\.\s*|\.)"
 # The local part may be spelt out too: "jane dot doe at example dot com".
-OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-])[\w.+-]+(?:{_DOT}[\w+-]+)*{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
+_LOCAL = rf"(?:\"[^\"\r\n]{{1,64}}\"|[\w.+-]+(?:{_DOT}[\w+-]+)*)"
+OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-]){_LOCAL}{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
 _OBFUSCATION = re.compile(
-    r"\s*[(\[{<]\s*(at|dot)\s*[)\]}>]\s*|\s+(at|dot)\s+|(?<=\S)(dot)(?=\S)", re.IGNORECASE
+    r"\s*[(\[{<]\s*(at|dot)\s*[)\]}>]\s*|\s+(at|dot)\s+|(?<=\S)(dot)(?=\S)|\s*(@)\s*|\s+(\.)\s*|(\")",
+    re.IGNORECASE,
 )
 
 
 def canonical_email(value: str) -> str:
-    """`value` with "(at)" and "(dot)" spelt "@" and ".", lower-cased: every spelling hashes alike."""
-    symbols = {"at": "@", "dot": "."}
+    """`value` with "(at)" and "(dot)" spelt "@" and ".", spaces around them and quotes dropped,
+    lower-cased: every spelling hashes alike."""
+    symbols = {"at": "@", "dot": ".", "@": "@", ".": ".", '"': ""}
     return _OBFUSCATION.sub(lambda m: symbols[next(g for g in m.groups() if g).lower()], value).lower()
 
 

@@ -53,8 +53,13 @@ TURN_CHARS = 2_500
 SEGMENT_CHARS = 2_000
 SEGMENT_OVERLAP = 300
 UNICODE_HYPHENS = "\u2010\u2011"  # hyphen, non-breaking hyphen
-ENCODED_AT = "%40"
-_CHARACTERS = re.compile(f"{ENCODED_AT}|.", re.DOTALL)
+# "@" and "." as a URL or an HTML page encodes them: "jane%40example%2Ecom", "jane&#64;example.com".
+ENCODED = {
+    "%40": "@", "&#64;": "@", "&#x40;": "@", "&commat;": "@",
+    "%2e": ".", "&#46;": ".", "&#x2e;": ".", "&period;": ".",
+}  # fmt: skip
+_ENCODED = re.compile("|".join(map(re.escape, ENCODED)), re.IGNORECASE)
+_CHARACTERS = re.compile(f"{_ENCODED.pattern}|.", re.DOTALL | re.IGNORECASE)
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
@@ -438,14 +443,14 @@ def _may_hold_pii(text: str) -> bool:
 
 def _fold(text: str) -> tuple[str, list[int] | None]:
     """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
-    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; "%40" as "@", as a URL-encoded address
-    reads), and each folded character's index in `text` (None: unchanged)."""
-    if text.isascii() and ENCODED_AT not in text:
+    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; `ENCODED` forms as the characters they
+    encode), and each folded character's index in `text` (None: unchanged)."""
+    if text.isascii() and not _ENCODED.search(text):
         return text, None
     parts, origin = [], []
     before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
-        part = "@" if found[0] == ENCODED_AT else _visible(found[0])
+        part = ENCODED.get(found[0].lower()) or _visible(found[0])
         if part and before.isascii() and unicodedata.category(part[0]) in ("Mn", "Me"):
             # A combining mark or variation selector on an ASCII character ("…com\ufe0f", keycap digits
             # "4\ufe0f\u20e3") is read as a letter by the patterns' word boundaries and hid the value.
