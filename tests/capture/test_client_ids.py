@@ -106,6 +106,22 @@ def test_a_client_finds_its_keyed_interactions_and_events_by_the_ids_it_chose(se
     assert stored and not any("jane" in str(row) for row in stored)
 
 
+def test_an_unknown_interaction_an_event_points_at_is_named_in_the_error_by_the_id_sent(
+    served: tuple,
+) -> None:
+    http, _, _ = served
+    assert http.post("/v1/interactions", json=_interaction("jane-doe-3")).status_code == 201
+    events = [
+        {"id": "jane-pref-2", "interaction_id": "jane-doe-3", "kind": "preference",
+         "value": {"chosen_interaction": "jane-doe-3", "rejected_interaction": "jane-doe-9"}},
+        {"id": "jane-regen-2", "interaction_id": "jane-doe-3", "kind": "regenerated",
+         "value": {"replaced_by": "jane-doe-8"}},
+    ]  # fmt: skip
+    errors = [r["error"] for r in http.post("/v1/feedback", json={"events": events}).json()["results"]]
+    assert "'jane-doe-9' not found" in errors[0] and "'jane-doe-8' not found" in errors[1], errors
+    assert not any("ref-" in e for e in errors)
+
+
 def test_a_tenant_without_redaction_keeps_its_ids_as_sent(served: tuple) -> None:
     _, http, _ = served
     assert http.post("/v1/interactions", json=_interaction("jane-doe-1")).json()["id"] == "jane-doe-1"

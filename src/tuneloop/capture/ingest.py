@@ -25,7 +25,8 @@ Row = tuple[dict[str, Any], str]  # a redacted row and the keyed digest of the c
 REFERENCE_FIELDS = ("chosen_interaction", "rejected_interaction", "replaced_by")
 
 
-def _names_interactions(value: Any) -> bool:
+def names_interactions(value: Any) -> bool:
+    """Whether an event's value names other interactions (a preference between two, a regeneration)."""
     return isinstance(value, dict) and any(k in value for k in REFERENCE_FIELDS)
 
 
@@ -160,7 +161,7 @@ class Capture:
             # one that names a chunk of the tenant's documents holds an id its documents were checked for.
             [
                 [
-                    None if _names_interactions(item.value) or _chunk_of(item) in known else item.value,
+                    None if names_interactions(item.value) or _chunk_of(item) in known else item.value,
                     numbers_as_text(item.metadata),
                     keys_of(item.metadata),
                 ]
@@ -181,7 +182,7 @@ class Capture:
                 "interaction_id": item.interaction_id and named[item.interaction_id],
                 **({"session": self.identifier(store, item.session)} if item.session else {}),
                 "value": {k: named[v] for k, v in item.value.items()}
-                if _names_interactions(item.value)
+                if names_interactions(item.value)
                 else item.value
                 if _chunk_of(item) in known
                 else value,
@@ -196,7 +197,7 @@ class Capture:
         """Each interaction id the events name, as stored: keyed, unless an interaction was logged under the
         id as sent before ids were keyed (one read, only when some id was keyed)."""
         sent = {i.interaction_id for i in items if i.interaction_id}
-        sent |= {v for i in items if _names_interactions(i.value) for v in i.value.values()}
+        sent |= {v for i in items if names_interactions(i.value) for v in i.value.values()}
         named = {x: self.reference(store, x) for x in sent}
         changed = [x for x, stored in named.items() if stored != x]
         if changed:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from tuneloop.capture import pending
 from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
+from tuneloop.capture.ingest import names_interactions
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import (
     CAPTURE,
@@ -74,10 +75,11 @@ async def _store_feedback(
 
 
 def _as_sent(st: Any, store: TenantStore, result: ItemResult, event: FeedbackIn) -> ItemResult:
-    """`result` naming the event, and in its error the event and its interaction, by the ids the client
-    sent rather than their stored (keyed) forms."""
+    """`result` naming the event, and in its error the event and the interactions it names, by the ids the
+    client sent rather than their stored (keyed) forms."""
     error = result.error
-    for sent in (event.id, event.interaction_id):
+    named = event.value.values() if names_interactions(event.value) else ()
+    for sent in (event.id, event.interaction_id, *named):
         if error and sent:
             error = error.replace(st.capture.reference(store, sent), sent)
     return replace(result, id=event.id, error=error)
