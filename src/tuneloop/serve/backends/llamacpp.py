@@ -78,9 +78,9 @@ def amx_cpu() -> bool:
 
 
 def _decode_thread() -> ThreadPoolExecutor:
-    """The one thread every llama.cpp decode in this process runs on. llama.cpp loads its AMX tile
-    configuration once per thread; PyTorch's bf16 kernels release the tiles of the thread they run on, and
-    ggml's next AMX instruction there is illegal (SIGILL). PyTorch never runs on this thread."""
+    """The thread this process's llama.cpp decodes run on (bar `on_caller` batches'). llama.cpp loads its
+    AMX tile configuration once per thread; PyTorch's bf16 kernels release the tiles of the thread they run
+    on, and ggml's next AMX instruction there is illegal (SIGILL). PyTorch never runs on this thread."""
     with _init_lock:
         if not _decoder:
             _decoder.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-llamacpp"))
