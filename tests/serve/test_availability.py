@@ -115,9 +115,11 @@ def test_writes_behind_a_locked_store_get_503_and_succeed_on_retry(tmp_path: Pat
     assert all(retry and int(retry) >= 1 for _, retry in refusals)
     # A write that arrives while a group waits out the lock joins the next group, which waits its own.
     assert max(took for took, _ in refusals) < 2 * BUSY_TIMEOUT + 1.5
-    # A loop blocked on the store would wait out the busy timeout; a GC pause on a busy core is not that
-    # (0.25 s seen once in CI on 2 cores).
-    assert max(health) < BUSY_TIMEOUT / 2, f"healthz took {max(health):.3f} s"
+    # A loop blocked on the store would wait out the busy timeout on probe after probe while the lock lasts;
+    # one slow probe is a pause of the whole test process, which serves in-process (a full collection late
+    # in the suite: 0.85 s seen once in CI on 2 cores).
+    slow = [round(took, 3) for took in health if took >= BUSY_TIMEOUT / 2]
+    assert len(slow) <= 1, f"healthz took {slow} s"
     assert set(reads) <= {200, 503}
     for name in ("a", "b"):
         tenant = store.tenant_by_name(name)
