@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.live import live_server
@@ -14,7 +15,7 @@ from tuneloop.capture.redact import Redactor
 from tuneloop.model_files import load_tokenizer
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose, with_system_prompt
 from tuneloop.registry.versions import Registry
-from tuneloop.serve.examples import Example, build_pool, with_examples
+from tuneloop.serve.examples import Example, Pool, build_pool, with_examples
 from tuneloop.store.repository import Store
 
 PROMPT = "You are the support desk."
@@ -127,3 +128,18 @@ def test_a_rebuilt_pool_adds_new_examples_and_reuses_what_it_had(gateway: dict) 
     ]
     # Known examples keep the (redacted) text and vector they had: only the new one was redacted and embedded.
     assert all(second.known[key][1] is vector for key, (_, vector) in first.known.items())
+
+
+def test_a_prompt_asked_often_shows_its_edit_and_best_rated_answer_not_its_oldest() -> None:
+    prompt = "How do I reset my password?"
+    examples = [
+        Example("old", prompt, "Try turning it off and on.", 0.6),
+        Example("best", prompt, "Settings, then Security, then Reset.", 0.9),
+        Example("copy", prompt, "Settings, then Security, then Reset.", 0.8),
+        Example("newer", prompt, "Ask your admin.", 0.7),
+        Example("edit", prompt, "Open Settings > Security > Reset password.", 0.5, edited=True),
+    ]
+    pool = Pool(examples, np.ones((len(examples), 1), dtype=np.float32))
+    shown = pool.nearest(np.ones(1, dtype=np.float32), ExamplePolicy(k=3, min_reward=0.5, min_similarity=0.5))
+    # The same answer twice teaches nothing more: the lower-rated copy gives way to the next answer.
+    assert [ex.interaction_id for ex in shown] == ["edit", "best", "newer"]

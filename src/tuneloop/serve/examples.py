@@ -49,6 +49,7 @@ class Example:
     prompt: str
     answer: str
     reward: float
+    edited: bool = False  # a user's own rewrite, which outranks any rated answer to the same prompt
 
 
 Key = tuple[str, str, str]  # (interaction id, stored prompt, stored answer)
@@ -67,18 +68,28 @@ class Pool:
     def nearest(
         self, query: np.ndarray, policy: ExamplePolicy, exclude: Collection[str] = ()
     ) -> list[Example]:
-        """Up to k examples at or above the policy's reward and similarity floors, most similar first;
-        none from the interactions in `exclude`."""
+        """Up to k distinct examples at or above the policy's reward and similarity floors, most similar
+        first; none from the interactions in `exclude`.
+
+        Answers to one prompt are equally similar; among them a user's edit comes first, then the higher
+        reward, then the newer, so a prompt asked often shows its best answer rather than its oldest.
+        """
         if not self.examples:
             return []
         sims = self.vectors @ query
-        order = np.argsort(-sims, kind="stable")
+        edited = np.array([ex.edited for ex in self.examples], dtype=float)
+        rewards = np.array([ex.reward for ex in self.examples])
+        order = np.lexsort((-np.arange(len(sims)), -rewards, -edited, -sims))
         found: list[Example] = []
         for i in order:
             if sims[i] < policy.min_similarity or len(found) == policy.k:
                 break
             example = self.examples[i]
-            if example.reward >= policy.min_reward and example.interaction_id not in exclude:
+            if (
+                example.reward >= policy.min_reward
+                and example.interaction_id not in exclude
+                and all(example.answer != other.answer for other in found)
+            ):
                 found.append(example)
         return found
 
@@ -120,8 +131,9 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
         iid = row["interaction_ids"][-1]
         if not prompt or not answer.strip() or len(prompt) + len(answer) > MAX_EXAMPLE_CHARS:
             continue
-        reward = EDIT_REWARD if row["origin"] == "edit" else rewards[iid].reward
-        found.append((created[iid], Example(iid, prompt, answer, reward)))
+        edited = row["origin"] == "edit"
+        reward = EDIT_REWARD if edited else rewards[iid].reward
+        found.append((created[iid], Example(iid, prompt, answer, reward, edited)))
     found.sort(key=lambda item: item[0])
     stored = {(ex.interaction_id, ex.prompt, ex.answer): ex for _, ex in found[-MAX_POOL:]}
     known = previous.known if previous is not None else {}
