@@ -25,7 +25,7 @@ from tuneloop.dashboard.views import audit_rows
 from tuneloop.errors import BadRequest
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop.stages import TurnContext, snapshot
-from tuneloop.loop.turns import Turn, list_turns, start_turn
+from tuneloop.loop.turns import Turn, advance_turn, list_turns, start_turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
 from tuneloop.registry.versions import Registry
@@ -221,6 +221,28 @@ def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
     assert reranker["state"] == Registry(tenant).get(reranker["version"]).state == "canary", reranker
     # No answer feedback: nothing for an adapter to learn, and the turn says so.
     assert turn.outcome == "skipped" and turn.report["light"]["skipped"].startswith("nothing new to try")
+
+
+@pytest.mark.parametrize(("min_new_events", "trained"), [(200, 1), (10**6, 0)])
+def test_the_reranker_learns_while_a_turn_waits_once_enough_source_feedback_came(
+    store: Store, tmp_path: Path, min_new_events: int, trained: int
+) -> None:
+    """A turn waits for minutes to hours (an approval, an adapter's canary); re-rankers train in seconds."""
+    tenant = _tenant(store)
+    registry = Registry(tenant)
+    candidate = registry.register(kind="adapter", base_model="base", actor="test")
+    registry.move(candidate.id, "gated", actor="test", reason="setup")
+    registry.move(candidate.id, "pending_approval", actor="test", reason="setup")
+    report = {"candidate": candidate.id, "approval": {"requested_at": now_utc().isoformat()}}
+    advance_turn(tenant, start_turn(tenant, "manual", "approval"), "approval", report)
+    _, logs = world(seed=5, sessions=600)
+    store_logs(tenant, logs)
+    loop = Loop(tenant, Settings(home=tmp_path), LoopPolicy(min_new_events=min_new_events, on_alerts=False))
+
+    assert loop.tick().stage == loop.tick().stage == "approval"
+
+    # One candidate at a time: the second look finds the first on its interleaved canary.
+    assert [v.state for v in registry.list("reranker")] == ["canary"] * trained
 
 
 def test_a_failing_reranker_is_recorded_and_the_turn_goes_on(store: Store, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn,
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
 from tuneloop.privacy.retention import apply_retention
 from tuneloop.retrieve.policy import RetrievalPolicy
-from tuneloop.retrieve.training import review_canary
+from tuneloop.retrieve.training import retrain_when_due, review_canary
 from tuneloop.rollout import arms
 from tuneloop.rollout.experiments import LIVE_STATES, Experiment, active_experiment
 from tuneloop.rollout.policy import RolloutPolicy
@@ -157,10 +157,23 @@ class Loop:
         reads only the canary's own retrievals)."""
         review_canary(self.tenant, self.settings.home, actor="loop")
 
+    def learn_retrieval(self) -> None:
+        """Between turns, train the next re-ranker once `min_new_events` source feedback events came since
+        the last: retrieval learns in seconds and need not wait out an adapter's canary."""
+        try:
+            report = retrain_when_due(
+                self.tenant, self.settings.home, self.policy.min_new_events, actor="loop"
+            )
+        except Exception:  # retrieval is one layer: a failure is logged and retried next tick
+            log.exception("re-ranker training failed for tenant %s", self.tenant.tenant.name)
+            return
+        if report is not None:
+            log.info("tenant %s: re-ranker between turns: %s", self.tenant.tenant.name, report)
+
     def tick(self, *, force: bool = False) -> Turn | None:
         """Run the checks if due, decide the re-ranker's canary if it can, start a turn if one is due (or
-        `force`), then run its stages until one has to wait. A paused loop does nothing (and says so in
-        the log)."""
+        `force`), then run its stages until one has to wait; between turns, train the next re-ranker when
+        due. A paused loop does nothing (and says so in the log)."""
         pause = paused(self.tenant)
         if pause is not None:
             log.info("%s", pause.describe(self.tenant.tenant.name))
@@ -182,6 +195,7 @@ class Loop:
                 return None
             trigger = self.trigger() or ("manual" if force else None)
             if trigger is None:
+                self.learn_retrieval()
                 return None
             self.check_policies()
             turn = self.start(trigger)
@@ -190,6 +204,7 @@ class Loop:
             with self.around_stage(turn):
                 step = self._run_stage(context, turn)
             if step is None:
+                self.learn_retrieval()
                 return turn  # waiting (the canary needs more traffic)
             if self.guard is not None and not self.guard():
                 name = self.tenant.tenant.name

@@ -197,6 +197,21 @@ def retrain(tenant: TenantStore, home: Path, *, actor: str) -> dict[str, Any]:
     return {**report, "version": version.id, "state": version.state, "reason": result.reason}
 
 
+def retrain_when_due(
+    tenant: TenantStore, home: Path, min_events: int, *, actor: str
+) -> dict[str, Any] | None:
+    """Between turns: with no re-ranker on canary, `retrain` once `min_events` source feedback events came
+    since the last re-ranker was trained (or ever); what it did, or None when it is not due."""
+    registry = Registry(tenant)
+    if registry.list(KIND, "canary"):
+        return None
+    trained = registry.list(KIND)
+    events = tenant.feedback(since=trained[-1].created_at if trained else None)
+    if sum(e["kind"] in SOURCE_KINDS for e in events) < min_events:
+        return None
+    return retrain(tenant, home, actor=actor)
+
+
 def review_canary(tenant: TenantStore, home: Path, *, actor: str) -> dict[str, Any] | None:
     """Judge the re-ranker on canary, if any, by its interleaved retrievals: promote it or roll it back
     once the test is sure (or no winner shows within MAX_DECISIVE); its state and tally."""
