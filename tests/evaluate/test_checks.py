@@ -242,6 +242,15 @@ def test_length_may_move_as_far_as_users_asked_but_not_the_other_way() -> None:
     assert allowed_length_change(cfg, asked=+1.0, change=+1.5) == pytest.approx(2.0)
 
 
+def test_many_pairs_each_asking_a_little_shorter_are_a_clear_ask() -> None:
+    cfg = DriftConfig()
+    # The rag scenario's first snapshot: a median ask of -7 %, but 54 of 85 pairs chose the shorter answer.
+    assert allowed_length_change(cfg, asked=-0.07, change=-0.59, votes=(54, 31)) == pytest.approx(0.9)
+    assert allowed_length_change(cfg, asked=-0.07, change=-0.59, votes=(44, 41)) == cfg.max_length_change
+    # Pairs choosing the shorter answer never widen how much longer a candidate may get.
+    assert allowed_length_change(cfg, asked=-0.07, change=+0.6, votes=(54, 31)) == cfg.max_length_change
+
+
 @pytest.mark.parametrize(
     ("answer", "bad"),
     [

@@ -359,14 +359,25 @@ def sft_rows(
 MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
 
 
-def asked_length_change(pairs: Sequence[Mapping[str, Any]]) -> float:
-    """The relative change of answer length users ask for: the median chosen/rejected length ratio of the
-    pairs, minus one (0 without pairs); planted canary pairs are not users' words and do not count."""
-    ratios = [
+def _length_ratios(pairs: Sequence[Mapping[str, Any]]) -> list[float]:
+    """log(chosen/rejected length) per pair; planted canary pairs are not users' words and do not count."""
+    return [
         math.log(len(chosen) / len(rejected))
         for r in pairs
         if r.get("origin") != canaries.ORIGIN
         and (chosen := completion_text(r["chosen"]))
         and (rejected := completion_text(r["rejected"]))
     ]
+
+
+def asked_length_change(pairs: Sequence[Mapping[str, Any]]) -> float:
+    """The relative change of answer length users ask for: the median chosen/rejected length ratio of the
+    pairs, minus one (0 without pairs)."""
+    ratios = _length_ratios(pairs)
     return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
+
+
+def length_votes(pairs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """How many pairs chose the shorter answer, and how many the longer (equal lengths count for neither)."""
+    ratios = _length_ratios(pairs)
+    return sum(r < 0 for r in ratios), sum(r > 0 for r in ratios)

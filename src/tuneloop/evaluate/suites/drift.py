@@ -2,15 +2,16 @@
 collapse into degenerate answers.
 
 Length may move as far as the feedback asked: the snapshot's preference pairs say which way (their median
-chosen/rejected length ratio). Shorter, when users clearly asked for shorter, is bounded only by MAX_SHRINK
-(the chosen answers are the best the model wrote, not what users want, so the asked size understates it:
-the demo's users asked -23 % and the candidate they preferred 83 % of the time was -55 %); longer, as
-asked, up to twice the asked change. KL is measured
-where the candidate actually goes: along its own greedy answers to held-out prompts, as the mean over answer
-tokens of KL(candidate's next-token distribution || the base's), in nats. Collapse is judged on the same
-prompts for both versions: an answer that is empty or loops on one phrase is degenerate, and a candidate
-whose answers mostly are, significantly more than production's, has collapsed. A few loops are for the
-canary to judge: users see them.
+chosen/rejected length ratio, and how many chose the shorter answer against the longer). Shorter, when
+users clearly asked for shorter, is bounded only by MAX_SHRINK (the chosen answers are the best the model
+wrote, not what users want, so the asked size understates it: the demo's users asked -23 % and the
+candidate they preferred 83 % of the time was -55 %; the rag scenario's asked -7 % in 54 of 85 pairs
+against 31); longer, as asked, up to twice the asked change. KL is measured where the candidate actually
+goes: along its own greedy answers to held-out prompts, as the mean over answer tokens of KL(candidate's
+next-token distribution || the base's), in nats. Collapse is judged on the same prompts for both versions:
+an answer that is empty or loops on one phrase is degenerate, and a candidate whose answers mostly are,
+significantly more than production's, has collapsed. A few loops are for the canary to judge: users see
+them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tuneloop.evaluate.suites.base import (
     Verdict,
     prompt_preview,
 )
-from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change
+from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change, length_votes
 
 MAX_SHRINK = 0.9  # however short users want answers, a candidate that drops 90 % of every answer collapsed
 WORD = re.compile(r"\w+")
@@ -38,13 +39,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def allowed_length_change(cfg: DriftConfig, asked: float, change: float) -> float:
-    """How far mean answer length may move: `max_length_change`; shorter as users clearly asked, up to
-    MAX_SHRINK; longer as they asked, up to twice the ask."""
-    if asked * change <= 0:
-        return cfg.max_length_change
+def allowed_length_change(
+    cfg: DriftConfig, asked: float, change: float, votes: tuple[int, int] = (0, 0)
+) -> float:
+    """How far mean answer length may move: `max_length_change`; longer as users asked, up to twice the
+    ask; shorter, when users clearly asked for shorter answers, up to MAX_SHRINK. Clearly: a median ask of
+    at least MATERIAL_ASK, or significantly more pairs (`votes`: chose shorter, chose longer) choosing the
+    shorter answer, so that many pairs asking a little count as much as a few asking a lot."""
     if change < 0:
-        return MAX_SHRINK if asked <= -MATERIAL_ASK else cfg.max_length_change
+        shorter, longer = votes
+        clearly = asked <= -MATERIAL_ASK or paired_change_p(shorter, longer) < cfg.alpha
+        return MAX_SHRINK if clearly else cfg.max_length_change
     return max(cfg.max_length_change, 2 * asked)
 
 
@@ -69,8 +74,9 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     prod = ctx.evaluator.generate(PRODUCTION, prompts, limit)
     cand_len, prod_len = _mean([len(a) for a in cand]), _mean([len(a) for a in prod])
     length_change = (cand_len - prod_len) / max(prod_len, 1.0)
-    asked = asked_length_change(ctx.snapshot.rows("pairs") if ctx.snapshot is not None else [])
-    allowed = allowed_length_change(cfg, asked, length_change)
+    pairs = ctx.snapshot.rows("pairs") if ctx.snapshot is not None else []
+    asked, votes = asked_length_change(pairs), length_votes(pairs)
+    allowed = allowed_length_change(cfg, asked, length_change, votes)
     cand_bad, prod_bad = [degenerate(a) for a in cand], [degenerate(b) for b in prod]
     collapse_p = paired_change_p(
         sum(c and not p for c, p in zip(cand_bad, prod_bad, strict=True)),
@@ -84,6 +90,8 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
         "production_mean_length": round(prod_len, 1),
         "length_change": round(length_change, 4),
         "asked_length_change": round(asked, 4),
+        "pairs_chose_shorter": votes[0],
+        "pairs_chose_longer": votes[1],
         "allowed_length_change": round(allowed, 4),
         "candidate_degenerate": sum(cand_bad),
         "production_degenerate": sum(prod_bad),
@@ -104,7 +112,7 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     if abs(length_change) > allowed + 1e-9:
         problems.append(
             f"mean answer length changed {length_change:+.0%} (allowed {allowed:.0%}; "
-            f"users asked for {asked:+.0%})"
+            f"users asked for {asked:+.0%}; {votes[0]} pairs chose the shorter answer, {votes[1]} the longer)"
         )
     collapsed = sum(cand_bad) > cfg.max_degenerate_share * len(cand)
     if collapsed and sum(cand_bad) > sum(prod_bad) and collapse_p < cfg.alpha:
