@@ -22,6 +22,7 @@ from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
 from tuneloop.rollout.controller import finish
 from tuneloop.rollout.experiments import Experiment, active_experiment
+from tuneloop.rollout.multi_arm import FUTILE
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
@@ -100,6 +101,28 @@ def test_a_light_candidate_users_turned_down_is_not_tried_again_on_the_same_prod
     registry.move(_gated(tenant, production, "New.").id, "production", actor="test", reason="setup")
     later = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
     assert later[0]["reason"] == "in-context examples"
+
+
+def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: tuple) -> None:
+    """A small tenant's trial is sized for a large lift and drops a modest one as futile: not a verdict."""
+    tenant, settings, _ = tenant
+    pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
+    registry = Registry(tenant)
+    tried = []
+    for _ in range(3):
+        composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, LightPolicy())
+        examples = next((c["version"] for c in composed if c["reason"] == "in-context examples"), None)
+        tried.append(examples is not None)
+        if examples is None:
+            break
+        registry.move(examples, "gated", actor="test", reason="setup")
+        start_arms(tenant, [examples], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+        futile = {"eliminated": {"arm-1": f"{FUTILE}, cannot reach the design effect +0.342: undecided"}}
+        finish(tenant, "rolled_back", actor="test", reason="every candidate eliminated", stats=futile)
+        # The version's own audit says why it went: its arm's elimination, not the trial's end.
+        assert registry.history()[examples][-1]["reason"].startswith(FUTILE)
+
+    assert tried == [True, True, False]
 
 
 def _edit_pair(question: str) -> dict:

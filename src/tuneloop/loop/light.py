@@ -23,6 +23,7 @@ and decoding (`carry_light_parts`) before its gate — so an adapter carries the
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ from tuneloop.rollout import arms
 from tuneloop.rollout.controller import recent_traffic
 from tuneloop.rollout.design import LOOKBACK_DAYS, MIN_UNITS, trial_candidates
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
+from tuneloop.rollout.multi_arm import FUTILE
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot
@@ -188,11 +190,27 @@ def _changes(
     judged = judged or registry.production("reward_model") is not None
     if policy.best_of_n is not None and current.best_of_n is None and judged:
         changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
-    # Users already turned these down against this production: each turn would put the loser on a trial
-    # again, and hold the turn's adapter back until it lost once more.
-    parent = production.id if production else None
-    lost = {_light_parts(v) for v in registry.list("adapter", "rolled_back") if v.parent_id == parent}
+    lost = _turned_down(registry, production.id if production else None)
     return [c for c in changes if _parts_key(*composed_parts(production, c.prompt, c.decoding)) not in lost]
+
+
+def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None, str]]:
+    """The light parts users turned down against production `parent`: each turn would put such a loser on
+    a trial again and hold the turn's adapter back until it lost once more. A candidate whose one trial
+    ended futile (it could not show the lift the trial was sized for, which a small tenant's trial often
+    cannot) was not turned down: the next turn tries it once more, on more feedback."""
+    rolled_back = [v for v in registry.list("adapter", "rolled_back") if v.parent_id == parent]
+    tries = Counter(_light_parts(v) for v in rolled_back)
+    history = registry.history() if rolled_back else {}
+    lost = set()
+    for version in rolled_back:
+        why = next(
+            (h["reason"] or "" for h in reversed(history.get(version.id, [])) if h["state"] == "rolled_back"),
+            "",
+        )
+        if not why.startswith(FUTILE) or tries[_light_parts(version)] > 1:
+            lost.add(_light_parts(version))
+    return lost
 
 
 def compose_candidates(

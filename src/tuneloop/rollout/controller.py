@@ -345,9 +345,12 @@ def finish(
             updated_at=now,
             ended_at=now,
         )
+        # A trial's candidate goes with its own arm's elimination reason if any (loop.light reads it).
+        own = {exp.version_of(arm): why for arm, why in (stats or {}).get("eliminated", {}).items()}
         for version_id in exp.candidates:
             to: State = "production" if version_id == winner else "rolled_back"
-            registry.move(version_id, to, actor=actor, reason=reason, details={"experiment": exp.id}, tx=tx)
+            why = own.get(version_id, reason)
+            registry.move(version_id, to, actor=actor, reason=why, details={"experiment": exp.id}, tx=tx)
         tx.audit(
             actor=actor,
             action=f"experiment.{outcome}",

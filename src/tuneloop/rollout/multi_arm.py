@@ -17,7 +17,7 @@ is not better than production stays ≤ α (a union bound) however often the exp
   was sized to find τ, and waiting to the horizon for an effect the sequence already rules out holds the
   turn's adapter back (a trial of a useless candidate ends about when a good one would have won, not at
   three times that). It promotes nothing, so α is untouched; a candidate as good as τ is dropped with
-  chance at most α, one with a smaller real effect may be, and a later turn may propose it again;
+  chance at most α, one with a smaller real effect may be, and the next turn tries it once more;
 - the leader, once surely better than production, is promoted and the rest are rolled back. Waiting until it
   is also surely better than every other live candidate would never end when two candidates help about
   equally (a simulation with lifts of 0.3 and 0.25 promoted in 2 of 40 experiments); the rule's promise is
@@ -42,6 +42,7 @@ from tuneloop.rollout.guardrails import arm_guardrails
 from tuneloop.rollout.sequential import ArmStats, msprt
 
 CONTROL = "control"
+FUTILE = "futile"  # how the reason of a candidate eliminated as futile begins (loop.light reads it)
 
 
 def assign_arm(experiment_key: str, user_id: str, arms: Sequence[Mapping[str, Any]]) -> str:
@@ -122,7 +123,9 @@ def decide_arms(
     design_effect = math.sqrt(policy.tau2)
     for c in candidates:
         if c not in eliminated and tests[c].decision == "continue" and tests[c].ci_high < design_effect:
-            eliminated[c] = f"futile, cannot reach the design effect {design_effect:+.3f}: {tests[c].reason}"
+            eliminated[c] = (
+                f"{FUTILE}, cannot reach the design effect {design_effect:+.3f}: {tests[c].reason}"
+            )
     better = [c for c in candidates if c not in eliminated and tests[c].decision == "promote"]
     still = [c for c in candidates if c not in eliminated]
     winner = leader if leader in better else None
