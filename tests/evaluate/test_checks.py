@@ -14,6 +14,7 @@ from tuneloop.evaluate.policy import (
     DriftConfig,
     GatePolicy,
     HumanPreferencesConfig,
+    RewardModelConfig,
     SafetyConfig,
 )
 from tuneloop.evaluate.refusal import is_refusal
@@ -278,3 +279,12 @@ def test_golden_and_safety_sets_are_read_bounded_like_policy_files(tmp_path: Pat
     bad_regex.write_text("items: [{id: a, prompt: hi, regex: ['(']}]\n")
     with pytest.raises(BadRequest, match="regex"):
         load_golden(bad_regex)
+
+
+def test_the_reward_suite_accepts_as_few_prompts_as_its_rule_can_still_fail_on() -> None:
+    """A tenant whose users ask a few questions holds out few distinct prompts; a floor above what the
+    rule needs blocked every candidate of such a tenant, one below it would pass a candidate that lost all."""
+    cfg = RewardModelConfig()
+    assert (
+        wilson_interval(0, cfg.min_prompts)[1] < cfg.min_ci_high <= wilson_interval(0, cfg.min_prompts - 1)[1]
+    )
