@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from tuneloop.capture.events import SOURCE_KINDS
 from tuneloop.clock import utc
 from tuneloop.config import tenant_policy
@@ -203,13 +205,14 @@ def retrain_when_due(
     """Between turns: with no re-ranker on canary, `retrain` once `min_events` source feedback events came
     since the last re-ranker was trained (or ever); what it did, or None when it is not due."""
     registry = Registry(tenant)
-    if registry.list(KIND, "canary"):
-        return None
+    if registry.list(KIND, "canary") or tenant.first(retrievals, columns=(retrievals.c.id,)) is None:
+        return None  # one canary at a time; a tenant that never retrieved costs one indexed read a tick
     trained = registry.list(KIND)
-    events = tenant.feedback(since=trained[-1].created_at if trained else None)
-    if sum(e["kind"] in SOURCE_KINDS for e in events) < min_events:
-        return None
-    return retrain(tenant, home, actor=actor)
+    where = [feedback.c.kind.in_(SOURCE_KINDS)]
+    if trained:
+        where.append(feedback.c.received_at > utc(trained[-1].created_at))
+    [count] = tenant.first(feedback, *where, columns=(sa.func.count(),)) or [0]
+    return retrain(tenant, home, actor=actor) if count >= min_events else None
 
 
 def review_canary(tenant: TenantStore, home: Path, *, actor: str) -> dict[str, Any] | None:
