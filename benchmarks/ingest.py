@@ -214,10 +214,21 @@ def raw_sqlite_rate(database: Path, tenant_id: str, payloads: Payloads, n: int) 
     stamp = str(datetime.now(UTC).replace(tzinfo=None))  # SQLAlchemy's DateTime on SQLite
     rows = [
         # tenant_id, id, interaction_id, kind, value, rater, source, metadata, payload_hash, created, received
-        (tenant_id, e["id"], "i1", e["kind"], json.dumps(e["value"]), None, "user", "null", payload_hash(e))
+        (
+            tenant_id,
+            e["id"],
+            "i1",
+            e["kind"],
+            json.dumps(e["value"]),
+            None,
+            "user",
+            "null",
+            payload_hash(e),
+            stamp,
+            stamp,
+        )
         for e in payloads.events(n)
     ]
-    rows = [(*row, stamp, stamp) for row in rows]
     start = time.perf_counter()
     for i in range(0, n, BATCH):
         conn.execute("BEGIN")

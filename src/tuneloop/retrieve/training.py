@@ -204,10 +204,12 @@ def retrain_when_due(
 ) -> dict[str, Any] | None:
     """Between turns: with no re-ranker on canary, `retrain` once `min_events` source feedback events came
     since the last re-ranker was trained (or ever); what it did, or None when it is not due."""
-    registry = Registry(tenant)
-    if registry.list(KIND, "canary") or tenant.first(retrievals, columns=(retrievals.c.id,)) is None:
+    trained = Registry(tenant).list(KIND)  # oldest first
+    if (
+        any(v.state == "canary" for v in trained)
+        or tenant.first(retrievals, columns=(retrievals.c.id,)) is None
+    ):
         return None  # one canary at a time; a tenant that never retrieved costs one indexed read a tick
-    trained = registry.list(KIND)
     where = [feedback.c.kind.in_(SOURCE_KINDS)]
     if trained:
         where.append(feedback.c.received_at > utc(trained[-1].created_at))

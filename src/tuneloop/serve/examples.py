@@ -64,6 +64,13 @@ class Pool:
     vectors: np.ndarray
     known: dict[Key, tuple[Example, np.ndarray]] = field(default_factory=dict)
     built_at: float = field(default_factory=time.monotonic)
+    # Tie-breaks among equally similar examples, built once per pool rather than on every request.
+    _edited: np.ndarray = field(init=False, repr=False)
+    _rewards: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._edited = np.array([ex.edited for ex in self.examples], dtype=float)
+        self._rewards = np.array([ex.reward for ex in self.examples], dtype=float)
 
     def nearest(
         self, query: np.ndarray, policy: ExamplePolicy, exclude: Collection[str] = ()
@@ -77,9 +84,7 @@ class Pool:
         if not self.examples:
             return []
         sims = self.vectors @ query
-        edited = np.array([ex.edited for ex in self.examples], dtype=float)
-        rewards = np.array([ex.reward for ex in self.examples])
-        order = np.lexsort((-np.arange(len(sims)), -rewards, -edited, -sims))
+        order = np.lexsort((-np.arange(len(sims)), -self._rewards, -self._edited, -sims))
         found: list[Example] = []
         for i in order:
             if sims[i] < policy.min_similarity or len(found) == policy.k:
