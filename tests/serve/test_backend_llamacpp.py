@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -228,8 +229,8 @@ def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache
 def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weights(
     base_model: Path, real_adapter: Path
 ) -> None:
-    """Same slot, same shape as the decode before it: llama.cpp would reuse that decode's graph, adapter and
-    all, unless the backend turns graph reuse off."""
+    """Same slot, same shape as the decode before it: llama.cpp 0.3.16 would reuse that decode's graph,
+    adapter and all, unless the build drops the graph on a switch (make setup's) or reuse is off."""
     batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
     fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
     try:
@@ -437,3 +438,11 @@ def test_pytorch_bf16_on_the_calling_thread_between_decodes_leaves_decoding_inta
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
+
+
+def test_make_setups_llama_cpp_build_is_the_fixed_one_so_graph_reuse_stays_on() -> None:
+    import llama_cpp
+
+    llamacpp.amx_cpu()  # initialises the module as the backend does
+    assert llama_cpp.__version__.endswith(llamacpp.FIXED_BUILD)
+    assert "LLAMA_GRAPH_REUSE_DISABLE" not in os.environ

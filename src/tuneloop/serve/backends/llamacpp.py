@@ -49,6 +49,7 @@ OPENMP_WARNING = (
     "runs PyTorch; rebuild it without: CMAKE_ARGS=-DGGML_OPENMP=OFF pip install --force-reinstall "
     "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
 )
+FIXED_BUILD = "+tuneloop1"  # the version label of make setup's llama.cpp build
 _log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
 _decoder: list[ThreadPoolExecutor] = []
 
@@ -60,10 +61,12 @@ def _llama() -> Any:
 
     with _init_lock:
         if not _log_callback:
-            # llama.cpp reuses the previous decode's graph for a batch of the same shape and sequences without
-            # looking at which adapters are set, so after a switch it would apply the old adapter, or a freed
-            # one. Read when a context is made; every context in this process is ours.
-            os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = "1"
+            # llama.cpp 0.3.16 reuses the previous decode's graph for a batch of the same shape, blind to
+            # which adapters are set, so after a switch it would apply the old adapter, or a freed one.
+            # make setup's build fixes that (scripts/build_llama_cpp.py); any other build decodes with
+            # reuse off. Read when a context is made; every context in this process is ours.
+            if not llama_cpp.__version__.endswith(FIXED_BUILD):
+                os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = "1"
             _log_callback.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
             llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
