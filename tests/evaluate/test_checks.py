@@ -22,6 +22,7 @@ from tuneloop.evaluate.report import render_html, win_rate_svg
 from tuneloop.evaluate.stats import paired_change_p, wilson_interval, win_rate
 from tuneloop.evaluate.suites.drift import allowed_length_change, degenerate
 from tuneloop.evaluate.suites.golden import GoldenItem, failures, load_golden
+from tuneloop.evaluate.suites.preferences import preference_gains
 from tuneloop.evaluate.suites.safety import load_safety_set
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -38,6 +39,20 @@ def test_wilson_interval_contains_the_rate_and_narrows_with_more_data() -> None:
 def test_win_rate_counts_ties_as_half() -> None:
     stats = win_rate([1.0, -1.0, 0.0, 0.0], tie_tolerance=0.1)
     assert (stats["wins"], stats["losses"], stats["ties"], stats["win_rate"]) == (1, 1, 2, 0.5)
+
+
+def test_a_candidate_less_extreme_on_pairs_both_order_right_ties_production_and_wins_what_it_fixes() -> None:
+    """Raw margins made a successor lose every pair its parent held at more nats; what counts is the chance
+    each would pick the chosen answer."""
+    cfg = HumanPreferencesConfig()
+    production = [194.7, 261.1, 66.3, 24.4, -3.0, 4.0]
+    sure_and_right = win_rate(
+        preference_gains([157.9, 215.9, 34.3, 8.8, 2.0, 4.0], production), cfg.tie_tolerance
+    )
+    assert (sure_and_right["wins"], sure_and_right["ties"], sure_and_right["losses"]) == (1, 5, 0)
+    assert cfg.judge(sure_and_right)[0]
+    flipped = win_rate(preference_gains([-5.0] * 4 + [-3.0, 4.0], production), cfg.tie_tolerance)
+    assert (flipped["wins"], flipped["ties"], flipped["losses"]) == (0, 2, 4)
 
 
 @pytest.mark.parametrize(("wins", "n", "passes"), [(6, 13, True), (5, 13, True), (2, 13, False)])

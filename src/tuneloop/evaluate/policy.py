@@ -58,7 +58,9 @@ class HumanPreferencesConfig(WinRateRule):
     min_pairs: int = Field(default=5, ge=1, description="Fewest held-out preference pairs the suite accepts.")
     max_pairs: int = Field(default=64, ge=1, description="At most this many held-out pairs are scored.")
     tie_tolerance: float = Field(
-        default=1e-3, ge=0, description="Margin differences within this (nats) are ties."
+        default=1e-3,
+        ge=0,
+        description="Differences in preference (sigmoid of the margin) within this are ties.",
     )
 
 

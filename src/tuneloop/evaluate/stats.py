@@ -30,6 +30,11 @@ def binomial_at_most(successes: int, n: int, p: float) -> float:
     return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(successes + 1)) if n else 1.0
 
 
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x), clamped so that margins of hundreds of nats do not overflow."""
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
 def win_rate(differences: Iterable[float], tie_tolerance: float = 0.0) -> dict[str, Any]:
     """Candidate-minus-production differences → wins, ties, losses, win rate (ties count half) and its CI."""
     diffs = list(differences)

@@ -16,13 +16,13 @@ Items a supervisor adds by hand carry `manual` and priority 1.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tuneloop.clock import now_utc
+from tuneloop.evaluate.stats import sigmoid
 from tuneloop.monitor.kpis import group_events, safety_flagged
 from tuneloop.review.tasks import Item, Task, add_items, queued_ids
 from tuneloop.signals.policy import RewardPolicy
@@ -53,7 +53,7 @@ def pair_probabilities(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, st
         return []
     scores = scorer.score_batch([(p, a) for p, a, _ in pairs] + [(p, b) for p, _, b in pairs])
     half = len(pairs)
-    return [_sigmoid((scores[i] - scores[half + i]) / scorer.temperature) for i in range(half)]
+    return [sigmoid((scores[i] - scores[half + i]) / scorer.temperature) for i in range(half)]
 
 
 def pair_priorities(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, str]]) -> list[float]:
@@ -74,10 +74,6 @@ def rank_pairs(scorer: Scorer, pairs: Sequence[tuple[list[dict], str, str]]) -> 
     """Indices of the pairs by priority: the order the queue offers pairwise items in."""
     priorities = pair_priorities(scorer, pairs)
     return sorted(range(len(pairs)), key=lambda i: -priorities[i])
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
 def suggest(
@@ -153,7 +149,7 @@ def _answer_candidates(
         users = rewards.get(iid)
         z = model.get(iid)
         if z is not None:
-            reasons.append((0.8 * uncertainty(_sigmoid(z)), "uncertain"))
+            reasons.append((0.8 * uncertainty(sigmoid(z)), "uncertain"))
         if users is not None:
             if z is not None and abs(z) > 0.5 and users.reward * z < 0 and users.confidence >= 0.3:
                 reasons.append((0.6 + 0.3 * users.confidence, "disagrees"))
