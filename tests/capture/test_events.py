@@ -83,6 +83,30 @@ def test_an_outcome_integer_past_float_range_is_refused(value: dict) -> None:
         FeedbackIn.model_validate(_event("outcome", value))
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"name": "paid_with", "value": 4111111111111111},
+        {"name": "paid_with", "value": 4.111111111111111e15},
+        {"name": "helpfulness", "data_type": "numeric", "value": 5500000000000004},
+    ],
+)
+def test_a_card_number_sent_as_an_outcome_or_score_is_refused_without_echoing_it(value: dict) -> None:
+    kind = "score" if "data_type" in value else "outcome"
+    with pytest.raises(ValidationError, match="reads as a payment card number") as caught:
+        FeedbackIn.model_validate(_event(kind, value))
+    assert not any(d in caught.value.errors()[0]["msg"] for d in ("4111", "5500"))
+
+
+@pytest.mark.parametrize(
+    "number", [1733300000000, 1733300000000000, 4111111111111112, 12345, 3.5, -4111111111111111]
+)
+def test_timestamps_amounts_and_numbers_failing_luhn_are_kept_as_measures(number: float) -> None:
+    assert (
+        FeedbackIn.model_validate(_event("outcome", {"name": "x", "value": number})).value["value"] == number
+    )
+
+
 def test_a_numeric_score_integer_past_float_range_is_refused() -> None:
     score = {"name": "helpfulness", "data_type": "numeric", "value": 10**400}
     with pytest.raises(ValidationError, match=r"value\.value: an integer of 401 digits"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -102,13 +103,31 @@ class InteractionPreference(BaseModel):
     rejected_interaction: Id
 
 
-def _fits_a_float(value: Any) -> Any:
+def _a_measure(value: Any) -> Any:
     # JSON allows integers of any length; rewards, KPIs and /metrics read every number as a float, and one
     # past float range (10**400) would raise OverflowError there for the whole tenant, at every read.
     if type(value) is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
         digits = len(str(abs(value)))
         raise ValueError(f"value.value: an integer of {digits} digits; send a number within ±1e308")
+    # Redaction reads text and metadata; this number must stay a number for rewards to count it, so a card
+    # number here is refused, not stored. The message does not repeat it: errors reach logs.
+    if type(value) in (int, float) and _card_number(value):
+        raise ValueError(
+            "value.value: reads as a payment card number; outcomes and scores take measures (counts, times, "
+            "scores), and text about a card belongs in a comment, which is redacted"
+        )
     return value
+
+
+def _card_number(value: float) -> bool:
+    """A whole number of 13–19 digits starting as card numbers do (2–6) that passes the Luhn check."""
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        return False
+    digits = str(int(value))
+    if not 13 <= len(digits) <= 19 or digits[0] not in "23456":
+        return False
+    total = sum(int(d) for d in digits[-1::-2]) + sum(sum(divmod(2 * int(d), 10)) for d in digits[-2::-2])
+    return total % 10 == 0
 
 
 class Outcome(BaseModel):
@@ -117,8 +136,8 @@ class Outcome(BaseModel):
     value: StrictBool | StrictInt | StrictFloat
 
     @model_validator(mode="after")
-    def _value_fits_a_float(self) -> Outcome:
-        _fits_a_float(self.value)
+    def _value_is_a_measure(self) -> Outcome:
+        _a_measure(self.value)
         return self
 
 
@@ -141,7 +160,7 @@ class Score(BaseModel):
         value = self.value
         if self.data_type == "numeric" and isinstance(value, bool | str):
             raise ValueError("value.value: a numeric score takes a number")
-        _fits_a_float(value)
+        _a_measure(value)
         if self.data_type == "boolean":
             if isinstance(value, str) or (not isinstance(value, bool) and value not in (0, 1)):
                 raise ValueError("value.value: a boolean score takes true/false (or 1/0)")
