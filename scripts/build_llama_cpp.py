@@ -67,7 +67,8 @@ def main() -> None:
         )  # fmt: skip
         (archive,) = work.glob("llama_cpp_python-*.tar.gz")
         with tarfile.open(archive) as tar:
-            tar.extractall(work, filter="data")
+            # The "data" filter refuses links and paths out of `work`; Pythons before 3.11.4 lack it.
+            tar.extractall(work, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         source = work / f"llama_cpp_python-{version}"
         apply_fixes(source, version)
         subprocess.run(
