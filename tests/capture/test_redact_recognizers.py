@@ -78,6 +78,10 @@ FOUND = [
     ("write to john&#x40;example.com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john&commat;example&period;com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john@example(dot)com ok", "to <EMAIL_ADDRESS> ok"),
+    # Markdown's backslash escapes: shown as the punctuation they escape.
+    ("write to carol\\@example\\.com ok", "to <EMAIL_ADDRESS> ok"),
+    ("card 4111\\-1111\\-1111\\-1111 ok", "card <CREDIT_CARD> ok"),
+    ("phone 415\\-555\\-0132 ok", "phone <PHONE_NUMBER> ok"),
     ("write to john @ example . com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john \t@example.com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john@example\t.com ok", "to <EMAIL_ADDRESS> ok"),

@@ -32,6 +32,14 @@ def test_malformed_html_is_read_as_text_not_refused(raw: str, text: str) -> None
     assert to_text(raw, "html") == text
 
 
+def test_markdown_shows_escaped_punctuation_and_entities_as_the_reader_sees_them() -> None:
+    raw = "Write to carol\\@example.com, card 4111\\-1111, \\*not emphasis\\* and AT&amp;T &#64; home"
+    assert (
+        to_text(raw, "markdown")
+        == "Write to carol@example.com, card 4111-1111, *not emphasis* and AT&T @ home"
+    )
+
+
 def test_markdown_keeps_link_and_image_text() -> None:
     raw = "# Head\nSee [the fees](https://x.test/fees) and ![a chart](c.png), <b>bold</b> **now**."
     assert to_text(raw, "markdown") == "Head\nSee the fees and a chart, bold now."

@@ -120,10 +120,10 @@ def _a_measure(value: Any) -> Any:
 
 
 def _card_number(value: float) -> bool:
-    """A whole number of 13–19 digits starting as card numbers do (2–6) that passes the Luhn check."""
-    if not math.isfinite(value) or value < 0 or value != int(value):
+    """A whole number of 13–19 digits (either sign) starting as card numbers do (2–6) that passes Luhn."""
+    if not math.isfinite(value) or value != int(value):
         return False
-    digits = str(int(value))
+    digits = str(abs(int(value)))
     if not 13 <= len(digits) <= 19 or digits[0] not in "23456":
         return False
     total = sum(int(d) for d in digits[-1::-2]) + sum(sum(divmod(2 * int(d), 10)) for d in digits[-2::-2])

@@ -58,7 +58,10 @@ ENCODED = {
     "%40": "@", "&#64;": "@", "&#x40;": "@", "&commat;": "@",
     "%2e": ".", "&#46;": ".", "&#x2e;": ".", "&period;": ".",
 }  # fmt: skip
-_ENCODED = re.compile("|".join(map(re.escape, ENCODED)), re.IGNORECASE)
+# Markdown (and shells, regexes) escape punctuation with a backslash: "carol\@example.com" and
+# "4111\-1111\-…" read as an address and a card, and the patterns missed them.
+_ESCAPED = r"\\[@.+_()\-]"
+_ENCODED = re.compile("|".join([*map(re.escape, ENCODED), _ESCAPED]), re.IGNORECASE)
 _CHARACTERS = re.compile(f"{_ENCODED.pattern}|.", re.DOTALL | re.IGNORECASE)
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
@@ -444,13 +447,14 @@ def _may_hold_pii(text: str) -> bool:
 def _fold(text: str) -> tuple[str, list[int] | None]:
     """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
     𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; `ENCODED` forms as the characters they
-    encode), and each folded character's index in `text` (None: unchanged)."""
+    encode, backslash-escaped punctuation as itself), and each folded character's index in `text` (None:
+    unchanged)."""
     if text.isascii() and not _ENCODED.search(text):
         return text, None
     parts, origin = [], []
     before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
-        part = ENCODED.get(found[0].lower()) or _visible(found[0])
+        part = ENCODED.get(found[0].lower()) or (found[0][1] if len(found[0]) == 2 else _visible(found[0]))
         if part and before.isascii() and unicodedata.category(part[0]) in ("Mn", "Me"):
             # A combining mark or variation selector on an ASCII character ("…com\ufe0f", keycap digits
             # "4\ufe0f\u20e3") is read as a letter by the patterns' word boundaries and hid the value.

@@ -142,7 +142,12 @@ _MD_RULES = (
 )
 
 
+# CommonMark: a backslash before ASCII punctuation shows the punctuation itself.
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def _markdown_text(raw: str) -> str:
     for pattern, replacement in _MD_RULES:
         raw = pattern.sub(replacement, raw)
-    return raw
+    # What the reader sees: escapes and entity references ("&#64;") as the characters they show.
+    return html.unescape(_MD_ESCAPE.sub(r"\1", raw))
