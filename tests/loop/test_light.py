@@ -22,8 +22,8 @@ from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
 from tuneloop.rollout.controller import finish
 from tuneloop.rollout.experiments import Experiment, active_experiment
-from tuneloop.rollout.multi_arm import FUTILE
 from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
 

@@ -15,6 +15,7 @@ from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.assignment import assign
 from tuneloop.rollout.experiments import Experiment, active_experiment
+from tuneloop.rollout.sequential import FUTILE
 from tuneloop.serve.backends.embedded import EmbeddedBackend
 from tuneloop.serve.routing import STATE_TTL_SECONDS, Router
 from tuneloop.store.repository import Store, TenantStore, payload_hash
@@ -97,6 +98,19 @@ def test_a_harmful_candidate_is_rolled_back_by_a_guardrail_before_the_end(tenant
     assert exp.state == "rolled_back" and "escalation_rate" in exp.decision["reason"]
     assert Registry(tenant).get(candidate).state == "rolled_back"
     assert active_experiment(tenant) is None
+
+
+def test_a_candidate_no_better_than_production_ends_its_canary_as_futile_long_before_the_limit(
+    tenant: TenantStore,
+) -> None:
+    candidate = gated_version(tenant)
+    controller.start_canary(
+        tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-futile"
+    )
+    exp = _run(tenant, 30, {"control": 0.5, "treatment": 0.5})
+    assert exp.state == "rolled_back" and exp.decision["reason"].startswith(FUTILE)
+    assert exp.decision["test"]["users_treatment"] < POLICY.max_samples / 2
+    assert Registry(tenant).get(candidate).state == "rolled_back"
 
 
 def test_an_injected_sample_ratio_mismatch_halts_the_experiment(tenant: TenantStore) -> None:

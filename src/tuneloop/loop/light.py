@@ -47,8 +47,8 @@ from tuneloop.rollout import arms
 from tuneloop.rollout.controller import recent_traffic
 from tuneloop.rollout.design import LOOKBACK_DAYS, MIN_UNITS, trial_candidates
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
-from tuneloop.rollout.multi_arm import FUTILE
 from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import TenantStore

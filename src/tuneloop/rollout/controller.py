@@ -20,7 +20,7 @@ from tuneloop.rollout.design import LOOKBACK_DAYS, Traffic, design_canary, traff
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
 from tuneloop.rollout.policy import RolloutPolicy
-from tuneloop.rollout.sequential import ArmStats, msprt
+from tuneloop.rollout.sequential import ArmStats, futility, msprt
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.rewards import compute_rewards
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -254,6 +254,8 @@ def decide(exp: Experiment, data: dict[str, ArmData], policy: RolloutPolicy) -> 
         action, reason = "rollback", f"guardrail breached: {', '.join(breached)}"
     elif test.decision in ("promote", "rollback"):
         action, reason = test.decision, test.reason
+    elif why := futility(test, policy.tau2):
+        action, reason = "rollback", why
     elif min(test.users_control, test.users_treatment) >= policy.max_samples:
         action, reason = (
             "rollback",

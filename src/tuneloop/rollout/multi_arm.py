@@ -39,10 +39,9 @@ from scipy.stats import chisquare
 
 from tuneloop.rollout.assignment import uniform
 from tuneloop.rollout.guardrails import arm_guardrails
-from tuneloop.rollout.sequential import ArmStats, msprt
+from tuneloop.rollout.sequential import ArmStats, futility, msprt
 
 CONTROL = "control"
-FUTILE = "futile"  # how the reason of a candidate eliminated as futile begins (loop.light reads it)
 
 
 def assign_arm(experiment_key: str, user_id: str, arms: Sequence[Mapping[str, Any]]) -> str:
@@ -120,12 +119,9 @@ def decide_arms(
     for c, test in versus_leader.items():
         if test.decision == "rollback" and c not in eliminated:
             eliminated[c] = f"surely worse than {leader}: {test.reason}"
-    design_effect = math.sqrt(policy.tau2)
     for c in candidates:
-        if c not in eliminated and tests[c].decision == "continue" and tests[c].ci_high < design_effect:
-            eliminated[c] = (
-                f"{FUTILE}, cannot reach the design effect {design_effect:+.3f}: {tests[c].reason}"
-            )
+        if c not in eliminated and (why := futility(tests[c], policy.tau2)):
+            eliminated[c] = why
     better = [c for c in candidates if c not in eliminated and tests[c].decision == "promote"]
     still = [c for c in candidates if c not in eliminated]
     winner = leader if leader in better else None

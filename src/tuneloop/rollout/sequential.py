@@ -272,3 +272,16 @@ def msprt(
     if high < -harm_margin:
         return result("rollback", low, high, p_value, f"treatment worse: {interval}")
     return result("continue", low, high, p_value, f"undecided: {interval}")
+
+
+FUTILE = "futile"  # how the reason of an experiment or arm ended as futile begins (loop.light reads it)
+
+
+def futility(test: SequentialResult, tau2: float) -> str | None:
+    """Why an undecided test is futile, or None: its interval lies wholly below the design effect √τ² the
+    experiment was sized to find, so waiting would only hold the users and the next candidate back. It
+    promotes nothing, so α is untouched; an effect as large as √τ² is given up with chance at most α."""
+    effect = math.sqrt(tau2)
+    if test.decision == "continue" and test.ci_high < effect:
+        return f"{FUTILE}, cannot reach the design effect {effect:+.3f}: {test.reason}"
+    return None
