@@ -108,7 +108,7 @@ def test_json_messages_join_text_parts_and_prepend_system_instructions() -> None
         ({"gen_ai.system": "openai", "gen_ai.input.messages": "[" * 5000 + "]" * 5000}, "nested too deeply"),
         (
             {"gen_ai.system": "x", "gen_ai.prompt.0.role": "wizard", "gen_ai.prompt.0.content": "q"},
-            "'wizard' is not one of",
+            "the role is not one of",
         ),
         (
             {

@@ -82,6 +82,24 @@ FOUND = [
     ("write to carol\\@example\\.com ok", "to <EMAIL_ADDRESS> ok"),
     ("card 4111\\-1111\\-1111\\-1111 ok", "card <CREDIT_CARD> ok"),
     ("phone 415\\-555\\-0132 ok", "phone <PHONE_NUMBER> ok"),
+    # Digit groups parted by a dash other than "-", a middle dot, a run of spaces, a tab or a line break.
+    ("card 4111\u20131111\u20131111\u20131111 ok", "card <CREDIT_CARD> ok"),
+    ("card 4111\u20141111\u20141111\u20141111 ok", "card <CREDIT_CARD> ok"),
+    ("card 4111\u22121111\u22121111\u22121111 ok", "card <CREDIT_CARD> ok"),
+    ("Card: 4111  1111 1111 1111", "Card: <CREDIT_CARD>"),
+    ("card 4111\t1111\t1111\t1111 ok", "card <CREDIT_CARD> ok"),
+    ("card 4111\r\n1111\r\n1111\r\n1111 ok", "card <CREDIT_CARD> ok"),
+    ("card 4111 - 1111 - 1111 - 1111 ok", "card <CREDIT_CARD> ok"),
+    ("ssn 123\u201345\u20136789 ok", "ssn <US_SSN> ok"),
+    ("iban NL91\u2013ABNA\u20130417\u20131643\u201300 ok", "iban <IBAN_CODE> ok"),
+    ("IBAN\nDE89\n3704\n0044\n0532\n0130\n00", "IBAN\n<IBAN_CODE>"),
+    ("phone 415\u00b7555\u00b70134 ok", "phone <PHONE_NUMBER> ok"),
+    ("Phone: 415\n555\n0134", "Phone: <PHONE_NUMBER>"),
+    ("my SSN:078051120", "my SSN:<US_SSN>"),
+    # JSON's \\uXXXX escapes inside text, as a tool call's arguments carry them.
+    ('args {"email": "jane\\u0040example.com"} ok', 'args {"email": "<EMAIL_ADDRESS>"} ok'),
+    ('{"phone": "415\\u002d555\\u002d0134"}', '{"phone": "<PHONE_NUMBER>"}'),
+    ('{"name": "Jos\\u00e9 Garc\\u00eda", "city": "Madrid"}', '{"name": "<PERSON>", "city": "Madrid"}'),
     ("write to john @ example . com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john \t@example.com ok", "to <EMAIL_ADDRESS> ok"),
     ("write to john@example\t.com ok", "to <EMAIL_ADDRESS> ok"),
@@ -153,7 +171,7 @@ def test_recognisers_replace_the_value_and_keep_the_words_around_it(
     assert expected in out, out
     # Nothing of the value is left: none of its words appears in the output.
     pattern = re.sub(r"<[A-Z_]+>", "(.+?)", re.escape(expected).replace(r"\<", "<").replace(r"\>", ">"))
-    values = re.search(pattern, text)
+    values = re.search(pattern, text, re.DOTALL)
     assert values is not None
     for value in values.groups():
         assert not set(re.findall(r"\w+", value)) & set(re.findall(r"\w+", out)), out
@@ -231,6 +249,7 @@ ORDINARY = [
     "Boulevard of Broken Dreams 2004 album, 40%40 split, build 2024.11.11.1111",
     'He said "hi" and left @ 5. Then the office . Com',
     "See https://x.com/a%2Eb and 3 &#46; 4 &period;",
+    "See pages 10\u201320, chapters 3 \u2013 5, the 2023\n2024 totals and Step:2 of the README.",
 ]
 
 

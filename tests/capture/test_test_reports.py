@@ -151,6 +151,7 @@ HOSTILE_JUNIT = {
     "wrong schema": "<html><body><testcase/></body></html>",
     "empty run": "<testsuites><testsuite name='x'/></testsuites>",
     "too deep": "<testsuite>" + "<x>" * 100 + "</x>" * 100 + "</testsuite>",
+    "unknown encoding": '<?xml version="1.0" encoding="x-klingon"?><testsuite><testcase/></testsuite>',
 }
 HOSTILE_SARIF = {
     "not json": "{runs: []}",

@@ -76,6 +76,10 @@ def _http(api: dict[str, Any]) -> httpx.Client:
         "card_4111-1111-1111-1111_x",
         "Maria.Garcia",
         "card:4111:1111:1111:1111",
+        "4111--1111--1111--1111",
+        "4111_1111__1111_1111",
+        "DE89--3704--0044--0532--0130--00",
+        "host-192..168.1.20",
     ],
 )
 def test_a_document_id_holding_personal_data_is_a_400_that_does_not_echo_it(

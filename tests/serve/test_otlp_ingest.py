@@ -303,6 +303,34 @@ def test_json_export_with_new_message_attributes(api: tuple) -> None:
     assert stored["created_at"].startswith("2023-11-14T22:13:20")
 
 
+def test_long_names_and_bytes_values_are_redacted_whole_not_cut_or_stored_as_hex(api: tuple) -> None:
+    url, key_a, *_ = api
+    trace_id, span_id = "7c8efff798038103d269b633813fc60c", "fee19b7ec3c1b174"
+    padding = "x" * 240
+    prompt = f"my card 4111 1111 1111 1111, mail {EMAIL}".encode()
+    attrs = [
+        {"key": "gen_ai.system", "value": {"stringValue": f"{padding} card 4111 1111 1111 1111"}},
+        {"key": "gen_ai.prompt.0.content", "value": {"bytesValue": base64.b64encode(prompt).decode()}},
+        {"key": "gen_ai.completion.0.content", "value": {"stringValue": "ok"}},
+    ]
+    span = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": f"{padding} mail {EMAIL}",
+        "attributes": attrs,
+        "startTimeUnixNano": "1700000000000000000",
+    }
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": f"{padding} {EMAIL}"}}]}
+    body = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+    resp = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(key_a))
+    assert resp.status_code == 200 and resp.headers["x-tuneloop-spans-accepted"] == "1", resp.text
+    stored = _get(url, key_a, f"otel-{trace_id}-{span_id}").json()
+    text = json.dumps(stored)
+    assert stored["messages"][0]["content"] == "my card <CREDIT_CARD>, mail <EMAIL_ADDRESS>"
+    for part in ("jane.doe", "example", "4111", prompt.hex()[:16]):
+        assert part not in text
+
+
 def test_odd_attribute_values_are_refused_per_span_not_a_500_or_an_unreadable_row(api: tuple) -> None:
     url, key_a, *_ = api
     spans = [

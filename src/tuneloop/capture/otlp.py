@@ -22,6 +22,8 @@ from tuneloop.capture.events import EPOCH, FUTURE_SLACK, text_problem
 # Any of these marks a span as an LLM call; every other span (HTTP, DB, the app's own) is ignored.
 LLM_MARKERS = ("gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.operation.name")
 OPENINFERENCE_KIND = "openinference.span.kind"
+# A longer model name is none the field can hold; cut, it could keep the first part of personal data.
+MODEL_CHARS = 256
 # Operations that are not a chat/text exchange: their spans carry gen_ai.* but no messages to learn from.
 NOT_CHAT = {"embeddings", "execute_tool", "create_agent", "invoke_agent"}
 ROLES = {
@@ -63,7 +65,8 @@ def _value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return attributes(value.kvlist_value.values)
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        # As text, so that redaction reads it: hex would carry the bytes of an email or a card unread.
+        return value.bytes_value.decode("utf-8", errors="replace")
     return getattr(value, kind) if kind else None
 
 
@@ -93,11 +96,13 @@ def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]
     model = _first(attrs, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
     system = _first(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
     service = resource.get("service.name")
+    # Kept whole: redaction reads them next, and an address or a card cut at a length is no longer
+    # recognised while its first part would be stored. The body's own limits bound them.
     metadata = {
         "source": "otlp",
-        "span_name": span.name[:256],
-        **({"gen_ai.system": str(system)[:256]} if system is not None else {}),
-        **({"service.name": str(service)[:256]} if service is not None else {}),
+        "span_name": span.name,
+        **({"gen_ai.system": str(system)} if system is not None else {}),
+        **({"service.name": str(service)} if service is not None else {}),
     }
     body: dict[str, Any] = {
         # The span identifies the call: a re-export of the same span is a duplicate, not a new interaction.
@@ -105,7 +110,7 @@ def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]
         "session": str(_first(attrs, "session.id", "gen_ai.conversation.id") or trace_id)[:256],
         "messages": messages,
         "response": outputs[0],
-        "model": None if model is None else str(model)[:256],
+        "model": None if model is None or len(str(model)) > MODEL_CHARS else str(model),
         "metadata": metadata,
     }
     if len(outputs) > 1:
@@ -239,7 +244,8 @@ def _parts_text(parts: Any, where: str) -> str:
 def _role(raw: Any, where: str) -> str:
     role = ROLES.get(str(raw).lower())
     if role is None:
-        raise SpanRejected(f"{where}: role {str(raw)[:40]!r} is not one of {sorted(set(ROLES))}")
+        # Not repeated: partial_success reaches the exporter's logs, and a role can hold anything.
+        raise SpanRejected(f"{where}: the role is not one of {sorted(set(ROLES))}")
     return role
 
 

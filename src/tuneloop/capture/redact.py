@@ -61,8 +61,19 @@ ENCODED = {
 # Markdown (and shells, regexes) escape punctuation with a backslash: "carol\@example.com" and
 # "4111\-1111\-…" read as an address and a card, and the patterns missed them.
 _ESCAPED = r"\\[@.+_()\-]"
-_ENCODED = re.compile("|".join([*map(re.escape, ENCODED), _ESCAPED]), re.IGNORECASE)
+# JSON text inside text (a tool call's arguments, a pasted payload) escapes non-ASCII and may escape any
+# character: "Jos\u00e9 Garc\u00eda", "jane\u0040example.com".
+_UNICODE_ESCAPE = r"\\u[0-9a-f]{4}"
+_ENCODED = re.compile("|".join([*map(re.escape, ENCODED), _ESCAPED, _UNICODE_ESCAPE]), re.IGNORECASE)
 _CHARACTERS = re.compile(f"{_ENCODED.pattern}|.", re.DOTALL | re.IGNORECASE)
+# The patterns allow one " " or "-" between a number's groups; "4111–1111", "415·555·0134", "4111  1111",
+# "4111 - 1111" and groups on separate lines hid cards, phones, SSNs and IBANs. Such a gap next to a digit
+# reads as one separator, and "SSN:078…" as "SSN: 078…" so that its label is a word of its own.
+_SEPARATOR = r"[\s\p{Pd}\u2212\u00b7\u2027\u2219\u30fb]"
+_GAP = regex.compile(
+    rf"(?<=\d){_SEPARATOR}{{1,5}}(?=[\p{{L}}\p{{N}}])|(?<=[\p{{L}}\p{{N}}]){_SEPARATOR}{{1,5}}(?=\d)"
+    r"|(?<=(?<![\p{L}\p{N}:])\p{L}{3,}):(?=\d)"  # a word's colon: not a MAC address's "aa:11"
+)
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
@@ -446,15 +457,15 @@ def _may_hold_pii(text: str) -> bool:
 
 def _fold(text: str) -> tuple[str, list[int] | None]:
     """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
-    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; `ENCODED` forms as the characters they
-    encode, backslash-escaped punctuation as itself), and each folded character's index in `text` (None:
-    unchanged)."""
+    𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; `ENCODED` forms, backslash-escaped
+    punctuation and JSON's \\uXXXX escapes as the characters they stand for; `_regap`), and each folded
+    character's index in `text` (None: unchanged)."""
     if text.isascii() and not _ENCODED.search(text):
-        return text, None
+        return _regap(text, None)
     parts, origin = [], []
     before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
-        part = ENCODED.get(found[0].lower()) or (found[0][1] if len(found[0]) == 2 else _visible(found[0]))
+        part = _read(found[0])
         if part and before.isascii() and unicodedata.category(part[0]) in ("Mn", "Me"):
             # A combining mark or variation selector on an ASCII character ("…com\ufe0f", keycap digits
             # "4\ufe0f\u20e3") is read as a letter by the patterns' word boundaries and hid the value.
@@ -467,7 +478,36 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
         origin.extend([found.start()] * len(part))
         before = part[-1] if part else before
     folded = "".join(parts)
-    return (text, None) if folded == text else (folded, origin)
+    return _regap(text, None) if folded == text else _regap(folded, origin)
+
+
+def _read(found: str) -> str:
+    """What one `_CHARACTERS` match reads as: an `ENCODED` form's character, an escape's, or `_visible`."""
+    if (part := ENCODED.get(found.lower())) is not None:
+        return part
+    if len(found) == 6 and found[:2].lower() == "\\u":
+        return _visible(chr(int(found[2:], 16)))
+    return found[1] if len(found) == 2 else _visible(found)
+
+
+def _regap(text: str, origin: list[int] | None) -> tuple[str, list[int] | None]:
+    """`text` with each `_GAP` between a number's groups as one " " (or "-" where it holds a dash), and
+    ":" before a digit as ": "; `origin` (None: `text` is the original) follows."""
+    gaps = [g for g in _GAP.finditer(text) if g[0] not in (" ", "-")]
+    if not gaps:
+        return text, origin
+    index = origin or list(range(len(text)))
+    parts, kept, at = [], [], 0
+    for gap in gaps:
+        parts.append(text[at : gap.start()])
+        kept.extend(index[at : gap.start()])
+        read = ": " if gap[0] == ":" else " " if gap[0].isspace() else "-"
+        parts.append(read)
+        kept.extend([index[gap.start()]] * len(read))
+        at = gap.end()
+    parts.append(text[at:])
+    kept.extend(index[at:])
+    return "".join(parts), kept
 
 
 def _glued(before: str, after: str) -> bool:

@@ -114,6 +114,8 @@ def parse_junit(data: bytes | str) -> TestCounts:
         parser.Parse(raw, True)
     except xml.parsers.expat.ExpatError as exc:
         raise BadRequest(f"junit report: not well-formed XML ({exc})") from exc
+    except LookupError:  # expat asks Python for an encoding it does not know itself
+        raise BadRequest("junit report: its XML declaration names an unknown encoding; send UTF-8") from None
     if counts["tests"] == 0:
         raise BadRequest("junit report: holds no <testcase> elements; nothing ran, so nothing to report")
     return TestCounts(counts["tests"], counts["failure"], counts["error"], counts["skipped"])

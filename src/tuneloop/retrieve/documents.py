@@ -148,14 +148,16 @@ def check_document_id(tenant: TenantStore, capture: Capture, document_id: str) -
         return
     # File names join words with `_`, `-`, `.` or `:`, which hide an email, a card or a name from recognisers
     # that need word boundaries (`notes_jane@example.com_v2`, `Maria.Garcia`, `4111:1111:1111:1111`): look
-    # at the words apart too.
+    # at the words apart too; a doubled separator (`4111--1111`, `192..168.1.20`) as one.
+    single = re.sub(r"([-_.:])[-_.:]+", r"\1", document_id)
     spellings = list(
         dict.fromkeys(
             [
                 document_id,
-                document_id.replace("_", " "),
-                re.sub(r"[-_]", " ", document_id),
-                re.sub(r"[-_.:]", " ", document_id),
+                single,
+                single.replace("_", " "),
+                re.sub(r"[-_]", " ", single),
+                re.sub(r"[-_.:]", " ", single),
             ]
         )
     )

@@ -643,7 +643,11 @@ class TenantStore:
                         }
                     )
                     results.append(ItemResult(eid, "accepted"))
-            if rows:
+            if rows and conn.dialect.name == "sqlite":
+                # BEGIN IMMEDIATE holds the write lock since the read of `seen`: no other writer can have
+                # stored these ids, and a plain executemany skips RETURNING's per-row work.
+                conn.execute(feedback.insert(), rows)
+            elif rows:
                 insert = self.store._insert(feedback).on_conflict_do_nothing().returning(feedback.c.id)
                 stored = set(conn.execute(insert, rows).scalars())
                 if lost := [r["id"] for r in rows if r["id"] not in stored]:
