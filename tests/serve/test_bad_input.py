@@ -765,6 +765,26 @@ def test_login_refuses_an_oversize_body_before_reading_it_all(server: dict) -> N
     assert ok.status_code == 303
 
 
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/interactions", '{"messages": [{"role": "user", "content": "q"}], "response": "a", "%s": 1}'),
+        ("/v1/interactions", '{"messages": [], "response": "a", "%s": 1, "%s": 2}'),
+        ("/v1/feedback", '{"kind": "thumbs", "value": 1, "metadata": {"%s": "\\u0000"}}'),
+        ("/v1/feedback", '{"events": [], "%s": 1}'),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "q"}], "logit_bias": {"%s": 1}}'),
+    ],
+)
+def test_a_key_holding_personal_data_is_refused_without_repeating_it(
+    server: dict, path: str, raw: str
+) -> None:
+    key = "jane.doe@example.com"
+    body = raw.replace("%s", key).encode()
+    resp = server["http"].post(path, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "<key>" in resp.text, resp.text
+    assert "jane" not in resp.text
+
+
 def test_a_404_echoes_little_of_a_long_path(server: dict) -> None:
     resp = server["http"].get("/v1/interactions/" + "q" * 60_000)
     assert resp.status_code == 404 and len(resp.text) < 400

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import partial
 from typing import Any
-
-import anyio.to_thread
 
 from tuneloop.errors import BadRequest
 from tuneloop.retrieve.policy import RetrievalPolicy, retrieval_policy
@@ -39,7 +36,7 @@ async def add_sources(
     if not policy.enabled or query is None:
         return messages
     try:
-        hits = await anyio.to_thread.run_sync(partial(_retrieve, tenant, query, policy, interaction_id))
+        hits = await st.retrievals(tenant.tenant_id, _retrieve, tenant, query, policy, interaction_id)
     except Exception:
         # The answer still comes, without sources: a broken index must not take the gateway down with it.
         log.exception("retrieval for %s failed; answering without sources", interaction_id)

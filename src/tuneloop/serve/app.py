@@ -55,6 +55,9 @@ PENDING_SWEEP_SECONDS = 60.0
 # Redaction runs one batch at a time per process; a few threads per tenant keep it fed (and the default
 # pool of 40 free for everything else).
 REDACTION_THREADS = 4
+# Indexing a document or embedding a query takes seconds of CPU: on the default pool, one tenant's 40
+# uploads held every thread and another tenant's retrieval and dashboard waited 28 s for one.
+RETRIEVAL_THREADS = 2
 
 
 CLIENT_CLOSED = 499  # nginx's status for a request its client abandoned; /metrics counts it apart from 5xx
@@ -71,6 +74,7 @@ class AppState:
     auth: Auth
     capture: Capture
     redactions: TenantThreads  # the threads capture's redaction runs in, a few per tenant
+    retrievals: TenantThreads  # the threads documents, retrieval and embeddings run in, a few per tenant
     spool: Spool
     backend: Backend | None
     router: Router | None
@@ -123,6 +127,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await backend.start()
             metrics.watch(backend)
         calls = StoreCalls(settings.db_pool_size)
+        redactions = TenantThreads(REDACTION_THREADS)
         writes = GroupCommit(store, observe=metrics.group_commits.observe)
         spool = Spool(settings.home / "spool" / "interactions.jsonl")
         app.state.tuneloop = AppState(
@@ -130,9 +135,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             store=store,
             calls=calls,
             writes=writes,
-            auth=Auth(store, calls),
+            auth=Auth(store, calls, redactions),
             capture=Capture(redactor, Pseudonyms(secret), PublicTerms(settings.public_term_users)),
-            redactions=TenantThreads(REDACTION_THREADS),
+            redactions=redactions,
+            retrievals=TenantThreads(RETRIEVAL_THREADS),
             spool=spool,
             backend=backend,
             router=Router(backend) if backend else None,

@@ -18,6 +18,7 @@ from tuneloop.serve.http import (
     OPERATE,
     bearer_key,
     clip,
+    field_name,
     off_loop_if_large,
     read_json,
     trusted_sender,
@@ -89,7 +90,7 @@ def _validated(st: Any, body: dict, limit: int) -> list[ItemResult | FeedbackIn]
     """Each event of a batch validated, or its rejection."""
     events = body["events"]
     if set(body) != {"events"}:
-        extra = [clip(k, 40) for k in sorted(set(body) - {"events"})[:5]]
+        extra = [field_name(k) for k in sorted(set(body) - {"events"})[:5]]
         raise BadRequest(f"a batch has only the field `events`; remove {extra}", param=extra[0])
     if not isinstance(events, list) or not events:
         raise BadRequest("events: expected a non-empty list of feedback events", param="events")

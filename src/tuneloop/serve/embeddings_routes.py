@@ -8,10 +8,8 @@ sentence-transformers does. Embeddings are not interactions: nothing is captured
 from __future__ import annotations
 
 import base64
-from functools import partial
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,7 +64,7 @@ def _is_token_array(value: Any) -> bool:
 async def create_embeddings(request: Request) -> dict:
     """Embed one string or a list of strings, as OpenAI's API does (float or base64 vectors)."""
     st = request.app.state.tuneloop
-    await st.auth.tenant(request, GATEWAY)  # authorised, and admitted as the key's tenant
+    tenant = await st.auth.tenant(request, GATEWAY)  # authorised, and admitted as the key's tenant
     body = await read_json(request, st.settings.max_body_bytes)
     req = _parse(body, st.settings.max_text_chars)
     if isinstance(st.backend, OpenAIUpstreamBackend):
@@ -76,7 +74,7 @@ async def create_embeddings(request: Request) -> dict:
             f"{MODEL_NAME} makes {embeddings.DIMENSIONS}-dimensional vectors; leave dimensions out",
             param="dimensions",
         )
-    vectors, tokens = await anyio.to_thread.run_sync(partial(_embed, req.texts()))
+    vectors, tokens = await st.retrievals(tenant.tenant_id, _embed, req.texts())
     return {
         "object": "list",
         "data": [

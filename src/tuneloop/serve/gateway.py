@@ -25,7 +25,7 @@ from tuneloop.capture.events import InteractionIn, storable
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.composition import version_decoding
 from tuneloop.serve.backends.base import Choice, Completion, GenerationRequest
-from tuneloop.serve.http import clip
+from tuneloop.serve.http import field_name
 from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
@@ -86,7 +86,8 @@ class SamplingParams(BaseModel):
         for key, bias in (self.logit_bias or {}).items():
             if not (key.isascii() and key.isdigit() and len(key) <= 9):
                 raise BadRequest(
-                    f"logit_bias: key {clip(key)!r} is not a token id (a non-negative integer, as a string)",
+                    f"logit_bias: key {field_name(key)!r} is not a token id "
+                    "(a non-negative integer, as a string)",
                     param="logit_bias",
                 )
             biases[int(key)] = float(bias)

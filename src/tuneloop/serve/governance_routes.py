@@ -8,7 +8,6 @@ import re
 from dataclasses import asdict
 from typing import Any, Literal
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,8 +47,8 @@ async def _call(request: Request, body: type[Reason]) -> tuple[Any, TenantStore,
     data = validate(body, await read_json(request, st.settings.max_body_bytes), st.settings.max_text_chars)
     if data.reason:
         # The audit chain cannot forget what it holds: reasons enter it redacted, whatever the tenant's mode.
-        [data.reason] = await anyio.to_thread.run_sync(
-            st.capture.redactor.redact_texts, [data.reason], "redact"
+        [data.reason] = await st.redactions(
+            tenant.tenant_id, st.capture.redactor.redact_texts, [data.reason], "redact"
         )
     return st, tenant, data
 

@@ -54,12 +54,21 @@ _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
 _OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*|\d+")  # a field name or a list index
 
 
 def clip(value: object, limit: int = ECHO_CHARS) -> str:
     """`value` as text of at most `limit` characters, for echoing client input in an error."""
     text = _encodable(str(value))
     return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def field_name(part: object) -> str:
+    """A path part (a field name or a list index) for an error message; a key that reads as no field name
+    (an address, a number, a sentence) is not repeated: clients put their users' data in keys too, and
+    errors reach logs."""
+    text = str(part)
+    return clip(text) if _FIELD.fullmatch(text) else "<key>"
 
 
 def _encodable(text: str) -> str:
@@ -118,9 +127,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 async def off_loop_if_large(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)`, in a worker thread when the request's JSON body was large: parsing and walking a
-    megabyte of tiny nested values takes a second, which on the event loop holds every tenant's requests."""
+    megabyte of tiny nested values takes a second, which on the event loop holds every tenant's requests.
+    The thread is one of the request's tenant's (`Auth.tenant`), so one tenant's large bodies wait for
+    each other rather than take the pool every tenant shares."""
     if getattr(request.state, "body_bytes", 0) > INLINE_JSON_BYTES:
-        return await anyio.to_thread.run_sync(partial(fn, *args))
+        threads = getattr(request.state, "threads", None)
+        return await (threads(fn, *args) if threads else anyio.to_thread.run_sync(partial(fn, *args)))
     return fn(*args)
 
 
@@ -168,7 +180,7 @@ def _int(digits: str) -> int:
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
-        self.key = clip(key)
+        self.key = field_name(key)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -192,7 +204,7 @@ def _check_values(data: Any) -> None:
     if found is None:
         return
     path, problem = found
-    where = ".".join(clip(p) for p in path if p is not _KEY) or "body"
+    where = ".".join(field_name(p) for p in path if p is not _KEY) or "body"
     where += " (the key)" if path and path[-1] is _KEY else ""
     raise BadRequest(f"{where}: {problem}", param=where)
 
@@ -259,14 +271,14 @@ def _param(err: dict, where: str) -> str:
 
 
 def _loc(err: dict, where: str) -> str:
-    loc = ".".join(clip(p) for p in err["loc"])
+    loc = ".".join(field_name(p) for p in err["loc"])
     return f"{where}{loc}" if loc else where.rstrip(".")
 
 
 def _longest_string(value: Any, limit: int) -> str | None:
     """The path of the first string longer than `limit` ("body" for the value itself), or None."""
     path = _too_long(value, limit)
-    return None if path is None else ".".join(clip(k) for k in path) or "body"
+    return None if path is None else ".".join(field_name(k) for k in path) or "body"
 
 
 def _too_long(value: Any, limit: int) -> list[Any] | None:
@@ -432,9 +444,10 @@ class Auth:
     key's row (or the request's write does, in its own transaction: `recheck`): `tuneloop tenants revoke`
     runs in another process, and a revoked key must stop at once."""
 
-    def __init__(self, store: Store, calls: StoreCalls) -> None:
+    def __init__(self, store: Store, calls: StoreCalls, threads: TenantThreads) -> None:
         self.store = store
         self.calls = calls
+        self.threads = threads
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._checks = SharedReads(partial(calls, store.key_active))
 
@@ -476,6 +489,7 @@ class Auth:
             store = self.store.for_tenant(await self.calls(self.store.tenant_by_name, name))
         await admit(request, store.tenant_id)
         request.state.role = "admin" if principal.is_admin else principal.role
+        request.state.threads = partial(self.threads, store.tenant_id)
         return store
 
     def _cached(self, key: str) -> Principal | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -92,7 +91,7 @@ async def _document(request: Request, document_id: str | None, *, replace: bool)
         replace=replace,
         actor="api",
     )
-    stored: Stored = await anyio.to_thread.run_sync(put)
+    stored: Stored = await st.retrievals(tenant.tenant_id, put)
     code = 201 if stored.status == "created" else 200
     return JSONResponse(
         {"id": stored.id, "version": stored.version, "chunks": stored.chunks, "status": stored.status},
@@ -151,7 +150,7 @@ async def retrieve(request: Request) -> dict:
     policy = retrieval_policy(st.settings.home, tenant.tenant.name)
     if body.interaction_id:
         body.interaction_id = st.capture.reference(tenant, body.interaction_id)
-    return await anyio.to_thread.run_sync(partial(_retrieve, tenant, body, body.k or policy.k, policy.rerank))
+    return await st.retrievals(tenant.tenant_id, _retrieve, tenant, body, body.k or policy.k, policy.rerank)
 
 
 def _retrieve(tenant: TenantStore, body: RetrieveIn, k: int, rerank: bool) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -129,8 +128,8 @@ async def label(request: Request, task_id: str, item_id: str) -> JSONResponse:
     task = await st.calls(get_task, tenant, task_id)
     item = await st.calls(get_item, tenant, task, item_id)
     # Redaction is CPU work: off the event loop, like every capture write.
-    result = await anyio.to_thread.run_sync(
-        labels.submit, tenant, st.capture, task, item, reviewer, body.label
+    result = await st.redactions(
+        tenant.tenant_id, labels.submit, tenant, st.capture, task, item, reviewer, body.label
     )
     return JSONResponse(result, status_code=201 if result["status"] == "accepted" else 200)
 
