@@ -68,7 +68,7 @@ def test_bad_input_is_one_line_and_exit_1(tuneloop_home: Path, capsys: pytest.Ca
     assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
-def test_guidelines_from_a_device_a_fifo_or_a_huge_file_are_refused_without_reading_them(
+def test_guidelines_from_a_device_a_fifo_a_huge_file_or_with_a_nul_are_refused(
     tuneloop_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     store = Store(Settings().database_url)
@@ -78,8 +78,10 @@ def test_guidelines_from_a_device_a_fifo_or_a_huge_file_are_refused_without_read
     big = tmp_path / "big.txt"
     with big.open("wb") as f:
         f.truncate(2 * 1024**3)  # read whole before the limit was applied
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"Prefer the shorter answer.\x00")  # SQLite would keep it; PostgreSQL refuses it
     for path, says in (("/dev/zero", "not a regular file"), (tmp_path / "pipe.txt", "not a regular file"),
-                       (big, "the limit is 20000")):  # fmt: skip
+                       (big, "the limit is 20000"), (nul, "NUL")):  # fmt: skip
         code, _, err = run(capsys, "review", "tasks", "--tenant", "acme", "--create", "t",
                            "--guidelines", str(path))  # fmt: skip
         assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err

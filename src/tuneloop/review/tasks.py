@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tuneloop.capture.events import text_problem
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -43,6 +44,14 @@ class TaskIn(BaseModel):
     guidelines: str | None = Field(default=None, max_length=20_000, description="Shown beside every item.")
     overlap: int = Field(default=2, ge=1, le=10, description="Reviewers who judge each item.")
     assignment_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60, description="How long a hold lasts.")
+
+    @field_validator("guidelines")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        # The API refuses these in any body; a file given to the CLI is checked here (PostgreSQL refuses NUL).
+        if text is not None and (problem := text_problem(text)):
+            raise ValueError(problem)
+        return text
 
 
 @dataclass(frozen=True)
