@@ -82,3 +82,19 @@ def test_chat_takes_the_url_an_openai_client_uses_and_refuses_one_without_a_sche
     result = chat("--url", server["url"].removeprefix("http://"), "--key", server["key"], stdin="Hi\n")
     assert result.returncode == 1
     assert result.stderr.startswith("error: server URL ") and len(result.stderr.splitlines()) == 1
+
+
+def test_simulate_sends_a_scenarios_users_and_their_feedback_to_the_server(server: dict) -> None:
+    environ = {k: v for k, v in os.environ.items() if k not in ("TUNELOOP_URL", "TUNELOOP_API_KEY")}
+    command = ["simulate", "--url", server["url"], "--turns", "4", "--users", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneloop", *command],
+        env={**environ, "TUNELOOP_API_KEY": server["key"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    http = httpx.Client(base_url=server["url"], headers={"Authorization": f"Bearer {server['key']}"})
+    assert http.get("/v1/feedback").json()["data"], result.stdout
+    assert "interactions" in result.stdout.splitlines()[-1]

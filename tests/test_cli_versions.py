@@ -129,6 +129,23 @@ def test_a_candidate_identical_to_its_parent_is_refused(
     assert code == 1 and "is a reward_model" in err
 
 
+def test_a_blocked_or_rolled_back_version_is_gated_again_as_a_copy_of_itself(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    for ended in ("blocked", "rolled_back"):
+        parent = registry.register(
+            kind="adapter", base_model="base", actor="test", decoding={"temperature": 0.5}
+        )
+        path = ["blocked"] if ended == "blocked" else ["gated", "canary", "rolled_back"]
+        for state in path:
+            registry.move(parent.id, state, actor="test", reason="test")
+        code, version_id, err = _create(capsys, "--from", parent.id)
+        assert code == 0, err
+        copy = registry.get(version_id.splitlines()[-1])
+        assert copy.state == "candidate" and copy.parent_id == parent.id
+        assert copy.decoding == {"temperature": 0.5}
+
+
 def test_a_system_prompt_may_name_the_company_but_never_hold_a_card_or_account_number(
     registry: Registry, capsys: pytest.CaptureFixture
 ) -> None:

@@ -9,6 +9,8 @@ from tuneloop.config import Settings
 from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.learn.jobs import run_job
+from tuneloop.privacy.lineage import withdraw
+from tuneloop.privacy.policy import PrivacyPolicy
 
 
 def _reward_model(setup: GateSetup, out: Path, *, flipped: bool = False):
@@ -73,3 +75,17 @@ def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> N
     assert not rule.fit_to_judge(0.55, 100, "100 pairs")[0]  # a hundred can
     assert rule.fit_to_judge(0.58, 100, "100 pairs")[0]
     assert not rule.fit_to_judge(0.0, 0, "no pairs")[0]  # no evidence is no seat
+
+
+def test_a_judge_trained_on_erased_data_gives_its_seat_to_any_fit_successor(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
+    policy = gate_setup.home / "policies" / "acme" / "gate_policy.yaml"
+    policy.write_text("suites: {reward_model: {min_agreement: 0.0}}\n")  # any reward model is fit
+    withdraw(gate_setup.tenant, [gate_setup.reward_model], PrivacyPolicy(), request="r-1", actor="test")
+    new = _reward_model(gate_setup, tmp_path, flipped=True)  # orders fewer pairs right than the old one
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
+
+    assert verdict["judge"] == new.id

@@ -40,6 +40,11 @@ def test_markdown_shows_escaped_punctuation_and_entities_as_the_reader_sees_them
     )
 
 
+def test_markdown_drops_single_emphasis_but_keeps_snake_case_and_arithmetic() -> None:
+    raw = "tap **Cards**, then tap *Freeze* or _Lock_; keep snake_case_name and 2*3*4"
+    assert to_text(raw, "markdown") == "tap Cards, then tap Freeze or Lock; keep snake_case_name and 2*3*4"
+
+
 def test_markdown_keeps_link_and_image_text() -> None:
     raw = "# Head\nSee [the fees](https://x.test/fees) and ![a chart](c.png), <b>bold</b> **now**."
     assert to_text(raw, "markdown") == "Head\nSee the fees and a chart, bold now."

@@ -150,6 +150,17 @@ def test_manual_pause_sends_everyone_to_control_and_rollback_is_instant(tenant: 
     assert done.state == "rolled_back" and Registry(tenant).get(exp.treatment_version).state == "rolled_back"
 
 
+def test_an_experiment_ended_by_hand_keeps_its_last_looks_statistics(tenant: TenantStore) -> None:
+    exp = controller.start_canary(tenant, gated_version(tenant), POLICY, reward_policy=REWARDS, actor="test")
+    canary_traffic(tenant, exp, 60, {"control": 0.4, "treatment": 0.6})
+    looked = controller.review(tenant, REWARDS)
+    assert looked.state == "running" and looked.decision["test"]["users_treatment"] > 0
+
+    done = controller.finish(tenant, "promoted", actor="operator", reason="seen enough")
+
+    assert done.decision == looked.decision  # the dashboard shows what the operator promoted on
+
+
 def test_an_experiment_in_tenant_a_never_changes_what_tenant_b_is_served(
     store: Store, tiny_model: Path
 ) -> None:

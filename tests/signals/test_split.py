@@ -84,3 +84,15 @@ def test_a_small_snapshot_holds_out_enough_pairs_for_the_gate_and_a_large_one_ke
     assert heldout_fraction(large, 0.1, seed=0, min_pairs=12) == 0.1
     tiny = [f"cluster-{i}" for i in range(6)]
     assert heldout_fraction(tiny, 0.1, seed=0, min_pairs=12) <= MAX_HELDOUT_FRACTION
+
+
+def test_pairs_on_a_few_questions_still_hold_out_enough_distinct_questions_for_the_gate() -> None:
+    # 37 pairs on 15 questions: the pairs' own minimum is met by 2 questions, which left the gate's
+    # reward-model suite (4 prompts) and drift suite (3) without input.
+    questions = [f"question-{i}" for i in range(15)]
+    pair_clusters = [questions[i % 15] for i in range(150)]
+    fraction = heldout_fraction(pair_clusters, 0.1, 0, 12, questions, 4)
+    assert sum(split_of(q, fraction, 0) == "heldout" for q in questions) >= 4
+    assert fraction <= MAX_HELDOUT_FRACTION
+    many = [f"question-{i}" for i in range(500)]
+    assert heldout_fraction(many, 0.1, 0, 12, many, 4) == 0.1  # a large snapshot keeps its share

@@ -12,6 +12,7 @@ from typing import Any
 
 from tuneloop.clock import now_utc, utc
 from tuneloop.dashboard import readable
+from tuneloop.errors import NotFound
 from tuneloop.learn.privacy import budget_text
 from tuneloop.monitor.alerts import latest_check, list_alerts
 from tuneloop.monitor.kpis import KPI, kpis, kpis_of
@@ -178,7 +179,10 @@ def gate_report_html(tenant: TenantStore, home: Path, version_id: str) -> str | 
         import json
 
         return render_html(json.loads(json_path.read_text()))
-    return None
+    raise NotFound(
+        f"The gate report of {version_id} is no longer on disk (an erasure deletes the reports that quoted "
+        "an erased user's data); its verdict stays in the audit log."
+    )
 
 
 def canary_view(tenant: TenantStore, policy: RewardPolicy) -> dict[str, Any] | None:

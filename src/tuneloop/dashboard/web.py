@@ -144,8 +144,10 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return response
 
 
-def not_found(request: Request, principal: Principal) -> HTMLResponse:
-    return render(request, "error.html", 404, principal=principal, message="No such tenant or page.")
+def not_found(
+    request: Request, principal: Principal, message: str = "No such tenant or page."
+) -> HTMLResponse:
+    return render(request, "error.html", 404, principal=principal, message=message)
 
 
 def tenant_for(request: Request, principal: Principal, name: str) -> TenantStore | None:
@@ -177,8 +179,8 @@ def page(request: Request, name: str, slug: str, build: Any, *, reviewers: bool 
     anyio.from_thread.run(admit, request, tenant.tenant_id)
     try:
         context = build(tenant)
-    except NotFound:
-        return not_found(request, principal)
+    except NotFound as exc:  # within the tenant: what is missing can be said
+        return not_found(request, principal, exc.message)
     if isinstance(context, Response):
         return context
     return render(request, f"{slug}.html", principal=principal, tenant=tenant.tenant, page=slug, **context)

@@ -20,6 +20,7 @@ from tuneloop.evaluate.report import report_dir, write_report
 from tuneloop.evaluate.suites import SUITES, GateContext, MissingInput, Verdict
 from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION
 from tuneloop.model_files import llamacpp_gguf, resolve_model
+from tuneloop.registry.composition import ENDED
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.serve.examples import OfflineExamples
 from tuneloop.store.repository import TenantStore
@@ -77,9 +78,13 @@ def run_gate(
     if candidate.kind != "adapter":
         raise BadRequest(f"version {version_id} is a {candidate.kind}; the gate evaluates adapter versions")
     if record and candidate.state != "candidate":
-        raise Conflict(
-            f"version {version_id} is {candidate.state}; only candidates are gated (try --dry-run)"
+        again = (
+            f": `tuneloop versions create --tenant {tenant.tenant.name} --from {version_id}` registers a new "
+            "candidate with its parts, or --dry-run evaluates it without recording a verdict"
+            if candidate.state in ENDED
+            else " (try --dry-run)"
         )
+        raise Conflict(f"version {version_id} is {candidate.state}; only candidates are gated{again}")
     policy = policy or tenant_policy(home, tenant.tenant.name, GatePolicy)
     production = registry.production("adapter")
     started = datetime.now(UTC)

@@ -45,9 +45,11 @@ def appoint_judge(
     if suites.judge_privacy.caps_epsilon and cap is not None:
         private, budget = within_privacy_budget(reward_model, cap)
         fit, why = fit and private, f"{why}; {budget}"
-    if fit and on_pairs and sitting is not None and sitting.id != reward_model.id:
+    contested = sitting is not None and sitting.id != reward_model.id and sitting.erased_at is None
+    if fit and on_pairs and contested:
         # Fit is a floor; the seat goes to the better of the two on the same pairs (a fast reward model that
-        # passes the floor must not unseat a LoRA one that orders more of them right).
+        # passes the floor must not unseat a LoRA one that orders more of them right). A judge trained on
+        # erased data keeps no such claim: erasure's promise is that the next turn replaces it.
         held = agreeing(sitting)
         if held > accuracy:
             fit, why = False, f"{why}, but judge {sitting.id} orders {held:.0%} of the same pairs right"

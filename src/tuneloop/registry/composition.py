@@ -140,6 +140,9 @@ def with_system_prompt(messages: Sequence[dict], system_prompt: str | None) -> l
     return out
 
 
+ENDED = ("blocked", "rolled_back")  # states a version never leaves
+
+
 def compose(
     registry: Registry,
     *,
@@ -153,7 +156,9 @@ def compose(
 ) -> Version:
     """Register a candidate serving `parent`'s adapter (None: the base model) with a prompt and decoding.
 
-    Settings not given are the parent's; a candidate identical to its parent is refused as pointless.
+    Settings not given are the parent's; a candidate identical to its parent is refused as pointless,
+    unless the parent was blocked or rolled back: such a version never moves again, so a copy is how it is
+    gated once more (after a policy change, or once what stopped it has passed).
     """
     if parent is not None and parent.kind != "adapter":
         raise BadRequest(f"version {parent.id} is a {parent.kind}; compose from a policy (adapter) version")
@@ -163,7 +168,8 @@ def compose(
     if system_prompt is not None:
         check_system_prompt(system_prompt)
     prompt, settings = composed_parts(parent, system_prompt, decoding)
-    if parent is not None and prompt == parent.system_prompt and settings == version_decoding(parent):
+    same = parent is not None and prompt == parent.system_prompt and settings == version_decoding(parent)
+    if same and parent.state not in ENDED:
         raise BadRequest(
             f"nothing differs from {parent.id}: give a system prompt or a decoding setting to change"
         )

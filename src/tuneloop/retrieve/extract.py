@@ -137,7 +137,10 @@ _MD_RULES = (
     (re.compile(r"\[([^\[\]\n]+)\]\([^()\n]*\)"), r"\1"),  # links: their text
     (re.compile(r"^\s{0,3}#{1,6}\s*", re.MULTILINE), ""),  # heading markers
     (re.compile(r"^\s{0,3}>\s?", re.MULTILINE), ""),  # quote markers
-    (re.compile(r"(\*\*|__|`)"), ""),  # emphasis and inline code markers
+    (re.compile(r"(\*\*|__|`)"), ""),  # strong emphasis and inline code markers
+    # Emphasis by one `*` or `_` around a phrase of a line (not `snake_case`, not an escaped `\*`); bounded,
+    # so a line of 100,000 lone `*` stays a linear scan.
+    (re.compile(r"(?<![\w*\\])([*_])(?=[^\s*_])([^*_\n]{1,300}?)(?<=[^\s\\])\1(?![\w*])"), r"\2"),
     (re.compile(r"<[^<>\n]+>"), ""),  # inline HTML tags
 )
 

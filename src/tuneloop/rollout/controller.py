@@ -324,6 +324,8 @@ def finish(
     leading arm — → production; any other candidate → rolled_back) or rolled_back/halted (every candidate
     → rolled_back)."""
     exp = _live(tenant)
+    # Ended by hand: the last look's statistics stay the experiment's (Progress showed "not measured yet").
+    stats = stats if stats is not None else exp.decision
     if outcome == "promoted" and winner is None and exp.arms:  # by hand: the arm leading at the last look
         leader = ((exp.decision or {}).get("versus_leader") or {}).get("leader")
         if leader is None:

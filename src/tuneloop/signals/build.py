@@ -81,6 +81,7 @@ def build_signals(
         policy.heldout_fraction,
         policy.seed,
         policy.min_heldout_pairs,
+        policy.min_heldout_prompts,
     )
     return Signals(
         tenant_id=tenant,

@@ -256,6 +256,13 @@ class RewardPolicy(TenantPolicy):
         "pairs than this for the gate to judge (never more than half of them): a young tenant's first "
         "snapshot still gets a meaningful held-out set.",
     )
+    min_heldout_prompts: int = Field(
+        default=4,
+        ge=0,
+        description="Hold out more prompt clusters than heldout_fraction when that keeps fewer distinct "
+        "prompt clusters than this (never more than half of them): the gate's reward-model suite answers "
+        "at least 4 held-out prompts, and 37 held-out pairs on 2 questions gave it none to judge.",
+    )
     seed: int = Field(
         default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
     )

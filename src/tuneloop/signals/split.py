@@ -57,13 +57,28 @@ def split_of(cluster: str, fraction: float, seed: int) -> str:
     return "heldout" if _draw(cluster, seed) < fraction else "train"
 
 
-def heldout_fraction(pair_clusters: Sequence[str], fraction: float, seed: int, min_pairs: int) -> float:
-    """`fraction`, raised just enough that the pairs hold out `min_pairs` of themselves (at most half):
-    a small snapshot still gives the gate pairs to judge, a large one keeps the configured share."""
-    draws = sorted(_draw(c, seed) for c in pair_clusters)
-    if not draws or sum(d < fraction for d in draws) >= min_pairs:
+def heldout_fraction(
+    pair_clusters: Sequence[str],
+    fraction: float,
+    seed: int,
+    min_pairs: int,
+    clusters: Iterable[str] = (),
+    min_clusters: int = 0,
+) -> float:
+    """`fraction`, raised just enough that the pairs hold out `min_pairs` of themselves and the prompt
+    `clusters` (every dataset's) `min_clusters` distinct ones, at most half: a small snapshot still gives
+    the gate pairs to judge and prompts to answer, a large one keeps the configured share."""
+    return max(
+        _enough(sorted(_draw(c, seed) for c in pair_clusters), fraction, min_pairs),
+        _enough(sorted(_draw(c, seed) for c in set(clusters)), fraction, min_clusters),
+    )
+
+
+def _enough(draws: list[float], fraction: float, minimum: int) -> float:
+    """The least fraction ≥ `fraction` (≤ MAX_HELDOUT_FRACTION) under which `minimum` of `draws` fall."""
+    if not draws or sum(d < fraction for d in draws) >= minimum:
         return fraction
-    needed = draws[min(min_pairs, len(draws)) - 1]
+    needed = draws[min(minimum, len(draws)) - 1]
     return max(fraction, min(float(np.nextafter(needed, 1.0)), MAX_HELDOUT_FRACTION))
 
 
@@ -74,12 +89,16 @@ def split_rows(
     fraction: float,
     seed: int,
     min_heldout_pairs: int = 0,
+    min_heldout_prompts: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
     """Copies of every dataset's rows with a `split` column; clusters are shared across the datasets."""
     texts = [prompt_text(row_prompt(row)) for rows in datasets.values() for row in rows]
     clusters = prompt_clusters(texts, vectors, threshold)
     of = {name: [clusters[prompt_text(row_prompt(row))] for row in rows] for name, rows in datasets.items()}
-    fraction = heldout_fraction(of.get("pairs", []), fraction, seed, min_heldout_pairs)
+    everything = [c for name in of for c in of[name]]
+    fraction = heldout_fraction(
+        of.get("pairs", []), fraction, seed, min_heldout_pairs, everything, min_heldout_prompts
+    )
     return {
         name: [{**row, "split": split_of(c, fraction, seed)} for row, c in zip(rows, of[name], strict=True)]
         for name, rows in datasets.items()

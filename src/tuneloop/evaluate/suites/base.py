@@ -17,6 +17,11 @@ from tuneloop.store.repository import TenantStore
 CANDIDATE = "candidate"
 PRODUCTION = "production"
 MAX_ROWS = 50  # evidence rows kept per suite in the report
+# What a suite short of held-out prompts says to do about it (a snapshot holds out whole prompt clusters).
+FEWER_PROMPTS = (
+    " (snapshots hold out whole questions: collect feedback on more distinct ones, or lower the suite's "
+    "min_prompts in gate_policy.yaml)"
+)
 
 
 class MissingInput(BadRequest):

@@ -23,6 +23,7 @@ from tuneloop.evaluate.policy import DriftConfig
 from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.evaluate.suites.base import (
     CANDIDATE,
+    FEWER_PROMPTS,
     PRODUCTION,
     GateContext,
     MissingInput,
@@ -68,6 +69,7 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     if len(prompts) < cfg.min_prompts:
         raise MissingInput(
             f"{len(prompts)} held-out prompts; the drift suite needs at least {cfg.min_prompts}"
+            + FEWER_PROMPTS
         )
     limit = ctx.policy.generation.max_new_tokens
     cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)

@@ -10,6 +10,7 @@ from tuneloop.evaluate.policy import RewardModelConfig
 from tuneloop.evaluate.stats import win_rate
 from tuneloop.evaluate.suites.base import (
     CANDIDATE,
+    FEWER_PROMPTS,
     MAX_ROWS,
     PRODUCTION,
     GateContext,
@@ -48,7 +49,9 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         )
     prompts = ctx.heldout_prompts(cfg.max_prompts)
     if len(prompts) < cfg.min_prompts:
-        raise MissingInput(f"{len(prompts)} held-out prompts; the suite needs at least {cfg.min_prompts}")
+        raise MissingInput(
+            f"{len(prompts)} held-out prompts; the suite needs at least {cfg.min_prompts}{FEWER_PROMPTS}"
+        )
     base = resolve_model(judge.base_model, ctx.home)
     model = load_reward_model(judge.artifact_path, base_model=str(base))
     agreement = agreement_of(model, pairs)
