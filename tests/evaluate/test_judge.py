@@ -27,6 +27,13 @@ def _reward_model(setup: GateSetup, out: Path, *, flipped: bool = False):
     )
 
 
+def _any_reward_model_fit(gate_setup: GateSetup) -> Settings:
+    """The gate's settings, with a tenant policy under which any reward model is fit to judge."""
+    policy = gate_setup.home / "policies" / "acme" / "gate_policy.yaml"
+    policy.write_text("suites: {reward_model: {min_agreement: 0.0}}\n")
+    return Settings(home=gate_setup.home, model=str(gate_setup.base))
+
+
 def test_a_reward_model_that_agrees_with_the_humans_becomes_the_judge(
     gate_setup: GateSetup, tmp_path: Path
 ) -> None:
@@ -54,9 +61,7 @@ def test_a_reward_model_that_disagrees_is_blocked_and_the_judge_stays(
 def test_a_fit_reward_model_that_orders_fewer_pairs_right_does_not_unseat_the_judge(
     gate_setup: GateSetup, tmp_path: Path
 ) -> None:
-    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
-    policy = gate_setup.home / "policies" / "acme" / "gate_policy.yaml"
-    policy.write_text("suites: {reward_model: {min_agreement: 0.0}}\n")  # any reward model is fit
+    settings = _any_reward_model_fit(gate_setup)
     new = _reward_model(gate_setup, tmp_path, flipped=True)
 
     verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
@@ -80,9 +85,7 @@ def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> N
 def test_a_judge_trained_on_erased_data_gives_its_seat_to_any_fit_successor(
     gate_setup: GateSetup, tmp_path: Path
 ) -> None:
-    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
-    policy = gate_setup.home / "policies" / "acme" / "gate_policy.yaml"
-    policy.write_text("suites: {reward_model: {min_agreement: 0.0}}\n")  # any reward model is fit
+    settings = _any_reward_model_fit(gate_setup)
     withdraw(gate_setup.tenant, [gate_setup.reward_model], PrivacyPolicy(), request="r-1", actor="test")
     new = _reward_model(gate_setup, tmp_path, flipped=True)  # orders fewer pairs right than the old one
 

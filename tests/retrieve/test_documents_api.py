@@ -116,6 +116,7 @@ def test_deleting_a_document_removes_it_from_retrieval_and_from_prompts(api: dic
 
 def test_source_feedback_names_a_chunk(api: dict[str, Any]) -> None:
     with _http(api) as http:
+        http.put("/v1/documents/payouts", json={"text": "Payouts land in two days."}).raise_for_status()
         iid = http.post(
             "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a [1]"}
         ).json()["id"]
@@ -125,7 +126,7 @@ def test_source_feedback_names_a_chunk(api: dict[str, Any]) -> None:
                 "id": "s-1",
                 "interaction_id": iid,
                 "kind": "source_helpful",
-                "value": {"chunk_id": "fees:v2:0"},
+                "value": {"chunk_id": "payouts:v1:0"},
             },
         )
         bad = http.post(
@@ -134,6 +135,32 @@ def test_source_feedback_names_a_chunk(api: dict[str, Any]) -> None:
 
     assert good.status_code == 201
     assert bad.status_code == 400 and "chunk_id" in bad.json()["error"]["message"]
+
+
+def test_source_feedback_must_name_a_source_its_answer_showed(api: dict[str, Any]) -> None:
+    with _http(api, "b") as http:
+        http.put("/v1/documents/refunds", json={"text": REFUNDS, "format": "markdown"}).raise_for_status()
+        http.put("/v1/documents/menu", json={"text": "Our soup of the day is tomato."}).raise_for_status()
+        iid = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a [1]"}
+        ).json()["id"]
+        shown = http.post("/v1/retrieve", json={"query": "refund", "k": 1, "interaction_id": iid}).json()
+        [chunk] = [r["chunk_id"] for r in shown["data"]]
+        other = next(c for c in ("menu:v1:0", "refunds:v1:0") if c != chunk)
+
+        def mark(event_id: str, chunk_id: str, interaction: str = iid) -> httpx.Response:
+            body = {"interaction_id": interaction, "kind": "source_helpful", "value": {"chunk_id": chunk_id}}
+            return http.post("/v1/feedback", json={"id": event_id, **body})
+
+        on_shown, not_shown = mark("m-1", chunk), mark("m-2", other)
+        plain = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a"}
+        ).json()["id"]  # an answer without a logged retrieval: any chunk of the tenant's documents
+        on_document, made_up = mark("m-3", other, plain), mark("m-4", "nothing:v9:0", plain)
+
+    assert on_shown.status_code == 201 and on_document.status_code == 201
+    assert not_shown.status_code == 400 and "not among the sources shown" in not_shown.text
+    assert made_up.status_code == 404 and "not found" in made_up.text
 
 
 @pytest.mark.parametrize(

@@ -115,14 +115,17 @@ def test_a_product_or_place_in_a_document_id_is_kept_and_source_feedback_names_i
             {"id": "e-made-up", "interaction_id": "int-jira", "kind": "source_clicked",
              "value": {"chunk_id": "Maria-Garcia:v1:0"}},
         ]  # fmt: skip
-        assert http.post("/v1/feedback", json={"events": events}).json()["accepted"] == 2
+        answer = http.post("/v1/feedback", json={"events": events})
         stored = {
             e["kind"]: e["value"]["chunk_id"]
             for e in http.get("/v1/feedback?interaction_id=int-jira").json()["data"]
         }
 
-    assert stored["source_helpful"] == chunk  # a chunk of the tenant's documents: its id is kept whole
-    assert "Maria" not in stored["source_clicked"]  # no such chunk: redacted like any other text
+    assert stored == {"source_helpful": chunk}  # a chunk of the tenant's documents: its id is kept whole
+    # No such chunk: refused, and the refusal names it as redaction read it.
+    [made_up] = [r for r in answer.json()["results"] if r["id"] == "e-made-up"]
+    assert made_up["status"] == "rejected" and "not found" in made_up["error"]
+    assert "Maria" not in answer.text
 
 
 def test_a_new_title_alone_makes_the_next_version(api: dict[str, Any]) -> None:

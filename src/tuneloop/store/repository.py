@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +23,15 @@ from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tuneloop.store import audit
 from tuneloop.store.engine import Synchronous, create_engine, migrate, opening
-from tuneloop.store.schema import api_keys, dashboard_sessions, feedback, interactions, tenants
+from tuneloop.store.schema import (
+    api_keys,
+    chunks,
+    dashboard_sessions,
+    feedback,
+    interactions,
+    retrievals,
+    tenants,
+)
 
 T = TypeVar("T")
 RedactionMode = Literal["redact", "hash", "off"]
@@ -622,12 +630,13 @@ class TenantStore:
                 ).all()
             )
             known = self._choice_counts(conn, events)
+            sources = self._sources(conn, events)
             received = now_utc()
             for event, digest in events:
                 eid = event["id"]
                 if eid in seen:
                     results.append(_existing(eid, digest, seen[eid]))
-                elif problem := _reference_problem(event, known):
+                elif problem := _reference_problem(event, known) or _source_problem(event, sources):
                     results.append(
                         ItemResult(eid, "rejected", problem, code=404 if "not found" in problem else 400)
                     )
@@ -685,6 +694,26 @@ class TenantStore:
         )
         return {r.id: len(r.choices) for r in rows}
 
+    def _sources(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> Sources:
+        """For the source events among `events`: the chunks each named interaction's retrievals showed, and
+        which named chunks the tenant's documents hold now (two reads, none without a source event)."""
+        named = [e for e, _ in events if _names_a_source(e)]
+        if not named:
+            return Sources({}, set())
+        shown: dict[str, set[str]] = {}
+        for row in conn.execute(
+            sa.select(retrievals.c.interaction_id, retrievals.c.results).where(
+                retrievals.c.tenant_id == self.tenant_id,
+                retrievals.c.interaction_id.in_({e["interaction_id"] for e in named}),
+            )
+        ):
+            shown.setdefault(row.interaction_id, set()).update(r["chunk_id"] for r in row.results)
+        wanted = {e["value"]["chunk_id"] for e in named}
+        current = conn.execute(
+            sa.select(chunks.c.id).where(chunks.c.tenant_id == self.tenant_id, chunks.c.id.in_(wanted))
+        )
+        return Sources(shown, set(current.scalars()))
+
     def feedback(
         self, *, interaction_id: str | None = None, since: datetime | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
@@ -715,6 +744,28 @@ def _existing(eid: str, digest: str, stored_digest: str) -> ItemResult:
     if stored_digest == digest:
         return ItemResult(eid, "duplicate", code=200)
     return ItemResult(eid, "rejected", f"event {eid!r} already exists with a different payload", code=409)
+
+
+class Sources(NamedTuple):
+    shown: dict[str, set[str]]  # interaction id → the chunks its retrievals showed
+    current: set[str]  # the named chunks the tenant's documents hold now
+
+
+def _names_a_source(event: dict[str, Any]) -> bool:
+    return event["kind"].startswith("source_")  # source_clicked, _helpful, _wrong: value {"chunk_id": ...}
+
+
+def _source_problem(event: dict[str, Any], sources: Sources) -> str | None:
+    """Why a source event names no source its answer showed (or, with no retrieval logged for the answer,
+    no chunk of the tenant's documents), or None."""
+    if not _names_a_source(event):
+        return None
+    chunk, shown = event["value"]["chunk_id"], sources.shown.get(event["interaction_id"])
+    if shown is not None and chunk not in shown:
+        return f"value.chunk_id: {chunk!r} was not among the sources shown for this interaction"
+    if shown is None and chunk not in sources.current:
+        return f"value.chunk_id: chunk {chunk!r} not found among this tenant's documents"
+    return None
 
 
 def _reference_problem(event: dict[str, Any], known: dict[str, int]) -> str | None:
