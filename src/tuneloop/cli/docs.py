@@ -138,7 +138,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     results = []
     for path in files:
         fmt, raw = format_of(path), read_file(path, args.max_bytes)
-        with progress.stage(f"{path.name}: redact, chunk, embed"):
+        named = ids[path] if ids[path] == path.name else f"{ids[path]} ({path.name})"  # as the result says
+        with progress.stage(f"{named}: redact, chunk, embed"):
             try:
                 results.append(put_document(tenant, capture, ids[path], raw, fmt, budget=False, actor="cli"))
             except TuneloopError as exc:  # which of many files it was, and that the ones before it stand
