@@ -20,19 +20,29 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "chat", help="chat with a running server (streams answers; /thumbs sends feedback)"
     )
-    p.add_argument("--url", default=None, help=f"server URL (default: TUNELOOP_URL or {DEFAULT_URL})")
-    p.add_argument("--key", default=None, help="the tenant's API key (default: TUNELOOP_API_KEY)")
+    add_server_arguments(p)
     p.add_argument("--model", default="tuneloop", help="`tuneloop` (what the tenant serves) or a version id")
     p.add_argument("--max-tokens", type=int, default=None, help="cap each answer's length")
     p.set_defaults(run=cmd_chat)
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
-    """Read lines from stdin, stream each answer, keep the conversation; Ctrl-D ends it."""
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """--url and --key, for a command that talks to a running server as a tenant's client."""
+    p.add_argument("--url", default=None, help=f"server URL (default: TUNELOOP_URL or {DEFAULT_URL})")
+    p.add_argument("--key", default=None, help="the tenant's API key (default: TUNELOOP_API_KEY)")
+
+
+def server_and_key(args: argparse.Namespace) -> tuple[str, str]:
+    """The server URL and API key from `add_server_arguments`' flags or their environment variables."""
     key = args.key or os.environ.get("TUNELOOP_API_KEY")
     if not key:
         raise Unauthorized("no API key — pass --key or set TUNELOOP_API_KEY (`tuneloop tenants add NAME`)")
-    url = server_url(args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL)
+    return server_url(args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL), key
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Read lines from stdin, stream each answer, keep the conversation; Ctrl-D ends it."""
+    url, key = server_and_key(args)
     session = ChatSession(url, key, args.model, args.max_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

@@ -4,14 +4,13 @@ the demo's simulated users talking to a server of your own, to try the by-hand f
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from tuneloop.cli.chat import DEFAULT_URL
+from tuneloop.cli.chat import add_server_arguments, server_and_key
 from tuneloop.cli.output import port
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest, Unauthorized
+from tuneloop.errors import BadRequest
 
 # Scenarios whose users need nothing set up on the server first (`rag` needs its documents, `two-tenants`
 # two tenants: benchmarks/scenarios.py prepares both).
@@ -30,8 +29,7 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "simulate", help="simulated users of a built-in scenario talk to a running server and give feedback"
     )
-    p.add_argument("--url", default=None, help=f"server URL (default: TUNELOOP_URL or {DEFAULT_URL})")
-    p.add_argument("--key", default=None, help="the tenant's API key (default: TUNELOOP_API_KEY)")
+    add_server_arguments(p)
     p.add_argument("--scenario", choices=SIMULATED, default="support", help="whose users (default: support)")
     p.add_argument("--turns", type=int, default=100, help="user turns to send, with their feedback")
     p.add_argument("--users", type=int, default=8, help="users talking at once (default: 8)")
@@ -47,15 +45,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from tuneloop.client import server_url
     from tuneloop.sim import SCENARIOS, SimError, run_traffic
 
-    key = args.key or os.environ.get("TUNELOOP_API_KEY")
-    if not key:
-        raise Unauthorized("no API key — pass --key or set TUNELOOP_API_KEY (`tuneloop tenants add NAME`)")
     if not 1 <= args.turns <= 100_000 or not 1 <= args.users <= 64:
         raise BadRequest("--turns takes 1 to 100000 and --users 1 to 64")
-    url = server_url(args.url or os.environ.get("TUNELOOP_URL") or DEFAULT_URL)
+    url, key = server_and_key(args)
     scenario = SCENARIOS[args.scenario](args.seed)
     print(f"{args.turns} turns of {args.scenario}'s users ({args.users} at once) against {url}", flush=True)
     try:

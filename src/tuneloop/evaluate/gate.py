@@ -20,8 +20,7 @@ from tuneloop.evaluate.report import report_dir, write_report
 from tuneloop.evaluate.suites import SUITES, GateContext, MissingInput, Verdict
 from tuneloop.evaluate.suites.base import CANDIDATE, PRODUCTION
 from tuneloop.model_files import llamacpp_gguf, resolve_model
-from tuneloop.registry.composition import ENDED
-from tuneloop.registry.versions import Registry, Version
+from tuneloop.registry.versions import ENDED, Registry, Version
 from tuneloop.serve.examples import OfflineExamples
 from tuneloop.store.repository import TenantStore
 

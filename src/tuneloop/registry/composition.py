@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneloop.errors import BadRequest, Conflict
-from tuneloop.registry.versions import Registry, Version
+from tuneloop.registry.versions import ENDED, Registry, Version
 
 MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's context window
 # What a composed version takes over from its parent: the adapter and everything that says where it came from.
@@ -138,9 +138,6 @@ def with_system_prompt(messages: Sequence[dict], system_prompt: str | None) -> l
     else:
         out.insert(0, {"role": "system", "content": system_prompt})
     return out
-
-
-ENDED = ("blocked", "rolled_back")  # states a version never leaves
 
 
 def compose(

@@ -40,6 +40,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "blocked": set(),
     "rolled_back": set(),
 }
+# States a version never leaves: a copy of it is how its parts are gated again (registry.composition).
+ENDED: frozenset[str] = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
 MAX_ACTOR_CHARS = 256  # audit_log.actor's width: an approver's name is the audit row's actor
 # States that serve users or lead there: a version trained on erased data never enters them again.
 SERVING: set[str] = {"gated", "pending_approval", "canary", "production"}

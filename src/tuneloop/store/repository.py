@@ -696,7 +696,8 @@ class TenantStore:
 
     def _sources(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> Sources:
         """For the source events among `events`: the chunks each named interaction's retrievals showed, and
-        which named chunks the tenant's documents hold now (two reads, none without a source event)."""
+        which chunks named for an answer with no logged retrieval the tenant's documents hold now (at most two
+        reads, none without a source event)."""
         named = [e for e, _ in events if _names_a_source(e)]
         if not named:
             return Sources({}, set())
@@ -708,7 +709,9 @@ class TenantStore:
             )
         ):
             shown.setdefault(row.interaction_id, set()).update(r["chunk_id"] for r in row.results)
-        wanted = {e["value"]["chunk_id"] for e in named}
+        wanted = {e["value"]["chunk_id"] for e in named if e["interaction_id"] not in shown}
+        if not wanted:
+            return Sources(shown, set())
         current = conn.execute(
             sa.select(chunks.c.id).where(chunks.c.tenant_id == self.tenant_id, chunks.c.id.in_(wanted))
         )
