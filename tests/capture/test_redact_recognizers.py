@@ -56,6 +56,10 @@ FOUND = [
     ("contact: thull [at] example [dot] com", "contact: <EMAIL_ADDRESS>"),
     ("mail nsawyer AT example DOT org today", "mail <EMAIL_ADDRESS> today"),
     ("it is jane dot doe at example dot com ok", "is <EMAIL_ADDRESS> ok"),
+    # An address on an IP literal, and a company's mail host with no top-level domain after a mail word.
+    ("Mail jane.doe@[192.168.1.1] please", "Mail <EMAIL_ADDRESS> please"),
+    ("write to priya.raman@northwind or ops@intranet", "to <EMAIL_ADDRESS> or <EMAIL_ADDRESS>"),
+    ("my email is jane@corp-mail, thanks", "is <EMAIL_ADDRESS>, thanks"),
     # Phone numbers: local 7 digits, NANP with an extension or "001", and any grouping after "call".
     ("call me at 555-0187 tonight", "at <PHONE_NUMBER> tonight"),
     ("my number is 927 9308", "is <PHONE_NUMBER>"),
@@ -119,9 +123,12 @@ FOUND = [
     ("身份证号110101199003074514", "身份证号<ID_NUMBER>"),
     ("my NI number is AB 12 34 56 C thanks", "is <ID_NUMBER> thanks"),
     ("aadhaar 2345 6789 0124 please", "aadhaar <ID_NUMBER> please"),
-    # A combining mark or variation selector on the last character hides nothing.
-    ("email jane@example.com\ufe0f ok", "email <EMAIL_ADDRESS>\ufe0f ok"),
-    ("ssn 123-45-6789\u0301 ok", "ssn <US_SSN>\u0301 ok"),
+    # A combining mark or variation selector on the last character hides nothing, and goes with it.
+    ("email jane@example.com\ufe0f ok", "email <EMAIL_ADDRESS> ok"),
+    ("ssn 123-45-6789\u0301 ok", "ssn <US_SSN> ok"),
+    # Digits spelled out, the number's groups parted by commas or not at all.
+    ("call me on four one five, five five five, two six seven one", "on <PHONE_NUMBER>"),
+    ("card four one one one one one one one one one one one one one one one ok", "card <CREDIT_CARD> ok"),
     # Values glued to a script written without spaces, and its own words for "phone".
     ("メールはjane@example.comです", "メールは<EMAIL_ADDRESS>です"),
     # A name glued to an address is its local part (an internationalised address): it goes with it.
@@ -250,6 +257,8 @@ ORDINARY = [
     'He said "hi" and left @ 5. Then the office . Com',
     "See https://x.com/a%2Eb and 3 &#46; 4 &period;",
     "See pages 10\u201320, chapters 3 \u2013 5, the 2023\n2024 totals and Step:2 of the README.",
+    "y = weights@inputs + bias; then ssh root@buildbox and git push origin@main",
+    "Pick one, two or three of them; the steps are one two three four five six.",
 ]
 
 

@@ -376,7 +376,7 @@ def test_a_new_tenants_first_turn_reaches_the_canary_with_no_policy_file(
             loop = Loop(tenant, settings)
             turn = loop.tick(force=True)
             # Light candidates first: gated and on a trial, while the adapter trained beside it.
-            assert turn is not None and turn.stage == "light_trial", turn.report
+            assert turn is not None and turn.stage == "light_trial", turn.report["light"]
             light = turn.report["light"]
             assert Registry(tenant).get(light["reward_model"]["judge"]).state == "production"
             assert any(c.get("decision") == "gated" for c in light["candidates"]), light["candidates"]

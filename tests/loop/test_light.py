@@ -66,41 +66,50 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
 
     reasons = [c["reason"] for c in composed]
-    assert reasons[0] == "in-context examples" and "shorter" in reasons[1]
-    assert reasons[2:] == ["operator prompt variant 1"]
+    assert reasons[0].startswith("in-context examples + users chose answers") and "shorter" in reasons[0]
+    assert reasons[1:] == ["operator prompt variant 1"]
     registry = Registry(tenant)
-    examples, brief, prompt = (registry.get(c["version"]) for c in composed)
-    assert all(v.parent_id == production and v.state == "candidate" for v in (examples, brief, prompt))
-    assert examples.decoding["examples"] == ExamplePolicy().model_dump()
-    assert brief.system_prompt == f"{BRIEF}\n\nYou are the support desk."
-    assert brief.decoding == {"temperature": 0.8}
+    together, prompt = (registry.get(c["version"]) for c in composed)
+    assert all(v.parent_id == production and v.state == "candidate" for v in (together, prompt))
+    # What the feedback calls for goes on as one candidate: examples and the brevity instruction.
+    assert together.decoding == {"temperature": 0.8, "examples": ExamplePolicy().model_dump()}
+    assert together.system_prompt == f"{BRIEF}\n\nYou are the support desk."
     assert prompt.system_prompt == "Answer in one line." and prompt.decoding == {"temperature": 0.8}
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
-    assert {v.snapshot_hash for v in (brief, prompt)} == {SNAPSHOT}
+    assert {v.snapshot_hash for v in (together, prompt)} == {SNAPSHOT}
     # Too few answers to show: an examples candidate would be production under another name.
     fewer = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES - 1, policy)
     assert [c["reason"] for c in fewer][1:] == ["operator prompt variant 1"]
+    assert "shorter" in fewer[0]["reason"] and "examples" not in fewer[0]["reason"]
 
 
-def test_a_light_candidate_users_turned_down_is_not_tried_again_on_the_same_production(tenant: tuple) -> None:
+def test_a_bundle_users_turned_down_is_split_and_a_change_they_turned_down_is_not_tried_again(
+    tenant: tuple,
+) -> None:
     tenant, settings, production = tenant
     policy = LightPolicy(prompt_variants=["Answer in one line."])
     pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
     registry = Registry(tenant)
-    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
-    examples = first[0]["version"]
-    registry.move(examples, "gated", actor="test", reason="setup")
-    start_arms(tenant, [examples], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
-    finish(tenant, "rolled_back", actor="test", reason="users preferred production")
 
+    def turned_down(candidate: str) -> None:
+        registry.move(candidate, "gated", actor="test", reason="setup")
+        start_arms(tenant, [candidate], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+        finish(tenant, "rolled_back", actor="test", reason="users preferred production")
+
+    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    turned_down(first[0]["version"])
+    split = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    turned_down(split[0]["version"])
     again = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
 
-    assert first[0]["reason"] == "in-context examples"
-    assert [c["reason"] for c in again] == [c["reason"] for c in first][1:]
-    # On a new production the same change is another candidate, and tried again.
+    assert first[0]["reason"].startswith("in-context examples + ")
+    assert split[0]["reason"] == "in-context examples"
+    assert [c["reason"] for c in split[1:]] == [c["reason"] for c in again]
+    assert "shorter" in again[0]["reason"] and again[1]["reason"] == "operator prompt variant 1"
+    # On a new production the same changes are other candidates, and tried again together.
     registry.move(_gated(tenant, production, "New.").id, "production", actor="test", reason="setup")
     later = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
-    assert later[0]["reason"] == "in-context examples"
+    assert later[0]["reason"] == first[0]["reason"]
 
 
 def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: tuple) -> None:
@@ -111,18 +120,18 @@ def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: t
     tried = []
     for _ in range(3):
         composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, LightPolicy())
-        examples = next((c["version"] for c in composed if c["reason"] == "in-context examples"), None)
-        tried.append(examples is not None)
-        if examples is None:
-            break
-        registry.move(examples, "gated", actor="test", reason="setup")
-        start_arms(tenant, [examples], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+        tried.append(composed[0]["reason"])
+        candidate = composed[0]["version"]
+        registry.move(candidate, "gated", actor="test", reason="setup")
+        start_arms(tenant, [candidate], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
         futile = {"eliminated": {"arm-1": f"{FUTILE}, cannot reach the design effect +0.342: undecided"}}
         finish(tenant, "rolled_back", actor="test", reason="every candidate eliminated", stats=futile)
         # The version's own audit says why it went: its arm's elimination, not the trial's end.
-        assert registry.history()[examples][-1]["reason"].startswith(FUTILE)
+        assert registry.history()[candidate][-1]["reason"].startswith(FUTILE)
 
-    assert tried == [True, True, False]
+    # The bundle twice, then its changes on their own arms.
+    assert tried[0] == tried[1] and tried[0].startswith("in-context examples + ")
+    assert tried[2] == "in-context examples"
 
 
 def _edit_pair(question: str) -> dict:

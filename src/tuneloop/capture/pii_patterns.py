@@ -146,6 +146,14 @@ _OBFUSCATION = re.compile(
 )
 
 
+# "jane.doe@[192.168.1.1]": an address whose domain is an IP literal (RFC 5321), whole, not just its IP.
+IP_LITERAL_EMAIL = r"(?<![\w.+-])[\w.+-]+@\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\](?![\w-])"
+# "priya.raman@northwind": a company's own mail host, no top-level domain. Code writes "a@b" too (Python's
+# matrix product, "ssh root@host"), so only after a word about mail (`MAIL_WORDS`).
+LOCAL_HOST_EMAIL = r"(?<![\w.+@-])[\w+-]+(?:\.[\w+-]+)*@\p{L}[\w-]*(?:\.[\w-]+)*(?![\w.@-]*\w)"
+MAIL_WORDS = _words("email e-mail mail address write contact reach cc bcc inbox send forward message")
+
+
 def canonical_email(value: str) -> str:
     """`value` with "(at)" and "(dot)" spelt "@" and ".", spaces around them and quotes dropped,
     lower-cased: every spelling hashes alike."""

@@ -42,6 +42,10 @@ def recognizers() -> list[Any]:
         RegexRecognizer(
             "EMAIL_ADDRESS", p.OBFUSCATED_EMAIL, "ObfuscatedEmail", validate=_obfuscated_email_ok
         ),
+        RegexRecognizer("EMAIL_ADDRESS", p.IP_LITERAL_EMAIL, "IpLiteralEmail"),
+        RegexRecognizer(
+            "EMAIL_ADDRESS", p.LOCAL_HOST_EMAIL, "LocalHostEmail", context=p.MAIL_WORDS, window=6
+        ),
         GatedPhoneRecognizer(),
         # Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about.
         RegexRecognizer("PHONE_NUMBER", p.INTERNATIONAL_PHONE, "InternationalPhone", validate=_digits(8, 15)),

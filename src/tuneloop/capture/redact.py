@@ -74,6 +74,15 @@ _GAP = regex.compile(
     rf"(?<=\d){_SEPARATOR}{{1,5}}(?=[\p{{L}}\p{{N}}])|(?<=[\p{{L}}\p{{N}}]){_SEPARATOR}{{1,5}}(?=\d)"
     r"|(?<=(?<![\p{L}\p{N}:])\p{L}{3,}):(?=\d)"  # a word's colon: not a MAC address's "aa:11"
 )
+# Digits spelled out, a classic way past a filter: "four one five, five five five, two six seven one" reads
+# as "415 555 2671". Seven words at least, the fewest digits of any number the patterns look for.
+DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
+_DIGIT_WORD = "(?:" + "|".join(DIGIT_WORDS) + ")"
+_SPELLED = re.compile(rf"\b{_DIGIT_WORD}(?:[ ,.-]+{_DIGIT_WORD}\b){{6,}}", re.IGNORECASE)
+_SPELLED_PART = re.compile(rf"({_DIGIT_WORD})|[ ,.-]+", re.IGNORECASE)
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
@@ -459,9 +468,9 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
     """`text` as the recognisers read it (`_visible`: NFKC, so look-alikes such as "jane＠example．com",
     𝐦𝐚𝐭𝐡 letters and fullwidth digits match their patterns; `ENCODED` forms, backslash-escaped
     punctuation and JSON's \\uXXXX escapes as the characters they stand for; `_regap`), and each folded
-    character's index in `text` (None: unchanged)."""
+    character's index in `text`, then `len(text)` (None: unchanged); digits spelled out as digits."""
     if text.isascii() and not _ENCODED.search(text):
-        return _regap(text, None)
+        return _regap(*_spelled_digits(text, None))
     parts, origin = [], []
     before = ""  # the last character read so far
     for found in _CHARACTERS.finditer(text):
@@ -478,7 +487,37 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
         origin.extend([found.start()] * len(part))
         before = part[-1] if part else before
     folded = "".join(parts)
-    return _regap(text, None) if folded == text else _regap(folded, origin)
+    read = (text, None) if folded == text else (folded, [*origin, len(text)])
+    return _regap(*_spelled_digits(*read))
+
+
+def _spelled_digits(text: str, origin: list[int] | None) -> tuple[str, list[int] | None]:
+    """`text` with each run of `_SPELLED` digit words as digits: a comma, dot or dash between words parts
+    the number's groups, spaces join them; `origin` follows (`_fold`)."""
+    parts = [p for run in _SPELLED.finditer(text) for p in _SPELLED_PART.finditer(text, *run.span())]
+    reads = [DIGIT_WORDS[p[1].lower()] if p[1] else " " if p[0].strip() else "" for p in parts]
+    edits = [(p.start(), p.end(), read) for p, read in zip(parts, reads, strict=True)]
+    return _edited(text, origin, edits)
+
+
+def _edited(
+    text: str, origin: list[int] | None, edits: list[tuple[int, int, str]]
+) -> tuple[str, list[int] | None]:
+    """`text` with each (start, end) span, in order and apart, read as its text, whose characters come
+    from the span's start; `origin` (None: `text` is the original) follows."""
+    if not edits:
+        return text, origin
+    index = origin or list(range(len(text) + 1))
+    parts, kept, at = [], [], 0
+    for start, end, read in edits:
+        parts.append(text[at:start])
+        kept.extend(index[at:start])
+        parts.append(read)
+        kept.extend([index[start]] * len(read))
+        at = end
+    parts.append(text[at:])
+    kept.extend(index[at:])
+    return "".join(parts), kept
 
 
 def _read(found: str) -> str:
@@ -493,21 +532,12 @@ def _read(found: str) -> str:
 def _regap(text: str, origin: list[int] | None) -> tuple[str, list[int] | None]:
     """`text` with each `_GAP` between a number's groups as one " " (or "-" where it holds a dash), and
     ":" before a digit as ": "; `origin` (None: `text` is the original) follows."""
-    gaps = [g for g in _GAP.finditer(text) if g[0] not in (" ", "-")]
-    if not gaps:
-        return text, origin
-    index = origin or list(range(len(text)))
-    parts, kept, at = [], [], 0
-    for gap in gaps:
-        parts.append(text[at : gap.start()])
-        kept.extend(index[at : gap.start()])
-        read = ": " if gap[0] == ":" else " " if gap[0].isspace() else "-"
-        parts.append(read)
-        kept.extend([index[gap.start()]] * len(read))
-        at = gap.end()
-    parts.append(text[at:])
-    kept.extend(index[at:])
-    return "".join(parts), kept
+    edits = [
+        (gap.start(), gap.end(), ": " if gap[0] == ":" else " " if gap[0].isspace() else "-")
+        for gap in _GAP.finditer(text)
+        if gap[0] not in (" ", "-")
+    ]
+    return _edited(text, origin, edits)
 
 
 def _glued(before: str, after: str) -> bool:
@@ -547,10 +577,11 @@ def _glued_name(text: str, entity: str, start: int) -> int:
 
 
 def _unfold(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
-    """A span of the folded text as a span of the text it was folded from."""
+    """A span of the folded text as a span of the text it was folded from: up to where the next folded
+    character came from, so a last character read from several ("one", "&#52;") is covered whole."""
     if origin is None or start >= end:
         return start, end
-    return origin[start], origin[end - 1] + 1
+    return origin[start], max(origin[end - 1] + 1, origin[end])
 
 
 def _normalize(entity: str, value: str) -> str:

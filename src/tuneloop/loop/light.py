@@ -4,10 +4,10 @@ multi-arm experiment together (rollout.arms). On by default; `enabled: false` in
 `light_policy.yaml` turns them off.
 
 What a turn composes from production:
-- in-context examples (the policy's `examples`), when production shows none and the snapshot holds
-  MIN_EXAMPLES answers fit to show;
-- what its feedback calls for (learn.light_changes: an instruction to be brief, a cap that binds, a
-  temperature users keep regenerating);
+- what its feedback calls for, as one candidate (`bundle`): in-context examples (the policy's
+  `examples`), when production shows none and the snapshot holds MIN_EXAMPLES answers fit to show, with
+  learn.light_changes' proposals (an instruction to be brief, a cap that binds, a temperature users keep
+  regenerating); each on its own once users turned the bundle down;
 - each system prompt an operator listed in `prompt_variants`;
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
 
@@ -176,22 +176,45 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
 def _changes(
     registry: Registry, policy: LightPolicy, pairs: list[dict[str, Any]], rated: int, *, judged: bool
 ) -> list[Proposal]:
-    """Every light change to try on production, the likeliest to help first: examples (what users rated
-    best, shown), then what the feedback asks for, the operator's prompts and best-of-N (when `judged`, or
-    a reward model in production, can pick its answer)."""
+    """Every light change to try on production: what the feedback calls for (examples of what users rated
+    best, then what its pairs ask for) bundled into one, then the operator's prompts and best-of-N (when
+    `judged`, or a reward model in production, can pick its answer); none users turned down."""
     production = registry.production("adapter")
     current = Decoding.parse(version_decoding(production))
-    changes = []
+    learned = []
     if policy.examples is not None and current.examples is None and rated >= MIN_EXAMPLES:
-        changes.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
-    changes += propose_changes(pairs, current, production.system_prompt if production else None)
+        learned.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
+    learned += propose_changes(pairs, current, production.system_prompt if production else None)
     variants = enumerate(policy.prompt_variants, 1)
-    changes += [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
+    chosen = [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
     judged = judged or registry.production("reward_model") is not None
     if policy.best_of_n is not None and current.best_of_n is None and judged:
-        changes.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
+        chosen.append(Proposal("best-of-N", decoding=Decoding(best_of_n=policy.best_of_n)))
     lost = _turned_down(registry, production.id if production else None)
-    return [c for c in changes if _parts_key(*composed_parts(production, c.prompt, c.decoding)) not in lost]
+
+    def fresh(change: Proposal) -> bool:
+        return _parts_key(*composed_parts(production, change.prompt, change.decoding)) not in lost
+
+    together = bundle(learned)
+    first = [together] if together is not None and fresh(together) else learned
+    return [c for c in first + chosen if fresh(c)]
+
+
+def bundle(changes: list[Proposal]) -> Proposal | None:
+    """The changes the feedback calls for as one candidate, or None for fewer than two (or two prompts).
+
+    Each is read from the same users' feedback, so together they usually help more than the best alone; and
+    one arm beside control gets half the users, not a third, at α rather than α/2, so it decides on about
+    two thirds of the users three arms need, fewer still as the lifts add up. A bundle users turned down is
+    split: the next turn tries its changes on their own arms."""
+    prompts = [c.prompt for c in changes if c.prompt is not None]
+    if len(changes) < 2 or len(prompts) > 1:
+        return None
+    decoding: dict[str, Any] = {}
+    for change in changes:
+        decoding |= change.decoding.values() if change.decoding else {}
+    reason = " + ".join(c.reason for c in changes)
+    return Proposal(reason, decoding=Decoding.parse(decoding), prompt=prompts[0] if prompts else None)
 
 
 def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None, str]]:
