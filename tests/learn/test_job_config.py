@@ -1,4 +1,5 @@
-"""Job settings: how many passes an adapter job makes follows the size of what it trains on."""
+"""Job settings: how many passes an adapter job makes follows the size of what it trains on, and KTO's class
+weights follow its labels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import torch
 
 from tuneloop.errors import ConfigError
 from tuneloop.learn import job_config
-from tuneloop.learn.job_config import MAX_STEPS, TARGET_STEPS, JobSpec, paced, train_device
+from tuneloop.learn.job_config import (
+    MAX_STEPS,
+    TARGET_STEPS,
+    JobSpec,
+    class_weighted,
+    paced,
+    train_device,
+)
 
 
 def rows(n: int, origin: str = "preference") -> list[dict]:
@@ -39,6 +47,21 @@ def test_passes_the_caller_set_are_kept_and_reward_jobs_are_not_paced() -> None:
     assert paced("dpo", rows(40), {"num_train_epochs": 7}, {}) == {"num_train_epochs": 7}
     assert paced("kto", rows(40), {"max_steps": 3}, {}) == {"max_steps": 3}
     assert paced("reward_embedding", rows(40), {}, {}) == {}
+
+
+def labels(desirable: int, undesirable: int) -> list[dict]:
+    return [{"label": True}] * desirable + [{"label": False}] * undesirable
+
+
+def test_kto_weighs_the_rarer_label_up_to_the_other_and_leaves_what_the_caller_set() -> None:
+    # Mostly rated down: the undesirable answers weigh as much in all as the desirable ones.
+    assert class_weighted("kto", labels(27, 98), {}) == {"undesirable_weight": round(27 / 98, 4)}
+    # Mostly rated up: desirable ones weigh at most 4/3 of the undesirable (TRL's range).
+    assert class_weighted("kto", labels(90, 30), {}) == {"desirable_weight": round(40 / 90, 4)}
+    assert class_weighted("kto", labels(36, 30), {}) == {}  # within the range already
+    assert class_weighted("kto", labels(0, 30), {}) == {}  # one label only: nothing to weigh against
+    assert class_weighted("kto", labels(27, 98), {"desirable_weight": 2.0}) == {"desirable_weight": 2.0}
+    assert class_weighted("dpo", labels(27, 98), {}) == {}
 
 
 def test_jobs_train_in_bf16_autocast_only_where_their_device_has_bf16_units(tmp_path, monkeypatch) -> None:

@@ -298,3 +298,22 @@ def paced(
     if per_epoch * epochs > MAX_STEPS:
         args["max_steps"] = MAX_STEPS
     return args
+
+
+def class_weighted(kind: JobKind, rows: list[dict], trainer_args: dict[str, Any]) -> dict[str, Any]:
+    """`trainer_args` with KTO's class weights set so that desirable and undesirable answers weigh alike
+    (TRL's guidance: weighted desirable over undesirable between 1 and 4/3), unless the caller set either.
+
+    Users mostly rate a young model's answers down: 27 desirable answers against 98 undesirable, weighed
+    equally, pushed the undesirable ones' log-probs down until the adapter's answers collapsed into loops."""
+    if kind != "kto" or {"desirable_weight", "undesirable_weight"} & trainer_args.keys():
+        return trainer_args
+    desirable = sum(bool(row["label"]) for row in rows)
+    undesirable = len(rows) - desirable
+    if not desirable or not undesirable:
+        return trainer_args
+    if undesirable > desirable:
+        return {**trainer_args, "undesirable_weight": round(desirable / undesirable, 4)}
+    if desirable > 4 / 3 * undesirable:
+        return {**trainer_args, "desirable_weight": round(4 / 3 * undesirable / desirable, 4)}
+    return trainer_args
