@@ -106,6 +106,18 @@ def test_a_value_found_once_is_removed_from_every_text_of_the_batch(redactor: Re
     ]
 
 
+def test_each_word_of_a_name_is_removed_from_the_other_texts_of_its_record(redactor: Redactor) -> None:
+    """A model answers "I'm Priya Raman" with "Priya, …" and "@Priya.Raman", which no recogniser reads."""
+    texts = [
+        "Hi, I'm Priya Raman, my laptop won't boot",
+        "Priya, try this. Priya's apps are fine; ask @Priya.Raman, not Priyanka or the Dr.",
+    ]
+    assert redactor.redact_texts(texts, "redact") == [
+        "Hi, I'm <PERSON>, my laptop won't boot",
+        "<PERSON>, try this. <PERSON>'s apps are fine; ask @<PERSON>.<PERSON>, not Priyanka or the Dr.",
+    ]
+
+
 ORDINARY = [
     "How do I reset my password?",
     "The export to CSV cuts off after row 1200.",

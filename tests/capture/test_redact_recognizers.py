@@ -259,6 +259,8 @@ ORDINARY = [
     "See pages 10\u201320, chapters 3 \u2013 5, the 2023\n2024 totals and Step:2 of the README.",
     "y = weights@inputs + bias; then ssh root@buildbox and git push origin@main",
     "Pick one, two or three of them; the steps are one two three four five six.",
+    "1. Click Add printer. Can I install Jira myself? Adobe Acrobat won't open PDFs.",
+    "Some popular payment platforms like PayPal, Venmo, and Zelle.",
 ]
 
 

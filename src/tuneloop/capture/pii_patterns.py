@@ -41,7 +41,8 @@ DEGREES = _words("B.Sc. B.A. B.Eng. M.Sc. M.A. M.Eng. MBA PhD Ph.D. Jr. Sr. MD")
 NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
 # Words that stand where names do but are nobody's: after a greeting ("Hi Team"), verbs before a name
 # ("Contact Stuart Wood"), and words the model mistakes for names ("ssn", "null").
-NOT_NAMES = _words("""
+NOT_NAMES = (
+    _words("""
 team all everyone everybody support again there guys folks sir madam customer admin world you much so for in
 advance regards wishes i'm i’m im i'd i've i'll thanks thank hello hi hey dear cheers best sincerely kind
 please yes no ok okay great good morning afternoon evening night monday tuesday wednesday thursday friday
@@ -49,6 +50,19 @@ saturday sunday january february march april june july august september october 
 tomorrow yesterday contact refund upgrade ask send email call tell forward invite add remove give let bcc
 message ping notify assign cc ssn iban dob zip pls thx null none true false nil et und ed pero mais aber
 """)
+    + _words("""
+click tap select press choose open type enter restart reboot install uninstall navigate scroll update
+download upload reset run sign log
+""")
+    + _words("""
+jira confluence slack zoom teams outlook excel powerpoint onedrive sharepoint chrome firefox safari acrobat
+adobe photoshop salesforce workday servicenow zendesk hubspot okta github gitlab bitbucket docker kubernetes
+jenkins windows macos linux ubuntu android iphone ipad macbook thinkpad lenovo cisco anyconnect
+globalprotect webex gmail dropbox notion asana trello figma canva tableau netflix spotify amazon uber paypal
+venmo zelle stripe shopify ebay walmart airbnb lyft mastercard amex linkedin facebook instagram whatsapp
+youtube tiktok discord
+""")
+)  # the verbs of a how-to's steps ("1. Click Add printer"), and products users name as if people
 
 
 def alternation(words: list[str]) -> str:

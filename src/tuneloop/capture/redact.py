@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import regex  # type: ignore[import-untyped]
 
-from tuneloop.capture.pii_patterns import canonical_email
+from tuneloop.capture.pii_patterns import NAME_PARTICLES, TITLES, canonical_email
 from tuneloop.errors import PayloadTooLarge, TuneloopError
 from tuneloop.store.repository import RedactionMode
 
@@ -83,6 +83,7 @@ DIGIT_WORDS = {
 _DIGIT_WORD = "(?:" + "|".join(DIGIT_WORDS) + ")"
 _SPELLED = re.compile(rf"\b{_DIGIT_WORD}(?:[ ,.-]+{_DIGIT_WORD}\b){{6,}}", re.IGNORECASE)
 _SPELLED_PART = re.compile(rf"({_DIGIT_WORD})|[ ,.-]+", re.IGNORECASE)
+_NOT_NAME_WORDS = frozenset(w.lower() for w in [*TITLES, *NAME_PARTICLES])
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
@@ -218,31 +219,62 @@ def _is_kept(value: str, entity: str, keep: frozenset[str]) -> bool:
 
 
 def _propagate(texts: list[str], spans: list[Spans], scopes: list[Hashable]) -> list[Spans]:
-    """Add every other occurrence, in the texts of the same scope, of a value found once.
+    """Add every other occurrence, in the texts of the same scope, of a value found once, and of each word
+    of a person's name.
 
     NER misses a name in "Thanks Johanna Whitfield!" that it found in "I am Johanna Whitfield"; the texts
-    of one record arrive in one batch, so what is found in one of them is removed from all of them. Records
-    of other requests analysed in the same batch are other scopes: what one holds must not decide another.
+    of one record arrive in one batch, so what is found in one of them is removed from all of them. A model
+    answers "I'm Priya Raman" with "Priya, try…" or "@Priya.Raman", which no recogniser reads as a name, so
+    the words of a name are looked for too (as whole words, capitalised as found). Records of other
+    requests analysed in the same batch are other scopes: what one holds must not decide another.
     """
     found: dict[Hashable, dict[str, str]] = {}
     for text, finds, scope in zip(texts, spans, scopes, strict=True):
         for entity, start, end, _ in finds:
+            value = text[start:end]
+            values = found.setdefault(scope, {})
             if end - start >= 4:
-                found.setdefault(scope, {})[text[start:end]] = entity
-    if not found:
+                values[value] = entity
+            if entity == "PERSON":
+                values.update(dict.fromkeys(_name_words(value), entity))
+    if not any(found.values()):
         return spans
     out = []
     for text, finds, scope in zip(texts, spans, scopes, strict=True):
         covered = [(start, end) for _, start, end, _ in finds]
         extra = []
         for value, entity in found.get(scope, {}).items():
-            at = text.find(value)
-            while at >= 0:
+            for at in _occurrences(text, value):
                 if not any(start < at + len(value) and at < end for start, end in covered):
                     extra.append((entity, at, at + len(value), 1.0))
-                at = text.find(value, at + len(value))
+                    covered.append((at, at + len(value)))
         out.append(finds + extra if extra else finds)
     return out
+
+
+def _name_words(name: str) -> list[str]:
+    """The words of a found name that name its person on their own: capitalised, three letters or more,
+    no title or particle ("Dr", "van")."""
+    return [
+        word
+        for word in regex.split(r"[\s.,]+", name)
+        if len(word) >= 3 and word[0].isupper() and word.lower().rstrip(".") not in _NOT_NAME_WORDS
+    ]
+
+
+def _occurrences(text: str, value: str) -> Iterator[int]:
+    """Where `value` starts in `text`; a value made of letters only where it stands as a word of its own."""
+    at = text.find(value)
+    whole = value.isalpha()
+    while at >= 0:
+        end = at + len(value)
+        if not whole or not (_is_word(text, at - 1) or _is_word(text, end)):
+            yield at
+        at = text.find(value, end)
+
+
+def _is_word(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and (text[i].isalnum() or unicodedata.category(text[i]) in ("Mn", "Mc"))
 
 
 _engines_lock = threading.Lock()
