@@ -356,3 +356,21 @@ def test_rollout_status_shows_a_trial_as_its_arms_without_a_canarys_fields(
     assert not {"treatment_version", "share", "step"} & set(shown) and "ramp" not in shown["policy"]
     assert main(["rollout", "status", "--tenant", "acme"]) == 0
     assert "kind: multi-arm trial" in capsys.readouterr().out
+
+
+def test_a_turn_whose_adapter_was_blocked_says_its_light_trial_shipped() -> None:
+    from datetime import UTC, datetime
+
+    from tuneloop.cli.loop import tick_summary
+    from tuneloop.loop.turns import DONE, Turn
+
+    report = {
+        "gate": {"reasons": ["drift: 18 degenerate answers"]},
+        "light_trial": {"outcome": "promoted", "winner": "v-1"},
+    }
+    turn = Turn(1, "feedback:216", DONE, "blocked", report, datetime.now(UTC), datetime.now(UTC))
+
+    assert tick_summary(turn, started=False) == (
+        "turn 1 (feedback:216) continued; ended blocked: drift: 18 degenerate answers; "
+        "its light trial promoted v-1"
+    )

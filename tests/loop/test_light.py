@@ -219,14 +219,14 @@ def test_a_trial_holds_no_more_candidates_than_its_users_can_fill_and_none_for_t
     tenant, settings, _ = tenant
     now = now_utc()
     _policy(settings, "light_policy.yaml", {"prompt_variants": ["Be brief.", "Be warm.", "Be exact."]})
-    for i in range(24):  # one user short of two arms of MIN_UNITS each
+    for i in range(31):  # one user short of two arms of MIN_UNITS each
         question = f"How do I reset password number {i}?"
         interaction = log(tenant, prompt=question, response=LONG, created_at=now, user=f"user-{i}")
         give(tenant, interaction, "thumbs", 1, now)
 
     report = light_candidates.start_trial(tenant, settings, approval=False, train_judge=_no_judge_needed)
 
-    assert report["light"]["skipped"].startswith("24 users with feedback in the last 7 days: too few")
+    assert report["light"]["skipped"].startswith("31 users with feedback in the last 7 days: too few")
     assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
 
 

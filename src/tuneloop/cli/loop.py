@@ -91,8 +91,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
             else:
                 hint = "" if loop.experiment_by_hand() else "; `--now` starts one anyway"
                 print(f"no turn ran: {loop.idle_reason()}{hint}")
-            # 3 when this look ended the turn blocked or rolled back, for cron's mail
-            return turn_exit_code(turn.outcome if turn is not None else None)
+            # 3 when this look ended the turn blocked or rolled back and its light trial shipped nothing
+            light = (turn.report.get("light_trial") or {}) if turn is not None else {}
+            outcome = "promoted" if light.get("outcome") == "promoted" else turn.outcome if turn else None
+            return turn_exit_code(outcome)
         if turn is not None:
             print(tick_summary(turn, started=before is None), file=sys.stderr, flush=True)
         time.sleep(args.interval)
@@ -114,7 +116,10 @@ def tick_summary(turn: Turn, *, started: bool) -> str:
         waits = WAITS_FOR.get(turn.stage)
         return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
     why = _why(turn)
-    return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "")
+    light = turn.report.get("light_trial") or {}
+    # A turn whose adapter was blocked may still have shipped its light candidate: say so on the same line.
+    shipped = f"; its light trial promoted {light['winner']}" if light.get("outcome") == "promoted" else ""
+    return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "") + shipped
 
 
 def _why(turn: Turn) -> str | None:

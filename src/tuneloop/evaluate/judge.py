@@ -8,8 +8,9 @@ from typing import Any
 
 from tuneloop.config import Settings, tenant_policy
 from tuneloop.evaluate.policy import GatePolicy
+from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.learn.privacy import spent_budget
-from tuneloop.learn.reward_model import agreement, load_reward_model
+from tuneloop.learn.reward_model import load_reward_model, pair_margins
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.signals.snapshots import get_snapshot
@@ -29,12 +30,15 @@ def appoint_judge(
     sitting = registry.production("reward_model")
     base = str(resolve_model(settings.model, settings.home))
 
-    def agreeing(version: Version) -> float:
-        return round(agreement(load_reward_model(version.artifact_path, base_model=base), pairs), 4)
+    def ordered(version: Version) -> list[bool]:
+        """Which held-out pairs `version` orders as the humans did (ties count against it)."""
+        scorer = load_reward_model(version.artifact_path, base_model=base)
+        return [margin > 0 for margin in pair_margins(scorer, pairs)]
 
     on_pairs = len(pairs) >= rule.min_agreement_pairs
     if on_pairs:
-        accuracy, measured = agreeing(reward_model), len(pairs)
+        right = ordered(reward_model)
+        accuracy, measured = round(sum(right) / len(pairs), 4), len(pairs)
         measured_on = f"{measured} held-out human pairs"
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
         accuracy = reward_model.metrics.get("test_accuracy", 0.0)
@@ -47,12 +51,23 @@ def appoint_judge(
         fit, why = fit and private, f"{why}; {budget}"
     contested = sitting is not None and sitting.id != reward_model.id and sitting.erased_at is None
     if fit and on_pairs and contested:
-        # Fit is a floor; the seat goes to the better of the two on the same pairs (a fast reward model that
-        # passes the floor must not unseat a LoRA one that orders more of them right). A judge trained on
-        # erased data keeps no such claim: erasure's promise is that the next turn replaces it.
-        held = agreeing(sitting)
-        if held > accuracy:
-            fit, why = False, f"{why}, but judge {sitting.id} orders {held:.0%} of the same pairs right"
+        # Fit is a floor; a sitting judge that orders surely more of the same pairs right keeps its seat (a
+        # fast reward model that passes the floor must not unseat a LoRA one that is better). Otherwise the
+        # newer one, trained on more and fresher feedback, takes it: on a dozen pairs one pair apart is
+        # noise. A judge trained on erased data keeps no claim: erasure's promise is that the next turn
+        # replaces it.
+        held = ordered(sitting)
+        only_held = sum(h and not r for h, r in zip(held, right, strict=True))
+        only_new = sum(r and not h for h, r in zip(held, right, strict=True))
+        p = paired_change_p(only_held, only_new)
+        if p < rule.alpha:
+            fit, why = (
+                False,
+                (
+                    f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
+                    f"({sum(held)} against {sum(right)}; one-sided McNemar p {p:.2f}, alpha {rule.alpha})"
+                ),
+            )
     if reward_model.state == "candidate":
         if fit:
             registry.move(reward_model.id, "gated", actor=actor, reason=why)

@@ -33,11 +33,12 @@ MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ bli
 MIN_USERS = 10  # fewer users with feedback say too little about the KPI's spread to design from
 SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
 MIN_TRIAL_HOURS = 0.25  # a trial expected to decide in minutes still waits for its users to return
-# A tenant with a few dozen users cannot give each arm the policy's 30: the smaller arm must reach this
-# share of what a split of the users seen expects (random assignment falls short of half), never fewer
-# than MIN_UNITS. A/A canaries of 40-100 heavy-tailed users at 10 per arm still promote under α
-# (tests/rollout/test_repeat_users.py), as the variance is the larger arm's.
-REACHABLE = 0.8
+# A tenant with a few dozen users cannot give each arm the policy's 30: the smaller arm must reach what a
+# random split of the users seen gives it but REACH_SDS binomial standard deviations short (assignment by
+# hash puts 13 of 40 users in one half as often as 1 in 60), never fewer than MIN_UNITS. A/A canaries of
+# 40-100 heavy-tailed users at 10 per arm still promote under α (tests/rollout/test_repeat_users.py), as
+# the variance is the larger arm's.
+REACH_SDS = 2.0
 MIN_UNITS = 10
 BY_HAND = "too few users for the test to decide on its own: `tuneloop rollout promote` or `rollback` decides"
 
@@ -95,13 +96,16 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
 
 def _reachable(users: float, share: float) -> int:
     """The users an arm holding `share` of `users` can be counted on to reach (assignment falls short)."""
-    return math.floor(REACHABLE * users * share)
+    return max(0, math.floor(users * share - REACH_SDS * math.sqrt(users * share * (1 - share))))
 
 
 def trial_candidates(users: int) -> int:
     """How many candidates a trial beside control can hold so that each arm may reach MIN_UNITS of `users`
     (0: too few users for any trial to decide, and one would only hold the turn's adapter back)."""
-    return max(0, math.floor(REACHABLE * users / MIN_UNITS) - 1)
+    candidates = 0
+    while _reachable(users, 1 / (candidates + 2)) >= MIN_UNITS:
+        candidates += 1
+    return candidates
 
 
 def design_canary(
