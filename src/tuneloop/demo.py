@@ -34,6 +34,7 @@ from tuneloop.loop.turns import TRAFFIC_STAGES, Turn
 from tuneloop.monitor.process import peak_memory_mb
 from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.rollout.experiments import list_experiments
+from tuneloop.serve.routing import PRODUCTION
 from tuneloop.sim import Behaviour, Scenario, SimError, run_traffic, satisfaction, support
 from tuneloop.store.repository import Store, TenantStore
 
@@ -214,7 +215,7 @@ def run_demo(
             started = time.monotonic()
             before = len(scoped.feedback())
             with progress.stage(f"turn {number}: production on {len(held_out)} held-out prompts"):
-                sat = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
+                sat = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=PRODUCTION)
             size = first_traffic if number == 1 else traffic
             with progress.stage(f"turn {number}: {size} simulated conversations with feedback"):
                 report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
@@ -263,7 +264,7 @@ def run_demo(
                     printed.add(text)
                     print(f"     {text}", flush=True)
         with progress.stage(f"production after {turns} turns on the held-out prompts"):
-            final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=_production(scoped))
+            final = satisfaction(url, key, scenario, held_out, USERS_AT_ONCE, model=PRODUCTION)
         start = lines[0].satisfaction
         print(f"production satisfaction after {turns} turns: {final:.3f} (started at {start:.3f})")
         minutes = (time.monotonic() - began) / 60
@@ -287,14 +288,6 @@ def add_documents(url: str, key: str, documents: dict[str, str]) -> None:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
         for doc, text in documents.items():
             http.put(f"/v1/documents/{doc}", json={"text": text, "format": "markdown"}).raise_for_status()
-
-
-def _production(tenant: Any) -> str:
-    """The production version's id, so evaluation answers never land on a canary arm."""
-    from tuneloop.registry.versions import Registry
-
-    version = Registry(tenant).production()
-    return version.id if version else "tuneloop"
 
 
 def write_report(out: Path, lines: list[TurnLine], final: float, title: str = "support") -> None:

@@ -172,3 +172,38 @@ def test_client_that_disconnects_mid_stream_frees_its_slot(gateway: dict) -> Non
             assert time.monotonic() < deadline, "abandoned streams still hold their slots"
             time.sleep(0.5)
     assert completion.choices[0].message.content is not None
+
+
+def test_model_production_is_served_by_production_while_a_canary_splits_users(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """An evaluation of production (a held-out set, a dashboard probe) must not land in a canary's arm."""
+    from tuneloop.rollout.controller import start_canary
+    from tuneloop.rollout.policy import RolloutPolicy
+    from tuneloop.signals.policy import RewardPolicy
+
+    settings = Settings(home=tmp_path, model=str(tiny_model))
+    store = Store(settings.database_url)
+    tenant_row, key = store.create_tenant("a", redaction="off")
+    tenant = store.for_tenant(tenant_row)
+    registry = Registry(tenant)
+    candidate = registry.register(kind="adapter", base_model=str(tiny_model), actor="t", system_prompt="Hi.")
+    registry.move(candidate.id, "gated", actor="t", reason="t")
+    start_canary(tenant, candidate.id, RolloutPolicy(ramp=[0.5]), reward_policy=RewardPolicy(), actor="t")
+    try:
+        with live_server(settings) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+
+            def served(model: str) -> set[str | None]:
+                return {
+                    client.chat.completions.with_raw_response.create(
+                        model=model, messages=ASK, max_tokens=2, user=f"user-{i}"
+                    ).headers.get("x-tuneloop-version")
+                    for i in range(16)
+                }
+
+            assert candidate.id in served("tuneloop")  # the canary's share of the same users
+            assert served("production") == {"base"}  # the base model, production here
+            assert "production" in [m.id for m in client.models.list()]
+    finally:
+        store.close()

@@ -24,6 +24,7 @@ from tuneloop.serve import completions_routes, embeddings_routes
 from tuneloop.serve.backends.base import Choice
 from tuneloop.serve.gateway import Call, SamplingParams, Short, finish, open_call, sse, usage
 from tuneloop.serve.http import GATEWAY, clip, read_json, validate
+from tuneloop.serve.routing import PRODUCTION
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter()
@@ -310,7 +311,8 @@ def _response_format(req: ChatRequest) -> dict[str, Any] | None:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
-    """What this key may name in `model`: the alias `tuneloop`, the base model, and its own versions."""
+    """What this key may name in `model`: the alias `tuneloop`, `production` (never an experiment's arm),
+    the base model, and its own versions."""
     return {"object": "list", "data": await _models(request)}
 
 
@@ -329,5 +331,5 @@ async def _models(request: Request) -> list[dict[str, Any]]:
     versions = await st.calls(Registry(tenant).list, "adapter")
     owner = tenant.tenant.name
     servable = (v.id for v in versions if v.state not in ("blocked", "rolled_back"))
-    ids = dict.fromkeys(["tuneloop", st.backend.model_id, *servable])  # ordered, without repeats
+    ids = dict.fromkeys(["tuneloop", PRODUCTION, st.backend.model_id, *servable])  # ordered, no repeats
     return [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i in ids]

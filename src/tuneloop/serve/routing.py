@@ -19,6 +19,7 @@ from tuneloop.serve.examples import ExampleIndex
 from tuneloop.store.repository import TenantStore
 
 STATE_TTL_SECONDS = 1.0
+PRODUCTION = "production"  # the model name of the tenant's production, never an experiment's arm
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ class Router:
         self.best_of_n = BestOfNSampler()
 
     async def route(self, tenant: TenantStore, user: str | None, model: str | None, request_id: str) -> Route:
-        """The route for one request; `model` may pin one of the tenant's own versions."""
+        """The route for one request; `model` may pin one of the tenant's own versions, or `production`."""
+        if model == PRODUCTION:  # what every user gets once no experiment runs: an evaluation's baseline
+            return Route((await self._tenant_state(tenant)).production)
         if model and model not in self.aliases():
             return Route(await pinned_version(tenant, model))
         state = await self._tenant_state(tenant)
