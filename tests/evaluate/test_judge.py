@@ -71,6 +71,19 @@ def test_a_fit_reward_model_that_orders_fewer_pairs_right_does_not_unseat_the_ju
     assert gate_setup.registry.get(new.id).state == "blocked"
 
 
+def test_a_sitting_judge_keeps_its_seat_only_when_surely_better_on_the_same_pairs() -> None:
+    from tuneloop.evaluate.judge import surely_better_p
+    from tuneloop.evaluate.policy import RewardModelConfig
+
+    alpha = RewardModelConfig().alpha
+    # One more of a dozen pairs right (10 against 9): noise, so the newer judge takes the seat.
+    assert surely_better_p([True] * 10 + [False] * 2, [True] * 9 + [False] * 3) >= alpha
+    # Four pairs only the sitting judge orders right and none the other way: it keeps the seat.
+    assert surely_better_p([True] * 11 + [False], [True] * 7 + [False] * 5) < alpha
+    # As many right, on other pairs: no evidence either way.
+    assert surely_better_p([True, False] * 6, [False, True] * 6) > 0.5
+
+
 def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> None:
     from tuneloop.evaluate.policy import RewardModelConfig
 

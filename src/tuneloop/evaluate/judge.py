@@ -57,16 +57,12 @@ def appoint_judge(
         # noise. A judge trained on erased data keeps no claim: erasure's promise is that the next turn
         # replaces it.
         held = ordered(sitting)
-        only_held = sum(h and not r for h, r in zip(held, right, strict=True))
-        only_new = sum(r and not h for h, r in zip(held, right, strict=True))
-        p = paired_change_p(only_held, only_new)
+        p = surely_better_p(held, right)
         if p < rule.alpha:
-            fit, why = (
-                False,
-                (
-                    f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
-                    f"({sum(held)} against {sum(right)}; one-sided McNemar p {p:.2f}, alpha {rule.alpha})"
-                ),
+            fit = False
+            why = (
+                f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
+                f"({sum(held)} against {sum(right)}; one-sided McNemar p {p:.2f}, alpha {rule.alpha})"
             )
     if reward_model.state == "candidate":
         if fit:
@@ -82,6 +78,14 @@ def appoint_judge(
         "verdict": why,
         "judge": judge.id if judge else None,
     }
+
+
+def surely_better_p(held: list[bool], right: list[bool]) -> float:
+    """One-sided exact McNemar p-value that the judge ordering the pairs `held` right is better than the one
+    ordering the pairs `right` right: only the pairs the two order differently count."""
+    only_held = sum(h and not r for h, r in zip(held, right, strict=True))
+    only_new = sum(r and not h for h, r in zip(held, right, strict=True))
+    return paired_change_p(only_held, only_new)
 
 
 def within_privacy_budget(reward_model: Version, max_epsilon: float) -> tuple[bool, str]:
