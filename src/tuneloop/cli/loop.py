@@ -92,9 +92,9 @@ def cmd_loop(args: argparse.Namespace) -> int:
                 hint = "" if loop.experiment_by_hand() else "; `--now` starts one anyway"
                 print(f"no turn ran: {loop.idle_reason()}{hint}")
             # 3 when this look ended the turn blocked or rolled back and its light trial shipped nothing
-            light = (turn.report.get("light_trial") or {}) if turn is not None else {}
-            outcome = "promoted" if light.get("outcome") == "promoted" else turn.outcome if turn else None
-            return turn_exit_code(outcome)
+            if turn is None:
+                return turn_exit_code(None)
+            return turn_exit_code("promoted" if _light_promoted(turn) is not None else turn.outcome)
         if turn is not None:
             print(tick_summary(turn, started=before is None), file=sys.stderr, flush=True)
         time.sleep(args.interval)
@@ -116,10 +116,16 @@ def tick_summary(turn: Turn, *, started: bool) -> str:
         waits = WAITS_FOR.get(turn.stage)
         return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
     why = _why(turn)
-    light = turn.report.get("light_trial") or {}
     # A turn whose adapter was blocked may still have shipped its light candidate: say so on the same line.
-    shipped = f"; its light trial promoted {light['winner']}" if light.get("outcome") == "promoted" else ""
+    light = _light_promoted(turn)
+    shipped = f"; its light trial promoted {light['winner']}" if light is not None else ""
     return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "") + shipped
+
+
+def _light_promoted(turn: Turn) -> dict[str, Any] | None:
+    """The turn's light trial report when the trial promoted a candidate, else None."""
+    light = turn.report.get("light_trial") or {}
+    return light if light.get("outcome") == "promoted" else None
 
 
 def _why(turn: Turn) -> str | None:
