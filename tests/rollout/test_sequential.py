@@ -4,7 +4,14 @@ import math
 
 import numpy as np
 
-from tuneloop.rollout.sequential import ArmStats, confidence_sequence, cuped_theta, msprt
+from tuneloop.rollout.sequential import (
+    ArmStats,
+    confidence_sequence,
+    cuped_theta,
+    mixture_p_value,
+    msprt,
+    one_sided_margin,
+)
 
 ALPHA, TAU2, MIN = 0.05, 0.04, 30
 
@@ -32,12 +39,12 @@ def _experiments(rng: np.random.Generator, sims: int, events: int, share: float,
     return np.where(member, draw("treatment", (sims, events)), draw("control", (sims, events))), member
 
 
-def test_aa_experiments_with_continuous_peeking_promote_at_most_alpha() -> None:
+def test_aa_experiments_with_continuous_peeking_promote_and_roll_back_each_at_most_alpha() -> None:
     rng = np.random.default_rng(0)
     values, member = _experiments(rng, 500, 4000, 0.5, lambda arm, shape: rng.normal(0.0, 1.0, shape))
     decision, _ = _peek_after_every_event(values, member)
     assert (decision == "promote").mean() <= ALPHA
-    assert (decision != "continue").mean() <= ALPHA
+    assert (decision == "rollback").mean() <= ALPHA
 
 
 def test_aa_canaries_at_a_5pct_share_with_rare_thumbs_down_promote_at_most_alpha() -> None:
@@ -166,3 +173,11 @@ def test_cuped_removes_the_variance_a_pre_experiment_covariate_explains() -> Non
     assert adjusted.variance < 0.3 * unadjusted.variance
     # Without a varying covariate CUPED is a no-op.
     assert cuped_theta(*plain) == 0 and confidence_sequence(*plain, alpha=ALPHA, tau2=TAU2) == unadjusted
+
+
+def test_the_one_sided_bound_lies_where_the_p_value_reaches_alpha() -> None:
+    variances = np.array([1e-4, 0.01, 0.04, 0.5])
+    for alpha in (0.01, 0.05, 0.2):
+        margin = one_sided_margin(variances, TAU2, alpha)
+        assert np.allclose(mixture_p_value(margin, variances, TAU2), alpha)
+        assert np.all(mixture_p_value(0.99 * margin, variances, TAU2) > alpha)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tuneloop.rollout.policy import LATER_STEPS, RolloutPolicy
-from tuneloop.rollout.sequential import mixture_half_width
+from tuneloop.rollout.sequential import one_sided_margin
 
 SHARES = (0.05, 0.1, 0.2, 0.3, 0.5)
 LOOKBACK_DAYS = 7.0
@@ -68,7 +68,7 @@ def _variance(sd: float, users: float, share: float) -> float:
 
 
 def _decides(effect: float, variance: float, tau2: float, alpha: float) -> bool:
-    return effect >= mixture_half_width(variance, tau2, alpha) + POWER_Z * math.sqrt(variance)
+    return effect >= one_sided_margin(variance, tau2, alpha) + POWER_Z * math.sqrt(variance)
 
 
 def users_needed(effect: float, sd: float, share: float, tau2: float, alpha: float) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chisquare
 
-from tuneloop.rollout.sequential import ArmStats, mixture_half_width
+from tuneloop.rollout.sequential import ArmStats, one_sided_margin
 from tuneloop.store.audit import json_safe
 
 P95_SHARE = 0.05  # share of answers above a p95, by definition
@@ -75,7 +75,7 @@ def rate_guardrail(
     if not (math.isfinite(c_rate) and math.isfinite(t_rate)):
         return GuardrailResult(name, False, c_rate, t_rate, math.nan, tolerance, "non-finite indicators")
     variance = _rate_variance(treatment) + _rate_variance(control)
-    low = (t_rate - c_rate) - float(mixture_half_width(variance, tau2, alpha))
+    low = (t_rate - c_rate) - float(one_sided_margin(variance, tau2, alpha))
     breached = low > tolerance
     reason = (
         f"{name} breached: treatment {t_rate:.3f} vs control {c_rate:.3f}, "
@@ -122,7 +122,7 @@ def latency_guardrail(
             "p95_latency", False, math.nan, math.nan, math.nan, P95_SHARE, "non-finite latencies"
         )
     share = float(slow_t.mean)
-    low = share - float(mixture_half_width(_rate_variance(slow_t), tau2, alpha))
+    low = share - float(one_sided_margin(_rate_variance(slow_t), tau2, alpha))
     breached = low > P95_SHARE
     reason = (
         f"p95_latency breached: at least {low:.1%} of treatment answers are slower than {ratio}× "
