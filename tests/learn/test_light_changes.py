@@ -20,14 +20,22 @@ def _pair(chosen: str, rejected: str, origin: str = "edit") -> dict:
     }
 
 
-def test_users_who_edit_answers_down_get_an_instruction_to_be_brief_before_the_prompt() -> None:
+def test_users_who_edit_answers_down_are_asked_for_the_length_they_chose_before_the_prompt() -> None:
     pairs = [_pair("Open Settings, then Security.", LONG) for _ in range(10)]
     assert asked_length_change(pairs) < -0.5
     [brief] = propose_changes(pairs, Decoding(temperature=0.8), "You are the support desk.")
-    assert brief.prompt == f"{BRIEF}\n\nYou are the support desk." and brief.decoding is None
-    assert "shorter" in brief.reason
-    assert propose_changes(pairs, Decoding(), None)[0].prompt == BRIEF
+    instruction = BRIEF.format(words=10)  # the chosen answers' median, 5 words, rounded up to ten
+    assert brief.prompt == f"{instruction}\n\nYou are the support desk." and brief.decoding is None
+    assert "shorter" in brief.reason and "under 10 words" in brief.reason
+    assert propose_changes(pairs, Decoding(), None)[0].prompt == instruction
     assert propose_changes(pairs, Decoding(), brief.prompt) == []  # production already asks for it
+
+
+def test_a_longer_chosen_length_replaces_the_instruction_production_carries() -> None:
+    chosen = "Open Settings, then Security, then tap Reset and follow the link we email you. " * 2
+    pairs = [_pair(chosen, LONG * 2) for _ in range(10)]
+    [brief] = propose_changes(pairs, Decoding(), f"{BRIEF.format(words=10)}\n\nYou are the support desk.")
+    assert brief.prompt == f"{BRIEF.format(words=30)}\n\nYou are the support desk."
 
 
 def test_users_who_want_longer_answers_get_a_cap_that_no_longer_binds() -> None:

@@ -73,7 +73,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     assert all(v.parent_id == production and v.state == "candidate" for v in (together, prompt))
     # What the feedback calls for goes on as one candidate: examples and the brevity instruction.
     assert together.decoding == {"temperature": 0.8, "examples": ExamplePolicy().model_dump()}
-    assert together.system_prompt == f"{BRIEF}\n\nYou are the support desk."
+    assert together.system_prompt == f"{BRIEF.format(words=10)}\n\nYou are the support desk."
     assert prompt.system_prompt == "Answer in one line." and prompt.decoding == {"temperature": 0.8}
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
     assert {v.snapshot_hash for v in (together, prompt)} == {SNAPSHOT}
@@ -271,7 +271,7 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
         give(tenant, interaction, "edit", "Settings, then Reset.", at)
     loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4))
     loop.start("manual")  # the turn whose light stage started the trial below
-    brief, _ = _on_trial(tenant, production, f"{BRIEF}\n\nYou are the support desk.")
+    brief, _ = _on_trial(tenant, production, f"{BRIEF.format(words=10)}\n\nYou are the support desk.")
     _policy(settings, "light_policy.yaml", {"enabled": True})
 
     turn = loop.tick()

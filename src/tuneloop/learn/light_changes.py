@@ -3,10 +3,12 @@ length and about regenerated answers, turned into a system prompt or decoding se
 production.
 
 - Length: the median chosen/rejected length ratio of the pairs (users' edits among them). When users
-  clearly ask for shorter answers, an instruction to be brief leads production's system prompt: a small
-  model asked for brevity writes a short complete answer, where a `max_tokens` cap only cuts a long one off
-  (README, "Light candidates first"). When users ask for longer answers and production's cap binds, a cap
-  twice the length they chose.
+  clearly ask for shorter answers, an instruction to keep under the length they chose leads production's
+  system prompt (the median chosen answer's words, rounded up to ten): a small model asked for brevity
+  writes a short complete answer, where a `max_tokens` cap only cuts a long one off (README, "Light
+  candidates first"). The number comes from the users: a fixed "one or two short sentences" also cut the
+  numbered steps a helpdesk's users wanted. When users ask for longer answers and production's cap binds,
+  a cap twice the length they chose.
 - Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
   them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
 
@@ -17,6 +19,8 @@ with its reason as lineage; the gate and a multi-arm experiment decide which, if
 from __future__ import annotations
 
 import math
+import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +35,8 @@ CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
 CAP_MARGIN = 1.25  # a cap above the answers users chose, so it does not cut them off
 MIN_PAIRS = 8  # fewer pairs say too little to change a setting on
 MAX_CAP = 4096  # half the largest cap a version may set, so that twice it is still valid
-BRIEF = "Keep your answer to one or two short sentences."
+BRIEF = "Keep your answer under {words} words."
+_BRIEF = re.compile(r"Keep your answer under \d+ words\.\s*")  # one production already carries
 DEFAULT_TEMPERATURE = 1.0  # what the gateway samples at when neither version nor client sets one
 
 
@@ -54,14 +59,18 @@ def propose_changes(
         return []
     proposals: list[Proposal] = []
     ask = asked_length_change(pairs)
-    chosen = sorted(len(completion_text(r["chosen"])) for r in pairs)
+    chosen_texts = [completion_text(r["chosen"]) for r in pairs]
+    chosen = sorted(len(text) for text in chosen_texts)
     p90 = chosen[int(0.9 * (len(chosen) - 1))]
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
     temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
-    if ask <= -MATERIAL_ASK and BRIEF not in (production_prompt or ""):
-        prompt = f"{BRIEF}\n\n{production_prompt}" if production_prompt else BRIEF
-        why = f"users chose answers {-ask:.0%} shorter; an instruction to be brief"
-        proposals.append(Proposal(why, prompt=prompt))
+    if ask <= -MATERIAL_ASK:
+        words = max(10, 10 * math.ceil(statistics.median(len(t.split()) for t in chosen_texts) / 10))
+        rest = _BRIEF.sub("", production_prompt or "").strip()
+        prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
+        if prompt != production_prompt:
+            why = f"users chose answers {-ask:.0%} shorter; an instruction to keep under {words} words"
+            proposals.append(Proposal(why, prompt=prompt))
     elif ask >= MATERIAL_ASK and production.max_tokens is not None and production.max_tokens < 2 * typical:
         why = f"users chose answers {ask:.0%} longer and production's cap binds"
         proposals.append(Proposal(why, decoding=_with(production, max_tokens=2 * typical)))
