@@ -1,9 +1,9 @@
 """Guardrails that stop a canary early (one-sided, always-valid) and the sample-ratio-mismatch check.
 
-Rates (escalations, safety flags, errors — Bernoulli indicators) use the same normal-mixture confidence
-sequence as the primary KPI (sequential.py) on rate_T − rate_C, with the same cluster-robust variance per
-randomisation unit (one user's answers are correlated): a guardrail is breached once the whole sequence
-lies above its tolerance, i.e. the treatment is surely worse than tolerated. Each arm's per-answer variance
+Rates (escalations, safety flags, errors — Bernoulli indicators) use the same one-sided normal-mixture
+bound as the primary KPI (sequential.py) on rate_T − rate_C, with the same cluster-robust variance per
+randomisation unit (one user's answers are correlated): a guardrail is breached once the lower bound lies
+above its tolerance, i.e. the treatment is surely worse than tolerated. Each arm's per-answer variance
 is floored at one pseudo-event (1/N) so that two arms with no events yet cannot look certain.
 
 Latency is not a mean, so it is not tested as one. "p95_T ≤ ratio · p95_C" is tested through an indicator:
