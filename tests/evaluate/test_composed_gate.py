@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.evaluate.conftest import GateSetup
+from tests.evaluate.conftest import Adapters, GateSetup
 from tuneloop.cli import main
 from tuneloop.evaluate.gate import CANDIDATE, build_context
 from tuneloop.evaluate.generation import Arm, Evaluator
+from tuneloop.evaluate.suites import reward
+from tuneloop.evaluate.suites.base import MissingInput
 from tuneloop.registry.composition import Decoding, compose
 
 PROMPT = "You are the support desk of Acme. Always end with: Anything else?"
@@ -110,3 +112,22 @@ def test_an_examples_candidate_is_gated_with_examples_but_never_its_prompts_own_
         assert prompt not in shown and messages[-1] == {"role": "user", "content": prompt}
     production = evaluator.arms["production"].messages([{"role": "user", "content": stored}])
     assert production == [{"role": "user", "content": stored}]  # production shows none
+
+
+def test_with_no_judge_only_a_candidate_on_productions_weights_skips_the_reward_suite(
+    gate_setup: GateSetup, adapters: Adapters
+) -> None:
+    """Implicit feedback can leave every reward model unfit for a long time: a prompt or decoding change
+    still reaches its trial on users, a trained adapter stays blocked."""
+    registry = gate_setup.registry
+    registry.move(gate_setup.reward_model.id, "retired", actor="test", reason="no fit judge")
+    light, trained = registry.get(_compose(gate_setup)), gate_setup.candidate(adapters.sensible)
+    production, cfg = registry.production(), gate_setup.policy.suites.reward_model
+    contexts = [
+        build_context(gate_setup.tenant, gate_setup.home, gate_setup.policy, c, production)[0]
+        for c in (light, trained)
+    ]
+    verdict = reward.run(contexts[0], cfg)
+    assert verdict.passed and verdict.reason.startswith("skipped") and verdict.metrics == {"skipped": True}
+    with pytest.raises(MissingInput, match="no production reward model"):
+        reward.run(contexts[1], cfg)

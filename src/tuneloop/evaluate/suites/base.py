@@ -51,6 +51,17 @@ class GateContext:
     evaluator: Evaluator
     snapshot_problem: str | None = None
 
+    @property
+    def same_weights(self) -> bool:
+        """Whether the candidate serves production's weights, so only its prompt or decoding differ."""
+        production = self.production
+        if production is None:
+            return self.candidate.artifact_path is None
+        return (self.candidate.base_model, self.candidate.artifact_path) == (
+            production.base_model,
+            production.artifact_path,
+        )
+
     def _snapshot(self) -> Snapshot:
         if self.snapshot is None:
             raise MissingInput(
