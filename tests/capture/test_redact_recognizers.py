@@ -151,6 +151,8 @@ FOUND = [
     ("Thanks Ksawery, much appreciated!", "Thanks <PERSON>, much"),
     ("Regards, Carola Gierschner-Pergande", "Regards, <PERSON>"),
     ("Hello, Aria here.", "Hello, <PERSON> here."),
+    ("Amelie Laurent here, you can text me. How do I cook rice?", "<PERSON> here, you can"),
+    ("Sorry to bother you. Amelie Laurent here: my order is late", "you. <PERSON> here: my"),
     ("We met Ranveer Kibe at the conference", "met <PERSON> at"),
     ("Please forward this to Cristina Campano before Friday", "to <PERSON> before Friday"),
     ("cc Herr Rüdiger Ruppersberger — she owns it", "cc <PERSON> — she"),

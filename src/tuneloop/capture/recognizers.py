@@ -297,9 +297,12 @@ def _introduced_name() -> str:
     weak = r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bcall\s+me)\s+"
     # A form's "name: jane doe", but not a YAML "name: build" (one word): lower-case takes two.
     form = r"(?i:\bname:)\s+"
+    # "Amelie Laurent here, ..." signs a message in: a capitalised name opening it or a sentence, but no
+    # gerund ("Cooking here, is it safe?"); a role ("Beginner here,") is redacted too, which costs a word.
+    signed_in = rf"(?:^|(?<=[.!?]\s+)){_name_words(True)}(?<!ing)(?=\s+here[,.!;:])"
     return (
         rf"{strong}{_name_words(False)}|{weak}{_name_words(True)}"
-        rf"|{form}(?:{_name_words(False, least=2)}|{_name_words(True)})"
+        rf"|{form}(?:{_name_words(False, least=2)}|{_name_words(True)})|{signed_in}"
     )
 
 
