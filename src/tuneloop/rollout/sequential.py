@@ -196,18 +196,23 @@ class SequentialResult:
         }
 
 
+def _log_lr(u: Any, ratio: Any) -> Any:
+    """ln Λ⁺ at standardised distance u = (Δ̂ − θ₀) τ / sqrt(V (V + τ²)), with ratio = (V + τ²) / V."""
+    return math.log(2) - 0.5 * np.log(ratio) + 0.5 * u * u + log_ndtr(u)
+
+
 def one_sided_margin(variance: Any, tau2: float, alpha: float) -> Any:
     """How far the always-valid one-sided bound at `alpha` lies from an estimate of variance `variance`."""
     variance = np.asarray(variance, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = (variance + tau2) / variance
-        target = math.log(1 / (2 * alpha)) + 0.5 * np.log(ratio)
-        # u²/2 + ln Φ(u) is convex and rising, and ln Φ ≥ ln ½ for u ≥ 0, so this start lies above the
-        # root and Newton's steps fall onto it monotonically; eight reach double precision.
-        u = np.sqrt(2 * (target + math.log(2)))
+        # Solve ln Λ⁺(u) = ln(1/α). u²/2 + ln Φ(u) is convex and rising, and ln Φ ≥ ln ½ for u ≥ 0, so
+        # this start lies above the root and Newton's steps fall onto it monotonically; eight reach double
+        # precision.
+        u = np.sqrt(2 * math.log(1 / alpha) + np.log(ratio))
         for _ in range(8):
-            mills = np.exp(-0.5 * u * u - LOG_SQRT_2PI - log_ndtr(u))  # φ(u) / Φ(u)
-            u = u - (0.5 * u * u + log_ndtr(u) - target) / (u + mills)
+            mills = np.exp(-0.5 * u * u - LOG_SQRT_2PI - log_ndtr(u))  # φ(u) / Φ(u), the slope less u
+            u = u - (_log_lr(u, ratio) - math.log(1 / alpha)) / (u + mills)
         return _scalar(u * np.sqrt(variance * (variance + tau2) / tau2))
 
 
@@ -216,8 +221,7 @@ def mixture_p_value(effect: Any, variance: Any, tau2: float) -> Any:
     variance = np.asarray(variance, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         u = np.asarray(effect, dtype=float) * math.sqrt(tau2) / np.sqrt(variance * (variance + tau2))
-        log_lr = math.log(2) + 0.5 * np.log(variance / (variance + tau2)) + 0.5 * u * u + log_ndtr(u)
-        return _scalar(np.minimum(1.0, np.exp(-log_lr)))
+        return _scalar(np.minimum(1.0, np.exp(-_log_lr(u, (variance + tau2) / variance))))
 
 
 def confidence_sequence(control: ArmStats, treatment: ArmStats, *, alpha: float, tau2: float) -> Bounds:
