@@ -1,5 +1,5 @@
 """The loop's reward stage: DP-SGD when the tenant's loop policy sets reward_dp; the LoRA reward model when
-the fast one is unfit to judge and no judge sits."""
+the fast one is unfit to judge and no judge sits; no adapter trained for a gate bound to block it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tuneloop.config import Settings
 from tuneloop.learn.privacy import DifferentialPrivacy
 from tuneloop.loop import LoopPolicy
 from tuneloop.loop.stages import TurnContext, reward
-from tuneloop.loop.turns import Turn
+from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry
 from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import Store, TenantStore, payload_hash
@@ -80,6 +80,34 @@ def test_an_unfit_fast_reward_model_is_followed_by_the_lora_one(tmp_path: Path, 
     assert judged["method"] == "reward"  # the LoRA reward model was trained and measured in turn
     kinds = {v.job_spec["kind"]: v.state for v in Registry(tenant).list()}
     assert kinds["reward_embedding"] == "blocked" and "reward" in kinds
+
+
+@pytest.mark.parametrize(
+    ("suite", "next_stage"),
+    [
+        ("{min_agreement: 1.0, alpha: 0.99}", DONE),
+        ("{min_agreement: 1.0, alpha: 0.99, required: false}", "adapter"),
+    ],
+)
+def test_an_adapter_is_trained_only_when_a_judge_sits_or_the_gate_needs_none(
+    tmp_path: Path, tiny_model: Path, suite: str, next_stage: str
+) -> None:
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model))
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    _contradicted(tenant)
+    policies = settings.home / "policies" / "acme"
+    policies.mkdir(parents=True)
+    (policies / "gate_policy.yaml").write_text(f"suites: {{reward_model: {suite}}}\n")
+    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
+    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+
+    step = reward(TurnContext(tenant, settings, LoopPolicy(reward_method="reward_embedding")), turn)
+
+    # With no judge, and a gate that requires one, an adapter trained now could only be blocked.
+    assert step.report["reward_model"]["judge"] is None and step.stage == next_stage
+    if next_stage == DONE:
+        assert step.outcome == "skipped" and "no reward model is fit" in step.report["reason"]
 
 
 def test_a_private_lora_reward_model_is_refused_when_the_policy_loads(tmp_path: Path) -> None:

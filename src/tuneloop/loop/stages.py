@@ -109,11 +109,20 @@ def _nothing_to_train(turn: Turn, report: dict[str, Any]) -> Step:
 
 def reward(ctx: TurnContext, turn: Turn) -> Step:
     """Train a reward model; it becomes the judge when it passes the gate's own judge check. The light stage
-    may have trained one on this snapshot already (a new tenant's light candidates need a judge)."""
+    may have trained one on this snapshot already (a new tenant's light candidates need a judge). With no
+    judge, and a gate that requires one, the turn trains no adapter."""
     judged = turn.report.get("light", {}).get("reward_model")
-    if judged and "skipped" not in judged:
-        return Step("adapter", {"reward_model": judged})
-    return Step("adapter", {"reward_model": _train_judge(ctx, turn.report["snapshot"])})
+    if not judged or "skipped" in judged:
+        judged = _train_judge(ctx, turn.report["snapshot"])
+    report = {"reward_model": judged}
+    rule = ctx.tenant_policy(GatePolicy).suites.reward_model
+    if judged["judge"] is None and rule.required and rule.version is None:
+        # The gate fails an adapter closed without a judge: training one now would spend minutes of CPU
+        # beside users' traffic on a candidate bound to be blocked. The next turn, on more feedback, tries
+        # for a judge again.
+        why = "no reward model is fit to judge an adapter yet; the next turn trains one on more feedback"
+        return _nothing_to_train(turn, {**report, "reason": why})
+    return Step("adapter", report)
 
 
 def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
