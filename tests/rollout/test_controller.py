@@ -283,7 +283,18 @@ def test_a_canary_for_anonymous_traffic_is_designed_on_its_requests_as_the_test_
         _answer(tenant, f"anonymous-{i}", "", 1 if i % 2 else -1)
     now = tenant.interactions()[-1]["created_at"] + timedelta(seconds=1)
 
-    _, design = controller.designed(tenant, POLICY, REWARDS, now)
+    _, design, _ = controller.designed(tenant, POLICY, REWARDS, now)
 
     # 20 named users, and each anonymous answer its own unit: the analysis (arm_data) counts the same.
     assert design["traffic"]["users"] == 60
+
+
+def test_a_new_canarys_key_splits_the_users_seen_lately_as_its_share_plans(tenant: TenantStore) -> None:
+    for i in range(24):
+        _answer(tenant, f"pre-{i}", f"user-{i}", 1 if i % 3 else -1)
+    policy = POLICY.model_copy(update={"canary_share": 0.5, "ramp": [0.5]})
+
+    exp = controller.start_canary(tenant, gated_version(tenant), policy, reward_policy=REWARDS, actor="test")
+
+    treated = sum(assign(exp.id, f"user-{i}", exp.share) == "treatment" for i in range(24))
+    assert treated == 12 and exp.decision["design"]["recent_users_in_smallest_arm"] == 12

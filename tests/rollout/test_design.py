@@ -136,9 +136,9 @@ def test_the_designed_canary_decides_for_a_candidate_as_good_as_the_design_effec
 
 
 def test_a_trial_holds_only_as_many_candidates_as_its_users_give_each_arm_its_minimum() -> None:
-    # An equal split, 2 sd short, must reach MIN_UNITS (10) users in every arm, control included.
-    users = (0, 31, 32, 50, 51, 68, 69, 1000)
-    assert [trial_candidates(n) for n in users] == [0, 0, 1, 1, 2, 2, 3, 52]
+    # The most even split (a user short with three or more arms) must give every arm MIN_UNITS (10) users.
+    users = (0, 19, 20, 32, 33, 43, 44, 1000)
+    assert [trial_candidates(n) for n in users] == [0, 0, 1, 1, 2, 2, 3, 89]
 
 
 def test_a_canary_among_too_few_users_to_decide_says_a_person_decides() -> None:

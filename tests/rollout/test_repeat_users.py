@@ -30,12 +30,19 @@ class Traffic:
     covariate: np.ndarray  # (sims, users): pre-period mean thumbs less the pooled mean; 0 without history
 
 
-def _traffic(rng: np.random.Generator, *, users: int, share: float, lift: float = 0.0) -> Traffic:
-    """`lift` raises the treatment's thumbs-up probability; every request lands at a uniform random look."""
+def _traffic(
+    rng: np.random.Generator, *, users: int, share: float, lift: float = 0.0, balanced: bool = False
+) -> Traffic:
+    """`lift` raises the treatment's thumbs-up probability; every request lands at a uniform random look.
+    `balanced`: exactly `share` of the users treated, as a key chosen for its split gives (a completely
+    randomised design), rather than each user on their own coin."""
     shape = (SIMS, users)
     answers = np.minimum(np.floor(rng.pareto(1.2, shape) * 2) + 1, 150).astype(int)  # median 2, tail 150
     p_up, p_escalate = rng.beta(2, 2, shape), rng.beta(0.3, 5.7, shape)
-    treated = rng.random(shape) < share
+    if balanced:
+        treated = rng.permuted(np.arange(users) < round(share * users) * np.ones(shape, bool), axis=1)
+    else:
+        treated = rng.random(shape) < share
     owner = np.repeat(np.arange(SIMS * users), answers.ravel())
     up = rng.random(owner.size) < np.clip(p_up + lift * treated, 0, 1).ravel()[owner]
     escalated = rng.random(owner.size) < p_escalate.ravel()[owner]
@@ -104,6 +111,14 @@ def test_aa_canaries_with_repeat_users_promote_at_most_alpha_only_when_analysed_
 def test_aa_canaries_of_a_few_dozen_users_promote_at_most_alpha_at_the_designed_floor() -> None:
     for seed, users in ((4, 40), (5, 60), (6, 100)):
         traffic = _traffic(np.random.default_rng(seed), users=users, share=0.5)
+        rates = _thumbs_promotions(traffic, minimum=MIN_UNITS)
+        assert rates["user"] <= ALPHA and rates["cuped"] <= ALPHA, rates
+
+
+def test_aa_canaries_of_twenty_odd_users_split_by_a_balanced_key_promote_at_most_alpha() -> None:
+    for seed, users in ((7, 20), (8, 24), (9, 31)):
+        traffic = _traffic(np.random.default_rng(seed), users=users, share=0.5, balanced=True)
+        assert (traffic.treated.sum(1) == round(users / 2)).all()
         rates = _thumbs_promotions(traffic, minimum=MIN_UNITS)
         assert rates["user"] <= ALPHA and rates["cuped"] <= ALPHA, rates
 

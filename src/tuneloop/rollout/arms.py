@@ -5,7 +5,6 @@ the canary controller's are; pause, resume, rollback and promote by hand are the
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.versions import Registry
 from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
-from tuneloop.rollout.multi_arm import CONTROL, decide_arms, live_arms, reweigh
+from tuneloop.rollout.multi_arm import CONTROL, assign_arm, decide_arms, live_arms, reweigh
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -41,15 +40,20 @@ def start_arms(
         if (state := registry.get(version_id).state) != "gated":
             raise Conflict(f"version {version_id} is {state}; only gated versions can go on trial")
     production = registry.production("adapter")
-    exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
     now = now_utc()
-    policy, design = controller.designed(tenant, policy, reward_policy, now, len(version_ids) + 1)
+    policy, design, traffic = controller.designed(tenant, policy, reward_policy, now, len(version_ids) + 1)
     arms = reweigh(
         [
             {"arm": CONTROL, "version": production.id if production else None, "state": "live"},
             *({"arm": f"arm-{i}", "version": v, "state": "live"} for i, v in enumerate(version_ids, 1)),
         ],
         {},
+    )
+    exp_id = experiment_id or controller.keyed(
+        design,
+        traffic,
+        lambda key, unit: assign_arm(key, unit, arms),
+        {a["arm"]: a["weight"] for a in arms},
     )
 
     def apply(tx: TenantTx) -> None:

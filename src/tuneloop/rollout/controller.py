@@ -7,7 +7,7 @@ restarted process carries on where the last one stopped.
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, NotFound
 from tuneloop.monitor.kpis import errors, escalations, group_events, safety_flagged
 from tuneloop.registry.versions import Registry, State, check_approver
+from tuneloop.rollout.assignment import assign, balanced_key
 from tuneloop.rollout.design import LOOKBACK_DAYS, Traffic, design_canary, traffic_of
 from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.guardrails import arm_guardrails, sample_ratio_check
@@ -63,10 +64,16 @@ def start_canary(
     if version.state != "gated":
         raise Conflict(f"version {version_id} is {version.state}; only gated versions can be canaried")
     production = registry.production("adapter")
-    # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
-    exp_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
     now = now_utc()
-    policy, design = designed(tenant, policy, reward_policy, now)
+    policy, design, traffic = designed(tenant, policy, reward_policy, now)
+    share = policy.ramp[0]
+    # The id is the assignment hash key: a fixed one replays the same split (tests, re-runs).
+    exp_id = experiment_id or keyed(
+        design,
+        traffic,
+        lambda key, unit: assign(key, unit, share),
+        {"treatment": share, "control": 1 - share},
+    )
 
     def apply(tx: TenantTx) -> None:
         tx.serialize()  # two starts at once: the second sees the first's experiment
@@ -111,10 +118,24 @@ def designed(
     reward_policy: RewardPolicy,
     now: datetime,
     trial_arms: int | None = None,
-) -> tuple[RolloutPolicy, dict[str, Any]]:
+) -> tuple[RolloutPolicy, dict[str, Any], Traffic]:
     """The policy a canary (or a trial of `trial_arms` arms, control included) starting `now` runs under,
-    designed from the last week's traffic."""
-    return design_canary(policy, recent_traffic(tenant, policy, reward_policy, now), now, trial_arms)
+    designed from the last week's traffic, and that traffic."""
+    traffic = recent_traffic(tenant, policy, reward_policy, now)
+    return (*design_canary(policy, traffic, now, trial_arms), traffic)
+
+
+def keyed(
+    design: dict[str, Any],
+    traffic: Traffic,
+    arm_of: Callable[[str, str], str],
+    shares: dict[str, float],
+) -> str:
+    """A new experiment's id, chosen so that the users seen lately fill its arms as planned; the design
+    records how many the smallest arm holds."""
+    key, smallest = balanced_key(traffic.units, arm_of, shares)
+    design["recent_users_in_smallest_arm"] = smallest
+    return key
 
 
 def recent_traffic(

@@ -18,7 +18,7 @@ the turn's adapter waits for it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,11 +33,12 @@ MAX_EFFECT = 0.5  # on a KPI in [-1, 1] a larger design effect would make τ bli
 MIN_USERS = 10  # fewer users with feedback say too little about the KPI's spread to design from
 SAMPLES_MARGIN = 3.0  # an undecided canary ends after this many times the expected users and time
 MIN_TRIAL_HOURS = 0.25  # a trial expected to decide in minutes still waits for its users to return
-# A tenant with a few dozen users cannot give each arm the policy's 30: the smaller arm must reach what a
-# random split of the users seen gives it but REACH_SDS binomial standard deviations short (assignment by
-# hash puts 13 of 40 users in one half as often as 1 in 60), never fewer than MIN_UNITS. A/A canaries of
-# 40-100 heavy-tailed users at 10 per arm still promote under α (tests/rollout/test_repeat_users.py), as
-# the variance is the larger arm's.
+# A tenant with a few dozen users cannot give each arm the policy's 30. An experiment's key splits the users
+# seen evenly (assignment.balanced_key), but not all of them come back while it runs: the test waits for
+# what the smaller arm can be counted on to reach, its share less REACH_SDS binomial standard deviations,
+# never fewer than MIN_UNITS. A trial starts only where every arm holds MIN_UNITS of the users seen. A/A
+# canaries of 20-100 heavy-tailed users at 10 per arm still promote under α
+# (tests/rollout/test_repeat_users.py), as the variance is the larger arm's.
 REACH_SDS = 2.0
 MIN_UNITS = 10
 BY_HAND = "too few users for the test to decide on its own: `tuneloop rollout promote` or `rollback` decides"
@@ -45,22 +46,29 @@ BY_HAND = "too few users for the test to decide on its own: `tuneloop rollout pr
 
 @dataclass(frozen=True)
 class Traffic:
-    """What recent traffic says about the KPI: users with a KPI value, over how many hours, and its spread."""
+    """What recent traffic says about the KPI: users with a KPI value, over how many hours, and its spread;
+    and those users (`units`), whom the experiment's key splits evenly."""
 
     users: int
     hours: float
     sd: float  # across users' mean KPI values
+    units: tuple[str, ...] = field(default=(), repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures a design reports (never the users themselves)."""
+        return {"users": self.users, "hours": self.hours, "sd": self.sd}
 
 
 def traffic_of(user_kpis: dict[str, list[float]], hours: float) -> Traffic:
     """Summarise each user's KPI values (observed over `hours`) into what the design needs."""
+    units = tuple(user for user, values in user_kpis.items() if values)
     means = [sum(v) / len(v) for v in user_kpis.values() if v]
     if len(means) < 2:
-        return Traffic(len(means), hours, 1.0)
+        return Traffic(len(means), hours, 1.0, units)
     centre = sum(means) / len(means)
     sd = math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
     # A KPI that hardly varied in the window still needs a nonzero spread to plan with.
-    return Traffic(len(means), hours, max(sd, 0.1))
+    return Traffic(len(means), hours, max(sd, 0.1), units)
 
 
 def _variance(sd: float, users: float, share: float) -> float:
@@ -94,16 +102,22 @@ def detectable_effect(sd: float, users: int, alpha: float, floor: float) -> floa
     return effect
 
 
+def _held(users: float, arms: int) -> int:
+    """The users seen whom each of `arms` equal arms holds under the key that splits them most evenly (with
+    three or more arms, one may be a user short)."""
+    return max(0, math.floor(users / arms + 1e-9) - (arms > 2))
+
+
 def _reachable(users: float, share: float) -> int:
-    """The users an arm holding `share` of `users` can be counted on to reach (assignment falls short)."""
+    """The users an arm holding `share` of `users` can be counted on to reach (not all of them return)."""
     return max(0, math.floor(users * share - REACH_SDS * math.sqrt(users * share * (1 - share))))
 
 
 def trial_candidates(users: int) -> int:
-    """How many candidates a trial beside control can hold so that each arm may reach MIN_UNITS of `users`
+    """How many candidates a trial beside control can hold so that each arm holds MIN_UNITS of `users`
     (0: too few users for any trial to decide, and one would only hold the turn's adapter back)."""
     candidates = 0
-    while _reachable(users, 1 / (candidates + 2)) >= MIN_UNITS:
+    while _held(users, candidates + 2) >= MIN_UNITS:
         candidates += 1
     return candidates
 
@@ -120,7 +134,7 @@ def design_canary(
     if traffic.users < MIN_USERS:
         users = f"{traffic.users} users with feedback in the last {LOOKBACK_DAYS:g} days"
         note = f"{users}: the policy as set; {BY_HAND}"
-        return policy, {"traffic": asdict(traffic), "adapted": [], "note": note}
+        return policy, {"traffic": traffic.summary(), "adapted": [], "note": note}
     trial = trial_arms is not None
     arms = trial_arms or 2
     seen = 2 / arms  # the share of users one candidate-against-control comparison sees
@@ -166,7 +180,7 @@ def design_canary(
     adapted = {k: v for k, v in chosen.items() if k not in fixed}
     designed = RolloutPolicy.model_validate({**policy.model_dump(exclude_unset=True), **adapted})
     design = {
-        "traffic": asdict(traffic),
+        "traffic": traffic.summary(),
         "adapted": sorted(adapted),
         "effect": round(effect, 4),
         "users_needed": int(need) if math.isfinite(need) else None,
@@ -174,6 +188,7 @@ def design_canary(
         "expected_decision_at": (now + timedelta(hours=hours)).isoformat() if math.isfinite(hours) else None,
         "enough_users": bool(need <= traffic.users),
     }
-    if reachable < MIN_UNITS:
-        design["note"] = f"an arm may reach {reachable} of the {MIN_UNITS} users the test needs; {BY_HAND}"
+    # A trial's arms hold their equal shares of the users seen (it starts only where each holds MIN_UNITS).
+    if (held := _held(traffic.users, arms) if trial else reachable) < MIN_UNITS:
+        design["note"] = f"an arm may reach {held} of the {MIN_UNITS} users the test needs; {BY_HAND}"
     return designed, design
