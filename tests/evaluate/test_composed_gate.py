@@ -12,7 +12,7 @@ from tests.evaluate.conftest import Adapters, GateSetup
 from tuneloop.cli import main
 from tuneloop.evaluate.gate import CANDIDATE, build_context
 from tuneloop.evaluate.generation import Arm, Evaluator
-from tuneloop.evaluate.suites import reward
+from tuneloop.evaluate.suites import preferences, reward
 from tuneloop.evaluate.suites.base import MissingInput
 from tuneloop.registry.composition import Decoding, compose
 
@@ -131,3 +131,24 @@ def test_with_no_judge_only_a_candidate_on_productions_weights_skips_the_reward_
     assert verdict.passed and verdict.reason.startswith("skipped") and verdict.metrics == {"skipped": True}
     with pytest.raises(MissingInput, match="no production reward model"):
         reward.run(contexts[1], cfg)
+
+
+def test_too_few_held_out_pairs_skip_the_preference_suite_only_for_a_candidate_on_productions_weights(
+    gate_setup: GateSetup, adapters: Adapters
+) -> None:
+    """Thumbs and implicit signals rate answers one at a time: a young tenant's snapshot can hold out a
+    single pair, which must not keep every prompt change from its trial."""
+    registry = gate_setup.registry
+    light, trained = registry.get(_compose(gate_setup)), gate_setup.candidate(adapters.sensible)
+    production = registry.production()
+    cfg = gate_setup.policy.suites.human_preferences.model_copy(update={"min_pairs": 10_000})
+    contexts = [
+        build_context(gate_setup.tenant, gate_setup.home, gate_setup.policy, c, production)[0]
+        for c in (light, trained)
+    ]
+    verdict = preferences.run(contexts[0], cfg)
+    assert (
+        verdict.passed and verdict.reason.startswith("skipped") and "the suite needs 10000" in verdict.reason
+    )
+    with pytest.raises(MissingInput, match="the suite needs at least 10000"):
+        preferences.run(contexts[1], cfg)

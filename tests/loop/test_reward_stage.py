@@ -118,3 +118,25 @@ def test_a_private_lora_reward_model_is_refused_when_the_policy_loads(tmp_path: 
     path.write_text("reward_method: reward\nreward_dp: {epsilon: 2}\n")
     with pytest.raises(BadRequest, match="reward_embedding head only"):
         load_policy_file(path, LoopPolicy)
+
+
+def test_feedback_too_thin_for_any_reward_model_ends_the_turn_skipped_not_failed(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Thumbs rate answers one at a time: a young tenant's snapshot can hold KTO labels and no pairs."""
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model))
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    for i in range(24):
+        row = {"id": f"i{i}", "user_id": f"u{i % 6}", "response": f"Answer {i}", "choices": [f"Answer {i}"]}
+        tenant.log_interaction({**row, "messages": [{"role": "user", "content": f"Question {i}?"}]}, f"d{i}")
+        event = {"id": f"t{i}", "interaction_id": f"i{i}", "kind": "thumbs", "value": 1 if i % 2 else -1}
+        tenant.add_feedback([({**event, "source": "user"}, payload_hash(event))])
+    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
+    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+
+    step = reward(TurnContext(tenant, settings, LoopPolicy()), turn)
+
+    judged = step.report["reward_model"]
+    assert "needs at least 5 pairs" in judged["skipped"] and judged["judge"] is None
+    assert (step.stage, step.outcome) == (DONE, "skipped")

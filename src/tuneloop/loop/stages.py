@@ -112,8 +112,14 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
     may have trained one on this snapshot already (a new tenant's light candidates need a judge). With no
     judge, and a gate that requires one, the turn trains no adapter."""
     judged = turn.report.get("light", {}).get("reward_model")
-    if not judged or "skipped" in judged:
-        judged = _train_judge(ctx, turn.report["snapshot"])
+    if not judged:
+        try:
+            judged = _train_judge(ctx, turn.report["snapshot"])
+        except BadRequest as exc:  # too few pairs for a reward model (labels alone can train a KTO adapter)
+            judged = {"skipped": str(exc)}
+    if "skipped" in judged:  # the light stage's try on this snapshot, or this one: whoever sat still judges
+        sitting = Registry(ctx.tenant).production("reward_model")
+        judged = {**judged, "judge": sitting.id if sitting else None}
     report = {"reward_model": judged}
     rule = ctx.tenant_policy(GatePolicy).suites.reward_model
     if judged["judge"] is None and rule.required and rule.version is None:

@@ -38,6 +38,16 @@ class Verdict:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+def trial_judges(missing: str) -> Verdict:
+    """A suite's pass, as skipped, for a candidate that keeps production's weights when `missing` leaves the
+    suite nothing to judge it on: a prompt or decoding change is undone at runtime, the other suites still
+    check it offline, and its trial on users, with guardrails, judges it (a trained adapter fails closed)."""
+    reason = (
+        f"skipped: {missing}, and the candidate keeps production's weights (its trial on users judges it)"
+    )
+    return Verdict(True, reason, {"skipped": True})
+
+
 @dataclass
 class GateContext:
     """Everything a suite may read; production None means the base model is serving."""

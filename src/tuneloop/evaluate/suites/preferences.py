@@ -5,6 +5,9 @@ tokens (the quantity DPO optimises), and its preference is sigmoid(margin): the 
 chosen answer of the two. The candidate wins a pair when its preference beats production's; ties count
 half. Comparing raw margins instead rewarded confidence past certainty: an adapter trained longer holds
 margins of 150 nats where its successor holds 100 on pairs both order right, and lost every such pair.
+
+Too few held-out pairs fail the suite (closed), except for a light candidate (base.trial_judges): a tenant
+whose users rate answers one at a time (thumbs, implicit signals) makes few pairs for a long while.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from tuneloop.evaluate.suites.base import (
     MissingInput,
     Verdict,
     prompt_preview,
+    trial_judges,
 )
 from tuneloop.signals.records import completion_text
 
@@ -39,9 +43,12 @@ def run(ctx: GateContext, cfg: HumanPreferencesConfig) -> Verdict:
     """Win rate of the candidate's preference over production's on held-out pairs, judged by its CI."""
     pairs = ctx.heldout_pairs()[: cfg.max_pairs]
     if len(pairs) < cfg.min_pairs:
+        have = f"{len(pairs)} held-out preference pairs in the candidate's snapshot"
+        if ctx.same_weights:  # feedback that rates answers one at a time makes few pairs for a long while
+            return trial_judges(f"{have} (the suite needs {cfg.min_pairs})")
         raise MissingInput(
-            f"{len(pairs)} held-out preference pairs in the candidate's snapshot"
-            f"; the suite needs at least {cfg.min_pairs} (collect more feedback or raise heldout_fraction)"
+            f"{have}; the suite needs at least {cfg.min_pairs}"
+            " (collect more feedback or raise heldout_fraction)"
         )
     cand, prod = margins(ctx, CANDIDATE, pairs), margins(ctx, PRODUCTION, pairs)
     gains = preference_gains(cand, prod)

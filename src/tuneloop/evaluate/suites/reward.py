@@ -4,10 +4,10 @@ The judge is checked first: it must still order held-out human pairs as the huma
 has drifted below `min_agreement` fails the suite whatever the win rate, so it can never approve anything.
 
 A tenant with no judge yet fails the suite (closed), except for a light candidate: one that serves
-production's weights and changes only its prompt or decoding. Feedback that is mostly implicit can leave
-every reward model a turn trains unfit for a long time, and then nothing would ever reach users; a light
-change is undone at runtime, the other suites still check it offline (safety, golden, drift, PII), and its
-trial on users, with its guardrails, judges what a reward model cannot yet.
+production's weights and changes only its prompt or decoding (base.trial_judges). Feedback that is mostly
+implicit can leave every reward model a turn trains unfit for a long time, and then nothing would ever
+reach users; a light change is undone at runtime, the other suites still check it offline (safety, golden,
+drift, PII), and its trial on users, with its guardrails, judges what a reward model cannot yet.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tuneloop.evaluate.suites.base import (
     MissingInput,
     Verdict,
     prompt_preview,
+    trial_judges,
 )
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
@@ -48,8 +49,7 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
     from tuneloop.learn.reward_model import load_reward_model
 
     if cfg.version is None and ctx.same_weights and Registry(ctx.tenant).production("reward_model") is None:
-        reason = "skipped: no reward model judges yet, and the candidate keeps production's weights"
-        return Verdict(True, f"{reason} (its trial on users judges it)", {"skipped": True})
+        return trial_judges("no reward model judges yet")
     judge = judge_version(ctx, cfg)
     pairs = ctx.heldout_pairs()
     if len(pairs) < cfg.min_agreement_pairs:
