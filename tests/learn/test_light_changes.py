@@ -1,5 +1,5 @@
-"""Light changes from a snapshot's pairs: shorter asks get a brevity instruction, a binding cap is raised for
-longer asks, regenerations move temperature."""
+"""Light changes from a snapshot's pairs (and, with few pairs, its labels): shorter asks get a brevity
+instruction, a binding cap is raised for longer asks, regenerations move temperature."""
 
 from __future__ import annotations
 
@@ -56,3 +56,29 @@ def test_no_candidate_without_a_clear_signal() -> None:
     balanced = [_pair("Answer A.", "Answer B.", origin="preference") for _ in range(10)]
     assert propose_changes(balanced, Decoding(), None) == []
     assert propose_changes([_pair("Short.", LONG)] * 3, Decoding(), None) == []  # too few pairs to act on
+
+
+def _label(text: str, good: bool, origin: str = "reward") -> dict:
+    prompt = [{"role": "user", "content": f"Question about {text[:12]}?"}]
+    return {
+        "prompt": prompt,
+        "completion": [{"role": "assistant", "content": text}],
+        "label": good,
+        "origin": origin,
+    }
+
+
+def test_users_who_rate_short_answers_up_and_long_ones_down_are_asked_for_brevity_without_pairs() -> None:
+    """Thumbs and implicit signals rate answers one at a time: a tenant can hold scores of labels and a
+    single pair, and what those labels say about length must still reach a candidate."""
+    labels = [_label(f"Short answer {i}.", True) for i in range(8)] + [
+        _label(f"{LONG} {i}", False) for i in range(8)
+    ]
+    pairs = [_pair("Answer A.", "Answer B.")]
+    assert asked_length_change(pairs, labels) < -0.5 and asked_length_change(pairs) == 0.0
+    [brief] = propose_changes(pairs, Decoding(), None, labels)
+    assert brief.prompt == BRIEF.format(words=10) and "rated up are" in brief.reason
+    # Seven labels on one side say too little; enough pairs speak for themselves and labels are not read.
+    assert propose_changes(pairs, Decoding(), None, labels[1:]) == []
+    balanced = [_pair("Answer A.", "Answer B.", origin="preference") for _ in range(10)]
+    assert propose_changes(balanced, Decoding(), None, labels) == []

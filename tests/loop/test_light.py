@@ -63,7 +63,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     tenant, settings, production = tenant
     policy = LightPolicy(enabled=True, prompt_variants=["Answer in one line."], max_candidates=4)
     pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
-    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
 
     reasons = [c["reason"] for c in composed]
     assert reasons[0].startswith("in-context examples + users chose answers") and "shorter" in reasons[0]
@@ -78,7 +78,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
     assert {v.snapshot_hash for v in (together, prompt)} == {SNAPSHOT}
     # Too few answers to show: an examples candidate would be production under another name.
-    fewer = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES - 1, policy)
+    fewer = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES - 1, policy)
     assert [c["reason"] for c in fewer][1:] == ["operator prompt variant 1"]
     assert "shorter" in fewer[0]["reason"] and "examples" not in fewer[0]["reason"]
 
@@ -96,11 +96,11 @@ def test_a_bundle_users_turned_down_is_split_and_a_change_they_turned_down_is_no
         start_arms(tenant, [candidate], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
         finish(tenant, "rolled_back", actor="test", reason="users preferred production")
 
-    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
     turned_down(first[0]["version"])
-    split = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    split = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
     turned_down(split[0]["version"])
-    again = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    again = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
 
     assert first[0]["reason"].startswith("in-context examples + ")
     assert split[0]["reason"] == "in-context examples"
@@ -108,7 +108,7 @@ def test_a_bundle_users_turned_down_is_split_and_a_change_they_turned_down_is_no
     assert "shorter" in again[0]["reason"] and again[1]["reason"] == "operator prompt variant 1"
     # On a new production the same changes are other candidates, and tried again together.
     registry.move(_gated(tenant, production, "New.").id, "production", actor="test", reason="setup")
-    later = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, policy)
+    later = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
     assert later[0]["reason"] == first[0]["reason"]
 
 
@@ -119,7 +119,7 @@ def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: t
     registry = Registry(tenant)
     tried = []
     for _ in range(3):
-        composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, MIN_EXAMPLES, LightPolicy())
+        composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, LightPolicy())
         tried.append(composed[0]["reason"])
         candidate = composed[0]["version"]
         registry.move(candidate, "gated", actor="test", reason="setup")
@@ -219,14 +219,14 @@ def test_a_trial_holds_no_more_candidates_than_its_users_can_fill_and_none_for_t
     tenant, settings, _ = tenant
     now = now_utc()
     _policy(settings, "light_policy.yaml", {"prompt_variants": ["Be brief.", "Be warm.", "Be exact."]})
-    for i in range(31):  # one user short of two arms of MIN_UNITS each
+    for i in range(19):  # one user short of two arms of MIN_UNITS each
         question = f"How do I reset password number {i}?"
         interaction = log(tenant, prompt=question, response=LONG, created_at=now, user=f"user-{i}")
         give(tenant, interaction, "thumbs", 1, now)
 
     report = light_candidates.start_trial(tenant, settings, approval=False, train_judge=_no_judge_needed)
 
-    assert report["light"]["skipped"].startswith("31 users with feedback in the last 7 days: too few")
+    assert report["light"]["skipped"].startswith("19 users with feedback in the last 7 days: too few")
     assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
 
 
@@ -240,7 +240,7 @@ def test_a_new_tenants_light_stage_trains_a_judge_before_gating_its_candidates(t
     tenant, settings, _ = tenant
     now = now_utc()
     rng = random.Random(0)
-    for i in range(32):  # 32 users (each request its own), enough for a trial's two arms
+    for i in range(32):  # 32 users (each request its own), more than a trial's two arms need
         at = now - timedelta(minutes=i)
         interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
         give(tenant, interaction, "edit", "Settings, then Reset.", now - timedelta(minutes=i))

@@ -2,7 +2,8 @@
 length and about regenerated answers, turned into a system prompt or decoding settings to try against
 production.
 
-- Length: the median chosen/rejected length ratio of the pairs (users' edits among them). When users
+- Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs,
+  the answers users labelled desirable against undesirable, signals.pairs.asked_length_change). When users
   clearly ask for shorter answers, an instruction to keep under the length they chose leads production's
   system prompt (the median chosen answer's words, rounded up to ten): a small model asked for brevity
   writes a short complete answer, where a `max_tokens` cap only cuts a long one off (README, "Light
@@ -27,13 +28,12 @@ from typing import Any
 
 from tuneloop.registry.composition import Decoding
 from tuneloop.signals import canaries
-from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change
-from tuneloop.signals.records import completion_text
+from tuneloop.signals.pairs import MATERIAL_ASK, MIN_LENGTH_EVIDENCE, asked_length_change, preferred_texts
 
 MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
 CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
 CAP_MARGIN = 1.25  # a cap above the answers users chose, so it does not cut them off
-MIN_PAIRS = 8  # fewer pairs say too little to change a setting on
+MIN_PAIRS = MIN_LENGTH_EVIDENCE  # fewer pairs say too little to change a setting on
 MAX_CAP = 4096  # half the largest cap a version may set, so that twice it is still valid
 BRIEF = "Keep your answer under {words} words."
 _BRIEF = re.compile(r"Keep your answer under \d+ words\.\s*")  # one production already carries
@@ -51,15 +51,19 @@ class Proposal:
 
 
 def propose_changes(
-    pairs: Sequence[dict[str, Any]], production: Decoding, production_prompt: str | None
+    pairs: Sequence[dict[str, Any]],
+    production: Decoding,
+    production_prompt: str | None,
+    labels: Sequence[dict[str, Any]] = (),
 ) -> list[Proposal]:
-    """The light changes the snapshot's `pairs` call for, each differing from production."""
+    """The light changes the snapshot's `pairs` (and, for length, with few pairs its `labels`) call for,
+    each differing from production."""
     pairs = [r for r in pairs if r.get("origin") != canaries.ORIGIN]  # planted probes, not users' words
-    if len(pairs) < MIN_PAIRS:
+    chosen_texts = preferred_texts(pairs, labels)
+    if not chosen_texts:
         return []
     proposals: list[Proposal] = []
-    ask = asked_length_change(pairs)
-    chosen_texts = [completion_text(r["chosen"]) for r in pairs]
+    ask = asked_length_change(pairs, labels)
     chosen = sorted(len(text) for text in chosen_texts)
     p90 = chosen[int(0.9 * (len(chosen) - 1))]
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
@@ -69,13 +73,18 @@ def propose_changes(
         rest = _BRIEF.sub("", production_prompt or "").strip()
         prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
         if prompt != production_prompt:
-            why = f"users chose answers {-ask:.0%} shorter; an instruction to keep under {words} words"
+            said = (
+                f"users chose answers {-ask:.0%} shorter"
+                if len(pairs) >= MIN_PAIRS
+                else f"the answers users rated up are {-ask:.0%} shorter than those they rated down"
+            )
+            why = f"{said}; an instruction to keep under {words} words"
             proposals.append(Proposal(why, prompt=prompt))
     elif ask >= MATERIAL_ASK and production.max_tokens is not None and production.max_tokens < 2 * typical:
         why = f"users chose answers {ask:.0%} longer and production's cap binds"
         proposals.append(Proposal(why, decoding=_with(production, max_tokens=2 * typical)))
-    regenerated = sum(r.get("origin") == "regenerated" for r in pairs) / len(pairs)
-    if regenerated >= MATERIAL_REGENERATIONS:
+    regenerated = sum(r.get("origin") == "regenerated" for r in pairs) / max(len(pairs), 1)
+    if len(pairs) >= MIN_PAIRS and regenerated >= MATERIAL_REGENERATIONS:
         changed = round(0.6 * temperature, 2) if temperature > 0.3 else 0.7
         why = f"{regenerated:.0%} of the pairs come from regenerated answers; temperature {changed}"
         proposals.append(Proposal(why, decoding=_with(production, temperature=changed)))

@@ -111,7 +111,8 @@ def start_trial(
         return {"light": {"skipped": str(exc)}}
     counts = snapshot.counts  # users' rows only, counted before the snapshot's planted canaries
     pairs, rated = snapshot.rows("pairs"), counts["sft_train"] + counts["sft_heldout"]
-    if not _changes(Registry(tenant), policy, pairs, rated, judged=True):
+    labels = snapshot.rows("kto")
+    if not _changes(Registry(tenant), policy, pairs, labels, rated, judged=True):
         why = (
             f"nothing new to try: {counts['pairs_train'] + counts['pairs_heldout']} preference pairs, "
             f"{rated} answers fit to show as examples, and no change users already turned down on this "
@@ -135,7 +136,7 @@ def start_trial(
             judged = {"reward_model": {"skipped": str(exc)}}
     # Each arm must be able to reach its minimum of users, or the trial cannot decide before its horizon.
     fitting = policy.model_copy(update={"max_candidates": min(policy.max_candidates, room)})
-    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, rated, fitting)
+    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, labels, rated, fitting)
     versions = [c for c in composed if "version" in c]
     results = run_gates(
         tenant, [c["version"] for c in versions], home=settings.home, actor=ACTOR, engine=settings.engine
@@ -174,17 +175,24 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
 
 
 def _changes(
-    registry: Registry, policy: LightPolicy, pairs: list[dict[str, Any]], rated: int, *, judged: bool
+    registry: Registry,
+    policy: LightPolicy,
+    pairs: list[dict[str, Any]],
+    labels: list[dict[str, Any]],
+    rated: int,
+    *,
+    judged: bool,
 ) -> list[Proposal]:
     """Every light change to try on production: what the feedback calls for (examples of what users rated
-    best, then what its pairs ask for) bundled into one, then the operator's prompts and best-of-N (when
-    `judged`, or a reward model in production, can pick its answer); none users turned down."""
+    best, then what its pairs, or with few pairs its labels, ask for) bundled into one, then the operator's
+    prompts and best-of-N (when `judged`, or a reward model in production, can pick its answer); none users
+    turned down."""
     production = registry.production("adapter")
     current = Decoding.parse(version_decoding(production))
     learned = []
     if policy.examples is not None and current.examples is None and rated >= MIN_EXAMPLES:
         learned.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
-    learned += propose_changes(pairs, current, production.system_prompt if production else None)
+    learned += propose_changes(pairs, current, production.system_prompt if production else None, labels)
     variants = enumerate(policy.prompt_variants, 1)
     chosen = [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
     judged = judged or registry.production("reward_model") is not None
@@ -241,15 +249,17 @@ def compose_candidates(
     settings: Settings,
     snapshot: str,
     pairs: list[dict[str, Any]],
+    labels: list[dict[str, Any]],
     rated: int,
     policy: LightPolicy,
 ) -> list[dict[str, Any]]:
-    """Register the light candidates production's feedback (the snapshot's `pairs`, and `rated` answers fit
-    to show) and the policy call for, not yet gated: each one's version and reason, or why it was skipped."""
+    """Register the light candidates production's feedback (the snapshot's `pairs` and `labels`, and `rated`
+    answers fit to show) and the policy call for, not yet gated: each one's version and reason, or why it
+    was skipped."""
     registry = Registry(tenant)
     production = registry.production("adapter")
     composed: list[dict[str, Any]] = []
-    for change in _changes(registry, policy, pairs, rated, judged=False)[: policy.max_candidates]:
+    for change in _changes(registry, policy, pairs, labels, rated, judged=False)[: policy.max_candidates]:
         try:
             version = _compose(registry, production, settings, snapshot, change)
             composed.append({"version": version.id, "reason": change.reason})

@@ -357,6 +357,7 @@ def sft_rows(
 
 
 MATERIAL_ASK = 0.1  # chosen answers 10 % shorter (or longer) say what users want; less is noise
+MIN_LENGTH_EVIDENCE = 8  # fewer pairs, or labels on either side, say too little about length
 
 
 def _length_ratios(pairs: Sequence[Mapping[str, Any]]) -> list[float]:
@@ -370,11 +371,43 @@ def _length_ratios(pairs: Sequence[Mapping[str, Any]]) -> list[float]:
     ]
 
 
-def asked_length_change(pairs: Sequence[Mapping[str, Any]]) -> float:
+def _labelled_lengths(labels: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+    """log length of the users' desirable and undesirable labelled answers, if each side has enough."""
+    sides: tuple[list[float], list[float]] = ([], [])
+    for r in labels:
+        if r.get("origin") != canaries.ORIGIN and (text := completion_text(r["completion"])):
+            sides[0 if r["label"] else 1].append(math.log(len(text)))
+    return sides if min(map(len, sides)) >= MIN_LENGTH_EVIDENCE else ([], [])
+
+
+def asked_length_change(
+    pairs: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = ()
+) -> float:
     """The relative change of answer length users ask for: the median chosen/rejected length ratio of the
-    pairs, minus one (0 without pairs)."""
+    pairs, minus one. With fewer than MIN_LENGTH_EVIDENCE pairs, the ratio of the median lengths of the
+    answers users labelled desirable and undesirable, each side as many: thumbs and implicit signals rate
+    answers one at a time and make few pairs, and though these answers reply to different prompts, on every
+    scenario's snapshots the two asks pointed the same way. 0 without either."""
     ratios = _length_ratios(pairs)
+    good, bad = _labelled_lengths(labels) if len(ratios) < MIN_LENGTH_EVIDENCE else ([], [])
+    if good:
+        return math.exp(statistics.median(good) - statistics.median(bad)) - 1
     return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
+
+
+def preferred_texts(
+    pairs: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = ()
+) -> list[str]:
+    """The answers users preferred, where asked_length_change reads them: the pairs' chosen answers, or with
+    too few pairs the desirable labelled ones (empty when neither says enough)."""
+    users = [r for r in pairs if r.get("origin") != canaries.ORIGIN]
+    if len(users) >= MIN_LENGTH_EVIDENCE:
+        return [completion_text(r["chosen"]) for r in users]
+    if not _labelled_lengths(labels)[0]:
+        return []
+    return [
+        completion_text(r["completion"]) for r in labels if r["label"] and r.get("origin") != canaries.ORIGIN
+    ]
 
 
 def length_votes(pairs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:

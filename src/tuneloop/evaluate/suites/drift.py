@@ -2,7 +2,8 @@
 collapse into degenerate answers.
 
 Length may move as far as the feedback asked: the snapshot's preference pairs say which way (their median
-chosen/rejected length ratio, and how many chose the shorter answer against the longer). Shorter, when
+chosen/rejected length ratio, and how many chose the shorter answer against the longer; with few pairs, the
+answers users labelled desirable against undesirable, as the light candidates read it). Shorter, when
 users clearly asked for shorter, is bounded only by MAX_SHRINK (the chosen answers are the best the model
 wrote, not what users want, so the asked size understates it: the demo's users asked -23 % and the
 candidate they preferred 83 % of the time was -55 %; the rag scenario's asked -7 % in 54 of 85 pairs
@@ -77,7 +78,8 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     cand_len, prod_len = _mean([len(a) for a in cand]), _mean([len(a) for a in prod])
     length_change = (cand_len - prod_len) / max(prod_len, 1.0)
     pairs = ctx.snapshot.rows("pairs") if ctx.snapshot is not None else []
-    asked, votes = asked_length_change(pairs), length_votes(pairs)
+    labels = ctx.snapshot.rows("kto") if ctx.snapshot is not None else []
+    asked, votes = asked_length_change(pairs, labels), length_votes(pairs)
     allowed = allowed_length_change(cfg, asked, length_change, votes)
     cand_bad, prod_bad = [degenerate(a) for a in cand], [degenerate(b) for b in prod]
     collapse_p = paired_change_p(
