@@ -12,7 +12,7 @@ from tuneloop.clock import now_utc
 from tuneloop.config import Settings
 from tuneloop.learn.privacy import DifferentialPrivacy
 from tuneloop.loop import LoopPolicy
-from tuneloop.loop.stages import TurnContext, reward
+from tuneloop.loop.stages import TurnContext, _train_judge, reward
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry
 from tuneloop.signals.snapshots import create_snapshot
@@ -140,3 +140,31 @@ def test_feedback_too_thin_for_any_reward_model_ends_the_turn_skipped_not_failed
     judged = step.report["reward_model"]
     assert "needs at least 5 pairs" in judged["skipped"] and judged["judge"] is None
     assert (step.stage, step.outcome) == (DONE, "skipped")
+
+
+def test_the_light_stages_judge_leaves_the_lora_fallback_to_the_reward_stage(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The light stage tries the fast reward model only, so its trial starts minutes sooner; the reward
+    stage, running beside the trial, trains the LoRA one the adapter's gate needs."""
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model), train_engine="local")
+    store = Store(settings.database_url)
+    tenant = store.for_tenant(store.create_tenant("acme")[0])
+    _contradicted(tenant)
+    policies = settings.home / "policies" / "acme"
+    policies.mkdir(parents=True)
+    (policies / "gate_policy.yaml").write_text("suites: {reward_model: {min_agreement: 1.0, alpha: 0.99}}\n")
+    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
+    ctx = TurnContext(tenant, settings, LoopPolicy())
+
+    light = _train_judge(ctx, snapshot, fast_only=True)
+
+    assert light["method"] == "reward_embedding" and light["judge"] is None and light["fallback_due"]
+    assert {v.job_spec["kind"] for v in Registry(tenant).list()} == {"reward_embedding"}
+    turn = Turn(
+        1, "manual", "reward", None, {"snapshot": snapshot, "light": {"reward_model": light}}, now_utc(), None
+    )
+    step = reward(ctx, turn)
+    judged = step.report["reward_model"]
+    assert judged["method"] == "reward" and judged["first_try"]["trained"] == light["trained"]
+    assert "fallback_due" not in judged["first_try"] and step.stage == "adapter"

@@ -117,6 +117,8 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
             judged = _train_judge(ctx, turn.report["snapshot"])
         except BadRequest as exc:  # too few pairs for a reward model (labels alone can train a KTO adapter)
             judged = {"skipped": str(exc)}
+    elif judged.get("fallback_due"):  # the light stage tried only the fast one, to start its trial sooner
+        judged = _train_judge(ctx, turn.report["snapshot"], fast=judged)
     if "skipped" in judged:  # the light stage's try on this snapshot, or this one: whoever sat still judges
         sitting = Registry(ctx.tenant).production("reward_model")
         judged = {**judged, "judge": sitting.id if sitting else None}
@@ -131,16 +133,25 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
     return Step("adapter", report)
 
 
-def _train_judge(ctx: TurnContext, snapshot_hash: str) -> dict[str, Any]:
+def _train_judge(
+    ctx: TurnContext, snapshot_hash: str, *, fast_only: bool = False, fast: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train a reward model on the snapshot (by DP-SGD under the policy's `reward_dp`) and appoint it judge
     if fit; what was measured and who judges now. With `reward_method: auto`, a fast reward model that is
-    unfit while no judge sits is followed by the LoRA one: without a judge the gate blocks every candidate."""
+    unfit while no judge sits is followed by the LoRA one (minutes): without a judge the gate blocks every
+    adapter. `fast_only` leaves that for later (the report says `fallback_due`); `fast` is the fast one's
+    report when it was trained before."""
     method = ctx.policy.reward_method
-    appointed = _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
+    appointed = dict(fast) if fast else _train_and_appoint(
+        ctx, snapshot_hash, "reward_embedding" if method == "auto" else method
+    )
+    appointed.pop("fallback_due", None)
     # DP-SGD trains the fast reward model only: where the judge must be private there is nothing to fall on.
     capped = ctx.tenant_policy(GatePolicy).suites.judge_privacy.caps_epsilon
     private = ctx.policy.reward_dp is not None or capped
     if method == "auto" and appointed["judge"] is None and not private:
+        if fast_only:
+            return {**appointed, "fallback_due": True}
         first = appointed
         appointed = _train_and_appoint(ctx, snapshot_hash, "reward")
         appointed["first_try"] = first
@@ -309,7 +320,9 @@ def light(ctx: TurnContext, turn: Turn) -> Step:
         ctx.tenant,
         ctx.settings,
         approval=ctx.policy.require_approval,
-        train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash),
+        # The LoRA fallback, minutes of CPU, waits for the reward stage, which runs beside the trial: a light
+        # candidate that keeps production's weights needs no judge to reach its trial.
+        train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash, fast_only=True),
     )
     return Step("snapshot", report)
 
