@@ -59,50 +59,52 @@ def _contradicted(tenant: TenantStore) -> None:
         tenant.add_feedback([({**event, "source": "user"}, payload_hash(event))])
 
 
-def test_an_unfit_fast_reward_model_is_followed_by_the_lora_one(tmp_path: Path, tiny_model: Path) -> None:
+UNFIT_FAST = "{min_agreement: 1.0, alpha: 0.99}"  # the contradicted pairs leave the fast judge unfit
+
+
+def _unfit_fast_judge(tmp_path: Path, tiny_model: Path, suite: str = UNFIT_FAST) -> TurnContext:
+    """A tenant with `_contradicted`'s feedback under a reward-model `suite` rule, and the loop's context."""
     settings = Settings(home=tmp_path / "home", model=str(tiny_model), train_engine="local")
     store = Store(settings.database_url)
     tenant = store.for_tenant(store.create_tenant("acme")[0])
     _contradicted(tenant)
     policies = settings.home / "policies" / "acme"
     policies.mkdir(parents=True)
-    # A judge must order every held-out pair as the humans did: the contradicted pairs make that impossible.
-    (policies / "gate_policy.yaml").write_text("suites: {reward_model: {min_agreement: 1.0, alpha: 0.99}}\n")
-    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
-    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+    (policies / "gate_policy.yaml").write_text(f"suites: {{reward_model: {suite}}}\n")
+    return TurnContext(tenant, settings, LoopPolicy())
 
-    judged = reward(TurnContext(tenant, settings, LoopPolicy()), turn).report["reward_model"]
+
+def _reward_turn(ctx: TurnContext, **report: object) -> Turn:
+    snapshot = create_snapshot(ctx.tenant, ctx.settings.home, POLICY).hash
+    return Turn(1, "manual", "reward", None, {"snapshot": snapshot, **report}, now_utc(), None)
+
+
+def test_an_unfit_fast_reward_model_is_followed_by_the_lora_one(tmp_path: Path, tiny_model: Path) -> None:
+    # A judge must order every held-out pair as the humans did: the contradicted pairs make that impossible.
+    ctx = _unfit_fast_judge(tmp_path, tiny_model)
+
+    judged = reward(ctx, _reward_turn(ctx)).report["reward_model"]
 
     assert (
         judged["first_try"]["method"] == "reward_embedding"
         and "surely below" in judged["first_try"]["verdict"]
     )
     assert judged["method"] == "reward"  # the LoRA reward model was trained and measured in turn
-    kinds = {v.job_spec["kind"]: v.state for v in Registry(tenant).list()}
+    kinds = {v.job_spec["kind"]: v.state for v in Registry(ctx.tenant).list()}
     assert kinds["reward_embedding"] == "blocked" and "reward" in kinds
 
 
 @pytest.mark.parametrize(
     ("suite", "next_stage"),
-    [
-        ("{min_agreement: 1.0, alpha: 0.99}", DONE),
-        ("{min_agreement: 1.0, alpha: 0.99, required: false}", "adapter"),
-    ],
+    [(UNFIT_FAST, DONE), ("{min_agreement: 1.0, alpha: 0.99, required: false}", "adapter")],
 )
 def test_an_adapter_is_trained_only_when_a_judge_sits_or_the_gate_needs_none(
     tmp_path: Path, tiny_model: Path, suite: str, next_stage: str
 ) -> None:
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model))
-    store = Store(settings.database_url)
-    tenant = store.for_tenant(store.create_tenant("acme")[0])
-    _contradicted(tenant)
-    policies = settings.home / "policies" / "acme"
-    policies.mkdir(parents=True)
-    (policies / "gate_policy.yaml").write_text(f"suites: {{reward_model: {suite}}}\n")
-    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
-    turn = Turn(1, "manual", "reward", None, {"snapshot": snapshot}, now_utc(), None)
+    ctx = _unfit_fast_judge(tmp_path, tiny_model, suite)
+    fast_only = TurnContext(ctx.tenant, ctx.settings, LoopPolicy(reward_method="reward_embedding"))
 
-    step = reward(TurnContext(tenant, settings, LoopPolicy(reward_method="reward_embedding")), turn)
+    step = reward(fast_only, _reward_turn(ctx))
 
     # With no judge, and a gate that requires one, an adapter trained now could only be blocked.
     assert step.report["reward_model"]["judge"] is None and step.stage == next_stage
@@ -147,24 +149,14 @@ def test_the_light_stages_judge_leaves_the_lora_fallback_to_the_reward_stage(
 ) -> None:
     """The light stage tries the fast reward model only, so its trial starts minutes sooner; the reward
     stage, running beside the trial, trains the LoRA one the adapter's gate needs."""
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model), train_engine="local")
-    store = Store(settings.database_url)
-    tenant = store.for_tenant(store.create_tenant("acme")[0])
-    _contradicted(tenant)
-    policies = settings.home / "policies" / "acme"
-    policies.mkdir(parents=True)
-    (policies / "gate_policy.yaml").write_text("suites: {reward_model: {min_agreement: 1.0, alpha: 0.99}}\n")
-    snapshot = create_snapshot(tenant, settings.home, POLICY).hash
-    ctx = TurnContext(tenant, settings, LoopPolicy())
+    ctx = _unfit_fast_judge(tmp_path, tiny_model)
+    turn = _reward_turn(ctx)
 
-    light = _train_judge(ctx, snapshot, fast_only=True)
+    light = _train_judge(ctx, turn.report["snapshot"], fast_only=True)
 
     assert light["method"] == "reward_embedding" and light["judge"] is None and light["fallback_due"]
-    assert {v.job_spec["kind"] for v in Registry(tenant).list()} == {"reward_embedding"}
-    turn = Turn(
-        1, "manual", "reward", None, {"snapshot": snapshot, "light": {"reward_model": light}}, now_utc(), None
-    )
-    step = reward(ctx, turn)
+    assert {v.job_spec["kind"] for v in Registry(ctx.tenant).list()} == {"reward_embedding"}
+    step = reward(ctx, _reward_turn(ctx, light={"reward_model": light}))
     judged = step.report["reward_model"]
     assert judged["method"] == "reward" and judged["first_try"]["trained"] == light["trained"]
     assert "fallback_due" not in judged["first_try"] and step.stage == "adapter"
