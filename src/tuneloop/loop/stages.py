@@ -142,8 +142,10 @@ def _train_judge(
     adapter. `fast_only` leaves that for later (the report says `fallback_due`); `fast` is the fast one's
     report when it was trained before."""
     method = ctx.policy.reward_method
-    appointed = dict(fast) if fast else _train_and_appoint(
-        ctx, snapshot_hash, "reward_embedding" if method == "auto" else method
+    appointed = (
+        dict(fast)
+        if fast
+        else _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
     )
     appointed.pop("fallback_due", None)
     # DP-SGD trains the fast reward model only: where the judge must be private there is nothing to fall on.
