@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tuneloop.learn.light_changes import BRIEF, propose_changes
 from tuneloop.registry.composition import Decoding
-from tuneloop.signals.pairs import asked_length_change
+from tuneloop.signals.pairs import length_ask
 
 LONG = "This is a long answer that goes on about many things the user never asked about at all. " * 3
 
@@ -22,7 +22,7 @@ def _pair(chosen: str, rejected: str, origin: str = "edit") -> dict:
 
 def test_users_who_edit_answers_down_are_asked_for_the_length_they_chose_before_the_prompt() -> None:
     pairs = [_pair("Open Settings, then Security.", LONG) for _ in range(10)]
-    assert asked_length_change(pairs) < -0.5
+    assert length_ask(pairs).change < -0.5
     [brief] = propose_changes(pairs, Decoding(temperature=0.8), "You are the support desk.")
     instruction = BRIEF.format(words=10)  # the chosen answers' median, 5 words, rounded up to ten
     assert brief.prompt == f"{instruction}\n\nYou are the support desk." and brief.decoding is None
@@ -75,7 +75,7 @@ def test_users_who_rate_short_answers_up_and_long_ones_down_are_asked_for_brevit
         _label(f"{LONG} {i}", False) for i in range(8)
     ]
     pairs = [_pair("Answer A.", "Answer B.")]
-    assert asked_length_change(pairs, labels) < -0.5 and asked_length_change(pairs) == 0.0
+    assert length_ask(pairs, labels).change < -0.5 and length_ask(pairs).change == 0.0
     [brief] = propose_changes(pairs, Decoding(), None, labels)
     assert brief.prompt == BRIEF.format(words=10) and "rated up are" in brief.reason
     # Seven labels on one side say too little; enough pairs speak for themselves and labels are not read.

@@ -3,7 +3,7 @@ length and about regenerated answers, turned into a system prompt or decoding se
 production.
 
 - Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs,
-  the answers users labelled desirable against undesirable, signals.pairs.asked_length_change). When users
+  the answers users labelled desirable against undesirable, signals.pairs.length_ask). When users
   clearly ask for shorter answers, an instruction to keep under the length they chose leads production's
   system prompt (the median chosen answer's words, rounded up to ten): a small model asked for brevity
   writes a short complete answer, where a `max_tokens` cap only cuts a long one off (README, "Light
@@ -28,7 +28,7 @@ from typing import Any
 
 from tuneloop.registry.composition import Decoding
 from tuneloop.signals import canaries
-from tuneloop.signals.pairs import MATERIAL_ASK, MIN_LENGTH_EVIDENCE, asked_length_change, preferred_texts
+from tuneloop.signals.pairs import MATERIAL_ASK, MIN_LENGTH_EVIDENCE, length_ask
 
 MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
 CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
@@ -59,11 +59,11 @@ def propose_changes(
     """The light changes the snapshot's `pairs` (and, for length, with few pairs its `labels`) call for,
     each differing from production."""
     pairs = [r for r in pairs if r.get("origin") != canaries.ORIGIN]  # planted probes, not users' words
-    chosen_texts = preferred_texts(pairs, labels)
+    asked = length_ask(pairs, labels)
+    chosen_texts, ask = asked.preferred, asked.change
     if not chosen_texts:
         return []
     proposals: list[Proposal] = []
-    ask = asked_length_change(pairs, labels)
     chosen = sorted(len(text) for text in chosen_texts)
     p90 = chosen[int(0.9 * (len(chosen) - 1))]
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
@@ -74,9 +74,9 @@ def propose_changes(
         prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
         if prompt != production_prompt:
             said = (
-                f"users chose answers {-ask:.0%} shorter"
-                if len(pairs) >= MIN_PAIRS
-                else f"the answers users rated up are {-ask:.0%} shorter than those they rated down"
+                f"the answers users rated up are {-ask:.0%} shorter than those they rated down"
+                if asked.from_labels
+                else f"users chose answers {-ask:.0%} shorter"
             )
             why = f"{said}; an instruction to keep under {words} words"
             proposals.append(Proposal(why, prompt=prompt))

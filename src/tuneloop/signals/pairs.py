@@ -11,6 +11,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -371,43 +372,38 @@ def _length_ratios(pairs: Sequence[Mapping[str, Any]]) -> list[float]:
     ]
 
 
-def _labelled_lengths(labels: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
-    """log length of the users' desirable and undesirable labelled answers, if each side has enough."""
-    sides: tuple[list[float], list[float]] = ([], [])
+@dataclass(frozen=True)
+class LengthAsk:
+    """What users' feedback says about answer length: the relative change it asks for, the answers users
+    preferred where it was read (empty when the feedback says too little), and whether labels said it."""
+
+    change: float = 0.0
+    preferred: tuple[str, ...] = ()
+    from_labels: bool = False
+
+
+def length_ask(pairs: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = ()) -> LengthAsk:
+    """The median chosen/rejected length ratio of MIN_LENGTH_EVIDENCE or more pairs, minus one, with their
+    chosen answers. With fewer pairs, the ratio of the median lengths of the answers users labelled
+    desirable and undesirable, each side as many, with the desirable ones: thumbs and implicit signals rate
+    answers one at a time and make few pairs, and though these answers reply to different prompts, on every
+    scenario's snapshots the two asks pointed the same way. Short of both, the few pairs' ratio (0 without
+    any) and no preferred answers to act on."""
+    users = [r for r in pairs if r.get("origin") != canaries.ORIGIN]
+    ratios = _length_ratios(users)
+    if len(ratios) >= MIN_LENGTH_EVIDENCE:
+        return LengthAsk(
+            math.exp(statistics.median(ratios)) - 1, tuple(completion_text(r["chosen"]) for r in users)
+        )
+    sides: tuple[list[str], list[str]] = ([], [])
     for r in labels:
         if r.get("origin") != canaries.ORIGIN and (text := completion_text(r["completion"])):
-            sides[0 if r["label"] else 1].append(math.log(len(text)))
-    return sides if min(map(len, sides)) >= MIN_LENGTH_EVIDENCE else ([], [])
-
-
-def asked_length_change(
-    pairs: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = ()
-) -> float:
-    """The relative change of answer length users ask for: the median chosen/rejected length ratio of the
-    pairs, minus one. With fewer than MIN_LENGTH_EVIDENCE pairs, the ratio of the median lengths of the
-    answers users labelled desirable and undesirable, each side as many: thumbs and implicit signals rate
-    answers one at a time and make few pairs, and though these answers reply to different prompts, on every
-    scenario's snapshots the two asks pointed the same way. 0 without either."""
-    ratios = _length_ratios(pairs)
-    good, bad = _labelled_lengths(labels) if len(ratios) < MIN_LENGTH_EVIDENCE else ([], [])
-    if good:
-        return math.exp(statistics.median(good) - statistics.median(bad)) - 1
-    return math.exp(statistics.median(ratios)) - 1 if ratios else 0.0
-
-
-def preferred_texts(
-    pairs: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = ()
-) -> list[str]:
-    """The answers users preferred, where asked_length_change reads them: the pairs' chosen answers, or with
-    too few pairs the desirable labelled ones (empty when neither says enough)."""
-    users = [r for r in pairs if r.get("origin") != canaries.ORIGIN]
-    if len(users) >= MIN_LENGTH_EVIDENCE:
-        return [completion_text(r["chosen"]) for r in users]
-    if not _labelled_lengths(labels)[0]:
-        return []
-    return [
-        completion_text(r["completion"]) for r in labels if r["label"] and r.get("origin") != canaries.ORIGIN
-    ]
+            sides[0 if r["label"] else 1].append(text)
+    good, bad = sides
+    if min(len(good), len(bad)) >= MIN_LENGTH_EVIDENCE:
+        medians = [statistics.median(math.log(len(t)) for t in side) for side in sides]
+        return LengthAsk(math.exp(medians[0] - medians[1]) - 1, tuple(good), from_labels=True)
+    return LengthAsk(math.exp(statistics.median(ratios)) - 1 if ratios else 0.0)
 
 
 def length_votes(pairs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from tuneloop.evaluate.suites.base import (
     Verdict,
     prompt_preview,
 )
-from tuneloop.signals.pairs import MATERIAL_ASK, asked_length_change, length_votes
+from tuneloop.signals.pairs import MATERIAL_ASK, length_ask, length_votes
 
 MAX_SHRINK = 0.9  # however short users want answers, a candidate that drops 90 % of every answer collapsed
 WORD = re.compile(r"\w+")
@@ -79,7 +79,7 @@ def run(ctx: GateContext, cfg: DriftConfig) -> Verdict:
     length_change = (cand_len - prod_len) / max(prod_len, 1.0)
     pairs = ctx.snapshot.rows("pairs") if ctx.snapshot is not None else []
     labels = ctx.snapshot.rows("kto") if ctx.snapshot is not None else []
-    asked, votes = asked_length_change(pairs, labels), length_votes(pairs)
+    asked, votes = length_ask(pairs, labels).change, length_votes(pairs)
     allowed = allowed_length_change(cfg, asked, length_change, votes)
     cand_bad, prod_bad = [degenerate(a) for a in cand], [degenerate(b) for b in prod]
     collapse_p = paired_change_p(
