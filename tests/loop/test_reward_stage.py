@@ -152,7 +152,7 @@ def test_the_light_stages_judge_leaves_the_lora_fallback_to_the_reward_stage(
     ctx = _unfit_fast_judge(tmp_path, tiny_model)
     turn = _reward_turn(ctx)
 
-    light = _train_judge(ctx, turn.report["snapshot"], fast_only=True)
+    light = _train_judge(ctx, turn.report["snapshot"], fall_back=False)
 
     assert light["method"] == "reward_embedding" and light["judge"] is None and light["fallback_due"]
     assert {v.job_spec["kind"] for v in Registry(ctx.tenant).list()} == {"reward_embedding"}

@@ -118,7 +118,7 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
         except BadRequest as exc:  # too few pairs for a reward model (labels alone can train a KTO adapter)
             judged = {"skipped": str(exc)}
     elif judged.get("fallback_due"):  # the light stage tried only the fast one, to start its trial sooner
-        judged = _train_judge(ctx, turn.report["snapshot"], fast=judged)
+        judged = _fall_back(ctx, turn.report["snapshot"], judged)
     if "skipped" in judged:  # the light stage's try on this snapshot, or this one: whoever sat still judges
         sitting = Registry(ctx.tenant).production("reward_model")
         judged = {**judged, "judge": sitting.id if sitting else None}
@@ -133,31 +133,25 @@ def reward(ctx: TurnContext, turn: Turn) -> Step:
     return Step("adapter", report)
 
 
-def _train_judge(
-    ctx: TurnContext, snapshot_hash: str, *, fast_only: bool = False, fast: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def _train_judge(ctx: TurnContext, snapshot_hash: str, *, fall_back: bool = True) -> dict[str, Any]:
     """Train a reward model on the snapshot (by DP-SGD under the policy's `reward_dp`) and appoint it judge
     if fit; what was measured and who judges now. With `reward_method: auto`, a fast reward model that is
     unfit while no judge sits is followed by the LoRA one (minutes): without a judge the gate blocks every
-    adapter. `fast_only` leaves that for later (the report says `fallback_due`); `fast` is the fast one's
-    report when it was trained before."""
+    adapter. Without `fall_back` the report says `fallback_due` instead, for `_fall_back` later."""
     method = ctx.policy.reward_method
-    appointed = (
-        dict(fast)
-        if fast
-        else _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
-    )
-    appointed.pop("fallback_due", None)
+    appointed = _train_and_appoint(ctx, snapshot_hash, "reward_embedding" if method == "auto" else method)
     # DP-SGD trains the fast reward model only: where the judge must be private there is nothing to fall on.
     capped = ctx.tenant_policy(GatePolicy).suites.judge_privacy.caps_epsilon
     private = ctx.policy.reward_dp is not None or capped
     if method == "auto" and appointed["judge"] is None and not private:
-        if fast_only:
-            return {**appointed, "fallback_due": True}
-        first = appointed
-        appointed = _train_and_appoint(ctx, snapshot_hash, "reward")
-        appointed["first_try"] = first
+        return _fall_back(ctx, snapshot_hash, appointed) if fall_back else {**appointed, "fallback_due": True}
     return appointed
+
+
+def _fall_back(ctx: TurnContext, snapshot_hash: str, first: dict[str, Any]) -> dict[str, Any]:
+    """Train and measure the LoRA reward model after the fast one (`first`'s report) proved unfit."""
+    first = {k: v for k, v in first.items() if k != "fallback_due"}
+    return {**_train_and_appoint(ctx, snapshot_hash, "reward"), "first_try": first}
 
 
 def _train_and_appoint(
@@ -324,7 +318,7 @@ def light(ctx: TurnContext, turn: Turn) -> Step:
         approval=ctx.policy.require_approval,
         # The LoRA fallback, minutes of CPU, waits for the reward stage, which runs beside the trial: a light
         # candidate that keeps production's weights needs no judge to reach its trial.
-        train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash, fast_only=True),
+        train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash, fall_back=False),
     )
     return Step("snapshot", report)
 
