@@ -131,6 +131,14 @@ def test_kto_labels_come_from_confident_rewards_beyond_the_threshold() -> None:
     assert row["completion"] == [{"role": "assistant", "content": "answer up"}] and row["reward"] == 1.0
 
 
+def test_a_lone_copy_or_acceptance_is_a_desirable_label_by_default() -> None:
+    chats = [interaction(i, response=f"answer {i}") for i in ("copied", "accepted", "followup")]
+    events = [event("copied", "copied"), event("accepted", "accepted"), event("followup", "followup", None)]
+    policy = RewardPolicy()
+    rows = pairs.kto_rows(chats, events, compute_rewards(chats, events, policy, NOW), policy, NOW)
+    assert {r["interaction_ids"][0]: r["label"] for r in rows} == {"copied": True, "accepted": True}
+
+
 def test_an_edited_text_is_a_desirable_kto_completion() -> None:
     chats = [interaction("e", response="wrong")]
     events = [event("e", "edit", "fixed", eid="x1")]

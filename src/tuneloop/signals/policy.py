@@ -42,7 +42,12 @@ class SignalWeights(BaseModel):
         "edited-text-over-original pair.",
     )
     accepted: float = Field(default=0.5, ge=0, description="The user accepted the answer: +1.")
-    copied: float = Field(default=0.3, ge=0, description="The user copied the answer: +1.")
+    copied: float = Field(
+        default=0.5,
+        ge=0,
+        description="The user copied the answer: +1. As strong as accepting it: either way the user took the "
+        "answer, and at 0.5 a lone one clears min_confidence (a lone regeneration or follow-up does not).",
+    )
     regenerated: float = Field(
         default=0.3,
         ge=0,
