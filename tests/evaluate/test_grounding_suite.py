@@ -8,6 +8,7 @@ from tuneloop.evaluate.generation import Evaluator
 from tuneloop.evaluate.policy import GatePolicy, GroundingConfig
 from tuneloop.evaluate.suites import SUITES, grounding
 from tuneloop.evaluate.suites.base import GateContext
+from tuneloop.evaluate.suites.grounding import Answered
 from tuneloop.retrieve.search import Hit
 from tuneloop.store.repository import Store
 
@@ -51,7 +52,9 @@ def test_claims_are_the_sentences_that_state_something() -> None:
 
 
 def test_a_candidate_that_states_what_its_sources_do_not_is_blocked() -> None:
-    verdict = grounding.compare(PROMPTS, SOURCES, INVENTED, FAITHFUL, GroundingConfig())
+    verdict = grounding.compare(
+        PROMPTS, Answered(INVENTED, SOURCES), Answered(FAITHFUL, SOURCES), GroundingConfig()
+    )
     assert not verdict.passed
     assert verdict.metrics["production_grounded_rate"] == 1.0
     assert verdict.metrics["candidate_grounded_rate"] == 0.5
@@ -60,9 +63,21 @@ def test_a_candidate_that_states_what_its_sources_do_not_is_blocked() -> None:
 
 
 def test_a_candidate_that_paraphrases_its_sources_passes() -> None:
-    verdict = grounding.compare(PROMPTS, SOURCES, FAITHFUL, INVENTED, GroundingConfig())
+    verdict = grounding.compare(
+        PROMPTS, Answered(FAITHFUL, SOURCES), Answered(INVENTED, SOURCES), GroundingConfig()
+    )
     assert verdict.passed and verdict.metrics["candidate_grounded_rate"] == 1.0
     assert verdict.metrics["fixed"] == 4
+
+
+def test_each_version_is_held_to_the_sources_it_was_shown() -> None:
+    # The candidate shows only the top source (a version's `sources`): the fee it states is from nowhere.
+    top_only = [hits[:1] for hits in SOURCES]
+    verdict = grounding.compare(
+        PROMPTS, Answered(FAITHFUL, top_only), Answered(FAITHFUL, SOURCES), GroundingConfig()
+    )
+    assert [r["candidate_supported"] for r in verdict.rows if r["regression"]] == ["0/1", "0/1", "0/1"]
+    assert verdict.metrics["production_grounded_rate"] == 1.0
 
 
 def test_the_suite_is_registered_and_skipped_for_a_tenant_without_retrieval(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from tuneloop.clock import now_utc
 from tuneloop.learn.light_changes import BRIEF
 from tuneloop.loop import Loop, LoopPolicy
 from tuneloop.loop import light as light_candidates
-from tuneloop.loop.light import MIN_EXAMPLES, LightPolicy, compose_candidates
+from tuneloop.loop.light import MIN_EXAMPLES, Feedback, LightPolicy, compose_candidates, ranked_sources
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
@@ -63,7 +63,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     tenant, settings, production = tenant
     policy = LightPolicy(enabled=True, prompt_variants=["Answer in one line."], max_candidates=4)
     pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
-    composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
+    composed = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), policy)
 
     reasons = [c["reason"] for c in composed]
     assert reasons[0].startswith("in-context examples + users chose answers") and "shorter" in reasons[0]
@@ -78,7 +78,7 @@ def test_light_candidates_come_from_production_with_their_reasons_as_lineage(ten
     # Each is held out on the snapshot it came from: production, a composed base model, has none of its own.
     assert {v.snapshot_hash for v in (together, prompt)} == {SNAPSHOT}
     # Too few answers to show: an examples candidate would be production under another name.
-    fewer = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES - 1, policy)
+    fewer = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES - 1), policy)
     assert [c["reason"] for c in fewer][1:] == ["operator prompt variant 1"]
     assert "shorter" in fewer[0]["reason"] and "examples" not in fewer[0]["reason"]
 
@@ -96,11 +96,11 @@ def test_a_bundle_users_turned_down_is_split_and_a_change_they_turned_down_is_no
         start_arms(tenant, [candidate], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
         finish(tenant, "rolled_back", actor="test", reason="users preferred production")
 
-    first = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
+    first = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), policy)
     turned_down(first[0]["version"])
-    split = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
+    split = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), policy)
     turned_down(split[0]["version"])
-    again = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
+    again = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), policy)
 
     assert first[0]["reason"].startswith("in-context examples + ")
     assert split[0]["reason"] == "in-context examples"
@@ -108,7 +108,7 @@ def test_a_bundle_users_turned_down_is_split_and_a_change_they_turned_down_is_no
     assert "shorter" in again[0]["reason"] and again[1]["reason"] == "operator prompt variant 1"
     # On a new production the same changes are other candidates, and tried again together.
     registry.move(_gated(tenant, production, "New.").id, "production", actor="test", reason="setup")
-    later = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, policy)
+    later = compose_candidates(tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), policy)
     assert later[0]["reason"] == first[0]["reason"]
 
 
@@ -119,7 +119,9 @@ def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: t
     registry = Registry(tenant)
     tried = []
     for _ in range(3):
-        composed = compose_candidates(tenant, settings, SNAPSHOT, pairs, [], MIN_EXAMPLES, LightPolicy())
+        composed = compose_candidates(
+            tenant, settings, SNAPSHOT, Feedback(pairs, [], MIN_EXAMPLES), LightPolicy()
+        )
         tried.append(composed[0]["reason"])
         candidate = composed[0]["version"]
         registry.move(candidate, "gated", actor="test", reason="setup")
@@ -132,6 +134,25 @@ def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: t
     # The bundle twice, then its changes on their own arms.
     assert tried[0] == tried[1] and tried[0].startswith("in-context examples + ")
     assert tried[2] == "in-context examples"
+
+
+def test_once_a_reranker_orders_the_sources_a_candidate_shows_half_of_them(tenant: tuple) -> None:
+    tenant, settings, production = tenant
+    _policy(settings, "retrieval_policy.yaml", {"enabled": True, "k": 4})
+    registry = Registry(tenant)
+    assert ranked_sources(tenant, settings.home, registry.get(production)) is None  # embedding order
+    reranker = registry.register(kind="reranker", base_model="all-MiniLM-L6-v2", actor="test")
+    registry.move(reranker.id, "gated", actor="test", reason="setup")
+    registry.move(reranker.id, "production", actor="test", reason="setup")
+    shown = ranked_sources(tenant, settings.home, registry.get(production))
+
+    (composed,) = compose_candidates(tenant, settings, SNAPSHOT, Feedback([], [], 0, shown), LightPolicy())
+
+    assert shown == 4
+    assert composed["reason"] == "users' source feedback orders the sources: the top 2 of the 4 shown"
+    candidate = registry.get(composed["version"])
+    assert Decoding.parse(candidate.decoding) == Decoding(temperature=0.8, sources=2)
+    assert ranked_sources(tenant, settings.home, candidate) == 2  # and a later turn would try 1
 
 
 def _edit_pair(question: str) -> dict:

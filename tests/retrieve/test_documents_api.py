@@ -12,6 +12,8 @@ import pytest
 from tests.live import live_server, serve_app
 from tests.serve.openai_standin import standin
 from tuneloop import Settings
+from tuneloop.registry.composition import Decoding, compose
+from tuneloop.registry.versions import Registry
 from tuneloop.store.repository import Store
 
 REFUNDS = (
@@ -238,3 +240,31 @@ def test_a_broken_retrieval_policy_answers_without_sources_rather_than_refusing_
 
     assert answer.choices[0].message.content
     assert "[1]" not in api["received"][-1]["messages"][0]["content"]
+
+
+def test_a_version_that_shows_fewer_sources_gets_only_its_top_ones(api: dict[str, Any]) -> None:
+    store = Store(api["settings"].database_url)
+    tenant_row, key = store.create_tenant("terse")
+    registry = Registry(store.for_tenant(tenant_row))
+    version = compose(
+        registry, parent=None, base_model="m", actor="test", reason="t", decoding=Decoding(sources=1)
+    )
+    registry.move(version.id, "gated", actor="test", reason="t")
+    registry.move(version.id, "production", actor="test", reason="t")
+    store.close()
+    policy = api["settings"].home / "policies" / "terse" / "retrieval_policy.yaml"
+    policy.parent.mkdir(parents=True)
+    policy.write_text("enabled: true\nk: 2\n")
+    client = openai.OpenAI(base_url=f"{api['url']}/v1", api_key=key, max_retries=0)
+    with httpx.Client(base_url=api["url"], headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        http.put("/v1/documents/refunds", json={"text": REFUNDS})
+        http.put("/v1/documents/refund-card", json={"text": "A refund goes back to the card you paid with."})
+        answer = client.chat.completions.create(
+            model="tuneloop", messages=[{"role": "user", "content": "When does my refund arrive?"}]
+        )
+        record = http.get("/v1/retrievals", params={"interaction_id": answer.id}).json()["data"][0]
+
+    prompt = api["received"][-1]["messages"][0]["content"]
+    assert "[1] " in prompt and "[2] " not in prompt
+    assert [r["rank"] for r in record["results"]] == [1]
+    assert answer.system_fingerprint == version.id

@@ -19,7 +19,7 @@ from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
 from tuneloop.registry.versions import FALLBACK, ServedKind
 from tuneloop.store.repository import TenantStore
 
-DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
+DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty", "sources")
 
 
 def register(commands: Any) -> None:
@@ -57,6 +57,9 @@ def register(commands: Any) -> None:
     p.add_argument("--examples-min-similarity", type=float, metavar="X", help="least prompt similarity, 0–1")
     p.add_argument("--best-of-n", metavar="N|auto", help="serve the best of N (2–8) answers; auto: by budget")
     p.add_argument("--latency-budget-ms", type=int, metavar="MS", help="what best-of-N auto may take")
+    p.add_argument(
+        "--sources", type=int, metavar="N", help="show at most N (1–20) retrieved sources, within retrieval k"
+    )
     p.add_argument(
         "--snapshot", help="the snapshot the gate holds it out on, for a parent without one (e.g. the base)"
     )

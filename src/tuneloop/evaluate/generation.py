@@ -70,6 +70,10 @@ class Arm:
         policy = self.decoding.examples
         return self.examples.show(messages, policy) if policy and self.examples else messages
 
+    def shown(self, sources: list[Any]) -> list[Any]:
+        """The retrieved sources (in rank order) the arm's version shows with a question."""
+        return sources[: self.decoding.sources]
+
     @property
     def signature(self) -> str:
         """What the arm is, whatever it is called: two arms with one signature answer alike."""

@@ -12,6 +12,9 @@ production.
   a cap twice the length they chose.
 - Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
   them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
+- Sources: once a re-ranker trained on users' source feedback orders a tenant's retrieved sources, the top
+  of its order is what users trust, and a small model shown outdated or unrelated sources beside the right
+  one quotes them: a candidate shows half as many (rounded up), again after each promotion, down to one.
 
 Each proposal is a prompt or decoding to compose on production's adapter (registry.composition.compose),
 with its reason as lineage; the gate and a multi-arm experiment decide which, if any, is better.
@@ -93,3 +96,13 @@ def propose_changes(
 
 def _with(production: Decoding, **update: Any) -> Decoding:
     return Decoding.parse({**production.values(), **update})
+
+
+def fewer_sources(ranked: int | None) -> Proposal | None:
+    """Show half the `ranked` sources production shows in its re-ranker's order (rounded up); None when
+    none are ranked so, or one is."""
+    if ranked is None or ranked <= 1:
+        return None
+    fewer = math.ceil(ranked / 2)
+    why = f"users' source feedback orders the sources: the top {fewer} of the {ranked} shown"
+    return Proposal(why, decoding=Decoding(sources=fewer))

@@ -7,7 +7,8 @@ What a turn composes from production:
 - what its feedback calls for, as one candidate (`bundle`): in-context examples (the policy's
   `examples`), when production shows none and the snapshot holds MIN_EXAMPLES answers fit to show, with
   learn.light_changes' proposals (an instruction to keep under the length users chose, a cap that binds,
-  a temperature users keep regenerating); each on its own once users turned the bundle down;
+  a temperature users keep regenerating, fewer of the sources a re-ranker orders); each on its own once
+  users turned the bundle down;
 - each system prompt an operator listed in `prompt_variants`;
 - best-of-N (the policy's `best_of_n`), when production has none and a reward model can judge.
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
@@ -33,7 +36,7 @@ from tuneloop.clock import now_utc
 from tuneloop.config import Settings, TenantPolicy, tenant_policy
 from tuneloop.errors import BadRequest, Conflict
 from tuneloop.evaluate.gate import run_gates
-from tuneloop.learn.light_changes import Proposal, propose_changes
+from tuneloop.learn.light_changes import Proposal, fewer_sources, propose_changes
 from tuneloop.registry.composition import (
     BestOfN,
     Decoding,
@@ -43,6 +46,8 @@ from tuneloop.registry.composition import (
     version_decoding,
 )
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.retrieve.policy import retrieval_policy
+from tuneloop.retrieve.serving import KIND as RERANKER
 from tuneloop.rollout import arms
 from tuneloop.rollout.controller import recent_traffic
 from tuneloop.rollout.design import LOOKBACK_DAYS, MIN_UNITS, trial_candidates
@@ -83,6 +88,27 @@ class LightPolicy(TenantPolicy):
     max_candidates: int = Field(3, ge=1, le=6, description="Most light candidates on one experiment.")
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """What a turn's light changes are read from: the snapshot's preference pairs and KTO labels, the
+    answers it holds fit to show as examples, and how many sources production shows in the order of a
+    re-ranker users' source feedback trained (None: no such order)."""
+
+    pairs: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    rated: int
+    ranked_sources: int | None = None
+
+
+def ranked_sources(tenant: TenantStore, home: Path, production: Version | None) -> int | None:
+    """How many retrieved sources `production` shows when the tenant's production re-ranker orders them;
+    None when retrieval or re-ranking is off, or no re-ranker is in production."""
+    policy = retrieval_policy(home, tenant.tenant.name)
+    if not (policy.enabled and policy.rerank) or Registry(tenant).production(RERANKER) is None:
+        return None
+    return min(policy.k, Decoding.parse(version_decoding(production)).sources or policy.k)
+
+
 def start_trial(
     tenant: TenantStore,
     settings: Settings,
@@ -110,9 +136,12 @@ def start_trial(
     except BadRequest as exc:  # no feedback at all: the snapshot stage ends the turn as skipped
         return {"light": {"skipped": str(exc)}}
     counts = snapshot.counts  # users' rows only, counted before the snapshot's planted canaries
-    pairs, rated = snapshot.rows("pairs"), counts["sft_train"] + counts["sft_heldout"]
-    labels = snapshot.rows("kto")
-    if not _changes(Registry(tenant), policy, pairs, labels, rated, judged=True):
+    rated = counts["sft_train"] + counts["sft_heldout"]
+    production = Registry(tenant).production("adapter")
+    feedback = Feedback(
+        snapshot.rows("pairs"), snapshot.rows("kto"), rated, ranked_sources(tenant, settings.home, production)
+    )
+    if not _changes(Registry(tenant), policy, feedback, judged=True):
         why = (
             f"nothing new to try: {counts['pairs_train'] + counts['pairs_heldout']} preference pairs, "
             f"{rated} answers fit to show as examples, and no change users already turned down on this "
@@ -136,7 +165,7 @@ def start_trial(
             judged = {"reward_model": {"skipped": str(exc)}}
     # Each arm must be able to reach its minimum of users, or the trial cannot decide before its horizon.
     fitting = policy.model_copy(update={"max_candidates": min(policy.max_candidates, room)})
-    composed = compose_candidates(tenant, settings, snapshot.hash, pairs, labels, rated, fitting)
+    composed = compose_candidates(tenant, settings, snapshot.hash, feedback, fitting)
     versions = [c for c in composed if "version" in c]
     results = run_gates(
         tenant, [c["version"] for c in versions], home=settings.home, actor=ACTOR, engine=settings.engine
@@ -174,25 +203,20 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
 
 
-def _changes(
-    registry: Registry,
-    policy: LightPolicy,
-    pairs: list[dict[str, Any]],
-    labels: list[dict[str, Any]],
-    rated: int,
-    *,
-    judged: bool,
-) -> list[Proposal]:
+def _changes(registry: Registry, policy: LightPolicy, feedback: Feedback, *, judged: bool) -> list[Proposal]:
     """Every light change to try on production: what the feedback calls for (examples of what users rated
-    best, then what its pairs, or with few pairs its labels, ask for) bundled into one, then the operator's
-    prompts and best-of-N (when `judged`, or a reward model in production, can pick its answer); none users
-    turned down."""
+    best, what its pairs, or with few pairs its labels, ask for, fewer of the sources users' feedback
+    ordered) bundled into one, then the operator's prompts and best-of-N (when `judged`, or a reward model
+    in production, can pick its answer); none users turned down."""
     production = registry.production("adapter")
     current = Decoding.parse(version_decoding(production))
     learned = []
-    if policy.examples is not None and current.examples is None and rated >= MIN_EXAMPLES:
+    if policy.examples is not None and current.examples is None and feedback.rated >= MIN_EXAMPLES:
         learned.append(Proposal("in-context examples", decoding=Decoding(examples=policy.examples)))
-    learned += propose_changes(pairs, current, production.system_prompt if production else None, labels)
+    prompt = production.system_prompt if production else None
+    learned += propose_changes(feedback.pairs, current, prompt, feedback.labels)
+    if (sources := fewer_sources(feedback.ranked_sources)) is not None:
+        learned.append(sources)
     variants = enumerate(policy.prompt_variants, 1)
     chosen = [Proposal(f"operator prompt variant {i}", prompt=text) for i, text in variants]
     judged = judged or registry.production("reward_model") is not None
@@ -245,21 +269,14 @@ def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None
 
 
 def compose_candidates(
-    tenant: TenantStore,
-    settings: Settings,
-    snapshot: str,
-    pairs: list[dict[str, Any]],
-    labels: list[dict[str, Any]],
-    rated: int,
-    policy: LightPolicy,
+    tenant: TenantStore, settings: Settings, snapshot: str, feedback: Feedback, policy: LightPolicy
 ) -> list[dict[str, Any]]:
-    """Register the light candidates production's feedback (the snapshot's `pairs` and `labels`, and `rated`
-    answers fit to show) and the policy call for, not yet gated: each one's version and reason, or why it
-    was skipped."""
+    """Register the light candidates production's `feedback` and the policy call for, not yet gated: each
+    one's version and reason, or why it was skipped."""
     registry = Registry(tenant)
     production = registry.production("adapter")
     composed: list[dict[str, Any]] = []
-    for change in _changes(registry, policy, pairs, labels, rated, judged=False)[: policy.max_candidates]:
+    for change in _changes(registry, policy, feedback, judged=False)[: policy.max_candidates]:
         try:
             version = _compose(registry, production, settings, snapshot, change)
             composed.append({"version": version.id, "reason": change.reason})

@@ -49,8 +49,9 @@ class BestOfN(BaseModel):
 class Decoding(BaseModel):
     """A version's decoding defaults; a request's own explicit value overrides each one.
 
-    `examples` and `best_of_n` are the version's light parts that shape how an answer is made; the gateway
-    applies them (serve/examples.py, serve/best_of_n.py) and records them with the interaction.
+    `examples`, `best_of_n` and `sources` are the version's light parts that shape how an answer is made; the
+    gateway applies them (serve/examples.py, serve/best_of_n.py, retrieve/prompting.py) and records them with
+    the interaction.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
@@ -62,6 +63,12 @@ class Decoding(BaseModel):
     )
     examples: ExamplePolicy | None = Field(default=None, description="in-context examples; unset: none")
     best_of_n: BestOfN | None = Field(default=None, description="best-of-N sampling; unset: one answer")
+    sources: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="most retrieved sources shown with a request, within the tenant's retrieval k; unset: k",
+    )
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None) -> Decoding:

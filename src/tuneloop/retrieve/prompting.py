@@ -22,10 +22,11 @@ log = logging.getLogger("tuneloop")
 
 
 async def add_sources(
-    st: Any, tenant: TenantStore, messages: list[dict[str, Any]], interaction_id: str
+    st: Any, tenant: TenantStore, messages: list[dict[str, Any]], interaction_id: str, most: int | None = None
 ) -> list[dict[str, Any]]:
-    """`messages` with the tenant's top sources for the last user message, when its policy turns
-    retrieval on and anything relevant is found; otherwise `messages` unchanged."""
+    """`messages` with the tenant's top sources (its policy's k, or `most` when fewer: the version's own
+    setting) for the last user message, when its policy turns retrieval on and anything relevant is found;
+    otherwise `messages` unchanged."""
     try:
         policy = retrieval_policy(st.settings.home, tenant.tenant.name)
     except BadRequest as exc:
@@ -35,8 +36,9 @@ async def add_sources(
     query = question_of(messages)
     if not policy.enabled or query is None:
         return messages
+    k = min(policy.k, most or policy.k)
     try:
-        hits = await st.retrievals(tenant.tenant_id, _retrieve, tenant, query, policy, interaction_id)
+        hits = await st.retrievals(tenant.tenant_id, _retrieve, tenant, query, policy, k, interaction_id)
     except Exception:
         # The answer still comes, without sources: a broken index must not take the gateway down with it.
         log.exception("retrieval for %s failed; answering without sources", interaction_id)
@@ -50,8 +52,10 @@ def question_of(messages: list[dict[str, Any]]) -> str | None:
     return query if isinstance(query, str) and query.strip() else None
 
 
-def _retrieve(tenant: TenantStore, query: str, policy: RetrievalPolicy, interaction_id: str) -> list[Hit]:
-    k, score, rerank = policy.k, policy.min_score, policy.rerank
+def _retrieve(
+    tenant: TenantStore, query: str, policy: RetrievalPolicy, k: int, interaction_id: str
+) -> list[Hit]:
+    score, rerank = policy.min_score, policy.rerank
     return serve(tenant, query, k, min_score=score, rerank=rerank, interaction_id=interaction_id).hits
 
 

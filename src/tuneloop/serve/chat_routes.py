@@ -234,7 +234,7 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
     # The version's prompt is what it serves with; the client's own system message is kept after it.
     version = call.route.version
     messages = _with_version_prompt([m.as_sent() for m in req.messages], version)
-    messages = await add_sources(st, tenant, messages, call.interaction_id)
+    messages = await add_sources(st, tenant, messages, call.interaction_id, call.decoding.get("sources"))
     messages = await st.router.examples.apply(call, messages)
     gen = call.generation(messages=messages, response_format=_response_format(req), tools=req.tool_fields())
     if req.stream:

@@ -15,7 +15,7 @@ retrieval, or whose held-out questions find no source, skip the suite.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,18 +84,21 @@ def _shown_vectors(sources: list[list[Hit]]) -> list[np.ndarray]:
     return [np.stack([by_text[h.text] for h in hits]) for hits in sources]
 
 
-def compare(
-    prompts: list[Any],
-    sources: list[list[Hit]],
-    candidate: list[str],
-    production: list[str],
-    cfg: GroundingConfig,
-) -> Verdict:
-    """Score both versions' answers against their sources and apply the non-inferiority rule."""
-    shown = _shown_vectors(sources)
+class Answered(NamedTuple):
+    """One version's answers to the questions, and the sources it was shown with each."""
+
+    answers: list[str]
+    sources: list[list[Hit]]
+
+
+def compare(prompts: list[Any], candidate: Answered, production: Answered, cfg: GroundingConfig) -> Verdict:
+    """Score both versions' answers against the sources each was shown and apply the non-inferiority
+    rule."""
+    vectors = _shown_vectors(candidate.sources + production.sources)
+    n = len(prompts)
     scored = {
-        arm: support(answers, sources, shown, cfg.min_similarity)
-        for arm, answers in ((CANDIDATE, candidate), (PRODUCTION, production))
+        CANDIDATE: support(candidate.answers, candidate.sources, vectors[:n], cfg.min_similarity),
+        PRODUCTION: support(production.answers, production.sources, vectors[n:], cfg.min_similarity),
     }
     rows = []
     for i, prompt in enumerate(prompts):
@@ -104,7 +107,7 @@ def compare(
         rows.append(
             {
                 "prompt": prompt_preview(prompt),
-                "candidate": candidate[i][:200],
+                "candidate": candidate.answers[i][:200],
                 "candidate_supported": f"{c_ok}/{c_all}",
                 "production_supported": f"{p_ok}/{p_all}",
                 "regression": p_grounded and not c_grounded,
@@ -114,7 +117,6 @@ def compare(
     regressions = sum(r["regression"] for r in rows)
     fixed = sum(r["fixed"] for r in rows)
     p = paired_change_p(regressions, fixed)
-    n = len(rows)
 
     def rate(arm: str) -> float:
         return round(sum(ok == total for ok, total in scored[arm]) / n, 4)
@@ -166,7 +168,9 @@ def run(ctx: GateContext, cfg: GroundingConfig) -> Verdict:
             sources.append(hits)
     if not prompts:
         return Verdict(True, "skipped: no held-out question finds a source", {"skipped": True})
-    sourced = [with_sources(p, hits) for p, hits in zip(prompts, sources, strict=True)]
-    candidate = ctx.evaluator.generate(CANDIDATE, sourced, cfg.max_new_tokens)
-    production = ctx.evaluator.generate(PRODUCTION, sourced, cfg.max_new_tokens)
-    return compare(prompts, sources, candidate, production, cfg)
+    answered = {}
+    for arm in (CANDIDATE, PRODUCTION):  # each with as many of the sources as its version shows
+        shown = [ctx.evaluator.arms[arm].shown(hits) for hits in sources]
+        sourced = [with_sources(p, hits) for p, hits in zip(prompts, shown, strict=True)]
+        answered[arm] = Answered(ctx.evaluator.generate(arm, sourced, cfg.max_new_tokens), shown)
+    return compare(prompts, answered[CANDIDATE], answered[PRODUCTION], cfg)
