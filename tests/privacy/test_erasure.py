@@ -80,10 +80,10 @@ def _versions(tenant: TenantStore, snapshot: str, other_snapshot: str) -> dict[s
     }
 
 
-def _derived_files(home: Path) -> list[str]:
+def _derived_files(home: Path, tenant_id: str) -> list[str]:
     """Files that quote Jane as tuneloop's own writers would: a gate report (JSON and escaped HTML), a starter
     golden set (YAML folds long lines)."""
-    reports = home / "reports" / "acme" / "v-1"
+    reports = home / "reports" / tenant_id / "v-1"
     reports.mkdir(parents=True)
     preview = JANE_TEXTS[0][:119] + "…"
     (reports / "report.json").write_text(json.dumps({"examples": [{"prompt": preview}]}, ensure_ascii=True))
@@ -92,7 +92,11 @@ def _derived_files(home: Path) -> list[str]:
     golden.parent.mkdir(parents=True)
     item = {"id": "rated-1", "prompt": [{"role": "user", "content": "Hello there. " * 5 + JANE_TEXTS[1]}]}
     golden.write_text(yaml.safe_dump({"items": [item]}))
-    return ["policies/acme/golden.yaml", "reports/acme/v-1/report.html", "reports/acme/v-1/report.json"]
+    return [
+        "policies/acme/golden.yaml",
+        f"reports/{tenant_id}/v-1/report.html",
+        f"reports/{tenant_id}/v-1/report.json",
+    ]
 
 
 def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(tuneloop_home: Path) -> None:
@@ -114,7 +118,7 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
         )
     assert main(["snapshot", "export", snapshot.hash, "--tenant", "acme", "--out", str(exports / "trl")]) == 0
     ids = _versions(acme, snapshot.hash, "f" * 64)
-    others = _derived_files(tuneloop_home)
+    others = _derived_files(tuneloop_home, acme.tenant_id)
     admin_key = store.add_key(None)
     jane_texts = JANE_TEXTS + JANE_EDITS
     beta_rows = len(beta.interactions()), len(beta.feedback())
@@ -140,7 +144,8 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
     # Her 3 interactions with 9 events on them, her rating of Bob's answer and Bob's choice against hers.
     assert (erasure["interactions"], erasure["feedback"]) == (3, 11)
     assert erasure["snapshots"] == [snapshot.hash] and erasure["snapshot_rows"] > 0
-    assert erasure["files"] == {"rewritten": [f for f in held if f.startswith("exports/")], "removed": others}
+    exported = [f for f in held if f.startswith("exports/")]
+    assert erasure["files"] == {"rewritten": exported, "removed": others, "left": []}
     assert erasure["disk_clean"]
     assert _holding(tuneloop_home, jane_texts) == []
     hashed = Pseudonyms(settings.hash_key()).identifier(JANE)
@@ -248,4 +253,46 @@ def test_forget_takes_only_the_users_items_out_of_a_starter_golden_set(
     kept = load_golden(golden)
     assert [item.id for item in kept.items] == ["rated-2", "team"] and kept.reviewed is False
     assert golden.read_text().startswith(STARTER_HEADER) and JANE_TEXTS[0] not in golden.read_text()
+    store.close()
+
+
+def test_forget_changes_only_its_own_tenants_files_and_never_the_model(tuneloop_home: Path) -> None:
+    """Beta's users wrote what Jane of acme wrote (common questions are common): nothing of beta's changes,
+    nor the model, nor a file nothing attributes, which is listed for the operator instead."""
+    settings = Settings(home=tuneloop_home, backend="none")
+    store = Store(settings.database_url, secret=settings.hash_key())
+    acme, beta = (store.for_tenant(store.create_tenant(n, redaction="off")[0]) for n in ("acme", "beta"))
+    for tenant in (acme, beta):
+        capture(tenant, settings)
+    exports = tuneloop_home / "exports"
+    exports.mkdir()
+    for name in ("acme", "beta"):
+        assert main(["export", "--tenant", name, "--out", str(exports / f"{name}.jsonl")]) == 0
+        assert main(["snapshot", "create", "--tenant", name]) == 0
+    [beta_snapshot] = list_snapshots(beta)
+    assert (
+        main(["snapshot", "export", beta_snapshot.hash, "--tenant", "beta", "--out", str(exports / "b")]) == 0
+    )
+    quoted = yaml.safe_dump({"items": [{"id": "q", "prompt": JANE_TEXTS[0]}]})
+    theirs = {
+        f"reports/{beta.tenant_id}/v-1/report.json": json.dumps({"prompt": JANE_TEXTS[0]}),
+        "policies/beta/golden.yaml": quoted,
+        "models/smollm2/config.json": json.dumps({"note": JANE_TEXTS[0]}),
+        "notes.txt": JANE_TEXTS[0],  # the operator's own file
+        "policies/acme/light_policy.yaml": yaml.safe_dump({"prompt_variants": [JANE_TEXTS[0]]}),
+    }
+    for name, text in theirs.items():
+        (tuneloop_home / name).parent.mkdir(parents=True, exist_ok=True)
+        (tuneloop_home / name).write_text(text)
+    before = {p: p.read_bytes() for p in tuneloop_home.rglob("*") if p.is_file() and "beta" in str(p)}
+    before |= {p: (tuneloop_home / p).read_bytes() for p in map(Path, theirs)}
+
+    erasure = forget_user(acme, tuneloop_home, JANE)
+
+    assert erasure.files.rewritten == ["exports/acme.jsonl"]
+    assert erasure.files.left == ["notes.txt", "policies/acme/light_policy.yaml"]
+    assert erasure.files.removed == []
+    changed = [str(p) for p, data in before.items() if (tuneloop_home / p).read_bytes() != data]
+    assert changed == []
+    assert JANE_TEXTS[0] in (exports / "beta.jsonl").read_text()
     store.close()

@@ -58,6 +58,11 @@ def summary(erasure: Erasure) -> str:
         f"events deleted; {len(erasure.snapshots)} snapshots rewritten without {erasure.snapshot_rows} rows; "
         f"versions trained on them: {versions}; files under HOME: {len(files.rewritten)} rewritten "
         f"{files.rewritten}, {len(files.removed)} removed {files.removed}"
+        + (
+            f"; review by hand, they quote the user but nothing says whose they are: {files.left}"
+            if files.left
+            else ""
+        )
     )
 
 

@@ -13,6 +13,7 @@ from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import Progress, add_json_flag, emit, readable
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
+from tuneloop.privacy.residue import EXPORT_CARD
 from tuneloop.store.repository import TenantStore
 
 
@@ -100,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         _check_out(args.out)
         written = export_trl(snap, args.out)
-        (args.out / "README.md").write_text(dataset_card(written))
+        (args.out / "README.md").write_text(dataset_card(written, snap.tenant_id, snap.hash))
     except OSError as exc:  # a full disk, a read-only folder
         raise BadRequest(f"--out {args.out}: cannot write the export ({exc.strerror or exc})") from None
     for path in written:
@@ -127,11 +128,12 @@ CONFIGS = {
 }
 
 
-def dataset_card(files: list[Path]) -> str:
+def dataset_card(files: list[Path], tenant_id: str, snapshot: str) -> str:
     """A README.md whose YAML header maps the exported files to configs and train/test splits, so that
     `datasets.load_dataset(DIR)` (the preference pairs) or `load_dataset(DIR, "sft")` read the folder.
 
-    An empty file is left out (`datasets` refuses a split with no rows), and so is a config with none."""
+    An empty file is left out (`datasets` refuses a split with no rows), and so is a config with none. The
+    card names the tenant: an erasure under HOME changes only its own tenant's exports (privacy.residue)."""
     filled = {path.name for path in files if path.stat().st_size > 0}
     configs: list[dict[str, Any]] = []
     for name in CONFIGS:
@@ -144,4 +146,5 @@ def dataset_card(files: list[Path]) -> str:
             )
     header = yaml.safe_dump({"configs": configs}, sort_keys=False)
     body = "\n".join(f"- `{name}`: {columns}" for name, columns in CONFIGS.items())
-    return f"---\n{header}---\n\nA tuneloop snapshot in TRL's conversational formats.\n\n{body}\n"
+    said = f"{EXPORT_CARD} (tenant {tenant_id}, snapshot {snapshot}) in TRL's conversational formats."
+    return f"---\n{header}---\n\n{said}\n\n{body}\n"

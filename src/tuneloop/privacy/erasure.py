@@ -17,7 +17,7 @@ from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest
 from tuneloop.privacy.lineage import reranked_since, trained_on, withdraw
 from tuneloop.privacy.policy import PrivacyPolicy
-from tuneloop.privacy.residue import Needles, Residue, scrub_home
+from tuneloop.privacy.residue import Needles, Owner, Residue, scrub_home
 from tuneloop.privacy.rows import Doomed, delete_rows, first_retrieval, select_rows, texts_of
 from tuneloop.signals.snapshots import list_snapshots, trim_snapshot
 from tuneloop.store.repository import TenantStore, TenantTx
@@ -64,8 +64,10 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
     affected = trained_on(tenant, [s.hash for s in held]) + reranked_since(tenant, shown_from)
     states = withdraw(tenant, affected, policy, request=request, actor=actor)
     snapshot_rows = sum(trim_snapshot(tenant, s, trim) for s in held)
-    skip = [home / "snapshots", *_store_files(tenant)]
-    files = scrub_home(home, Needles.of(texts, raters), skip)
+    # Model files and the redaction key hold no captured text, and a chance match must never take them.
+    skip = [home / "snapshots", home / "models", home / "redaction.key", *_store_files(tenant)]
+    owner = Owner(tenant.tenant_id, tenant.tenant.name)
+    files = scrub_home(home, Needles.of(texts, raters), owner, skip)
 
     def purge(tx: TenantTx) -> tuple[int, int, int]:
         waiting = pending.forget(tx, user)  # events they gave that still wait for their interaction

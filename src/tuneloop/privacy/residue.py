@@ -1,9 +1,15 @@
 """Copies of an erased user's data in files under HOME: exports written there, the capture spool, gate
 reports and a starter golden set (both quote prompts). The store and snapshots are handled on their own.
 
-JSON-lines and Parquet files lose the rows that mention the user, and a golden set (YAML with `items`) the
-items that do: an item carries no record of whose data it came from, so an item is the user's when it quotes
-them, as a row is. Any other file that mentions the user is deleted, and every path touched is reported.
+Only the erased user's tenant's copies change. A user's message is matched by its start, and other tenants'
+users ask the same questions ("How do I reset my password?"): a match alone never says whose a file is. So a
+file is the tenant's by where it lies (its `reports/<id>/`, `jobs/<id>/` and `policies/<name>/` folders), by
+the dataset card of a `snapshot export` folder, or row by row by the tenant a row names (the spool, `tuneloop
+export`). In those, JSON-lines and Parquet files lose the rows that mention the user, and a golden set (YAML
+with `items`) the items that do: an item carries no record of whose data it came from, so an item is the
+user's when it quotes them, as a row is. Another file of the tenant's reports or jobs that mentions the user
+is deleted. Every other file that mentions the user (the team's own policy files, a file nothing attributes)
+is left as it is and listed for the operator to review; another tenant's files are not opened.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +31,9 @@ MIN_TEXT = 12  # shorter messages ("thanks", "hi there") cannot be told apart fr
 PREFIX = 64  # reports quote a message cut short: its start is what is looked for
 MAX_SCAN_BYTES = 64 * 2**20  # larger files are model weights and caches, which hold no captured text
 WEIGHTS = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt"}  # tensors, never captured text
+EXPORT_CARD = "A tuneloop snapshot"  # how `snapshot export`'s dataset card begins, naming its tenant next
+_CARD_TENANT = re.compile(re.escape(EXPORT_CARD) + r" \(tenant ([^,\s]+),")
+OWNED = ("reports", "jobs")  # HOME folders with one subfolder per tenant id, written by tuneloop only
 
 
 @dataclass(frozen=True)
@@ -72,17 +82,27 @@ class Needles:
         return tuple(f.encode() for f in forms)
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The tenant whose files an erasure may change: its id and name."""
+
+    id: str
+    name: str
+
+
 @dataclass
 class Residue:
-    """The files under HOME changed for one erasure, relative to HOME."""
+    """The files under HOME changed for one erasure, and those that mention the user but were not the
+    tenant's to change (`left`, for the operator to review), relative to HOME."""
 
     rewritten: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
 
-def scrub_home(home: Path, needles: Needles, skip: Iterable[Path]) -> Residue:
-    """Take the user's rows out of JSON-lines and Parquet files under `home`, and delete other files that
-    hold their data; `skip` lists paths handled elsewhere (the store's files, snapshots)."""
+def scrub_home(home: Path, needles: Needles, owner: Owner, skip: Iterable[Path]) -> Residue:
+    """Take the user's rows and items out of `owner`'s files under `home` and delete its other files that
+    hold their data; `skip` lists paths never to open (the store's files, snapshots, models, keys)."""
     residue = Residue()
     skipped = [p.resolve() for p in skip]
     for path in sorted(home.rglob("*")):
@@ -93,24 +113,42 @@ def scrub_home(home: Path, needles: Needles, skip: Iterable[Path]) -> Residue:
         resolved = path.resolve()
         if any(resolved == s or s in resolved.parents for s in skipped):
             continue
-        name = str(path.relative_to(home))
-        outcome = _scrub(path, needles)
-        if outcome == "rewritten":
-            residue.rewritten.append(name)
-        elif outcome == "removed":
-            residue.removed.append(name)
+        name = path.relative_to(home)
+        whose = _folder_owner(home, name)
+        if whose is not None and whose not in (owner.id, owner.name):
+            continue
+        owned = whose is not None
+        outcome = _scrub(path, needles, owner.id, owned, owned and name.parts[0] in OWNED)
+        if outcome is not None:
+            getattr(residue, outcome).append(str(name))
     return residue
 
 
-def _scrub(path: Path, needles: Needles) -> str | None:
+def _folder_owner(home: Path, name: Path) -> str | None:
+    """The tenant id or name a file's folder belongs to: a tenant's folder under HOME, or a `snapshot
+    export` folder whose dataset card names it; None for a file nothing attributes."""
+    if len(name.parts) > 2 and name.parts[0] in (*OWNED, "policies"):
+        return name.parts[1]
+    card = home / name.parent / "README.md"
+    if card.is_file() and card.stat().st_size <= MAX_SCAN_BYTES:
+        found = _CARD_TENANT.search(card.read_text(errors="replace"))
+        return found.group(1) if found else None
+    return None
+
+
+def _scrub(path: Path, needles: Needles, tenant_id: str, owned: bool, deletable: bool) -> str | None:
+    """What became of one file that is the tenant's (`owned`) or nobody's in particular: `rewritten`,
+    `removed`, `left` (it mentions the user but is not theirs to change), or None (no mention)."""
     if path.suffix == ".jsonl":
-        return "rewritten" if _rewrite_jsonl(path, needles) else None
+        return _rewrite_jsonl(path, needles, tenant_id, owned)
     if path.suffix == ".parquet":
-        return "rewritten" if _rewrite_parquet(path, needles) else None
-    if path.suffix in (".yaml", ".yml") and (outcome := _rewrite_items(path, needles)):
+        return _rewrite_parquet(path, needles, tenant_id, owned)
+    if owned and path.suffix in (".yaml", ".yml") and (outcome := _rewrite_items(path, needles)):
         return outcome
     if not _holds(path, needles):
         return None
+    if not deletable:
+        return "left"
     path.unlink()
     return "removed"
 
@@ -155,43 +193,62 @@ def _rewrite_items(path: Path, needles: Needles) -> str | None:
     return "rewritten"
 
 
-def _rewrite_jsonl(path: Path, needles: Needles) -> bool:
-    """Drop the lines that mention the user, in place under an exclusive lock (the spool appends under one,
-    so no row written meanwhile is lost)."""
+def _rewrite_jsonl(path: Path, needles: Needles, tenant_id: str, owned: bool) -> str | None:
+    """Drop the tenant's lines that mention the user, in place under an exclusive lock (the spool appends
+    under one, so no row written meanwhile is lost)."""
     with path.open("r+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         lines = f.read().splitlines(keepends=True)
-        kept = [line for line in lines if not _line_mentions(line, needles)]
-        if len(kept) == len(lines):
-            return False
-        f.seek(0)
-        f.write(b"".join(kept))
-        f.truncate()
-        f.flush()
-        os.fsync(f.fileno())
-    return True
+        verdicts = [_line_verdict(line, needles, tenant_id, owned) for line in lines]
+        kept = [line for line, verdict in zip(lines, verdicts, strict=True) if verdict != "drop"]
+        if len(kept) < len(lines):
+            f.seek(0)
+            f.write(b"".join(kept))
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+    return _outcome(verdicts)
 
 
-def _line_mentions(line: bytes, needles: Needles) -> bool:
+def _line_verdict(line: bytes, needles: Needles, tenant_id: str, owned: bool) -> str | None:
     try:
-        return needles.mentions(json.loads(line))
+        return _row_verdict(json.loads(line), needles, tenant_id, owned)
     except ValueError:
-        return needles.in_bytes(line)
+        return ("drop" if owned else "keep") if needles.in_bytes(line) else None
 
 
-def _rewrite_parquet(path: Path, needles: Needles) -> bool:
+def _row_verdict(row: Any, needles: Needles, tenant_id: str, owned: bool) -> str | None:
+    """`drop` for the tenant's row that mentions the user (one naming the tenant, or any row of a file
+    that is the tenant's), `keep` for one that mentions them but that nothing attributes, None for a row
+    that does not mention them or is another tenant's (whose users may well have written the same)."""
+    named = (row.get("tenant_id") or row.get("tenant")) if isinstance(row, dict) else None
+    named = named.get("id") if isinstance(named, dict) else named
+    if (named is not None and named != tenant_id) or not needles.mentions(row):
+        return None
+    return "drop" if named is not None or owned else "keep"
+
+
+def _outcome(verdicts: list[str | None]) -> str | None:
+    """What a file's row verdicts make of it: left when any row mentioning the user stays, else rewritten
+    when one went, else None."""
+    if "keep" in verdicts:
+        return "left"
+    return "rewritten" if "drop" in verdicts else None
+
+
+def _rewrite_parquet(path: Path, needles: Needles, tenant_id: str, owned: bool) -> str | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException):
-        return False  # not a Parquet file after all: nothing of ours to rewrite
+        return None  # not a Parquet file after all: nothing of ours to rewrite
     rows = table.to_pylist()
-    kept = [row for row in rows if not needles.mentions(row)]
-    if len(kept) == len(rows):
-        return False
-    tmp = path.with_name(f".{path.name}.erasing")
-    pq.write_table(pa.Table.from_pylist(kept, schema=table.schema), tmp)
-    os.replace(tmp, path)
-    return True
+    verdicts = [_row_verdict(row, needles, tenant_id, owned) for row in rows]
+    if "drop" in verdicts:
+        kept = [row for row, verdict in zip(rows, verdicts, strict=True) if verdict != "drop"]
+        tmp = path.with_name(f".{path.name}.erasing")
+        pq.write_table(pa.Table.from_pylist(kept, schema=table.schema), tmp)
+        os.replace(tmp, path)
+    return _outcome(verdicts)
