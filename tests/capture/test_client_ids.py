@@ -135,3 +135,25 @@ def test_an_interaction_logged_before_ids_were_keyed_is_still_found_by_its_id(se
     assert tenant.log_interaction({**row, "choices": ["a"]}, "0" * 64).status == "accepted"
     assert http.get("/v1/interactions/legacy-7").json()["id"] == "legacy-7"
     assert http.get("/v1/interactions/legacy-8").status_code == 404
+
+
+def test_a_preference_or_regeneration_naming_one_interaction_by_both_its_ids_is_refused(
+    served: tuple,
+) -> None:
+    http, _, _ = served
+    assert http.post("/v1/interactions", json=_interaction("jane-doe-5")).status_code == 201
+    stored = http.get("/v1/interactions/jane-doe-5").json()["id"]
+    pair = {"chosen_interaction": "jane-doe-5", "rejected_interaction": stored}
+    preference = {"id": "jane-self-pref", "interaction_id": "jane-doe-5", "kind": "preference", "value": pair}
+    refused = http.post("/v1/feedback", json=preference)
+    assert refused.status_code == 400 and "must differ" in refused.json()["error"]["message"]
+    for iid, replaced_by in (("jane-doe-5", stored), (stored, "jane-doe-5")):
+        regenerated = {
+            "id": f"jane-self-regen-{len(iid)}",
+            "interaction_id": iid,
+            "kind": "regenerated",
+            "value": {"replaced_by": replaced_by},
+        }
+        refused = http.post("/v1/feedback", json=regenerated)
+        assert refused.status_code == 400 and "value.replaced_by" in refused.json()["error"]["message"]
+    assert http.get("/v1/feedback", params={"interaction_id": "jane-doe-5"}).json()["data"] == []

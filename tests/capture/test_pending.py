@@ -88,6 +88,16 @@ def test_a_sweep_attaches_feedback_to_interactions_written_by_other_paths(
     assert pending.sweep(a) == 1 and _kinds(a, "spooled") == ["e-2"]
 
 
+def test_a_sweep_attaches_session_feedback_to_sessions_written_by_other_paths(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.add_feedback(a, [_thumbs("s-3", session="traced")])
+    for iid in ("span-1", "span-2"):  # as OTLP writes a trace's spans
+        a.log_interaction(*capture.interaction_row(a, _interaction(iid, session="traced")))
+    assert pending.sweep(a) == 1 and _kinds(a, "span-2") == ["s-3"]
+
+
 def test_pending_feedback_expires(capture: Capture, tenants: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     a, _ = tenants
     monkeypatch.setattr(pending, "PENDING_TTL", timedelta(seconds=-1))
@@ -144,3 +154,52 @@ def test_a_pending_event_its_interaction_refuses_is_dropped_with_an_audit_record
     [record] = [r for r in audit_rows(a) if r["action"] == "feedback.rejected"]
     assert record["subject"] == "e-9" and record["details"]["interaction_id"] == "one-choice"
     assert "choice" in record["details"]["error"]
+
+
+def test_an_id_held_by_a_pending_event_is_a_conflict_for_any_other_payload_and_the_event_still_lands(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.log_interaction(a, _interaction("known"))
+    [early] = capture.add_feedback(a, [_thumbs("e-1", "later")])
+    [other_value] = capture.add_feedback(a, [_thumbs("e-1", "later", value=-1)])
+    [other_interaction] = capture.add_feedback(a, [_thumbs("e-1", "known")])
+    assert early.status == "pending"
+    assert (other_value.code, other_interaction.code) == (409, 409)
+    assert "different payload" in other_interaction.error
+
+    capture.log_interaction(a, _interaction("later"))
+    assert _kinds(a, "later") == ["e-1"] and _kinds(a, "known") == []
+    assert not [r for r in audit_rows(a) if r["action"] == "feedback.rejected"]
+
+
+def test_an_id_stored_as_feedback_is_not_kept_pending_under_another_payload(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.log_interaction(a, _interaction("known"))
+    assert capture.add_feedback(a, [_thumbs("e-2", "known")])[0].status == "accepted"
+    [reused] = capture.add_feedback(a, [_thumbs("e-2", "later")])
+    assert (reused.status, reused.code) == ("rejected", 409) and a.all(pending_feedback) == []
+
+
+def test_a_pending_event_resent_once_its_interaction_exists_lands_once(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.add_feedback(a, [_thumbs("e-3", "spooled")])
+    a.log_interaction(*capture.interaction_row(a, _interaction("spooled")))  # no attach, as the spool writes
+    assert capture.add_feedback(a, [_thumbs("e-3", "spooled")])[0].status == "accepted"
+    assert pending.sweep(a) == 0 and a.all(pending_feedback) == []
+    assert _kinds(a, "spooled") == ["e-3"]
+
+
+def test_a_regeneration_that_lands_on_the_interaction_it_names_as_replacement_is_refused(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.log_interaction(a, _interaction("newest", session="conv-2"))
+    regenerated = FeedbackIn(id="r-1", session="conv-2", kind="regenerated", value={"replaced_by": "newest"})
+    [result] = capture.add_feedback(a, [regenerated])
+    assert (result.status, result.code) == ("rejected", 400) and "replaced_by" in result.error
+    assert _kinds(a, "newest") == []

@@ -11,8 +11,8 @@ from tests.monitor.seed import log
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.clock import now_utc
-from tuneloop.errors import Conflict
-from tuneloop.review.labels import submit
+from tuneloop.errors import BadRequest, Conflict
+from tuneloop.review.labels import parse_label, submit
 from tuneloop.review.tasks import Task, TaskIn, add_items, create_task, labels, next_item
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store, TenantStore
@@ -76,3 +76,12 @@ def test_reviewers_labelling_an_item_at_once_give_it_no_more_labels_than_its_ove
     with ThreadPoolExecutor(len(reviewers)) as pool:
         assert sum(pool.map(label, reviewers)) == 0  # tl-rev-0 holds the one place
     assert labels(tenant, task) == []
+
+
+@pytest.mark.parametrize("text", ["   ", "\u200b\u2060\ufeff"])
+def test_a_correction_that_shows_nothing_is_refused(text: str) -> None:
+    task = Task(
+        "t", "correction", "", overlap=1, assignment_minutes=30, created_by="op", created_at=now_utc()
+    )
+    with pytest.raises(BadRequest, match="correction task takes"):
+        parse_label(task, {"text": text})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -17,6 +16,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from tuneloop.capture.metadata_keys import MIN_NUMBER_DIGITS, is_long_number
+from tuneloop.retrieve.extract import visible
 
 FEEDBACK_KINDS = (
     "thumbs",
@@ -45,7 +47,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # client clocks run ahead
 # Reading time beyond a week is a broken client clock, and huge values would overflow session KPIs.
 MAX_DWELL_MS = 7 * 24 * 3600 * 1000
-MAX_NUMBER = 10**308  # below float's largest, so every number an event holds reads back as a float
 
 # Not dots alone: "." and ".." name no path segment a URL can carry, so such an id could never be read back.
 ID_PATTERN = r"^[A-Za-z0-9._:\-]*[A-Za-z0-9_:\-][A-Za-z0-9._:\-]*$"
@@ -104,30 +105,18 @@ class InteractionPreference(BaseModel):
 
 
 def _a_measure(value: Any) -> Any:
-    # JSON allows integers of any length; rewards, KPIs and /metrics read every number as a float, and one
-    # past float range (10**400) would raise OverflowError there for the whole tenant, at every read.
-    if type(value) is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
-        digits = len(str(abs(value)))
-        raise ValueError(f"value.value: an integer of {digits} digits; send a number within ±1e308")
-    # Redaction reads text and metadata; this number must stay a number for rewards to count it, so a card
-    # number here is refused, not stored. The message does not repeat it: errors reach logs.
-    if type(value) in (int, float) and _card_number(value):
+    # Rewards, KPIs and /metrics read this as a number, so redaction cannot put a placeholder here as it
+    # does in metadata. A whole number as long as a local phone number is far likelier an identifier (a
+    # phone, card, account or social security number) than a flag, count, time or score: refused, not
+    # stored. That also keeps every integer within float range (10**400 would overflow each read). The
+    # message does not repeat the number: errors reach logs.
+    if is_long_number(value):
         raise ValueError(
-            "value.value: reads as a payment card number; outcomes and scores take measures (counts, times, "
-            "scores), and text about a card belongs in a comment, which is redacted"
+            f"value.value: a whole number of {MIN_NUMBER_DIGITS} or more digits reads as an identifier (a "
+            "phone, card or account number), not a measure; send counts and times in units that keep them "
+            "below a million, and text about an identifier in a comment, which is redacted"
         )
     return value
-
-
-def _card_number(value: float) -> bool:
-    """A whole number of 13–19 digits (either sign) starting as card numbers do (2–6) that passes Luhn."""
-    if not math.isfinite(value) or value != int(value):
-        return False
-    digits = str(abs(int(value)))
-    if not 13 <= len(digits) <= 19 or digits[0] not in "23456":
-        return False
-    total = sum(int(d) for d in digits[-1::-2]) + sum(sum(divmod(2 * int(d), 10)) for d in digits[-2::-2])
-    return total % 10 == 0
 
 
 class Outcome(BaseModel):
@@ -195,9 +184,8 @@ class FeedbackIn(BaseModel):
         if (self.interaction_id is None) == (self.session is None):
             raise ValueError("interaction_id: name the interaction, or else the session, the event is about")
         self.value = validate_value(self.kind, self.value)
-        if self.kind == "regenerated" and self.value and self.value["replaced_by"] == self.interaction_id:
-            # A regeneration replaced by itself would count the same answer as both rejected and kept.
-            raise ValueError("value.replaced_by: names the regenerated interaction itself; send the new one")
+        if problem := self_reference(self.kind, self.value, self.interaction_id):
+            raise ValueError(problem)
         if self.created_at is not None and self.created_at.tzinfo is None:
             self.created_at = self.created_at.replace(tzinfo=UTC)
         if self.created_at is not None and not EPOCH <= self.created_at <= datetime.now(UTC) + FUTURE_SLACK:
@@ -227,12 +215,15 @@ def validate_value(kind: str, value: Any) -> Any:
         parsed = model.model_validate(value)
         if isinstance(parsed, IndexPreference) and parsed.chosen == parsed.rejected:
             raise ValueError("value: preference chosen and rejected must differ")
-        if isinstance(parsed, InteractionPreference) and len(set(parsed.model_dump().values())) == 1:
-            raise ValueError("value: preference chosen_interaction and rejected_interaction must differ")
         return parsed.model_dump()
     elif kind in ("edit", "comment"):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"value: {kind} takes a non-empty string")
+        # An edit becomes the chosen answer of a training pair: one of zero-width characters alone would
+        # teach the model to answer nothing (`str.strip` keeps them; documents and /v1/retrieve refuse them).
+        if not isinstance(value, str) or not visible(value):
+            raise ValueError(
+                f"value: {kind} takes a non-empty string of visible text (not only whitespace or invisible "
+                "characters such as zero-width spaces)"
+            )
     elif kind in FLAG_KINDS:
         if value is not None and value is not True:
             raise ValueError(f"value: {kind} takes true or no value")
@@ -266,6 +257,18 @@ def validate_value(kind: str, value: Any) -> Any:
             raise ValueError(f'value: {kind} takes {{"chunk_id": id}} (a source the answer showed)')
         return SourceRef.model_validate(value).model_dump()
     return value
+
+
+def self_reference(kind: str, value: Any, interaction_id: str | None) -> str | None:
+    """Why an event compares or replaces an interaction with itself, or None. Ids are compared as given:
+    as sent on validation, and again as stored where an event lands (`int-1` and its `ref-` form are one)."""
+    chosen = value.get("chosen_interaction") if kind == "preference" else None
+    if chosen is not None and chosen == value["rejected_interaction"]:
+        return "value: preference chosen_interaction and rejected_interaction must differ"
+    if kind == "regenerated" and value and value["replaced_by"] == interaction_id:
+        # A regeneration replaced by itself would count the same answer as both rejected and kept.
+        return "value.replaced_by: names the regenerated interaction itself; send the new one"
+    return None
 
 
 def storable(text: str) -> str:

@@ -2,7 +2,8 @@
 or send a card or phone number as a JSON number.
 
 `keys_of` lists every dict key inside a value; `with_keys` puts the redacted keys back in the same order.
-`numbers_as_text` turns long whole numbers into text for redaction; `numbers_back` restores those it left.
+`numbers_as_text` turns long whole numbers (`is_long_number`) into text for redaction; `numbers_back` restores
+those it left.
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ def numbers_back(original: Any, redacted: Any) -> Any:
     return original if redacted == _digits_of(original) else redacted
 
 
-def _digits_of(value: Any) -> str | None:
+def is_long_number(value: Any) -> bool:
+    """Whether `value` is a whole number of MIN_NUMBER_DIGITS digits or more, as a phone, card or account
+    number is: an int, or a float without a fraction below 1e19 (past that a float has lost such digits)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
+        return False
     if isinstance(value, float) and not (value.is_integer() and abs(value) < 1e19):
-        return None
-    digits = str(int(value))
-    return digits if len(digits.lstrip("-")) >= MIN_NUMBER_DIGITS else None
+        return False
+    return abs(value) >= 10 ** (MIN_NUMBER_DIGITS - 1)
+
+
+def _digits_of(value: Any) -> str | None:
+    return str(int(value)) if is_long_number(value) else None

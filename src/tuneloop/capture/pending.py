@@ -16,9 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tuneloop.capture.events import self_reference
 from tuneloop.clock import now_utc
-from tuneloop.store.repository import ItemResult, TenantStore, TenantTx
-from tuneloop.store.schema import interactions, pending_feedback
+from tuneloop.store.repository import ItemResult, TenantStore, TenantTx, existing_event
+from tuneloop.store.schema import feedback, interactions, pending_feedback
 
 log = logging.getLogger("tuneloop.capture")
 PENDING_TTL = timedelta(hours=1)
@@ -38,7 +39,7 @@ def store_feedback(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
     results: list[ItemResult | None] = [None] * len(rows)
     ready = [i for i, (landing, _) in enumerate(targets) if landing is not None]
     landing = [({**rows[i][0], "interaction_id": targets[i][0]}, rows[i][1]) for i in ready]
-    stored = store.add_feedback(landing) if landing else []
+    stored = _land(store, landing)
     for i, result in zip(ready, stored, strict=True):
         results[i] = result
     waiting = [i for i, (landing, _) in enumerate(targets) if landing is None]
@@ -72,14 +73,21 @@ def sweep(store: TenantStore) -> int:
         if not waiting or not waiting[0]:
             return 0
         ids = tx.query(interactions, columns=(interactions.c.id,))
+        sessions = tx.query(interactions, columns=(sa.literal(SESSION) + interactions.c.session_id,))
         found = tx.all(
             pending_feedback,
-            pending_feedback.c.target.in_(ids),
+            pending_feedback.c.target.in_(ids) | pending_feedback.c.target.in_(sessions),
             pending_feedback.c.expires_at > now,
             order_by=(pending_feedback.c.received_at,),
         )
+        to = {
+            row.target: _latest(tx, row.target.removeprefix(SESSION))
+            if row.target.startswith(SESSION)
+            else row.target
+            for row in found
+        }
     store.transaction(lambda tx: tx.delete(pending_feedback, pending_feedback.c.expires_at <= now))
-    results = _release(store, found, {row.target: row.target for row in found})
+    results = _release(store, found, to)
     return sum(r.status == "accepted" for r in results)
 
 
@@ -103,15 +111,20 @@ def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None,
             iid = row["interaction_id"]
             out.append((iid if iid in known else None, iid))
             continue
-        latest = tx.all(
-            interactions,
-            interactions.c.session_id == session,
-            columns=(interactions.c.id,),
-            order_by=(interactions.c.created_at.desc(), interactions.c.id.desc()),
-            limit=1,
-        )
-        out.append((latest[0].id if latest else None, SESSION + session))
+        out.append((_latest(tx, session), SESSION + session))
     return out
+
+
+def _latest(tx: TenantTx, session: str) -> str | None:
+    """The id of a stored session's latest interaction, or None while it has none."""
+    latest = tx.all(
+        interactions,
+        interactions.c.session_id == session,
+        columns=(interactions.c.id,),
+        order_by=(interactions.c.created_at.desc(), interactions.c.id.desc()),
+        limit=1,
+    )
+    return latest[0].id if latest else None
 
 
 def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[ItemResult]:
@@ -127,15 +140,16 @@ def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[Item
             columns=(pending_feedback.c.id, pending_feedback.c.payload_hash),
         )
     )
+    # An id stored as feedback is taken: kept here, the event would only meet it as a conflict on landing.
+    stored = dict(tx.all(feedback, feedback.c.id.in_(ids), columns=(feedback.c.id, feedback.c.payload_hash)))
     results = []
     for (row, digest), target in rows:
         eid = row["id"]
+        if eid in stored or seen.get(eid, digest) != digest:
+            results.append(existing_event(eid, digest, stored.get(eid) or seen[eid]))
+            continue
         if eid in seen:
-            same = seen[eid] == digest
-            error = None if same else f"event {eid!r} already exists with a different payload"
-            results.append(
-                ItemResult(eid, "pending" if same else "rejected", error, code=202 if same else 409)
-            )
+            results.append(ItemResult(eid, "pending", code=202))
             continue
         if room <= 0:
             results.append(
@@ -164,6 +178,18 @@ def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[Item
     return results
 
 
+def _land(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
+    """`store.add_feedback` for events on the interactions they land on, with their ids now as stored: one
+    that compares or replaces its interaction with itself is refused (400), whichever way each id was sent."""
+    problems = [self_reference(row["kind"], row["value"], row["interaction_id"]) for row, _ in rows]
+    fine = [row for row, problem in zip(rows, problems, strict=True) if problem is None]
+    stored = iter(store.add_feedback(fine) if fine else [])
+    return [
+        next(stored) if problem is None else ItemResult(row["id"], "rejected", problem, code=400)
+        for (row, _), problem in zip(rows, problems, strict=True)
+    ]
+
+
 def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> list[ItemResult]:
     """Write pending rows as feedback on the interaction their target maps to, then forget them."""
     if not found:
@@ -173,7 +199,7 @@ def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> lis
         when = datetime.fromisoformat(row.event["created_at"])
         event = {**row.event, "interaction_id": to[row.target], "created_at": when}
         rows.append((event, row.payload_hash))
-    results = store.add_feedback(rows)
+    results = _land(store, rows)
     done = [row.id for row in found]
     # An event its interaction refuses (a preference naming a choice it does not have) was acknowledged
     # as pending: the audit log keeps why it was dropped, so that nothing goes without a trace.

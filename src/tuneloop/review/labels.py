@@ -13,6 +13,7 @@ from typing import Any
 from tuneloop.capture.events import FeedbackIn
 from tuneloop.capture.ingest import Capture
 from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.retrieve.extract import visible
 from tuneloop.review.tasks import Item, Task, assignment, claim, next_item, peek_item, record
 from tuneloop.store.repository import TenantStore
 
@@ -65,7 +66,7 @@ def parse_label(task: Task, raw: Any) -> dict[str, Any]:
             raise BadRequest('label: a rubric task takes {"score": an integer from 1 to 5}', param="label")
         return {"score": score}
     text = raw.get("text")
-    if set(raw) != {"text"} or not isinstance(text, str) or not text.strip():
+    if set(raw) != {"text"} or not isinstance(text, str) or not visible(text):
         raise BadRequest('label: a correction task takes {"text": the corrected answer}', param="label")
     if "\x00" in text:  # PostgreSQL cannot store NUL
         raise BadRequest("label.text: contains a NUL character; remove it", param="label")

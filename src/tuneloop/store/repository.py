@@ -29,6 +29,7 @@ from tuneloop.store.schema import (
     dashboard_sessions,
     feedback,
     interactions,
+    pending_feedback,
     retrievals,
     tenants,
 )
@@ -620,22 +621,36 @@ class TenantStore:
         """Store (event, digest) pairs in one transaction; each item answers accepted/duplicate/rejected."""
         results: list[ItemResult] = []
         rows = []
+        ids = [e["id"] for e, _ in events]
         with self.store.write() as conn:
+            received = now_utc()
             seen = dict(
                 conn.execute(
                     sa.select(feedback.c.id, feedback.c.payload_hash).where(
-                        feedback.c.tenant_id == self.tenant_id,
-                        feedback.c.id.in_([e["id"] for e, _ in events]),
+                        feedback.c.tenant_id == self.tenant_id, feedback.c.id.in_(ids)
+                    )
+                ).all()
+            )
+            # An event acknowledged as pending (capture/pending.py) holds its id until it lands: another
+            # payload under that id is a conflict, never a new event that the pending one would then meet
+            # as a conflict itself and be dropped. The same payload is that event landing now.
+            held = dict(
+                conn.execute(
+                    sa.select(pending_feedback.c.id, pending_feedback.c.payload_hash).where(
+                        pending_feedback.c.tenant_id == self.tenant_id,
+                        pending_feedback.c.id.in_(ids),
+                        pending_feedback.c.expires_at > received,
                     )
                 ).all()
             )
             known = self._choice_counts(conn, events)
             sources = self._sources(conn, events)
-            received = now_utc()
             for event, digest in events:
                 eid = event["id"]
                 if eid in seen:
-                    results.append(_existing(eid, digest, seen[eid]))
+                    results.append(existing_event(eid, digest, seen[eid]))
+                elif held.get(eid, digest) != digest:
+                    results.append(existing_event(eid, digest, held[eid]))
                 elif problem := _reference_problem(event, known) or _source_problem(event, sources):
                     results.append(
                         ItemResult(eid, "rejected", problem, code=404 if "not found" in problem else 400)
@@ -670,7 +685,7 @@ class TenantStore:
                         ).all()
                     )
                     results = [
-                        _existing(r.id, digest, theirs[r.id])
+                        existing_event(r.id, digest, theirs[r.id])
                         if r.id in theirs and r.status != "rejected"
                         else r
                         for r, (_, digest) in zip(results, events, strict=True)
@@ -742,8 +757,9 @@ class TenantStore:
         return [_event(r) for r in conn.execute(query)]
 
 
-def _existing(eid: str, digest: str, stored_digest: str) -> ItemResult:
-    """The answer for an event whose id is stored already: a duplicate if the payload is the same."""
+def existing_event(eid: str, digest: str, stored_digest: str) -> ItemResult:
+    """The answer for an event whose id is stored (or held pending) already: a duplicate if the payload is
+    the same, else a conflict."""
     if stored_digest == digest:
         return ItemResult(eid, "duplicate", code=200)
     return ItemResult(eid, "rejected", f"event {eid!r} already exists with a different payload", code=409)
