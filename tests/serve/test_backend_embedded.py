@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,28 @@ def test_cancelled_stream_frees_its_slot(tiny: Path, how: str) -> None:
     assert elapsed < 2.0  # not waiting for the 2000-token stream to run out
 
 
+def test_a_tenant_cannot_hold_every_slot_while_another_waits(tiny: Path) -> None:
+    """One tenant's n=4 request, alone, takes all 4 slots; another tenant's short request then takes one of
+    them back at once instead of waiting out the long answers, which resume where they stopped."""
+    endless = {0: -100.0, 1: -100.0, 2: -100.0}  # SmolLM2's end tokens banned: every choice runs on
+    long = ask("write a long story", n=4, max_tokens=300, logit_bias=endless, owner="alpha")
+
+    async def scenario(backend):
+        hog = asyncio.create_task(backend.generate(long))
+        await asyncio.sleep(0)  # queued
+        while backend.queued:  # until all four hold a slot
+            await asyncio.sleep(0.01)
+        short = await asyncio.wait_for(backend.generate(ask("hi", max_tokens=3, owner="beta")), 30)
+        still_running = not hog.done()
+        return short, still_running, await hog, await backend.generate(replace(long, n=1))
+
+    short, still_running, hogged, alone = run(scenario, tiny, max_batch_size=4)
+    assert short.completion_tokens == 3 and still_running
+    # Greedy: the choice taken out and resumed says what the others and a lone answer say.
+    assert [c.text for c in hogged.choices] == [alone.text] * 4
+    assert hogged.completion_tokens == 4 * 300
+
+
 def test_invalid_requests_are_rejected_with_the_offending_field(tiny: Path) -> None:
     async def scenario(backend):
         with pytest.raises(NotFound) as unknown:
@@ -285,7 +308,7 @@ def test_long_prompts_are_prefilled_a_budget_at_a_time_so_running_rows_advance_b
     from collections import Counter, deque
 
     from tuneloop.serve.backends.batching import Sequence
-    from tuneloop.serve.backends.embedded import PREFILL_BUDGET, admissible
+    from tuneloop.serve.backends.scheduling import PREFILL_BUDGET, admissible
 
     def row(tokens: int, owner: str = "a", cancelled: bool = False) -> Sequence:
         seq = Sequence(prompt_ids=[1] * tokens, adapter="", max_tokens=1, emit=print, owner=owner)
@@ -294,13 +317,44 @@ def test_long_prompts_are_prefilled_a_budget_at_a_time_so_running_rows_advance_b
 
     long = PREFILL_BUDGET // 2 + 1
     pending = deque([row(5, cancelled=True), row(long), row(long), row(long), row(20, owner="b")])
-    first = admissible(pending, room=8, served=Counter())
+    first = admissible(pending, room=8, served=Counter(), held=Counter())
     # The other tenant's short prompt goes in with the first long one, not after all three.
     assert [(s.owner, len(s.prompt_ids)) for s in first] == [("a", long), ("b", 20)]
     assert len(pending) == 2  # the cancelled one is dropped
     # A tenant with rows running (or just prefilled) waits behind one with none, whatever came first.
     pending = deque([row(long), row(long), row(long, owner="b")])
-    assert [s.owner for s in admissible(pending, room=8, served=Counter(a=1))] == ["b"]
-    assert len(admissible(deque([row(PREFILL_BUDGET * 3)]), room=8, served=Counter())) == 1  # alone, goes in
-    assert len(admissible(deque([row(10)] * 20), room=8, served=Counter())) == 8  # short ones fill the room
-    assert admissible(deque([row(10)]), room=0, served=Counter()) == []
+    assert [s.owner for s in admissible(pending, room=8, served=Counter(a=1), held=Counter(a=1))] == ["b"]
+    assert (
+        len(admissible(deque([row(PREFILL_BUDGET * 3)]), room=8, served=Counter(), held=Counter())) == 1
+    )  # alone, goes in
+    assert (
+        len(admissible(deque([row(10)] * 20), room=8, served=Counter(), held=Counter())) == 8
+    )  # short ones fill the room
+    assert admissible(deque([row(10)]), room=0, served=Counter(), held=Counter()) == []
+
+
+def test_past_its_fair_share_a_tenant_gets_slots_only_when_no_other_tenant_waits() -> None:
+    from collections import Counter, deque
+
+    from tuneloop.serve.backends.batching import Sequence
+    from tuneloop.serve.backends.scheduling import admissible, preemptible
+
+    def rows(owner: str, count: int, pos: int = 0) -> list[Sequence]:
+        out = [
+            Sequence(prompt_ids=[1] * 4, adapter="", max_tokens=1, emit=print, owner=owner)
+            for _ in range(count)
+        ]
+        for seq in out:
+            seq.pos = pos
+        return out
+
+    # 8 slots, two tenants: a share of 4 each. "a" holds 3 and waits with 6 more, "b" waits with 1.
+    taken = admissible(deque(rows("a", 6) + rows("b", 1)), room=5, served=Counter(), held=Counter(a=3))
+    assert [s.owner for s in taken] == ["a", "b", "a", "a", "a"]  # the room left after b still goes to a
+    # "a" holds all 8; "b" waits with 2: two of a's rows go, those that fed the model least.
+    running = rows("a", 6, pos=50) + rows("a", 2, pos=10)
+    assert preemptible(deque(rows("b", 2)), running, slots=8) == running[6:]
+    # At its share no tenant loses a row, nor does a lone tenant.
+    assert preemptible(deque(rows("b", 3)), rows("a", 4) + rows("b", 4), slots=8) == []
+    assert preemptible(deque(rows("a", 3)), rows("a", 8), slots=8) == []
+    assert preemptible(deque(rows("a", 3) + rows("b", 1)), [], slots=1) == []  # nothing running

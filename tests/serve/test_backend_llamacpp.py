@@ -107,6 +107,27 @@ def test_more_requests_than_slots_all_finish_and_a_dropped_stream_frees_its_slot
     assert run(scenario, base_model, max_batch_size=2) == ["length"] * 6
 
 
+def test_a_tenant_holding_every_slot_gives_one_up_to_another_and_its_answers_stay_the_same(
+    base_model: Path,
+) -> None:
+    endless = {0: -100.0, 1: -100.0, 2: -100.0}  # SmolLM2's end tokens banned: every choice runs on
+    long = ask(PROMPTS[0], n=2, max_tokens=60, logit_bias=endless, owner="alpha")
+
+    async def scenario(backend):
+        hog = asyncio.create_task(backend.generate(long))
+        await asyncio.sleep(0)  # queued
+        while backend.queued:  # until both hold a slot
+            await asyncio.sleep(0.01)
+        short = await backend.generate(ask(PROMPTS[1], max_tokens=3, owner="beta"))
+        still_running = not hog.done()
+        return short, still_running, await hog
+
+    short, still_running, hogged = run(scenario, base_model, max_batch_size=2)
+    assert short.completion_tokens == 3 and still_running
+    # Greedy: the choice taken out prefills its prompt and answer so far again, and goes on as the other.
+    assert hogged.choices[0].text == hogged.choices[1].text and hogged.completion_tokens == 2 * 60
+
+
 def test_streamed_deltas_add_up_to_the_answer_and_a_stop_string_ends_it(base_model: Path) -> None:
     async def scenario(backend):
         # Greedy answers agree only when computed alike: the same thread count (pinned below, not following

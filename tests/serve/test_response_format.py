@@ -168,3 +168,59 @@ def test_a_schema_the_embedded_model_cannot_enforce_safely_is_a_400_and_the_serv
         optional = {"anyOf": [{"type": "string"}, {"type": "null"}]}  # one string branch: fine
         fmt["json_schema"]["schema"] = {"type": "object", "properties": {"note": optional}}
         assert http.post("/v1/chat/completions", json=body).status_code == 200
+
+
+def test_a_schema_past_the_embedded_models_bounds_is_a_400_naming_the_bound_and_a_normal_one_is_served(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    def keyed(count: int) -> list[dict]:
+        return [{"type": "object", "properties": {f"k{i}": {"type": "integer"}}} for i in range(count)]
+
+    refused = {  # what the message names -> a schema past it
+        # 5,000 branches held every tenant's generation for 35 s.
+        "characters long as JSON; the embedded model's JSON mode takes at most 100,000": {
+            "anyOf": keyed(5000)
+        },
+        "open at once, nested unions and $refs counted; the embedded model's JSON mode takes at most 32": {
+            "anyOf": keyed(33)
+        },
+        "1,001 properties in all": {"type": "object", "properties": {f"p{i}": {} for i in range(1001)}},
+        # Constraints the enforcer cannot honour: it answered "" or a value outside them, finish_reason stop.
+        "does not take `const`": {"const": {"a": [1, {"b": None}]}},
+        "`minimum` 10 is above `maximum` 1": {"type": "integer", "minimum": 10, "maximum": 1},
+        "a property whose schema is `false`": {"type": "object", "properties": {"a": False}},
+    }
+    normal = {
+        "type": "object",
+        "properties": {
+            "city": {"enum": ["Lisbon", "Porto"]},
+            "days": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+        },
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    settings = Settings(home=tmp_path_factory.mktemp("embedded"), model=str(tiny_model))
+    store = Store(settings.database_url)
+    _, key = store.create_tenant("a", redaction="off")
+    store.close()
+
+    def body(schema: dict) -> dict:
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        return {
+            "model": "tuneloop",
+            "messages": ASK,
+            "response_format": fmt,
+            "max_tokens": 40,
+            "temperature": 0,
+        }
+
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=60) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        answers = {words: http.post("/v1/chat/completions", json=body(s)) for words, s in refused.items()}
+        served = http.post("/v1/chat/completions", json=body(normal))
+    for words, answer in answers.items():
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and words in error["message"], (words, error)
+        assert error["param"] == "response_format.json_schema.schema"
+    assert served.status_code == 200, served.text
+    assert json.loads(served.json()["choices"][0]["message"]["content"])["city"] in ("Lisbon", "Porto")

@@ -1,9 +1,11 @@
-"""Clients that stall or hang up mid-body: a 408 that frees the tenant's slot, and no server error."""
+"""Clients that stall or hang up: mid-body, a 408 that frees the tenant's slot, and no server error; before
+a non-streamed answer, the generation stops and gives the model's slots back."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -62,3 +64,34 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(
         ok = httpx.post(f"{url}/v1/interactions", json=body, headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 201
     assert "unhandled error" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_client_that_hangs_up_before_its_answer_frees_the_models_slots(
+    server: tuple[str, str], path: str, tmp_path: Path
+) -> None:
+    url, key = server
+    headers = {"Authorization": f"Bearer {key}"}
+    shape = (
+        {"prompt": "Once upon a time"}
+        if path == "/v1/completions"
+        else {"messages": [{"role": "user", "content": "A story?"}]}
+    )
+    endless = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens banned: all 8 run to max_tokens
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{url}{path}",
+            json={**shape, "n": 8, "max_tokens": 2000, "logit_bias": endless},
+            headers=headers,
+            timeout=1.0,
+        )
+    started = time.monotonic()
+    # The same tenant: it gets no slot of the eight until the abandoned choices are stopped.
+    after = httpx.post(f"{url}{path}", json={**shape, "max_tokens": 2}, headers=headers, timeout=60)
+    assert after.status_code == 200 and time.monotonic() - started < 5
+    store = Store(Settings(home=tmp_path / "home").database_url)
+    captured = store.for_tenant(store.tenant_by_name("a")).interactions()
+    store.close()
+    # Captured as a dropped stream is: marked, with what the client was sent (nothing).
+    dropped = [i for i in captured if (i["metadata"] or {}).get("disconnected")]
+    assert len(dropped) == 1 and dropped[0]["response"] == ""

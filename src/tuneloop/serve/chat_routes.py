@@ -22,7 +22,7 @@ from tuneloop.registry.versions import Registry
 from tuneloop.retrieve.prompting import add_sources
 from tuneloop.serve import completions_routes, embeddings_routes
 from tuneloop.serve.backends.base import Choice
-from tuneloop.serve.gateway import Call, SamplingParams, Short, finish, open_call, sse, usage
+from tuneloop.serve.gateway import Call, SamplingParams, Short, answered, open_call, sse, usage
 from tuneloop.serve.http import GATEWAY, clip, read_json, validate
 from tuneloop.serve.routing import PRODUCTION
 from tuneloop.store.repository import TenantStore
@@ -242,8 +242,7 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         first = _chunk(call, delta={"role": "assistant", "content": ""})
         events = sse(call, captured, stream, partial(_chunk, call), first=first)
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
-    completion = await st.router.best_of_n.generate(call, gen, captured)
-    await finish(call, captured, completion)
+    completion = await answered(call, request, captured, st.router.best_of_n.generate(call, gen, captured))
     body = {
         "id": call.interaction_id,
         "object": "chat.completion",

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tuneloop.errors import BadRequest
 from tuneloop.serve.backends.base import Choice
-from tuneloop.serve.gateway import Call, SamplingParams, finish, open_call, sse, usage
+from tuneloop.serve.gateway import Call, SamplingParams, answered, open_call, sse, usage
 from tuneloop.serve.http import GATEWAY, read_json, validate
 from tuneloop.store.repository import TenantStore
 
@@ -88,8 +88,7 @@ async def _complete(st: Any, tenant: TenantStore, request: Request) -> Any:
         stream = await st.backend.stream(gen)
         events = sse(call, captured, stream, partial(_chunk, call), endpoint=ENDPOINT)
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
-    completion = await st.backend.generate(gen)
-    await finish(call, captured, completion, endpoint=ENDPOINT)
+    completion = await answered(call, request, captured, st.backend.generate(gen), endpoint=ENDPOINT)
     echo = prompt if req.echo else ""
     body = {
         "id": call.interaction_id,

@@ -12,14 +12,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import ClientDisconnect
 
 from tuneloop.capture.events import InteractionIn, storable
 from tuneloop.errors import BadRequest, Conflict
@@ -30,8 +31,9 @@ from tuneloop.serve.routing import Route
 from tuneloop.store.repository import TenantStore
 
 log = logging.getLogger("tuneloop")
+T = TypeVar("T")
 CAPTURE_ATTEMPTS = 3  # then the interaction goes to the spool (HOME/spool), replayed by the server
-_BACKGROUND: set[asyncio.Task] = set()  # captures of dropped streams, referenced until they finish
+_BACKGROUND: set[asyncio.Task] = set()  # captures of dropped answers, referenced until they finish
 INT64 = 2**63
 MAX_STOP_CHARS = 128  # a stream holds back up to this much text while it might still be a stop sequence
 SESSION_HEADER = "x-tuneloop-session"
@@ -287,6 +289,45 @@ def in_background(coro: Coroutine[Any, Any, None]) -> asyncio.Task:
     return task
 
 
+async def answered(
+    call: Call,
+    request: Request,
+    messages: list[dict[str, str]],
+    generation: Awaitable[Completion],
+    **observed: Any,
+) -> Completion:
+    """The completion `generation` makes, captured (`finish`). A client that hangs up first stops it, so the
+    model's slots go to other requests at once, and gets ClientDisconnect; captured as a dropped stream."""
+    try:
+        completion = await unless_hung_up(request, generation)
+    except ClientDisconnect:
+        dropped(call, messages, [], **observed)
+        raise
+    await finish(call, messages, completion, **observed)
+    return completion
+
+
+async def unless_hung_up(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; cancelled, and ClientDisconnect raised, when the client hangs up first."""
+    task = asyncio.ensure_future(work)
+    hangup = asyncio.ensure_future(_hangup(request))
+    try:
+        await asyncio.wait({task, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        task.cancel()  # no-op once done; else the backend gives the sequences' slots back
+    if not task.done():
+        raise ClientDisconnect
+    return task.result()
+
+
+async def _hangup(request: Request) -> None:
+    # Read after the whole body: the server's next message is the disconnect (Starlette does not cancel a
+    # handler whose client went away, so a non-streamed answer would otherwise be generated to the end).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def finish(call: Call, messages: list[dict[str, str]], completion: Completion, **observed: Any) -> None:
     """Capture a finished answer before the response goes out, so feedback sent after it finds the
     interaction; shielded, so a client leaving at this moment does not cut the capture short."""
@@ -334,9 +375,14 @@ async def sse(
     finally:
         await stream.aclose()
         if not finished:
-            # The client went away mid-stream; what the model said is still captured, in the background
-            # (this generator is being cancelled and cannot wait).
-            in_background(capture(call, messages, _partial(parts), disconnected=True, **observed))
+            dropped(call, messages, parts, **observed)
+
+
+def dropped(call: Call, messages: list[dict[str, str]], parts: list[str], **observed: Any) -> None:
+    """Capture, in the background, what a client that went away mid-answer was sent (`parts`): its request
+    is being cancelled and cannot wait."""
+    log.info("the client of %s went away mid-answer; generation stopped", call.interaction_id)
+    in_background(capture(call, messages, _partial(parts), disconnected=True, **observed))
 
 
 def _event(body: dict[str, Any]) -> str:

@@ -50,6 +50,12 @@ class Sequence:
     first_token_at: float | None = None
 
     @property
+    def context(self) -> list[int]:
+        """The ids to prefill on admission: the prompt, and the tokens generated so far by a sequence that
+        was preempted (so it goes on where it stopped)."""
+        return self.prompt_ids + self.tokens
+
+    @property
     def holdback(self) -> int:
         """Characters kept unsent so a stop string that is still forming never leaks into the stream."""
         return max((len(s) for s in self.stop), default=1) - 1
@@ -188,13 +194,21 @@ class Batch(ABC):
 
     def drop_finished(self) -> None:
         """Remove finished and cancelled rows (and cancelled prompts still filling), freeing their slots."""
-        keep = [i for i, s in enumerate(self.rows) if not (s.done or s.cancelled)]
-        abandoned = [s for s in self.filling if s.cancelled]
-        if len(keep) == len(self.rows) and not abandoned:
+        self._remove(lambda s: s.done or s.cancelled)
+
+    def preempt(self, seqs: list[Sequence]) -> None:
+        """Take the unfinished `seqs` out, freeing their slots; admitted again, they prefill their `context`
+        and go on."""
+        out = set(seqs)
+        self._remove(out.__contains__)
+
+    def _remove(self, leaving: Callable[[Sequence], bool]) -> None:
+        gone = [s for s in self.active if leaving(s)]
+        if not gone:
             return
-        gone = [s for s in self.rows if s.done or s.cancelled]
-        self.filling = [s for s in self.filling if not s.cancelled]
-        self._release(keep, [*gone, *abandoned])
+        keep = [i for i, s in enumerate(self.rows) if not leaving(s)]
+        self.filling = [s for s in self.filling if not leaving(s)]
+        self._release(keep, gone)
         self.rows = [self.rows[i] for i in keep]
 
     def fail_all(self, error: Exception) -> None:
@@ -269,13 +283,14 @@ class TorchBatch(Batch):
         """Prefill `seqs` together, merge their cache into the batch and take their first token."""
         import torch
 
-        width = max(len(s.prompt_ids) for s in seqs)
+        contexts = [s.context for s in seqs]
+        width = max(len(c) for c in contexts)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
-            mask[i, width - len(s.prompt_ids) :] = 1
-            s.pos = len(s.prompt_ids)
+        for i, (s, context) in enumerate(zip(seqs, contexts, strict=True)):
+            ids[i, width - len(context) :] = torch.tensor(context)
+            mask[i, width - len(context) :] = 1
+            s.pos = len(context)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(
             seqs, input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1

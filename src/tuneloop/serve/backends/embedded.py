@@ -11,7 +11,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import itertools
 import secrets
 import sys
 import threading
@@ -32,12 +31,9 @@ from tuneloop.serve.backends.base import (
 )
 from tuneloop.serve.backends.batching import Batch, Observer, Sequence, TorchBatch, default_threads
 from tuneloop.serve.backends.json_mode import JsonMode
+from tuneloop.serve.backends.scheduling import admissible, preemptible
 
 OTHERS_SHARE = 4  # a quarter of the waiting queue stays open to tenants other than the one filling it
-# Prompt tokens admitted between two decode steps of the running rows (a row longer than this still goes
-# in alone): one request of 8 long prompts held every other tenant's answer for its whole prefill. The
-# transformers batch prefills what it admits at once; llama.cpp's a chunk a step anyway.
-PREFILL_BUDGET = 1024
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
@@ -151,9 +147,7 @@ class EmbeddedBackend(Backend):
 
     async def generate(self, req: GenerationRequest) -> Completion:
         """Complete all `n` choices of `req`; cancelling the caller cancels the generation."""
-        if req.response_format is not None:
-            await self._json.ready()
-        seqs, queues, prompt_tokens = self._submit(req, req.n)
+        seqs, queues, prompt_tokens = await self._submit(req, req.n)
         try:
             choices, used = [], 0
             for i, queue in enumerate(queues):
@@ -174,9 +168,7 @@ class EmbeddedBackend(Backend):
         """Admit `req` now (raising Overloaded/BadRequest/NotFound here) and return its delta stream."""
         if req.n != 1:
             raise BadRequest("streaming supports n=1 only; send n separate requests", param="n")
-        if req.response_format is not None:
-            await self._json.ready()
-        [seq], [queue], prompt_tokens = self._submit(req, 1)
+        [seq], [queue], prompt_tokens = await self._submit(req, 1)
 
         def cancel() -> None:
             seq.cancelled = True
@@ -197,7 +189,9 @@ class EmbeddedBackend(Backend):
 
         return TextStream(deltas, on_close=cancel)
 
-    def _submit(self, req: GenerationRequest, n: int) -> tuple[list[Sequence], list[asyncio.Queue], int]:
+    async def _submit(
+        self, req: GenerationRequest, n: int
+    ) -> tuple[list[Sequence], list[asyncio.Queue], int]:
         import torch
 
         if self._thread is None:
@@ -209,13 +203,6 @@ class EmbeddedBackend(Backend):
                 f"logit_bias: token id {unknown[0]} is not in the model's vocabulary (0 to {vocab - 1})",
                 param="logit_bias",
             )
-        adapter = req.adapter or BASE
-        if adapter != BASE:
-            if adapter not in self._adapters:
-                raise NotFound(
-                    f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model"
-                )
-            self._adapters[adapter] = self._adapters.pop(adapter)  # now the most recently used
         prompt = self._encode(req)
         room = self._batch.max_positions - len(prompt)
         if room < 1:
@@ -227,7 +214,9 @@ class EmbeddedBackend(Backend):
                 param=what,
                 code="context_length_exceeded",
             )
-        allowed = self._json.allowed(req.response_format, prompt) if req.response_format else None
+        allowed = await self._json.allowed(req.response_format, prompt) if req.response_format else None
+        # After the last wait: an adapter unloaded meanwhile must not reach the batch.
+        adapter = self._adapter(req)
         loop = asyncio.get_running_loop()
         seqs, queues = [], []
         for i in range(n):
@@ -274,6 +263,16 @@ class EmbeddedBackend(Backend):
             self._pending.extend(seqs)
             self._cond.notify()
         return seqs, queues, len(prompt)
+
+    def _adapter(self, req: GenerationRequest) -> str:
+        adapter = req.adapter or BASE
+        if adapter != BASE:
+            if adapter not in self._adapters:
+                raise NotFound(
+                    f"unknown adapter {adapter!r}; loaded: {self.adapters or 'none'}", param="model"
+                )
+            self._adapters[adapter] = self._adapters.pop(adapter)  # now the most recently used
+        return adapter
 
     @staticmethod
     def _validate(req: GenerationRequest) -> None:
@@ -395,9 +394,14 @@ class EmbeddedBackend(Backend):
                     if self._closing:
                         break
                     controls = self._ready_controls(batch)
+                    preempted = preemptible(self._pending, batch.active, self._max_batch_size)
+                    held = collections.Counter(s.owner for s in batch.active if s not in preempted)
                     # Owners with rows running or just prefilled wait behind the others.
-                    served = collections.Counter(s.owner for s in [*batch.active, *admitted])
-                    admitted = admissible(self._pending, self._max_batch_size - len(batch.active), served)
+                    served = held + collections.Counter(s.owner for s in admitted)
+                    room = self._max_batch_size - held.total()
+                    admitted = admissible(self._pending, room, served, held)
+                    # Queued first again, after this round: the slots they free go to the owners waiting.
+                    self._pending.extendleft(reversed(preempted))
                 for op, name, path, future in controls:
                     try:
                         self._apply_control(op, name, path)
@@ -405,6 +409,7 @@ class EmbeddedBackend(Backend):
                     except Exception as exc:
                         future.set_exception(exc)
                 try:
+                    batch.preempt(preempted)
                     if admitted:
                         batch.admit(admitted)
                         batch.drop_finished()
@@ -438,28 +443,3 @@ class EmbeddedBackend(Backend):
             for *_, future in self._controls:
                 future.set_exception(error)
             self._controls.clear()
-
-
-def admissible(
-    pending: collections.deque[Sequence], room: int, served: collections.Counter[str]
-) -> list[Sequence]:
-    """Take from `pending` the rows to prefill next, owners (tenants) in turn, those `served` least first:
-    at most `room`, and no more prompt tokens than PREFILL_BUDGET (the first row always goes); cancelled
-    rows are dropped unprefilled."""
-    waiting: dict[str, list[Sequence]] = {}
-    for seq in pending:
-        if not seq.cancelled:
-            waiting.setdefault(seq.owner, []).append(seq)
-    owners = sorted(waiting.values(), key=lambda rows: served[rows[0].owner])  # stable: arrival order next
-    taken: list[Sequence] = []
-    tokens = 0
-    for seq in (s for turn in itertools.zip_longest(*owners) for s in turn if s is not None):
-        if len(taken) >= room or (taken and tokens + len(seq.prompt_ids) > PREFILL_BUDGET):
-            break
-        taken.append(seq)
-        tokens += len(seq.prompt_ids)
-    chosen = {id(s) for s in taken}
-    kept = [s for s in pending if not s.cancelled and id(s) not in chosen]
-    pending.clear()
-    pending.extend(kept)
-    return taken

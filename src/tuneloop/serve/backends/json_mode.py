@@ -9,10 +9,13 @@ it starts a word). Building it takes about a second and happens once, at the fir
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import importlib.util
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop.errors import BadRequest
@@ -26,6 +29,24 @@ SCHEMA_PARAM = "response_format.json_schema.schema"
 # ("^(a|b)*a(a|b){18}$" froze a server for every tenant): a schema that holds one is refused.
 REGEX_KEYWORDS = {"pattern", "patternProperties"}
 NAMED_SCHEMAS = {"properties", "$defs", "definitions", "dependentSchemas"}
+DATA_KEYS = {"enum", "const", "default", "examples"}  # values, not schemas
+KINDS = frozenset({"object", "array", "string", "number", "boolean", "null"})
+# What a schema may cost. The enforcer follows it on the model's thread, at every token of every tenant's
+# batch; measured on 2 cores: ~2 ms a token per parse it keeps open (a union's branches that start alike:
+# 100 took 0.1-0.2 s a token, 5,000 froze every tenant for 35 s), ~0.03 ms per property of the object being
+# written. Ordinary schemas stay far below; OpenAI's structured outputs allow 5,000 properties, which cost
+# up to 0.16 s a token here, and 1,000 enum values in all, as here.
+MAX_SCHEMA_CHARS = 100_000  # serialized; OpenAI allows 120,000 characters of names and enum values
+MAX_PROPERTIES = 1_000
+MAX_ENUM_VALUES = 1_000
+MAX_OPEN_PARSES = 32  # branches that start alike, through nested unions and `$ref`s
+MAX_SCHEMA_DEPTH = 32  # subschemas within subschemas, `$ref`s followed: OpenAI allows 10 levels of objects
+BOUNDS = {  # a lower bound and the upper bound it must not pass
+    "minimum": "maximum",
+    "minLength": "maxLength",
+    "minItems": "maxItems",
+    "minProperties": "maxProperties",
+}
 
 
 class JsonMode:
@@ -67,12 +88,18 @@ class JsonMode:
         decode = functools.partial(_decode, tokenizer)
         return TokenEnforcerTokenizerData(regular, decode, self._eos_ids, False, self._vocab_size)
 
-    def allowed(self, response_format: dict[str, Any], prompt_ids: list[int]) -> Allowed:
-        """The constraint for one sequence; a schema the enforcer cannot read is a 400 naming it."""
+    async def allowed(self, response_format: dict[str, Any], prompt_ids: list[int]) -> Allowed:
+        """The constraint for one request's sequences, built in a worker thread: neither the event loop nor
+        the model's thread, which generates for every tenant, waits for it. A schema the enforcer cannot
+        follow (or not cheaply enough) is a 400 naming why."""
+        await self.ready()
+        return await asyncio.to_thread(self._allowed, response_format, prompt_ids)
+
+    def _allowed(self, response_format: dict[str, Any], prompt_ids: list[int]) -> Allowed:
         from lmformatenforcer import JsonSchemaParser, TokenEnforcer
 
-        assert self._data is not None, "await ready() first"
         schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        _check_cost(schema)
         _check_schema(schema, schema)
         try:
             enforcer = TokenEnforcer(self._data, JsonSchemaParser(schema))
@@ -90,6 +117,7 @@ class JsonMode:
                 log.exception("JSON constraint failed; the rest of this answer is unconstrained")
                 return None
 
+        next_tokens([])  # the first step, the dearest, here: the enforcer keeps it for the model's thread
         return next_tokens
 
 
@@ -108,6 +136,26 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
             "(regular expressions); drop it, or serve through an upstream that constrains decoding",
             param=SCHEMA_PARAM,
         )
+    if "const" in node:
+        raise BadRequest(
+            "response_format: the embedded model's JSON mode does not take `const`; for a string, number "
+            "or boolean send a one-value `enum`, or serve through an upstream that constrains decoding",
+            param=SCHEMA_PARAM,
+        )
+    for low, high in BOUNDS.items():
+        if _number(node.get(low)) and _number(node.get(high)) and node[low] > node[high]:
+            raise BadRequest(
+                f"response_format: `{low}` {node[low]} is above `{high}` {node[high]}: nothing fits the "
+                "schema",
+                param=SCHEMA_PARAM,
+            )
+    properties = node.get("properties")
+    if isinstance(properties, dict) and any(sub is False for sub in properties.values()):
+        raise BadRequest(
+            "response_format: a property whose schema is `false` can hold no value; leave it out of "
+            "`properties` (and `required`)",
+            param=SCHEMA_PARAM,
+        )
     if "$ref" in node and _resolve(root, node) is None:
         raise BadRequest(
             "response_format: a `$ref` must point inside the schema (`#/...`); this one leads nowhere "
@@ -116,7 +164,7 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
         )
     for key in UNIONS & node.keys():
         branches = node[key] if isinstance(node[key], list) else []
-        if sum(_takes_string(branch, root) for branch in branches) > 1:
+        if sum("string" in _kinds(branch, root) for branch in branches) > 1:
             # The enforcer follows every string branch at once, token by token: a `date | date-time`
             # union took 20 s a token, on the one thread that generates for every tenant.
             raise BadRequest(
@@ -132,22 +180,106 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
             _check_schema(sub, root)
 
 
-def _takes_string(node: Any, root: dict[str, Any], depth: int = 0) -> bool:
-    """Whether the schema `node` (its `$ref` followed) accepts some string."""
+def _kinds(node: Any, root: dict[str, Any], depth: int = 0) -> frozenset[str]:
+    """The JSON types of the values the schema `node` (its `$ref` followed) accepts."""
     if isinstance(node, dict) and "$ref" in node:
         node = _resolve(root, node)
     if not isinstance(node, dict) or depth > MAX_UNION_DEPTH:
-        return node is True
+        return KINDS if node is True else frozenset()
     kinds = node.get("type")
     if kinds is not None:
-        return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
-    if "enum" in node or "const" in node:
-        values = node["enum"] if isinstance(node.get("enum"), list) else []
-        return any(isinstance(v, str) for v in [*values, node.get("const")])
+        names = kinds if isinstance(kinds, list) else [kinds]
+        return frozenset("number" if k == "integer" else k for k in names) & KINDS
+    if isinstance(node.get("enum"), list):
+        return frozenset(_kind(v) for v in node["enum"])
     unions = [b for key in UNIONS & node.keys() if isinstance(node[key], list) for b in node[key]]
     if unions:
-        return any(_takes_string(b, root, depth + 1) for b in unions)
-    return True  # no type: any value, strings among them
+        return frozenset().union(*(_kinds(b, root, depth + 1) for b in unions))
+    return KINDS  # no type: any value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", dict: "object", list: "array"}.get(type(value), "null")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_cost(schema: dict[str, Any]) -> None:
+    """400 for a schema past one of the bounds on what the enforcer follows (MAX_SCHEMA_CHARS and on)."""
+    chars = len(json.dumps(schema))
+    if chars > MAX_SCHEMA_CHARS:
+        raise _too_costly(f"is {chars:,} characters long as JSON", MAX_SCHEMA_CHARS)
+    walk = _Walk(schema)
+    parses = walk.open_parses(schema, 0)
+    if walk.properties > MAX_PROPERTIES:
+        raise _too_costly(f"has {walk.properties:,} properties in all", MAX_PROPERTIES)
+    if walk.enum_values > MAX_ENUM_VALUES:
+        raise _too_costly(f"has {walk.enum_values:,} enum values in all", MAX_ENUM_VALUES)
+    if parses > MAX_OPEN_PARSES:
+        raise _too_costly(
+            f"has unions (anyOf/oneOf) that keep {parses:,} branches of one JSON type open at once, nested "
+            "unions and $refs counted",
+            MAX_OPEN_PARSES,
+        )
+
+
+def _too_costly(what: str, limit: int) -> BadRequest:
+    return BadRequest(
+        f"response_format: this schema {what}; the embedded model's JSON mode takes at most {limit:,} (it "
+        "follows the schema at every token, on the thread that generates for every tenant); send a smaller "
+        "schema, or serve through an upstream that constrains decoding",
+        param=SCHEMA_PARAM,
+    )
+
+
+@dataclass
+class _Walk:
+    """One pass over a schema, `$ref`s followed and each subschema walked once, adding up what the
+    enforcer will follow."""
+
+    root: dict[str, Any]
+    properties: int = 0
+    enum_values: int = 0
+    parses: dict[int, int] = field(default_factory=dict)  # id(subschema) -> open_parses
+
+    def open_parses(self, node: Any, depth: int) -> int:
+        """How many parses the enforcer may keep open at once inside `node`: a union's branches of one
+        JSON type, each with the parses it opens in turn."""
+        if depth > MAX_SCHEMA_DEPTH:
+            raise _too_costly(f"nests subschemas more than {MAX_SCHEMA_DEPTH} levels deep", MAX_SCHEMA_DEPTH)
+        if isinstance(node, dict) and "$ref" in node:
+            node = _resolve(self.root, node)
+        if not isinstance(node, dict):
+            return 1
+        if id(node) in self.parses:
+            return self.parses[id(node)]
+        self.parses[id(node)] = 1  # a `$ref` back to a schema still being walked: once round the cycle
+        if isinstance(node.get("properties"), dict):
+            self.properties += len(node["properties"])
+        if isinstance(node.get("enum"), list):
+            self.enum_values += len(node["enum"])
+        most = 1
+        for key, value in node.items():
+            if key in DATA_KEYS:
+                continue
+            named = key in NAMED_SCHEMAS and isinstance(value, dict)
+            subs = list(value.values()) if named else value if isinstance(value, list) else [value]
+            opened = [self.open_parses(sub, depth + 1) for sub in subs]
+            if key in UNIONS:
+                alike: collections.Counter[str] = collections.Counter()
+                for sub, count in zip(subs, opened, strict=True):
+                    alike.update(dict.fromkeys(_kinds(sub, self.root), count))
+                most = max([most, *alike.values()])
+            else:
+                most = max([most, *opened])
+        self.parses[id(node)] = most
+        return most
 
 
 def _resolve(root: dict[str, Any], node: dict[str, Any]) -> Any:

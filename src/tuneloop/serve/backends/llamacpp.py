@@ -239,12 +239,14 @@ class LlamaCppBatch(Batch):
             s: [(s.pending, s.pos, self._slot[s], True)] for s in self.rows
         }
         budget = PREFILL_CHUNK if self.rows else self.max_positions
-        for s in sorted(self.filling, key=lambda s: len(s.prompt_ids) - s.pos):
+        contexts = {s: s.context for s in self.filling}
+        for s in sorted(self.filling, key=lambda s: len(contexts[s]) - s.pos):
             if budget <= 0:
                 break
-            last = len(s.prompt_ids) - 1
+            ids = contexts[s]
+            last = len(ids) - 1
             end = min(last + 1, s.pos + budget)
-            feeds[s] = [(s.prompt_ids[p], p, self._slot[s], p == last) for p in range(s.pos, end)]
+            feeds[s] = [(ids[p], p, self._slot[s], p == last) for p in range(s.pos, end)]
             budget -= end - s.pos
         logits: dict[Sequence, Any] = {}
         for adapter, rows in _by_adapter(list(feeds)):
@@ -264,7 +266,7 @@ class LlamaCppBatch(Batch):
     def _trim_caches(self) -> None:
         """Cut free slots' caches to the positions the running sequences reach: llama.cpp attends every row
         over as many cells as the fullest slot holds, so a long cached prompt slowed every decode."""
-        reach = max([s.pos + 1 for s in self.rows] + [len(s.prompt_ids) for s in self.filling], default=0)
+        reach = max([s.pos + 1 for s in self.rows] + [len(s.context) for s in self.filling], default=0)
         for slot, (adapter, ids) in list(self._cached.items()):
             if len(ids) > reach > 0:
                 self._lc.llama_memory_seq_rm(self._memory, slot, reach, -1)
@@ -276,11 +278,12 @@ class LlamaCppBatch(Batch):
         Returns how many prompt tokens that cache still holds. With no cache to reuse, the free slot whose
         cache is shortest, so a prompt other requests may share is overwritten last."""
         slot, reuse = min(reversed(self._free), key=lambda free: len(self._cached.get(free, ("", []))[1])), 0
+        context = s.context
         for free in self._free:
             adapter, ids = self._cached.get(free, (None, []))
-            if adapter == s.adapter and (n := _common_start(ids, s.prompt_ids)) > reuse:
+            if adapter == s.adapter and (n := _common_start(ids, context)) > reuse:
                 slot, reuse = free, n
-        reuse = min(reuse, len(s.prompt_ids) - 1)  # the last prompt token must run: it gives the logits
+        reuse = min(reuse, len(context) - 1)  # the last prompt token must run: it gives the logits
         self._free.remove(slot)
         self._cached.pop(slot, None)
         self._lc.llama_memory_seq_rm(self._memory, slot, reuse, -1)
@@ -324,7 +327,7 @@ class LlamaCppBatch(Batch):
             if s.done:
                 self._lc.llama_memory_seq_rm(self._memory, slot, len(s.prompt_ids), -1)
                 self._cached[slot] = (s.adapter, s.prompt_ids)
-            else:  # cancelled or failed: its cache may be partial
+            else:  # cancelled, failed or preempted: its cache may be partial
                 self._lc.llama_memory_seq_rm(self._memory, slot, -1, -1)
             self._free.append(slot)
 
