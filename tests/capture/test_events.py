@@ -103,7 +103,19 @@ def test_counts_fractions_and_float_magnitudes_are_kept_as_measures(number: floa
 
 
 @pytest.mark.parametrize("kind", ["edit", "comment"])
-@pytest.mark.parametrize("text", ["\u200b\u2060\ufeff", " \u200b\n", "\u00ad\u200d"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b\u2060\ufeff",
+        " \u200b\n",
+        "\u00ad\u200d",
+        "\u3164",
+        "\u2800",
+        "\u115f\u1160",
+        "\u0301",
+        "\ufe0f\u034f",
+    ],
+)
 def test_an_edit_or_comment_of_invisible_characters_only_is_refused(kind: str, text: str) -> None:
     with pytest.raises(ValidationError, match="visible text"):
         FeedbackIn.model_validate(_event(kind, text))

@@ -108,31 +108,40 @@ def scrub_home(home: Path, needles: Needles, owner: Owner, skip: Iterable[Path])
     for path in sorted(home.rglob("*")):
         if not path.is_file() or path.is_symlink() or path.suffix in WEIGHTS:
             continue
-        if path.stat().st_size > MAX_SCAN_BYTES:
-            continue
         resolved = path.resolve()
         if any(resolved == s or s in resolved.parents for s in skipped):
             continue
         name = path.relative_to(home)
-        whose = _folder_owner(home, name)
-        if whose is not None and whose not in (owner.id, owner.name):
+        whose = _folder_owner(home, name, owner)
+        if whose is False:
             continue
-        owned = whose is not None
+        owned = whose is True
+        stat = path.stat()
+        if stat.st_size > MAX_SCAN_BYTES or stat.st_nlink > 1:
+            # Too large to read whole, or also another path's file (a hard link): the tenant's is reported
+            # unchanged rather than skipped unsaid or rewritten under whoever shares it.
+            if owned:
+                residue.left.append(str(name))
+            continue
         outcome = _scrub(path, needles, owner.id, owned, owned and name.parts[0] in OWNED)
         if outcome is not None:
             getattr(residue, outcome).append(str(name))
     return residue
 
 
-def _folder_owner(home: Path, name: Path) -> str | None:
-    """The tenant id or name a file's folder belongs to: a tenant's folder under HOME, or a `snapshot
-    export` folder whose dataset card names it; None for a file nothing attributes."""
-    if len(name.parts) > 2 and name.parts[0] in (*OWNED, "policies"):
-        return name.parts[1]
+def _folder_owner(home: Path, name: Path, owner: Owner) -> bool | None:
+    """Whether a file's folder is `owner`'s (True) or another tenant's (False): `reports/<id>/`,
+    `jobs/<id>/`, `policies/<name>/`, or a `snapshot export` folder whose dataset card names it; None for a
+    file nothing attributes. Ids and names are each matched where they are used: a tenant may be named like
+    another's id."""
+    if len(name.parts) > 2 and name.parts[0] in OWNED:
+        return name.parts[1] == owner.id
+    if len(name.parts) > 2 and name.parts[0] == "policies":
+        return name.parts[1] == owner.name
     card = home / name.parent / "README.md"
     if card.is_file() and card.stat().st_size <= MAX_SCAN_BYTES:
         found = _CARD_TENANT.search(card.read_text(errors="replace"))
-        return found.group(1) if found else None
+        return found.group(1) == owner.id if found else None
     return None
 
 
@@ -161,7 +170,7 @@ def _holds(path: Path, needles: Needles) -> bool:
         # YAML folds long strings over lines, so a message can hide from a byte search; read it instead.
         try:
             return needles.mentions(yaml.safe_load(data))
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # nested past the parser's depth: no item of a golden set
             return False
     return False
 
@@ -172,7 +181,7 @@ def _rewrite_items(path: Path, needles: Needles) -> str | None:
     data = path.read_bytes()
     try:
         doc = yaml.safe_load(data)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         return None
@@ -242,8 +251,8 @@ def _rewrite_parquet(path: Path, needles: Needles, tenant_id: str, owned: bool) 
 
     try:
         table = pq.read_table(path)
-    except (OSError, pa.ArrowException):
-        return None  # not a Parquet file after all: nothing of ours to rewrite
+    except (OSError, pa.ArrowException):  # not readable as Parquet: the tenant's is reported unchanged
+        return "left" if owned else None
     rows = table.to_pylist()
     verdicts = [_row_verdict(row, needles, tenant_id, owned) for row in rows]
     if "drop" in verdicts:

@@ -90,10 +90,16 @@ def to_text(raw: str, fmt: Format) -> str:
     return text if visible(text) else ""
 
 
+# Letters and symbols that render as blank space (Hangul fillers, the blank braille pattern, Khmer's
+# inherent vowels, the object replacement character): their categories say they show something.
+BLANKS = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0\ufffc")
+
+
 def visible(text: str) -> bool:
-    """Whether `text` shows anything: a character that is neither whitespace nor an invisible format
-    character (zero-width spaces and joiners, a byte order mark), which `str.strip` keeps."""
-    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+    """Whether `text` shows anything: a letter, number, punctuation mark or symbol that is not a blank one,
+    where whitespace, format characters (zero-width spaces, a byte order mark), controls and combining marks
+    alone show nothing (`str.strip` keeps all but the first)."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in BLANKS for ch in text)
 
 
 def title_of(text: str, fallback: str) -> str:

@@ -238,6 +238,9 @@ def _too_costly(what: str, limit: int) -> BadRequest:
     )
 
 
+WALKING = -1  # a subschema whose walk has begun and not ended
+
+
 @dataclass
 class _Walk:
     """One pass over a schema, `$ref`s followed and each subschema walked once, adding up what the
@@ -257,9 +260,18 @@ class _Walk:
             node = _resolve(self.root, node)
         if not isinstance(node, dict):
             return 1
+        if self.parses.get(id(node)) == WALKING:
+            # Each round of a cycle can open as many parses again (an array of unions of arrays of itself
+            # doubles them at every `[`): no count bounds it, and one such request held every tenant's
+            # answers for minutes.
+            raise BadRequest(
+                "response_format: the embedded model's JSON mode cannot follow a schema that refers back "
+                "to itself ($ref in a cycle); unroll it to a fixed depth, or serve through an upstream",
+                param=SCHEMA_PARAM,
+            )
         if id(node) in self.parses:
             return self.parses[id(node)]
-        self.parses[id(node)] = 1  # a `$ref` back to a schema still being walked: once round the cycle
+        self.parses[id(node)] = WALKING
         if isinstance(node.get("properties"), dict):
             self.properties += len(node["properties"])
         if isinstance(node.get("enum"), list):
