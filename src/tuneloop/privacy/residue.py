@@ -105,6 +105,7 @@ def scrub_home(home: Path, needles: Needles, owner: Owner, skip: Iterable[Path])
     hold their data; `skip` lists paths never to open (the store's files, snapshots, models, keys)."""
     residue = Residue()
     skipped = [p.resolve() for p in skip]
+    owners: dict[Path, bool | None] = {}  # per folder: a folder's files share its owner, and its card
     for path in sorted(home.rglob("*")):
         if not path.is_file() or path.is_symlink() or path.suffix in WEIGHTS:
             continue
@@ -112,7 +113,9 @@ def scrub_home(home: Path, needles: Needles, owner: Owner, skip: Iterable[Path])
         if any(resolved == s or s in resolved.parents for s in skipped):
             continue
         name = path.relative_to(home)
-        whose = _folder_owner(home, name, owner)
+        if name.parent not in owners:
+            owners[name.parent] = _folder_owner(home, name.parent, owner)
+        whose = owners[name.parent]
         if whose is False:
             continue
         owned = whose is True
@@ -129,16 +132,16 @@ def scrub_home(home: Path, needles: Needles, owner: Owner, skip: Iterable[Path])
     return residue
 
 
-def _folder_owner(home: Path, name: Path, owner: Owner) -> bool | None:
-    """Whether a file's folder is `owner`'s (True) or another tenant's (False): `reports/<id>/`,
-    `jobs/<id>/`, `policies/<name>/`, or a `snapshot export` folder whose dataset card names it; None for a
-    file nothing attributes. Ids and names are each matched where they are used: a tenant may be named like
-    another's id."""
-    if len(name.parts) > 2 and name.parts[0] in OWNED:
-        return name.parts[1] == owner.id
-    if len(name.parts) > 2 and name.parts[0] == "policies":
-        return name.parts[1] == owner.name
-    card = home / name.parent / "README.md"
+def _folder_owner(home: Path, folder: Path, owner: Owner) -> bool | None:
+    """Whether a folder under HOME is `owner`'s (True) or another tenant's (False): in `reports/<id>/`,
+    `jobs/<id>/` or `policies/<name>/`, or a `snapshot export` folder whose dataset card names it; None for
+    a folder nothing attributes. Ids and names are each matched where they are used: a tenant may be named
+    like another's id."""
+    if len(folder.parts) > 1 and folder.parts[0] in OWNED:
+        return folder.parts[1] == owner.id
+    if len(folder.parts) > 1 and folder.parts[0] == "policies":
+        return folder.parts[1] == owner.name
+    card = home / folder / "README.md"
     if card.is_file() and card.stat().st_size <= MAX_SCAN_BYTES:
         found = _CARD_TENANT.search(card.read_text(errors="replace"))
         return found.group(1) == owner.id if found else None
