@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuneloop.capture.metadata_keys import MIN_NUMBER_DIGITS, is_long_number
+from tuneloop.capture.metadata_keys import is_long_number
 from tuneloop.retrieve.extract import visible
 
 FEEDBACK_KINDS = (
@@ -104,19 +104,30 @@ class InteractionPreference(BaseModel):
     rejected_interaction: Id
 
 
+MEASURE_DIGITS = 3
+MAX_MEASURE_DIGITS = 18
+
+
 def _a_measure(value: Any) -> Any:
-    # Rewards, KPIs and /metrics read this as a number, so redaction cannot put a placeholder here as it
-    # does in metadata. A whole number as long as a local phone number is far likelier an identifier (a
-    # phone, card, account or social security number) than a flag, count, time or score: refused, not
-    # stored. That also keeps every integer within float range (10**400 would overflow each read). The
-    # message does not repeat the number: errors reach logs.
-    if is_long_number(value):
+    """`value` as stored: a whole number of 7 or more digits kept to its first 3 significant digits.
+
+    Rewards, KPIs and /metrics read this as a number, so redaction cannot put a placeholder here as it does
+    in metadata; a number that long may be an identifier (a phone, card or account number), and 3 digits of
+    one identify no one while a duration in milliseconds or an amount in cents keeps its magnitude. Past 18
+    digits no measure needs the number, and an int past float range would overflow every read: refused
+    (the message does not repeat the number, as errors reach logs)."""
+    if not is_long_number(value):
+        return value
+    whole = abs(int(value))
+    digits = len(str(whole))
+    if isinstance(value, int) and digits > MAX_MEASURE_DIGITS:
         raise ValueError(
-            f"value.value: a whole number of {MIN_NUMBER_DIGITS} or more digits reads as an identifier (a "
-            "phone, card or account number), not a measure; send counts and times in units that keep them "
-            "below a million, and text about an identifier in a comment, which is redacted"
+            f"value.value: a whole number of more than {MAX_MEASURE_DIGITS} digits is no measure; send "
+            "counts and times in units that keep them smaller"
         )
-    return value
+    step = 10 ** (digits - MEASURE_DIGITS)
+    kept = (whole + step // 2) // step * step * (1 if value > 0 else -1)
+    return float(kept) if isinstance(value, float) else kept
 
 
 class Outcome(BaseModel):
@@ -126,7 +137,7 @@ class Outcome(BaseModel):
 
     @model_validator(mode="after")
     def _value_is_a_measure(self) -> Outcome:
-        _a_measure(self.value)
+        self.value = _a_measure(self.value)
         return self
 
 
@@ -149,7 +160,7 @@ class Score(BaseModel):
         value = self.value
         if self.data_type == "numeric" and isinstance(value, bool | str):
             raise ValueError("value.value: a numeric score takes a number")
-        _a_measure(value)
+        value = self.value = _a_measure(value)
         if self.data_type == "boolean":
             if isinstance(value, str) or (not isinstance(value, bool) and value not in (0, 1)):
                 raise ValueError("value.value: a boolean score takes true/false (or 1/0)")
