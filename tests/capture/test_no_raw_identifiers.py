@@ -153,20 +153,25 @@ def test_no_raw_identifier_or_pii_is_in_any_file_under_home(home_after_traffic: 
     assert leaks == []
 
 
-def test_stored_identifiers_are_joinable_keyed_hashes(home_after_traffic: Path) -> None:
+def test_stored_identifiers_are_keyed_hashes_that_join_within_a_tenant_only(home_after_traffic: Path) -> None:
     settings = Settings(home=home_after_traffic)
     store = Store(settings.database_url)
     pseudonyms = Pseudonyms(settings.hash_key())
+    users = set()
     for mode in ("redact", "hash"):
         tenant = store.for_tenant(store.tenant_by_name(f"t-{mode}"))
         rows = tenant.interactions()
-        assert {r["user"] for r in rows} == {pseudonyms.identifier(USER)}  # the gateway's row too
+        user = pseudonyms.identifier(USER, tenant.tenant_id)
+        assert {r["user"] for r in rows} == {user}  # the gateway's row too
         assert {r["session"] for r in rows if not r["id"].startswith("chatcmpl-")} == {
-            pseudonyms.identifier(SESSION)
+            pseudonyms.identifier(SESSION, tenant.tenant_id)
         }
         raters = {e["rater"] for e in tenant.feedback()} - {None}
-        assert raters == {pseudonyms.identifier(r) for r in RATERS}
+        assert raters == {pseudonyms.identifier(r, tenant.tenant_id) for r in RATERS}
         assert "channel" in rows[0]["metadata"]  # keys that are not personal are kept as they are
+        users.add(user)
+    # The same person in two tenants' apps: their exports cannot be joined on the pseudonym.
+    assert len(users) == 2
     store.close()
 
 

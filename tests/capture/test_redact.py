@@ -257,3 +257,12 @@ def test_a_card_sent_as_a_json_number_is_redacted_and_other_numbers_stay_numbers
     stored = row["metadata"]
     assert stored["card"] == stored["as_float"] == "<CREDIT_CARD>"
     assert (stored["ts"], stored["n"]) == (1733300000000, 3)
+
+
+def test_hash_placeholders_join_within_a_tenant_and_not_across(redactor: Redactor) -> None:
+    texts = ["mail a@example.com", "write to a@example.com"]
+    alpha = redactor.redact_texts(texts, "hash", key_scope="alpha")
+    beta = redactor.redact_texts(texts, "hash", key_scope="beta")
+    placeholder = re.compile(r"<EMAIL_ADDRESS:[0-9a-f]{12}>")
+    assert len({placeholder.search(t)[0] for t in alpha}) == 1
+    assert {placeholder.search(t)[0] for t in alpha}.isdisjoint({placeholder.search(t)[0] for t in beta})

@@ -148,15 +148,15 @@ def test_forgotten_user_leaves_no_text_under_home_and_the_audit_still_verifies(t
     assert erasure["files"] == {"rewritten": exported, "removed": others, "left": []}
     assert erasure["disk_clean"]
     assert _holding(tuneloop_home, jane_texts) == []
-    hashed = Pseudonyms(settings.hash_key()).identifier(JANE)
+    pseudonyms = Pseudonyms(settings.hash_key())
+    hashed = pseudonyms.identifier(JANE, acme.tenant_id)
     assert [p for p in _holding(tuneloop_home, [hashed]) if not p.startswith("tuneloop.db")] == []
     # Bob's rows stay in the store; an export row that carries Jane's rating (b0) goes whole.
-    stored_id = Pseudonyms(settings.hash_key()).reference
     assert [json.loads(line)["id"] for line in (exports / "acme.jsonl").read_text().splitlines()] == [
-        stored_id("b1"),
-        stored_id("b2"),
+        pseudonyms.reference("b1", acme.tenant_id),
+        pseudonyms.reference("b2", acme.tenant_id),
     ]
-    assert {i["user"] for i in acme.interactions()} == {Pseudonyms(settings.hash_key()).identifier("bob-7")}
+    assert {i["user"] for i in acme.interactions()} == {pseudonyms.identifier("bob-7", acme.tenant_id)}
     assert (len(beta.interactions()), len(beta.feedback())) == beta_rows
 
     rewritten = get_snapshot(acme, snapshot.hash)

@@ -191,9 +191,10 @@ def test_a_reviewer_who_contradicts_the_others_is_flagged_by_agreement_and_by_ra
     tenant = store.for_tenant(store.tenant_by_name("acme"))
     snapshot = create_snapshot(tenant, settings.home, RewardPolicy(near_duplicate_threshold=1.0))
     store.close()
-    rater = Pseudonyms(settings.hash_key()).identifier
-    assert rater(keys["reviewer3"][:10]) in snapshot.report["flagged_raters"]
-    assert rater(keys["reviewer1"][:10]) not in snapshot.report["flagged_raters"]
+    pseudonyms = Pseudonyms(settings.hash_key())
+    flagged = snapshot.report["flagged_raters"]
+    assert pseudonyms.identifier(keys["reviewer3"][:10], tenant.tenant_id) in flagged
+    assert pseudonyms.identifier(keys["reviewer1"][:10], tenant.tenant_id) not in flagged
 
 
 def test_guidelines_are_redacted_before_they_are_stored(api) -> None:

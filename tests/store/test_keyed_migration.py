@@ -1,4 +1,5 @@
-"""Migration 0008 keys the digests and identifiers of rows captured before it, with the server secret."""
+"""Migration 0008 keys the digests and identifiers of rows captured before it, with the server secret; 0016
+keeps those tenants on the server-wide key while new tenants get their own."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from tuneloop.capture.ingest import Capture
+from tuneloop.capture.redact import Redactor
 from tuneloop.errors import ConfigError
 from tuneloop.store.engine import MIGRATIONS, create_engine, migrate
 from tuneloop.store.pseudonyms import Pseudonyms
-from tuneloop.store.repository import payload_hash
+from tuneloop.store.repository import Store, payload_hash
 from tuneloop.store.schema import feedback, interactions, tenants
 
 SECRET = b"server-secret"
@@ -95,3 +98,18 @@ def test_old_rows_without_the_secret_are_refused_with_the_fix(db_url: str) -> No
             conn.execute(sa.text("SELECT user_id FROM interactions")).scalars().first() == "jane@example.com"
         )
     engine.dispose()
+
+
+def test_tenants_from_before_keep_the_server_wide_pseudonyms_their_rows_were_made_with(db_url: str) -> None:
+    engine = _old_store(db_url)
+    migrate(engine, SECRET)
+    engine.dispose()
+    store = Store(db_url, secret=SECRET)
+    old = store.for_tenant(store.tenant_by_name("t"))
+    new = store.for_tenant(store.create_tenant("new")[0])
+    capture = Capture(Redactor(), Pseudonyms(SECRET))
+    # An erasure of jane, or a lookup of her interaction by its id, still finds the rows stored before.
+    assert capture.identifier(old, "jane@example.com") == old.interactions()[0]["user"]
+    assert capture.identifier(new, "jane@example.com") != old.interactions()[0]["user"]
+    assert (old.tenant.pseudonyms, new.tenant.pseudonyms) == ("server", "tenant")
+    store.close()

@@ -14,7 +14,7 @@ from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_bac
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor, strings_in
 from tuneloop.errors import PayloadTooLarge
-from tuneloop.store.pseudonyms import Pseudonyms
+from tuneloop.store.pseudonyms import Pseudonyms, key_scope
 from tuneloop.store.repository import ItemResult, TenantStore
 from tuneloop.store.schema import chunks
 
@@ -65,11 +65,15 @@ class Capture:
 
     def identifier(self, store: TenantStore, value: str | None) -> str | None:
         """How this tenant stores an end-user identifier: its keyed hash, or itself with redaction off."""
-        return value if store.tenant.redaction == "off" else self.pseudonyms.identifier(value)
+        if store.tenant.redaction == "off":
+            return value
+        return self.pseudonyms.identifier(value, key_scope(store.tenant))
 
     def reference(self, store: TenantStore, value: str) -> str:
         """How this tenant stores a client-chosen interaction or event id; lookups pass ids through it too."""
-        return value if store.tenant.redaction == "off" else self.pseudonyms.reference(value)
+        if store.tenant.redaction == "off":
+            return value
+        return self.pseudonyms.reference(value, key_scope(store.tenant))
 
     def check_interactions_budget(self, items: list[InteractionIn]) -> None:
         """413 when `items` together hold more text to redact than one request may send (an OTLP export's
@@ -121,6 +125,7 @@ class Capture:
             store.tenant_id,
             budget=budget,
             keep=self.public_terms.public(store.tenant_id),
+            key_scope=key_scope(store.tenant),
         )
         if mode != "off" and teaches and self.public_terms.min_users:
             # The system texts were just analysed, so finding their names again is a cache hit.
@@ -173,6 +178,7 @@ class Capture:
             # A find spreads to the events about the same conversation, not to other requests' events
             # analysed in the same batch (`TenantThreads.many`).
             scopes=[item.interaction_id or item.session or item.id for item in items],
+            key_scope=key_scope(store.tenant),
         )
         named = self._interaction_references(store, items)
         rows = [

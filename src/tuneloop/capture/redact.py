@@ -14,6 +14,7 @@ import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, cast
 
 import regex  # type: ignore[import-untyped]
@@ -104,7 +105,7 @@ class Redactor:
         max_strings: int | None = None,
     ) -> None:
         self._hash_key = hash_key
-        self._hash_operators: dict[str, Any] | None = None
+        self._hash_operators: dict[str | None, dict[str, Any]] = {}
         self.max_chars = max_chars
         self.max_strings = max_strings
 
@@ -119,12 +120,13 @@ class Redactor:
         owner: str = "",
         keep: frozenset[str] = frozenset(),
         scopes: list[Hashable] | None = None,
+        key_scope: str | None = None,
     ) -> list[str]:
         """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others.
 
         Names made only of `keep` words (the tenant's public terms) stay: they are its brand, not a person.
         A value found in one text is removed from the texts of the same scope (`scopes`, one per text; by
-        default all of them are one).
+        default all of them are one). `hash` placeholders are keyed for `key_scope` (`pseudonyms.key_scope`).
         """
         if mode == "off":
             return list(texts)
@@ -140,9 +142,10 @@ class Redactor:
         if mode == "redact":
             operators = engines.redact_operators
         else:
-            if self._hash_operators is None:
-                self._hash_operators = engines.make_operators(self.placeholder)
-            operators = self._hash_operators
+            operators = self._hash_operators.get(key_scope)
+            if operators is None:
+                placeholder = partial(self.placeholder, key_scope=key_scope)
+                operators = self._hash_operators[key_scope] = engines.make_operators(placeholder)
         return [
             engines.anonymize(text, found, operators) if found else text
             for text, found in zip(texts, spans, strict=True)
@@ -157,11 +160,12 @@ class Redactor:
         budget: bool = True,
         keep: frozenset[str] = frozenset(),
         scopes: list[Hashable] | None = None,
+        key_scope: str | None = None,
     ) -> list[Any]:
         """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone.
 
         With `budget`, more text than `max_chars` or more strings than `max_strings` is refused (413).
-        `scopes` (one per value) limits where a value found is also removed, as in `redact_texts`.
+        `scopes` and `key_scope` are as in `redact_texts`.
         """
         if mode == "off":
             return list(values)
@@ -174,7 +178,7 @@ class Redactor:
             if scopes is not None
             else None
         )
-        redacted = iter(self.redact_texts(strings, mode, owner, keep, per_string))
+        redacted = iter(self.redact_texts(strings, mode, owner, keep, per_string, key_scope))
         return _replace_strings(values, redacted)
 
     def finds(self, texts: list[str], owner: str = "") -> list[list[tuple[str, str]]]:
@@ -206,9 +210,11 @@ class Redactor:
                 code="redaction_budget",
             )
 
-    def placeholder(self, entity: str, value: str) -> str:
-        """The `hash` mode placeholder: equal values (after normalising) give equal placeholders."""
-        message = f"{entity}:{_normalize(entity, value)}".encode()
+    def placeholder(self, entity: str, value: str, key_scope: str | None = None) -> str:
+        """The `hash` mode placeholder: equal values (after normalising) give equal placeholders within a
+        `key_scope` (a tenant), unrelated ones across."""
+        scope = "" if key_scope is None else f"{key_scope}/"
+        message = f"{scope}{entity}:{_normalize(entity, value)}".encode()
         digest = hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()[:HASH_HEX_CHARS]
         return f"<{entity}:{digest}>"
 

@@ -16,6 +16,7 @@ from tuneloop.errors import BadRequest, Conflict, NotFound
 from tuneloop.retrieve.chunking import MAX_CHUNKS, chunk_text
 from tuneloop.retrieve.extract import Format, title_of, to_text
 from tuneloop.signals import embeddings
+from tuneloop.store.pseudonyms import key_scope
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import audit_log, chunks, collections, documents
 
@@ -81,7 +82,10 @@ def put_document(
     # A title taken from the text is cut from the redacted text: cut first, an email address or a card
     # number split at the cut would no longer be recognised, and its first part would be stored.
     redacted, *given = capture.redactor.redact_texts(
-        [text, title] if title else [text], tenant.tenant.redaction, tenant.tenant_id
+        [text, title] if title else [text],
+        tenant.tenant.redaction,
+        tenant.tenant_id,
+        key_scope=key_scope(tenant.tenant),
     )
     heading = given[0] if given else title_of(redacted, document_id)
     pieces = chunk_text(redacted)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tuneloop.capture.events import text_problem
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.store.pseudonyms import key_scope
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import interactions, review_assignments, review_items, review_tasks
 
@@ -82,7 +83,9 @@ def redact_guidelines(spec: TaskIn, redactor: Redactor, tenant: TenantStore) -> 
     are shown on every review screen)."""
     if not spec.guidelines:
         return spec
-    [clean] = redactor.redact_texts([spec.guidelines], tenant.tenant.redaction, tenant.tenant_id)
+    [clean] = redactor.redact_texts(
+        [spec.guidelines], tenant.tenant.redaction, tenant.tenant_id, key_scope=key_scope(tenant.tenant)
+    )
     return spec.model_copy(update={"guidelines": clean})
 
 

@@ -4,6 +4,8 @@ choose for interactions and events.
 
 Without the secret neither can be brute-forced (an unkeyed SHA-256 of a payload gave back the phone number
 it held in under a second); with the same secret, equal inputs give equal hashes, so rows still join.
+Identifiers and ids are keyed per tenant (a subkey of the secret per tenant id): one person using two
+tenants' apps gets two unrelated pseudonyms, so the tenants' exports cannot be joined on them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hmac
 import re
 from typing import Any
 
-from tuneloop.store.repository import payload_hash
+from tuneloop.store.repository import Tenant, payload_hash
 
 IDENTIFIER_PREFIX = "anon-"
 IDENTIFIER_HEX_CHARS = 32  # 128 bits: no collisions among any realistic number of users
@@ -25,6 +27,12 @@ _OPAQUE_ID = re.compile(
     r"(?:(?:int|chatcmpl|cmpl|ref|anon)-)?"
     r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
 )
+
+
+def key_scope(tenant: Tenant) -> str | None:
+    """What keys `tenant`'s pseudonyms and hash placeholders: its id, or None (the server-wide key) for a
+    tenant whose rows were keyed before tenants had their own."""
+    return tenant.id if tenant.pseudonyms == "tenant" else None
 
 
 def _subkey(secret: bytes, purpose: str) -> bytes:
@@ -52,9 +60,24 @@ class Pseudonyms:
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("the server secret is empty")
+        self._secret = secret
         self._digest = _Mac(_subkey(secret, "payload-digest"))
         self._identifier = _Mac(_subkey(secret, "identifier"))
         self._reference = _Mac(_subkey(secret, "reference"))
+        self._scoped: dict[str, tuple[_Mac, _Mac]] = {}
+
+    def _macs(self, tenant: str | None) -> tuple[_Mac, _Mac]:
+        """The identifier and reference keys of `tenant`, or the server-wide ones (None: a tenant whose rows
+        were keyed before tenants had their own)."""
+        if tenant is None:
+            return self._identifier, self._reference
+        macs = self._scoped.get(tenant)
+        if macs is None:
+            macs = self._scoped[tenant] = (
+                _Mac(_subkey(self._secret, f"identifier/{tenant}")),
+                _Mac(_subkey(self._secret, f"reference/{tenant}")),
+            )
+        return macs
 
     def digest(self, payload: dict[str, Any]) -> str:
         """The stored idempotency digest of a client payload: equal payloads match, none can be inverted."""
@@ -64,17 +87,19 @@ class Pseudonyms:
         """The keyed digest from a payload's plain SHA-256 (the form rows held before migration 0008)."""
         return self._digest(unkeyed.encode())
 
-    def identifier(self, value: str | None) -> str | None:
-        """`anon-` and 32 hex characters for an end-user identifier; None and "" (anonymous) stay as is."""
+    def identifier(self, value: str | None, tenant: str | None = None) -> str | None:
+        """`anon-` and 32 hex characters for an end-user identifier, keyed for `tenant` (None: server-wide);
+        None and "" (anonymous) stay as is."""
         if not value:
             return value
-        mac = self._identifier(value.encode("utf-8", "surrogatepass"))
+        mac = self._macs(tenant)[0](value.encode("utf-8", "surrogatepass"))
         return IDENTIFIER_PREFIX + mac[:IDENTIFIER_HEX_CHARS]
 
-    def reference(self, value: str) -> str:
-        """A client-chosen interaction or event id as stored: opaque ids as they are, any other as `ref-` and
-        its keyed hash. Idempotent, so a stored id names the same row as the id the client sent."""
+    def reference(self, value: str, tenant: str | None = None) -> str:
+        """A client-chosen interaction or event id as stored (keyed as `identifier` is): opaque ids as they
+        are, any other as `ref-` and its keyed hash. Idempotent, so a stored id names the same row as the id
+        the client sent."""
         if _OPAQUE_ID.fullmatch(value):
             return value
-        mac = self._reference(value.encode("utf-8", "surrogatepass"))
+        mac = self._macs(tenant)[1](value.encode("utf-8", "surrogatepass"))
         return REFERENCE_PREFIX + mac[:IDENTIFIER_HEX_CHARS]

@@ -60,6 +60,9 @@ class Tenant:
     name: str
     redaction: RedactionMode
     created_at: datetime
+    # Whose key makes its pseudonyms (store/pseudonyms.py): its own, or the server's for a tenant created
+    # before tenants had their own (migration 0016).
+    pseudonyms: Literal["tenant", "server"] = "tenant"
 
 
 @dataclass(frozen=True)
@@ -426,7 +429,13 @@ class Store:
 
 
 def _tenant(row: sa.Row) -> Tenant:
-    return Tenant(id=row.id, name=row.name, redaction=row.redaction, created_at=utc(row.created_at))
+    return Tenant(
+        id=row.id,
+        name=row.name,
+        redaction=row.redaction,
+        created_at=utc(row.created_at),
+        pseudonyms=row.pseudonyms,
+    )
 
 
 def _principal(row: sa.Row) -> Principal:

@@ -13,6 +13,8 @@ tenants = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("redaction", sa.String(16), nullable=False, server_default="redact"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # "tenant": identifiers keyed per tenant; "server": a tenant from before that, keyed server-wide.
+    sa.Column("pseudonyms", sa.String(16), nullable=False, server_default="server"),
 )
 
 api_keys = sa.Table(
