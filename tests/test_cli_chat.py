@@ -98,3 +98,15 @@ def test_simulate_sends_a_scenarios_users_and_their_feedback_to_the_server(serve
     http = httpx.Client(base_url=server["url"], headers={"Authorization": f"Bearer {server['key']}"})
     assert http.get("/v1/feedback").json()["data"], result.stdout
     assert "interactions" in result.stdout.splitlines()[-1]
+
+
+def test_escape_sequences_in_an_answer_are_not_sent_to_the_terminal(tmp_path: Path) -> None:
+    from tests.serve.openai_standin import gateway_over_standin
+
+    # OSC 52 writes the terminal's clipboard, CSI recolours or hides text, C1 CSI (U+009B) is ESC [.
+    answer = r"Fine.\x1b]52;c;Y3VybCBldmlsLnNofHNo\x07 \x1b[8mhidden\x1b[0m \x9b2J\tdone\nnext"
+    with gateway_over_standin(tmp_path) as gw:
+        result = chat("--url", gw["url"], "--key", gw["key"], stdin=f"say: {answer}\n")
+    assert result.returncode == 0, result.stderr
+    assert "Fine.]52;c;Y3VybCBldmlsLnNofHNo [8mhidden[0m 2J\tdone\nnext\n" in result.stdout
+    assert not {"\x1b", "\x07", "\x9b"} & set(result.stdout)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,22 @@ def test_binary_or_oversized_prompt_files_are_refused(
     ):
         code, _, err = _create(capsys, "--system-prompt-file", str(path))
         assert code == 1 and says in err
+    assert registry.list() == []
+
+
+# /proc/kmsg is a "regular" file (size 0) whose blocking read waits for the next kernel message; only root
+# may open it. The timeout turns a regression into a failure rather than a hung run.
+KMSG = Path("/proc/kmsg")
+needs_kmsg = pytest.mark.skipif(not os.access(KMSG, os.R_OK), reason="/proc/kmsg is readable by root only")
+
+
+@needs_kmsg
+@pytest.mark.timeout(60)
+def test_a_prompt_file_whose_read_would_block_is_refused_not_waited_on(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    code, out, err = _create(capsys, "--system-prompt-file", str(KMSG))
+    assert code == 1 and not out and err.startswith("error: ") and len(err.splitlines()) == 1
     assert registry.list() == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -152,6 +153,8 @@ HOSTILE_JUNIT = {
     "empty run": "<testsuites><testsuite name='x'/></testsuites>",
     "too deep": "<testsuite>" + "<x>" * 100 + "</x>" * 100 + "</testsuite>",
     "unknown encoding": '<?xml version="1.0" encoding="x-klingon"?><testsuite><testcase/></testsuite>',
+    "multi-byte encoding": '<?xml version="1.0" encoding="UTF-7"?><testsuite><testcase/></testsuite>',
+    "shift-jis": '<?xml version="1.0" encoding="shift_jis"?><testsuite><testcase/></testsuite>',
 }
 HOSTILE_SARIF = {
     "not json": "{runs: []}",
@@ -199,6 +202,18 @@ def test_huge_or_missing_report_is_one_line_error_on_the_command_line(
     argv = ["outcome", "--tenant", "acme", "--interaction", "int-later", "--from-junit", str(early)]
     assert main(argv) == 0
     assert "\tpending\ttests_passed=True" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="/proc/kmsg is readable by root only")
+@pytest.mark.timeout(60)
+def test_a_report_file_whose_read_would_block_is_refused_not_waited_on(
+    tenant_key: str, capsys: pytest.CaptureFixture
+) -> None:
+    # /proc/kmsg is a "regular" file (size 0) whose blocking read waits for the next kernel message.
+    argv = ["outcome", "--tenant", "acme", "--interaction", "int-code", "--from-junit", "/proc/kmsg"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: junit report") and err.count("\n") == 1
 
 
 def test_the_code_assistant_scenarios_ci_report_becomes_the_outcome_its_users_post() -> None:

@@ -137,6 +137,26 @@ def test_a_fifo_a_device_or_a_too_long_name_is_a_one_line_error(
         assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_folder_nested_deeper_than_pythons_recursion_limit_is_walked_not_a_traceback(
+    tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    deepest = tmp_path / "kb"
+    deepest.mkdir()
+    for _ in range(1100):  # past the default recursion limit of 1000, within the system's path length
+        deepest /= "a"
+        deepest.mkdir()  # one level at a time: mkdir(parents=True) recurses too
+    (deepest / "fees.md").write_text("# Fees\n\nTransfers abroad cost 0.5%.")
+
+    try:
+        assert main(["docs", "add", "--tenant", tenant, str(tmp_path / "kb")]) == 0
+        assert capsys.readouterr().out == "fees.md: version 1, 1 chunks, created\n"
+    finally:  # bottom up: pytest's recursive rmtree of tmp_path would hit the recursion limit itself
+        (deepest / "fees.md").unlink()
+        while deepest != tmp_path:
+            deepest.rmdir()
+            deepest = deepest.parent
+
+
 def test_files_of_one_name_in_two_folders_are_refused_and_kept_apart_with_their_own_ids(
     tenant: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import BadRequest, PayloadTooLarge
+from tuneloop.user_files import read_limited
 
 MAX_REPORT_BYTES = 10_000_000  # a large CI run's JUnit file is a few MB
 MAX_DEPTH = 64
@@ -62,8 +63,9 @@ def read_report(path: Path | str, what: str) -> bytes:
             raise BadRequest(f"{what} {path}: no such file")
         if path.stat().st_size > MAX_REPORT_BYTES:
             raise PayloadTooLarge(f"{what} {path}: larger than {MAX_REPORT_BYTES} bytes")
-        with path.open("rb") as f:
-            return f.read(MAX_REPORT_BYTES + 1)
+        # Read non-blocking and checked again on the open file: /proc/kmsg is a "regular" file whose plain
+        # read waits forever, as would a FIFO swapped in for the path after the checks above.
+        return read_limited(path, MAX_REPORT_BYTES, f"{what} {path}")
     except OSError as exc:
         raise BadRequest(f"{what} {path}: {exc.strerror or exc}") from exc
 
@@ -116,6 +118,10 @@ def parse_junit(data: bytes | str) -> TestCounts:
         raise BadRequest(f"junit report: not well-formed XML ({exc})") from exc
     except LookupError:  # expat asks Python for an encoding it does not know itself
         raise BadRequest("junit report: its XML declaration names an unknown encoding; send UTF-8") from None
+    except ValueError:  # one Python knows but expat cannot use: UTF-7, Shift-JIS, EUC-JP, GB2312, ...
+        raise BadRequest(
+            "junit report: its XML declaration names a multi-byte encoding; send UTF-8"
+        ) from None
     if counts["tests"] == 0:
         raise BadRequest("junit report: holds no <testcase> elements; nothing ran, so nothing to report")
     return TestCounts(counts["tests"], counts["failure"], counts["error"], counts["skipped"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from typing import Any
 
@@ -13,6 +14,10 @@ from tuneloop.client import server_url
 from tuneloop.errors import BadRequest, TuneloopError, Unauthorized
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# A model's answer is printed to the operator's terminal, and answers follow what users and documents put in
+# the context: escape sequences (ESC, CSI, OSC: clipboard writes, retitling, hidden text) are dropped as
+# printed, one control character at a time, so a sequence split across deltas is defused too.
+TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 HELP = "commands: /thumbs up|down (feedback on the last answer), /reset (new conversation); Ctrl-D exits"
 
 
@@ -125,7 +130,7 @@ class ChatSession:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
                     parts.append(delta)
-                    print(delta, end="", flush=True)
+                    print(TERMINAL_CONTROL.sub("", delta), end="", flush=True)
         except KeyboardInterrupt:
             # Ctrl-C stops this answer, not the session; the partial answer stays out of the history.
             stream.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,7 @@ def files_of(paths: list[Path]) -> list[Path]:
         except OSError as exc:  # a name too long, a folder we may not look into
             raise BadRequest(f"{path}: cannot read it ({exc.strerror or exc})") from None
         if is_dir:
-            inside = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not p.is_symlink() and p.suffix.lower() in FORMATS
-            )
+            inside = _files_inside(path)
             if not inside:
                 raise BadRequest(
                     f"{path}: no text, Markdown or HTML files in this folder ({', '.join(sorted(FORMATS))})"
@@ -104,6 +101,26 @@ def files_of(paths: list[Path]) -> list[Path]:
                 "`tuneloop docs add --tenant NAME --id ID PATH`"
             )
     return unique
+
+
+def _files_inside(folder: Path) -> list[Path]:
+    """The text, Markdown and HTML files anywhere under `folder`, sorted; symlinks are not followed."""
+    # A stack, not recursion: `rglob` recursed once per level, so a tree 1,000 folders deep ended in
+    # RecursionError's traceback instead of a line.
+    found: list[Path] = []
+    folders = [folder]
+    while folders:
+        current = folders.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False) and Path(entry.name).suffix.lower() in FORMATS:
+                        found.append(Path(entry.path))
+        except OSError as exc:  # a folder we may not look into, a path grown past the system's limit
+            raise BadRequest(f"{current}: cannot read it ({exc.strerror or exc})") from None
+    return sorted(found)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from tuneloop.learn.privacy import budget_text
 from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
 from tuneloop.registry.versions import FALLBACK, ServedKind
 from tuneloop.store.repository import TenantStore
+from tuneloop.user_files import read_limited
 
 DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty", "sources")
 
@@ -218,7 +219,9 @@ def _read_prompt(path: Path) -> str:
             raise BadRequest(f"--system-prompt-file {path}: {problem}")
         if path.stat().st_size > MAX_SYSTEM_PROMPT_CHARS * 4:  # UTF-8 spends at most 4 bytes a character
             raise BadRequest(f"--system-prompt-file {path}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
-        return path.read_bytes().decode("utf-8")
+        # Read non-blocking and checked again on the open file: /proc/kmsg is a "regular" file whose plain
+        # read waits forever, as would a FIFO swapped in for the path after the checks above.
+        return read_limited(path, MAX_SYSTEM_PROMPT_CHARS * 4, f"--system-prompt-file {path}").decode("utf-8")
     except OSError as exc:
         raise BadRequest(f"--system-prompt-file {path}: cannot read it ({exc.strerror})") from exc
     except UnicodeDecodeError:
