@@ -189,9 +189,9 @@ def test_huge_or_missing_report_is_one_line_error_on_the_command_line(
     with pytest.raises(PayloadTooLarge):
         parse_junit(b"<" * (MAX_REPORT_BYTES + 1))
     for args, message in (
-        (["--from-junit", str(huge)], "larger than"),
+        (["--from-junit", str(huge)], "the limit is"),
         (["--from-sarif", str(tmp_path / "nope.sarif")], "no such file"),
-        (["--from-junit", str(tmp_path)], "no such file"),
+        (["--from-junit", str(tmp_path)], "not a regular file"),
     ):
         assert main(["outcome", "--tenant", "acme", "--interaction", "int-code", *args]) == 1
         err = capsys.readouterr().err

@@ -56,18 +56,16 @@ class Findings:
 
 
 def read_report(path: Path | str, what: str) -> bytes:
-    """The bytes of a report file, refused (one clear line) when missing, not a file or too large."""
+    """The bytes of a report file, refused (one clear line) when missing, not a regular file or too large."""
     path = Path(path)
     try:
-        if not path.is_file():
+        if not path.exists():
             raise BadRequest(f"{what} {path}: no such file")
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise PayloadTooLarge(f"{what} {path}: larger than {MAX_REPORT_BYTES} bytes")
-        # Read non-blocking and checked again on the open file: /proc/kmsg is a "regular" file whose plain
-        # read waits forever, as would a FIFO swapped in for the path after the checks above.
-        return read_limited(path, MAX_REPORT_BYTES, f"{what} {path}")
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a folder we may not look into
         raise BadRequest(f"{what} {path}: {exc.strerror or exc}") from exc
+    # Read non-blocking and checked on the open file: /proc/kmsg is a "regular" file whose plain read waits
+    # for ever, as would a FIFO swapped in for the path after a check by name.
+    return read_limited(path, MAX_REPORT_BYTES, f"{what} {path}")
 
 
 def _bounded(data: bytes | str, what: str) -> bytes:
