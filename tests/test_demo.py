@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
-from tuneloop.demo import TurnLine, beside_traffic, shipped, start_server, write_report
+from tuneloop.demo import TurnLine, beside_traffic, shipped, start_server, timed, write_report
 from tuneloop.errors import Conflict
 from tuneloop.loop.stages import FIRST
-from tuneloop.loop.turns import start_turn
+from tuneloop.loop.turns import advance_turn, start_turn
 from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import active_experiment
 from tuneloop.store.repository import Store
@@ -73,3 +73,9 @@ def test_the_demo_says_what_a_turn_shipped_and_how_far_into_the_turn(store: Stor
     events = len(tenant.feedback(since=turn.started_at))
     assert line.startswith(f"{candidate} (adapter) promoted +")
     assert line.endswith(f"min and {events} feedback events into turn 1")
+    assert timed(turn) == []  # the loop turn is still open
+
+    ended = advance_turn(tenant, turn, "done", {}, "promoted")
+    [timing] = timed(ended)
+    assert timing.startswith("loop turn 1 (promoted), each stage's end in minutes/events: ")
+    assert timing.endswith(f" min/{events}") and FIRST in timing

@@ -148,6 +148,16 @@ def shipped(tenant: TenantStore, turn: Turn) -> list[str]:
     return lines
 
 
+def timed(turn: Turn) -> list[str]:
+    """A finished loop turn's stages, each with the minutes and feedback events into the turn at its end."""
+    if turn.stage != "done":
+        return []
+    stages = " → ".join(
+        f"{t['stage']} {t['minutes']:.1f} min/{t['events']}" for t in turn.report.get("timeline", [])
+    )
+    return [f"loop turn {turn.turn} ({turn.outcome}), each stage's end in minutes/events: {stages}"]
+
+
 def finly(seed: int = 0) -> Scenario:
     """The demo's application: the `support` scenario as Finly runs it (its users, its temperature)."""
     return replace(support(seed=seed), behaviour=Behaviour(users=USERS), temperature=TEMPERATURE)
@@ -259,7 +269,7 @@ def run_demo(
             if turn is not None and turn.turn < number and turn.stage != "done":
                 waits = f"the loop's turn {turn.turn} still waits on its {turn.stage}"
                 print(f"     ({waits}: no turn starts beside it)", flush=True)
-            for text in shipped(scoped, turn) if turn else []:
+            for text in [*shipped(scoped, turn), *timed(turn)] if turn else []:
                 if text not in printed:
                     printed.add(text)
                     print(f"     {text}", flush=True)

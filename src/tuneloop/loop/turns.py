@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from tuneloop.clock import now_utc, utc
 from tuneloop.store import audit
 from tuneloop.store.repository import TenantStore, TenantTx
-from tuneloop.store.schema import loop_turns
+from tuneloop.store.schema import feedback, loop_turns
 
 DONE = "done"
 # The stages a turn waits at until users' traffic decides: its canary, its trial of light candidates.
@@ -82,11 +82,19 @@ def get_turn(tenant: TenantStore, number: int) -> Turn:
 def advance_turn(
     tenant: TenantStore, turn: Turn, stage: str, report: dict[str, Any], outcome: str | None = None
 ) -> Turn:
-    """Move `turn` to `stage`, merging `report` into its report; stage DONE ends it with `outcome`."""
-    merged = {**turn.report, **report}
+    """Move `turn` to `stage`, merging `report` into its report; stage DONE ends it with `outcome`.
+
+    The report's `timeline` gains the stage just ended: the minutes and the feedback events into the turn
+    when it ended, which say where a turn's time went and how soon it improved anything."""
 
     def update(tx: TenantTx) -> None:
         now = now_utc()
+        events = tx.conn.execute(
+            tx.query(feedback, feedback.c.received_at > turn.started_at, columns=(sa.func.count(),))
+        ).scalar_one()
+        ended = {"stage": turn.stage, "minutes": round((now - turn.started_at).total_seconds() / 60, 2)}
+        timeline = [*turn.report.get("timeline", []), {**ended, "events": events}]
+        merged = {**turn.report, **report, "timeline": timeline}
         tx.update(
             loop_turns,
             loop_turns.c.turn == turn.turn,
