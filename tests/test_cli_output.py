@@ -374,3 +374,17 @@ def test_a_turn_whose_adapter_was_blocked_says_its_light_trial_shipped() -> None
         "turn 1 (feedback:216) continued; ended blocked: drift: 18 degenerate answers; "
         "its light trial promoted v-1"
     )
+
+
+def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytest.CaptureFixture) -> None:
+    from tuneloop.cli.loop import Unrepeated
+
+    say = Unrepeated()
+    for line in ["turn 1 (manual) started; waiting at canary", *["turn 1 (manual) continued; waiting"] * 3]:
+        say(line)
+    say("turn 1 (manual) continued; ended promoted")
+    assert capsys.readouterr().err.splitlines() == [
+        "turn 1 (manual) started; waiting at canary",
+        "turn 1 (manual) continued; waiting",
+        "turn 1 (manual) continued; ended promoted",
+    ]

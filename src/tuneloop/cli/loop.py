@@ -76,6 +76,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
     loop = Loop(tenant, Settings(), around_stage=stage_lines)
     force = args.now
+    said = Unrepeated()
     while True:
         stopped = paused(tenant)
         if stopped is not None and not args.once:
@@ -96,8 +97,21 @@ def cmd_loop(args: argparse.Namespace) -> int:
                 return turn_exit_code(None)
             return turn_exit_code("promoted" if _light_promoted(turn) is not None else turn.outcome)
         if turn is not None:
-            print(tick_summary(turn, started=before is None), file=sys.stderr, flush=True)
+            said(tick_summary(turn, started=before is None))
         time.sleep(args.interval)
+
+
+class Unrepeated:
+    """Prints a line to stderr unless it is the line printed last: a canary waits for minutes, and every
+    look at it said the same thing."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, line: str) -> None:
+        if line != self.last:
+            print(line, file=sys.stderr, flush=True)
+            self.last = line
 
 
 WAITS_FOR = {
