@@ -52,3 +52,10 @@ def test_a_limit_far_above_the_file_costs_no_memory_and_no_overflow(tmp_path: Pa
     path = tmp_path / "small.txt"
     path.write_text("ten bytes!")
     assert read_limited(path, 10**23, "a document") == b"ten bytes!"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_proc_file_that_passes_for_a_regular_one_is_refused() -> None:
+    # Size 0, yet it yields the kernel's text (and /proc/kmsg's blocking read would wait for ever).
+    with pytest.raises(BadRequest, match="reports no size"):
+        read_limited(Path("/proc/self/status"), 1 << 20, "prompt")

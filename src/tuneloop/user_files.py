@@ -3,6 +3,7 @@ regular files and never past a limit — a FIFO, a device or a 2 GB file gets on
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -34,6 +35,10 @@ def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
             raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{label}: more than {max_bytes} bytes; the limit is {max_bytes}")
+    if data and info.st_size == 0:
+        # /proc and /sys files pass as regular with size 0 and yield whatever the kernel has (/proc/kmsg:
+        # its log, and a blocking read waits for the next line): not a file a user wrote.
+        raise BadRequest(f"{label}: not a regular file (it reports no size, as /proc and /sys files do)")
     return data
 
 
@@ -42,7 +47,12 @@ def _read_at_most(f: BinaryIO, limit: int) -> bytes:
     # for a 10-byte file.
     chunks: list[bytes] = []
     left = limit
-    while left > 0 and (chunk := f.read(min(left, READ_CHUNK))):
+    while left > 0:
+        chunk = f.read(min(left, READ_CHUNK))
+        if chunk is None:  # non-blocking, and no data yet: a file that would make the read wait
+            raise BlockingIOError(errno.EAGAIN, "reading it would wait for more data")
+        if not chunk:
+            break
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
