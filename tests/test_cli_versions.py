@@ -65,6 +65,12 @@ def test_create_composes_production_with_a_prompt_and_decoding_and_audits_it(
             system_prompt="Hi.",
             snapshot_hash="s2",
         )
+    # A version with no adapter was only held out on its snapshot: one composed on it takes the newer one.
+    light = compose(registry, parent=None, base_model="b", actor="t", reason="t", system_prompt="Hi.",
+                    snapshot_hash="s1")  # fmt: skip
+    newer = compose(registry, parent=light, base_model="", actor="t", reason="t", system_prompt="Hello.",
+                    snapshot_hash="s2")  # fmt: skip
+    assert (newer.parent_id, newer.snapshot_hash, newer.artifact_path) == (light.id, "s2", None)
 
 
 def test_create_without_production_composes_the_base_model_from_a_prompt_file(

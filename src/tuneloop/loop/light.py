@@ -296,8 +296,8 @@ def _compose(
         reason=change.reason,
         system_prompt=change.prompt,
         decoding=change.decoding,
-        # A version with no training snapshot of its own is held out on this one.
-        snapshot_hash=None if production is not None and production.snapshot_hash else snapshot,
+        # A version with no adapter of its own is held out on this turn's snapshot, not its parent's.
+        snapshot_hash=None if production is not None and production.artifact_path else snapshot,
     )
 
 

@@ -181,10 +181,12 @@ def compose(
         raise BadRequest("nothing to compose: give a system prompt or a decoding setting")
     lineage = {k: getattr(parent, k) for k in INHERITED} if parent else {}
     if snapshot_hash is not None:
-        if lineage.get("snapshot_hash") not in (None, snapshot_hash):
-            # The adapter's training snapshot stays its lineage: erasure finds versions by it.
+        # The adapter's training snapshot stays its lineage: erasure finds versions by it. A parent with no
+        # adapter was only held out on its snapshot, and a newer one may take its place.
+        trained_on = lineage.get("snapshot_hash") if lineage.get("artifact_path") else None
+        if trained_on not in (None, snapshot_hash):
             raise BadRequest(
-                f"the parent's adapter was trained on snapshot {lineage['snapshot_hash'][:12]}; the "
+                f"the parent's adapter was trained on snapshot {trained_on[:12]}; the "
                 "candidate is held out on that one — leave out --snapshot",
                 param="snapshot",
             )
