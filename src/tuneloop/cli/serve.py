@@ -18,9 +18,16 @@ from tuneloop.private_files import tighten
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("serve", help="run the HTTP service (capture API, OpenAI-compatible gateway)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port, default=8000)
+    p = commands.add_parser(
+        "serve",
+        help="run the HTTP service (capture API, OpenAI-compatible gateway)",
+        epilog="settings come from TUNELOOP_* variables (README, Configuration); "
+        "TUNELOOP_LOOP_INTERVAL=SECONDS also runs every tenant's loop inside the server",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)"
+    )
+    p.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
     p.set_defaults(run=cmd_serve)
 
 
