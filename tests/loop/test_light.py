@@ -4,6 +4,7 @@ them and puts the gated ones on one multi-arm experiment; on by default, when th
 from __future__ import annotations
 
 import random
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,14 +15,16 @@ from tests.monitor.seed import cooking_prompt, give, log
 from tuneloop import Settings
 from tuneloop.clock import now_utc
 from tuneloop.learn.light_changes import BRIEF
-from tuneloop.loop import Loop, LoopPolicy
+from tuneloop.loop import Loop, LoopPolicy, stages
 from tuneloop.loop import light as light_candidates
 from tuneloop.loop.light import MIN_EXAMPLES, Feedback, LightPolicy, compose_candidates, ranked_sources
+from tuneloop.loop.stages import TurnContext, watching_trial
+from tuneloop.loop.turns import advance_turn
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.arms import start_arms
 from tuneloop.rollout.controller import finish
-from tuneloop.rollout.experiments import Experiment, active_experiment
+from tuneloop.rollout.experiments import Experiment, active_experiment, get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.policy import RewardPolicy
@@ -312,3 +315,24 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
     assert (carried.artifact_path, carried.job_spec) == (trained.artifact_path, trained.job_spec)
     assert registry.get(trained.id).state == "blocked"
     assert light_candidates.carry_light_parts(tenant, trained.id) == carried.id  # a restart picks it up
+
+
+def test_the_light_trial_is_looked_at_while_a_stage_trains_without_reporting_steps(
+    tenant: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training job reports no step while it loads and computes its reference log-probabilities (minutes
+    under load); the trial must still be looked at, so a guardrail or a winner does not wait for it."""
+    tenant, settings, production = tenant
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
+    _, exp = _on_trial(tenant, production, "Answer in one line.")
+    turn = advance_turn(tenant, loop.start("manual"), "adapter", {"light": {"experiment": exp.id}})
+    monkeypatch.setattr(stages, "TRIAL_LOOK_SECONDS", 0.05)
+
+    with watching_trial(TurnContext(tenant, settings, loop.policy), turn):
+        deadline = time.monotonic() + 30
+        while "checked_at" not in (get_experiment(tenant, exp.id).decision or {}):
+            assert time.monotonic() < deadline, "the trial was not looked at while the stage ran"
+            time.sleep(0.05)  # the stage's training, silent
+    looked = get_experiment(tenant, exp.id).decision["checked_at"]
+    time.sleep(0.2)
+    assert get_experiment(tenant, exp.id).decision["checked_at"] == looked  # no look once the stage ended

@@ -9,8 +9,9 @@ live canary is picked up rather than started again.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +41,7 @@ from tuneloop.store.repository import TenantStore
 # The light trial runs while the adapter trains, and the adapter is gated with whatever light parts won.
 FIRST = "rerank"
 TRIAL_LOOK_SECONDS = 60.0
+TRAINING_STAGES = ("snapshot", "reward", "adapter")  # what runs between a light trial's start and its stage
 log = logging.getLogger("tuneloop.loop")
 P = TypeVar("P", bound=TenantPolicy)
 # What a turn keeps of the training metrics in its report.
@@ -187,7 +189,6 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
         init_adapter=init_adapter,
         amplify_k=ctx.policy.amplify_k,
         actor="loop",
-        progress=_watching_light_trial(ctx, turn),
         # The candidate serves as production does but for its adapter: the same prompt and decoding.
         system_prompt=production.system_prompt if production else None,
         decoding=production.decoding if production else None,
@@ -197,25 +198,32 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
     return Step("light_trial", {"candidate": version.id, "train": train})
 
 
-def _watching_light_trial(ctx: TurnContext, turn: Turn) -> Callable[[int, int, float | None], None] | None:
-    """A training progress hook that looks at the turn's light trial every TRIAL_LOOK_SECONDS, so that a
-    guardrail stops a harmful arm while the adapter trains, not after."""
-    if _light_trial(turn) is None:
-        return None
+@contextmanager
+def watching_trial(ctx: TurnContext, turn: Turn) -> Iterator[None]:
+    """While a stage that trains beside the turn's light trial runs, look at the trial every
+    TRIAL_LOOK_SECONDS from a thread, so that a guardrail stops a harmful arm and a winner ships while the
+    models train, not after. (Looks made from training's step reports missed minutes: a job reports no step
+    while it loads and computes its reference log-probabilities.)"""
+    if turn.stage not in TRAINING_STAGES or _light_trial(turn) is None:
+        yield
+        return
     rewards = ctx.tenant_policy(RewardPolicy)
-    last = time.monotonic()
+    stop = threading.Event()
 
-    def look(step: int, total: int, eta: float | None) -> None:
-        nonlocal last
-        if time.monotonic() - last < TRIAL_LOOK_SECONDS:
-            return
-        last = time.monotonic()
-        try:
-            arms.review(ctx.tenant, rewards, actor="loop")
-        except Exception:  # the trial is looked at again next tick; training must not fail for it
-            log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
+    def look() -> None:
+        while not stop.wait(TRIAL_LOOK_SECONDS):
+            try:
+                arms.review(ctx.tenant, rewards, actor="loop")
+            except Exception:  # the trial is looked at again next time; training must not fail for it
+                log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
 
-    return look
+    watcher = threading.Thread(target=look, name="tuneloop-trial-look", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _warm_start_from(policy: LoopPolicy, production: Version | None) -> str | None:
