@@ -42,6 +42,17 @@ def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
     return data
 
 
+def read_named(path: Path, max_bytes: int, label: str) -> bytes:
+    """`read_limited`, but a path that names nothing is "no such file": a typo, said as such."""
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
+    if not exists:
+        raise BadRequest(f"{label}: no such file")
+    return read_limited(path, max_bytes, label)
+
+
 def _read_at_most(f: BinaryIO, limit: int) -> bytes:
     # In pieces: read(limit) reserves `limit` bytes up front, so a generous limit cost memory (or failed)
     # for a 10-byte file.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import BadRequest, PayloadTooLarge
-from tuneloop.user_files import read_limited
+from tuneloop.user_files import read_named
 
 MAX_REPORT_BYTES = 10_000_000  # a large CI run's JUnit file is a few MB
 MAX_DEPTH = 64
@@ -57,15 +57,9 @@ class Findings:
 
 def read_report(path: Path | str, what: str) -> bytes:
     """The bytes of a report file, refused (one clear line) when missing, not a regular file or too large."""
-    path = Path(path)
-    try:
-        if not path.exists():
-            raise BadRequest(f"{what} {path}: no such file")
-    except OSError as exc:  # a name too long, a folder we may not look into
-        raise BadRequest(f"{what} {path}: {exc.strerror or exc}") from exc
     # Read non-blocking and checked on the open file: /proc/kmsg is a "regular" file whose plain read waits
     # for ever, as would a FIFO swapped in for the path after a check by name.
-    return read_limited(path, MAX_REPORT_BYTES, f"{what} {path}")
+    return read_named(Path(path), MAX_REPORT_BYTES, f"{what} {path}")
 
 
 def _bounded(data: bytes | str, what: str) -> bytes:

@@ -18,7 +18,7 @@ from tuneloop.learn.privacy import budget_text
 from tuneloop.registry.composition import MAX_SYSTEM_PROMPT_CHARS
 from tuneloop.registry.versions import FALLBACK, ServedKind
 from tuneloop.store.repository import TenantStore
-from tuneloop.user_files import read_limited
+from tuneloop.user_files import read_named
 
 DECODING_FLAGS = ("temperature", "top_p", "max_tokens", "repetition_penalty", "sources")
 
@@ -212,17 +212,16 @@ def cmd_versions_reward_model(args: argparse.Namespace) -> int:
 
 def _read_prompt(path: Path) -> str:
     """A prompt file's text: a readable UTF-8 file no longer than a prompt may be."""
+    label = f"--system-prompt-file {path}"
     try:
-        if not path.is_file():
-            # A folder or a device exists: "no such file" would send the user looking for a typo.
-            problem = "not a regular file" if path.exists() else "no such file"
-            raise BadRequest(f"--system-prompt-file {path}: {problem}")
-        if path.stat().st_size > MAX_SYSTEM_PROMPT_CHARS * 4:  # UTF-8 spends at most 4 bytes a character
-            raise BadRequest(f"--system-prompt-file {path}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
-        # Read non-blocking and checked again on the open file: /proc/kmsg is a "regular" file whose plain
-        # read waits forever, as would a FIFO swapped in for the path after the checks above.
-        return read_limited(path, MAX_SYSTEM_PROMPT_CHARS * 4, f"--system-prompt-file {path}").decode("utf-8")
+        if (
+            path.is_file() and path.stat().st_size > MAX_SYSTEM_PROMPT_CHARS * 4
+        ):  # 4 bytes a character at most
+            raise BadRequest(f"{label}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
+        # A folder or a device is "not a regular file", never "no such file" (that sends one looking for a
+        # typo); read non-blocking and checked on the open file, as /proc/kmsg's plain read waits for ever.
+        return read_named(path, MAX_SYSTEM_PROMPT_CHARS * 4, label).decode("utf-8")
     except OSError as exc:
-        raise BadRequest(f"--system-prompt-file {path}: cannot read it ({exc.strerror})") from exc
+        raise BadRequest(f"{label}: cannot read it ({exc.strerror})") from exc
     except UnicodeDecodeError:
-        raise BadRequest(f"--system-prompt-file {path}: not UTF-8 text") from None
+        raise BadRequest(f"{label}: not UTF-8 text") from None
