@@ -143,3 +143,21 @@ def test_a_prompt_asked_often_shows_its_edit_and_best_rated_answer_not_its_oldes
     shown = pool.nearest(np.ones(1, dtype=np.float32), ExamplePolicy(k=3, min_reward=0.5, min_similarity=0.5))
     # The same answer twice teaches nothing more: the lower-rated copy gives way to the next answer.
     assert [ex.interaction_id for ex in shown] == ["edit", "best", "newer"]
+
+
+def test_the_most_similar_example_is_shown_next_to_the_conversation() -> None:
+    nearest = [
+        Example("i1", "Reset my PIN?", "Settings, then PIN.", 1.0),
+        Example("i2", "PIN?", "See Settings.", 0.8),
+    ]
+    messages = with_examples(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "New PIN?"}], nearest
+    )
+    assert [m["content"] for m in messages] == [
+        "Be brief.",
+        "PIN?",
+        "See Settings.",
+        "Reset my PIN?",
+        "Settings, then PIN.",
+        "New PIN?",
+    ]

@@ -105,10 +105,15 @@ def last_user_text(messages: list[dict[str, str]]) -> str | None:
 
 
 def with_examples(messages: list[dict[str, str]], examples: list[Example]) -> list[dict[str, str]]:
-    """The conversation with the examples as earlier turns, after a leading system message if any."""
+    """The conversation with the examples (most similar first) as earlier turns, after a leading system
+    message if any.
+
+    They are shown in reverse, the most similar next to the conversation: a small model copies most from
+    the turn nearest the question (docs/light-candidates.md, "Which example goes last").
+    """
     turns = [
         turn
-        for ex in examples
+        for ex in reversed(examples)
         for turn in ({"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer})
     ]
     at = 1 if messages and messages[0]["role"] in ("system", "developer") else 0
