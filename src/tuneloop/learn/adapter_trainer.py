@@ -2,8 +2,9 @@
 
 The base stays frozen; the reference model is the same base with the adapter switched off, and its log-probs
 are computed once before training (`precompute_ref_log_probs`) instead of on every step. On a CPU the LM head
-scores only the completion tokens (`_score_completions_only`), and CPUs with bf16 units train in bf16 autocast
-(`job_config.has_bf16_units`); on a GPU (`JobSpec.device`) TRL's own paths run.
+scores only the completion tokens, for the reference log-probs as for the steps (`_score_completions_only`),
+and CPUs with bf16 units train in bf16 autocast (`job_config.has_bf16_units`); on a GPU (`JobSpec.device`)
+TRL's own paths run.
 """
 
 from __future__ import annotations
@@ -61,21 +62,22 @@ def _train(
     from datasets import Dataset
 
     model, tokenizer = load_causal_lm(spec.base_model, weights_dtype(spec))
-    trainer = trainer_cls(
-        model=model,
-        ref_model=None,
-        args=trainer_config(spec, config_cls, out_dir / "checkpoints"),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora_config(spec, task_type="CAUSAL_LM"),
-        callbacks=callbacks,
-    )
-    if spec.init_adapter and resume_from is None:
-        # Copy the earlier adapter's weights into the fresh LoRA TRL made, rather than handing TRL a loaded
-        # PeftModel (which it would also use as the reference): the reference stays the base with the adapter
-        # off, so DPO's KL anchor and the gate's drift check measure the same distance, from the base.
-        _load_lora_weights(trainer.model, Path(spec.init_adapter), spec.lora["r"])
+    # The trainer computes the reference log-probs as it is built: they too score only the completions.
     with _score_completions_only():
+        trainer = trainer_cls(
+            model=model,
+            ref_model=None,
+            args=trainer_config(spec, config_cls, out_dir / "checkpoints"),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora_config(spec, task_type="CAUSAL_LM"),
+            callbacks=callbacks,
+        )
+        if spec.init_adapter and resume_from is None:
+            # Copy the earlier adapter's weights into the fresh LoRA TRL made, rather than handing TRL a
+            # loaded PeftModel (which it would also use as the reference): the reference stays the base with
+            # the adapter off, so DPO's KL anchor and the gate's drift check measure one distance.
+            _load_lora_weights(trainer.model, Path(spec.init_adapter), spec.lora["r"])
         trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
     return train_metrics(trainer, n_rows=len(rows))
