@@ -4,12 +4,12 @@ production.
 
 - Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs,
   the answers users labelled desirable against undesirable, signals.pairs.length_ask). When users
-  clearly ask for shorter answers, an instruction to keep under the length they chose leads production's
-  system prompt (the median chosen answer's words, rounded up to ten): a small model asked for brevity
-  writes a short complete answer, where a `max_tokens` cap only cuts a long one off (README, "Light
-  candidates first"). The number comes from the users: a fixed "one or two short sentences" also cut the
-  numbered steps a helpdesk's users wanted. When users ask for longer answers and production's cap binds,
-  a cap twice the length they chose.
+  clearly ask for shorter answers, an instruction to keep under the length they point to leads
+  production's system prompt (the median chosen answer's words, shortened once more by the ratio users
+  chose by, rounded up to ten): a small model asked for brevity writes a short complete answer, where a
+  `max_tokens` cap only cuts a long one off (README, "Light candidates first"). The number comes from the
+  users: a fixed "one or two short sentences" also cut the numbered steps a helpdesk's users wanted. When
+  users ask for longer answers and production's cap binds, a cap twice the length they chose.
 - Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
   them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
 - Sources: once a re-ranker trained on users' source feedback orders a tenant's retrieved sources, the top
@@ -72,7 +72,10 @@ def propose_changes(
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
     temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
     if ask <= -MATERIAL_ASK:
-        words = max(10, 10 * math.ceil(statistics.median(len(t.split()) for t in chosen_texts) / 10))
+        # The chosen answers are the shortest the model happened to write, not the length users want: one
+        # more step of the ratio they chose by (docs/light-candidates.md, "How short to ask for").
+        chosen_words = statistics.median(len(t.split()) for t in chosen_texts)
+        words = max(10, 10 * math.ceil(chosen_words * (1 + ask) / 10))
         rest = _BRIEF.sub("", production_prompt or "").strip()
         prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
         if prompt != production_prompt:

@@ -6,7 +6,7 @@ multi-arm experiment together (rollout.arms). On by default; `enabled: false` in
 What a turn composes from production:
 - what its feedback calls for, as one candidate (`bundle`): in-context examples (the policy's
   `examples`), when production shows none and the snapshot holds MIN_EXAMPLES answers fit to show, with
-  learn.light_changes' proposals (an instruction to keep under the length users chose, a cap that binds,
+  learn.light_changes' proposals (an instruction to keep under the length users point to, a cap that binds,
   a temperature users keep regenerating, fewer of the sources a re-ranker orders); each on its own once
   users turned the bundle down;
 - each system prompt an operator listed in `prompt_variants`;
