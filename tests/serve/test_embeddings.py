@@ -66,6 +66,7 @@ def test_float_and_base64_encodings_carry_the_same_vector(server: dict) -> None:
         ({"model": "m", "input": ""}, "input"),
         ({"model": "m", "input": []}, "input"),
         ({"model": "m", "input": ["ok", ""]}, "input.1"),
+        ({"model": "m", "input": ["ok", "\u200b\ufeff "]}, "input.1"),  # zero-width only: nothing to embed
         ({"model": "m", "input": [1, 2, 3]}, "input"),
         ({"model": "m", "input": [[1, 2], [3]]}, "input"),
         ({"model": "m", "input": "x", "dimensions": 1536}, "dimensions"),

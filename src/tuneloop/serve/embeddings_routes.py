@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.errors import BadRequest
+from tuneloop.retrieve.extract import visible
 from tuneloop.serve.backends.openai_upstream import OpenAIUpstreamBackend
 from tuneloop.serve.http import GATEWAY, read_json, validate
 from tuneloop.signals import embeddings
@@ -49,9 +50,12 @@ def _parse(body: Any, max_text: int) -> EmbeddingRequest:
     texts = req.texts()
     if not 1 <= len(texts) <= MAX_INPUTS:
         raise BadRequest(f"input: send 1 to {MAX_INPUTS} strings", param="input")
-    if empty := [i for i, t in enumerate(texts) if not t.strip()]:
+    if empty := [i for i, t in enumerate(texts) if not visible(t)]:
         where = "input" if isinstance(req.input, str) else f"input.{empty[0]}"
-        raise BadRequest(f"{where}: an empty string has no embedding; leave it out", param=where)
+        raise BadRequest(
+            f"{where}: empty, or only whitespace or invisible characters, has no embedding; leave it out",
+            param=where,
+        )
     return req
 
 
