@@ -3,6 +3,8 @@ client: the mix of events it sends, idempotent retries, reproducibility, and the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 
@@ -103,3 +105,11 @@ def test_satisfaction_scores_the_temperature_zero_answers_on_held_out_prompts() 
     assert value == pytest.approx(expected)
     assert len(recorded.completions) == 20 and {c["temperature"] for c in recorded.completions} == {0}
     assert not recorded.posts  # measuring sends no feedback
+
+
+def test_the_simulator_imports_httpx2_whole_before_its_users_threads_start() -> None:
+    """openai reads httpx2's classes from sys.modules on every request: a thread importing it meanwhile (the
+    demo's loop, through huggingface_hub) left it half-initialised and a user's request raised."""
+    code = "import sys, tuneloop.sim.runner; print(hasattr(sys.modules['httpx2'], 'Timeout'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+# `openai` looks for httpx2 in sys.modules on every request and reads its classes. The demo's loop thread
+# imports it (through huggingface_hub) while users' threads make requests, and a request that met it half
+# imported raised AttributeError and ended the demo: imported whole here, before any thread starts.
+import httpx2  # noqa: F401
 import openai
 
 from tuneloop.sim.scenario import Prompt, Scenario
