@@ -115,8 +115,13 @@ async def pinned_version(tenant: TenantStore, model: str) -> Version:
         ) from None
     # A version waiting for its approver reaches no one, pinned or not, until a person approves it.
     if version.kind != "adapter" or version.state in ("blocked", "rolled_back", "pending_approval"):
+        why = (
+            f"a {version.kind.replace('_', ' ')}, not a version of the model"
+            if version.kind != "adapter"
+            else f"{version.state.replace('_', ' ')}: blocked, rolled-back, unapproved ones are never served"
+        )
         raise NotFound(
-            f"model {model!r} is not servable (it is a {version.kind}, {version.state})",
+            f"model {model!r} is not servable ({why})",
             param="model",
             code="model_not_found",
         )
