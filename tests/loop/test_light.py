@@ -258,26 +258,44 @@ def _no_judge_needed(snapshot_hash: str) -> dict:
     raise AssertionError("no reward model should be trained here")
 
 
-def test_a_new_tenants_light_stage_trains_a_judge_before_gating_its_candidates(tenant: tuple) -> None:
-    """Light candidates come before a first turn's training; the gate's reward-model suite needs a judge, so
-    without one every candidate of a new tenant was blocked on a missing input."""
+def test_each_light_stage_trains_a_judge_on_its_snapshot_before_gating_its_candidates(tenant: tuple) -> None:
+    """Light candidates come before a turn's training. A new tenant has no judge, and the gate's reward-model
+    suite needs one; a later turn's sitting judge was trained on older feedback and may have drifted from
+    this snapshot's held-out pairs, which blocked every candidate a minute before the reward stage trained
+    a fit judge."""
     tenant, settings, _ = tenant
-    now = now_utc()
+    registry = Registry(tenant)
     rng = random.Random(0)
-    for i in range(32):  # 32 users (each request its own), more than a trial's two arms need
-        at = now - timedelta(minutes=i)
-        interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
-        give(tenant, interaction, "edit", "Settings, then Reset.", now - timedelta(minutes=i))
-    _policy(settings, "light_policy.yaml", {"enabled": True, "examples": None})
 
+    def edits(n: int) -> None:  # n users (each request its own), more than a trial's two arms need
+        now = now_utc()
+        for i in range(n):
+            at = now - timedelta(minutes=i)
+            interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
+            give(tenant, interaction, "edit", "Settings, then Reset.", at)
+
+    edits(32)
+    _policy(settings, "light_policy.yaml", {"enabled": True, "examples": None})
     # The light stage only: no turn trains an adapter here.
-    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=10**9)).tick(force=True)
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=10**9))
+
+    turn = loop.tick(force=True)
 
     light = turn.report["light"]
-    judge = Registry(tenant).production("reward_model")
-    assert judge is not None and light["reward_model"]["judge"] == judge.id
-    reports = [Path(Registry(tenant).get(c["version"]).gate_report).read_text() for c in light["candidates"]]
+    first = registry.production("reward_model")
+    assert first is not None and light["reward_model"]["judge"] == first.id
+    reports = [Path(registry.get(c["version"]).gate_report).read_text() for c in light["candidates"]]
     assert reports and all("no production reward model" not in r for r in reports)
+
+    futile = {"eliminated": {"arm-1": f"{FUTILE}, cannot reach the design effect +0.342: undecided"}}
+    finish(tenant, "rolled_back", actor="test", reason="every candidate eliminated", stats=futile)
+    assert loop.tick().outcome == "skipped"
+    edits(8)
+
+    light = loop.tick(force=True).report["light"]
+
+    trained = registry.get(light["reward_model"]["trained"])
+    assert trained.id != first.id and trained.snapshot_hash == light["snapshot"] != first.snapshot_hash
 
 
 def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners_light_parts(

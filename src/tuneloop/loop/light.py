@@ -120,8 +120,8 @@ def start_trial(
 
     A trial already live (a restarted turn) is picked up; nothing starts while another experiment runs or
     when candidates must wait for a person's approval, nor when the feedback calls for no candidate. A
-    tenant with no reward model in production gets one first (`train_judge` on the snapshot), as the gate's
-    reward-model suite needs a judge.
+    judge is trained on the snapshot first (`train_judge`) unless the sitting one was, as the gate's
+    reward-model suite checks its judge on this snapshot's held-out pairs.
     """
     policy = tenant_policy(settings.home, tenant.tenant.name, LightPolicy)
     live = active_experiment(tenant)
@@ -157,8 +157,12 @@ def start_trial(
         )
         return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     judged: dict[str, Any] = {}
-    if Registry(tenant).production("reward_model") is None:
-        # Light candidates come before a first turn's training, so a new tenant has no judge yet.
+    sitting = Registry(tenant).production("reward_model")
+    if sitting is None or sitting.snapshot_hash != snapshot.hash:
+        # Light candidates come before the turn's training, so the judge that sits was trained on older
+        # feedback (or, for a new tenant, none does): the gate checks it on this snapshot's held-out pairs,
+        # and one that drifted from them would block every candidate a minute before the reward stage
+        # trained a fit one. The reward stage takes this one over.
         try:
             judged = {"reward_model": train_judge(snapshot.hash)}
         except BadRequest as exc:  # too few pairs for a reward model: the gate says what is missing

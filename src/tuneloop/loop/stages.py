@@ -111,7 +111,7 @@ def _nothing_to_train(turn: Turn, report: dict[str, Any]) -> Step:
 
 def reward(ctx: TurnContext, turn: Turn) -> Step:
     """Train a reward model; it becomes the judge when it passes the gate's own judge check. The light stage
-    may have trained one on this snapshot already (a new tenant's light candidates need a judge). With no
+    may have trained one on this snapshot already, before gating its candidates. With no
     judge, and a gate that requires one, the turn trains no adapter."""
     judged = turn.report.get("light", {}).get("reward_model")
     if not judged:
