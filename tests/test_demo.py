@@ -15,7 +15,6 @@ from tuneloop.errors import Conflict
 from tuneloop.loop.stages import FIRST
 from tuneloop.loop.turns import advance_turn, start_turn
 from tuneloop.rollout import controller
-from tuneloop.rollout.experiments import active_experiment
 from tuneloop.store.repository import Store
 
 
@@ -63,11 +62,14 @@ def test_the_demo_says_what_a_turn_shipped_and_how_far_into_the_turn(store: Stor
     tenant = store.for_tenant(created)
     turn = start_turn(tenant, "manual", FIRST)
     candidate = gated_version(tenant)
-    controller.start_canary(tenant, candidate, POLICY, reward_policy=REWARDS, actor="test")
-    exp = active_experiment(tenant)
+    # A fixed id fixes which users land in which arm (a rare split can end a canary before its win), and
+    # each batch is assigned at the share the last look ramped to, or the ratio check halts the canary.
+    exp = controller.start_canary(
+        tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-demo"
+    )
     for batch in range(30):
         canary_traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=batch, start=batch * 60)
-        if controller.review(tenant, REWARDS).state != "running":
+        if (exp := controller.review(tenant, REWARDS)).state != "running":
             break
     [line] = shipped(tenant, turn)
     events = len(tenant.feedback(since=turn.started_at))

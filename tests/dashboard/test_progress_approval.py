@@ -21,7 +21,9 @@ def test_a_canary_waiting_for_approval_is_on_the_progress_page(tmp_path: Path, t
     tenant = store.for_tenant(created)
     candidate = gated_version(tenant)
     policy = POLICY.model_copy(update={"approve_promotion": True})
-    exp = controller.start_canary(tenant, candidate, policy, reward_policy=REWARDS, actor="test")
+    exp = controller.start_canary(
+        tenant, candidate, policy, reward_policy=REWARDS, actor="test", experiment_id="exp-approval"
+    )
     for b in range(30):
         canary_traffic(tenant, exp, 60, {"control": 0.3, "treatment": 0.8}, seed=b, start=b * 60)
         exp = controller.review(tenant, REWARDS)
