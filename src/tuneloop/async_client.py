@@ -20,6 +20,7 @@ from tuneloop.client import (
     retry_delay,
     score_value,
     server_url,
+    warn_once,
 )
 from tuneloop.errors import TuneloopError
 
@@ -91,7 +92,9 @@ class AsyncClient:
         item = event(interaction_id, kind, value, **fields)
         if background:
             return self._enqueue(item)
-        return (await self._request("POST", "/v1/feedback", item))["status"]
+        result = await self._request("POST", "/v1/feedback", item)
+        warn_once(result)
+        return result["status"]
 
     async def score(
         self,

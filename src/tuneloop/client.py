@@ -118,10 +118,24 @@ def outcome_events(
 
 
 def log_rejected(results: list[dict[str, Any]]) -> None:
-    """Warn about queued events the server refused (not retried: their data is bad)."""
+    """Warn about queued events the server refused (not retried: their data is bad) or stored with a
+    warning (an outcome name the reward policy does not list)."""
     for r in results:
         if r["status"] == "rejected":
             log.warning("queued event %s was rejected: %s", r["id"], r.get("error"))
+        warn_once(r)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(result: dict[str, Any]) -> None:
+    """Log a stored event's warning the first time this process hears it: one per outcome name, not one
+    per sale."""
+    warning = result.get("warning")
+    if warning and warning not in _warned and len(_warned) < 256:
+        _warned.add(warning)
+        log.warning("%s", warning)
 
 
 class EventQueue:
@@ -243,7 +257,9 @@ class Client:
         item = event(interaction_id, kind, value, **fields)
         if background:
             return self._enqueue(item)
-        return self._post("/v1/feedback", item)["status"]
+        result = self._post("/v1/feedback", item)
+        warn_once(result)
+        return result["status"]
 
     def score(
         self,

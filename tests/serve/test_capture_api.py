@@ -103,6 +103,41 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
     assert len(stored) == 3 and all(e["id"].startswith("ref-") for e in stored)
 
 
+def test_an_outcome_or_score_the_reward_policy_does_not_list_is_stored_with_a_warning(
+    api: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A team posting its own outcome names (a sale) hears at once that they train nothing until listed."""
+    with _http(api) as http:
+        iid = http.post(
+            "/v1/interactions", json={"messages": [{"role": "user", "content": "q"}], "response": "a"}
+        ).json()["id"]
+        sale = {
+            "id": "w-1",
+            "interaction_id": iid,
+            "kind": "outcome",
+            "value": {"name": "purchase", "value": 1},
+        }
+        single = http.post("/v1/feedback", json=sale)
+        listed = {**sale, "id": "w-2", "value": {"name": "resolved", "value": True}}
+        score = {"id": "w-3", "interaction_id": iid, "kind": "score"}
+        score["value"] = {"name": "helpfulness", "data_type": "numeric", "value": 0.9}
+        batch = http.post("/v1/feedback", json={"events": [listed, score]}).json()["results"]
+    assert single.status_code == 201 and single.json()["status"] == "accepted"
+    assert (
+        "outcome 'purchase' is stored but carries no reward: list it under `outcomes`"
+        in single.json()["warning"]
+    )
+    assert "warning" not in batch[0] and batch[0]["status"] == "accepted"
+    assert batch[1]["status"] == "accepted" and "map it under `scores`" in batch[1]["warning"]
+
+    url, key_a, *_ = api
+    with Client(url, key_a) as client:
+        for _ in range(3):  # the SDK logs it once, not once per sale
+            client.feedback(iid, "outcome", {"name": "add_to_cart", "value": True})
+    logged = [r.getMessage() for r in caplog.records if "'add_to_cart'" in r.getMessage()]
+    assert len(logged) == 1 and "carries no reward" in logged[0]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from tuneloop.capture import pending
 from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
 from tuneloop.capture.ingest import names_interactions
+from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import (
     CAPTURE,
@@ -24,6 +25,7 @@ from tuneloop.serve.http import (
     trusted_sender,
     validate,
 )
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
@@ -62,7 +64,20 @@ async def post_feedback(request: Request) -> JSONResponse:
     [result] = await _store_feedback(st, store, [event], request)
     if result.status == "rejected":
         raise _rejection(result)
-    return JSONResponse({"id": result.id, "status": result.status}, status_code=result.code)
+    [warning] = _warnings(st, store, [event])
+    return JSONResponse({"id": result.id, "status": result.status, **warning}, status_code=result.code)
+
+
+def _warnings(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[dict[str, str]]:
+    """Per event, `{"warning": why}` when the tenant's reward policy gives it no reward, else `{}`."""
+    if not any(e.kind in ("outcome", "score") for e in events):
+        return [{} for _ in events]  # the policy file is read only when an event could be unlisted
+    try:
+        policy = tenant_policy(st.settings.home, store.tenant.name, RewardPolicy)
+    except TuneloopError:  # a broken policy file fails the loop's turn, which says so; the events are in
+        return [{} for _ in events]
+    reasons = [policy.unrewarded(e.kind, e.value) for e in events]
+    return [{"warning": why} if why else {} for why in reasons]
 
 
 async def _store_feedback(
@@ -113,10 +128,14 @@ async def _batch(
 ) -> JSONResponse:
     valid = [c for c in checked if isinstance(c, FeedbackIn)]
     stored = iter(await _store_feedback(st, store, valid, request) if valid else [])
-    merged = [c if isinstance(c, ItemResult) else next(stored) for c in checked]
+    warned = iter(_warnings(st, store, valid))
+    merged = [(c, {}) if isinstance(c, ItemResult) else (next(stored), next(warned)) for c in checked]
     statuses = ("accepted", "duplicate", "pending", "rejected")
-    counts = {s: sum(r.status == s for r in merged) for s in statuses}
-    items = [{"id": r.id, "status": r.status, **({"error": r.error} if r.error else {})} for r in merged]
+    counts = {s: sum(r.status == s for r, _ in merged) for s in statuses}
+    items = [
+        {"id": r.id, "status": r.status, **({"error": r.error} if r.error else warning)}
+        for r, warning in merged
+    ]
     return JSONResponse({**counts, "results": items}, status_code=200)
 
 

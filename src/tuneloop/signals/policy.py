@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -271,3 +271,18 @@ class RewardPolicy(TenantPolicy):
     seed: int = Field(
         default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
     )
+
+    def unrewarded(self, kind: str, value: Any) -> str | None:
+        """Why a validated outcome or score event carries no reward under this policy (its name is not
+        listed), or None: such an event is kept, and a team wiring up its own names hears it at once."""
+        if kind == "outcome" and value["name"] not in self.outcomes:
+            return (
+                f"outcome {value['name']!r} is stored but carries no reward: list it under `outcomes` in the "
+                f"tenant's {self.filename} with its weight (negative for bad news)"
+            )
+        if kind == "score" and value["name"] not in self.scores:
+            return (
+                f"score {value['name']!r} is stored but carries no reward: map it under `scores` in the "
+                f"tenant's {self.filename}"
+            )
+        return None
