@@ -3,6 +3,8 @@ weights follow its labels."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,9 +12,11 @@ from tuneloop.errors import ConfigError
 from tuneloop.learn import job_config
 from tuneloop.learn.job_config import (
     MAX_STEPS,
+    MAX_TRAIN_TOKENS,
     TARGET_STEPS,
     JobSpec,
     class_weighted,
+    fitted_length,
     paced,
     train_device,
 )
@@ -47,6 +51,39 @@ def test_passes_the_caller_set_are_kept_and_reward_jobs_are_not_paced() -> None:
     assert paced("dpo", rows(40), {"num_train_epochs": 7}, {}) == {"num_train_epochs": 7}
     assert paced("kto", rows(40), {"max_steps": 3}, {}) == {"max_steps": 3}
     assert paced("reward_embedding", rows(40), {}, {}) == {}
+
+
+def test_accumulated_micro_batches_count_as_one_step() -> None:
+    args = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+    assert paced("dpo", rows(128), args, {})["num_train_epochs"] == 2  # 16 steps of 8 a pass, as at batch 8
+
+
+def conversation(system_words: int, answer_words: int, key: str = "chosen") -> dict:
+    prompt = [{"role": "system", "content": "policy " * system_words}, {"role": "user", "content": "How?"}]
+    answer = [{"role": "assistant", "content": "step " * answer_words}]
+    return {"prompt": prompt, key: answer} | ({"rejected": answer} if key == "chosen" else {})
+
+
+def test_max_length_holds_the_longest_row_and_the_micro_batch_shrinks_to_the_same_batch(
+    tiny_model: Path,
+) -> None:
+    """A long system prompt had TRL cut a third of a tenant's answers at 256 tokens and its reward trainer
+    drop most pairs; the micro-batch shrinks as rows grow, so a step's activations stay about the same."""
+    short = [conversation(20, 40)]
+    assert fitted_length("dpo", short, {}, tiny_model) == {"max_length": 256}
+    long = [*short, conversation(190, 120)]
+    args = fitted_length("dpo", long, {}, tiny_model)
+    assert args == {"max_length": 384, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+    huge = fitted_length("kto", [conversation(3000, 10, key="completion")], {}, tiny_model)
+    # Capped, and KTO keeps two rows a micro-batch for its KL estimate.
+    assert huge == {
+        "max_length": MAX_TRAIN_TOKENS,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+    }
+    set_by_caller = {"max_length": 128}
+    assert fitted_length("dpo", long, set_by_caller, tiny_model) == set_by_caller
+    assert fitted_length("reward_embedding", long, {}, tiny_model) == {}
 
 
 def labels(desirable: int, undesirable: int) -> list[dict]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneloop.errors import BadRequest, ConfigError
 from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
+from tuneloop.model_files import load_tokenizer
 
 JobKind = Literal["dpo", "kto", "reward", "reward_embedding"]
 # Where a job trains: in this process, in one child process, or as a group of DDP processes launched by
@@ -80,6 +81,12 @@ KIND_REPEAT: dict[str, dict[str, int]] = {"dpo": {"edit": 3}}
 TARGET_STEPS = 32
 MAX_EPOCHS = 4
 MAX_STEPS = 64
+# A job's rows are cut at max_length tokens, prompt and answer together: TRL's DPO and KTO cut the answer's
+# end (a system prompt of 190 tokens left a third of a tenant's answers cut at 256), DPO drops a row whose
+# prompt alone fills it, and its reward trainer drops every pair longer. So max_length covers the longest
+# row, in steps of 64, up to MAX_TRAIN_TOKENS, past which one row costs more CPU than its pair is worth.
+MIN_TRAIN_TOKENS = 256
+MAX_TRAIN_TOKENS = 1024
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "dpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
@@ -282,6 +289,45 @@ def lora_config(spec: JobSpec, **extra: Any) -> Any:
     return LoraConfig(**{**spec.lora, **extra})
 
 
+def fitted_length(
+    kind: JobKind, rows: list[dict], trainer_args: dict[str, Any], base_model: str | Path
+) -> dict[str, Any]:
+    """`trainer_args` with a max_length that holds the longest row (MIN_TRAIN_TOKENS to MAX_TRAIN_TOKENS),
+    unless the caller set one. Past MIN_TRAIN_TOKENS the micro-batch shrinks as the rows grow and gradients
+    accumulate to the same batch, so a step holds about the activations it held at 256 tokens."""
+    if kind == "reward_embedding" or "max_length" in trainer_args:
+        return trainer_args
+    tokenizer = load_tokenizer(base_model) if rows else None
+    longest = max((_tokens(row, tokenizer) for row in rows), default=0)
+    length = min(MAX_TRAIN_TOKENS, max(MIN_TRAIN_TOKENS, 64 * math.ceil(longest / 64)))
+    args = {**trainer_args, "max_length": length}
+    if (
+        length == MIN_TRAIN_TOKENS
+        or {"per_device_train_batch_size", "gradient_accumulation_steps"} & args.keys()
+    ):
+        return args
+    batch = _resolved(kind, args)["per_device_train_batch_size"]
+    # KTO's KL estimate pairs each answer with another row's prompt in the same micro-batch: it needs two.
+    room = max(2 if kind == "kto" else 1, batch * MIN_TRAIN_TOKENS // length)
+    micro = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= room)
+    return {**args, "per_device_train_batch_size": micro, "gradient_accumulation_steps": batch // micro}
+
+
+def _tokens(row: dict, tokenizer: Any) -> int:
+    """Tokens of the row's prompt with its longest answer, as its chat template lays them out."""
+    answers = [row[c] for c in ("chosen", "rejected", "completion") if c in row]
+    prompt = row["prompt"]
+    if isinstance(prompt, str):  # a plain-text row (a file a team trains on by hand)
+        texts = [prompt + (a if isinstance(a, str) else a[-1]["content"]) for a in answers]
+    else:
+        texts = [tokenizer.apply_chat_template(prompt + a, tokenize=False) for a in answers]
+    return max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+
+
+def _resolved(kind: JobKind, trainer_args: dict[str, Any]) -> dict[str, Any]:
+    return {**CPU_TRAINER_ARGS, **KIND_TRAINER_ARGS[kind], **trainer_args}
+
+
 def paced(
     kind: JobKind, rows: list[dict], trainer_args: dict[str, Any], repeat: dict[str, int]
 ) -> dict[str, Any]:
@@ -291,7 +337,8 @@ def paced(
         return trainer_args
     copies = {**KIND_REPEAT.get(kind, {}), **repeat}
     seen = sum(copies.get(str(row.get("origin")), 1) for row in rows)
-    batch = {**CPU_TRAINER_ARGS, **KIND_TRAINER_ARGS[kind], **trainer_args}["per_device_train_batch_size"]
+    resolved = _resolved(kind, trainer_args)
+    batch = resolved["per_device_train_batch_size"] * resolved.get("gradient_accumulation_steps", 1)
     per_epoch = max(1, math.ceil(seen / batch))
     epochs = min(MAX_EPOCHS, math.ceil(TARGET_STEPS / per_epoch))
     args = {**trainer_args, "num_train_epochs": epochs}

@@ -41,7 +41,14 @@ def train_version(
     actor: str = "cli",
 ) -> Version | None:
     """Train `method` on the tenant's snapshot and register the result; None when cancelled."""
-    from tuneloop.learn.job_config import JobSpec, class_weighted, paced, train_device, typed_args
+    from tuneloop.learn.job_config import (
+        JobSpec,
+        class_weighted,
+        fitted_length,
+        paced,
+        train_device,
+        typed_args,
+    )
     from tuneloop.learn.jobs import run_job
     from tuneloop.model_files import model_hash, resolve_model
 
@@ -61,7 +68,9 @@ def train_version(
         amplify_k=amplify_k if method == "dpo" else 0,
         tenant=tenant.tenant_id,
         lora=lora,
-        trainer_args=class_weighted(method, rows, paced(method, rows, trainer_args, repeat or {})),
+        trainer_args=class_weighted(
+            method, rows, paced(method, rows, fitted_length(method, rows, trainer_args, base), repeat or {})
+        ),
         repeat=repeat or {},
         init_adapter=init_adapter,
         seed=seed,
