@@ -10,6 +10,7 @@ import pytest
 from tests.signals.test_snapshots import POLICY, _seed
 from tuneloop.clock import now_utc
 from tuneloop.config import Settings
+from tuneloop.learn import job_config
 from tuneloop.learn.privacy import DifferentialPrivacy
 from tuneloop.loop import LoopPolicy
 from tuneloop.loop.stages import TurnContext, _train_judge, reward
@@ -160,3 +161,22 @@ def test_the_light_stages_judge_leaves_the_lora_fallback_to_the_reward_stage(
     judged = step.report["reward_model"]
     assert judged["method"] == "reward" and judged["first_try"]["trained"] == light["trained"]
     assert "fallback_due" not in judged["first_try"] and step.stage == "adapter"
+
+
+def test_a_lora_reward_model_that_cannot_train_leaves_the_turn_without_a_judge_not_failed(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's long system prompt once had TRL's reward trainer drop every pair as too long, and the turn
+    failed beside the light trial it had started."""
+    ctx = _unfit_fast_judge(tmp_path, tiny_model)
+    monkeypatch.setattr(job_config, "MIN_TRAIN_TOKENS", 8)  # every pair is longer
+    monkeypatch.setattr(job_config, "MAX_TRAIN_TOKENS", 8)
+
+    step = reward(ctx, _reward_turn(ctx))
+
+    judged = step.report["reward_model"]
+    assert "none of the" in judged["fallback_failed"] and "max_length 8" in judged["fallback_failed"]
+    assert judged["judge"] is None and judged["method"] == "reward_embedding"
+    assert (step.stage, step.outcome) == (DONE, "skipped") and "no reward model is fit" in step.report[
+        "reason"
+    ]

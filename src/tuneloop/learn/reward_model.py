@@ -64,6 +64,14 @@ def train_reward_model(
         peft_config=lora,
         callbacks=callbacks,
     )
+    if (
+        len(trainer.train_dataset) == 0
+    ):  # TRL drops each pair longer than max_length, and then fails deep in torch
+        raise BadRequest(
+            f"none of the {len(train)} training pairs fits max_length {args.max_length} tokens (prompt and "
+            "answer); TRL's reward trainer drops longer pairs",
+            param="max_length",
+        )
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
 

@@ -22,6 +22,7 @@ from tuneloop.evaluate.gate import run_gate
 from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.learn.job_config import DEFAULT_LORA
+from tuneloop.learn.launchers import JobFailed
 from tuneloop.learn.privacy import dp_trainer_args
 from tuneloop.learn.runs import train_version
 from tuneloop.loop import light as light_candidates
@@ -151,9 +152,15 @@ def _train_judge(ctx: TurnContext, snapshot_hash: str, *, fall_back: bool = True
 
 
 def _fall_back(ctx: TurnContext, snapshot_hash: str, first: dict[str, Any]) -> dict[str, Any]:
-    """Train and measure the LoRA reward model after the fast one (`first`'s report) proved unfit."""
+    """Train and measure the LoRA reward model after the fast one (`first`'s report) proved unfit. One that
+    cannot train leaves the turn as an unfit one would (the judge is one input of the gate): the turn goes on,
+    and its report says why, rather than failing beside a light trial it started."""
     first = {k: v for k, v in first.items() if k != "fallback_due"}
-    return {**_train_and_appoint(ctx, snapshot_hash, "reward"), "first_try": first}
+    try:
+        return {**_train_and_appoint(ctx, snapshot_hash, "reward"), "first_try": first}
+    except (BadRequest, JobFailed) as exc:
+        log.warning("tenant %s: the LoRA reward model did not train: %s", ctx.tenant.tenant.name, exc)
+        return {**first, "fallback_failed": str(exc)}
 
 
 def _train_and_appoint(
