@@ -28,6 +28,7 @@ def _event(kind: str, value: object = None) -> dict:
         ("regenerated", None, None),
         ("followup", "and then?", "and then?"),
         ("dwell_ms", 1500.5, 1500.5),
+        ("dwell_ms", 78051120, 78100000),  # nine digits hold a national id; a long wait needs three
         ("outcome", {"name": "tests_passed", "value": True}, {"name": "tests_passed", "value": True}),
     ],
 )
@@ -81,9 +82,11 @@ def test_event_ids_are_restricted_to_safe_characters() -> None:
         ({"name": "resolution_ms", "value": 1234567}, 1230000),
         ({"name": "resolution_ms", "value": 1235000}, 1240000),
         ({"name": "account", "value": 1000000}, 1000000),
+        ({"name": "callback_phone", "value": 4155550134.5}, 4.16e9),  # a fraction hides nothing
+        ({"name": "amex", "data_type": "numeric", "value": 378282246310005.5}, 3.78e14),
     ],
 )
-def test_a_long_whole_number_in_an_outcome_or_score_keeps_three_significant_digits(
+def test_a_long_number_in_an_outcome_or_score_keeps_three_significant_digits(
     value: dict, stored: float
 ) -> None:
     kind = "score" if "data_type" in value else "outcome"

@@ -249,14 +249,22 @@ def test_a_card_sent_as_a_json_number_is_redacted_and_other_numbers_stay_numbers
     capture = Capture(Redactor(hash_key=b"s" * 32), Pseudonyms(b"s" * 32))
     store = Store("sqlite://")
     tenant = store.for_tenant(store.create_tenant("a")[0])
-    metadata = {"card": 4111111111111111, "as_float": 4.111111111111111e15, "ts": 1733300000000, "n": 3}
+    metadata = {
+        "card": 4111111111111111,
+        "as_float": 4.111111111111111e15,
+        "phone_with_a_fraction": 4155550134.5,
+        "ts": 1733300000000,
+        "n": 3,
+        "amount": 1234567.25,
+    }
     item = InteractionIn(messages=[{"role": "user", "content": "hi"}], response="hello", metadata=metadata)
 
     row, _ = capture.interaction_row(tenant, item)
 
     stored = row["metadata"]
     assert stored["card"] == stored["as_float"] == "<CREDIT_CARD>"
-    assert (stored["ts"], stored["n"]) == (1733300000000, 3)
+    assert stored["phone_with_a_fraction"] == "<PHONE_NUMBER>"
+    assert (stored["ts"], stored["n"], stored["amount"]) == (1733300000000, 3, 1234567.25)
 
 
 def test_hash_placeholders_join_within_a_tenant_and_not_across(redactor: Redactor) -> None:

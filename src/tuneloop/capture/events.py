@@ -247,6 +247,7 @@ def validate_value(kind: str, value: Any) -> Any:
     elif kind == "dwell_ms":
         if type(value) not in (int, float) or not 0 <= value <= MAX_DWELL_MS:
             raise ValueError(f"value: dwell_ms takes milliseconds from 0 to {MAX_DWELL_MS} (a week)")
+        return _a_measure(value)  # nine digits hold a national id; a duration past 17 minutes needs three
     elif kind == "outcome":
         return Outcome.model_validate(value).model_dump()
     elif kind == "score":

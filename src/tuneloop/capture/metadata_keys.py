@@ -2,12 +2,13 @@
 or send a card or phone number as a JSON number.
 
 `keys_of` lists every dict key inside a value; `with_keys` puts the redacted keys back in the same order.
-`numbers_as_text` turns long whole numbers (`is_long_number`) into text for redaction; `numbers_back` restores
-those it left.
+`numbers_as_text` turns long numbers (`is_long_number`) into their whole digits as text for redaction;
+`numbers_back` restores those it left.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,11 +81,12 @@ def numbers_back(original: Any, redacted: Any) -> Any:
 
 
 def is_long_number(value: Any) -> bool:
-    """Whether `value` is a whole number of MIN_NUMBER_DIGITS digits or more, as a phone, card or account
-    number is: an int, or a float without a fraction below 1e19 (past that a float has lost such digits)."""
+    """Whether `value` has MIN_NUMBER_DIGITS whole digits or more, as a phone, card or account number has:
+    an int, or a float below 1e19 (past that a float has lost such digits) — with a fraction too, since
+    `4155550134.5` carries the phone number as plainly as `4155550134`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    if isinstance(value, float) and not (value.is_integer() and abs(value) < 1e19):
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) < 1e19):
         return False
     return abs(value) >= 10 ** (MIN_NUMBER_DIGITS - 1)
 
