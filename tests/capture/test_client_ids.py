@@ -3,6 +3,7 @@ hash, and the client still finds everything by the id it chose."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ SECRET = b"k" * 32
         uuid.uuid4().hex,
         "int-" + uuid.uuid4().hex,
         "chatcmpl-" + uuid.uuid4().hex,
+        str(uuid.uuid7()) if hasattr(uuid, "uuid7") else str(uuid.uuid1()),
     ],
 )
 def test_opaque_ids_are_stored_as_sent(client_id: str) -> None:
@@ -43,6 +45,9 @@ def test_opaque_ids_are_stored_as_sent(client_id: str) -> None:
         "johnsmith-" + uuid.uuid4().hex,  # found by an attacker: a name before an opaque part
         "0JANESMYTH5550142123456789",  # ULID-shaped
         "5550142987a65432",
+        hashlib.md5(b"jane.doe@example.com").hexdigest(),  # a common conversation id, open to a dictionary
+        "41555501-3400-0000-0000-000000000000",  # UUID-shaped, but no generator's: a phone number
+        "int-41111111111111110000000000000000",
     ],
 )
 def test_ids_that_could_spell_something_personal_are_keyed_once(client_id: str) -> None:

@@ -109,7 +109,7 @@ def test_a_whole_number_past_eighteen_digits_is_refused_without_echoing_it(value
     assert not any(d in caught.value.errors()[0]["msg"] for d in ("5500", "1000000"))
 
 
-@pytest.mark.parametrize("number", [999999, -999999, 12345, 3.5, 1234567.5, 1e19, 1e300, -1e308])
+@pytest.mark.parametrize("number", [999999, -999999, 12345, 3.5, 999999.5, 1e19, 1e300, -1e308])
 def test_counts_fractions_and_float_magnitudes_are_kept_as_measures(number: float) -> None:
     outcome = {"name": "x", "value": number}
     assert FeedbackIn.model_validate(_event("outcome", outcome)).value["value"] == number

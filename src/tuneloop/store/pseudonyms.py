@@ -20,13 +20,12 @@ from tuneloop.store.repository import Tenant, payload_hash
 IDENTIFIER_PREFIX = "anon-"
 IDENTIFIER_HEX_CHARS = 32  # 128 bits: no collisions among any realistic number of users
 REFERENCE_PREFIX = "ref-"
-# Ids that cannot spell anything personal stay readable: a UUID (with or without dashes), alone or after one
-# of tuneloop's own prefixes. Any other id ("jane-doe-7", "555-0142", a name before a UUID) might, so it is
-# stored keyed.
-_OPAQUE_ID = re.compile(
-    r"(?:(?:int|chatcmpl|cmpl|ref|anon)-)?"
-    r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
-)
+# Ids that cannot spell anything personal stay readable: a UUID (with or without dashes; its version and
+# variant digits set, as a generated one has), alone or after one of tuneloop's id prefixes, and tuneloop's
+# own keyed ids. Any other id ("jane-doe-7", "555-0142", a name before a UUID) might, and so might bare hex
+# of a UUID's length: md5(email) is a common conversation id, the same in every app and open to a dictionary.
+_UUID = r"[0-9a-f]{8}(-?)[0-9a-f]{4}\1[1-8][0-9a-f]{3}\1[89ab][0-9a-f]{3}\1[0-9a-f]{12}"
+_OPAQUE_ID = re.compile(rf"(?:(?:int|chatcmpl|cmpl)-)?{_UUID}|(?:ref|anon)-[0-9a-f]{{32}}")
 
 
 def key_scope(tenant: Tenant) -> str | None:
