@@ -133,9 +133,9 @@ class Settings(BaseSettings):
     public_term_users: int = Field(
         default=10,
         ge=0,
-        description="A name the app's system prompts give to this many distinct end users is the app's "
-        "own vocabulary (a brand the name recogniser mistakes for a person) and is no longer redacted; "
-        "0 redacts every name.",
+        description="A name the app's system prompts give to this many distinct end users (and to half of "
+        "those seen) is the app's own vocabulary (a brand the name recogniser mistakes for a person) and is "
+        "no longer redacted; 0 redacts every name.",
     )
     tenant_max_concurrency: int = Field(
         default=64,

@@ -126,3 +126,20 @@ def test_system_prompts_an_ingest_key_sent_never_make_a_name_public(
     for n in range(MIN_USERS * 2):
         row, _ = capture.interaction_row(acme, _item(f"user-{n}", BRAND_PROMPT, "Hi", "Welcome to Finly."))
     assert "Finly" not in str(row) and not capture.public_terms.public(acme.tenant_id)
+
+
+def test_a_few_accounts_named_after_someone_do_not_unredact_them_across_a_tenant_of_many_users(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    """Where an app puts a user's display name in its system prompt, `min_users` accounts an attacker named
+    after someone were enough to stop that person's name being redacted for every user of the tenant."""
+    capture = _capture(redactor)
+    acme, _ = tenants
+    for n in range(2 * MIN_USERS):
+        _row(capture, acme, _item(f"user-{n}", "You are a helpful assistant.", "Hi", "Hello"))
+    for n in range(MIN_USERS):
+        _row(capture, acme, _item(f"attacker-{n}", "You help Hannah Whitfield.", "Hi", "Hello"))
+
+    row, _ = _row(capture, acme, _item("victim", "You help me.", "I am Hannah Whitfield.", "Hello"))
+
+    assert "Hannah Whitfield" not in str(row) and not capture.public_terms.public(acme.tenant_id)

@@ -127,9 +127,9 @@ class Capture:
             keep=self.public_terms.public(store.tenant_id),
             key_scope=key_scope(store.tenant),
         )
-        if mode != "off" and teaches and self.public_terms.min_users:
+        system = [m.content for m in item.messages if m.role in ("system", "developer")]
+        if mode != "off" and teaches and self.public_terms.min_users and system:
             # The system texts were just analysed, so finding their names again is a cache hit.
-            system = [m.content for m in item.messages if m.role in ("system", "developer")]
             self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))
         contents, response, choices, metadata, keys, model, stops = redacted
         if stops:

@@ -2,10 +2,12 @@
 
 The name recogniser reads a brand ("You are the support assistant of Finly") as a person. Redacting it
 everywhere puts `<PERSON>` into the training pairs, and an adapter then learns to say `<PERSON>` to users.
-A name that the app's system prompt gives to at least `min_users` distinct end users is the app's
-vocabulary, not a fact about one of them, so it is kept from then on. Per-user system prompts ("the
-customer is Jane Doe") name each person for one user only and stay redacted. Counts live in memory,
-bounded: after a restart a term is relearned from the next `min_users` users.
+A name that the app's system prompt gives to at least `min_users` distinct end users, and to at least
+half of the users whose system prompts were seen, is the app's vocabulary, not a fact about one of them, so
+it is kept from then on. Per-user system prompts ("the customer is Jane Doe") name each person for one user
+only and stay redacted; the share keeps a handful of accounts an attacker named after someone (where an app
+puts a user's display name in its prompt) from unredacting that person across a tenant of many users.
+Counts live in memory, bounded: after a restart a term is relearned from the next `min_users` users.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import OrderedDict
 
 MAX_CANDIDATES = 2048  # per tenant; the least recently seen candidate is forgotten first
 MAX_PUBLIC = 256  # per tenant; more than this many brand names is not what the rule is for
+MAX_USERS = 4096  # users counted per tenant toward the share; past it the share needs MAX_USERS / 2
 
 
 class PublicTerms:
@@ -27,20 +30,26 @@ class PublicTerms:
         # Candidates are held by digest and their users by keyed id only: nothing here is a raw name
         # until it has shown itself public.
         self._seen: dict[str, OrderedDict[bytes, set[str]]] = {}
+        self._users: dict[str, set[str]] = {}
         self._public: dict[str, frozenset[str]] = {}
 
     def observe(self, tenant_id: str, user: str | None, names: set[str]) -> None:
-        """Count `user` (a keyed id; None is anonymous and not counted) for each name in its system prompt."""
-        if not self.min_users or not user or not names:
+        """Count `user` (a keyed id; None is anonymous and not counted), who sent a system prompt, for each
+        name in it."""
+        if not self.min_users or not user:
             return
         with self._lock:
+            everyone = self._users.setdefault(tenant_id, set())
+            if len(everyone) < MAX_USERS:
+                everyone.add(user)
             public = self._public.get(tenant_id, frozenset())
             seen = self._seen.setdefault(tenant_id, OrderedDict())
             for name in names - public:
                 key = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
                 users = seen.pop(key, set())
                 users.add(user)
-                if len(users) >= self.min_users and len(public) < MAX_PUBLIC:
+                shared = len(users) >= self.min_users and 2 * len(users) >= len(everyone)
+                if shared and len(public) < MAX_PUBLIC:
                     public = public | {name}
                     continue
                 seen[key] = users
