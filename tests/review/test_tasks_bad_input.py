@@ -10,6 +10,7 @@ import pytest
 
 from tests.live import live_server
 from tuneloop.config import Settings
+from tuneloop.review.tasks import DEFAULT_GUIDELINES
 from tuneloop.store.repository import Store
 
 
@@ -56,3 +57,14 @@ def test_a_well_typed_task_is_still_created(operator: httpx.Client) -> None:
 
     assert answer.status_code == 201, answer.text
     assert (answer.json()["overlap"], answer.json()["assignment_minutes"]) == (3, 5)
+
+
+def test_guidelines_of_only_invisible_characters_are_none_and_reviewers_see_the_defaults(
+    operator: httpx.Client,
+) -> None:
+    answer = operator.post(
+        "/v1/review/tasks", json={"name": "blank", "kind": "rubric", "guidelines": "\u200b \u2060"}
+    )
+
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["guidelines"] == DEFAULT_GUIDELINES["rubric"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tuneloop.capture.events import text_problem
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.retrieve.extract import visible
 from tuneloop.store.pseudonyms import key_scope
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import interactions, review_assignments, review_items, review_tasks
@@ -98,7 +99,10 @@ def create_task(tenant: TenantStore, spec: TaskIn, *, actor: str) -> Task:
     task = Task(
         id=spec.name,
         kind=spec.kind,
-        guidelines=(spec.guidelines or "").strip() or DEFAULT_GUIDELINES[spec.kind],
+        # Guidelines a reviewer could not read (blank, or zero-width characters) are none: the defaults show.
+        guidelines=spec.guidelines.strip()
+        if spec.guidelines and visible(spec.guidelines)
+        else DEFAULT_GUIDELINES[spec.kind],
         overlap=spec.overlap,
         assignment_minutes=spec.assignment_minutes,
         created_by=actor,
