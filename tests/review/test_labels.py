@@ -56,6 +56,25 @@ def test_a_label_without_asking_for_the_item_is_taken_while_a_place_is_free(
     assert submit(tenant, capture, task, item, "tl-second", {"score": 3})["status"] == "duplicate"
 
 
+def test_a_second_correction_text_names_the_item_not_the_stored_event_id(
+    store: Store, capture: Capture
+) -> None:
+    tenant = store.for_tenant(store.create_tenant("acme", redaction="redact")[0])
+    only = log(tenant, prompt="a?", response="Sure.", created_at=now_utc())
+    task = create_task(tenant, TaskIn(name="fixes", kind="correction"), actor="test")
+    add_items(tenant, task, [(only, None, "manual", 1.0)], actor="test")
+    item = next_item(tenant, task, "tl-editor")
+    assert (
+        submit(tenant, capture, task, item, "tl-editor", {"text": "Sure, in Settings."})["status"]
+        == "accepted"
+    )
+
+    with pytest.raises(Conflict, match=f"you labelled item {item.id} already") as caught:
+        submit(tenant, capture, task, item, "tl-editor", {"text": "Yes: open Settings."})
+
+    assert "ref-" not in str(caught.value)
+
+
 def test_reviewers_labelling_an_item_at_once_give_it_no_more_labels_than_its_overlap(
     store: Store, capture: Capture
 ) -> None:

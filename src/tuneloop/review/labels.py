@@ -108,14 +108,15 @@ def submit(
     # A correction's text is stored only as the redacted event; the assignment keeps whether it changed.
     kept = {"edited": event.kind == "edit"} if task.kind == "correction" else label
     held = assignment(tenant, item, reviewer)
+    once = Conflict(f"you labelled item {item.id} already; each reviewer judges an item once", param="label")
     if held is not None and held.status == "labelled" and held.label != kept:
-        raise Conflict(
-            f"you labelled item {item.id} already; each reviewer judges an item once", param="label"
-        )
+        raise once
     claim(tenant, task, item, reviewer)
     [result] = capture.add_feedback(tenant, [event])
+    if result.status == "rejected" and result.code == 409:  # another correction text: the event's id is ours
+        raise once
     if result.status == "rejected":
-        raise (Conflict if result.code == 409 else BadRequest)(result.error or "the label was rejected")
+        raise BadRequest(result.error or "the label was rejected")
     record(tenant, task, item, reviewer, "labelled", label=kept, event_id=result.id)
     return {"item": item.id, "event_id": result.id, "status": result.status}
 
