@@ -144,6 +144,28 @@ def test_reexporting_the_same_spans_is_a_duplicate(api: tuple) -> None:
     assert not ExportTraceServiceResponse.FromString(resp.content).HasField("partial_success")
 
 
+def test_a_span_exported_again_with_other_content_is_named_by_its_own_ids(api: tuple) -> None:
+    url, key_a, *_ = api
+    _, spans = _run_app(_exporter(url, key_a))
+    llm = _llm_span(spans)
+    first = httpx.post(f"{url}/v1/traces", content=_protobuf_of([llm]), headers={**PROTOBUF, **_auth(key_a)})
+    changed = ExportTraceServiceRequest.FromString(_protobuf_of([llm]))
+    attribute = next(
+        a
+        for a in changed.resource_spans[0].scope_spans[0].spans[0].attributes
+        if a.key == "gen_ai.prompt.1.content"
+    )
+    attribute.value.string_value = "Reset my password, please."
+
+    again = httpx.post(
+        f"{url}/v1/traces", content=changed.SerializeToString(), headers={**PROTOBUF, **_auth(key_a)}
+    )
+
+    assert first.status_code == again.status_code == 200
+    message = ExportTraceServiceResponse.FromString(again.content).partial_success.error_message
+    assert "different payload" in message and _interaction_id(llm) in message and "ref-" not in message
+
+
 def test_another_tenant_sees_nothing(api: tuple) -> None:
     url, key_a, key_b, _ = api
     _, spans = _run_app(_exporter(url, key_a))
