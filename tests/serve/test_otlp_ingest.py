@@ -390,6 +390,26 @@ def test_odd_attribute_values_are_refused_per_span_not_a_500_or_an_unreadable_ro
     assert _get(url, key_a, f"otel-{spans[1]['traceId']}-{spans[1]['spanId']}").status_code == 404
 
 
+def test_a_span_with_all_zero_ids_is_refused_as_the_spec_calls_them_invalid(api: tuple) -> None:
+    url, key_a, *_ = api
+    attrs = [
+        {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+        {"key": "gen_ai.prompt.0.content", "value": {"stringValue": "hi"}},
+        {"key": "gen_ai.completion.0.content", "value": {"stringValue": "hello"}},
+    ]
+    spans = [
+        {"traceId": "0" * 32, "spanId": "fee19b7ec3c1b175", "attributes": attrs},
+        {"traceId": "6b8efff798038103d269b633813fc60d", "spanId": "0" * 16, "attributes": attrs},
+    ]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+
+    resp = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(key_a))
+
+    assert resp.status_code == 200 and resp.headers["x-tuneloop-spans-accepted"] == "0", resp.text
+    assert resp.json()["partialSuccess"]["rejectedSpans"] == "2"
+    assert "not all zero" in resp.json()["partialSuccess"]["errorMessage"]
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "status"),
     [

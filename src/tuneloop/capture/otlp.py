@@ -85,8 +85,11 @@ def is_llm_span(attrs: dict[str, Any]) -> bool:
 def span_interaction(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -> SpanInteraction:
     """The interaction an LLM span (with its `attrs`) records; SpanRejected without prompt or response."""
     trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-    if len(trace_id) != 32 or len(span_id) != 16:
-        raise SpanRejected("span has no valid trace_id (16 bytes) and span_id (8 bytes)")
+    # All-zero ids are invalid by the OTLP spec: every such span would be one interaction.
+    if len(trace_id) != 32 or len(span_id) != 16 or not int(trace_id, 16) or not int(span_id, 16):
+        raise SpanRejected(
+            "span has no valid trace_id (16 bytes, not all zero) and span_id (8 bytes, not all zero)"
+        )
     messages = _system_instructions(attrs) + _messages(attrs, "input")
     outputs = [m["content"] for m in _messages(attrs, "output")]
     if not messages:
