@@ -187,7 +187,14 @@ def test_a_schema_past_the_embedded_models_bounds_is_a_400_naming_the_bound_and_
         "1,001 properties in all": {"type": "object", "properties": {f"p{i}": {} for i in range(1001)}},
         # Constraints the enforcer cannot honour: it answered "" or a value outside them, finish_reason stop.
         "does not take `const`": {"const": {"a": [1, {"b": None}]}},
-        "`minimum` 10 is above `maximum` 1": {"type": "integer", "minimum": 10, "maximum": 1},
+        "`minItems` 10 is above `maxItems` 1": {"type": "array", "minItems": 10, "maxItems": 1},
+        # It writes any number whatever its bounds: "5" for an integer between 1.5 and 1.7.
+        "does not take `minimum`": {"type": "integer", "minimum": 1.5, "maximum": 1.7},
+        "does not take `exclusiveMinimum`": {"type": "integer", "exclusiveMinimum": 5, "exclusiveMaximum": 5},
+        "`minLength`/`maxLength` cannot be negative": {"type": "string", "maxLength": -1},
+        "no value of `enum` is of the schema's `type`": {"type": "string", "enum": [1, 2]},
+        "no value of `enum` is of the schema's `type`: nothing": {"type": "boolean", "enum": []},
+        "an empty `enum`": {"enum": []},
         "a property whose schema is `false`": {"type": "object", "properties": {"a": False}},
         # Each `[` doubled the parses a cycle of unions keeps open: 12 tokens held every tenant for 56 s.
         "refers back to itself ($ref in a cycle)": {

@@ -41,12 +41,20 @@ MAX_PROPERTIES = 1_000
 MAX_ENUM_VALUES = 1_000
 MAX_OPEN_PARSES = 32  # branches that start alike, through nested unions and `$ref`s
 MAX_SCHEMA_DEPTH = 32  # subschemas within subschemas, `$ref`s followed: OpenAI allows 10 levels of objects
-BOUNDS = {  # a lower bound and the upper bound it must not pass
-    "minimum": "maximum",
+BOUNDS = {
     "minLength": "maxLength",
     "minItems": "maxItems",
-    "minProperties": "maxProperties",
-}
+}  # a lower bound and the upper one it must not pass
+# Bounds the enforcer reads past: it writes any number, and any count of properties, whatever these say.
+UNHONOURED = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+)
 
 
 class JsonMode:
@@ -142,13 +150,31 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
             "or boolean send a one-value `enum`, or serve through an upstream that constrains decoding",
             param=SCHEMA_PARAM,
         )
+    if found := [key for key in UNHONOURED if key in node]:
+        raise BadRequest(
+            f"response_format: the embedded model's JSON mode does not take `{found[0]}` (it would write "
+            "any number, or any count of properties, whatever the bound says); drop it and check the value "
+            "in your app, or serve through an upstream that constrains decoding",
+            param=SCHEMA_PARAM,
+        )
     for low, high in BOUNDS.items():
+        if any(_number(node.get(key)) and node[key] < 0 for key in (low, high)):
+            raise BadRequest(f"response_format: `{low}`/`{high}` cannot be negative", param=SCHEMA_PARAM)
         if _number(node.get(low)) and _number(node.get(high)) and node[low] > node[high]:
             raise BadRequest(
                 f"response_format: `{low}` {node[low]} is above `{high}` {node[high]}: nothing fits the "
                 "schema",
                 param=SCHEMA_PARAM,
             )
+    if isinstance(node.get("enum"), list) and "type" in node:
+        declared = _kinds({"type": node["type"]}, root)
+        if not any(_kind(value) in declared for value in node["enum"]):
+            raise BadRequest(
+                "response_format: no value of `enum` is of the schema's `type`: nothing fits the schema",
+                param=SCHEMA_PARAM,
+            )
+    elif node.get("enum") == []:
+        raise BadRequest("response_format: an empty `enum`: nothing fits the schema", param=SCHEMA_PARAM)
     properties = node.get("properties")
     if isinstance(properties, dict) and any(sub is False for sub in properties.values()):
         raise BadRequest(
