@@ -286,7 +286,13 @@ def test_a_revoked_key_stores_nothing_more_though_the_server_cached_it(api: tupl
         another = http.post(
             "/v1/interactions", json={"messages": [{"role": "user", "content": "q2"}], "response": "a"}
         )
-    assert [r.status_code for r in (feedback, batch, another)] == [401, 401, 401]
+        # Bodies refused before any write (which checks the key) are refused as the key is: a 401.
+        refused = [
+            http.post("/v1/feedback", json={"events": [{"id": "x", "interaction_id": iid, "kind": "smile"}]}),
+            http.post("/v1/feedback", json={"id": "y", "interaction_id": iid, "kind": "smile"}),
+            http.post("/v1/interactions", json={"messages": []}),
+        ]
+    assert [r.status_code for r in (feedback, batch, another, *refused)] == [401] * 6
     assert "revoked" in feedback.json()["error"]["message"]
     stored = store.for_tenant(store.tenant_by_name("a"))
     assert not {e["id"] for e in stored.feedback()} & {"after-revoke", "after-revoke-2"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -41,8 +43,9 @@ async def log_interaction(request: Request) -> JSONResponse:
     """Log an interaction your own model made; answers its id."""
     st = _state(request)
     store = await st.auth.tenant(request, CAPTURE, recheck=False)  # the write checks the key
-    body = await read_json(request, st.settings.max_body_bytes)
-    item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
+    async with _revoked_first(st, request):
+        body = await read_json(request, st.settings.max_body_bytes)
+        item = await off_loop_if_large(request, validate, InteractionIn, body, st.settings.max_text_chars)
     [row] = await st.redactions.many(
         st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
@@ -56,16 +59,28 @@ async def post_feedback(request: Request) -> JSONResponse:
     """One event (answered with its status) or `{"events": [...]}` (answered per item)."""
     st = _state(request)
     store = await st.auth.tenant(request, CAPTURE, recheck=False)  # the write checks the key
-    body = await read_json(request, st.settings.max_body_bytes)
     limit = st.settings.max_text_chars
-    if isinstance(body, dict) and "events" in body:
-        return await _batch(request, st, store, await off_loop_if_large(request, _validated, st, body, limit))
-    event = await off_loop_if_large(request, validate, FeedbackIn, body, limit)
+    async with _revoked_first(st, request):
+        body = await read_json(request, st.settings.max_body_bytes)
+        if isinstance(body, dict) and "events" in body:
+            checked = await off_loop_if_large(request, _validated, st, body, limit)
+            return await _batch(request, st, store, checked)
+        event = await off_loop_if_large(request, validate, FeedbackIn, body, limit)
     [result] = await _store_feedback(st, store, [event], request)
     if result.status == "rejected":
         raise _rejection(result)
     [warning] = _warnings(st, store, [event])
     return JSONResponse({"id": result.id, "status": result.status, **warning}, status_code=result.code)
+
+
+@asynccontextmanager
+async def _revoked_first(st: Any, request: Request) -> AsyncIterator[None]:
+    """A body refused before the write (which checks the key) is refused to a revoked key as a 401."""
+    try:
+        yield
+    except TuneloopError:
+        await st.auth.tenant(request, CAPTURE)
+        raise
 
 
 def _warnings(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[dict[str, str]]:
@@ -127,6 +142,8 @@ async def _batch(
     request: Request, st: Any, store: TenantStore, checked: list[ItemResult | FeedbackIn]
 ) -> JSONResponse:
     valid = [c for c in checked if isinstance(c, FeedbackIn)]
+    if not valid:  # nothing to write, so no write checks the key
+        await st.auth.tenant(request, CAPTURE)
     stored = iter(await _store_feedback(st, store, valid, request) if valid else [])
     warned = iter(_warnings(st, store, valid))
     merged = [(c, {}) if isinstance(c, ItemResult) else (next(stored), next(warned)) for c in checked]
