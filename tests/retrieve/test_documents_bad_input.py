@@ -183,3 +183,17 @@ def test_an_id_of_dots_alone_is_a_400_as_no_url_could_read_it_back(api: dict[str
     assert document.status_code == 400 and document.json()["error"]["param"] == "id", document.text
     assert interaction.status_code == 400, interaction.text
     assert dotted.status_code == 201, dotted.text
+
+
+def test_runs_of_no_letter_or_digit_are_not_chunks_and_a_document_of_only_them_is_a_400(
+    api: dict[str, Any],
+) -> None:
+    """50,000 quote marks made 72 chunks whose embeddings sat near every query, above the answering page."""
+    with _http(api) as http:
+        junk = http.put("/v1/documents/junk", json={"text": "\u2039" * 50_000, "format": "html"})
+        mixed = http.put(
+            "/v1/documents/mixed", json={"text": "The vault code is in the safe. " + "=" * 20_000}
+        )
+
+    assert junk.status_code == 400 and "no letter or digit" in junk.json()["error"]["message"]
+    assert mixed.status_code == 201 and mixed.json()["chunks"] == 1, mixed.text

@@ -23,7 +23,8 @@ class Chunk:
 
 def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = OVERLAP_CHARS) -> list[Chunk]:
     """Chunks of at most `size` characters, cut at the strongest break (paragraph, line, sentence, word)
-    in their second half, each starting `overlap` characters before the previous one ended."""
+    in their second half, each starting `overlap` characters before the previous one ended; pieces with no
+    letter or digit are left out."""
     assert 0 <= overlap < size // 2
     chunks: list[Chunk] = []
     start = _skip_space(text, 0)
@@ -32,7 +33,9 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = OVERLAP_CHARS)
         if end < len(text):
             end = _break_before(text, start + size // 2, end)
         piece = text[start:end].rstrip()
-        if piece:
+        # A piece of no letter or digit (a run of rules or quote marks) holds nothing to find, and its
+        # degenerate embedding sat near every query, above the pages that answered it.
+        if any(c.isalnum() for c in piece):
             chunks.append(Chunk(len(chunks), start, start + len(piece), piece))
         if end >= len(text):
             break

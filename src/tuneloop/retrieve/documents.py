@@ -89,6 +89,8 @@ def put_document(
     )
     heading = given[0] if given else title_of(redacted, document_id)
     pieces = chunk_text(redacted)
+    if not pieces:
+        raise BadRequest(f"document {document_id!r} holds no letter or digit: nothing in it could be found")
     if len(pieces) > MAX_CHUNKS:
         raise BadRequest(
             f"document {document_id!r} makes {len(pieces)} chunks; split it (the limit is {MAX_CHUNKS})"
