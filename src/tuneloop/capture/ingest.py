@@ -6,6 +6,7 @@ Redaction (CPU) and the write (store) are separate steps, so a server can run th
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from tuneloop.capture import pending
@@ -74,6 +75,13 @@ class Capture:
         if store.tenant.redaction == "off":
             return value
         return self.pseudonyms.reference(value, key_scope(store.tenant))
+
+    def as_sent(self, store: TenantStore, message: str, sent: Iterable[str | None]) -> str:
+        """`message` naming the `sent` ids as the client sent them rather than as they are stored (keyed)."""
+        for value in sent:
+            if value:
+                message = message.replace(self.reference(store, value), value)
+        return message
 
     def check_interactions_budget(self, items: list[InteractionIn]) -> None:
         """413 when `items` together hold more text to redact than one request may send (an OTLP export's

@@ -64,9 +64,8 @@ def train_reward_model(
         peft_config=lora,
         callbacks=callbacks,
     )
-    if (
-        len(trainer.train_dataset) == 0
-    ):  # TRL drops each pair longer than max_length, and then fails deep in torch
+    # TRL drops each pair longer than max_length, and with none left it fails deep in torch.
+    if len(trainer.train_dataset) == 0:
         raise BadRequest(
             f"none of the {len(train)} training pairs fits max_length {args.max_length} tokens (prompt and "
             "answer); TRL's reward trainer drops longer pairs",

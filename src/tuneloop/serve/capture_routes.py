@@ -108,11 +108,8 @@ async def _store_feedback(
 def _as_sent(st: Any, store: TenantStore, result: ItemResult, event: FeedbackIn) -> ItemResult:
     """`result` naming the event, and in its error the event and the interactions it names, by the ids the
     client sent rather than their stored (keyed) forms."""
-    error = result.error
     named = event.value.values() if names_interactions(event.value) else ()
-    for sent in (event.id, event.interaction_id, *named):
-        if error and sent:
-            error = error.replace(st.capture.reference(store, sent), sent)
+    error = result.error and st.capture.as_sent(store, result.error, (event.id, event.interaction_id, *named))
     return replace(result, id=event.id, error=error)
 
 

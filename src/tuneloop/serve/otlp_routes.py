@@ -218,8 +218,7 @@ async def _record(
         try:
             status = await _record_span(st, store, item, mapped, teaches=teaches)
         except TuneloopError as exc:  # named by the id the span maps to, not its stored (keyed) form
-            stored = st.capture.reference(store, item.id) if item.id else None
-            errors.append(clip(str(exc).replace(stored, item.id) if stored and item.id else str(exc), 300))
+            errors.append(clip(st.capture.as_sent(store, str(exc), [item.id]), 300))
             continue
         counts[status] += 1
 
