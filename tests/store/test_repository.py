@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import sqlalchemy as sa
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
-from tuneloop.store.repository import Store, payload_hash
-from tuneloop.store.schema import audit_log
+from tuneloop.store.repository import Store, insert_rows, payload_hash
+from tuneloop.store.schema import audit_log, feedback
 
 
 def _interaction(iid: str, text: str = "hello") -> dict:
@@ -123,3 +125,39 @@ def test_an_unknown_tenant_name_of_any_length_is_named_briefly(store: Store) -> 
     with pytest.raises(NotFound) as found:
         store.tenant_by_name("x" * 5000)
     assert len(found.value.message) < 200
+
+
+def test_rows_inserted_in_bulk_are_stored_as_sqlalchemy_stores_them(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'bulk.db'}")
+    bulk, _ = store.create_tenant("bulk")
+    plain, _ = store.create_tenant("plain")
+    when = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
+    values = [1, True, 1.5, None, "yes", {"a": [1, None, "é"]}, ["x"], False, 0]
+    rows = [
+        {
+            "id": f"e{i}",
+            "interaction_id": "i1",
+            "kind": "thumbs",
+            "value": value,
+            "rater": None if i % 2 else "r",
+            "source": "user",
+            "metadata": None if i % 3 else {"k": i},
+            "payload_hash": "h",
+            "created_at": when + timedelta(seconds=i % 2),
+            "received_at": when,
+        }
+        for i, value in enumerate(values)
+    ]
+    with store.write() as conn:
+        insert_rows(conn, feedback, [{**row, "tenant_id": bulk.id} for row in rows])
+        conn.execute(feedback.insert(), [{**row, "tenant_id": plain.id} for row in rows])
+    as_text = [sa.cast(c, sa.Text).label(c.name) for c in feedback.c if c.name != "tenant_id"]
+    with store.read() as conn:
+        stored = {
+            tenant.id: conn.execute(
+                sa.select(*as_text).where(feedback.c.tenant_id == tenant.id).order_by(feedback.c.id)
+            ).all()
+            for tenant in (bulk, plain)
+        }
+    assert stored[bulk.id] == stored[plain.id]
+    assert [r.value for r in stored[bulk.id]][:2] == ["1", "true"]

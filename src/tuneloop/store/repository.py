@@ -54,6 +54,38 @@ WAL_TRUNCATE_ATTEMPTS = 50  # 0.1 s apart: a reader in another process usually f
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """`conn.execute(table.insert(), rows)` on SQLite, for rows with the same keys: the same type processors
+    bind the values, in one loop over tuples. SQLAlchemy's per-row parameter building took most of a feedback
+    batch's insert (benchmarks/ingest.py); a scalar repeated down a column (a timestamp, a thumb) binds
+    once."""
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    names = compiled.positiontup
+    assert names is not None, "a dialect with positional parameters (SQLite's qmark)"
+    dialect = conn.dialect
+    processors = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+    seen: dict[tuple[str, type, Any], Any] = {}
+
+    def bound(name: str, process: Callable[[Any], Any], value: Any) -> Any:
+        if type(value) not in _SCALARS:
+            return process(value)
+        key = (name, type(value), value)  # the type too: True == 1, but JSON binds them apart
+        if key not in seen:
+            seen[key] = process(value)
+        return seen[key]
+
+    params = [
+        tuple(
+            row[name] if process is None else bound(name, process, row[name]) for name, process in processors
+        )
+        for row in rows
+    ]
+    conn.exec_driver_sql(str(compiled), params)
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str, datetime})
+
+
 @dataclass(frozen=True)
 class Tenant:
     id: str
@@ -679,7 +711,7 @@ class TenantStore:
             if rows and conn.dialect.name == "sqlite":
                 # BEGIN IMMEDIATE holds the write lock since the read of `seen`: no other writer can have
                 # stored these ids, and a plain executemany skips RETURNING's per-row work.
-                conn.execute(feedback.insert(), rows)
+                insert_rows(conn, feedback, rows)
             elif rows:
                 insert = self.store._insert(feedback).on_conflict_do_nothing().returning(feedback.c.id)
                 stored = set(conn.execute(insert, rows).scalars())
