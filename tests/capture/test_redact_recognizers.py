@@ -162,6 +162,13 @@ FOUND = [
     ("Send the signed contract to Bakhshi Chakraborty today", "to <PERSON> today"),
     ("Lidia Midura asked me to open this ticket", "<PERSON> asked me"),
     ("Thanks LaToya McDonald for the quick reply", "Thanks <PERSON> for"),
+    # A first name and a surname of the census lists, where the model reads no name; a lone first name
+    # after a word that points at someone or before a verb of people; a lower-case pair only so.
+    ("Fixed answer for Olivia Hargreaves", "for <PERSON>"),
+    ("Updated by Candace Whitlock yesterday", "by <PERSON> yesterday"),
+    ("please escalate to lowell samuels today", "to <PERSON> today"),
+    ("Christine said the app crashed", "<PERSON> said the"),
+    ("ping Candace about the refund", "ping <PERSON> about"),
     # Introductions in other European languages, in any case.
     ("Bonjour, je m'appelle Jean-Baptiste Dupont.", "je m'appelle <PERSON>."),
     ("Hallo, mein Name ist Jürgen Müller, ich habe", "ist <PERSON>, ich"),
@@ -263,6 +270,8 @@ ORDINARY = [
     "Pick one, two or three of them; the steps are one two three four five six.",
     "1. Click Add printer. Can I install Jira myself? Adobe Acrobat won't open PDFs.",
     "Some popular payment platforms like PayPal, Venmo, and Zelle.",
+    "Set Max Age to 3600; the Grace Period settings moved.",
+    "Visit Virginia Beach with a Chase Sapphire card in Sterling Silver.",
 ]
 
 

@@ -65,6 +65,35 @@ youtube tiktok discord
 )  # the verbs of a how-to's steps ("1. Click Add printer"), and products users name as if people
 
 
+# Past tenses of talking, after which a name acts ("Lidia Midura asked me"), and words after which a lone
+# first name is someone ("updated by Candace", "escalate to Rodolfo").
+PEOPLE_VERBS = _words("asked said told wrote emailed called mentioned replied")
+POINTING_WORDS = _words(
+    "by from for to with cc ping ask tell contact thanks dear hi hello hey reviewer agent"
+)
+# First names of the US census lists (recognizers.KnownNameRecognizer) that are as often English words,
+# places or products: "Will", "Grace Period", "Bill Pay", "Virginia Beach", "Ruby Gems" name nobody.
+COMMON_WORD_NAMES = frozenset(
+    _words("""
+abbey al alpha amber angel angelic angle april argentina art august aura austin autumn bee bell belle berry
+bill birdie blossom bo bob bonny booker brain brandy brook buck bud bunny buster candy caprice carol carry
+carter charity chance chase cherry chin china christian chuck clay cliff cole conception coral crystal daisy
+dale dallas dawn dee delta denver desire destiny diamond dot drew dusty earl easter ebony echo eden else era
+faith fairy fawn fay fern florence forest foster frank freeman gale garnet gay geneva genesis georgia german
+ginger glen glory golden goldie grace grant hank harmony heath helena herb holly honey hope houston hunter in
+india iris isis ivy jack jackson jade jasper jay jewel jordan joy july june junior karma kenya king kit kitty
+lady lance lane laurel lean lee les liberty lily lincoln loan long lore love madison magnolia major man manual
+many maple marine mark marquis marry marvel mason max may melody mercy meta min misty moon morgan my nick
+noble noel numbers olive omega opal orlando palmer paris parker pat patience peg pearl penny phoenix piper
+porter
+precious price prince princess prudence queen raven ray reed regina rex rich rob rock rocky rose rosy royal
+ruby rusty sage sandy savannah scarlet season see september sierra sol son song soon sparkle spring star
+sterling stormy summer sun sunday sunny sunshine sydney tanner temple terry tiny trinity valentine van velvet
+victoria violet virginia viva wade walker ward washington will willow windy winter
+""")
+)
+
+
 def alternation(words: list[str]) -> str:
     """A regex alternation of `words`, escaped."""
     # Longest first, so "Streets" is not cut back to "Street" and "Ave" is not read as "Av".

@@ -5,6 +5,7 @@ Imported only when the models load (it pulls in Presidio and spaCy), never at se
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -77,6 +78,7 @@ def recognizers() -> list[Any]:
         IpRecognizer(),
         SsnRecognizer(),
         NamesRecognizer(),
+        KnownNameRecognizer(),
         RegexRecognizer("PERSON", _introduced_name(), "IntroducedName"),
         RegexRecognizer("PERSON", _greeted_name(), "GreetedName"),
         RegexRecognizer("PERSON", _addressed_name(), "AddressedName"),
@@ -221,6 +223,56 @@ class NamesRecognizer(SpacyRecognizer):
         return at
 
 
+class KnownNameRecognizer(EntityRecognizer):
+    """A first name followed by a surname, both in the US census lists (the `names` package), however
+    written ("for Olivia Hargreaves", "escalate to lowell samuels"), and a first name alone before a verb of
+    people or after a word that points at one ("Christine said", "updated by Candace"): places spaCy's small
+    model read none of them. First names that are common words (`COMMON_WORD_NAMES`) count for neither."""
+
+    _WORDS = regex.compile(r"(?<![\p{L}\p{N}'’-])\p{L}[\p{L}'’-]*")
+    _ALONE_BEFORE = frozenset(p.PEOPLE_VERBS)
+    _ALONE_AFTER = frozenset(p.POINTING_WORDS)
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], name="KnownNameRecognizer")
+
+    def load(self) -> None:
+        files = importlib.resources.files("names")
+
+        def read(name: str) -> frozenset[str]:
+            lines = files.joinpath(name).read_text().splitlines()
+            return frozenset(line.split()[0].lower() for line in lines if line.strip())
+
+        self.first = (read("dist.female.first") | read("dist.male.first")) - p.COMMON_WORD_NAMES
+        self.first -= STOP_WORDS | frozenset(p.NOT_NAMES)
+        # "Olivia said": Said is a surname too, but not after a first name.
+        verbs = frozenset(p.PEOPLE_VERBS) | frozenset(p.POINTING_WORDS)
+        self.surnames = read("dist.all.last") - STOP_WORDS - frozenset(p.NOT_NAMES) - verbs
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        found = list(self._WORDS.finditer(text))
+        words, spans = [w.group() for w in found], [w.span() for w in found]
+        lower = [w.lower() for w in words]
+
+        def spaced(i: int) -> bool:
+            return i + 1 < len(words) and text[spans[i][1] : spans[i + 1][0]] == " "
+
+        def pointed(first: int, last: int) -> bool:  # "to Candace", "Candace said"
+            before = first > 0 and lower[first - 1] in self._ALONE_AFTER
+            return before or (spaced(last) and lower[last + 1] in self._ALONE_BEFORE)
+
+        results = []
+        for i, word in enumerate(lower):
+            if word not in self.first:
+                continue
+            # A pair in lower case takes a pointer too: "cache max age" names nobody.
+            if spaced(i) and lower[i + 1] in self.surnames and (words[i][0].isupper() or pointed(i, i + 1)):
+                results.append(RecognizerResult("PERSON", spans[i][0], spans[i + 1][1], SCORE))
+            elif words[i][0].isupper() and pointed(i, i):
+                results.append(RecognizerResult("PERSON", *spans[i], SCORE))
+        return results
+
+
 # Verhoeff's tables: multiplication in the dihedral group D5, and the position permutations.
 _D5 = [
     [int(c) for c in row]
@@ -326,7 +378,7 @@ def _addressed_name() -> str:
 def _acting_name() -> str:
     # "Lidia Midura asked me to open this ticket": two or three capitalised words before a verb of people.
     # Past tenses of talking: "Windows Defender says" and "Google Drive needs" are products.
-    verb = r"(?:asked|said|told|wrote|emailed|called|mentioned|replied)\b"
+    verb = rf"(?:{p.alternation(p.PEOPLE_VERBS)})\b"
     return rf"(?<![\p{{L}}\p{{N}}'’.-]){_name_words(True, least=2)}(?=\s+{verb})"
 
 
