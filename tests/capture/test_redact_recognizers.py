@@ -169,6 +169,8 @@ FOUND = [
     ("please escalate to lowell samuels today", "to <PERSON> today"),
     ("Christine said the app crashed", "<PERSON> said the"),
     ("ping Candace about the refund", "ping <PERSON> about"),
+    ("Hargreaves, Olivia asked for a refund", "<PERSON> asked"),
+    ("the login olivia.hargreaves failed twice", "login <PERSON> failed"),
     # Introductions in other European languages, in any case.
     ("Bonjour, je m'appelle Jean-Baptiste Dupont.", "je m'appelle <PERSON>."),
     ("Hallo, mein Name ist Jürgen Müller, ich habe", "ist <PERSON>, ich"),
@@ -270,7 +272,7 @@ ORDINARY = [
     "Pick one, two or three of them; the steps are one two three four five six.",
     "1. Click Add printer. Can I install Jira myself? Adobe Acrobat won't open PDFs.",
     "Some popular payment platforms like PayPal, Venmo, and Zelle.",
-    "Set Max Age to 3600; the Grace Period settings moved.",
+    "Set Max Age to 3600; the Grace Period settings moved; see config.yaml and the max_age key.",
     "Visit Virginia Beach with a Chase Sapphire card in Sterling Silver.",
 ]
 

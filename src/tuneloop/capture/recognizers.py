@@ -224,12 +224,15 @@ class NamesRecognizer(SpacyRecognizer):
 
 
 class KnownNameRecognizer(EntityRecognizer):
-    """A first name followed by a surname, both in the US census lists (the `names` package), however
-    written ("for Olivia Hargreaves", "escalate to lowell samuels"), and a first name alone before a verb of
-    people or after a word that points at one ("Christine said", "updated by Candace"): places spaCy's small
-    model read none of them. First names that are common words (`COMMON_WORD_NAMES`) count for neither."""
+    """A first name and a surname, both in the US census lists (the `names` package), however written ("for
+    Olivia Hargreaves", "Hargreaves, Olivia", "olivia.hargreaves"; in lower case only after a word that points
+    at someone: "escalate to lowell samuels"), and a first name alone after such a word or before a verb of
+    people ("updated by Candace", "Christine said"): places spaCy's small model read none of them. First names
+    that are common words (`COMMON_WORD_NAMES`) count for neither."""
 
     _WORDS = regex.compile(r"(?<![\p{L}\p{N}'’-])\p{L}[\p{L}'’-]*")
+    _SPACE = regex.compile(r"[ \t]+")
+    _JOINED = regex.compile(r"[._]")  # a user name's "first.last"
     _ALONE_BEFORE = frozenset(p.PEOPLE_VERBS)
     _ALONE_AFTER = frozenset(p.POINTING_WORDS)
 
@@ -254,21 +257,30 @@ class KnownNameRecognizer(EntityRecognizer):
         words, spans = [w.group() for w in found], [w.span() for w in found]
         lower = [w.lower() for w in words]
 
+        def gap(i: int) -> str | None:  # what stands between word i and the next
+            return text[spans[i][1] : spans[i + 1][0]] if i + 1 < len(words) else None
+
         def spaced(i: int) -> bool:
-            return i + 1 < len(words) and text[spans[i][1] : spans[i + 1][0]] == " "
+            return (between := gap(i)) is not None and self._SPACE.fullmatch(between) is not None
 
         def pointed(first: int, last: int) -> bool:  # "to Candace", "Candace said"
             before = first > 0 and lower[first - 1] in self._ALONE_AFTER
             return before or (spaced(last) and lower[last + 1] in self._ALONE_BEFORE)
 
+        def capitalised(*at: int) -> bool:
+            return all(words[i][0].isupper() for i in at)
+
         results = []
         for i, word in enumerate(lower):
             if word not in self.first:
                 continue
-            # A pair in lower case takes a pointer too: "cache max age" names nobody.
-            if spaced(i) and lower[i + 1] in self.surnames and (words[i][0].isupper() or pointed(i, i + 1)):
+            pair = i + 1 < len(words) and lower[i + 1] in self.surnames
+            joined = pair and self._JOINED.fullmatch(gap(i) or "") is not None
+            if joined or (pair and spaced(i) and (capitalised(i) or pointed(i, i + 1))):
                 results.append(RecognizerResult("PERSON", spans[i][0], spans[i + 1][1], SCORE))
-            elif words[i][0].isupper() and pointed(i, i):
+            elif i > 0 and gap(i - 1) == ", " and lower[i - 1] in self.surnames and capitalised(i - 1, i):
+                results.append(RecognizerResult("PERSON", spans[i - 1][0], spans[i][1], SCORE))
+            elif capitalised(i) and pointed(i, i):
                 results.append(RecognizerResult("PERSON", *spans[i], SCORE))
         return results
 
