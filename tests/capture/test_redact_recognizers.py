@@ -170,6 +170,8 @@ FOUND = [
     ("Christine said the app crashed", "<PERSON> said the"),
     ("ping Candace about the refund", "ping <PERSON> about"),
     ("Hargreaves, Olivia asked for a refund", "<PERSON> asked"),
+    # A mail host under a private network's top-level domain, with no word about mail before it.
+    ("ping jane.doe@hq.corp.internal today", "ping <EMAIL_ADDRESS> today"),
     ("the login olivia.hargreaves failed twice", "login <PERSON> failed"),
     # Introductions in other European languages, in any case.
     ("Bonjour, je m'appelle Jean-Baptiste Dupont.", "je m'appelle <PERSON>."),

@@ -195,6 +195,13 @@ IP_LITERAL_EMAIL = r"(?<![\w.+-])[\w.+-]+@\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\](?![\
 # matrix product, "ssh root@host"), so only after a word about mail (`MAIL_WORDS`).
 LOCAL_HOST_EMAIL = r"(?<![\w.+@-])[\w+-]+(?:\.[\w+-]+)*@\p{L}[\w-]*(?:\.[\w-]+)*(?![\w.@-]*\w)"
 MAIL_WORDS = _words("email e-mail mail address write contact reach cc bcc inbox send forward message")
+# "jane@corp.internal": names under the top-level domains kept for private networks and tests (ICANN's
+# .internal, RFC 6762's .local, RFC 2606's .test and the usual in-house ones) are no public suffix, so the
+# address check above passes them over; after a dot, such a name is a mail host wherever it stands.
+PRIVATE_TLD_EMAIL = (
+    r"(?<![\w.+@-])[\w+-]+(?:\.[\w+-]+)*@\p{L}[\w-]*(?:\.[\w-]+)*"
+    r"\.(?i:internal|local|localdomain|lan|corp|home|intranet|private|test|example|invalid|localhost)(?![\w.@-]*\w)"
+)
 
 
 def canonical_email(value: str) -> str:

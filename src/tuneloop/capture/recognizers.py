@@ -47,6 +47,7 @@ def recognizers() -> list[Any]:
         RegexRecognizer(
             "EMAIL_ADDRESS", p.LOCAL_HOST_EMAIL, "LocalHostEmail", context=p.MAIL_WORDS, window=6
         ),
+        RegexRecognizer("EMAIL_ADDRESS", p.PRIVATE_TLD_EMAIL, "PrivateNetworkEmail"),
         GatedPhoneRecognizer(),
         # Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about.
         RegexRecognizer("PHONE_NUMBER", p.INTERNATIONAL_PHONE, "InternationalPhone", validate=_digits(8, 15)),
