@@ -170,6 +170,10 @@ FOUND = [
     ("Christine said the app crashed", "<PERSON> said the"),
     ("ping Candace about the refund", "ping <PERSON> about"),
     ("Hargreaves, Olivia asked for a refund", "<PERSON> asked"),
+    # A ticket's field, a chat's or a forum's handle that holds a name.
+    ("Assigned to: Priya Raman, due Friday", "Assigned to: <PERSON>, due"),
+    ("@olivia can you check the logs", "@<PERSON> can you"),
+    ("thanks @jsmith for the fix", "@<PERSON> for"),
     # A mail host under a private network's top-level domain, with no word about mail before it.
     ("ping jane.doe@hq.corp.internal today", "ping <EMAIL_ADDRESS> today"),
     ("the login olivia.hargreaves failed twice", "login <PERSON> failed"),
@@ -275,6 +279,7 @@ ORDINARY = [
     "1. Click Add printer. Can I install Jira myself? Adobe Acrobat won't open PDFs.",
     "Some popular payment platforms like PayPal, Venmo, and Zelle.",
     "Set Max Age to 3600; the Grace Period settings moved; see config.yaml and the max_age key.",
+    "@app.route('/x') over @property, @Getter @Setter; npm i @types/node; @here the build is red.",
     "Visit Virginia Beach with a Chase Sapphire card in Sterling Silver.",
 ]
 
