@@ -279,6 +279,7 @@ ORDINARY = [
     "1. Click Add printer. Can I install Jira myself? Adobe Acrobat won't open PDFs.",
     "Some popular payment platforms like PayPal, Venmo, and Zelle.",
     "Set Max Age to 3600; the Grace Period settings moved; see config.yaml and the max_age key.",
+    "Go to Page 3, then to page 4 of the guide.",
     "@app.route('/x') over @property, @Getter @Setter; npm i @types/node; @here the build is red.",
     "Visit Virginia Beach with a Chase Sapphire card in Sterling Silver.",
 ]

@@ -75,21 +75,22 @@ POINTING_WORDS = _words(
 # places or products: "Will", "Grace Period", "Bill Pay", "Virginia Beach", "Ruby Gems" name nobody.
 COMMON_WORD_NAMES = frozenset(
     _words("""
-abbey al alpha amber angel angelic angle april argentina art august aura austin autumn bee bell belle berry
+abbey ai al alpha amber angel angelic angle april argentina art august aura austin autumn bee bell belle berry
 bill birdie blossom bo bob bonny booker brain brandy brook buck bud bunny buster candy caprice carol carry
-carter charity chance chase cherry chin china christian chuck clay cliff cole conception coral crystal daisy
-dale dallas dawn dee delta denver desire destiny diamond dot drew dusty earl easter ebony echo eden else era
-faith fairy fawn fay fern florence forest foster frank freeman gale garnet gay geneva genesis georgia german
-ginger glen glory golden goldie grace grant hank harmony heath helena herb holly honey hope houston hunter in
-india iris isis ivy jack jackson jade jasper jay jewel jordan joy july june junior karma kenya king kit kitty
-lady lance lane laurel lean lee les liberty lily lincoln loan long lore love madison magnolia major man manual
-many maple marine mark marquis marry marvel mason max may melody mercy meta min misty moon morgan my nick
-noble noel numbers olive omega opal orlando palmer paris parker pat patience peg pearl penny phoenix piper
-porter
-precious price prince princess prudence queen raven ray reed regina rex rich rob rock rocky rose rosy royal
-ruby rusty sage sandy savannah scarlet season see september sierra sol son song soon sparkle spring star
-sterling stormy summer sun sunday sunny sunshine sydney tanner temple terry tiny trinity valentine van velvet
-victoria violet virginia viva wade walker ward washington will willow windy winter
+carter chad chance charity chase cherry chin china christian chuck clay cliff cole conception coral crystal
+daisy dale dallas dawn dee dell delta denver desire destiny diamond dimple don dot drew dung dusty earl
+earnest easter ebony echo eden else emerald era ethyl fairy faith fawn fay fern florence forest foster frank
+freeman gala gale garland garnet gay genesis geneva genie georgia german ginger glen glory golden goldie grace
+grant guy ha hang hank harmony heath helena herb holly honey hope houston hue hunter in india iris isis ivy
+jack jackson jade jasper jay jewel jordan joy july june junior karma kenya king kip kit kitty lady lance lane
+laurel lean lee les liberty lily lincoln loan long lore love ma mac madison magnolia major man manual many
+maple marine mark marquis marry marvel mason max may melody mercy merry meta mi mica min miss misty moon
+morgan my na nana nick noble noel nova nu numbers olive omega opal orlando pa page palmer pansy paris parker
+pasty pat patience pearl peg penny phoenix piper porter precious price prince princess prudence queen raven
+ray reed regina rex rich rob rock rocky rod rose rosy royal ruby rusty sage sandy sari savannah scarlet season
+see september shin sierra sol son song soon sparkle spring star sterling stormy summer sun sunday sunny
+sunshine sydney ta tanner temple tequila terra terry tiara tiny tory trinity un valentine van velvet venus
+victoria violet virginia viva wade walker wan ward washington will willow windy winter yen yon young
 """)
 )
 
