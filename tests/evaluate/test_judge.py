@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.evaluate.conftest import GateSetup
+from tests.evaluate.conftest import GateSetup, promote
 from tuneloop.config import Settings
 from tuneloop.evaluate.judge import appoint_judge
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.learn.jobs import run_job
 from tuneloop.privacy.lineage import withdraw
 from tuneloop.privacy.policy import PrivacyPolicy
+from tuneloop.signals.policy import RewardPolicy
+from tuneloop.signals.snapshots import create_snapshot
 
 
 def _reward_model(setup: GateSetup, out: Path, *, flipped: bool = False):
@@ -105,3 +107,33 @@ def test_a_judge_trained_on_erased_data_gives_its_seat_to_any_fit_successor(
     verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
 
     assert verdict["judge"] == new.id
+
+
+def test_a_sitting_judge_is_not_scored_on_the_pairs_it_trained_on(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    settings = _any_reward_model_fit(gate_setup)
+    # The sitting judge's snapshot held every prompt in training, the held-out ones of the new judge's too
+    # (as when a held-out cluster grows with new paraphrases): scored on those, it would look surely better.
+    everything = RewardPolicy(
+        near_duplicate_threshold=1.0, heldout_fraction=0.0, min_heldout_pairs=0, min_heldout_prompts=0
+    )
+    older = create_snapshot(gate_setup.tenant, gate_setup.home, everything)
+    assert older.rows("pairs", split="heldout") == []
+    job = run_job(
+        JobSpec(kind="reward_embedding", base_model=str(gate_setup.base), output_dir=tmp_path / "old"),
+        older.rows("pairs", split="train"),
+    )
+    sitting = gate_setup.registry.register(
+        kind="reward_model",
+        base_model=str(gate_setup.base),
+        actor="learn",
+        artifact_path=str(job.artifact_dir),
+        snapshot_hash=older.hash,
+    )
+    promote(gate_setup.registry, sitting)
+    new = _reward_model(gate_setup, tmp_path / "new", flipped=True)
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
+
+    assert verdict["judge"] == new.id, verdict  # no pair left that the sitting judge had not seen

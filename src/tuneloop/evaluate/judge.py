@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from tuneloop.config import Settings, tenant_policy
+from tuneloop.errors import NotFound
 from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.learn.privacy import spent_budget
 from tuneloop.learn.reward_model import load_reward_model, pair_margins
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.signals.records import prompt_text, row_prompt
 from tuneloop.signals.snapshots import get_snapshot
 from tuneloop.store.repository import TenantStore
 
@@ -30,14 +32,14 @@ def appoint_judge(
     sitting = registry.production("reward_model")
     base = str(resolve_model(settings.model, settings.home))
 
-    def ordered(version: Version) -> list[bool]:
-        """Which held-out pairs `version` orders as the humans did (ties count against it)."""
+    def ordered(version: Version, on: list[dict[str, Any]]) -> list[bool]:
+        """Which pairs `version` orders as the humans did (ties count against it)."""
         scorer = load_reward_model(version.artifact_path, base_model=base)
-        return [margin > 0 for margin in pair_margins(scorer, pairs)]
+        return [margin > 0 for margin in pair_margins(scorer, on)]
 
     on_pairs = len(pairs) >= rule.min_agreement_pairs
     if on_pairs:
-        right = ordered(reward_model)
+        right = ordered(reward_model, pairs)
         accuracy, measured = round(sum(right) / len(pairs), 4), len(pairs)
         measured_on = f"{measured} held-out human pairs"
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
@@ -56,14 +58,21 @@ def appoint_judge(
         # newer one, trained on more and fresher feedback, takes it: on a dozen pairs one pair apart is
         # noise. A judge trained on erased data keeps no claim: erasure's promise is that the next turn
         # replaces it.
-        held = ordered(sitting)
-        p = surely_better_p(held, right)
-        if p < rule.alpha:
-            fit = False
-            why = (
-                f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
-                f"({sum(held)} against {sum(right)}; one-sided McNemar p {p:.2f}, alpha {rule.alpha})"
-            )
+        # Only on pairs whose prompts the sitting judge did not train on: held-out clusters shift as new
+        # paraphrases join them, and a judge scored on its own training pairs looked surely better.
+        trained = _trained_prompts(tenant, sitting)
+        fresh = [i for i, pair in enumerate(pairs) if prompt_text(row_prompt(pair)) not in trained]
+        if len(fresh) >= rule.min_agreement_pairs:
+            held = ordered(sitting, [pairs[i] for i in fresh])
+            mine = [right[i] for i in fresh]
+            p = surely_better_p(held, mine)
+            if p < rule.alpha:
+                fit = False
+                why = (
+                    f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
+                    f"({sum(held)} against {sum(mine)} of {len(fresh)} it did not train on; one-sided "
+                    f"McNemar p {p:.2f}, alpha {rule.alpha})"
+                )
     if reward_model.state == "candidate":
         if fit:
             registry.move(reward_model.id, "gated", actor=actor, reason=why)
@@ -78,6 +87,17 @@ def appoint_judge(
         "verdict": why,
         "judge": judge.id if judge else None,
     }
+
+
+def _trained_prompts(tenant: TenantStore, judge: Version) -> set[str]:
+    """The prompts of the pairs `judge` trained on: its snapshot's train split (none known without one)."""
+    if judge.snapshot_hash is None:
+        return set()
+    try:
+        rows = get_snapshot(tenant, judge.snapshot_hash).rows("pairs", split="train")
+    except NotFound:  # its snapshot was deleted: what it trained on is unknown
+        return set()
+    return {prompt_text(row_prompt(row)) for row in rows}
 
 
 def surely_better_p(held: list[bool], right: list[bool]) -> float:
