@@ -245,18 +245,20 @@ class KnownNameRecognizer(EntityRecognizer):
     def load(self) -> None:
         files = importlib.resources.files("names")
 
-        def read(name: str, most: int | None = None) -> frozenset[str]:  # the lists run from the most common
+        def read(name: str) -> list[str]:  # each list runs from the most common name
             lines = files.joinpath(name).read_text().splitlines()
-            return frozenset(line.split()[0].lower() for line in lines[:most] if line.strip())
+            return [line.split()[0].lower() for line in lines if line.strip()]
 
-        self.first = (read("dist.female.first") | read("dist.male.first")) - p.COMMON_WORD_NAMES
-        self.first -= STOP_WORDS | frozenset(p.NOT_NAMES)
+        not_names = STOP_WORDS | frozenset(p.NOT_NAMES)
+        self.first = frozenset(read("dist.female.first") + read("dist.male.first"))
+        self.first -= p.COMMON_WORD_NAMES | not_names
         # "Olivia said": Said is a surname too, but not after a first name.
         verbs = frozenset(p.PEOPLE_VERBS) | frozenset(p.POINTING_WORDS)
-        self.surnames = read("dist.all.last") - STOP_WORDS - frozenset(p.NOT_NAMES) - verbs
+        surnames = read("dist.all.last")
+        self.surnames = frozenset(surnames) - not_names - verbs
         # "jsmith" but not Lombok's "@Getter" (Etter is the 7,033rd surname): an initialled handle takes a
         # surname of the 5,000 most common, two thirds of the population.
-        self.common_surnames = self.surnames & read("dist.all.last", 5000)
+        self.common_surnames = self.surnames & frozenset(surnames[:5000])
 
     def _is_handle(self, handle: str) -> bool:
         """A handle holding a first name ("olivia.h92"), or an initial and a surname ("jsmith")."""

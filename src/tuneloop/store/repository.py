@@ -59,10 +59,10 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     bind the values, in one loop over tuples. SQLAlchemy's per-row parameter building took most of a feedback
     batch's insert (benchmarks/ingest.py); a scalar repeated down a column (a timestamp, a thumb) binds
     once."""
-    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    dialect = conn.dialect
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(rows[0]))
     names = compiled.positiontup
     assert names is not None, "a dialect with positional parameters (SQLite's qmark)"
-    dialect = conn.dialect
     processors = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
     seen: dict[tuple[str, type, Any], Any] = {}
 
