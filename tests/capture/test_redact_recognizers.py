@@ -174,6 +174,9 @@ FOUND = [
     ("Assigned to: Priya Raman, due Friday", "Assigned to: <PERSON>, due"),
     ("@olivia can you check the logs", "@<PERSON> can you"),
     ("thanks @jsmith for the fix", "@<PERSON> for"),
+    ("my handle is olivia_h92, ping me there", "is <PERSON>, ping"),
+    ("gamertag = xXdragon99Xx tonight", "= <PERSON> tonight"),
+    ("Contact Siobhán Ó Briain about the invoice", "Contact <PERSON> about"),
     # A mail host under a private network's top-level domain, with no word about mail before it.
     ("ping jane.doe@hq.corp.internal today", "ping <EMAIL_ADDRESS> today"),
     ("the login olivia.hargreaves failed twice", "login <PERSON> failed"),
@@ -254,6 +257,7 @@ ORDINARY = [
     "Call me tomorrow if the name is still misleading in the UI.",
     "Hi Team, the release notes mention 5 breaking changes.",
     "Thanks Again for the quick fix!",
+    "The door handle is loose and my login is broken.",
     "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
     "Age of the cache entry: 30 seconds, TTL 300 s.",
     "Set the cache max age 3600 and the cookie age 30 days.",

@@ -38,7 +38,9 @@ TITLES = _words(
     "Mr Mrs Ms Mx Dr Dra Prof Herr Frau Sr Sra Srta Sig Ing Mme Mlle Dott Dhr Mevr Pan Pani Shri Smt"
 )
 DEGREES = _words("B.Sc. B.A. B.Eng. M.Sc. M.A. M.Eng. MBA PhD Ph.D. Jr. Sr. MD")
-NAME_PARTICLES = _words("van von de der den da das dos del della di du la le ten ter bin ibn al el")
+NAME_PARTICLES = _words(
+    "van von de der den da das dos del della di du la le ten ter bin ibn al el Ó Ní Nic Uí"
+)
 # Words that stand where names do but are nobody's: after a greeting ("Hi Team"), verbs before a name
 # ("Contact Stuart Wood"), and words the model mistakes for names ("ssn", "null").
 NOT_NAMES = (

@@ -238,6 +238,12 @@ class KnownNameRecognizer(EntityRecognizer):
     _ALONE_AFTER = frozenset(p.POINTING_WORDS)
     # A chat's "@olivia" or "@jsmith", a forum's "u/olivia_h"; not "@app.route(" or "@types/node".
     _MENTION = regex.compile(r"(?<![\w.@/])(?:@|\bu/)(?P<v>[\p{L}][\w.-]*[\w]|[\p{L}])(?![\w(/@-])")
+    # "my handle is olivia_h92", "username: jsmith": a value given as a user name is one, names or not,
+    # once it reads as a handle rather than a word ("the handle is loose", "login: broken").
+    _NAMED_HANDLE = regex.compile(
+        r"(?i:\b(?:handle|user\s*name|screen\s*name|gamertag|nickname|login|user\s*id)(?:\s+is|\s*[:=])\s+)"
+        r"@?(?P<v>\p{L}[\w.-]*[\p{L}\p{N}])(?![\w@])"
+    )
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["PERSON"], name="KnownNameRecognizer")
@@ -288,6 +294,11 @@ class KnownNameRecognizer(EntityRecognizer):
             RecognizerResult("PERSON", *m.span("v"), SCORE)
             for m in self._MENTION.finditer(text)
             if self._is_handle(m.group("v").lower())
+        ]
+        results += [
+            RecognizerResult("PERSON", *m.span("v"), SCORE)
+            for m in self._NAMED_HANDLE.finditer(text)
+            if regex.search(r"\p{L}[\d_.]", m.group("v")) or self._is_handle(m.group("v").lower())
         ]
         for i, word in enumerate(lower):
             if word not in self.first:
