@@ -138,17 +138,17 @@ def _train(
     else:
         from tuneloop.learn.adapter_trainer import train_dpo
         from tuneloop.learn.callbacks import JobCallback
-        from tuneloop.learn.job_config import JobSpec
+        from tuneloop.learn.job_config import JobSpec, fitted_length
         from tuneloop.learn.jobs import idle_cores
 
+        # tuneloop's own micro-batches (as a turn's job gets them), accumulated to the same batch as TRL's.
+        args = fitted_length("dpo", rows, {"num_train_epochs": 1, "save_strategy": "no"}, model_path, device)
+        micro = min(args.get("per_device_train_batch_size", batch_size), batch_size)
+        args |= {"per_device_train_batch_size": micro, "gradient_accumulation_steps": batch_size // micro}
         spec = JobSpec(
             kind="dpo",
             base_model=model_path,
-            trainer_args={
-                "per_device_train_batch_size": batch_size,
-                "num_train_epochs": 1,
-                "save_strategy": "no",
-            },
+            trainer_args=args,
             seed=seed,
             device=device,
             output_dir=out,

@@ -60,6 +60,8 @@ def train_version(
     metrics_extra: dict[str, Any] = {"human_pairs": len(rows)} if DATASET[method] == "pairs" else {}
     if amplify_k and method == "dpo":
         rows, metrics_extra = _amplified(tenant, base, rows, amplify_k, seed)
+    device = train_device(settings.train_device)
+    fitted = fitted_length(method, rows, trainer_args, base, device)
     spec = JobSpec(
         kind=method,
         base_model=str(base),
@@ -68,16 +70,14 @@ def train_version(
         amplify_k=amplify_k if method == "dpo" else 0,
         tenant=tenant.tenant_id,
         lora=lora,
-        trainer_args=class_weighted(
-            method, rows, paced(method, rows, fitted_length(method, rows, trainer_args, base), repeat or {})
-        ),
+        trainer_args=class_weighted(method, rows, paced(method, rows, fitted, repeat or {})),
         repeat=repeat or {},
         init_adapter=init_adapter,
         seed=seed,
         output_dir=settings.home / "jobs" / tenant.tenant_id,
         engine=settings.train_engine,
         processes=settings.train_processes,
-        device=train_device(settings.train_device),
+        device=device,
     )
     registry = Registry(tenant)
     version_id = f"{'rm' if method.startswith('reward') else 'v'}-{spec.id.split('-')[-1][:10]}"
