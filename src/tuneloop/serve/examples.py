@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneloop.capture.redact import Redactor
+from tuneloop.capture.redact import PLACEHOLDER, Redactor
 from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy
 from tuneloop.registry.composition import Decoding, ExamplePolicy
@@ -153,11 +153,15 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
         texts = [t for ex in shown for t in (ex.prompt, ex.answer)]
         texts = redactor.redact_texts(texts, "redact", tenant.tenant_id)
         shown = [replace(ex, prompt=texts[2 * i], answer=texts[2 * i + 1]) for i, ex in enumerate(shown)]
-    made = dict(zip(new_keys, zip(shown, embed([ex.prompt for ex in shown]), strict=True), strict=True))
+    # An answer that held PII shows its placeholder, and the model learns to say "<PERSON>" to users.
+    fresh = {key: ex for key, ex in zip(new_keys, shown, strict=True) if not PLACEHOLDER.search(ex.answer)}
+    embedded = embed([ex.prompt for ex in fresh.values()])
+    made = {key: (ex, vector) for (key, ex), vector in zip(fresh.items(), embedded, strict=True)}
     # A known example keeps its text and vector; its reward is today's.
     entries = {
         key: (replace(ex, reward=stored[key].reward), vector)
         for key in stored
+        if key in known or key in made
         for ex, vector in [known[key] if key in known else made[key]]
     }
     examples = [ex for ex, _ in entries.values()]

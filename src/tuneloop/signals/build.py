@@ -69,10 +69,14 @@ def build_signals(
         *pairs.regenerated_pairs(live, events, policy, now, weights),
         *pairs.reward_pairs(live, rewards, policy, vectors),
     ]
+    built = {
+        "pairs": pair_rows,
+        "kto": pairs.kto_rows(live, events, rewards, policy, now, weights),
+        "sft": pairs.sft_rows(live, events, rewards, policy, now, weights),
+    }
     datasets = {
-        "pairs": cap_rows(pair_rows, policy.rater_cap),
-        "kto": cap_rows(pairs.kto_rows(live, events, rewards, policy, now, weights), policy.rater_cap),
-        "sft": cap_rows(pairs.sft_rows(live, events, rewards, policy, now, weights), policy.rater_cap),
+        name: cap_rows([r for r in rows if not pairs.teaches_placeholders(r)], policy.rater_cap)
+        for name, rows in built.items()
     }
     split = split_rows(
         datasets,

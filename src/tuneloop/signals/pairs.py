@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneloop.capture.redact import PLACEHOLDER
 from tuneloop.signals import canaries
 from tuneloop.signals.code import edited_answer
 from tuneloop.signals.policy import RewardPolicy
@@ -39,6 +40,19 @@ Row = dict[str, Any]
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+def teaches_placeholders(row: Row) -> bool:
+    """Whether the answer a row teaches (a chosen, desirable or SFT one) holds a redaction placeholder: a
+    model trained on it, or shown it as an example, says "<PERSON>" to users."""
+    if "chosen" in row:
+        target = row["chosen"]
+    elif "completion" in row:
+        target = row["completion"] if row["label"] else []
+    else:
+        target = row["messages"][-1:]
+    text = target if isinstance(target, str) else " ".join(str(m.get("content", "")) for m in target)
+    return PLACEHOLDER.search(text) is not None
 
 
 class _Evidence:
