@@ -258,6 +258,9 @@ ORDINARY = [
     "Hi Team, the release notes mention 5 breaking changes.",
     "Thanks Again for the quick fix!",
     "The door handle is loose and my login is broken.",
+    # UI labels: English words and no census names, which the small model reads as people.
+    "Go to Manage Trip and select Add Pet.",
+    "Open Bags and choose Add Bag.",
     "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
     "Age of the cache entry: 30 seconds, TTL 300 s.",
     "Set the cache max age 3600 and the cookie age 30 days.",

@@ -5,9 +5,10 @@ Imported only when the models load (it pulls in Presidio and spaCy), never at se
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 from collections.abc import Callable, Collection, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex  # type: ignore[import-untyped]
 import tldextract
@@ -161,6 +162,45 @@ def _words_before(text: str, start: int, count: int) -> list[str]:
     return [w.lower() for w in _WORD.findall(text[max(0, start - 80) : start])[-count:]]
 
 
+class _Census(NamedTuple):
+    first: list[str]  # female and male first names, lower-case
+    surnames: list[str]  # from the most common
+    common_surnames: frozenset[str]  # the 5,000 most common
+
+
+@functools.cache
+def _census() -> _Census:
+    """The US census first names and surnames of the `names` package, read once."""
+    files = importlib.resources.files("names")
+
+    def read(name: str) -> list[str]:  # each list runs from the most common name
+        lines = files.joinpath(name).read_text().splitlines()
+        return [line.split()[0].lower() for line in lines if line.strip()]
+
+    surnames = read("dist.all.last")
+    return _Census(read("dist.female.first") + read("dist.male.first"), surnames, frozenset(surnames[:5000]))
+
+
+@functools.cache
+def _word_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(English words, names): the whole lower-case words of the embedding model's WordPiece vocabulary, and
+    the census first names with the 5,000 most common surnames."""
+    from tuneloop.signals.embeddings import model_dir
+
+    vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    census = _census()
+    words = frozenset(w for w in vocab if len(w) > 2 and w.isascii() and w.isalpha() and w.islower())
+    return words, frozenset(census.first) | census.common_surnames
+
+
+def _is_word_not_name(found: str) -> bool:
+    """One word that is an English word and no census name: a UI label ("select Add Pet", "open Bags") the
+    small model reads as a person, as it does most capitalised words it has not seen."""
+    bare = found.split("'")[0].split("’")[0].lower()
+    words, names = _word_names()
+    return " " not in found.strip() and bare in words and bare not in names
+
+
 class NamesRecognizer(SpacyRecognizer):
     """spaCy's PERSON finds, grown over the rest of the name and cleared of what cannot be a name.
 
@@ -211,6 +251,8 @@ class NamesRecognizer(SpacyRecognizer):
                 continue
             result.start = self._grow(text, words[0].start(), self._LEFT, left=True)
             result.end = self._grow(text, words[-1].end(), self._RIGHT, left=False)
+            if _is_word_not_name(text[result.start : result.end]):
+                continue
             out.append(result)
         return out
 
@@ -249,22 +291,15 @@ class KnownNameRecognizer(EntityRecognizer):
         super().__init__(supported_entities=["PERSON"], name="KnownNameRecognizer")
 
     def load(self) -> None:
-        files = importlib.resources.files("names")
-
-        def read(name: str) -> list[str]:  # each list runs from the most common name
-            lines = files.joinpath(name).read_text().splitlines()
-            return [line.split()[0].lower() for line in lines if line.strip()]
-
+        census = _census()
         not_names = STOP_WORDS | frozenset(p.NOT_NAMES)
-        self.first = frozenset(read("dist.female.first") + read("dist.male.first"))
-        self.first -= p.COMMON_WORD_NAMES | not_names
+        self.first = frozenset(census.first) - p.COMMON_WORD_NAMES - not_names
         # "Olivia said": Said is a surname too, but not after a first name.
         verbs = frozenset(p.PEOPLE_VERBS) | frozenset(p.POINTING_WORDS)
-        surnames = read("dist.all.last")
-        self.surnames = frozenset(surnames) - not_names - verbs
+        self.surnames = frozenset(census.surnames) - not_names - verbs
         # "jsmith" but not Lombok's "@Getter" (Etter is the 7,033rd surname): an initialled handle takes a
         # surname of the 5,000 most common, two thirds of the population.
-        self.common_surnames = self.surnames & frozenset(surnames[:5000])
+        self.common_surnames = self.surnames & census.common_surnames
 
     def _is_handle(self, handle: str) -> bool:
         """A handle holding a first name ("olivia.h92"), or an initial and a surname ("jsmith")."""
