@@ -376,6 +376,21 @@ def test_a_turn_whose_adapter_was_blocked_says_its_light_trial_shipped() -> None
     )
 
 
+def test_a_look_that_ran_for_minutes_says_how_far_into_its_turn_it_is() -> None:
+    """A look that trained and gated for 36 minutes said "turn 1 started; waiting at canary", as if the
+    turn had just begun."""
+    from datetime import UTC, datetime, timedelta
+
+    from tuneloop.cli.loop import tick_summary
+    from tuneloop.loop.turns import Turn
+
+    began = datetime.now(UTC) - timedelta(minutes=36, seconds=10)
+    turn = Turn(1, "feedback:200", "canary", None, {}, began, began)
+    assert tick_summary(turn, started=True) == (
+        "turn 1 (feedback:200) started, 36 min in; waiting at canary for more traffic"
+    )
+
+
 def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytest.CaptureFixture) -> None:
     from tuneloop.cli.loop import Unrepeated
 

@@ -354,3 +354,27 @@ def test_the_light_trial_is_looked_at_while_a_stage_trains_without_reporting_ste
     looked = get_experiment(tenant, exp.id).decision["checked_at"]
     time.sleep(0.2)
     assert get_experiment(tenant, exp.id).decision["checked_at"] == looked  # no look once the stage ended
+
+
+def test_a_trial_decided_while_a_stage_trains_is_told_at_once(
+    tenant: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's log said nothing of a trial that promoted its candidate 20 minutes before the training
+    beside it ended: the look that decides it tells the caller then, and looks no more."""
+    tenant, settings, production = tenant
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
+    brief, exp = _on_trial(tenant, production, "Answer in one line.")
+    turn = advance_turn(tenant, loop.start("manual"), "adapter", {"light": {"experiment": exp.id}})
+    monkeypatch.setattr(stages, "TRIAL_LOOK_SECONDS", 0.05)
+    heard: list[dict] = []
+
+    with watching_trial(TurnContext(tenant, settings, loop.policy), turn, lambda t, o: heard.append(o)):
+        finish(tenant, "promoted", actor="test", reason="the brief arm won", winner=brief.id)
+        deadline = time.monotonic() + 30
+        while not heard:
+            assert time.monotonic() < deadline, "the decided trial was not told"
+            time.sleep(0.05)
+        time.sleep(0.3)
+    assert len(heard) == 1
+    assert heard[0]["outcome"] == "promoted" and heard[0]["winner"] == brief.id
+    assert heard[0]["ended_at"] == get_experiment(tenant, exp.id).ended_at.isoformat()

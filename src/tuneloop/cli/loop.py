@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import Progress, add_reason_flag, interval, turn_exit_code
+from tuneloop.clock import now_utc
 from tuneloop.config import Settings
 from tuneloop.store.repository import TenantStore
 
@@ -74,7 +75,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
         waits = turn.stage in WAITS_FOR
         return nullcontext() if waits else progress.stage(f"turn {turn.turn}: {turn.stage}")
 
-    loop = Loop(tenant, Settings(), around_stage=stage_lines)
+    def trial_line(turn: Turn, outcome: dict[str, Any]) -> None:
+        print(f"turn {turn.turn}: {_trial_words(outcome)}", file=sys.stderr, flush=True)
+
+    loop = Loop(tenant, Settings(), around_stage=stage_lines, on_trial=trial_line)
     force = args.now
     said = Unrepeated()
     while True:
@@ -126,6 +130,9 @@ def tick_summary(turn: Turn, *, started: bool) -> str:
     from tuneloop.loop.turns import DONE
 
     head = f"turn {turn.turn} ({turn.trigger}) {'started' if started else 'continued'}"
+    # A look that trains runs for many minutes: "started" alone read as if the turn had just begun.
+    minutes = int((now_utc() - turn.started_at).total_seconds() // 60)
+    head += f", {minutes} min in" if minutes else ""
     if turn.stage != DONE:
         waits = WAITS_FOR.get(turn.stage)
         return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
@@ -134,6 +141,13 @@ def tick_summary(turn: Turn, *, started: bool) -> str:
     light = _light_promoted(turn)
     shipped = f"; its light trial promoted {light['winner']}" if light is not None else ""
     return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "") + shipped
+
+
+def _trial_words(outcome: dict[str, Any]) -> str:
+    """A decided light trial in words: "light trial promoted v-…: treatment better: …"."""
+    winner = f" {outcome['winner']}" if outcome.get("winner") else ""
+    reason = " ".join(str(outcome.get("reason") or "").split())
+    return f"light trial {outcome['outcome']}{winner}" + (f": {reason}" if reason else "")
 
 
 def _light_promoted(turn: Turn) -> dict[str, Any] | None:

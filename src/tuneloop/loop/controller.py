@@ -43,14 +43,17 @@ class Loop:
         policy: LoopPolicy | None = None,
         guard: Callable[[], bool] | None = None,
         around_stage: Callable[[Turn], AbstractContextManager[Any]] | None = None,
+        on_trial: Callable[[Turn, dict[str, Any]], None] | None = None,
     ) -> None:
         """`guard` (a worker's lease check) is asked before each stage is recorded; False stops the tick.
-        `around_stage(turn)` wraps each stage run (the CLI's stage lines)."""
+        `around_stage(turn)` wraps each stage run (the CLI's stage lines); `on_trial(turn, outcome)` hears a
+        light trial decided while a stage trains beside it."""
         self.tenant = tenant
         self.settings = settings
         self.policy = policy or tenant_policy(settings.home, tenant.tenant.name, LoopPolicy)
         self.guard = guard
         self.around_stage = around_stage or (lambda turn: nullcontext())
+        self.on_trial = on_trial
 
     def turns(self) -> list[Turn]:
         return list_turns(self.tenant)
@@ -201,7 +204,7 @@ class Loop:
             turn = self.start(trigger)
         context = TurnContext(self.tenant, self.settings, self.policy)
         while turn.stage != DONE:
-            with self.around_stage(turn), watching_trial(context, turn):
+            with self.around_stage(turn), watching_trial(context, turn, self.on_trial):
                 step = self._run_stage(context, turn)
             if step is None:
                 self.learn_retrieval()

@@ -204,7 +204,13 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
         registry = Registry(tenant)
         served = (v for v in exp.candidates if registry.get(v).state in ("production", "retired"))
         winner = exp.version_of(arm) if arm else next(served, None)
-    return {"light_trial": {"outcome": exp.state, "winner": winner, "reason": decision.get("reason")}}
+    decided = {
+        "outcome": exp.state,
+        "winner": winner,
+        "reason": decision.get("reason"),
+        "ended_at": exp.ended_at.isoformat() if exp.ended_at else None,
+    }
+    return {"light_trial": decided}
 
 
 def _changes(registry: Registry, policy: LightPolicy, feedback: Feedback, *, judged: bool) -> list[Proposal]:

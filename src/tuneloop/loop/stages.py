@@ -30,7 +30,7 @@ from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.training import retrain as retrain_reranker
-from tuneloop.rollout import arms, controller
+from tuneloop.rollout import controller
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
 from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.signals.policy import RewardPolicy
@@ -206,23 +206,31 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
 
 
 @contextmanager
-def watching_trial(ctx: TurnContext, turn: Turn) -> Iterator[None]:
+def watching_trial(
+    ctx: TurnContext, turn: Turn, on_decided: Callable[[Turn, dict[str, Any]], None] | None = None
+) -> Iterator[None]:
     """While a stage that trains beside the turn's light trial runs, look at the trial every
     TRIAL_LOOK_SECONDS from a thread, so that a guardrail stops a harmful arm and a winner ships while the
-    models train, not after. (Looks made from training's step reports missed minutes: a job reports no step
-    while it loads and computes its reference log-probabilities.)"""
-    if turn.stage not in TRAINING_STAGES or _light_trial(turn) is None:
+    models train, not after (looks made from training's step reports missed minutes: a job reports no step
+    while it loads and computes its reference log-probabilities). `on_decided(turn, outcome)` hears the
+    trial's outcome (the report's `light_trial` entry) as soon as a look decides it."""
+    experiment = _light_trial(turn)
+    if turn.stage not in TRAINING_STAGES or experiment is None:
         yield
         return
-    rewards = ctx.tenant_policy(RewardPolicy)
     stop = threading.Event()
 
     def look() -> None:
         while not stop.wait(TRIAL_LOOK_SECONDS):
             try:
-                arms.review(ctx.tenant, rewards, actor="loop")
+                outcome = light_candidates.trial_outcome(ctx.tenant, ctx.settings, experiment)
             except Exception:  # the trial is looked at again next time; training must not fail for it
                 log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
+                continue
+            if outcome is not None:
+                if on_decided is not None:
+                    on_decided(turn, outcome["light_trial"])
+                return
 
     watcher = threading.Thread(target=look, name="tuneloop-trial-look", daemon=True)
     watcher.start()
