@@ -6,6 +6,7 @@ language, so its simulated users want something a LoRA learns in a few steps: an
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -120,7 +121,8 @@ def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
     _, other_key = store.create_tenant("other", redaction="off")
     _write_policies(settings.home, "acme", POLICIES)
     tenant = store.for_tenant(tenant_row)
-    loop = Loop(tenant, settings)
+    said: list[str] = []
+    loop = Loop(tenant, settings, say=said.append)
     try:
         with live_server(settings) as url:
             before = satisfaction(url, key, SURE, SURE.eval_prompts(12))
@@ -128,6 +130,10 @@ def test_a_short_loop_over_real_http_promotes_and_records_the_promotion(
             run_traffic(url, key, SURE, 60, seed=1)
             turn = loop.tick(force=True)
             assert turn is not None and turn.stage == "canary", turn
+            # Training beside live traffic runs for minutes: its progress is told a quarter at a time.
+            steps = [re.fullmatch(r"turn 1: (dpo|kto) step (\d+)/(\d+).*", line) for line in said]
+            told = [(int(m[2]), int(m[3])) for m in steps if m]
+            assert 1 < len(told) <= 5 and told[-1][0] == told[-1][1], said
             for burst in range(8):
                 run_traffic(url, key, SURE, 40, seed=100 + burst)
                 turn = loop.tick()

@@ -366,15 +366,16 @@ def test_a_trial_decided_while_a_stage_trains_is_told_at_once(
     brief, exp = _on_trial(tenant, production, "Answer in one line.")
     turn = advance_turn(tenant, loop.start("manual"), "adapter", {"light": {"experiment": exp.id}})
     monkeypatch.setattr(stages, "TRIAL_LOOK_SECONDS", 0.05)
-    heard: list[dict] = []
+    heard: list[str] = []
 
-    with watching_trial(TurnContext(tenant, settings, loop.policy), turn, lambda t, o: heard.append(o)):
+    with watching_trial(TurnContext(tenant, settings, loop.policy, heard.append), turn):
         finish(tenant, "promoted", actor="test", reason="the brief arm won", winner=brief.id)
         deadline = time.monotonic() + 30
         while not heard:
             assert time.monotonic() < deadline, "the decided trial was not told"
             time.sleep(0.05)
         time.sleep(0.3)
-    assert len(heard) == 1
-    assert heard[0]["outcome"] == "promoted" and heard[0]["winner"] == brief.id
-    assert heard[0]["ended_at"] == get_experiment(tenant, exp.id).ended_at.isoformat()
+    assert heard == [f"turn {turn.turn}: light trial promoted {brief.id}"]  # by hand: no test's reason
+    outcome = light_candidates.trial_outcome(tenant, settings, exp.id)
+    assert outcome is not None
+    assert outcome["light_trial"]["ended_at"] == get_experiment(tenant, exp.id).ended_at.isoformat()

@@ -75,10 +75,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         waits = turn.stage in WAITS_FOR
         return nullcontext() if waits else progress.stage(f"turn {turn.turn}: {turn.stage}")
 
-    def trial_line(turn: Turn, outcome: dict[str, Any]) -> None:
-        print(f"turn {turn.turn}: {_trial_words(outcome)}", file=sys.stderr, flush=True)
-
-    loop = Loop(tenant, Settings(), around_stage=stage_lines, on_trial=trial_line)
+    loop = Loop(tenant, Settings(), around_stage=stage_lines, say=progress.say)
     force = args.now
     said = Unrepeated()
     while True:
@@ -141,13 +138,6 @@ def tick_summary(turn: Turn, *, started: bool) -> str:
     light = _light_promoted(turn)
     shipped = f"; its light trial promoted {light['winner']}" if light is not None else ""
     return f"{head}; ended {turn.outcome}" + (f": {why}" if why else "") + shipped
-
-
-def _trial_words(outcome: dict[str, Any]) -> str:
-    """A decided light trial in words: "light trial promoted v-…: treatment better: …"."""
-    winner = f" {outcome['winner']}" if outcome.get("winner") else ""
-    reason = " ".join(str(outcome.get("reason") or "").split())
-    return f"light trial {outcome['outcome']}{winner}" + (f": {reason}" if reason else "")
 
 
 def _light_promoted(turn: Turn) -> dict[str, Any] | None:

@@ -43,17 +43,17 @@ class Loop:
         policy: LoopPolicy | None = None,
         guard: Callable[[], bool] | None = None,
         around_stage: Callable[[Turn], AbstractContextManager[Any]] | None = None,
-        on_trial: Callable[[Turn, dict[str, Any]], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         """`guard` (a worker's lease check) is asked before each stage is recorded; False stops the tick.
-        `around_stage(turn)` wraps each stage run (the CLI's stage lines); `on_trial(turn, outcome)` hears a
-        light trial decided while a stage trains beside it."""
+        `around_stage(turn)` wraps each stage run (the CLI's stage lines); `say(line)` hears what happens
+        inside a long stage (a training's progress, a light trial decided beside it)."""
         self.tenant = tenant
         self.settings = settings
         self.policy = policy or tenant_policy(settings.home, tenant.tenant.name, LoopPolicy)
         self.guard = guard
         self.around_stage = around_stage or (lambda turn: nullcontext())
-        self.on_trial = on_trial
+        self.say = say or (lambda line: None)
 
     def turns(self) -> list[Turn]:
         return list_turns(self.tenant)
@@ -202,9 +202,9 @@ class Loop:
                 return None
             self.check_policies()
             turn = self.start(trigger)
-        context = TurnContext(self.tenant, self.settings, self.policy)
+        context = TurnContext(self.tenant, self.settings, self.policy, self.say)
         while turn.stage != DONE:
-            with self.around_stage(turn), watching_trial(context, turn, self.on_trial):
+            with self.around_stage(turn), watching_trial(context, turn):
                 step = self._run_stage(context, turn)
             if step is None:
                 self.learn_retrieval()

@@ -213,6 +213,13 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     return {"light_trial": decided}
 
 
+def trial_words(outcome: dict[str, Any]) -> str:
+    """A decided light trial (`trial_outcome`'s entry) in words: "light trial promoted v-…: <reason>"."""
+    winner = f" {outcome['winner']}" if outcome.get("winner") else ""
+    reason = " ".join(str(outcome.get("reason") or "").split())
+    return f"light trial {outcome['outcome']}{winner}" + (f": {reason}" if reason else "")
+
+
 def _changes(registry: Registry, policy: LightPolicy, feedback: Feedback, *, judged: bool) -> list[Proposal]:
     """Every light change to try on production: what the feedback calls for (examples of what users rated
     best, what its pairs, or with few pairs its labels, ask for, fewer of the sources users' feedback

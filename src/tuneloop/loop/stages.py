@@ -9,6 +9,7 @@ live canary is picked up rather than started again.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,13 +58,19 @@ TRAIN_METRICS = (
 )
 
 
+def _silent(line: str) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class TurnContext:
-    """What every stage works with: the tenant, the service settings and the tenant's loop policy."""
+    """What every stage works with: the tenant, the service settings and the tenant's loop policy; `say`
+    hears what happens inside a long stage (a training's progress, a trial decided beside it)."""
 
     tenant: TenantStore
     settings: Settings
     policy: LoopPolicy
+    say: Callable[[str], None] = _silent
 
     def tenant_policy(self, model: type[P]) -> P:
         return tenant_policy(self.settings.home, self.tenant.tenant.name, model)
@@ -185,17 +192,29 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
     trainer_args = dict(ctx.policy.trainer_args)
     if init_adapter and ctx.policy.warm_start_learning_rate:
         trainer_args["learning_rate"] = ctx.policy.warm_start_learning_rate
+    method = turn.report.get("method", "dpo")  # a turn begun before methods were chosen per snapshot: DPO
+    said: set[int] = set()
+
+    def progress(step: int, total: int, eta: float | None) -> None:
+        # A quarter at a time: a turn's training beside live traffic runs for many minutes.
+        quarter = 4 * step // max(total, 1)
+        if quarter not in said:
+            said.add(quarter)
+            left = f", about {math.ceil(eta / 60)} min left" if eta is not None and step < total else ""
+            ctx.say(f"turn {turn.turn}: {method} step {step}/{total}{left}")
+
     version = train_version(
         ctx.tenant,
         ctx.settings,
         turn.report["snapshot"],
-        turn.report.get("method", "dpo"),  # a turn begun before methods were chosen per snapshot: DPO
+        method,
         trainer_args=trainer_args,
         lora=ctx.policy.lora,
         repeat=ctx.policy.repeat,
         init_adapter=init_adapter,
         amplify_k=ctx.policy.amplify_k,
         actor="loop",
+        progress=progress,
         # The candidate serves as production does but for its adapter: the same prompt and decoding.
         system_prompt=production.system_prompt if production else None,
         decoding=production.decoding if production else None,
@@ -206,14 +225,11 @@ def adapter(ctx: TurnContext, turn: Turn) -> Step:
 
 
 @contextmanager
-def watching_trial(
-    ctx: TurnContext, turn: Turn, on_decided: Callable[[Turn, dict[str, Any]], None] | None = None
-) -> Iterator[None]:
+def watching_trial(ctx: TurnContext, turn: Turn) -> Iterator[None]:
     """While a stage that trains beside the turn's light trial runs, look at the trial every
     TRIAL_LOOK_SECONDS from a thread, so that a guardrail stops a harmful arm and a winner ships while the
     models train, not after (looks made from training's step reports missed minutes: a job reports no step
-    while it loads and computes its reference log-probabilities). `on_decided(turn, outcome)` hears the
-    trial's outcome (the report's `light_trial` entry) as soon as a look decides it."""
+    while it loads and computes its reference log-probabilities). `ctx.say` hears the decision then."""
     experiment = _light_trial(turn)
     if turn.stage not in TRAINING_STAGES or experiment is None:
         yield
@@ -228,8 +244,7 @@ def watching_trial(
                 log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
                 continue
             if outcome is not None:
-                if on_decided is not None:
-                    on_decided(turn, outcome["light_trial"])
+                ctx.say(f"turn {turn.turn}: {light_candidates.trial_words(outcome['light_trial'])}")
                 return
 
     watcher = threading.Thread(target=look, name="tuneloop-trial-look", daemon=True)
