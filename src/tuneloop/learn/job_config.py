@@ -87,10 +87,6 @@ MAX_STEPS = 64
 # row, in steps of 64, up to MAX_TRAIN_TOKENS, past which one row costs more CPU than its pair is worth.
 MIN_TRAIN_TOKENS = 256
 MAX_TRAIN_TOKENS = 1024
-# On a CPU a micro-batch of one row trains fastest and in the least memory (nothing padded to a longer
-# neighbour, activations that stay in cache; docs/learning-defaults.md), and gradients accumulate to the
-# batch. KTO's KL estimate pairs each answer with another row's prompt in the same micro-batch: it needs two.
-CPU_MICRO_ROWS = {"dpo": 1, "kto": 2, "reward": 1}
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "dpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
@@ -302,8 +298,8 @@ def fitted_length(
 ) -> dict[str, Any]:
     """`trainer_args` with a max_length that holds the longest row (MIN_TRAIN_TOKENS to MAX_TRAIN_TOKENS),
     unless the caller set one, and the batch split into micro-batches, unless the caller set either: on a CPU
-    of CPU_MICRO_ROWS, on a GPU shrinking past MIN_TRAIN_TOKENS so a step holds about the activations it held
-    at 256 tokens. Gradients accumulate to the same batch either way."""
+    the smallest a kind allows, on a GPU shrinking past MIN_TRAIN_TOKENS so a step holds about the
+    activations it held at 256 tokens. Gradients accumulate to the same batch either way."""
     if kind == "reward_embedding":
         return trainer_args
     args = dict(trainer_args)
@@ -314,11 +310,11 @@ def fitted_length(
     if {"per_device_train_batch_size", "gradient_accumulation_steps"} & args.keys():
         return args
     batch = _resolved(kind, args)["per_device_train_batch_size"]
+    # KTO's KL estimate pairs each answer with another row's prompt in the same micro-batch: it needs two.
     least = 2 if kind == "kto" else 1
-    if device == "cpu":
-        room = CPU_MICRO_ROWS[kind]
-    else:
-        room = max(least, batch * MIN_TRAIN_TOKENS // args["max_length"])
+    # On a CPU the smallest micro-batch trains fastest and in the least memory (nothing padded to a longer
+    # neighbour, activations that stay in cache; docs/learning-defaults.md).
+    room = least if device == "cpu" else max(least, batch * MIN_TRAIN_TOKENS // args["max_length"])
     micro = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= room)
     if micro == batch:
         return args
