@@ -163,8 +163,8 @@ def _words_before(text: str, start: int, count: int) -> list[str]:
 
 
 class _Census(NamedTuple):
-    first: list[str]  # female and male first names, lower-case
-    surnames: list[str]  # from the most common
+    first: frozenset[str]  # female and male first names, lower-case
+    surnames: frozenset[str]
     common_surnames: frozenset[str]  # the 5,000 most common
 
 
@@ -178,27 +178,8 @@ def _census() -> _Census:
         return [line.split()[0].lower() for line in lines if line.strip()]
 
     surnames = read("dist.all.last")
-    return _Census(read("dist.female.first") + read("dist.male.first"), surnames, frozenset(surnames[:5000]))
-
-
-@functools.cache
-def _word_names() -> tuple[frozenset[str], frozenset[str]]:
-    """(English words, names): the whole lower-case words of the embedding model's WordPiece vocabulary, and
-    the census first names with the 5,000 most common surnames."""
-    from tuneloop.signals.embeddings import model_dir
-
-    vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
-    census = _census()
-    words = frozenset(w for w in vocab if len(w) > 2 and w.isascii() and w.isalpha() and w.islower())
-    return words, frozenset(census.first) | census.common_surnames
-
-
-def _is_word_not_name(found: str) -> bool:
-    """One word that is an English word and no census name: a UI label ("select Add Pet", "open Bags") the
-    small model reads as a person, as it does most capitalised words it has not seen."""
-    bare = found.split("'")[0].split("’")[0].lower()
-    words, names = _word_names()
-    return " " not in found.strip() and bare in words and bare not in names
+    first = frozenset(read("dist.female.first") + read("dist.male.first"))
+    return _Census(first, frozenset(surnames), frozenset(surnames[:5000]))
 
 
 class NamesRecognizer(SpacyRecognizer):
@@ -220,6 +201,17 @@ class NamesRecognizer(SpacyRecognizer):
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["PERSON"])
+
+    def load(self) -> None:
+        from tuneloop.signals.embeddings import model_dir
+
+        # The whole lower-case words of the embedding model's WordPiece vocabulary: an English word list.
+        vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+        self.english_words = frozenset(
+            w for w in vocab if len(w) > 2 and w.isascii() and w.isalpha() and w.islower()
+        )
+        census = _census()
+        self.census_names = census.first | census.common_surnames
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         out = []
@@ -251,10 +243,16 @@ class NamesRecognizer(SpacyRecognizer):
                 continue
             result.start = self._grow(text, words[0].start(), self._LEFT, left=True)
             result.end = self._grow(text, words[-1].end(), self._RIGHT, left=False)
-            if _is_word_not_name(text[result.start : result.end]):
+            if self._is_word_not_name(text[result.start : result.end]):
                 continue
             out.append(result)
         return out
+
+    def _is_word_not_name(self, found: str) -> bool:
+        """One word that is an English word and no census name: a UI label ("select Add Pet", "open Bags")
+        the small model reads as a person, as it does most capitalised words it has not seen."""
+        bare = found.split("'")[0].split("’")[0].lower()
+        return " " not in found.strip() and bare in self.english_words and bare not in self.census_names
 
     @staticmethod
     def _grow(text: str, at: int, pattern: Any, *, left: bool) -> int:
@@ -293,10 +291,10 @@ class KnownNameRecognizer(EntityRecognizer):
     def load(self) -> None:
         census = _census()
         not_names = STOP_WORDS | frozenset(p.NOT_NAMES)
-        self.first = frozenset(census.first) - p.COMMON_WORD_NAMES - not_names
+        self.first = census.first - p.COMMON_WORD_NAMES - not_names
         # "Olivia said": Said is a surname too, but not after a first name.
         verbs = frozenset(p.PEOPLE_VERBS) | frozenset(p.POINTING_WORDS)
-        self.surnames = frozenset(census.surnames) - not_names - verbs
+        self.surnames = census.surnames - not_names - verbs
         # "jsmith" but not Lombok's "@Getter" (Etter is the 7,033rd surname): an initialled handle takes a
         # surname of the 5,000 most common, two thirds of the population.
         self.common_surnames = self.surnames & census.common_surnames
