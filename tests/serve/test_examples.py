@@ -114,6 +114,27 @@ def test_examples_never_hold_unredacted_text(gateway: dict, name: str) -> None:
     assert not any("<" in ex.answer for ex in pool.examples)
 
 
+class _CountingRedactor(Redactor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def redact_texts(self, texts: list[str], *args, **kwargs) -> list[str]:
+        self.texts += texts
+        return super().redact_texts(texts, *args, **kwargs)
+
+
+def test_an_answer_withheld_for_its_pii_is_not_redacted_again_at_each_rebuild(gateway: dict) -> None:
+    tenant = gateway["store"].for_tenant(gateway["store"].tenant_by_name("globex"))  # stores raw text
+    redactor = _CountingRedactor()
+    first = build_pool(tenant, gateway["settings"].home, redactor)
+    assert gateway["with_pii"]["globex"] in {key[0] for key in first.withheld}
+    assert WITH_PII[1] in redactor.texts
+    redactor.texts.clear()
+    again = build_pool(tenant, gateway["settings"].home, redactor, previous=first)
+    assert again.withheld == first.withheld and WITH_PII[1] not in redactor.texts
+
+
 def test_the_model_reads_the_examples_the_interaction_records(gateway: dict) -> None:
     http = gateway["http"]["acme"]
     answer, stored = _ask(http)

@@ -63,6 +63,8 @@ class Pool:
     examples: list[Example]
     vectors: np.ndarray
     known: dict[Key, tuple[Example, np.ndarray]] = field(default_factory=dict)
+    # Exchanges whose shown answer holds a redaction placeholder: never shown, and not redacted again.
+    withheld: frozenset[Key] = frozenset()
     built_at: float = field(default_factory=time.monotonic)
     # Tie-breaks among equally similar examples, built once per pool rather than on every request.
     _edited: np.ndarray = field(init=False, repr=False)
@@ -147,7 +149,8 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
     found.sort(key=lambda item: item[0])
     stored = {(ex.interaction_id, ex.prompt, ex.answer): ex for _, ex in found[-MAX_POOL:]}
     known = previous.known if previous is not None else {}
-    new_keys = [key for key in stored if key not in known]
+    withheld = frozenset(stored.keys() & previous.withheld) if previous is not None else frozenset()
+    new_keys = [key for key in stored if key not in known and key not in withheld]
     shown = [stored[key] for key in new_keys]
     if tenant.tenant.redaction == "off" and shown:
         texts = [t for ex in shown for t in (ex.prompt, ex.answer)]
@@ -155,6 +158,7 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
         shown = [replace(ex, prompt=texts[2 * i], answer=texts[2 * i + 1]) for i, ex in enumerate(shown)]
     # An answer that held PII shows its placeholder, and the model learns to say "<PERSON>" to users.
     fresh = {key: ex for key, ex in zip(new_keys, shown, strict=True) if not PLACEHOLDER.search(ex.answer)}
+    withheld |= frozenset(new_keys) - fresh.keys()
     embedded = embed([ex.prompt for ex in fresh.values()])
     made = {key: (ex, vector) for (key, ex), vector in zip(fresh.items(), embedded, strict=True)}
     # A known example keeps its text and vector; its reward is today's.
@@ -166,7 +170,7 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
     }
     examples = [ex for ex, _ in entries.values()]
     vectors = np.array([v for _, v in entries.values()], dtype=np.float32).reshape(-1, DIMENSIONS)
-    return Pool(examples, vectors, entries)
+    return Pool(examples, vectors, entries, withheld=withheld)
 
 
 class OfflineExamples:
