@@ -17,7 +17,14 @@ from tuneloop.clock import now_utc
 from tuneloop.learn.light_changes import BRIEF
 from tuneloop.loop import Loop, LoopPolicy, stages
 from tuneloop.loop import light as light_candidates
-from tuneloop.loop.light import MIN_EXAMPLES, Feedback, LightPolicy, compose_candidates, ranked_sources
+from tuneloop.loop.light import (
+    MIN_EXAMPLES,
+    Feedback,
+    LightPolicy,
+    compose_candidates,
+    on_production,
+    ranked_sources,
+)
 from tuneloop.loop.stages import TurnContext, watching_trial
 from tuneloop.loop.turns import advance_turn
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose
@@ -232,9 +239,32 @@ def test_feedback_that_calls_for_no_light_candidate_skips_the_stage_before_any_j
         "light"
     ]
 
-    assert report["skipped"].startswith("nothing new to try: 0 preference pairs, 15 answers")
+    assert report["skipped"].startswith(
+        "nothing new to try: 0 preference pairs (0 on production's answers), 15"
+    )
     assert Registry(tenant).list("adapter") == [Registry(tenant).production()]
     assert active_experiment(tenant) is None
+
+
+def test_light_changes_are_read_from_feedback_on_the_answers_production_wrote(tenant: tuple) -> None:
+    """A later turn's snapshot still holds the edits that asked an older production for shorter answers;
+    read again, they would ask a production that already is brief for briefer still."""
+    tenant, settings, production = tenant
+    now = now_utc()
+    _policy(settings, "light_policy.yaml", {"examples": None})
+    older = [
+        log(tenant, prompt=f"How do I reset pin {i}?", response=LONG * 2, created_at=now) for i in range(40)
+    ]
+    for interaction in older:
+        give(tenant, interaction, "edit", "Settings, then Reset.", now)
+
+    report = light_candidates.start_trial(tenant, settings, approval=False, train_judge=_no_judge_needed)
+
+    assert report["light"]["skipped"].startswith("nothing new to try: 40 preference pairs (0 on production's")
+    own = log(tenant, prompt="How do I reset my pin?", response=LONG, created_at=now, version=production)
+    rows = [{"interaction_ids": [older[0]]}, {"interaction_ids": [own]}, {"interaction_ids": [own, older[1]]}]
+    assert on_production(tenant, Registry(tenant).get(production), [*rows, {"origin": "canary"}]) == [rows[1]]
+    assert on_production(tenant, None, rows) == [rows[0]]  # a tenant with no version yet: the base model's
 
 
 def test_a_trial_holds_no_more_candidates_than_its_users_can_fill_and_none_for_too_few(
@@ -263,7 +293,7 @@ def test_each_light_stage_trains_a_judge_on_its_snapshot_before_gating_its_candi
     suite needs one; a later turn's sitting judge was trained on older feedback and may have drifted from
     this snapshot's held-out pairs, which blocked every candidate a minute before the reward stage trained
     a fit judge."""
-    tenant, settings, _ = tenant
+    tenant, settings, production = tenant
     registry = Registry(tenant)
     rng = random.Random(0)
 
@@ -271,7 +301,8 @@ def test_each_light_stage_trains_a_judge_on_its_snapshot_before_gating_its_candi
         now = now_utc()
         for i in range(n):
             at = now - timedelta(minutes=i)
-            interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
+            question = cooking_prompt(rng)
+            interaction = log(tenant, prompt=question, response=LONG * 2, created_at=at, version=production)
             give(tenant, interaction, "edit", "Settings, then Reset.", at)
 
     edits(32)
@@ -331,7 +362,8 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
     assert carried.parent_id == trained.id and carried.system_prompt == brief.system_prompt
     assert carried.decoding == {"temperature": 0.8}
     assert (carried.artifact_path, carried.job_spec) == (trained.artifact_path, trained.job_spec)
-    assert registry.get(trained.id).state == "blocked"
+    assert registry.get(trained.id).state == "blocked"  # set aside, not judged: `versions list` says so
+    assert registry.history()[trained.id][-1]["reason"].startswith("not gated itself: its weights carry")
     assert light_candidates.carry_light_parts(tenant, trained.id) == carried.id  # a restart picks it up
 
 

@@ -57,11 +57,13 @@ from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.signals.snapshots import create_snapshot
 from tuneloop.store.repository import TenantStore
+from tuneloop.store.schema import interactions
 
 ACTOR = "loop"
 # Fewer rated or edited answers rarely include one similar enough to a request to be shown, and a
 # candidate that shows no example is production under another name, on a trial users pay for.
 MIN_EXAMPLES = 16
+ID_BATCH = 500  # interaction ids per query: well inside every engine's limit on bound parameters
 
 
 class LightPolicy(TenantPolicy):
@@ -90,9 +92,9 @@ class LightPolicy(TenantPolicy):
 
 @dataclass(frozen=True)
 class Feedback:
-    """What a turn's light changes are read from: the snapshot's preference pairs and KTO labels, the
-    answers it holds fit to show as examples, and how many sources production shows in the order of a
-    re-ranker users' source feedback trained (None: no such order)."""
+    """What a turn's light changes are read from: the snapshot's preference pairs and KTO labels on answers
+    production wrote (`on_production`), the answers it holds fit to show as examples, and how many sources
+    production shows in the order of a re-ranker users' source feedback trained (None: no such order)."""
 
     pairs: list[dict[str, Any]]
     labels: list[dict[str, Any]]
@@ -107,6 +109,25 @@ def ranked_sources(tenant: TenantStore, home: Path, production: Version | None) 
     if not (policy.enabled and policy.rerank) or Registry(tenant).production(RERANKER) is None:
         return None
     return min(policy.k, Decoding.parse(version_decoding(production)).sources or policy.k)
+
+
+def on_production(tenant: TenantStore, production: Version | None, rows: list[dict]) -> list[dict]:
+    """The snapshot `rows` whose every answer `production` served: what users say of the answers it gives
+    now. A later turn's snapshot still holds the pairs that asked an older production for what this one
+    already carries; read again, they asked it for "under 20 words" where it wrote 24."""
+    served = interactions.c.adapter_version
+    by_production = served.is_(None) if production is None else served == production.id
+    wanted = sorted({iid for row in rows for iid in row.get("interaction_ids", ())})
+    ids: set[str] = set()
+    for start in range(0, len(wanted), ID_BATCH):
+        found = tenant.all(
+            interactions,
+            by_production,
+            interactions.c.id.in_(wanted[start : start + ID_BATCH]),
+            columns=(interactions.c.id,),
+        )
+        ids.update(r.id for r in found)
+    return [row for row in rows if row.get("interaction_ids") and ids.issuperset(row["interaction_ids"])]
 
 
 def start_trial(
@@ -139,13 +160,16 @@ def start_trial(
     rated = counts["sft_train"] + counts["sft_heldout"]
     production = Registry(tenant).production("adapter")
     feedback = Feedback(
-        snapshot.rows("pairs"), snapshot.rows("kto"), rated, ranked_sources(tenant, settings.home, production)
+        on_production(tenant, production, snapshot.rows("pairs")),
+        on_production(tenant, production, snapshot.rows("kto")),
+        rated,
+        ranked_sources(tenant, settings.home, production),
     )
     if not _changes(Registry(tenant), policy, feedback, judged=True):
         why = (
-            f"nothing new to try: {counts['pairs_train'] + counts['pairs_heldout']} preference pairs, "
-            f"{rated} answers fit to show as examples, and no change users already turned down on this "
-            "production"
+            f"nothing new to try: {counts['pairs_train'] + counts['pairs_heldout']} preference pairs "
+            f"({len(feedback.pairs)} on production's answers), {rated} answers fit to show as examples, and "
+            "no change users already turned down on this production"
         )
         return {"light": {"snapshot": snapshot.hash, "skipped": why}}
     rollout = tenant_policy(settings.home, tenant.tenant.name, RolloutPolicy)
@@ -344,7 +368,9 @@ def carry_light_parts(tenant: TenantStore, candidate_id: str) -> str:
         except (BadRequest, Conflict):  # nothing it can take (production serves no prompt): gate it as is
             return candidate.id
     if candidate.state == "candidate":
-        registry.move(candidate.id, "blocked", actor=ACTOR, reason=f"superseded by {carried.id}")
+        # Not a verdict on it: its weights go on in `carried`, which is gated instead.
+        why = f"not gated itself: its weights carry production's prompt and decoding as {carried.id}"
+        registry.move(candidate.id, "blocked", actor=ACTOR, reason=why)
     return carried.id
 
 
