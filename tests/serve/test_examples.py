@@ -15,6 +15,7 @@ from tuneloop.capture.redact import Redactor
 from tuneloop.model_files import load_tokenizer
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose, with_system_prompt
 from tuneloop.registry.versions import Registry
+from tuneloop.serve import examples
 from tuneloop.serve.examples import Example, Pool, build_pool, with_examples
 from tuneloop.store.repository import Store
 
@@ -112,6 +113,15 @@ def test_examples_never_hold_unredacted_text(gateway: dict, name: str) -> None:
     # An answer that held PII is never an example, whether stored redacted or redacted for the pool.
     assert gateway["with_pii"][name] not in {ex.interaction_id for ex in pool.examples}
     assert not any("<" in ex.answer for ex in pool.examples)
+
+
+def test_answers_never_shown_take_no_place_in_a_full_pool(
+    gateway: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = gateway["store"].for_tenant(gateway["store"].tenant_by_name("acme"))  # stores redacted text
+    monkeypatch.setattr(examples, "MAX_POOL", 2)  # the two clean exchanges, then the newest, holding PII
+    pool = build_pool(tenant, gateway["settings"].home, Redactor())
+    assert {ex.interaction_id for ex in pool.examples} == gateway["own"]["acme"]
 
 
 class _CountingRedactor(Redactor):

@@ -147,16 +147,19 @@ def build_pool(tenant: TenantStore, home: Path, redactor: Redactor, previous: Po
         reward = EDIT_REWARD if edited else rewards[iid].reward
         found.append((created[iid], Example(iid, prompt, answer, reward, edited)))
     found.sort(key=lambda item: item[0])
-    stored = {(ex.interaction_id, ex.prompt, ex.answer): ex for _, ex in found[-MAX_POOL:]}
+    keyed = [((ex.interaction_id, ex.prompt, ex.answer), ex) for _, ex in found]
+    withheld = frozenset(key for key, _ in keyed if previous is not None and key in previous.withheld)
+    # An answer that holds PII would show its placeholder, and the model learns to say "<PERSON>" to users:
+    # never shown, it takes no place of the pool's MAX_POOL either.
+    usable = [(key, ex) for key, ex in keyed if key not in withheld and not PLACEHOLDER.search(ex.answer)]
+    stored = dict(usable[-MAX_POOL:])
     known = previous.known if previous is not None else {}
-    withheld = frozenset(stored.keys() & previous.withheld) if previous is not None else frozenset()
-    new_keys = [key for key in stored if key not in known and key not in withheld]
+    new_keys = [key for key in stored if key not in known]
     shown = [stored[key] for key in new_keys]
     if tenant.tenant.redaction == "off" and shown:
         texts = [t for ex in shown for t in (ex.prompt, ex.answer)]
         texts = redactor.redact_texts(texts, "redact", tenant.tenant_id)
         shown = [replace(ex, prompt=texts[2 * i], answer=texts[2 * i + 1]) for i, ex in enumerate(shown)]
-    # An answer that held PII shows its placeholder, and the model learns to say "<PERSON>" to users.
     fresh = {key: ex for key, ex in zip(new_keys, shown, strict=True) if not PLACEHOLDER.search(ex.answer)}
     withheld |= frozenset(new_keys) - fresh.keys()
     embedded = embed([ex.prompt for ex in fresh.values()])
