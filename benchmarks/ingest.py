@@ -3,6 +3,8 @@
 Prints, with redaction off and on: single-event requests/s with p50/p99 latency (closed loop, and open loop
 at a fixed 1,000 requests/s, latency counted from each request's scheduled time), and batched events/s as a
 share of raw SQLite inserting the same rows into a copy of the server's database taken before the run.
+Single-event requests/s are set beside a bare FastAPI route on the same uvicorn (uvloop, httptools) that
+parses the same body and answers: what this machine's HTTP stack allows one process, the anchor of those rows.
 Comment events carry distinct realistic texts (half with PII); interactions (a system prompt, a distinct
 question and answer) are logged one per request as well.
 Run: `.venv/bin/python benchmarks/ingest.py [--seconds 5]`.
@@ -27,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,15 +53,41 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
         "TUNELOOP_TENANT_RATE_BURST": "1000000",
         "TUNELOOP_TENANT_MAX_CONCURRENCY": "1000",
     }
-    cmd = [sys.executable, "-m", "tuneloop", "serve", "--port", str(port)]  # as production runs it
+    return _started([sys.executable, "-m", "tuneloop", "serve", "--port", str(port)], env, port)  # as run
+
+
+def start_anchor(port: int) -> subprocess.Popen:
+    """`anchor_app` on uvicorn with tuneloop serve's loop and parser, no access log."""
+    here = str(Path(__file__).resolve().parent)
+    flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    app = ["--app-dir", here, "--factory", "ingest:anchor_app"]
+    return _started(
+        [sys.executable, "-m", "uvicorn", *app, "--port", str(port), *flags], dict(os.environ), port
+    )
+
+
+def anchor_app() -> FastAPI:
+    """A bare FastAPI app whose routes parse the JSON body and answer: no auth, validation or store."""
+    app = FastAPI()
+
+    async def accept(request: Request) -> dict:
+        return {"id": (await request.json()).get("id"), "status": "accepted"}
+
+    for path in (Payloads.path, Interactions.path):
+        app.post(path, status_code=201)(accept)
+    return app
+
+
+def _started(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)  # any answer: it listens
             return proc
         except httpx.TransportError:
             time.sleep(0.1)
-    raise RuntimeError("server did not start")
+    proc.kill()
+    raise RuntimeError(f"{' '.join(cmd)} did not start")
 
 
 class Payloads:
@@ -244,11 +273,33 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
+    single, interact = f"single, {CONNECTIONS} clients", f"interactions, {CONNECTIONS} cl."
+    port = free_port()
+    proc = start_anchor(port)
+    try:
+        asyncio.run(closed_loop(port, "-", 2.0, Payloads(False), False))  # warm-up, as for the server
+        bare = {
+            kind: asyncio.run(closed_loop(port, "-", args.seconds, payloads, False))["requests_per_s"]
+            for kind, payloads in (
+                ("thumbs", Payloads(False)),
+                ("comment", Payloads(True)),
+                ("interact", Interactions()),
+            )
+        }
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(
+        f"bare FastAPI route, {CONNECTIONS} clients (the anchor of single rows): "
+        + ", ".join(f"{kind} {rate:,.0f} req/s" for kind, rate in bare.items())
+    )
     print(
         f"{'redaction':>9} {'payload':>8} {'load':>22} {'events/s':>9} {'req/s':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'raw/s':>7} {'vs raw':>7}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'anchor':>7} {'vs it':>7}"
     )
-    results = []
+    results = [
+        {"anchor": "bare FastAPI", "payload": kind, "requests_per_s": rate} for kind, rate in bare.items()
+    ]
     for redaction in ("off", "redact"):
         home = tmp / f"home-{redaction}"
         store = Store(f"sqlite:///{home / 'tuneloop.db'}")
@@ -267,16 +318,14 @@ def main() -> None:
                 payloads = Payloads(text)
                 on = (port, key, args.seconds)
                 runs = {
-                    f"single, {CONNECTIONS} clients": partial(closed_loop, *on, payloads, False),
+                    single: partial(closed_loop, *on, payloads, False),
                     f"single, {OPEN_LOOP_RATE}/s open loop": partial(
                         open_loop, *on, payloads, OPEN_LOOP_RATE
                     ),
                     f"batches of {BATCH}, {CONNECTIONS} cl.": partial(closed_loop, *on, payloads, True),
                 }
                 if text:
-                    runs[f"interactions, {CONNECTIONS} cl."] = partial(
-                        closed_loop, *on, Interactions(), False
-                    )
+                    runs[interact] = partial(closed_loop, *on, Interactions(), False)
                 for load, run in runs.items():
                     batched = load.startswith("batches")
                     before = snapshot(home / "tuneloop.db", tmp / "raw.db") if batched else None
@@ -288,11 +337,18 @@ def main() -> None:
                         "interact" if load.startswith("interactions") else "comment" if text else "thumbs"
                     )
                     results.append({"redaction": redaction, "payload": payload, "load": load, **f})
-                    raw = f.get("raw_rows_per_s")
+                    # Batched rows beside raw SQLite's rows/s, single ones beside the bare route's req/s.
+                    anchor = f.get("raw_rows_per_s") or (
+                        bare[payload] if load in (single, interact) else None
+                    )
                     print(
                         f"{redaction:>9} {payload:>8} {load:>22} {f['events_per_s']:>9,.0f} "
                         f"{f['requests_per_s']:>7,.0f} {f['p50_ms']:>7.1f} {f['p99_ms']:>7.1f} "
-                        + (f"{raw:>7,.0f} {f['events_per_s'] / raw:>7.0%}" if raw else f"{'':>7} {'':>7}")
+                        + (
+                            f"{anchor:>7,.0f} {f['events_per_s'] / anchor:>7.0%}"
+                            if anchor
+                            else f"{'':>7} {'':>7}"
+                        )
                     )
         finally:
             proc.terminate()

@@ -67,6 +67,31 @@ def test_merged_feedback_calls_answer_each_caller_with_its_own_results(
     assert sorted(e["id"] for e in scoped.feedback()) == ["e1", "e2", "e3"]
 
 
+def test_merged_interaction_calls_answer_each_caller_and_land_the_events_that_waited(
+    store: Store, scoped: TenantStore
+) -> None:
+    waiting, _ = _event("e-early", iid="i3")
+    assert pending.store_feedback(scoped, [(waiting, payload_hash(waiting))])[0].status == "pending"
+    seen: list[int] = []
+    writes = GroupCommit(store, observe=seen.append)
+    calls = [[(_interaction("i2"), "d2")], [(_interaction("i1"), "d1"), (_interaction("i3"), "d3")]]
+    calls += [[(_interaction("i1"), "another payload")], [(_interaction("i2"), "d2")]]
+    try:
+        results = _in_one_group(
+            writes, [lambda c=c: writes.many(pending.store_interactions, scoped, c) for c in calls]
+        )
+    finally:
+        writes.close()
+    assert [[(r.id, r.status, r.code) for r in rs] for rs in results] == [
+        [("i2", "accepted", 201)],
+        [("i1", "duplicate", 200), ("i3", "accepted", 201)],
+        [("i1", "rejected", 409)],
+        [("i2", "duplicate", 200)],  # the same payload, sent twice into one group
+    ]
+    assert seen[-1] == 4
+    assert [e["id"] for e in scoped.feedback(interaction_id="i3")] == ["e-early"]
+
+
 def test_a_failing_call_rolls_back_alone(store: Store, scoped: TenantStore) -> None:
     def log_then_fail() -> None:
         scoped.log_interaction(_interaction("doomed"), "d")

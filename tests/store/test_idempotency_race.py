@@ -84,3 +84,21 @@ def test_threads_adding_one_event_id_at_once_see_one_accepted(store: Store) -> N
             statuses = Counter(pool.map(add, events))
         assert statuses["accepted"] == 1, statuses
         assert statuses["duplicate"] + statuses["rejected"] == CLIENTS - 1
+
+
+def test_threads_logging_one_interaction_id_at_once_see_one_accepted(store: Store) -> None:
+    scoped = store.for_tenant(store.create_tenant("acme")[0])
+    for n in range(ROUNDS):
+        start = threading.Barrier(CLIENTS)
+
+        def log(i: int, start: threading.Barrier = start, n: int = n) -> str:
+            row = {"id": f"i{n}", "messages": [{"role": "user", "content": "q"}], "response": f"r{i % 2}"}
+            start.wait()
+            [result] = scoped.log_interactions([({**row, "choices": [row["response"]]}, f"d{i % 2}")])
+            return result.status
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            statuses = Counter(pool.map(log, range(CLIENTS)))
+        # The others sent the winner's payload (duplicate) or the other one (rejected), never "accepted".
+        assert statuses["accepted"] == 1 and statuses["duplicate"] + statuses["rejected"] == CLIENTS - 1
+        assert statuses["duplicate"] in (CLIENTS // 2 - 1, CLIENTS // 2), statuses

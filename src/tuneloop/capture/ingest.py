@@ -14,7 +14,7 @@ from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.public_terms import PublicTerms
 from tuneloop.capture.redact import Redactor, strings_in
-from tuneloop.errors import PayloadTooLarge
+from tuneloop.errors import Conflict, PayloadTooLarge
 from tuneloop.store.pseudonyms import Pseudonyms, key_scope
 from tuneloop.store.repository import ItemResult, TenantStore
 from tuneloop.store.schema import chunks
@@ -218,16 +218,12 @@ class Capture:
             named |= {x: x for x in store.logged(changed)}
         return named
 
-    def store_interaction(self, store: TenantStore, row: dict[str, Any], digest: str) -> ItemResult:
-        """Write a redacted interaction row (idempotent on its id) and the feedback that waited for it."""
-        result = store.log_interaction(row, digest)
-        if result.status == "accepted":
-            pending.attach(store, result.id, row.get("session_id"))
-        return result
-
     def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
-        """Redact and store an interaction; idempotent on its id."""
-        return self.store_interaction(store, *self.interaction_row(store, item, **served))
+        """Redact and store an interaction; idempotent on its id (Conflict for another payload)."""
+        [result] = pending.store_interactions(store, [self.interaction_row(store, item, **served)])
+        if result.status == "rejected":
+            raise Conflict(result.error or "", param="id")
+        return result
 
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
         """Redact and store validated events; those whose interaction is not logged yet wait for it."""

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from tuneloop.capture.events import self_reference
 from tuneloop.clock import now_utc
-from tuneloop.store.repository import ItemResult, TenantStore, TenantTx, existing_event
+from tuneloop.store.repository import ItemResult, TenantStore, TenantTx, existing_item
 from tuneloop.store.schema import feedback, interactions, pending_feedback
 
 log = logging.getLogger("tuneloop.capture")
@@ -51,17 +51,30 @@ def store_feedback(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
     return [r for r in results if r is not None]
 
 
-def attach(store: TenantStore, interaction_id: str, session_id: str | None) -> list[ItemResult]:
-    """Write the events waiting for a just-logged interaction (or for its session) as its feedback."""
-    wanted = [interaction_id, *([SESSION + session_id] if session_id else [])]
+def store_interactions(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
+    """Write redacted interaction rows (idempotent on their ids; another payload under a stored id is
+    rejected, 409) and the events that waited for them: the shape `GroupCommit.many` merges across requests,
+    so concurrent requests' interactions cost one insert and one read of what waits."""
+    results = store.log_interactions(rows)
+    landed = [(r.id, row.get("session_id")) for r, (row, _) in zip(results, rows, strict=True)]
+    attach(store, [ids for ids, r in zip(landed, results, strict=True) if r.status == "accepted"])
+    return results
+
+
+def attach(store: TenantStore, landed: list[tuple[str, str | None]]) -> list[ItemResult]:
+    """Write the events waiting for just-logged interactions, (id, session id) each in the order logged, or
+    for their sessions (a session's latest of them), as their feedback."""
+    to = {SESSION + session: iid for iid, session in landed if session} | {iid: iid for iid, _ in landed}
+    if not to:
+        return []
     with store.reading() as tx:
         found = tx.all(
             pending_feedback,
-            pending_feedback.c.target.in_(wanted),
+            pending_feedback.c.target.in_(list(to)),
             pending_feedback.c.expires_at > now_utc(),
             order_by=(pending_feedback.c.received_at,),
         )
-    return _release(store, found, {t: interaction_id for t in wanted})
+    return _release(store, found, to)
 
 
 def sweep(store: TenantStore) -> int:
@@ -146,7 +159,7 @@ def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[Item
     for (row, digest), target in rows:
         eid = row["id"]
         if eid in stored or seen.get(eid, digest) != digest:
-            results.append(existing_event(eid, digest, stored.get(eid) or seen[eid]))
+            results.append(existing_item(eid, digest, stored.get(eid) or seen[eid]))
             continue
         if eid in seen:
             results.append(ItemResult(eid, "pending", code=202))

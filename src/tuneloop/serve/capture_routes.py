@@ -49,7 +49,9 @@ async def log_interaction(request: Request) -> JSONResponse:
     [row] = await st.redactions.many(
         st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
-    result = await st.writes(st.capture.store_interaction, store, *row, key=bearer_key(request))
+    [result] = await st.writes.many(pending.store_interactions, store, [row], key=bearer_key(request))
+    if result.status == "rejected":
+        raise Conflict(result.error or "", param="id")
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 

@@ -22,8 +22,9 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect
 
+from tuneloop.capture import pending
 from tuneloop.capture.events import InteractionIn, storable
-from tuneloop.errors import BadRequest, Conflict
+from tuneloop.errors import BadRequest
 from tuneloop.registry.composition import version_decoding
 from tuneloop.serve.backends.base import Choice, Completion, GenerationRequest
 from tuneloop.serve.http import field_name
@@ -266,10 +267,9 @@ async def capture(
     row["created_at"] = datetime.now(UTC)  # the answer's moment, also when written from the spool
     for attempt in range(CAPTURE_ATTEMPTS):
         try:
-            await st.writes(st.capture.store_interaction, tenant, row, digest)
-            return
-        except Conflict:
-            log.error("interaction %s exists already with another payload; not captured again", iid)
+            [result] = await st.writes.many(pending.store_interactions, tenant, [(row, digest)])
+            if result.status == "rejected":
+                log.error("interaction %s exists already with another payload; not captured again", iid)
             return
         except Exception:
             if attempt + 1 < CAPTURE_ATTEMPTS:

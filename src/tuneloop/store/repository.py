@@ -588,26 +588,62 @@ class TenantStore:
     # interactions --------------------------------------------------------------------------------
 
     def log_interaction(self, row: dict[str, Any], digest: str) -> ItemResult:
-        """Store one redacted interaction; idempotent on its id by `digest` of the client payload."""
-        row = {**row, "tenant_id": self.tenant_id, "payload_hash": digest}
-        row.setdefault("created_at", now_utc())
-        stmt = (
-            self.store._insert(interactions)
-            .values(**row)
-            .on_conflict_do_nothing()
-            .returning(interactions.c.id)
-        )
+        """Store one redacted interaction; idempotent on its id by `digest` of the client payload (Conflict
+        for another payload under a stored id)."""
+        [result] = self.log_interactions([(row, digest)])
+        if result.status == "rejected":
+            raise Conflict(result.error or "", param="id")
+        return result
+
+    def log_interactions(self, rows: list[tuple[dict[str, Any], str]]) -> list[ItemResult]:
+        """Store (row, digest) pairs in one transaction; each item answers accepted, duplicate (the same
+        payload under a stored id) or rejected (409: another payload)."""
+        now = now_utc()
         with self.store.write() as conn:
-            if conn.execute(stmt).first() is not None:
-                return ItemResult(row["id"], "accepted")
-            existing = conn.execute(
-                sa.select(interactions.c.payload_hash).where(
-                    interactions.c.tenant_id == self.tenant_id, interactions.c.id == row["id"]
-                )
-            ).scalar_one()
-        if existing == digest:
-            return ItemResult(row["id"], "duplicate", code=200)
-        raise Conflict(f"interaction {row['id']!r} already exists with a different payload", param="id")
+            seen = dict(
+                conn.execute(
+                    sa.select(interactions.c.id, interactions.c.payload_hash).where(
+                        interactions.c.tenant_id == self.tenant_id,
+                        interactions.c.id.in_({row["id"] for row, _ in rows}),
+                    )
+                ).all()
+            )
+            results, new = [], []
+            for row, digest in rows:
+                iid = row["id"]
+                if iid in seen:
+                    results.append(existing_item(iid, digest, seen[iid], "interaction"))
+                    continue
+                seen[iid] = digest
+                new.append({"created_at": now, **row, "tenant_id": self.tenant_id, "payload_hash": digest})
+                results.append(ItemResult(iid, "accepted"))
+            if new and (theirs := self._insert_new(conn, interactions, new)):
+                results = [
+                    existing_item(r.id, digest, theirs[r.id], "interaction") if r.id in theirs else r
+                    for r, (_, digest) in zip(results, rows, strict=True)
+                ]
+        return results
+
+    def _insert_new(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, str]:
+        """Insert `rows`, whose ids this transaction read as free; returns {id: payload hash} of those another
+        transaction stored since (theirs stands, and each of ours is a duplicate of it or a conflict, never a
+        second "accepted"). On SQLite, BEGIN IMMEDIATE has held the write lock since that read, so there
+        are none, and a plain executemany skips RETURNING's per-row work."""
+        if conn.dialect.name == "sqlite":
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in rows:  # insert_rows binds one set of columns
+                by_keys.setdefault(tuple(row), []).append(row)
+            for group in by_keys.values():
+                insert_rows(conn, table, group)
+            return {}
+        insert = self.store._insert(table).on_conflict_do_nothing().returning(table.c.id)
+        stored = set(conn.execute(insert, rows).scalars())
+        if not (lost := [r["id"] for r in rows if r["id"] not in stored]):
+            return {}
+        query = sa.select(table.c.id, table.c.payload_hash).where(
+            table.c.tenant_id == self.tenant_id, table.c.id.in_(lost)
+        )
+        return dict(conn.execute(query).all())
 
     def logged(self, ids: Iterable[str]) -> set[str]:
         """Which of `ids` name interactions this tenant has logged."""
@@ -689,9 +725,9 @@ class TenantStore:
             for event, digest in events:
                 eid = event["id"]
                 if eid in seen:
-                    results.append(existing_event(eid, digest, seen[eid]))
+                    results.append(existing_item(eid, digest, seen[eid]))
                 elif held.get(eid, digest) != digest:
-                    results.append(existing_event(eid, digest, held[eid]))
+                    results.append(existing_item(eid, digest, held[eid]))
                 elif problem := _reference_problem(event, known) or _source_problem(event, sources):
                     results.append(
                         ItemResult(eid, "rejected", problem, code=404 if "not found" in problem else 400)
@@ -708,29 +744,13 @@ class TenantStore:
                         }
                     )
                     results.append(ItemResult(eid, "accepted"))
-            if rows and conn.dialect.name == "sqlite":
-                # BEGIN IMMEDIATE holds the write lock since the read of `seen`: no other writer can have
-                # stored these ids, and a plain executemany skips RETURNING's per-row work.
-                insert_rows(conn, feedback, rows)
-            elif rows:
-                insert = self.store._insert(feedback).on_conflict_do_nothing().returning(feedback.c.id)
-                stored = set(conn.execute(insert, rows).scalars())
-                if lost := [r["id"] for r in rows if r["id"] not in stored]:
-                    # A concurrent transaction stored these ids after our read (PostgreSQL): theirs stands,
-                    # and each of ours is a duplicate of it or a conflict, never a second "accepted".
-                    theirs = dict(
-                        conn.execute(
-                            sa.select(feedback.c.id, feedback.c.payload_hash).where(
-                                feedback.c.tenant_id == self.tenant_id, feedback.c.id.in_(lost)
-                            )
-                        ).all()
-                    )
-                    results = [
-                        existing_event(r.id, digest, theirs[r.id])
-                        if r.id in theirs and r.status != "rejected"
-                        else r
-                        for r, (_, digest) in zip(results, events, strict=True)
-                    ]
+            if rows and (theirs := self._insert_new(conn, feedback, rows)):
+                results = [
+                    existing_item(r.id, digest, theirs[r.id])
+                    if r.id in theirs and r.status != "rejected"
+                    else r
+                    for r, (_, digest) in zip(results, events, strict=True)
+                ]
         return results
 
     def _choice_counts(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
@@ -798,12 +818,13 @@ class TenantStore:
         return [_event(r) for r in conn.execute(query)]
 
 
-def existing_event(eid: str, digest: str, stored_digest: str) -> ItemResult:
-    """The answer for an event whose id is stored (or held pending) already: a duplicate if the payload is
-    the same, else a conflict."""
+def existing_item(item_id: str, digest: str, stored_digest: str, what: str = "event") -> ItemResult:
+    """The answer for an item whose id is stored (or, for an event, held pending) already: a duplicate if
+    the payload is the same, else a conflict."""
     if stored_digest == digest:
-        return ItemResult(eid, "duplicate", code=200)
-    return ItemResult(eid, "rejected", f"event {eid!r} already exists with a different payload", code=409)
+        return ItemResult(item_id, "duplicate", code=200)
+    message = f"{what} {item_id!r} already exists with a different payload"
+    return ItemResult(item_id, "rejected", message, code=409)
 
 
 class Sources(NamedTuple):
