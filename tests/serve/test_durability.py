@@ -24,6 +24,7 @@ def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp
     port = free_port()
     proc = start_server(home, port, {"TUNELOOP_BACKEND": "none"})
     acked: set[str] = set()
+    logged: set[str] = set()  # interactions acknowledged, merged across requests as events are
     stop = threading.Event()
 
     def send(worker: int) -> None:
@@ -31,10 +32,19 @@ def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp
         n = 0
         while not stop.is_set():
             n += 1
-            batch = n % 2 == 0
+            batch = n % 3 == 0
             ids = [f"w{worker}-{n}-{k}" for k in range(20 if batch else 1)]
             events = [{"id": i, "interaction_id": "i1", "kind": "thumbs", "value": 1} for i in ids]
+            interaction = {
+                "id": f"i-{ids[0]}",
+                "messages": [{"role": "user", "content": "q"}],
+                "response": "a",
+            }
             try:
+                if n % 3 == 1:
+                    if http.post("/v1/interactions", json=interaction, timeout=5).status_code == 201:
+                        logged.add(interaction["id"])
+                    continue
                 resp = http.post("/v1/feedback", json={"events": events} if batch else events[0], timeout=5)
             except httpx.TransportError:
                 return
@@ -58,14 +68,15 @@ def test_kill_9_during_group_committed_ingestion_loses_no_acknowledged_event(tmp
 
     restarted = start_server(home, port, {"TUNELOOP_BACKEND": "none"})
     try:
-        stored = {e["id"] for e in Store(f"sqlite:///{home / 'tuneloop.db'}").for_tenant(tenant).feedback()}
+        after = Store(f"sqlite:///{home / 'tuneloop.db'}").for_tenant(tenant)
+        stored, kept = {e["id"] for e in after.feedback()}, after.logged(logged)
     finally:
         restarted.terminate()
         restarted.wait()
     assert len(acked) > 50, "the test did not ingest enough to mean anything"
     calls, groups = (_sample(metrics, f"tuneloop_store_group_commit_calls_{s}") for s in ("sum", "count"))
     assert calls > groups, "no transaction committed more than one request's writes"
-    assert acked - stored == set()
+    assert acked - stored == set() and len(logged) > 20 and logged == kept
 
 
 def _sample(exposition: str, name: str) -> float:
