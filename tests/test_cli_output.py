@@ -392,14 +392,23 @@ def test_a_look_that_ran_for_minutes_says_how_far_into_its_turn_it_is() -> None:
 
 
 def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytest.CaptureFixture) -> None:
+    """Once a look said how many minutes into its turn it was, each look at a waiting canary printed again."""
+    from datetime import UTC, datetime, timedelta
+
     from tuneloop.cli.loop import Unrepeated
+    from tuneloop.loop.turns import DONE, Turn
+
+    def turn(minutes: int, stage: str = "canary", outcome: str | None = None) -> Turn:
+        began = datetime.now(UTC) - timedelta(minutes=minutes, seconds=10)
+        return Turn(1, "manual", stage, outcome, {}, began, began)
 
     say = Unrepeated()
-    for line in ["turn 1 (manual) started; waiting at canary", *["turn 1 (manual) continued; waiting"] * 3]:
-        say(line)
-    say("turn 1 (manual) continued; ended promoted")
+    say(turn(5), started=True)
+    for minutes in (5, 6, 7):
+        say(turn(minutes), started=False)
+    say(turn(8, DONE, "promoted"), started=False)
     assert capsys.readouterr().err.splitlines() == [
-        "turn 1 (manual) started; waiting at canary",
-        "turn 1 (manual) continued; waiting",
-        "turn 1 (manual) continued; ended promoted",
+        "turn 1 (manual) started, 5 min in; waiting at canary for more traffic",
+        "turn 1 (manual) continued, 5 min in; waiting at canary for more traffic",
+        "turn 1 (manual) continued, 8 min in; ended promoted",
     ]

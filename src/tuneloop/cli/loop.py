@@ -98,21 +98,22 @@ def cmd_loop(args: argparse.Namespace) -> int:
                 return turn_exit_code(None)
             return turn_exit_code("promoted" if _light_promoted(turn) is not None else turn.outcome)
         if turn is not None:
-            said(tick_summary(turn, started=before is None))
+            said(turn, started=before is None)
         time.sleep(args.interval)
 
 
 class Unrepeated:
-    """Prints a line to stderr unless it is the line printed last: a canary waits for minutes, and every
-    look at it said the same thing."""
+    """Prints a look's `tick_summary` to stderr unless it says what the last one printed said, its minutes
+    into the turn aside: a canary waits for minutes, and every look at it said the same thing."""
 
     def __init__(self) -> None:
         self.last: str | None = None
 
-    def __call__(self, line: str) -> None:
-        if line != self.last:
-            print(line, file=sys.stderr, flush=True)
-            self.last = line
+    def __call__(self, turn: Turn, *, started: bool) -> None:
+        said = tick_summary(turn, started=started, elapsed=False)
+        if said != self.last:
+            print(tick_summary(turn, started=started), file=sys.stderr, flush=True)
+            self.last = said
 
 
 WAITS_FOR = {
@@ -122,14 +123,15 @@ WAITS_FOR = {
 }
 
 
-def tick_summary(turn: Turn, *, started: bool) -> str:
-    """One line: the turn a look advanced, whether it started it, and the stage it waits at or its outcome."""
+def tick_summary(turn: Turn, *, started: bool, elapsed: bool = True) -> str:
+    """One line: the turn a look advanced, whether it started it, (with `elapsed`) how many minutes into the
+    turn, and the stage it waits at or its outcome."""
     from tuneloop.loop.turns import DONE
 
     head = f"turn {turn.turn} ({turn.trigger}) {'started' if started else 'continued'}"
     # A look that trains runs for many minutes: "started" alone read as if the turn had just begun.
     minutes = int((now_utc() - turn.started_at).total_seconds() // 60)
-    head += f", {minutes} min in" if minutes else ""
+    head += f", {minutes} min in" if minutes and elapsed else ""
     if turn.stage != DONE:
         waits = WAITS_FOR.get(turn.stage)
         return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
