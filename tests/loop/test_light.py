@@ -342,7 +342,8 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
         at = now - timedelta(minutes=i)
         interaction = log(tenant, prompt=cooking_prompt(rng), response=LONG * 2, created_at=at)
         give(tenant, interaction, "edit", "Settings, then Reset.", at)
-    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4))
+    heard: list[str] = []
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False, min_rows=4), say=heard.append)
     loop.start("manual")  # the turn whose light stage started the trial below
     brief, _ = _on_trial(tenant, production, f"{BRIEF.format(words=10)}\n\nYou are the support desk.")
     _policy(settings, "light_policy.yaml", {"enabled": True})
@@ -358,6 +359,8 @@ def test_the_adapter_trains_during_the_light_trial_and_is_gated_with_the_winners
 
     carried = registry.get(turn.report["candidate"])
     assert turn.report["light_trial"]["outcome"] == "promoted" and "gate" in turn.report
+    # Decided while the turn waited for it, not beside its training: the look that found it says so.
+    assert [line for line in heard if "light trial" in line] == [f"turn 1: light trial promoted {brief.id}"]
     assert turn.report["light_trial"]["winner"] == brief.id  # promoted by hand: no look named the arm
     assert carried.parent_id == trained.id and carried.system_prompt == brief.system_prompt
     assert carried.decoding == {"temperature": 0.8}
@@ -411,3 +414,17 @@ def test_a_trial_decided_while_a_stage_trains_is_told_at_once(
     outcome = light_candidates.trial_outcome(tenant, settings, exp.id)
     assert outcome is not None
     assert outcome["light_trial"]["ended_at"] == get_experiment(tenant, exp.id).ended_at.isoformat()
+
+
+def test_a_look_tells_each_line_once() -> None:
+    """A trial decided beside training is told by the watcher; the light_trial stage after it in the same
+    look finds it decided and would tell it again."""
+    heard: list[str] = []
+    tell = stages.once_each(heard.append)
+    for line in (
+        "turn 1: light trial promoted v-1",
+        "turn 1: light trial promoted v-1",
+        "turn 1: dpo step 8/32",
+    ):
+        tell(line)
+    assert heard == ["turn 1: light trial promoted v-1", "turn 1: dpo step 8/32"]

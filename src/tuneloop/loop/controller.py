@@ -16,7 +16,7 @@ from tuneloop.evaluate.policy import GatePolicy
 from tuneloop.loop.light import LightPolicy
 from tuneloop.loop.pause import paused
 from tuneloop.loop.policy import LoopPolicy
-from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end, watching_trial
+from tuneloop.loop.stages import FIRST, STAGES, Step, TurnContext, end, once_each, watching_trial
 from tuneloop.loop.turns import DONE, Turn, advance_turn, list_turns, open_turn, start_turn
 from tuneloop.monitor.alerts import latest_check, pending_alerts, resolve_alerts, run_checks
 from tuneloop.privacy.retention import apply_retention
@@ -202,7 +202,7 @@ class Loop:
                 return None
             self.check_policies()
             turn = self.start(trigger)
-        context = TurnContext(self.tenant, self.settings, self.policy, self.say)
+        context = TurnContext(self.tenant, self.settings, self.policy, once_each(self.say))
         while turn.stage != DONE:
             with self.around_stage(turn), watching_trial(context, turn):
                 step = self._run_stage(context, turn)

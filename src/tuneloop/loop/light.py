@@ -231,7 +231,8 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
     decided = {
         "outcome": exp.state,
         "winner": winner,
-        "reason": decision.get("reason"),
+        # Ended by hand, the trial keeps its last look's statistics, whose reason said "undecided".
+        "reason": decision.get("reason") if decision.get("action") != "continue" else None,
         "ended_at": exp.ended_at.isoformat() if exp.ended_at else None,
     }
     return {"light_trial": decided}

@@ -244,7 +244,7 @@ def watching_trial(ctx: TurnContext, turn: Turn) -> Iterator[None]:
                 log.exception("light trial review failed for tenant %s", ctx.tenant.tenant.name)
                 continue
             if outcome is not None:
-                ctx.say(f"turn {turn.turn}: {light_candidates.trial_words(outcome['light_trial'])}")
+                _tell_trial(ctx, turn, outcome)
                 return
 
     watcher = threading.Thread(target=look, name="tuneloop-trial-look", daemon=True)
@@ -369,6 +369,7 @@ def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
         outcome = light_candidates.trial_outcome(ctx.tenant, ctx.settings, experiment)
         if outcome is None:
             return None
+        _tell_trial(ctx, turn, outcome)  # unless the watcher told it during training
         done = outcome
     if "candidate" not in turn.report:
         return end("skipped", done)
@@ -378,6 +379,23 @@ def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
 
 def _light_trial(turn: Turn) -> str | None:
     return turn.report.get("light", {}).get("experiment")
+
+
+def _tell_trial(ctx: TurnContext, turn: Turn, outcome: dict[str, Any]) -> None:
+    ctx.say(f"turn {turn.turn}: {light_candidates.trial_words(outcome['light_trial'])}")
+
+
+def once_each(say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` passing each line once: a trial decided beside training is told by the watcher, and the
+    light_trial stage after it in the same look finds it decided."""
+    told: set[str] = set()
+
+    def tell(line: str) -> None:
+        if line not in told:
+            told.add(line)
+            say(line)
+
+    return tell
 
 
 STAGES: dict[str, Callable[[TurnContext, Turn], Step | None]] = {
