@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from tuneloop.clock import now_utc
@@ -148,3 +150,29 @@ def test_a_canary_among_too_few_users_to_decide_says_a_person_decides() -> None:
     assert "`tuneloop rollout promote` or `rollback` decides" in tiny["note"]
     assert few["note"].startswith("an arm may reach 3 of the 10 users the test needs")
     assert "note" not in enough
+
+
+def test_an_arm_counts_on_the_users_who_came_back_lately_not_on_those_seen_once() -> None:
+    """A canary of 60 users, 30 of whom had come once, waited at +0.54 for 22 users per arm while 14 and 16
+    came back."""
+    everyone, _ = design_canary(RolloutPolicy(), Traffic(users=60, hours=0.45, sd=0.6), NOW)
+    lately, design = design_canary(RolloutPolicy(), Traffic(users=60, hours=0.45, sd=0.6, returning=30), NOW)
+    assert everyone.min_samples == 22 and lately.min_samples == 10 and design["traffic"]["returning"] == 30
+
+
+def test_the_traffic_a_design_reads_counts_the_users_seen_in_its_later_half(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tests.monitor.seed import give, log
+    from tuneloop.rollout.controller import recent_traffic
+    from tuneloop.signals.policy import RewardPolicy
+    from tuneloop.store.repository import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tenant = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    for user, minutes_ago in [*((f"once-{i}", 50) for i in range(6)), ("back", 50), ("back", 5), ("new", 5)]:
+        at = NOW - timedelta(minutes=minutes_ago)
+        give(tenant, log(tenant, prompt="q", response="a", created_at=at, user=user), "thumbs", 1, at)
+    traffic = recent_traffic(tenant, RolloutPolicy(), RewardPolicy(), now_utc())
+    assert (traffic.users, traffic.returning, traffic.active) == (8, 2, 2)
+    store.close()

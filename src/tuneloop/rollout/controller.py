@@ -141,11 +141,17 @@ def keyed(
 def recent_traffic(
     tenant: TenantStore, policy: RolloutPolicy, reward_policy: RewardPolicy, now: datetime
 ) -> Traffic:
-    """The last week's users with a KPI value, their span and spread (rollout/design.py)."""
+    """The last week's users with a KPI value, their span and spread, and how many came in its later half
+    (rollout/design.py)."""
     since = now - timedelta(days=LOOKBACK_DAYS)
     by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now, anonymous=True)
     hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    return traffic_of(by_user, hours)
+    if first_seen is None:
+        return traffic_of(by_user, hours)
+    later, _ = user_kpis(
+        tenant, reward_policy, policy.primary_kpi, now - (now - first_seen) / 2, now, anonymous=True
+    )
+    return traffic_of(by_user, hours, sum(1 for values in later.values() if values))
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:
