@@ -152,3 +152,22 @@ def test_a_name_made_of_a_public_terms_words_is_kept(redactor: Redactor) -> None
     asked, person = redactor.redact_texts(texts, "redact", keep=frozenset({"Wayfare Miles"}))
     assert asked == texts[0]
     assert "Davis" not in person
+
+
+def test_a_brand_the_recogniser_reads_as_a_person_only_in_questions_is_kept_once_the_prompts_show_it(
+    redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
+) -> None:
+    """An HR assistant's "Lumen" was no name in its system prompt, so it never became public; in "Will Lumen
+    pay for my gym membership?" it was, and the find was redacted there and, by propagation, in the prompt."""
+    capture = _capture(redactor)
+    acme, _ = tenants
+    system = "You are Lumen Corp's HR benefits assistant. Answer employees' questions about benefits."
+    question = "Will Lumen pay for my gym membership?"
+    first, _ = _row(capture, acme, _item("user-0", system, question, "Yes, up to $50 a month."))
+    for n in range(1, MIN_USERS + 1):
+        _row(capture, acme, _item(f"user-{n}", system, "How many vacation days do I get?", "Twenty."))
+    later, _ = _row(capture, acme, _item("user-9", system, question, "Yes, up to $50 a month."))
+    assert (
+        "<PERSON>" in first["messages"][1]["content"]
+    )  # the recogniser's mistake, before the prompts showed it
+    assert [m["content"] for m in later["messages"]] == [system, question]

@@ -12,7 +12,7 @@ from typing import Any
 from tuneloop.capture import pending
 from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
-from tuneloop.capture.public_terms import PublicTerms
+from tuneloop.capture.public_terms import PublicTerms, capitalised_words
 from tuneloop.capture.redact import Redactor, strings_in
 from tuneloop.errors import Conflict, PayloadTooLarge
 from tuneloop.store.pseudonyms import Pseudonyms, key_scope
@@ -138,7 +138,8 @@ class Capture:
         system = [m.content for m in item.messages if m.role in ("system", "developer")]
         if mode != "off" and teaches and self.public_terms.min_users and system:
             # The system texts were just analysed, so finding their names again is a cache hit.
-            self.public_terms.observe(store.tenant_id, user, self.redactor.names(system, store.tenant_id))
+            names = self.redactor.names(system, store.tenant_id) | capitalised_words(system)
+            self.public_terms.observe(store.tenant_id, user, names)
         contents, response, choices, metadata, keys, model, stops = redacted
         if stops:
             served = {**served, "decoding": {**decoding, "stop": stops}}

@@ -13,12 +13,31 @@ Counts live in memory, bounded: after a restart a term is relearned from the nex
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 
 MAX_CANDIDATES = 2048  # per tenant; the least recently seen candidate is forgotten first
 MAX_PUBLIC = 256  # per tenant; more than this many brand names is not what the rule is for
 MAX_USERS = 4096  # users counted per tenant toward the share; past it the share needs MAX_USERS / 2
+
+
+_SENTENCES = re.compile(r"(?<=[.!?:])\s+|\n+")
+_WORDS = re.compile(r"[^\W\d_][\w&]*(?:['’]s)?")
+
+
+def capitalised_words(texts: list[str]) -> set[str]:
+    """The capitalised words of `texts` that do not begin a sentence, possessives cut ("Lumen" of "You are
+    Lumen Corp's assistant"): candidates as well as the recogniser's names. It reads a brand as a person in
+    one sentence ("Will Lumen pay for my gym?") and not in another, and the system prompt, where it did
+    not, never made it public."""
+    found = set()
+    for text in texts:
+        for sentence in _SENTENCES.split(text):
+            for word in _WORDS.findall(sentence)[1:]:
+                if word[0].isupper():
+                    found.add(re.sub(r"['’]s$", "", word))
+    return found
 
 
 class PublicTerms:
