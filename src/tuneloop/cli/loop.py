@@ -117,7 +117,7 @@ class Unrepeated:
 
 
 WAITS_FOR = {
-    "canary": "more traffic",
+    "canary": "more users' feedback",  # users, not requests, are what it counts
     "approval": "a person's decision (`tuneloop versions approve|reject`)",
     "light_trial": "the trial of light candidates to decide",
 }
