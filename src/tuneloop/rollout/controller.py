@@ -144,14 +144,14 @@ def recent_traffic(
     """The last week's users with a KPI value, their span and spread, and how many came in its later half
     (rollout/design.py)."""
     since = now - timedelta(days=LOOKBACK_DAYS)
-    by_user, first_seen = user_kpis(tenant, reward_policy, policy.primary_kpi, since, now, anonymous=True)
-    hours = max((now - first_seen).total_seconds() / 3600, 1 / 60) if first_seen else LOOKBACK_DAYS * 24
-    if first_seen is None:
-        return traffic_of(by_user, hours)
-    later, _ = user_kpis(
-        tenant, reward_policy, policy.primary_kpi, now - (now - first_seen) / 2, now, anonymous=True
+    by_user, first_seen, latest = user_kpis(
+        tenant, reward_policy, policy.primary_kpi, since, now, anonymous=True
     )
-    return traffic_of(by_user, hours, sum(1 for values in later.values() if values))
+    if first_seen is None:
+        return traffic_of(by_user, LOOKBACK_DAYS * 24)
+    hours = max((now - first_seen).total_seconds() / 3600, 1 / 60)
+    later = now - (now - first_seen) / 2
+    return traffic_of(by_user, hours, sum(1 for at in latest.values() if at >= later))
 
 
 def _kpi(reward: float, primary_kpi: str) -> float:
@@ -166,10 +166,10 @@ def user_kpis(
     until: datetime,
     *,
     anonymous: bool,
-) -> tuple[dict[str, list[float]], datetime | None]:
-    """Each user's KPI values from answers and evidence between `since` and `until`, and the first such
-    answer's time (None without any). With `anonymous`, an answer to no named user is a unit of its own, as
-    the experiment's analysis counts it; without, it is left out."""
+) -> tuple[dict[str, list[float]], datetime | None, dict[str, datetime]]:
+    """Each user's KPI values from answers and evidence between `since` and `until`, the first such
+    answer's time (None without any) and each user's latest. With `anonymous`, an answer to no named user is
+    a unit of its own, as the experiment's analysis counts it; without, it is left out."""
     rows = [
         r for r in tenant.interactions(since=since) if r["created_at"] < until and (anonymous or r["user"])
     ]
@@ -178,16 +178,18 @@ def user_kpis(
         e for e in tenant.feedback(since=since) if e["interaction_id"] in ids and e["received_at"] < until
     ]
     if not events:
-        return {}, None
+        return {}, None, {}
     rewards = compute_rewards(rows, events, reward_policy, until)
     by_user: dict[str, list[float]] = {}
+    latest: dict[str, datetime] = {}
     first = None
     for row in rows:
         if row["id"] in rewards:
             unit = row["user"] or row["id"]
             by_user.setdefault(unit, []).append(_kpi(rewards[row["id"]].reward, primary_kpi))
             first = first or row["created_at"]
-    return by_user, first
+            latest[unit] = max(latest.get(unit, row["created_at"]), row["created_at"])
+    return by_user, first, latest
 
 
 def pre_period_kpi(
@@ -198,7 +200,7 @@ def pre_period_kpi(
     Only evidence received before the start counts, so no covariate can reflect the treatment.
     """
     since = exp.started_at - timedelta(days=days)
-    by_user, _ = user_kpis(tenant, reward_policy, primary_kpi, since, exp.started_at, anonymous=False)
+    by_user, _, _ = user_kpis(tenant, reward_policy, primary_kpi, since, exp.started_at, anonymous=False)
     values = [v for user_values in by_user.values() for v in user_values]
     pooled = sum(values) / len(values) if values else 0.0
     return {user: sum(v) / len(v) for user, v in by_user.items()}, pooled
