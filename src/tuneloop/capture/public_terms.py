@@ -23,7 +23,7 @@ MAX_USERS = 4096  # users counted per tenant toward the share; past it the share
 
 
 _SENTENCES = re.compile(r"(?<=[.!?:])\s+|\n+")
-_WORDS = re.compile(r"[^\W\d_][\w&]*(?:['’]s)?")
+_WORDS = re.compile(r"([^\W\d_][\w&]*)(?:['’]s)?")  # the word, without a possessive
 
 
 def capitalised_words(texts: list[str]) -> set[str]:
@@ -36,7 +36,7 @@ def capitalised_words(texts: list[str]) -> set[str]:
         for sentence in _SENTENCES.split(text):
             for word in _WORDS.findall(sentence)[1:]:
                 if word[0].isupper():
-                    found.add(re.sub(r"['’]s$", "", word))
+                    found.add(word)
     return found
 
 
