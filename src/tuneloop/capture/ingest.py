@@ -14,9 +14,9 @@ from tuneloop.capture.events import SOURCE_KINDS, FeedbackIn, InteractionIn
 from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.public_terms import PublicTerms, capitalised_words
 from tuneloop.capture.redact import Redactor, strings_in
-from tuneloop.errors import Conflict, PayloadTooLarge
+from tuneloop.errors import PayloadTooLarge
 from tuneloop.store.pseudonyms import Pseudonyms, key_scope
-from tuneloop.store.repository import ItemResult, TenantStore
+from tuneloop.store.repository import ItemResult, TenantStore, logged_or_conflict
 from tuneloop.store.schema import chunks
 
 Row = tuple[dict[str, Any], str]  # a redacted row and the keyed digest of the client's payload
@@ -222,9 +222,7 @@ class Capture:
     def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
         """Redact and store an interaction; idempotent on its id (Conflict for another payload)."""
         [result] = pending.store_interactions(store, [self.interaction_row(store, item, **served)])
-        if result.status == "rejected":
-            raise Conflict(result.error or "", param="id")
-        return result
+        return logged_or_conflict(result)
 
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
         """Redact and store validated events; those whose interaction is not logged yet wait for it."""

@@ -28,7 +28,7 @@ from tuneloop.serve.http import (
     validate,
 )
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.store.repository import ItemResult, TenantStore
+from tuneloop.store.repository import ItemResult, TenantStore, logged_or_conflict
 
 router = APIRouter()
 QueryId = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX)]
@@ -50,8 +50,7 @@ async def log_interaction(request: Request) -> JSONResponse:
         st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
     [result] = await st.writes.many(pending.store_interactions, store, [row], key=bearer_key(request))
-    if result.status == "rejected":
-        raise Conflict(result.error or "", param="id")
+    logged_or_conflict(result)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 

@@ -591,9 +591,7 @@ class TenantStore:
         """Store one redacted interaction; idempotent on its id by `digest` of the client payload (Conflict
         for another payload under a stored id)."""
         [result] = self.log_interactions([(row, digest)])
-        if result.status == "rejected":
-            raise Conflict(result.error or "", param="id")
-        return result
+        return logged_or_conflict(result)
 
     def log_interactions(self, rows: list[tuple[dict[str, Any], str]]) -> list[ItemResult]:
         """Store (row, digest) pairs in one transaction; each item answers accepted, duplicate (the same
@@ -816,6 +814,13 @@ class TenantStore:
             query = query.where(feedback.c.received_at > utc(since))
         query = query.order_by(feedback.c.received_at, feedback.c.id).limit(limit)
         return [_event(r) for r in conn.execute(query)]
+
+
+def logged_or_conflict(result: ItemResult) -> ItemResult:
+    """An interaction's result, or Conflict (409) when another payload is stored under its id."""
+    if result.status == "rejected":
+        raise Conflict(result.error or "", param="id")
+    return result
 
 
 def existing_item(item_id: str, digest: str, stored_digest: str, what: str = "event") -> ItemResult:
