@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,15 @@ def test_bad_light_parts_are_one_line_errors_and_register_nothing(
     code, err = _create(capsys, *args)
     assert code == 1 and says in err and len(err.splitlines()) == 1
     assert registry.list() == []
+
+
+def test_versions_list_names_what_each_version_is_made_of(
+    registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    assert _create(capsys, "--examples", "2", "--system-prompt", "Answer in one line.")[0] == 0
+    assert _create(capsys, "--temperature", "0.2", "--best-of-n", "2")[0] == 0
+    assert main(["versions", "list", "--tenant", "acme"]) == 0
+    columns = sorted(line.split("\t")[1] for line in capsys.readouterr().out.splitlines())
+    assert columns == ["base model + decoding + best-of-N", "base model + prompt + examples"]
+    assert main(["versions", "list", "--tenant", "acme", "--json"]) == 0
+    assert {v["kind"] for v in json.loads(capsys.readouterr().out)} == {"adapter"}

@@ -121,6 +121,7 @@ def _tenant(name: str) -> TenantStore:
 
 
 def cmd_versions_list(args: argparse.Namespace) -> int:
+    from tuneloop.registry.composition import made_of
     from tuneloop.registry.versions import Registry
 
     registry = Registry(_tenant(args.tenant))
@@ -133,12 +134,12 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
             snapshot = (v.snapshot_hash or "-")[:12]
             budget = budget_text(v.metrics)
             yield (
-                f"{v.id}\t{v.kind}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
+                f"{v.id}\t{made_of(v)}\t{v.state}\tsnapshot={snapshot}\tcreated={v.created_at:%Y-%m-%d %H:%M}"
                 + (f"\t{budget}" if budget else "")
                 + (f"\twhy={why[v.id]}" if v.id in why else "")
             )
 
-    listed = [{**asdict(v), "why": why.get(v.id)} for v in versions]
+    listed = [{**asdict(v), "made_of": made_of(v), "why": why.get(v.id)} for v in versions]
     emit(args, listed, lines, empty="no versions yet — `tuneloop train` or the loop registers them")
     return 0
 

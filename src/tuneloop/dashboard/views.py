@@ -16,6 +16,7 @@ from tuneloop.errors import NotFound
 from tuneloop.learn.privacy import budget_text
 from tuneloop.monitor.alerts import latest_check, list_alerts
 from tuneloop.monitor.kpis import KPI, kpis, kpis_of
+from tuneloop.registry.composition import made_of
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import TenantStore
@@ -139,7 +140,8 @@ def lineage(tenant: TenantStore) -> list[dict[str, Any]]:
     def walk(parent: str | None, depth: int) -> None:
         for v in children.get(parent, []):
             privacy = budget_text(v.metrics)
-            out.append({"v": v, "depth": depth, "history": history.get(v.id, []), "privacy": privacy})
+            item = {"v": v, "made_of": made_of(v), "depth": depth, "history": history.get(v.id, [])}
+            out.append({**item, "privacy": privacy})
             walk(v.id, depth + 1)
 
     walk(None, 0)

@@ -16,7 +16,6 @@ from tuneloop.errors import BadRequest, Conflict
 from tuneloop.registry.versions import ENDED, Registry, Version
 
 MAX_SYSTEM_PROMPT_CHARS = 8_000  # a prompt is paid for in every request's context window
-# What a composed version takes over from its parent: the adapter and everything that says where it came from.
 # What a composition serves of its parent's adapter, and how it was trained (a later turn warm-starts from
 # it only when its LoRA rank matches).
 INHERITED = ("base_model_hash", "snapshot_hash", "artifact_path", "artifact_checksums", "job_spec")
@@ -88,6 +87,24 @@ class Decoding(BaseModel):
 def version_decoding(version: Version | None) -> dict[str, Any]:
     """The decoding defaults `version` serves with (none for the base model)."""
     return Decoding.parse(version.decoding).values() if version else {}
+
+
+# A version's light parts as a reader names them; any other decoding setting is "decoding".
+PART_NAMES = {"examples": "examples", "best_of_n": "best-of-N", "sources": "sources"}
+
+
+def made_of(version: Version) -> str:
+    """What serves under a policy version, in words ("adapter + prompt + examples", "base model + decoding");
+    a reward model or re-ranker is named by its kind."""
+    if version.kind != "adapter":
+        return version.kind.replace("_", " ")
+    parts = ["adapter" if version.artifact_path else "base model"] + (
+        ["prompt"] if version.system_prompt else []
+    )
+    settings = version.decoding or {}
+    if any(key not in PART_NAMES for key in settings):
+        parts.append("decoding")
+    return " + ".join(parts + [name for key, name in PART_NAMES.items() if key in settings])
 
 
 def composed_parts(
