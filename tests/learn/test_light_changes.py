@@ -33,17 +33,24 @@ def test_users_who_edit_answers_down_are_asked_for_the_length_they_chose_before_
 
 def test_a_longer_chosen_length_replaces_the_instruction_production_carries() -> None:
     chosen = "Open Settings, then Security, then tap Reset and follow the link we email you. " * 2
-    pairs = [_pair(chosen, chosen * 2) for _ in range(10)]
+    pairs = [_pair(chosen, chosen * 2) for _ in range(10)]  # users' edits of 30 words
     [brief] = propose_changes(pairs, Decoding(), f"{BRIEF.format(words=10)}\n\nYou are the support desk.")
-    assert brief.prompt == f"{BRIEF.format(words=20)}\n\nYou are the support desk."
+    assert brief.prompt == f"{BRIEF.format(words=30)}\n\nYou are the support desk."
 
 
 def test_the_instruction_asks_for_less_than_users_chose_by_the_ratio_they_chose_by() -> None:
     """Users pick the shorter of two answers the model wrote; the length they want lies further that way."""
     chosen = " ".join(["word"] * 60)
-    pairs = [_pair(chosen, f"{chosen} {chosen}") for _ in range(10)]  # half as long: asked -50 %
+    pairs = [_pair(chosen, f"{chosen} {chosen}", origin="preference") for _ in range(10)]  # asked -50 %
     [brief] = propose_changes(pairs, Decoding(), None)
     assert brief.prompt == BRIEF.format(words=30) and "under 30 words" in brief.reason
+
+
+def test_a_users_edit_is_the_length_they_want_and_is_not_shortened_further() -> None:
+    edited = " ".join(["word"] * 60)
+    pairs = [_pair(edited, f"{edited} {edited}") for _ in range(10)]  # users wrote 60 words: asked -50 %
+    [brief] = propose_changes(pairs, Decoding(), None)
+    assert brief.prompt == BRIEF.format(words=60)
 
 
 def test_users_who_want_longer_answers_get_a_cap_that_no_longer_binds() -> None:

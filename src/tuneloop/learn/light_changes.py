@@ -2,13 +2,13 @@
 length and about regenerated answers, turned into a system prompt or decoding settings to try against
 production.
 
-- Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs,
-  the answers users labelled desirable against undesirable, signals.pairs.length_ask). When users
-  clearly ask for shorter answers, an instruction to keep under the length they point to leads
-  production's system prompt (the median chosen answer's words, shortened once more by the ratio users
-  chose by, rounded up to ten): a small model asked for brevity writes a short complete answer, where a
-  `max_tokens` cap only cuts a long one off (README, "Light candidates first"). The number comes from the
-  users: a fixed "one or two short sentences" also cut the numbered steps a helpdesk's users wanted. When
+- Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs, the
+  answers users labelled desirable against undesirable, signals.pairs.length_ask). When users clearly ask for
+  shorter answers, an instruction to keep under the length they point to leads production's system prompt (the
+  median chosen answer's words, an answer the model wrote shortened once more by the ratio users chose by, a
+  user's edit as written; rounded up to ten): a small model asked for brevity writes a short complete answer,
+  where a `max_tokens` cap only cuts a long one off (README, "Light candidates first"). The number comes from
+  the users: a fixed "one or two short sentences" also cut the numbered steps a helpdesk's users wanted. When
   users ask for longer answers and production's cap binds, a cap twice the length they chose.
 - Regenerations: when users regenerate a material share of answers, production's temperature is wrong for
   them: a high one is lowered (answers users could rely on), a low one raised (a second try that differs).
@@ -32,6 +32,7 @@ from typing import Any
 from tuneloop.registry.composition import Decoding
 from tuneloop.signals import canaries
 from tuneloop.signals.pairs import MATERIAL_ASK, MIN_LENGTH_EVIDENCE, length_ask
+from tuneloop.signals.records import completion_text
 
 MATERIAL_REGENERATIONS = 0.2  # share of pairs from regenerated answers that says the sampling is off
 CHARS_PER_TOKEN = 4.0  # English text, roughly; a cap is a bound, not a target
@@ -72,10 +73,12 @@ def propose_changes(
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
     temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
     if ask <= -MATERIAL_ASK:
-        # The chosen answers are the shortest the model happened to write, not the length users want: one
-        # more step of the ratio they chose by (docs/light-candidates.md, "How short to ask for").
-        chosen_words = statistics.median(len(t.split()) for t in chosen_texts)
-        words = max(10, 10 * math.ceil(chosen_words * (1 + ask) / 10))
+        # An answer users chose of those the model wrote is the shortest it happened to write, not the length
+        # they want: one more step of the ratio they chose by. A user's edit is that length already
+        # (docs/light-candidates.md, "How short to ask for").
+        edits = {completion_text(r["chosen"]) for r in pairs if r.get("origin") == "edit"}
+        wanted = statistics.median(len(t.split()) * (1 if t in edits else 1 + ask) for t in chosen_texts)
+        words = max(10, 10 * math.ceil(wanted / 10))
         rest = _BRIEF.sub("", production_prompt or "").strip()
         prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
         if prompt != production_prompt:
