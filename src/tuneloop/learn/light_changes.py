@@ -5,8 +5,8 @@ production.
 - Length: the median chosen/rejected length ratio of the pairs (users' edits among them; with few pairs, the
   answers users labelled desirable against undesirable, signals.pairs.length_ask). When users clearly ask for
   shorter answers, an instruction to keep under the length they point to leads production's system prompt (the
-  median chosen answer's words, an answer the model wrote shortened once more by the ratio users chose by, a
-  user's edit as written; rounded up to ten): a small model asked for brevity writes a short complete answer,
+  median words of users' edits when there are enough, else of the answers users chose, shortened once more by
+  the ratio they chose by; rounded up to ten): a small model asked for brevity writes a short complete answer,
   where a `max_tokens` cap only cuts a long one off (README, "Light candidates first"). The number comes from
   the users: a fixed "one or two short sentences" also cut the numbered steps a helpdesk's users wanted. When
   users ask for longer answers and production's cap binds, a cap twice the length they chose.
@@ -73,11 +73,14 @@ def propose_changes(
     typical = max(1, min(MAX_CAP, math.ceil(CAP_MARGIN * p90 / CHARS_PER_TOKEN)))
     temperature = production.temperature if production.temperature is not None else DEFAULT_TEMPERATURE
     if ask <= -MATERIAL_ASK:
-        # An answer users chose of those the model wrote is the shortest it happened to write, not the length
-        # they want: one more step of the ratio they chose by. A user's edit is that length already
+        # Users' edits are the length they want, written by them. An answer users chose of those the model
+        # wrote is only the shortest it happened to write: one more step of the ratio they chose by
         # (docs/light-candidates.md, "How short to ask for").
-        edits = {completion_text(r["chosen"]) for r in pairs if r.get("origin") == "edit"}
-        wanted = statistics.median(len(t.split()) * (1 if t in edits else 1 + ask) for t in chosen_texts)
+        edits = [completion_text(r["chosen"]) for r in pairs if r.get("origin") == "edit"]
+        if len(edits) >= MIN_PAIRS:
+            wanted = statistics.median(len(t.split()) for t in edits)
+        else:
+            wanted = statistics.median(len(t.split()) for t in chosen_texts) * (1 + ask)
         words = max(10, 10 * math.ceil(wanted / 10))
         rest = _BRIEF.sub("", production_prompt or "").strip()
         prompt = BRIEF.format(words=words) + (f"\n\n{rest}" if rest else "")
