@@ -261,6 +261,7 @@ ORDINARY = [
     # UI labels: English words and no census names, which the small model reads as people.
     "Go to Manage Trip and select Add Pet.",
     "Open Bags and choose Add Bag.",
+    "Can I take Bereavement leave when my grandmother dies?",  # Webster's word, no WordPiece one
     "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
     "Age of the cache entry: 30 seconds, TTL 300 s.",
     "Set the cache max age 3600 and the cookie age 30 days.",

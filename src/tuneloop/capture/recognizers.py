@@ -203,12 +203,16 @@ class NamesRecognizer(SpacyRecognizer):
         super().__init__(supported_entities=["PERSON"])
 
     def load(self) -> None:
+        from english_words import get_english_words_set
+
         from tuneloop.signals.embeddings import model_dir
 
-        # The whole lower-case words of the embedding model's WordPiece vocabulary: an English word list.
+        # English words: Webster's lower-case entries (its capitalised ones are names and places), and the
+        # embedding model's whole WordPiece words for what came after 1934 ("email", "login").
         vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+        words = get_english_words_set(["web2"]) | set(vocab)
         self.english_words = frozenset(
-            w for w in vocab if len(w) > 2 and w.isascii() and w.isalpha() and w.islower()
+            w for w in words if len(w) > 2 and w.isascii() and w.isalpha() and w.islower()
         )
         census = _census()
         self.census_names = census.first | census.common_surnames
