@@ -158,11 +158,12 @@ def test_a_brand_the_recogniser_reads_as_a_person_only_in_questions_is_kept_once
     redactor: Redactor, tenants: tuple[TenantStore, TenantStore]
 ) -> None:
     """An HR assistant's "Lumen" was no name in its system prompt, so it never became public; in "Will Lumen
-    pay for my gym membership?" it was, and the find was redacted there and, by propagation, in the prompt."""
+    pay for my gym membership?" it was, and the find was redacted there and, by propagation, in the prompt
+    (Webster's list now knows "lumen"; a made-up brand stands in)."""
     capture = _capture(redactor)
     acme, _ = tenants
-    system = "You are Lumen Corp's HR benefits assistant. Answer employees' questions about benefits."
-    question = "Will Lumen pay for my gym membership?"
+    system = "You are Lumora Corp's HR benefits assistant. Answer employees' questions about benefits."
+    question = "Will Lumora pay for my gym membership?"
     first, _ = _row(capture, acme, _item("user-0", system, question, "Yes, up to $50 a month."))
     for n in range(1, MIN_USERS + 1):
         _row(capture, acme, _item(f"user-{n}", system, "How many vacation days do I get?", "Twenty."))
