@@ -56,40 +56,20 @@ def start_arms(
         {a["arm"]: a["weight"] for a in arms},
     )
 
-    def apply(tx: TenantTx) -> None:
-        tx.serialize()  # two starts at once: the second sees the first's experiment
-        if active_experiment(tx) is not None:
-            raise Conflict(
-                "this tenant already has a live experiment; finish it first (`tuneloop rollout status`)"
-            )
-        tx.insert(
-            experiments,
-            id=exp_id,
-            control_version=arms[0]["version"],
-            treatment_version=version_ids[0],
-            state="running",
-            share=1.0,  # every arm's weight applies; pausing sets 0, which sends everyone to control
-            step=0,
-            step_started_at=now,
-            policy=policy.model_dump(mode="json"),
-            decision={"design": design},
-            started_at=now,
-            updated_at=now,
-            arms=arms,
-        )
-        for version_id in version_ids:
-            registry.move(
-                version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, tx=tx
-            )
-        tx.audit(
-            actor=actor,
-            action="experiment.start",
-            subject=exp_id,
-            details={"arms": arms, "design": design},
-        )
-
-    tenant.transaction(apply)
-    return get_experiment(tenant, exp_id)
+    return controller.begin(
+        tenant,
+        exp_id,
+        control=arms[0]["version"],
+        candidates=version_ids,
+        share=1.0,  # every arm's weight applies; pausing sets 0, which sends everyone to control
+        policy=policy,
+        design=design,
+        now=now,
+        actor=actor,
+        reason=reason,
+        details={"arms": arms},
+        arms=arms,
+    )
 
 
 def review(

@@ -75,6 +75,41 @@ def start_canary(
         {"treatment": share, "control": 1 - share},
     )
 
+    control = production.id if production else None
+    return begin(
+        tenant,
+        exp_id,
+        control=control,
+        candidates=[version_id],
+        share=share,
+        policy=policy,
+        design=design,
+        now=now,
+        actor=actor,
+        reason=reason,
+        details={"treatment": version_id, "control": control, "share": share},
+    )
+
+
+def begin(
+    tenant: TenantStore,
+    exp_id: str,
+    *,
+    control: str | None,
+    candidates: list[str],
+    share: float,
+    policy: RolloutPolicy,
+    design: dict[str, Any],
+    now: datetime,
+    actor: str,
+    reason: str,
+    details: dict[str, Any],
+    arms: list[dict[str, Any]] | None = None,
+) -> Experiment:
+    """Record a running experiment of `candidates` against `control` and move them to canary, in one
+    transaction; Conflict when the tenant already has a live experiment."""
+    registry = Registry(tenant)
+
     def apply(tx: TenantTx) -> None:
         tx.serialize()  # two starts at once: the second sees the first's experiment
         if active_experiment(tx) is not None:
@@ -84,28 +119,24 @@ def start_canary(
         tx.insert(
             experiments,
             id=exp_id,
-            control_version=production.id if production else None,
-            treatment_version=version_id,
+            control_version=control,
+            treatment_version=candidates[0],
             state="running",
-            share=policy.ramp[0],
+            share=share,
             step=0,
             step_started_at=now,
             policy=policy.model_dump(mode="json"),
             decision={"design": design},
             started_at=now,
             updated_at=now,
+            arms=arms,
         )
-        registry.move(version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, tx=tx)
+        for version_id in candidates:
+            registry.move(
+                version_id, "canary", actor=actor, reason=reason, details={"experiment": exp_id}, tx=tx
+            )
         tx.audit(
-            actor=actor,
-            action="experiment.start",
-            subject=exp_id,
-            details={
-                "treatment": version_id,
-                "control": production.id if production else None,
-                "share": policy.ramp[0],
-                "design": design,
-            },
+            actor=actor, action="experiment.start", subject=exp_id, details={**details, "design": design}
         )
 
     tenant.transaction(apply)
