@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,11 @@ import pytest
 
 from tests.live import serve_app
 from tuneloop import Settings
+from tuneloop.errors import BadRequest
 from tuneloop.serve import app as app_module
 from tuneloop.serve.app import create_app
 from tuneloop.serve.backends.openai_upstream import OpenAIUpstreamBackend
+from tuneloop.serve.http import parse_json
 from tuneloop.store.repository import Store
 
 MAX_BODY = 200_000
@@ -673,6 +676,23 @@ def test_nesting_up_to_the_limit_is_accepted(server: dict) -> None:
         deep = {"a": deep}
     resp = server["http"].post("/v1/interactions", json={**INTERACTION, "metadata": deep})
     assert resp.status_code == 201, resp.text
+
+
+def test_a_string_left_open_on_escaped_quotes_is_refused_at_once() -> None:
+    """Each quote of an unterminated `"\\"\\"…` once began a scan to the body's end: a megabyte held the
+    server (and every tenant) for about an hour."""
+    refused: list[str] = []
+
+    def parse() -> None:
+        try:
+            parse_json(('{"response": "' + '\\"' * 500_000).encode())
+        except BadRequest as exc:
+            refused.append(str(exc))
+
+    worker = threading.Thread(target=parse, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and "not valid JSON" in refused[0]
 
 
 def test_valid_surrogate_pairs_and_escapes_are_kept(server: dict) -> None:

@@ -50,7 +50,9 @@ T = TypeVar("T")
 MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
 MAX_INT_DIGITS = 4300  # Python's own limit; past it a 400 says so, not Python's advice
 ECHO_CHARS = 100  # the most of one client value an error message repeats
-_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string left open runs to the end of the body: were only closed ones matched, each quote of `"\"\"\"…`
+# would begin a scan to the end (quadratic in the body, holding the GIL from every tenant).
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
 _OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
