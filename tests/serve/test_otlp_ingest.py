@@ -431,6 +431,7 @@ def test_a_span_with_all_zero_ids_is_refused_as_the_spec_calls_them_invalid(api:
         ({**PROTOBUF, "Content-Encoding": "gzip"}, b"not gzip", 400),
         ({**PROTOBUF, "Content-Encoding": "br"}, b"", 415),
         ({**PROTOBUF, "Content-Encoding": "gzip"}, gzip.compress(b"\x00" * 300_000), 413),
+        ({**PROTOBUF, "Content-Encoding": "gzip"}, gzip.compress(b"", mtime=0) * 65, 400),
         (PROTOBUF, b"\x0a" * 300_000, 413),
     ],
 )
