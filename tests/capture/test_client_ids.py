@@ -13,6 +13,7 @@ import pytest
 
 from tests.live import live_server
 from tuneloop import Settings
+from tuneloop.capture import pending
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import Store
 
@@ -112,9 +113,10 @@ def test_a_client_finds_its_keyed_interactions_and_events_by_the_ids_it_chose(se
 
 
 def test_an_unknown_interaction_an_event_points_at_is_named_in_the_error_by_the_id_sent(
-    served: tuple,
+    served: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     http, _, _ = served
+    monkeypatch.setattr(pending, "MAX_PENDING", 0)  # no room to wait for them: refused, naming them
     assert http.post("/v1/interactions", json=_interaction("jane-doe-3")).status_code == 201
     events = [
         {"id": "jane-pref-2", "interaction_id": "jane-doe-3", "kind": "preference",

@@ -203,3 +203,41 @@ def test_a_regeneration_that_lands_on_the_interaction_it_names_as_replacement_is
     [result] = capture.add_feedback(a, [regenerated])
     assert (result.status, result.code) == ("rejected", 400) and "replaced_by" in result.error
     assert _kinds(a, "newest") == []
+
+
+def _regenerated(eid: str, iid: str | None, replaced_by: str, session: str | None = None) -> FeedbackIn:
+    value = {"replaced_by": replaced_by}
+    return FeedbackIn(id=eid, interaction_id=iid, session=session, kind="regenerated", value=value)
+
+
+def test_a_regeneration_waits_for_the_answer_that_replaced_it_whichever_lands_first(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    [early] = capture.add_feedback(a, [_regenerated("r-2", "old", "new")])
+    assert early.status == "pending"
+    capture.log_interaction(a, _interaction("old"))  # the event's own interaction: it waits on for "new"
+    assert _kinds(a, "old") == [] and not [r for r in audit_rows(a) if r["action"] == "feedback.rejected"]
+    capture.log_interaction(a, _interaction("new"))
+    assert _kinds(a, "old") == ["r-2"]
+    capture.log_interaction(a, _interaction("older"))
+    [later] = capture.add_feedback(a, [_regenerated("r-3", "older", "newer")])  # its own is in already
+    assert (later.status, later.code) == ("pending", 202)
+    capture.log_interaction(a, _interaction("newer"))
+    assert _kinds(a, "older") == ["r-3"]
+
+
+def test_a_preference_between_interactions_waits_for_both_and_a_session_event_keeps_its_interaction(
+    capture: Capture, tenants: tuple
+) -> None:
+    a, _ = tenants
+    capture.log_interaction(a, _interaction("asked", session="conv-3"))
+    value = {"chosen_interaction": "b-side", "rejected_interaction": "a-side"}
+    choice = FeedbackIn(id="p-1", session="conv-3", kind="preference", value=value)
+    assert capture.add_feedback(a, [choice])[0].status == "pending"
+    capture.log_interaction(a, _interaction("later-in-session", session="conv-3"))
+    capture.log_interaction(a, _interaction("a-side"))
+    assert _kinds(a, "asked") == []
+    capture.log_interaction(a, _interaction("b-side"))
+    # On the session's latest interaction when it was sent, not the one logged while it waited.
+    assert _kinds(a, "asked") == ["p-1"] and _kinds(a, "later-in-session") == []

@@ -5,7 +5,9 @@ Apps often send a thumbs-up from the browser while the server's log of the answe
 PENDING_TTL, at most MAX_PENDING per tenant, and written as ordinary feedback as soon as its interaction is
 logged (through the capture API or the gateway at once, by any other path at the next sweep). An event may
 also name a `session` instead of an interaction: it lands on the session's latest interaction, or waits
-for the session's first one.
+for the session's first one. An event whose value names other interactions (a preference between two, the
+answer a regeneration replaced it by) waits for each of them as well: a regenerated answer is logged after
+the event that says it was asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 
 from tuneloop.capture.events import self_reference
 from tuneloop.clock import now_utc
-from tuneloop.store.repository import ItemResult, TenantStore, TenantTx, existing_item
+from tuneloop.store.repository import ItemResult, TenantStore, TenantTx, existing_item, referenced
 from tuneloop.store.schema import feedback, interactions, pending_feedback
 
 log = logging.getLogger("tuneloop.capture")
@@ -37,12 +39,13 @@ def store_feedback(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
     # The rows are left as given (a group commit may run them again alone): a session names a target only.
     rows = [({k: v for k, v in row.items() if k != "session"}, digest) for row, digest in rows]
     results: list[ItemResult | None] = [None] * len(rows)
-    ready = [i for i, (landing, _) in enumerate(targets) if landing is not None]
-    landing = [({**rows[i][0], "interaction_id": targets[i][0]}, rows[i][1]) for i in ready]
-    stored = _land(store, landing)
+    # Each event as it lands or waits: on the interaction it is about, once that is known.
+    rows = [({**row, "interaction_id": about}, d) for (row, d), (about, _) in zip(rows, targets, strict=True)]
+    ready = [i for i, (about, waits) in enumerate(targets) if waits is None]
+    stored = _land(store, [rows[i] for i in ready])
     for i, result in zip(ready, stored, strict=True):
         results[i] = result
-    waiting = [i for i, (landing, _) in enumerate(targets) if landing is None]
+    waiting = [i for i, (_, waits) in enumerate(targets) if waits is not None]
     if waiting:
         items = [(rows[i], targets[i][1]) for i in waiting]
         kept = store.transaction(lambda tx: _keep(tx, items, now))
@@ -112,20 +115,28 @@ def forget(tx: TenantTx, user: str) -> int:
     return tx.delete(pending_feedback, pending_feedback.c.id.in_(doomed)) if doomed else 0
 
 
-def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
-    """Per event: the interaction it lands on now (its own if logged, else its session's latest; None while
-    there is none), and what it waits for otherwise."""
-    named = {r["interaction_id"] for r in rows if r.get("interaction_id")}
-    known = {r.id for r in tx.all(interactions, interactions.c.id.in_(named), columns=(interactions.c.id,))}
-    out: list[tuple[str | None, str]] = []
+def _targets(tx: TenantTx, rows: list[dict[str, Any]]) -> list[tuple[str | None, str | None]]:
+    """Per event: the interaction it is about (its own id, else its session's latest; None while the session
+    has none), and what it waits for: None when that interaction and every one its value names are logged,
+    else the first that is not (or the session)."""
+    known = _logged(tx, [iid for r in rows for iid in (r.get("interaction_id"), *referenced(r)) if iid])
+    out: list[tuple[str | None, str | None]] = []
     for row in rows:
         session = row.get("session")
-        if session is None:
-            iid = row["interaction_id"]
-            out.append((iid if iid in known else None, iid))
+        about = row["interaction_id"] if session is None else _latest(tx, session)
+        if about is None:
+            out.append((None, SESSION + session))
             continue
-        out.append((_latest(tx, session), SESSION + session))
+        named = referenced(row) if session else [about, *referenced(row)]  # a session's latest is logged
+        missing = [iid for iid in named if iid not in known]
+        out.append((about, missing[0] if missing else None))
     return out
+
+
+def _logged(tx: TenantTx, ids: list[str]) -> set[str]:
+    """Which of `ids` are logged interactions of the tenant."""
+    found = tx.all(interactions, interactions.c.id.in_(sorted(set(ids))), columns=(interactions.c.id,))
+    return {r.id for r in found}
 
 
 def _latest(tx: TenantTx, session: str) -> str | None:
@@ -169,8 +180,8 @@ def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[Item
                 ItemResult(
                     eid,
                     "rejected",
-                    f"interaction {row['interaction_id'] or 'of the session'!r} not found, and {MAX_PENDING} "
-                    "events already wait for interactions not logged yet; log the interaction first",
+                    f"{_awaited(target)}, and {MAX_PENDING} events already wait for interactions not "
+                    "logged yet; log the interaction first",
                     code=404,
                 )
             )
@@ -191,6 +202,13 @@ def _keep(tx: TenantTx, rows: list[tuple[Row, str]], now: datetime) -> list[Item
     return results
 
 
+def _awaited(target: str) -> str:
+    """What a pending event waits for, in words."""
+    if target.startswith(SESSION):
+        return f"session {target.removeprefix(SESSION)!r} has no interaction logged yet"
+    return f"interaction {target!r} not found"
+
+
 def _land(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
     """`store.add_feedback` for events on the interactions they land on, with their ids now as stored: one
     that compares or replaces its interaction with itself is refused (400), whichever way each id was sent."""
@@ -204,16 +222,25 @@ def _land(store: TenantStore, rows: list[Row]) -> list[ItemResult]:
 
 
 def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> list[ItemResult]:
-    """Write pending rows as feedback on the interaction their target maps to, then forget them."""
+    """Write pending rows as feedback on the interaction their target maps to, then forget them; a row whose
+    value names an interaction not logged yet waits on, for that one."""
     if not found:
         return []
-    rows = []
+    events = []
     for row in found:
         when = datetime.fromisoformat(row.event["created_at"])
-        event = {**row.event, "interaction_id": to[row.target], "created_at": when}
-        rows.append((event, row.payload_hash))
+        # An event kept for an interaction its value names is about the interaction it was kept with.
+        about = row.event.get("interaction_id") or to[row.target]
+        events.append({**row.event, "interaction_id": about, "created_at": when})
+    with store.reading() as tx:
+        known = _logged(tx, [iid for event in events for iid in referenced(event)])
+    waits = [next((iid for iid in referenced(event) if iid not in known), None) for event in events]
+    if any(waits):
+        store.transaction(lambda tx: _wait_longer(tx, found, events, waits))
+    ready = [i for i, target in enumerate(waits) if target is None]
+    rows = [(events[i], found[i].payload_hash) for i in ready]
     results = _land(store, rows)
-    done = [row.id for row in found]
+    done = [found[i].id for i in ready]
     # An event its interaction refuses (a preference naming a choice it does not have) was acknowledged
     # as pending: the audit log keeps why it was dropped, so that nothing goes without a trace.
     outcomes = zip(rows, results, strict=True)
@@ -229,3 +256,12 @@ def _release(store: TenantStore, found: list[sa.Row], to: dict[str, str]) -> lis
     for event, error in refused:
         log.warning("pending feedback %s was refused by its interaction: %s", event["id"], error)
     return results
+
+
+def _wait_longer(tx: TenantTx, found: list[sa.Row], events: list[dict], waits: list[str | None]) -> None:
+    """Keep each pending row with a `waits` target for that interaction, now about the one it was released
+    to; its expiry stays."""
+    for row, event, target in zip(found, events, waits, strict=True):
+        if target is not None:
+            kept = {**row.event, "interaction_id": event["interaction_id"]}
+            tx.update(pending_feedback, pending_feedback.c.id == row.id, target=target, event=kept)

@@ -753,14 +753,7 @@ class TenantStore:
 
     def _choice_counts(self, conn: sa.Connection, events: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
         """How many choices each interaction the events point at has, for those this tenant owns."""
-        wanted = set()
-        for event, _ in events:
-            wanted.add(event["interaction_id"])
-            value = event.get("value")
-            if event["kind"] == "preference" and "chosen_interaction" in value:
-                wanted |= {value["chosen_interaction"], value["rejected_interaction"]}
-            if event["kind"] == "regenerated" and value:
-                wanted.add(value["replaced_by"])
+        wanted = {iid for event, _ in events for iid in (event["interaction_id"], *referenced(event))}
         rows = conn.execute(
             sa.select(interactions.c.id, interactions.c.choices).where(
                 interactions.c.tenant_id == self.tenant_id, interactions.c.id.in_(wanted)
@@ -852,6 +845,16 @@ def _source_problem(event: dict[str, Any], sources: Sources) -> str | None:
     if shown is None and chunk not in sources.current:
         return f"value.chunk_id: chunk {chunk!r} not found among this tenant's documents"
     return None
+
+
+def referenced(event: dict[str, Any]) -> list[str]:
+    """The other interactions an event's value names: a preference's two, a regeneration's replacement."""
+    value = event.get("value")
+    if event["kind"] == "preference" and "chosen_interaction" in value:
+        return [value["chosen_interaction"], value["rejected_interaction"]]
+    if event["kind"] == "regenerated" and value:
+        return [value["replaced_by"]]
+    return []
 
 
 def _reference_problem(event: dict[str, Any], known: dict[str, int]) -> str | None:
