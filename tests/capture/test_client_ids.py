@@ -87,6 +87,8 @@ def test_a_client_finds_its_keyed_interactions_and_events_by_the_ids_it_chose(se
         created = http.post("/v1/interactions", json=_interaction(iid))
         assert created.status_code == 201 and created.json()["id"] == iid
     assert http.post("/v1/interactions", json=_interaction("jane-doe-1")).json()["status"] == "duplicate"
+    clash = http.post("/v1/interactions", json={**_interaction("jane-doe-1"), "response": "Lost."})
+    assert clash.status_code == 409 and "'jane-doe-1'" in clash.json()["error"]["message"]
     events = [
         {"id": "jane-thumb", "interaction_id": "jane-doe-1", "kind": "thumbs", "value": 1},
         {"id": "jane-regen", "interaction_id": "jane-doe-1", "kind": "regenerated",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from tuneloop.capture import pending
@@ -222,7 +223,13 @@ class Capture:
     def log_interaction(self, store: TenantStore, item: InteractionIn, **served: Any) -> ItemResult:
         """Redact and store an interaction; idempotent on its id (Conflict for another payload)."""
         [result] = pending.store_interactions(store, [self.interaction_row(store, item, **served)])
-        return logged_or_conflict(result)
+        return self.logged(store, item, result)
+
+    def logged(self, store: TenantStore, item: InteractionIn, result: ItemResult) -> ItemResult:
+        """An interaction's stored result, or Conflict (409) naming its id as sent when another payload holds
+        that id."""
+        error = result.error and self.as_sent(store, result.error, (item.id,))
+        return logged_or_conflict(replace(result, error=error))
 
     def add_feedback(self, store: TenantStore, items: list[FeedbackIn]) -> list[ItemResult]:
         """Redact and store validated events; those whose interaction is not logged yet wait for it."""

@@ -28,7 +28,7 @@ from tuneloop.serve.http import (
     validate,
 )
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.store.repository import ItemResult, TenantStore, logged_or_conflict
+from tuneloop.store.repository import ItemResult, TenantStore
 
 router = APIRouter()
 QueryId = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX)]
@@ -50,7 +50,7 @@ async def log_interaction(request: Request) -> JSONResponse:
         st.capture.interaction_rows, store, [(item, {"teaches": trusted_sender(request)})]
     )
     [result] = await st.writes.many(pending.store_interactions, store, [row], key=bearer_key(request))
-    logged_or_conflict(result)
+    st.capture.logged(store, item, result)
     # The client's own id comes back (the store may hold its keyed form); lookups accept either.
     return JSONResponse({"id": item.id or result.id, "status": result.status}, status_code=result.code)
 
