@@ -86,6 +86,7 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
                 "kind": "outcome",
                 "value": {"name": "tests_passed", "value": True},
             },
+            [1, 2],
         ]
         body = http.post("/v1/feedback", json={"events": events}).json()
         stored = http.get("/v1/feedback", params={"interaction_id": iid}).json()["data"]
@@ -95,10 +96,12 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
         "accepted",
         "pending",
         "accepted",
+        "rejected",
     ]
     assert "rating takes an integer from 1 to 5" in body["results"][1]["error"]
+    assert body["results"][5]["error"] == "events.5: expected a JSON object"
     # Kept until its interaction is logged (capture/pending.py).
-    assert (body["accepted"], body["rejected"], body["pending"]) == (3, 1, 1)
+    assert (body["accepted"], body["rejected"], body["pending"]) == (3, 2, 1)
     # Stored by their keyed ids ("b-1" could spell anything), so only the count is readable here.
     assert len(stored) == 3 and all(e["id"].startswith("ref-") for e in stored)
 

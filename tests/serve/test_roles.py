@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -202,6 +203,16 @@ def test_a_tenant_key_naming_another_tenant_is_refused_not_served_as_its_own(app
     own = httpx.get(f"{url}/v1/feedback", headers={**auth, "X-Tuneloop-Tenant": "acme"})
     assert other.status_code == 403 and "another" in other.json()["error"]["message"], other.text
     assert own.status_code == 200
+
+
+def test_a_key_after_a_tab_and_a_tenant_name_with_a_space_after_it_are_read(app_keys: tuple) -> None:
+    _, url, keys = app_keys
+    host, port = url.removeprefix("http://").split(":")
+    head = f"Authorization: Bearer\t{keys['admin']}\r\nX-Tuneloop-Tenant: acme \r\n"  # as curl sends them
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(f"GET /v1/feedback HTTP/1.1\r\nHost: {host}\r\n{head}Connection: close\r\n\r\n".encode())
+        status = conn.makefile("rb").readline()
+    assert status.split()[1] == b"200", status
 
 
 def test_two_authorization_headers_are_a_400_whichever_key_comes_first(app_keys: tuple) -> None:

@@ -64,7 +64,9 @@ def register(commands: Any) -> None:
     p.add_argument("--admin", action="store_true", help="a key that may act for every tenant")
     p.set_defaults(run=cmd_tenants_key)
     p = tenants.add_parser("revoke", help="revoke the API key that starts with KEY_PREFIX, at once")
-    p.add_argument("prefix", metavar="KEY_PREFIX", help="the key's first 10 characters, e.g. tl-AbCdEfG")
+    p.add_argument(
+        "prefix", metavar="KEY_PREFIX", help="the key's first 10 characters (e.g. tl-AbCdEfG), or more of it"
+    )
     p.set_defaults(run=cmd_tenants_revoke)
     p = tenants.add_parser("rotate", help="print a new key for a tenant once and revoke its older keys")
     p.add_argument("name")

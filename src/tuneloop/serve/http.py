@@ -243,7 +243,7 @@ def _bad_value(value: Any) -> tuple[list[Any], str] | None:
 def validate(model: type[M], data: Any, max_text: int, where: str = "") -> M:
     """Validate `data` as `model`; the error names the first bad field and what to send instead."""
     if not isinstance(data, dict):
-        raise BadRequest(f"{where or 'body'}: expected a JSON object")
+        raise BadRequest(f"{where.rstrip('.') or 'body'}: expected a JSON object")
     too_long = _longest_string(data, max_text)
     if too_long:
         raise BadRequest(f"{where}{too_long}: string longer than {max_text} characters", param=too_long)
@@ -479,7 +479,7 @@ class Auth:
         names = request.headers.getlist("x-tuneloop-tenant")
         if len(names) > 1:  # which one a proxy or client meant is a guess: refuse rather than pick
             raise BadRequest("send one X-Tuneloop-Tenant header, not several", param="X-Tuneloop-Tenant")
-        name = names[0] if names else ""
+        name = names[0].strip() if names else ""  # a header value's edges are not part of it (RFC 9110)
         if principal.tenant is not None:
             if name and name != principal.tenant.name:
                 # Acting for the key's own tenant instead would answer a request the caller did not make.
@@ -566,7 +566,7 @@ def bearer_key(request: Request) -> str:
     sent = request.headers.getlist("authorization")
     if len(sent) > 1:  # which key the client meant is a guess, and one of them may be another tenant's
         raise BadRequest("send one Authorization header, not several", param="Authorization")
-    scheme, _, key = (sent[0] if sent else "").partition(" ")
+    scheme, key = [*(sent[0] if sent else "").split(None, 1), "", ""][:2]  # a tab after Bearer too
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized(
             "missing API key — send `Authorization: Bearer <key>` "

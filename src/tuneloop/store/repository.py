@@ -308,8 +308,10 @@ class Store:
             ).all()
         return {hashed[row.key_hash] for row in rows}
 
-    def revoke_key(self, prefix: str, actor: str = "cli") -> str:
-        """Revoke the one active key whose first 10 characters are `prefix`, and its dashboard sessions."""
+    def revoke_key(self, given: str, actor: str = "cli") -> str:
+        """Revoke the one active key that starts with `given` (its first 10 characters, more of it, or the
+        whole key), and its dashboard sessions; returns the key's prefix."""
+        prefix = given[:10]
 
         def revoke(conn: sa.Connection) -> str:
             rows = conn.execute(
@@ -317,9 +319,10 @@ class Store:
                     api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None)
                 )
             ).all()
+            rows = [r for r in rows if r.key_hash == hash_key(given)] or rows  # the whole key picks its own
             if not rows:
                 raise NotFound(
-                    f"no active API key starts with {prefix[:20]!r} — pass a key's first 10 characters "
+                    f"no active API key starts with {prefix!r} — pass a key's first 10 characters "
                     "(as `tl-AbCdEfG`); the audit log's key.create rows name every key's prefix"
                 )
             if len(rows) > 1:
