@@ -56,12 +56,15 @@ FOUND = [
     ("contact: thull [at] example [dot] com", "contact: <EMAIL_ADDRESS>"),
     ("mail nsawyer AT example DOT org today", "mail <EMAIL_ADDRESS> today"),
     ("it is jane dot doe at example dot com ok", "is <EMAIL_ADDRESS> ok"),
+    ("reach mark at gmail.com soon", "reach <EMAIL_ADDRESS> soon"),  # a census name before "at"
     # An address on an IP literal, and a company's mail host with no top-level domain after a mail word.
     ("Mail jane.doe@[192.168.1.1] please", "Mail <EMAIL_ADDRESS> please"),
     ("write to priya.raman@northwind or ops@intranet", "to <EMAIL_ADDRESS> or <EMAIL_ADDRESS>"),
     ("my email is jane@corp-mail, thanks", "is <EMAIL_ADDRESS>, thanks"),
     # Phone numbers: local 7 digits, NANP with an extension or "001", and any grouping after "call".
     ("call me at 555-0187 tonight", "at <PHONE_NUMBER> tonight"),
+    # A label before a call word no longer says the number is the order's.
+    ("For your order, simply call 415-555-3351.", "simply call <PHONE_NUMBER>."),
     ("my number is 927 9308", "is <PHONE_NUMBER>"),
     ("reach me at 8536934", "at <PHONE_NUMBER>"),
     ("office: (269)807-4391x5000", "office: <PHONE_NUMBER>"),
@@ -262,6 +265,10 @@ ORDINARY = [
     "Go to Manage Trip and select Add Pet.",
     "Open Bags and choose Add Bag.",
     "Can I take Bereavement leave when my grandmother dies?",  # Webster's word, no WordPiece one
+    # A plain word before a spelt "at", or a domain with a path, is prose and a web address.
+    "You can file a damage claim at parcelo.com/claim or check the status at parcelo.com.",
+    "Visit us at parcelo.com for more.",
+    "my order number is 415-555-3351",
     "Deploy to prod at 10:30 on 2024-05-01, rollback by 2024-05-02.",
     "Age of the cache entry: 30 seconds, TTL 300 s.",
     "Set the cache max age 3600 and the cookie age 30 days.",

@@ -185,7 +185,8 @@ _AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+|\s*@\s*)"
 _DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\s+\.\s*|\.)"
 # The local part may be spelt out too: "jane dot doe at example dot com".
 _LOCAL = rf"(?:\"[^\"\r\n]{{1,64}}\"|[\w.+-]+(?:{_DOT}[\w+-]+)*)"
-OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-]){_LOCAL}{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w-])"
+# A domain followed by "/" is a web address's ("at parcelo.com/claim").
+OBFUSCATED_EMAIL = rf"(?i)(?<![\w.+-]){_LOCAL}{_AT}[\w-]+(?:{_DOT}[\w-]+)+(?![\w/-])"
 _OBFUSCATION = re.compile(
     r"\s*[(\[{<]\s*(at|dot)\s*[)\]}>]\s*|\s+(at|dot)\s+|(?<=\S)(dot)(?=\S)|\s*(@)\s*|\s+(\.)\s*|(\")",
     re.IGNORECASE,
@@ -233,6 +234,9 @@ PHONE_WORDS = _words(
     "call phone tel telephone mobile cell reach text whatsapp fax ring dial number contact"
     " 电话 電話 手机 手機 联系 聯絡 携帯 でんわ 전화 연락처 핸드폰 휴대폰 โทร เบอร์"
 )
+# Phone words that outweigh a label before them ("your order, simply call …"); "number" does not ("order
+# number 4155550134").
+CALL_WORDS = [w for w in PHONE_WORDS if w != "number"]
 
 # A card number typed digit by digit ("4 1 1 1 1 1 1 1 …"): 13 to 19 single digits, each after one space,
 # starting as cards do (2–6: rows of zeros and bit vectors are no cards).

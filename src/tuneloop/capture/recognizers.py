@@ -52,13 +52,16 @@ def recognizers() -> list[Any]:
         GatedPhoneRecognizer(),
         # Numbers written "+CC ..." in any grouping, from regions phonenumbers is not asked about.
         RegexRecognizer("PHONE_NUMBER", p.INTERNATIONAL_PHONE, "InternationalPhone", validate=_digits(8, 15)),
-        RegexRecognizer("PHONE_NUMBER", p.NANP_PHONE, "NanpPhone", avoid=p.NOT_PHONE_WORDS),
+        RegexRecognizer(
+            "PHONE_NUMBER", p.NANP_PHONE, "NanpPhone", avoid=p.NOT_PHONE_WORDS, unless=p.CALL_WORDS
+        ),
         RegexRecognizer(
             "PHONE_NUMBER",
             p.LOOSE_PHONE,
             "PhoneByContext",
             context=p.PHONE_WORDS,
             avoid=p.NOT_PHONE_WORDS,
+            unless=p.CALL_WORDS,
             validate=_digits(7, 15),
         ),
         cards,
@@ -110,7 +113,8 @@ class RegexRecognizer(EntityRecognizer):
     """Finds of `pattern` (its group `v` if it has one), kept where `context`, `avoid` and `validate` agree.
 
     `context`: one of these words (or a word they begin) is among the `window` words before the find;
-    `avoid`: none of these words is.
+    `avoid`: none of these words is, unless one of `unless` (or a word they begin) stands nearer the find
+    ("your order, simply call 415-555-0134").
     """
 
     def __init__(
@@ -121,12 +125,14 @@ class RegexRecognizer(EntityRecognizer):
         *,
         context: Iterable[str] = (),
         avoid: Iterable[str] = (),
+        unless: Iterable[str] = (),
         window: int = 5,
         validate: Callable[[str], bool] | None = None,
     ) -> None:
         self.pattern = regex.compile(pattern)
         self.context_words = tuple(context)
         self.avoid_words = tuple(avoid)
+        self.unless_words = tuple(unless)
         self.window = window
         self.validate = validate
         super().__init__(supported_entities=[entity], name=name)
@@ -144,7 +150,7 @@ class RegexRecognizer(EntityRecognizer):
             before = _words_before(text, start, self.window)
             if self.context_words and not any(_mentions(w, self.context_words, prefix=True) for w in before):
                 continue
-            if self.avoid_words and any(_mentions(w, self.avoid_words) for w in before):
+            if self.avoid_words and _avoided(before, self.avoid_words, self.unless_words):
                 continue
             results.append(RecognizerResult(self.supported_entities[0], start, end, SCORE))
         return results
@@ -157,9 +163,37 @@ def _mentions(word: str, words: Collection[str], *, prefix: bool = False) -> boo
     return found or (not word.isascii() and any(w in word for w in words if not w.isascii()))
 
 
+def _avoided(before: list[str], avoid: Collection[str], unless: Collection[str]) -> bool:
+    """One of `avoid` is among the words `before` a find with none of `unless` nearer the find."""
+    for word in reversed(before):
+        if _mentions(word, avoid):  # first: a run of a script without spaces may hold both ("電話で注文番号")
+            return True
+        if unless and _mentions(word, unless, prefix=True):
+            return False
+    return False
+
+
 def _words_before(text: str, start: int, count: int) -> list[str]:
     """The last `count` words before `start`, lower-cased."""
     return [w.lower() for w in _WORD.findall(text[max(0, start - 80) : start])[-count:]]
+
+
+@functools.cache
+def _plain_words() -> frozenset[str]:
+    """English words that spell no census first name or common surname: Webster's lower-case entries (its
+    capitalised ones are names and places), and the embedding model's whole WordPiece words for what came
+    after 1934 ("email", "login")."""
+    from english_words import get_english_words_set
+
+    from tuneloop.signals.embeddings import model_dir
+
+    vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    census = _census()
+    names = census.first | census.common_surnames
+    words = get_english_words_set(["web2"]) | set(vocab)
+    return frozenset(
+        w for w in words if len(w) > 2 and w.isascii() and w.isalpha() and w.islower() and w not in names
+    )
 
 
 class _Census(NamedTuple):
@@ -203,19 +237,7 @@ class NamesRecognizer(SpacyRecognizer):
         super().__init__(supported_entities=["PERSON"])
 
     def load(self) -> None:
-        from english_words import get_english_words_set
-
-        from tuneloop.signals.embeddings import model_dir
-
-        # English words: Webster's lower-case entries (its capitalised ones are names and places), and the
-        # embedding model's whole WordPiece words for what came after 1934 ("email", "login").
-        vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
-        words = get_english_words_set(["web2"]) | set(vocab)
-        self.english_words = frozenset(
-            w for w in words if len(w) > 2 and w.isascii() and w.isalpha() and w.islower()
-        )
-        census = _census()
-        self.census_names = census.first | census.common_surnames
+        _plain_words()
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         out = []
@@ -256,7 +278,7 @@ class NamesRecognizer(SpacyRecognizer):
         """One word that is an English word and no census name: a UI label ("select Add Pet", "open Bags")
         the small model reads as a person, as it does most capitalised words it has not seen."""
         bare = found.split("'")[0].split("’")[0].lower()
-        return " " not in found.strip() and bare in self.english_words and bare not in self.census_names
+        return " " not in found.strip() and bare in _plain_words()
 
     @staticmethod
     def _grow(text: str, at: int, pattern: Any, *, left: bool) -> int:
@@ -464,11 +486,15 @@ def _acting_name() -> str:
 
 
 def _obfuscated_email_ok(value: str) -> bool:
+    # "file a claim at parcelo.com", "visit us at parcelo.com": a plain word before a spelt "at" is prose.
+    if (spelt := _SPELT_AT.match(value)) and (len(spelt[1]) <= 2 or spelt[1].lower() in _plain_words()):
+        return False
     canonical = p.canonical_email(value)
     # "meet at the office" is no address: it takes "@", a dot after it, and a known top-level domain.
     return "@" in canonical and canonical != value.lower() and _OFFLINE_TLDS(canonical).fqdn != ""
 
 
+_SPELT_AT = regex.compile(r"(?i)(\p{L}+)\s+at\s")
 # tldextract fetches the Public Suffix List over the network on first use; its bundled snapshot will do.
 _OFFLINE_TLDS = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
@@ -487,9 +513,7 @@ class GatedPhoneRecognizer(PhoneRecognizer):
             return []
         results = super().analyze(text, entities, nlp_artifacts)
         # phonenumbers reads "build 13100596" or "--port 16938" as numbers somewhere; their labels say not.
-        return [
-            r for r in results if not any(_mentions(w, _NOT_PHONE) for w in _words_before(text, r.start, 3))
-        ]
+        return [r for r in results if not _avoided(_words_before(text, r.start, 3), _NOT_PHONE, p.CALL_WORDS)]
 
 
 class GroupedCardRecognizer(CreditCardRecognizer):
