@@ -18,6 +18,7 @@ from tuneloop.learn.light_changes import BRIEF
 from tuneloop.loop import Loop, LoopPolicy, stages
 from tuneloop.loop import light as light_candidates
 from tuneloop.loop.light import (
+    CUT_SHORT,
     MIN_EXAMPLES,
     Feedback,
     LightPolicy,
@@ -36,6 +37,7 @@ from tuneloop.rollout.policy import RolloutPolicy
 from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Store, TenantStore
+from tuneloop.store.schema import experiments
 
 SNAPSHOT = "f" * 64
 LONG = "Thank you for reaching out! There are several ways to reset a password, and we will go through all. "
@@ -144,6 +146,63 @@ def test_a_light_candidate_whose_trial_ended_futile_is_tried_once_more(tenant: t
     # The bundle twice, then its changes on their own arms.
     assert tried[0] == tried[1] and tried[0].startswith("in-context examples + ")
     assert tried[2] == "in-context examples"
+
+
+def test_a_trial_undecided_past_its_expected_time_is_cut_short_and_its_candidate_tried_again(
+    tenant: tuple,
+) -> None:
+    """The turn's trained adapter waits for the trial: past the time its design expected to decide by, the
+    loop ends it rather than hold the adapter for the trial's whole horizon; no verdict on its candidate."""
+    tenant, settings, _ = tenant
+    pairs = [_edit_pair(f"How do I reset password number {i}?") for i in range(12)]
+    feedback = Feedback(pairs, [], MIN_EXAMPLES)
+    [first] = compose_candidates(tenant, settings, SNAPSHOT, feedback, LightPolicy())
+    Registry(tenant).move(first["version"], "gated", actor="test", reason="setup")
+    exp = start_arms(tenant, [first["version"]], RolloutPolicy(), reward_policy=RewardPolicy(), actor="test")
+    design = {
+        **exp.decision["design"],
+        "expected_decision_at": (now_utc() + timedelta(minutes=5)).isoformat(),
+    }
+    looked = {"design": design, "action": "continue", "reason": "undecided among ['arm-1']"}
+    tenant.transaction(lambda tx: tx.update(experiments, experiments.c.id == exp.id, decision=looked))
+    assert light_candidates.cut_short(tenant, exp.id) is None  # its time is ahead
+
+    due = {**looked, "design": {**design, "expected_decision_at": now_utc().isoformat()}}
+    tenant.transaction(lambda tx: tx.update(experiments, experiments.c.id == exp.id, decision=due))
+    outcome = light_candidates.cut_short(tenant, exp.id)["light_trial"]
+
+    assert outcome["outcome"] == "rolled_back" and outcome["reason"].startswith(CUT_SHORT)
+    assert outcome["reason"].endswith("(undecided among ['arm-1'])") and active_experiment(tenant) is None
+    [again] = compose_candidates(tenant, settings, SNAPSHOT, feedback, LightPolicy())
+    assert again["reason"] == first["reason"]
+
+
+def test_the_light_trial_stage_waits_past_the_expected_time_only_for_a_turn_with_nothing_trained(
+    tenant: tuple,
+) -> None:
+    tenant, settings, production = tenant
+    loop = Loop(tenant, settings, LoopPolicy(on_alerts=False))
+    _, exp = _on_trial(tenant, production, "Answer in one line.")
+    due = {
+        **exp.decision,
+        "design": {**exp.decision["design"], "expected_decision_at": now_utc().isoformat()},
+    }
+    tenant.transaction(lambda tx: tx.update(experiments, experiments.c.id == exp.id, decision=due))
+    ctx = TurnContext(tenant, settings, loop.policy)
+    turn = advance_turn(tenant, loop.start("manual"), "light_trial", {"light": {"experiment": exp.id}})
+    assert stages.light_trial(ctx, turn) is None  # no adapter waits: the trial runs its course
+
+    served = Registry(tenant).get(production)
+    trained = Registry(tenant).register(
+        kind="adapter",
+        base_model="base",
+        actor="test",
+        system_prompt=served.system_prompt,
+        decoding=served.decoding,
+    )
+    step = stages.light_trial(ctx, advance_turn(tenant, turn, "light_trial", {"candidate": trained.id}))
+    assert step is not None and (step.stage, step.report["candidate"]) == ("gate", trained.id)
+    assert step.report["light_trial"]["reason"].startswith(CUT_SHORT)
 
 
 def test_once_a_reranker_orders_the_sources_a_candidate_shows_half_of_them(tenant: tuple) -> None:

@@ -18,15 +18,20 @@ A trial holds no more candidates than the last week's users can give each arm it
 never decides, and the turn's adapter would wait out the trial's horizon.
 
 The turn trains while the trial runs; once it has decided, the adapter candidate takes production's prompt
-and decoding (`carry_light_parts`) before its gate — so an adapter carries the winning light parts on.
+and decoding (`carry_light_parts`) before its gate — so an adapter carries the winning light parts on. A
+trial still undecided when the adapter is trained and the time its design expected to decide by has passed
+is ended (`cut_short`): it could not show the lift it was sized for in that time, and its horizon (three
+times as long) would hold the adapter back; its candidates are tried again on a later turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,7 +53,7 @@ from tuneloop.registry.composition import (
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.retrieve.policy import retrieval_policy
 from tuneloop.retrieve.serving import KIND as RERANKER
-from tuneloop.rollout import arms
+from tuneloop.rollout import arms, controller
 from tuneloop.rollout.controller import recent_traffic
 from tuneloop.rollout.design import LOOKBACK_DAYS, MIN_UNITS, trial_candidates
 from tuneloop.rollout.experiments import LIVE_STATES, active_experiment, get_experiment
@@ -60,6 +65,7 @@ from tuneloop.store.repository import TenantStore
 from tuneloop.store.schema import interactions
 
 ACTOR = "loop"
+CUT_SHORT = "undecided by its expected decision time, when the turn's adapter was ready"
 # Fewer rated or edited answers rarely include one similar enough to a request to be shown, and a
 # candidate that shows no example is production under another name, on a trial users pay for.
 MIN_EXAMPLES = 16
@@ -218,6 +224,11 @@ def start_trial(
 def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -> dict[str, Any] | None:
     """Look at the light trial once: None while it runs, else the report's `light_trial` entry."""
     arms.review(tenant, tenant_policy(settings.home, tenant.tenant.name, RewardPolicy), actor=ACTOR)
+    return _ended(tenant, experiment_id)
+
+
+def _ended(tenant: TenantStore, experiment_id: str) -> dict[str, Any] | None:
+    """How the light trial ended, as the report's `light_trial` entry; None while it runs."""
     exp = get_experiment(tenant, experiment_id)
     if exp.state in LIVE_STATES:
         return None
@@ -236,6 +247,21 @@ def trial_outcome(tenant: TenantStore, settings: Settings, experiment_id: str) -
         "ended_at": exp.ended_at.isoformat() if exp.ended_at else None,
     }
     return {"light_trial": decided}
+
+
+def cut_short(tenant: TenantStore, experiment_id: str) -> dict[str, Any] | None:
+    """End the running light trial, undecided, once the time its design expected it to decide by has passed
+    (the turn's adapter waits for it): `trial_outcome`'s entry then, None while that time is ahead."""
+    exp = get_experiment(tenant, experiment_id)
+    due = ((exp.decision or {}).get("design") or {}).get("expected_decision_at")
+    if exp.state in LIVE_STATES and due is not None and now_utc() >= datetime.fromisoformat(due):
+        last = exp.decision or {}
+        said = " ".join(str(last.get("reason") or "").split())
+        reason = CUT_SHORT + (f" ({said})" if said else "")
+        stats = {**last, "action": "cut_short", "reason": reason}
+        with contextlib.suppress(Conflict):  # the controller decided it meanwhile: its decision stands
+            controller.finish(tenant, "rolled_back", actor=ACTOR, reason=reason, stats=stats)
+    return _ended(tenant, experiment_id)
 
 
 def trial_words(outcome: dict[str, Any]) -> str:
@@ -294,8 +320,8 @@ def bundle(changes: list[Proposal]) -> Proposal | None:
 def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None, str]]:
     """The light parts users turned down against production `parent`: each turn would put such a loser on
     a trial again and hold the turn's adapter back until it lost once more. A candidate whose one trial
-    ended futile (it could not show the lift the trial was sized for, which a small tenant's trial often
-    cannot) was not turned down: the next turn tries it once more, on more feedback."""
+    ended futile or was cut short (it could not show the lift the trial was sized for, which a small tenant's
+    trial often cannot) was not turned down: the next turn tries it once more, on more feedback."""
     rolled_back = [v for v in registry.list("adapter", "rolled_back") if v.parent_id == parent]
     tries = Counter(_light_parts(v) for v in rolled_back)
     history = registry.history() if rolled_back else {}
@@ -305,7 +331,7 @@ def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None
             (h["reason"] or "" for h in reversed(history.get(version.id, [])) if h["state"] == "rolled_back"),
             "",
         )
-        if not why.startswith(FUTILE) or tries[_light_parts(version)] > 1:
+        if not why.startswith((FUTILE, CUT_SHORT)) or tries[_light_parts(version)] > 1:
             lost.add(_light_parts(version))
     return lost
 

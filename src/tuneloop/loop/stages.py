@@ -362,11 +362,14 @@ def light(ctx: TurnContext, turn: Turn) -> Step:
 
 
 def light_trial(ctx: TurnContext, turn: Turn) -> Step | None:
-    """Wait for the turn's light trial to decide; the adapter candidate then takes production's light
-    parts (a winner's prompt and decoding) and goes to the gate. A turn with nothing to train ends here."""
+    """Wait for the turn's light trial to decide, or with the adapter trained, until its expected decision
+    time (`light.cut_short`); the adapter candidate then takes production's light parts (a winner's prompt
+    and decoding) and goes to the gate. A turn with nothing to train ends here."""
     done: dict[str, Any] = {}
     if (experiment := _light_trial(turn)) is not None:
         outcome = light_candidates.trial_outcome(ctx.tenant, ctx.settings, experiment)
+        if outcome is None and "candidate" in turn.report:
+            outcome = light_candidates.cut_short(ctx.tenant, experiment)
         if outcome is None:
             return None
         _tell_trial(ctx, turn, outcome)  # unless the watcher told it during training
