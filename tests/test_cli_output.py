@@ -387,12 +387,13 @@ def test_a_look_that_ran_for_minutes_says_how_far_into_its_turn_it_is() -> None:
     began = datetime.now(UTC) - timedelta(minutes=36, seconds=10)
     turn = Turn(1, "feedback:200", "canary", None, {}, began, began)
     assert tick_summary(turn, started=True) == (
-        "turn 1 (feedback:200) started, 36 min in; waiting at canary for more users' feedback"
+        "turn 1 (feedback:200) started 36 min ago; waiting at canary for more users' feedback"
     )
 
 
 def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytest.CaptureFixture) -> None:
-    """Once a look said how many minutes into its turn it was, each look at a waiting canary printed again."""
+    """Once a look said how many minutes into its turn it was, each look at a waiting canary printed again;
+    the look after the one that started the turn said "continued" and the rest of the line again."""
     from datetime import UTC, datetime, timedelta
 
     from tuneloop.cli.loop import Unrepeated
@@ -408,7 +409,6 @@ def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytes
         say(turn(minutes), started=False)
     say(turn(8, DONE, "promoted"), started=False)
     assert capsys.readouterr().err.splitlines() == [
-        "turn 1 (manual) started, 5 min in; waiting at canary for more users' feedback",
-        "turn 1 (manual) continued, 5 min in; waiting at canary for more users' feedback",
+        "turn 1 (manual) started 5 min ago; waiting at canary for more users' feedback",
         "turn 1 (manual) continued, 8 min in; ended promoted",
     ]

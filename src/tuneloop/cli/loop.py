@@ -104,13 +104,14 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 class Unrepeated:
     """Prints a look's `tick_summary` to stderr unless it says what the last one printed said, its minutes
-    into the turn aside: a canary waits for minutes, and every look at it said the same thing."""
+    into the turn and whether it started the turn aside: a canary waits for minutes, and every look at it
+    said the same thing."""
 
     def __init__(self) -> None:
         self.last: str | None = None
 
     def __call__(self, turn: Turn, *, started: bool) -> None:
-        said = tick_summary(turn, started=started, elapsed=False)
+        said = tick_summary(turn, started=False, elapsed=False)  # the next look "continued" says the same
         if said != self.last:
             print(tick_summary(turn, started=started), file=sys.stderr, flush=True)
             self.last = said
@@ -131,7 +132,8 @@ def tick_summary(turn: Turn, *, started: bool, elapsed: bool = True) -> str:
     head = f"turn {turn.turn} ({turn.trigger}) {'started' if started else 'continued'}"
     # A look that trains runs for many minutes: "started" alone read as if the turn had just begun.
     minutes = int((now_utc() - turn.started_at).total_seconds() // 60)
-    head += f", {minutes} min in" if minutes and elapsed else ""
+    if minutes and elapsed:
+        head += f" {minutes} min ago" if started else f", {minutes} min in"
     if turn.stage != DONE:
         waits = WAITS_FOR.get(turn.stage)
         return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
