@@ -118,6 +118,20 @@ def test_each_word_of_a_name_is_removed_from_the_other_texts_of_its_record(redac
     ]
 
 
+def test_the_names_an_address_spells_are_removed_from_the_other_texts_of_its_record(
+    redactor: Redactor,
+) -> None:
+    """Given "lukas.moreau88@example.com", the model answered "Lukas: welcome"; "support@" names no one."""
+    texts = [
+        "My email is lukas.moreau88@example.com and support@parcelo.com never replied.",
+        "Lukas: welcome! Support will write to Moreau today.",
+    ]
+    assert (
+        redactor.redact_texts(texts, "redact")[1]
+        == "<PERSON>: welcome! Support will write to <PERSON> today."
+    )
+
+
 ORDINARY = [
     "How do I reset my password?",
     "The export to CSV cuts off after row 1200.",

@@ -179,21 +179,38 @@ def _words_before(text: str, start: int, count: int) -> list[str]:
 
 
 @functools.cache
-def _plain_words() -> frozenset[str]:
-    """English words that spell no census first name or common surname: Webster's lower-case entries (its
-    capitalised ones are names and places), and the embedding model's whole WordPiece words for what came
-    after 1934 ("email", "login")."""
-    from english_words import get_english_words_set
-
+def plain_words() -> frozenset[str]:
+    """English words that spell no census first name or common surname: Webster's, and the embedding
+    model's whole WordPiece words for what came after 1934 ("email", "login")."""
     from tuneloop.signals.embeddings import model_dir
 
     vocab = (model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    return _websters() | frozenset(w for w in vocab if _plain(w)) - _names()
+
+
+def names_a_person(word: str) -> bool:
+    """A word that could only be a name: a census first name or common surname, or no word of Webster's
+    nor its plural ("lukas", "moreau", not "orders"; WordPiece's vocabulary is no help: it holds "lukas")."""
+    word, websters = word.lower(), _websters()
+    singular = (word[:-1], word[:-2]) if word.endswith("s") else ()
+    return word in _names() or (word not in websters and not any(s in websters for s in singular))
+
+
+@functools.cache
+def _websters() -> frozenset[str]:
+    """Webster's lower-case entries (its capitalised ones are names and places) that spell no census name."""
+    from english_words import get_english_words_set
+
+    return frozenset(w for w in get_english_words_set(["web2"]) if _plain(w)) - _names()
+
+
+def _plain(word: str) -> bool:
+    return len(word) > 2 and word.isascii() and word.isalpha() and word.islower()
+
+
+def _names() -> frozenset[str]:
     census = _census()
-    names = census.first | census.common_surnames
-    words = get_english_words_set(["web2"]) | set(vocab)
-    return frozenset(
-        w for w in words if len(w) > 2 and w.isascii() and w.isalpha() and w.islower() and w not in names
-    )
+    return census.first | census.common_surnames
 
 
 class _Census(NamedTuple):
@@ -237,7 +254,7 @@ class NamesRecognizer(SpacyRecognizer):
         super().__init__(supported_entities=["PERSON"])
 
     def load(self) -> None:
-        _plain_words()
+        plain_words()
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         out = []
@@ -278,7 +295,7 @@ class NamesRecognizer(SpacyRecognizer):
         """One word that is an English word and no census name: a UI label ("select Add Pet", "open Bags")
         the small model reads as a person, as it does most capitalised words it has not seen."""
         bare = found.split("'")[0].split("’")[0].lower()
-        return " " not in found.strip() and bare in _plain_words()
+        return " " not in found.strip() and bare in plain_words()
 
     @staticmethod
     def _grow(text: str, at: int, pattern: Any, *, left: bool) -> int:
@@ -487,7 +504,7 @@ def _acting_name() -> str:
 
 def _obfuscated_email_ok(value: str) -> bool:
     # "file a claim at parcelo.com", "visit us at parcelo.com": a plain word before a spelt "at" is prose.
-    if (spelt := _SPELT_AT.match(value)) and (len(spelt[1]) <= 2 or spelt[1].lower() in _plain_words()):
+    if (spelt := _SPELT_AT.match(value)) and (len(spelt[1]) <= 2 or spelt[1].lower() in plain_words()):
         return False
     canonical = p.canonical_email(value)
     # "meet at the office" is no address: it takes "@", a dot after it, and a known top-level domain.

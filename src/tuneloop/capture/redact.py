@@ -235,7 +235,8 @@ def _propagate(texts: list[str], spans: list[Spans], scopes: list[Hashable]) -> 
     NER misses a name in "Thanks Johanna Whitfield!" that it found in "I am Johanna Whitfield"; the texts
     of one record arrive in one batch, so what is found in one of them is removed from all of them. A model
     answers "I'm Priya Raman" with "Priya, try…" or "@Priya.Raman", which no recogniser reads as a name, so
-    the words of a name are looked for too (as whole words, capitalised as found). Records of other
+    the words of a name are looked for too (as whole words, capitalised as found), and so are the census
+    names an address spells ("lukas.moreau@…" answered "Lukas: welcome…"). Records of other
     requests analysed in the same batch are other scopes: what one holds must not decide another.
     """
     found: dict[Hashable, dict[str, str]] = {}
@@ -247,6 +248,8 @@ def _propagate(texts: list[str], spans: list[Spans], scopes: list[Hashable]) -> 
                 values[value] = entity
             if entity == "PERSON":
                 values.update(dict.fromkeys(_name_words(value), entity))
+            elif entity == "EMAIL_ADDRESS":
+                values.update(dict.fromkeys(_names_in_address(value), "PERSON"))
     if not any(found.values()):
         return spans
     out = []
@@ -270,6 +273,15 @@ def _name_words(name: str) -> list[str]:
         for word in regex.split(r"[\s.,]+", name)
         if len(word) >= 3 and word[0].isupper() and word.lower().rstrip(".") not in _NOT_NAME_WORDS
     ]
+
+
+def _names_in_address(address: str) -> list[str]:
+    """The words of an address's local part that can only be names ("lukas.moreau", not "support"),
+    capitalised as a model writes them back."""
+    from tuneloop.capture.recognizers import names_a_person
+
+    local = canonical_email(address).split("@")[0]
+    return [word.capitalize() for word in regex.findall(r"\p{L}{3,}", local) if names_a_person(word)]
 
 
 def _occurrences(text: str, value: str) -> Iterator[int]:
