@@ -12,6 +12,7 @@ import pytest
 from tests.live import live_server
 from tuneloop import Settings
 from tuneloop.capture.redact import Redactor
+from tuneloop.learn.light_changes import BRIEF, word_limit
 from tuneloop.model_files import load_tokenizer
 from tuneloop.registry.composition import Decoding, ExamplePolicy, compose, with_system_prompt
 from tuneloop.registry.versions import Registry
@@ -187,6 +188,22 @@ def test_a_prompt_asked_often_shows_its_edit_and_best_rated_answer_not_its_oldes
     shown = pool.nearest(np.ones(1, dtype=np.float32), ExamplePolicy(k=3, min_reward=0.5, min_similarity=0.5))
     # The same answer twice teaches nothing more: the lower-rated copy gives way to the next answer.
     assert [ex.interaction_id for ex in shown] == ["edit", "best", "newer"]
+
+
+def test_a_version_asking_for_brevity_shows_no_example_longer_than_it_asks() -> None:
+    prompt = "Where is my parcel?"
+    long = Example("long", prompt, " ".join(["word"] * 40), 1.0)
+    short = Example("short", prompt, "Track it at the link in your email.", 0.6)
+    pool = Pool([long, short], np.ones((2, 1), dtype=np.float32))
+    policy = ExamplePolicy(k=2, min_reward=0.5, min_similarity=0.5)
+    limit = word_limit(f"{BRIEF.format(words=30)}\n\nYou are Parcelo's assistant.")
+    assert limit == 30 and word_limit("You are Parcelo's assistant.") is None
+    assert [ex.interaction_id for ex in pool.nearest(np.ones(1, dtype=np.float32), policy)] == [
+        "long",
+        "short",
+    ]
+    shown = pool.nearest(np.ones(1, dtype=np.float32), policy, max_words=limit)
+    assert [ex.interaction_id for ex in shown] == ["short"]
 
 
 def test_the_most_similar_example_is_shown_next_to_the_conversation() -> None:

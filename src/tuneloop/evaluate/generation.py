@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import BadRequest, NotFound
+from tuneloop.learn.light_changes import word_limit
 from tuneloop.model_files import load_causal_lm
 from tuneloop.registry.composition import Decoding, with_system_prompt
 from tuneloop.registry.versions import Version
@@ -68,7 +69,9 @@ class Arm:
         """The conversation as the arm's version serves it: its system prompt, then its examples."""
         messages = with_system_prompt(prompt, self.system_prompt)
         policy = self.decoding.examples
-        return self.examples.show(messages, policy) if policy and self.examples else messages
+        if not (policy and self.examples):
+            return messages
+        return self.examples.show(messages, policy, word_limit(self.system_prompt))
 
     def shown(self, sources: list[Any]) -> list[Any]:
         """The retrieved sources (in rank order) the arm's version shows with a question."""

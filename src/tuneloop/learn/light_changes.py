@@ -40,7 +40,7 @@ CAP_MARGIN = 1.25  # a cap above the answers users chose, so it does not cut the
 MIN_PAIRS = MIN_LENGTH_EVIDENCE  # fewer pairs say too little to change a setting on
 MAX_CAP = 4096  # half the largest cap a version may set, so that twice it is still valid
 BRIEF = "Keep your answer under {words} words."
-_BRIEF = re.compile(r"Keep your answer under \d+ words\.\s*")  # one production already carries
+_BRIEF = re.compile(r"Keep your answer under (\d+) words\.\s*")  # one production already carries
 DEFAULT_TEMPERATURE = 1.0  # what the gateway samples at when neither version nor client sets one
 
 
@@ -101,6 +101,12 @@ def propose_changes(
         why = f"{regenerated:.0%} of the pairs come from regenerated answers; temperature {changed}"
         proposals.append(Proposal(why, decoding=_with(production, temperature=changed)))
     return [p for p in proposals if p.decoding != production]
+
+
+def word_limit(system_prompt: str | None) -> int | None:
+    """The words a version's brevity instruction allows, or None when its prompt carries none."""
+    found = _BRIEF.search(system_prompt or "")
+    return int(found[1]) if found else None
 
 
 def _with(production: Decoding, **update: Any) -> Decoding:

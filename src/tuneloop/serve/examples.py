@@ -26,6 +26,7 @@ import numpy as np
 from tuneloop.capture.redact import PLACEHOLDER, Redactor
 from tuneloop.clock import now_utc
 from tuneloop.config import tenant_policy
+from tuneloop.learn.light_changes import word_limit
 from tuneloop.registry.composition import Decoding, ExamplePolicy
 from tuneloop.signals.pairs import sft_rows
 from tuneloop.signals.policy import RewardPolicy
@@ -75,10 +76,15 @@ class Pool:
         self._rewards = np.array([ex.reward for ex in self.examples], dtype=float)
 
     def nearest(
-        self, query: np.ndarray, policy: ExamplePolicy, exclude: Collection[str] = ()
+        self,
+        query: np.ndarray,
+        policy: ExamplePolicy,
+        exclude: Collection[str] = (),
+        max_words: int | None = None,
     ) -> list[Example]:
         """Up to k distinct examples at or above the policy's reward and similarity floors, most similar
-        first; none from the interactions in `exclude`.
+        first; none from the interactions in `exclude`, none longer than `max_words` (a version that asks
+        for answers under N words shows none that break it: a small model copies its examples' length).
 
         Answers to one prompt are equally similar; among them a user's edit comes first, then the higher
         reward, then the newer, so a prompt asked often shows its best answer rather than its oldest.
@@ -95,6 +101,7 @@ class Pool:
             if (
                 example.reward >= policy.min_reward
                 and example.interaction_id not in exclude
+                and (max_words is None or len(example.answer.split()) <= max_words)
                 and all(example.answer != other.answer for other in found)
             ):
                 found.append(example)
@@ -187,8 +194,10 @@ class OfflineExamples:
         self._by_prompt: dict[str, set[str]] = defaultdict(set)  # stored prompt -> its interactions
         self._vectors: dict[str, np.ndarray] = {}
 
-    def show(self, messages: list[dict[str, str]], policy: ExamplePolicy) -> list[dict[str, str]]:
-        """`messages` with the examples the policy shows for their last user message."""
+    def show(
+        self, messages: list[dict[str, str]], policy: ExamplePolicy, max_words: int | None = None
+    ) -> list[dict[str, str]]:
+        """`messages` with the examples the policy shows for their last user message (`Pool.nearest`)."""
         from tuneloop.signals.embeddings import embed
 
         query = last_user_text(messages)
@@ -200,7 +209,8 @@ class OfflineExamples:
                 self._by_prompt[prompt].add(interaction_id)
         if query not in self._vectors:
             self._vectors[query] = embed([query])[0]
-        shown = self._pool.nearest(self._vectors[query], policy, exclude=self._by_prompt.get(query, ()))
+        excluded = self._by_prompt.get(query, ())
+        shown = self._pool.nearest(self._vectors[query], policy, excluded, max_words)
         return with_examples(messages, shown)
 
 
@@ -223,7 +233,7 @@ class ExampleIndex:
 
         pool = await self.pool(call.st, call.tenant)
         vector = (await asyncio.to_thread(embed, [query]))[0]
-        shown = pool.nearest(vector, policy)
+        shown = pool.nearest(vector, policy, max_words=word_limit(version.system_prompt))
         call.decoding["examples"] = {**policy.model_dump(), "shown": [ex.interaction_id for ex in shown]}
         return with_examples(messages, shown)
 
