@@ -55,6 +55,14 @@ def test_feedback_lands_on_its_interaction(api: tuple) -> None:
     assert [(e["id"], e["kind"], e["value"]) for e in stored["feedback"]] == [(event, "thumbs", 1)]
 
 
+def test_an_id_of_other_characters_is_told_which_ones_it_may_hold(api: tuple) -> None:
+    with _http(api) as http:
+        resp = http.post("/v1/interactions", json={"id": "a/b", "messages": [], "response": "a"})
+    message = resp.json()["error"]["message"]
+    assert resp.status_code == 400 and message.startswith("id: use only letters, digits")
+    assert "pattern" not in message
+
+
 def test_conflicting_duplicate_event_gets_409(api: tuple) -> None:
     with _http(api) as http:
         iid = http.post(

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tuneloop.capture.events import text_problem
+from tuneloop.capture.events import ID_PATTERN, text_problem
 from tuneloop.errors import (
     BadRequest,
     Forbidden,
@@ -260,6 +260,8 @@ def describe(exc: ValidationError, where: str = "") -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field; remove it (the API reference lists the accepted fields)"
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
+            msg = "use only letters, digits and . _ : - (not dots alone)"  # rather than the regex itself
         parts.append(f"{_loc(err, where)}: {msg}" if err["loc"] or where else msg)
     return "; ".join(parts)
 
