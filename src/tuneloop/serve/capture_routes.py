@@ -18,6 +18,7 @@ from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import (
     CAPTURE,
+    NAMED_FIELD,
     OPERATE,
     bearer_key,
     clip,
@@ -144,7 +145,10 @@ async def _batch(
         await st.auth.tenant(request, CAPTURE)
     stored = iter(await _store_feedback(st, store, valid, request) if valid else [])
     warned = iter(_warnings(st, store, valid))
-    merged = [(c, {}) if isinstance(c, ItemResult) else (next(stored), next(warned)) for c in checked]
+    merged = [
+        (c, {}) if isinstance(c, ItemResult) else (_at(i, next(stored)), next(warned))
+        for i, c in enumerate(checked)
+    ]
     statuses = ("accepted", "duplicate", "pending", "rejected")
     counts = {s: sum(r.status == s for r, _ in merged) for s in statuses}
     items = [
@@ -152,6 +156,14 @@ async def _batch(
         for r, warning in merged
     ]
     return JSONResponse({**counts, "results": items}, status_code=200)
+
+
+def _at(i: int, result: ItemResult) -> ItemResult:
+    """A write's refusal of a batch's item `i`, named as its validation errors are (`events.3.value: …`)."""
+    if not result.error:
+        return result
+    named = NAMED_FIELD.match(result.error)
+    return replace(result, error=f"events.{i}{'.' if named else ': '}{result.error}")
 
 
 def _id_of(raw: Any) -> str:

@@ -54,7 +54,7 @@ ECHO_CHARS = 100  # the most of one client value an error message repeats
 # would begin a scan to the end (quadratic in the body, holding the GIL from every tenant).
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
+NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
 _OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*|\d+")  # a field name or a list index
 
@@ -269,7 +269,7 @@ def describe(exc: ValidationError, where: str = "") -> str:
 def _param(err: dict, where: str) -> str:
     """The field an error is about: its location, or for a check across fields (a model validator, whose
     location is the model) the field its message starts with (`value.value: ...`)."""
-    if not err["loc"] and (named := _NAMED_FIELD.match(err["msg"].removeprefix("Value error, "))):
+    if not err["loc"] and (named := NAMED_FIELD.match(err["msg"].removeprefix("Value error, "))):
         return f"{where}{named.group(1)}"
     return _loc(err, where)
 
