@@ -57,6 +57,7 @@ FOUND = [
     ("mail nsawyer AT example DOT org today", "mail <EMAIL_ADDRESS> today"),
     ("it is jane dot doe at example dot com ok", "is <EMAIL_ADDRESS> ok"),
     ("reach mark at gmail.com soon", "reach <EMAIL_ADDRESS> soon"),  # a census name before "at"
+    ("write to sunshine at gmail.com", "to <EMAIL_ADDRESS>"),  # a word, but at a mailbox provider
     # An address on an IP literal, and a company's mail host with no top-level domain after a mail word.
     ("Mail jane.doe@[192.168.1.1] please", "Mail <EMAIL_ADDRESS> please"),
     ("write to priya.raman@northwind or ops@intranet", "to <EMAIL_ADDRESS> or <EMAIL_ADDRESS>"),

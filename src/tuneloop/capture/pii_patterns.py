@@ -193,6 +193,15 @@ _OBFUSCATION = re.compile(
 )
 
 
+# Domains (their registered name) of free mailbox providers: an address there is a person's.
+MAILBOX_PROVIDERS = frozenset(
+    _words(
+        "gmail googlemail yahoo ymail hotmail outlook live msn icloud me mac aol proton protonmail pm gmx web"
+        " mail yandex zoho fastmail tutanota qq 163 126 naver daum"
+    )
+)
+
+
 # "jane.doe@[192.168.1.1]": an address whose domain is an IP literal (RFC 5321), whole, not just its IP.
 IP_LITERAL_EMAIL = r"(?<![\w.+-])[\w.+-]+@\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\](?![\w-])"
 # "priya.raman@northwind": a company's own mail host, no top-level domain. Code writes "a@b" too (Python's

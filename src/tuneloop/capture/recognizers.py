@@ -503,12 +503,15 @@ def _acting_name() -> str:
 
 
 def _obfuscated_email_ok(value: str) -> bool:
-    # "file a claim at parcelo.com", "visit us at parcelo.com": a plain word before a spelt "at" is prose.
-    if (spelt := _SPELT_AT.match(value)) and (len(spelt[1]) <= 2 or spelt[1].lower() in plain_words()):
-        return False
     canonical = p.canonical_email(value)
     # "meet at the office" is no address: it takes "@", a dot after it, and a known top-level domain.
-    return "@" in canonical and canonical != value.lower() and _OFFLINE_TLDS(canonical).fqdn != ""
+    if "@" not in canonical or canonical == value.lower() or not (domain := _OFFLINE_TLDS(canonical)).fqdn:
+        return False
+    # "file a claim at parcelo.com", "visit us at parcelo.com": a plain word before a spelt "at" is prose,
+    # unless the domain is a mailbox provider's ("sunshine at gmail.com").
+    spelt = _SPELT_AT.match(value)
+    plain = spelt is not None and (len(spelt[1]) <= 2 or spelt[1].lower() in plain_words())
+    return not plain or domain.domain in p.MAILBOX_PROVIDERS
 
 
 _SPELT_AT = regex.compile(r"(?i)(\p{L}+)\s+at\s")
