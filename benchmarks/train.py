@@ -9,7 +9,9 @@
 
 `--beside N` keeps N other processes busy while each variant trains, as the server's users keep a core busy
 beside the loop's training. `tuneloop-fixed` is tuneloop's path with PyTorch's threads left at their
-default (every core) instead of following the idle cores (`learn.jobs.idle_cores`).
+default (every core) instead of following the idle cores (`learn.jobs.idle_cores`); `tuneloop-unshared` is
+tuneloop's path with each pair's prompt computed twice, in two padded rows, as TRL does
+(`learn/shared_prefix.py` off). `--system N` gives every pair a system prompt of N words, as tenants' apps do.
 
 Each variant runs in its own subprocess so its peak resident memory (VmHWM) is its own. Pairs/s counts
 the whole job: tokenising, reference log-probs and training. `trl-fp32` is TRL's defaults without their
@@ -38,12 +40,13 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _busy import busy_cores
 
-VARIANTS = ("trl-defaults", "trl-fp32", "tuneloop", "tuneloop-fixed")
+VARIANTS = ("trl-defaults", "trl-fp32", "tuneloop", "tuneloop-fixed", "tuneloop-unshared")
 DEFAULT_VARIANTS = ("trl-defaults", "tuneloop")
 
 
-def make_pairs(n: int) -> list[dict]:
-    """Synthetic preference pairs: a helpful answer over a curt one, on varied topics."""
+def make_pairs(n: int, system_words: int = 0) -> list[dict]:
+    """Synthetic preference pairs: a helpful answer over a curt one, on varied topics; with `system_words`, a
+    system prompt of that many words first."""
     topics = [
         "tea",
         "rivers",
@@ -58,10 +61,14 @@ def make_pairs(n: int) -> list[dict]:
         "maps",
         "jazz",
     ]
+    rules = "Answer the customer in plain words, name the one step that solves it, and never guess at policy."
+    words = (rules.split() * (system_words // len(rules.split()) + 1))[:system_words]
+    system = [{"role": "system", "content": " ".join(words)}] if system_words else []
     return [
         {
             "prompt": [
-                {"role": "user", "content": f"Explain {topics[i % len(topics)]} in two sentences. ({i})"}
+                *system,
+                {"role": "user", "content": f"Explain {topics[i % len(topics)]} in two sentences. ({i})"},
             ],
             "chosen": [
                 {
@@ -76,11 +83,13 @@ def make_pairs(n: int) -> list[dict]:
     ]
 
 
-def run_variant(variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int, device: str) -> dict:
+def run_variant(
+    variant: str, model_path: str, n_pairs: int, batch_size: int, seed: int, device: str, system_words: int
+) -> dict:
     """Train one variant in this process; return its figures."""
     from tuneloop.monitor.process import peak_memory_mb
 
-    rows = make_pairs(n_pairs)
+    rows = make_pairs(n_pairs, system_words)
     probe = FinalDPOLoss()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
@@ -153,6 +162,12 @@ def _train(
             device=device,
             output_dir=out,
         )
+        if variant == "tuneloop-unshared":
+            import contextlib
+
+            from tuneloop.learn import adapter_trainer
+
+            adapter_trainer.shared_prefix_pairs = lambda model, device: contextlib.nullcontext()
         if variant == "tuneloop-fixed":
             metrics = train_dpo(spec, rows, out / "adapter", callbacks=[probe])
         else:
@@ -235,6 +250,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when seen), cpu or cuda")
     parser.add_argument("--beside", type=int, default=0, help="other processes kept busy meanwhile")
+    parser.add_argument("--system", type=int, default=0, help="words of system prompt in every pair")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -244,22 +260,25 @@ def main() -> None:
 
     device = train_device(opts.device)
     if opts.worker:
-        figures = run_variant(opts.worker, opts.model, opts.pairs, opts.batch_size, opts.seed, device)
+        figures = run_variant(
+            opts.worker, opts.model, opts.pairs, opts.batch_size, opts.seed, device, opts.system
+        )
         print(json.dumps(figures))
         return
 
     model = resolve_model(opts.model)
     print(
         f"model={model} pairs={opts.pairs} batch={opts.batch_size} seed={opts.seed} device={device} "
-        f"busy processes beside={opts.beside}"
+        f"busy processes beside={opts.beside} system prompt words={opts.system}"
     )
-    header = f"{'variant':<14}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'GPU MB':>8}"
+    header = f"{'variant':<18}{'steps':>6}{'wall s':>9}{'pairs/s':>9}{'peak MB':>10}{'GPU MB':>8}"
     header += f"{'final loss':>12}{'DPO loss':>10}"
     print(header)
     print("-" * len(header), flush=True)
     for variant in opts.variants.split(","):  # each row as its variant finishes: a run can take an hour
         cmd = [sys.executable, __file__, "--worker", variant, "--model", model, "--pairs", str(opts.pairs)]
         cmd += ["--batch-size", str(opts.batch_size), "--seed", str(opts.seed), "--device", device]
+        cmd += ["--system", str(opts.system)]
         with busy_cores(opts.beside):
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -268,7 +287,7 @@ def main() -> None:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         loss, dpo = ("n/a" if r[k] is None else f"{r[k]:.4g}" for k in ("final_loss", "dpo_loss"))
         print(
-            f"{r['variant']:<14}{r['steps']:>6}{r['wall_s']:>9.1f}{r['pairs_per_s']:>9.3f}"
+            f"{r['variant']:<18}{r['steps']:>6}{r['wall_s']:>9.1f}{r['pairs_per_s']:>9.3f}"
             f"{r['peak_rss_mb']:>10.0f}{r['peak_gpu_mb'] or '-':>8}{loss:>12}{dpo:>10}",
             flush=True,
         )

@@ -3,8 +3,8 @@
 The base stays frozen; the reference model is the same base with the adapter switched off, and its log-probs
 are computed once before training (`precompute_ref_log_probs`) instead of on every step. On a CPU the LM head
 scores only the completion tokens, for the reference log-probs as for the steps (`_score_completions_only`),
-and CPUs with bf16 units train in bf16 autocast (`job_config.has_bf16_units`); on a GPU (`JobSpec.device`)
-TRL's own paths run.
+a DPO pair computes its shared prompt once (`shared_prefix.py`), and CPUs with bf16 units train in bf16
+autocast (`job_config.has_bf16_units`); on a GPU (`JobSpec.device`) TRL's own paths run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import BadRequest
 from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config, weights_dtype
+from tuneloop.learn.shared_prefix import shared_prefix_pairs
 from tuneloop.model_files import load_causal_lm
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def train_dpo(
     """Train a DPO LoRA adapter on preference pairs; save it to `out_dir` and return the train metrics."""
     from trl import DPOConfig, DPOTrainer
 
-    return _train(spec, rows, out_dir, DPOTrainer, DPOConfig, callbacks, resume_from)
+    return _train(spec, rows, out_dir, DPOTrainer, DPOConfig, callbacks, resume_from, pairs=True)
 
 
 def train_kto(
@@ -57,13 +58,15 @@ def _train(
     config_cls: type,
     callbacks: list[TrainerCallback] | None,
     resume_from: str | None,
+    pairs: bool = False,
 ) -> dict[str, Any]:
     """Load the base → build TRL's config and PEFT's LoRA → train with the adapter off as reference → save."""
     from datasets import Dataset
 
     model, tokenizer = load_causal_lm(spec.base_model, weights_dtype(spec))
+    packing = shared_prefix_pairs(model, spec.device) if pairs else contextlib.nullcontext()
     # The trainer computes the reference log-probs as it is built: they too score only the completions.
-    with _score_completions_only():
+    with _score_completions_only(), packing:
         trainer = trainer_cls(
             model=model,
             ref_model=None,

@@ -15,6 +15,7 @@ from tuneloop.learn import embedding_reward
 from tuneloop.learn.calibration import CALIBRATION_FILE, calibration_report, train_val_test_split
 from tuneloop.learn.job_config import JobSpec, lora_config, trainer_config, weights_dtype
 from tuneloop.learn.privacy import DP_EMBEDDING_ONLY, TRAINER_ARGS_KEY
+from tuneloop.learn.shared_prefix import shared_prefix_pairs
 from tuneloop.model_files import load_tokenizer
 from tuneloop.signals.records import completion_text
 
@@ -43,6 +44,7 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train a LoRA Bradley–Terry reward model; report held-out accuracy and calibration; save the adapter."""
     from datasets import Dataset
+    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
     if TRAINER_ARGS_KEY in spec.trainer_args:
@@ -52,26 +54,29 @@ def train_reward_model(
             f"a reward model needs at least {MIN_REWARD_ROWS} pairs, got {len(rows)}", param="rows"
         )
     train, val, test = train_val_test_split(rows, spec.seed)
+    # The score head starts random: seeded, the same job trains the same model (the trainer seeds only after).
+    set_seed(spec.seed)
     model, tokenizer = load_reward_base(spec.base_model, weights_dtype(spec))
     args = trainer_config(spec, RewardConfig, out_dir / "checkpoints")
     # The score head is new, so it must train and be saved with the adapter.
     lora = lora_config(spec, task_type="SEQ_CLS", modules_to_save=["score"])
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train),
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=callbacks,
-    )
-    # TRL drops each pair longer than max_length, and with none left it fails deep in torch.
-    if len(trainer.train_dataset) == 0:
-        raise BadRequest(
-            f"none of the {len(train)} training pairs fits max_length {args.max_length} tokens (prompt and "
-            "answer); TRL's reward trainer drops longer pairs",
-            param="max_length",
+    with shared_prefix_pairs(model, spec.device):
+        trainer = RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=callbacks,
         )
-    trainer.train(resume_from_checkpoint=resume_from)
+        # TRL drops each pair longer than max_length, and with none left it fails deep in torch.
+        if len(trainer.train_dataset) == 0:
+            raise BadRequest(
+                f"none of the {len(train)} training pairs fits max_length {args.max_length} tokens (prompt "
+                "and answer); TRL's reward trainer drops longer pairs",
+                param="max_length",
+            )
+        trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
 
     scorer = LoraRewardModel(trainer.model, tokenizer)
