@@ -36,12 +36,13 @@ def _pair_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ids, mask, completion_mask
 
 
-@pytest.fixture()
-def lora_model(tiny_model):
+@pytest.fixture(params=["sdpa", "eager"])
+def lora_model(request, tiny_model):
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
     model, _ = load_causal_lm(tiny_model)
+    model.set_attn_implementation(request.param)
     add_fused_lm_head(model)
     peft_model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **DEFAULT_LORA))
     torch.manual_seed(1)

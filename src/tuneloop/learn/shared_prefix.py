@@ -60,7 +60,7 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, additive: 
         gather[1, i, shared:n_rejected] = base + n_chosen + torch.arange(rest)
     mask = allowed[:, None]
     if additive:
-        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
     return PackedPairs(ids, mask, positions, gather.reshape(-1))
 
 
