@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 
 from tests.learn.data import kto_rows, preference_rows
 from tuneloop.errors import BadRequest
-from tuneloop.learn.adapter_trainer import _score_completions_only, train_dpo, train_kto
+from tuneloop.learn.adapter_trainer import _score_completions_only, steps_take, train_dpo, train_kto
 from tuneloop.learn.job_config import JobSpec
 from tuneloop.model_files import load_causal_lm, model_hash
 
@@ -121,3 +121,24 @@ def test_scoring_only_the_completions_on_a_cpu_keeps_trls_log_probs(tiny_model):
     assert not utils._use_triton(torch.device("cpu"))
     assert torch.allclose(completions_only, every_position, atol=1e-6)
     assert (completions_only[completion[:, 1:] == 0] == 0).all()
+
+
+def test_a_job_whose_steps_end_within_a_pass_computes_only_the_rows_they_reach(tiny_model, tmp_path):
+    args = {**FAST, "max_steps": 2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2}
+    spec = JobSpec(kind="dpo", base_model=str(tiny_model), trainer_args=args, output_dir=tmp_path)
+    metrics = train_dpo(spec, preference_rows(16), tmp_path / "adapter")
+    assert (metrics["rows"], metrics["rows_trained"], metrics["steps"]) == (16, 4, 2)
+
+
+def test_the_rows_a_job_reaches_are_a_seeded_sample_and_all_when_the_steps_pass_over_them():
+    from transformers import TrainingArguments
+
+    rows = [{"i": i} for i in range(40)]
+    few = TrainingArguments(output_dir="unused", max_steps=3, per_device_train_batch_size=2, use_cpu=True)
+    picked = steps_take(rows, few, seed=7)
+    assert len(picked) == 6 and picked == steps_take(rows, few, seed=7) != steps_take(rows, few, seed=8)
+    assert picked == sorted(picked, key=lambda r: r["i"])
+    many = TrainingArguments(output_dir="unused", max_steps=30, per_device_train_batch_size=2, use_cpu=True)
+    assert steps_take(rows, many, seed=7) == rows
+    epochs = TrainingArguments(output_dir="unused", num_train_epochs=1, use_cpu=True)
+    assert steps_take(rows, epochs, seed=7) == rows

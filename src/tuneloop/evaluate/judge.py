@@ -66,13 +66,15 @@ def appoint_judge(
             held = ordered(sitting, [pairs[i] for i in fresh])
             mine = [right[i] for i in fresh]
             p = surely_better_p(held, mine)
-            if p < rule.alpha:
-                fit = False
-                why = (
-                    f"{why}, but judge {sitting.id} orders surely more of the same pairs right "
-                    f"({sum(held)} against {sum(mine)} of {len(fresh)} it did not train on; one-sided "
-                    f"McNemar p {p:.2f}, alpha {rule.alpha})"
-                )
+            counts = (
+                f"({sum(held)} against {sum(mine)} of {len(fresh)} it did not train on; one-sided "
+                f"McNemar p {p:.2f}, alpha {rule.alpha})"
+            )
+            fit = p >= rule.alpha
+            verdict = (
+                "orders surely more of the same pairs right" if not fit else "orders no surely more right"
+            )
+            why = f"{why}, {'but' if not fit else 'and'} judge {sitting.id} {verdict} {counts}"
     if reward_model.state == "candidate":
         if fit:
             registry.move(reward_model.id, "gated", actor=actor, reason=why)

@@ -10,6 +10,7 @@ autocast (`job_config.has_bf16_units`); on a GPU (`JobSpec.device`) TRL's own pa
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,13 +65,15 @@ def _train(
     from datasets import Dataset
 
     model, tokenizer = load_causal_lm(spec.base_model, weights_dtype(spec))
+    args = trainer_config(spec, config_cls, out_dir / "checkpoints")
+    given, rows = len(rows), steps_take(rows, args, spec.seed)
     packing = shared_prefix_pairs(model, spec.device) if pairs else contextlib.nullcontext()
     # The trainer computes the reference log-probs as it is built: they too score only the completions.
     with _score_completions_only(), packing:
         trainer = trainer_cls(
             model=model,
             ref_model=None,
-            args=trainer_config(spec, config_cls, out_dir / "checkpoints"),
+            args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=lora_config(spec, task_type="CAUSAL_LM"),
@@ -83,7 +86,22 @@ def _train(
             _load_lora_weights(trainer.model, Path(spec.init_adapter), spec.lora["r"])
         trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out_dir))
-    return train_metrics(trainer, n_rows=len(rows))
+    return {**train_metrics(trainer, n_rows=given), "rows_trained": len(rows)}
+
+
+def steps_take(rows: list[dict], args: Any, seed: int) -> list[dict]:
+    """The rows `args.max_steps` reach: a seeded sample of that many when the steps end within one pass.
+
+    The trainer would draw as many at random from its shuffled pass, but computes every row's reference
+    log-probs first: 2,900 rows for a turn's 512 held a job 5 minutes before its first step."""
+    if args.max_steps <= 0:
+        return rows
+    reach = (
+        args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    )
+    if len(rows) <= reach:
+        return rows
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), reach))]
 
 
 @contextlib.contextmanager

@@ -95,6 +95,10 @@ def advance_turn(
         ended = {"stage": turn.stage, "minutes": round((now - turn.started_at).total_seconds() / 60, 2)}
         timeline = [*turn.report.get("timeline", []), {**ended, "events": events}]
         merged = {**turn.report, **report, "timeline": timeline}
+        if stage == DONE:
+            # A turn whose adapter was rolled back may still have shipped its light candidate: the outcome
+            # is the adapter's, `shipped` what reached production.
+            merged["shipped"] = shipped(merged, outcome)
         tx.update(
             loop_turns,
             loop_turns.c.turn == turn.turn,
@@ -106,11 +110,23 @@ def advance_turn(
         )
         if stage == DONE:
             tx.audit(
-                actor="loop", action="loop.turn_end", subject=str(turn.turn), details={"outcome": outcome}
+                actor="loop",
+                action="loop.turn_end",
+                subject=str(turn.turn),
+                details={"outcome": outcome, "shipped": merged["shipped"]},
             )
 
     tenant.transaction(update)
     return get_turn(tenant, turn.turn)
+
+
+def shipped(report: dict[str, Any], outcome: str | None) -> list[str]:
+    """The versions a finished turn put into production: its light trial's winner, its promoted candidate."""
+    light = report.get("light_trial") or {}
+    found = [light["winner"]] if light.get("outcome") == "promoted" and light.get("winner") else []
+    if outcome == "promoted" and report.get("candidate"):
+        found.append(report["candidate"])
+    return found
 
 
 def _turn(row: sa.Row) -> Turn:
