@@ -78,15 +78,29 @@ def test_max_length_holds_the_longest_row(tiny_model: Path) -> None:
     assert fitted_length("reward_embedding", long, {}, tiny_model) == {}
 
 
-def test_a_cpu_trains_one_row_a_micro_batch_and_accumulates_to_the_same_batch(tiny_model: Path) -> None:
-    """On 2 cores a micro-batch of one row trained in about a third less time and a quarter of the memory
-    of eight; KTO keeps two rows a micro-batch for its KL estimate."""
+def test_a_cpu_trains_one_row_a_micro_batch_and_accumulates_to_the_same_batch(
+    tiny_model: Path, monkeypatch
+) -> None:
+    """On 2 fp32 cores a micro-batch of one row trained in about a third less time and a quarter of the
+    memory of eight; KTO keeps two rows a micro-batch for its KL estimate."""
+    monkeypatch.setattr(job_config, "has_bf16_units", lambda device: False)
     rows = [conversation(20, 40)]
     dpo = fitted_length("dpo", rows, {}, tiny_model, "cpu")
     assert (dpo["per_device_train_batch_size"], dpo["gradient_accumulation_steps"]) == (1, 8)
     kto = fitted_length("kto", [conversation(20, 40, key="completion")], {}, tiny_model, "cpu")
     assert (kto["per_device_train_batch_size"], kto["gradient_accumulation_steps"]) == (2, 2)
     assert paced("dpo", rows * 64, dpo, {})["num_train_epochs"] == 4  # 8 steps a pass, as at batch 8
+
+
+def test_a_bf16_cpu_micro_batch_holds_two_short_pairs_or_one_long(tiny_model: Path, monkeypatch) -> None:
+    monkeypatch.setattr(job_config, "has_bf16_units", lambda device: True)
+    short = [conversation(20, 40)]
+    dpo = fitted_length("dpo", short, {}, tiny_model, "cpu")
+    assert (dpo["per_device_train_batch_size"], dpo["gradient_accumulation_steps"]) == (2, 4)
+    long = fitted_length("dpo", [*short, conversation(190, 120)], {}, tiny_model, "cpu")
+    assert (long["per_device_train_batch_size"], long["gradient_accumulation_steps"]) == (1, 8)
+    fp32 = fitted_length("dpo", short, {"bf16": False}, tiny_model, "cpu")  # a spec's own setting wins
+    assert fp32["per_device_train_batch_size"] == 1
 
 
 def test_a_gpu_micro_batch_shrinks_only_as_rows_grow(tiny_model: Path) -> None:

@@ -87,6 +87,7 @@ MAX_STEPS = 64
 # row, in steps of 64, up to MAX_TRAIN_TOKENS, past which one row costs more CPU than its pair is worth.
 MIN_TRAIN_TOKENS = 256
 MAX_TRAIN_TOKENS = 1024
+CPU_BF16_TOKENS = 512  # a bf16 CPU's micro-batch: two pairs of up to 256 tokens, one longer pair
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "dpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
@@ -297,9 +298,10 @@ def fitted_length(
     device: Device = "cpu",
 ) -> dict[str, Any]:
     """`trainer_args` with a max_length that holds the longest row (MIN_TRAIN_TOKENS to MAX_TRAIN_TOKENS),
-    unless the caller set one, and the batch split into micro-batches, unless the caller set either: on a CPU
-    the smallest a kind allows, on a GPU shrinking past MIN_TRAIN_TOKENS so a step holds about the
-    activations it held at 256 tokens. Gradients accumulate to the same batch either way."""
+    unless the caller set one, and the batch split into micro-batches, unless the caller set either: on an
+    fp32 CPU the smallest a kind allows, on a bf16 one about CPU_BF16_TOKENS, on a GPU shrinking past
+    MIN_TRAIN_TOKENS so a step holds about the activations it held at 256 tokens. Gradients accumulate to
+    the same batch either way."""
     if kind == "reward_embedding":
         return trainer_args
     args = dict(trainer_args)
@@ -312,9 +314,14 @@ def fitted_length(
     batch = _resolved(kind, args)["per_device_train_batch_size"]
     # KTO's KL estimate pairs each answer with another row's prompt in the same micro-batch: it needs two.
     least = 2 if kind == "kto" else 1
-    # On a CPU the smallest micro-batch trains fastest and in the least memory (nothing padded to a longer
-    # neighbour, activations that stay in cache; docs/learning-defaults.md).
-    room = least if device == "cpu" else max(least, batch * MIN_TRAIN_TOKENS // args["max_length"])
+    # On a CPU in fp32 the smallest micro-batch trains fastest and in the least memory (nothing padded to a
+    # longer neighbour, activations that stay in cache); one that multiplies bf16 in hardware runs a pair's
+    # small products poorly, so there a micro-batch holds about CPU_BF16_TOKENS (docs/learning-defaults.md).
+    if device == "cpu":
+        bf16 = args.get("bf16", has_bf16_units("cpu"))
+        room = max(least, CPU_BF16_TOKENS // args["max_length"]) if bf16 else least
+    else:
+        room = max(least, batch * MIN_TRAIN_TOKENS // args["max_length"])
     micro = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= room)
     if micro == batch:
         return args
