@@ -46,7 +46,7 @@ def test_a_reward_model_that_agrees_with_the_humans_becomes_the_judge(
 
     assert verdict["judge"] == new.id and "held-out human pairs" in verdict["measured_on"]
     # The hand-over says what the sitting judge scored on the same pairs, not only the newcomer's agreement.
-    assert f"and judge {gate_setup.reward_model.id} orders no surely more right" in verdict["verdict"]
+    assert f"and judge {gate_setup.reward_model.id} does not order surely more" in verdict["verdict"]
     assert gate_setup.registry.get(gate_setup.reward_model.id).state == "retired"
 
 

@@ -71,10 +71,8 @@ def appoint_judge(
                 f"McNemar p {p:.2f}, alpha {rule.alpha})"
             )
             fit = p >= rule.alpha
-            verdict = (
-                "orders surely more of the same pairs right" if not fit else "orders no surely more right"
-            )
-            why = f"{why}, {'but' if not fit else 'and'} judge {sitting.id} {verdict} {counts}"
+            verdict = "but judge {} orders" if not fit else "and judge {} does not order"
+            why = f"{why}, {verdict.format(sitting.id)} surely more of the same pairs right {counts}"
     if reward_model.state == "candidate":
         if fit:
             registry.move(reward_model.id, "gated", actor=actor, reason=why)
