@@ -208,7 +208,9 @@ def _plain(word: str) -> bool:
     return len(word) > 2 and word.isascii() and word.isalpha() and word.islower()
 
 
+@functools.cache
 def _names() -> frozenset[str]:
+    """Census first names and common surnames: built once, as `names_a_person` asks for each word."""
     census = _census()
     return census.first | census.common_surnames
 
