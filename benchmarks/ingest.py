@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,7 +42,7 @@ CONNECTIONS = 32
 OPEN_LOOP_RATE = 1_000
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen:
+def start_server(home: Path, port: int, workers: int = 1) -> subprocess.Popen:
     # The benchmark measures the store path, not the per-tenant rate limits a shared server should keep.
     env = {
         **os.environ,
@@ -53,16 +52,17 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
         "TUNELOOP_TENANT_RATE_BURST": "1000000",
         "TUNELOOP_TENANT_MAX_CONCURRENCY": "1000",
     }
-    return _started([sys.executable, "-m", "tuneloop", "serve", "--port", str(port)], env, port)  # as run
+    cmd = [sys.executable, "-m", "tuneloop", "serve", "--port", str(port), "--workers", str(workers)]
+    return _started(cmd, env, workers)  # as run
 
 
-def start_anchor(port: int) -> subprocess.Popen:
+def start_anchor(port: int, workers: int) -> subprocess.Popen:
     """`anchor_app` on uvicorn with tuneloop serve's loop and parser, no access log."""
     here = str(Path(__file__).resolve().parent)
-    flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    app = ["--app-dir", here, "--factory", "ingest:anchor_app"]
+    flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "info"]
+    app = ["--app-dir", here, "--factory", "ingest:anchor_app", "--workers", str(workers)]
     return _started(
-        [sys.executable, "-m", "uvicorn", *app, "--port", str(port), *flags], dict(os.environ), port
+        [sys.executable, "-m", "uvicorn", *app, "--port", str(port), *flags], dict(os.environ), workers
     )
 
 
@@ -78,13 +78,16 @@ def anchor_app() -> FastAPI:
     return app
 
 
-def _started(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)  # any answer: it listens
-            return proc
-        except httpx.TransportError:
+def _started(cmd: list[str], env: dict[str, str], workers: int) -> subprocess.Popen:
+    """`cmd` started, once each of its `workers` processes has finished starting up (uvicorn logs it)."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        for _ in range(1200):
+            log.seek(0)
+            if log.read().count(b"Application startup complete") >= workers:
+                return proc
+            if proc.poll() is not None:
+                break
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{' '.join(cmd)} did not start")
@@ -271,37 +274,46 @@ def raw_sqlite_rate(database: Path, tenant_id: str, payloads: Payloads, n: int) 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--workers",
+        type=lambda text: sorted({int(n) for n in text.split(",")}),
+        default=sorted({1, os.cpu_count() or 1}),
+        help="server processes to measure, comma-separated (default: 1 and one per core)",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
     single, interact = f"single, {CONNECTIONS} clients", f"interactions, {CONNECTIONS} cl."
-    port = free_port()
-    proc = start_anchor(port)
-    try:
-        asyncio.run(closed_loop(port, "-", 2.0, Payloads(False), False))  # warm-up, as for the server
-        bare = {
-            kind: asyncio.run(closed_loop(port, "-", args.seconds, payloads, False))["requests_per_s"]
+    bare = {}  # (workers, payload) -> requests/s
+    for workers in args.workers:
+        port = free_port()
+        proc = start_anchor(port, workers)
+        try:
+            asyncio.run(closed_loop(port, "-", 2.0, Payloads(False), False))  # warm-up, as for the server
             for kind, payloads in (
                 ("thumbs", Payloads(False)),
                 ("comment", Payloads(True)),
                 ("interact", Interactions()),
-            )
-        }
-    finally:
-        proc.terminate()
-        proc.wait()
+            ):
+                bare[workers, kind] = asyncio.run(closed_loop(port, "-", args.seconds, payloads, False))[
+                    "requests_per_s"
+                ]
+        finally:
+            proc.terminate()
+            proc.wait()
+        print(
+            f"bare FastAPI route, {workers} worker(s), {CONNECTIONS} clients (the anchor of single rows): "
+            + ", ".join(f"{kind} {rate:,.0f} req/s" for (w, kind), rate in bare.items() if w == workers)
+        )
     print(
-        f"bare FastAPI route, {CONNECTIONS} clients (the anchor of single rows): "
-        + ", ".join(f"{kind} {rate:,.0f} req/s" for kind, rate in bare.items())
-    )
-    print(
-        f"{'redaction':>9} {'payload':>8} {'load':>22} {'events/s':>9} {'req/s':>7} "
+        f"{'redaction':>9} {'workers':>7} {'payload':>8} {'load':>22} {'events/s':>9} {'req/s':>7} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'anchor':>7} {'vs it':>7}"
     )
     results = [
-        {"anchor": "bare FastAPI", "payload": kind, "requests_per_s": rate} for kind, rate in bare.items()
+        {"anchor": "bare FastAPI", "workers": workers, "payload": kind, "requests_per_s": rate}
+        for (workers, kind), rate in bare.items()
     ]
-    for redaction in ("off", "redact"):
-        home = tmp / f"home-{redaction}"
+    for redaction, workers in itertools.product(("off", "redact"), args.workers):
+        home = tmp / f"home-{redaction}-{workers}"
         store = Store(f"sqlite:///{home / 'tuneloop.db'}")
         tenant, key = store.create_tenant("bench", redaction=redaction)
         store.for_tenant(tenant).log_interaction(
@@ -310,7 +322,7 @@ def main() -> None:
         )
         store.close()
         port = free_port()
-        proc = start_server(home, port)
+        proc = start_server(home, port, workers)
         try:
             # Not measured: the server's first requests import lazily and fill its statement caches.
             asyncio.run(closed_loop(port, key, 2.0, Payloads(False), False))
@@ -336,13 +348,14 @@ def main() -> None:
                     payload = (
                         "interact" if load.startswith("interactions") else "comment" if text else "thumbs"
                     )
-                    results.append({"redaction": redaction, "payload": payload, "load": load, **f})
+                    row = {"redaction": redaction, "workers": workers, "payload": payload, "load": load}
+                    results.append({**row, **f})
                     # Batched rows beside raw SQLite's rows/s, single ones beside the bare route's req/s.
                     anchor = f.get("raw_rows_per_s") or (
-                        bare[payload] if load in (single, interact) else None
+                        bare[workers, payload] if load in (single, interact) else None
                     )
                     print(
-                        f"{redaction:>9} {payload:>8} {load:>22} {f['events_per_s']:>9,.0f} "
+                        f"{redaction:>9} {workers:>7} {payload:>8} {load:>22} {f['events_per_s']:>9,.0f} "
                         f"{f['requests_per_s']:>7,.0f} {f['p50_ms']:>7.1f} {f['p99_ms']:>7.1f} "
                         + (
                             f"{anchor:>7,.0f} {f['events_per_s'] / anchor:>7.0%}"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.postgres import PostgresServer
 from tuneloop.errors import ServiceUnavailable
-from tuneloop.store.engine import create_engine, unavailable
+from tuneloop.store.engine import commit_turns, create_engine, unavailable
 
 
 def _sqlite(tmp_path: Path) -> str:
@@ -84,3 +86,28 @@ def test_sqlite_synchronous_follows_the_setting(tmp_path: Path, setting: str, pr
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", synchronous=setting)  # type: ignore[arg-type]
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == pragma
+
+
+def _take_turn_and_report(path: str, started: Any, ended: Any) -> None:
+    with commit_turns(f"sqlite:///{path}")():
+        started.set()
+    ended.set()
+
+
+def test_a_commit_turn_held_by_one_process_is_taken_by_another_the_moment_it_ends(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    turns = commit_turns(url)
+    context = multiprocessing.get_context("spawn")
+    started, ended = context.Event(), context.Event()
+    with turns():
+        other = context.Process(
+            target=_take_turn_and_report, args=(str(tmp_path / "shared.db"), started, ended)
+        )
+        other.start()
+        assert not started.wait(1.5)  # the other process waits its turn
+        released = time.monotonic()
+    assert started.wait(10) and time.monotonic() - released < 1
+    assert ended.wait(10)
+    other.join(10)
+    turns.close()
+    assert commit_turns("sqlite:///:memory:").path is None

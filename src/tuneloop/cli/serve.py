@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
 import logging
@@ -11,10 +10,15 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from tuneloop.cli.output import port
+from tuneloop.cli.output import port, positive_int
 from tuneloop.config import Settings
 from tuneloop.errors import ConfigError
 from tuneloop.private_files import tighten
+
+MAX_WORKERS = 64
+# A worker whose health-check thread goes unanswered this long is killed and replaced; loading a model or
+# a long redaction holds the GIL for seconds, which uvicorn's 5 s default would take for a hang.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def register(commands: Any) -> None:
@@ -28,7 +32,22 @@ def register(commands: Any) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)"
     )
     p.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
+    p.add_argument(
+        "--workers",
+        type=workers,
+        default=1,
+        help="server processes sharing the port, like replicas (default 1); each loads its own model, and "
+        "limits and /metrics are per process",
+    )
     p.set_defaults(run=cmd_serve)
+
+
+def workers(text: str) -> int:
+    """argparse type for `--workers`: 1 to MAX_WORKERS."""
+    value = positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value} workers: give at most {MAX_WORKERS}")
+    return value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -40,9 +59,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_free(args.host, args.port)  # before the model loads: uvicorn finds out only after, and exits 3
     if settings.home.is_dir():
         tighten(settings.home)  # a HOME made beforehand (`mkdir -p`, a volume) is world-readable otherwise
-    app = create_app(settings, freeze_heap=True)
-    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
+    options = {"host": args.host, "port": args.port, **uvicorn_options(settings)}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, freeze_heap=True), **options)
+        return 0
+    _prepare_store(settings)
+    # uvicorn's supervisor: one listening socket, worker processes restarted when they die or stop answering.
+    uvicorn.run(
+        "tuneloop.serve.app:from_environment",
+        factory=True,
+        workers=args.workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        **options,
+    )
     return 0
+
+
+def _prepare_store(settings: Settings) -> None:
+    """The server secret and the schema, made once here rather than raced for by the workers as they start."""
+    from tuneloop.store.repository import Store
+
+    secret = settings.hash_key()
+    Store(settings.database_url, busy_timeout=settings.db_busy_timeout, secret=secret).close()
 
 
 def _check_free(host: str, port: int) -> None:
@@ -60,6 +98,8 @@ def _check_free(host: str, port: int) -> None:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's logging, connection limits and timeouts from the settings (uvicorn itself sets no limit)."""
+    from tuneloop.serve.heads import bounded_heads
+
     return {
         "log_level": "info",
         "log_config": json_log_config() if settings.log_format == "json" else text_log_config(),
@@ -70,121 +110,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.timeout_keep_alive,
         "http": bounded_heads(settings.header_timeout, settings.max_header_bytes),
     }
-
-
-def bounded_heads(seconds: float, max_bytes: int) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, closing a connection that takes over `seconds` to send its next request
-    line and headers (or the rest of a body already answered), or sends a head or trailer over `max_bytes`.
-
-    uvicorn times a connection out only between requests, and any byte that arrives cancels that timer: a
-    client that opens connections and sends nothing, or a header line now and then, holds them for good,
-    and once `limit_concurrency` are held every tenant's request is answered 503. httptools itself buffers
-    a header or trailer of any length. (uvicorn's h11 protocol bounds the size but not the time, and parses
-    in Python: a capture request cost 40 % more CPU through it.)
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    too_large = (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    )
-
-    class HeadTooLarge(Exception):
-        pass
-
-    class BoundedHeadProtocol(HttpToolsProtocol):
-        deadline: asyncio.TimerHandle | None = None
-        awaiting_head = True  # the next bytes from the client belong to a request line or headers
-        unparsed = 0  # bytes received while awaiting a head: one trickled over many reads
-        parsed = 0  # the current head's request line and headers as parsed: one sent whole
-        not_body = 0  # bytes received inside a message since its last body data: chunk lines, trailers
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._start_deadline()
-
-        def data_received(self, data: bytes) -> None:
-            if self.awaiting_head:
-                self.unparsed += len(data)
-            else:
-                self.not_body += len(data)
-            super().data_received(data)
-            if (self.unparsed if self.awaiting_head else self.not_body) > max_bytes:
-                self._refuse_head()
-
-        def on_message_begin(self) -> None:
-            self.parsed = 0
-            super().on_message_begin()
-
-        def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value) + 4)  # as sent: ": " and the line's end
-            super().on_header(name, value)
-
-        def on_body(self, body: bytes) -> None:
-            self.not_body = 0
-            super().on_body(body)
-
-        def _count(self, size: int) -> None:
-            self.parsed += size
-            if self.parsed > max_bytes:
-                raise HeadTooLarge  # stops the parser; uvicorn answers through send_400_response
-
-        def send_400_response(self, msg: str) -> None:
-            if self.parsed > max_bytes:  # the parser stopped at HeadTooLarge
-                self._refuse_head()
-            else:
-                super().send_400_response(msg)
-
-        def _refuse_head(self) -> None:
-            if self.transport.is_closing():
-                return
-            if self._idle():  # else a 431 would read as the answer to the request still in progress
-                self.transport.write(too_large)
-            self.transport.close()
-
-        def on_headers_complete(self) -> None:
-            self.awaiting_head, self.unparsed, self.not_body = False, 0, 0
-            self._stop_deadline()
-            super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            self.awaiting_head = True
-            super().on_message_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # The next head has as long, and so has the rest of a body answered early (a 401 or 413 does
-            # not read it): each late byte of it would cancel the keep-alive timer, holding the slot.
-            self._start_deadline()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_deadline()
-            super().connection_lost(exc)
-
-        def _idle(self) -> bool:
-            """No request of this connection is being answered or waits to be."""
-            return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
-
-        def _start_deadline(self) -> None:
-            self._stop_deadline()
-            # A pipelined request already read is being answered: its answer starts the deadline again.
-            if self._idle() and not self.transport.is_closing():
-                self.deadline = self.loop.call_later(seconds, self._deadline_passed)
-
-        def _stop_deadline(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
-
-        def _deadline_passed(self) -> None:
-            self.deadline = None
-            if self._idle() and not self.transport.is_closing():
-                self.transport.close()
-
-    return BoundedHeadProtocol
 
 
 class JsonFormatter(logging.Formatter):

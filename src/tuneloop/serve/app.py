@@ -247,6 +247,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     return app
 
 
+def from_environment() -> FastAPI:
+    """The app of one `tuneloop serve --workers` process, from the TUNELOOP_* environment it inherits."""
+    return create_app(Settings(), freeze_heap=True)
+
+
 async def _sweep_pending(store: Store, calls: StoreCalls) -> None:
     """Every PENDING_SWEEP_SECONDS, attach pending feedback whose interaction came by another path (spool,
     OTLP) and drop expired pending feedback."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +88,52 @@ def create_engine(
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class CommitTurns:
+    """Group commits of processes sharing one SQLite file take turns on a file lock (`flock`) before BEGIN.
+
+    Without it, `tuneloop serve --workers 2` took fewer requests a second than one worker: a writer that
+    finds SQLite's lock taken sleeps in SQLite's busy handler (1, 2, 5, ... up to 100 ms between tries)
+    while the other commits in about a millisecond. A waiter on the file lock is woken the moment the
+    holder's commit ends, and a killed holder's lock goes with its process. Each thread opens its own
+    descriptor, since flock excludes per open file, not per process.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        """`path`: the lock file; None (PostgreSQL, an in-memory database) takes no turns."""
+        self.path = path
+        self._local = threading.local()
+        self._opened: list[int] = []
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Hold the turn for the block (a no-op without a lock file)."""
+        if self.path is None:
+            yield
+            return
+        fd = getattr(self._local, "fd", None)
+        if fd is None:
+            fd = self._local.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._opened.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file's descriptors (the store is closing: no turn is held or taken again)."""
+        self._local = threading.local()  # a later turn opens the file again rather than reuse a closed fd
+        while self._opened:
+            os.close(self._opened.pop())
+
+
+def commit_turns(url: str) -> CommitTurns:
+    """The CommitTurns of the store at `url`: a lock file beside a SQLite database file, else none."""
+    parsed = make_url(url)
+    on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    return CommitTurns(Path(f"{parsed.database}-commits.lock") if on_disk else None)
 
 
 def _private_sqlite(path: Path) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tuneloop.clock import now_utc, utc
 from tuneloop.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tuneloop.store import audit
-from tuneloop.store.engine import Synchronous, create_engine, migrate, opening
+from tuneloop.store.engine import Synchronous, commit_turns, create_engine, migrate, opening
 from tuneloop.store.schema import (
     api_keys,
     chunks,
@@ -160,9 +160,11 @@ class Store:
             migrate(self.engine, secret)
         self._insert = INSERTS[self.engine.dialect.name]
         self._joined = threading.local()
+        self._turns = commit_turns(url)
 
     def close(self) -> None:
         self.engine.dispose()
+        self._turns.close()
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -189,8 +191,9 @@ class Store:
     @contextmanager
     def joined(self) -> Iterator[sa.Connection]:
         """One write transaction that every `write` and `read` on this thread joins until the block ends,
-        so many callers' writes commit together (store/group_commit)."""
-        with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+        so many callers' writes commit together (store/group_commit). On SQLite, processes' joined
+        transactions take turns (`engine.CommitTurns`)."""
+        with self._turns(), self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
             self._joined.conn = conn
             try:
                 yield conn
