@@ -212,6 +212,53 @@ def test_answers_rated_but_never_compared_train_kto_and_pairs_train_dpo(store: S
     assert snapshot(ctx, turn).report["method"] == "dpo"
 
 
+def _tried_adapter(tenant, snapshot_hash: str, reason: str) -> str:
+    """A trained adapter on `snapshot_hash` whose canary against the base model ended with `reason`."""
+    registry = Registry(tenant)
+    version = registry.register(
+        kind="adapter",
+        base_model="base",
+        actor="test",
+        artifact_path="adapters/tried",
+        snapshot_hash=snapshot_hash,
+    )
+    for state in ("gated", "canary"):
+        registry.move(version.id, state, actor="test", reason="setup")
+    registry.move(version.id, "rolled_back", actor="loop", reason=reason)
+    return version.id
+
+
+def test_after_an_adapter_showed_no_lift_the_next_trains_once_the_feedback_has_doubled(
+    store: Store, tmp_path: Path
+) -> None:
+    tenant = _tenant(store)
+    ctx = TurnContext(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16))
+    start = now_utc() - timedelta(hours=1)
+    stream(tenant, start=start, hours=0.5, count=80, prompt=cooking_prompt, seed=1)
+    turn = Turn(1, "manual", "snapshot", None, {}, start, None)
+    first = snapshot(ctx, turn)
+    assert first.stage == "reward"
+    tried = _tried_adapter(tenant, first.report["snapshot"], "futile, cannot reach the design effect +0.5: …")
+
+    held = snapshot(ctx, turn)
+    assert held.outcome == "skipped" and tried in held.report["reason"], held.report
+    assert "once 80 more have come in since (0 so far)" in held.report["reason"]
+    stream(tenant, start=start, hours=0.5, count=79, prompt=cooking_prompt, seed=2)
+    assert snapshot(ctx, turn).outcome == "skipped"  # 79 of 80
+    stream(tenant, start=start, hours=0.5, count=1, prompt=cooking_prompt, seed=3)
+    assert snapshot(ctx, turn).stage == "reward"
+
+
+def test_an_adapter_rolled_back_for_doing_worse_holds_no_adapter_back(store: Store, tmp_path: Path) -> None:
+    tenant = _tenant(store)
+    ctx = TurnContext(tenant, Settings(home=tmp_path), LoopPolicy(min_rows=16))
+    start = now_utc() - timedelta(hours=1)
+    stream(tenant, start=start, hours=0.5, count=80, prompt=cooking_prompt, seed=1)
+    turn = Turn(1, "manual", "snapshot", None, {}, start, None)
+    _tried_adapter(tenant, snapshot(ctx, turn).report["snapshot"], "treatment worse: [-0.4, -0.1]")
+    assert snapshot(ctx, turn).stage == "reward"
+
+
 def test_source_feedback_alone_puts_a_retrained_reranker_on_canary_in_a_turn(
     store: Store, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from tuneloop.learn.launchers import JobFailed
 from tuneloop.learn.privacy import dp_trainer_args
 from tuneloop.learn.runs import train_version
 from tuneloop.loop import light as light_candidates
+from tuneloop.loop.backoff import adapter_held_back
 from tuneloop.loop.policy import LoopPolicy
 from tuneloop.loop.turns import DONE, Turn
 from tuneloop.registry.versions import Registry, Version
@@ -91,7 +92,8 @@ def end(outcome: str, report: dict[str, Any]) -> Step:
 
 def snapshot(ctx: TurnContext, turn: Turn) -> Step:
     """Freeze the tenant's feedback (the light stage's snapshot, when it took one this turn); too few
-    training rows end the turn as skipped, once its light trial has decided."""
+    training rows, or an adapter held back after the last showed no lift (loop/backoff.py), end the turn as
+    skipped, once its light trial has decided."""
     light_snapshot = turn.report.get("light", {}).get("snapshot")
     rewards = ctx.tenant_policy(RewardPolicy)  # outside the try: a broken policy file fails the turn
     try:
@@ -109,6 +111,8 @@ def snapshot(ctx: TurnContext, turn: Turn) -> Step:
     if method is None:
         have = " and ".join(f"{rows[m]} {m.upper()} rows" for m in allowed)
         return _nothing_to_train(turn, {**report, "reason": f"{have} < min_rows {ctx.policy.min_rows}"})
+    if held := adapter_held_back(ctx.tenant):
+        return _nothing_to_train(turn, {**report, "reason": held})
     return Step("reward", {**report, "method": method})
 
 
