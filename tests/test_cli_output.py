@@ -412,3 +412,42 @@ def test_a_running_loop_says_a_waiting_turn_once_not_at_every_look(capsys: pytes
         "turn 1 (manual) started 5 min ago; waiting at canary for more users' feedback",
         "turn 1 (manual) continued, 8 min in; ended promoted",
     ]
+
+
+def test_a_waiting_canary_shows_its_users_estimate_and_expected_decision_as_they_move(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A canary that ran for an hour showed one line, "waiting at canary", until it decided."""
+    from datetime import UTC, datetime
+
+    from tuneloop.cli import loop as cli_loop
+    from tuneloop.loop.turns import Turn
+    from tuneloop.rollout.experiments import Experiment
+
+    now = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)
+    turn = Turn(2, "feedback:200", "canary", None, {}, datetime.now(UTC), None)
+
+    def canary(users: int, low: float) -> Experiment:
+        test = {
+            "effect": 0.21,
+            "ci_low": low,
+            "ci_high": 0.9,
+            "users_control": users,
+            "users_treatment": users + 1,
+        }
+        decision = {"test": test, "design": {"expected_decision_at": "2026-12-07T16:40:00+00:00"}}
+        return Experiment("exp-1", "v-a", "v-b", "running", 0.5, 0, now, {}, decision, now, now, None)
+
+    clock = iter([0.0, 60.0, 400.0, 401.0])
+    monkeypatch.setattr(cli_loop.time, "monotonic", lambda: next(clock))
+    say = cli_loop.Unrepeated()
+    say(turn, started=False, live=canary(10, -0.4))
+    say(turn, started=False, live=canary(12, -0.3))  # moved, but a minute after the last line
+    say(turn, started=False, live=canary(20, -0.1))
+    say(turn, started=False, live=canary(20, -0.1))  # unchanged
+    assert capsys.readouterr().err.splitlines() == [
+        "turn 2 (feedback:200) continued; waiting at canary for more users' feedback (v-b on 11 users "
+        "against 10: +0.21 [-0.40, +0.90]; expected to decide by 16:40 UTC)",
+        "turn 2 (feedback:200) continued; waiting at canary for more users' feedback (v-b on 21 users "
+        "against 20: +0.21 [-0.10, +0.90]; expected to decide by 16:40 UTC)",
+    ]

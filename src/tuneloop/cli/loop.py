@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.cli.admin import open_store
@@ -17,6 +19,7 @@ from tuneloop.store.repository import TenantStore
 
 if TYPE_CHECKING:
     from tuneloop.loop.turns import Turn
+    from tuneloop.rollout.experiments import Experiment
 
 ACTIONS = ("run", "turns", "pause", "resume")
 
@@ -87,7 +90,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         force = False
         if args.once:  # the look's result, so a hand-run or cron'd look always says what it did
             if turn is not None:
-                print(tick_summary(turn, started=before is None))
+                print(tick_summary(turn, started=before is None, live=_live(tenant, turn)))
             elif (stopped := paused(tenant)) is not None:  # asked again: a pause made during the look
                 print(f"no turn ran: {stopped.describe(args.tenant)}")
             else:
@@ -98,23 +101,56 @@ def cmd_loop(args: argparse.Namespace) -> int:
                 return turn_exit_code(None)
             return turn_exit_code("promoted" if _light_promoted(turn) is not None else turn.outcome)
         if turn is not None:
-            said(turn, started=before is None)
+            said(turn, started=before is None, live=_live(tenant, turn))
         time.sleep(args.interval)
+
+
+def _live(tenant: TenantStore, turn: Turn) -> Experiment | None:
+    """The experiment a turn waits on, if it waits on one."""
+    from tuneloop.rollout.experiments import active_experiment
+
+    return active_experiment(tenant) if turn.stage in ("canary", "light_trial") else None
+
+
+PROGRESS_SECONDS = 300.0  # a waiting experiment's figures are printed again at most this often
 
 
 class Unrepeated:
     """Prints a look's `tick_summary` to stderr unless it says what the last one printed said, its minutes
     into the turn and whether it started the turn aside: a canary waits for minutes, and every look at it
-    said the same thing."""
+    said the same thing. A waiting experiment's figures (`experiment_progress`) are printed again when they
+    moved, at most every PROGRESS_SECONDS: a canary that runs for an hour otherwise showed one line."""
 
     def __init__(self) -> None:
         self.last: str | None = None
+        self.figures = ""
+        self.printed_at = -math.inf
 
-    def __call__(self, turn: Turn, *, started: bool) -> None:
+    def __call__(self, turn: Turn, *, started: bool, live: Experiment | None = None) -> None:
         said = tick_summary(turn, started=False, elapsed=False)  # the next look "continued" says the same
-        if said != self.last:
-            print(tick_summary(turn, started=started), file=sys.stderr, flush=True)
-            self.last = said
+        figures, now = experiment_progress(live), time.monotonic()
+        if said != self.last or (figures != self.figures and now - self.printed_at >= PROGRESS_SECONDS):
+            print(tick_summary(turn, started=started, live=live), file=sys.stderr, flush=True)
+            self.last, self.figures, self.printed_at = said, figures, now
+
+
+def experiment_progress(exp: Experiment | None) -> str:
+    """A live experiment at its last look, in a phrase: a canary's users per arm and its estimate with the
+    always-valid interval, and when the experiment's design expects to decide."""
+    if exp is None:
+        return ""
+    decision = exp.decision or {}
+    test = decision.get("test") or {}
+    parts = []
+    if not exp.arms and None not in (test.get("effect"), test.get("ci_low"), test.get("ci_high")):
+        interval = f"[{test['ci_low']:+.2f}, {test['ci_high']:+.2f}]"
+        parts.append(
+            f"{exp.treatment_version} on {test.get('users_treatment', 0)} users against "
+            f"{test.get('users_control', 0)}: {test['effect']:+.2f} {interval}"
+        )
+    if expected := (decision.get("design") or {}).get("expected_decision_at"):
+        parts.append(f"expected to decide by {datetime.fromisoformat(expected):%H:%M} UTC")
+    return "; ".join(parts)
 
 
 WAITS_FOR = {
@@ -124,9 +160,10 @@ WAITS_FOR = {
 }
 
 
-def tick_summary(turn: Turn, *, started: bool, elapsed: bool = True) -> str:
+def tick_summary(turn: Turn, *, started: bool, elapsed: bool = True, live: Experiment | None = None) -> str:
     """One line: the turn a look advanced, whether it started it, (with `elapsed`) how many minutes into the
-    turn, and the stage it waits at or its outcome."""
+    turn, and the stage it waits at (with the progress of the `live` experiment it waits on) or its
+    outcome."""
     from tuneloop.loop.turns import DONE
 
     head = f"turn {turn.turn} ({turn.trigger}) {'started' if started else 'continued'}"
@@ -136,7 +173,12 @@ def tick_summary(turn: Turn, *, started: bool, elapsed: bool = True) -> str:
         head += f" {minutes} min ago" if started else f", {minutes} min in"
     if turn.stage != DONE:
         waits = WAITS_FOR.get(turn.stage)
-        return f"{head}; waiting at {turn.stage}" + (f" for {waits}" if waits else "")
+        progress = experiment_progress(live)
+        return (
+            f"{head}; waiting at {turn.stage}"
+            + (f" for {waits}" if waits else "")
+            + (f" ({progress})" if progress else "")
+        )
     why = _why(turn)
     # A turn whose adapter was blocked may still have shipped its light candidate: say so on the same line.
     light = _light_promoted(turn)
