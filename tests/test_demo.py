@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.rollout.canary_traffic import POLICY, REWARDS, canary_traffic, gated_version
-from tuneloop.demo import TurnLine, beside_traffic, shipped, start_server, timed, write_report
+from tuneloop.demo import Promotions, TurnLine, beside_traffic, shipped, start_server, timed, write_report
 from tuneloop.errors import Conflict
 from tuneloop.loop.stages import FIRST
 from tuneloop.loop.turns import advance_turn, start_turn
@@ -81,3 +81,22 @@ def test_the_demo_says_what_a_turn_shipped_and_how_far_into_the_turn(store: Stor
     [timing] = timed(ended)
     assert timing.startswith("loop turn 1 (promoted), each stage's end in minutes/events: ")
     assert timing.endswith(f" min/{events}") and FIRST in timing
+
+
+def test_production_is_measured_again_when_another_version_reaches_it_during_a_turn(store: Store) -> None:
+    """A light candidate promoted 3 minutes into a turn served users for the rest of it, and the demo's row
+    (measured before the turn) showed none of it until the next turn."""
+    created, _ = store.create_tenant("acme")
+    tenant = store.for_tenant(created)
+    scores = iter([0.8])
+    promotions = Promotions(tenant, lambda: next(scores), len(tenant.feedback()))
+    promotions.look()  # nothing changed: nothing measured
+    candidate = gated_version(tenant)
+    exp = controller.start_canary(
+        tenant, candidate, POLICY, reward_policy=REWARDS, actor="test", experiment_id="exp-demo"
+    )
+    canary_traffic(tenant, exp, 30, {"control": 0.3, "treatment": 0.8}, seed=0)
+    controller.finish(tenant, "promoted", actor="test", reason="by hand")
+    promotions.look()
+    promotions.look()  # the same production: measured once
+    assert promotions.measured == [(len(tenant.feedback()), 0.8, candidate)]

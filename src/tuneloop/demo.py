@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tuneloop.errors import BadRequest, Conflict, TuneloopError
 from tuneloop.loop import Loop
 from tuneloop.loop.turns import TRAFFIC_STAGES, Turn
 from tuneloop.monitor.process import peak_memory_mb
+from tuneloop.registry.versions import Registry
 from tuneloop.retrieve.policy import RetrievalPolicy
 from tuneloop.rollout.experiments import list_experiments
 from tuneloop.serve.routing import PRODUCTION
@@ -56,6 +58,35 @@ class TurnLine:
     canary: str
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    # Production measured again whenever another version reached it during the turn: (feedback events into
+    # the turn, satisfaction on the held-out prompts, the version).
+    measured: list[tuple[int, float, str]] = field(default_factory=list)
+
+
+class Promotions:
+    """Between bursts of users, measures production on the held-out prompts whenever another version has
+    reached it: a light candidate promoted minutes into a turn serves users from then on, and the turn's
+    row, measured before it, would not show what they got until the next turn."""
+
+    def __init__(self, tenant: TenantStore, measure: Callable[[], float], events_before: int) -> None:
+        self.tenant = tenant
+        self.measure = measure
+        self.events_before = events_before
+        self.seen = _production(tenant)
+        self.measured: list[tuple[int, float, str]] = []
+
+    def look(self) -> None:
+        """Measure production if it changed since the last look."""
+        now = _production(self.tenant)
+        if now != self.seen:
+            self.seen = now
+            events = len(self.tenant.feedback()) - self.events_before
+            self.measured.append((events, self.measure(), now))
+
+
+def _production(tenant: TenantStore) -> str:
+    version = Registry(tenant).production()
+    return version.id if version else "the base model"
 
 
 def start_server(home: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -230,9 +261,15 @@ def run_demo(
             with progress.stage(f"turn {number}: {size} simulated conversations with feedback"):
                 report = run_traffic(url, key, scenario, size, USERS_AT_ONCE, seed=seed * 1000 + number)
             seeds = itertools.count(seed * 1000 + 100 * number)
+            promotions = Promotions(
+                scoped,
+                partial(satisfaction, url, key, scenario, held_out, USERS_AT_ONCE, model=PRODUCTION),
+                before,
+            )
 
-            def burst(seeds: Iterator[int] = seeds) -> None:
+            def burst(seeds: Iterator[int] = seeds, promotions: Promotions = promotions) -> None:
                 run_traffic(url, key, scenario, canary_burst, USERS_AT_ONCE, seed=next(seeds))
+                promotions.look()
 
             loop_stage = (
                 f"turn {number}: light candidates → snapshot → reward model → adapter → gate → canary "
@@ -258,6 +295,7 @@ def run_demo(
                 canary=(turn.outcome if turn and turn.stage == "done" else "undecided") or "-",
                 seconds=time.monotonic() - started,
                 details=result,
+                measured=promotions.measured,
             )
             lines.append(line)
             rate = f"{line.positive_rate:.0%}" if line.positive_rate is not None else "n/a"
@@ -269,6 +307,12 @@ def run_demo(
             if turn is not None and turn.turn < number and turn.stage != "done":
                 waits = f"the loop's turn {turn.turn} still waits on its {turn.stage}"
                 print(f"     ({waits}: no turn starts beside it)", flush=True)
+            for events, measured, version in line.measured:
+                print(
+                    f"     production measured {measured:.3f} once {version} served, {events} feedback "
+                    f"events into turn {number}",
+                    flush=True,
+                )
             for text in [*shipped(scoped, turn), *timed(turn)] if turn else []:
                 if text not in printed:
                     printed.add(text)
