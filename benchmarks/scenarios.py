@@ -12,7 +12,8 @@ run, a fresh server on the same home measures production once more on the same h
 "after" figure is this benchmark's own measurement, not the demo's. Per scenario it prints the users' hidden
 satisfaction of production before and after, the feedback events the turns used, the best production seen
 by the time 1,000 events had come in (production is measured before each turn and whenever another version
-reached it during one), each turn's gate and canary outcome, and the wall time. The goal (issue 16): +30 points and at least 0.8 within 1,000 events.
+reached it during one), each turn's gate and canary outcome, and the wall time. The goal (issue 16): +30
+points and at least 0.8 within 1,000 events.
 A scenario takes about 25 minutes on 2 CPU cores.
 """
 
