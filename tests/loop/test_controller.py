@@ -29,8 +29,11 @@ from tuneloop.loop.stages import TurnContext, snapshot
 from tuneloop.loop.turns import Turn, advance_turn, list_turns, start_turn
 from tuneloop.monitor.alerts import latest_check, list_alerts, pending_alerts, raise_alerts
 from tuneloop.monitor.drift import DriftReport, DriftTest
+from tuneloop.registry.composition import compose
 from tuneloop.registry.versions import Registry
-from tuneloop.rollout.controller import finish
+from tuneloop.rollout.controller import finish, start_canary
+from tuneloop.rollout.policy import RolloutPolicy
+from tuneloop.signals.policy import RewardPolicy
 from tuneloop.sim import Behaviour, Scenario, Topic, answers, run_traffic, satisfaction
 from tuneloop.store.repository import Store
 
@@ -213,18 +216,23 @@ def test_answers_rated_but_never_compared_train_kto_and_pairs_train_dpo(store: S
 
 
 def _tried_adapter(tenant, snapshot_hash: str, reason: str) -> str:
-    """A trained adapter on `snapshot_hash` whose canary against the base model ended with `reason`."""
+    """A trained adapter on `snapshot_hash` whose canary against the base model ended with `reason`, composed
+    on its raw adapter as a turn composes one with a light trial's winning parts."""
     registry = Registry(tenant)
-    version = registry.register(
+    raw = registry.register(
         kind="adapter",
         base_model="base",
         actor="test",
         artifact_path="adapters/tried",
         snapshot_hash=snapshot_hash,
     )
-    for state in ("gated", "canary"):
-        registry.move(version.id, state, actor="test", reason="setup")
-    registry.move(version.id, "rolled_back", actor="loop", reason=reason)
+    registry.move(raw.id, "blocked", actor="test", reason="not gated itself")
+    version = compose(
+        registry, parent=raw, base_model="base", actor="test", reason="setup", system_prompt="Be brief."
+    )
+    registry.move(version.id, "gated", actor="test", reason="setup")
+    start_canary(tenant, version.id, RolloutPolicy(ramp=[0.5]), reward_policy=RewardPolicy(), actor="test")
+    finish(tenant, "rolled_back", actor="loop", reason=reason)
     return version.id
 
 

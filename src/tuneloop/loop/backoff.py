@@ -1,20 +1,21 @@
-"""When a turn trains no adapter because the last one could not show a lift: back off until the feedback has
+"""When a turn trains no adapter because the last one could not show a lift: back off until the evidence has
 doubled.
 
-A small tenant's adapter often ends its canary futile or inconclusive: the trial could not show the lift it
-was sized for, typically because the turn's light candidate already took what the feedback asked for. Every
-later turn (each `min_new_events`) then trained another on barely more data: on an unseen domain of 50 users,
-15 minutes of DPO beside their traffic, ended futile again. So a turn trains the next adapter against the
-same production only once as many feedback events have come in since that adapter's snapshot as the
-snapshot held: each try sees twice the evidence of the last, and light candidates and re-rankers go on
-learning meanwhile. An adapter rolled back for doing worse is not backed off from: it lost, and the next
-turn's data may fix what it learned.
+An adapter's canary often ends futile or inconclusive where production's light parts (examples, a length
+instruction) already took what the feedback asked for; every later turn then trained another, 8 to 15
+minutes of CPU beside users' traffic each (an unseen-domain run of 50 users: two in a row, both futile). So
+once the newest canary against production ended an adapter for showing no lift, the next adapter trains
+only when as many feedback events have come in since that adapter's snapshot as the snapshot held: each try
+sees at least twice the evidence of the last, an exponential backoff, while light candidates and re-rankers
+go on learning. An adapter rolled back for doing worse is not backed off from: it lost, and the next turn's
+data may fix what it learned.
 """
 
 from __future__ import annotations
 
 from tuneloop.errors import NotFound
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.rollout.experiments import list_experiments
 from tuneloop.rollout.sequential import FUTILE
 from tuneloop.signals.snapshots import get_snapshot
 from tuneloop.store.repository import TenantStore
@@ -24,31 +25,35 @@ NO_LIFT = (FUTILE, INCONCLUSIVE)
 
 
 def adapter_held_back(tenant: TenantStore) -> str | None:
-    """Why this turn trains no adapter, or None: the newest adapter trained against production's was rolled
-    back for showing no lift, and fewer feedback events came since its snapshot than that snapshot held."""
+    """Why this turn trains no adapter, or None: the newest canary against production ended its candidate,
+    an adapter trained by a turn, for showing no lift, and fewer feedback events came since that adapter's
+    snapshot than the snapshot held."""
     registry = Registry(tenant)
     production = registry.production("adapter")
-    parent = production.id if production else None
-    tried = [
-        v
-        for v in registry.list("adapter", "rolled_back")
-        if v.parent_id == parent and _trained(v, production)
+    control = production.id if production else None
+    # The candidate on a canary often carries a light trial's winning parts on top of its weights: it is
+    # composed on the raw adapter, so what it was tried against is the experiment's control.
+    ended = [
+        e for e in list_experiments(tenant) if not e.arms and e.ended_at and e.control_version == control
     ]
-    if not tried:
+    if not ended:
         return None
-    last = max(tried, key=lambda v: v.updated_at)
+    last = max(ended, key=lambda e: e.ended_at or e.started_at)
+    tried = registry.get(last.treatment_version)
+    if last.state != "rolled_back" or not _trained(tried, production) or tried.snapshot_hash is None:
+        return None
     why = next(
         (
             h["reason"] or ""
-            for h in reversed(registry.history().get(last.id, []))
+            for h in reversed(registry.history().get(tried.id, []))
             if h["state"] == "rolled_back"
         ),
         "",
     )
-    if not why.startswith(NO_LIFT) or last.snapshot_hash is None:
+    if not why.startswith(NO_LIFT):
         return None
     try:
-        snapshot = get_snapshot(tenant, last.snapshot_hash)
+        snapshot = get_snapshot(tenant, tried.snapshot_hash)
     except NotFound:  # erased with its tenant's data: nothing to measure against
         return None
     had = snapshot.counts.get("events", 0)
@@ -56,7 +61,7 @@ def adapter_held_back(tenant: TenantStore) -> str | None:
     if since >= had:
         return None
     return (
-        f"adapter {last.id} trained on {had} feedback events and showed no lift on its canary "
+        f"adapter {tried.id} trained on {had} feedback events and showed no lift on its canary "
         f"({why.split(':')[0]}); the next adapter trains once {had} more have come in since ({since} so far)"
     )
 
