@@ -43,7 +43,9 @@ from tuneloop.store.repository import TenantStore
 # so they go first: rerank → light → snapshot → reward → adapter → light_trial → gate → approval → canary.
 # The light trial runs while the adapter trains, and the adapter is gated with whatever light parts won.
 FIRST = "rerank"
-TRIAL_LOOK_SECONDS = 60.0
+# The trial's test is always valid, so looking more often costs no error rate, only a read of its rewards;
+# looking every minute shipped a winner up to a minute (120 feedback events in the demo) after it had won.
+TRIAL_LOOK_SECONDS = 15.0
 TRAINING_STAGES = ("snapshot", "reward", "adapter")  # what runs between a light trial's start and its stage
 log = logging.getLogger("tuneloop.loop")
 P = TypeVar("P", bound=TenantPolicy)
