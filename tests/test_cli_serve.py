@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.postgres import free_port
 from tuneloop.store.repository import Store
@@ -106,3 +107,44 @@ def test_workers_out_of_range_is_a_usage_error(tuneloop_home: Path) -> None:
             timeout=60,
         )
         assert result.returncode == 2 and says in result.stderr, result.stderr
+
+
+def test_a_model_it_cannot_serve_is_one_line_before_any_worker_starts(
+    tuneloop_home: Path, tmp_path: Path
+) -> None:
+    """A missing model was a traceback from the model load and exit 3; with workers, a setting only the app
+    rejects made uvicorn restart each failing worker forever."""
+    no_gguf = tmp_path / "model"
+    no_gguf.mkdir()
+    (no_gguf / "config.json").write_text("{}")
+    for setting, says in (
+        ({"TUNELOOP_MODEL": str(tmp_path / "missing")}, "is neither"),
+        ({"TUNELOOP_MODEL": str(no_gguf), "TUNELOOP_ENGINE": "llamacpp"}, "holds no .gguf file"),
+    ):
+        for workers in ("1", "2"):
+            result = subprocess.run(
+                [sys.executable, "-m", "tuneloop", "serve", "--port", str(free_port()), "--workers", workers],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "TUNELOOP_BACKEND": "embedded", **setting},
+            )
+            assert result.returncode == 1 and says in result.stderr, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_worker_whose_settings_fail_ends_as_a_failed_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uvicorn.config import STARTUP_FAILURE
+
+    from tuneloop.serve.app import from_environment
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    for name, value in (("HOME", tmp_path / "home"), ("MODEL", tmp_path / "model"), ("ENGINE", "llamacpp")):
+        monkeypatch.setenv(f"TUNELOOP_{name}", str(value))
+    monkeypatch.setenv("TUNELOOP_BACKEND", "embedded")
+    with pytest.raises(SystemExit) as exited:
+        from_environment()
+    assert exited.value.code == STARTUP_FAILURE

@@ -123,14 +123,19 @@ def resolve_model(model: str, home: Path) -> Path:
     local Hugging Face model directory."""
     if model == BASE_MODEL_NAME:
         return ensure_base_model(Path(home) / "models")
-    path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
+    check_model(model)
+    return Path(model).expanduser()
+
+
+def check_model(model: str) -> None:
+    """BadRequest naming what to set unless `model` is the embedded default or a local model directory:
+    `tuneloop serve` checks before it starts, where a failed load would be a traceback from its workers."""
+    if model != BASE_MODEL_NAME and not (Path(model).expanduser() / "config.json").is_file():
         raise BadRequest(
             f"model {model!r} is neither {BASE_MODEL_NAME!r} nor a Hugging Face model directory "
             "(a folder with config.json) on this machine — set TUNELOOP_MODEL to one of those",
             param="model",
         )
-    return path
 
 
 def gguf_of(model: str) -> Path | None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
 import socket
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from tuneloop.cli.output import port, positive_int
 from tuneloop.config import Settings
 from tuneloop.errors import ConfigError
+from tuneloop.model_files import check_model
 from tuneloop.private_files import tighten
 
 MAX_WORKERS = 64
@@ -53,25 +56,44 @@ def workers(text: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tuneloop.serve.app import create_app
+    from tuneloop.serve.app import create_app, make_backend
 
     settings = Settings()
     _check_free(args.host, args.port)  # before the model loads: uvicorn finds out only after, and exits 3
     if settings.home.is_dir():
         tighten(settings.home)  # a HOME made beforehand (`mkdir -p`, a volume) is world-readable otherwise
+    if settings.backend == "embedded":
+        check_model(settings.model)
     options = {"host": args.host, "port": args.port, **uvicorn_options(settings)}
     if args.workers == 1:
         uvicorn.run(create_app(settings, freeze_heap=True), **options)
         return 0
+    make_backend(settings)  # the settings' errors as this command's, not each worker's (it loads nothing yet)
     _prepare_store(settings)
-    # uvicorn's supervisor: one listening socket, worker processes restarted when they die or stop answering.
-    uvicorn.run(
-        "tuneloop.serve.app:from_environment",
-        factory=True,
-        workers=args.workers,
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-        **options,
+    return _supervise(
+        uvicorn.Config(
+            "tuneloop.serve.app:from_environment",
+            factory=True,
+            workers=args.workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **options,
+        )
     )
+
+
+def _supervise(config: Any) -> int:
+    """Run `config.workers` worker processes on one listening socket under uvicorn's supervisor, which
+    replaces a worker that dies or stops answering; 3 (uvicorn's startup failure) when one could not start,
+    which `uvicorn.run` would report as success."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    with contextlib.suppress(KeyboardInterrupt):
+        supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        print("tuneloop: a server worker failed to start; see the log above", file=sys.stderr)
+        return STARTUP_FAILURE
     return 0
 
 

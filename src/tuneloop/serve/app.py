@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -248,8 +249,16 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
 
 
 def from_environment() -> FastAPI:
-    """The app of one `tuneloop serve --workers` process, from the TUNELOOP_* environment it inherits."""
-    return create_app(Settings(), freeze_heap=True)
+    """The app of one `tuneloop serve --workers` process, from the TUNELOOP_* environment it inherits. A
+    setting it cannot serve with ends the process as a failed startup, one line in the log, so that uvicorn's
+    supervisor stops rather than restart workers that fail the same way."""
+    try:
+        return create_app(Settings(), freeze_heap=True)
+    except TuneloopError as exc:
+        log.error("cannot start: %s", exc.message)
+        from uvicorn.config import STARTUP_FAILURE
+
+        sys.exit(STARTUP_FAILURE)
 
 
 async def _sweep_pending(store: Store, calls: StoreCalls) -> None:
