@@ -172,3 +172,15 @@ def test_a_brand_the_recogniser_reads_as_a_person_only_in_questions_is_kept_once
         "<PERSON>" in first["messages"][1]["content"]
     )  # the recogniser's mistake, before the prompts showed it
     assert [m["content"] for m in later["messages"]] == [system, question]
+
+
+def test_the_tenants_own_name_is_kept_from_its_first_request(redactor: Redactor, tmp_path: Path) -> None:
+    """A new tenant's first answers stored `<PERSON>` for its brand until enough users had sent prompts."""
+    store = Store(f"sqlite:///{tmp_path / 'own.db'}")
+    finly = store.for_tenant(store.create_tenant("finly")[0])
+    answer = "Refunds reach your Finly balance within 5-10 business days, Maria Lopez."
+    row, _ = _row(_capture(redactor), finly, _item("user-0", BRAND_PROMPT, "Where is my refund?", answer))
+    assert row["response"] == "Refunds reach your Finly balance within 5-10 business days, <PERSON>."
+    assert row["messages"][0]["content"] == BRAND_PROMPT
+    strict = Capture(redactor, Pseudonyms(b"server-secret"), PublicTerms(0))  # counting off: no name is kept
+    assert "Finly" not in str(_row(strict, finly, _item("user-1", BRAND_PROMPT, "Hi", answer))[0])

@@ -133,7 +133,7 @@ class Capture:
             mode,
             store.tenant_id,
             budget=budget,
-            keep=self.public_terms.public(store.tenant_id),
+            keep=self.public_terms.public(store.tenant_id, store.tenant.name),
             key_scope=key_scope(store.tenant),
         )
         system = [m.content for m in item.messages if m.role in ("system", "developer")]
@@ -184,7 +184,7 @@ class Capture:
             ],
             store.tenant.redaction,
             store.tenant_id,
-            keep=self.public_terms.public(store.tenant_id),
+            keep=self.public_terms.public(store.tenant_id, store.tenant.name),
             # A find spreads to the events about the same conversation, not to other requests' events
             # analysed in the same batch (`TenantThreads.many`).
             scopes=[item.interaction_id or item.session or item.id for item in items],

@@ -7,7 +7,8 @@ half of the users whose system prompts were seen, is the app's vocabulary, not a
 it is kept from then on. Per-user system prompts ("the customer is Jane Doe") name each person for one user
 only and stay redacted; the share keeps a handful of accounts an attacker named after someone (where an app
 puts a user's display name in its prompt) from unredacting that person across a tenant of many users.
-Counts live in memory, bounded: after a restart a term is relearned from the next `min_users` users.
+Counts live in memory, bounded: after a restart a term is relearned from the next `min_users` users. The
+words of the tenant's own name are public from the start (`own_words`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ class PublicTerms:
                     seen.popitem(last=False)
             self._public[tenant_id] = public
 
-    def public(self, tenant_id: str) -> frozenset[str]:
-        """The names this tenant's redaction keeps."""
-        return self._public.get(tenant_id, frozenset())
+    def public(self, tenant_id: str, name: str = "") -> frozenset[str]:
+        """The names this tenant's redaction keeps: those its system prompts showed public, and the words of
+        the tenant's own `name` (none when counting is off, `min_users` 0)."""
+        if not self.min_users:
+            return frozenset()
+        return self._public.get(tenant_id, frozenset()) | own_words(name)
+
+
+def own_words(tenant_name: str) -> frozenset[str]:
+    """The words of a tenant's name as its app writes them ("finly" keeps "Finly", "acme-corp" "Acme" and
+    "Corp"): operators name a tenant after its app or customer, so a name made of those words is the brand
+    from the first request, not after `min_users` users (a new tenant's first answers stored `<PERSON>` for
+    its brand)."""
+    return frozenset(word.capitalize() for word in re.split(r"[^A-Za-z]+", tenant_name) if len(word) > 2)
