@@ -59,6 +59,26 @@ def test_a_reward_model_that_disagrees_is_blocked_and_the_judge_stays(
     verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
 
     assert verdict["judge"] == gate_setup.reward_model.id and "surely below" in verdict["verdict"]
+    assert f"judge {gate_setup.reward_model.id} keeps its seat: it agrees with" in verdict["verdict"]
+    assert gate_setup.registry.get(new.id).state == "blocked"
+
+
+def test_a_drifted_judge_steps_down_when_its_successor_is_unfit_too(
+    gate_setup: GateSetup, tmp_path: Path
+) -> None:
+    """It kept its seat, and the gate then blocked the adapter the turn had trained for 8 minutes."""
+    settings = Settings(home=gate_setup.home, model=str(gate_setup.base))
+    gate_setup.registry.move(gate_setup.reward_model.id, "retired", actor="test", reason="setup")
+    drifted = _reward_model(gate_setup, tmp_path / "drifted", flipped=True)
+    promote(gate_setup.registry, drifted)
+    new = _reward_model(gate_setup, tmp_path / "new", flipped=True)
+
+    verdict = appoint_judge(gate_setup.tenant, settings, new, actor="loop")
+
+    assert (
+        verdict["judge"] is None and f"judge {drifted.id} steps down, as it agrees with" in verdict["verdict"]
+    )
+    assert gate_setup.registry.get(drifted.id).state == "retired"
     assert gate_setup.registry.get(new.id).state == "blocked"
 
 

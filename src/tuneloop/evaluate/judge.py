@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneloop.config import Settings, tenant_policy
 from tuneloop.errors import NotFound
-from tuneloop.evaluate.policy import GatePolicy
+from tuneloop.evaluate.policy import GatePolicy, RewardModelConfig
 from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.learn.privacy import spent_budget
 from tuneloop.learn.reward_model import load_reward_model, pair_margins
@@ -52,7 +52,10 @@ def appoint_judge(
         private, budget = within_privacy_budget(reward_model, cap)
         fit, why = fit and private, f"{why}; {budget}"
     contested = sitting is not None and sitting.id != reward_model.id and sitting.erased_at is None
-    if fit and on_pairs and contested:
+    if not fit and on_pairs and contested:
+        standing = _step_down_if_drifted(registry, rule, sitting, ordered(sitting, pairs), measured_on, actor)
+        why = f"{why}; {standing}"
+    elif fit and on_pairs and contested:
         # Fit is a floor; a sitting judge that orders surely more of the same pairs right keeps its seat (a
         # fast reward model that passes the floor must not unseat a LoRA one that is better). Otherwise the
         # newer one, trained on more and fresher feedback, takes it: on a dozen pairs one pair apart is
@@ -87,6 +90,25 @@ def appoint_judge(
         "verdict": why,
         "judge": judge.id if judge else None,
     }
+
+
+def _step_down_if_drifted(
+    registry: Registry,
+    rule: RewardModelConfig,
+    sitting: Version,
+    right: list[bool],
+    measured_on: str,
+    actor: str,
+) -> str:
+    """Retire the sitting judge when it orders surely too few of these held-out pairs right (`right`); what
+    it scored, in words. The gate checks the judge on the very pairs of the adapter this turn would train and
+    blocks everything a drifted judge judges, so the turn looks for a fit judge now (or trains no adapter)
+    rather than after the training: an unseen-domain turn trained DPO for 8 minutes, then was blocked so."""
+    fit, words = rule.fit_to_judge(sum(right) / len(right), len(right), measured_on)
+    if fit:
+        return f"judge {sitting.id} keeps its seat: it {words}"
+    registry.move(sitting.id, "retired", actor=actor, reason=f"drifted: it {words}")
+    return f"judge {sitting.id} steps down, as it {words}"
 
 
 def _trained_prompts(tenant: TenantStore, judge: Version) -> set[str]:
