@@ -487,3 +487,15 @@ def test_a_look_tells_each_line_once() -> None:
     ):
         tell(line)
     assert heard == ["turn 1: light trial promoted v-1", "turn 1: dpo step 8/32"]
+
+
+def test_the_light_stage_says_why_it_starts_no_trial(tenant: tuple[TenantStore, Settings, str]) -> None:
+    """The loop's output said nothing of the light stage until its trial ended, minutes later."""
+    tenant, settings, _ = tenant
+    heard: list[str] = []
+    turn = Loop(tenant, settings, LoopPolicy(on_alerts=False)).start("manual")
+    ctx = TurnContext(tenant, settings, LoopPolicy(on_alerts=False), say=heard.append)
+
+    step = stages.light(ctx, turn)
+
+    assert heard == [f"turn {turn.turn}: no light trial: {step.report['light']['skipped']}"]

@@ -364,6 +364,13 @@ def light(ctx: TurnContext, turn: Turn) -> Step:
         # candidate that keeps production's weights needs no judge to reach its trial.
         train_judge=lambda snapshot_hash: _train_judge(ctx, snapshot_hash, fall_back=False),
     )
+    # What the turn tries without training, said when it starts: the trial then runs for minutes.
+    started = report["light"]
+    if started.get("skipped"):
+        ctx.say(f"turn {turn.turn}: no light trial: {started['skipped']}")
+    elif not started.get("picked_up"):
+        tried = "; ".join(c["reason"] for c in started.get("candidates", []) if "version" in c)
+        ctx.say(f"turn {turn.turn}: light trial {started['experiment']} started: {tried}")
     return Step("snapshot", report)
 
 
