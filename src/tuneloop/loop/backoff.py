@@ -42,14 +42,7 @@ def adapter_held_back(tenant: TenantStore) -> str | None:
     tried = registry.get(last.treatment_version)
     if last.state != "rolled_back" or not _trained(tried, production) or tried.snapshot_hash is None:
         return None
-    why = next(
-        (
-            h["reason"] or ""
-            for h in reversed(registry.history().get(tried.id, []))
-            if h["state"] == "rolled_back"
-        ),
-        "",
-    )
+    why = registry.reason(tried.id, "rolled_back")
     if not why.startswith(NO_LIFT):
         return None
     try:

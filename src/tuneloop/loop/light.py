@@ -327,10 +327,7 @@ def _turned_down(registry: Registry, parent: str | None) -> set[tuple[str | None
     history = registry.history() if rolled_back else {}
     lost = set()
     for version in rolled_back:
-        why = next(
-            (h["reason"] or "" for h in reversed(history.get(version.id, [])) if h["state"] == "rolled_back"),
-            "",
-        )
+        why = registry.reason(version.id, "rolled_back", history)
         if not why.startswith((FUTILE, CUT_SHORT)) or tries[_light_parts(version)] > 1:
             lost.add(_light_parts(version))
     return lost

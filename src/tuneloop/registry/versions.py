@@ -159,6 +159,13 @@ class Registry:
             )
         return history
 
+    def reason(
+        self, version_id: str, state: str, history: dict[str, list[dict[str, Any]]] | None = None
+    ) -> str:
+        """Why `version_id` last moved to `state` ("" if it never did); pass `history()` to ask of many."""
+        rows = (self.history() if history is None else history).get(version_id, [])
+        return next((h["reason"] or "" for h in reversed(rows) if h["state"] == state), "")
+
     def production(self, kind: Kind = "adapter") -> Version | None:
         """The version now serving (policy) or judging (reward model); None means the base model."""
         found = self.list(kind=kind, state="production")

@@ -55,15 +55,15 @@ def create_engine(
             hide_parameters=True,
             **pool,
         )
-    on_disk = bool(parsed.database) and parsed.database != ":memory:"
-    if on_disk:
-        _private_sqlite(Path(parsed.database))
+    database = sqlite_file(url)
+    if database is not None:
+        _private_sqlite(database)
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout},
         # Errors and logs show statements, never their parameters (identifiers, digests, message text).
         hide_parameters=True,
-        **(pool if on_disk else {}),  # an in-memory database lives in one connection
+        **(pool if database is not None else {}),  # an in-memory database lives in one connection
     )
     busy_ms = max(1, math.ceil(busy_timeout * 1000))
 
@@ -129,11 +129,17 @@ class CommitTurns:
             os.close(self._opened.pop())
 
 
-def commit_turns(url: str) -> CommitTurns:
-    """The CommitTurns of the store at `url`: a lock file beside a SQLite database file, else none."""
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite store URL; None for PostgreSQL or an in-memory database."""
     parsed = make_url(url)
     on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-    return CommitTurns(Path(f"{parsed.database}-commits.lock") if on_disk else None)
+    return Path(parsed.database) if on_disk else None
+
+
+def commit_turns(url: str) -> CommitTurns:
+    """The CommitTurns of the store at `url`: a lock file beside a SQLite database file, else none."""
+    database = sqlite_file(url)
+    return CommitTurns(database.with_name(f"{database.name}-commits.lock") if database else None)
 
 
 def _private_sqlite(path: Path) -> None:
