@@ -108,15 +108,53 @@ def test_a_sitting_judge_keeps_its_seat_only_when_surely_better_on_the_same_pair
     assert surely_better_p([True, False] * 6, [False, True] * 6) > 0.5
 
 
+def _right(agreed: int, pairs: int) -> list[bool]:
+    return [True] * agreed + [False] * (pairs - agreed)
+
+
 def test_a_judge_is_unfit_only_when_its_agreement_is_surely_below_the_bar() -> None:
     from tuneloop.evaluate.policy import RewardModelConfig
 
     rule = RewardModelConfig()  # min_agreement 0.6, alpha 0.2
-    assert rule.fit_to_judge(6 / 12, 12, "12 pairs")[0]  # a dozen pairs cannot tell 50 % from 60 %
-    assert not rule.fit_to_judge(3 / 12, 12, "12 pairs")[0]
-    assert not rule.fit_to_judge(0.55, 100, "100 pairs")[0]  # a hundred can
-    assert rule.fit_to_judge(0.58, 100, "100 pairs")[0]
-    assert not rule.fit_to_judge(0.0, 0, "no pairs")[0]  # no evidence is no seat
+    assert rule.fit_to_judge(_right(6, 12), "12 pairs")[0]  # a dozen pairs cannot tell 50 % from 60 %
+    assert not rule.fit_to_judge(_right(3, 12), "12 pairs")[0]
+    assert not rule.fit_to_judge(_right(55, 100), "100 pairs")[0]  # a hundred can
+    assert rule.fit_to_judge(_right(58, 100), "100 pairs")[0]
+    assert not rule.fit_to_judge([], "no pairs")[0]  # no evidence is no seat
+
+
+def test_pairs_of_one_prompt_count_as_fewer_independent_ones() -> None:
+    from tuneloop.evaluate.policy import RewardModelConfig
+
+    rule = RewardModelConfig()
+    # 55 of 100 pairs right is surely below 60 % when each pair is its own prompt ...
+    right = [True] * 55 + [False] * 45
+    assert not rule.fit_to_judge(right, "100 pairs", [f"p{i}" for i in range(100)])[0]
+    # ... but not when they are ten prompts' pairs, each ordered all right or all wrong.
+    ten = [f"p{i // 10}" for i in range(100)]
+    right = [i // 10 < 5 or i % 10 < 1 for i in range(100)]  # 5 prompts right, one pair of each other
+    fit, why = rule.fit_to_judge(right, "100 pairs", ten)
+    assert fit and "worth" in why
+
+
+def test_a_judge_at_the_bar_on_clustered_pairs_is_declared_unfit_at_most_alpha_of_the_time() -> None:
+    """A/A for the judge's check: a judge that orders each prompt's pairs right at exactly the bar (60 %),
+    with prompts of 1-12 pairs that go all right or all wrong together."""
+    import random
+
+    from tuneloop.evaluate.policy import RewardModelConfig
+
+    rule, rng, runs = RewardModelConfig(), random.Random(7), 2000
+    unfit = naive = 0
+    for _ in range(runs):
+        sizes = [rng.randint(1, 12) for _ in range(rng.randint(6, 20))]
+        prompts = [f"p{c}" for c, size in enumerate(sizes) for _ in range(size)]
+        verdict = {p: rng.random() < rule.min_agreement for p in set(prompts)}
+        right = [verdict[p] for p in prompts]
+        unfit += not rule.fit_to_judge(right, "pairs", prompts)[0]
+        naive += not rule.fit_to_judge(right, "pairs")[0]
+    assert naive / runs > 1.5 * rule.alpha  # counted as independent, a fit judge is retired far too often
+    assert unfit / runs <= rule.alpha + 0.02
 
 
 def test_a_judge_trained_on_erased_data_gives_its_seat_to_any_fit_successor(

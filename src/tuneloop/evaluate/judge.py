@@ -11,7 +11,7 @@ from tuneloop.errors import NotFound
 from tuneloop.evaluate.policy import GatePolicy, RewardModelConfig
 from tuneloop.evaluate.stats import paired_change_p
 from tuneloop.learn.privacy import spent_budget
-from tuneloop.learn.reward_model import load_reward_model, pair_margins
+from tuneloop.learn.reward_model import load_reward_model, ordered_right
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.signals.records import prompt_text, row_prompt
@@ -33,27 +33,30 @@ def appoint_judge(
     base = str(resolve_model(settings.model, settings.home))
 
     def ordered(version: Version, on: list[dict[str, Any]]) -> list[bool]:
-        """Which pairs `version` orders as the humans did (ties count against it)."""
-        scorer = load_reward_model(version.artifact_path, base_model=base)
-        return [margin > 0 for margin in pair_margins(scorer, on)]
+        return ordered_right(load_reward_model(version.artifact_path, base_model=base), on)
 
     on_pairs = len(pairs) >= rule.min_agreement_pairs
+    prompts = [prompt_text(row_prompt(pair)) for pair in pairs]
     if on_pairs:
         right = ordered(reward_model, pairs)
-        accuracy, measured = round(sum(right) / len(pairs), 4), len(pairs)
-        measured_on = f"{measured} held-out human pairs"
+        accuracy = round(sum(right) / len(pairs), 4)
+        measured_on = f"{len(pairs)} held-out human pairs"
+        fit, why = rule.fit_to_judge(right, measured_on, prompts)
     else:  # too few held-out pairs: its own test split, a few pairs cut from training, a noisier figure
         accuracy = reward_model.metrics.get("test_accuracy", 0.0)
         measured = int(reward_model.metrics.get("test_pairs", 0))
         measured_on = f"its test split of {measured} pairs"
-    fit, why = rule.fit_to_judge(accuracy, measured, measured_on)
+        agreed = round(accuracy * measured)
+        fit, why = rule.fit_to_judge([True] * agreed + [False] * (measured - agreed), measured_on)
     cap = suites.judge_privacy.max_epsilon
     if suites.judge_privacy.caps_epsilon and cap is not None:
         private, budget = within_privacy_budget(reward_model, cap)
         fit, why = fit and private, f"{why}; {budget}"
     contested = sitting is not None and sitting.id != reward_model.id and sitting.erased_at is None
     if not fit and on_pairs and contested:
-        standing = _step_down_if_drifted(registry, rule, sitting, ordered(sitting, pairs), measured_on, actor)
+        standing = _step_down_if_drifted(
+            registry, rule, sitting, ordered(sitting, pairs), prompts, measured_on, actor
+        )
         why = f"{why}; {standing}"
     elif fit and on_pairs and contested:
         # Fit is a floor; a sitting judge that orders surely more of the same pairs right keeps its seat (a
@@ -64,7 +67,7 @@ def appoint_judge(
         # Only on pairs whose prompts the sitting judge did not train on: held-out clusters shift as new
         # paraphrases join them, and a judge scored on its own training pairs looked surely better.
         trained = _trained_prompts(tenant, sitting)
-        fresh = [i for i, pair in enumerate(pairs) if prompt_text(row_prompt(pair)) not in trained]
+        fresh = [i for i, prompt in enumerate(prompts) if prompt not in trained]
         if len(fresh) >= rule.min_agreement_pairs:
             held = ordered(sitting, [pairs[i] for i in fresh])
             mine = [right[i] for i in fresh]
@@ -97,6 +100,7 @@ def _step_down_if_drifted(
     rule: RewardModelConfig,
     sitting: Version,
     right: list[bool],
+    prompts: list[str],
     measured_on: str,
     actor: str,
 ) -> str:
@@ -104,7 +108,7 @@ def _step_down_if_drifted(
     it scored, in words. The gate checks the judge on the very pairs of the adapter this turn would train and
     blocks everything a drifted judge judges, so the turn looks for a fit judge now (or trains no adapter)
     rather than after the training: an unseen-domain turn trained DPO for 8 minutes, then was blocked so."""
-    fit, words = rule.fit_to_judge(sum(right) / len(right), len(right), measured_on)
+    fit, words = rule.fit_to_judge(right, measured_on, prompts)
     if fit:
         return f"judge {sitting.id} keeps its seat: it {words}"
     registry.move(sitting.id, "retired", actor=actor, reason=f"drifted: it {words}")

@@ -6,13 +6,14 @@ strict on purpose; configs/gate_policy.yaml documents each field and equals `Gat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.config import TenantPolicy
-from tuneloop.evaluate.stats import binomial_at_most
+from tuneloop.evaluate.stats import binomial_at_most, independent_count
 
 
 class _Config(BaseModel):
@@ -94,20 +95,28 @@ class RewardModelConfig(WinRateRule):
     )
     tie_tolerance: float = Field(default=1e-6, ge=0, description="Reward differences within this are ties.")
 
-    def fit_to_judge(self, agreement: float, pairs: int, measured_on: str) -> tuple[bool, str]:
-        """Whether a reward model that orders `agreement` of `pairs` pairs (`measured_on`) as the humans did
-        may judge candidates (the loop's choice of a new judge and this suite's check), and why.
+    def fit_to_judge(
+        self, right: Sequence[bool], measured_on: str, prompts: Sequence[str] | None = None
+    ) -> tuple[bool, str]:
+        """Whether a reward model that ordered the pairs `right` as the humans did (`measured_on`) may judge
+        candidates (the loop's choice of a new judge and this suite's check), and why.
 
         Judged on the counts: unfit once its agreement is surely below min_agreement (one-sided binomial
         p < alpha). On a dozen pairs the share alone is known to about ±14 points, and a fixed bar
-        blocked judges as often as the pairs' luck decided."""
-        agreed = round(agreement * pairs)
-        p = binomial_at_most(agreed, pairs, self.min_agreement)
+        blocked judges as often as the pairs' luck decided. Pairs that share a prompt (`prompts`, one per
+        pair) count as fewer independent ones (stats.independent_count)."""
+        pairs = len(right)
+        agreement = sum(right) / pairs if pairs else 0.0
+        worth = pairs if prompts is None else independent_count(right, prompts)
+        p = binomial_at_most(round(agreement * worth), worth, self.min_agreement)
         fit = pairs > 0 and p >= self.alpha
         verdict = "not surely below" if fit else "surely below"
+        counted = (
+            f", worth {worth} independent ones as pairs of one prompt go together" if worth < pairs else ""
+        )
         return (
             fit,
-            f"agrees with {agreement:.0%} of {measured_on}: {verdict} {self.min_agreement:.0%} "
+            f"agrees with {agreement:.0%} of {measured_on}{counted}: {verdict} {self.min_agreement:.0%} "
             f"(one-sided binomial p {p:.2f}, alpha {self.alpha})",
         )
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -28,6 +29,25 @@ def paired_change_p(worse: int, better: int) -> float:
 def binomial_at_most(successes: int, n: int, p: float) -> float:
     """P(X <= successes) for X ~ Binomial(n, p): the one-sided p-value that the true rate is below `p`."""
     return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(successes + 1)) if n else 1.0
+
+
+def independent_count(outcomes: Sequence[bool], clusters: Sequence[str]) -> int:
+    """How many independent outcomes `outcomes` are worth when those of one cluster go together: their number
+    over the design effect (the cluster-robust variance of their share against the binomial one), which is
+    never taken below 1. Held-out pairs of one prompt are ordered right or wrong together, and a test that
+    counts each as independent declares a fit judge unfit far more often than its alpha."""
+    n = len(outcomes)
+    share = sum(outcomes) / n if n else 0.0
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for outcome, cluster in zip(outcomes, clusters, strict=True):
+        groups[cluster].append(outcome)
+    if len(groups) == n:
+        return n
+    if len(groups) < 2 or share in (0.0, 1.0):  # no spread to measure: as many as the clusters
+        return len(groups)
+    spread = sum((sum(g) - share * len(g)) ** 2 for g in groups.values()) * len(groups) / (len(groups) - 1)
+    design_effect = max(1.0, spread / (n * share * (1 - share)))
+    return max(1, math.floor(n / design_effect))
 
 
 def sigmoid(x: float) -> float:

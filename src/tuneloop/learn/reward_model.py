@@ -115,9 +115,9 @@ def pair_margins(scorer: RewardModel, rows: list[dict]) -> list[float]:
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
-def agreement(scorer: RewardModel, rows: list[dict]) -> float:
-    """Share of preference rows the reward model orders as the humans did (ties count against it)."""
-    return sum(m > 0 for m in pair_margins(scorer, rows)) / len(rows)
+def ordered_right(scorer: RewardModel, rows: list[dict]) -> list[bool]:
+    """Which preference rows the reward model orders as the humans did (ties count against it)."""
+    return [margin > 0 for margin in pair_margins(scorer, rows)]
 
 
 class LoraRewardModel:

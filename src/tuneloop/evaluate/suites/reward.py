@@ -27,6 +27,7 @@ from tuneloop.evaluate.suites.base import (
 )
 from tuneloop.model_files import resolve_model
 from tuneloop.registry.versions import Registry, Version
+from tuneloop.signals.records import prompt_text, row_prompt
 
 
 def judge_version(ctx: GateContext, cfg: RewardModelConfig) -> Version:
@@ -45,8 +46,7 @@ def judge_version(ctx: GateContext, cfg: RewardModelConfig) -> Version:
 
 def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
     """The reward model's agreement with held-out human pairs, then its candidate-vs-production win rate."""
-    from tuneloop.learn.reward_model import agreement as agreement_of
-    from tuneloop.learn.reward_model import load_reward_model
+    from tuneloop.learn.reward_model import load_reward_model, ordered_right
 
     if cfg.version is None and ctx.same_weights and Registry(ctx.tenant).production("reward_model") is None:
         return trial_judges("no reward model judges yet")
@@ -63,7 +63,8 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         )
     base = resolve_model(judge.base_model, ctx.home)
     model = load_reward_model(judge.artifact_path, base_model=str(base))
-    agreement = agreement_of(model, pairs)
+    right = ordered_right(model, pairs)
+    agreement = sum(right) / len(pairs)
 
     limit = ctx.policy.generation.max_new_tokens
     cand = ctx.evaluator.generate(CANDIDATE, prompts, limit)
@@ -92,7 +93,8 @@ def run(ctx: GateContext, cfg: RewardModelConfig) -> Verdict:
         }
         for p, a, b, c, s in zip(prompts[:MAX_ROWS], cand, prod, cand_scores, prod_scores, strict=False)
     ]
-    fit, agreement_words = cfg.fit_to_judge(agreement, len(pairs), f"{len(pairs)} held-out human pairs")
+    prompts = [prompt_text(row_prompt(pair)) for pair in pairs]
+    fit, agreement_words = cfg.fit_to_judge(right, f"{len(pairs)} held-out human pairs", prompts)
     if not fit:
         reason = f"reward model {judge.id} has drifted: it {agreement_words}, so it approves nothing"
         return Verdict(False, reason, metrics, rows)
