@@ -41,6 +41,11 @@ def test_a_large_snapshot_stops_at_max_steps() -> None:
     assert args["num_train_epochs"] == 1 and args["max_steps"] == MAX_STEPS
 
 
+def test_a_warm_start_on_a_large_snapshot_stops_at_the_target_steps() -> None:
+    assert paced("dpo", rows(5_000), {}, {}, warm=True)["max_steps"] == TARGET_STEPS
+    assert paced("dpo", rows(40), {}, {}, warm=True) == paced("dpo", rows(40), {}, {})
+
+
 def test_repeated_edits_count_as_the_rows_the_trainer_sees() -> None:
     # 80 edits seen 3 times each (DPO's default) are 30 steps a pass, not 10.
     assert paced("dpo", rows(80, "edit"), {}, {})["num_train_epochs"] == 2

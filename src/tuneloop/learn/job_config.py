@@ -77,7 +77,8 @@ KIND_TRAINER_ARGS: dict[str, dict[str, Any]] = {
 KIND_REPEAT: dict[str, dict[str, int]] = {"dpo": {"edit": 3}}
 # A turn's adapter moves about this many optimizer steps from where it starts: a step the canary can verify
 # and the next turn can build on (docs/learning-defaults.md). Small snapshots take more passes, large ones
-# stop at MAX_STEPS, which also bounds a turn's CPU time beside live traffic.
+# stop at MAX_STEPS, which also bounds a turn's CPU time beside live traffic; a warm start, which already
+# learned from the turns before, stops at TARGET_STEPS (a demo's second turn trained 64 steps for 8 minutes).
 TARGET_STEPS = 32
 MAX_EPOCHS = 4
 MAX_STEPS = 64
@@ -344,10 +345,15 @@ def _resolved(kind: JobKind, trainer_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def paced(
-    kind: JobKind, rows: list[dict], trainer_args: dict[str, Any], repeat: dict[str, int]
+    kind: JobKind,
+    rows: list[dict],
+    trainer_args: dict[str, Any],
+    repeat: dict[str, int],
+    *,
+    warm: bool = False,
 ) -> dict[str, Any]:
     """`trainer_args` with the passes over `rows` chosen from their number (TARGET_STEPS), unless the caller
-    set num_train_epochs or max_steps; only adapter jobs are paced."""
+    set num_train_epochs or max_steps; only adapter jobs are paced, a `warm` start to TARGET_STEPS at most."""
     if kind not in ("dpo", "kto") or {"num_train_epochs", "max_steps"} & trainer_args.keys():
         return trainer_args
     copies = {**KIND_REPEAT.get(kind, {}), **repeat}
@@ -357,8 +363,9 @@ def paced(
     per_epoch = max(1, math.ceil(seen / batch))
     epochs = min(MAX_EPOCHS, math.ceil(TARGET_STEPS / per_epoch))
     args = {**trainer_args, "num_train_epochs": epochs}
-    if per_epoch * epochs > MAX_STEPS:
-        args["max_steps"] = MAX_STEPS
+    most = TARGET_STEPS if warm else MAX_STEPS
+    if per_epoch * epochs > most:
+        args["max_steps"] = most
     return args
 
 

@@ -70,7 +70,9 @@ def train_version(
         amplify_k=amplify_k if method == "dpo" else 0,
         tenant=tenant.tenant_id,
         lora=lora,
-        trainer_args=class_weighted(method, rows, paced(method, rows, fitted, repeat or {})),
+        trainer_args=class_weighted(
+            method, rows, paced(method, rows, fitted, repeat or {}, warm=init_adapter is not None)
+        ),
         repeat=repeat or {},
         init_adapter=init_adapter,
         seed=seed,
