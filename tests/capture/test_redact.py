@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -222,6 +223,51 @@ def test_redact_json_walks_nested_structures_and_leaves_keys_and_non_strings(red
     assert out[1]["tags"] == ("vip", None, 2.5)
     assert out[2:] == [42, None]
     assert values[0][0] == "Hi, I'm Priya Patel"  # the input is not modified
+
+
+def test_a_value_is_read_after_the_key_it_is_under(redactor: Redactor) -> None:
+    """The key is the context a bare number or date needs, as the same words before it in a sentence."""
+    values = [
+        {
+            "ssn": "078051120",
+            "dateOfBirth": "1984-03-12",
+            "passport": "X1234567",
+            "customer_name": "jane",
+            "phones": ["5550134"],
+            "name": "tests_passed",
+            "plan": "gold",
+        }
+    ]
+    [out] = redactor.redact_json(values, "redact")
+    assert out == {
+        "ssn": "<US_SSN>",
+        "dateOfBirth": "<DATE_OF_BIRTH>",
+        "passport": "<ID_NUMBER>",
+        "customer_name": "<PERSON>",
+        "phones": ["<PHONE_NUMBER>"],
+        "name": "tests_passed",
+        "plan": "gold",
+    }
+
+
+def test_json_text_is_read_as_its_keys_and_strings(redactor: Redactor) -> None:
+    arguments = json.dumps({"email": "jane\\u0040example.com", "ssn": "078051120"}, separators=(",", ":"))
+    call = json.dumps({"tool_calls": [{"function": {"name": "lookup", "arguments": arguments}}]})
+    pasted = '{"name":"Jane Doe","ssn":"078051120","jane.doe@example.com":1}'
+    clean = '{"ok":true,  "items":[1,2,"three"]}'
+    out_call, out_pasted, out_clean = redactor.redact_texts([call, pasted, clean], "redact")
+    assert json.loads(json.loads(out_call)["tool_calls"][0]["function"]["arguments"]) == {
+        "email": "<EMAIL_ADDRESS>",
+        "ssn": "<US_SSN>",
+    }
+    assert json.loads(out_pasted) == {"name": "<PERSON>", "ssn": "<US_SSN>", "<EMAIL_ADDRESS>": 1}
+    assert out_clean == clean  # nothing found: kept byte for byte
+
+
+def test_json_text_nested_too_deep_is_read_as_text(redactor: Redactor) -> None:
+    deep = "[" * 5000 + '"mail jane@example.com"' + "]" * 5000
+    [out] = redactor.redact_texts([deep], "redact")
+    assert "jane@example.com" not in out and out.startswith("[" * 5000)
 
 
 def test_repeated_texts_in_a_batch_get_the_same_result(redactor: Redactor) -> None:

@@ -135,14 +135,15 @@ def standin(received: list[dict[str, Any]]) -> FastAPI:
 @contextmanager
 def gateway_over_standin(home: Path) -> Iterator[dict[str, Any]]:
     """A live tuneloop gateway in `home` before a stand-in upstream; tenant `a` (redaction off). Yields its
-    url, key and the bodies the stand-in received."""
+    url, key and the bodies the stand-in received, and the key of tenant `r`, which redacts."""
     received: list[dict[str, Any]] = []
     with serve_app(standin(received)) as up:
         settings = Settings(home=home, backend="openai", upstream_url=f"{up}/v1")
         store = Store(settings.database_url)
         _, key = store.create_tenant("a", redaction="off")
+        _, redacting = store.create_tenant("r", redaction="redact")
         with live_server(settings) as url:
-            yield {"url": url, "key": key, "received": received}
+            yield {"url": url, "key": key, "received": received, "redacting_key": redacting}
         store.close()
 
 

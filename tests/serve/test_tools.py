@@ -86,9 +86,30 @@ def test_a_tool_answer_in_the_history_is_forwarded_and_captured(upstream: dict) 
     assert sent[1]["tool_calls"] == [call] and sent[2]["tool_call_id"] == "call_9"
     stored = _stored(upstream, done.id)["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant", "tool"]
-    assert (
-        json.loads(stored[1]["content"]) == {"tool_calls": [call]} and stored[2]["content"] == "18 °C, sunny"
-    )
+    # A call's id only pairs it with its result within the request, and may be any text: it is not stored.
+    without_id = {k: v for k, v in call.items() if k != "id"}
+    assert json.loads(stored[1]["content"]) == {"tool_calls": [without_id]}
+    assert stored[2]["content"] == "18 °C, sunny"
+
+
+def test_personal_data_in_tool_calls_and_their_results_is_redacted(upstream: dict) -> None:
+    arguments = json.dumps({"email": "jane\u0040example.com", "ssn": "078051120"}, separators=(",", ":"))
+    call = {
+        "id": "call_jane.doe@example.com_4155550134",
+        "type": "function",
+        "function": {"name": "lookup_customer", "arguments": arguments},
+    }
+    history = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"name":"Jane Doe","ssn":"078051120"}'},
+    ]
+    redacting = {**upstream, "key": upstream["redacting_key"]}
+    done = _sdk(redacting).chat.completions.create(model="tuneloop", messages=history, tools=[WEATHER])
+    stored = json.dumps(_stored(redacting, done.id)["messages"])
+    for personal in ("jane", "Jane", "example.com", "078051120", "4155550134"):
+        assert personal not in stored
+    assert "<EMAIL_ADDRESS>" in stored and "<US_SSN>" in stored and "<PERSON>" in stored
 
 
 def test_a_streamed_tool_call_arrives_whole_in_the_last_chunk(upstream: dict) -> None:

@@ -8,17 +8,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.util
+import json
 import re
 import threading
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
 import regex  # type: ignore[import-untyped]
 
+from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.pii_patterns import NAME_PARTICLES, TITLES, canonical_email
 from tuneloop.errors import PayloadTooLarge, TuneloopError
 from tuneloop.store.repository import RedactionMode
@@ -89,6 +91,18 @@ _SPELLED_PART = re.compile(rf"({_DIGIT_WORD})|[ ,.-]+", re.IGNORECASE)
 _NOT_NAME_WORDS = frozenset(w.lower() for w in [*TITLES, *NAME_PARTICLES])
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
 _CACHE_SIZE = 4096
+# A value is read after its key's words, the context that recognisers weigh ("ssn: 078…", "dob: 1984-…");
+# a key longer than this is no name for what its value holds.
+MAX_LABEL_CHARS = 40
+_KEY_BREAKS = re.compile(r"[^0-9A-Za-z]+|(?<=[a-z])(?=[A-Z])")
+# A value under such a key is a person's name however it is written ("customer_name": "jane").
+_PERSON_KEY = re.compile(
+    r"(?:(?:.+ )?(?:first|last|full|given|family|middle|maiden|customer|user|patient|client|contact|person|"
+    r"sur) ?name)|surname",
+    re.IGNORECASE,
+)
+MAX_JSON_DEPTH = 2  # JSON text in JSON text (a tool call's arguments) is read as JSON; deeper, as text
+MAX_JSON_NESTING = 64
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
 _NAME_SCRIPT = regex.compile(r"[\p{Han}\p{Hangul}]")  # names; kana are mostly the particles around them
 
@@ -123,6 +137,7 @@ class Redactor:
         keep: frozenset[str] = frozenset(),
         scopes: list[Hashable] | None = None,
         key_scope: str | None = None,
+        labels: list[str | None] | None = None,
     ) -> list[str]:
         """`texts` with PII replaced according to `mode`; `owner` (a tenant) takes turns with others.
 
@@ -130,13 +145,49 @@ class Redactor:
         person ("Wayfare" of the public "Wayfare Miles", in "Will Wayfare pay for the delay?").
         A value found in one text is removed from the texts of the same scope (`scopes`, one per text; by
         default all of them are one). `hash` placeholders are keyed for `key_scope` (`pseudonyms.key_scope`).
+        A text's label (`labels`: the key it was sent under) is read before it as context ("ssn: 078…");
+        JSON text is read as its keys and strings, each string with its key (`_pieces`).
         """
         if mode == "off":
             return list(texts)
         if mode not in ("redact", "hash"):
             raise ValueError(f"unknown redaction mode {mode!r}; use one of redact, hash, off")
+        pieces = [
+            _pieces(text, label) for text, label in zip(texts, labels or [None] * len(texts), strict=True)
+        ]
+        leaves = [leaf for found, _ in pieces for leaf in found]
+        in_scopes = [
+            scope
+            for (found, _), scope in zip(pieces, scopes or [None] * len(texts), strict=True)
+            for _ in found
+        ]
+        redacted = iter(self._redact_leaves(leaves, mode, owner, keep, in_scopes, key_scope))
+        return [build(redacted) for _, build in pieces]
+
+    def _redact_leaves(
+        self,
+        leaves: list[tuple[str | None, str]],
+        mode: RedactionMode,
+        owner: str,
+        keep: frozenset[str],
+        scopes: list[Hashable],
+        key_scope: str | None,
+    ) -> list[str]:
+        """Each (label, text) leaf's text redacted, the label read before it but never replaced."""
         engines = _engines()
-        spans = _propagate(texts, engines.find_spans(texts, owner), scopes or [None] * len(texts))
+        texts = [text for _, text in leaves]
+        read = [f"{label}: {text}" if label and _may_hold_pii(text) else text for label, text in leaves]
+        spans = [
+            _behind(found, len(whole) - len(text))
+            for found, whole, text in zip(engines.find_spans(read, owner), read, texts, strict=True)
+        ]
+        spans = [
+            [("PERSON", 0, len(text), 1.0)]
+            if label and _PERSON_KEY.fullmatch(label) and text.strip()
+            else found
+            for (label, text), found in zip(leaves, spans, strict=True)
+        ]
+        spans = _propagate(texts, spans, scopes)
         if keep:
             words = frozenset(word for term in keep for word in term.split())
             spans = [
@@ -166,15 +217,17 @@ class Redactor:
         scopes: list[Hashable] | None = None,
         key_scope: str | None = None,
     ) -> list[Any]:
-        """Redact every string inside `values` (nested dicts and lists) in one batch; keys are left alone.
+        """Redact every string inside `values` (nested dicts and lists) in one batch, each read after the key
+        it is under; keys are left alone.
 
         With `budget`, more text than `max_chars` or more strings than `max_strings` is refused (413).
         `scopes` and `key_scope` are as in `redact_texts`.
         """
         if mode == "off":
             return list(values)
-        per_value = [strings_in(value) for value in values]
-        strings = [s for found in per_value for s in found]
+        per_value = [labelled_strings(value) for value in values]
+        leaves = [leaf for found in per_value for leaf in found]
+        strings = [text for _, text in leaves]
         if budget:
             self.check_budget(strings)
         per_string = (
@@ -182,7 +235,8 @@ class Redactor:
             if scopes is not None
             else None
         )
-        redacted = iter(self.redact_texts(strings, mode, owner, keep, per_string, key_scope))
+        labels = [label for label, _ in leaves]
+        redacted = iter(self.redact_texts(strings, mode, owner, keep, per_string, key_scope, labels))
         return _replace_strings(values, redacted)
 
     def finds(self, texts: list[str], owner: str = "") -> list[list[tuple[str, str]]]:
@@ -656,24 +710,93 @@ def _normalize(entity: str, value: str) -> str:
 
 def strings_in(value: Any) -> list[str]:
     """Every string inside `value` (nested dicts' values and lists), in the order redaction reads them."""
-    out: list[str] = []
-    _collect_strings(value, out)
-    return out
+    return [text for _, text in labelled_strings(value)]
 
 
-def _collect_strings(value: Any, out: list[str]) -> None:
+def labelled_strings(value: Any, label: str | None = None) -> list[tuple[str | None, str]]:
+    """Every string inside `value` with the words of the dict key it is under (a list's items share their
+    list's), in `strings_in` order."""
     if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_strings(item, out)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _collect_strings(item, out)
+        return [(label, value)]
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in labelled_strings(item, key_label(key))]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in labelled_strings(item, label)]
+    return []
+
+
+def key_label(key: Any) -> str | None:
+    """A key as the words redaction reads before its value ("date_of_birth", "dateOfBirth": "date of
+    birth"); None for a key that is no short name."""
+    if not isinstance(key, str):
+        return None
+    words = " ".join(_KEY_BREAKS.sub(" ", key).split())
+    return words if words and len(words) <= MAX_LABEL_CHARS else None
+
+
+def _behind(spans: Spans, offset: int) -> Spans:
+    """`spans` found in a label and its text, as offsets into the text alone; what lies in the label goes."""
+    if not offset:
+        return spans
+    return [
+        (e, max(0, start - offset), end - offset, score) for e, start, end, score in spans if end > offset
+    ]
+
+
+Build = Callable[[Iterator[str]], str]
+
+
+def _pieces(text: str, label: str | None, depth: int = 0) -> tuple[list[tuple[str | None, str]], Build]:
+    """What redaction reads of a text, as (label, text) leaves, and how to build the redacted text back from
+    their redacted texts, taken in order.
+
+    JSON text (a tool call and its arguments, a tool's result, a pasted payload) is read as its keys and
+    strings, each string after its key: `{"ssn":"078051120"}` hid the number from the context it needs, and
+    escapes inside a string's JSON (`jane\\u0040example.com`) hid an address. Built back only when something
+    changed, so clean JSON is kept byte for byte."""
+    parsed = _json_of(text) if depth < MAX_JSON_DEPTH else None
+    if parsed is None:
+        return [(label, text)], next
+    value, keys = numbers_as_text(parsed), keys_of(parsed)
+    nested = [_pieces(item, item_label, depth + 1) for item_label, item in labelled_strings(value)]
+    leaves = [leaf for found, _ in nested for leaf in found] + [(None, key) for key in keys]
+
+    def build(redacted: Iterator[str]) -> str:
+        strings = [build_item(redacted) for _, build_item in nested]
+        renamed = [next(redacted) for _ in keys]
+        if strings == strings_in(value) and renamed == keys:
+            return text
+        rebuilt = with_keys(numbers_back(parsed, _replace_strings(value, iter(strings))), renamed)
+        return json.dumps(rebuilt, ensure_ascii=False)
+
+    return leaves, build
+
+
+def _json_of(text: str) -> Any:
+    """The object or array `text` holds as JSON, or None for any other text (and for JSON nested deeper
+    than MAX_JSON_NESTING, which the request bodies around it may not be either)."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, (dict, list)) and _nesting(parsed) <= MAX_JSON_NESTING else None
+
+
+def _nesting(value: Any) -> int:
+    """How deep `value`'s dicts and lists go, counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _replace_strings(value: Any, redacted: Any) -> Any:
-    """A copy of `value` whose strings are taken, in `_collect_strings` order, from `redacted`."""
+    """A copy of `value` whose strings are taken, in `strings_in` order, from `redacted`."""
     if isinstance(value, str):
         return next(redacted)
     if isinstance(value, dict):

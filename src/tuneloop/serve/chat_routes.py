@@ -7,7 +7,6 @@ the completion's `id` and the `x-tuneloop-interaction-id` header, so clients can
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -22,7 +21,16 @@ from tuneloop.registry.versions import Registry
 from tuneloop.retrieve.prompting import add_sources
 from tuneloop.serve import completions_routes, embeddings_routes
 from tuneloop.serve.backends.base import Choice
-from tuneloop.serve.gateway import Call, SamplingParams, Short, answered, open_call, sse, usage
+from tuneloop.serve.gateway import (
+    Call,
+    SamplingParams,
+    Short,
+    answered,
+    captured_calls,
+    open_call,
+    sse,
+    usage,
+)
 from tuneloop.serve.http import GATEWAY, clip, read_json, validate
 from tuneloop.serve.routing import PRODUCTION
 from tuneloop.store.repository import TenantStore
@@ -109,10 +117,9 @@ class ChatMessage(BaseModel):
         """The message as an interaction stores it: a tool call is its JSON, a tool's answer its text."""
         role = "tool" if self.role == "function" else self.role
         if self.content is None:
-            calls: dict[str, Any] = {"tool_calls": [c.model_dump() for c in self.tool_calls or []]}
-            if self.function_call:
-                calls = {"function_call": self.function_call.model_dump()}
-            return {"role": role, "content": json.dumps(calls, ensure_ascii=False)}
+            calls = [c.model_dump() for c in self.tool_calls or []]
+            function_call = self.function_call.model_dump() if self.function_call else None
+            return {"role": role, "content": captured_calls(calls, function_call)}
         return {"role": role, "content": self.text()}
 
 

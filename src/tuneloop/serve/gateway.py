@@ -219,8 +219,19 @@ def captured_text(choice: Choice) -> str:
     """What an answer said, as stored: its text, or its tool calls as JSON when it called tools instead."""
     if choice.text or not (choice.tool_calls or choice.function_call):
         return choice.text
-    key = "tool_calls" if choice.tool_calls else "function_call"
-    return json.dumps({key: choice.tool_calls or choice.function_call}, ensure_ascii=False)
+    return captured_calls(choice.tool_calls, choice.function_call)
+
+
+def captured_calls(tool_calls: list[dict[str, Any]] | None, function_call: dict[str, Any] | None) -> str:
+    """Tool calls (or a legacy function call) as a stored message holds them: JSON, without the calls' ids,
+    which only pair a call with its result in one request and may be any text a client chose."""
+    if function_call and not tool_calls:
+        return json.dumps({"function_call": function_call}, ensure_ascii=False)
+    return json.dumps({"tool_calls": [_without_id(c) for c in tool_calls or []]}, ensure_ascii=False)
+
+
+def _without_id(call: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in call.items() if key != "id"}
 
 
 async def capture(
