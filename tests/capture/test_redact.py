@@ -270,6 +270,17 @@ def test_json_text_nested_too_deep_is_read_as_text(redactor: Redactor) -> None:
     assert "jane@example.com" not in out and out.startswith("[" * 5000)
 
 
+def test_reading_new_words_does_not_grow_the_vocabulary(redactor: Redactor) -> None:
+    from tuneloop.capture.redact import _engines
+
+    redactor.redact_texts(["warm the pipeline up once"], "redact")
+    strings = _engines().nlp_engine.nlp["en"].vocab.strings
+    before = len(strings)
+    words = [f"zq{i}x{i * 7919 % 10007}" for i in range(400)]
+    redactor.redact_texts([" ".join(words[i : i + 20]) for i in range(0, 400, 20)], "redact")
+    assert len(strings) == before
+
+
 def test_repeated_texts_in_a_batch_get_the_same_result(redactor: Redactor) -> None:
     text = "Thanks Sarah Connor, my email is sarah@example.com"
     first, second = redactor.redact_texts([text, text], "redact")
