@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,9 @@ import pytest
 from tuneloop.errors import BadRequest
 from tuneloop.model_files import (
     BASE_MODEL_NAME,
+    TINY_MODEL_NAME,
     ensure_base_model,
+    load_causal_lm,
     make_tiny_model,
     model_hash,
     resolve_model,
@@ -69,3 +74,66 @@ def test_resolve_model_accepts_a_local_directory_and_rejects_a_missing_one(tmp_p
     assert resolve_model(str(tmp_path), tmp_path) == tmp_path
     with pytest.raises(BadRequest, match="TUNELOOP_MODEL"):
         resolve_model(str(tmp_path / "nope"), tmp_path)
+
+
+def _at_once(script: str, *args: str) -> list[str]:
+    """Run `script` in two Python processes at once; their stdouts (both must succeed)."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script), *args], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    return outs
+
+
+def test_two_processes_making_one_model_at_once_both_get_the_complete_model(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / BASE_MODEL_NAME).symlink_to(ensure_base_model(models_dir))
+    script = """
+        import sys
+        from tuneloop.model_files import make_tiny_model, model_hash
+        print(model_hash(make_tiny_model(sys.argv[1])))
+    """
+    outs = _at_once(script, str(tmp_path))
+    assert outs[0] == outs[1] == model_hash(make_tiny_model(models_dir)) + "\n"
+    load_causal_lm(tmp_path / TINY_MODEL_NAME)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".{TINY_MODEL_NAME}.lock",
+        BASE_MODEL_NAME,
+        TINY_MODEL_NAME,
+    ]
+
+
+def test_a_second_process_waits_for_the_first_conversion_instead_of_repeating_it(tmp_path: Path) -> None:
+    script = """
+        import sys, time
+        from pathlib import Path
+        from tuneloop.model_files import _write_atomically
+
+        def write(tmp):
+            with open(Path(sys.argv[1]) / "writes.log", "a") as log:
+                print("write", file=log)
+            time.sleep(1)  # a slow conversion: the other process starts meanwhile
+            (tmp / "config.json").write_text("{}")
+            (tmp / "model.safetensors").write_bytes(b"weights")
+
+        print(_write_atomically(Path(sys.argv[1]) / "m", write))
+    """
+    outs = _at_once(script, str(tmp_path))
+    assert outs == [f"{tmp_path / 'm'}\n"] * 2
+    assert (tmp_path / "writes.log").read_text() == "write\n"
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_a_crashed_half_conversion_is_redone_not_taken_as_finished(models_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / BASE_MODEL_NAME).symlink_to(ensure_base_model(models_dir))
+    half = tmp_path / TINY_MODEL_NAME
+    half.mkdir()
+    (half / "config.json").write_text("{}")  # the weights were never written
+    (tmp_path / f".{TINY_MODEL_NAME}-crashed").mkdir()
+    assert model_hash(make_tiny_model(tmp_path)) == model_hash(make_tiny_model(models_dir))
+    assert not list(tmp_path.glob(f".{TINY_MODEL_NAME}-*")), "a crashed writer's folder was left behind"

@@ -4,12 +4,15 @@ the one loader of a base model with its tokenizer."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +43,42 @@ def _is_complete(model_dir: Path) -> bool:
 
 
 def _write_atomically(target: Path, write) -> Path:
-    """Run `write(tmp_dir)`, then move the result to `target` in one rename: a crash leaves no half model."""
+    """Run `write(tmp_dir)`, then move the result to `target` in one rename: a crash leaves no half model.
+    Processes sharing the folder take turns on a lock beside it, so one writes and the others reuse it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        tmp.chmod(0o755)
-        write(tmp)
-        if target.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
+    with _turn(target.parent / f".{target.name}.lock"):
+        if _is_complete(target):  # another process wrote it while this one waited
+            return target
+        _discard_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            tmp.chmod(0o755)
+            write(tmp)
             tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target
+
+
+@contextlib.contextmanager
+def _turn(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_file` for the block; a killed holder's lock goes with it."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # releases the GIL while it waits (a conversion takes ~30 s)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _discard_leftovers(target: Path) -> None:
+    """Remove what a crashed writer left: its temporary folders, and an incomplete `target` (from before
+    writes were atomic). Called under the lock, so no live writer owns them."""
+    for leftover in target.parent.glob(f".{target.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
 
 
 def _strip_quantization(model) -> None:
