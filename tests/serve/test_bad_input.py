@@ -284,6 +284,14 @@ def _number_cases() -> Iterator[Case]:
             _encode(_put(OUTCOME, "value.value", RAW), raw),
             names="value.value",
         )
+    # Past 18 whole digits, as the README says: a float too, finite as JSON and Python read it.
+    for label, raw in {"1e300": "1e300", "-1e308": "-1e308", "1e18": "1e18", "1.0e18": "1.0e18"}.items():
+        yield Case(
+            f"outcome-past-18-digits-{label}",
+            "/v1/feedback",
+            _encode(_put(OUTCOME, "value.value", RAW), raw),
+            names="value.value",
+        )
 
 
 def _depth_cases() -> Iterator[Case]:

@@ -114,20 +114,28 @@ def _a_measure(value: Any) -> Any:
     Rewards, KPIs and /metrics read this as a number, so redaction cannot put a placeholder here as it does
     in metadata; a number that long may be an identifier (a phone, card or account number), and 3 digits of
     one identify no one while a duration in milliseconds or an amount in cents keeps its magnitude. Past 18
-    digits no measure needs the number, and an int past float range would overflow every read: refused
-    (the message does not repeat the number, as errors reach logs)."""
+    digits no measure needs the number, an int past float range would overflow every read, and a float's
+    mantissa still carries a card number scaled up (4.111111111111111e20): refused, int or float (the
+    message does not repeat the number, as errors reach logs)."""
+    if _past_measure_digits(value):
+        raise ValueError(
+            f"value.value: a number of more than {MAX_MEASURE_DIGITS} digits is no measure; send "
+            "counts and times in units that keep them smaller"
+        )
     if not is_long_number(value):
         return value
     whole = abs(int(value))
     digits = len(str(whole))
-    if isinstance(value, int) and digits > MAX_MEASURE_DIGITS:
-        raise ValueError(
-            f"value.value: a whole number of more than {MAX_MEASURE_DIGITS} digits is no measure; send "
-            "counts and times in units that keep them smaller"
-        )
     step = 10 ** (digits - MEASURE_DIGITS)
     kept = (whole + step // 2) // step * step * (1 if value > 0 else -1)
     return float(kept) if isinstance(value, float) else kept
+
+
+def _past_measure_digits(value: Any) -> bool:
+    """Whether number `value` has more than MAX_MEASURE_DIGITS whole digits (a bool is no number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) >= 10**MAX_MEASURE_DIGITS  # exact for floats too: Python compares them to ints exactly
 
 
 class Outcome(BaseModel):
