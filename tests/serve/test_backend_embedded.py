@@ -112,6 +112,24 @@ def test_stop_string_truncates_and_never_leaks_into_the_stream(tiny: Path) -> No
     assert streamed == cut.text
 
 
+def test_a_character_cut_by_max_tokens_is_left_out_not_answered_as_a_replacement_character(
+    tiny: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    first_byte = AutoTokenizer.from_pretrained(tiny).convert_tokens_to_ids("Ã")  # 0xC3, é's first byte
+    cut = ask("hello", max_tokens=1, logit_bias={first_byte: 100})
+
+    async def scenario(backend):
+        full = await backend.generate(cut)
+        stream = await backend.stream(cut)
+        return full, [d async for d in stream], stream.completion
+
+    full, deltas, completion = run(scenario, tiny)
+    assert full.text == "" and full.completion_tokens == 1
+    assert deltas == [] and completion.text == ""
+
+
 def test_concurrent_requests_are_batched_and_match_solo_answers(tiny: Path) -> None:
     prompts = [f"question number {i} " * (i + 1) for i in range(6)]
 

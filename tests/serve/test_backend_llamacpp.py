@@ -145,6 +145,22 @@ def test_streamed_deltas_add_up_to_the_answer_and_a_stop_string_ends_it(base_mod
     assert stopped.text == whole[: whole.index(stop)] and stopped.choices[0].finish_reason == "stop"
 
 
+def test_a_character_cut_by_max_tokens_is_left_out_not_answered_as_a_replacement_character(
+    base_model: Path,
+) -> None:
+    first_byte = load_tokenizer(base_model).convert_tokens_to_ids("Ã")  # 0xC3, é's first byte
+    cut = ask(PROMPTS[0], max_tokens=1, logit_bias={first_byte: 100})
+
+    async def scenario(backend):
+        full = await backend.generate(cut)
+        stream = await backend.stream(cut)
+        return full, [d async for d in stream], stream.completion
+
+    full, deltas, completion = run(scenario, base_model)
+    assert full.text == "" and full.completion_tokens == 1
+    assert deltas == [] and completion.text == ""
+
+
 def test_a_prompt_past_a_slots_context_is_refused_in_openais_words(base_model: Path) -> None:
     async def scenario(backend):
         with pytest.raises(BadRequest) as err:

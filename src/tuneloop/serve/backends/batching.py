@@ -249,6 +249,9 @@ class Batch(ABC):
                 s.emitted = safe
 
     def _finish(self, s: Sequence, text: str, reason: str) -> None:
+        # A multi-byte character cut off by the end (max_tokens, EOS, a stop string) decodes as one U+FFFD,
+        # which the stream held back: the answer ends before it rather than in a replacement character.
+        text = text.removesuffix("\ufffd")
         if len(text) > s.emitted:
             s.emit(("delta", text[s.emitted :]))
         s.emitted = len(text)
