@@ -6,6 +6,7 @@ canned upstream, so valid chat requests complete and invalid ones must be refuse
 
 from __future__ import annotations
 
+import base64
 import copy
 import gzip
 import json
@@ -576,6 +577,11 @@ def _capture_cases() -> Iterator[Case]:
     yield Case("body-too-large", "/v1/interactions", b" " * (MAX_BODY + 1), status=413, names=str(MAX_BODY))
 
 
+def _cursor(text: str) -> str:
+    """An `after` cursor as the server encodes one, of `text`."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 def _read_cases() -> Iterator[Case]:
     for label, iid in {
         "100kb": "x" * 60_000,
@@ -600,6 +606,14 @@ def _read_cases() -> Iterator[Case]:
         "limit-huge": "limit=" + "9" * 50,
         "limit-text": "limit=all",
         "limit-float": "limit=1.5",
+        "after-garbage": "after=yesterday",
+        "after-nul": "after=%00",
+        "after-padding-inside": "after=YQ=YQ",
+        "after-no-id": "after=" + _cursor("2024-01-01T00:00:00+00:00 "),
+        "after-nul-id": "after=" + _cursor("2024-01-01T00:00:00+00:00 e\x00"),
+        "after-bad-time": "after=" + _cursor("yesterday e1"),
+        "after-year-0": "after=" + _cursor("0001-01-01T00:00:00+01:00 e1"),
+        "after-latin1": "after=" + base64.urlsafe_b64encode(b"2024-01-01 \xff").decode(),
     }.items():
         name = query.partition("=")[0]
         yield Case(f"list-feedback-{label}", f"/v1/feedback?{query}", method="GET", names=name)

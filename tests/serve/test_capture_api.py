@@ -117,6 +117,30 @@ def test_batch_answers_per_item_and_one_bad_event_loses_none_of_the_others(api: 
     assert len(stored) == 3 and all(e["id"].startswith("ref-") for e in stored)
 
 
+def test_paging_by_cursor_returns_every_event_of_one_batch(api: tuple) -> None:
+    """A batch's events share one received_at: `since` that time skips the rest of them, `next` does not."""
+    query = {"interaction_id": "page-1", "limit": 5}
+    with _http(api) as http:
+        http.post(
+            "/v1/interactions",
+            json={"id": "page-1", "messages": [{"role": "user", "content": "q"}], "response": "a"},
+        )
+        events = [
+            {"id": f"pg-{i}", "interaction_id": "page-1", "kind": "thumbs", "value": 1} for i in range(20)
+        ]
+        assert http.post("/v1/feedback", json={"events": events}).json()["accepted"] == 20
+        pages = [http.get("/v1/feedback", params=query).json()]
+        while pages[-1]["next"]:
+            pages.append(http.get("/v1/feedback", params={**query, "after": pages[-1]["next"]}).json())
+        [received] = {e["received_at"] for page in pages for e in page["data"]}
+        since = http.get("/v1/feedback", params={**query, "since": received}).json()["data"]
+        stored = http.get("/v1/interactions/page-1").json()["feedback"]
+    assert [len(page["data"]) for page in pages] == [5, 5, 5, 5, 0]
+    # In arrival order, then by id as stored (keyed, `ref-…`): each event once.
+    assert [e["id"] for page in pages for e in page["data"]] == sorted(e["id"] for e in stored)
+    assert len(stored) == 20 and since == []  # `since` stays "received strictly after"
+
+
 def test_an_outcome_or_score_the_reward_policy_does_not_list_is_stored_with_a_warning(
     api: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:

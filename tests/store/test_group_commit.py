@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from tuneloop.capture import pending
+from tuneloop.clock import now_utc
 from tuneloop.errors import Conflict, Unauthorized
+from tuneloop.store.engine import commit_turns
 from tuneloop.store.group_commit import GroupCommit
 from tuneloop.store.repository import ItemResult, Store, TenantStore, payload_hash
 
@@ -157,6 +160,33 @@ def test_no_caller_is_acknowledged_when_the_group_cannot_commit(tmp_path: Path) 
     assert all(isinstance(r, sa.exc.OperationalError) for r in results)
     assert scoped.logged(["i0", "i1", "i2"]) == set()
     store.close()
+
+
+def test_feedback_is_stamped_received_once_its_commit_turn_is_taken(tmp_path: Path) -> None:
+    """On SQLite, stamps follow commit order across server processes: none is taken while waiting a turn."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = Store(url)
+    tenant, _ = store.create_tenant("acme", redaction="off")
+    scoped = store.for_tenant(tenant)
+    scoped.log_interaction(_interaction("i1"), "d1")
+    other_worker, writes = commit_turns(url), GroupCommit(store)
+
+    async def main() -> datetime:
+        with other_worker():
+            written = asyncio.ensure_future(writes.many(pending.store_feedback, scoped, [_event("e1")]))
+            await asyncio.sleep(0.2)  # the writer waits for the turn meanwhile
+            released = now_utc()
+        await written
+        return released
+
+    try:
+        released = asyncio.run(main())
+        [event] = scoped.feedback()
+    finally:
+        writes.close()
+        other_worker.close()
+        store.close()
+    assert event["received_at"] >= released
 
 
 def test_a_caller_that_left_before_its_group_is_skipped_and_the_writer_lives_on(

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from tuneloop.errors import BadRequest, Conflict, NotFound, Unauthorized
-from tuneloop.store.repository import Store, insert_rows, payload_hash
+from tuneloop.store.repository import Arrival, Store, insert_rows, payload_hash
 from tuneloop.store.schema import audit_log, feedback
 
 
@@ -84,6 +84,19 @@ def test_tenant_handle_cannot_see_or_touch_another_tenants_rows(store: Store) ->
     assert store_b.log_interaction(_interaction("shared-id"), "d").status == "accepted"
     assert store_b.add_feedback([_event("e1", "shared-id")])[0].status == "accepted"
     assert len(store_a.feedback()) == 1
+
+
+def test_paging_after_an_event_returns_the_others_received_with_it(store: Store) -> None:
+    acme, beta = (store.for_tenant(store.create_tenant(name)[0]) for name in ("acme", "beta"))
+    for scoped in (beta, acme):
+        scoped.log_interaction(_interaction("i1"), "d1")
+        scoped.add_feedback([_event(f"e{i}", "i1") for i in range(5)])  # one transaction: one received_at
+    acme.add_feedback([_event("later", "i1")])
+    first = acme.feedback(limit=2)
+    rest = acme.feedback(after=Arrival(first[-1]["received_at"], first[-1]["id"]))
+    assert [e["id"] for e in first + rest] == ["e0", "e1", "e2", "e3", "e4", "later"]
+    assert len({e["received_at"] for e in first + rest[:3]}) == 1
+    assert [e["id"] for e in acme.feedback(since=first[-1]["received_at"])] == ["later"]
 
 
 def test_event_pointing_outside_the_interactions_choices_is_rejected(store: Store) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from tuneloop.capture import pending
 from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
 from tuneloop.capture.ingest import names_interactions
+from tuneloop.clock import utc
 from tuneloop.config import tenant_policy
 from tuneloop.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TuneloopError
 from tuneloop.serve.http import (
@@ -29,7 +31,7 @@ from tuneloop.serve.http import (
     validate,
 )
 from tuneloop.signals.policy import RewardPolicy
-from tuneloop.store.repository import ItemResult, TenantStore
+from tuneloop.store.repository import Arrival, ItemResult, TenantStore
 
 router = APIRouter()
 QueryId = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX)]
@@ -202,9 +204,11 @@ async def list_feedback(
     request: Request,
     interaction_id: QueryId = None,
     since: datetime | None = None,
+    after: str | None = None,
     limit: int = Query(default=1000, ge=1, le=10_000),
 ) -> dict:
-    """Feedback events of this tenant, by interaction and/or received after `since`."""
+    """Feedback events of this tenant in arrival order, by interaction, received strictly after `since`, and
+    after the cursor `after` (a page's `next`: null once a page is not full)."""
     st = _state(request)
     store = await st.auth.tenant(request, OPERATE)
     if since is not None:
@@ -216,5 +220,25 @@ async def list_feedback(
             since = None if since.year == 1 else datetime.max.replace(tzinfo=UTC)
     if interaction_id:
         interaction_id = st.capture.reference(store, interaction_id)
-    events = await st.calls(store.feedback, interaction_id=interaction_id, since=since, limit=limit)
-    return {"data": [_public(e) for e in events]}
+    position = _arrival(after) if after is not None else None
+    events = await st.calls(
+        store.feedback, interaction_id=interaction_id, since=since, after=position, limit=limit
+    )
+    full = len(events) == limit
+    return {"data": [_public(e) for e in events], "next": _cursor(events[-1]) if full else None}
+
+
+def _cursor(event: dict[str, Any]) -> str:
+    """The opaque `after` cursor of the page that ends at `event`: its arrival, base64url without padding."""
+    raw = f"{event['received_at'].isoformat()} {event['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _arrival(cursor: str) -> Arrival:
+    """The arrival an `after` cursor names; 400 for anything `_cursor` would not have written."""
+    with suppress(ValueError, OverflowError):  # base64's and UTF-8's errors are ValueErrors too
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        at, _, eid = raw.decode().partition(" ")
+        if is_id(eid):  # a stored id: nothing else (a NUL, say) reaches the database
+            return Arrival(utc(datetime.fromisoformat(at)), eid)
+    raise BadRequest("after: not a cursor; pass the `next` of the page before, as it came", param="after")

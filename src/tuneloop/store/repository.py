@@ -121,6 +121,13 @@ class ItemResult:
     code: int = 201
 
 
+class Arrival(NamedTuple):
+    """Where a feedback event stands in its tenant's arrival order (ids are unique per tenant, so this is)."""
+
+    received_at: datetime
+    id: str  # as stored (a client's id may be stored keyed, `ref-…`)
+
+
 # json.dumps builds an encoder per call; every captured event is hashed, so build it once.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
@@ -791,11 +798,17 @@ class TenantStore:
         return Sources(shown, set(current.scalars()))
 
     def feedback(
-        self, *, interaction_id: str | None = None, since: datetime | None = None, limit: int | None = None
+        self,
+        *,
+        interaction_id: str | None = None,
+        since: datetime | None = None,
+        after: Arrival | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Feedback events in arrival order, filtered by interaction and/or received after `since`."""
+        """Feedback events in arrival order, filtered by interaction, received strictly after `since`, and
+        after the event at `after` (a page's last: events received with it are not skipped, as by `since`)."""
         with self.store.read() as conn:
-            return self._feedback(conn, interaction_id=interaction_id, since=since, limit=limit)
+            return self._feedback(conn, interaction_id=interaction_id, since=since, after=after, limit=limit)
 
     def _feedback(
         self,
@@ -803,14 +816,23 @@ class TenantStore:
         *,
         interaction_id: str | None = None,
         since: datetime | None = None,
+        after: Arrival | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         query = sa.select(feedback).where(feedback.c.tenant_id == self.tenant_id)
         if interaction_id is not None:
             query = query.where(feedback.c.interaction_id == interaction_id)
+        # SQLite stores times without an offset, all in UTC: compare in UTC too.
         if since is not None:
-            # SQLite stores times without an offset, all in UTC: compare in UTC too.
             query = query.where(feedback.c.received_at > utc(since))
+        if after is not None:
+            # (received_at, id) > after, with `received_at >= at` on its own: SQLite seeks the received_at
+            # index on that term, where on `received_at > at OR (received_at = at AND id > …)` it scanned
+            # all of the tenant's events.
+            at = utc(after.received_at)
+            query = query.where(
+                feedback.c.received_at >= at, (feedback.c.received_at > at) | (feedback.c.id > after.id)
+            )
         query = query.order_by(feedback.c.received_at, feedback.c.id).limit(limit)
         return [_event(r) for r in conn.execute(query)]
 
