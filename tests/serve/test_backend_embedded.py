@@ -119,15 +119,20 @@ def test_a_character_cut_by_max_tokens_is_left_out_not_answered_as_a_replacement
 
     first_byte = AutoTokenizer.from_pretrained(tiny).convert_tokens_to_ids("Ã")  # 0xC3, é's first byte
     cut = ask("hello", max_tokens=1, logit_bias={first_byte: 100})
-
-    async def scenario(backend):
-        full = await backend.generate(cut)
-        stream = await backend.stream(cut)
-        return full, [d async for d in stream], stream.completion
-
-    full, deltas, completion = run(scenario, tiny)
+    full, deltas, completion = run(whole_and_streamed(cut), tiny)
     assert full.text == "" and full.completion_tokens == 1
     assert deltas == [] and completion.text == ""
+
+
+def whole_and_streamed(request: GenerationRequest):
+    """A scenario for `run`: `request` answered whole, then streamed (its deltas and its completion)."""
+
+    async def scenario(backend):
+        full = await backend.generate(request)
+        stream = await backend.stream(request)
+        return full, [d async for d in stream], stream.completion
+
+    return scenario
 
 
 def test_concurrent_requests_are_batched_and_match_solo_answers(tiny: Path) -> None:

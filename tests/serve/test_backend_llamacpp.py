@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.random_lora import random_lora
+from tests.serve.test_backend_embedded import whole_and_streamed
 from tests.serve.test_idle_cores import write_stat
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
@@ -150,13 +151,7 @@ def test_a_character_cut_by_max_tokens_is_left_out_not_answered_as_a_replacement
 ) -> None:
     first_byte = load_tokenizer(base_model).convert_tokens_to_ids("Ã")  # 0xC3, é's first byte
     cut = ask(PROMPTS[0], max_tokens=1, logit_bias={first_byte: 100})
-
-    async def scenario(backend):
-        full = await backend.generate(cut)
-        stream = await backend.stream(cut)
-        return full, [d async for d in stream], stream.completion
-
-    full, deltas, completion = run(scenario, base_model)
+    full, deltas, completion = run(whole_and_streamed(cut), base_model)
     assert full.text == "" and full.completion_tokens == 1
     assert deltas == [] and completion.text == ""
 
