@@ -123,7 +123,8 @@ class Settings(BaseSettings):
         default=250_000,
         ge=1,
         description="Most characters of text one request may send through PII redaction (tenants with "
-        "redaction on); more get 413. Analysis costs about 40 s of CPU per million characters.",
+        "redaction on); more get 413. Analysis costs about 40 s of CPU per million characters of prose, up "
+        "to six times that for text of one-character words.",
     )
     max_redact_strings: int = Field(
         default=10_000,

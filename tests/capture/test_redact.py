@@ -281,6 +281,19 @@ def test_reading_new_words_does_not_grow_the_vocabulary(redactor: Redactor) -> N
     assert len(strings) == before
 
 
+def test_a_long_run_without_whitespace_reaches_the_model_in_short_words_and_keeps_its_finds(
+    redactor: Redactor,
+) -> None:
+    from tuneloop.capture.redact import MAX_WORD_CHARS, _short_words
+
+    run = "+" * 5000
+    short = _short_words(f"see {run} end")
+    assert len(short) == len(run) + 8 and max(map(len, short.split())) < MAX_WORD_CHARS
+    url = "https://shop.example.org/track?" + "step=1&" * 20 + "mail=jane.doe@example.com&ref=" + "9" * 6
+    [out] = redactor.redact_texts([f"open {url} now"], "redact")
+    assert "jane" not in out and "<EMAIL_ADDRESS>" in out
+
+
 def test_repeated_texts_in_a_batch_get_the_same_result(redactor: Redactor) -> None:
     text = "Thanks Sarah Connor, my email is sarah@example.com"
     first, second = redactor.redact_texts([text, text], "redact")
