@@ -111,3 +111,14 @@ def test_a_home_with_a_tilde_or_a_relative_path_names_one_absolute_folder(
     settings = Settings()
     assert settings.home == tmp_path.parent / "rel"
     assert settings.database_url == f"sqlite:///{tmp_path.parent / 'rel' / 'tuneloop.db'}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("tenant_rate_limit", 1e-320), ("db_busy_timeout", 1e308), ("session_hours", 1e300)]
+)
+def test_a_setting_past_what_its_arithmetic_can_hold_is_refused(name: str, value: float) -> None:
+    """A Retry-After, a lock timeout in milliseconds and a session's end overflowed into a 500 or a crash."""
+    from tuneloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"TUNELOOP_{name.upper()}"):
+        Settings(**{name: value})

@@ -146,7 +146,8 @@ class Settings(BaseSettings):
     )
     tenant_rate_limit: float = Field(
         default=200.0,
-        gt=0,
+        ge=0.001,  # slower, the Retry-After a client is told overflows
+        le=1e9,
         description="Requests per second one tenant may send, on average; more get 429 with Retry-After.",
     )
     tenant_rate_burst: int = Field(
@@ -155,6 +156,7 @@ class Settings(BaseSettings):
     db_busy_timeout: float = Field(
         default=2.0,
         gt=0,
+        le=3600,
         description="Seconds a request waits for a database lock or a pooled connection before it gets 503 "
         "with Retry-After (SQLite busy_timeout, PostgreSQL lock_timeout, pool timeout).",
     )
@@ -193,6 +195,7 @@ class Settings(BaseSettings):
     session_hours: float = Field(
         default=12,
         gt=0,
+        le=24 * 366,
         description="Hours a dashboard login lasts; logging out or revoking its API key ends it sooner.",
     )
     cookie_secure: Literal["auto", "always", "never"] = Field(

@@ -65,7 +65,9 @@ def register(commands: Any) -> None:
     p.set_defaults(run=cmd_tenants_key)
     p = tenants.add_parser("revoke", help="revoke the API key that starts with KEY_PREFIX, at once")
     p.add_argument(
-        "prefix", metavar="KEY_PREFIX", help="the key's first 10 characters (e.g. tl-AbCdEfG), or more of it"
+        "prefix",
+        metavar="KEY_PREFIX",
+        help="the key's first 10 characters (e.g. tl-AbCdEfG), or the whole key",
     )
     p.set_defaults(run=cmd_tenants_revoke)
     p = tenants.add_parser("rotate", help="print a new key for a tenant once and revoke its older keys")

@@ -154,14 +154,17 @@ def cmd_add(args: argparse.Namespace) -> int:
     progress = Progress.of(args)
     results = []
     for path in files:
-        fmt, raw = format_of(path), read_file(path, args.max_bytes)
         named = ids[path] if ids[path] == path.name else f"{ids[path]} ({path.name})"  # as the result says
         with progress.stage(f"{named}: redact, chunk, embed"):
-            try:
-                results.append(put_document(tenant, capture, ids[path], raw, fmt, budget=False, actor="cli"))
+            try:  # read again too: a file changed or removed since the check is this file's error
+                raw = read_file(path, args.max_bytes)
+                results.append(
+                    put_document(tenant, capture, ids[path], raw, format_of(path), budget=False, actor="cli")
+                )
             except TuneloopError as exc:  # which of many files it was, and that the ones before it stand
                 added = f"; {len(results)} added before it" if results else ""
-                exc.message = f"{path.name}: {exc.message}{added}"
+                named_in = exc.message.startswith(f"{path.name}: ")  # read_file's errors name the file
+                exc.message = f"{'' if named_in else f'{path.name}: '}{exc.message}{added}"
                 raise
     emit(
         args,

@@ -319,9 +319,12 @@ class Store:
         return {hashed[row.key_hash] for row in rows}
 
     def revoke_key(self, given: str, actor: str = "cli") -> str:
-        """Revoke the one active key that starts with `given` (its first 10 characters, more of it, or the
-        whole key), and its dashboard sessions; returns the key's prefix."""
+        """Revoke the one active key `given` names (its first 10 characters, or the whole key), and its
+        dashboard sessions; returns the key's prefix."""
         prefix = given[:10]
+        # Only a key's prefix and hash are kept: the characters after the 10th can be checked only as the
+        # whole key, and a revocation must not take a key that `given` contradicts.
+        whole = len(given) > len(prefix)
 
         def revoke(conn: sa.Connection) -> str:
             rows = conn.execute(
@@ -329,7 +332,13 @@ class Store:
                     api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None)
                 )
             ).all()
-            rows = [r for r in rows if r.key_hash == hash_key(given)] or rows  # the whole key picks its own
+            if whole:
+                rows = [r for r in rows if r.key_hash == hash_key(given)]
+            if not rows and whole:
+                raise NotFound(
+                    f"no active API key is {given[:10]!r}… as given — pass the whole key, or only its "
+                    "first 10 characters (as `tl-AbCdEfG`)"
+                )
             if not rows:
                 raise NotFound(
                     f"no active API key starts with {prefix!r} — pass a key's first 10 characters "
