@@ -147,3 +147,16 @@ def test_pages_carry_a_strict_csp_and_api_docs_are_off_by_default(server) -> Non
         for r in create_app(Settings(home=home, backend="none", api_docs=True)).routes
     }
     assert {"/docs", "/redoc"} <= paths
+
+
+def test_a_page_a_broken_policy_file_stops_is_an_html_error_with_the_dashboards_headers(server) -> None:
+    url, home = server
+    client = login(url, tenant(home, "broken"))
+    policy = home / "policies" / "broken" / "reward_policy.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("weights: [unclosed\n")
+    answer = client.get("/dashboard/t/broken/kpis")
+    assert answer.status_code == 400 and answer.headers["content-type"].startswith("text/html")
+    assert "reward_policy.yaml" in answer.text and str(home) not in answer.text
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"

@@ -22,7 +22,7 @@ from jinja2 import Undefined
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.config import tenant_policy
-from tuneloop.errors import NotFound, Unauthorized
+from tuneloop.errors import NotFound, TuneloopError, Unauthorized
 from tuneloop.serve.http import admit, read_body
 from tuneloop.signals.policy import RewardPolicy
 from tuneloop.store.repository import Principal, TenantStore
@@ -181,6 +181,9 @@ def page(request: Request, name: str, slug: str, build: Any, *, reviewers: bool 
         context = build(tenant)
     except NotFound as exc:  # within the tenant: what is missing can be said
         return not_found(request, principal, exc.message)
+    except TuneloopError as exc:  # a broken policy file, say: a page with the dashboard's headers, not JSON
+        context = {"principal": principal, "tenant": tenant.tenant, "title": "Error", "message": exc.message}
+        return render(request, "error.html", exc.status, **context)
     if isinstance(context, Response):
         return context
     return render(request, f"{slug}.html", principal=principal, tenant=tenant.tenant, page=slug, **context)
