@@ -122,3 +122,13 @@ def test_a_setting_past_what_its_arithmetic_can_hold_is_refused(name: str, value
 
     with pytest.raises(ConfigError, match=f"TUNELOOP_{name.upper()}"):
         Settings(**{name: value})
+
+
+def test_a_setting_given_twice_in_a_policy_file_is_refused_naming_it(tmp_path: Path) -> None:
+    policy = tmp_path / "loop_policy.yaml"
+    policy.write_text("warm_start: false\nwarm_start: true\n")
+    with pytest.raises(BadRequest, match="found the key 'warm_start' twice"):
+        load_policy_file(policy, LoopPolicy)
+    policy.write_text("base: &b {warm_start: false}\nwarm_start: true\n")  # an anchor's keys are its own
+    with pytest.raises(BadRequest, match="base"):  # an unknown field, not a duplicate
+        load_policy_file(policy, LoopPolicy)

@@ -319,6 +319,31 @@ MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 64
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: YAML keeps the last one silently, so a
+    setting written above its repeat did nothing and nobody was told."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` keys may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base constructor refuses it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | None = None) -> M:
     """A pydantic model from a YAML file; BadRequest names the file (as `shown`, else its path) and the first
     bad field."""
@@ -326,7 +351,7 @@ def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | No
     label = shown or str(path)
     raw = read_limited(path, MAX_YAML_BYTES, f"{what} {label}")
     try:
-        data = yaml.safe_load(raw)  # bytes: PyYAML decodes UTF-8 or UTF-16 by BOM, else a ReaderError
+        data = yaml.load(raw, Loader=_StrictLoader)  # bytes: UTF-8 or UTF-16 by BOM, else a ReaderError
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
         # ValueError: an integer past Python's digit limit; RecursionError: thousands of nested brackets.
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__  # PyYAML's messages span lines
