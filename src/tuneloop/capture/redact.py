@@ -23,6 +23,7 @@ import regex  # type: ignore[import-untyped]
 from tuneloop.capture.metadata_keys import keys_of, numbers_as_text, numbers_back, with_keys
 from tuneloop.capture.pii_patterns import NAME_PARTICLES, TITLES, canonical_email
 from tuneloop.errors import PayloadTooLarge, TuneloopError
+from tuneloop.json_depth import nests_deeper
 from tuneloop.store.repository import RedactionMode
 
 ENTITIES = (
@@ -104,7 +105,6 @@ _PERSON_KEY = re.compile(
 MAX_WORD_CHARS = 48  # spaCy reads no longer run without whitespace (`_short_words`)
 _LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 MAX_JSON_DEPTH = 2  # JSON text in JSON text (a tool call's arguments) is read as JSON; deeper, as text
-MAX_JSON_NESTING = 64
 MAX_GLUED_NAME = 4  # characters: Chinese, Japanese and Korean personal names are two to four
 _NAME_SCRIPT = regex.compile(r"[\p{Han}\p{Hangul}]")  # names; kana are mostly the particles around them
 
@@ -544,8 +544,6 @@ def _short_words(text: str) -> str:
     MAX_WORD_CHARS characters. spaCy strips a word's prefixes and suffixes one at a time, each a search of the
     rest, so 2,000 "+" took 1.4 s against 0.04 s for as many characters of words; the patterns still read the
     text as given, and the length stays, so the model's offsets are the text's."""
-    if len(text) <= MAX_WORD_CHARS or not _LONG_WORD.search(text):
-        return text
     return _LONG_WORD.sub(_spaced, text)
 
 
@@ -781,13 +779,14 @@ def _pieces(text: str, label: str | None, depth: int = 0) -> tuple[list[tuple[st
     if parsed is None:
         return [(label, text)], next
     value, keys = numbers_as_text(parsed), keys_of(parsed)
-    nested = [_pieces(item, item_label, depth + 1) for item_label, item in labelled_strings(value)]
+    inside = labelled_strings(value)
+    nested = [_pieces(item, item_label, depth + 1) for item_label, item in inside]
     leaves = [leaf for found, _ in nested for leaf in found] + [(None, key) for key in keys]
 
     def build(redacted: Iterator[str]) -> str:
         strings = [build_item(redacted) for _, build_item in nested]
         renamed = [next(redacted) for _ in keys]
-        if strings == strings_in(value) and renamed == keys:
+        if strings == [item for _, item in inside] and renamed == keys:
             return text
         rebuilt = with_keys(numbers_back(parsed, _replace_strings(value, iter(strings))), renamed)
         return json.dumps(rebuilt, ensure_ascii=False)
@@ -797,25 +796,14 @@ def _pieces(text: str, label: str | None, depth: int = 0) -> tuple[list[tuple[st
 
 def _json_of(text: str) -> Any:
     """The object or array `text` holds as JSON, or None for any other text (and for JSON nested deeper
-    than MAX_JSON_NESTING, which the request bodies around it may not be either)."""
-    if text.lstrip()[:1] not in ("{", "["):
+    than the request bodies around it may be)."""
+    if text.lstrip()[:1] not in ("{", "[") or nests_deeper(text):
         return None
     try:
         parsed = json.loads(text)
-    except (ValueError, RecursionError):
+    except ValueError:
         return None
-    return parsed if isinstance(parsed, (dict, list)) and _nesting(parsed) <= MAX_JSON_NESTING else None
-
-
-def _nesting(value: Any) -> int:
-    """How deep `value`'s dicts and lists go, counted without recursion."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        item, depth = todo.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+    return parsed if isinstance(parsed, (dict, list)) else None
 
 
 def _replace_strings(value: Any, redacted: Any) -> Any:

@@ -32,6 +32,7 @@ from tuneloop.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from tuneloop.json_depth import MAX_DEPTH, nests_deeper
 from tuneloop.serve.limits import TenantLimits
 from tuneloop.store.group_commit import PerItem
 from tuneloop.store.repository import TENANT_ROLES, Principal, Role, Store, Tenant, TenantStore
@@ -47,15 +48,9 @@ OPERATE: Roles = frozenset({"operator"})
 ADMIN: Roles = frozenset()
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-MAX_DEPTH = 64  # json.loads and pydantic recurse: bodies stay far below the recursion limit
 MAX_INT_DIGITS = 4300  # Python's own limit; past it a 400 says so, not Python's advice
 ECHO_CHARS = 100  # the most of one client value an error message repeats
-# A string left open runs to the end of the body: were only closed ones matched, each quote of `"\"\"\"…`
-# would begin a scan to the end (quadratic in the body, holding the GIL from every tenant).
-_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 NAMED_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): ")  # a message that names its field first
-_OPENS = {"[": 1, "{": 1, "]": -1, "}": -1}
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*|\d+")  # a field name or a list index
 
 
@@ -163,14 +158,8 @@ def parse_json(body: bytes) -> Any:
 
 def _check_depth(text: str) -> None:
     """Refuse nesting deeper than MAX_DEPTH before json.loads (and every recursive walk after it) sees it."""
-    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
-    if len(brackets) <= MAX_DEPTH:
-        return
-    depth = 0
-    for char in brackets:
-        depth += _OPENS[char]
-        if depth > MAX_DEPTH:
-            raise BadRequest(f"request body nests arrays/objects deeper than {MAX_DEPTH} levels; flatten it")
+    if nests_deeper(text):
+        raise BadRequest(f"request body nests arrays/objects deeper than {MAX_DEPTH} levels; flatten it")
 
 
 def _int(digits: str) -> int:
