@@ -340,10 +340,15 @@ async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads:
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(value)
 
-    for backend in engines.values():
+    loads = []  # llama.cpp rebuilds its adapter bank on each load: the first and the last one's cost
+    for name, backend in engines.items():
         await backend.start()
         for i, path in enumerate(adapters):
+            start = time.perf_counter()
             await backend.load_adapter(f"a{i}", path)
+            if i in (0, len(adapters) - 1):
+                ms = (time.perf_counter() - start) * 1000
+                loads.append((f"{name}: load adapter {i + 1} of {len(adapters)} (ms)", f"{ms:.0f}"))
         await backend.generate(ask(0, 2))  # warm-up
     raw_round(llm, 2)
     for r in range(rounds):
@@ -370,7 +375,7 @@ async def bench_engines(models_dir: Path, max_tokens: int, rounds: int, threads:
     for backend in engines.values():
         await backend.close()
     median = {name: statistics.median(values) for name, values in figures.items()}
-    rows = [(f"{name} (median of {rounds})", f"{value:.1f}") for name, value in median.items()]
+    rows = [(f"{name} (median of {rounds})", f"{value:.1f}") for name, value in median.items()] + loads
     ours = "llama.cpp backend"
     ratios = {
         f"{ours} / raw llama.cpp, 1 user": ("raw llama.cpp: tokens/s, 1 user", f"{ours}: tokens/s, 1 user"),

@@ -1,10 +1,16 @@
-"""Build the pinned llama-cpp-python wheel from its PyPI sdist, with one fix to its vendored llama.cpp.
+"""Build the pinned llama-cpp-python wheel from its PyPI sdist, with two changes to its vendored llama.cpp.
 
-llama.cpp (as vendored by 0.3.16) reuses the previous decode's compute graph for a batch of the same shape
-without looking at which LoRA adapters are set, so after a switch a decode runs the old adapter's weights
-(or a freed one's). The fix drops the previous graph whenever the adapter set changes, as later llama.cpp
-releases do; the backend then keeps graph reuse on, worth about 10 % of one user's decoding speed. The
-wheel's version carries a local label (`+tuneloop1`) so the backend can tell this build from another one.
+1. llama.cpp (as vendored by 0.3.16) reuses the previous decode's compute graph for a batch of the same
+   shape without looking at which LoRA adapters are set, so after a switch a decode runs the old adapter's
+   weights (or a freed one's). The fix drops the previous graph whenever the adapter set changes, as later
+   llama.cpp releases do; the backend then keeps graph reuse on, worth about 10 % of one user's decoding.
+2. llama.cpp applies an adapter to a whole batch, so rows on different adapters took a decode call each.
+   An adapter bank is one GGUF LoRA adapter whose tensors hold a slot per adapter (a third dimension);
+   `llama_adapter_lora_bank_route` says which slot each sequence uses, and the bank's products run as
+   ggml's per-row expert product (`ggml_mul_mat_id`, as mixture-of-experts layers do): every row on its own
+   adapter in one call.
+
+The wheel's version carries a local label (`+tuneloop2`) so the backend can tell this build from another.
 
 Run by `make setup`: `python scripts/build_llama_cpp.py WHEEL_DIR` (CMAKE_ARGS from the environment).
 """
@@ -19,14 +25,187 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LABEL = "tuneloop1"  # serve/backends/llamacpp.py looks for it
+LABEL = "tuneloop2"  # serve/backends/llamacpp.py looks for it
+SRC = "vendor/llama.cpp/src/"
 RESET = "\n    gf_res_prev->reset();  // tuneloop: a graph built for other adapters must not be reused\n"
-# (file under the sdist, text that must occur exactly once, what follows it)
+ROUTE_API = """
+    // tuneloop: an adapter bank's slot for each sequence id (slot_of_seq[seq]); a sequence past n_seq, or a
+    // slot out of range, uses slot 0
+    LLAMA_API void llama_adapter_lora_bank_route(
+            struct llama_adapter_lora * adapter, const int32_t * slot_of_seq, int32_t n_seq);
+"""
+ROUTE_FIELD = "\n    std::vector<int32_t> bank_route; // tuneloop: sequence id -> adapter bank slot\n"
+ROUTE = """
+void llama_adapter_lora_bank_route(llama_adapter_lora * adapter, const int32_t * slot_of_seq, int32_t n_seq) {
+    int64_t n_slots = 1;
+    for (const auto & it : adapter->ab_map) {
+        n_slots = it.second.a->ne[2];
+        break;
+    }
+    adapter->bank_route.assign(n_seq > 0 ? n_seq : 0, 0);
+    for (int32_t s = 0; s < n_seq; ++s) {
+        const int32_t slot = slot_of_seq[s];
+        adapter->bank_route[s] = slot >= 0 && slot < n_slots ? slot : 0;
+    }
+}
+"""
+BANK_INPUT = """
+// tuneloop: the slot of an adapter bank each token's sequence uses
+class llm_graph_input_lora_bank : public llm_graph_input_i {
+public:
+    llm_graph_input_lora_bank(const llama_adapter_lora * bank, int32_t uniform)
+        : bank(bank), uniform(uniform) {}
+    virtual ~llm_graph_input_lora_bank() = default;
+
+    void set_input(const llama_ubatch * ubatch) override;
+
+    bool can_reuse(const llm_graph_params & params) override;
+
+    static int32_t slot_of(const llama_adapter_lora * bank, llama_seq_id seq);
+    // the one slot every token of `ubatch` uses, or -1 when they use several
+    static int32_t uniform_slot(const llama_adapter_lora * bank, const llama_ubatch & ubatch);
+
+    const llama_adapter_lora * bank;
+    const int32_t uniform; // the graph applies this slot's view to every row; -1: per row, through ids
+    ggml_tensor * ids = nullptr; // I32 [1, n_tokens], or [1, n_outputs] after the last layer drops the rest
+};
+"""
+BANK_IDS = """
+    // tuneloop: an adapter bank's routing input for so many rows, made by the first product that needs it
+    mutable std::map<std::pair<const llama_adapter_lora *, int64_t>, llm_graph_input_lora_bank *>
+        lora_bank_inputs;
+"""
+BANK_INPUT_IMPL = """
+int32_t llm_graph_input_lora_bank::slot_of(const llama_adapter_lora * bank, llama_seq_id seq) {
+    return seq >= 0 && (size_t) seq < bank->bank_route.size() ? bank->bank_route[seq] : 0;
+}
+
+int32_t llm_graph_input_lora_bank::uniform_slot(
+        const llama_adapter_lora * bank, const llama_ubatch & ubatch) {
+    int32_t slot = -1;
+    for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
+        const int32_t s = slot_of(bank, ubatch.seq_id[i][0]);
+        if (slot >= 0 && s != slot) {
+            return -1;
+        }
+        slot = s;
+    }
+    return slot;
+}
+
+void llm_graph_input_lora_bank::set_input(const llama_ubatch * ubatch) {
+    if (ids == nullptr) {
+        return;
+    }
+    // fewer rows than tokens: the output tokens' rows, in order (as llm_graph_input_out_ids picks them)
+    const bool all = ids->ne[1] == (int64_t) ubatch->n_tokens;
+    std::vector<int32_t> data(ids->ne[1], 0);
+    int64_t n = 0;
+    for (uint32_t i = 0; i < ubatch->n_tokens && n < ids->ne[1]; ++i) {
+        if (!all && !ubatch->output[i]) {
+            continue;
+        }
+        data[n++] = slot_of(bank, ubatch->seq_id[i][0]);
+    }
+    ggml_backend_tensor_set(ids, data.data(), 0, data.size()*ggml_element_size(ids));
+}
+
+bool llm_graph_input_lora_bank::can_reuse(const llm_graph_params & params) {
+    if (uniform_slot(bank, params.ubatch) != uniform) {
+        return false;
+    }
+    const int64_t rows = ids == nullptr ? -1 : ids->ne[1];
+    return rows < 0 || rows == (int64_t) params.ubatch.n_tokens || rows == (int64_t) params.n_outputs;
+}
+"""
+BANK_PRODUCT = """
+        if (lw->a->ne[2] > 1) { // tuneloop: an adapter bank, each row through its sequence's slot
+            GGML_ASSERT(cur->ne[2] == 1 && cur->ne[3] == 1);
+            llm_graph_input_lora_bank *& inp = lora_bank_inputs[{lora.first, cur->ne[1]}];
+            if (inp == nullptr) {
+                const int32_t uniform = llm_graph_input_lora_bank::uniform_slot(lora.first, ubatch);
+                auto made = std::make_unique<llm_graph_input_lora_bank>(lora.first, uniform);
+                if (uniform < 0) {
+                    made->ids = ggml_new_tensor_2d(ctx0, GGML_TYPE_I32, 1, cur->ne[1]);
+                    ggml_set_input(made->ids);
+                }
+                inp = made.get();
+                this->res->add_input(std::move(made));
+            }
+            if (inp->uniform == 0) { // every row on the base model
+                continue;
+            }
+            ggml_tensor * ab;
+            if (inp->uniform > 0) { // one adapter: its slot's matrices as plain products
+                ggml_tensor * a = ggml_view_2d(
+                    ctx0, lw->a, lw->a->ne[0], lw->a->ne[1], lw->a->nb[1], inp->uniform*lw->a->nb[2]);
+                ggml_tensor * b = ggml_view_2d(
+                    ctx0, lw->b, lw->b->ne[0], lw->b->ne[1], lw->b->nb[1], inp->uniform*lw->b->nb[2]);
+                ab = ggml_mul_mat(ctx0, b, ggml_mul_mat(ctx0, a, cur));
+            } else {
+                ggml_tensor * x = ggml_is_contiguous(cur) ? cur : ggml_cont(ctx0, cur);
+                x = ggml_reshape_3d(ctx0, x, cur->ne[0], 1, cur->ne[1]);
+                ab = ggml_mul_mat_id(ctx0, lw->b, ggml_mul_mat_id(ctx0, lw->a, x, inp->ids), inp->ids);
+                ab = ggml_reshape_2d(ctx0, ab, ab->ne[0], ab->ne[2]);
+            }
+            res = ggml_add(ctx0, res, ab);
+            continue;
+        }
+"""
+LORA_LOOP = """    ggml_tensor * res = ggml_mul_mat(ctx0, w, cur);
+
+    for (const auto & lora : *loras) {
+        llama_adapter_lora_weight * lw = lora.first->get_weight(w);
+        if (lw == nullptr) {
+            continue;
+        }
+"""
+SHORT_DOT = """
+                if (type == GGML_TYPE_F32 && ne00 < 64) {
+                    // tuneloop: rows as short as an adapter bank's rank: vec_dot's SIMD loop never runs
+                    // and its tail is one dependent chain of multiply-adds; eight independent sums vectorise
+                    for (int64_t ir0 = iir0; ir0 < iir0 + blck_0 && ir0 < ir0_end; ++ir0) {
+                        const float * x = (const float *) (src0_cur + ir0*nb01);
+                        const float * y = (const float *) src1_col;
+                        float acc[8] = {0};
+                        int64_t k = 0;
+                        for (; k + 8 <= ne00; k += 8) {
+                            for (int j = 0; j < 8; ++j) {
+                                acc[j] += x[k + j]*y[k + j];
+                            }
+                        }
+                        float sum = 0.0f;
+                        for (; k < ne00; ++k) {
+                            sum += x[k]*y[k];
+                        }
+                        for (int j = 0; j < 8; ++j) {
+                            sum += acc[j];
+                        }
+                        tmp[ir0 - iir0] = sum;
+                    }
+                    memcpy(&dst_col[iir0], tmp, (MIN(iir0 + blck_0, ir0_end) - iir0)*sizeof(float));
+                    continue;
+                }
+"""
+# (file under the sdist, text that must occur exactly once, what follows it); None: the end of the file
 FIXES = [
-    ("vendor/llama.cpp/src/llama-context.cpp", "    loras[adapter] = scale;\n", RESET),
-    ("vendor/llama.cpp/src/llama-context.cpp", "        loras.erase(pos);\n", RESET),
-    ("vendor/llama.cpp/src/llama-context.cpp", "    loras.clear();\n", RESET),
-]
+    (SRC + "llama-context.cpp", "    loras[adapter] = scale;\n", RESET),
+    (SRC + "llama-context.cpp", "        loras.erase(pos);\n", RESET),
+    (SRC + "llama-context.cpp", "    loras.clear();\n", RESET),
+    ("vendor/llama.cpp/include/llama.h", "lora_free(struct llama_adapter_lora * adapter);\n", ROUTE_API),
+    (SRC + "llama-adapter.h", "    float alpha;\n", ROUTE_FIELD),
+    (SRC + "llama-adapter.cpp", None, ROUTE),
+    (SRC + "llama-graph.h", "#include <set>\n", "#include <map>\n"),
+    (SRC + "llama-graph.h", "using llm_graph_input_ptr = std::unique_ptr<llm_graph_input_i>;\n", BANK_INPUT),
+    (SRC + "llama-graph.h", "    llm_graph_result * res;\n\n    ggml_context * ctx0 = nullptr;\n", BANK_IDS),
+    (SRC + "llama-graph.cpp", None, BANK_INPUT_IMPL),
+    (SRC + "llama-graph.cpp", LORA_LOOP, BANK_PRODUCT),
+    (
+        "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c",
+        "float * dst_col = (float *) ((char *) dst->data + (i1*nb1 + i2*nb2));\n",
+        SHORT_DOT,
+    ),
+]  # fmt: skip
 
 
 def pinned_version() -> str:
@@ -39,10 +218,13 @@ def pinned_version() -> str:
 
 
 def apply_fixes(source: Path, version: str) -> None:
-    """Insert the graph reset after each adapter-set change and label the version; fail on any drift."""
+    """Apply FIXES and label the version; fail where the source drifted from what they expect."""
     for name, anchor, addition in FIXES:
         path = source / name
         text = path.read_text()
+        if anchor is None:
+            path.write_text(text + addition)
+            continue
         if text.count(anchor) != 1:
             sys.exit(f"{name}: expected {anchor.strip()!r} once; is the pin still {version}?")
         path.write_text(text.replace(anchor, anchor + addition))

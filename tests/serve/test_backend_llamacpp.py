@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from tuneloop.errors import BadRequest
 from tuneloop.model_files import BASE_MODEL_NAME, gguf_of, load_tokenizer
 from tuneloop.serve.app import make_backend
 from tuneloop.serve.backends import llamacpp
-from tuneloop.serve.backends.base import GenerationRequest
+from tuneloop.serve.backends.base import BASE, GenerationRequest
 from tuneloop.serve.backends.batching import Sequence, run_to_end
 from tuneloop.serve.backends.cores import IdleCores
 from tuneloop.serve.backends.embedded import EmbeddedBackend
@@ -67,7 +69,7 @@ def test_served_adapter_matches_the_trained_adapter_within_quantisation_toleranc
     batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), tokenizer, {2}, config, slots=1, threads=2)
     try:
         batch.load_adapter("a", real_adapter)
-        rows = batch.forward("a", [(token, pos, 0, True) for pos, token in enumerate(ids)])
+        rows = batch.forward([(token, pos, 0, True) for pos, token in enumerate(ids)], {0: "a"})
     finally:
         batch.close()
     served = np.stack(rows)[len(prompt) - 1 : -1]
@@ -79,9 +81,9 @@ def test_served_adapter_matches_the_trained_adapter_within_quantisation_toleranc
 def test_base_and_adapter_requests_at_once_each_get_what_they_get_alone(
     base_model: Path, real_adapter: Path
 ) -> None:
-    """Each adapter's row decodes alone within a step (llama.cpp applies adapters per context), so the texts
-    match exactly; rows of one adapter decoded together may sum floats in another order. Each side runs on
-    a fresh backend: a prompt served from a slot's cache may also sum in another order."""
+    """The base's row and the adapter's decode in one call, the bank routing each row; the base's answer is
+    exactly its own. Each side runs on a fresh backend: a prompt served from a slot's cache may sum floats
+    in another order."""
 
     async def each_alone(backend):
         await backend.load_adapter("a", real_adapter)
@@ -93,8 +95,8 @@ def test_base_and_adapter_requests_at_once_each_get_what_they_get_alone(
         return [c.text for c in done]
 
     alone, together = run(each_alone, base_model), run(at_once, base_model)
-    assert together == alone
-    assert alone[0] != alone[1]  # the adapter changes the answer
+    assert together[0] == alone[0]
+    assert together[1] != alone[0] and alone[1] != alone[0]  # the adapter changes the answer
 
 
 def test_more_requests_than_slots_all_finish_and_a_dropped_stream_frees_its_slot(base_model: Path) -> None:
@@ -177,6 +179,22 @@ def test_an_adapter_llamacpp_cannot_apply_is_refused(base_model: Path, tmp_path:
     assert run(scenario, base_model) == []
 
 
+def test_an_adapter_for_another_model_is_refused_and_the_loaded_ones_keep_serving(
+    base_model: Path, tiny_model: Path, real_adapter: Path, tmp_path: Path
+) -> None:
+    foreign = random_lora(tiny_model, tmp_path / "foreign")
+
+    async def scenario(backend):
+        await backend.load_adapter("a", real_adapter)
+        before = (await backend.generate(ask(PROMPTS[2], adapter="a"))).text
+        with pytest.raises(BadRequest, match="does not fit the base model"):
+            await backend.load_adapter("foreign", foreign)
+        return before, (await backend.generate(ask(PROMPTS[1], adapter="a"))).text, backend.adapters
+
+    before, after, adapters = run(scenario, base_model)
+    assert adapters == ["a"] and before and after
+
+
 def test_auto_engine_is_llamacpp_for_a_model_with_a_gguf_file_and_transformers_otherwise(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -203,8 +221,21 @@ def test_unloading_an_adapter_returns_requests_for_it_to_the_base(
     assert adapters == [] and text
 
 
+@contextmanager
+def batches(base_model: Path, *slots: int) -> Iterator[list[LlamaCppBatch]]:
+    """Batches of the real model with so many slots each (2 threads), closed afterwards."""
+    made: list[LlamaCppBatch] = []
+    try:
+        for n in slots:
+            made.append(LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=n, threads=2))
+        yield made
+    finally:
+        for batch in made:
+            batch.close()
+
+
 def greedy(
-    batch: LlamaCppBatch, text: str, adapter: str = "__base__", max_tokens: int = 16, chat: bool = True
+    batch: LlamaCppBatch, text: str, adapter: str = BASE, max_tokens: int = 16, chat: bool = True
 ) -> str:
     """One greedy answer to a system + user chat (or to `text` as it is), through `batch` on this thread."""
 
@@ -220,6 +251,25 @@ def greedy(
     )
     run_to_end(batch, [seq], slots=1)
     return done[0]
+
+
+def greedy_all(batch: LlamaCppBatch, asks: list[tuple[str, str]]) -> list[str]:
+    """Greedy answers to (user text, adapter) system + user chats decoding together, in order."""
+    done: dict[int, str] = {}
+    seqs = []
+    for i, (text, adapter) in enumerate(asks):
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+        prompt = batch.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        seqs.append(
+            Sequence(
+                prompt_ids=batch.tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                adapter=adapter,
+                max_tokens=16,
+                emit=lambda item, i=i: done.__setitem__(i, item[1]) if item[0] == "done" else None,
+            )
+        )
+    run_to_end(batch, seqs, slots=len(seqs))
+    return [done[i] for i in range(len(asks))]
 
 
 def test_a_prompt_that_starts_like_a_finished_one_reuses_its_cache_and_answers_the_same(
@@ -243,9 +293,7 @@ def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache
     base_model: Path, real_adapter: Path, tmp_path: Path
 ) -> None:
     other = random_lora(base_model, tmp_path / "other", seed=1)
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    try:
+    with batches(base_model, 1, 1) as (batch, fresh):
         batch.load_adapter("a", real_adapter)
         first = greedy(batch, PROMPTS[2], "a")
         batch.unload_adapter("a")
@@ -253,9 +301,64 @@ def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache
         fresh.load_adapter("a", other)
         assert greedy(batch, PROMPTS[2], "a") == greedy(fresh, PROMPTS[2], "a") != first
         assert batch.reused == 0
-    finally:
-        batch.close()
-        fresh.close()
+
+
+def test_rows_on_different_adapters_decode_in_one_call_and_each_answers_as_alone(
+    base_model: Path, tmp_path: Path
+) -> None:
+    """make setup's build puts every adapter in one bank (slot 0 the base): ranks 8 and 4 padded to one,
+    the projections b leaves alone zero in its slot. Rows on the base, a and b in one call: the base's
+    logits are exactly its own, each adapter's those of a batch holding it alone but for rounding (a mixed
+    call multiplies per row, a call on one adapter as one matrix product)."""
+    a = random_lora(base_model, tmp_path / "a", seed=0, scale=0.05)
+    b = random_lora(base_model, tmp_path / "b", targets=["q_proj", "v_proj"], seed=1, rank=4, scale=0.05)
+    prompt = list(range(100, 116))
+    with batches(base_model, 3, 1, 1, 1) as (together, *singles):
+        together.load_adapter("a", a)
+        together.load_adapter("b", b)
+        tokens = [(token, pos, slot, True) for slot in range(3) for pos, token in enumerate(prompt)]
+        rows = np.stack(together.forward(tokens, {0: BASE, 1: "a", 2: "b"})).reshape(3, len(prompt), -1)
+        alone = []
+        for batch, (name, path) in zip(singles, ((BASE, None), ("a", a), ("b", b)), strict=True):
+            if path is not None:
+                batch.load_adapter(name, path)
+            alone.append(np.stack(batch.forward([(t, p, 0, True) for p, t in enumerate(prompt)], {0: name})))
+    assert np.array_equal(rows[0], alone[0])
+    for mixed, own in zip(rows[1:], alone[1:], strict=True):
+        assert np.abs(own - alone[0]).max() > 0.1  # the adapter is applied
+        assert np.mean(mixed.argmax(-1) == own.argmax(-1)) >= 0.95
+        assert np.abs(mixed - own).max() < 0.01
+
+
+def test_without_banks_a_step_decodes_once_per_adapter_and_each_answers_as_alone(
+    base_model: Path, real_adapter: Path
+) -> None:
+    """Another llama.cpp build has no adapter banks: each adapter is its own llama.cpp adapter, set for a
+    call of its rows alone, so the answers are exactly each one's own."""
+    with batches(base_model, 2, 1) as (together, alone):
+        together._route = alone._route = None  # what _bank_router answers for another build
+        together.load_adapter("a", real_adapter)
+        alone.load_adapter("a", real_adapter)
+        answers = greedy_all(together, [(PROMPTS[0], BASE), (PROMPTS[0], "a")])
+        assert answers == [greedy(alone, PROMPTS[0], adapter) for adapter in (BASE, "a")]
+        assert answers[0] != answers[1]
+        together.unload_adapter("a")
+        assert together.adapters == set()
+
+
+def test_unloading_one_adapter_leaves_the_others_answers_as_they_were(
+    base_model: Path, real_adapter: Path, tmp_path: Path
+) -> None:
+    """The bank is rebuilt without it and the remaining adapter moves to another slot."""
+    other = random_lora(base_model, tmp_path / "b", seed=1)
+    with batches(base_model, 1, 1) as (batch, fresh):
+        batch.load_adapter("a", real_adapter)
+        batch.load_adapter("b", other)
+        fresh.load_adapter("b", other)
+        greedy(batch, PROMPTS[1], "a")
+        batch.unload_adapter("a")
+        assert batch.adapters == {"b"}
+        assert greedy(batch, PROMPTS[2], "b") == greedy(fresh, PROMPTS[2], "b")
 
 
 def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weights(
@@ -442,13 +545,13 @@ base = Path(sys.argv[1])
 config = json.loads((base / "config.json").read_text())
 batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), load_tokenizer(base), {2}, config, slots=1, threads=2)
 tokens = [(token, pos, 0, True) for pos, token in enumerate(range(100, 140))]
-first = np.stack(batch.forward(BASE, tokens))
+first = np.stack(batch.forward(tokens, {0: BASE}))
 a, b = torch.randn(256, 256), torch.randn(256, 256, requires_grad=True)
 with torch.autocast("cpu", dtype=torch.bfloat16):
     (a @ b).sum().backward()
 batch.close()
 batch = LlamaCppBatch(gguf_of(BASE_MODEL_NAME), load_tokenizer(base), {2}, config, slots=1, threads=2)
-print(np.array_equal(first, np.stack(batch.forward(BASE, tokens))))
+print(np.array_equal(first, np.stack(batch.forward(tokens, {0: BASE}))))
 """
 
 

@@ -3,9 +3,11 @@
 Requests, tokenizer, sampling, stop strings and JSON mode are the transformers backend's (embedded.py);
 only the forward pass is llama.cpp's, several times faster on a CPU. Each running sequence owns a KV slot
 (a llama.cpp sequence id). A PEFT adapter is converted to a GGUF LoRA adapter when it is loaded
-(gguf_lora.py) and applied on top of the one shared base model; llama.cpp applies adapters to a whole
-context, so each step decodes the running rows once per adapter among them. New prompts are prefilled a
-chunk a step, in the same decode calls as the running rows (chunked prefill).
+(gguf_lora.py) and applied on top of the one shared base model. llama.cpp applies an adapter to a whole
+decode call; make setup's build adds adapter banks (scripts/build_llama_cpp.py), so every resident adapter
+sits in one bank and each step decodes all rows in one call, each through its own adapter's slot. With
+another build, a step decodes the rows once per adapter among them. New prompts are prefilled a chunk a
+step, in the same decode calls as the running rows (chunked prefill).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tuneloop.serve.backends.base import BASE
 from tuneloop.serve.backends.batching import Batch, Sequence, sample
 from tuneloop.serve.backends.cores import IdleCores
 from tuneloop.serve.backends.embedded import EmbeddedBackend, stop_token_ids
-from tuneloop.serve.backends.gguf_lora import write_gguf_lora
+from tuneloop.serve.backends.gguf_lora import bank_of, lora_tensors, write_gguf_lora
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
@@ -49,7 +51,8 @@ OPENMP_WARNING = (
     "runs PyTorch; rebuild it without: CMAKE_ARGS=-DGGML_OPENMP=OFF pip install --force-reinstall "
     "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
 )
-FIXED_BUILD = "+tuneloop1"  # the version label of make setup's llama.cpp build
+FIXED_BUILD = "+tuneloop2"  # the version label of make setup's llama.cpp build
+BANK = "\x00bank"  # the name rows decode under when the adapter bank is set (no adapter name has a NUL)
 _log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
 _decoder: list[ThreadPoolExecutor] = []
 
@@ -75,6 +78,16 @@ def _llama() -> Any:
     return llama_cpp
 
 
+def _bank_router(lc: Any) -> Any:
+    """make setup's `llama_adapter_lora_bank_route(bank, slot_of_seq, n_seq)`; None for any other build."""
+    if not lc.__version__.endswith(FIXED_BUILD):
+        return None
+    route = lc.llama_cpp._lib.llama_adapter_lora_bank_route
+    route.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_int32]
+    route.restype = None
+    return route
+
+
 def amx_cpu() -> bool:
     """Whether this CPU has the AMX units llama.cpp's AMX kernels run on (see AMX_UBATCH)."""
     return b"AMX_INT8 = 1" in _llama().llama_print_system_info()
@@ -91,7 +104,7 @@ def _decode_thread() -> ThreadPoolExecutor:
 
 
 class LlamaCppBatch(Batch):
-    """The running rows of one llama.cpp context: one KV slot per row, adapters switched between decodes."""
+    """The running rows of one llama.cpp context: one KV slot per row, each row on its adapter's bank slot."""
 
     def __init__(
         self,
@@ -135,11 +148,16 @@ class LlamaCppBatch(Batch):
         self._memory = lc.llama_get_memory(self._ctx)
         self.vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self._model))
         self._batch = lc.llama_batch_init(context, 0, 1)
+        self._slots = slots
         self._free = list(range(slots - 1, -1, -1))
         self._slot: dict[Sequence, int] = {}
         self._cached: dict[int, tuple[str, list[int]]] = {}  # free slot -> (adapter, prompt) its cache holds
         self.reused = 0  # prompt tokens served from a slot's cache instead of computed, since start
-        self._adapters: dict[str, Any] = {}
+        # make setup's build: every adapter's tensors, in bank slot order (slot 0 is the base), and the bank.
+        # Another build: no bank, an adapter per decode call.
+        self._route = _bank_router(lc)
+        self._tensors: dict[str, dict[str, Any]] = {}
+        self._adapters: dict[str, Any] = {}  # name -> llama.cpp adapter; BANK -> the bank
         self._active = BASE
         self._on_caller = on_caller
 
@@ -189,30 +207,57 @@ class LlamaCppBatch(Batch):
     @property
     def adapters(self) -> set[str]:
         """Names of the adapters loaded into this batch."""
-        return set(self._adapters)
+        return set(self._tensors) if self._route else set(self._adapters)
 
     def load_adapter(self, name: str, path: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="tuneloop-lora-") as tmp:
-            out = Path(tmp) / "adapter.gguf"
-            try:
-                write_gguf_lora(path, self._base_config, out)
-            except BadRequest:
-                raise
-            except Exception as exc:
-                raise BadRequest(
-                    f"could not convert adapter {name!r} at {path} for llama.cpp: {exc}"
-                ) from exc
-            adapter = self._lc.llama_adapter_lora_init(self._model, str(out).encode())
-        if not adapter:
-            raise BadRequest(f"llama.cpp refused adapter {name!r} from {path} (is it for this base model?)")
-        self._adapters[name] = adapter
+        try:
+            tensors = lora_tensors(path, self._base_config)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            raise BadRequest(f"could not convert adapter {name!r} at {path} for llama.cpp: {exc}") from exc
+        if self._route is None:
+            self._adapters[name] = self._init(tensors, f"adapter {name!r} from {path}")
+            return
+        self._tensors[name] = tensors
+        try:
+            self._build_bank(f"adapter {name!r} from {path}")
+        except BadRequest:
+            del self._tensors[name]
+            self._build_bank("the adapters it had before")
+            raise
 
     def unload_adapter(self, name: str) -> None:
         # Caches computed with this adapter must not serve another one loaded later under its name.
         self._cached = {slot: kept for slot, kept in self._cached.items() if kept[0] != name}
-        if self._active == name:
-            self._use(BASE)
-        self._lc.llama_adapter_lora_free(self._adapters.pop(name))
+        if self._route is None:
+            if self._active == name:
+                self._use(BASE)
+            self._lc.llama_adapter_lora_free(self._adapters.pop(name))
+            return
+        del self._tensors[name]
+        self._build_bank(f"the adapters left after {name!r}")
+
+    def _init(self, tensors: dict[str, Any], what: str) -> Any:
+        """`tensors` loaded into llama.cpp as one adapter."""
+        with tempfile.TemporaryDirectory(prefix="tuneloop-lora-") as tmp:
+            out = Path(tmp) / "adapter.gguf"
+            write_gguf_lora(tensors, out)
+            adapter = self._lc.llama_adapter_lora_init(self._model, str(out).encode())
+        if not adapter:
+            raise BadRequest(f"llama.cpp refused {what} (is it for this base model?)")
+        return adapter
+
+    def _build_bank(self, what: str) -> None:
+        """Replace the bank with one of the adapters loaded now (none: no bank); `what` names them in the
+        BadRequest llama.cpp's refusal raises."""
+        if self._active == BANK:
+            self._use(BASE)  # the context must not hold the bank it is about to lose
+        if (old := self._adapters.pop(BANK, None)) is not None:
+            self._lc.llama_adapter_lora_free(old)
+        if self._tensors:
+            bank = bank_of(list(self._tensors.values()))
+            self._adapters[BANK] = self._init(bank, what)
 
     def _use(self, adapter: str) -> None:
         if adapter == self._active:
@@ -221,6 +266,32 @@ class LlamaCppBatch(Batch):
         if adapter != BASE and self._lc.llama_set_adapter_lora(self._ctx, self._adapters[adapter], 1.0) != 0:
             raise TuneloopError(f"llama.cpp could not apply adapter {adapter!r}")
         self._active = adapter
+
+    def _calls(self, seqs: list[Sequence]) -> list[list[Sequence]]:
+        """The rows of each decode call a step makes: all in one through the bank; with another build, one
+        call per adapter among them."""
+        if self._route is not None:
+            return [seqs]
+        groups: dict[str, list[Sequence]] = {}
+        for s in seqs:
+            groups.setdefault(s.adapter, []).append(s)
+        return list(groups.values())
+
+    def _set_adapters(self, adapters: dict[int, str]) -> None:
+        """Set what the rows of KV slot k decode on next: `adapters[k]`, an adapter's name or BASE."""
+        names = set(adapters.values())
+        if self._route is None:
+            (name,) = names  # _calls made it one per call
+            self._use(name)
+        elif names == {BASE}:
+            self._use(BASE)
+        else:
+            bank_slot = {name: i for i, name in enumerate(self._tensors, start=1)}
+            table = (ctypes.c_int32 * self._slots)()
+            for kv_slot, name in adapters.items():
+                table[kv_slot] = bank_slot[name] if name != BASE else 0
+            self._route(self._adapters[BANK], table, self._slots)
+            self._use(BANK)
 
     # -- decoding --------------------------------------------------------------------------------------------
 
@@ -231,9 +302,9 @@ class LlamaCppBatch(Batch):
             self.filling.append(s)  # at once: a failure after this frees the slot with the batch
 
     def step(self) -> None:
-        """One decode per adapter among the rows and the prompts filling: every row's pending token, and
-        prompt tokens, shortest prompts first: at most PREFILL_CHUNK while rows run, else as many as one
-        call takes; sample where a prompt or a row ended."""
+        """Decode the rows and the prompts filling (in one call, or one per adapter with another build):
+        every row's pending token, and prompt tokens, shortest prompts first: at most PREFILL_CHUNK while
+        rows run, else as many as one call takes; sample where a prompt or a row ended."""
         self._trim_caches()
         feeds: dict[Sequence, list[tuple[int, int, int, bool]]] = {
             s: [(s.pending, s.pos, self._slot[s], True)] for s in self.rows
@@ -249,11 +320,12 @@ class LlamaCppBatch(Batch):
             feeds[s] = [(ids[p], p, self._slot[s], p == last) for p in range(s.pos, end)]
             budget -= end - s.pos
         logits: dict[Sequence, Any] = {}
-        for adapter, rows in _by_adapter(list(feeds)):
+        for rows in self._calls(list(feeds)):
             # In slot order: llama.cpp splits a batch whose sequences are out of order into a pass per run
             # of ascending ones (7 rows in descending slots took 7 passes, 1.5x the time of one).
             group = sorted(rows, key=self._slot.__getitem__)
-            out = iter(self.forward(adapter, [t for s in group for t in feeds[s]]))
+            adapters = {self._slot[s]: s.adapter for s in group}
+            out = iter(self.forward([t for s in group for t in feeds[s]], adapters))
             logits.update((s, next(out)) for s in group if feeds[s][-1][3])
         for s, fed in feeds.items():
             s.pos += len(fed)
@@ -291,11 +363,12 @@ class LlamaCppBatch(Batch):
         self.reused += reuse
         return reuse
 
-    def forward(self, adapter: str, tokens: list[tuple[int, int, int, bool]]) -> list[Any]:
-        """Run (token, position, slot, wants logits) through the model; the logits asked for, in order."""
+    def forward(self, tokens: list[tuple[int, int, int, bool]], adapters: dict[int, str]) -> list[Any]:
+        """Run (token, position, slot, wants logits) through the model, slot k's tokens on `adapters[k]`
+        (an adapter's name or BASE); the logits asked for, in order."""
         import numpy as np
 
-        self._use(adapter)
+        self._set_adapters(adapters)
         b = self._batch
         for i, (token, pos, slot, wants) in enumerate(tokens):
             b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, wants
@@ -348,13 +421,6 @@ class LlamaCppBatch(Batch):
         # OS frees the memory anyway.
         if getattr(self, "_ctx", None) is not None and not _finalizing():
             self.close()
-
-
-def _by_adapter(seqs: list[Sequence]) -> list[tuple[str, list[Sequence]]]:
-    groups: dict[str, list[Sequence]] = {}
-    for s in seqs:
-        groups.setdefault(s.adapter, []).append(s)
-    return list(groups.items())
 
 
 def _common_start(a: list[int], b: list[int]) -> int:
