@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "tuneloop2"  # serve/backends/llamacpp.py looks for it
 SRC = "vendor/llama.cpp/src/"
+BANKS_PER_CALL = 4  # serve/backends/llamacpp.py splits a step's rows so no call sets more
 RESET = "\n    gf_res_prev->reset();  // tuneloop: a graph built for other adapters must not be reused\n"
 ROUTE_API = """
     // tuneloop: an adapter bank's slot for each sequence id (slot_of_seq[seq]); a sequence past n_seq, or a
@@ -187,23 +188,39 @@ SHORT_DOT = """
                     continue;
                 }
 """
-# (file under the sdist, text that must occur exactly once, what follows it); None: the end of the file
+MAX_NODES = "    return std::max<uint32_t>(1024u, 8u*model.n_tensors());\n"
+# llama.cpp sizes a context's graph when the context is made, before any adapter is set: room for the
+# objects of BANKS_PER_CALL banks' products (at most 6 a weight) besides the model's own
+MORE_NODES = f"""    // tuneloop: and room for {BANKS_PER_CALL} adapter banks' products
+    return std::max<uint32_t>(1024u, 8u*model.n_tensors()) + {6 * BANKS_PER_CALL}u*model.n_tensors();
+"""
+
+
+def after(anchor: str, addition: str) -> tuple[str, str]:
+    """`anchor` (which must occur exactly once) kept, `addition` inserted after it."""
+    return anchor, anchor + addition
+
+
+# (file under the sdist, text that must occur exactly once, what replaces it); None: append to the file
 FIXES = [
-    (SRC + "llama-context.cpp", "    loras[adapter] = scale;\n", RESET),
-    (SRC + "llama-context.cpp", "        loras.erase(pos);\n", RESET),
-    (SRC + "llama-context.cpp", "    loras.clear();\n", RESET),
-    ("vendor/llama.cpp/include/llama.h", "lora_free(struct llama_adapter_lora * adapter);\n", ROUTE_API),
-    (SRC + "llama-adapter.h", "    float alpha;\n", ROUTE_FIELD),
+    (SRC + "llama-context.cpp", *after("    loras[adapter] = scale;\n", RESET)),
+    (SRC + "llama-context.cpp", *after("        loras.erase(pos);\n", RESET)),
+    (SRC + "llama-context.cpp", *after("    loras.clear();\n", RESET)),
+    (SRC + "llama-context.cpp", MAX_NODES, MORE_NODES),
+    ("vendor/llama.cpp/include/llama.h", *after("lora_free(struct llama_adapter_lora * adapter);\n",
+                                                ROUTE_API)),
+    (SRC + "llama-adapter.h", *after("    float alpha;\n", ROUTE_FIELD)),
     (SRC + "llama-adapter.cpp", None, ROUTE),
-    (SRC + "llama-graph.h", "#include <set>\n", "#include <map>\n"),
-    (SRC + "llama-graph.h", "using llm_graph_input_ptr = std::unique_ptr<llm_graph_input_i>;\n", BANK_INPUT),
-    (SRC + "llama-graph.h", "    llm_graph_result * res;\n\n    ggml_context * ctx0 = nullptr;\n", BANK_IDS),
+    (SRC + "llama-graph.h", *after("#include <set>\n", "#include <map>\n")),
+    (SRC + "llama-graph.h", *after("using llm_graph_input_ptr = std::unique_ptr<llm_graph_input_i>;\n",
+                                   BANK_INPUT)),
+    (SRC + "llama-graph.h", *after("    llm_graph_result * res;\n\n    ggml_context * ctx0 = nullptr;\n",
+                                   BANK_IDS)),
     (SRC + "llama-graph.cpp", None, BANK_INPUT_IMPL),
-    (SRC + "llama-graph.cpp", LORA_LOOP, BANK_PRODUCT),
+    (SRC + "llama-graph.cpp", *after(LORA_LOOP, BANK_PRODUCT)),
     (
         "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c",
-        "float * dst_col = (float *) ((char *) dst->data + (i1*nb1 + i2*nb2));\n",
-        SHORT_DOT,
+        *after("float * dst_col = (float *) ((char *) dst->data + (i1*nb1 + i2*nb2));\n", SHORT_DOT),
     ),
 ]  # fmt: skip
 
@@ -219,15 +236,15 @@ def pinned_version() -> str:
 
 def apply_fixes(source: Path, version: str) -> None:
     """Apply FIXES and label the version; fail where the source drifted from what they expect."""
-    for name, anchor, addition in FIXES:
+    for name, old, new in FIXES:
         path = source / name
         text = path.read_text()
-        if anchor is None:
-            path.write_text(text + addition)
+        if old is None:
+            path.write_text(text + new)
             continue
-        if text.count(anchor) != 1:
-            sys.exit(f"{name}: expected {anchor.strip()!r} once; is the pin still {version}?")
-        path.write_text(text.replace(anchor, anchor + addition))
+        if text.count(old) != 1:
+            sys.exit(f"{name}: expected {old.strip()!r} once; is the pin still {version}?")
+        path.write_text(text.replace(old, new))
     init = source / "llama_cpp" / "__init__.py"
     line = f'__version__ = "{version}"'
     if line not in init.read_text():

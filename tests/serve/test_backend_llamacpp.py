@@ -303,19 +303,22 @@ def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache
         assert batch.reused == 0
 
 
+@pytest.mark.parametrize("bank_size", [8, 1])
 def test_rows_on_different_adapters_decode_in_one_call_and_each_answers_as_alone(
-    base_model: Path, tmp_path: Path
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bank_size: int
 ) -> None:
-    """make setup's build puts every adapter in one bank (slot 0 the base): ranks 8 and 4 padded to one,
-    the projections b leaves alone zero in its slot. Rows on the base, a and b in one call: the base's
-    logits are exactly its own, each adapter's those of a batch holding it alone but for rounding (a mixed
-    call multiplies per row, a call on one adapter as one matrix product)."""
+    """make setup's build puts adapters in banks (slot 0 the base): ranks 8 and 4 padded to one, the
+    projections b leaves alone zero in its slot; with banks of one, a and b in two banks set together. Rows
+    on the base, a and b in one call: the base's logits are exactly its own, each adapter's those of a batch
+    holding it alone but for rounding (a mixed call multiplies per row, one adapter's as a matrix product)."""
+    monkeypatch.setattr(llamacpp, "BANK_SIZE", bank_size)
     a = random_lora(base_model, tmp_path / "a", seed=0, scale=0.05)
     b = random_lora(base_model, tmp_path / "b", targets=["q_proj", "v_proj"], seed=1, rank=4, scale=0.05)
     prompt = list(range(100, 116))
     with batches(base_model, 3, 1, 1, 1) as (together, *singles):
         together.load_adapter("a", a)
         together.load_adapter("b", b)
+        assert len(together._banks) == (1 if bank_size == 8 else 2)
         tokens = [(token, pos, slot, True) for slot in range(3) for pos, token in enumerate(prompt)]
         rows = np.stack(together.forward(tokens, {0: BASE, 1: "a", 2: "b"})).reshape(3, len(prompt), -1)
         alone = []
@@ -328,6 +331,23 @@ def test_rows_on_different_adapters_decode_in_one_call_and_each_answers_as_alone
         assert np.abs(own - alone[0]).max() > 0.1  # the adapter is applied
         assert np.mean(mixed.argmax(-1) == own.argmax(-1)) >= 0.95
         assert np.abs(mixed - own).max() < 0.01
+
+
+def test_a_call_sets_at_most_banks_per_call_banks_and_the_rest_go_to_another(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five adapters in banks of one: a step over all five (and the base) decodes the rows of four banks,
+    the most llama.cpp's graph has room for, in one call and the fifth's in another."""
+    monkeypatch.setattr(llamacpp, "BANK_SIZE", 1)
+    names = [f"a{i}" for i in range(5)]
+    with batches(base_model, 6) as (batch,):
+        for i, name in enumerate(names):
+            batch.load_adapter(name, random_lora(base_model, tmp_path / name, seed=i, scale=0.05))
+        seqs = [Sequence([1, 2], adapter, 4, lambda item: None) for adapter in [BASE, *names]]
+        calls = batch._calls(seqs)
+        assert [[s.adapter for s in rows] for rows in calls] == [[BASE, *names[:4]], [names[4]]]
+        answers = greedy_all(batch, [(PROMPTS[0], adapter) for adapter in [BASE, *names]])
+    assert all(answers) and len(set(answers)) > 1
 
 
 def test_without_banks_a_step_decodes_once_per_adapter_and_each_answers_as_alone(
@@ -359,6 +379,9 @@ def test_unloading_one_adapter_leaves_the_others_answers_as_they_were(
         batch.unload_adapter("a")
         assert batch.adapters == {"b"}
         assert greedy(batch, PROMPTS[2], "b") == greedy(fresh, PROMPTS[2], "b")
+        batch.unload_adapter("b")
+        assert batch.adapters == set() and batch._banks == []
+        assert greedy(batch, PROMPTS[2]) == greedy(fresh, PROMPTS[2])
 
 
 def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weights(
@@ -532,6 +555,18 @@ def test_setup_builds_llama_cpp_without_openmp() -> None:
     import llama_cpp
 
     assert b"OPENMP = 1" not in llama_cpp.llama_print_system_info()
+
+
+def test_the_backend_sets_no_more_banks_at_once_than_the_build_gives_llama_cpps_graph_room_for() -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_llama_cpp.py"
+    spec = importlib.util.spec_from_file_location("build_llama_cpp", script)
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.BANKS_PER_CALL == llamacpp.BANKS_PER_CALL
+    assert llamacpp.FIXED_BUILD.removeprefix("+") == build.LABEL
 
 
 BF16_BETWEEN_DECODES = """

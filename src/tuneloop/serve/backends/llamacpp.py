@@ -4,10 +4,10 @@ Requests, tokenizer, sampling, stop strings and JSON mode are the transformers b
 only the forward pass is llama.cpp's, several times faster on a CPU. Each running sequence owns a KV slot
 (a llama.cpp sequence id). A PEFT adapter is converted to a GGUF LoRA adapter when it is loaded
 (gguf_lora.py) and applied on top of the one shared base model. llama.cpp applies an adapter to a whole
-decode call; make setup's build adds adapter banks (scripts/build_llama_cpp.py), so every resident adapter
-sits in one bank and each step decodes all rows in one call, each through its own adapter's slot. With
-another build, a step decodes the rows once per adapter among them. New prompts are prefilled a chunk a
-step, in the same decode calls as the running rows (chunked prefill).
+decode call; make setup's build adds adapter banks (scripts/build_llama_cpp.py), so resident adapters sit
+in banks of up to BANK_SIZE and each step decodes all rows in one call, each through its own adapter's
+slot. With another build, a step decodes the rows once per adapter among them. New prompts are prefilled
+a chunk a step, in the same decode calls as the running rows (chunked prefill).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,10 @@ OPENMP_WARNING = (
     "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
 )
 FIXED_BUILD = "+tuneloop2"  # the version label of make setup's llama.cpp build
-BANK = "\x00bank"  # the name rows decode under when the adapter bank is set (no adapter name has a NUL)
+# Adapters per bank: loading or unloading one rebuilds its bank (8 of the embedded model's rank-16 adapters:
+# 180 MB written and read back), and a step's rows spread over two banks compute both banks' products.
+BANK_SIZE = 8
+BANKS_PER_CALL = 4  # scripts/build_llama_cpp.py sizes llama.cpp's graphs for as many banks set at once
 _log_callback: list[Any] = []  # kept alive here: llama.cpp holds a pointer to it
 _decoder: list[ThreadPoolExecutor] = []
 
@@ -101,6 +105,14 @@ def _decode_thread() -> ThreadPoolExecutor:
         if not _decoder:
             _decoder.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-llamacpp"))
     return _decoder[0]
+
+
+@dataclass(eq=False)
+class _Bank:
+    """Adapters sharing one llama.cpp bank adapter, in slot order from 1 (slot 0 is the base model)."""
+
+    names: list[str] = field(default_factory=list)
+    lora: Any = None
 
 
 class LlamaCppBatch(Batch):
@@ -153,12 +165,15 @@ class LlamaCppBatch(Batch):
         self._slot: dict[Sequence, int] = {}
         self._cached: dict[int, tuple[str, list[int]]] = {}  # free slot -> (adapter, prompt) its cache holds
         self.reused = 0  # prompt tokens served from a slot's cache instead of computed, since start
-        # make setup's build: every adapter's tensors, in bank slot order (slot 0 is the base), and the bank.
-        # Another build: no bank, an adapter per decode call.
+        # make setup's build: adapters in banks of BANK_SIZE, each converted once to a file of its own that
+        # a bank's rebuild reads. Another build: no banks, each adapter its own, a decode call per adapter.
         self._route = _bank_router(lc)
-        self._tensors: dict[str, dict[str, Any]] = {}
-        self._adapters: dict[str, Any] = {}  # name -> llama.cpp adapter; BANK -> the bank
-        self._active = BASE
+        self._banks: list[_Bank] = []
+        self._files: dict[str, Path] = {}
+        self._dir = tempfile.TemporaryDirectory(prefix="tuneloop-lora-")
+        self._written = 0
+        self._adapters: dict[str, Any] = {}  # another build: name -> llama.cpp adapter
+        self._active: tuple[Any, ...] = ()  # the llama.cpp adapters set on the context
         self._on_caller = on_caller
 
     @classmethod
@@ -207,36 +222,54 @@ class LlamaCppBatch(Batch):
     @property
     def adapters(self) -> set[str]:
         """Names of the adapters loaded into this batch."""
-        return set(self._tensors) if self._route else set(self._adapters)
+        return set(self._files) if self._route else set(self._adapters)
 
     def load_adapter(self, name: str, path: Path) -> None:
+        if name in self.adapters:
+            self.unload_adapter(name)
         try:
             tensors = lora_tensors(path, self._base_config)
         except BadRequest:
             raise
         except Exception as exc:
             raise BadRequest(f"could not convert adapter {name!r} at {path} for llama.cpp: {exc}") from exc
+        what = f"adapter {name!r} from {path}"
         if self._route is None:
-            self._adapters[name] = self._init(tensors, f"adapter {name!r} from {path}")
+            self._adapters[name] = self._init(tensors, what)
             return
-        self._tensors[name] = tensors
+        self._written += 1
+        file = Path(self._dir.name) / f"{self._written}.gguf"
+        write_gguf_lora(tensors, file)  # kept for the bank's rebuilds: memory holds only the bank
+        self._files[name] = file
+        bank = next((b for b in self._banks if len(b.names) < BANK_SIZE), None)
+        if bank is None:
+            bank = _Bank()
+            self._banks.append(bank)
+        bank.names.append(name)
         try:
-            self._build_bank(f"adapter {name!r} from {path}")
+            self._rebuild(bank, what)
         except BadRequest:
-            del self._tensors[name]
-            self._build_bank("the adapters it had before")
+            self._forget(name)
+            self._rebuild(bank, "the adapters it had before")
             raise
 
     def unload_adapter(self, name: str) -> None:
         # Caches computed with this adapter must not serve another one loaded later under its name.
         self._cached = {slot: kept for slot, kept in self._cached.items() if kept[0] != name}
         if self._route is None:
-            if self._active == name:
-                self._use(BASE)
+            if self._adapters[name] in self._active:
+                self._use(())
             self._lc.llama_adapter_lora_free(self._adapters.pop(name))
             return
-        del self._tensors[name]
-        self._build_bank(f"the adapters left after {name!r}")
+        bank = self._forget(name)
+        self._rebuild(bank, f"the adapters left after {name!r}")
+
+    def _forget(self, name: str) -> _Bank:
+        """Drop `name` from its bank's list and its file; the bank it was in (not rebuilt yet)."""
+        bank = next(b for b in self._banks if name in b.names)
+        bank.names.remove(name)
+        self._files.pop(name).unlink(missing_ok=True)
+        return bank
 
     def _init(self, tensors: dict[str, Any], what: str) -> Any:
         """`tensors` loaded into llama.cpp as one adapter."""
@@ -248,50 +281,69 @@ class LlamaCppBatch(Batch):
             raise BadRequest(f"llama.cpp refused {what} (is it for this base model?)")
         return adapter
 
-    def _build_bank(self, what: str) -> None:
-        """Replace the bank with one of the adapters loaded now (none: no bank); `what` names them in the
-        BadRequest llama.cpp's refusal raises."""
-        if self._active == BANK:
-            self._use(BASE)  # the context must not hold the bank it is about to lose
-        if (old := self._adapters.pop(BANK, None)) is not None:
-            self._lc.llama_adapter_lora_free(old)
-        if self._tensors:
-            bank = bank_of(list(self._tensors.values()))
-            self._adapters[BANK] = self._init(bank, what)
+    def _rebuild(self, bank: _Bank, what: str) -> None:
+        """Replace `bank`'s llama.cpp adapter with one of the adapters it lists now (none: drop the bank);
+        `what` names them in the BadRequest llama.cpp's refusal raises."""
+        import gguf
 
-    def _use(self, adapter: str) -> None:
-        if adapter == self._active:
+        if bank.lora is not None:
+            if bank.lora in self._active:
+                self._use(())  # the context must not hold the adapter it is about to lose
+            self._lc.llama_adapter_lora_free(bank.lora)
+            bank.lora = None
+        if not bank.names:
+            self._banks.remove(bank)
+            return
+        members = [{t.name: t.data for t in gguf.GGUFReader(self._files[n]).tensors} for n in bank.names]
+        bank.lora = self._init(bank_of(members), what)
+
+    def _use(self, loras: tuple[Any, ...]) -> None:
+        """Set exactly `loras` (llama.cpp adapters) on the context."""
+        if loras == self._active:
             return
         self._lc.llama_clear_adapter_lora(self._ctx)
-        if adapter != BASE and self._lc.llama_set_adapter_lora(self._ctx, self._adapters[adapter], 1.0) != 0:
-            raise TuneloopError(f"llama.cpp could not apply adapter {adapter!r}")
-        self._active = adapter
+        self._active = ()
+        for lora in loras:
+            if self._lc.llama_set_adapter_lora(self._ctx, lora, 1.0) != 0:
+                raise TuneloopError("llama.cpp could not apply an adapter")
+        self._active = loras
 
     def _calls(self, seqs: list[Sequence]) -> list[list[Sequence]]:
-        """The rows of each decode call a step makes: all in one through the bank; with another build, one
-        call per adapter among them."""
-        if self._route is not None:
-            return [seqs]
-        groups: dict[str, list[Sequence]] = {}
+        """The rows of each decode call a step makes: all in one through the banks unless they span more
+        than BANKS_PER_CALL; with another build, one call per adapter among them."""
+        if self._route is None:
+            groups: dict[str, list[Sequence]] = {}
+            for s in seqs:
+                groups.setdefault(s.adapter, []).append(s)
+            return list(groups.values())
+        bank_of = {name: i for i, bank in enumerate(self._banks) for name in bank.names}
+        calls: list[tuple[list[Sequence], set[int]]] = []
         for s in seqs:
-            groups.setdefault(s.adapter, []).append(s)
-        return list(groups.values())
+            bank = {bank_of[s.adapter]} if s.adapter in bank_of else set()
+            call = next((c for c in calls if len(c[1] | bank) <= BANKS_PER_CALL), None)
+            if call is None:
+                calls.append(([s], bank))
+            else:
+                call[0].append(s)
+                call[1].update(bank)
+        return [rows for rows, _ in calls]
 
     def _set_adapters(self, adapters: dict[int, str]) -> None:
         """Set what the rows of KV slot k decode on next: `adapters[k]`, an adapter's name or BASE."""
-        names = set(adapters.values())
         if self._route is None:
-            (name,) = names  # _calls made it one per call
-            self._use(name)
-        elif names == {BASE}:
-            self._use(BASE)
-        else:
-            bank_slot = {name: i for i, name in enumerate(self._tensors, start=1)}
+            (name,) = set(adapters.values())  # _calls made it one per call
+            self._use(() if name == BASE else (self._adapters[name],))
+            return
+        used = []
+        for bank in self._banks:
+            slot_of = {name: i for i, name in enumerate(bank.names, start=1)}
             table = (ctypes.c_int32 * self._slots)()
             for kv_slot, name in adapters.items():
-                table[kv_slot] = bank_slot[name] if name != BASE else 0
-            self._route(self._adapters[BANK], table, self._slots)
-            self._use(BANK)
+                table[kv_slot] = slot_of.get(name, 0)
+            if any(table):  # a bank no row uses stays off the graph
+                self._route(bank.lora, table, self._slots)
+                used.append(bank.lora)
+        self._use(tuple(used))
 
     # -- decoding --------------------------------------------------------------------------------------------
 
@@ -410,9 +462,11 @@ class LlamaCppBatch(Batch):
             return
         lc.llama_batch_free(self._batch)
         lc.llama_free(self._ctx)
-        for adapter in self._adapters.values():
+        for adapter in [*self._adapters.values(), *(b.lora for b in self._banks)]:
             lc.llama_adapter_lora_free(adapter)
         self._adapters.clear()
+        self._banks.clear()
+        self._dir.cleanup()
         lc.llama_model_free(self._model)
         self._ctx = None
 
