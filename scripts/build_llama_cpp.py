@@ -31,7 +31,7 @@ BANKS_PER_CALL = 4  # serve/backends/llamacpp.py splits a step's rows so no call
 RESET = "\n    gf_res_prev->reset();  // tuneloop: a graph built for other adapters must not be reused\n"
 ROUTE_API = """
     // tuneloop: an adapter bank's slot for each sequence id (slot_of_seq[seq]); a sequence past n_seq, or a
-    // slot out of range, uses slot 0
+    // slot out of range, uses slot 0. A bank is applied as it is: its alpha and its set scale are ignored.
     LLAMA_API void llama_adapter_lora_bank_route(
             struct llama_adapter_lora * adapter, const int32_t * slot_of_seq, int32_t n_seq);
 """
@@ -83,6 +83,9 @@ int32_t llm_graph_input_lora_bank::slot_of(const llama_adapter_lora * bank, llam
 
 int32_t llm_graph_input_lora_bank::uniform_slot(
         const llama_adapter_lora * bank, const llama_ubatch & ubatch) {
+    if (ubatch.seq_id == nullptr || (ubatch.n_tokens > 0 && ubatch.seq_id[0] == nullptr)) {
+        return -1; // a worst-case reserve's ubatch has no sequences: size the graph for rows on several slots
+    }
     int32_t slot = -1;
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
         const int32_t s = slot_of(bank, ubatch.seq_id[i][0]);
@@ -95,7 +98,8 @@ int32_t llm_graph_input_lora_bank::uniform_slot(
 }
 
 void llm_graph_input_lora_bank::set_input(const llama_ubatch * ubatch) {
-    if (ids == nullptr) {
+    const bool reserve = ubatch->seq_id == nullptr || (ubatch->n_tokens > 0 && ubatch->seq_id[0] == nullptr);
+    if (ids == nullptr || reserve) {
         return;
     }
     // fewer rows than tokens: the output tokens' rows, in order (as llm_graph_input_out_ids picks them)
@@ -122,6 +126,7 @@ bool llm_graph_input_lora_bank::can_reuse(const llm_graph_params & params) {
 BANK_PRODUCT = """
         if (lw->a->ne[2] > 1) { // tuneloop: an adapter bank, each row through its sequence's slot
             GGML_ASSERT(cur->ne[2] == 1 && cur->ne[3] == 1);
+            GGML_ASSERT(cur->ne[1] == (int64_t) ubatch.n_tokens || cur->ne[1] == (int64_t) n_outputs);
             llm_graph_input_lora_bank *& inp = lora_bank_inputs[{lora.first, cur->ne[1]}];
             if (inp == nullptr) {
                 const int32_t uniform = llm_graph_input_lora_bank::uniform_slot(lora.first, ubatch);

@@ -239,19 +239,17 @@ class LlamaCppBatch(Batch):
             return
         self._written += 1
         file = Path(self._dir.name) / f"{self._written}.gguf"
-        write_gguf_lora(tensors, file)  # kept for the bank's rebuilds: memory holds only the bank
-        self._files[name] = file
-        bank = next((b for b in self._banks if len(b.names) < BANK_SIZE), None)
-        if bank is None:
-            bank = _Bank()
-            self._banks.append(bank)
-        bank.names.append(name)
+        self._files[name] = file  # kept for the bank's rebuilds: memory holds only the banks
+        bank = next((b for b in self._banks if len(b.names) < BANK_SIZE), None) or _Bank()
         try:
-            self._rebuild(bank, what)
-        except BadRequest:
-            self._forget(name)
-            self._rebuild(bank, "the adapters it had before")
+            write_gguf_lora(tensors, file)
+            self._rebuild(bank, [*bank.names, name], what)
+        except Exception:
+            self._files.pop(name)
+            file.unlink(missing_ok=True)
             raise
+        if bank not in self._banks:
+            self._banks.append(bank)
 
     def unload_adapter(self, name: str) -> None:
         # Caches computed with this adapter must not serve another one loaded later under its name.
@@ -261,15 +259,9 @@ class LlamaCppBatch(Batch):
                 self._use(())
             self._lc.llama_adapter_lora_free(self._adapters.pop(name))
             return
-        bank = self._forget(name)
-        self._rebuild(bank, f"the adapters left after {name!r}")
-
-    def _forget(self, name: str) -> _Bank:
-        """Drop `name` from its bank's list and its file; the bank it was in (not rebuilt yet)."""
         bank = next(b for b in self._banks if name in b.names)
-        bank.names.remove(name)
+        self._rebuild(bank, [n for n in bank.names if n != name], f"the adapters left after {name!r}")
         self._files.pop(name).unlink(missing_ok=True)
-        return bank
 
     def _init(self, tensors: dict[str, Any], what: str) -> Any:
         """`tensors` loaded into llama.cpp as one adapter."""
@@ -281,21 +273,23 @@ class LlamaCppBatch(Batch):
             raise BadRequest(f"llama.cpp refused {what} (is it for this base model?)")
         return adapter
 
-    def _rebuild(self, bank: _Bank, what: str) -> None:
-        """Replace `bank`'s llama.cpp adapter with one of the adapters it lists now (none: drop the bank);
-        `what` names them in the BadRequest llama.cpp's refusal raises."""
+    def _rebuild(self, bank: _Bank, names: list[str], what: str) -> None:
+        """Make `bank` hold the adapters `names` (none: drop it); `what` names them in the BadRequest
+        llama.cpp's refusal raises. The new bank is made before the old one goes: a failure leaves the
+        bank as it was."""
         import gguf
 
+        lora = None
+        if names:
+            members = [{t.name: t.data for t in gguf.GGUFReader(self._files[n]).tensors} for n in names]
+            lora = self._init(bank_of(members), what)
         if bank.lora is not None:
             if bank.lora in self._active:
                 self._use(())  # the context must not hold the adapter it is about to lose
             self._lc.llama_adapter_lora_free(bank.lora)
-            bank.lora = None
-        if not bank.names:
+        bank.names, bank.lora = names, lora
+        if lora is None and bank in self._banks:
             self._banks.remove(bank)
-            return
-        members = [{t.name: t.data for t in gguf.GGUFReader(self._files[n]).tensors} for n in bank.names]
-        bank.lora = self._init(bank_of(members), what)
 
     def _use(self, loras: tuple[Any, ...]) -> None:
         """Set exactly `loras` (llama.cpp adapters) on the context."""
@@ -306,7 +300,7 @@ class LlamaCppBatch(Batch):
         for lora in loras:
             if self._lc.llama_set_adapter_lora(self._ctx, lora, 1.0) != 0:
                 raise TuneloopError("llama.cpp could not apply an adapter")
-        self._active = loras
+            self._active = (*self._active, lora)  # what the context holds, even if the next one fails
 
     def _calls(self, seqs: list[Sequence]) -> list[list[Sequence]]:
         """The rows of each decode call a step makes: all in one through the banks unless they span more
