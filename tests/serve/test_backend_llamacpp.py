@@ -195,6 +195,25 @@ def test_an_adapter_for_another_model_is_refused_and_the_loaded_ones_keep_servin
     assert adapters == ["a"] and before and after
 
 
+def test_an_adapter_missing_half_of_a_pair_is_refused_naming_it(
+    base_model: Path, real_adapter: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tuneloop.serve.backends.gguf_lora import lora_tensors
+
+    half = tmp_path / "half"
+    shutil.copytree(real_adapter, half)
+    weights = load_file(str(half / "adapter_model.safetensors"))
+    del weights[next(k for k in weights if "layers.3." in k and "q_proj.lora_A" in k)]
+    save_file(weights, str(half / "adapter_model.safetensors"))
+    config = json.loads((base_model / "config.json").read_text())
+    with pytest.raises(BadRequest, match="layer 3's q_proj needs one A and one B"):
+        lora_tensors(half, config)
+
+
 def test_auto_engine_is_llamacpp_for_a_model_with_a_gguf_file_and_transformers_otherwise(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -275,18 +294,13 @@ def greedy_all(batch: LlamaCppBatch, asks: list[tuple[str, str]]) -> list[str]:
 def test_a_prompt_that_starts_like_a_finished_one_reuses_its_cache_and_answers_the_same(
     base_model: Path,
 ) -> None:
-    warm = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    cold = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    try:
+    with batches(base_model, 1, 1) as (warm, cold):
         greedy(warm, PROMPTS[0])
         assert warm.reused == 0
         answer = greedy(warm, PROMPTS[1])
         system_tokens = len(warm.tokenizer(SYSTEM, add_special_tokens=False)["input_ids"])
         assert warm.reused >= system_tokens
         assert answer == greedy(cold, PROMPTS[1])
-    finally:
-        warm.close()
-        cold.close()
 
 
 def test_an_adapter_reloaded_under_the_same_name_never_reuses_the_old_ones_cache(
@@ -389,17 +403,12 @@ def test_a_one_token_prompt_right_after_another_adapters_step_gets_its_own_weigh
 ) -> None:
     """Same slot, same shape as the decode before it: llama.cpp 0.3.16 would reuse that decode's graph,
     adapter and all, unless the build drops the graph on a switch (make setup's) or reuse is off."""
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    try:
+    with batches(base_model, 1, 1) as (batch, fresh):
         batch.load_adapter("a", real_adapter)
         greedy(batch, "Hello", "a", max_tokens=2, chat=False)
         assert greedy(batch, "Hello", max_tokens=4, chat=False) == greedy(
             fresh, "Hello", max_tokens=4, chat=False
         )
-    finally:
-        batch.close()
-        fresh.close()
 
 
 def test_threads_follow_the_idle_cores_between_decodes_and_answers_stay_the_same(
@@ -448,8 +457,7 @@ LONG = " ".join(f"Clause {i}: the customer may return any item within thirty day
 def test_a_long_prompt_is_prefilled_a_chunk_a_step_while_running_rows_keep_decoding(
     base_model: Path,
 ) -> None:
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
-    try:
+    with batches(base_model, 2) as (batch,):
         done: list[str] = []
         short = running_row(batch, done)
         long = sequence(batch, LONG, 4, done)
@@ -464,8 +472,6 @@ def test_a_long_prompt_is_prefilled_a_chunk_a_step_while_running_rows_keep_decod
         assert len(filled) == -(-len(long.prompt_ids) // PREFILL_CHUNK)
         assert all(b - a <= PREFILL_CHUNK for a, b in zip([0, *filled], filled, strict=False))
         assert long in batch.rows and long.tokens  # prefilled: its first token is taken
-    finally:
-        batch.close()
 
 
 def beside_a_running_row(batch: LlamaCppBatch, text: str, max_tokens: int) -> str:
@@ -486,22 +492,15 @@ def test_chunked_prefill_answers_as_prefilling_in_one_pass(
     base_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt = LONG[:1500]
-    alone = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    try:
+    with batches(base_model, 1) as (alone,):
         in_one_pass = greedy(alone, prompt, max_tokens=12, chat=False)  # nothing else runs: one call
-    finally:
-        alone.close()
     monkeypatch.setattr(llamacpp, "PREFILL_CHUNK", 16)
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
-    try:
+    with batches(base_model, 2) as (batch,):
         assert beside_a_running_row(batch, prompt, 12) == in_one_pass
-    finally:
-        batch.close()
 
 
 def test_a_prompt_cancelled_while_it_fills_gives_back_its_slot(base_model: Path) -> None:
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
-    try:
+    with batches(base_model, 2) as (batch,):
         done: list[str] = []
         running = running_row(batch, done)
         long = sequence(batch, LONG, 4, done)
@@ -515,19 +514,14 @@ def test_a_prompt_cancelled_while_it_fills_gives_back_its_slot(base_model: Path)
         batch.drop_finished()
         assert greedy(batch, PROMPTS[0])  # a free slot again, its partial cache gone
         assert batch.reused == 0 and done == []
-    finally:
-        batch.close()
 
 
 def test_with_no_answer_running_a_prompt_is_prefilled_in_one_call(base_model: Path) -> None:
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=1, threads=2)
-    try:
+    with batches(base_model, 1) as (batch,):
         long = sequence(batch, LONG, 4, [])
         batch.admit([long])
         batch.step()
         assert batch.rows == [long] and long.tokens
-    finally:
-        batch.close()
 
 
 def test_a_long_cached_prompt_is_cut_to_what_running_answers_reach_and_still_serves_its_start(
@@ -535,9 +529,7 @@ def test_a_long_cached_prompt_is_cut_to_what_running_answers_reach_and_still_ser
 ) -> None:
     """llama.cpp attends every row over as many cells as the fullest slot holds: a long prompt left cached
     in a free slot would slow every decode, so running answers cut it to the positions they reach."""
-    batch = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
-    fresh = LlamaCppBatch.for_model(base_model, gguf_of(BASE_MODEL_NAME), slots=2, threads=2)
-    try:
+    with batches(base_model, 2, 2) as (batch, fresh):
         greedy(batch, LONG, max_tokens=4, chat=False)  # its prompt stays cached in its free slot
         answer = greedy(batch, "Hello there", max_tokens=8, chat=False)  # in the other slot
         assert batch.reused == 0
@@ -545,9 +537,6 @@ def test_a_long_cached_prompt_is_cut_to_what_running_answers_reach_and_still_ser
         assert 0 < batch.reused <= 16  # the start the cut cache kept, no more
         assert again == greedy(fresh, LONG, max_tokens=4, chat=False)
         assert answer == greedy(fresh, "Hello there", max_tokens=8, chat=False)
-    finally:
-        batch.close()
-        fresh.close()
 
 
 def test_setup_builds_llama_cpp_without_openmp() -> None:

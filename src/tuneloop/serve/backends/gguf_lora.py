@@ -85,7 +85,8 @@ def lora_tensors(adapter_dir: Path, base_config: dict) -> dict[str, Any]:
                 data = _permute_rows(data, heads[module])
         tensors[f"blk.{layer}.{TENSOR_NAMES[module]}.weight.lora_{part.lower()}"] = data
     for (layer, module), found in ranks.items():
-        if len(found) != 1 or f"blk.{layer}.{TENSOR_NAMES[module]}.weight.lora_b" not in tensors:
+        pair = [f"blk.{layer}.{TENSOR_NAMES[module]}.weight.lora_{part}" for part in "ab"]
+        if len(found) != 1 or not all(name in tensors for name in pair):
             raise BadRequest(
                 f"{adapter_dir}: layer {layer}'s {module} needs one A and one B of the same rank"
             )
@@ -96,8 +97,8 @@ def _projection_shapes(config: dict) -> dict[str, tuple[int, int]]:
     """(outputs, inputs) of each projection a Llama block's LoRA may adapt, from the base model's config."""
     hidden, ffn = int(config["hidden_size"]), int(config["intermediate_size"])
     n_head = int(config["num_attention_heads"])
-    kv = int(config.get("num_key_value_heads", n_head)) * int(config.get("head_dim") or hidden // n_head)
-    q = n_head * int(config.get("head_dim") or hidden // n_head)
+    head_dim = int(config.get("head_dim") or hidden // n_head)
+    q, kv = n_head * head_dim, int(config.get("num_key_value_heads", n_head)) * head_dim
     return {
         "q_proj": (q, hidden),
         "k_proj": (kv, hidden),

@@ -310,10 +310,10 @@ class LlamaCppBatch(Batch):
             for s in seqs:
                 groups.setdefault(s.adapter, []).append(s)
             return list(groups.values())
-        bank_of = {name: i for i, bank in enumerate(self._banks) for name in bank.names}
+        bank_index = {name: i for i, bank in enumerate(self._banks) for name in bank.names}
         calls: list[tuple[list[Sequence], set[int]]] = []
         for s in seqs:
-            bank = {bank_of[s.adapter]} if s.adapter in bank_of else set()
+            bank = {bank_index[s.adapter]} if s.adapter in bank_index else set()
             call = next((c for c in calls if len(c[1] | bank) <= BANKS_PER_CALL), None)
             if call is None:
                 calls.append(([s], bank))
