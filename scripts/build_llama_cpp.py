@@ -5,12 +5,13 @@
    weights (or a freed one's). The fix drops the previous graph whenever the adapter set changes, as later
    llama.cpp releases do; the backend then keeps graph reuse on, worth about 10 % of one user's decoding.
 2. llama.cpp applies an adapter to a whole batch, so rows on different adapters took a decode call each.
-   An adapter bank is one GGUF LoRA adapter whose tensors hold a slot per adapter (a third dimension);
-   `llama_adapter_lora_bank_route` says which slot each sequence uses, and the bank's products run as
-   ggml's per-row expert product (`ggml_mul_mat_id`, as mixture-of-experts layers do): every row on its own
-   adapter in one call.
+   An adapter bank is one GGUF LoRA adapter whose tensors hold a slot per adapter (a third dimension, each
+   slot's B transposed); `llama_adapter_lora_bank_route` says which slot each sequence uses. Every row goes
+   through its slot: A as ggml's per-row expert product (`ggml_mul_mat_id`, as mixture-of-experts layers
+   do), B added to the base product by a kernel of ggml's CPU backend (`ggml_cpu_lora_bank_b`, a custom op)
+   as rank axpys along the outputs. Rows use one adapter or eight in one call, with the same numbers.
 
-The wheel's version carries a local label (`+tuneloop2`) so the backend can tell this build from another.
+The wheel's version carries a local label (`+tuneloop3`) so the backend can tell this build from another.
 
 Run by `make setup`: `python scripts/build_llama_cpp.py WHEEL_DIR` (CMAKE_ARGS from the environment).
 """
@@ -25,8 +26,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LABEL = "tuneloop2"  # serve/backends/llamacpp.py looks for it
+LABEL = "tuneloop3"  # serve/backends/llamacpp.py looks for it
 SRC = "vendor/llama.cpp/src/"
+GGML = "vendor/llama.cpp/ggml/"
 BANKS_PER_CALL = 4  # serve/backends/llamacpp.py splits a step's rows so no call sets more
 RESET = "\n    gf_res_prev->reset();  // tuneloop: a graph built for other adapters must not be reused\n"
 ROUTE_API = """
@@ -54,8 +56,8 @@ BANK_INPUT = """
 // tuneloop: the slot of an adapter bank each token's sequence uses
 class llm_graph_input_lora_bank : public llm_graph_input_i {
 public:
-    llm_graph_input_lora_bank(const llama_adapter_lora * bank, int32_t uniform)
-        : bank(bank), uniform(uniform) {}
+    llm_graph_input_lora_bank(const llama_adapter_lora * bank, bool base_only)
+        : bank(bank), base_only(base_only) {}
     virtual ~llm_graph_input_lora_bank() = default;
 
     void set_input(const llama_ubatch * ubatch) override;
@@ -63,11 +65,11 @@ public:
     bool can_reuse(const llm_graph_params & params) override;
 
     static int32_t slot_of(const llama_adapter_lora * bank, llama_seq_id seq);
-    // the one slot every token of `ubatch` uses, or -1 when they use several
-    static int32_t uniform_slot(const llama_adapter_lora * bank, const llama_ubatch & ubatch);
+    // whether every token of `ubatch` is on slot 0 (the base model)
+    static bool on_base(const llama_adapter_lora * bank, const llama_ubatch & ubatch);
 
     const llama_adapter_lora * bank;
-    const int32_t uniform; // the graph applies this slot's view to every row; -1: per row, through ids
+    const bool base_only; // the graph leaves the bank out
     ggml_tensor * ids = nullptr; // I32 [1, n_tokens], or [1, n_outputs] after the last layer drops the rest
 };
 """
@@ -81,25 +83,25 @@ int32_t llm_graph_input_lora_bank::slot_of(const llama_adapter_lora * bank, llam
     return seq >= 0 && (size_t) seq < bank->bank_route.size() ? bank->bank_route[seq] : 0;
 }
 
-int32_t llm_graph_input_lora_bank::uniform_slot(
-        const llama_adapter_lora * bank, const llama_ubatch & ubatch) {
-    if (ubatch.seq_id == nullptr || (ubatch.n_tokens > 0 && ubatch.seq_id[0] == nullptr)) {
-        return -1; // a worst-case reserve's ubatch has no sequences: size the graph for rows on several slots
+// a worst-case reserve's ubatch has no sequences: its graph is sized for rows on the bank
+static bool lora_bank_reserve(const llama_ubatch & ubatch) {
+    return ubatch.seq_id == nullptr || (ubatch.n_tokens > 0 && ubatch.seq_id[0] == nullptr);
+}
+
+bool llm_graph_input_lora_bank::on_base(const llama_adapter_lora * bank, const llama_ubatch & ubatch) {
+    if (lora_bank_reserve(ubatch)) {
+        return false;
     }
-    int32_t slot = -1;
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
-        const int32_t s = slot_of(bank, ubatch.seq_id[i][0]);
-        if (slot >= 0 && s != slot) {
-            return -1;
+        if (slot_of(bank, ubatch.seq_id[i][0]) != 0) {
+            return false;
         }
-        slot = s;
     }
-    return slot;
+    return true;
 }
 
 void llm_graph_input_lora_bank::set_input(const llama_ubatch * ubatch) {
-    const bool reserve = ubatch->seq_id == nullptr || (ubatch->n_tokens > 0 && ubatch->seq_id[0] == nullptr);
-    if (ids == nullptr || reserve) {
+    if (ids == nullptr || lora_bank_reserve(*ubatch)) {
         return;
     }
     // fewer rows than tokens: the output tokens' rows, in order (as llm_graph_input_out_ids picks them)
@@ -116,7 +118,7 @@ void llm_graph_input_lora_bank::set_input(const llama_ubatch * ubatch) {
 }
 
 bool llm_graph_input_lora_bank::can_reuse(const llm_graph_params & params) {
-    if (uniform_slot(bank, params.ubatch) != uniform) {
+    if (on_base(bank, params.ubatch) != base_only) {
         return false;
     }
     const int64_t rows = ids == nullptr ? -1 : ids->ne[1];
@@ -129,32 +131,26 @@ BANK_PRODUCT = """
             GGML_ASSERT(cur->ne[1] == (int64_t) ubatch.n_tokens || cur->ne[1] == (int64_t) n_outputs);
             llm_graph_input_lora_bank *& inp = lora_bank_inputs[{lora.first, cur->ne[1]}];
             if (inp == nullptr) {
-                const int32_t uniform = llm_graph_input_lora_bank::uniform_slot(lora.first, ubatch);
-                auto made = std::make_unique<llm_graph_input_lora_bank>(lora.first, uniform);
-                if (uniform < 0) {
+                const bool base_only = llm_graph_input_lora_bank::on_base(lora.first, ubatch);
+                auto made = std::make_unique<llm_graph_input_lora_bank>(lora.first, base_only);
+                if (!base_only) {
                     made->ids = ggml_new_tensor_2d(ctx0, GGML_TYPE_I32, 1, cur->ne[1]);
                     ggml_set_input(made->ids);
                 }
                 inp = made.get();
                 this->res->add_input(std::move(made));
             }
-            if (inp->uniform == 0) { // every row on the base model
+            if (inp->base_only) {
                 continue;
             }
-            ggml_tensor * ab;
-            if (inp->uniform > 0) { // one adapter: its slot's matrices as plain products
-                ggml_tensor * a = ggml_view_2d(
-                    ctx0, lw->a, lw->a->ne[0], lw->a->ne[1], lw->a->nb[1], inp->uniform*lw->a->nb[2]);
-                ggml_tensor * b = ggml_view_2d(
-                    ctx0, lw->b, lw->b->ne[0], lw->b->ne[1], lw->b->nb[1], inp->uniform*lw->b->nb[2]);
-                ab = ggml_mul_mat(ctx0, b, ggml_mul_mat(ctx0, a, cur));
-            } else {
-                ggml_tensor * x = ggml_is_contiguous(cur) ? cur : ggml_cont(ctx0, cur);
-                x = ggml_reshape_3d(ctx0, x, cur->ne[0], 1, cur->ne[1]);
-                ab = ggml_mul_mat_id(ctx0, lw->b, ggml_mul_mat_id(ctx0, lw->a, x, inp->ids), inp->ids);
-                ab = ggml_reshape_2d(ctx0, ab, ab->ne[0], ab->ne[2]);
-            }
-            res = ggml_add(ctx0, res, ab);
+            // Every row through the same per-row products, so a row's numbers never depend on what else
+            // the call holds: A as ggml's expert product, B (added to the base product) by the bank kernel.
+            ggml_tensor * x = ggml_is_contiguous(cur) ? cur : ggml_cont(ctx0, cur);
+            x = ggml_reshape_3d(ctx0, x, x->ne[0], 1, x->ne[1]);
+            ggml_tensor * h = ggml_mul_mat_id(ctx0, lw->a, x, inp->ids);
+            ggml_tensor * args[4] = {res, ggml_reshape_2d(ctx0, h, h->ne[0], h->ne[2]), lw->b, inp->ids};
+            res = ggml_custom_4d(ctx0, GGML_TYPE_F32, res->ne[0], res->ne[1], 1, 1, args, 4,
+                                 ggml_cpu_lora_bank_b, GGML_N_TASKS_MAX, nullptr);
             continue;
         }
 """
@@ -166,32 +162,59 @@ LORA_LOOP = """    ggml_tensor * res = ggml_mul_mat(ctx0, w, cur);
             continue;
         }
 """
-SHORT_DOT = """
-                if (type == GGML_TYPE_F32 && ne00 < 64) {
-                    // tuneloop: rows as short as an adapter bank's rank: vec_dot's SIMD loop never runs
-                    // and its tail is one dependent chain of multiply-adds; eight independent sums vectorise
-                    for (int64_t ir0 = iir0; ir0 < iir0 + blck_0 && ir0 < ir0_end; ++ir0) {
-                        const float * x = (const float *) (src0_cur + ir0*nb01);
-                        const float * y = (const float *) src1_col;
-                        float acc[8] = {0};
-                        int64_t k = 0;
-                        for (; k + 8 <= ne00; k += 8) {
-                            for (int j = 0; j < 8; ++j) {
-                                acc[j] += x[k + j]*y[k + j];
-                            }
-                        }
-                        float sum = 0.0f;
-                        for (; k < ne00; ++k) {
-                            sum += x[k]*y[k];
-                        }
-                        for (int j = 0; j < 8; ++j) {
-                            sum += acc[j];
-                        }
-                        tmp[ir0 - iir0] = sum;
-                    }
-                    memcpy(&dst_col[iir0], tmp, (MIN(iir0 + blck_0, ir0_end) - iir0)*sizeof(float));
-                    continue;
-                }
+BANK_B_API = """
+    // tuneloop: an adapter bank's second product added to the base model's (llama.cpp's custom op)
+    GGML_BACKEND_API void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+"""
+BANK_B = """
+// tuneloop: dst[:, t] = res[:, t] + sum_k h[k, t]*bt[k, :, ids[t]], for dst->src = {res, h, bt, ids}
+// (slot 0 of a bank holds zeros). A bank keeps each slot's B transposed, so its product is rank axpys
+// along the outputs: as dot products its rows would be rank long, too short for vec_dot's SIMD loop.
+void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    GGML_UNUSED(userdata);
+    const struct ggml_tensor * res = dst->src[0];
+    const struct ggml_tensor * h = dst->src[1];
+    const struct ggml_tensor * bt = dst->src[2];
+    const struct ggml_tensor * ids = dst->src[3];
+    GGML_ASSERT(res->type == GGML_TYPE_F32 && h->type == GGML_TYPE_F32 && bt->type == GGML_TYPE_F32);
+    GGML_ASSERT(bt->ne[0] == dst->ne[0] && bt->ne[1] == h->ne[0] && h->ne[1] == dst->ne[1]);
+    const int64_t n_out = dst->ne[0];
+    const int64_t n_rows = dst->ne[1];
+    // pieces of a row, so that one decoding row still gives every thread work; 64 floats each or more, so
+    // every output but a row's last few is summed by vec_mad's SIMD loop whatever the split
+    const int64_t per_row = MAX(1, MIN((n_out + 63)/64, (2*nth + n_rows - 1)/n_rows));
+    const int64_t piece = ((n_out + per_row - 1)/per_row + 63)/64*64;
+    for (int64_t item = ith; item < n_rows*per_row; item += nth) {
+        const int64_t t = item/per_row;
+        const int64_t o0 = (item % per_row)*piece;
+        const int64_t len = MIN(piece, n_out - o0);
+        if (len <= 0) {
+            continue;
+        }
+        float * out = (float *) ((char *) dst->data + t*dst->nb[1]) + o0;
+        memcpy(out, (const char *) res->data + t*res->nb[1] + o0*sizeof(float), len*sizeof(float));
+        const int32_t slot = *(const int32_t *) ((const char *) ids->data + t*ids->nb[1]);
+        if (slot == 0) {
+            continue;
+        }
+        const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
+        for (int64_t k = 0; k < h->ne[0]; ++k) {
+            const float * row = (const float *) ((const char *) bt->data + k*bt->nb[1] + slot*bt->nb[2]);
+            ggml_vec_mad_f32((int) len, out, row + o0, hv[k]);
+        }
+    }
+}
+"""
+PLAIN_SHAPE = """        } else {
+            if (model_tensor->ne[0] != w.a->ne[0] || model_tensor->ne[1] != w.b->ne[1]) {
+"""
+BANK_SHAPE = """        } else if (w.a->ne[2] > 1 || w.b->ne[2] > 1) {
+            // tuneloop: an adapter bank, float32, each slot's B transposed (rank rows of the outputs)
+            if (w.a->type != GGML_TYPE_F32 || w.b->type != GGML_TYPE_F32 ||
+                    model_tensor->ne[0] != w.a->ne[0] || model_tensor->ne[1] != w.b->ne[0] ||
+                    w.a->ne[1] != w.b->ne[1] || w.a->ne[2] != w.b->ne[2]) {
+                throw std::runtime_error("adapter bank tensor '" + name + "' has incorrect shape or type");
+            }
 """
 MAX_NODES = "    return std::max<uint32_t>(1024u, 8u*model.n_tensors());\n"
 # llama.cpp sizes a context's graph when the context is made, before any adapter is set: room for the
@@ -209,7 +232,7 @@ def after(anchor: str, addition: str) -> tuple[str, str]:
 # (file under the sdist, text that must occur exactly once, what replaces it); None: append to the file
 FIXES = [
     (SRC + "llama-context.cpp", *after("    loras[adapter] = scale;\n", RESET)),
-    (SRC + "llama-context.cpp", *after("        loras.erase(pos);\n", RESET)),
+    (SRC + "llama-context.cpp", *after("        loras.erase(pos);\n", RESET.replace("\n    ", "\n        "))),
     (SRC + "llama-context.cpp", *after("    loras.clear();\n", RESET)),
     (SRC + "llama-context.cpp", MAX_NODES, MORE_NODES),
     ("vendor/llama.cpp/include/llama.h", *after("lora_free(struct llama_adapter_lora * adapter);\n",
@@ -223,10 +246,10 @@ FIXES = [
                                    BANK_IDS)),
     (SRC + "llama-graph.cpp", None, BANK_INPUT_IMPL),
     (SRC + "llama-graph.cpp", *after(LORA_LOOP, BANK_PRODUCT)),
-    (
-        "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c",
-        *after("float * dst_col = (float *) ((char *) dst->data + (i1*nb1 + i2*nb2));\n", SHORT_DOT),
-    ),
+    (SRC + "llama-adapter.cpp", PLAIN_SHAPE, BANK_SHAPE + PLAIN_SHAPE),
+    (SRC + "llama-graph.cpp", *after('#include "llama-impl.h"\n', '#include "ggml-cpu.h"\n')),
+    (GGML + "include/ggml-cpu.h", *after("    GGML_BACKEND_API void ggml_cpu_init(void);\n", BANK_B_API)),
+    (GGML + "src/ggml-cpu/ggml-cpu.c", None, BANK_B),
 ]  # fmt: skip
 
 

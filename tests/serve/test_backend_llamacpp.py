@@ -323,8 +323,8 @@ def test_rows_on_different_adapters_decode_in_one_call_and_each_answers_as_alone
 ) -> None:
     """make setup's build puts adapters in banks (slot 0 the base): ranks 8 and 4 padded to one, the
     projections b leaves alone zero in its slot; with banks of one, a and b in two banks set together. Rows
-    on the base, a and b in one call: the base's logits are exactly its own, each adapter's those of a batch
-    holding it alone but for rounding (a mixed call multiplies per row, one adapter's as a matrix product)."""
+    on the base, a and b in one call: each row's logits are exactly those of a batch holding it alone, as
+    every row on a bank goes through the same per-row products whatever else the call holds."""
     monkeypatch.setattr(llamacpp, "BANK_SIZE", bank_size)
     a = random_lora(base_model, tmp_path / "a", seed=0, scale=0.05)
     b = random_lora(base_model, tmp_path / "b", targets=["q_proj", "v_proj"], seed=1, rank=4, scale=0.05)
@@ -343,8 +343,7 @@ def test_rows_on_different_adapters_decode_in_one_call_and_each_answers_as_alone
     assert np.array_equal(rows[0], alone[0])
     for mixed, own in zip(rows[1:], alone[1:], strict=True):
         assert np.abs(own - alone[0]).max() > 0.1  # the adapter is applied
-        assert np.mean(mixed.argmax(-1) == own.argmax(-1)) >= 0.95
-        assert np.abs(mixed - own).max() < 0.01
+        assert np.array_equal(mixed, own)
 
 
 def test_a_call_sets_at_most_banks_per_call_banks_and_the_rest_go_to_another(

@@ -113,19 +113,21 @@ def _projection_shapes(config: dict) -> dict[str, tuple[int, int]]:
 def bank_of(adapters: list[dict[str, Any]]) -> dict[str, Any]:
     """One adapter bank of `adapters` (lora_tensors' dicts): slot 0 all zeros (rows on the base model),
     then one slot per adapter in order; ranks padded with zeros to the largest, and a projection an adapter
-    leaves alone is zero in its slot. llama.cpp's patched build routes each sequence to its slot."""
+    leaves alone is zero in its slot. Each slot's B is stored transposed (rank rows of the outputs), as the
+    patched build's bank kernel reads it; that build routes each sequence to its slot."""
     import numpy as np
 
     rank = max(t.shape[0] for tensors in adapters for n, t in tensors.items() if n.endswith("lora_a"))
     shapes: dict[str, tuple[int, int]] = {}
     for tensors in adapters:
         for name, t in tensors.items():
-            shapes[name] = (rank, t.shape[1]) if name.endswith("lora_a") else (t.shape[0], rank)
+            shapes[name] = (rank, t.shape[1]) if name.endswith("lora_a") else (rank, t.shape[0])
     bank = {}
     for name, (rows, cols) in shapes.items():
         stacked = np.zeros((len(adapters) + 1, rows, cols), dtype=np.float32)
         for slot, tensors in enumerate(adapters, start=1):
             if (t := tensors.get(name)) is not None:
+                t = t if name.endswith("lora_a") else t.T
                 stacked[slot, : t.shape[0], : t.shape[1]] = t
         bank[name] = stacked
     return bank

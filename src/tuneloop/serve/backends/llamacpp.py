@@ -52,7 +52,7 @@ OPENMP_WARNING = (
     "runs PyTorch; rebuild it without: CMAKE_ARGS=-DGGML_OPENMP=OFF pip install --force-reinstall "
     "--no-cache-dir --no-deps llama-cpp-python (make setup does)"
 )
-FIXED_BUILD = "+tuneloop2"  # the version label of make setup's llama.cpp build
+FIXED_BUILD = "+tuneloop3"  # the version label of make setup's llama.cpp build
 # Adapters per bank: loading or unloading one rebuilds its bank (8 of the embedded model's rank-16 adapters:
 # 180 MB written and read back), and a step's rows spread over two banks compute both banks' products.
 BANK_SIZE = 8
