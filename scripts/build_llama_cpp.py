@@ -180,17 +180,15 @@ void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * use
     GGML_ASSERT(bt->ne[0] == dst->ne[0] && bt->ne[1] == h->ne[0] && h->ne[1] == dst->ne[1]);
     const int64_t n_out = dst->ne[0];
     const int64_t n_rows = dst->ne[1];
-    // pieces of a row, so that one decoding row still gives every thread work; 64 floats each or more, so
-    // every output but a row's last few is summed by vec_mad's SIMD loop whatever the split
-    const int64_t per_row = MAX(1, MIN((n_out + 63)/64, (2*nth + n_rows - 1)/n_rows));
-    const int64_t piece = ((n_out + per_row - 1)/per_row + 63)/64*64;
+    // a row in pieces of whole 64-float blocks (vec_mad's SIMD loop sums every output but a row's last few,
+    // whatever the split), enough of them that one decoding row still gives every thread work
+    const int64_t n_blocks = (n_out + 63)/64;
+    const int64_t per_row = MAX(1, MIN(n_blocks, (2*nth + n_rows - 1)/n_rows));
     for (int64_t item = ith; item < n_rows*per_row; item += nth) {
         const int64_t t = item/per_row;
-        const int64_t o0 = (item % per_row)*piece;
-        const int64_t len = MIN(piece, n_out - o0);
-        if (len <= 0) {
-            continue;
-        }
+        const int64_t part = item % per_row;
+        const int64_t o0 = part*n_blocks/per_row*64;
+        const int64_t len = MIN(n_out, (part + 1)*n_blocks/per_row*64) - o0;
         float * out = (float *) ((char *) dst->data + t*dst->nb[1]) + o0;
         memcpy(out, (const char *) res->data + t*res->nb[1] + o0*sizeof(float), len*sizeof(float));
         const int32_t slot = *(const int32_t *) ((const char *) ids->data + t*ids->nb[1]);
