@@ -6,10 +6,10 @@
    llama.cpp releases do; the backend then keeps graph reuse on, worth about 10 % of one user's decoding.
 2. llama.cpp applies an adapter to a whole batch, so rows on different adapters took a decode call each.
    An adapter bank is one GGUF LoRA adapter whose tensors hold a slot per adapter (a third dimension, each
-   slot's B transposed); `llama_adapter_lora_bank_route` says which slot each sequence uses. Every row goes
-   through its slot: A as ggml's per-row expert product (`ggml_mul_mat_id`, as mixture-of-experts layers
-   do), B added to the base product by a kernel of ggml's CPU backend (`ggml_cpu_lora_bank_b`, a custom op)
-   as rank axpys along the outputs. Rows use one adapter or eight in one call, with the same numbers.
+   slot's B transposed); `llama_adapter_lora_bank_route` says which slot each sequence uses. A kernel added
+   to ggml's CPU backend (`ggml_cpu_lora_bank`, run as a custom op) adds each row's products through its
+   slot to the base product, B as rank axpys along the outputs. Rows use one adapter or eight in one call,
+   with the same numbers.
 
 The wheel's version carries a local label (`+tuneloop3`) so the backend can tell this build from another.
 
@@ -144,13 +144,11 @@ BANK_PRODUCT = """
                 continue;
             }
             // Every row through the same per-row products, so a row's numbers never depend on what else
-            // the call holds: A as ggml's expert product, B (added to the base product) by the bank kernel.
-            ggml_tensor * x = ggml_is_contiguous(cur) ? cur : ggml_cont(ctx0, cur);
-            x = ggml_reshape_3d(ctx0, x, x->ne[0], 1, x->ne[1]);
-            ggml_tensor * h = ggml_mul_mat_id(ctx0, lw->a, x, inp->ids);
-            ggml_tensor * args[4] = {res, ggml_reshape_2d(ctx0, h, h->ne[0], h->ne[2]), lw->b, inp->ids};
-            res = ggml_custom_4d(ctx0, GGML_TYPE_F32, res->ne[0], res->ne[1], 1, 1, args, 4,
-                                 ggml_cpu_lora_bank_b, GGML_N_TASKS_MAX, nullptr);
+            // the call holds; both products and the add in one op (the bank kernel): one barrier, not four
+            ggml_tensor * args[5] = {res, ggml_is_contiguous(cur) ? cur : ggml_cont(ctx0, cur), lw->a, lw->b,
+                                     inp->ids};
+            res = ggml_custom_4d(ctx0, GGML_TYPE_F32, res->ne[0], res->ne[1], 1, 1, args, 5,
+                                 ggml_cpu_lora_bank, GGML_N_TASKS_MAX, nullptr);
             continue;
         }
 """
@@ -162,28 +160,35 @@ LORA_LOOP = """    ggml_tensor * res = ggml_mul_mat(ctx0, w, cur);
             continue;
         }
 """
-BANK_B_API = """
-    // tuneloop: an adapter bank's second product added to the base model's (llama.cpp's custom op)
-    GGML_BACKEND_API void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+BANK_API = """
+    // tuneloop: an adapter bank's products added to the base model's (llama.cpp's custom op)
+    GGML_BACKEND_API void ggml_cpu_lora_bank(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 """
-BANK_B = """
-// tuneloop: dst[:, t] = res[:, t] + sum_k h[k, t]*bt[k, :, ids[t]], for dst->src = {res, h, bt, ids}
-// (slot 0 of a bank holds zeros). A bank keeps each slot's B transposed, so its product is rank axpys
-// along the outputs: as dot products its rows would be rank long, too short for vec_dot's SIMD loop.
-void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+BANK_KERNEL = """
+// tuneloop: dst[:, t] = res[:, t] + bt[:, :, s]*(a[:, :, s]^T x[:, t]) with s = ids[t], for
+// dst->src = {res, x, a, bt, ids} (slot 0 of a bank holds zeros). A bank keeps each slot's B transposed, so
+// the second product is rank axpys along the outputs: as dot products its rows would be rank long, too
+// short for vec_dot's SIMD loop. A piece of a row computes the row's first product itself, so the op needs
+// no barrier of its own; that is twice the first product when one row splits between two threads.
+void ggml_cpu_lora_bank(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     GGML_UNUSED(userdata);
     const struct ggml_tensor * res = dst->src[0];
-    const struct ggml_tensor * h = dst->src[1];
-    const struct ggml_tensor * bt = dst->src[2];
-    const struct ggml_tensor * ids = dst->src[3];
-    GGML_ASSERT(res->type == GGML_TYPE_F32 && h->type == GGML_TYPE_F32 && bt->type == GGML_TYPE_F32);
-    GGML_ASSERT(bt->ne[0] == dst->ne[0] && bt->ne[1] == h->ne[0] && h->ne[1] == dst->ne[1]);
+    const struct ggml_tensor * x = dst->src[1];
+    const struct ggml_tensor * a = dst->src[2];
+    const struct ggml_tensor * bt = dst->src[3];
+    const struct ggml_tensor * ids = dst->src[4];
+    GGML_ASSERT(res->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && a->type == GGML_TYPE_F32);
+    GGML_ASSERT(bt->type == GGML_TYPE_F32 && ids->type == GGML_TYPE_I32);
+    GGML_ASSERT(x->nb[0] == sizeof(float) && a->nb[0] == sizeof(float) && bt->nb[0] == sizeof(float));
+    GGML_ASSERT(a->ne[0] == x->ne[0] && a->ne[1] == bt->ne[1] && a->ne[2] == bt->ne[2]);
+    GGML_ASSERT(bt->ne[0] == dst->ne[0] && x->ne[1] == dst->ne[1] && ids->ne[1] == dst->ne[1]);
     const int64_t n_out = dst->ne[0];
     const int64_t n_rows = dst->ne[1];
+    const int64_t rank = a->ne[1];
     // a row in pieces of whole 64-float blocks (vec_mad's SIMD loop sums every output but a row's last few,
     // whatever the split), enough of them that one decoding row still gives every thread work
     const int64_t n_blocks = (n_out + 63)/64;
-    const int64_t per_row = MAX(1, MIN(n_blocks, (2*nth + n_rows - 1)/n_rows));
+    const int64_t per_row = MAX(1, MIN(n_blocks, (nth + n_rows - 1)/n_rows));
     for (int64_t item = ith; item < n_rows*per_row; item += nth) {
         const int64_t t = item/per_row;
         const int64_t part = item % per_row;
@@ -192,13 +197,22 @@ void ggml_cpu_lora_bank_b(struct ggml_tensor * dst, int ith, int nth, void * use
         float * out = (float *) ((char *) dst->data + t*dst->nb[1]) + o0;
         memcpy(out, (const char *) res->data + t*res->nb[1] + o0*sizeof(float), len*sizeof(float));
         const int32_t slot = *(const int32_t *) ((const char *) ids->data + t*ids->nb[1]);
+        GGML_ASSERT(slot >= 0 && slot < a->ne[2]);
         if (slot == 0) {
             continue;
         }
-        const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
-        for (int64_t k = 0; k < h->ne[0]; ++k) {
-            const float * row = (const float *) ((const char *) bt->data + k*bt->nb[1] + slot*bt->nb[2]);
-            ggml_vec_mad_f32((int) len, out, row + o0, hv[k]);
+        const float * xt = (const float *) ((const char *) x->data + t*x->nb[1]);
+        for (int64_t k0 = 0; k0 < rank; k0 += 64) {
+            float h[64];
+            const int64_t kn = MIN(64, rank - k0);
+            for (int64_t k = 0; k < kn; ++k) {
+                const char * row = (const char *) a->data + (k0 + k)*a->nb[1] + slot*a->nb[2];
+                ggml_vec_dot_f32((int) x->ne[0], &h[k], 0, (const float *) row, 0, xt, 0, 1);
+            }
+            for (int64_t k = 0; k < kn; ++k) {
+                const char * row = (const char *) bt->data + (k0 + k)*bt->nb[1] + slot*bt->nb[2];
+                ggml_vec_mad_f32((int) len, out, (const float *) row + o0, h[k]);
+            }
         }
     }
 }
@@ -246,8 +260,8 @@ FIXES = [
     (SRC + "llama-graph.cpp", *after(LORA_LOOP, BANK_PRODUCT)),
     (SRC + "llama-adapter.cpp", PLAIN_SHAPE, BANK_SHAPE + PLAIN_SHAPE),
     (SRC + "llama-graph.cpp", *after('#include "llama-impl.h"\n', '#include "ggml-cpu.h"\n')),
-    (GGML + "include/ggml-cpu.h", *after("    GGML_BACKEND_API void ggml_cpu_init(void);\n", BANK_B_API)),
-    (GGML + "src/ggml-cpu/ggml-cpu.c", None, BANK_B),
+    (GGML + "include/ggml-cpu.h", *after("    GGML_BACKEND_API void ggml_cpu_init(void);\n", BANK_API)),
+    (GGML + "src/ggml-cpu/ggml-cpu.c", None, BANK_KERNEL),
 ]  # fmt: skip
 
 
