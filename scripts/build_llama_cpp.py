@@ -40,10 +40,11 @@ ROUTE_API = """
 ROUTE_FIELD = "\n    std::vector<int32_t> bank_route; // tuneloop: sequence id -> adapter bank slot\n"
 ROUTE = """
 void llama_adapter_lora_bank_route(llama_adapter_lora * adapter, const int32_t * slot_of_seq, int32_t n_seq) {
-    int64_t n_slots = 1;
+    // the fewest slots of any tensor: a hand-made file whose tensors disagree must not route past one
+    int64_t n_slots = -1;
     for (const auto & it : adapter->ab_map) {
-        n_slots = it.second.a->ne[2];
-        break;
+        const int64_t n = std::min(it.second.a->ne[2], it.second.b->ne[2]);
+        n_slots = n_slots < 0 ? n : std::min(n_slots, n);
     }
     adapter->bank_route.assign(n_seq > 0 ? n_seq : 0, 0);
     for (int32_t s = 0; s < n_seq; ++s) {
@@ -168,8 +169,8 @@ BANK_KERNEL = """
 // tuneloop: dst[:, t] = res[:, t] + bt[:, :, s]*(a[:, :, s]^T x[:, t]) with s = ids[t], for
 // dst->src = {res, x, a, bt, ids} (slot 0 of a bank holds zeros). A bank keeps each slot's B transposed, so
 // the second product is rank axpys along the outputs: as dot products its rows would be rank long, too
-// short for vec_dot's SIMD loop. A piece of a row computes the row's first product itself, so the op needs
-// no barrier of its own; that is twice the first product when one row splits between two threads.
+// short for vec_dot's SIMD loop. Each piece of a row computes the row's first product itself, so the op
+// needs no barrier of its own; a row splits into at most as many pieces as there are threads.
 void ggml_cpu_lora_bank(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     GGML_UNUSED(userdata);
     const struct ggml_tensor * res = dst->src[0];
@@ -220,12 +221,17 @@ void ggml_cpu_lora_bank(struct ggml_tensor * dst, int ith, int nth, void * userd
 PLAIN_SHAPE = """        } else {
             if (model_tensor->ne[0] != w.a->ne[0] || model_tensor->ne[1] != w.b->ne[1]) {
 """
-BANK_SHAPE = """        } else if (w.a->ne[2] > 1 || w.b->ne[2] > 1) {
+BANK_SHAPE = """        } else if (model_tensor->ne[2] == 1 && (w.a->ne[2] > 1 || w.b->ne[2] > 1)) {
             // tuneloop: an adapter bank, float32, each slot's B transposed (rank rows of the outputs)
             if (w.a->type != GGML_TYPE_F32 || w.b->type != GGML_TYPE_F32 ||
                     model_tensor->ne[0] != w.a->ne[0] || model_tensor->ne[1] != w.b->ne[0] ||
-                    w.a->ne[1] != w.b->ne[1] || w.a->ne[2] != w.b->ne[2]) {
+                    w.a->ne[1] != w.b->ne[1] || w.a->ne[2] != w.b->ne[2] ||
+                    w.a->ne[3] != 1 || w.b->ne[3] != 1) {
                 throw std::runtime_error("adapter bank tensor '" + name + "' has incorrect shape or type");
+            }
+"""
+EMBD_BANK = """            if (w.a->ne[2] > 1 || w.b->ne[2] > 1) { // tuneloop: banks adapt projections only
+                throw std::runtime_error("tensor '" + name + "': a bank cannot adapt embeddings");
             }
 """
 MAX_NODES = "    return std::max<uint32_t>(1024u, 8u*model.n_tensors());\n"
@@ -259,6 +265,7 @@ FIXES = [
     (SRC + "llama-graph.cpp", None, BANK_INPUT_IMPL),
     (SRC + "llama-graph.cpp", *after(LORA_LOOP, BANK_PRODUCT)),
     (SRC + "llama-adapter.cpp", PLAIN_SHAPE, BANK_SHAPE + PLAIN_SHAPE),
+    (SRC + "llama-adapter.cpp", *after("        if (is_token_embd) {\n", EMBD_BANK)),
     (SRC + "llama-graph.cpp", *after('#include "llama-impl.h"\n', '#include "ggml-cpu.h"\n')),
     (GGML + "include/ggml-cpu.h", *after("    GGML_BACKEND_API void ggml_cpu_init(void);\n", BANK_API)),
     (GGML + "src/ggml-cpu/ggml-cpu.c", None, BANK_KERNEL),
