@@ -22,6 +22,7 @@ def tuneloop(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tenants_add_prints_the_key_once_on_its_own_line(tuneloop_home: Path) -> None:
+    tuneloop("init")
     assert "no tenants yet" in tuneloop("tenants", "list").stdout  # a list that prints nothing looks broken
     result = tuneloop("tenants", "add", "acme")
     assert result.returncode == 0, result.stderr
@@ -29,6 +30,16 @@ def test_tenants_add_prints_the_key_once_on_its_own_line(tuneloop_home: Path) ->
     assert key.startswith("tl-")
     assert Store(f"sqlite:///{tuneloop_home / 'tuneloop.db'}").authenticate(key).tenant.name == "acme"
     assert "acme" in tuneloop("tenants", "list").stdout
+
+
+def test_a_command_on_a_home_without_a_store_says_so_and_creates_nothing(tuneloop_home: Path) -> None:
+    for args in (("tenants", "list"), ("versions", "list", "--tenant", "acme"), ("audit", "verify")):
+        result = tuneloop(*args)
+        assert result.returncode != 0
+        assert f"no store at {tuneloop_home / 'tuneloop.db'}" in result.stderr
+        assert "TUNELOOP_HOME" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tuneloop_home / "tuneloop.db").exists()
+    assert tuneloop("tenants", "key", "--admin").returncode == 0  # an admin key may come before any tenant
 
 
 def test_bad_input_exits_non_zero_with_one_line(tuneloop_home: Path) -> None:

@@ -15,7 +15,7 @@ from tuneloop.store.schema import audit_log
 
 @pytest.fixture
 def registry(tuneloop_home: Path) -> Registry:
-    store = open_store()
+    store = open_store(create=True)
     tenant, _ = store.create_tenant("acme")
     return Registry(store.for_tenant(tenant))
 

@@ -70,6 +70,7 @@ def test_retire_policy_retires_production_and_rolls_back_the_canary(
 
 
 def test_unknown_tenant_is_a_one_line_cli_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init"]) == 0
     assert main(["users", "forget", "--tenant", "nope", JANE]) == 1
     assert "unknown tenant 'nope'" in capsys.readouterr().err
 

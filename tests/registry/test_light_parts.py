@@ -15,7 +15,7 @@ from tuneloop.registry.versions import Registry
 
 @pytest.fixture
 def registry(tuneloop_home: Path) -> Registry:
-    store = open_store()
+    store = open_store(create=True)
     tenant, _ = store.create_tenant("acme")
     return Registry(store.for_tenant(tenant))
 

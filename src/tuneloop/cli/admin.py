@@ -15,16 +15,24 @@ from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.cli.output import add_json_flag, emit
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, ConfigError
 from tuneloop.private_files import private_file, tighten
-from tuneloop.store.engine import shown_url
+from tuneloop.store.engine import opening, shown_url, sqlite_file
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import TENANT_ROLES, Store
 
 
-def open_store() -> Store:
-    """The store named by the environment's settings, migrated to the newest schema."""
+def open_store(*, create: bool = False) -> Store:
+    """The store named by the environment's settings, migrated to the newest schema. Unless `create`, a
+    SQLite store must exist already: a mistyped TUNELOOP_HOME would otherwise answer from a new empty one."""
     settings = Settings()
+    with opening(settings.database_url):
+        database = sqlite_file(settings.database_url)
+    if not create and database is not None and not database.exists():
+        raise ConfigError(
+            f"no store at {database}; check TUNELOOP_HOME (or TUNELOOP_DB_URL), or create one with "
+            "`tuneloop init` or `tuneloop tenants add NAME`"
+        )
     return Store(settings.database_url, secret=settings.hash_key())
 
 
@@ -89,14 +97,14 @@ def register(commands: Any) -> None:
 
 def cmd_init(_: argparse.Namespace) -> int:
     settings = Settings()
-    open_store().close()
+    open_store(create=True).close()
     tighten(settings.home)  # HOME made by an older version may be world-readable
     print(f"store ready at {shown_url(settings.database_url)}")
     return 0
 
 
 def cmd_tenants_add(args: argparse.Namespace) -> int:
-    tenant, key = open_store().create_tenant(args.name, redaction=args.redaction)
+    tenant, key = open_store(create=True).create_tenant(args.name, redaction=args.redaction)
     print(
         f"created tenant {tenant.name} (redaction: {tenant.redaction}); its API key, shown once:",
         file=sys.stderr,
@@ -118,7 +126,9 @@ def cmd_tenants_key(args: argparse.Namespace) -> int:
         raise BadRequest("name a tenant, or pass --admin for an admin key (not both)")
     if args.admin and args.role:
         raise BadRequest("--role is for a tenant's key; an --admin key acts for every tenant")
-    print(open_store().add_key(None if args.admin else args.name, role=args.role or "operator"))
+    print(
+        open_store(create=args.admin).add_key(None if args.admin else args.name, role=args.role or "operator")
+    )
     return 0
 
 

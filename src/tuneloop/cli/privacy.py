@@ -8,11 +8,11 @@ from typing import Any
 
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
+from tuneloop.cli.admin import open_store
 from tuneloop.config import Settings
 from tuneloop.privacy.erasure import Erasure, forget_user
 from tuneloop.privacy.retention import apply_retention
 from tuneloop.store.pseudonyms import Pseudonyms
-from tuneloop.store.repository import Store
 
 
 def register(commands: Any) -> None:
@@ -32,14 +32,10 @@ def register(commands: Any) -> None:
     p.set_defaults(run=cmd_retention)
 
 
-def _store(settings: Settings) -> Store:
-    return Store(settings.database_url, secret=settings.hash_key())
-
-
 def cmd_forget(args: argparse.Namespace) -> int:
     settings = Settings()
     secret = settings.hash_key()
-    store = _store(settings)
+    store = open_store()
     tenant = store.for_tenant(store.tenant_by_name(args.tenant))
     stored = Capture(Redactor(hash_key=secret), Pseudonyms(secret)).identifier(tenant, args.user)
     erasure = forget_user(tenant, settings.home, stored or "", actor="cli")
@@ -68,7 +64,7 @@ def summary(erasure: Erasure) -> str:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     settings = Settings()
-    store = _store(settings)
+    store = open_store()
     tenants = [store.tenant_by_name(args.tenant)] if args.tenant else store.tenants()
     for tenant in tenants:
         done = apply_retention(store.for_tenant(tenant), settings.home, actor="cli")

@@ -32,7 +32,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise BadRequest("--name: give 1-200 characters")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen plugin lines on every start otherwise
-    worker = Worker(open_store(), Settings(), args.name)
+    # A service, like `serve`: started beside the server, it may be the first to open a new store.
+    worker = Worker(open_store(create=True), Settings(), args.name)
     print(f"worker {worker.name}: looking at the tenants' loops", file=sys.stderr, flush=True)
     if args.once:
         worker.run_once()
