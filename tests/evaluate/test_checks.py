@@ -221,9 +221,10 @@ def test_gate_cli_registers_run_with_tenant_and_version() -> None:
 
 
 def test_gate_cli_on_an_unknown_tenant_says_so(tuneloop_home: Path) -> None:
-    from tuneloop.cli import gate
+    from tuneloop.cli import gate, main
     from tuneloop.errors import NotFound
 
+    assert main(["init"]) == 0
     args = argparse.Namespace(tenant="nobody", version="v-1", policy=None, dry_run=False)
     with pytest.raises(NotFound):
         gate.cmd_run(args)

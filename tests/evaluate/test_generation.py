@@ -76,3 +76,32 @@ def test_scoring_split_into_passes_under_the_logits_budget_gives_the_same_figure
     assert split[0] == pytest.approx(whole[0], abs=1e-4)
     assert split[1] == pytest.approx(whole[1], abs=1e-5)
     assert all(kl > 0 for kl in whole[1])
+
+
+def test_margins_with_the_prompt_run_once_equal_the_two_answers_scored_apart(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A pair's packed row (prompt once, then both answers) gives the margins two separate passes give, for
+    answers that share their first words and answers of different lengths, on an adapter and on the base."""
+    from tests.random_lora import random_lora
+
+    adapter = random_lora(tiny_model, tmp_path / "adapter")
+    pairs = [
+        ([{"role": "user", "content": p}], chosen, rejected)
+        for p, chosen, rejected in zip(
+            PROMPTS,
+            ["Antigens trigger it.", "Leaves fall, red and gold, " * 3, "A map."],
+            ["Antigens do not.", "No.", "A map of the world, drawn by hand, " * 2],
+            strict=True,
+        )
+    ]
+    for adapter_path in (adapter, None):
+        packed, apart = Evaluator(batch_size=4), Evaluator(batch_size=4)
+        for evaluator in (packed, apart):
+            evaluator.add_arm(Arm("candidate", tiny_model, adapter_path, SYSTEM, Decoding(), None))
+        margins = packed.margins("candidate", pairs)
+        chosen = apart.logprobs("candidate", [(p, c) for p, c, _ in pairs])
+        rejected = apart.logprobs("candidate", [(p, r) for p, _, r in pairs])
+        assert margins == pytest.approx([c - r for c, r in zip(chosen, rejected, strict=True)], abs=1e-3)
+        # Scored once, each answer's log-probability is what `logprobs` answers from then on.
+        assert packed.logprobs("candidate", [(p, c) for p, c, _ in pairs]) == pytest.approx(chosen, abs=1e-3)

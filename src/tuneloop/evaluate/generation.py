@@ -24,6 +24,7 @@ from typing import Any
 
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.learn.light_changes import word_limit
+from tuneloop.learn.shared_prefix import PACKABLE_ATTENTION, pack_pairs, unpack_states
 from tuneloop.model_files import load_causal_lm
 from tuneloop.registry.composition import Decoding, with_system_prompt
 from tuneloop.registry.versions import Version
@@ -331,6 +332,63 @@ class Evaluator:
                     self._logprobs[key] = float(logp.gather(1, torch.tensor(c)[:, None]).sum())
                 done += len(chunk)
         return [self._logprobs[k] for k in keys]
+
+    def margins(self, arm_name: str, pairs: Sequence[tuple[Sequence[dict], str, str]]) -> list[float]:
+        """log p(chosen) - log p(rejected) under the arm, per (prompt, chosen, rejected): the prompt is run
+        once for both answers (learn/shared_prefix.py's packed rows), where `logprobs` would run it twice."""
+        arm = self.arms[arm_name]
+        model, _ = self._load(arm)
+        if model.config._attn_implementation not in PACKABLE_ATTENTION:  # one that would not read the mask
+            chosen = self.logprobs(arm_name, [(p, c) for p, c, _ in pairs])
+            rejected = self.logprobs(arm_name, [(p, r) for p, _, r in pairs])
+            return [c - r for c, r in zip(chosen, rejected, strict=True)]
+        keys = [
+            ((arm.signature, prompt, c), (arm.signature, prompt, r))
+            for prompt, c, r in ((json.dumps(list(p), sort_keys=True), c, r) for p, c, r in pairs)
+        ]
+        todo = [i for i, both in enumerate(keys) if not all(k in self._logprobs for k in both)]
+        per_pass = max(1, self.batch_size // 2)
+        with self._active(arm_name) as (model, tokenizer):
+            for start in range(0, len(todo), per_pass):
+                chunk = todo[start : start + per_pass]
+                items = [(pairs[i][0], answer) for i in chunk for answer in pairs[i][1:]]
+                sums = self._packed_logprobs(model, self._pairs_ids(tokenizer, arm, items))
+                for key, logp in zip([k for i in chunk for k in keys[i]], sums, strict=True):
+                    self._logprobs[key] = logp
+        return [self._logprobs[c] - self._logprobs[r] for c, r in keys]
+
+    def _packed_logprobs(self, model: Any, encoded: list) -> list[float]:
+        """Sum of log p(completion | prompt) per item of `encoded`, (prompt ids, completion ids) in pairs of
+        one prompt's two answers, each pair run as one packed row."""
+        import torch
+
+        rows = [p + c for p, c in encoded[0::2]] + [p + c for p, c in encoded[1::2]]  # [chosen; rejected]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        implementation = model.config._attn_implementation
+        packed = pack_pairs(ids, mask, additive=implementation == "eager")
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT's layers stay in
+        with torch.no_grad(), torch_threads(self._cores.threads()):
+            hidden = lm.base_model(
+                input_ids=packed.input_ids,
+                attention_mask=packed.attention_mask,
+                position_ids=packed.position_ids,
+            ).last_hidden_state
+            states = unpack_states(hidden, packed, len(rows), width)
+            head = lm.get_output_embeddings()
+            order = encoded[0::2] + encoded[1::2]
+            sums = []
+            for row, (prompt, completion) in enumerate(order):
+                # The token at index j is predicted at j - 1: only those positions go through the 49k head.
+                at = states[row, len(prompt) - 1 : len(prompt) + len(completion) - 1]
+                logp = torch.log_softmax(head(at).float(), dim=-1)
+                sums.append(float(logp.gather(1, torch.tensor(completion)[:, None]).sum()))
+        half = len(sums) // 2
+        return [x for pair in zip(sums[:half], sums[half:], strict=True) for x in pair]
 
     def kl_from_base(self, arm_name: str, items: Sequence[tuple[Sequence[dict], str]]) -> list[float]:
         """Mean per-token KL(arm || base) in nats over each completion's positions, teacher-forced."""

@@ -29,9 +29,9 @@ from tuneloop.signals.records import completion_text
 
 def margins(ctx: GateContext, arm: str, pairs: list[dict]) -> list[float]:
     """log p(chosen) - log p(rejected) under one arm, per pair."""
-    chosen = ctx.evaluator.logprobs(arm, [(r["prompt"], completion_text(r["chosen"])) for r in pairs])
-    rejected = ctx.evaluator.logprobs(arm, [(r["prompt"], completion_text(r["rejected"])) for r in pairs])
-    return [c - r for c, r in zip(chosen, rejected, strict=True)]
+    return ctx.evaluator.margins(
+        arm, [(r["prompt"], completion_text(r["chosen"]), completion_text(r["rejected"])) for r in pairs]
+    )
 
 
 def preference_gains(candidate: list[float], production: list[float]) -> list[float]:
