@@ -150,3 +150,22 @@ def test_a_start_time_out_of_range_keeps_the_arrival_time() -> None:
     )
     assert "created_at" not in mapped.served
     assert mapped.served["latency_ms"] == 1.5
+
+
+def test_a_long_key_of_index_like_parts_is_read_in_one_pass_not_backtracked() -> None:
+    """A sender chooses attribute keys: one of 256 KB of "a.1." repeats took a pattern that searched for
+    where the prefix ends minutes (holding the GIL, so every tenant's requests waited); now it is ignored."""
+    import time
+
+    attrs = {
+        "gen_ai.system": "openai",
+        "gen_ai.prompt.0.content": "hi",
+        "gen_ai.completion.0.content": "hello",
+        "a.1." * 65_536 + "\nz": "x",
+        "gen_ai.prompt." + "1." * 65_536: "y",
+    }
+    started = time.perf_counter()
+    mapped = _mapped(attrs)
+    assert time.perf_counter() - started < 10  # the old pattern: about 3 minutes
+    assert mapped.body["messages"] == [{"role": "user", "content": "hi"}]
+    assert mapped.body["response"] == "hello"

@@ -108,6 +108,29 @@ def test_a_hold_rotates_to_the_next_reviewer_and_a_resent_label_is_a_duplicate(a
         assert r1.post(path, json={"label": {"score": 2}}).status_code == 409
 
 
+def test_a_key_sent_after_a_tab_names_its_own_reviewer(api) -> None:
+    """`Bearer<TAB>key` authenticates (RFC 9110 allows any whitespace there), so it must name the key's
+    reviewer too: read by a space only, every such key was the same reviewer, "", and one's label blocked
+    the next reviewer's."""
+    url, keys, _ = api
+    tabbed = {n: httpx.Client(base_url=url, headers={"Authorization": f"Bearer\t{keys[n]}"}, timeout=30)
+              for n in ("reviewer1", "reviewer2")}  # fmt: skip
+    with client(url, keys["operator"]) as op, tabbed["reviewer1"] as r1, tabbed["reviewer2"] as r2:
+        op.post("/v1/review/tasks", json={"name": "tabs", "kind": "rubric", "overlap": 2})
+        [item_of] = log_pairs(op, "tab", 1)
+        op.post("/v1/review/tasks/tabs/items", json={"items": [{"interaction_id": item_of}]})
+        for reviewer, score in ((r1, 5), (r2, 1)):
+            shown = reviewer.post("/v1/review/tasks/tabs/next").json()
+            sent = reviewer.post(f"/v1/review/tasks/tabs/items/{shown['item']}/label",
+                                 json={"label": {"score": score}})  # fmt: skip
+            assert sent.status_code == 201, sent.text
+        report = op.get("/v1/review/tasks/tabs/agreement").json()
+        assert {r["reviewer"] for r in report["reviewers"]} == {
+            keys["reviewer1"][:10],
+            keys["reviewer2"][:10],
+        }
+
+
 @pytest.mark.parametrize(
     ("label", "message"),
     [

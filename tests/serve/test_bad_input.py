@@ -827,6 +827,16 @@ def test_a_key_holding_personal_data_is_refused_without_repeating_it(
     assert "jane" not in resp.text
 
 
+def test_a_404_does_not_repeat_a_name_that_is_no_id(server: dict) -> None:
+    """An email address typed where an id goes is not written back into the error (clients log errors)."""
+    for resp in (
+        server["http"].get("/v1/interactions/john.smith@example.com"),
+        server["http"].get("/v1/models/bob@example.com"),
+    ):
+        assert resp.status_code == 404 and "not found" in resp.text, resp.text
+        assert "@example.com" not in resp.text
+
+
 def test_a_404_echoes_little_of_a_long_path(server: dict) -> None:
     resp = server["http"].get("/v1/interactions/" + "q" * 60_000)
     assert resp.status_code == 404 and len(resp.text) < 400

@@ -160,6 +160,8 @@ def test_an_outcome_or_score_the_reward_policy_does_not_list_is_stored_with_a_wa
         score = {"id": "w-3", "interaction_id": iid, "kind": "score"}
         score["value"] = {"name": "helpfulness", "data_type": "numeric", "value": 0.9}
         batch = http.post("/v1/feedback", json={"events": [listed, score]}).json()["results"]
+        personal = {**score, "id": "w-4", "value": {**score["value"], "name": "Oscar Wilde 415-555-0123"}}
+        unnamed = http.post("/v1/feedback", json=personal).json()["warning"]
     assert single.status_code == 201 and single.json()["status"] == "accepted"
     assert (
         "outcome 'purchase' is stored but carries no reward: list it under `outcomes`"
@@ -167,6 +169,8 @@ def test_an_outcome_or_score_the_reward_policy_does_not_list_is_stored_with_a_wa
     )
     assert "warning" not in batch[0] and batch[0]["status"] == "accepted"
     assert batch[1]["status"] == "accepted" and "map it under `scores`" in batch[1]["warning"]
+    # A name that reads as data (the store redacts it) is not repeated back.
+    assert unnamed.startswith("score '<key>' is stored") and "555" not in unnamed
 
     url, key_a, *_ = api
     with Client(url, key_a) as client:

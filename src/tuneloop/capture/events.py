@@ -59,6 +59,16 @@ def is_id(text: str) -> bool:
     return len(text) <= ID_MAX and re.fullmatch(ID_PATTERN, text) is not None
 
 
+def not_found(what: str, text: str) -> str:
+    """The 404 message for the `what` a client named `text`: repeated when it is an id, not when it is
+    none (text refused for its characters may be an email address someone typed in, and errors reach logs)."""
+    return (
+        f"{what} {text!r} not found"
+        if is_id(text)
+        else f"{what} not found (the name sent is no id: not repeated)"
+    )
+
+
 ShortText = Annotated[str, Field(max_length=256)]
 
 

@@ -37,7 +37,7 @@ ROLES = {
     "tool": "tool",
     "function": "tool",
 }
-_INDEXED = re.compile(r"^(?P<prefix>.+?)\.(?P<index>\d{1,4})\.(?P<field>.+)$")
+_INDEX = re.compile(r"[0-9]{1,4}")
 _CONTENT_PART = re.compile(r"contents\.(\d{1,4})\.message_content\.text")
 
 
@@ -187,10 +187,13 @@ def _messages(attrs: dict[str, Any], side: str) -> list[dict[str, str]]:
 def _indexed(attrs: dict[str, Any], prefix: str, inner: str) -> list[tuple[str, dict[str, Any]]]:
     """`prefix.N.{inner}field` attributes grouped by N, in index order."""
     groups: dict[int, dict[str, Any]] = {}
+    head = f"{prefix}."
+    # Split by hand, not by a regex over the whole key: a sender chooses the keys, and a pattern that
+    # searches for where the prefix ends backtracked for minutes on a long key of "a.1." repeats.
     for key, value in attrs.items():
-        match = _INDEXED.match(key)
-        if match and match["prefix"] == prefix and match["field"].startswith(inner):
-            groups.setdefault(int(match["index"]), {})[match["field"].removeprefix(inner)] = value
+        index, dot, field = key.removeprefix(head).partition(".")
+        if key.startswith(head) and dot and field.startswith(inner) and _INDEX.fullmatch(index):
+            groups.setdefault(int(index), {})[field.removeprefix(inner)] = value
     found = [(f"{prefix}.{i}", _with_content(groups[i])) for i in sorted(groups)]
     return [(where, fields) for where, fields in found if "content" in fields]
 

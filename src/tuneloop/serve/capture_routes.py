@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from tuneloop.capture import pending
-from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id
+from tuneloop.capture.events import ID_MAX, ID_PATTERN, FeedbackIn, InteractionIn, is_id, not_found
 from tuneloop.capture.ingest import names_interactions
 from tuneloop.clock import utc
 from tuneloop.config import tenant_policy
@@ -95,7 +95,8 @@ def _warnings(st: Any, store: TenantStore, events: list[FeedbackIn]) -> list[dic
         policy = tenant_policy(st.settings.home, store.tenant.name, RewardPolicy)
     except TuneloopError:  # a broken policy file fails the loop's turn, which says so; the events are in
         return [{} for _ in events]
-    reasons = [policy.unrewarded(e.kind, e.value) for e in events]
+    # The name is quoted only when it reads as one: apps put their users' data in such fields too.
+    reasons = [policy.unrewarded(e.kind, e.value, lambda name: repr(field_name(name))) for e in events]
     return [{"warning": why} if why else {} for why in reasons]
 
 
@@ -188,7 +189,7 @@ async def get_interaction(request: Request, interaction_id: str) -> dict:
     st = _state(request)
     store = await st.auth.tenant(request, OPERATE)
     if not is_id(interaction_id):
-        raise NotFound(f"interaction {clip(interaction_id)!r} not found", param="interaction_id")
+        raise NotFound(not_found("interaction", interaction_id), param="interaction_id")
     stored = st.capture.reference(store, interaction_id)
     try:
         found = await st.calls(store.get_interaction, stored)

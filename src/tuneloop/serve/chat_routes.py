@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuneloop.capture.events import not_found
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.registry.composition import with_system_prompt
 from tuneloop.registry.versions import Registry
@@ -31,7 +32,7 @@ from tuneloop.serve.gateway import (
     sse,
     usage,
 )
-from tuneloop.serve.http import GATEWAY, clip, read_json, validate
+from tuneloop.serve.http import GATEWAY, read_json, validate
 from tuneloop.serve.routing import PRODUCTION
 from tuneloop.store.repository import TenantStore
 
@@ -327,7 +328,7 @@ async def get_model(request: Request, model_id: str) -> dict:
     """One of `list_models`' entries (the OpenAI SDK's `models.retrieve`); 404 for any other id."""
     found = next((m for m in await _models(request) if m["id"] == model_id), None)
     if found is None:
-        raise NotFound(f"model {clip(model_id)!r} not found; GET /v1/models lists them", param="model")
+        raise NotFound(f"{not_found('model', model_id)}; GET /v1/models lists them", param="model")
     return found
 
 

@@ -27,7 +27,7 @@ from tuneloop.review.tasks import (
     queue_counts,
     redact_guidelines,
 )
-from tuneloop.serve.http import OPERATE, REVIEW, Roles, read_json, validate
+from tuneloop.serve.http import OPERATE, REVIEW, Roles, bearer_key, read_json, validate
 from tuneloop.store.repository import TenantStore
 
 router = APIRouter(prefix="/v1/review")
@@ -54,8 +54,8 @@ async def _scope(request: Request, roles: Roles) -> tuple[Any, TenantStore, str]
     """(app state, the tenant, the reviewer's id) for a key whose role is in `roles`; 403 otherwise."""
     st = request.app.state.tuneloop
     tenant = await st.auth.tenant(request, roles)
-    # Authorised above, so the header holds a live key; its first 10 characters name it in the audit log.
-    return st, tenant, request.headers["authorization"].partition(" ")[2].strip()[:10]
+    # Authorised above, so the key is live; its first 10 characters name the reviewer in labels and audit.
+    return st, tenant, bearer_key(request)[:10]
 
 
 def _task_json(task: Task, counts: dict[str, int]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from tuneloop.capture.events import not_found
 from tuneloop.errors import NotFound
 from tuneloop.registry.versions import Registry, Version
 from tuneloop.rollout.experiments import Experiment, active_experiment
@@ -109,7 +110,7 @@ async def pinned_version(tenant: TenantStore, model: str) -> Version:
         version = await asyncio.to_thread(Registry(tenant).get, model)
     except NotFound:
         raise NotFound(
-            f"model {model!r} not found — use 'tuneloop' or one of your versions (GET /v1/models)",
+            f"{not_found('model', model)} — use 'tuneloop' or one of your versions (GET /v1/models)",
             param="model",
             code="model_not_found",
         ) from None

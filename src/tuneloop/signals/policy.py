@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -272,17 +273,18 @@ class RewardPolicy(TenantPolicy):
         default=0, description="Seed of the stable hash that assigns prompt clusters to splits."
     )
 
-    def unrewarded(self, kind: str, value: Any) -> str | None:
+    def unrewarded(self, kind: str, value: Any, shown: Callable[[str], str] = repr) -> str | None:
         """Why a validated outcome or score event carries no reward under this policy (its name is not
-        listed), or None: such an event is kept, and a team wiring up its own names hears it at once."""
+        listed), or None: such an event is kept, and a team wiring up its own names hears it at once. The
+        name is given as `shown(name)`."""
         if kind == "outcome" and value["name"] not in self.outcomes:
             return (
-                f"outcome {value['name']!r} is stored but carries no reward: list it under `outcomes` in the "
-                f"tenant's {self.filename} with its weight (negative for bad news)"
+                f"outcome {shown(value['name'])} is stored but carries no reward: list it under `outcomes` "
+                f"in the tenant's {self.filename} with its weight (negative for bad news)"
             )
         if kind == "score" and value["name"] not in self.scores:
             return (
-                f"score {value['name']!r} is stored but carries no reward: map it under `scores` in the "
-                f"tenant's {self.filename}"
+                f"score {shown(value['name'])} is stored but carries no reward: map it under `scores` in "
+                f"the tenant's {self.filename}"
             )
         return None
