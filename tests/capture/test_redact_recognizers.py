@@ -304,3 +304,49 @@ ORDINARY = [
 @pytest.mark.parametrize("text", ORDINARY)
 def test_support_and_code_text_is_left_alone(redactor: Redactor, text: str) -> None:
     assert redact(redactor, text) == text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        ("OBFUSCATED_EMAIL", "1." * 20_000),  # the old local part: about 45 s
+        ("OBFUSCATED_EMAIL", "a dot " * 7_000),
+        ("LOCAL_HOST_EMAIL", "x@" + "a" * 80_000 + "@a"),  # the old host: about 26 s
+    ],
+)
+def test_an_email_pattern_scans_a_crafted_text_in_linear_time(pattern: str, text: str) -> None:
+    """Every capture's text runs through these: one that backtracks quadratically holds the GIL, so every
+    tenant's requests wait while it scans."""
+    import time
+
+    import regex
+
+    from tuneloop.capture import pii_patterns
+
+    compiled = regex.compile(getattr(pii_patterns, pattern))
+    started = time.perf_counter()
+    list(compiled.finditer(text))
+    assert time.perf_counter() - started < 5
+
+
+def test_a_name_repeated_through_a_long_text_is_redacted_everywhere_in_linear_time(
+    redactor: Redactor,
+) -> None:
+    """Each find's other occurrences are checked against what is already covered by bisection, not a scan of
+    every range (80,000 characters of one name took 6.5 s)."""
+    import time
+
+    from tuneloop.capture.redact import _Covered, _propagate
+
+    text = "My name is Jane Doe. " + "Jane Doe " * 9_000
+    start = text.index("Jane Doe")
+    finds = [("PERSON", start, start + len("Jane Doe"), 0.85)]
+    started = time.perf_counter()
+    [spans] = _propagate([text], [finds], [0])
+    assert time.perf_counter() - started < 5
+    assert len(spans) == 9_001 and all(text[s:e] in ("Jane Doe", "Jane", "Doe") for _, s, e, _ in spans)
+    covered = _Covered([(10, 20), (15, 30), (40, 50)])
+    assert covered.overlaps(29, 31) and covered.overlaps(0, 11) and covered.overlaps(45, 46)
+    assert not covered.overlaps(30, 40) and not covered.overlaps(0, 10) and not covered.overlaps(50, 60)
+    covered.add(32, 35)
+    assert covered.overlaps(34, 36) and not covered.overlaps(35, 40)

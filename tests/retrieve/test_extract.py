@@ -57,6 +57,8 @@ def test_markdown_keeps_link_and_image_text() -> None:
 )  # fmt: skip
 def test_a_document_of_repeated_unclosed_markup_is_read_in_linear_time(unit: str, fmt: str) -> None:
     raw = unit * (100_000 // len(unit))  # the API's whole text limit; minutes each before
+    if unit == "<a" and fmt == "html":
+        raw += "<" + "a" * 100_000  # and one unclosed tag of a long name: 12 s before its name was possessive
     started = time.perf_counter()
     to_text(raw, fmt)
     assert time.perf_counter() - started < 5

@@ -110,8 +110,9 @@ def title_of(text: str, fallback: str) -> str:
 
 # A tag, a comment's start, or a declaration / processing instruction. `[^<>]*` stops at the next `<`, so
 # every search is bounded by the distance to the next tag and the whole scan stays linear in the text:
-# html.parser rescans unclosed tags and quotes (40,000 characters of `<a b="` took 4 s, the GIL held).
-_MARKUP = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^<>]*>|<!--|<[!?][^<>]*>")
+# html.parser rescans unclosed tags and quotes (40,000 characters of `<a b="` took 4 s, the GIL held). The
+# name is possessive: `<` and a long name with no `>` gave back its letters to `[^<>]*` one at a time.
+_MARKUP = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*+)[^<>]*>|<!--|<[!?][^<>]*>")
 
 
 def _html_text(raw: str) -> str:

@@ -26,7 +26,7 @@ from tuneloop.sim.scenario import Behaviour, Prompt, Scenario, Topic, ramp, word
 SYSTEM_PROMPT = "You are the coding assistant of a Python team. Answer the developer's request."
 FENCE = "```"
 _BLOCK = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_DEF = re.compile(r"^\s*def\s+\w+\s*\((?P<params>[^)]*)\)\s*(?P<ret>->\s*[^:]+)?:", re.MULTILINE)
+_DEF = re.compile(r"^[^\S\n]*def\s+\w+\s*\((?P<params>[^)]*)\)\s*(?P<ret>->\s*[^:]+)?:", re.MULTILINE)
 
 FIELDS = ("price", "amount", "weight", "score", "duration", "quantity", "cost", "distance")
 LIMITS = ("0", "10", "100", "-1", "42", "3.5", "1000")

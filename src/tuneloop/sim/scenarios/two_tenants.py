@@ -10,7 +10,7 @@ import re
 from tuneloop.sim.scenario import Behaviour, Prompt, Scenario, Topic, ramp, words
 
 SYSTEM_PROMPT = "You are a helpful assistant."
-_LIST_LINE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+_LIST_LINE = re.compile(r"^[^\S\n]*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
 _OPENERS = {"opener": ("", "Quick question: ", "Hi! ")}
 
 
