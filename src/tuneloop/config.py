@@ -351,16 +351,9 @@ def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | No
     label = shown or str(path)
     raw = read_limited(path, MAX_YAML_BYTES, f"{what} {label}")
     try:
-        data = yaml.load(raw, Loader=_StrictLoader)  # bytes: UTF-8 or UTF-16 by BOM, else a ReaderError
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        # ValueError: an integer past Python's digit limit; RecursionError: thousands of nested brackets.
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__  # PyYAML's messages span lines
-        raise BadRequest(f"{what} {label}: not valid YAML ({detail})") from None
-    if not _within_limits(data):
-        raise BadRequest(
-            f"{what} {label}: more than {MAX_YAML_VALUES} values (aliases counted as written out) or nested "
-            f"deeper than {MAX_YAML_DEPTH}; write the settings out plainly"
-        )
+        data = read_yaml(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{what} {label}: {exc}") from None
     if not isinstance(data or {}, dict):
         raise BadRequest(f"{what} {label}: expected a mapping of settings, got {type(data).__name__}")
     try:
@@ -371,10 +364,27 @@ def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | No
         raise BadRequest(f"{what} {label}: {'; '.join(problems)}", param=first) from exc
 
 
-def _within_limits(data: Any) -> bool:
-    """Whether `data` holds at most MAX_YAML_VALUES values, each alias counted every time it is used
+def read_yaml(raw: bytes, max_values: int = MAX_YAML_VALUES) -> Any:
+    """`raw` as YAML with no key twice in a mapping, at most `max_values` values once aliases are written
+    out and MAX_YAML_DEPTH deep; ValueError says what is wrong. Any file a user points at is read so."""
+    try:
+        data = yaml.load(raw, Loader=_StrictLoader)  # bytes: UTF-8 or UTF-16 by BOM, else a ReaderError
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: an integer past Python's digit limit; RecursionError: thousands of nested brackets.
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__  # PyYAML's messages span lines
+        raise ValueError(f"not valid YAML ({detail})") from None
+    if not _within_limits(data, max_values):
+        raise ValueError(
+            f"more than {max_values} values (aliases counted as written out) or nested deeper than "
+            f"{MAX_YAML_DEPTH}; write the settings out plainly"
+        )
+    return data
+
+
+def _within_limits(data: Any, max_values: int) -> bool:
+    """Whether `data` holds at most `max_values` values, each alias counted every time it is used
     (a self-referencing alias never ends), none deeper than MAX_YAML_DEPTH; stops at the first excess."""
-    budget = MAX_YAML_VALUES
+    budget = max_values
     stack: list[tuple[Any, int]] = [(data, 0)]
     while stack:
         item, depth = stack.pop()

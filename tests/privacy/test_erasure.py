@@ -296,3 +296,31 @@ def test_forget_changes_only_its_own_tenants_files_and_never_the_model(tuneloop_
     assert changed == []
     assert JANE_TEXTS[0] in (exports / "beta.jsonl").read_text()
     store.close()
+
+
+def test_forget_reads_past_an_alias_bomb_or_a_huge_number_in_a_file_under_home(tuneloop_home: Path) -> None:
+    """A stray YAML or JSON file (a self-referencing alias, a billion laughs, a 5,000-digit integer) is read
+    within the limits policy files are read under, or by bytes alone: the erasure finishes, where it spun
+    forever or stopped with a traceback after withdrawing versions but before deleting the user's rows."""
+    settings = Settings(home=tuneloop_home)
+    store = Store(settings.database_url, secret=settings.hash_key())
+    acme = store.for_tenant(store.create_tenant("acme", redaction="off")[0])
+    capture(acme, settings)
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    strays = {
+        "policies/acme/notes.yaml": "a: &a [*a]\n",
+        "policies/acme/laughs.yaml": laughs,
+        "misc/numbers.json": '{"x": ' + "9" * 5_000 + "}",
+        "policies/acme/quote.yaml": yaml.safe_dump({"note": JANE_TEXTS[0]}),
+    }
+    for name, text in strays.items():
+        (tuneloop_home / name).parent.mkdir(parents=True, exist_ok=True)
+        (tuneloop_home / name).write_text(text)
+
+    erasure = forget_user(acme, tuneloop_home, JANE)
+
+    assert erasure.interactions > 0 and erasure.files.left == ["policies/acme/quote.yaml"]
+    assert all((tuneloop_home / name).exists() for name in strays)
+    store.close()

@@ -27,9 +27,13 @@ from typing import Any
 
 import yaml
 
+from tuneloop.config import read_yaml
+
 MIN_TEXT = 12  # shorter messages ("thanks", "hi there") cannot be told apart from anyone else's
 PREFIX = 64  # reports quote a message cut short: its start is what is looked for
 MAX_SCAN_BYTES = 64 * 2**20  # larger files are model weights and caches, which hold no captured text
+# Values a YAML or JSON file under HOME is read with, aliases written out: past it, a byte search alone.
+MAX_SCAN_VALUES = 2_000_000
 WEIGHTS = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt"}  # tensors, never captured text
 EXPORT_CARD = "A tuneloop snapshot"  # how `snapshot export`'s dataset card begins, naming its tenant next
 _CARD_TENANT = re.compile(re.escape(EXPORT_CARD) + r" \(tenant ([^,\s]+),")
@@ -171,21 +175,24 @@ def _holds(path: Path, needles: Needles) -> bool:
         return True
     if path.suffix in (".yaml", ".yml", ".json"):
         # YAML folds long strings over lines, so a message can hide from a byte search; read it instead.
-        try:
-            return needles.mentions(yaml.safe_load(data))
-        except (yaml.YAMLError, RecursionError):  # nested past the parser's depth: no item of a golden set
-            return False
+        return needles.mentions(_decoded(data))
     return False
+
+
+def _decoded(data: bytes) -> Any:
+    """A YAML or JSON file's data, or None for one that is neither, or too large or deep once its aliases
+    are written out (an alias bomb in a stray file held an erasure forever)."""
+    try:
+        return read_yaml(data, max_values=MAX_SCAN_VALUES)
+    except ValueError:
+        return None
 
 
 def _rewrite_items(path: Path, needles: Needles) -> str | None:
     """Drop the `items` that mention the user from a YAML golden set, keeping its leading comments; None when
     the file is no such set, no item mentions them, or something besides the items does (it is deleted)."""
     data = path.read_bytes()
-    try:
-        doc = yaml.safe_load(data)
-    except (yaml.YAMLError, RecursionError):
-        return None
+    doc = _decoded(data)
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         return None
     kept = [item for item in doc["items"] if not needles.mentions(item)]
