@@ -167,6 +167,19 @@ def test_export_to_a_folder_is_refused_and_leaves_the_folders_mode_alone(
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
 
 
+def test_export_onto_the_store_or_the_secret_is_refused_and_changes_neither(
+    acme: TenantStore, tuneloop_home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--out $TUNELOOP_HOME/tuneloop.db` replaced every tenant's store with one tenant's export."""
+    for name in ("tuneloop.db", "tuneloop.db-wal", "redaction.key"):
+        target = tuneloop_home / name
+        before = target.read_bytes() if target.exists() else None
+        assert main(["export", "--tenant", "acme", "--out", str(target)]) == 1
+        assert "tuneloop's own store or secret" in capsys.readouterr().err
+        assert (target.read_bytes() if target.exists() else None) == before
+    assert main(["tenants", "list"]) == 0
+
+
 def test_export_to_a_fifo_no_one_reads_is_refused_not_waited_on(
     acme: TenantStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

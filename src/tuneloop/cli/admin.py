@@ -149,6 +149,8 @@ def cmd_tenants_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.out:
+        _not_our_own(Path(args.out))
     store = open_store()
     scoped = store.for_tenant(store.tenant_by_name(args.tenant))
     by_interaction: dict[str, list] = {}
@@ -187,6 +189,18 @@ def _write_errors(target: Path | str) -> Iterator[None]:
         if target == "stdout":  # what is left in the buffer would fail again, and print, at exit
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         raise BadRequest(f"{target}: cannot write the export ({exc.strerror or exc})") from None
+
+
+def _not_our_own(path: Path) -> None:
+    """Refuse (400) an output path that is the store's database, one of its side files or the server
+    secret: writing an export there replaced the store of every tenant."""
+    settings = Settings()
+    database = sqlite_file(settings.database_url)
+    own = [settings.home / "redaction.key"]
+    if database is not None:
+        own += [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    if any(path.resolve() == p.resolve() for p in own):
+        raise BadRequest(f"--out {path}: is tuneloop's own store or secret; name another file")
 
 
 def _private_open(path: Path, mode: str = "w") -> IO[Any]:
