@@ -189,6 +189,21 @@ def test_train_adapter_checks_its_system_prompt_by_the_same_rules(
     assert code == 1 and "the system prompt is empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("value", "says"), [("[", "not valid YAML"), ("9" * 5_000, "not valid YAML"), ("&a [*a]", "values")]
+)
+def test_a_set_value_that_is_no_readable_yaml_is_one_line(
+    registry: Registry, capsys: pytest.CaptureFixture, value: str, says: str
+) -> None:
+    """`--set KEY=VALUE` is read as a settings file is: a broken value, a huge integer or a self-referencing
+    alias is a one-line error, not a traceback (the alias took 23 s and 1.3 GB first)."""
+    code = main(
+        ["train", "adapter", "--tenant", "acme", "--snapshot", "abcdef", "--set", f"report_to={value}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_version_trained_on_an_erased_user_cannot_be_composed_back_into_service(
     registry: Registry, capsys: pytest.CaptureFixture
 ) -> None:

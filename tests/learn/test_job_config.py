@@ -177,6 +177,9 @@ def test_trainer_arguments_are_read_as_the_types_trl_declares_and_bad_ones_refus
         ({"learning_rate": float("nan")}, {}, "finite"),
         ({}, {"bogus": 1}, "not one LoraConfig takes"),
         ({"dp": {"epsilon": 1}}, {}, "reward_embedding head only"),
+        ({"push_to_hub": True}, {}, "never uploads"),
+        ({"hub_model_id": "someone/adapter"}, {}, "never uploads"),
+        ({"report_to": ["wandb"]}, {}, "never uploads"),
     )
     for trainer_args, lora_args, says in bad_ones:
         with pytest.raises(BadRequest, match=says) as exc:

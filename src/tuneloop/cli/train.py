@@ -8,11 +8,9 @@ import threading
 import time
 from typing import Any
 
-import yaml
-
 from tuneloop.cli.admin import open_store
 from tuneloop.cli.output import EXIT_INTERRUPTED, Progress
-from tuneloop.config import Settings
+from tuneloop.config import Settings, read_yaml
 from tuneloop.errors import BadRequest
 from tuneloop.learn.privacy import budget_from, budget_text, dp_trainer_args
 from tuneloop.store.repository import TenantStore
@@ -77,7 +75,10 @@ def _pairs(items: list[str], flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BadRequest(f"{flag} {item!r}: use KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+        try:  # read as a settings file is: a value is untrusted like any file's
+            out[key] = read_yaml(value.encode())
+        except ValueError as exc:
+            raise BadRequest(f"{flag} {key}: {exc}") from None
     return out
 
 
@@ -117,6 +118,7 @@ def _run(
         )
 
     tenant, settings = _tenant(args.tenant), Settings()
+    given, lora = {**_pairs(args.set, "--set"), **(trainer_args or {})}, _pairs(args.lora, "--lora")
     try:
         with Progress().stage(f"{method} on snapshot {args.snapshot[:12]}"):
             # Step 1 can be minutes away (loading the model; scoring every pair with the frozen reference).
@@ -127,8 +129,8 @@ def _run(
                 settings,
                 args.snapshot,
                 method,  # type: ignore[arg-type]
-                trainer_args={**_pairs(args.set, "--set"), **(trainer_args or {})},
-                lora=_pairs(args.lora, "--lora"),
+                trainer_args=given,
+                lora=lora,
                 seed=args.seed,
                 progress=progress,
                 cancel=cancel,

@@ -263,6 +263,12 @@ def _typed(config_cls: type, values: dict[str, Any], what: str) -> dict[str, Any
     for name, value in values.items():
         if name not in hints:
             raise BadRequest(f"{what} argument {name!r}: not one {config_cls.__name__} takes", param=name)
+        if _sends_off_the_machine(name, value):
+            raise BadRequest(
+                f"{what} argument {name}={value!r}: a job never uploads its adapter or metrics (they are "
+                "trained on users' data); export a version with `tuneloop versions export` instead",
+                param=name,
+            )
         options = typing.get_args(hints[name]) or (hints[name],)
         # Only strings are read, and only toward a declared number or flag: TRL's hints are narrower than what
         # it accepts elsewhere (fsdp=True against `str | None`), so other values pass as given.
@@ -276,6 +282,15 @@ def _typed(config_cls: type, values: dict[str, Any], what: str) -> dict[str, Any
             raise BadRequest(f"{what} argument {name}={value}: give a finite number", param=name)
         typed[name] = value
     return typed
+
+
+def _sends_off_the_machine(name: str, value: Any) -> bool:
+    """Whether a trainer argument would upload the model or its logs (a hub push, a tracking service)."""
+    if name.startswith("hub_") or name == "push_to_hub":
+        return bool(value)
+    if name == "report_to":
+        return value not in (None, "none", [], ["none"])
+    return False
 
 
 def trainer_config(spec: JobSpec, config_cls: type, output_dir: Path) -> Any:
