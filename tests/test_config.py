@@ -99,6 +99,17 @@ def test_a_broken_tenant_policy_is_named_from_the_home_not_by_the_servers_path(t
     assert str(tmp_path) not in exc.value.message
 
 
+def test_a_tenant_policy_that_links_to_nowhere_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    """A symlink whose target is gone (a config mount not there) was read as "no file": the defaults, maybe
+    a looser gate, with no word; it is a file someone meant, and reading it fails by name."""
+    path = tenant_policy_file(tmp_path, "acme", RetrievalPolicy.filename)
+    path.parent.mkdir(parents=True)
+    path.symlink_to(tmp_path / "mnt" / "config" / "retrieval_policy.yaml")
+    with pytest.raises(BadRequest) as exc:
+        tenant_policy(tmp_path, "acme", RetrievalPolicy)
+    assert "TUNELOOP_HOME/policies/acme/retrieval_policy.yaml" in exc.value.message
+
+
 def test_a_home_with_a_tilde_or_a_relative_path_names_one_absolute_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -414,7 +414,7 @@ def tenant_policy(home: Path, tenant_name: str, model: type[P], path: Path | Non
     if path is not None:
         return load_policy_file(path, model)
     path = tenant_policy_file(home, tenant_name, model.filename)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a link to nowhere is a file someone meant: read fails
         return model()
     # Named from TUNELOOP_HOME: a tenant's API call may hit this error, and the server's paths are not theirs.
     return load_policy_file(path, model, f"TUNELOOP_HOME/{path.relative_to(home)}")
