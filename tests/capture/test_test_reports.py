@@ -145,6 +145,7 @@ BOMB = (
     + ']><testsuite><testcase name="&lol9;"/></testsuite>'
 )
 HOSTILE_JUNIT = {
+    "every test skipped": '<testsuite><testcase name="a"><skipped/></testcase></testsuite>',
     "billion laughs": BOMB,
     "external entity": '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
     '<testsuite><testcase name="&x;"/></testsuite>',
@@ -162,6 +163,10 @@ HOSTILE_SARIF = {
     "no runs": '{"version": "2.1.0"}',
     "results not a list": '{"runs": [{"results": {"level": "error"}}]}',
     "unknown level": '{"runs": [{"results": [{"level": "fatal"}]}]}',
+    "no run at all": '{"runs": []}',
+    "a failed run": '{"runs": [{"invocations": [{"executionSuccessful": false}], "results": []}]}',
+    "suppressions not a list": '{"runs": [{"results": [{"suppressions": "yes"}]}]}',
+    "baselineState not a string": '{"runs": [{"results": [{"baselineState": 1}]}]}',
     "deep nesting": "[" * 100_000 + "]" * 100_000,
 }
 
@@ -233,3 +238,18 @@ def test_the_code_assistant_scenarios_ci_report_becomes_the_outcome_its_users_po
             }
         )
         assert event["metadata"]["failed"] == failed and event["metadata"]["tests"] == 3
+
+
+def test_sarif_counts_failed_results_that_no_accepted_suppression_covers() -> None:
+    """A result of kind "pass" or "notApplicable" is no finding, and a rejected or still-reviewed suppression
+    suppresses nothing (SARIF 2.1: 3.27.9, 3.35.3); ruff's own log counts as before."""
+    log = sarif(
+        {"ruleId": "A", "kind": "pass", "message": {"text": "ok"}},
+        {"ruleId": "B", "kind": "notApplicable", "message": {"text": "n/a"}},
+        {"ruleId": "C", "level": "error", "suppressions": [{"status": "rejected"}], "message": {"text": "c"}},
+        {"ruleId": "D", "suppressions": [{"status": "underReview"}], "message": {"text": "d"}},
+        {"ruleId": "E", "level": "error", "suppressions": [{"status": "accepted"}], "message": {"text": "e"}},
+    )
+    found = parse_sarif(log)
+    assert (found.new, found.error, found.warning) == (2, 1, 1)
+    assert parse_sarif(FINDINGS).new == 3

@@ -116,12 +116,16 @@ def parse_junit(data: bytes | str) -> TestCounts:
         ) from None
     if counts["tests"] == 0:
         raise BadRequest("junit report: holds no <testcase> elements; nothing ran, so nothing to report")
+    if counts["skipped"] == counts["tests"]:  # reported, it would read as tests_passed false: a failure
+        raise BadRequest("junit report: every test was skipped; nothing ran, so nothing to report")
     return TestCounts(counts["tests"], counts["failure"], counts["error"], counts["skipped"])
 
 
 def parse_sarif(data: bytes | str) -> Findings:
-    """Count the new findings of a SARIF 2.1 log: results not suppressed and, where a run compared against
-    a baseline, only those whose `baselineState` is "new"; level "none" is not a finding."""
+    """Count the new findings of a SARIF 2.1 log: failed results (`kind` "fail", SARIF's default) that no
+    accepted suppression covers and, where a run compared against a baseline, only those whose
+    `baselineState` is "new"; level "none" is not a finding. A log of no runs, or whose tool run failed
+    with nothing to show, is refused: it says nothing about the code."""
     raw = _bounded(data, "sarif file")
     try:
         log = json.loads(raw, parse_constant=_no_constant)
@@ -130,25 +134,47 @@ def parse_sarif(data: bytes | str) -> Findings:
     runs = log.get("runs") if isinstance(log, dict) else None
     if not isinstance(runs, list):
         raise BadRequest('sarif file: no "runs" list at the top level; is this a SARIF 2.1 log?')
+    if not runs:
+        raise BadRequest("sarif file: no runs; the analysis ran nothing, so it says nothing of the code")
     levels = dict.fromkeys(SARIF_LEVELS, 0)
     seen = 0
     for i, run in enumerate(runs):
         results = run.get("results", []) if isinstance(run, dict) else None
         if not isinstance(results, list):
             raise BadRequest(f"sarif file: runs[{i}].results must be a list of result objects")
+        if not results and _run_failed(run):
+            raise BadRequest(f"sarif file: runs[{i}]: the tool's run failed (executionSuccessful false)")
         for j, result in enumerate(results):
             seen += 1
             if seen > MAX_RESULTS:
                 raise PayloadTooLarge(f"sarif file: more than {MAX_RESULTS} results")
             if not isinstance(result, dict):
                 raise BadRequest(f"sarif file: runs[{i}].results[{j}] is not an object")
-            level = result.get("level", "warning")  # SARIF's default level
-            if level not in (*SARIF_LEVELS, "none"):
-                raise BadRequest(f"sarif file: runs[{i}].results[{j}].level {str(level)[:20]!r} is unknown")
-            if result.get("suppressions") or result.get("baselineState", "new") != "new" or level == "none":
-                continue
-            levels[level] += 1
+            if _new_failure(result, f"runs[{i}].results[{j}]"):
+                levels[result.get("level", "warning")] += 1  # SARIF's default level
     return Findings(sum(levels.values()), **levels)
+
+
+def _run_failed(run: dict[str, Any]) -> bool:
+    invocations = run.get("invocations")
+    return isinstance(invocations, list) and any(
+        isinstance(i, dict) and i.get("executionSuccessful") is False for i in invocations
+    )
+
+
+def _new_failure(result: dict[str, Any], where: str) -> bool:
+    """Whether a result is a finding the change brought: failed, not suppressed, not in the baseline."""
+    kind, level = result.get("kind", "fail"), result.get("level", "warning")
+    suppressions, state = result.get("suppressions", []), result.get("baselineState", "new")
+    if level not in (*SARIF_LEVELS, "none"):
+        raise BadRequest(f"sarif file: {where}.level {str(level)[:20]!r} is unknown")
+    if not isinstance(kind, str) or not isinstance(state, str):
+        raise BadRequest(f"sarif file: {where}: kind and baselineState are strings")
+    if not isinstance(suppressions, list) or not all(isinstance(x, dict) for x in suppressions):
+        raise BadRequest(f"sarif file: {where}.suppressions must be a list of suppression objects")
+    # A suppression is in force unless it is still under review or was rejected (SARIF 3.35.3).
+    suppressed = any(x.get("status", "accepted") == "accepted" for x in suppressions)
+    return kind == "fail" and level != "none" and state == "new" and not suppressed
 
 
 def _no_constant(name: str) -> None:
