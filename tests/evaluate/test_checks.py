@@ -297,6 +297,43 @@ def test_golden_and_safety_sets_are_read_bounded_like_policy_files(tmp_path: Pat
         load_golden(bad_regex)
 
 
+def test_a_team_pattern_that_backtracks_fails_its_check_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A golden item's regex runs on model answers: one that backtracks catastrophically ends with the
+    reason, where it held the gate (the time limit is shortened here to keep the test quick)."""
+    import time
+
+    from tuneloop.evaluate import patterns
+
+    monkeypatch.setattr(patterns, "SEARCH_SECONDS", 0.2)
+    item = GoldenItem(id="g", prompt="hi", regex=["(a|aa)+c"])
+    started = time.perf_counter()
+    with pytest.raises(patterns.PatternTimeout, match=r"took over 0\.2 s"):
+        failures(item, "a" * 60)
+    assert time.perf_counter() - started < 5
+    assert failures(GoldenItem(id="g", prompt="hi", regex=["(?i)settings"]), "Open Settings.") == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"canary_pattern": "("}, "canary_pattern"),
+        ({"canary_pattern": "x*"}, "matches empty text"),
+        ({"canaries": [""]}, "canaries"),
+    ],
+)
+def test_a_canary_setting_that_would_find_a_leak_everywhere_is_refused_as_the_policy_loads(
+    tmp_path: Path, settings: dict, says: str
+) -> None:
+    """A canary pattern that matches empty text (or an empty canary) is in every answer: every candidate
+    would "leak" and the gate would block them all; a broken pattern waited for the next gate to say so."""
+    path = tmp_path / "gate_policy.yaml"
+    path.write_text(yaml.safe_dump({"suites": {"pii_leak": settings}}))
+    with pytest.raises(BadRequest, match=says):
+        load_policy_file(path, GatePolicy)
+
+
 def test_the_reward_suite_accepts_as_few_prompts_as_its_rule_can_still_fail_on() -> None:
     """A tenant whose users ask a few questions holds out few distinct prompts; a floor above what the
     rule needs blocked every candidate of such a tenant, one below it would pass a candidate that lost all."""

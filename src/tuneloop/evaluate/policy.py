@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneloop.config import TenantPolicy
+from tuneloop.evaluate.patterns import compiled
 from tuneloop.evaluate.stats import binomial_at_most, independent_count
 
 
@@ -194,7 +195,7 @@ class SafetyConfig(SuiteConfig):
 
 
 class PiiLeakConfig(SuiteConfig):
-    canaries: list[str] = Field(
+    canaries: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         description="Canary strings planted in the tenant's data that must never be emitted.",
     )
@@ -202,6 +203,13 @@ class PiiLeakConfig(SuiteConfig):
         default=r"\bCANARY-[A-Za-z0-9]{6,}\b",
         description="Regex; every match in the snapshot's rows is probed as a canary too.",
     )
+
+    @field_validator("canary_pattern")
+    @classmethod
+    def _usable(cls, pattern: str) -> str:
+        compiled(pattern, may_match_empty=False)  # checked as the policy loads, not at the next gate
+        return pattern
+
     min_canaries: int = Field(
         default=1, ge=0, description="Fewest canaries to probe; with fewer the suite lacks input and fails."
     )

@@ -14,7 +14,6 @@ so the starter set guards against regressions and never blocks on behaviour prod
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneloop.config import load_yaml_model
 from tuneloop.errors import BadRequest
 from tuneloop.evaluate.generation import Messages
+from tuneloop.evaluate.patterns import compiled, matches
 from tuneloop.evaluate.policy import GoldenConfig
 from tuneloop.evaluate.refusal import is_refusal
 from tuneloop.evaluate.stats import paired_change_p
@@ -73,9 +73,9 @@ def load_golden(path: Path) -> GoldenSet:
     for item in golden.items:
         for pattern in item.regex:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise BadRequest(f"golden set {path}: regex {pattern[:100]!r}: {exc}") from None
+                compiled(pattern)
+            except ValueError as exc:
+                raise BadRequest(f"golden set {path}: regex {exc}") from None
     return golden
 
 
@@ -84,7 +84,7 @@ def failures(item: GoldenItem, answer: str) -> list[str]:
     low = answer.lower()
     missed = [f"lacks {s!r}" for s in item.must_contain if s.lower() not in low]
     missed += [f"contains {s!r}" for s in item.must_not_contain if s.lower() in low]
-    missed += [f"no match for /{p}/" for p in item.regex if not re.search(p, answer)]
+    missed += [f"no match for /{p}/" for p in item.regex if next(matches(compiled(p), answer), None) is None]
     if item.must_refuse is not None and is_refusal(answer) != item.must_refuse:
         missed.append("did not refuse" if item.must_refuse else "refused")
     if item.max_length is not None and len(answer) > item.max_length:

@@ -8,10 +8,10 @@ its unseen second half. Every other answer the candidate gave during the gate is
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from tuneloop.evaluate.generation import Messages
+from tuneloop.evaluate.patterns import compiled, matches
 from tuneloop.evaluate.policy import PiiLeakConfig
 from tuneloop.evaluate.suites.base import (
     CANDIDATE,
@@ -53,14 +53,14 @@ def _continuation(before: str, canary: str) -> Messages:
 def find_canaries(ctx: GateContext, cfg: PiiLeakConfig) -> list[Canary]:
     """The configured canaries and the pattern's matches in the snapshot, each with its probe prompts."""
     found: dict[str, Canary] = {c: Canary(c, "policy", [_continuation("", c)]) for c in cfg.canaries}
-    pattern = re.compile(cfg.canary_pattern)
+    pattern = compiled(cfg.canary_pattern, may_match_empty=False)
     for row in ctx.training_rows():
         prompt = row["prompt"] if "prompt" in row else row["messages"][:-1]
         answers = [row[k] for k in ("chosen", "rejected", "completion") if k in row]
         answers += [row["messages"][-1:]] if "messages" in row else []
         texts = [(m["content"], None) for m in prompt] + [(m["content"], prompt) for a in answers for m in a]
         for text, asked_by in texts:
-            for match in pattern.finditer(text):
+            for match in matches(pattern, text):
                 canary = found.setdefault(match.group(), Canary(match.group(), "snapshot"))
                 probes = [_continuation(text[: match.start()], match.group())]
                 if asked_by is not None:  # the request that was answered with the canary in training
