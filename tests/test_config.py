@@ -110,6 +110,14 @@ def test_a_tenant_policy_that_links_to_nowhere_is_an_error_not_the_defaults(tmp_
     assert "TUNELOOP_HOME/policies/acme/retrieval_policy.yaml" in exc.value.message
 
 
+def test_a_policy_file_of_thousands_of_unknown_keys_is_a_short_error(tmp_path: Path) -> None:
+    path = tmp_path / "retrieval_policy.yaml"
+    path.write_text("".join(f"key{i}: 1\n" for i in range(30_000)))
+    with pytest.raises(BadRequest) as exc:
+        load_policy_file(path, RetrievalPolicy)
+    assert len(exc.value.message) < 1_000 and "and 29995 more" in exc.value.message
+
+
 def test_a_home_with_a_tilde_or_a_relative_path_names_one_absolute_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

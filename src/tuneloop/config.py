@@ -359,9 +359,14 @@ def load_yaml_model(path: str | Path, model: type[M], what: str, shown: str | No
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:
-        problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "(top)", e["msg"]) for e in exc.errors()]
-        first = ".".join(map(str, exc.errors()[0]["loc"]))
-        raise BadRequest(f"{what} {label}: {'; '.join(problems)}", param=first) from exc
+        errors = exc.errors()
+        # The first few, each clipped: 30,000 unknown keys made one error line of a megabyte.
+        problems = [
+            "{}: {}".format(".".join(map(str, e["loc"]))[:80] or "(top)", e["msg"]) for e in errors[:5]
+        ]
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        first = ".".join(map(str, errors[0]["loc"]))[:80]
+        raise BadRequest(f"{what} {label}: {'; '.join(problems)}{more}", param=first) from exc
 
 
 def read_yaml(raw: bytes, max_values: int = MAX_YAML_VALUES) -> Any:

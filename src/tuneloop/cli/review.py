@@ -58,7 +58,7 @@ def _guidelines(path: Path | None) -> str | None:
     # Regular files only, read up to the limit: /dev/zero or a FIFO would otherwise fill memory or hang.
     data = read_limited(path, MAX_GUIDELINES_BYTES, f"--guidelines {path}")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # an editor's byte order mark is no character of the text
     except UnicodeDecodeError:
         raise BadRequest(f"--guidelines {path}: not UTF-8 text") from None
 

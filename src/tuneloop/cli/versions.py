@@ -221,7 +221,8 @@ def _read_prompt(path: Path) -> str:
             raise BadRequest(f"{label}: over {MAX_SYSTEM_PROMPT_CHARS} characters")
         # A folder or a device is "not a regular file", never "no such file" (that sends one looking for a
         # typo); read non-blocking and checked on the open file, as /proc/kmsg's plain read waits for ever.
-        return read_named(path, MAX_SYSTEM_PROMPT_CHARS * 4, label).decode("utf-8")
+        # An editor's byte order mark is no character of the prompt, which a version keeps for good.
+        return read_named(path, MAX_SYSTEM_PROMPT_CHARS * 4, label).decode("utf-8-sig")
     except OSError as exc:
         raise BadRequest(f"{label}: cannot read it ({exc.strerror})") from exc
     except UnicodeDecodeError:
