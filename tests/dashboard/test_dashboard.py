@@ -114,9 +114,11 @@ def test_pages_show_the_seeded_state(site, browser) -> None:
     page.goto(f"{url}/dashboard/t/acme/drift")
     assert page.locator("tr", has_text="input_drift").first.inner_text().count("drift") >= 2
     page.goto(f"{url}/dashboard/t/acme/gates")
-    with page.expect_navigation():  # under load the title is read mid-navigation otherwise (blank)
+    with page.expect_navigation() as opened:  # under load the title is read mid-navigation otherwise (blank)
         page.click("text=HTML report >> nth=0")
     assert "Gate report" in page.title()
+    # Its own policy (a sandbox for a stored report) still refuses framing by another site.
+    assert "frame-ancestors 'none'" in opened.value.headers["content-security-policy"]
     shoot(page, "gate-report")
 
 

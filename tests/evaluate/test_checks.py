@@ -207,8 +207,12 @@ def test_report_html_has_the_suite_table_the_plot_and_escapes_text() -> None:
 
 
 def test_plot_draws_one_interval_per_win_rate_suite() -> None:
-    svg = win_rate_svg(_report(passed=True)["suites"])
+    suites = _report(passed=True)["suites"]
+    svg = win_rate_svg(suites)
     assert svg.count("<circle") == 1 and "70% (95% CI 40%–89%, n=10)" in svg
+    # The SVG goes into the page as markup: what it names is escaped in it.
+    named = win_rate_svg([{**s, "name": "<script>alert(1)</script>"} for s in suites])
+    assert "<script>" not in named and "&lt;script&gt;" in named
 
 
 def test_gate_cli_registers_run_with_tenant_and_version() -> None:

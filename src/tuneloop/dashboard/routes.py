@@ -188,7 +188,9 @@ def gate_report(request: Request, name: str, version_id: str) -> Response:
         if html is None:
             raise NotFound(f"no gate report for {version_id}")
         # The report is a stored document: sandboxed, no scripts, its own inline styles only.
-        policy = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+        policy = (
+            "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+        )
         headers = {**HEADERS, "Content-Security-Policy": policy}
         return HTMLResponse(html, headers=headers)
 

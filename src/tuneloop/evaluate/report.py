@@ -5,6 +5,7 @@ Reports live at HOME/reports/<tenant_id>/<version>/report.{json,html}; the regis
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -40,7 +41,9 @@ def win_rate_svg(suites: list[dict[str, Any]]) -> str:
     for i, suite in enumerate(shown):
         m, y = suite["metrics"], 28 + ROW_HEIGHT * i
         color = "#2a7d2e" if suite["passed"] else "#b3261e"
-        parts.append(f'<text x="{LEFT - 8}" y="{y + 4}" text-anchor="end">{suite["name"]}</text>')
+        # Escaped here: the SVG reaches the page as markup, past the template's own escaping.
+        name = html.escape(str(suite["name"]))
+        parts.append(f'<text x="{LEFT - 8}" y="{y + 4}" text-anchor="end">{name}</text>')
         parts.append(
             f'<line x1="{x(m["ci_low"])}" y1="{y}" x2="{x(m["ci_high"])}" y2="{y}" '
             f'stroke="{color}" stroke-width="4"/>'
