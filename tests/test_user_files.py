@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneloop.errors import BadRequest, PayloadTooLarge
-from tuneloop.user_files import read_limited
+from tuneloop.user_files import read_limited, read_named
 
 
 def test_a_regular_file_within_the_limit_is_read(tmp_path: Path) -> None:
@@ -46,6 +46,16 @@ def test_a_name_too_long_or_missing_is_a_clear_error(tmp_path: Path) -> None:
         read_limited(tmp_path / ("a" * 300), 100, "x")
     with pytest.raises(BadRequest, match="cannot read it"):
         read_limited(tmp_path / "absent", 100, "x")
+
+
+def test_a_named_file_that_is_a_link_loop_or_to_nowhere_is_said_so_not_called_missing(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    for name in ("loop", "dangling"):
+        with pytest.raises(BadRequest, match="a symbolic link to nothing readable"):
+            read_named(tmp_path / name, 100, "x")
+    with pytest.raises(BadRequest, match="no such file"):
+        read_named(tmp_path / "absent", 100, "x")
 
 
 def test_a_limit_far_above_the_file_costs_no_memory_and_no_overflow(tmp_path: Path) -> None:

@@ -45,11 +45,12 @@ def read_limited(path: Path, max_bytes: int, label: str) -> bytes:
 def read_named(path: Path, max_bytes: int, label: str) -> bytes:
     """`read_limited`, but a path that names nothing is "no such file": a typo, said as such."""
     try:
-        exists = path.exists()
+        exists, linked = path.exists(), path.is_symlink()
     except OSError as exc:  # a name too long, a folder we may not look into
         raise BadRequest(f"{label}: cannot read it ({exc.strerror or exc})") from None
     if not exists:
-        raise BadRequest(f"{label}: no such file")
+        # A link is there, so no typo: it points nowhere, or (a loop) at itself.
+        raise BadRequest(f"{label}: {'a symbolic link to nothing readable' if linked else 'no such file'}")
     return read_limited(path, max_bytes, label)
 
 

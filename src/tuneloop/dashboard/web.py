@@ -36,6 +36,7 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors' older form, for browsers that predate it
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
