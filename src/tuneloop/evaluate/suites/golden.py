@@ -45,7 +45,9 @@ class GoldenItem(BaseModel):
     must_not_contain: list[str] = Field(
         default_factory=list, description="Substrings the answer must not hold."
     )
-    regex: list[str] = Field(default_factory=list, description="Patterns the answer must match (re.search).")
+    regex: list[str] = Field(
+        default_factory=list, description="Patterns the answer must match (searched, at most 2 s each)."
+    )
     must_refuse: bool | None = Field(default=None, description="true: must decline; false: must not decline.")
     max_length: int | None = Field(default=None, ge=1, description="Most characters the answer may have.")
 
