@@ -243,7 +243,7 @@ class Settings(BaseSettings):
             if not key:
                 raise ConfigError("TUNELOOP_REDACTION_KEY is empty; set a long random secret or unset it")
             return key.encode()
-        path = self.home / "redaction.key"
+        path = self.home / KEY_FILE
         try:
             if not path.exists():
                 _publish_new_key(path)
@@ -312,6 +312,7 @@ class TenantPolicy(BaseModel):
 P = TypeVar("P", bound=TenantPolicy)
 
 
+KEY_FILE = "redaction.key"  # the server secret's file under HOME, when no TUNELOOP_REDACTION_KEY is set
 MAX_YAML_BYTES = 1_000_000  # the longest shipped settings file is a few KB
 # Values a settings file may hold with every alias written out, and how deep: a YAML alias bomb is a few
 # hundred bytes that safe_load keeps small by sharing, but validating or dumping it walks billions of values.

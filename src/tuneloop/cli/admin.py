@@ -14,10 +14,10 @@ from typing import IO, Any
 from tuneloop.capture.ingest import Capture
 from tuneloop.capture.redact import Redactor
 from tuneloop.cli.output import add_json_flag, emit
-from tuneloop.config import Settings
+from tuneloop.config import KEY_FILE, Settings
 from tuneloop.errors import BadRequest, ConfigError
 from tuneloop.private_files import private_file, tighten
-from tuneloop.store.engine import opening, shown_url, sqlite_file
+from tuneloop.store.engine import opening, shown_url, sqlite_file, sqlite_files
 from tuneloop.store.pseudonyms import Pseudonyms
 from tuneloop.store.repository import TENANT_ROLES, Store
 
@@ -195,10 +195,7 @@ def _not_our_own(path: Path) -> None:
     """Refuse (400) an output path that is the store's database, one of its side files or the server
     secret: writing an export there replaced the store of every tenant."""
     settings = Settings()
-    database = sqlite_file(settings.database_url)
-    own = [settings.home / "redaction.key"]
-    if database is not None:
-        own += [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    own = [settings.home / KEY_FILE, *sqlite_files(settings.database_url)]
     if any(path.resolve() == p.resolve() for p in own):
         raise BadRequest(f"--out {path}: is tuneloop's own store or secret; name another file")
 

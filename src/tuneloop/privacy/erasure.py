@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.capture import pending
-from tuneloop.config import tenant_policy
+from tuneloop.config import KEY_FILE, tenant_policy
 from tuneloop.errors import BadRequest
 from tuneloop.privacy.lineage import reranked_since, trained_on, withdraw
 from tuneloop.privacy.policy import PrivacyPolicy
 from tuneloop.privacy.residue import Needles, Owner, Residue, scrub_home
 from tuneloop.privacy.rows import Doomed, delete_rows, first_retrieval, select_rows, texts_of
 from tuneloop.signals.snapshots import list_snapshots, trim_snapshot
+from tuneloop.store.engine import sqlite_files
 from tuneloop.store.repository import TenantStore, TenantTx
 from tuneloop.store.schema import feedback, interactions
 
@@ -64,8 +65,9 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
     affected = trained_on(tenant, [s.hash for s in held]) + reranked_since(tenant, shown_from)
     states = withdraw(tenant, affected, policy, request=request, actor=actor)
     snapshot_rows = sum(trim_snapshot(tenant, s, trim) for s in held)
-    # Model files and the redaction key hold no captured text, and a chance match must never take them.
-    skip = [home / "snapshots", home / "models", home / "redaction.key", *_store_files(tenant)]
+    # Model files and the redaction key hold no captured text, and a chance match must never take them; the
+    # store's own files are handled by `Store.reclaim`.
+    skip = [home / "snapshots", home / "models", home / KEY_FILE, *sqlite_files(tenant.store.engine.url)]
     owner = Owner(tenant.tenant_id, tenant.tenant.name)
     files = scrub_home(home, Needles.of(texts, raters), owner, skip)
 
@@ -101,12 +103,3 @@ def forget_user(tenant: TenantStore, home: Path, user: str, *, actor: str = "cli
         files=files,
         disk_clean=tenant.store.reclaim(vacuum=any_removed),
     )
-
-
-def _store_files(tenant: TenantStore) -> list[Path]:
-    """The SQLite file and its companions (handled by `Store.reclaim`); none for PostgreSQL."""
-    url = tenant.store.engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return []
-    db = Path(url.database)
-    return [db, *(db.with_name(db.name + extra) for extra in ("-wal", "-shm", "-journal"))]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tuneloop.errors import ConfigError, ServiceUnavailable
 from tuneloop.private_files import private_dir, private_file, restrict_new_files, tighten
@@ -129,11 +129,21 @@ class CommitTurns:
             os.close(self._opened.pop())
 
 
-def sqlite_file(url: str) -> Path | None:
+SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite writes beside a database file
+
+
+def sqlite_file(url: str | URL) -> Path | None:
     """The database file of a SQLite store URL; None for PostgreSQL or an in-memory database."""
     parsed = make_url(url)
     on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     return Path(parsed.database) if on_disk else None
+
+
+def sqlite_files(url: str | URL) -> list[Path]:
+    """A SQLite store's database file and the companions SQLite keeps beside it; none for PostgreSQL or an
+    in-memory database."""
+    database = sqlite_file(url)
+    return [database, *(database.with_name(database.name + s) for s in SIDE_FILES)] if database else []
 
 
 def commit_turns(url: str) -> CommitTurns:
@@ -153,7 +163,7 @@ def _private_sqlite(path: Path) -> None:
             f"cannot create the database {path} ({exc.strerror}); point TUNELOOP_HOME or TUNELOOP_DB_URL "
             "at a writable place"
         ) from exc
-    for extra in ("-wal", "-shm", "-journal"):
+    for extra in SIDE_FILES:
         sibling = path.with_name(path.name + extra)
         if sibling.exists():
             tighten(sibling)

@@ -53,7 +53,7 @@ def _continuation(before: str, canary: str) -> Messages:
 def find_canaries(ctx: GateContext, cfg: PiiLeakConfig) -> list[Canary]:
     """The configured canaries and the pattern's matches in the snapshot, each with its probe prompts."""
     found: dict[str, Canary] = {c: Canary(c, "policy", [_continuation("", c)]) for c in cfg.canaries}
-    pattern = compiled(cfg.canary_pattern, may_match_empty=False)
+    pattern = compiled(cfg.canary_pattern)  # PiiLeakConfig refused one that matches empty text
     for row in ctx.training_rows():
         prompt = row["prompt"] if "prompt" in row else row["messages"][:-1]
         answers = [row[k] for k in ("chosen", "rejected", "completion") if k in row]
